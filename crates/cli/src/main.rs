@@ -1,0 +1,2 @@
+//! The `msite` command line.
+fn main() {}

@@ -1,0 +1,327 @@
+//! The storage-engine plugin interface: what msite needs from a database, and nothing more.
+//!
+//! # For backend authors
+//!
+//! msite keeps every replica in an ordered key-value store with a small, **closed set of named
+//! keyspaces** ([`Keyspace`]). A backend maps each keyspace to its own native namespace: a column
+//! family in RocksDB, a `WITHOUT ROWID` table with a `BLOB` primary key in SQLite, a `BTreeMap` in
+//! the reference [`MemStore`](crate::testkit::MemStore). All protocol logic (oplog, epoch
+//! matrix, restore) is written once, in `msite-core`, over these bytes; a backend knows nothing of it.
+//!
+//! A backend implements [`Store`] (seven required methods) plus [`WriteBatch`] and
+//! [`ReadView`] for its batch and snapshot types. Everything else is provided by [`StoreExt`].
+//! The contract, which the shared conformance suite (`testkit::conformance`) checks case by case:
+//!
+//! * **Order.** Keys and values are arbitrary byte strings (keys may be empty, values up to at
+//!   least 16 MiB). Scans return keys in **bytewise lexicographic order** (`memcmp`, shorter
+//!   prefix first), within the bounds given, and never outside them: a backend must not trust
+//!   a prefix iterator that runs past its prefix.
+//! * **Atomic batches.** [`Store::write`] applies a whole [`WriteBatch`] or none of it, also when
+//!   the process dies half-way. Operations in a batch apply in the order they were added (a
+//!   later put of the same key wins). A batch is consumed by `write`; it cannot be reused.
+//! * **Preconditions.** A batch may carry [`WriteBatch::expect`] guards; `write` checks them
+//!   atomically with the write and fails with [`Error::Precondition`] without writing anything
+//!   if one does not hold. Backends serialise writers to make this true.
+//! * **Durability.** With [`WriteOptions::sync`] set, a successful `write` survives a power
+//!   failure. Without it, a crash may lose a suffix of recent writes, but never part of one.
+//! * **Poisoning.** If a synced write fails, the store cannot know what reached the disk: every
+//!   later write returns [`Error::Poisoned`] until the store is reopened.
+//! * **Snapshots.** [`Store::snapshot`] returns a [`ReadView`] that sees exactly the writes
+//!   committed before it was taken, however long it lives and whatever commits meanwhile.
+//!   Plain reads on the store see the latest committed state.
+//! * **Exclusive open.** A store directory is opened by one process at a time; a second open
+//!   fails with [`Error::Locked`], which names the path.
+//! * **Vendor tools.** [`Store::backup`] writes a consistent backup into a new directory while the
+//!   store stays in use (RocksDB checkpoints/backup engine, SQLite's online backup API);
+//!   [`Store::restore_backup`] makes a new store directory from such a backup; and
+//!   [`Store::check_integrity`] runs the engine's own checker (checksum verification,
+//!   `PRAGMA integrity_check`) and reports corruption as [`Error::Corruption`].
+//!
+//! To add a backend: create `crates/store-NAME`, implement the three traits with
+//! backend-prefixed type names (`NameStore`, `NameBatch`, `NameSnapshot`), instantiate the
+//! conformance suite with `msite_core::store_conformance_tests!`, and add a variant to the CLI's
+//! `AnyStore` enum behind a cargo feature.
+
+use std::fmt;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+/// The closed set of keyspaces every backend provides. Adding one is a format change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Keyspace {
+    /// Local singletons: identity of the family and replica, lock and restore flags, settings.
+    Meta,
+    /// The oplog: `(origin, number)` → the applied entry, in its canonical encoding.
+    Oplog,
+    /// The epoch matrix: the own row and an estimate row per sibling.
+    Epochs,
+    /// Per-sibling synchronisation state: incarnations, packet sequences, export log,
+    /// restore requests held for propagation.
+    Peers,
+    /// The versioned object base: elements, types, branches, versions, labels, names.
+    State,
+    /// Version content, stored once by its BLAKE3 hash.
+    Blobs,
+}
+
+impl Keyspace {
+    /// Every keyspace, in a fixed order.
+    pub const ALL: [Keyspace; 6] = [
+        Keyspace::Meta,
+        Keyspace::Oplog,
+        Keyspace::Epochs,
+        Keyspace::Peers,
+        Keyspace::State,
+        Keyspace::Blobs,
+    ];
+
+    /// A stable lower-case name, used for column family and table names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Keyspace::Meta => "meta",
+            Keyspace::Oplog => "oplog",
+            Keyspace::Epochs => "epochs",
+            Keyspace::Peers => "peers",
+            Keyspace::State => "state",
+            Keyspace::Blobs => "blobs",
+        }
+    }
+}
+
+impl fmt::Display for Keyspace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A range of keys for [`ReadView::scan`]: any pair of bounds over byte strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    /// Lower bound.
+    pub start: Bound<Vec<u8>>,
+    /// Upper bound.
+    pub end: Bound<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Every key.
+    pub fn all() -> Self {
+        KeyRange { start: Bound::Unbounded, end: Bound::Unbounded }
+    }
+
+    /// `start <= key < end`.
+    pub fn between(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> Self {
+        KeyRange { start: Bound::Included(start.into()), end: Bound::Excluded(end.into()) }
+    }
+
+    /// `key >= start`.
+    pub fn from(start: impl Into<Vec<u8>>) -> Self {
+        KeyRange { start: Bound::Included(start.into()), end: Bound::Unbounded }
+    }
+
+    /// Every key that starts with `prefix`.
+    pub fn prefix(prefix: &[u8]) -> Self {
+        let start = Bound::Included(prefix.to_vec());
+        let end = match prefix_successor(prefix) {
+            Some(next) => Bound::Excluded(next),
+            None => Bound::Unbounded,
+        };
+        KeyRange { start, end }
+    }
+
+    /// Whether `key` lies inside the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let above = match &self.start {
+            Bound::Included(s) => key >= s.as_slice(),
+            Bound::Excluded(s) => key > s.as_slice(),
+            Bound::Unbounded => true,
+        };
+        let below = match &self.end {
+            Bound::Included(e) => key <= e.as_slice(),
+            Bound::Excluded(e) => key < e.as_slice(),
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`, if any
+/// (there is none when the prefix is empty or all `0xff`).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < 0xff {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
+/// Options for [`Store::write`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Make the write durable (fsync, or the engine's equivalent) before returning.
+    pub sync: bool,
+}
+
+impl WriteOptions {
+    /// A durable write.
+    pub const SYNC: WriteOptions = WriteOptions { sync: true };
+    /// A write that may be lost (whole) on power failure.
+    pub const NO_SYNC: WriteOptions = WriteOptions { sync: false };
+}
+
+/// A key-value pair as returned by scans.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The iterator returned by [`ReadView::scan`].
+pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<KeyValue>> + 'a>;
+
+/// Reads: implemented by every store (latest committed state) and by its snapshots.
+pub trait ReadView {
+    /// The value stored under `key`, if any.
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// The pairs whose keys lie in `range`, in bytewise key order.
+    fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>>;
+}
+
+/// A set of writes applied atomically by [`Store::write`].
+pub trait WriteBatch: Send {
+    /// Set `key` to `value`.
+    fn put(&mut self, ks: Keyspace, key: &[u8], value: &[u8]);
+    /// Remove `key` (no error if absent).
+    fn delete(&mut self, ks: Keyspace, key: &[u8]);
+    /// Remove every key in `[start, end)`.
+    fn delete_range(&mut self, ks: Keyspace, start: &[u8], end: &[u8]);
+    /// Fail the whole write with [`Error::Precondition`] unless, just before it applies,
+    /// `key` holds `expected` (`None`: the key is absent).
+    fn expect(&mut self, ks: Keyspace, key: &[u8], expected: Option<&[u8]>);
+    /// Number of writes (puts, deletes, range deletes) in the batch.
+    fn len(&self) -> usize;
+    /// Whether the batch holds no writes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An ordered, transactional key-value store. See the module documentation for the contract.
+pub trait Store: ReadView + Send + Sync + 'static {
+    /// The backend's write batch.
+    type Batch: WriteBatch;
+    /// A consistent read-only view at one point in time.
+    type Snapshot<'a>: ReadView + 'a
+    where
+        Self: 'a;
+
+    /// A short name of the engine (`"rocksdb"`, `"sqlite"`, `"memory"`).
+    fn backend_name(&self) -> &'static str;
+
+    /// A new, empty batch for this store.
+    fn batch(&self) -> Self::Batch;
+
+    /// Apply `batch` atomically (see the module docs for preconditions and durability).
+    fn write(&self, batch: Self::Batch, opts: WriteOptions) -> Result<()>;
+
+    /// A consistent view of the store as of now.
+    fn snapshot(&self) -> Result<Self::Snapshot<'_>>;
+
+    /// Write a consistent backup of the store into `dest` (which must not exist or be empty)
+    /// with the engine's own tool, while the store stays in use.
+    fn backup(&self, dest: &Path) -> Result<()>;
+
+    /// Run the engine's integrity checker over the whole store.
+    fn check_integrity(&self) -> Result<()>;
+
+    /// Make a new store directory `dest` from a backup written by [`Store::backup`].
+    fn restore_backup(backup: &Path, dest: &Path) -> Result<()>
+    where
+        Self: Sized;
+}
+
+/// Conveniences over [`Store`]; implemented for every store, never by hand.
+pub trait StoreExt: Store {
+    /// Write a single key.
+    fn put_one(&self, ks: Keyspace, key: &[u8], value: &[u8], opts: WriteOptions) -> Result<()> {
+        let mut b = self.batch();
+        b.put(ks, key, value);
+        self.write(b, opts)
+    }
+
+    /// Delete a single key.
+    fn delete_one(&self, ks: Keyspace, key: &[u8], opts: WriteOptions) -> Result<()> {
+        let mut b = self.batch();
+        b.delete(ks, key);
+        self.write(b, opts)
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+/// Storage errors, shared by every backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A [`WriteBatch::expect`] guard did not hold; nothing was written.
+    #[error("precondition failed in keyspace {keyspace}: the key did not hold the expected value")]
+    Precondition {
+        /// Where the guard was.
+        keyspace: Keyspace,
+    },
+    /// The engine found damaged data.
+    #[error("the store is corrupt: {0}")]
+    Corruption(String),
+    /// The store directory is open in another process.
+    #[error("the store at {path} is in use by another process; stop it (or wait for it to finish) and try again")]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// A durable write failed earlier; the store refuses writes until it is reopened.
+    #[error("the store refuses writes after an earlier failed durable write; reopen it to find out what reached the disk")]
+    Poisoned,
+    /// A file-system error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// An invalid argument (e.g. a backup into a non-empty directory).
+    #[error("{0}")]
+    Invalid(String),
+    /// Any other error of the engine, boxed.
+    #[error("{backend} error: {source}")]
+    Backend {
+        /// The engine's name.
+        backend: &'static str,
+        /// The engine's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Result of store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_handles_ff_and_empty() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[0x01, 0xff]), Some(vec![0x02]));
+        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+
+    #[test]
+    fn prefix_range_contains_exactly_the_prefixed_keys() {
+        let r = KeyRange::prefix(&[0x01, 0xff]);
+        assert!(r.contains(&[0x01, 0xff]));
+        assert!(r.contains(&[0x01, 0xff, 0xff, 0x00]));
+        assert!(!r.contains(&[0x02]));
+        assert!(!r.contains(&[0x01, 0xfe, 0xff]));
+        let all_ff = KeyRange::prefix(&[0xff]);
+        assert!(all_ff.contains(&[0xff, 0xff, 0xff]));
+        assert!(!all_ff.contains(&[0xfe]));
+    }
+}

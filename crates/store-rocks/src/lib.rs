@@ -1,0 +1,1 @@
+//! msite's `Store` for rocks. Read `msite_core::store`'s documentation first.

@@ -1,0 +1,1 @@
+//! msite's `Store` for sqlite. Read `msite_core::store`'s documentation first.

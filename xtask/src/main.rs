@@ -1,0 +1,2 @@
+//! `cargo xtask`: msite's build tasks.
+fn main() {}
