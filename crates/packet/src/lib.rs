@@ -1,5 +1,34 @@
 //! `msite-packet`: the versioned wire format of msite's update and replica-creation packets.
-//! It encodes and decodes; it knows nothing of storage. The format is specified in `SPEC.md`.
+//! It encodes and decodes; it knows nothing of storage or of the protocol. The format is
+//! specified in `SPEC.md` (next to `Cargo.toml`); this crate is its reference implementation.
+//!
+//! - [`wire`]: the values a packet carries (header, entries, controls).
+//! - [`encode_entry`], [`decode_entry`], [`entry_hash`]: the canonical encoding of an oplog entry
+//!   and its hash.
+//! - Writing: [`PacketWriter`] (part files, atomic), [`MemPacketWriter`] and [`encode_to_vec`]
+//!   (memory).
+//! - Reading: [`open`] / [`PacketReader::new`], then [`PacketReader::records`], a streaming,
+//!   verifying iterator of [`Record`]s.
+//! - Parts: [`group_parts`] groups part files into logical packets and reports missing or
+//!   duplicated parts; [`LogicalPacket::records`] reads a complete logical packet in order.
+//! - Inspection: [`summarize`] / [`verify`] and [`entries`] for `msite lspacket`.
 #![deny(missing_docs)]
 
+mod entry;
+mod error;
+pub mod format;
+mod lenient;
+mod read;
 pub mod wire;
+mod write;
+
+pub use entry::{
+    canonical_entry_hash, canonical_entry_stored_hash, decode_entry, encode_entry, entry_hash,
+    write_entry,
+};
+pub use error::{DecodeError, EncodeError};
+pub use format::{FormatVersion, FORMAT_MAJOR, FORMAT_MINOR};
+pub use read::{decode_from_slice, open, PacketInfo, PacketReader, ReadStats, Record, Records};
+pub use write::{
+    encode_to_vec, part_file_name, MemPacketWriter, PacketWriter, Stats, WriteOptions, Written,
+};

@@ -4,15 +4,49 @@
 //! and converts to and from these explicitly. Changing a type here is a format change; see
 //! `SPEC.md` for the version rules. Every struct is encoded by rmp-serde as a positional array
 //! (`rmp_serde::to_vec`), so field order is part of the format: append new fields at the end
-//! only, with `#[serde(default)]`, and bump the minor version.
+//! only, with `#[serde(default)]`, and bump the minor version (readers of an older minor
+//! version skip the fields they do not know; see `SPEC.md` §6).
+//!
+//! Enum variants are encoded by *name* (rmp-serde's default: a one-entry map from the variant
+//! name to its fields), so renaming a variant is a format change too. Byte strings ([`Id`],
+//! [`Hash`]) are encoded as msgpack `bin`; in human-readable formats (JSON) they serialize as
+//! lowercase hex.
 
 use serde::{Deserialize, Serialize};
 
 /// A 128-bit identifier (family, replica, logical packet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+///
+/// Encoded as msgpack `bin 16` (`c4 10` + 16 bytes); as a hex string in human-readable formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Id(pub [u8; 16]);
 
-/// A 32-byte BLAKE3 hash.
+impl Id {
+    /// The id as 32 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hexbytes::encode(&self.0)
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        hexbytes::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        hexbytes::deserialize(d).map(Id)
+    }
+}
+
+/// A 32-byte BLAKE3 hash. Fields of this type are encoded as msgpack `bin 32` through
+/// [`hexbytes`] (`#[serde(with = "hexbytes")]`).
 pub type Hash = [u8; 32];
 
 /// One cell of an epoch row: origin replica and the highest entry number held.
@@ -55,6 +89,7 @@ pub struct Base {
     /// The base number.
     pub number: u64,
     /// Hash of the sender's entry `(origin, number)`.
+    #[serde(with = "hexbytes")]
     pub hash: Hash,
 }
 
@@ -111,7 +146,9 @@ pub struct ObjectRef {
 }
 
 /// The id of a replicated object: the `(origin, number)` of the entry that created it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 pub struct ObjId {
     /// Origin replica of the creating entry.
     pub origin: Id,
@@ -137,6 +174,8 @@ pub enum Op {
         replica: Id,
         /// Its name.
         name: String,
+        /// What the new replica starts with: the creator's own row, this entry included.
+        row: Row,
     },
     /// Create a branch type.
     MkBrType {
@@ -155,7 +194,8 @@ pub enum Op {
         /// The `main` branch type's id.
         main: ObjId,
     },
-    /// Append a version to a branch (creating the branch when `version` is 1... or 0 for main).
+    /// Append a version to a branch. Versions on a branch are numbered from 1; the check-in of
+    /// version 1 of a branch other than `main` also creates that branch of the element.
     Checkin {
         /// The element.
         elem: ObjId,
@@ -164,6 +204,7 @@ pub enum Op {
         /// The new version's number on the branch.
         version: u64,
         /// BLAKE3 of the content; the content travels as a blob record.
+        #[serde(with = "hexbytes")]
         content: Hash,
         /// Content length in bytes.
         size: u64,
@@ -228,7 +269,7 @@ pub enum Op {
 }
 
 /// One oplog entry as it travels. `hash` is BLAKE3 over the canonical encoding of every other
-/// field (see [`crate::entry`]).
+/// field (see [`crate::entry`] and `SPEC.md` §5).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Origin replica.
@@ -240,10 +281,12 @@ pub struct Entry {
     /// The origin's clock, milliseconds since the Unix epoch (informational).
     pub time_ms: u64,
     /// Hash of the origin's previous entry (zeros for number 1).
+    #[serde(with = "hexbytes")]
     pub prev: Hash,
     /// The change.
     pub op: Op,
     /// The entry's own hash.
+    #[serde(with = "hexbytes")]
     pub hash: Hash,
 }
 
@@ -283,4 +326,75 @@ pub struct Header {
     pub new_replica: Id,
     /// Free-form comment.
     pub comment: String,
+}
+
+/// Serde helpers for fixed-size byte strings: msgpack `bin` in binary formats, lowercase hex in
+/// human-readable ones (JSON). Use as `#[serde(with = "hexbytes")]` on a `[u8; N]` field.
+pub mod hexbytes {
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    /// Lowercase hex of `bytes`.
+    pub fn encode(bytes: &[u8]) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            s.push(DIGITS[usize::from(b >> 4)] as char);
+            s.push(DIGITS[usize::from(b & 15)] as char);
+        }
+        s
+    }
+
+    /// Parses exactly `N` bytes of hex (either case).
+    pub fn decode<const N: usize>(s: &str) -> Option<[u8; N]> {
+        let b = s.as_bytes();
+        if b.len() != N * 2 {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; N];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
+        }
+        Some(out)
+    }
+
+    /// Serializes `N` bytes as `bin` (or hex when human-readable).
+    pub fn serialize<S: Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&encode(v))
+        } else {
+            s.serialize_bytes(v)
+        }
+    }
+
+    /// Deserializes exactly `N` bytes from `bin` (or hex when human-readable).
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        struct V<const N: usize>;
+        impl<const N: usize> Visitor<'_> for V<N> {
+            type Value = [u8; N];
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{N} bytes")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+                decode(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+            }
+        }
+        if d.is_human_readable() {
+            d.deserialize_str(V::<N>)
+        } else {
+            d.deserialize_bytes(V::<N>)
+        }
+    }
 }

@@ -1,0 +1,590 @@
+//! Reading packets: [`PacketReader`] over any [`Read`], and [`Records`], the streaming iterator
+//! over a part's body.
+//!
+//! The reader verifies as it goes: the envelope crc and header crc before
+//! [`PacketReader::new`] returns; each chunk's crc before any record of the chunk is yielded;
+//! the trailer (record count, stream length, chunk count, whole-part BLAKE3 hash) and the end of
+//! the input when the body ends. If any check fails the iterator yields an error instead of
+//! ending, so a caller that commits only after `None` never commits a bad packet.
+//!
+//! Memory is bounded by one chunk (at most [`format::MAX_CHUNK_LEN`]) plus the record being
+//! yielded: a record's buffer grows as its bytes arrive, never from its length field alone, so a
+//! hostile length cannot make the reader allocate more than the input really holds.
+
+use std::fs::File;
+use std::io::{self, BufReader, ErrorKind, Read};
+use std::path::{Path, PathBuf};
+
+use crate::error::DecodeError;
+use crate::format::{self, Envelope, FormatVersion};
+use crate::wire::{self, Hash, Id, Kind};
+
+/// One body record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// An oplog entry, as its canonical encoding (decode with [`crate::decode_entry`]).
+    Entry(Vec<u8>),
+    /// Version content.
+    Blob {
+        /// BLAKE3 of `bytes` as the sender claims it (not verified here).
+        hash: Hash,
+        /// The content.
+        bytes: Vec<u8>,
+    },
+}
+
+/// What the envelope says about a part.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PacketInfo {
+    /// Format version of the part.
+    pub version: FormatVersion,
+    /// Update or replica creation.
+    pub kind: Kind,
+    /// This part's index, 1-based.
+    pub part: u32,
+    /// Number of parts of the logical packet.
+    pub parts: u32,
+    /// The logical packet id.
+    pub packet_id: Id,
+}
+
+/// Counts kept while reading a part's records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Records read (including skipped unknown ones).
+    pub records: u64,
+    /// Entry records.
+    pub entries: u64,
+    /// Blob records.
+    pub blobs: u64,
+    /// Bytes of blob contents.
+    pub blob_bytes: u64,
+    /// Unknown, skippable records skipped (newer minor version).
+    pub skipped: u64,
+    /// Chunks read.
+    pub chunks: u32,
+    /// Bytes of the part read so far.
+    pub bytes: u64,
+    /// Whether the trailer and end of input were verified.
+    pub verified: bool,
+}
+
+/// Input with position tracking and the running part hash.
+struct Input<R> {
+    rd: R,
+    offset: u64,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> Input<R> {
+    /// Reads as much of `buf` as the input holds; returns the count.
+    fn read_full(&mut self, buf: &mut [u8]) -> Result<usize, DecodeError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.rd.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_error(e)),
+            }
+        }
+        self.offset += got as u64;
+        Ok(got)
+    }
+
+    /// Reads exactly `buf.len()` bytes (hashing them unless `hash` is false).
+    fn exact(&mut self, buf: &mut [u8], what: &'static str, hash: bool) -> Result<(), DecodeError> {
+        let got = self.read_full(buf)?;
+        if got < buf.len() {
+            return Err(DecodeError::Truncated {
+                offset: self.offset,
+                what,
+            });
+        }
+        if hash {
+            self.hasher.update(buf);
+        }
+        Ok(())
+    }
+
+    /// Reads `len` hashed bytes into `buf` (cleared first), growing it as data arrives.
+    fn exact_vec(
+        &mut self,
+        buf: &mut Vec<u8>,
+        len: usize,
+        what: &'static str,
+    ) -> Result<(), DecodeError> {
+        buf.clear();
+        const STEP: usize = 1 << 20;
+        while buf.len() < len {
+            let start = buf.len();
+            let n = (len - start).min(STEP.max(buf.capacity() - start));
+            buf.resize(start + n, 0);
+            self.exact(&mut buf[start..], what, true)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_error(e: io::Error) -> DecodeError {
+    if e.kind() == ErrorKind::IsADirectory {
+        DecodeError::IsDirectory
+    } else {
+        DecodeError::Io(e)
+    }
+}
+
+/// A reader positioned after a verified envelope and header.
+pub struct PacketReader<R> {
+    input: Input<R>,
+    env: Envelope,
+    info: PacketInfo,
+    header: wire::Header,
+    header_bytes: Vec<u8>,
+    path: Option<PathBuf>,
+}
+
+/// Opens a packet part file and verifies its envelope and header. Errors name the file.
+pub fn open(path: impl AsRef<Path>) -> Result<PacketReader<BufReader<File>>, DecodeError> {
+    let path = path.as_ref();
+    let wrap = |e: DecodeError| e.in_file(path);
+    let meta = std::fs::metadata(path).map_err(|e| wrap(read_error(e)))?;
+    if meta.is_dir() {
+        return Err(wrap(DecodeError::IsDirectory));
+    }
+    let f = File::open(path).map_err(|e| wrap(read_error(e)))?;
+    let mut r = PacketReader::new(BufReader::with_capacity(256 << 10, f)).map_err(wrap)?;
+    r.path = Some(path.to_path_buf());
+    Ok(r)
+}
+
+impl<R: Read> PacketReader<R> {
+    /// Reads and verifies the envelope and the header.
+    pub fn new(rd: R) -> Result<Self, DecodeError> {
+        let mut input = Input {
+            rd,
+            offset: 0,
+            hasher: blake3::Hasher::new(),
+        };
+        let mut env_bytes = [0u8; format::ENVELOPE_LEN];
+        let got = input.read_full(&mut env_bytes)?;
+        if got == 0 {
+            return Err(DecodeError::Empty);
+        }
+        Envelope::check_prefix(&env_bytes[..got])?;
+        if got < format::ENVELOPE_LEN {
+            return Err(DecodeError::Truncated {
+                offset: got as u64,
+                what: "envelope",
+            });
+        }
+        let env = Envelope::parse(&env_bytes)?;
+        let mut masked = env_bytes;
+        masked[format::PATCH_OFFSET..].fill(0);
+        input.hasher.update(&masked);
+
+        let mut header_bytes = Vec::new();
+        input.exact_vec(&mut header_bytes, env.header_len as usize, "header")?;
+        let mut crc = [0u8; 4];
+        input.exact(&mut crc, "header checksum", true)?;
+        if crc32c::crc32c(&header_bytes) != u32::from_le_bytes(crc) {
+            return Err(DecodeError::Checksum {
+                what: "header",
+                offset: format::ENVELOPE_LEN as u64,
+            });
+        }
+        let header = crate::lenient::decode_header(&header_bytes, env.version)?;
+        let info = PacketInfo {
+            version: env.version,
+            kind: env.kind,
+            part: env.part_index,
+            parts: env.part_count,
+            packet_id: env.packet_id,
+        };
+        Ok(PacketReader {
+            input,
+            env,
+            info,
+            header,
+            header_bytes,
+            path: None,
+        })
+    }
+
+    /// The packet header.
+    pub fn header(&self) -> &wire::Header {
+        &self.header
+    }
+
+    /// The header's encoded bytes (identical in every part of a logical packet).
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header_bytes
+    }
+
+    /// Version, kind, part number and packet id.
+    pub fn info(&self) -> &PacketInfo {
+        &self.info
+    }
+
+    /// The file this reader reads, if it was opened with [`open`].
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The body's records, verified as they are read (see the module docs).
+    pub fn records(self) -> Records<R> {
+        Records {
+            r: self,
+            chunk: Vec::new(),
+            pos: 0,
+            stored: Vec::new(),
+            decomp: None,
+            stream: 0,
+            stats: ReadStats::default(),
+            state: State::Body,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Body,
+    Done,
+    Failed,
+}
+
+/// Iterator over a part's records; see [`PacketReader::records`]. After an error it yields
+/// nothing more.
+pub struct Records<R> {
+    r: PacketReader<R>,
+    chunk: Vec<u8>,
+    pos: usize,
+    stored: Vec<u8>,
+    decomp: Option<zstd::bulk::Decompressor<'static>>,
+    /// Record-stream bytes consumed.
+    stream: u64,
+    stats: ReadStats,
+    state: State,
+}
+
+/// What reading the next frame found.
+enum Frame {
+    Chunk,
+    Trailer,
+}
+
+impl<R: Read> Records<R> {
+    /// The packet header.
+    pub fn header(&self) -> &wire::Header {
+        &self.r.header
+    }
+
+    /// Version, kind, part number and packet id.
+    pub fn info(&self) -> &PacketInfo {
+        &self.r.info
+    }
+
+    /// Counts so far; `verified` is true once the iterator has ended cleanly.
+    pub fn stats(&self) -> ReadStats {
+        let mut s = self.stats.clone();
+        s.bytes = self.r.input.offset;
+        s.verified = self.state == State::Done;
+        s
+    }
+
+    /// Drains the remaining records, verifying everything; returns the final counts.
+    pub fn verify_rest(&mut self) -> Result<ReadStats, DecodeError> {
+        for r in self.by_ref() {
+            r?;
+        }
+        Ok(self.stats())
+    }
+
+    fn wrap(&self, e: DecodeError) -> DecodeError {
+        match &self.r.path {
+            Some(p) => e.in_file(p),
+            None => e,
+        }
+    }
+
+    fn newer_minor(&self) -> bool {
+        self.r.env.version.minor > format::FORMAT_MINOR
+    }
+
+    /// Reads the next frame; loads a chunk into `self.chunk`.
+    fn next_frame(&mut self) -> Result<Frame, DecodeError> {
+        let at = self.r.input.offset;
+        let mut tag = [0u8; 1];
+        self.r
+            .input
+            .exact(&mut tag, "body (expected a chunk or the trailer)", true)?;
+        match tag[0] {
+            format::FRAME_CHUNK => {}
+            format::FRAME_TRAILER => return Ok(Frame::Trailer),
+            t => {
+                return Err(DecodeError::malformed(
+                    at,
+                    format!("unknown frame type {t:#04x}"),
+                ));
+            }
+        }
+        let mut h = [0u8; format::CHUNK_HEADER_LEN];
+        h[0] = tag[0];
+        self.r.input.exact(&mut h[1..], "chunk header", true)?;
+        let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        let codec = h[1];
+        let ulen = u32_at(4);
+        let clen = u32_at(8);
+        if !self.newer_minor() && (h[2] != 0 || h[3] != 0) {
+            return Err(DecodeError::malformed(
+                at + 2,
+                "reserved chunk bytes are not zero",
+            ));
+        }
+        for (what, len, off) in [("chunk", ulen, 4), ("stored chunk", clen, 8)] {
+            if len > format::MAX_CHUNK_LEN {
+                return Err(DecodeError::TooLarge {
+                    what,
+                    len: len.into(),
+                    limit: format::MAX_CHUNK_LEN.into(),
+                    offset: at + off,
+                });
+            }
+        }
+        if ulen == 0 {
+            return Err(DecodeError::malformed(at + 4, "empty chunk"));
+        }
+        match codec {
+            format::CODEC_NONE if clen != ulen => {
+                return Err(DecodeError::malformed(
+                    at + 8,
+                    "stored length of an uncompressed chunk differs from its length",
+                ));
+            }
+            format::CODEC_NONE | format::CODEC_ZSTD => {}
+            c => {
+                return Err(DecodeError::malformed(
+                    at + 1,
+                    format!("unknown chunk codec {c}"),
+                ))
+            }
+        }
+        let mut stored = std::mem::take(&mut self.stored);
+        let r = self
+            .r
+            .input
+            .exact_vec(&mut stored, clen as usize, "chunk data");
+        self.stored = stored;
+        r?;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..12]), &self.stored);
+        if crc != u32_at(12) {
+            return Err(DecodeError::Checksum {
+                what: "chunk",
+                offset: at,
+            });
+        }
+        if codec == format::CODEC_NONE {
+            std::mem::swap(&mut self.chunk, &mut self.stored);
+        } else {
+            let d = match self.decomp.as_mut() {
+                Some(d) => d,
+                None => self
+                    .decomp
+                    .insert(zstd::bulk::Decompressor::new().map_err(DecodeError::Io)?),
+            };
+            self.chunk.clear();
+            self.chunk.reserve(ulen as usize);
+            let n = d
+                .decompress_to_buffer(&self.stored, &mut self.chunk)
+                .map_err(|e| DecodeError::Decompress {
+                    offset: at,
+                    reason: e.to_string(),
+                })?;
+            if n != ulen as usize || self.chunk.len() != ulen as usize {
+                return Err(DecodeError::Decompress {
+                    offset: at,
+                    reason: format!("decompressed to {n} bytes, expected {ulen}"),
+                });
+            }
+        }
+        self.pos = 0;
+        self.stats.chunks += 1;
+        Ok(Frame::Chunk)
+    }
+
+    /// Makes sure the current chunk has unread bytes; `Ok(false)` when the trailer follows.
+    fn fill(&mut self) -> Result<bool, DecodeError> {
+        while self.pos == self.chunk.len() {
+            match self.next_frame()? {
+                Frame::Chunk => {}
+                Frame::Trailer => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Copies `n` stream bytes into `out` (or drops them if `out` is None), across chunks.
+    fn take(&mut self, mut n: usize, mut out: Option<&mut Vec<u8>>) -> Result<(), DecodeError> {
+        while n > 0 {
+            if !self.fill()? {
+                return Err(DecodeError::malformed(
+                    self.r.input.offset,
+                    "a record is cut off by the trailer",
+                ));
+            }
+            let k = n.min(self.chunk.len() - self.pos);
+            if let Some(o) = out.as_deref_mut() {
+                o.extend_from_slice(&self.chunk[self.pos..self.pos + k]);
+            }
+            self.pos += k;
+            n -= k;
+        }
+        Ok(())
+    }
+
+    fn finish_trailer(&mut self) -> Result<(), DecodeError> {
+        let at = self.r.input.offset - 1;
+        let mut t = [0u8; format::TRAILER_LEN - 32 - 1];
+        self.r.input.exact(&mut t, "trailer", true)?;
+        let expected = *self.r.input.hasher.finalize().as_bytes();
+        let mut hash = [0u8; 32];
+        self.r.input.exact(&mut hash, "trailer hash", false)?;
+        if hash != expected {
+            return Err(DecodeError::Checksum {
+                what: "part hash",
+                offset: at,
+            });
+        }
+        let u64_at = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&t[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        if !self.newer_minor() && t[..3] != [0, 0, 0] {
+            return Err(DecodeError::malformed(
+                at + 1,
+                "reserved trailer bytes are not zero",
+            ));
+        }
+        let records = u64_at(3);
+        let stream = u64_at(11);
+        let chunks = u32::from_le_bytes([t[19], t[20], t[21], t[22]]);
+        if records != self.stats.records || stream != self.stream || chunks != self.stats.chunks {
+            return Err(DecodeError::malformed(
+                at,
+                format!(
+                    "trailer says {records} records, {stream} stream bytes, {chunks} chunks; \
+                     the body has {}, {}, {}",
+                    self.stats.records, self.stream, self.stats.chunks
+                ),
+            ));
+        }
+        let mut extra = [0u8; 1];
+        if self.r.input.read_full(&mut extra)? > 0 {
+            return Err(DecodeError::TrailingBytes {
+                offset: self.r.input.offset - 1,
+            });
+        }
+        Ok(())
+    }
+
+    fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
+        loop {
+            if !self.fill()? {
+                self.finish_trailer()?;
+                return Ok(None);
+            }
+            let at = self.stream;
+            let mut prefix = Vec::with_capacity(format::RECORD_PREFIX_LEN);
+            self.take(format::RECORD_PREFIX_LEN, Some(&mut prefix))?;
+            let tag = prefix[0];
+            let len = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+            if len > format::MAX_RECORD_LEN {
+                return Err(DecodeError::TooLarge {
+                    what: "record",
+                    len: len.into(),
+                    limit: format::MAX_RECORD_LEN.into(),
+                    offset: at + 1,
+                });
+            }
+            let len = len as usize;
+            self.stream += (format::RECORD_PREFIX_LEN + len) as u64;
+            self.stats.records += 1;
+            match tag {
+                format::REC_ENTRY => {
+                    let mut payload = Vec::with_capacity(len.min(self.chunk.len() - self.pos));
+                    self.take(len, Some(&mut payload))?;
+                    self.stats.entries += 1;
+                    return Ok(Some(Record::Entry(payload)));
+                }
+                format::REC_BLOB => {
+                    if len < 32 {
+                        return Err(DecodeError::malformed(
+                            at,
+                            "blob record shorter than its hash",
+                        ));
+                    }
+                    let mut h = Vec::with_capacity(32);
+                    self.take(32, Some(&mut h))?;
+                    let mut hash = [0u8; 32];
+                    hash.copy_from_slice(&h);
+                    let mut bytes = Vec::with_capacity((len - 32).min(self.chunk.len() - self.pos));
+                    self.take(len - 32, Some(&mut bytes))?;
+                    self.stats.blobs += 1;
+                    self.stats.blob_bytes += bytes.len() as u64;
+                    return Ok(Some(Record::Blob { hash, bytes }));
+                }
+                t if t & format::REC_CRITICAL != 0 => {
+                    return Err(DecodeError::UnknownCriticalRecord { tag: t });
+                }
+                t if self.newer_minor() && t != 0 => {
+                    self.take(len, None)?;
+                    self.stats.skipped += 1;
+                }
+                t => {
+                    return Err(DecodeError::malformed(
+                        at,
+                        format!(
+                            "unknown record type {t:#04x} in a format {} packet",
+                            self.r.env.version
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read> Iterator for Records<R> {
+    type Item = Result<Record, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.state != State::Body {
+            return None;
+        }
+        match self.next_record() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => {
+                self.state = State::Done;
+                None
+            }
+            Err(e) => {
+                self.state = State::Failed;
+                Some(Err(self.wrap(e)))
+            }
+        }
+    }
+}
+
+impl<R: Read> std::iter::FusedIterator for Records<R> {}
+
+/// Decodes a whole single part held in memory: header, info and all records (verified).
+pub fn decode_from_slice(
+    bytes: &[u8],
+) -> Result<(PacketInfo, wire::Header, Vec<Record>), DecodeError> {
+    let r = PacketReader::new(bytes)?;
+    let info = r.info().clone();
+    let header = r.header().clone();
+    let records = r.records().collect::<Result<Vec<_>, _>>()?;
+    Ok((info, header, records))
+}

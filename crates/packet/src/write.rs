@@ -1,0 +1,646 @@
+//! Writing packets: [`PacketWriter`] (part files in a directory, appearing atomically),
+//! [`MemPacketWriter`] (parts as byte vectors) and [`encode_to_vec`] (one part in memory).
+//!
+//! All three share one encoder. It is deterministic: the same header, records, options and
+//! packet id give the same bytes (no clock, no randomness). Memory is bounded by the chunk size:
+//! records are copied into the pending chunk piece by piece, so a record larger than a chunk
+//! spans several chunks and is never buffered whole.
+//!
+//! Part splitting (`SPEC.md` §4): a part is closed before a record that would take it over
+//! `max_part_size` (counting that record as if stored uncompressed, after compressing what is
+//! pending); a record that does not fit even in an empty part goes alone in its own part, with a
+//! warning. The part count is unknown until the end, so every part is written with count 0 and
+//! patched at [`format::PATCH_OFFSET`] by `finish`; the part hash reads those 8 bytes as zeros,
+//! so patching does not require re-reading the parts.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::EncodeError;
+use crate::format::{self, Envelope};
+use crate::read::Record;
+use crate::wire::{self, Hash, Id, Kind};
+
+/// Options for writing a packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Split the packet into parts of at most this many bytes (`None`: one part). A record that
+    /// does not fit in an empty part goes alone in a larger part, with a warning.
+    pub max_part_size: Option<u64>,
+    /// Uncompressed size of a body chunk, 1 byte to [`format::MAX_CHUNK_LEN`]. Reader and
+    /// writer memory is bounded by about twice this (plus the largest record, for the reader).
+    pub chunk_size: usize,
+    /// zstd compression level for chunks (1..=22, or negative for zstd's fast levels); `0`
+    /// stores chunks uncompressed.
+    pub zstd_level: i32,
+    /// The logical packet id written into every part. The caller chooses it (random in
+    /// production, deterministic in the simulator); the encoder never invents one.
+    pub packet_id: Id,
+}
+
+impl WriteOptions {
+    /// Default options (one part, 256 KiB chunks, zstd level 3) for packet `packet_id`.
+    pub fn new(packet_id: Id) -> Self {
+        WriteOptions {
+            max_part_size: None,
+            chunk_size: 256 << 10,
+            zstd_level: 3,
+            packet_id,
+        }
+    }
+
+    fn validate(&self) -> Result<(), EncodeError> {
+        if self.chunk_size == 0 || self.chunk_size > format::MAX_CHUNK_LEN as usize {
+            return Err(EncodeError::InvalidOptions(format!(
+                "chunk_size must be between 1 and {} bytes, not {}",
+                format::MAX_CHUNK_LEN,
+                self.chunk_size
+            )));
+        }
+        if self.zstd_level != 0 && !zstd::compression_level_range().contains(&self.zstd_level) {
+            return Err(EncodeError::InvalidOptions(format!(
+                "zstd_level {} is outside zstd's range {:?}",
+                self.zstd_level,
+                zstd::compression_level_range()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a writer wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// The logical packet id.
+    pub packet_id: Id,
+    /// Number of parts.
+    pub parts: u32,
+    /// Records written (entries + blobs).
+    pub records: u64,
+    /// Entry records written.
+    pub entries: u64,
+    /// Blob records written.
+    pub blobs: u64,
+    /// Total bytes of all parts.
+    pub bytes: u64,
+    /// Total payload bytes of all records (entry bytes, blob hashes and contents).
+    pub payload_bytes: u64,
+    /// Warnings (a record larger than `max_part_size`).
+    pub warnings: Vec<String>,
+}
+
+/// The result of [`PacketWriter::finish`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The part files, in part order.
+    pub parts: Vec<PathBuf>,
+    /// The logical packet id.
+    pub packet_id: Id,
+    /// Records written (entries + blobs).
+    pub records: u64,
+    /// Entry records written.
+    pub entries: u64,
+    /// Blob records written.
+    pub blobs: u64,
+    /// Total bytes of all parts.
+    pub bytes: u64,
+    /// Warnings (a record larger than `max_part_size`).
+    pub warnings: Vec<String>,
+}
+
+/// Where the encoder's bytes go.
+trait Sink {
+    fn begin_part(&mut self, index: u32) -> Result<(), EncodeError>;
+    fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError>;
+    fn end_part(&mut self) -> Result<(), EncodeError>;
+}
+
+/// The shared encoder.
+struct Encoder<S: Sink> {
+    sink: S,
+    opts: WriteOptions,
+    envelope: Envelope,
+    header: Vec<u8>,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// Index of the open part (0: none open yet).
+    part: u32,
+    /// Bytes written to the open part.
+    part_len: u64,
+    part_records: u64,
+    part_stream: u64,
+    part_chunks: u32,
+    hasher: blake3::Hasher,
+    pending: Vec<u8>,
+    stored: Vec<u8>,
+    stats: Stats,
+}
+
+impl<S: Sink> Encoder<S> {
+    fn new(
+        sink: S,
+        kind: Kind,
+        header: &wire::Header,
+        opts: WriteOptions,
+    ) -> Result<Self, EncodeError> {
+        opts.validate()?;
+        let header_bytes = rmp_serde::to_vec(header).map_err(|source| EncodeError::Msgpack {
+            what: "header",
+            source,
+        })?;
+        if header_bytes.len() as u64 > u64::from(format::MAX_HEADER_LEN) {
+            return Err(EncodeError::HeaderTooLarge {
+                len: header_bytes.len() as u64,
+                limit: format::MAX_HEADER_LEN.into(),
+            });
+        }
+        let fixed = fixed_part_overhead(header_bytes.len());
+        if let Some(max) = opts.max_part_size {
+            if max < fixed + 64 {
+                return Err(EncodeError::InvalidOptions(format!(
+                    "max_part_size {max} is too small: envelope, header and trailer alone take {fixed} bytes"
+                )));
+            }
+        }
+        let compressor = if opts.zstd_level == 0 {
+            None
+        } else {
+            Some(zstd::bulk::Compressor::new(opts.zstd_level).map_err(EncodeError::Compress)?)
+        };
+        let envelope = Envelope {
+            version: format::CURRENT,
+            kind,
+            flags: 0,
+            packet_id: opts.packet_id,
+            header_len: header_bytes.len() as u32,
+            part_index: 0,
+            part_count: 0,
+        };
+        let stats = Stats {
+            packet_id: opts.packet_id,
+            ..Stats::default()
+        };
+        Ok(Encoder {
+            sink,
+            pending: Vec::with_capacity(opts.chunk_size),
+            stored: Vec::new(),
+            opts,
+            envelope,
+            header: header_bytes,
+            compressor,
+            part: 0,
+            part_len: 0,
+            part_records: 0,
+            part_stream: 0,
+            part_chunks: 0,
+            hasher: blake3::Hasher::new(),
+            stats,
+        })
+    }
+
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        self.hasher.update(bytes);
+        self.part_len += bytes.len() as u64;
+        self.sink.write(bytes)
+    }
+
+    fn open_part(&mut self) -> Result<(), EncodeError> {
+        if self.part >= format::MAX_PARTS {
+            return Err(EncodeError::TooManyParts(format::MAX_PARTS));
+        }
+        self.part += 1;
+        self.sink.begin_part(self.part)?;
+        self.part_len = 0;
+        self.part_records = 0;
+        self.part_stream = 0;
+        self.part_chunks = 0;
+        self.hasher = blake3::Hasher::new();
+        let mut env = self.envelope.clone();
+        env.part_index = self.part;
+        let bytes = env.to_bytes();
+        // The part hash reads the patched fields (part count, envelope crc) as zeros.
+        let mut masked = bytes;
+        masked[format::PATCH_OFFSET..].fill(0);
+        self.hasher.update(&masked);
+        self.part_len += bytes.len() as u64;
+        self.sink.write(&bytes)?;
+        let header = std::mem::take(&mut self.header);
+        let r = self
+            .emit(&header)
+            .and_then(|()| self.emit(&crc32c::crc32c(&header).to_le_bytes()));
+        self.header = header;
+        r
+    }
+
+    fn flush_chunk(&mut self) -> Result<(), EncodeError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let ulen = self.pending.len();
+        let mut codec = format::CODEC_NONE;
+        if let Some(c) = self.compressor.as_mut() {
+            self.stored.clear();
+            self.stored.reserve(zstd::zstd_safe::compress_bound(ulen));
+            c.compress_to_buffer(&self.pending, &mut self.stored)
+                .map_err(EncodeError::Compress)?;
+            if self.stored.len() < ulen {
+                codec = format::CODEC_ZSTD;
+            }
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let stored = std::mem::take(&mut self.stored);
+        let data: &[u8] = if codec == format::CODEC_ZSTD {
+            &stored
+        } else {
+            &pending
+        };
+        let mut hdr = [0u8; format::CHUNK_HEADER_LEN];
+        hdr[0] = format::FRAME_CHUNK;
+        hdr[1] = codec;
+        hdr[4..8].copy_from_slice(&(ulen as u32).to_le_bytes());
+        hdr[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&hdr[..12]), data);
+        hdr[12..16].copy_from_slice(&crc.to_le_bytes());
+        let r = self.emit(&hdr).and_then(|()| self.emit(data));
+        self.pending = pending;
+        self.pending.clear();
+        self.stored = stored;
+        self.part_chunks += 1;
+        r
+    }
+
+    fn close_part(&mut self) -> Result<(), EncodeError> {
+        self.flush_chunk()?;
+        let mut t = [0u8; format::TRAILER_LEN - 32];
+        t[0] = format::FRAME_TRAILER;
+        t[4..12].copy_from_slice(&self.part_records.to_le_bytes());
+        t[12..20].copy_from_slice(&self.part_stream.to_le_bytes());
+        t[20..24].copy_from_slice(&self.part_chunks.to_le_bytes());
+        self.emit(&t)?;
+        let hash = *self.hasher.finalize().as_bytes();
+        self.part_len += 32;
+        self.sink.write(&hash)?;
+        self.stats.bytes += self.part_len;
+        self.stats.parts = self.part;
+        self.sink.end_part()
+    }
+
+    /// Worst-case stored size of `n` more record-stream bytes given what is pending.
+    fn stored_estimate(&self, n: u64) -> u64 {
+        let total = self.pending.len() as u64 + n;
+        let chunk = self.opts.chunk_size as u64;
+        total + total.div_ceil(chunk) * format::CHUNK_HEADER_LEN as u64
+    }
+
+    fn push(&mut self, tag: u8, pieces: &[&[u8]]) -> Result<(), EncodeError> {
+        let payload: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        if payload > u64::from(format::MAX_RECORD_LEN) {
+            return Err(EncodeError::RecordTooLarge {
+                len: payload,
+                limit: format::MAX_RECORD_LEN.into(),
+            });
+        }
+        if self.part == 0 {
+            self.open_part()?;
+        }
+        let rec_len = payload + format::RECORD_PREFIX_LEN as u64;
+        if let Some(max) = self.opts.max_part_size {
+            let fits = |e: &Self| {
+                e.part_len + e.stored_estimate(rec_len) + format::TRAILER_LEN as u64 <= max
+            };
+            if !fits(self) && !self.pending.is_empty() {
+                self.flush_chunk()?;
+            }
+            if !fits(self) && self.part_records > 0 {
+                self.close_part()?;
+                self.open_part()?;
+            }
+            if !fits(self) {
+                self.stats.warnings.push(format!(
+                    "a record of {rec_len} bytes does not fit in a part of at most {max} bytes; \
+                     part {} holds it alone and is larger than the limit",
+                    self.part
+                ));
+            }
+        }
+        let prefix = {
+            let mut p = [0u8; format::RECORD_PREFIX_LEN];
+            p[0] = tag;
+            p[1..5].copy_from_slice(&(payload as u32).to_le_bytes());
+            p
+        };
+        self.append(&prefix)?;
+        for p in pieces {
+            self.append(p)?;
+        }
+        self.part_records += 1;
+        self.part_stream += rec_len;
+        self.stats.records += 1;
+        self.stats.payload_bytes += payload;
+        Ok(())
+    }
+
+    fn append(&mut self, mut bytes: &[u8]) -> Result<(), EncodeError> {
+        while !bytes.is_empty() {
+            let room = self.opts.chunk_size - self.pending.len();
+            let n = room.min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.pending.len() == self.opts.chunk_size {
+                self.flush_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn push_entry(&mut self, canonical: &[u8]) -> Result<(), EncodeError> {
+        self.push(format::REC_ENTRY, &[canonical])?;
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    fn push_blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<(), EncodeError> {
+        self.push(format::REC_BLOB, &[hash, bytes])?;
+        self.stats.blobs += 1;
+        Ok(())
+    }
+
+    fn push_record(&mut self, r: &Record) -> Result<(), EncodeError> {
+        match r {
+            Record::Entry(b) => self.push_entry(b),
+            Record::Blob { hash, bytes } => self.push_blob(hash, bytes),
+        }
+    }
+
+    /// Closes the last part (writing an empty part if nothing was pushed). Returns the sink,
+    /// the stats and the patch bytes for each part (index 1..=n).
+    fn finish(mut self) -> Result<(S, Stats, Vec<[u8; 8]>), EncodeError> {
+        if self.part == 0 {
+            self.open_part()?;
+        }
+        self.close_part()?;
+        let n = self.part;
+        let patches = (1..=n)
+            .map(|i| {
+                let mut env = self.envelope.clone();
+                env.part_index = i;
+                format::patch_bytes(&env, n)
+            })
+            .collect();
+        Ok((self.sink, self.stats, patches))
+    }
+}
+
+/// Bytes of a part that carries no records: envelope, header, header crc, trailer.
+fn fixed_part_overhead(header_len: usize) -> u64 {
+    (format::ENVELOPE_LEN + header_len + 4 + format::TRAILER_LEN) as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// In memory
+
+#[derive(Default)]
+struct VecSink {
+    parts: Vec<Vec<u8>>,
+}
+
+impl Sink for VecSink {
+    fn begin_part(&mut self, _index: u32) -> Result<(), EncodeError> {
+        self.parts.push(Vec::new());
+        Ok(())
+    }
+    fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        if let Some(p) = self.parts.last_mut() {
+            p.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+    fn end_part(&mut self) -> Result<(), EncodeError> {
+        Ok(())
+    }
+}
+
+/// Writes a packet into memory: like [`PacketWriter`], but the parts are byte vectors.
+pub struct MemPacketWriter {
+    enc: Encoder<VecSink>,
+}
+
+impl MemPacketWriter {
+    /// Starts a packet of `kind` with `header`.
+    pub fn new(kind: Kind, header: &wire::Header, opts: WriteOptions) -> Result<Self, EncodeError> {
+        Ok(MemPacketWriter {
+            enc: Encoder::new(VecSink::default(), kind, header, opts)?,
+        })
+    }
+
+    /// Appends an entry record carrying canonical entry bytes (see [`crate::encode_entry`]).
+    /// The bytes are not checked.
+    pub fn push_entry(&mut self, canonical: &[u8]) -> Result<(), EncodeError> {
+        self.enc.push_entry(canonical)
+    }
+
+    /// Appends a blob record.
+    pub fn push_blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<(), EncodeError> {
+        self.enc.push_blob(hash, bytes)
+    }
+
+    /// Appends a record.
+    pub fn push_record(&mut self, r: &Record) -> Result<(), EncodeError> {
+        self.enc.push_record(r)
+    }
+
+    /// Finishes the packet: returns its parts, in order, and what was written.
+    pub fn finish(self) -> Result<(Vec<Vec<u8>>, Stats), EncodeError> {
+        let (sink, stats, patches) = self.enc.finish()?;
+        let mut parts = sink.parts;
+        for (p, patch) in parts.iter_mut().zip(patches) {
+            p[format::PATCH_OFFSET..format::ENVELOPE_LEN].copy_from_slice(&patch);
+        }
+        Ok((parts, stats))
+    }
+}
+
+/// Encodes a single-part packet into memory (`opts.max_part_size` must be `None`).
+pub fn encode_to_vec(
+    kind: Kind,
+    header: &wire::Header,
+    records: impl IntoIterator<Item = Record>,
+    opts: &WriteOptions,
+) -> Result<Vec<u8>, EncodeError> {
+    if opts.max_part_size.is_some() {
+        return Err(EncodeError::InvalidOptions(
+            "encode_to_vec writes one part; use MemPacketWriter to split".into(),
+        ));
+    }
+    let mut w = MemPacketWriter::new(kind, header, opts.clone())?;
+    for r in records {
+        w.push_record(&r)?;
+    }
+    let (mut parts, _) = w.finish()?;
+    // One part exactly, since no limit was set.
+    Ok(parts.pop().unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+struct FileSink {
+    dir: PathBuf,
+    stem: String,
+    current: Option<BufWriter<File>>,
+    temps: Vec<PathBuf>,
+    finished: bool,
+}
+
+impl FileSink {
+    fn temp_path(&self, index: u32) -> PathBuf {
+        self.dir.join(format!(".{}.p{index}.msp.tmp", self.stem))
+    }
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EncodeError + '_ {
+        move |source| EncodeError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn begin_part(&mut self, index: u32) -> Result<(), EncodeError> {
+        let path = self.temp_path(index);
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(Self::io(&path))?;
+        self.temps.push(path);
+        self.current = Some(BufWriter::with_capacity(256 << 10, f));
+        Ok(())
+    }
+    fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        if let (Some(w), Some(path)) = (self.current.as_mut(), self.temps.last()) {
+            w.write_all(bytes).map_err(Self::io(path))?;
+        }
+        Ok(())
+    }
+    fn end_part(&mut self) -> Result<(), EncodeError> {
+        if let (Some(w), Some(path)) = (self.current.take(), self.temps.last()) {
+            w.into_inner().map_err(|e| Self::io(path)(e.into_error()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if !self.finished {
+            // An abandoned or failed packet leaves nothing behind (best effort).
+            for t in &self.temps {
+                let _ = fs::remove_file(t);
+            }
+        }
+    }
+}
+
+/// The final file name of part `index` of `n`.
+pub fn part_file_name(stem: &str, index: u32, n: u32) -> String {
+    if n == 1 {
+        format!("{stem}.msp")
+    } else {
+        format!("{stem}.p{index}of{n}.msp")
+    }
+}
+
+/// Writes a packet as part files in a directory.
+///
+/// Parts are written to hidden temporary files (`.{stem}.p{i}.msp.tmp`) in the same directory;
+/// [`finish`](Self::finish) patches the part count, syncs them, and renames them to their final
+/// names (`{stem}.msp`, or `{stem}.p{i}of{n}.msp` when split), then syncs the directory. A crash
+/// before that leaves no file with a final name; a writer dropped without `finish` removes its
+/// temporary files.
+pub struct PacketWriter {
+    enc: Encoder<FileSink>,
+}
+
+impl PacketWriter {
+    /// Starts a packet in `dir` with file names derived from `stem`.
+    pub fn create(
+        dir: &Path,
+        stem: &str,
+        kind: Kind,
+        header: &wire::Header,
+        opts: WriteOptions,
+    ) -> Result<Self, EncodeError> {
+        if stem.is_empty() || stem.contains(['/', '\\']) || stem.starts_with('.') {
+            return Err(EncodeError::InvalidOptions(format!(
+                "bad packet file stem {stem:?}"
+            )));
+        }
+        let sink = FileSink {
+            dir: dir.to_path_buf(),
+            stem: stem.to_string(),
+            current: None,
+            temps: Vec::new(),
+            finished: false,
+        };
+        Ok(PacketWriter {
+            enc: Encoder::new(sink, kind, header, opts)?,
+        })
+    }
+
+    /// Appends an entry record carrying canonical entry bytes (see [`crate::encode_entry`]).
+    /// The bytes are not checked.
+    pub fn push_entry(&mut self, canonical: &[u8]) -> Result<(), EncodeError> {
+        self.enc.push_entry(canonical)
+    }
+
+    /// Appends a blob record.
+    pub fn push_blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<(), EncodeError> {
+        self.enc.push_blob(hash, bytes)
+    }
+
+    /// Appends a record.
+    pub fn push_record(&mut self, r: &Record) -> Result<(), EncodeError> {
+        self.enc.push_record(r)
+    }
+
+    /// Finishes the packet and makes its part files appear under their final names. Refuses
+    /// (and removes the temporary files) if a file with a final name already exists.
+    pub fn finish(self) -> Result<Written, EncodeError> {
+        let (mut sink, stats, patches) = self.enc.finish()?;
+        let n = stats.parts;
+        let finals: Vec<PathBuf> = (1..=n)
+            .map(|i| sink.dir.join(part_file_name(&sink.stem, i, n)))
+            .collect();
+        if let Some(p) = finals.iter().find(|p| p.exists()) {
+            return Err(EncodeError::Exists(p.clone()));
+        }
+        for (tmp, patch) in sink.temps.iter().zip(&patches) {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .open(tmp)
+                .map_err(FileSink::io(tmp))?;
+            f.seek(SeekFrom::Start(format::PATCH_OFFSET as u64))
+                .and_then(|_| f.write_all(patch))
+                .and_then(|()| f.sync_all())
+                .map_err(FileSink::io(tmp))?;
+        }
+        for (tmp, fin) in sink.temps.iter().zip(&finals) {
+            fs::rename(tmp, fin).map_err(FileSink::io(fin))?;
+        }
+        sink.finished = true;
+        // Make the renames durable.
+        File::open(&sink.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(FileSink::io(&sink.dir))?;
+        Ok(Written {
+            parts: finals,
+            packet_id: stats.packet_id,
+            records: stats.records,
+            entries: stats.entries,
+            blobs: stats.blobs,
+            bytes: stats.bytes,
+            warnings: stats.warnings,
+        })
+    }
+}

@@ -1,0 +1,5 @@
+//! The integration tests of `msite-packet`: one binary (house style), one module per area.
+
+mod common;
+mod entry;
+mod roundtrip;
