@@ -9,3 +9,23 @@ pub mod store;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
+
+pub mod codec;
+pub mod env;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod model;
+pub mod replica;
+pub mod restore;
+pub mod sync;
+pub mod txn;
+pub mod vob;
+
+pub use env::{Env, SimEnv, SystemEnv};
+pub use error::{CoreError, Refusal, Result};
+pub use ids::{FamilyId, Hash, ObjId, PacketId, ReplicaId};
+pub use model::{Entry, ObjectRef, Op, Row};
+pub use replica::{ReqMasterPolicy, Replica, Selector, TreeImport, VersionSel};
+pub use restore::{HeldRequest, ProvisionalAck, Recovering, RestoreStart, Status};
+pub use sync::{ExportOutcome, ExportPlan, ImportOutcome, Incoming, Need, RecordSink};

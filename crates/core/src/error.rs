@@ -1,0 +1,160 @@
+//! Errors of the protocol and the object base. Storage errors stay separate
+//! ([`crate::store::Error`]) and are wrapped here. Every message is one sentence that names
+//! the object and says what to do next: the CLI prints them as they are.
+
+use crate::codec::CodecError;
+use crate::model::EntryError;
+
+/// Errors of `msite-core`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// A local record is damaged.
+    #[error("the store holds a damaged record: {0}; run `msite check` and restore from backup if it fails")]
+    Codec(#[from] CodecError),
+    /// A name or selector matches nothing.
+    #[error("{0} does not exist here; check the name (`msite ls`, `msite lsreplica`, `msite describe`)")]
+    NotFound(String),
+    /// A name is already taken.
+    #[error("{0} already exists")]
+    Exists(String),
+    /// A local change to an object this replica does not master.
+    #[error("{object} is mastered by replica {master}, not by this replica ({me}); change it there, or ask for mastership with `msite reqmaster`")]
+    NotMaster {
+        /// The object.
+        object: String,
+        /// Its master.
+        master: String,
+        /// This replica.
+        me: String,
+    },
+    /// The replica refuses local changes (or exports) in its present state.
+    #[error("{0}")]
+    Locked(String),
+    /// A bad argument.
+    #[error("{0}")]
+    Invalid(String),
+    /// A packet's content breaks the protocol's rules.
+    #[error("malformed packet content: {0}")]
+    Malformed(String),
+    /// A packet cannot be read.
+    #[error("{0}")]
+    Unreadable(String),
+    /// A packet is refused; nothing was applied.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// An entry cannot be trusted.
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    /// A file-system error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CoreError {
+    /// An I/O error with context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        CoreError::Io { context: context.into(), source }
+    }
+}
+
+/// Why a packet was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another family's packet.
+    WrongFamily {
+        /// The packet's family.
+        packet: String,
+        /// This replica's family.
+        ours: String,
+    },
+    /// Not addressed to this replica.
+    NotAddressed {
+        /// Addressees.
+        targets: String,
+        /// This replica.
+        me: String,
+    },
+    /// Built before this replica's restore.
+    StaleTarget {
+        /// The incarnation the packet believed.
+        had: u64,
+        /// This replica's incarnation.
+        expected: u64,
+        /// Sender.
+        sender: String,
+    },
+    /// Built by a sender before the sender's restore.
+    StaleSender {
+        /// Sender.
+        sender: String,
+        /// The packet's sender incarnation.
+        had: u64,
+        /// The sender's incarnation recorded here.
+        expected: u64,
+    },
+    /// The sender's history of an origin differs from ours.
+    Divergent {
+        /// Origin.
+        origin: String,
+        /// Entry number.
+        number: u64,
+        /// Detail.
+        detail: String,
+    },
+    /// This replica has lost entries of its own (restored without restorereplica).
+    RolledBack {
+        /// Sender that holds more.
+        sender: String,
+        /// What the sender holds of our entries.
+        theirs: u64,
+        /// What we hold.
+        ours: u64,
+    },
+    /// Other.
+    Other(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::WrongFamily { packet, ours } => write!(
+                f,
+                "the packet belongs to family {packet}, but this replica is in family {ours}; it was sent to the wrong site"
+            ),
+            Refusal::NotAddressed { targets, me } => write!(
+                f,
+                "the packet is addressed to {targets}, not to this replica ({me}); import it at its addressee"
+            ),
+            Refusal::StaleTarget { had, expected, sender } => write!(
+                f,
+                "stale packet from {sender}: it was built for incarnation {had} of this replica, which now has incarnation {expected} (the packet predates a restore); nothing was applied, and {sender} will send what is needed once it has this replica's restore request"
+            ),
+            Refusal::StaleSender { sender, had, expected } => write!(
+                f,
+                "stale packet: it was built by {sender} at incarnation {had}, but {sender} has since been restored (incarnation {expected}); nothing was applied"
+            ),
+            Refusal::Divergent { origin, number, detail } => write!(
+                f,
+                "divergent history: entry {number} of origin {origin} differs between the sender and this replica ({detail}); nothing was applied — a replica was restored without `msite restorereplica` or with --override; find which and see docs/protocol.md, 'Divergence'"
+            ),
+            Refusal::RolledBack { sender, theirs, ours } => write!(
+                f,
+                "this replica has lost entries of its own: {sender} holds its entries up to {theirs}, but it holds only up to {ours} (it was restored from a copy without `msite restore`); it now refuses local changes — run `msite restorereplica` to recover them"
+            ),
+            Refusal::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Result of core operations.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

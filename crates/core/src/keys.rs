@@ -1,0 +1,99 @@
+//! Key layouts of the protocol's keyspaces (Meta, Oplog, Epochs, Peers). The object base's
+//! keys are in [`crate::vob`]. All numbers in keys are big-endian so that keys sort by number.
+
+use crate::ids::{PacketId, ReplicaId};
+
+/// Meta: identity (family id, family name, own replica id).
+pub const IDENTITY: &[u8] = b"identity";
+/// Meta: present when the store was restored from a backup and `restorereplica` has not run.
+pub const RESTORED: &[u8] = b"restored";
+/// Meta: the local restoration state while recovering.
+pub const RECOVERING: &[u8] = b"recovering";
+/// Meta: present when a sibling showed that this replica lost entries of its own.
+pub const ROLLED_BACK: &[u8] = b"rolled_back";
+/// Meta: the next local apply sequence number.
+pub const NEXT_LSN: &[u8] = b"next_lsn";
+/// Meta: the mastership-request policy.
+pub const REQMASTER_POLICY: &[u8] = b"policy.reqmaster";
+
+/// Oplog key of entry `(origin, number)`.
+pub fn oplog(origin: &ReplicaId, number: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&origin.0);
+    k[16..].copy_from_slice(&number.to_be_bytes());
+    k
+}
+
+/// Epochs key of the own row's cell for `origin`.
+pub fn own(origin: &ReplicaId) -> Vec<u8> {
+    let mut k = vec![0u8];
+    k.extend_from_slice(&origin.0);
+    k
+}
+
+/// Epochs prefix of the own row.
+pub const OWN_PREFIX: &[u8] = &[0];
+
+/// Epochs prefix of the estimate row for `target`.
+pub fn estimate_prefix(target: &ReplicaId) -> Vec<u8> {
+    let mut k = vec![1u8];
+    k.extend_from_slice(&target.0);
+    k
+}
+
+/// Epochs key of the estimate for `target`, origin `origin`.
+pub fn estimate(target: &ReplicaId, origin: &ReplicaId) -> Vec<u8> {
+    let mut k = estimate_prefix(target);
+    k.extend_from_slice(&origin.0);
+    k
+}
+
+/// Peers tags.
+pub mod peers {
+    /// Recorded incarnation of a replica.
+    pub const INCARNATION: u8 = 1;
+    /// Sending state towards a target.
+    pub const SEND: u8 = 2;
+    /// Export log: the estimate row after each content packet, by sequence.
+    pub const EXPORT_LOG: u8 = 3;
+    /// Receiving state from a sender.
+    pub const RECV: u8 = 4;
+    /// A restore request held for propagation.
+    pub const REQUEST: u8 = 5;
+    /// The latest completed incarnation of a replica.
+    pub const COMPLETED: u8 = 6;
+    /// A provisional acknowledgement held for propagation (replica, acker).
+    pub const PROV_ACK: u8 = 7;
+    /// A logical packet already imported.
+    pub const IMPORTED: u8 = 8;
+    /// A mastership request waiting for the operator (manual policy).
+    pub const MASTER_REQUEST: u8 = 9;
+}
+
+/// A Peers key: tag then replica id.
+pub fn peer(tag: u8, r: &ReplicaId) -> Vec<u8> {
+    let mut k = vec![tag];
+    k.extend_from_slice(&r.0);
+    k
+}
+
+/// A Peers key: tag, two replica ids.
+pub fn peer2(tag: u8, a: &ReplicaId, b: &ReplicaId) -> Vec<u8> {
+    let mut k = peer(tag, a);
+    k.extend_from_slice(&b.0);
+    k
+}
+
+/// Export log key.
+pub fn export_log(target: &ReplicaId, seq: u64) -> Vec<u8> {
+    let mut k = peer(peers::EXPORT_LOG, target);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Imported-packet marker key.
+pub fn imported(id: &PacketId) -> Vec<u8> {
+    let mut k = vec![peers::IMPORTED];
+    k.extend_from_slice(&id.0);
+    k
+}

@@ -1,0 +1,464 @@
+//! Restoring a replica from backup (PROTOCOL §6): the *restored* mark, `restorereplica`,
+//! restore requests and their acknowledgements at siblings, and restore complete.
+//!
+//! Local state (never replicated): the *restored* mark set by `msite restore`, the
+//! *recovering* record (incarnation, restored row, the awaited siblings and what each one's
+//! acknowledgement said), and the *rolled back* mark set when a sibling shows that this
+//! replica lost entries of its own. Replicated state: acknowledgements and restore complete are
+//! numbered entries; restore requests and provisional acknowledgements (from a replica that is
+//! itself recovering, which may not number anything yet) are control records that every
+//! replica propagates in every packet until the matching restore complete arrives.
+
+use std::collections::BTreeMap;
+
+use crate::codec::{Dec, Enc};
+use crate::error::{CoreError, Result};
+use crate::ids::ReplicaId;
+use crate::keys;
+use crate::model::{Op, Row};
+use crate::replica::{get_u64, txn_u64, Appender, Replica};
+use crate::store::{KeyRange, Keyspace, ReadView, Store, WriteOptions};
+use crate::txn::Txn;
+
+/// The local restoration state of a recovering replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovering {
+    /// The new incarnation.
+    pub incarnation: u64,
+    /// The own row as restored.
+    pub row: Row,
+    /// Whether the awaited set was named by the operator (`--wait-for`); otherwise every
+    /// sibling is awaited, including ones learned of while recovering.
+    pub explicit: bool,
+    /// Awaited siblings still flagged *expected to send recovery update*, each with the
+    /// `held` count of its acknowledgement once one arrived (the flag clears when this replica
+    /// holds that many of its own entries).
+    pub awaited: BTreeMap<ReplicaId, Option<u64>>,
+}
+
+impl Recovering {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new().u64(self.incarnation);
+        e = self.row.encode(e).bool(self.explicit).u64(self.awaited.len() as u64);
+        for (r, held) in &self.awaited {
+            e = e.rid(r);
+            e = match held {
+                Some(h) => e.u8(1).u64(*h),
+                None => e.u8(0),
+            };
+        }
+        e.done()
+    }
+
+    fn decode(v: &[u8]) -> Result<Self> {
+        let mut d = Dec::new(v, "recovering state");
+        let incarnation = d.u64()?;
+        let row = Row::decode(&mut d)?;
+        let explicit = d.bool()?;
+        let n = d.u64()?;
+        let mut awaited = BTreeMap::new();
+        for _ in 0..n {
+            let r = d.rid()?;
+            let held = match d.u8()? {
+                0 => None,
+                _ => Some(d.u64()?),
+            };
+            awaited.insert(r, held);
+        }
+        d.end()?;
+        Ok(Recovering { incarnation, row, explicit, awaited })
+    }
+}
+
+/// A restore request held by a sibling for propagation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldRequest {
+    /// The restoring replica.
+    pub replica: ReplicaId,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// Its own row as restored.
+    pub row: Row,
+}
+
+/// A provisional acknowledgement held for propagation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvisionalAck {
+    /// The acknowledging (itself recovering) replica.
+    pub acker: ReplicaId,
+    /// The restoring replica.
+    pub replica: ReplicaId,
+    /// The incarnation acknowledged.
+    pub incarnation: u64,
+    /// How many of the restoring replica's entries the acker held.
+    pub held: u64,
+}
+
+/// The restoration-related state of a replica, for `lsreplica --long` and the guards.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Status {
+    /// Restored from a backup; `restorereplica` has not run.
+    pub restored: bool,
+    /// Why the replica refuses local changes after a detected rollback.
+    pub rolled_back: Option<String>,
+    /// The recovering state.
+    pub recovering: Option<Recovering>,
+    /// This replica's incarnation.
+    pub incarnation: u64,
+}
+
+/// What `restorereplica` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreStart {
+    /// The incarnation of the request.
+    pub incarnation: u64,
+    /// Whether this amended a restoration already in progress.
+    pub amended: bool,
+    /// The awaited siblings (names).
+    pub awaiting: Vec<String>,
+    /// Whether the restoration completed at once (`--override`, or nobody to wait for).
+    pub completed: bool,
+}
+
+fn dec_request(replica: ReplicaId, v: &[u8]) -> Result<HeldRequest> {
+    let mut d = Dec::new(v, "restore request");
+    let incarnation = d.u64()?;
+    let row = Row::decode(&mut d)?;
+    d.end()?;
+    Ok(HeldRequest { replica, incarnation, row })
+}
+
+fn enc_request(r: &HeldRequest) -> Vec<u8> {
+    r.row.encode(Enc::new().u64(r.incarnation)).done()
+}
+
+impl<S: Store> Replica<S> {
+    /// The restoration-related state.
+    pub fn status(&self) -> Result<Status> {
+        let s = &self.store;
+        let rolled_back = match s.get(Keyspace::Meta, keys::ROLLED_BACK)? {
+            Some(v) => Some(Dec::new(&v, "rolled back").str()?),
+            None => None,
+        };
+        let recovering = match s.get(Keyspace::Meta, keys::RECOVERING)? {
+            Some(v) => Some(Recovering::decode(&v)?),
+            None => None,
+        };
+        Ok(Status {
+            restored: s.get(Keyspace::Meta, keys::RESTORED)?.is_some(),
+            rolled_back,
+            recovering,
+            incarnation: self.incarnation_of(&self.me)?,
+        })
+    }
+
+    pub(crate) fn recovering_in(txn: &Txn<'_, S>) -> Result<Option<Recovering>> {
+        match txn.get(Keyspace::Meta, keys::RECOVERING)? {
+            Some(v) => Ok(Some(Recovering::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Marks the store *restored* (done by `msite restore` on the store it made): it refuses
+    /// local changes, exports and imports until `restorereplica` runs.
+    pub fn mark_restored(&self) -> Result<()> {
+        use crate::store::StoreExt;
+        let v = Enc::new().u64(self.env.now_ms()).done();
+        self.store.put_one(Keyspace::Meta, keys::RESTORED, &v, WriteOptions::SYNC)?;
+        Ok(())
+    }
+
+    /// Marks the replica rolled back (a sibling showed it lost entries of its own).
+    pub(crate) fn mark_rolled_back(&self, reason: &str) -> Result<()> {
+        use crate::store::StoreExt;
+        let v = Enc::new().str(reason).done();
+        self.store.put_one(Keyspace::Meta, keys::ROLLED_BACK, &v, WriteOptions::SYNC)?;
+        Ok(())
+    }
+
+    /// Restore requests held for propagation.
+    pub fn held_requests(&self) -> Result<Vec<HeldRequest>> {
+        held_requests_in(&self.store)
+    }
+
+    /// Provisional acknowledgements held for propagation.
+    pub fn provisional_acks(&self) -> Result<Vec<ProvisionalAck>> {
+        prov_acks_in(&self.store)
+    }
+
+    /// The incarnation of `r`'s last completed restoration, if any.
+    pub fn completed_incarnation(&self, r: &ReplicaId) -> Result<u64> {
+        get_u64(&self.store, Keyspace::Peers, &keys::peer(keys::peers::COMPLETED, r))
+    }
+
+    /// Starts (or, while recovering, amends) the restoration procedure.
+    ///
+    /// `wait_for`: the awaited siblings (empty: every sibling, and any learned of later).
+    /// `override_`: complete now without waiting (entries not yet recovered may be lost; the
+    /// hash chains will report any conflict, see docs/protocol.md).
+    pub fn restorereplica(&self, wait_for: &[ReplicaId], override_: bool) -> Result<RestoreStart> {
+        for w in wait_for {
+            if *w == self.me {
+                return Err(CoreError::Invalid("a replica cannot wait for itself".into()));
+            }
+        }
+        let mut txn = Txn::new(&self.store);
+        let existing = Self::recovering_in(&txn)?;
+        let amended = existing.is_some();
+        let siblings: Vec<ReplicaId> =
+            self.view().replicas()?.into_iter().map(|r| r.id).filter(|r| *r != self.me).collect();
+        let awaited_ids: Vec<ReplicaId> = if wait_for.is_empty() { siblings } else { wait_for.to_vec() };
+        let rec = match existing {
+            Some(mut rec) => {
+                // Amend: keep the incarnation; the awaited set becomes the new one, keeping
+                // acknowledgements already received.
+                let mut awaited = BTreeMap::new();
+                for id in &awaited_ids {
+                    awaited.insert(*id, rec.awaited.get(id).copied().flatten());
+                }
+                rec.awaited = awaited;
+                rec.explicit = !wait_for.is_empty();
+                rec
+            }
+            None => {
+                let recorded = txn_u64(&txn, Keyspace::Peers, &keys::peer(keys::peers::INCARNATION, &self.me))?;
+                let incarnation = self.env.now_ms().max(recorded + 1);
+                let row = crate::replica::read_row(&self.store, keys::OWN_PREFIX)?;
+                txn.put(
+                    Keyspace::Peers,
+                    &keys::peer(keys::peers::INCARNATION, &self.me),
+                    &incarnation.to_be_bytes(),
+                );
+                // Packet sequences restart under the new incarnation.
+                for tag in [keys::peers::SEND, keys::peers::EXPORT_LOG] {
+                    for (k, _) in txn.scan_prefix(Keyspace::Peers, &[tag])? {
+                        txn.delete(Keyspace::Peers, &k);
+                    }
+                }
+                Recovering {
+                    incarnation,
+                    row,
+                    explicit: !wait_for.is_empty(),
+                    awaited: awaited_ids.iter().map(|id| (*id, None)).collect(),
+                }
+            }
+        };
+        txn.delete(Keyspace::Meta, keys::RESTORED);
+        txn.delete(Keyspace::Meta, keys::ROLLED_BACK);
+        txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+        let mut ap = Appender::load(&txn)?;
+        let completed = self.maybe_complete(&mut txn, &mut ap, override_)?;
+        let awaiting = rec.awaited.keys().map(|r| self.replica_name(r)).collect();
+        txn.commit(WriteOptions::SYNC)?;
+        Ok(RestoreStart { incarnation: rec.incarnation, amended, awaiting, completed })
+    }
+
+    /// Clears flags whose acknowledgement is satisfied and, when none is left (or on
+    /// `force`), creates restore complete and unlocks. Returns whether it completed.
+    pub(crate) fn maybe_complete(&self, txn: &mut Txn<'_, S>, ap: &mut Appender, force: bool) -> Result<bool> {
+        let Some(mut rec) = Self::recovering_in(txn)? else { return Ok(false) };
+        let own = txn_u64(txn, Keyspace::Epochs, &keys::own(&self.me))?;
+        rec.awaited.retain(|_, held| !matches!(held, Some(h) if own >= *h));
+        if !rec.awaited.is_empty() && !force {
+            txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+            return Ok(false);
+        }
+        txn.delete(Keyspace::Meta, keys::RECOVERING);
+        let row = crate::replica::read_row_txn(txn, keys::OWN_PREFIX)?;
+        let mut row_after = row.clone();
+        row_after.set(self.me, own + 1);
+        self.append_local(txn, ap, Op::RestoreComplete { incarnation: rec.incarnation, row: row_after })?;
+        txn.put(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::COMPLETED, &self.me),
+            &rec.incarnation.to_be_bytes(),
+        );
+        // Our own provisional acknowledgements were answers given while we could not number
+        // entries; numbered acknowledgements replace them for requests still held.
+        let held = held_requests_txn(txn)?;
+        for (k, _) in txn.scan_prefix(Keyspace::Peers, &[keys::peers::PROV_ACK])? {
+            if k.len() == 33 && k[17..33] == self.me.0 {
+                txn.delete(Keyspace::Peers, &k);
+            }
+        }
+        for req in held {
+            let held_n = txn_u64(txn, Keyspace::Epochs, &keys::own(&req.replica))?;
+            self.append_local(
+                txn,
+                ap,
+                Op::RestoreAck { replica: req.replica, incarnation: req.incarnation, held: held_n },
+            )?;
+        }
+        Ok(true)
+    }
+
+    /// Handles a restore request received in a packet (directly or relayed).
+    pub(crate) fn on_request(&self, txn: &mut Txn<'_, S>, ap: &mut Appender, req: &HeldRequest, notes: &mut Vec<String>) -> Result<()> {
+        if req.replica == self.me {
+            return Ok(()); // our own request, echoed back by a sibling
+        }
+        let completed = txn_u64(txn, Keyspace::Peers, &keys::peer(keys::peers::COMPLETED, &req.replica))?;
+        if req.incarnation <= completed {
+            return Ok(()); // that restoration is over: never resurrect it
+        }
+        let key = keys::peer(keys::peers::REQUEST, &req.replica);
+        if let Some(v) = txn.get(Keyspace::Peers, &key)? {
+            let held = dec_request(req.replica, &v)?;
+            if held.incarnation >= req.incarnation {
+                return Ok(()); // the same request, or one a newer request superseded
+            }
+        }
+        txn.put(Keyspace::Peers, &key, &enc_request(req));
+        txn.put(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::INCARNATION, &req.replica),
+            &req.incarnation.to_be_bytes(),
+        );
+        // Roll the estimate back to what the replica now holds.
+        for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(&req.replica))? {
+            txn.delete(Keyspace::Epochs, &k);
+        }
+        for (o, n) in &req.row.0 {
+            txn.put(Keyspace::Epochs, &keys::estimate(&req.replica, o), &n.to_be_bytes());
+        }
+        // Its reports about our packets restart under its new incarnation.
+        txn.delete(Keyspace::Peers, &keys::peer(keys::peers::RECV, &req.replica));
+        let held = txn_u64(txn, Keyspace::Epochs, &keys::own(&req.replica))?;
+        let name = self.replica_name(&req.replica);
+        if Self::recovering_in(txn)?.is_some() {
+            let k = keys::peer2(keys::peers::PROV_ACK, &req.replica, &self.me);
+            txn.put(Keyspace::Peers, &k, &Enc::new().u64(req.incarnation).u64(held).done());
+            notes.push(format!(
+                "received the restore request of {name} (incarnation {}); acknowledged provisionally while this replica recovers",
+                req.incarnation
+            ));
+        } else {
+            self.append_local(txn, ap, Op::RestoreAck { replica: req.replica, incarnation: req.incarnation, held })?;
+            notes.push(format!(
+                "received the restore request of {name} (incarnation {}); acknowledged, and its packets will carry everything since its restored row",
+                req.incarnation
+            ));
+        }
+        Ok(())
+    }
+
+    /// Handles a provisional acknowledgement received in a packet.
+    pub(crate) fn on_provisional_ack(&self, txn: &mut Txn<'_, S>, a: &ProvisionalAck) -> Result<()> {
+        if a.replica == self.me {
+            if let Some(mut rec) = Self::recovering_in(txn)? {
+                if rec.incarnation == a.incarnation {
+                    if let Some(slot) = rec.awaited.get_mut(&a.acker) {
+                        *slot = Some(slot.unwrap_or(0).max(a.held));
+                        txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+                    }
+                }
+            }
+            return Ok(());
+        }
+        // Relay it while the request it answers is held here.
+        if let Some(v) = txn.get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &a.replica))? {
+            let held = dec_request(a.replica, &v)?;
+            if held.incarnation == a.incarnation {
+                let k = keys::peer2(keys::peers::PROV_ACK, &a.replica, &a.acker);
+                txn.put(Keyspace::Peers, &k, &Enc::new().u64(a.incarnation).u64(a.held).done());
+            }
+        }
+        Ok(())
+    }
+
+    /// Protocol effects of applying an entry (beyond the object base).
+    pub(crate) fn on_entry(&self, txn: &mut Txn<'_, S>, origin: &ReplicaId, op: &Op) -> Result<()> {
+        match op {
+            Op::RestoreAck { replica, incarnation, held } if *replica == self.me => {
+                if let Some(mut rec) = Self::recovering_in(txn)? {
+                    if rec.incarnation == *incarnation {
+                        if let Some(slot) = rec.awaited.get_mut(origin) {
+                            *slot = Some(slot.unwrap_or(0).max(*held));
+                            txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+                        }
+                    }
+                }
+            }
+            Op::RestoreComplete { incarnation, row } => {
+                let ck = keys::peer(keys::peers::COMPLETED, origin);
+                if *incarnation > txn_u64(txn, Keyspace::Peers, &ck)? {
+                    txn.put(Keyspace::Peers, &ck, &incarnation.to_be_bytes());
+                }
+                let rk = keys::peer(keys::peers::REQUEST, origin);
+                if let Some(v) = txn.get(Keyspace::Peers, &rk)? {
+                    if dec_request(*origin, &v)?.incarnation <= *incarnation {
+                        txn.delete(Keyspace::Peers, &rk);
+                    }
+                }
+                for (k, v) in txn.scan_prefix(Keyspace::Peers, &keys::peer(keys::peers::PROV_ACK, origin))? {
+                    let inc = Dec::new(&v, "provisional ack").u64()?;
+                    if inc <= *incarnation {
+                        txn.delete(Keyspace::Peers, &k);
+                    }
+                }
+                if *origin != self.me {
+                    raise_estimate(txn, origin, row)?;
+                }
+            }
+            Op::CreateReplica { replica, row, .. } => {
+                if *replica != self.me {
+                    raise_estimate(txn, replica, row)?;
+                    if let Some(mut rec) = Self::recovering_in(txn)? {
+                        if !rec.explicit && !rec.awaited.contains_key(replica) {
+                            rec.awaited.insert(*replica, None);
+                            txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Raises `target`'s estimate row to at least `row`.
+pub(crate) fn raise_estimate<S: Store>(txn: &mut Txn<'_, S>, target: &ReplicaId, row: &Row) -> Result<()> {
+    for (o, n) in &row.0 {
+        let k = keys::estimate(target, o);
+        if *n > txn_u64(txn, Keyspace::Epochs, &k)? {
+            txn.put(Keyspace::Epochs, &k, &n.to_be_bytes());
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn held_requests_in<R: ReadView + ?Sized>(r: &R) -> Result<Vec<HeldRequest>> {
+    let mut out = Vec::new();
+    for kv in r.scan(Keyspace::Peers, KeyRange::prefix(&[keys::peers::REQUEST]))? {
+        let (k, v) = kv?;
+        let id = ReplicaId(k[1..].try_into().map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "request key" }))?);
+        out.push(dec_request(id, &v)?);
+    }
+    Ok(out)
+}
+
+fn held_requests_txn<S: Store>(txn: &Txn<'_, S>) -> Result<Vec<HeldRequest>> {
+    let mut out = Vec::new();
+    for (k, v) in txn.scan_prefix(Keyspace::Peers, &[keys::peers::REQUEST])? {
+        let id = ReplicaId(k[1..].try_into().map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "request key" }))?);
+        out.push(dec_request(id, &v)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn prov_acks_in<R: ReadView + ?Sized>(r: &R) -> Result<Vec<ProvisionalAck>> {
+    let mut out = Vec::new();
+    for kv in r.scan(Keyspace::Peers, KeyRange::prefix(&[keys::peers::PROV_ACK]))? {
+        let (k, v) = kv?;
+        if k.len() != 33 {
+            continue;
+        }
+        let bad = || CoreError::Codec(crate::codec::CodecError { what: "provisional ack key" });
+        let replica = ReplicaId(k[1..17].try_into().map_err(|_| bad())?);
+        let acker = ReplicaId(k[17..33].try_into().map_err(|_| bad())?);
+        let mut d = Dec::new(&v, "provisional ack");
+        out.push(ProvisionalAck { acker, replica, incarnation: d.u64()?, held: d.u64()? });
+    }
+    Ok(out)
+}

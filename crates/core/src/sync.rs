@@ -1,0 +1,1091 @@
+//! Synchronisation (PROTOCOL §3–5, §7): export of update packets, import with every check in
+//! order, acknowledgements that resend lost packets without an operator, and replica creation.
+//!
+//! # Export
+//! The base for a target is the estimate row; the packet carries, for each origin, the entries
+//! above the base up to the own row, merged across origins in this replica's apply order (the
+//! local apply sequence number, LSN, stored with each oplog record), so the order is causal.
+//! Each origin's range is one bounded scan of the oplog, so the cost grows with what is sent,
+//! never with history.
+//!
+//! # Acknowledgements and lost packets
+//! Content packets to a target are numbered (per target, per sender incarnation). Every
+//! packet reports, for its target, the highest sequence of the target's packets that the
+//! sender has applied and the highest it has seen. A sender learns that a packet was lost when
+//! the report shows a later packet seen but an earlier one not applied (the later one waits
+//! for it), or when it has nothing new to send but packets are still unacknowledged after the
+//! target has reported at least once; either way it lowers its estimate to what the target
+//! reported and resends. A replica that has nothing to send but new acknowledgements to give
+//! sends a small acknowledgement-only packet (sequence 0), which itself needs no
+//! acknowledgement, so the exchange settles.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use msite_packet::{wire, MemPacketWriter, PacketReader, PacketWriter, Record};
+
+use crate::codec::{be_u64, Dec, Enc};
+use crate::error::{CoreError, Refusal, Result};
+use crate::ids::{Hash, PacketId, ReplicaId, ZERO_HASH};
+use crate::keys;
+use crate::model::{Entry, Op, Row};
+use crate::replica::{get_u64, read_row, txn_u64, Appender, Replica, StoredEntry};
+use crate::restore::{held_requests_in, prov_acks_in, HeldRequest, ProvisionalAck};
+use crate::store::{KeyRange, Keyspace, ReadView, Store, WriteOptions};
+use crate::txn::Txn;
+
+/// Where packet records go: a part-file writer or an in-memory one.
+pub trait RecordSink {
+    /// Appends an entry's canonical bytes.
+    fn entry(&mut self, canonical: &[u8]) -> Result<()>;
+    /// Appends content.
+    fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()>;
+}
+
+fn enc_err(e: msite_packet::EncodeError) -> CoreError {
+    CoreError::Unreadable(format!("cannot write the packet: {e}"))
+}
+
+impl RecordSink for PacketWriter {
+    fn entry(&mut self, canonical: &[u8]) -> Result<()> {
+        self.push_entry(canonical).map_err(enc_err)
+    }
+    fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()> {
+        self.push_blob(hash, bytes).map_err(enc_err)
+    }
+}
+
+impl RecordSink for MemPacketWriter {
+    fn entry(&mut self, canonical: &[u8]) -> Result<()> {
+        self.push_entry(canonical).map_err(enc_err)
+    }
+    fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()> {
+        self.push_blob(hash, bytes).map_err(enc_err)
+    }
+}
+
+/// Sending state towards one target (reports are about our current incarnation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct SendState {
+    last_seq: u64,
+    applied: u64,
+    seen: u64,
+    have_report: bool,
+    reported_row: Row,
+}
+
+impl SendState {
+    fn encode(&self) -> Vec<u8> {
+        let e = Enc::new().u64(self.last_seq).u64(self.applied).u64(self.seen).bool(self.have_report);
+        self.reported_row.encode(e).done()
+    }
+    fn decode(v: &[u8]) -> Result<Self> {
+        let mut d = Dec::new(v, "send state");
+        let s = SendState {
+            last_seq: d.u64()?,
+            applied: d.u64()?,
+            seen: d.u64()?,
+            have_report: d.bool()?,
+            reported_row: Row::decode(&mut d)?,
+        };
+        d.end()?;
+        Ok(s)
+    }
+}
+
+/// Receiving state from one sender (about the sender's incarnation `sender_inc`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RecvState {
+    sender_inc: u64,
+    applied: u64,
+    seen: u64,
+    reported_applied: u64,
+    reported_seen: u64,
+}
+
+impl RecvState {
+    fn encode(&self) -> Vec<u8> {
+        Enc::new()
+            .u64(self.sender_inc)
+            .u64(self.applied)
+            .u64(self.seen)
+            .u64(self.reported_applied)
+            .u64(self.reported_seen)
+            .done()
+    }
+    fn decode(v: &[u8]) -> Result<Self> {
+        let mut d = Dec::new(v, "receive state");
+        let s = RecvState {
+            sender_inc: d.u64()?,
+            applied: d.u64()?,
+            seen: d.u64()?,
+            reported_applied: d.u64()?,
+            reported_seen: d.u64()?,
+        };
+        d.end()?;
+        Ok(s)
+    }
+}
+
+fn load<R: ReadView + ?Sized, T>(r: &R, key: &[u8], f: impl Fn(&[u8]) -> Result<T>) -> Result<Option<T>> {
+    match r.get(Keyspace::Peers, key)? {
+        Some(v) => Ok(Some(f(&v)?)),
+        None => Ok(None),
+    }
+}
+
+/// A packet to write: header plus the ranges of entries it carries.
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    /// The target.
+    pub target: ReplicaId,
+    /// Kind of packet.
+    pub kind: wire::Kind,
+    /// The header.
+    pub header: wire::Header,
+    ranges: Vec<(ReplicaId, u64, u64)>,
+    all_blobs: bool,
+    seq: u64,
+    advance_to: Option<Row>,
+    report: (u64, u64),
+    /// Entries the packet will carry.
+    pub entry_count: u64,
+    /// Why the packet is sent (for messages): "update", "resend", "acknowledgement",
+    /// "restore request", "replica creation".
+    pub reason: &'static str,
+}
+
+/// The result of an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportOutcome {
+    /// Nothing to send: no packet was written.
+    Nothing,
+    /// A packet was written.
+    Written {
+        /// The part files (or, for memory exports, empty).
+        parts: Vec<PathBuf>,
+        /// Entries carried.
+        entries: u64,
+        /// Blobs carried.
+        blobs: u64,
+        /// Bytes written.
+        bytes: u64,
+        /// Warnings (e.g. a record larger than the part size limit).
+        warnings: Vec<String>,
+        /// What the packet is for.
+        reason: &'static str,
+    },
+}
+
+/// A packet read for import: header, identity and a stream of records.
+pub struct Incoming<'a> {
+    /// The header.
+    pub header: wire::Header,
+    /// The kind.
+    pub kind: wire::Kind,
+    /// The logical packet id.
+    pub packet_id: PacketId,
+    /// Where it came from (for messages).
+    pub source: String,
+    records: Box<dyn Iterator<Item = Result<Record>> + 'a>,
+}
+
+fn dec_err(src: &str, e: msite_packet::DecodeError) -> CoreError {
+    CoreError::Unreadable(format!("{src}: {e}"))
+}
+
+impl<'a> Incoming<'a> {
+    /// A packet from its parts held in memory (in any order).
+    pub fn from_parts(parts: Vec<Vec<u8>>, source: &str) -> Result<Incoming<'static>> {
+        let mut readers = Vec::new();
+        for p in parts {
+            let r = PacketReader::new(std::io::Cursor::new(p)).map_err(|e| dec_err(source, e))?;
+            readers.push(r);
+        }
+        Self::assemble(readers, source.to_string())
+    }
+
+    /// A packet from its part files (in any order; all parts must be present).
+    pub fn from_files(paths: &[PathBuf]) -> Result<Incoming<'static>> {
+        let source = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let mut readers = Vec::new();
+        for p in paths {
+            let r = msite_packet::open(p).map_err(|e| dec_err(&p.display().to_string(), e))?;
+            readers.push(r);
+        }
+        Self::assemble(readers, source)
+    }
+
+    fn assemble<R: std::io::Read + 'static>(mut readers: Vec<PacketReader<R>>, source: String) -> Result<Incoming<'static>> {
+        if readers.is_empty() {
+            return Err(CoreError::Invalid("no packet given".into()));
+        }
+        readers.sort_by_key(|r| r.info().part);
+        let first = readers[0].info().clone();
+        let header = readers[0].header().clone();
+        for (i, r) in readers.iter().enumerate() {
+            let info = r.info();
+            if info.packet_id != first.packet_id {
+                return Err(CoreError::Unreadable(format!(
+                    "{source}: the files belong to different logical packets"
+                )));
+            }
+            if info.part != i as u32 + 1 || info.parts != first.parts {
+                return Err(CoreError::Unreadable(format!(
+                    "{source}: part {} of {} is missing or duplicated; import every part of the packet together",
+                    i + 1,
+                    first.parts
+                )));
+            }
+            if *r.header() != header {
+                return Err(CoreError::Unreadable(format!("{source}: the parts carry different headers")));
+            }
+        }
+        if readers.len() as u32 != first.parts {
+            return Err(CoreError::Unreadable(format!(
+                "{source}: only {} of {} parts are present; part {} is missing",
+                readers.len(),
+                first.parts,
+                readers.len() + 1
+            )));
+        }
+        let src = source.clone();
+        let records = readers
+            .into_iter()
+            .flat_map(|r| r.records())
+            .map(move |r| r.map_err(|e| dec_err(&src, e)));
+        Ok(Incoming {
+            header,
+            kind: first.kind,
+            packet_id: PacketId(first.packet_id.0),
+            source,
+            records: Box::new(records),
+        })
+    }
+}
+
+/// One origin a waiting packet needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    /// The origin.
+    pub origin: ReplicaId,
+    /// Its name.
+    pub origin_name: String,
+    /// The packet needs entries up to this number.
+    pub needs: u64,
+    /// This replica has up to this number.
+    pub has: u64,
+}
+
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "needs {} up to {}, has {}", self.origin_name, self.needs, self.has)
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Applied.
+    Applied {
+        /// Entries applied.
+        applied: u64,
+        /// Entries already held (skipped).
+        skipped: u64,
+        /// Things the operator should know (acknowledgements made, unlock, …).
+        notes: Vec<String>,
+        /// Whether this import completed this replica's restoration.
+        unlocked: bool,
+    },
+    /// This packet was imported before; nothing changed.
+    AlreadyApplied,
+    /// The packet must wait for others (it stays in the incoming bay).
+    Waiting(Vec<Need>),
+}
+
+const PREFIX_COMMIT_ENTRIES: u64 = 50_000;
+
+impl<S: Store> Replica<S> {
+    fn send_state<R: ReadView + ?Sized>(r: &R, target: &ReplicaId) -> Result<SendState> {
+        Ok(load(r, &keys::peer(keys::peers::SEND, target), SendState::decode)?.unwrap_or_default())
+    }
+
+    fn recv_state<R: ReadView + ?Sized>(r: &R, sender: &ReplicaId) -> Result<RecvState> {
+        Ok(load(r, &keys::peer(keys::peers::RECV, sender), RecvState::decode)?.unwrap_or_default())
+    }
+
+    fn controls(&self, own_request: Option<HeldRequest>) -> Result<Vec<wire::Control>> {
+        let mut out = Vec::new();
+        let mut push = |r: &HeldRequest| {
+            out.push(wire::Control::RestoreRequest {
+                replica: wire::Id(r.replica.0),
+                incarnation: r.incarnation,
+                row: r.row.to_wire(),
+            })
+        };
+        if let Some(r) = &own_request {
+            push(r);
+        }
+        for r in held_requests_in(&self.store)? {
+            push(&r);
+        }
+        for a in prov_acks_in(&self.store)? {
+            out.push(wire::Control::ProvisionalAck {
+                acker: wire::Id(a.acker.0),
+                replica: wire::Id(a.replica.0),
+                incarnation: a.incarnation,
+                held: a.held,
+            });
+        }
+        Ok(out)
+    }
+
+    fn check_exportable(&self) -> Result<()> {
+        let st = self.status()?;
+        if st.restored {
+            return Err(CoreError::Locked(format!(
+                "replica {} was restored from a backup and refuses exports until the restoration procedure runs; run `msite restorereplica`",
+                self.name()
+            )));
+        }
+        if let Some(reason) = st.rolled_back {
+            return Err(CoreError::Locked(format!(
+                "replica {} refuses exports: {reason}; run `msite restorereplica`",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Plans the update packet for `target` (None: nothing to send).
+    pub fn plan_export(&self, target: &ReplicaId) -> Result<Option<ExportPlan>> {
+        self.check_exportable()?;
+        if *target == self.me {
+            return Err(CoreError::Invalid(format!("replica {} cannot send a packet to itself", self.name())));
+        }
+        if self.view().replica(target)?.is_none() {
+            return Err(CoreError::NotFound(format!("replica:{}", target.short())));
+        }
+        let st = self.status()?;
+        let own = self.own_row()?;
+        let send = Self::send_state(&self.store, target)?;
+        let recv = Self::recv_state(&self.store, target)?;
+        let target_recovering = self.store.get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, target))?.is_some();
+        let own_request = st.recovering.as_ref().map(|r| HeldRequest {
+            replica: self.me,
+            incarnation: r.incarnation,
+            row: r.row.clone(),
+        });
+        let controls = self.controls(own_request)?;
+        let mut reason = "update";
+        let base = if st.recovering.is_some() && !target_recovering {
+            // While recovering, packets carry the request (and answers to others) only.
+            own.clone()
+        } else {
+            let mut base = self.estimate(target)?;
+            let has_new = own.0.iter().any(|(o, n)| *n > base.get(o));
+            if !has_new && !target_recovering && send.have_report && send.last_seq > send.applied {
+                // Unacknowledged packets: resend from what the target is known to hold.
+                let mut floor = send.reported_row.clone();
+                if let Some(v) = self.store.get(Keyspace::Peers, &keys::export_log(target, send.applied))? {
+                    floor.raise_to(&Row::decode(&mut Dec::new(&v, "export log"))?);
+                }
+                if own.0.iter().any(|(o, n)| *n > floor.get(o)) {
+                    reason = "resend";
+                    base = floor;
+                }
+            }
+            base
+        };
+        let mut ranges = Vec::new();
+        let mut entry_count = 0;
+        for (o, n) in &own.0 {
+            let b = base.get(o);
+            if *n > b {
+                ranges.push((*o, b + 1, *n));
+                entry_count += n - b;
+            }
+        }
+        let content = !ranges.is_empty() || !controls.is_empty();
+        if !content && recv.applied == recv.reported_applied && recv.seen == recv.reported_seen {
+            return Ok(None);
+        }
+        if !content {
+            reason = "acknowledgement";
+        } else if ranges.is_empty() {
+            reason = "restore request";
+        }
+        let seq = if content { send.last_seq + 1 } else { 0 };
+        let mut bases = Vec::new();
+        for (o, n) in &base.0 {
+            let b = (*n).min(own.get(o));
+            if b == 0 {
+                continue;
+            }
+            let hash = Self::entry_hash_at(&self.store, o, b)?.unwrap_or(ZERO_HASH);
+            bases.push(wire::Base { origin: wire::Id(o.0), number: b, hash });
+        }
+        let header = wire::Header {
+            family: wire::Id(self.family.0),
+            family_name: self.family_name.clone(),
+            sender: wire::Id(self.me.0),
+            sender_name: self.name(),
+            sender_incarnation: st.incarnation,
+            targets: vec![wire::Target {
+                replica: wire::Id(target.0),
+                incarnation: self.incarnation_of(target)?,
+                packet_seq: seq,
+                ack_incarnation: recv.sender_inc,
+                applied_seq: recv.applied,
+                seen_seq: recv.seen,
+            }],
+            bases,
+            sender_row: own.to_wire(),
+            controls,
+            created_ms: self.env.now_ms(),
+            new_replica: wire::Id::default(),
+            comment: String::new(),
+        };
+        let advance_to = if target_recovering || st.recovering.is_some() { None } else { Some(own) };
+        Ok(Some(ExportPlan {
+            target: *target,
+            kind: wire::Kind::Update,
+            header,
+            ranges,
+            all_blobs: false,
+            seq,
+            advance_to,
+            report: (recv.applied, recv.seen),
+            entry_count,
+            reason,
+        }))
+    }
+
+    /// Streams the plan's records into `sink`, in apply order.
+    pub fn write_records(&self, plan: &ExportPlan, sink: &mut dyn RecordSink) -> Result<(u64, u64)> {
+        let snap = self.store.snapshot()?;
+        let mut blobs_sent: HashSet<Hash> = HashSet::new();
+        let mut blob_count = 0u64;
+        if plan.all_blobs {
+            for kv in snap.scan(Keyspace::Blobs, KeyRange::all())? {
+                let (k, v) = kv?;
+                let h: Hash = k.as_slice().try_into().map_err(|_| {
+                    CoreError::Codec(crate::codec::CodecError { what: "blob key" })
+                })?;
+                sink.blob(&h, &v)?;
+                blob_count += 1;
+            }
+        }
+        let mut iters = Vec::new();
+        let mut heap = BinaryHeap::new();
+        for (o, from, to) in &plan.ranges {
+            let lo = keys::oplog(o, *from).to_vec();
+            let hi = keys::oplog(o, *to).to_vec();
+            let range = KeyRange { start: std::ops::Bound::Included(lo), end: std::ops::Bound::Included(hi) };
+            let mut it = snap.scan(Keyspace::Oplog, range)?;
+            if let Some(first) = it.next() {
+                let (_, v) = first?;
+                let s = StoredEntry::decode(&v)?;
+                heap.push(Reverse((s.lsn, iters.len())));
+                iters.push((it, Some(s)));
+            }
+        }
+        let mut entries = 0u64;
+        while let Some(Reverse((_, idx))) = heap.pop() {
+            let (it, slot) = &mut iters[idx];
+            let Some(s) = slot.take() else { continue };
+            if let Some(h) = s.blob {
+                if !plan.all_blobs && blobs_sent.insert(h) {
+                    let bytes = snap.get(Keyspace::Blobs, &h)?.ok_or_else(|| {
+                        CoreError::Codec(crate::codec::CodecError { what: "content missing for an oplog entry" })
+                    })?;
+                    sink.blob(&h, &bytes)?;
+                    blob_count += 1;
+                }
+            }
+            sink.entry(&s.canonical)?;
+            entries += 1;
+            if let Some(next) = it.next() {
+                let (_, v) = next?;
+                let n = StoredEntry::decode(&v)?;
+                heap.push(Reverse((n.lsn, idx)));
+                *slot = Some(n);
+            }
+        }
+        Ok((entries, blob_count))
+    }
+
+    /// Records that the plan's packet was written.
+    pub fn commit_export(&self, plan: &ExportPlan) -> Result<()> {
+        let mut txn = Txn::new(&self.store);
+        if plan.kind == wire::Kind::Update {
+            let t = &plan.target;
+            let mut send = Self::send_state(&self.store, t)?;
+            if plan.seq > 0 {
+                send.last_seq = plan.seq;
+                let row = plan.advance_to.clone().unwrap_or_else(|| Row::from_wire(&plan.header.sender_row));
+                txn.put(Keyspace::Peers, &keys::export_log(t, plan.seq), &row.encode(Enc::new()).done());
+                txn.put(Keyspace::Peers, &keys::peer(keys::peers::SEND, t), &send.encode());
+            }
+            if let Some(row) = &plan.advance_to {
+                for (o, n) in &row.0 {
+                    txn.put(Keyspace::Epochs, &keys::estimate(t, o), &n.to_be_bytes());
+                }
+            }
+            let mut recv = Self::recv_state(&self.store, t)?;
+            recv.reported_applied = plan.report.0;
+            recv.reported_seen = plan.report.1;
+            txn.put(Keyspace::Peers, &keys::peer(keys::peers::RECV, t), &recv.encode());
+        } else if let Some(row) = &plan.advance_to {
+            for (o, n) in &row.0 {
+                txn.put(Keyspace::Epochs, &keys::estimate(&plan.target, o), &n.to_be_bytes());
+            }
+        }
+        txn.commit(WriteOptions::SYNC)?;
+        Ok(())
+    }
+
+    /// Exports the update packet for `target` into `dir` (split at `max_size` bytes).
+    pub fn export_to_dir(&self, target: &ReplicaId, dir: &Path, max_size: Option<u64>) -> Result<ExportOutcome> {
+        let Some(plan) = self.plan_export(target)? else { return Ok(ExportOutcome::Nothing) };
+        self.write_plan_to_dir(&plan, dir, max_size)
+    }
+
+    fn stem(&self, plan: &ExportPlan) -> String {
+        let prefix = if plan.kind == wire::Kind::Update { "sync" } else { "repl" };
+        format!(
+            "{prefix}_{}_to_{}_{}_{}",
+            sanitize(&self.name()),
+            sanitize(&self.replica_name(&plan.target)),
+            plan.header.created_ms,
+            plan.seq
+        )
+    }
+
+    /// Writes a planned packet into `dir` and records it.
+    pub fn write_plan_to_dir(&self, plan: &ExportPlan, dir: &Path, max_size: Option<u64>) -> Result<ExportOutcome> {
+        std::fs::create_dir_all(dir).map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
+        let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
+        opts.max_part_size = max_size;
+        let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &plan.header, opts).map_err(enc_err)?;
+        let (entries, blobs) = self.write_records(plan, &mut w)?;
+        let written = w.finish().map_err(enc_err)?;
+        self.commit_export(plan)?;
+        Ok(ExportOutcome::Written {
+            parts: written.parts,
+            entries,
+            blobs,
+            bytes: written.bytes,
+            warnings: written.warnings,
+            reason: plan.reason,
+        })
+    }
+
+    /// Exports the update packet for `target` into memory (parts as byte vectors).
+    pub fn export_to_parts(&self, target: &ReplicaId, max_size: Option<u64>) -> Result<Option<Vec<Vec<u8>>>> {
+        let Some(plan) = self.plan_export(target)? else { return Ok(None) };
+        Ok(Some(self.write_plan_to_parts(&plan, max_size)?))
+    }
+
+    /// Writes a planned packet into memory and records it.
+    pub fn write_plan_to_parts(&self, plan: &ExportPlan, max_size: Option<u64>) -> Result<Vec<Vec<u8>>> {
+        let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
+        opts.max_part_size = max_size;
+        let mut w = MemPacketWriter::new(plan.kind, &plan.header, opts).map_err(enc_err)?;
+        self.write_records(plan, &mut w)?;
+        let (parts, _) = w.finish().map_err(enc_err)?;
+        self.commit_export(plan)?;
+        Ok(parts)
+    }
+
+    /// Imports one logical packet (PROTOCOL §4). A refused packet changes nothing.
+    pub fn import(&self, mut pkt: Incoming<'_>) -> Result<ImportOutcome> {
+        let h = pkt.header.clone();
+        let src = pkt.source.clone();
+        if pkt.kind != wire::Kind::Update {
+            return Err(CoreError::Refused(Refusal::Other(format!(
+                "{src} is a replica-creation packet; make a new site from it with `msite mkreplica import`"
+            ))));
+        }
+        // 2. Family and target.
+        if h.family.0 != self.family.0 {
+            return Err(CoreError::Refused(Refusal::WrongFamily {
+                packet: format!("{} ({})", h.family_name, crate::ids::hex(&h.family.0[..4])),
+                ours: format!("{} ({})", self.family_name, self.family.short()),
+            }));
+        }
+        let sender = ReplicaId(h.sender.0);
+        let Some(me_t) = h.targets.iter().find(|t| t.replica.0 == self.me.0).cloned() else {
+            let names: Vec<String> = h.targets.iter().map(|t| self.replica_name(&ReplicaId(t.replica.0))).collect();
+            return Err(CoreError::Refused(Refusal::NotAddressed { targets: names.join(", "), me: self.name() }));
+        };
+        if sender == self.me {
+            return Err(CoreError::Refused(Refusal::Other(format!("{src} was written by this replica itself"))));
+        }
+        let st = self.status()?;
+        if st.restored {
+            return Err(CoreError::Locked(format!(
+                "replica {} was restored from a backup; run `msite restorereplica` before importing packets",
+                self.name()
+            )));
+        }
+        if let Some(reason) = &st.rolled_back {
+            return Err(CoreError::Locked(format!(
+                "replica {} refuses imports: {reason}; run `msite restorereplica` first",
+                self.name()
+            )));
+        }
+        // 8. Importing the same packet again does nothing.
+        if self.store.get(Keyspace::Peers, &keys::imported(&pkt.packet_id))?.is_some() {
+            return Ok(ImportOutcome::AlreadyApplied);
+        }
+        let sender_name = if h.sender_name.is_empty() { self.replica_name(&sender) } else { h.sender_name.clone() };
+        // 3. Incarnations.
+        if me_t.incarnation < st.incarnation {
+            return Err(CoreError::Refused(Refusal::StaleTarget {
+                had: me_t.incarnation,
+                expected: st.incarnation,
+                sender: sender_name,
+            }));
+        }
+        if me_t.incarnation > st.incarnation && st.recovering.is_none() {
+            let reason = format!(
+                "{sender_name} knows incarnation {} of this replica but this store has incarnation {} (it is older than the replica's last restoration)",
+                me_t.incarnation, st.incarnation
+            );
+            self.mark_rolled_back(&reason)?;
+            return Err(CoreError::Locked(format!("replica {} refuses this packet and local changes: {reason}; run `msite restorereplica`", self.name())));
+        }
+        let recorded = self.incarnation_of(&sender)?;
+        if h.sender_incarnation < recorded {
+            return Err(CoreError::Refused(Refusal::StaleSender {
+                sender: sender_name,
+                had: h.sender_incarnation,
+                expected: recorded,
+            }));
+        }
+        // No silent rollback: the sender holds more of our own entries than we do.
+        let own = self.own_row()?;
+        let sender_row = Row::from_wire(&h.sender_row);
+        if sender_row.get(&self.me) > own.get(&self.me) && st.recovering.is_none() {
+            let refusal = Refusal::RolledBack {
+                sender: sender_name.clone(),
+                theirs: sender_row.get(&self.me),
+                ours: own.get(&self.me),
+            };
+            self.mark_rolled_back(&format!(
+                "{sender_name} holds this replica's entries up to {} but it holds only up to {} (restored without `msite restore`)",
+                sender_row.get(&self.me),
+                own.get(&self.me)
+            ))?;
+            return Err(CoreError::Refused(refusal));
+        }
+        // 4. Prerequisites.
+        let mut needs = Vec::new();
+        for b in &h.bases {
+            let o = ReplicaId(b.origin.0);
+            if own.get(&o) < b.number {
+                needs.push(Need { origin: o, origin_name: self.replica_name(&o), needs: b.number, has: own.get(&o) });
+            }
+        }
+        if !needs.is_empty() {
+            let mut recv = Self::recv_state(&self.store, &sender)?;
+            if recv.sender_inc != h.sender_incarnation {
+                recv = RecvState { sender_inc: h.sender_incarnation, ..Default::default() };
+            }
+            if me_t.packet_seq > recv.seen {
+                recv.seen = me_t.packet_seq;
+                use crate::store::StoreExt;
+                self.store.put_one(Keyspace::Peers, &keys::peer(keys::peers::RECV, &sender), &recv.encode(), WriteOptions::SYNC)?;
+            }
+            return Ok(ImportOutcome::Waiting(needs));
+        }
+        // 5. Divergence at the base.
+        for b in &h.bases {
+            let o = ReplicaId(b.origin.0);
+            let ours = Self::entry_hash_at(&self.store, &o, b.number)?;
+            if ours != Some(b.hash) {
+                return Err(CoreError::Refused(Refusal::Divergent {
+                    origin: self.replica_name(&o),
+                    number: b.number,
+                    detail: format!("{sender_name}'s entry at its base differs from ours"),
+                }));
+            }
+        }
+        // 6. Apply entries, then control records.
+        let recovering = st.recovering.is_some();
+        let mut txn = Txn::new(&self.store);
+        let mut ap = Appender::load(&txn)?;
+        let mut held: BTreeMap<ReplicaId, u64> = own.0.clone();
+        let mut applied = 0u64;
+        let mut skipped = 0u64;
+        let mut last_hash: BTreeMap<ReplicaId, Hash> = BTreeMap::new();
+        let mut grants = Vec::new();
+        for rec in &mut pkt.records {
+            match rec? {
+                Record::Blob { hash, bytes } => {
+                    if *blake3::hash(&bytes).as_bytes() != hash {
+                        return Err(CoreError::Malformed(format!("{src}: a content record does not match its hash")));
+                    }
+                    if txn.get(Keyspace::Blobs, &hash)?.is_none() {
+                        txn.put(Keyspace::Blobs, &hash, &bytes);
+                    }
+                }
+                Record::Entry(bytes) => {
+                    let e = Entry::decode_verified(&bytes).map_err(|e| CoreError::Malformed(format!("{src}: {e}")))?;
+                    let h_o = held.get(&e.origin).copied().unwrap_or(0);
+                    if e.number <= h_o {
+                        let ours = match txn.get(Keyspace::Oplog, &keys::oplog(&e.origin, e.number))? {
+                            Some(v) => StoredEntry::decode(&v)?.hash,
+                            None => ZERO_HASH,
+                        };
+                        if ours != e.hash {
+                            return Err(CoreError::Refused(Refusal::Divergent {
+                                origin: self.replica_name(&e.origin),
+                                number: e.number,
+                                detail: format!("{sender_name} has a different entry under the same number"),
+                            }));
+                        }
+                        skipped += 1;
+                        continue;
+                    }
+                    if e.number != h_o + 1 {
+                        return Err(CoreError::Malformed(format!(
+                            "{src}: entry {} of {} arrives before entry {}",
+                            e.number,
+                            self.replica_name(&e.origin),
+                            h_o + 1
+                        )));
+                    }
+                    let prev = match last_hash.get(&e.origin) {
+                        Some(h) => *h,
+                        None => match h_o {
+                            0 => ZERO_HASH,
+                            n => match txn.get(Keyspace::Oplog, &keys::oplog(&e.origin, n))? {
+                                Some(v) => StoredEntry::decode(&v)?.hash,
+                                None => ZERO_HASH,
+                            },
+                        },
+                    };
+                    if e.prev != prev {
+                        return Err(CoreError::Refused(Refusal::Divergent {
+                            origin: self.replica_name(&e.origin),
+                            number: e.number,
+                            detail: "its hash chain does not continue this replica's".into(),
+                        }));
+                    }
+                    if e.origin == self.me && !recovering {
+                        return Err(CoreError::Refused(Refusal::RolledBack {
+                            sender: sender_name.clone(),
+                            theirs: e.number,
+                            ours: h_o,
+                        }));
+                    }
+                    if let Op::Checkin { content, .. } = &e.op {
+                        if txn.get(Keyspace::Blobs, content)?.is_none() {
+                            return Err(CoreError::Malformed(format!(
+                                "{src}: entry {} of {} refers to content the packet does not carry",
+                                e.number,
+                                self.replica_name(&e.origin)
+                            )));
+                        }
+                    }
+                    ap.store_entry(&mut txn, &e, &bytes)?;
+                    self.on_entry(&mut txn, &e.origin, &e.op)?;
+                    if let Op::ReqMaster { object, requester } = &e.op {
+                        grants.push((*object, *requester));
+                    }
+                    held.insert(e.origin, e.number);
+                    last_hash.insert(e.origin, e.hash);
+                    applied += 1;
+                    if applied % PREFIX_COMMIT_ENTRIES == 0 {
+                        // A very large packet commits in consistent prefixes; a crash leaves a
+                        // prefix that the next import continues from.
+                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
+                    }
+                }
+            }
+        }
+        let mut notes = Vec::new();
+        for c in &h.controls {
+            match c {
+                wire::Control::RestoreRequest { replica, incarnation, row } => {
+                    let req = HeldRequest { replica: ReplicaId(replica.0), incarnation: *incarnation, row: Row::from_wire(row) };
+                    self.on_request(&mut txn, &mut ap, &req, &mut notes)?;
+                }
+                wire::Control::ProvisionalAck { acker, replica, incarnation, held } => {
+                    let a = ProvisionalAck {
+                        acker: ReplicaId(acker.0),
+                        replica: ReplicaId(replica.0),
+                        incarnation: *incarnation,
+                        held: *held,
+                    };
+                    self.on_provisional_ack(&mut txn, &a)?;
+                }
+            }
+        }
+        // 7. Estimates and acknowledgements.
+        let sender_holds_request = txn.get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &sender))?.is_some();
+        let sender_recovering_own = h.controls.iter().any(|c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0));
+        if !sender_holds_request || sender_recovering_own {
+            crate::restore::raise_estimate(&mut txn, &sender, &sender_row)?;
+        }
+        if me_t.ack_incarnation == st.incarnation {
+            let mut send = Self::send_state(&txn, &sender)?;
+            send.applied = send.applied.max(me_t.applied_seq);
+            send.seen = send.seen.max(me_t.seen_seq);
+            send.have_report = true;
+            send.reported_row = sender_row.clone();
+            if me_t.seen_seq > me_t.applied_seq && send.last_seq > send.applied && !sender_holds_request {
+                // A later packet of ours waits at the sender: an earlier one was lost.
+                // Lower the estimate to what the sender holds, so the next export resends.
+                for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(&sender))? {
+                    txn.delete(Keyspace::Epochs, &k);
+                }
+                for (o, n) in &sender_row.0 {
+                    txn.put(Keyspace::Epochs, &keys::estimate(&sender, o), &n.to_be_bytes());
+                }
+                notes.push(format!(
+                    "{sender_name} is missing a packet from this replica; the next export to it resends what it lacks"
+                ));
+            }
+            // Forget export rows the sender has acknowledged.
+            for (k, _) in txn.scan_prefix(Keyspace::Peers, &keys::peer(keys::peers::EXPORT_LOG, &sender))? {
+                if k.len() == 25 && be_u64(&k[17..])? < send.applied {
+                    txn.delete(Keyspace::Peers, &k);
+                }
+            }
+            txn.put(Keyspace::Peers, &keys::peer(keys::peers::SEND, &sender), &send.encode());
+        }
+        let mut recv = Self::recv_state(&txn, &sender)?;
+        if recv.sender_inc != h.sender_incarnation {
+            recv = RecvState { sender_inc: h.sender_incarnation, ..Default::default() };
+        }
+        recv.applied = recv.applied.max(me_t.packet_seq);
+        recv.seen = recv.seen.max(me_t.packet_seq);
+        txn.put(Keyspace::Peers, &keys::peer(keys::peers::RECV, &sender), &recv.encode());
+        if h.sender_incarnation > txn_u64(&txn, Keyspace::Peers, &keys::peer(keys::peers::INCARNATION, &sender))? {
+            txn.put(Keyspace::Peers, &keys::peer(keys::peers::INCARNATION, &sender), &h.sender_incarnation.to_be_bytes());
+        }
+        txn.put(Keyspace::Peers, &keys::imported(&pkt.packet_id), &[]);
+        let unlocked = recovering && self.maybe_complete(&mut txn, &mut ap, false)?;
+        if unlocked {
+            notes.push(format!("Database {} is unlocked after restoration.", self.name()));
+        }
+        txn.commit(WriteOptions::SYNC)?;
+        if !grants.is_empty() {
+            notes.extend(self.process_master_requests(&grants)?);
+        }
+        Ok(ImportOutcome::Applied { applied, skipped, notes, unlocked })
+    }
+
+    /// Handles mastership requests just imported for objects this replica masters.
+    fn process_master_requests(&self, grants: &[(crate::model::ObjectRef, ReplicaId)]) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        let policy = self.reqmaster_policy()?;
+        for (object, requester) in grants {
+            if *requester == self.me || self.view().master_of(object).ok() != Some(self.me) {
+                continue;
+            }
+            let who = self.replica_name(requester);
+            match policy {
+                crate::replica::ReqMasterPolicy::Allow if self.check_writable().is_ok() => {
+                    self.local_change(|r, t, ap| {
+                        r.append_local(t, ap, Op::ChMaster { object: *object, master: *requester })?;
+                        Ok(())
+                    })?;
+                    notes.push(format!("granted mastership requested by {who}"));
+                }
+                crate::replica::ReqMasterPolicy::Deny => {
+                    notes.push(format!("refused a mastership request from {who} (policy: deny)"));
+                }
+                _ => {
+                    let mut k = crate::replica::master_request_prefix(object);
+                    k.extend_from_slice(&requester.0);
+                    let v = crate::replica::encode_objref(Enc::new(), object).rid(requester).done();
+                    use crate::store::StoreExt;
+                    self.store.put_one(Keyspace::Peers, &k, &v, WriteOptions::SYNC)?;
+                    notes.push(format!("{who} asks for mastership of an object mastered here; grant it with `msite chmaster`"));
+                }
+            }
+        }
+        Ok(notes)
+    }
+
+    /// Creates replica `name` (mastered here) and plans its creation packet.
+    pub fn plan_mkreplica(&self, name: &str) -> Result<ExportPlan> {
+        if name.is_empty() || name.contains('\0') || name.contains('@') {
+            return Err(CoreError::Invalid(format!("`{name}` is not a valid replica name")));
+        }
+        if !self.view().named(crate::vob::NameKind::Replica, name)?.is_empty() {
+            return Err(CoreError::Exists(format!("replica:{name}")));
+        }
+        let new_id = ReplicaId(self.env.random_id());
+        self.local_change(|r, t, ap| {
+            let mut row = crate::replica::read_row_txn(t, keys::OWN_PREFIX)?;
+            let n = row.get(&r.me) + 1;
+            row.set(r.me, n);
+            r.append_local(t, ap, Op::CreateReplica { replica: new_id, name: name.into(), row })?;
+            Ok(())
+        })?;
+        let own = self.own_row()?;
+        let mut ranges = Vec::new();
+        let mut entry_count = 0;
+        for (o, n) in &own.0 {
+            ranges.push((*o, 1, *n));
+            entry_count += n;
+        }
+        let mut incarnations = Vec::new();
+        for r in self.view().replicas()? {
+            let inc = self.incarnation_of(&r.id)?;
+            if inc > 0 {
+                incarnations.push((r.id, inc));
+            }
+        }
+        let st = self.status()?;
+        let header = wire::Header {
+            family: wire::Id(self.family.0),
+            family_name: self.family_name.clone(),
+            sender: wire::Id(self.me.0),
+            sender_name: self.name(),
+            sender_incarnation: st.incarnation,
+            targets: vec![wire::Target {
+                replica: wire::Id(new_id.0),
+                incarnation: 0,
+                packet_seq: 0,
+                ack_incarnation: 0,
+                applied_seq: 0,
+                seen_seq: 0,
+            }],
+            bases: Vec::new(),
+            sender_row: own.to_wire(),
+            controls: self.controls(None)?,
+            created_ms: self.env.now_ms(),
+            new_replica: wire::Id(new_id.0),
+            comment: incarnations
+                .iter()
+                .map(|(r, i)| format!("{}={i}", r.to_hex()))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        Ok(ExportPlan {
+            target: new_id,
+            kind: wire::Kind::ReplicaCreation,
+            header,
+            ranges,
+            all_blobs: true,
+            seq: 0,
+            advance_to: Some(own),
+            report: (0, 0),
+            entry_count,
+            reason: "replica creation",
+        })
+    }
+
+    /// Makes a new replica in `store` from a replica-creation packet.
+    pub fn create_from_packet(store: S, env: std::sync::Arc<dyn crate::env::Env>, mut pkt: Incoming<'_>) -> Result<Replica<S>> {
+        let h = pkt.header.clone();
+        if pkt.kind != wire::Kind::ReplicaCreation {
+            return Err(CoreError::Invalid(format!(
+                "{} is an update packet, not a replica-creation packet (import it with `msite syncreplica import` at its target)",
+                pkt.source
+            )));
+        }
+        let me = ReplicaId(h.new_replica.0);
+        let family = crate::ids::FamilyId(h.family.0);
+        let r = Replica::create_empty(store, env, family, &h.family_name, me)?;
+        let mut txn = Txn::new(&r.store);
+        let mut ap = Appender::load(&txn)?;
+        let mut held: BTreeMap<ReplicaId, u64> = BTreeMap::new();
+        let mut found_self = false;
+        for rec in &mut pkt.records {
+            match rec? {
+                Record::Blob { hash, bytes } => {
+                    if *blake3::hash(&bytes).as_bytes() != hash {
+                        return Err(CoreError::Malformed(format!("{}: a content record does not match its hash", pkt.source)));
+                    }
+                    txn.put(Keyspace::Blobs, &hash, &bytes);
+                }
+                Record::Entry(bytes) => {
+                    let e = Entry::decode_verified(&bytes).map_err(|e| CoreError::Malformed(format!("{}: {e}", pkt.source)))?;
+                    let h_o = held.get(&e.origin).copied().unwrap_or(0);
+                    if e.number != h_o + 1 {
+                        return Err(CoreError::Malformed(format!(
+                            "{}: entries of one origin are not contiguous",
+                            pkt.source
+                        )));
+                    }
+                    if let Op::CreateReplica { replica, .. } = &e.op {
+                        found_self |= *replica == me;
+                    }
+                    ap.store_entry(&mut txn, &e, &bytes)?;
+                    held.insert(e.origin, e.number);
+                    if ap.next_lsn % PREFIX_COMMIT_ENTRIES == 0 {
+                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
+                    }
+                }
+            }
+        }
+        if !found_self {
+            return Err(CoreError::Malformed(format!("{}: the packet does not create the replica it names", pkt.source)));
+        }
+        // Incarnations known to the creator travel in the comment field as `id=inc` pairs.
+        for pair in h.comment.split(',').filter(|s| !s.is_empty()) {
+            if let Some((id, inc)) = pair.split_once('=') {
+                if let (Some(id), Ok(inc)) = (ReplicaId::from_hex(id), inc.parse::<u64>()) {
+                    txn.put(Keyspace::Peers, &keys::peer(keys::peers::INCARNATION, &id), &inc.to_be_bytes());
+                }
+            }
+        }
+        let sender = ReplicaId(h.sender.0);
+        crate::restore::raise_estimate(&mut txn, &sender, &Row::from_wire(&h.sender_row))?;
+        let mut notes = Vec::new();
+        for c in &h.controls {
+            match c {
+                wire::Control::RestoreRequest { replica, incarnation, row } => {
+                    let req = HeldRequest { replica: ReplicaId(replica.0), incarnation: *incarnation, row: Row::from_wire(row) };
+                    r.on_request(&mut txn, &mut ap, &req, &mut notes)?;
+                }
+                wire::Control::ProvisionalAck { acker, replica, incarnation, held } => {
+                    let a = ProvisionalAck { acker: ReplicaId(acker.0), replica: ReplicaId(replica.0), incarnation: *incarnation, held: *held };
+                    r.on_provisional_ack(&mut txn, &a)?;
+                }
+            }
+        }
+        txn.put(Keyspace::Meta, keys::IDENTITY, &crate::replica::identity(&family, &h.family_name, &me));
+        txn.commit(WriteOptions::SYNC)?;
+        Ok(r)
+    }
+
+    /// The epoch matrix: own row, then each sibling's estimate row.
+    pub fn epoch_matrix(&self) -> Result<Vec<(ReplicaId, Row)>> {
+        let mut out = vec![(self.me, self.own_row()?)];
+        for r in self.view().replicas()? {
+            if r.id != self.me {
+                out.push((r.id, self.estimate(&r.id)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many content packets to `target` are not yet acknowledged.
+    pub fn unacknowledged(&self, target: &ReplicaId) -> Result<u64> {
+        let s = Self::send_state(&self.store, target)?;
+        Ok(s.last_seq.saturating_sub(s.applied))
+    }
+
+    /// Local apply sequence of the last applied entry (for tests).
+    pub fn last_lsn(&self) -> Result<u64> {
+        Ok(get_u64(&self.store, Keyspace::Meta, keys::NEXT_LSN)?.saturating_sub(1))
+    }
+
+    /// The own row as a plain map (for tests and listings).
+    pub fn own_row_map(&self) -> Result<BTreeMap<ReplicaId, u64>> {
+        Ok(read_row(&self.store, keys::OWN_PREFIX)?.0)
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}

@@ -1,0 +1,220 @@
+//! Synchronisation: convergence, topologies, lost/duplicated/reordered packets, mastership.
+
+use msite_core::{CoreError, ImportOutcome, Refusal, VersionSel};
+
+use crate::harness::*;
+
+fn work(f: &Family, i: usize, tag: &str) {
+    let s = &f.sites[i];
+    let br = format!("{}_dev", f.names[i]);
+    s.mkbrtype(&br).unwrap();
+    s.checkin(&format!("{tag}/a.txt"), "main", tag.as_bytes(), "u", "first").unwrap();
+    s.checkin(&format!("{tag}/a.txt"), &br, b"on branch", "u", "branch").unwrap();
+}
+
+#[test]
+fn hub_chain_and_mesh_converge() {
+    for (topo, edges) in [("hub", hub(4)), ("chain", chain(4)), ("mesh", mesh(4))] {
+        let f = Family::new(4, 7);
+        f.settle(&edges);
+        for i in 0..4 {
+            work(&f, i, &format!("{topo}{i}"));
+        }
+        f.settle(&edges);
+        f.assert_converged();
+        assert_no_reuse(&f);
+        let s3 = &f.sites[3];
+        let sel = VersionSel::parse(&format!("{topo}0/a.txt")).unwrap();
+        assert_eq!(s3.cat(&sel).unwrap(), format!("{topo}0").as_bytes());
+    }
+}
+
+#[test]
+fn waiting_packet_names_what_it_needs_then_applies() {
+    let f = Family::new(2, 1);
+    f.settle(&[(0, 1)]);
+    f.sites[0].checkin("x", "main", b"1", "u", "").unwrap();
+    let p1 = f.export(0, 1).unwrap();
+    f.sites[0].checkin("x", "main", b"2", "u", "").unwrap();
+    let p2 = f.export(0, 1).unwrap();
+    match f.import(1, p2.clone()).unwrap() {
+        ImportOutcome::Waiting(needs) => {
+            assert_eq!(needs.len(), 1);
+            let msg = needs[0].to_string();
+            assert!(msg.starts_with("needs r0 up to "), "{msg}");
+            assert!(msg.contains(", has "), "{msg}");
+        }
+        other => panic!("expected waiting, got {other:?}"),
+    }
+    assert!(applied(&f.import(1, p1.clone()).unwrap()));
+    assert!(applied(&f.import(1, p2.clone()).unwrap()));
+    assert_eq!(f.import(1, p2).unwrap(), ImportOutcome::AlreadyApplied);
+    assert_eq!(f.import(1, p1).unwrap(), ImportOutcome::AlreadyApplied);
+    f.settle(&[(0, 1)]);
+    f.assert_converged();
+}
+
+#[test]
+fn lost_packet_is_resent_without_an_operator() {
+    let f = Family::new(2, 2);
+    f.settle(&[(0, 1)]);
+    f.sites[0].checkin("x", "main", b"1", "u", "").unwrap();
+    let _lost = f.export(0, 1).unwrap();
+    // The last packet is lost and nothing new happens: exchanging both ways heals it.
+    f.settle(&[(0, 1)]);
+    f.assert_converged();
+    // A lost packet followed by a later one: the later one waits, the report shows the gap.
+    f.sites[0].checkin("x", "main", b"2", "u", "").unwrap();
+    let _lost = f.export(0, 1).unwrap();
+    f.sites[0].checkin("x", "main", b"3", "u", "").unwrap();
+    let p = f.export(0, 1).unwrap();
+    assert!(matches!(f.import(1, p).unwrap(), ImportOutcome::Waiting(_)));
+    f.settle(&[(0, 1)]);
+    f.assert_converged();
+    assert_eq!(f.sites[1].cat(&VersionSel::parse("x").unwrap()).unwrap(), b"3");
+}
+
+#[test]
+fn settled_exchange_sends_nothing() {
+    let f = Family::new(3, 3);
+    f.settle(&hub(3));
+    for a in 0..3 {
+        for b in 0..3 {
+            if a != b {
+                assert!(f.export(a, b).is_none(), "{a}->{b} still sends");
+            }
+        }
+    }
+}
+
+#[test]
+fn duplicated_and_reordered_packets_are_harmless() {
+    let f = Family::new(3, 4);
+    f.settle(&hub(3));
+    let mut packets = Vec::new();
+    for k in 0..5 {
+        f.sites[1].checkin("y", "main", format!("{k}").as_bytes(), "u", "").unwrap();
+        packets.push(f.export(1, 0).unwrap());
+    }
+    for p in packets.iter().rev().chain(packets.iter()) {
+        let _ = f.import(0, p.clone()).unwrap();
+    }
+    f.settle(&hub(3));
+    f.assert_converged();
+    assert_no_reuse(&f);
+}
+
+#[test]
+fn local_change_on_an_object_mastered_elsewhere_is_refused() {
+    let f = Family::new(2, 5);
+    f.settle(&[(0, 1)]);
+    f.sites[0].checkin("owned/by/r0", "main", b"a", "u", "").unwrap();
+    f.settle(&[(0, 1)]);
+    let err = f.sites[1].checkin("owned/by/r0", "main", b"b", "u", "").unwrap_err();
+    match err {
+        CoreError::NotMaster { master, .. } => assert_eq!(master, "r0"),
+        other => panic!("expected NotMaster, got {other}"),
+    }
+}
+
+#[test]
+fn mastership_moves_back_and_forth_by_request_and_grant() {
+    let f = Family::new(2, 6);
+    f.settle(&[(0, 1)]);
+    f.sites[0].mkbrtype("shared").unwrap();
+    f.sites[0].checkin("m", "shared", b"r0", "u", "").unwrap();
+    f.settle(&[(0, 1)]);
+    assert!(f.sites[1].checkin("m", "shared", b"r1", "u", "").is_err());
+    f.sites[1].reqmaster("branch:m@@shared").unwrap();
+    f.settle(&[(0, 1)]);
+    f.sites[1].checkin("m", "shared", b"r1", "u", "").unwrap();
+    f.sites[1].chmaster("branch:m@@shared", "r0").unwrap();
+    f.settle(&[(0, 1)]);
+    f.sites[0].checkin("m", "shared", b"r0 again", "u", "").unwrap();
+    f.settle(&[(0, 1)]);
+    f.assert_converged();
+    let sel = VersionSel::parse("m@@shared/3").unwrap();
+    assert_eq!(f.sites[1].cat(&sel).unwrap(), b"r0 again");
+}
+
+#[test]
+fn concurrent_same_name_types_resolve_the_same_everywhere() {
+    let f = Family::new(3, 8);
+    f.settle(&mesh(3));
+    f.sites[1].mkbrtype("dev").unwrap();
+    f.sites[2].mkbrtype("dev").unwrap();
+    // Deliver in opposite orders.
+    f.sync(1, 0);
+    f.sync(2, 0);
+    f.sync(2, 1);
+    f.sync(1, 2);
+    f.settle(&mesh(3));
+    f.assert_converged();
+    let winners: Vec<_> = f.sites.iter().map(|s| s.view().resolve(msite_core::vob::NameKind::BrType, "dev").unwrap()).collect();
+    assert!(winners.iter().all(|w| *w == winners[0]));
+    let loser_origin = if winners[0].origin == f.id(1) { "r2" } else { "r1" };
+    for s in &f.sites {
+        let q = s.view().resolve(msite_core::vob::NameKind::BrType, &format!("dev@{loser_origin}")).unwrap();
+        assert_ne!(q, winners[0]);
+    }
+}
+
+#[test]
+fn foreign_and_misaddressed_packets_are_refused() {
+    let f = Family::new(3, 9);
+    let g = Family::new(2, 10);
+    f.settle(&hub(3));
+    f.sites[0].checkin("z", "main", b"1", "u", "").unwrap();
+    let to1 = f.export(0, 1).unwrap();
+    let err = f.import(2, to1.clone()).unwrap_err();
+    assert!(matches!(err, CoreError::Refused(Refusal::NotAddressed { .. })), "{err}");
+    let err = g.import(1, to1).unwrap_err();
+    assert!(matches!(err, CoreError::Refused(Refusal::WrongFamily { .. })), "{err}");
+    let before = f.sites[2].digest().unwrap();
+    assert_eq!(before, f.sites[2].digest().unwrap());
+}
+
+#[test]
+fn corrupted_packet_is_refused_and_changes_nothing() {
+    let f = Family::new(2, 11);
+    f.settle(&[(0, 1)]);
+    f.sites[0].checkin("c", "main", &[7u8; 5000], "u", "").unwrap();
+    let p = f.export(0, 1).unwrap();
+    let before = f.sites[1].digest().unwrap();
+    let mut bad = p.clone();
+    let n = bad[0].len();
+    bad[0][n / 2] ^= 0x40;
+    assert!(f.import(1, bad).is_err());
+    let mut cut = p.clone();
+    cut[0].truncate(n - 3);
+    assert!(f.import(1, cut).is_err());
+    assert_eq!(before, f.sites[1].digest().unwrap());
+    assert!(applied(&f.import(1, p).unwrap()));
+}
+
+#[test]
+fn replica_created_from_a_non_first_replica_joins() {
+    let mut f = Family::new(2, 12);
+    f.settle(&[(0, 1)]);
+    f.sites[1].checkin("from1", "main", b"x", "u", "").unwrap();
+    let c = f.mkreplica(1, "c");
+    f.sites[c].checkin("fromc", "main", b"y", "u", "").unwrap();
+    f.settle(&[(0, 1), (1, c)]);
+    f.assert_converged();
+    assert_no_reuse(&f);
+}
+
+#[test]
+fn import_tree_versions_only_what_changed() {
+    let f = Family::new(1, 13);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src/sub")).unwrap();
+    std::fs::write(dir.path().join("src/a.c"), "a").unwrap();
+    std::fs::write(dir.path().join("src/sub/b.c"), "b").unwrap();
+    let r = f.sites[0].import_tree(dir.path(), "main", "u", "import", |_| {}).unwrap();
+    assert_eq!((r.new_elements, r.new_versions, r.unchanged), (2, 2, 0));
+    std::fs::write(dir.path().join("src/a.c"), "a2").unwrap();
+    let r = f.sites[0].import_tree(dir.path(), "main", "u", "import", |_| {}).unwrap();
+    assert_eq!((r.new_elements, r.new_versions, r.unchanged), (0, 1, 1));
+    assert_eq!(f.sites[0].cat(&VersionSel::parse("src/a.c@@main/2").unwrap()).unwrap(), b"a2");
+}
