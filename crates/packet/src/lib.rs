@@ -18,7 +18,9 @@ mod entry;
 mod error;
 pub mod format;
 mod lenient;
+mod parts;
 mod read;
+mod summary;
 pub mod wire;
 mod write;
 
@@ -28,7 +30,12 @@ pub use entry::{
 };
 pub use error::{DecodeError, EncodeError};
 pub use format::{FormatVersion, FORMAT_MAJOR, FORMAT_MINOR};
+pub use parts::{
+    decode_parts, group_parts, logical_packet, part_info, GroupedParts, LogicalPacket,
+    LogicalRecords, PartProblem,
+};
 pub use read::{decode_from_slice, open, PacketInfo, PacketReader, ReadStats, Record, Records};
+pub use summary::{entries, summarize, summarize_reader, verify, Entries, OriginEntries, Summary};
 pub use write::{
     encode_to_vec, part_file_name, MemPacketWriter, PacketWriter, Stats, WriteOptions, Written,
 };

@@ -284,6 +284,11 @@ impl<R: Read> Records<R> {
         &self.r.info
     }
 
+    /// The file being read, if it was opened with [`open`].
+    pub fn path(&self) -> Option<&Path> {
+        self.r.path.as_deref()
+    }
+
     /// Counts so far; `verified` is true once the iterator has ended cleanly.
     pub fn stats(&self) -> ReadStats {
         let mut s = self.stats.clone();

@@ -98,7 +98,7 @@ pub fn checkins(origin: Id, from: u64, n: u64, size: usize) -> Vec<(Entry, Vec<u
     let mut prev = [0u8; 32];
     let mut out = Vec::new();
     for number in from..from + n {
-        let content: Vec<u8> = (0..size).map(|i| (i as u64 * 31 + number) as u8).collect();
+        let content = noise(number ^ origin.0[0] as u64, size);
         let e = entry(
             origin,
             number,
@@ -130,4 +130,17 @@ pub fn records_of(items: &[(Entry, Vec<u8>)]) -> Vec<Record> {
         v.push(Record::Entry(encode_entry(e)));
     }
     v
+}
+
+/// `n` deterministic pseudo-random (incompressible) bytes.
+pub fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }

@@ -2,4 +2,5 @@
 
 mod common;
 mod entry;
+mod files;
 mod roundtrip;
