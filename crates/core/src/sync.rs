@@ -102,6 +102,9 @@ struct RecvState {
     seen: u64,
     reported_applied: u64,
     reported_seen: u64,
+    /// Whether we ever sent this sender a packet (a first, acknowledgement-only packet tells
+    /// it that we answer, so it may resend what we never acknowledged).
+    reported: bool,
 }
 
 impl RecvState {
@@ -112,6 +115,7 @@ impl RecvState {
             .u64(self.seen)
             .u64(self.reported_applied)
             .u64(self.reported_seen)
+            .bool(self.reported)
             .done()
     }
     fn decode(v: &[u8]) -> Result<Self> {
@@ -122,6 +126,7 @@ impl RecvState {
             seen: d.u64()?,
             reported_applied: d.u64()?,
             reported_seen: d.u64()?,
+            reported: d.bool()?,
         };
         d.end()?;
         Ok(s)
@@ -408,7 +413,11 @@ impl<S: Store> Replica<S> {
             }
         }
         let content = !ranges.is_empty() || !controls.is_empty();
-        if !content && recv.applied == recv.reported_applied && recv.seen == recv.reported_seen {
+        if !content
+            && recv.reported
+            && recv.applied == recv.reported_applied
+            && recv.seen == recv.reported_seen
+        {
             return Ok(None);
         }
         if !content {
@@ -418,7 +427,9 @@ impl<S: Store> Replica<S> {
         }
         let seq = if content { send.last_seq + 1 } else { 0 };
         let mut bases = Vec::new();
-        for (o, n) in &base.0 {
+        // Prerequisites matter only for the entries carried: a packet without entries (a
+        // restore request, an acknowledgement) can be imported whatever the target holds.
+        for (o, n) in base.0.iter().filter(|_| !ranges.is_empty()) {
             let b = (*n).min(own.get(o));
             if b == 0 {
                 continue;
@@ -536,6 +547,7 @@ impl<S: Store> Replica<S> {
             let mut recv = Self::recv_state(&self.store, t)?;
             recv.reported_applied = plan.report.0;
             recv.reported_seen = plan.report.1;
+            recv.reported = true;
             txn.put(Keyspace::Peers, &keys::peer(keys::peers::RECV, t), &recv.encode());
         } else if let Some(row) = &plan.advance_to {
             for (o, n) in &row.0 {
