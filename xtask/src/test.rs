@@ -1,0 +1,318 @@
+//! `cargo xtask test`: the test matrix, as a table of rows.
+//!
+//! Each [`Row`] is `{ tag, cargo args, env }`. A `Kind::TestClippy` row runs
+//! `cargo test ARGS` and `cargo clippy ARGS --all-targets -- -D warnings`; a `Kind::Fmt` row
+//! runs `cargo fmt ARGS`. Rows run one after another on one target dir (cargo's default, or
+//! `CARGO_TARGET_DIR`), so a dependency built for one row is reused by the next whenever its
+//! features agree. Rows marked `rocks` build the RocksDB C++ library (10-15 minutes from
+//! cold on two cores); `--no-rocks` or `MSITE_SKIP_ROCKS=1` skips them for a fast inner loop.
+//!
+//! The run ends with a summary (each row's result and durations) and, as its very last line,
+//! `N passed, M failed`, summed from cargo test's `test result:` lines.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::exec::{self, human, Watch};
+use crate::{project_root, Report, Tally};
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {
+    /// Print the rows (tag and commands) and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Run only rows whose tag starts with PREFIX (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    pub filter: Vec<String>,
+    /// Skip every row that builds RocksDB (also: MSITE_SKIP_ROCKS=1).
+    #[arg(long)]
+    pub no_rocks: bool,
+}
+
+/// What a row runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `cargo test ARGS`, then `cargo clippy ARGS --all-targets -- -D warnings`.
+    TestClippy,
+    /// `cargo fmt ARGS`.
+    Fmt,
+}
+
+/// One row of the matrix.
+#[derive(Debug)]
+pub struct Row {
+    /// Short name, used by `--filter` and in the summary.
+    pub tag: &'static str,
+    /// What the row runs.
+    pub kind: Kind,
+    /// Package and feature selection (or rustfmt's arguments).
+    pub args: &'static [&'static str],
+    /// Extra environment for the row's commands.
+    pub env: &'static [(&'static str, &'static str)],
+    /// Whether the row compiles RocksDB (skipped by `--no-rocks`).
+    pub rocks: bool,
+}
+
+use Kind::{Fmt, TestClippy};
+
+/// The matrix. Cheap rows first, so a typo fails in seconds; RocksDB rows last.
+#[rustfmt::skip]
+pub const MATRIX: &[Row] = &[
+    Row { tag: "fmt",          kind: Fmt,        args: &["--all", "--check"], env: &[], rocks: false },
+    Row { tag: "core",         kind: TestClippy, args: &["-p", "msite-core", "--no-default-features"], env: &[], rocks: false },
+    Row { tag: "core-testkit", kind: TestClippy, args: &["-p", "msite-core", "--no-default-features", "--features", "testkit"], env: &[], rocks: false },
+    Row { tag: "packet",       kind: TestClippy, args: &["-p", "msite-packet"], env: &[], rocks: false },
+    Row { tag: "store-sqlite", kind: TestClippy, args: &["-p", "msite-store-sqlite"], env: &[], rocks: false },
+    Row { tag: "cli-sqlite",   kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "sqlite"], env: &[], rocks: false },
+    Row { tag: "sim",          kind: TestClippy, args: &["-p", "msite-sim"], env: &[], rocks: false },
+    Row { tag: "model",        kind: TestClippy, args: &["-p", "msite-model"], env: &[], rocks: false },
+    Row { tag: "xtask",        kind: TestClippy, args: &["-p", "xtask"], env: &[], rocks: false },
+    Row { tag: "store-rocks",  kind: TestClippy, args: &["-p", "msite-store-rocks"], env: &[], rocks: true },
+    Row { tag: "cli-rocks",    kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "rocks"], env: &[], rocks: true },
+    Row { tag: "all-features", kind: TestClippy, args: &["--workspace", "--all-features"], env: &[], rocks: true },
+];
+
+/// One cargo invocation of a row.
+struct Step {
+    /// `test`, `clippy` or `fmt`.
+    name: &'static str,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Row {
+    fn steps(&self) -> Vec<Step> {
+        let env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let with = |head: &str, tail: &[&str]| -> Vec<String> {
+            std::iter::once(head)
+                .chain(self.args.iter().copied())
+                .chain(tail.iter().copied())
+                .map(str::to_string)
+                .collect()
+        };
+        match self.kind {
+            TestClippy => vec![
+                Step {
+                    name: "test",
+                    args: with("test", &[]),
+                    env: env.clone(),
+                },
+                Step {
+                    name: "clippy",
+                    args: with("clippy", &["--all-targets", "--", "-D", "warnings"]),
+                    env,
+                },
+            ],
+            Fmt => vec![Step {
+                name: "fmt",
+                args: with("fmt", &[]),
+                env,
+            }],
+        }
+    }
+
+    fn selected(&self, filters: &[String]) -> bool {
+        filters.is_empty() || filters.iter().any(|f| self.tag.starts_with(f.as_str()))
+    }
+}
+
+/// Whether `MSITE_SKIP_ROCKS` asks to skip the RocksDB rows.
+fn skip_rocks_env() -> bool {
+    std::env::var("MSITE_SKIP_ROCKS")
+        .map(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
+        .unwrap_or(false)
+}
+
+/// The result of one row, for the summary.
+enum Outcome {
+    Skipped(&'static str),
+    Ran {
+        ok: bool,
+        steps: Vec<(&'static str, bool, Duration)>,
+        tally: Tally,
+    },
+}
+
+/// Runs (or lists) the matrix.
+pub fn run(args: &Args) -> Result<Report> {
+    if let Some(bad) = args
+        .filter
+        .iter()
+        .find(|f| !MATRIX.iter().any(|r| r.tag.starts_with(f.as_str())))
+    {
+        let tags: Vec<&str> = MATRIX.iter().map(|r| r.tag).collect();
+        bail!(
+            "--filter {bad:?} matches no row; rows are: {}",
+            tags.join(", ")
+        );
+    }
+    let no_rocks = args.no_rocks || skip_rocks_env();
+    let rows: Vec<&Row> = MATRIX.iter().filter(|r| r.selected(&args.filter)).collect();
+
+    if args.list {
+        for row in rows {
+            let note = if row.rocks { "  (builds RocksDB)" } else { "" };
+            println!("{}{note}", row.tag);
+            for step in row.steps() {
+                println!("    {}", exec::display_command(&step.args, &step.env));
+            }
+        }
+        return Ok(Report::default());
+    }
+
+    let root = project_root();
+    let target_dir = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| root.join("target").display().to_string());
+    println!(
+        "== test matrix: {} row(s), target dir {target_dir}",
+        rows.len()
+    );
+
+    let mut outcomes = Vec::new();
+    for row in &rows {
+        if row.rocks && no_rocks {
+            outcomes.push((row.tag, Outcome::Skipped("builds RocksDB; --no-rocks")));
+            continue;
+        }
+        println!("\n== row {} ({})", row.tag, exec::utc_clock());
+        exec::flush();
+        let mut tally = Tally::default();
+        let mut steps = Vec::new();
+        for step in row.steps() {
+            let finished = exec::run_cargo(&root, &step.args, &step.env, Watch::Stdout, |line| {
+                if let Some(t) = parse_test_result(line) {
+                    tally += t;
+                }
+            })?;
+            steps.push((step.name, finished.success, finished.duration));
+        }
+        let ok = steps.iter().all(|(_, ok, _)| *ok);
+        outcomes.push((row.tag, Outcome::Ran { ok, steps, tally }));
+    }
+
+    let mut report = Report::default();
+    let (mut n_ok, mut n_skipped) = (0, 0);
+    println!("\n== test matrix summary");
+    for (tag, outcome) in &outcomes {
+        match outcome {
+            Outcome::Skipped(why) => {
+                n_skipped += 1;
+                println!("  skipped  {tag:<14} ({why})");
+            }
+            Outcome::Ran { ok, steps, tally } => {
+                let times: Vec<String> = steps
+                    .iter()
+                    .map(|(name, ok, d)| {
+                        format!("{name} {}{}", human(*d), if *ok { "" } else { " FAILED" })
+                    })
+                    .collect();
+                let verdict = if *ok { "ok" } else { "FAILED" };
+                let tests = match row_kind(tag) {
+                    Some(Fmt) => String::new(),
+                    _ => format!("tests: {tally}"),
+                };
+                println!("  {verdict:<8} {tag:<14} {:<40} {tests}", times.join(", "));
+                report.tally += *tally;
+                if *ok {
+                    n_ok += 1;
+                } else {
+                    report.failures.push(format!("test row {tag}"));
+                }
+            }
+        }
+    }
+    println!(
+        "rows: {n_ok} ok, {} failed, {n_skipped} skipped",
+        report.failures.len()
+    );
+    println!("{}", report.tally);
+    Ok(report)
+}
+
+fn row_kind(tag: &str) -> Option<Kind> {
+    MATRIX.iter().find(|r| r.tag == tag).map(|r| r.kind)
+}
+
+/// Parses libtest's closing line, `test result: ok. 3 passed; 0 failed; 1 ignored; …`.
+pub fn parse_test_result(line: &str) -> Option<Tally> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let (_status, counts) = rest.split_once(". ")?;
+    let mut tally = Tally::default();
+    for part in counts.split(';') {
+        let mut words = part.split_whitespace();
+        let (Some(n), Some(what)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match what {
+            "passed" => tally.passed = n,
+            "failed" => tally.failed = n,
+            _ => {}
+        }
+    }
+    Some(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libtest_closing_lines() {
+        let ok = "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(
+            parse_test_result(ok),
+            Some(Tally {
+                passed: 12,
+                failed: 0
+            })
+        );
+        let bad = "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.20s";
+        assert_eq!(
+            parse_test_result(bad),
+            Some(Tally {
+                passed: 3,
+                failed: 2
+            })
+        );
+        assert_eq!(parse_test_result("test foo ... ok"), None);
+        assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn tags_are_unique() {
+        let mut tags: Vec<&str> = MATRIX.iter().map(|r| r.tag).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(tags.len(), MATRIX.len(), "duplicate tags in MATRIX");
+    }
+
+    #[test]
+    fn rows_naming_rocks_are_marked_rocks() {
+        for row in MATRIX {
+            let names_rocks = row.args.iter().any(|a| a.contains("rocks"))
+                || row.args.contains(&"--all-features");
+            assert_eq!(
+                row.rocks, names_rocks,
+                "row {} has the wrong `rocks` flag",
+                row.tag
+            );
+        }
+    }
+
+    #[test]
+    fn filter_is_a_tag_prefix() {
+        let picked: Vec<&str> = MATRIX
+            .iter()
+            .filter(|r| r.selected(&["core".to_string(), "cli-s".to_string()]))
+            .map(|r| r.tag)
+            .collect();
+        assert_eq!(picked, ["core", "core-testkit", "cli-sqlite"]);
+    }
+}
