@@ -1,2 +1,19 @@
 //! Test support shared by every backend and by the simulator: the in-memory reference store,
 //! the fault-injecting wrapper and the one conformance suite.
+//!
+//! * [`MemStore`]: the reference [`Store`](crate::store::Store), a `BTreeMap` per keyspace.
+//!   Pure in memory ([`MemStore::new`]) for the simulator and unit tests, or backed by a
+//!   checksummed log in a directory ([`MemStore::open`]) so that it can pass the whole
+//!   conformance suite, durability and corruption detection included.
+//! * [`FaultyStore`]: wraps any store and, driven by a shared [`FaultPlan`], fails chosen
+//!   writes, poisons itself after a failed durable write, and simulates crashes that lose
+//!   unsynced writes or tear the last one.
+//! * [`conformance`]: the one suite every backend must pass, stamped into a backend's tests by
+//!   [`store_conformance_tests!`](crate::store_conformance_tests).
+
+pub mod conformance;
+mod faulty;
+mod mem;
+
+pub use faulty::{Crash, FaultPlan, FaultyBatch, FaultyStore};
+pub use mem::{MemBatch, MemIter, MemSnapshot, MemStore};
