@@ -194,8 +194,8 @@ pub enum Op {
         /// The `main` branch type's id.
         main: ObjId,
     },
-    /// Append a version to a branch. Versions on a branch are numbered from 1; the check-in of
-    /// version 1 of a branch other than `main` also creates that branch of the element.
+    /// Append a version to a branch. Versions on a branch, `main` included, are numbered from 1:
+    /// the first version appended to a branch is version 1.
     Checkin {
         /// The element.
         elem: ObjId,
@@ -269,7 +269,7 @@ pub enum Op {
 }
 
 /// One oplog entry as it travels. `hash` is BLAKE3 over the canonical encoding of every other
-/// field (see [`crate::entry`] and `SPEC.md` §5).
+/// field (see [`crate::entry_hash`] and `SPEC.md` §5).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Origin replica.

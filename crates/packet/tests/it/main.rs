@@ -1,6 +1,9 @@
 //! The integration tests of `msite-packet`: one binary (house style), one module per area.
 
+mod badinput;
 mod common;
 mod entry;
 mod files;
+mod golden;
 mod roundtrip;
+mod spec;

@@ -1,0 +1,384 @@
+//! Golden packets: committed files under `tests/fixtures/v1/` that every later release must
+//! keep decoding to exactly these values, and that the encoder must reproduce byte for byte.
+//!
+//! The files are written only on request: `MSITE_BLESS=1 cargo test -p msite-packet golden`.
+//! Never re-bless a fixture of a released format version: add a new one instead.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+use msite_packet::wire::*;
+use msite_packet::*;
+
+/// The fixture directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+fn blessing() -> bool {
+    std::env::var_os("MSITE_BLESS").is_some_and(|v| v == "1")
+}
+
+/// One golden packet: how it is made and what it must decode to.
+pub struct Golden {
+    /// File stem.
+    pub stem: &'static str,
+    /// Packet kind.
+    pub kind: Kind,
+    /// Header.
+    pub header: Header,
+    /// Records in order.
+    pub records: Vec<Record>,
+    /// Write options.
+    pub opts: WriteOptions,
+    /// The part count the fixture must have.
+    pub parts: u32,
+}
+
+fn oref(kind: ObjectKind, o: Id, n: u64) -> ObjectRef {
+    ObjectRef {
+        kind,
+        id: ObjId {
+            origin: o,
+            number: n,
+        },
+        sub: ObjId::default(),
+    }
+}
+
+/// Every Op variant, spread over three origins with proper hash chains.
+fn update_entries() -> Vec<Entry> {
+    let (a, b, c) = (id(2), id(3), id(4));
+    let elem = ObjId {
+        origin: a,
+        number: 1,
+    };
+    let main = ObjId {
+        origin: a,
+        number: 2,
+    };
+    let lb = ObjId {
+        origin: b,
+        number: 5,
+    };
+    let mut out = Vec::new();
+    let chain = |o: Id, first: u64, ops: Vec<Op>, out: &mut Vec<Entry>| {
+        let mut prev = if first == 1 { [0; 32] } else { h(first as u8) };
+        for (k, op) in ops.into_iter().enumerate() {
+            let e = entry(o, first + k as u64, prev, op);
+            prev = e.hash;
+            out.push(e);
+        }
+    };
+    chain(
+        a,
+        11,
+        vec![
+            Op::MkBrType {
+                name: "boston_dev".into(),
+            },
+            Op::MkElem {
+                path: "src/main.c".into(),
+                main,
+            },
+            Op::Checkin {
+                elem,
+                brtype: main,
+                version: 1,
+                content: *blake3::hash(&blob(1)).as_bytes(),
+                size: blob(1).len() as u64,
+                author: "alice".into(),
+                comment: "first".into(),
+            },
+            Op::Checkin {
+                elem,
+                brtype: main,
+                version: 2,
+                content: *blake3::hash(&blob(2)).as_bytes(),
+                size: blob(2).len() as u64,
+                author: "alice".into(),
+                comment: "second, with a comment long enough to cross a chunk boundary \
+                          in the body of this golden packet"
+                    .into(),
+            },
+            Op::ChMaster {
+                object: oref(ObjectKind::BrType, a, 11),
+                master: b,
+            },
+        ],
+        &mut out,
+    );
+    chain(
+        b,
+        5,
+        vec![
+            Op::MkLbType {
+                name: "REL1".into(),
+            },
+            Op::MkLabel {
+                lbtype: lb,
+                elem,
+                brtype: main,
+                version: 2,
+            },
+            Op::RmLabel { lbtype: lb, elem },
+            Op::ReqMaster {
+                object: ObjectRef {
+                    kind: ObjectKind::Branch,
+                    id: elem,
+                    sub: main,
+                },
+                requester: b,
+            },
+            Op::RestoreAck {
+                replica: c,
+                incarnation: 1_700_000_123_456,
+                held: 101,
+            },
+        ],
+        &mut out,
+    );
+    chain(
+        c,
+        1,
+        vec![
+            Op::CreateReplica {
+                replica: id(5),
+                name: "tokyo".into(),
+                row: vec![RowCell {
+                    origin: c,
+                    number: 1,
+                }],
+            },
+            Op::RmName { elem },
+            Op::RestoreComplete {
+                incarnation: 1_700_000_123_456,
+                row: vec![
+                    RowCell {
+                        origin: a,
+                        number: 15,
+                    },
+                    RowCell {
+                        origin: c,
+                        number: 2,
+                    },
+                ],
+            },
+        ],
+        &mut out,
+    );
+    out
+}
+
+fn blob(n: u64) -> Vec<u8> {
+    noise(n, 700 + n as usize * 100)
+}
+
+/// The golden packets.
+pub fn goldens() -> Vec<Golden> {
+    let mut update = Vec::new();
+    for e in update_entries() {
+        if let Op::Checkin { content, size, .. } = &e.op {
+            let n = if *size == 800 { 1 } else { 2 };
+            update.push(Record::Blob {
+                hash: *content,
+                bytes: blob(n),
+            });
+        }
+        update.push(Record::Entry(encode_entry(&e)));
+    }
+
+    let mut creation_header = update_header();
+    creation_header.targets = vec![Target {
+        replica: id(5),
+        incarnation: 0,
+        packet_seq: 1,
+        ack_incarnation: 0,
+        applied_seq: 0,
+        seen_seq: 0,
+    }];
+    creation_header.controls = vec![];
+    creation_header.bases = vec![];
+    creation_header.new_replica = id(5);
+    creation_header.comment = "mkreplica tokyo".into();
+    let f = id(1);
+    let a = id(2);
+    let e1 = entry(
+        a,
+        1,
+        [0; 32],
+        Op::CreateFamily {
+            family: f,
+            family_name: "fam".into(),
+            replica_name: "boston".into(),
+        },
+    );
+    let e2 = entry(
+        a,
+        2,
+        e1.hash,
+        Op::MkBrType {
+            name: "main".into(),
+        },
+    );
+    let e3 = entry(
+        a,
+        3,
+        e2.hash,
+        Op::CreateReplica {
+            replica: id(5),
+            name: "tokyo".into(),
+            row: vec![RowCell {
+                origin: a,
+                number: 3,
+            }],
+        },
+    );
+    let creation = vec![
+        Record::Entry(encode_entry(&e1)),
+        Record::Entry(encode_entry(&e2)),
+        Record::Entry(encode_entry(&e3)),
+    ];
+
+    let split = records_of(&checkins(id(2), 1, 24, 300));
+
+    vec![
+        Golden {
+            stem: "update",
+            kind: Kind::Update,
+            header: update_header(),
+            records: update,
+            opts: WriteOptions {
+                chunk_size: 512,
+                ..WriteOptions::new(id(0x71))
+            },
+            parts: 1,
+        },
+        Golden {
+            stem: "creation",
+            kind: Kind::ReplicaCreation,
+            header: creation_header,
+            records: creation,
+            opts: WriteOptions {
+                zstd_level: 0,
+                ..WriteOptions::new(id(0x72))
+            },
+            parts: 1,
+        },
+        Golden {
+            stem: "split",
+            kind: Kind::Update,
+            header: update_header(),
+            records: split,
+            opts: WriteOptions {
+                max_part_size: Some(5000),
+                chunk_size: 1024,
+                ..WriteOptions::new(id(0x73))
+            },
+            parts: 3,
+        },
+    ]
+}
+
+/// Encodes a golden packet in memory; returns its parts with their file names.
+pub fn encode(g: &Golden) -> Vec<(String, Vec<u8>)> {
+    let mut w = MemPacketWriter::new(g.kind, &g.header, g.opts.clone()).unwrap();
+    for r in &g.records {
+        w.push_record(r).unwrap();
+    }
+    let (parts, stats) = w.finish().unwrap();
+    assert!(stats.warnings.is_empty(), "{:?}", stats.warnings);
+    let n = parts.len() as u32;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (part_file_name(g.stem, i as u32 + 1, n), b))
+        .collect()
+}
+
+/// The committed files of every golden packet, in order.
+pub fn fixture_files() -> Vec<PathBuf> {
+    goldens()
+        .iter()
+        .flat_map(|g| (1..=g.parts).map(|i| fixtures().join(part_file_name(g.stem, i, g.parts))))
+        .collect()
+}
+
+#[test]
+fn golden_fixtures_encode_byte_for_byte() {
+    for g in goldens() {
+        let parts = encode(&g);
+        assert_eq!(
+            parts.len() as u32,
+            g.parts,
+            "{}: part count changed",
+            g.stem
+        );
+        for (name, bytes) in parts {
+            let path = fixtures().join(&name);
+            if blessing() {
+                std::fs::create_dir_all(fixtures()).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let committed =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                committed == bytes,
+                "{name}: the encoder no longer reproduces the committed fixture"
+            );
+        }
+    }
+}
+
+#[test]
+fn golden_fixtures_decode_to_exact_values() {
+    for g in goldens() {
+        let paths: Vec<PathBuf> = (1..=g.parts)
+            .map(|i| fixtures().join(part_file_name(g.stem, i, g.parts)))
+            .collect();
+        // Each part alone.
+        for (i, p) in paths.iter().enumerate() {
+            let r = open(p).unwrap();
+            assert_eq!(
+                *r.info(),
+                PacketInfo {
+                    version: FormatVersion { major: 1, minor: 0 },
+                    kind: g.kind,
+                    part: i as u32 + 1,
+                    parts: g.parts,
+                    packet_id: g.opts.packet_id,
+                }
+            );
+            assert_eq!(*r.header(), g.header);
+        }
+        // The whole logical packet, from its files and from memory.
+        let lp = logical_packet(&paths).unwrap();
+        let got: Vec<Record> = lp.records().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, g.records, "{}", g.stem);
+        let bytes: Vec<Vec<u8>> = paths
+            .iter()
+            .rev()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        let (info, header, recs) = decode_parts(bytes.iter().map(|b| b.as_slice())).unwrap();
+        assert_eq!(
+            (info.packet_id, info.parts, header, recs),
+            (
+                g.opts.packet_id,
+                g.parts,
+                g.header.clone(),
+                g.records.clone()
+            )
+        );
+    }
+}
+
+#[test]
+fn golden_update_entries_decode_to_exact_values() {
+    let path = fixtures().join("update.msp");
+    let es: Vec<Entry> = entries(&path).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(es, update_entries());
+    for e in &es {
+        assert_eq!(entry_hash(e), e.hash);
+    }
+}

@@ -1,0 +1,383 @@
+//! The format as `SPEC.md` describes it, written out independently of the crate's encoder: a
+//! minimal hand encoder (uncompressed chunks) used to check the byte layout, the extension
+//! points of minor versions (appended fields, skippable records), and refusals that the real
+//! encoder can never produce (absurd lengths, inconsistent trailers, critical unknown records).
+
+use serde::Serialize;
+
+use crate::common::*;
+use msite_packet::wire::*;
+use msite_packet::*;
+
+/// A packet part built by hand.
+pub struct Raw {
+    pub major: u16,
+    pub minor: u16,
+    pub kind: u8,
+    pub flags: u8,
+    pub id: [u8; 16],
+    pub part: u32,
+    pub parts: u32,
+    pub header: Vec<u8>,
+    /// Record-stream bytes, cut into uncompressed chunks of this size.
+    pub stream: Vec<u8>,
+    pub chunk: usize,
+    /// Record count written in the trailer.
+    pub records: u64,
+}
+
+/// A record: tag, u32 LE length, payload.
+pub fn rec(tag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+impl Raw {
+    pub fn new(header: Vec<u8>, records: &[Vec<u8>]) -> Raw {
+        Raw {
+            major: 1,
+            minor: 0,
+            kind: 1,
+            flags: 0,
+            id: id(0x51).0,
+            part: 1,
+            parts: 1,
+            header,
+            stream: records.concat(),
+            chunk: 64,
+            records: records.len() as u64,
+        }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&[0x89, b'M', b'S', b'P', 0x0d, 0x0a, 0x1a, 0x0a]);
+        b.extend_from_slice(&self.major.to_le_bytes());
+        b.extend_from_slice(&self.minor.to_le_bytes());
+        b.extend_from_slice(&[self.kind, self.flags, 0, 0]);
+        b.extend_from_slice(&self.id);
+        b.extend_from_slice(&(self.header.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.part.to_le_bytes());
+        b.extend_from_slice(&self.parts.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..44]);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.extend_from_slice(&self.header);
+        b.extend_from_slice(&crc32c::crc32c(&self.header).to_le_bytes());
+        let mut chunks = 0u32;
+        for c in self.stream.chunks(self.chunk) {
+            let mut h = vec![1u8, 0, 0, 0];
+            h.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&h), c);
+            b.extend_from_slice(&h);
+            b.extend_from_slice(&crc.to_le_bytes());
+            b.extend_from_slice(c);
+            chunks += 1;
+        }
+        b.extend_from_slice(&[2, 0, 0, 0]);
+        b.extend_from_slice(&self.records.to_le_bytes());
+        b.extend_from_slice(&(self.stream.len() as u64).to_le_bytes());
+        b.extend_from_slice(&chunks.to_le_bytes());
+        let mut masked = b.clone();
+        masked[40..48].fill(0);
+        b.extend_from_slice(blake3::hash(&masked).as_bytes());
+        b
+    }
+}
+
+fn header_bytes() -> Vec<u8> {
+    rmp_serde::to_vec(&update_header()).unwrap()
+}
+
+fn decode_all(bytes: &[u8]) -> Result<(PacketInfo, Header, Vec<Record>), DecodeError> {
+    decode_from_slice(bytes)
+}
+
+#[test]
+fn hand_encoded_packet_matches_the_spec() {
+    let e = encode_entry(&entry(
+        id(2),
+        1,
+        [0; 32],
+        Op::MkBrType { name: "dev".into() },
+    ));
+    let mut blob = h(9).to_vec();
+    blob.extend_from_slice(b"content");
+    let raw = Raw::new(header_bytes(), &[rec(1, &e), rec(2, &blob)]);
+    let (info, header, recs) = decode_all(&raw.build()).unwrap();
+    assert_eq!(
+        info,
+        PacketInfo {
+            version: FormatVersion { major: 1, minor: 0 },
+            kind: Kind::Update,
+            part: 1,
+            parts: 1,
+            packet_id: id(0x51)
+        }
+    );
+    assert_eq!(header, update_header());
+    assert_eq!(
+        recs,
+        vec![
+            Record::Entry(e),
+            Record::Blob {
+                hash: h(9),
+                bytes: b"content".to_vec()
+            }
+        ]
+    );
+}
+
+#[test]
+fn encoder_output_is_the_spec_layout() {
+    // The crate's encoder, uncompressed, with the same chunking, gives the same bytes.
+    let e = encode_entry(&entry(
+        id(2),
+        1,
+        [0; 32],
+        Op::MkBrType { name: "dev".into() },
+    ));
+    let recs = vec![Record::Entry(e.clone()), Record::Entry(e.clone())];
+    let opts = WriteOptions {
+        chunk_size: 64,
+        zstd_level: 0,
+        ..WriteOptions::new(id(0x51))
+    };
+    let ours = encode_to_vec(Kind::Update, &update_header(), recs, &opts).unwrap();
+    let raw = Raw::new(header_bytes(), &[rec(1, &e), rec(1, &e)]);
+    assert!(ours == raw.build());
+}
+
+/// A target as a hypothetical format 1.1 might carry it: one field appended.
+#[derive(Serialize)]
+struct Target11 {
+    replica: Id,
+    incarnation: u64,
+    packet_seq: u64,
+    ack_incarnation: u64,
+    applied_seq: u64,
+    seen_seq: u64,
+    region: String,
+}
+
+/// The header of a hypothetical format 1.1: a nested and a top-level field appended.
+#[derive(Serialize)]
+struct Header11 {
+    family: Id,
+    family_name: String,
+    sender: Id,
+    sender_name: String,
+    sender_incarnation: u64,
+    targets: Vec<Target11>,
+    bases: Vec<Base>,
+    sender_row: Row,
+    controls: Vec<Control>,
+    created_ms: u64,
+    new_replica: Id,
+    comment: String,
+    signature: (u32, String),
+}
+
+fn header11() -> Vec<u8> {
+    let h = update_header();
+    let h11 = Header11 {
+        family: h.family,
+        family_name: h.family_name,
+        sender: h.sender,
+        sender_name: h.sender_name,
+        sender_incarnation: h.sender_incarnation,
+        targets: h
+            .targets
+            .into_iter()
+            .map(|t| Target11 {
+                replica: t.replica,
+                incarnation: t.incarnation,
+                packet_seq: t.packet_seq,
+                ack_incarnation: t.ack_incarnation,
+                applied_seq: t.applied_seq,
+                seen_seq: t.seen_seq,
+                region: "emea".into(),
+            })
+            .collect(),
+        bases: h.bases,
+        sender_row: h.sender_row,
+        controls: h.controls,
+        created_ms: h.created_ms,
+        new_replica: h.new_replica,
+        comment: h.comment,
+        signature: (7, "sig".into()),
+    };
+    rmp_serde::to_vec(&h11).unwrap()
+}
+
+#[test]
+fn newer_minor_version_is_read_skipping_what_is_unknown() {
+    let e = encode_entry(&entry(
+        id(2),
+        1,
+        [0; 32],
+        Op::MkBrType { name: "dev".into() },
+    ));
+    let mut raw = Raw::new(
+        header11(),
+        &[
+            rec(0x10, b"a record type of format 1.1"),
+            rec(1, &e),
+            rec(0x11, &[]),
+        ],
+    );
+    raw.minor = 1;
+    raw.flags = 0x01;
+    let (info, header, recs) = decode_all(&raw.build()).unwrap();
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 1 });
+    assert_eq!(header, update_header());
+    assert_eq!(recs, vec![Record::Entry(e.clone())]);
+    // The same content claiming to be 1.0 is refused: 1.0 has no such fields or records.
+    raw.minor = 0;
+    raw.flags = 0;
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::Msgpack { what: "header", .. }
+    ));
+    let raw = Raw::new(header_bytes(), &[rec(0x10, b"x"), rec(1, &e)]);
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::Malformed { .. }
+    ));
+}
+
+#[test]
+fn unknown_critical_record_is_refused_in_any_minor_version() {
+    let mut raw = Raw::new(header_bytes(), &[rec(0x90, b"must understand")]);
+    raw.minor = 7;
+    match decode_all(&raw.build()).unwrap_err() {
+        DecodeError::UnknownCriticalRecord { tag } => assert_eq!(tag, 0x90),
+        e => panic!("expected UnknownCriticalRecord, got {e:?}"),
+    }
+}
+
+#[test]
+fn newer_major_version_is_refused_naming_both_versions() {
+    let mut raw = Raw::new(header_bytes(), &[]);
+    raw.major = 2;
+    let err = decode_all(&raw.build()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "packet format 2.0 is newer than this msite reads (1.x); upgrade msite"
+    );
+    assert!(matches!(
+        err,
+        DecodeError::UnsupportedVersion { major: 2, minor: 0 }
+    ));
+    // Only the first 12 bytes are needed to say so.
+    let b = raw.build();
+    assert!(matches!(
+        decode_all(&b[..12]).unwrap_err(),
+        DecodeError::UnsupportedVersion { major: 2, minor: 0 }
+    ));
+    raw.major = 0;
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::UnsupportedVersion { major: 0, minor: 0 }
+    ));
+}
+
+#[test]
+fn absurd_lengths_are_refused_before_allocating() {
+    // A record claiming 4 GiB in a tiny packet.
+    let mut s = vec![1u8];
+    s.extend_from_slice(&u32::MAX.to_le_bytes());
+    let mut raw = Raw::new(header_bytes(), &[]);
+    raw.stream = s;
+    raw.records = 1;
+    match decode_all(&raw.build()).unwrap_err() {
+        DecodeError::TooLarge {
+            what: "record",
+            len,
+            limit,
+            ..
+        } => assert_eq!((len, limit), (u32::MAX as u64, 1 << 30)),
+        e => panic!("expected TooLarge, got {e:?}"),
+    }
+    // A record within the limit but longer than the data: refused when the data runs out,
+    // having allocated only what arrived.
+    let mut s = vec![2u8];
+    s.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    s.extend_from_slice(&[0; 40]);
+    let mut raw = Raw::new(header_bytes(), &[]);
+    raw.stream = s;
+    raw.records = 1;
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::Malformed { .. }
+    ));
+    // A header length beyond the limit (envelope crc valid).
+    let mut b = Raw::new(header_bytes(), &[]).build();
+    b[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..44]);
+    b[44..48].copy_from_slice(&crc.to_le_bytes());
+    assert!(matches!(
+        decode_all(&b).unwrap_err(),
+        DecodeError::TooLarge { what: "header", .. }
+    ));
+    // A chunk length beyond the limit.
+    let raw = Raw::new(header_bytes(), &[rec(1, b"x")]);
+    let mut b = raw.build();
+    let at = 48 + raw.header.len() + 4;
+    b[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        decode_all(&b).unwrap_err(),
+        DecodeError::TooLarge { what: "chunk", .. }
+    ));
+}
+
+#[test]
+fn inconsistent_trailer_and_bad_fields_are_refused() {
+    let mut raw = Raw::new(header_bytes(), &[rec(1, b"x")]);
+    raw.records = 2;
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::Malformed { .. }
+    ));
+    let mut raw = Raw::new(header_bytes(), &[]);
+    raw.kind = 9;
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::Malformed { offset: 12, .. }
+    ));
+    let mut raw = Raw::new(header_bytes(), &[]);
+    raw.part = 3;
+    raw.parts = 2;
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::Malformed { offset: 36, .. }
+    ));
+    let mut raw = Raw::new(header_bytes(), &[]);
+    raw.flags = 1;
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::Malformed { offset: 13, .. }
+    ));
+    // A blob record too short to hold its hash.
+    let raw = Raw::new(header_bytes(), &[rec(2, &[1; 31])]);
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::Malformed { .. }
+    ));
+    // A record cut by the end of the stream.
+    let mut raw = Raw::new(header_bytes(), &[rec(1, b"abc")]);
+    raw.stream.pop();
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::Malformed { .. }
+    ));
+    // Header bytes followed by junk inside the header section.
+    let mut hb = header_bytes();
+    hb.push(0xc0);
+    assert!(matches!(
+        decode_all(&Raw::new(hb, &[]).build()).unwrap_err(),
+        DecodeError::Malformed { .. }
+    ));
+}
