@@ -5,5 +5,6 @@ mod common;
 mod entry;
 mod files;
 mod golden;
+mod props;
 mod roundtrip;
 mod spec;
