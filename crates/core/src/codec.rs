@@ -90,7 +90,10 @@ impl<'a> Dec<'a> {
     }
     /// Reads a byte.
     pub fn u8(&mut self) -> Result<u8, CodecError> {
-        let (&b, rest) = self.buf.split_first().ok_or(CodecError { what: self.what })?;
+        let (&b, rest) = self
+            .buf
+            .split_first()
+            .ok_or(CodecError { what: self.what })?;
         self.buf = rest;
         Ok(b)
     }
@@ -161,7 +164,9 @@ impl<'a> Dec<'a> {
 
 /// Reads a big-endian u64 from an 8-byte key suffix.
 pub fn be_u64(b: &[u8]) -> Result<u64, CodecError> {
-    let arr: [u8; 8] = b.try_into().map_err(|_| CodecError { what: "big-endian number" })?;
+    let arr: [u8; 8] = b.try_into().map_err(|_| CodecError {
+        what: "big-endian number",
+    })?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -171,7 +176,12 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage() {
-        let v = Enc::new().u64(300).str("héllo").bool(true).u64(u64::MAX).done();
+        let v = Enc::new()
+            .u64(300)
+            .str("héllo")
+            .bool(true)
+            .u64(u64::MAX)
+            .done();
         let mut d = Dec::new(&v, "t");
         assert_eq!(d.u64().unwrap(), 300);
         assert_eq!(d.str().unwrap(), "héllo");

@@ -55,7 +55,10 @@ impl SimEnv {
 
     fn next_u64(&self) -> u64 {
         // splitmix64
-        let z = self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::SeqCst).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let z = self
+            .rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::SeqCst)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
         let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)

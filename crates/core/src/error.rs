@@ -16,7 +16,9 @@ pub enum CoreError {
     #[error("the store holds a damaged record: {0}; run `msite check` and restore from backup if it fails")]
     Codec(#[from] CodecError),
     /// A name or selector matches nothing.
-    #[error("{0} does not exist here; check the name (`msite ls`, `msite lsreplica`, `msite describe`)")]
+    #[error(
+        "{0} does not exist here; check the name (`msite ls`, `msite lsreplica`, `msite describe`)"
+    )]
     NotFound(String),
     /// A name is already taken.
     #[error("{0} already exists")]
@@ -63,7 +65,10 @@ pub enum CoreError {
 impl CoreError {
     /// An I/O error with context.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        CoreError::Io { context: context.into(), source }
+        CoreError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

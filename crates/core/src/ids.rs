@@ -106,7 +106,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Parses hex (either case); `None` on odd length or a non-hex digit.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| match c {
@@ -130,7 +130,10 @@ mod tests {
         let id = ReplicaId([0xab; 16]);
         assert_eq!(ReplicaId::from_hex(&id.to_hex()), Some(id));
         assert_eq!(ReplicaId::from_hex("zz"), None);
-        let o = ObjId { origin: id, number: 7 };
+        let o = ObjId {
+            origin: id,
+            number: 7,
+        };
         assert_eq!(ObjId::from_bytes(&o.to_bytes()), Some(o));
     }
 }

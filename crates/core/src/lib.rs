@@ -26,6 +26,6 @@ pub use env::{Env, SimEnv, SystemEnv};
 pub use error::{CoreError, Refusal, Result};
 pub use ids::{FamilyId, Hash, ObjId, PacketId, ReplicaId};
 pub use model::{Entry, ObjectRef, Op, Row};
-pub use replica::{ReqMasterPolicy, Replica, Selector, TreeImport, VersionSel};
+pub use replica::{Replica, ReqMasterPolicy, Selector, TreeImport, VersionSel};
 pub use restore::{HeldRequest, ProvisionalAck, Recovering, RestoreStart, Status};
-pub use sync::{ExportOutcome, ExportPlan, ImportOutcome, Incoming, Need, RecordSink};
+pub use sync::{Assessment, ExportOutcome, ExportPlan, ImportOutcome, Incoming, Need, RecordSink};

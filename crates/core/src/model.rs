@@ -58,7 +58,13 @@ impl Row {
     }
     /// To the wire form.
     pub fn to_wire(&self) -> wire::Row {
-        self.0.iter().map(|(o, n)| wire::RowCell { origin: wire::Id(o.0), number: *n }).collect()
+        self.0
+            .iter()
+            .map(|(o, n)| wire::RowCell {
+                origin: wire::Id(o.0),
+                number: *n,
+            })
+            .collect()
     }
     /// From the wire form (duplicates keep the highest number).
     pub fn from_wire(w: &wire::Row) -> Row {
@@ -121,11 +127,17 @@ impl ObjectRef {
     }
 
     fn to_wire(self) -> wire::ObjectRef {
-        let w = |o: ObjId| wire::ObjId { origin: wire::Id(o.origin.0), number: o.number };
+        let w = |o: ObjId| wire::ObjId {
+            origin: wire::Id(o.origin.0),
+            number: o.number,
+        };
         let (kind, id, sub) = match self {
             ObjectRef::Replica(r) => (
                 wire::ObjectKind::Replica,
-                wire::ObjId { origin: wire::Id(r.0), number: 0 },
+                wire::ObjId {
+                    origin: wire::Id(r.0),
+                    number: 0,
+                },
                 wire::ObjId::default(),
             ),
             ObjectRef::BrType(o) => (wire::ObjectKind::BrType, w(o), wire::ObjId::default()),
@@ -137,13 +149,19 @@ impl ObjectRef {
     }
 
     fn from_wire(w: &wire::ObjectRef) -> ObjectRef {
-        let o = |x: &wire::ObjId| ObjId { origin: ReplicaId(x.origin.0), number: x.number };
+        let o = |x: &wire::ObjId| ObjId {
+            origin: ReplicaId(x.origin.0),
+            number: x.number,
+        };
         match w.kind {
             wire::ObjectKind::Replica => ObjectRef::Replica(ReplicaId(w.id.origin.0)),
             wire::ObjectKind::BrType => ObjectRef::BrType(o(&w.id)),
             wire::ObjectKind::LbType => ObjectRef::LbType(o(&w.id)),
             wire::ObjectKind::Element => ObjectRef::Element(o(&w.id)),
-            wire::ObjectKind::Branch => ObjectRef::Branch { elem: o(&w.id), brtype: o(&w.sub) },
+            wire::ObjectKind::Branch => ObjectRef::Branch {
+                elem: o(&w.id),
+                brtype: o(&w.sub),
+            },
         }
     }
 }
@@ -281,9 +299,16 @@ impl Op {
 
     /// To the wire form.
     pub fn to_wire(&self) -> wire::Op {
-        let w = |o: &ObjId| wire::ObjId { origin: wire::Id(o.origin.0), number: o.number };
+        let w = |o: &ObjId| wire::ObjId {
+            origin: wire::Id(o.origin.0),
+            number: o.number,
+        };
         match self {
-            Op::CreateFamily { family, family_name, replica_name } => wire::Op::CreateFamily {
+            Op::CreateFamily {
+                family,
+                family_name,
+                replica_name,
+            } => wire::Op::CreateFamily {
                 family: wire::Id(family.0),
                 family_name: family_name.clone(),
                 replica_name: replica_name.clone(),
@@ -295,48 +320,79 @@ impl Op {
             },
             Op::MkBrType { name } => wire::Op::MkBrType { name: name.clone() },
             Op::MkLbType { name } => wire::Op::MkLbType { name: name.clone() },
-            Op::MkElem { path, main } => wire::Op::MkElem { path: path.clone(), main: w(main) },
-            Op::Checkin { elem, brtype, version, content, size, author, comment } => {
-                wire::Op::Checkin {
-                    elem: w(elem),
-                    brtype: w(brtype),
-                    version: *version,
-                    content: *content,
-                    size: *size,
-                    author: author.clone(),
-                    comment: comment.clone(),
-                }
-            }
-            Op::MkLabel { lbtype, elem, brtype, version } => wire::Op::MkLabel {
+            Op::MkElem { path, main } => wire::Op::MkElem {
+                path: path.clone(),
+                main: w(main),
+            },
+            Op::Checkin {
+                elem,
+                brtype,
+                version,
+                content,
+                size,
+                author,
+                comment,
+            } => wire::Op::Checkin {
+                elem: w(elem),
+                brtype: w(brtype),
+                version: *version,
+                content: *content,
+                size: *size,
+                author: author.clone(),
+                comment: comment.clone(),
+            },
+            Op::MkLabel {
+                lbtype,
+                elem,
+                brtype,
+                version,
+            } => wire::Op::MkLabel {
                 lbtype: w(lbtype),
                 elem: w(elem),
                 brtype: w(brtype),
                 version: *version,
             },
-            Op::RmLabel { lbtype, elem } => wire::Op::RmLabel { lbtype: w(lbtype), elem: w(elem) },
+            Op::RmLabel { lbtype, elem } => wire::Op::RmLabel {
+                lbtype: w(lbtype),
+                elem: w(elem),
+            },
             Op::RmName { elem } => wire::Op::RmName { elem: w(elem) },
-            Op::ChMaster { object, master } => {
-                wire::Op::ChMaster { object: object.to_wire(), master: wire::Id(master.0) }
-            }
-            Op::ReqMaster { object, requester } => {
-                wire::Op::ReqMaster { object: object.to_wire(), requester: wire::Id(requester.0) }
-            }
-            Op::RestoreAck { replica, incarnation, held } => wire::Op::RestoreAck {
+            Op::ChMaster { object, master } => wire::Op::ChMaster {
+                object: object.to_wire(),
+                master: wire::Id(master.0),
+            },
+            Op::ReqMaster { object, requester } => wire::Op::ReqMaster {
+                object: object.to_wire(),
+                requester: wire::Id(requester.0),
+            },
+            Op::RestoreAck {
+                replica,
+                incarnation,
+                held,
+            } => wire::Op::RestoreAck {
                 replica: wire::Id(replica.0),
                 incarnation: *incarnation,
                 held: *held,
             },
-            Op::RestoreComplete { incarnation, row } => {
-                wire::Op::RestoreComplete { incarnation: *incarnation, row: row.to_wire() }
-            }
+            Op::RestoreComplete { incarnation, row } => wire::Op::RestoreComplete {
+                incarnation: *incarnation,
+                row: row.to_wire(),
+            },
         }
     }
 
     /// From the wire form.
     pub fn from_wire(w: &wire::Op) -> Op {
-        let o = |x: &wire::ObjId| ObjId { origin: ReplicaId(x.origin.0), number: x.number };
+        let o = |x: &wire::ObjId| ObjId {
+            origin: ReplicaId(x.origin.0),
+            number: x.number,
+        };
         match w {
-            wire::Op::CreateFamily { family, family_name, replica_name } => Op::CreateFamily {
+            wire::Op::CreateFamily {
+                family,
+                family_name,
+                replica_name,
+            } => Op::CreateFamily {
                 family: FamilyId(family.0),
                 family_name: family_name.clone(),
                 replica_name: replica_name.clone(),
@@ -348,41 +404,64 @@ impl Op {
             },
             wire::Op::MkBrType { name } => Op::MkBrType { name: name.clone() },
             wire::Op::MkLbType { name } => Op::MkLbType { name: name.clone() },
-            wire::Op::MkElem { path, main } => Op::MkElem { path: path.clone(), main: o(main) },
-            wire::Op::Checkin { elem, brtype, version, content, size, author, comment } => {
-                Op::Checkin {
-                    elem: o(elem),
-                    brtype: o(brtype),
-                    version: *version,
-                    content: *content,
-                    size: *size,
-                    author: author.clone(),
-                    comment: comment.clone(),
-                }
-            }
-            wire::Op::MkLabel { lbtype, elem, brtype, version } => Op::MkLabel {
+            wire::Op::MkElem { path, main } => Op::MkElem {
+                path: path.clone(),
+                main: o(main),
+            },
+            wire::Op::Checkin {
+                elem,
+                brtype,
+                version,
+                content,
+                size,
+                author,
+                comment,
+            } => Op::Checkin {
+                elem: o(elem),
+                brtype: o(brtype),
+                version: *version,
+                content: *content,
+                size: *size,
+                author: author.clone(),
+                comment: comment.clone(),
+            },
+            wire::Op::MkLabel {
+                lbtype,
+                elem,
+                brtype,
+                version,
+            } => Op::MkLabel {
                 lbtype: o(lbtype),
                 elem: o(elem),
                 brtype: o(brtype),
                 version: *version,
             },
-            wire::Op::RmLabel { lbtype, elem } => Op::RmLabel { lbtype: o(lbtype), elem: o(elem) },
+            wire::Op::RmLabel { lbtype, elem } => Op::RmLabel {
+                lbtype: o(lbtype),
+                elem: o(elem),
+            },
             wire::Op::RmName { elem } => Op::RmName { elem: o(elem) },
-            wire::Op::ChMaster { object, master } => {
-                Op::ChMaster { object: ObjectRef::from_wire(object), master: ReplicaId(master.0) }
-            }
+            wire::Op::ChMaster { object, master } => Op::ChMaster {
+                object: ObjectRef::from_wire(object),
+                master: ReplicaId(master.0),
+            },
             wire::Op::ReqMaster { object, requester } => Op::ReqMaster {
                 object: ObjectRef::from_wire(object),
                 requester: ReplicaId(requester.0),
             },
-            wire::Op::RestoreAck { replica, incarnation, held } => Op::RestoreAck {
+            wire::Op::RestoreAck {
+                replica,
+                incarnation,
+                held,
+            } => Op::RestoreAck {
                 replica: ReplicaId(replica.0),
                 incarnation: *incarnation,
                 held: *held,
             },
-            wire::Op::RestoreComplete { incarnation, row } => {
-                Op::RestoreComplete { incarnation: *incarnation, row: Row::from_wire(row) }
-            }
+            wire::Op::RestoreComplete { incarnation, row } => Op::RestoreComplete {
+                incarnation: *incarnation,
+                row: Row::from_wire(row),
+            },
         }
     }
 }
@@ -409,7 +488,10 @@ pub struct Entry {
 impl Entry {
     /// The entry's id as an object id (objects created by it carry this id).
     pub fn id(&self) -> ObjId {
-        ObjId { origin: self.origin, number: self.number }
+        ObjId {
+            origin: self.origin,
+            number: self.number,
+        }
     }
 
     /// Builds an entry and computes its hash.
@@ -421,7 +503,15 @@ impl Entry {
         prev: Hash,
         op: Op,
     ) -> Entry {
-        let mut e = Entry { origin, number, incarnation, time_ms, prev, op, hash: [0; 32] };
+        let mut e = Entry {
+            origin,
+            number,
+            incarnation,
+            time_ms,
+            prev,
+            op,
+            hash: [0; 32],
+        };
         e.hash = msite_packet::entry_hash(&e.to_wire());
         e
     }
@@ -459,7 +549,8 @@ impl Entry {
 
     /// Decodes a canonical encoding and checks that the carried hash is the entry's hash.
     pub fn decode_verified(bytes: &[u8]) -> Result<Entry, EntryError> {
-        let w = msite_packet::decode_entry(bytes).map_err(|e| EntryError::Undecodable(e.to_string()))?;
+        let w = msite_packet::decode_entry(bytes)
+            .map_err(|e| EntryError::Undecodable(e.to_string()))?;
         let computed = msite_packet::entry_hash(&w);
         if computed != w.hash {
             return Err(EntryError::BadHash {

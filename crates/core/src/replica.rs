@@ -50,7 +50,11 @@ impl StoredEntry {
     }
 
     pub(crate) fn decode(v: &[u8]) -> Result<StoredEntry> {
-        let bad = || CoreError::Codec(crate::codec::CodecError { what: "oplog record" });
+        let bad = || {
+            CoreError::Codec(crate::codec::CodecError {
+                what: "oplog record",
+            })
+        };
         if v.len() < 41 {
             return Err(bad());
         }
@@ -61,7 +65,12 @@ impl StoredEntry {
             1 if v.len() >= 73 => (Some(v[41..73].try_into().map_err(|_| bad())?), &v[73..]),
             _ => return Err(bad()),
         };
-        Ok(StoredEntry { lsn, hash, blob, canonical: rest.to_vec() })
+        Ok(StoredEntry {
+            lsn,
+            hash,
+            blob,
+            canonical: rest.to_vec(),
+        })
     }
 }
 
@@ -89,8 +98,16 @@ impl Appender {
         vob::apply(txn, e)?;
         let lsn = self.next_lsn;
         self.next_lsn += 1;
-        txn.put(Keyspace::Oplog, &keys::oplog(&e.origin, e.number), &StoredEntry::encode(lsn, e, canonical));
-        txn.put(Keyspace::Epochs, &keys::own(&e.origin), &e.number.to_be_bytes());
+        txn.put(
+            Keyspace::Oplog,
+            &keys::oplog(&e.origin, e.number),
+            &StoredEntry::encode(lsn, e, canonical),
+        );
+        txn.put(
+            Keyspace::Epochs,
+            &keys::own(&e.origin),
+            &e.number.to_be_bytes(),
+        );
         txn.put(Keyspace::Meta, keys::NEXT_LSN, &self.next_lsn.to_be_bytes());
         if e.incarnation > 0 {
             let k = keys::peer(keys::peers::INCARNATION, &e.origin);
@@ -129,9 +146,11 @@ pub(crate) fn read_row<R: ReadView + ?Sized>(r: &R, prefix: &[u8]) -> Result<Row
         if k.len() != prefix.len() + 16 {
             continue;
         }
-        let origin = ReplicaId(k[prefix.len()..].try_into().map_err(|_| {
-            CoreError::Codec(crate::codec::CodecError { what: "epoch key" })
-        })?);
+        let origin = ReplicaId(
+            k[prefix.len()..]
+                .try_into()
+                .map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "epoch key" }))?,
+        );
         row.set(origin, be_u64(&v)?);
     }
     Ok(row)
@@ -200,7 +219,9 @@ impl Selector {
             ))
         })?;
         if name.is_empty() {
-            return Err(CoreError::Invalid(format!("selector `{s}` has no name after the colon")));
+            return Err(CoreError::Invalid(format!(
+                "selector `{s}` has no name after the colon"
+            )));
         }
         Ok(match kind {
             "replica" => Selector::Replica(name.into()),
@@ -237,7 +258,11 @@ impl VersionSel {
     /// Parses `PATH`, `PATH@@BRTYPE` or `PATH@@BRTYPE/N`.
     pub fn parse(s: &str) -> Result<VersionSel> {
         match s.split_once("@@") {
-            None => Ok(VersionSel { path: s.into(), brtype: "main".into(), number: None }),
+            None => Ok(VersionSel {
+                path: s.into(),
+                brtype: "main".into(),
+                number: None,
+            }),
             Some((p, rest)) => {
                 let (b, n) = match rest.rsplit_once('/') {
                     Some((b, n)) if n.eq_ignore_ascii_case("latest") => (b, None),
@@ -249,7 +274,11 @@ impl VersionSel {
                     }
                     None => (rest, None),
                 };
-                Ok(VersionSel { path: p.into(), brtype: b.into(), number: n })
+                Ok(VersionSel {
+                    path: p.into(),
+                    brtype: b.into(),
+                    number: n,
+                })
             }
         }
     }
@@ -277,7 +306,12 @@ fn validate_name(what: &str, name: &str) -> Result<()> {
 
 impl<S: Store> Replica<S> {
     /// Creates a new family whose first replica lives in `store` (which must be empty).
-    pub fn init(store: S, env: Arc<dyn Env>, family_name: &str, replica_name: &str) -> Result<Self> {
+    pub fn init(
+        store: S,
+        env: Arc<dyn Env>,
+        family_name: &str,
+        replica_name: &str,
+    ) -> Result<Self> {
         validate_name("family", family_name)?;
         validate_name("replica", replica_name)?;
         if store.get(Keyspace::Meta, keys::IDENTITY)?.is_some() {
@@ -285,9 +319,19 @@ impl<S: Store> Replica<S> {
         }
         let family = FamilyId(env.random_id());
         let me = ReplicaId(env.random_id());
-        let r = Replica { store, env, me, family, family_name: family_name.into() };
+        let r = Replica {
+            store,
+            env,
+            me,
+            family,
+            family_name: family_name.into(),
+        };
         let mut txn = Txn::new(&r.store);
-        txn.put(Keyspace::Meta, keys::IDENTITY, &identity(&family, family_name, &me));
+        txn.put(
+            Keyspace::Meta,
+            keys::IDENTITY,
+            &identity(&family, family_name, &me),
+        );
         let mut ap = Appender::load(&txn)?;
         let op = Op::CreateFamily {
             family,
@@ -305,18 +349,40 @@ impl<S: Store> Replica<S> {
             CoreError::NotFound("a replica in this store (the store is empty)".into())
         })?;
         let mut d = Dec::new(&v, "identity");
-        let family = FamilyId(d.raw(16)?.try_into().map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "identity" }))?);
+        let family = FamilyId(
+            d.raw(16)?
+                .try_into()
+                .map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "identity" }))?,
+        );
         let family_name = d.str()?;
         let me = d.rid()?;
-        Ok(Replica { store, env, me, family, family_name })
+        Ok(Replica {
+            store,
+            env,
+            me,
+            family,
+            family_name,
+        })
     }
 
     /// Makes the replica store of a new replica from its identity, without any entry yet.
-    pub(crate) fn create_empty(store: S, env: Arc<dyn Env>, family: FamilyId, family_name: &str, me: ReplicaId) -> Result<Self> {
+    pub(crate) fn create_empty(
+        store: S,
+        env: Arc<dyn Env>,
+        family: FamilyId,
+        family_name: &str,
+        me: ReplicaId,
+    ) -> Result<Self> {
         if store.get(Keyspace::Meta, keys::IDENTITY)?.is_some() {
             return Err(CoreError::Exists("a replica in this store".into()));
         }
-        Ok(Replica { store, env, me, family, family_name: family_name.into() })
+        Ok(Replica {
+            store,
+            env,
+            me,
+            family,
+            family_name: family_name.into(),
+        })
     }
 
     /// This replica's id.
@@ -368,7 +434,11 @@ impl<S: Store> Replica<S> {
 
     /// The incarnation recorded for `r` (this replica's own for `r == id()`).
     pub fn incarnation_of(&self, r: &ReplicaId) -> Result<u64> {
-        get_u64(&self.store, Keyspace::Peers, &keys::peer(keys::peers::INCARNATION, r))
+        get_u64(
+            &self.store,
+            Keyspace::Peers,
+            &keys::peer(keys::peers::INCARNATION, r),
+        )
     }
 
     /// Sets an estimate row (`chepoch`). The own row is refused.
@@ -384,7 +454,11 @@ impl<S: Store> Replica<S> {
         }
         let mut txn = Txn::new(&self.store);
         for (o, n) in cells {
-            txn.put(Keyspace::Epochs, &keys::estimate(target, o), &n.to_be_bytes());
+            txn.put(
+                Keyspace::Epochs,
+                &keys::estimate(target, o),
+                &n.to_be_bytes(),
+            );
         }
         txn.commit(WriteOptions::SYNC)?;
         Ok(())
@@ -397,7 +471,11 @@ impl<S: Store> Replica<S> {
     }
 
     /// The hash of our entry `(origin, number)`, if held.
-    pub(crate) fn entry_hash_at<R: ReadView + ?Sized>(r: &R, origin: &ReplicaId, number: u64) -> Result<Option<Hash>> {
+    pub(crate) fn entry_hash_at<R: ReadView + ?Sized>(
+        r: &R,
+        origin: &ReplicaId,
+        number: u64,
+    ) -> Result<Option<Hash>> {
         if number == 0 {
             return Ok(Some(ZERO_HASH));
         }
@@ -409,7 +487,10 @@ impl<S: Store> Replica<S> {
 
     /// An entry of the oplog, decoded.
     pub fn entry(&self, origin: &ReplicaId, number: u64) -> Result<Option<Entry>> {
-        match self.store.get(Keyspace::Oplog, &keys::oplog(origin, number))? {
+        match self
+            .store
+            .get(Keyspace::Oplog, &keys::oplog(origin, number))?
+        {
             Some(v) => {
                 let s = StoredEntry::decode(&v)?;
                 Ok(Some(Entry::decode_verified(&s.canonical)?))
@@ -423,7 +504,10 @@ impl<S: Store> Replica<S> {
         let lo = keys::oplog(origin, 0);
         let hi = keys::oplog(origin, u64::MAX);
         let mut out = Vec::new();
-        for kv in self.store.scan(Keyspace::Oplog, KeyRange::between(lo.to_vec(), hi.to_vec()))? {
+        for kv in self
+            .store
+            .scan(Keyspace::Oplog, KeyRange::between(lo.to_vec(), hi.to_vec()))?
+        {
             let (_, v) = kv?;
             let s = StoredEntry::decode(&v)?;
             out.push(Entry::decode_verified(&s.canonical)?);
@@ -456,17 +540,30 @@ impl<S: Store> Replica<S> {
     }
 
     /// Appends a local entry inside `txn` and applies it.
-    pub(crate) fn append_local(&self, txn: &mut Txn<'_, S>, ap: &mut Appender, op: Op) -> Result<Entry> {
+    pub(crate) fn append_local(
+        &self,
+        txn: &mut Txn<'_, S>,
+        ap: &mut Appender,
+        op: Op,
+    ) -> Result<Entry> {
         let own = txn_u64(txn, Keyspace::Epochs, &keys::own(&self.me))?;
         let prev = if own == 0 {
             ZERO_HASH
         } else {
-            let v = txn.get(Keyspace::Oplog, &keys::oplog(&self.me, own))?.ok_or_else(|| {
-                CoreError::Codec(crate::codec::CodecError { what: "own row points past the oplog" })
-            })?;
+            let v = txn
+                .get(Keyspace::Oplog, &keys::oplog(&self.me, own))?
+                .ok_or_else(|| {
+                    CoreError::Codec(crate::codec::CodecError {
+                        what: "own row points past the oplog",
+                    })
+                })?;
             StoredEntry::decode(&v)?.hash
         };
-        let inc = txn_u64(txn, Keyspace::Peers, &keys::peer(keys::peers::INCARNATION, &self.me))?;
+        let inc = txn_u64(
+            txn,
+            Keyspace::Peers,
+            &keys::peer(keys::peers::INCARNATION, &self.me),
+        )?;
         let e = Entry::new(self.me, own + 1, inc, self.env.now_ms(), prev, op);
         let canonical = e.encode();
         ap.store_entry(txn, &e, &canonical)?;
@@ -505,7 +602,10 @@ impl<S: Store> Replica<S> {
         if !self.view().named(NameKind::BrType, name)?.is_empty() {
             return Err(CoreError::Exists(format!("brtype:{name}")));
         }
-        self.local_change(|r, t, ap| Ok(r.append_local(t, ap, Op::MkBrType { name: name.into() })?.id()))
+        self.local_change(|r, t, ap| {
+            Ok(r.append_local(t, ap, Op::MkBrType { name: name.into() })?
+                .id())
+        })
     }
 
     /// Creates a label type mastered here.
@@ -514,7 +614,10 @@ impl<S: Store> Replica<S> {
         if !self.view().named(NameKind::LbType, name)?.is_empty() {
             return Err(CoreError::Exists(format!("lbtype:{name}")));
         }
-        self.local_change(|r, t, ap| Ok(r.append_local(t, ap, Op::MkLbType { name: name.into() })?.id()))
+        self.local_change(|r, t, ap| {
+            Ok(r.append_local(t, ap, Op::MkLbType { name: name.into() })?
+                .id())
+        })
     }
 
     fn main_brtype(&self) -> Result<ObjId> {
@@ -528,15 +631,34 @@ impl<S: Store> Replica<S> {
             return Err(CoreError::Exists(format!("elem:{path}")));
         }
         let main = self.main_brtype()?;
-        self.local_change(|r, t, ap| Ok(r.append_local(t, ap, Op::MkElem { path: path.clone(), main })?.id()))
+        self.local_change(|r, t, ap| {
+            Ok(r.append_local(
+                t,
+                ap,
+                Op::MkElem {
+                    path: path.clone(),
+                    main,
+                },
+            )?
+            .id())
+        })
     }
 
     /// Checks in `content` as a new version of `path` on branch type `brtype` (creating the
     /// element and the branch when needed). Returns the element and the version number.
-    pub fn checkin(&self, path: &str, brtype: &str, content: &[u8], author: &str, comment: &str) -> Result<(ObjId, u64)> {
+    pub fn checkin(
+        &self,
+        path: &str,
+        brtype: &str,
+        content: &[u8],
+        author: &str,
+        comment: &str,
+    ) -> Result<(ObjId, u64)> {
         let path = normalize_path(path)?;
-        self.local_change(|r, t, ap| r.checkin_in(t, ap, &path, brtype, content, author, comment, false))
-            .map(|(e, v, _)| (e, v))
+        self.local_change(|r, t, ap| {
+            r.checkin_in(t, ap, &path, brtype, content, author, comment, false)
+        })
+        .map(|(e, v, _)| (e, v))
     }
 
     /// Inside a transaction: check in one file. With `only_if_changed`, no version is made
@@ -561,7 +683,15 @@ impl<S: Store> Replica<S> {
             None => {
                 let main = txn_resolve(txn, NameKind::BrType, "main")?;
                 created = true;
-                self.append_local(txn, ap, Op::MkElem { path: path.into(), main })?.id()
+                self.append_local(
+                    txn,
+                    ap,
+                    Op::MkElem {
+                        path: path.into(),
+                        main,
+                    },
+                )?
+                .id()
             }
         };
         let hash = *blake3::hash(content).as_bytes();
@@ -600,7 +730,9 @@ impl<S: Store> Replica<S> {
                 };
                 if master != self.me {
                     return Err(CoreError::NotMaster {
-                        object: format!("brtype:{brtype_name} (needed to start a branch on {path})"),
+                        object: format!(
+                            "brtype:{brtype_name} (needed to start a branch on {path})"
+                        ),
                         master: self.replica_name(&master),
                         me: self.name(),
                     });
@@ -641,13 +773,24 @@ impl<S: Store> Replica<S> {
 
     /// Checks in a whole directory tree in one transaction: new elements for new files, new
     /// versions where content changed.
-    pub fn import_tree(&self, dir: &Path, brtype: &str, author: &str, comment: &str, mut progress: impl FnMut(u64)) -> Result<TreeImport> {
+    pub fn import_tree(
+        &self,
+        dir: &Path,
+        brtype: &str,
+        author: &str,
+        comment: &str,
+        mut progress: impl FnMut(u64),
+    ) -> Result<TreeImport> {
         let files = walk(dir)?;
         self.local_change(|r, t, ap| {
             let mut out = TreeImport::default();
             for (i, (rel, abs)) in files.iter().enumerate() {
-                let content = std::fs::read(abs).map_err(|e| CoreError::io(format!("reading {}", abs.display()), e))?;
-                match r.checkin_in(t, ap, rel, brtype, &content, author, comment, true)?.2 {
+                let content = std::fs::read(abs)
+                    .map_err(|e| CoreError::io(format!("reading {}", abs.display()), e))?;
+                match r
+                    .checkin_in(t, ap, rel, brtype, &content, author, comment, true)?
+                    .2
+                {
                     0 => out.unchanged += 1,
                     1 => out.new_versions += 1,
                     _ => {
@@ -666,16 +809,20 @@ impl<S: Store> Replica<S> {
         let v = self.view();
         let el = v.element_by_path(&sel.path)?;
         let bt = v.resolve(NameKind::BrType, &sel.brtype)?;
-        let br = v.branch(&el.id, &bt)?.ok_or_else(|| {
-            CoreError::NotFound(format!("branch {}@@{}", sel.path, sel.brtype))
-        })?;
+        let br = v
+            .branch(&el.id, &bt)?
+            .ok_or_else(|| CoreError::NotFound(format!("branch {}@@{}", sel.path, sel.brtype)))?;
         let n = sel.number.unwrap_or(br.latest);
         if n == 0 || v.version(&el.id, &bt, n)?.is_none() {
             return Err(CoreError::NotFound(format!(
                 "version {}@@{}/{}",
                 sel.path,
                 sel.brtype,
-                if n == 0 { "(no version checked in yet)".to_string() } else { n.to_string() }
+                if n == 0 {
+                    "(no version checked in yet)".to_string()
+                } else {
+                    n.to_string()
+                }
             )));
         }
         Ok((el.id, bt, n))
@@ -685,9 +832,13 @@ impl<S: Store> Replica<S> {
     pub fn cat(&self, sel: &VersionSel) -> Result<Vec<u8>> {
         let (e, b, n) = self.resolve_version(sel)?;
         let v = self.view();
-        let ver = v.version(&e, &b, n)?.ok_or_else(|| CoreError::NotFound("version".into()))?;
+        let ver = v
+            .version(&e, &b, n)?
+            .ok_or_else(|| CoreError::NotFound("version".into()))?;
         v.blob(&ver.content)?.ok_or_else(|| {
-            CoreError::Codec(crate::codec::CodecError { what: "version content missing from the store" })
+            CoreError::Codec(crate::codec::CodecError {
+                what: "version content missing from the store",
+            })
         })
     }
 
@@ -697,7 +848,16 @@ impl<S: Store> Replica<S> {
         self.require_master(&ObjectRef::LbType(lb), &format!("lbtype:{lbtype}"))?;
         let (elem, brtype, version) = self.resolve_version(sel)?;
         self.local_change(|r, t, ap| {
-            r.append_local(t, ap, Op::MkLabel { lbtype: lb, elem, brtype, version })?;
+            r.append_local(
+                t,
+                ap,
+                Op::MkLabel {
+                    lbtype: lb,
+                    elem,
+                    brtype,
+                    version,
+                },
+            )?;
             Ok(())
         })
     }
@@ -712,7 +872,14 @@ impl<S: Store> Replica<S> {
             return Err(CoreError::NotFound(format!("label {lbtype} on {path}")));
         }
         self.local_change(|r, t, ap| {
-            r.append_local(t, ap, Op::RmLabel { lbtype: lb, elem: el.id })?;
+            r.append_local(
+                t,
+                ap,
+                Op::RmLabel {
+                    lbtype: lb,
+                    elem: el.id,
+                },
+            )?;
             Ok(())
         })
     }
@@ -741,7 +908,10 @@ impl<S: Store> Replica<S> {
                 if v.branch(&el.id, &bt)?.is_none() {
                     return Err(CoreError::NotFound(format!("branch:{p}@@{b}")));
                 }
-                ObjectRef::Branch { elem: el.id, brtype: bt }
+                ObjectRef::Branch {
+                    elem: el.id,
+                    brtype: bt,
+                }
             }
         })
     }
@@ -753,7 +923,9 @@ impl<S: Store> Replica<S> {
         let to = self.view().replica_by_name(to)?;
         self.require_master(&object, sel)?;
         if to == self.me {
-            return Err(CoreError::Invalid(format!("{sel} is already mastered by this replica")));
+            return Err(CoreError::Invalid(format!(
+                "{sel} is already mastered by this replica"
+            )));
         }
         self.local_change(|r, t, ap| {
             r.append_local(t, ap, Op::ChMaster { object, master: to })?;
@@ -768,10 +940,19 @@ impl<S: Store> Replica<S> {
         let object = self.resolve_selector(&s)?;
         let master = self.view().master_of(&object)?;
         if master == self.me {
-            return Err(CoreError::Invalid(format!("{sel} is already mastered by this replica")));
+            return Err(CoreError::Invalid(format!(
+                "{sel} is already mastered by this replica"
+            )));
         }
         self.local_change(|r, t, ap| {
-            r.append_local(t, ap, Op::ReqMaster { object, requester: r.me })?;
+            r.append_local(
+                t,
+                ap,
+                Op::ReqMaster {
+                    object,
+                    requester: r.me,
+                },
+            )?;
             Ok(())
         })?;
         Ok(self.replica_name(&master))
@@ -780,23 +961,37 @@ impl<S: Store> Replica<S> {
     /// Sets the policy for mastership requests that reach this replica.
     pub fn set_reqmaster_policy(&self, p: ReqMasterPolicy) -> Result<()> {
         use crate::store::StoreExt;
-        self.store.put_one(Keyspace::Meta, keys::REQMASTER_POLICY, &[p.byte()], WriteOptions::SYNC)?;
+        self.store.put_one(
+            Keyspace::Meta,
+            keys::REQMASTER_POLICY,
+            &[p.byte()],
+            WriteOptions::SYNC,
+        )?;
         Ok(())
     }
 
     /// The policy for mastership requests.
     pub fn reqmaster_policy(&self) -> Result<ReqMasterPolicy> {
-        Ok(match self.store.get(Keyspace::Meta, keys::REQMASTER_POLICY)?.as_deref() {
-            Some([1]) => ReqMasterPolicy::Deny,
-            Some([2]) => ReqMasterPolicy::Manual,
-            _ => ReqMasterPolicy::Allow,
-        })
+        Ok(
+            match self
+                .store
+                .get(Keyspace::Meta, keys::REQMASTER_POLICY)?
+                .as_deref()
+            {
+                Some([1]) => ReqMasterPolicy::Deny,
+                Some([2]) => ReqMasterPolicy::Manual,
+                _ => ReqMasterPolicy::Allow,
+            },
+        )
     }
 
     /// Mastership requests waiting for the operator: (object, requester).
     pub fn pending_master_requests(&self) -> Result<Vec<(ObjectRef, ReplicaId)>> {
         let mut out = Vec::new();
-        for kv in self.store.scan(Keyspace::Peers, KeyRange::prefix(&[keys::peers::MASTER_REQUEST]))? {
+        for kv in self.store.scan(
+            Keyspace::Peers,
+            KeyRange::prefix(&[keys::peers::MASTER_REQUEST]),
+        )? {
             let (_, v) = kv?;
             let mut d = Dec::new(&v, "master request");
             let obj = decode_objref(&mut d)?;
@@ -837,8 +1032,15 @@ pub(crate) fn decode_objref(d: &mut Dec<'_>) -> Result<ObjectRef> {
         1 => ObjectRef::BrType(d.oid()?),
         2 => ObjectRef::LbType(d.oid()?),
         3 => ObjectRef::Element(d.oid()?),
-        4 => ObjectRef::Branch { elem: d.oid()?, brtype: d.oid()? },
-        _ => return Err(CoreError::Codec(crate::codec::CodecError { what: "object reference" })),
+        4 => ObjectRef::Branch {
+            elem: d.oid()?,
+            brtype: d.oid()?,
+        },
+        _ => {
+            return Err(CoreError::Codec(crate::codec::CodecError {
+                what: "object reference",
+            }))
+        }
     })
 }
 
@@ -891,8 +1093,12 @@ fn txn_element_by_path<S: Store>(txn: &Txn<'_, S>, path: &str) -> Result<Option<
 /// Normalises an element path: forward slashes, no leading `./` or `/`, no empty or `..`
 /// components.
 pub fn normalize_path(p: &str) -> Result<String> {
-    let parts: Vec<&str> = p.split(['/', '\\']).filter(|c| !c.is_empty() && *c != ".").collect();
-    if parts.is_empty() || parts.iter().any(|c| *c == ".." || c.contains('\0')) || p.contains("@@") {
+    let parts: Vec<&str> = p
+        .split(['/', '\\'])
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.is_empty() || parts.iter().any(|c| *c == ".." || c.contains('\0')) || p.contains("@@")
+    {
         return Err(CoreError::Invalid(format!(
             "`{p}` is not a valid element path (use a relative path like src/main.c, without `..` or `@@`)"
         )));
@@ -901,24 +1107,31 @@ pub fn normalize_path(p: &str) -> Result<String> {
 }
 
 fn walk(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
-    let meta = std::fs::metadata(dir).map_err(|e| CoreError::io(format!("reading {}", dir.display()), e))?;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| CoreError::io(format!("reading {}", dir.display()), e))?;
     if !meta.is_dir() {
-        return Err(CoreError::Invalid(format!("{} is not a directory", dir.display())));
+        return Err(CoreError::Invalid(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
     }
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let rd = std::fs::read_dir(&d).map_err(|e| CoreError::io(format!("reading {}", d.display()), e))?;
+        let rd = std::fs::read_dir(&d)
+            .map_err(|e| CoreError::io(format!("reading {}", d.display()), e))?;
         for ent in rd {
             let ent = ent.map_err(|e| CoreError::io(format!("reading {}", d.display()), e))?;
-            let ft = ent.file_type().map_err(|e| CoreError::io(format!("reading {}", ent.path().display()), e))?;
+            let ft = ent
+                .file_type()
+                .map_err(|e| CoreError::io(format!("reading {}", ent.path().display()), e))?;
             let path = ent.path();
             if ft.is_dir() {
                 stack.push(path);
             } else if ft.is_file() {
-                let rel = path
-                    .strip_prefix(dir)
-                    .map_err(|_| CoreError::Invalid(format!("{} is outside {}", path.display(), dir.display())))?;
+                let rel = path.strip_prefix(dir).map_err(|_| {
+                    CoreError::Invalid(format!("{} is outside {}", path.display(), dir.display()))
+                })?;
                 let rel = rel.to_string_lossy().replace('\\', "/");
                 out.push((normalize_path(&rel)?, path));
             }
@@ -935,9 +1148,11 @@ pub(crate) fn read_row_txn<S: Store>(txn: &Txn<'_, S>, prefix: &[u8]) -> Result<
         if k.len() != prefix.len() + 16 {
             continue;
         }
-        let origin = ReplicaId(k[prefix.len()..].try_into().map_err(|_| {
-            CoreError::Codec(crate::codec::CodecError { what: "epoch key" })
-        })?);
+        let origin = ReplicaId(
+            k[prefix.len()..]
+                .try_into()
+                .map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "epoch key" }))?,
+        );
         row.set(origin, be_u64(&v)?);
     }
     Ok(row)

@@ -39,7 +39,11 @@ pub struct Recovering {
 impl Recovering {
     fn encode(&self) -> Vec<u8> {
         let mut e = Enc::new().u64(self.incarnation);
-        e = self.row.encode(e).bool(self.explicit).u64(self.awaited.len() as u64);
+        e = self
+            .row
+            .encode(e)
+            .bool(self.explicit)
+            .u64(self.awaited.len() as u64);
         for (r, held) in &self.awaited {
             e = e.rid(r);
             e = match held {
@@ -66,7 +70,12 @@ impl Recovering {
             awaited.insert(r, held);
         }
         d.end()?;
-        Ok(Recovering { incarnation, row, explicit, awaited })
+        Ok(Recovering {
+            incarnation,
+            row,
+            explicit,
+            awaited,
+        })
     }
 }
 
@@ -125,7 +134,11 @@ fn dec_request(replica: ReplicaId, v: &[u8]) -> Result<HeldRequest> {
     let incarnation = d.u64()?;
     let row = Row::decode(&mut d)?;
     d.end()?;
-    Ok(HeldRequest { replica, incarnation, row })
+    Ok(HeldRequest {
+        replica,
+        incarnation,
+        row,
+    })
 }
 
 fn enc_request(r: &HeldRequest) -> Vec<u8> {
@@ -164,7 +177,8 @@ impl<S: Store> Replica<S> {
     pub fn mark_restored(&self) -> Result<()> {
         use crate::store::StoreExt;
         let v = Enc::new().u64(self.env.now_ms()).done();
-        self.store.put_one(Keyspace::Meta, keys::RESTORED, &v, WriteOptions::SYNC)?;
+        self.store
+            .put_one(Keyspace::Meta, keys::RESTORED, &v, WriteOptions::SYNC)?;
         Ok(())
     }
 
@@ -172,7 +186,8 @@ impl<S: Store> Replica<S> {
     pub(crate) fn mark_rolled_back(&self, reason: &str) -> Result<()> {
         use crate::store::StoreExt;
         let v = Enc::new().str(reason).done();
-        self.store.put_one(Keyspace::Meta, keys::ROLLED_BACK, &v, WriteOptions::SYNC)?;
+        self.store
+            .put_one(Keyspace::Meta, keys::ROLLED_BACK, &v, WriteOptions::SYNC)?;
         Ok(())
     }
 
@@ -188,7 +203,11 @@ impl<S: Store> Replica<S> {
 
     /// The incarnation of `r`'s last completed restoration, if any.
     pub fn completed_incarnation(&self, r: &ReplicaId) -> Result<u64> {
-        get_u64(&self.store, Keyspace::Peers, &keys::peer(keys::peers::COMPLETED, r))
+        get_u64(
+            &self.store,
+            Keyspace::Peers,
+            &keys::peer(keys::peers::COMPLETED, r),
+        )
     }
 
     /// Starts (or, while recovering, amends) the restoration procedure.
@@ -199,15 +218,26 @@ impl<S: Store> Replica<S> {
     pub fn restorereplica(&self, wait_for: &[ReplicaId], override_: bool) -> Result<RestoreStart> {
         for w in wait_for {
             if *w == self.me {
-                return Err(CoreError::Invalid("a replica cannot wait for itself".into()));
+                return Err(CoreError::Invalid(
+                    "a replica cannot wait for itself".into(),
+                ));
             }
         }
         let mut txn = Txn::new(&self.store);
         let existing = Self::recovering_in(&txn)?;
         let amended = existing.is_some();
-        let siblings: Vec<ReplicaId> =
-            self.view().replicas()?.into_iter().map(|r| r.id).filter(|r| *r != self.me).collect();
-        let awaited_ids: Vec<ReplicaId> = if wait_for.is_empty() { siblings } else { wait_for.to_vec() };
+        let siblings: Vec<ReplicaId> = self
+            .view()
+            .replicas()?
+            .into_iter()
+            .map(|r| r.id)
+            .filter(|r| *r != self.me)
+            .collect();
+        let awaited_ids: Vec<ReplicaId> = if wait_for.is_empty() {
+            siblings
+        } else {
+            wait_for.to_vec()
+        };
         let rec = match existing {
             Some(mut rec) => {
                 // Amend: keep the incarnation; the awaited set becomes the new one, keeping
@@ -221,7 +251,11 @@ impl<S: Store> Replica<S> {
                 rec
             }
             None => {
-                let recorded = txn_u64(&txn, Keyspace::Peers, &keys::peer(keys::peers::INCARNATION, &self.me))?;
+                let recorded = txn_u64(
+                    &txn,
+                    Keyspace::Peers,
+                    &keys::peer(keys::peers::INCARNATION, &self.me),
+                )?;
                 let incarnation = self.env.now_ms().max(recorded + 1);
                 let row = crate::replica::read_row(&self.store, keys::OWN_PREFIX)?;
                 txn.put(
@@ -250,15 +284,28 @@ impl<S: Store> Replica<S> {
         let completed = self.maybe_complete(&mut txn, &mut ap, override_)?;
         let awaiting = rec.awaited.keys().map(|r| self.replica_name(r)).collect();
         txn.commit(WriteOptions::SYNC)?;
-        Ok(RestoreStart { incarnation: rec.incarnation, amended, awaiting, completed })
+        Ok(RestoreStart {
+            incarnation: rec.incarnation,
+            amended,
+            awaiting,
+            completed,
+        })
     }
 
     /// Clears flags whose acknowledgement is satisfied and, when none is left (or on
     /// `force`), creates restore complete and unlocks. Returns whether it completed.
-    pub(crate) fn maybe_complete(&self, txn: &mut Txn<'_, S>, ap: &mut Appender, force: bool) -> Result<bool> {
-        let Some(mut rec) = Self::recovering_in(txn)? else { return Ok(false) };
+    pub(crate) fn maybe_complete(
+        &self,
+        txn: &mut Txn<'_, S>,
+        ap: &mut Appender,
+        force: bool,
+    ) -> Result<bool> {
+        let Some(mut rec) = Self::recovering_in(txn)? else {
+            return Ok(false);
+        };
         let own = txn_u64(txn, Keyspace::Epochs, &keys::own(&self.me))?;
-        rec.awaited.retain(|_, held| !matches!(held, Some(h) if own >= *h));
+        rec.awaited
+            .retain(|_, held| !matches!(held, Some(h) if own >= *h));
         if !rec.awaited.is_empty() && !force {
             txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
             return Ok(false);
@@ -267,7 +314,14 @@ impl<S: Store> Replica<S> {
         let row = crate::replica::read_row_txn(txn, keys::OWN_PREFIX)?;
         let mut row_after = row.clone();
         row_after.set(self.me, own + 1);
-        self.append_local(txn, ap, Op::RestoreComplete { incarnation: rec.incarnation, row: row_after })?;
+        self.append_local(
+            txn,
+            ap,
+            Op::RestoreComplete {
+                incarnation: rec.incarnation,
+                row: row_after,
+            },
+        )?;
         txn.put(
             Keyspace::Peers,
             &keys::peer(keys::peers::COMPLETED, &self.me),
@@ -286,18 +340,32 @@ impl<S: Store> Replica<S> {
             self.append_local(
                 txn,
                 ap,
-                Op::RestoreAck { replica: req.replica, incarnation: req.incarnation, held: held_n },
+                Op::RestoreAck {
+                    replica: req.replica,
+                    incarnation: req.incarnation,
+                    held: held_n,
+                },
             )?;
         }
         Ok(true)
     }
 
     /// Handles a restore request received in a packet (directly or relayed).
-    pub(crate) fn on_request(&self, txn: &mut Txn<'_, S>, ap: &mut Appender, req: &HeldRequest, notes: &mut Vec<String>) -> Result<()> {
+    pub(crate) fn on_request(
+        &self,
+        txn: &mut Txn<'_, S>,
+        ap: &mut Appender,
+        req: &HeldRequest,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
         if req.replica == self.me {
             return Ok(()); // our own request, echoed back by a sibling
         }
-        let completed = txn_u64(txn, Keyspace::Peers, &keys::peer(keys::peers::COMPLETED, &req.replica))?;
+        let completed = txn_u64(
+            txn,
+            Keyspace::Peers,
+            &keys::peer(keys::peers::COMPLETED, &req.replica),
+        )?;
         if req.incarnation <= completed {
             return Ok(()); // that restoration is over: never resurrect it
         }
@@ -319,21 +387,40 @@ impl<S: Store> Replica<S> {
             txn.delete(Keyspace::Epochs, &k);
         }
         for (o, n) in &req.row.0 {
-            txn.put(Keyspace::Epochs, &keys::estimate(&req.replica, o), &n.to_be_bytes());
+            txn.put(
+                Keyspace::Epochs,
+                &keys::estimate(&req.replica, o),
+                &n.to_be_bytes(),
+            );
         }
         // Its reports about our packets restart under its new incarnation.
-        txn.delete(Keyspace::Peers, &keys::peer(keys::peers::RECV, &req.replica));
+        txn.delete(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::RECV, &req.replica),
+        );
         let held = txn_u64(txn, Keyspace::Epochs, &keys::own(&req.replica))?;
         let name = self.replica_name(&req.replica);
         if Self::recovering_in(txn)?.is_some() {
             let k = keys::peer2(keys::peers::PROV_ACK, &req.replica, &self.me);
-            txn.put(Keyspace::Peers, &k, &Enc::new().u64(req.incarnation).u64(held).done());
+            txn.put(
+                Keyspace::Peers,
+                &k,
+                &Enc::new().u64(req.incarnation).u64(held).done(),
+            );
             notes.push(format!(
                 "received the restore request of {name} (incarnation {}); acknowledged provisionally while this replica recovers",
                 req.incarnation
             ));
         } else {
-            self.append_local(txn, ap, Op::RestoreAck { replica: req.replica, incarnation: req.incarnation, held })?;
+            self.append_local(
+                txn,
+                ap,
+                Op::RestoreAck {
+                    replica: req.replica,
+                    incarnation: req.incarnation,
+                    held,
+                },
+            )?;
             notes.push(format!(
                 "received the restore request of {name} (incarnation {}); acknowledged, and its packets will carry everything since its restored row",
                 req.incarnation
@@ -342,8 +429,51 @@ impl<S: Store> Replica<S> {
         Ok(())
     }
 
+    /// A sibling believes a newer incarnation of this replica than this store has: the store
+    /// is older than the replica's last restoration. While recovering, the request moves to a
+    /// newer incarnation (so siblings accept it); otherwise the replica is rolled back.
+    pub(crate) fn on_newer_incarnation(
+        &self,
+        known: u64,
+        ours: u64,
+        sender: &str,
+    ) -> Result<CoreError> {
+        let mut txn = Txn::new(&self.store);
+        if let Some(mut rec) = Self::recovering_in(&txn)? {
+            rec.incarnation = known.max(self.env.now_ms()) + 1;
+            // Acknowledgements answered the old incarnation; the new one needs new ones.
+            for held in rec.awaited.values_mut() {
+                *held = None;
+            }
+            txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+            txn.put(
+                Keyspace::Peers,
+                &keys::peer(keys::peers::INCARNATION, &self.me),
+                &rec.incarnation.to_be_bytes(),
+            );
+            txn.commit(WriteOptions::SYNC)?;
+            return Ok(CoreError::Refused(crate::error::Refusal::Other(format!(
+                "{sender} knows incarnation {known} of this replica, newer than its restore request's {ours} (the store is older than a previous restoration); the request now uses incarnation {}: export to the siblings again",
+                rec.incarnation
+            ))));
+        }
+        let reason = format!(
+            "{sender} knows incarnation {known} of this replica but this store has incarnation {ours} (it is older than the replica's last restoration)"
+        );
+        drop(txn);
+        self.mark_rolled_back(&reason)?;
+        Ok(CoreError::Locked(format!(
+            "replica {} refuses this packet and local changes: {reason}; run `msite restorereplica`",
+            self.name()
+        )))
+    }
+
     /// Handles a provisional acknowledgement received in a packet.
-    pub(crate) fn on_provisional_ack(&self, txn: &mut Txn<'_, S>, a: &ProvisionalAck) -> Result<()> {
+    pub(crate) fn on_provisional_ack(
+        &self,
+        txn: &mut Txn<'_, S>,
+        a: &ProvisionalAck,
+    ) -> Result<()> {
         if a.replica == self.me {
             if let Some(mut rec) = Self::recovering_in(txn)? {
                 if rec.incarnation == a.incarnation {
@@ -356,11 +486,18 @@ impl<S: Store> Replica<S> {
             return Ok(());
         }
         // Relay it while the request it answers is held here.
-        if let Some(v) = txn.get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &a.replica))? {
+        if let Some(v) = txn.get(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::REQUEST, &a.replica),
+        )? {
             let held = dec_request(a.replica, &v)?;
             if held.incarnation == a.incarnation {
                 let k = keys::peer2(keys::peers::PROV_ACK, &a.replica, &a.acker);
-                txn.put(Keyspace::Peers, &k, &Enc::new().u64(a.incarnation).u64(a.held).done());
+                txn.put(
+                    Keyspace::Peers,
+                    &k,
+                    &Enc::new().u64(a.incarnation).u64(a.held).done(),
+                );
             }
         }
         Ok(())
@@ -369,7 +506,11 @@ impl<S: Store> Replica<S> {
     /// Protocol effects of applying an entry (beyond the object base).
     pub(crate) fn on_entry(&self, txn: &mut Txn<'_, S>, origin: &ReplicaId, op: &Op) -> Result<()> {
         match op {
-            Op::RestoreAck { replica, incarnation, held } if *replica == self.me => {
+            Op::RestoreAck {
+                replica,
+                incarnation,
+                held,
+            } if *replica == self.me => {
                 if let Some(mut rec) = Self::recovering_in(txn)? {
                     if rec.incarnation == *incarnation {
                         if let Some(slot) = rec.awaited.get_mut(origin) {
@@ -390,7 +531,9 @@ impl<S: Store> Replica<S> {
                         txn.delete(Keyspace::Peers, &rk);
                     }
                 }
-                for (k, v) in txn.scan_prefix(Keyspace::Peers, &keys::peer(keys::peers::PROV_ACK, origin))? {
+                for (k, v) in
+                    txn.scan_prefix(Keyspace::Peers, &keys::peer(keys::peers::PROV_ACK, origin))?
+                {
                     let inc = Dec::new(&v, "provisional ack").u64()?;
                     if inc <= *incarnation {
                         txn.delete(Keyspace::Peers, &k);
@@ -400,14 +543,12 @@ impl<S: Store> Replica<S> {
                     raise_estimate(txn, origin, row)?;
                 }
             }
-            Op::CreateReplica { replica, row, .. } => {
-                if *replica != self.me {
-                    raise_estimate(txn, replica, row)?;
-                    if let Some(mut rec) = Self::recovering_in(txn)? {
-                        if !rec.explicit && !rec.awaited.contains_key(replica) {
-                            rec.awaited.insert(*replica, None);
-                            txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
-                        }
+            Op::CreateReplica { replica, row, .. } if *replica != self.me => {
+                raise_estimate(txn, replica, row)?;
+                if let Some(mut rec) = Self::recovering_in(txn)? {
+                    if !rec.explicit && !rec.awaited.contains_key(replica) {
+                        rec.awaited.insert(*replica, None);
+                        txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
                     }
                 }
             }
@@ -418,7 +559,11 @@ impl<S: Store> Replica<S> {
 }
 
 /// Raises `target`'s estimate row to at least `row`.
-pub(crate) fn raise_estimate<S: Store>(txn: &mut Txn<'_, S>, target: &ReplicaId, row: &Row) -> Result<()> {
+pub(crate) fn raise_estimate<S: Store>(
+    txn: &mut Txn<'_, S>,
+    target: &ReplicaId,
+    row: &Row,
+) -> Result<()> {
     for (o, n) in &row.0 {
         let k = keys::estimate(target, o);
         if *n > txn_u64(txn, Keyspace::Epochs, &k)? {
@@ -432,7 +577,11 @@ pub(crate) fn held_requests_in<R: ReadView + ?Sized>(r: &R) -> Result<Vec<HeldRe
     let mut out = Vec::new();
     for kv in r.scan(Keyspace::Peers, KeyRange::prefix(&[keys::peers::REQUEST]))? {
         let (k, v) = kv?;
-        let id = ReplicaId(k[1..].try_into().map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "request key" }))?);
+        let id = ReplicaId(k[1..].try_into().map_err(|_| {
+            CoreError::Codec(crate::codec::CodecError {
+                what: "request key",
+            })
+        })?);
         out.push(dec_request(id, &v)?);
     }
     Ok(out)
@@ -441,7 +590,11 @@ pub(crate) fn held_requests_in<R: ReadView + ?Sized>(r: &R) -> Result<Vec<HeldRe
 fn held_requests_txn<S: Store>(txn: &Txn<'_, S>) -> Result<Vec<HeldRequest>> {
     let mut out = Vec::new();
     for (k, v) in txn.scan_prefix(Keyspace::Peers, &[keys::peers::REQUEST])? {
-        let id = ReplicaId(k[1..].try_into().map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "request key" }))?);
+        let id = ReplicaId(k[1..].try_into().map_err(|_| {
+            CoreError::Codec(crate::codec::CodecError {
+                what: "request key",
+            })
+        })?);
         out.push(dec_request(id, &v)?);
     }
     Ok(out)
@@ -454,11 +607,20 @@ pub(crate) fn prov_acks_in<R: ReadView + ?Sized>(r: &R) -> Result<Vec<Provisiona
         if k.len() != 33 {
             continue;
         }
-        let bad = || CoreError::Codec(crate::codec::CodecError { what: "provisional ack key" });
+        let bad = || {
+            CoreError::Codec(crate::codec::CodecError {
+                what: "provisional ack key",
+            })
+        };
         let replica = ReplicaId(k[1..17].try_into().map_err(|_| bad())?);
         let acker = ReplicaId(k[17..33].try_into().map_err(|_| bad())?);
         let mut d = Dec::new(&v, "provisional ack");
-        out.push(ProvisionalAck { acker, replica, incarnation: d.u64()?, held: d.u64()? });
+        out.push(ProvisionalAck {
+            acker,
+            replica,
+            incarnation: d.u64()?,
+            held: d.u64()?,
+        });
     }
     Ok(out)
 }

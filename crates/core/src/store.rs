@@ -106,17 +106,26 @@ pub struct KeyRange {
 impl KeyRange {
     /// Every key.
     pub fn all() -> Self {
-        KeyRange { start: Bound::Unbounded, end: Bound::Unbounded }
+        KeyRange {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+        }
     }
 
     /// `start <= key < end`.
     pub fn between(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> Self {
-        KeyRange { start: Bound::Included(start.into()), end: Bound::Excluded(end.into()) }
+        KeyRange {
+            start: Bound::Included(start.into()),
+            end: Bound::Excluded(end.into()),
+        }
     }
 
     /// `key >= start`.
     pub fn from(start: impl Into<Vec<u8>>) -> Self {
-        KeyRange { start: Bound::Included(start.into()), end: Bound::Unbounded }
+        KeyRange {
+            start: Bound::Included(start.into()),
+            end: Bound::Unbounded,
+        }
     }
 
     /// Every key that starts with `prefix`.

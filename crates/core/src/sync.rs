@@ -20,7 +20,7 @@
 //! acknowledgement, so the exchange settles.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, BTreeMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::path::{Path, PathBuf};
 
 use msite_packet::{wire, MemPacketWriter, PacketReader, PacketWriter, Record};
@@ -77,7 +77,11 @@ struct SendState {
 
 impl SendState {
     fn encode(&self) -> Vec<u8> {
-        let e = Enc::new().u64(self.last_seq).u64(self.applied).u64(self.seen).bool(self.have_report);
+        let e = Enc::new()
+            .u64(self.last_seq)
+            .u64(self.applied)
+            .u64(self.seen)
+            .bool(self.have_report);
         self.reported_row.encode(e).done()
     }
     fn decode(v: &[u8]) -> Result<Self> {
@@ -133,7 +137,11 @@ impl RecvState {
     }
 }
 
-fn load<R: ReadView + ?Sized, T>(r: &R, key: &[u8], f: impl Fn(&[u8]) -> Result<T>) -> Result<Option<T>> {
+fn load<R: ReadView + ?Sized, T>(
+    r: &R,
+    key: &[u8],
+    f: impl Fn(&[u8]) -> Result<T>,
+) -> Result<Option<T>> {
     match r.get(Keyspace::Peers, key)? {
         Some(v) => Ok(Some(f(&v)?)),
         None => Ok(None),
@@ -213,7 +221,11 @@ impl<'a> Incoming<'a> {
 
     /// A packet from its part files (in any order; all parts must be present).
     pub fn from_files(paths: &[PathBuf]) -> Result<Incoming<'static>> {
-        let source = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let source = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut readers = Vec::new();
         for p in paths {
             let r = msite_packet::open(p).map_err(|e| dec_err(&p.display().to_string(), e))?;
@@ -222,7 +234,10 @@ impl<'a> Incoming<'a> {
         Self::assemble(readers, source)
     }
 
-    fn assemble<R: std::io::Read + 'static>(mut readers: Vec<PacketReader<R>>, source: String) -> Result<Incoming<'static>> {
+    fn assemble<R: std::io::Read + 'static>(
+        mut readers: Vec<PacketReader<R>>,
+        source: String,
+    ) -> Result<Incoming<'static>> {
         if readers.is_empty() {
             return Err(CoreError::Invalid("no packet given".into()));
         }
@@ -244,7 +259,9 @@ impl<'a> Incoming<'a> {
                 )));
             }
             if *r.header() != header {
-                return Err(CoreError::Unreadable(format!("{source}: the parts carry different headers")));
+                return Err(CoreError::Unreadable(format!(
+                    "{source}: the parts carry different headers"
+                )));
             }
         }
         if readers.len() as u32 != first.parts {
@@ -285,8 +302,36 @@ pub struct Need {
 
 impl std::fmt::Display for Need {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "needs {} up to {}, has {}", self.origin_name, self.needs, self.has)
+        write!(
+            f,
+            "needs {} up to {}, has {}",
+            self.origin_name, self.needs, self.has
+        )
     }
+}
+
+/// Whether a packet could be imported here now (checks of PROTOCOL §4 steps 1–5).
+#[derive(Debug)]
+pub enum Assessment {
+    /// It can be imported now.
+    Importable,
+    /// It was imported before.
+    AlreadyApplied,
+    /// It must wait for other packets.
+    Waiting(Vec<Need>),
+    /// It shows this replica lost entries of its own.
+    RolledBack(Refusal),
+    /// The family knows a newer incarnation of this replica than this store has.
+    NewerIncarnationKnown {
+        /// The incarnation the sender believes.
+        known: u64,
+        /// Ours.
+        ours: u64,
+        /// The sender.
+        sender: String,
+    },
+    /// It is refused.
+    Refused(CoreError),
 }
 
 /// What an import did.
@@ -367,7 +412,10 @@ impl<S: Store> Replica<S> {
     pub fn plan_export(&self, target: &ReplicaId) -> Result<Option<ExportPlan>> {
         self.check_exportable()?;
         if *target == self.me {
-            return Err(CoreError::Invalid(format!("replica {} cannot send a packet to itself", self.name())));
+            return Err(CoreError::Invalid(format!(
+                "replica {} cannot send a packet to itself",
+                self.name()
+            )));
         }
         if self.view().replica(target)?.is_none() {
             return Err(CoreError::NotFound(format!("replica:{}", target.short())));
@@ -376,7 +424,10 @@ impl<S: Store> Replica<S> {
         let own = self.own_row()?;
         let send = Self::send_state(&self.store, target)?;
         let recv = Self::recv_state(&self.store, target)?;
-        let target_recovering = self.store.get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, target))?.is_some();
+        let target_recovering = self
+            .store
+            .get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, target))?
+            .is_some();
         let own_request = st.recovering.as_ref().map(|r| HeldRequest {
             replica: self.me,
             incarnation: r.incarnation,
@@ -393,7 +444,10 @@ impl<S: Store> Replica<S> {
             if !has_new && !target_recovering && send.have_report && send.last_seq > send.applied {
                 // Unacknowledged packets: resend from what the target is known to hold.
                 let mut floor = send.reported_row.clone();
-                if let Some(v) = self.store.get(Keyspace::Peers, &keys::export_log(target, send.applied))? {
+                if let Some(v) = self
+                    .store
+                    .get(Keyspace::Peers, &keys::export_log(target, send.applied))?
+                {
                     floor.raise_to(&Row::decode(&mut Dec::new(&v, "export log"))?);
                 }
                 if own.0.iter().any(|(o, n)| *n > floor.get(o)) {
@@ -435,7 +489,11 @@ impl<S: Store> Replica<S> {
                 continue;
             }
             let hash = Self::entry_hash_at(&self.store, o, b)?.unwrap_or(ZERO_HASH);
-            bases.push(wire::Base { origin: wire::Id(o.0), number: b, hash });
+            bases.push(wire::Base {
+                origin: wire::Id(o.0),
+                number: b,
+                hash,
+            });
         }
         let header = wire::Header {
             family: wire::Id(self.family.0),
@@ -458,7 +516,11 @@ impl<S: Store> Replica<S> {
             new_replica: wire::Id::default(),
             comment: String::new(),
         };
-        let advance_to = if target_recovering || st.recovering.is_some() { None } else { Some(own) };
+        let advance_to = if target_recovering || st.recovering.is_some() {
+            None
+        } else {
+            Some(own)
+        };
         Ok(Some(ExportPlan {
             target: *target,
             kind: wire::Kind::Update,
@@ -474,16 +536,21 @@ impl<S: Store> Replica<S> {
     }
 
     /// Streams the plan's records into `sink`, in apply order.
-    pub fn write_records(&self, plan: &ExportPlan, sink: &mut dyn RecordSink) -> Result<(u64, u64)> {
+    pub fn write_records(
+        &self,
+        plan: &ExportPlan,
+        sink: &mut dyn RecordSink,
+    ) -> Result<(u64, u64)> {
         let snap = self.store.snapshot()?;
         let mut blobs_sent: HashSet<Hash> = HashSet::new();
         let mut blob_count = 0u64;
         if plan.all_blobs {
             for kv in snap.scan(Keyspace::Blobs, KeyRange::all())? {
                 let (k, v) = kv?;
-                let h: Hash = k.as_slice().try_into().map_err(|_| {
-                    CoreError::Codec(crate::codec::CodecError { what: "blob key" })
-                })?;
+                let h: Hash = k
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "blob key" }))?;
                 sink.blob(&h, &v)?;
                 blob_count += 1;
             }
@@ -493,7 +560,10 @@ impl<S: Store> Replica<S> {
         for (o, from, to) in &plan.ranges {
             let lo = keys::oplog(o, *from).to_vec();
             let hi = keys::oplog(o, *to).to_vec();
-            let range = KeyRange { start: std::ops::Bound::Included(lo), end: std::ops::Bound::Included(hi) };
+            let range = KeyRange {
+                start: std::ops::Bound::Included(lo),
+                end: std::ops::Bound::Included(hi),
+            };
             let mut it = snap.scan(Keyspace::Oplog, range)?;
             if let Some(first) = it.next() {
                 let (_, v) = first?;
@@ -509,7 +579,9 @@ impl<S: Store> Replica<S> {
             if let Some(h) = s.blob {
                 if !plan.all_blobs && blobs_sent.insert(h) {
                     let bytes = snap.get(Keyspace::Blobs, &h)?.ok_or_else(|| {
-                        CoreError::Codec(crate::codec::CodecError { what: "content missing for an oplog entry" })
+                        CoreError::Codec(crate::codec::CodecError {
+                            what: "content missing for an oplog entry",
+                        })
                     })?;
                     sink.blob(&h, &bytes)?;
                     blob_count += 1;
@@ -535,9 +607,20 @@ impl<S: Store> Replica<S> {
             let mut send = Self::send_state(&self.store, t)?;
             if plan.seq > 0 {
                 send.last_seq = plan.seq;
-                let row = plan.advance_to.clone().unwrap_or_else(|| Row::from_wire(&plan.header.sender_row));
-                txn.put(Keyspace::Peers, &keys::export_log(t, plan.seq), &row.encode(Enc::new()).done());
-                txn.put(Keyspace::Peers, &keys::peer(keys::peers::SEND, t), &send.encode());
+                let row = plan
+                    .advance_to
+                    .clone()
+                    .unwrap_or_else(|| Row::from_wire(&plan.header.sender_row));
+                txn.put(
+                    Keyspace::Peers,
+                    &keys::export_log(t, plan.seq),
+                    &row.encode(Enc::new()).done(),
+                );
+                txn.put(
+                    Keyspace::Peers,
+                    &keys::peer(keys::peers::SEND, t),
+                    &send.encode(),
+                );
             }
             if let Some(row) = &plan.advance_to {
                 for (o, n) in &row.0 {
@@ -548,10 +631,18 @@ impl<S: Store> Replica<S> {
             recv.reported_applied = plan.report.0;
             recv.reported_seen = plan.report.1;
             recv.reported = true;
-            txn.put(Keyspace::Peers, &keys::peer(keys::peers::RECV, t), &recv.encode());
+            txn.put(
+                Keyspace::Peers,
+                &keys::peer(keys::peers::RECV, t),
+                &recv.encode(),
+            );
         } else if let Some(row) = &plan.advance_to {
             for (o, n) in &row.0 {
-                txn.put(Keyspace::Epochs, &keys::estimate(&plan.target, o), &n.to_be_bytes());
+                txn.put(
+                    Keyspace::Epochs,
+                    &keys::estimate(&plan.target, o),
+                    &n.to_be_bytes(),
+                );
             }
         }
         txn.commit(WriteOptions::SYNC)?;
@@ -559,13 +650,24 @@ impl<S: Store> Replica<S> {
     }
 
     /// Exports the update packet for `target` into `dir` (split at `max_size` bytes).
-    pub fn export_to_dir(&self, target: &ReplicaId, dir: &Path, max_size: Option<u64>) -> Result<ExportOutcome> {
-        let Some(plan) = self.plan_export(target)? else { return Ok(ExportOutcome::Nothing) };
+    pub fn export_to_dir(
+        &self,
+        target: &ReplicaId,
+        dir: &Path,
+        max_size: Option<u64>,
+    ) -> Result<ExportOutcome> {
+        let Some(plan) = self.plan_export(target)? else {
+            return Ok(ExportOutcome::Nothing);
+        };
         self.write_plan_to_dir(&plan, dir, max_size)
     }
 
     fn stem(&self, plan: &ExportPlan) -> String {
-        let prefix = if plan.kind == wire::Kind::Update { "sync" } else { "repl" };
+        let prefix = if plan.kind == wire::Kind::Update {
+            "sync"
+        } else {
+            "repl"
+        };
         format!(
             "{prefix}_{}_to_{}_{}_{}",
             sanitize(&self.name()),
@@ -576,11 +678,18 @@ impl<S: Store> Replica<S> {
     }
 
     /// Writes a planned packet into `dir` and records it.
-    pub fn write_plan_to_dir(&self, plan: &ExportPlan, dir: &Path, max_size: Option<u64>) -> Result<ExportOutcome> {
-        std::fs::create_dir_all(dir).map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
+    pub fn write_plan_to_dir(
+        &self,
+        plan: &ExportPlan,
+        dir: &Path,
+        max_size: Option<u64>,
+    ) -> Result<ExportOutcome> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
         let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
         opts.max_part_size = max_size;
-        let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &plan.header, opts).map_err(enc_err)?;
+        let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &plan.header, opts)
+            .map_err(enc_err)?;
         let (entries, blobs) = self.write_records(plan, &mut w)?;
         let written = w.finish().map_err(enc_err)?;
         self.commit_export(plan)?;
@@ -595,13 +704,23 @@ impl<S: Store> Replica<S> {
     }
 
     /// Exports the update packet for `target` into memory (parts as byte vectors).
-    pub fn export_to_parts(&self, target: &ReplicaId, max_size: Option<u64>) -> Result<Option<Vec<Vec<u8>>>> {
-        let Some(plan) = self.plan_export(target)? else { return Ok(None) };
+    pub fn export_to_parts(
+        &self,
+        target: &ReplicaId,
+        max_size: Option<u64>,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let Some(plan) = self.plan_export(target)? else {
+            return Ok(None);
+        };
         Ok(Some(self.write_plan_to_parts(&plan, max_size)?))
     }
 
     /// Writes a planned packet into memory and records it.
-    pub fn write_plan_to_parts(&self, plan: &ExportPlan, max_size: Option<u64>) -> Result<Vec<Vec<u8>>> {
+    pub fn write_plan_to_parts(
+        &self,
+        plan: &ExportPlan,
+        max_size: Option<u64>,
+    ) -> Result<Vec<Vec<u8>>> {
         let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
         opts.max_part_size = max_size;
         let mut w = MemPacketWriter::new(plan.kind, &plan.header, opts).map_err(enc_err)?;
@@ -611,120 +730,213 @@ impl<S: Store> Replica<S> {
         Ok(parts)
     }
 
-    /// Imports one logical packet (PROTOCOL §4). A refused packet changes nothing.
-    pub fn import(&self, mut pkt: Incoming<'_>) -> Result<ImportOutcome> {
-        let h = pkt.header.clone();
-        let src = pkt.source.clone();
-        if pkt.kind != wire::Kind::Update {
-            return Err(CoreError::Refused(Refusal::Other(format!(
+    /// Runs the checks of PROTOCOL §4 steps 1–5 on a packet's header without changing
+    /// anything: whether it could be imported here now (`msite lspacket` uses this).
+    pub fn assess(
+        &self,
+        h: &wire::Header,
+        kind: wire::Kind,
+        packet_id: &PacketId,
+        src: &str,
+    ) -> Result<Assessment> {
+        if kind != wire::Kind::Update {
+            return Ok(Assessment::Refused(CoreError::Refused(Refusal::Other(format!(
                 "{src} is a replica-creation packet; make a new site from it with `msite mkreplica import`"
-            ))));
+            )))));
         }
         // 2. Family and target.
         if h.family.0 != self.family.0 {
-            return Err(CoreError::Refused(Refusal::WrongFamily {
-                packet: format!("{} ({})", h.family_name, crate::ids::hex(&h.family.0[..4])),
-                ours: format!("{} ({})", self.family_name, self.family.short()),
-            }));
+            return Ok(Assessment::Refused(CoreError::Refused(
+                Refusal::WrongFamily {
+                    packet: format!("{} ({})", h.family_name, crate::ids::hex(&h.family.0[..4])),
+                    ours: format!("{} ({})", self.family_name, self.family.short()),
+                },
+            )));
         }
         let sender = ReplicaId(h.sender.0);
-        let Some(me_t) = h.targets.iter().find(|t| t.replica.0 == self.me.0).cloned() else {
-            let names: Vec<String> = h.targets.iter().map(|t| self.replica_name(&ReplicaId(t.replica.0))).collect();
-            return Err(CoreError::Refused(Refusal::NotAddressed { targets: names.join(", "), me: self.name() }));
+        let Some(me_t) = h.targets.iter().find(|t| t.replica.0 == self.me.0) else {
+            let names: Vec<String> = h
+                .targets
+                .iter()
+                .map(|t| self.replica_name(&ReplicaId(t.replica.0)))
+                .collect();
+            return Ok(Assessment::Refused(CoreError::Refused(
+                Refusal::NotAddressed {
+                    targets: names.join(", "),
+                    me: self.name(),
+                },
+            )));
         };
         if sender == self.me {
-            return Err(CoreError::Refused(Refusal::Other(format!("{src} was written by this replica itself"))));
+            return Ok(Assessment::Refused(CoreError::Refused(Refusal::Other(
+                format!("{src} was written by this replica itself"),
+            ))));
         }
         let st = self.status()?;
         if st.restored {
-            return Err(CoreError::Locked(format!(
+            return Ok(Assessment::Refused(CoreError::Locked(format!(
                 "replica {} was restored from a backup; run `msite restorereplica` before importing packets",
                 self.name()
-            )));
+            ))));
         }
         if let Some(reason) = &st.rolled_back {
-            return Err(CoreError::Locked(format!(
+            return Ok(Assessment::Refused(CoreError::Locked(format!(
                 "replica {} refuses imports: {reason}; run `msite restorereplica` first",
                 self.name()
-            )));
+            ))));
         }
         // 8. Importing the same packet again does nothing.
-        if self.store.get(Keyspace::Peers, &keys::imported(&pkt.packet_id))?.is_some() {
-            return Ok(ImportOutcome::AlreadyApplied);
+        if self
+            .store
+            .get(Keyspace::Peers, &keys::imported(packet_id))?
+            .is_some()
+        {
+            return Ok(Assessment::AlreadyApplied);
         }
-        let sender_name = if h.sender_name.is_empty() { self.replica_name(&sender) } else { h.sender_name.clone() };
+        let sender_name = if h.sender_name.is_empty() {
+            self.replica_name(&sender)
+        } else {
+            h.sender_name.clone()
+        };
         // 3. Incarnations.
         if me_t.incarnation < st.incarnation {
-            return Err(CoreError::Refused(Refusal::StaleTarget {
-                had: me_t.incarnation,
-                expected: st.incarnation,
-                sender: sender_name,
-            }));
+            return Ok(Assessment::Refused(CoreError::Refused(
+                Refusal::StaleTarget {
+                    had: me_t.incarnation,
+                    expected: st.incarnation,
+                    sender: sender_name,
+                },
+            )));
         }
-        if me_t.incarnation > st.incarnation && st.recovering.is_none() {
-            let reason = format!(
-                "{sender_name} knows incarnation {} of this replica but this store has incarnation {} (it is older than the replica's last restoration)",
-                me_t.incarnation, st.incarnation
-            );
-            self.mark_rolled_back(&reason)?;
-            return Err(CoreError::Locked(format!("replica {} refuses this packet and local changes: {reason}; run `msite restorereplica`", self.name())));
+        if me_t.incarnation > st.incarnation {
+            return Ok(Assessment::NewerIncarnationKnown {
+                known: me_t.incarnation,
+                ours: st.incarnation,
+                sender: sender_name,
+            });
         }
         let recorded = self.incarnation_of(&sender)?;
         if h.sender_incarnation < recorded {
-            return Err(CoreError::Refused(Refusal::StaleSender {
-                sender: sender_name,
-                had: h.sender_incarnation,
-                expected: recorded,
-            }));
+            return Ok(Assessment::Refused(CoreError::Refused(
+                Refusal::StaleSender {
+                    sender: sender_name,
+                    had: h.sender_incarnation,
+                    expected: recorded,
+                },
+            )));
         }
         // No silent rollback: the sender holds more of our own entries than we do.
         let own = self.own_row()?;
         let sender_row = Row::from_wire(&h.sender_row);
         if sender_row.get(&self.me) > own.get(&self.me) && st.recovering.is_none() {
-            let refusal = Refusal::RolledBack {
-                sender: sender_name.clone(),
+            return Ok(Assessment::RolledBack(Refusal::RolledBack {
+                sender: sender_name,
                 theirs: sender_row.get(&self.me),
                 ours: own.get(&self.me),
-            };
-            self.mark_rolled_back(&format!(
-                "{sender_name} holds this replica's entries up to {} but it holds only up to {} (restored without `msite restore`)",
-                sender_row.get(&self.me),
-                own.get(&self.me)
-            ))?;
-            return Err(CoreError::Refused(refusal));
+            }));
         }
         // 4. Prerequisites.
         let mut needs = Vec::new();
         for b in &h.bases {
             let o = ReplicaId(b.origin.0);
             if own.get(&o) < b.number {
-                needs.push(Need { origin: o, origin_name: self.replica_name(&o), needs: b.number, has: own.get(&o) });
+                needs.push(Need {
+                    origin: o,
+                    origin_name: self.replica_name(&o),
+                    needs: b.number,
+                    has: own.get(&o),
+                });
             }
         }
         if !needs.is_empty() {
-            let mut recv = Self::recv_state(&self.store, &sender)?;
-            if recv.sender_inc != h.sender_incarnation {
-                recv = RecvState { sender_inc: h.sender_incarnation, ..Default::default() };
-            }
-            if me_t.packet_seq > recv.seen {
-                recv.seen = me_t.packet_seq;
-                use crate::store::StoreExt;
-                self.store.put_one(Keyspace::Peers, &keys::peer(keys::peers::RECV, &sender), &recv.encode(), WriteOptions::SYNC)?;
-            }
-            return Ok(ImportOutcome::Waiting(needs));
+            return Ok(Assessment::Waiting(needs));
         }
         // 5. Divergence at the base.
         for b in &h.bases {
             let o = ReplicaId(b.origin.0);
             let ours = Self::entry_hash_at(&self.store, &o, b.number)?;
             if ours != Some(b.hash) {
-                return Err(CoreError::Refused(Refusal::Divergent {
-                    origin: self.replica_name(&o),
-                    number: b.number,
-                    detail: format!("{sender_name}'s entry at its base differs from ours"),
-                }));
+                return Ok(Assessment::Refused(CoreError::Refused(
+                    Refusal::Divergent {
+                        origin: self.replica_name(&o),
+                        number: b.number,
+                        detail: format!("{sender_name}'s entry at its base differs from ours"),
+                    },
+                )));
             }
         }
+        Ok(Assessment::Importable)
+    }
+
+    /// Imports one logical packet (PROTOCOL §4). A refused packet changes nothing.
+    pub fn import(&self, mut pkt: Incoming<'_>) -> Result<ImportOutcome> {
+        let h = pkt.header.clone();
+        let src = pkt.source.clone();
+        let sender = ReplicaId(h.sender.0);
+        match self.assess(&h, pkt.kind, &pkt.packet_id, &src)? {
+            Assessment::Importable => {}
+            Assessment::AlreadyApplied => return Ok(ImportOutcome::AlreadyApplied),
+            Assessment::Refused(e) => return Err(e),
+            Assessment::RolledBack(refusal) => {
+                if let Refusal::RolledBack {
+                    sender,
+                    theirs,
+                    ours,
+                } = &refusal
+                {
+                    self.mark_rolled_back(&format!(
+                        "{sender} holds this replica's entries up to {theirs} but it holds only up to {ours} (restored without `msite restore`)"
+                    ))?;
+                }
+                return Err(CoreError::Refused(refusal));
+            }
+            Assessment::NewerIncarnationKnown {
+                known,
+                ours,
+                sender,
+            } => {
+                return Err(self.on_newer_incarnation(known, ours, &sender)?);
+            }
+            Assessment::Waiting(needs) => {
+                // Remember that we saw this packet: our next report tells the sender that an
+                // earlier packet of its is missing.
+                let me_t = h.targets.iter().find(|t| t.replica.0 == self.me.0).cloned();
+                let mut recv = Self::recv_state(&self.store, &sender)?;
+                if recv.sender_inc != h.sender_incarnation {
+                    recv = RecvState {
+                        sender_inc: h.sender_incarnation,
+                        ..Default::default()
+                    };
+                }
+                if let Some(t) = me_t {
+                    if t.packet_seq > recv.seen {
+                        recv.seen = t.packet_seq;
+                        use crate::store::StoreExt;
+                        self.store.put_one(
+                            Keyspace::Peers,
+                            &keys::peer(keys::peers::RECV, &sender),
+                            &recv.encode(),
+                            WriteOptions::SYNC,
+                        )?;
+                    }
+                }
+                return Ok(ImportOutcome::Waiting(needs));
+            }
+        }
+        let me_t = h
+            .targets
+            .iter()
+            .find(|t| t.replica.0 == self.me.0)
+            .cloned()
+            .ok_or_else(|| CoreError::Invalid("packet lost its target".into()))?;
+        let st = self.status()?;
+        let own = self.own_row()?;
+        let sender_row = Row::from_wire(&h.sender_row);
+        let sender_name = if h.sender_name.is_empty() {
+            self.replica_name(&sender)
+        } else {
+            h.sender_name.clone()
+        };
         // 6. Apply entries, then control records.
         let recovering = st.recovering.is_some();
         let mut txn = Txn::new(&self.store);
@@ -738,25 +950,31 @@ impl<S: Store> Replica<S> {
             match rec? {
                 Record::Blob { hash, bytes } => {
                     if *blake3::hash(&bytes).as_bytes() != hash {
-                        return Err(CoreError::Malformed(format!("{src}: a content record does not match its hash")));
+                        return Err(CoreError::Malformed(format!(
+                            "{src}: a content record does not match its hash"
+                        )));
                     }
                     if txn.get(Keyspace::Blobs, &hash)?.is_none() {
                         txn.put(Keyspace::Blobs, &hash, &bytes);
                     }
                 }
                 Record::Entry(bytes) => {
-                    let e = Entry::decode_verified(&bytes).map_err(|e| CoreError::Malformed(format!("{src}: {e}")))?;
+                    let e = Entry::decode_verified(&bytes)
+                        .map_err(|e| CoreError::Malformed(format!("{src}: {e}")))?;
                     let h_o = held.get(&e.origin).copied().unwrap_or(0);
                     if e.number <= h_o {
-                        let ours = match txn.get(Keyspace::Oplog, &keys::oplog(&e.origin, e.number))? {
-                            Some(v) => StoredEntry::decode(&v)?.hash,
-                            None => ZERO_HASH,
-                        };
+                        let ours =
+                            match txn.get(Keyspace::Oplog, &keys::oplog(&e.origin, e.number))? {
+                                Some(v) => StoredEntry::decode(&v)?.hash,
+                                None => ZERO_HASH,
+                            };
                         if ours != e.hash {
                             return Err(CoreError::Refused(Refusal::Divergent {
                                 origin: self.replica_name(&e.origin),
                                 number: e.number,
-                                detail: format!("{sender_name} has a different entry under the same number"),
+                                detail: format!(
+                                    "{sender_name} has a different entry under the same number"
+                                ),
                             }));
                         }
                         skipped += 1;
@@ -811,7 +1029,7 @@ impl<S: Store> Replica<S> {
                     held.insert(e.origin, e.number);
                     last_hash.insert(e.origin, e.hash);
                     applied += 1;
-                    if applied % PREFIX_COMMIT_ENTRIES == 0 {
+                    if applied.is_multiple_of(PREFIX_COMMIT_ENTRIES) {
                         // A very large packet commits in consistent prefixes; a crash leaves a
                         // prefix that the next import continues from.
                         txn.commit_prefix(WriteOptions::NO_SYNC)?;
@@ -822,11 +1040,24 @@ impl<S: Store> Replica<S> {
         let mut notes = Vec::new();
         for c in &h.controls {
             match c {
-                wire::Control::RestoreRequest { replica, incarnation, row } => {
-                    let req = HeldRequest { replica: ReplicaId(replica.0), incarnation: *incarnation, row: Row::from_wire(row) };
+                wire::Control::RestoreRequest {
+                    replica,
+                    incarnation,
+                    row,
+                } => {
+                    let req = HeldRequest {
+                        replica: ReplicaId(replica.0),
+                        incarnation: *incarnation,
+                        row: Row::from_wire(row),
+                    };
                     self.on_request(&mut txn, &mut ap, &req, &mut notes)?;
                 }
-                wire::Control::ProvisionalAck { acker, replica, incarnation, held } => {
+                wire::Control::ProvisionalAck {
+                    acker,
+                    replica,
+                    incarnation,
+                    held,
+                } => {
                     let a = ProvisionalAck {
                         acker: ReplicaId(acker.0),
                         replica: ReplicaId(replica.0),
@@ -838,8 +1069,12 @@ impl<S: Store> Replica<S> {
             }
         }
         // 7. Estimates and acknowledgements.
-        let sender_holds_request = txn.get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &sender))?.is_some();
-        let sender_recovering_own = h.controls.iter().any(|c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0));
+        let sender_holds_request = txn
+            .get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &sender))?
+            .is_some();
+        let sender_recovering_own = h.controls.iter().any(
+            |c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0),
+        );
         if !sender_holds_request || sender_recovering_own {
             crate::restore::raise_estimate(&mut txn, &sender, &sender_row)?;
         }
@@ -849,51 +1084,93 @@ impl<S: Store> Replica<S> {
             send.seen = send.seen.max(me_t.seen_seq);
             send.have_report = true;
             send.reported_row = sender_row.clone();
-            if me_t.seen_seq > me_t.applied_seq && send.last_seq > send.applied && !sender_holds_request {
+            if me_t.seen_seq > me_t.applied_seq
+                && send.last_seq > send.applied
+                && !sender_holds_request
+            {
                 // A later packet of ours waits at the sender: an earlier one was lost.
                 // Lower the estimate to what the sender holds, so the next export resends.
                 for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(&sender))? {
                     txn.delete(Keyspace::Epochs, &k);
                 }
                 for (o, n) in &sender_row.0 {
-                    txn.put(Keyspace::Epochs, &keys::estimate(&sender, o), &n.to_be_bytes());
+                    txn.put(
+                        Keyspace::Epochs,
+                        &keys::estimate(&sender, o),
+                        &n.to_be_bytes(),
+                    );
                 }
                 notes.push(format!(
                     "{sender_name} is missing a packet from this replica; the next export to it resends what it lacks"
                 ));
             }
             // Forget export rows the sender has acknowledged.
-            for (k, _) in txn.scan_prefix(Keyspace::Peers, &keys::peer(keys::peers::EXPORT_LOG, &sender))? {
+            for (k, _) in txn.scan_prefix(
+                Keyspace::Peers,
+                &keys::peer(keys::peers::EXPORT_LOG, &sender),
+            )? {
                 if k.len() == 25 && be_u64(&k[17..])? < send.applied {
                     txn.delete(Keyspace::Peers, &k);
                 }
             }
-            txn.put(Keyspace::Peers, &keys::peer(keys::peers::SEND, &sender), &send.encode());
+            txn.put(
+                Keyspace::Peers,
+                &keys::peer(keys::peers::SEND, &sender),
+                &send.encode(),
+            );
         }
         let mut recv = Self::recv_state(&txn, &sender)?;
         if recv.sender_inc != h.sender_incarnation {
-            recv = RecvState { sender_inc: h.sender_incarnation, ..Default::default() };
+            recv = RecvState {
+                sender_inc: h.sender_incarnation,
+                ..Default::default()
+            };
         }
         recv.applied = recv.applied.max(me_t.packet_seq);
         recv.seen = recv.seen.max(me_t.packet_seq);
-        txn.put(Keyspace::Peers, &keys::peer(keys::peers::RECV, &sender), &recv.encode());
-        if h.sender_incarnation > txn_u64(&txn, Keyspace::Peers, &keys::peer(keys::peers::INCARNATION, &sender))? {
-            txn.put(Keyspace::Peers, &keys::peer(keys::peers::INCARNATION, &sender), &h.sender_incarnation.to_be_bytes());
+        txn.put(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::RECV, &sender),
+            &recv.encode(),
+        );
+        if h.sender_incarnation
+            > txn_u64(
+                &txn,
+                Keyspace::Peers,
+                &keys::peer(keys::peers::INCARNATION, &sender),
+            )?
+        {
+            txn.put(
+                Keyspace::Peers,
+                &keys::peer(keys::peers::INCARNATION, &sender),
+                &h.sender_incarnation.to_be_bytes(),
+            );
         }
         txn.put(Keyspace::Peers, &keys::imported(&pkt.packet_id), &[]);
         let unlocked = recovering && self.maybe_complete(&mut txn, &mut ap, false)?;
         if unlocked {
-            notes.push(format!("Database {} is unlocked after restoration.", self.name()));
+            notes.push(format!(
+                "Database {} is unlocked after restoration.",
+                self.name()
+            ));
         }
         txn.commit(WriteOptions::SYNC)?;
         if !grants.is_empty() {
             notes.extend(self.process_master_requests(&grants)?);
         }
-        Ok(ImportOutcome::Applied { applied, skipped, notes, unlocked })
+        Ok(ImportOutcome::Applied {
+            applied,
+            skipped,
+            notes,
+            unlocked,
+        })
     }
 
     /// Handles mastership requests just imported for objects this replica masters.
-    fn process_master_requests(&self, grants: &[(crate::model::ObjectRef, ReplicaId)]) -> Result<Vec<String>> {
+    fn process_master_requests(
+        &self,
+        grants: &[(crate::model::ObjectRef, ReplicaId)],
+    ) -> Result<Vec<String>> {
         let mut notes = Vec::new();
         let policy = self.reqmaster_policy()?;
         for (object, requester) in grants {
@@ -904,20 +1181,32 @@ impl<S: Store> Replica<S> {
             match policy {
                 crate::replica::ReqMasterPolicy::Allow if self.check_writable().is_ok() => {
                     self.local_change(|r, t, ap| {
-                        r.append_local(t, ap, Op::ChMaster { object: *object, master: *requester })?;
+                        r.append_local(
+                            t,
+                            ap,
+                            Op::ChMaster {
+                                object: *object,
+                                master: *requester,
+                            },
+                        )?;
                         Ok(())
                     })?;
                     notes.push(format!("granted mastership requested by {who}"));
                 }
                 crate::replica::ReqMasterPolicy::Deny => {
-                    notes.push(format!("refused a mastership request from {who} (policy: deny)"));
+                    notes.push(format!(
+                        "refused a mastership request from {who} (policy: deny)"
+                    ));
                 }
                 _ => {
                     let mut k = crate::replica::master_request_prefix(object);
                     k.extend_from_slice(&requester.0);
-                    let v = crate::replica::encode_objref(Enc::new(), object).rid(requester).done();
+                    let v = crate::replica::encode_objref(Enc::new(), object)
+                        .rid(requester)
+                        .done();
                     use crate::store::StoreExt;
-                    self.store.put_one(Keyspace::Peers, &k, &v, WriteOptions::SYNC)?;
+                    self.store
+                        .put_one(Keyspace::Peers, &k, &v, WriteOptions::SYNC)?;
                     notes.push(format!("{who} asks for mastership of an object mastered here; grant it with `msite chmaster`"));
                 }
             }
@@ -928,9 +1217,15 @@ impl<S: Store> Replica<S> {
     /// Creates replica `name` (mastered here) and plans its creation packet.
     pub fn plan_mkreplica(&self, name: &str) -> Result<ExportPlan> {
         if name.is_empty() || name.contains('\0') || name.contains('@') {
-            return Err(CoreError::Invalid(format!("`{name}` is not a valid replica name")));
+            return Err(CoreError::Invalid(format!(
+                "`{name}` is not a valid replica name"
+            )));
         }
-        if !self.view().named(crate::vob::NameKind::Replica, name)?.is_empty() {
+        if !self
+            .view()
+            .named(crate::vob::NameKind::Replica, name)?
+            .is_empty()
+        {
             return Err(CoreError::Exists(format!("replica:{name}")));
         }
         let new_id = ReplicaId(self.env.random_id());
@@ -938,7 +1233,15 @@ impl<S: Store> Replica<S> {
             let mut row = crate::replica::read_row_txn(t, keys::OWN_PREFIX)?;
             let n = row.get(&r.me) + 1;
             row.set(r.me, n);
-            r.append_local(t, ap, Op::CreateReplica { replica: new_id, name: name.into(), row })?;
+            r.append_local(
+                t,
+                ap,
+                Op::CreateReplica {
+                    replica: new_id,
+                    name: name.into(),
+                    row,
+                },
+            )?;
             Ok(())
         })?;
         let own = self.own_row()?;
@@ -996,7 +1299,11 @@ impl<S: Store> Replica<S> {
     }
 
     /// Makes a new replica in `store` from a replica-creation packet.
-    pub fn create_from_packet(store: S, env: std::sync::Arc<dyn crate::env::Env>, mut pkt: Incoming<'_>) -> Result<Replica<S>> {
+    pub fn create_from_packet(
+        store: S,
+        env: std::sync::Arc<dyn crate::env::Env>,
+        mut pkt: Incoming<'_>,
+    ) -> Result<Replica<S>> {
         let h = pkt.header.clone();
         if pkt.kind != wire::Kind::ReplicaCreation {
             return Err(CoreError::Invalid(format!(
@@ -1015,12 +1322,16 @@ impl<S: Store> Replica<S> {
             match rec? {
                 Record::Blob { hash, bytes } => {
                     if *blake3::hash(&bytes).as_bytes() != hash {
-                        return Err(CoreError::Malformed(format!("{}: a content record does not match its hash", pkt.source)));
+                        return Err(CoreError::Malformed(format!(
+                            "{}: a content record does not match its hash",
+                            pkt.source
+                        )));
                     }
                     txn.put(Keyspace::Blobs, &hash, &bytes);
                 }
                 Record::Entry(bytes) => {
-                    let e = Entry::decode_verified(&bytes).map_err(|e| CoreError::Malformed(format!("{}: {e}", pkt.source)))?;
+                    let e = Entry::decode_verified(&bytes)
+                        .map_err(|e| CoreError::Malformed(format!("{}: {e}", pkt.source)))?;
                     let h_o = held.get(&e.origin).copied().unwrap_or(0);
                     if e.number != h_o + 1 {
                         return Err(CoreError::Malformed(format!(
@@ -1033,20 +1344,27 @@ impl<S: Store> Replica<S> {
                     }
                     ap.store_entry(&mut txn, &e, &bytes)?;
                     held.insert(e.origin, e.number);
-                    if ap.next_lsn % PREFIX_COMMIT_ENTRIES == 0 {
+                    if ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES) {
                         txn.commit_prefix(WriteOptions::NO_SYNC)?;
                     }
                 }
             }
         }
         if !found_self {
-            return Err(CoreError::Malformed(format!("{}: the packet does not create the replica it names", pkt.source)));
+            return Err(CoreError::Malformed(format!(
+                "{}: the packet does not create the replica it names",
+                pkt.source
+            )));
         }
         // Incarnations known to the creator travel in the comment field as `id=inc` pairs.
         for pair in h.comment.split(',').filter(|s| !s.is_empty()) {
             if let Some((id, inc)) = pair.split_once('=') {
                 if let (Some(id), Ok(inc)) = (ReplicaId::from_hex(id), inc.parse::<u64>()) {
-                    txn.put(Keyspace::Peers, &keys::peer(keys::peers::INCARNATION, &id), &inc.to_be_bytes());
+                    txn.put(
+                        Keyspace::Peers,
+                        &keys::peer(keys::peers::INCARNATION, &id),
+                        &inc.to_be_bytes(),
+                    );
                 }
             }
         }
@@ -1055,17 +1373,39 @@ impl<S: Store> Replica<S> {
         let mut notes = Vec::new();
         for c in &h.controls {
             match c {
-                wire::Control::RestoreRequest { replica, incarnation, row } => {
-                    let req = HeldRequest { replica: ReplicaId(replica.0), incarnation: *incarnation, row: Row::from_wire(row) };
+                wire::Control::RestoreRequest {
+                    replica,
+                    incarnation,
+                    row,
+                } => {
+                    let req = HeldRequest {
+                        replica: ReplicaId(replica.0),
+                        incarnation: *incarnation,
+                        row: Row::from_wire(row),
+                    };
                     r.on_request(&mut txn, &mut ap, &req, &mut notes)?;
                 }
-                wire::Control::ProvisionalAck { acker, replica, incarnation, held } => {
-                    let a = ProvisionalAck { acker: ReplicaId(acker.0), replica: ReplicaId(replica.0), incarnation: *incarnation, held: *held };
+                wire::Control::ProvisionalAck {
+                    acker,
+                    replica,
+                    incarnation,
+                    held,
+                } => {
+                    let a = ProvisionalAck {
+                        acker: ReplicaId(acker.0),
+                        replica: ReplicaId(replica.0),
+                        incarnation: *incarnation,
+                        held: *held,
+                    };
                     r.on_provisional_ack(&mut txn, &a)?;
                 }
             }
         }
-        txn.put(Keyspace::Meta, keys::IDENTITY, &crate::replica::identity(&family, &h.family_name, &me));
+        txn.put(
+            Keyspace::Meta,
+            keys::IDENTITY,
+            &crate::replica::identity(&family, &h.family_name, &me),
+        );
         txn.commit(WriteOptions::SYNC)?;
         Ok(r)
     }
@@ -1099,5 +1439,13 @@ impl<S: Store> Replica<S> {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

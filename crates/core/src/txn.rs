@@ -19,7 +19,11 @@ pub struct Txn<'s, S: Store> {
 impl<'s, S: Store> Txn<'s, S> {
     /// A new, empty transaction.
     pub fn new(store: &'s S) -> Self {
-        Txn { store, overlay: BTreeMap::new(), bytes: 0 }
+        Txn {
+            store,
+            overlay: BTreeMap::new(),
+            bytes: 0,
+        }
     }
 
     /// The store under the transaction (reads there do not see uncommitted writes).
@@ -38,7 +42,8 @@ impl<'s, S: Store> Txn<'s, S> {
     /// Sets `key`.
     pub fn put(&mut self, ks: Keyspace, key: &[u8], value: &[u8]) {
         self.bytes += key.len() + value.len();
-        self.overlay.insert((ks, key.to_vec()), Some(value.to_vec()));
+        self.overlay
+            .insert((ks, key.to_vec()), Some(value.to_vec()));
     }
 
     /// Deletes `key`.
@@ -77,7 +82,7 @@ impl<'s, S: Store> Txn<'s, S> {
         self.overlay.is_empty()
     }
 
-    fn to_batch(&mut self) -> S::Batch {
+    fn take_batch(&mut self) -> S::Batch {
         let mut batch = self.store.batch();
         for ((ks, k), v) in std::mem::take(&mut self.overlay) {
             match v {
@@ -94,7 +99,7 @@ impl<'s, S: Store> Txn<'s, S> {
         if self.overlay.is_empty() {
             return Ok(());
         }
-        let batch = self.to_batch();
+        let batch = self.take_batch();
         self.store.write(batch, opts)
     }
 

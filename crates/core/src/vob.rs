@@ -67,7 +67,10 @@ fn key1(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
 }
 
 fn replica_obj(r: &ReplicaId) -> ObjId {
-    ObjId { origin: *r, number: 0 }
+    ObjId {
+        origin: *r,
+        number: 0,
+    }
 }
 
 fn name_prefix(kind: NameKind, name: &str) -> Vec<u8> {
@@ -163,7 +166,11 @@ pub struct LabelObj {
 
 fn dec_type(id: ObjId, v: &[u8]) -> Result<TypeObj> {
     let mut d = Dec::new(v, "type");
-    let t = TypeObj { id, name: d.str()?, master: d.rid()? };
+    let t = TypeObj {
+        id,
+        name: d.str()?,
+        master: d.rid()?,
+    };
     d.end()?;
     Ok(t)
 }
@@ -174,18 +181,32 @@ fn enc_type(t: &TypeObj) -> Vec<u8> {
 
 fn dec_elem(id: ObjId, v: &[u8]) -> Result<ElementObj> {
     let mut d = Dec::new(v, "element");
-    let e = ElementObj { id, path: d.str()?, master: d.rid()?, removed: d.bool()? };
+    let e = ElementObj {
+        id,
+        path: d.str()?,
+        master: d.rid()?,
+        removed: d.bool()?,
+    };
     d.end()?;
     Ok(e)
 }
 
 fn enc_elem(e: &ElementObj) -> Vec<u8> {
-    Enc::new().str(&e.path).rid(&e.master).bool(e.removed).done()
+    Enc::new()
+        .str(&e.path)
+        .rid(&e.master)
+        .bool(e.removed)
+        .done()
 }
 
 fn dec_branch(elem: ObjId, brtype: ObjId, v: &[u8]) -> Result<BranchObj> {
     let mut d = Dec::new(v, "branch");
-    let b = BranchObj { elem, brtype, master: d.rid()?, latest: d.u64()? };
+    let b = BranchObj {
+        elem,
+        brtype,
+        master: d.rid()?,
+        latest: d.u64()?,
+    };
     d.end()?;
     Ok(b)
 }
@@ -196,21 +217,37 @@ fn enc_branch(b: &BranchObj) -> Vec<u8> {
 
 fn dec_replica(id: ReplicaId, v: &[u8]) -> Result<ReplicaObj> {
     let mut d = Dec::new(v, "replica");
-    let r = ReplicaObj { id, name: d.str()?, master: d.rid()?, created_by: d.oid()? };
+    let r = ReplicaObj {
+        id,
+        name: d.str()?,
+        master: d.rid()?,
+        created_by: d.oid()?,
+    };
     d.end()?;
     Ok(r)
 }
 
 fn enc_replica(r: &ReplicaObj) -> Vec<u8> {
-    Enc::new().str(&r.name).rid(&r.master).oid(&r.created_by).done()
+    Enc::new()
+        .str(&r.name)
+        .rid(&r.master)
+        .oid(&r.created_by)
+        .done()
 }
 
 fn version_key(elem: &ObjId, brtype: &ObjId, n: u64) -> Vec<u8> {
-    key1(VERSION, &[&elem.to_bytes(), &brtype.to_bytes(), &n.to_be_bytes()])
+    key1(
+        VERSION,
+        &[&elem.to_bytes(), &brtype.to_bytes(), &n.to_be_bytes()],
+    )
 }
 
 fn dec_version(k: &[u8], v: &[u8]) -> Result<VersionObj> {
-    let bad = || CoreError::Codec(crate::codec::CodecError { what: "version key" });
+    let bad = || {
+        CoreError::Codec(crate::codec::CodecError {
+            what: "version key",
+        })
+    };
     if k.len() != 1 + 24 + 24 + 8 {
         return Err(bad());
     }
@@ -245,7 +282,11 @@ fn missing(what: &str, id: &ObjId) -> CoreError {
 pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
     let id = e.id();
     match &e.op {
-        Op::CreateFamily { family, family_name, replica_name } => {
+        Op::CreateFamily {
+            family,
+            family_name,
+            replica_name,
+        } => {
             txn.put(
                 Keyspace::State,
                 &[FAMILY],
@@ -260,34 +301,93 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
                     created_by: id,
                 },
             );
-            put_type(txn, BRTYPE, &TypeObj { id, name: "main".into(), master: e.origin }, true);
+            put_type(
+                txn,
+                BRTYPE,
+                &TypeObj {
+                    id,
+                    name: "main".into(),
+                    master: e.origin,
+                },
+                true,
+            );
         }
         Op::CreateReplica { replica, name, .. } => {
             put_replica(
                 txn,
-                &ReplicaObj { id: *replica, name: name.clone(), master: e.origin, created_by: id },
+                &ReplicaObj {
+                    id: *replica,
+                    name: name.clone(),
+                    master: e.origin,
+                    created_by: id,
+                },
             );
         }
-        Op::MkBrType { name } => {
-            put_type(txn, BRTYPE, &TypeObj { id, name: name.clone(), master: e.origin }, true)
-        }
-        Op::MkLbType { name } => {
-            put_type(txn, LBTYPE, &TypeObj { id, name: name.clone(), master: e.origin }, true)
-        }
+        Op::MkBrType { name } => put_type(
+            txn,
+            BRTYPE,
+            &TypeObj {
+                id,
+                name: name.clone(),
+                master: e.origin,
+            },
+            true,
+        ),
+        Op::MkLbType { name } => put_type(
+            txn,
+            LBTYPE,
+            &TypeObj {
+                id,
+                name: name.clone(),
+                master: e.origin,
+            },
+            true,
+        ),
         Op::MkElem { path, main } => {
-            let el = ElementObj { id, path: path.clone(), master: e.origin, removed: false };
-            txn.put(Keyspace::State, &key1(ELEMENT, &[&id.to_bytes()]), &enc_elem(&el));
-            txn.put(Keyspace::State, &name_key(NameKind::Element, path, &id), &[]);
-            let br = BranchObj { elem: id, brtype: *main, master: e.origin, latest: 0 };
+            let el = ElementObj {
+                id,
+                path: path.clone(),
+                master: e.origin,
+                removed: false,
+            };
+            txn.put(
+                Keyspace::State,
+                &key1(ELEMENT, &[&id.to_bytes()]),
+                &enc_elem(&el),
+            );
+            txn.put(
+                Keyspace::State,
+                &name_key(NameKind::Element, path, &id),
+                &[],
+            );
+            let br = BranchObj {
+                elem: id,
+                brtype: *main,
+                master: e.origin,
+                latest: 0,
+            };
             put_branch(txn, &br);
         }
-        Op::Checkin { elem, brtype, version, content, size, author, comment } => {
+        Op::Checkin {
+            elem,
+            brtype,
+            version,
+            content,
+            size,
+            author,
+            comment,
+        } => {
             if get_element(txn, elem)?.is_none() {
                 return Err(missing("element", elem));
             }
             let mut br = match get_branch(txn, elem, brtype)? {
                 Some(b) => b,
-                None => BranchObj { elem: *elem, brtype: *brtype, master: e.origin, latest: 0 },
+                None => BranchObj {
+                    elem: *elem,
+                    brtype: *brtype,
+                    master: e.origin,
+                    latest: 0,
+                },
             };
             br.latest = br.latest.max(*version);
             put_branch(txn, &br);
@@ -301,9 +401,18 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
                 .done();
             txn.put(Keyspace::State, &version_key(elem, brtype, *version), &v);
         }
-        Op::MkLabel { lbtype, elem, brtype, version } => {
+        Op::MkLabel {
+            lbtype,
+            elem,
+            brtype,
+            version,
+        } => {
             let k = key1(LABEL, &[&elem.to_bytes(), &lbtype.to_bytes()]);
-            txn.put(Keyspace::State, &k, &Enc::new().oid(brtype).u64(*version).done());
+            txn.put(
+                Keyspace::State,
+                &k,
+                &Enc::new().oid(brtype).u64(*version).done(),
+            );
         }
         Op::RmLabel { lbtype, elem } => {
             let k = key1(LABEL, &[&elem.to_bytes(), &lbtype.to_bytes()]);
@@ -312,7 +421,11 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
         Op::RmName { elem } => {
             let mut el = get_element(txn, elem)?.ok_or_else(|| missing("element", elem))?;
             el.removed = true;
-            txn.put(Keyspace::State, &key1(ELEMENT, &[&elem.to_bytes()]), &enc_elem(&el));
+            txn.put(
+                Keyspace::State,
+                &key1(ELEMENT, &[&elem.to_bytes()]),
+                &enc_elem(&el),
+            );
         }
         Op::ChMaster { object, master } => set_master(txn, object, *master)?,
         Op::ReqMaster { .. } | Op::RestoreAck { .. } | Op::RestoreComplete { .. } => {}
@@ -328,13 +441,25 @@ fn name_key(kind: NameKind, name: &str, id: &ObjId) -> Vec<u8> {
 
 fn put_replica<S: Store>(txn: &mut Txn<'_, S>, r: &ReplicaObj) {
     txn.put(Keyspace::State, &key1(REPLICA, &[&r.id.0]), &enc_replica(r));
-    txn.put(Keyspace::State, &name_key(NameKind::Replica, &r.name, &replica_obj(&r.id)), &[]);
+    txn.put(
+        Keyspace::State,
+        &name_key(NameKind::Replica, &r.name, &replica_obj(&r.id)),
+        &[],
+    );
 }
 
 fn put_type<S: Store>(txn: &mut Txn<'_, S>, tag: u8, t: &TypeObj, index: bool) {
-    txn.put(Keyspace::State, &key1(tag, &[&t.id.to_bytes()]), &enc_type(t));
+    txn.put(
+        Keyspace::State,
+        &key1(tag, &[&t.id.to_bytes()]),
+        &enc_type(t),
+    );
     if index {
-        let kind = if tag == BRTYPE { NameKind::BrType } else { NameKind::LbType };
+        let kind = if tag == BRTYPE {
+            NameKind::BrType
+        } else {
+            NameKind::LbType
+        };
         txn.put(Keyspace::State, &name_key(kind, &t.name, &t.id), &[]);
     }
 }
@@ -351,8 +476,15 @@ fn get_element<S: Store>(txn: &Txn<'_, S>, id: &ObjId) -> Result<Option<ElementO
     }
 }
 
-fn get_branch<S: Store>(txn: &Txn<'_, S>, elem: &ObjId, brtype: &ObjId) -> Result<Option<BranchObj>> {
-    match txn.get(Keyspace::State, &key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()]))? {
+fn get_branch<S: Store>(
+    txn: &Txn<'_, S>,
+    elem: &ObjId,
+    brtype: &ObjId,
+) -> Result<Option<BranchObj>> {
+    match txn.get(
+        Keyspace::State,
+        &key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()]),
+    )? {
         Some(v) => Ok(Some(dec_branch(*elem, *brtype, &v)?)),
         None => Ok(None),
     }
@@ -362,15 +494,23 @@ fn set_master<S: Store>(txn: &mut Txn<'_, S>, object: &ObjectRef, master: Replic
     match object {
         ObjectRef::Replica(r) => {
             let k = key1(REPLICA, &[&r.0]);
-            let v = txn.get(Keyspace::State, &k)?.ok_or_else(|| missing("replica", &replica_obj(r)))?;
+            let v = txn
+                .get(Keyspace::State, &k)?
+                .ok_or_else(|| missing("replica", &replica_obj(r)))?;
             let mut obj = dec_replica(*r, &v)?;
             obj.master = master;
             txn.put(Keyspace::State, &k, &enc_replica(&obj));
         }
         ObjectRef::BrType(id) | ObjectRef::LbType(id) => {
-            let tag = if matches!(object, ObjectRef::BrType(_)) { BRTYPE } else { LBTYPE };
+            let tag = if matches!(object, ObjectRef::BrType(_)) {
+                BRTYPE
+            } else {
+                LBTYPE
+            };
             let k = key1(tag, &[&id.to_bytes()]);
-            let v = txn.get(Keyspace::State, &k)?.ok_or_else(|| missing("type", id))?;
+            let v = txn
+                .get(Keyspace::State, &k)?
+                .ok_or_else(|| missing("type", id))?;
             let mut t = dec_type(*id, &v)?;
             t.master = master;
             put_type(txn, tag, &t, false);
@@ -378,10 +518,15 @@ fn set_master<S: Store>(txn: &mut Txn<'_, S>, object: &ObjectRef, master: Replic
         ObjectRef::Element(id) => {
             let mut el = get_element(txn, id)?.ok_or_else(|| missing("element", id))?;
             el.master = master;
-            txn.put(Keyspace::State, &key1(ELEMENT, &[&id.to_bytes()]), &enc_elem(&el));
+            txn.put(
+                Keyspace::State,
+                &key1(ELEMENT, &[&id.to_bytes()]),
+                &enc_elem(&el),
+            );
         }
         ObjectRef::Branch { elem, brtype } => {
-            let mut b = get_branch(txn, elem, brtype)?.ok_or_else(|| missing("branch of element", elem))?;
+            let mut b =
+                get_branch(txn, elem, brtype)?.ok_or_else(|| missing("branch of element", elem))?;
             b.master = master;
             put_branch(txn, &b);
         }
@@ -424,7 +569,10 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
         }
         if let Some((base, at)) = name.rsplit_once('@') {
             if kind != NameKind::Replica || !at.is_empty() {
-                let origin = self.resolve(NameKind::Replica, at).map_err(|_| not_found())?.origin;
+                let origin = self
+                    .resolve(NameKind::Replica, at)
+                    .map_err(|_| not_found())?
+                    .origin;
                 let ids = self.named(kind, base)?;
                 if let Some(id) = ids.into_iter().find(|id| id.origin == origin) {
                     return Ok(id);
@@ -440,7 +588,10 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
         if ids.first() == Some(id) || ids.is_empty() {
             return Ok(name.to_string());
         }
-        let creator = self.replica(&id.origin)?.map(|r| r.name).unwrap_or_else(|| id.origin.short());
+        let creator = self
+            .replica(&id.origin)?
+            .map(|r| r.name)
+            .unwrap_or_else(|| id.origin.short());
         Ok(format!("{name}@{creator}"))
     }
 
@@ -449,9 +600,10 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
         match self.r.get(Keyspace::State, &[FAMILY])? {
             Some(v) => {
                 let mut d = Dec::new(&v, "family");
-                let id = crate::ids::FamilyId(d.raw(16)?.try_into().map_err(|_| {
-                    CoreError::Codec(crate::codec::CodecError { what: "family" })
-                })?);
+                let id =
+                    crate::ids::FamilyId(d.raw(16)?.try_into().map_err(|_| {
+                        CoreError::Codec(crate::codec::CodecError { what: "family" })
+                    })?);
                 let name = d.str()?;
                 Ok(Some((id, name)))
             }
@@ -473,7 +625,9 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
         for kv in self.r.scan(Keyspace::State, KeyRange::prefix(&[REPLICA]))? {
             let (k, v) = kv?;
             let id = ReplicaId(k[1..].try_into().map_err(|_| {
-                CoreError::Codec(crate::codec::CodecError { what: "replica key" })
+                CoreError::Codec(crate::codec::CodecError {
+                    what: "replica key",
+                })
             })?);
             out.push(dec_replica(id, &v)?);
         }
@@ -483,7 +637,9 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
     /// A replica's display name (its id's prefix if unknown).
     pub fn replica_name(&self, id: &ReplicaId) -> String {
         match self.replica(id) {
-            Ok(Some(r)) => self.display_name(NameKind::Replica, &r.name, &replica_obj(id)).unwrap_or(r.name),
+            Ok(Some(r)) => self
+                .display_name(NameKind::Replica, &r.name, &replica_obj(id))
+                .unwrap_or(r.name),
             _ => id.short(),
         }
     }
@@ -503,7 +659,11 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
 
     /// A branch or label type.
     pub fn type_obj(&self, kind: NameKind, id: &ObjId) -> Result<Option<TypeObj>> {
-        let tag = if kind == NameKind::BrType { BRTYPE } else { LBTYPE };
+        let tag = if kind == NameKind::BrType {
+            BRTYPE
+        } else {
+            LBTYPE
+        };
         match self.r.get(Keyspace::State, &key1(tag, &[&id.to_bytes()]))? {
             Some(v) => Ok(Some(dec_type(*id, &v)?)),
             None => Ok(None),
@@ -512,7 +672,11 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
 
     /// Every type of `kind` (BrType or LbType).
     pub fn types(&self, kind: NameKind) -> Result<Vec<TypeObj>> {
-        let tag = if kind == NameKind::BrType { BRTYPE } else { LBTYPE };
+        let tag = if kind == NameKind::BrType {
+            BRTYPE
+        } else {
+            LBTYPE
+        };
         let mut out = Vec::new();
         for kv in self.r.scan(Keyspace::State, KeyRange::prefix(&[tag]))? {
             let (k, v) = kv?;
@@ -525,7 +689,10 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
 
     /// An element by id.
     pub fn element(&self, id: &ObjId) -> Result<Option<ElementObj>> {
-        match self.r.get(Keyspace::State, &key1(ELEMENT, &[&id.to_bytes()]))? {
+        match self
+            .r
+            .get(Keyspace::State, &key1(ELEMENT, &[&id.to_bytes()]))?
+        {
             Some(v) => Ok(Some(dec_elem(*id, &v)?)),
             None => Ok(None),
         }
@@ -573,7 +740,7 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
         let mut p = vec![NAME, ELEMENT];
         p.extend_from_slice(prefix.as_bytes());
         let mut out = Vec::new();
-        let mut current: Option<(String, bool)> = None;
+        let mut current: Option<String> = None;
         for kv in self.r.scan(Keyspace::State, KeyRange::prefix(&p))? {
             let (k, _) = kv?;
             if k.len() < 2 + 1 + 24 {
@@ -589,11 +756,8 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
                 Some(el) if !el.removed => el,
                 _ => continue,
             };
-            let first = match &current {
-                Some((n, _)) if *n == name => false,
-                _ => true,
-            };
-            current = Some((name.clone(), true));
+            let first = !matches!(&current, Some(n) if *n == name);
+            current = Some(name.clone());
             if first {
                 out.push((name, el));
             } else {
@@ -606,7 +770,10 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
 
     /// A branch.
     pub fn branch(&self, elem: &ObjId, brtype: &ObjId) -> Result<Option<BranchObj>> {
-        match self.r.get(Keyspace::State, &key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()]))? {
+        match self.r.get(
+            Keyspace::State,
+            &key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()]),
+        )? {
             Some(v) => Ok(Some(dec_branch(*elem, *brtype, &v)?)),
             None => Ok(None),
         }
@@ -651,10 +818,15 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
         let mut out = Vec::new();
         for kv in self.r.scan(Keyspace::State, KeyRange::prefix(&p))? {
             let (k, v) = kv?;
-            let lbtype = ObjId::from_bytes(&k[p.len()..])
-                .ok_or(CoreError::Codec(crate::codec::CodecError { what: "label key" }))?;
+            let lbtype = ObjId::from_bytes(&k[p.len()..]).ok_or(CoreError::Codec(
+                crate::codec::CodecError { what: "label key" },
+            ))?;
             let mut d = Dec::new(&v, "label");
-            out.push(LabelObj { lbtype, brtype: d.oid()?, version: d.u64()? });
+            out.push(LabelObj {
+                lbtype,
+                brtype: d.oid()?,
+                version: d.u64()?,
+            });
             d.end()?;
         }
         Ok(out)
@@ -670,10 +842,22 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
         let nf = |what: &str| CoreError::NotFound(what.to_string());
         Ok(match object {
             ObjectRef::Replica(r) => self.replica(r)?.ok_or_else(|| nf("replica"))?.master,
-            ObjectRef::BrType(id) => self.type_obj(NameKind::BrType, id)?.ok_or_else(|| nf("brtype"))?.master,
-            ObjectRef::LbType(id) => self.type_obj(NameKind::LbType, id)?.ok_or_else(|| nf("lbtype"))?.master,
+            ObjectRef::BrType(id) => {
+                self.type_obj(NameKind::BrType, id)?
+                    .ok_or_else(|| nf("brtype"))?
+                    .master
+            }
+            ObjectRef::LbType(id) => {
+                self.type_obj(NameKind::LbType, id)?
+                    .ok_or_else(|| nf("lbtype"))?
+                    .master
+            }
             ObjectRef::Element(id) => self.element(id)?.ok_or_else(|| nf("element"))?.master,
-            ObjectRef::Branch { elem, brtype } => self.branch(elem, brtype)?.ok_or_else(|| nf("branch"))?.master,
+            ObjectRef::Branch { elem, brtype } => {
+                self.branch(elem, brtype)?
+                    .ok_or_else(|| nf("branch"))?
+                    .master
+            }
         })
     }
 }

@@ -23,7 +23,11 @@ impl Family {
     pub fn new(n: usize, seed: u64) -> Family {
         let env = SimEnv::new(seed);
         let first = Replica::init(MemStore::new(), env_arc(&env), "fam", "r0").unwrap();
-        let mut f = Family { env, sites: vec![first], names: vec!["r0".into()] };
+        let mut f = Family {
+            env,
+            sites: vec![first],
+            names: vec!["r0".into()],
+        };
         for i in 1..n {
             f.mkreplica(0, &format!("r{i}"));
         }
@@ -65,7 +69,10 @@ impl Family {
             Err(CoreError::Refused(msite_core::Refusal::StaleTarget { .. })) => {
                 Some(ImportOutcome::AlreadyApplied)
             }
-            Err(e) => panic!("import at {} of a packet from {} failed: {e}", self.names[b], self.names[a]),
+            Err(e) => panic!(
+                "import at {} of a packet from {} failed: {e}",
+                self.names[b], self.names[a]
+            ),
         }
     }
 
@@ -92,8 +99,16 @@ impl Family {
         let d = self.digests();
         let rows: Vec<_> = self.sites.iter().map(|s| s.own_row().unwrap()).collect();
         for i in 1..d.len() {
-            assert_eq!(rows[0], rows[i], "own rows differ between r0 and {}", self.names[i]);
-            assert_eq!(d[0], d[i], "digests differ between r0 and {}", self.names[i]);
+            assert_eq!(
+                rows[0], rows[i],
+                "own rows differ between r0 and {}",
+                self.names[i]
+            );
+            assert_eq!(
+                d[0], d[i],
+                "digests differ between r0 and {}",
+                self.names[i]
+            );
         }
     }
 }
@@ -123,7 +138,11 @@ pub fn assert_no_reuse(f: &Family) {
         for (origin, _) in s.own_row().unwrap().0 {
             for e in s.entries_of(&origin).unwrap() {
                 if let Some(h) = seen.insert((e.origin, e.number), e.hash) {
-                    assert_eq!(h, e.hash, "entry {} of {:?} differs between sites", e.number, e.origin);
+                    assert_eq!(
+                        h, e.hash,
+                        "entry {} of {:?} differs between sites",
+                        e.number, e.origin
+                    );
                 }
             }
         }

@@ -33,12 +33,18 @@ fn restore_recovers_own_entries_sent_before_the_failure() {
     let lost_row = f.sites[1].own_row().unwrap();
     restore(&mut f, 1, &backup);
     // Locked until restorereplica.
-    assert!(matches!(f.sites[1].checkin("c", "main", b"x", "u", ""), Err(CoreError::Locked(_))));
+    assert!(matches!(
+        f.sites[1].checkin("c", "main", b"x", "u", ""),
+        Err(CoreError::Locked(_))
+    ));
     assert!(f.sites[1].export_to_parts(&f.id(0), None).is_err());
     let start = f.sites[1].restorereplica(&[], false).unwrap();
     assert_eq!(start.awaiting.len(), 2);
     // Restore then write before any sibling answered: refused.
-    assert!(matches!(f.sites[1].checkin("c", "main", b"x", "u", ""), Err(CoreError::Locked(_))));
+    assert!(matches!(
+        f.sites[1].checkin("c", "main", b"x", "u", ""),
+        Err(CoreError::Locked(_))
+    ));
     // Hub topology: the recovering site talks to the hub only.
     let mut done = false;
     for _ in 0..10 {
@@ -53,7 +59,10 @@ fn restore_recovers_own_entries_sent_before_the_failure() {
     assert!(done, "restoration did not complete");
     assert!(f.sites[1].status().unwrap().recovering.is_none());
     let own = f.sites[1].own_row().unwrap();
-    assert!(own.get(&f.id(1)) > lost_row.get(&f.id(1)), "own entries were recovered, then restore complete");
+    assert!(
+        own.get(&f.id(1)) > lost_row.get(&f.id(1)),
+        "own entries were recovered, then restore complete"
+    );
     f.sites[1].checkin("c", "main", b"after", "u", "").unwrap();
     f.settle(&hub(3));
     f.assert_converged();
@@ -79,8 +88,17 @@ fn packet_built_before_the_restore_is_refused_naming_both_incarnations() {
         CoreError::Refused(Refusal::StaleTarget { had, expected, .. }) => {
             assert_eq!(had, 0);
             assert_eq!(expected, inc);
-            let msg = CoreError::Refused(Refusal::StaleTarget { had, expected, sender: "r0".into() }).to_string();
-            assert!(msg.contains(&format!("incarnation {had}")) && msg.contains(&format!("incarnation {expected}")), "{msg}");
+            let msg = CoreError::Refused(Refusal::StaleTarget {
+                had,
+                expected,
+                sender: "r0".into(),
+            })
+            .to_string();
+            assert!(
+                msg.contains(&format!("incarnation {had}"))
+                    && msg.contains(&format!("incarnation {expected}")),
+                "{msg}"
+            );
         }
         other => panic!("expected a stale refusal, got {other}"),
     }
@@ -97,8 +115,14 @@ fn snapshot_rollback_is_caught_before_a_number_is_reused() {
     f.sites[0].checkin("b", "main", b"x", "u", "").unwrap();
     let p = f.export(0, 1).unwrap();
     let err = f.import(1, p).unwrap_err();
-    assert!(matches!(err, CoreError::Refused(Refusal::RolledBack { .. })), "{err}");
-    assert!(matches!(f.sites[1].checkin("c", "main", b"y", "u", ""), Err(CoreError::Locked(_))));
+    assert!(
+        matches!(err, CoreError::Refused(Refusal::RolledBack { .. })),
+        "{err}"
+    );
+    assert!(matches!(
+        f.sites[1].checkin("c", "main", b"y", "u", ""),
+        Err(CoreError::Locked(_))
+    ));
     f.sites[1].restorereplica(&[], false).unwrap();
     for _ in 0..5 {
         f.settle(&[(0, 1)]);
@@ -122,7 +146,14 @@ fn snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_sibling() 
     let p = f.export(1, 0).unwrap();
     let before = f.sites[0].digest().unwrap();
     let err = f.import(0, p).unwrap_err();
-    assert!(matches!(err, CoreError::Refused(Refusal::Divergent { .. }) | CoreError::Refused(Refusal::RolledBack { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            CoreError::Refused(Refusal::Divergent { .. })
+                | CoreError::Refused(Refusal::RolledBack { .. })
+        ),
+        "{err}"
+    );
     assert_eq!(before, f.sites[0].digest().unwrap());
 }
 
@@ -141,8 +172,15 @@ fn sibling_created_after_the_backup_joins_the_awaited_set() {
     f.sync(1, 0);
     let o = f.sync(0, 1);
     assert!(!unlocked(&o));
-    let rec = f.sites[1].status().unwrap().recovering.expect("still recovering");
-    assert!(rec.awaited.contains_key(&f.id(c)), "late was not added to the awaited set");
+    let rec = f.sites[1]
+        .status()
+        .unwrap()
+        .recovering
+        .expect("still recovering");
+    assert!(
+        rec.awaited.contains_key(&f.id(c)),
+        "late was not added to the awaited set"
+    );
     f.sync(1, c);
     assert!(unlocked(&f.sync(c, 1)));
     f.settle(&[(0, 1), (1, c)]);
@@ -168,12 +206,18 @@ fn two_replicas_restoring_at_once_both_complete() {
             f.sync(a, b);
             f.sync(b, a);
         }
-        if f.sites.iter().all(|s| s.status().unwrap().recovering.is_none()) {
+        if f.sites
+            .iter()
+            .all(|s| s.status().unwrap().recovering.is_none())
+        {
             break;
         }
     }
     for s in &f.sites {
-        assert!(s.status().unwrap().recovering.is_none(), "a restoration did not complete");
+        assert!(
+            s.status().unwrap().recovering.is_none(),
+            "a restoration did not complete"
+        );
     }
     f.settle(&mesh(3));
     f.assert_converged();

@@ -8,8 +8,16 @@ fn work(f: &Family, i: usize, tag: &str) {
     let s = &f.sites[i];
     let br = format!("{}_dev", f.names[i]);
     s.mkbrtype(&br).unwrap();
-    s.checkin(&format!("{tag}/a.txt"), "main", tag.as_bytes(), "u", "first").unwrap();
-    s.checkin(&format!("{tag}/a.txt"), &br, b"on branch", "u", "branch").unwrap();
+    s.checkin(
+        &format!("{tag}/a.txt"),
+        "main",
+        tag.as_bytes(),
+        "u",
+        "first",
+    )
+    .unwrap();
+    s.checkin(&format!("{tag}/a.txt"), &br, b"on branch", "u", "branch")
+        .unwrap();
 }
 
 #[test]
@@ -71,7 +79,10 @@ fn lost_packet_is_resent_without_an_operator() {
     assert!(matches!(f.import(1, p).unwrap(), ImportOutcome::Waiting(_)));
     f.settle(&[(0, 1)]);
     f.assert_converged();
-    assert_eq!(f.sites[1].cat(&VersionSel::parse("x").unwrap()).unwrap(), b"3");
+    assert_eq!(
+        f.sites[1].cat(&VersionSel::parse("x").unwrap()).unwrap(),
+        b"3"
+    );
 }
 
 #[test]
@@ -90,7 +101,9 @@ fn duplicated_and_reordered_packets_are_harmless() {
     f.settle(&hub(3));
     let mut packets = Vec::new();
     for k in 0..5 {
-        f.sites[1].checkin("y", "main", format!("{k}").as_bytes(), "u", "").unwrap();
+        f.sites[1]
+            .checkin("y", "main", format!("{k}").as_bytes(), "u", "")
+            .unwrap();
         packets.push(f.export(1, 0).unwrap());
     }
     for p in packets.iter().rev().chain(packets.iter()) {
@@ -105,9 +118,13 @@ fn duplicated_and_reordered_packets_are_harmless() {
 fn local_change_on_an_object_mastered_elsewhere_is_refused() {
     let f = Family::new(2, 5);
     f.settle(&[(0, 1)]);
-    f.sites[0].checkin("owned/by/r0", "main", b"a", "u", "").unwrap();
+    f.sites[0]
+        .checkin("owned/by/r0", "main", b"a", "u", "")
+        .unwrap();
     f.settle(&[(0, 1)]);
-    let err = f.sites[1].checkin("owned/by/r0", "main", b"b", "u", "").unwrap_err();
+    let err = f.sites[1]
+        .checkin("owned/by/r0", "main", b"b", "u", "")
+        .unwrap_err();
     match err {
         CoreError::NotMaster { master, .. } => assert_eq!(master, "r0"),
         other => panic!("expected NotMaster, got {other}"),
@@ -127,7 +144,9 @@ fn mastership_moves_back_and_forth_by_request_and_grant() {
     f.sites[1].checkin("m", "shared", b"r1", "u", "").unwrap();
     f.sites[1].chmaster("branch:m@@shared", "r0").unwrap();
     f.settle(&[(0, 1)]);
-    f.sites[0].checkin("m", "shared", b"r0 again", "u", "").unwrap();
+    f.sites[0]
+        .checkin("m", "shared", b"r0 again", "u", "")
+        .unwrap();
     f.settle(&[(0, 1)]);
     f.assert_converged();
     let sel = VersionSel::parse("m@@shared/3").unwrap();
@@ -147,11 +166,29 @@ fn concurrent_same_name_types_resolve_the_same_everywhere() {
     f.sync(1, 2);
     f.settle(&mesh(3));
     f.assert_converged();
-    let winners: Vec<_> = f.sites.iter().map(|s| s.view().resolve(msite_core::vob::NameKind::BrType, "dev").unwrap()).collect();
+    let winners: Vec<_> = f
+        .sites
+        .iter()
+        .map(|s| {
+            s.view()
+                .resolve(msite_core::vob::NameKind::BrType, "dev")
+                .unwrap()
+        })
+        .collect();
     assert!(winners.iter().all(|w| *w == winners[0]));
-    let loser_origin = if winners[0].origin == f.id(1) { "r2" } else { "r1" };
+    let loser_origin = if winners[0].origin == f.id(1) {
+        "r2"
+    } else {
+        "r1"
+    };
     for s in &f.sites {
-        let q = s.view().resolve(msite_core::vob::NameKind::BrType, &format!("dev@{loser_origin}")).unwrap();
+        let q = s
+            .view()
+            .resolve(
+                msite_core::vob::NameKind::BrType,
+                &format!("dev@{loser_origin}"),
+            )
+            .unwrap();
         assert_ne!(q, winners[0]);
     }
 }
@@ -164,9 +201,15 @@ fn foreign_and_misaddressed_packets_are_refused() {
     f.sites[0].checkin("z", "main", b"1", "u", "").unwrap();
     let to1 = f.export(0, 1).unwrap();
     let err = f.import(2, to1.clone()).unwrap_err();
-    assert!(matches!(err, CoreError::Refused(Refusal::NotAddressed { .. })), "{err}");
+    assert!(
+        matches!(err, CoreError::Refused(Refusal::NotAddressed { .. })),
+        "{err}"
+    );
     let err = g.import(1, to1).unwrap_err();
-    assert!(matches!(err, CoreError::Refused(Refusal::WrongFamily { .. })), "{err}");
+    assert!(
+        matches!(err, CoreError::Refused(Refusal::WrongFamily { .. })),
+        "{err}"
+    );
     let before = f.sites[2].digest().unwrap();
     assert_eq!(before, f.sites[2].digest().unwrap());
 }
@@ -175,7 +218,9 @@ fn foreign_and_misaddressed_packets_are_refused() {
 fn corrupted_packet_is_refused_and_changes_nothing() {
     let f = Family::new(2, 11);
     f.settle(&[(0, 1)]);
-    f.sites[0].checkin("c", "main", &[7u8; 5000], "u", "").unwrap();
+    f.sites[0]
+        .checkin("c", "main", &[7u8; 5000], "u", "")
+        .unwrap();
     let p = f.export(0, 1).unwrap();
     let before = f.sites[1].digest().unwrap();
     let mut bad = p.clone();
@@ -208,10 +253,19 @@ fn import_tree_versions_only_what_changed() {
     std::fs::create_dir_all(dir.path().join("src/sub")).unwrap();
     std::fs::write(dir.path().join("src/a.c"), "a").unwrap();
     std::fs::write(dir.path().join("src/sub/b.c"), "b").unwrap();
-    let r = f.sites[0].import_tree(dir.path(), "main", "u", "import", |_| {}).unwrap();
+    let r = f.sites[0]
+        .import_tree(dir.path(), "main", "u", "import", |_| {})
+        .unwrap();
     assert_eq!((r.new_elements, r.new_versions, r.unchanged), (2, 2, 0));
     std::fs::write(dir.path().join("src/a.c"), "a2").unwrap();
-    let r = f.sites[0].import_tree(dir.path(), "main", "u", "import", |_| {}).unwrap();
+    let r = f.sites[0]
+        .import_tree(dir.path(), "main", "u", "import", |_| {})
+        .unwrap();
     assert_eq!((r.new_elements, r.new_versions, r.unchanged), (0, 1, 1));
-    assert_eq!(f.sites[0].cat(&VersionSel::parse("src/a.c@@main/2").unwrap()).unwrap(), b"a2");
+    assert_eq!(
+        f.sites[0]
+            .cat(&VersionSel::parse("src/a.c@@main/2").unwrap())
+            .unwrap(),
+        b"a2"
+    );
 }
