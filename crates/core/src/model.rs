@@ -551,7 +551,8 @@ impl Entry {
     pub fn decode_verified(bytes: &[u8]) -> Result<Entry, EntryError> {
         let w = msite_packet::decode_entry(bytes)
             .map_err(|e| EntryError::Undecodable(e.to_string()))?;
-        let computed = msite_packet::entry_hash(&w);
+        let computed = msite_packet::canonical_entry_hash(bytes)
+            .map_err(|e| EntryError::Undecodable(e.to_string()))?;
         if computed != w.hash {
             return Err(EntryError::BadHash {
                 origin: ReplicaId(w.origin.0),

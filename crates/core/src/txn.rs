@@ -9,11 +9,18 @@ use std::collections::BTreeMap;
 
 use crate::store::{KeyRange, Keyspace, ReadView, Result, Store, WriteBatch, WriteOptions};
 
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// A transaction over `S`.
 pub struct Txn<'s, S: Store> {
     store: &'s S,
-    overlay: BTreeMap<(Keyspace, Vec<u8>), Option<Vec<u8>>>,
+    overlay: [Overlay; Keyspace::ALL.len()],
     bytes: usize,
+    writes: usize,
+}
+
+fn slot(ks: Keyspace) -> usize {
+    ks as usize
 }
 
 impl<'s, S: Store> Txn<'s, S> {
@@ -21,8 +28,9 @@ impl<'s, S: Store> Txn<'s, S> {
     pub fn new(store: &'s S) -> Self {
         Txn {
             store,
-            overlay: BTreeMap::new(),
+            overlay: Default::default(),
             bytes: 0,
+            writes: 0,
         }
     }
 
@@ -33,7 +41,7 @@ impl<'s, S: Store> Txn<'s, S> {
 
     /// The value of `key`, seeing this transaction's writes.
     pub fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(v) = self.overlay.get(&(ks, key.to_vec())) {
+        if let Some(v) = self.overlay[slot(ks)].get(key) {
             return Ok(v.clone());
         }
         self.store.get(ks, key)
@@ -42,34 +50,41 @@ impl<'s, S: Store> Txn<'s, S> {
     /// Sets `key`.
     pub fn put(&mut self, ks: Keyspace, key: &[u8], value: &[u8]) {
         self.bytes += key.len() + value.len();
-        self.overlay
-            .insert((ks, key.to_vec()), Some(value.to_vec()));
+        self.writes += 1;
+        self.overlay[slot(ks)].insert(key.to_vec(), Some(value.to_vec()));
     }
 
     /// Deletes `key`.
     pub fn delete(&mut self, ks: Keyspace, key: &[u8]) {
         self.bytes += key.len();
-        self.overlay.insert((ks, key.to_vec()), None);
+        self.writes += 1;
+        self.overlay[slot(ks)].insert(key.to_vec(), None);
     }
 
     /// All pairs under `prefix`, in key order, seeing this transaction's writes.
     pub fn scan_prefix(&self, ks: Keyspace, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let range = KeyRange::prefix(prefix);
+        Ok(self.merged(ks, range)?.into_iter().collect())
+    }
+
+    fn merged(&self, ks: Keyspace, range: KeyRange) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for kv in self.store.scan(ks, KeyRange::prefix(prefix))? {
+        for kv in self.store.scan(ks, range.clone())? {
             let (k, v) = kv?;
             merged.insert(k, v);
         }
-        let lo = (ks, prefix.to_vec());
-        for ((oks, k), v) in self.overlay.range(lo..) {
-            if *oks != ks || !k.starts_with(prefix) {
-                break;
-            }
+        let over = &self.overlay[slot(ks)];
+        let bounds = (
+            range.start.as_ref().map(|v| v.as_slice()),
+            range.end.as_ref().map(|v| v.as_slice()),
+        );
+        for (k, v) in over.range::<[u8], _>(bounds) {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),
             };
         }
-        Ok(merged.into_iter().collect())
+        Ok(merged)
     }
 
     /// Approximate bytes written so far.
@@ -79,24 +94,27 @@ impl<'s, S: Store> Txn<'s, S> {
 
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
-        self.overlay.is_empty()
+        self.overlay.iter().all(|o| o.is_empty())
     }
 
     fn take_batch(&mut self) -> S::Batch {
         let mut batch = self.store.batch();
-        for ((ks, k), v) in std::mem::take(&mut self.overlay) {
-            match v {
-                Some(v) => batch.put(ks, &k, &v),
-                None => batch.delete(ks, &k),
+        for ks in Keyspace::ALL {
+            for (k, v) in std::mem::take(&mut self.overlay[slot(ks)]) {
+                match v {
+                    Some(v) => batch.put(ks, &k, &v),
+                    None => batch.delete(ks, &k),
+                }
             }
         }
         self.bytes = 0;
+        self.writes = 0;
         batch
     }
 
     /// Commits everything written so far and continues with an empty overlay.
     pub fn commit_prefix(&mut self, opts: WriteOptions) -> Result<()> {
-        if self.overlay.is_empty() {
+        if self.is_empty() {
             return Ok(());
         }
         let batch = self.take_batch();
@@ -115,20 +133,35 @@ impl<S: Store> ReadView for Txn<'_, S> {
     }
 
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<crate::store::ScanIter<'_>> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for kv in self.store.scan(ks, range.clone())? {
-            let (k, v) = kv?;
-            merged.insert(k, v);
-        }
-        for ((oks, k), v) in &self.overlay {
-            if *oks != ks || !range.contains(k) {
-                continue;
-            }
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
-            };
-        }
-        Ok(Box::new(merged.into_iter().map(Ok)))
+        Ok(Box::new(self.merged(ks, range)?.into_iter().map(Ok)))
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::testkit::MemStore;
+
+    #[test]
+    fn reads_see_own_writes_and_scans_merge() {
+        let s = MemStore::new();
+        let mut t = Txn::new(&s);
+        t.put(Keyspace::State, b"a1", b"x");
+        t.put(Keyspace::State, b"a2", b"y");
+        t.commit_prefix(WriteOptions::NO_SYNC).unwrap();
+        t.delete(Keyspace::State, b"a1");
+        t.put(Keyspace::State, b"a3", b"z");
+        t.put(Keyspace::Meta, b"a4", b"other keyspace");
+        assert_eq!(t.get(Keyspace::State, b"a1").unwrap(), None);
+        let keys: Vec<_> = t
+            .scan_prefix(Keyspace::State, b"a")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![b"a2".to_vec(), b"a3".to_vec()]);
+        assert_eq!(s.get(Keyspace::State, b"a1").unwrap(), Some(b"x".to_vec()));
+        t.commit(WriteOptions::NO_SYNC).unwrap();
+        assert_eq!(s.get(Keyspace::State, b"a1").unwrap(), None);
     }
 }
