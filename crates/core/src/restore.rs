@@ -359,7 +359,28 @@ impl<S: Store> Replica<S> {
         notes: &mut Vec<String>,
     ) -> Result<()> {
         if req.replica == self.me {
-            return Ok(()); // our own request, echoed back by a sibling
+            // Our own request, echoed back by a sibling. One newer than ours means this store
+            // is older than a restoration the family already saw (a clock that went back):
+            // move our request past it, or the siblings would ignore it as superseded.
+            if let Some(mut rec) = Self::recovering_in(txn)? {
+                if req.incarnation > rec.incarnation {
+                    rec.incarnation = req.incarnation.max(self.env.now_ms()) + 1;
+                    for held in rec.awaited.values_mut() {
+                        *held = None;
+                    }
+                    txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+                    txn.put(
+                        Keyspace::Peers,
+                        &keys::peer(keys::peers::INCARNATION, &self.me),
+                        &rec.incarnation.to_be_bytes(),
+                    );
+                    notes.push(format!(
+                        "the family holds a newer restore request of this replica; this restoration now uses incarnation {}",
+                        rec.incarnation
+                    ));
+                }
+            }
+            return Ok(());
         }
         let completed = txn_u64(
             txn,
