@@ -1,0 +1,51 @@
+//! The simulator's ledgers of entries, for the "no reuse" and "no loss" invariants.
+//!
+//! * `reached`: every entry that ever reached a replica other than its origin, with its hash.
+//!   A replica that later holds a *different* entry under the same `(origin, number)` shows a
+//!   *conflict* (a reused number). An entry that never left its origin and was thrown away by
+//!   a restore of its origin is not in the ledger: its number is reused by the origin's next
+//!   entry, unavoidably and invisibly (no replica ever held both), and PROTOCOL §8 does not
+//!   count it as loss either ("every entry that reached any replica other than its origin").
+//!   A packet still in flight that carries such an entry is caught when it is applied (then
+//!   the entry has reached a sibling) or refused by the hash chains.
+//! * `destroyed`: reached entries whose every copy a restore or rollback threw away (several
+//!   replicas restored to backups older than the entry): no protocol can bring those back, so
+//!   they are exempt from "no loss" (and counted).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use msite_core::{Hash, ReplicaId};
+
+/// An entry's id.
+pub type EntryId = (ReplicaId, u64);
+
+/// The ledgers.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Entries that reached a replica other than their origin.
+    pub reached: BTreeMap<EntryId, Hash>,
+    /// Entry ids that named two different entries, with both hashes.
+    pub conflicts: BTreeMap<EntryId, (Hash, Hash)>,
+    /// Reached entries whose every copy was thrown away by restores.
+    pub destroyed: BTreeSet<EntryId>,
+}
+
+impl Ledger {
+    /// Records that a replica (`holder`) holds entry `id` with `hash`. Returns the other hash
+    /// if this reuses a number.
+    pub fn record(&mut self, holder: ReplicaId, id: EntryId, hash: Hash) -> Option<Hash> {
+        match self.reached.get(&id) {
+            Some(h) if *h != hash => {
+                self.conflicts.entry(id).or_insert((*h, hash));
+                Some(*h)
+            }
+            Some(_) => None,
+            None => {
+                if holder != id.0 {
+                    self.reached.insert(id, hash);
+                }
+                None
+            }
+        }
+    }
+}

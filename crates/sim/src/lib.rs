@@ -1,0 +1,248 @@
+//! `msite-sim`: a deterministic, FoundationDB-style simulator of msite's replication protocol.
+//!
+//! One seed gives one schedule, bit for bit: a family of 2–7 replicas on in-memory stores
+//! (wrapped in [`FaultyStore`](msite_core::testkit::FaultyStore) for crash injection), a
+//! topology, a workload of every kind of change, and faults — lost, duplicated, delayed,
+//! reordered and corrupted packets, crashes at any write of an import, an export or a local
+//! change, backups, restores (default, `--wait-for`, `--override`, several at once, from older
+//! backups) and snapshot rollbacks. Everything goes through the real protocol code and the
+//! real packet format. After the random phase the family is healed (everything delivered,
+//! then every replica exports to every neighbour until nothing moves) and the invariants of
+//! PROTOCOL §8 are checked; some are also checked continuously (see [`world`]).
+//!
+//! Nothing here reads the wall clock or iterates a hash map to decide anything: the protocol
+//! runs on [`msite_core::SimEnv`] and every decision comes from one ChaCha generator.
+
+pub mod ledger;
+pub mod world;
+
+use std::fmt;
+
+/// What to run.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// The schedule's seed.
+    pub seed: u64,
+    /// Override the number of random steps drawn from the seed (for shrinking).
+    pub steps: Option<usize>,
+    /// Override the maximum number of replicas drawn from the seed (for shrinking).
+    pub replicas: Option<usize>,
+    /// Record the event trace.
+    pub verbose: bool,
+}
+
+/// Counters summed over schedules.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Schedules run.
+    pub schedules: u64,
+    /// Random steps taken.
+    pub steps: u64,
+    /// Packets exported.
+    pub packets: u64,
+    /// Imports that applied.
+    pub applied: u64,
+    /// Entries applied by imports.
+    pub entries_applied: u64,
+    /// Local changes that succeeded.
+    pub ops_ok: u64,
+    /// Local changes the protocol refused (not master, exists, locked…).
+    pub ops_refused: u64,
+    /// Replicas created mid-run.
+    pub mkreplicas: u64,
+    /// Backups taken.
+    pub backups: u64,
+    /// Restores from backup followed by `restorereplica` (every mode).
+    pub restores: u64,
+    /// Restores completed with `--override`.
+    pub overrides: u64,
+    /// Restores with an explicit `--wait-for` set.
+    pub wait_for: u64,
+    /// `restorereplica` run again while recovering.
+    pub amends: u64,
+    /// Snapshot rollbacks (a copy opened without `msite restore`).
+    pub rollbacks: u64,
+    /// `restorereplica` run by the operator on a locked replica.
+    pub operator_fixes: u64,
+    /// Packets lost.
+    pub lost: u64,
+    /// Packets duplicated.
+    pub duplicated: u64,
+    /// Packets delivered after waiting in flight for several steps.
+    pub delayed: u64,
+    /// Packets delivered before an older one on the same link.
+    pub reordered: u64,
+    /// Corrupted packets delivered.
+    pub corrupted: u64,
+    /// Crashes injected (a failed write, then a restart).
+    pub crashes: u64,
+    /// Imports that waited for prerequisites.
+    pub waits: u64,
+    /// Packets refused as stale.
+    pub stale: u64,
+    /// Packets refused as divergent.
+    pub divergent: u64,
+    /// Rollbacks detected by an import.
+    pub rollback_detections: u64,
+    /// Schedules where entries may be lost by design (override, `--wait-for`, a rolled-back
+    /// replica writing before detection).
+    pub lossy: u64,
+    /// Lossy schedules whose reported conflicts keep them from converging (convergence and
+    /// completion not checked).
+    pub unconvergeable: u64,
+    /// Entries whose every copy was destroyed by restores of several replicas (exempt from
+    /// the no-loss check).
+    pub destroyed: u64,
+}
+
+impl Stats {
+    /// Adds `o` to `self`.
+    pub fn add(&mut self, o: &Stats) {
+        macro_rules! sum { ($($f:ident),*) => { $( self.$f += o.$f; )* } }
+        sum!(
+            schedules,
+            steps,
+            packets,
+            applied,
+            entries_applied,
+            ops_ok,
+            ops_refused,
+            mkreplicas,
+            backups,
+            restores,
+            overrides,
+            wait_for,
+            amends,
+            rollbacks,
+            operator_fixes,
+            lost,
+            duplicated,
+            delayed,
+            reordered,
+            corrupted,
+            crashes,
+            waits,
+            stale,
+            divergent,
+            rollback_detections,
+            lossy,
+            unconvergeable,
+            destroyed
+        );
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "restores={} lost={} duplicated={} reordered={} corrupted={} crashes={} rollbacks={} overrides={} \
+             wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
+             refused_ops={} waits={} stale={} divergent={} rollback_detections={} operator_fixes={} lossy={} \
+             unconvergeable={} destroyed={} steps={}",
+            self.restores,
+            self.lost,
+            self.duplicated,
+            self.reordered,
+            self.corrupted,
+            self.crashes,
+            self.rollbacks,
+            self.overrides,
+            self.wait_for,
+            self.amends,
+            self.delayed,
+            self.backups,
+            self.mkreplicas,
+            self.packets,
+            self.applied,
+            self.entries_applied,
+            self.ops_ok,
+            self.ops_refused,
+            self.waits,
+            self.stale,
+            self.divergent,
+            self.rollback_detections,
+            self.operator_fixes,
+            self.lossy,
+            self.unconvergeable,
+            self.destroyed,
+            self.steps
+        )
+    }
+}
+
+/// The result of one schedule.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// Invariant violations (empty: the schedule passed).
+    pub violations: Vec<String>,
+    /// Counters.
+    pub stats: Stats,
+    /// The event trace (only with [`Config::verbose`]).
+    pub trace: Vec<String>,
+    /// Random steps this schedule drew (after overrides).
+    pub steps: usize,
+    /// Maximum replicas this schedule drew (after overrides).
+    pub replicas: usize,
+}
+
+/// Runs one schedule. A panic in the protocol code is caught and reported as a violation.
+pub fn run_schedule(cfg: &Config) -> Outcome {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world::World::run(cfg)));
+    match r {
+        Ok(o) => o,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "(no message)".into());
+            Outcome {
+                seed: cfg.seed,
+                violations: vec![format!("panic: {msg}")],
+                stats: Stats {
+                    schedules: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// Shrinks a failing schedule: the smallest step count and replica cap (tried in that order,
+/// halving then trimming) for which the same seed still fails. Returns `(steps, replicas)`.
+pub fn shrink(seed: u64, steps: usize, replicas: usize) -> (usize, usize) {
+    let fails = |s: usize, r: usize| {
+        !run_schedule(&Config {
+            seed,
+            steps: Some(s),
+            replicas: Some(r),
+            verbose: false,
+        })
+        .violations
+        .is_empty()
+    };
+    let mut s = steps;
+    let mut r = replicas;
+    // Fewer steps: binary search for the shortest failing prefix (a prefix of the same draws).
+    let (mut lo, mut hi) = (0usize, s);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(mid, r) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if fails(hi, r) {
+        s = hi;
+    }
+    // Fewer replicas (the draws change, so test each).
+    while r > 2 && fails(s, r - 1) {
+        r -= 1;
+    }
+    (s, r)
+}

@@ -1,0 +1,91 @@
+//! `msite-sim`: runs simulator schedules and prints one summary line.
+//!
+//! `msite-sim --schedules N --seed S [--verbose]` runs the schedules of seeds S, S+1, …,
+//! S+N-1. On a violation it prints the seed, the violations, a command that replays exactly
+//! that schedule and a shrunk one, and exits non-zero. `--steps` and `--replicas` override
+//! what the seed draws (the shrinker uses them).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use msite_sim::{run_schedule, shrink, Config, Stats};
+
+/// Deterministic simulator of msite's replication protocol.
+#[derive(Debug, Parser)]
+#[command(name = "msite-sim", version, about)]
+struct Args {
+    /// How many schedules to run.
+    #[arg(long, default_value_t = 3000)]
+    schedules: u64,
+    /// The first schedule's seed (the others follow it).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the event trace of every schedule.
+    #[arg(long)]
+    verbose: bool,
+    /// Override the number of random steps of each schedule.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Override the maximum number of replicas of each schedule.
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// Do not shrink failing schedules.
+    #[arg(long)]
+    no_shrink: bool,
+    /// Stop after this many failing schedules.
+    #[arg(long, default_value_t = 5)]
+    max_failures: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut total = Stats::default();
+    let mut failures = 0u64;
+    for k in 0..args.schedules {
+        let seed = args.seed.wrapping_add(k);
+        let cfg = Config {
+            seed,
+            steps: args.steps,
+            replicas: args.replicas,
+            verbose: args.verbose,
+        };
+        let out = run_schedule(&cfg);
+        total.add(&out.stats);
+        if args.verbose {
+            println!(
+                "==== schedule seed={seed} ({} steps, up to {} replicas)",
+                out.steps, out.replicas
+            );
+            for line in &out.trace {
+                println!("{line}");
+            }
+        }
+        if !out.violations.is_empty() {
+            failures += 1;
+            println!("VIOLATION seed={seed}");
+            for v in &out.violations {
+                println!("  {v}");
+            }
+            println!("  replay: cargo xtask sim --seed {seed} --schedules 1 --verbose");
+            if !args.no_shrink {
+                let (s, r) = shrink(seed, out.steps, out.replicas);
+                println!(
+                    "  shrunk: cargo run --release -p msite-sim -- --seed {seed} --schedules 1 --steps {s} --replicas {r} --verbose"
+                );
+            }
+            if failures >= args.max_failures {
+                println!("stopping after {failures} failing schedules");
+                break;
+            }
+        }
+    }
+    println!(
+        "schedules={} violations={failures} {total}",
+        total.schedules
+    );
+    if failures > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,1620 @@
+//! One simulated family and the schedule that drives it.
+//!
+//! # A schedule
+//! The seed draws the parameters ([`Params`]): how many replicas (2–7, some created
+//! mid-run), a topology (mesh, hub or chain, some links one-way), fault rates, which kinds of
+//! restore may happen, and how many random steps run. Each step is one action: a local change
+//! at a random replica, an export along a link into that link's in-flight pool (where it may
+//! be lost, duplicated or corrupted), a delivery of a random packet of a pool (so packets are
+//! delayed and reordered), a retry of the packets waiting in a replica's incoming bay, a
+//! backup, a restore or a snapshot rollback, a new replica, or an operator running
+//! `restorereplica` on a locked replica. Any write to a replica's store may fail (an armed
+//! [`FaultPlan`]); the replica is then restarted by reopening its store, and a packet whose
+//! import crashed stays in the incoming bay to be imported again.
+//!
+//! # Healing and the invariants (PROTOCOL §8)
+//! After the random phase every packet in flight is delivered, locked replicas get
+//! `restorereplica` (as an operator would), and every replica exports to every neighbour (all
+//! links two-way) and the target imports at once, round after round, until nothing moves.
+//! Checked continuously: no reuse (every `(origin, number)` any replica holds names one
+//! entry), no stale apply (an applied packet never believed an older incarnation of its target
+//! or of its sender than the target had), a refused or corrupted packet changes nothing, and
+//! after every crash the own row matches the oplog. Checked at the end: convergence (equal
+//! own rows and digests), no loss (every entry that reached a replica other than its origin
+//! is held everywhere), completion (no replica recovering, no held requests or provisional
+//! acknowledgements left), and integrity of every replica.
+//!
+//! # Lossy schedules
+//! `--override`, an explicit `--wait-for` set, and a snapshot-rolled-back replica that makes a
+//! local change before a sibling's packet reveals the rollback may lose entries by design.
+//! Such a schedule is *lossy*: "no loss" is not checked, and a reused number is allowed only
+//! if some import reported it (a divergent or rolled-back refusal naming that origin). When
+//! two live replicas still hold different entries under one number at the end, the family
+//! cannot converge; convergence and completion are then not checked (counted as
+//! `unconvergeable`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use msite_core::testkit::{FaultPlan, FaultyStore, MemStore};
+use msite_core::{
+    CoreError, Env, Hash, ImportOutcome, Incoming, Refusal, ReplicaId, ReqMasterPolicy, Row,
+    SimEnv, VersionSel,
+};
+use msite_packet::{wire, MemPacketWriter};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::ledger::Ledger;
+use crate::{Config, Outcome, Stats};
+
+type Store = FaultyStore<MemStore>;
+type Rep = msite_core::Replica<Store>;
+
+/// The most replicas a family has.
+pub const MAX_SITES: usize = 7;
+/// Heal rounds (every link, both ways) before "did not converge".
+pub const HEAL_ROUNDS: usize = 80;
+/// A packet delivered after this many steps in flight counts as delayed.
+const DELAYED_STEPS: usize = 8;
+/// Packets kept in an incoming bay (older ones are deleted, as an operator would).
+const BAY_LIMIT: usize = 64;
+
+/// A topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// Every pair linked.
+    Mesh,
+    /// Everyone linked to the first replica.
+    Hub,
+    /// Each replica linked to the previous one.
+    Chain,
+}
+
+/// How a restored replica runs `restorereplica`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Mode {
+    Default,
+    WaitFor(Vec<ReplicaId>),
+    Override,
+}
+
+/// What the seed drew.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Replicas at the start.
+    pub initial: usize,
+    /// Replicas at most (the rest are created mid-run).
+    pub max_sites: usize,
+    /// Random steps.
+    pub steps: usize,
+    /// Topology.
+    pub topology: Topology,
+    /// Probability that a link is one-way in the random phase.
+    pub one_way: f64,
+    /// Packet loss rate.
+    pub p_loss: f64,
+    /// Packet duplication rate.
+    pub p_dup: f64,
+    /// Packet corruption rate.
+    pub p_corrupt: f64,
+    /// Probability a delivery takes a random packet of the pool rather than the oldest.
+    pub p_reorder: f64,
+    /// Probability that a mutating call gets a failing write armed.
+    pub p_crash: f64,
+    /// Probability that an export is split into small parts.
+    pub p_split: f64,
+    /// 0: no restores; 1: default-mode restores; 2: every kind (override, wait-for, rollback).
+    pub restores: u8,
+}
+
+impl Params {
+    fn draw(rng: &mut ChaCha8Rng, cfg: &Config) -> Params {
+        let initial = rng.gen_range(2..=MAX_SITES);
+        let max_sites = rng.gen_range(initial..=MAX_SITES);
+        let steps = rng.gen_range(10..=160);
+        let topology = [Topology::Mesh, Topology::Hub, Topology::Chain][rng.gen_range(0..3)];
+        let mut pick = |c: &[f64]| c[rng.gen_range(0..c.len())];
+        let one_way = pick(&[0.0, 0.0, 0.2, 0.5]);
+        let p_loss = pick(&[0.0, 0.0, 0.05, 0.15, 0.3]);
+        let p_dup = pick(&[0.0, 0.05, 0.2]);
+        let p_corrupt = pick(&[0.0, 0.0, 0.03, 0.1]);
+        let p_reorder = pick(&[0.0, 0.3, 0.8]);
+        let p_crash = pick(&[0.0, 0.0, 0.02, 0.08]);
+        let p_split = pick(&[0.0, 0.0, 0.3]);
+        let restores = match rng.gen_range(0..10) {
+            0..=3 => 0,
+            4..=6 => 1,
+            _ => 2,
+        };
+        let mut p = Params {
+            initial,
+            max_sites,
+            steps,
+            topology,
+            one_way,
+            p_loss,
+            p_dup,
+            p_corrupt,
+            p_reorder,
+            p_crash,
+            p_split,
+            restores,
+        };
+        if let Some(cap) = cfg.replicas {
+            p.max_sites = p.max_sites.min(cap.max(2));
+            p.initial = p.initial.min(p.max_sites);
+        }
+        if let Some(s) = cfg.steps {
+            p.steps = s;
+        }
+        p
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Packet {
+    serial: u64,
+    from: usize,
+    to: usize,
+    parts: Vec<Vec<u8>>,
+    born: usize,
+    corrupt: bool,
+}
+
+struct Backup {
+    step: usize,
+    store: MemStore,
+}
+
+struct Site {
+    name: String,
+    id: ReplicaId,
+    rep: Option<Rep>,
+    plan: FaultPlan,
+    backups: Vec<Backup>,
+    bay: Vec<Packet>,
+    observed: Row,
+    /// Ever rolled back by a snapshot (rolled-back refusals are then expected).
+    snapshot_rolled: bool,
+    /// Rolled back by a snapshot and not yet detected nor repaired.
+    undetected_rollback: bool,
+    /// Restored (marked); `restorereplica` not yet run, with this mode.
+    pending: Option<Mode>,
+}
+
+/// The simulated family.
+pub struct World {
+    rng: ChaCha8Rng,
+    env: SimEnv,
+    p: Params,
+    sites: Vec<Site>,
+    links: BTreeMap<(usize, usize), Vec<Packet>>,
+    edges: BTreeSet<(usize, usize)>,
+    step: usize,
+    serial: u64,
+    stats: Stats,
+    violations: Vec<String>,
+    trace: Vec<String>,
+    verbose: bool,
+    ledger: Ledger,
+    lossy: Vec<String>,
+    /// Origins some import reported a conflict for.
+    reported: BTreeSet<ReplicaId>,
+    seed: u64,
+}
+
+fn env_arc(env: &SimEnv) -> Arc<dyn Env> {
+    Arc::new(env.clone())
+}
+
+fn short(e: &CoreError) -> String {
+    let s = e.to_string();
+    if s.len() > 160 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(160).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s
+    }
+}
+
+fn is_refusal_of_local_change(e: &CoreError) -> bool {
+    matches!(
+        e,
+        CoreError::NotMaster { .. }
+            | CoreError::Exists(_)
+            | CoreError::NotFound(_)
+            | CoreError::Locked(_)
+            | CoreError::Invalid(_)
+    )
+}
+
+impl World {
+    /// Runs the schedule `cfg` describes.
+    pub fn run(cfg: &Config) -> Outcome {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let p = Params::draw(&mut rng, cfg);
+        let mut w = World {
+            rng,
+            env: SimEnv::new(cfg.seed),
+            p,
+            sites: Vec::new(),
+            links: BTreeMap::new(),
+            edges: BTreeSet::new(),
+            step: 0,
+            serial: 0,
+            stats: Stats {
+                schedules: 1,
+                ..Default::default()
+            },
+            violations: Vec::new(),
+            trace: Vec::new(),
+            verbose: cfg.verbose,
+            ledger: Ledger::default(),
+            lossy: Vec::new(),
+            reported: BTreeSet::new(),
+            seed: cfg.seed,
+        };
+        w.ev(|w| format!("params: {:?}", w.p));
+        w.setup();
+        for step in 0..w.p.steps {
+            w.step = step + 1;
+            w.random_step();
+            if w.violations.len() > 20 {
+                break;
+            }
+        }
+        w.stats.steps = w.p.steps as u64;
+        if w.violations.is_empty() {
+            w.heal();
+            w.final_checks();
+        }
+        if !w.lossy.is_empty() {
+            w.stats.lossy = 1;
+        }
+        Outcome {
+            seed: w.seed,
+            violations: w.violations,
+            stats: w.stats,
+            trace: w.trace,
+            steps: w.p.steps,
+            replicas: w.p.max_sites,
+        }
+    }
+
+    fn ev(&mut self, f: impl FnOnce(&World) -> String) {
+        if self.verbose {
+            let s = f(self);
+            self.trace.push(format!("[{:>3}] {s}", self.step));
+        }
+    }
+
+    fn violation(&mut self, s: String) {
+        let s = format!("step {}: {s}", self.step);
+        if self.verbose {
+            self.trace.push(format!("[{:>3}] VIOLATION {s}", self.step));
+        }
+        self.violations.push(s);
+    }
+
+    fn rep(&self, i: usize) -> &Rep {
+        self.sites[i].rep.as_ref().expect("replica present")
+    }
+
+    fn name_of(&self, id: &ReplicaId) -> String {
+        self.sites
+            .iter()
+            .find(|s| s.id == *id)
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|| id.short())
+    }
+
+    fn set_lossy(&mut self, why: String) {
+        self.ev(|_| format!("schedule is lossy from here: {why}"));
+        self.lossy.push(why);
+    }
+
+    // ---------------------------------------------------------------- setup
+
+    fn new_site(&mut self, rep: Rep, plan: FaultPlan, name: String) -> usize {
+        let id = rep.id();
+        if self.rng.gen_bool(0.1) {
+            let _ = rep.set_reqmaster_policy(ReqMasterPolicy::Deny);
+        }
+        self.sites.push(Site {
+            name,
+            id,
+            rep: Some(rep),
+            plan,
+            backups: Vec::new(),
+            bay: Vec::new(),
+            observed: Row::default(),
+            snapshot_rolled: false,
+            undetected_rollback: false,
+            pending: None,
+        });
+        let i = self.sites.len() - 1;
+        self.observe(i);
+        i
+    }
+
+    fn link(&mut self, a: usize, b: usize, one_way: f64) {
+        self.edges.insert((a.min(b), a.max(b)));
+        if one_way > 0.0 && self.rng.gen_bool(one_way) {
+            let (x, y) = if self.rng.gen_bool(0.5) {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            self.links.entry((x, y)).or_default();
+            self.ev(|_| format!("link r{x} -> r{y} (one-way)"));
+        } else {
+            self.links.entry((a, b)).or_default();
+            self.links.entry((b, a)).or_default();
+        }
+    }
+
+    fn setup(&mut self) {
+        let plan = FaultPlan::new();
+        let first = msite_core::Replica::init(
+            FaultyStore::new(MemStore::new(), plan.clone()),
+            env_arc(&self.env),
+            "fam",
+            "r0",
+        )
+        .expect("init");
+        self.new_site(first, plan, "r0".into());
+        for _ in 1..self.p.initial {
+            let from = self.rng.gen_range(0..self.sites.len());
+            self.mkreplica(from, false);
+        }
+        let n = self.sites.len();
+        let ow = self.p.one_way;
+        match self.p.topology {
+            Topology::Mesh => {
+                for a in 0..n {
+                    for b in a + 1..n {
+                        self.link(a, b, ow);
+                    }
+                }
+            }
+            Topology::Hub => {
+                for b in 1..n {
+                    self.link(0, b, ow);
+                }
+            }
+            Topology::Chain => {
+                for b in 1..n {
+                    self.link(b - 1, b, ow);
+                }
+            }
+        }
+    }
+
+    /// Creates a replica from `from` (through the real creation packet). Returns whether it did.
+    fn mkreplica(&mut self, from: usize, link: bool) -> bool {
+        let name = format!("r{}", self.sites.len());
+        let plan = match self.rep(from).plan_mkreplica(&name) {
+            Ok(p) => p,
+            Err(e) if is_refusal_of_local_change(&e) => {
+                self.ev(|w| {
+                    format!(
+                        "mkreplica {name} at {} refused: {}",
+                        w.sites[from].name,
+                        short(&e)
+                    )
+                });
+                return false;
+            }
+            Err(e) => {
+                self.violation(format!(
+                    "mkreplica {name} at {} failed: {e}",
+                    self.sites[from].name
+                ));
+                return false;
+            }
+        };
+        self.observe(from);
+        let parts = match self.rep(from).write_plan_to_parts(&plan, None) {
+            Ok(p) => p,
+            Err(e) => {
+                self.violation(format!("writing the creation packet of {name} failed: {e}"));
+                return false;
+            }
+        };
+        let pkt = match Incoming::from_parts(parts, "creation packet") {
+            Ok(p) => p,
+            Err(e) => {
+                self.violation(format!("reading the creation packet of {name} failed: {e}"));
+                return false;
+            }
+        };
+        let fp = FaultPlan::new();
+        let rep = match msite_core::Replica::create_from_packet(
+            FaultyStore::new(MemStore::new(), fp.clone()),
+            env_arc(&self.env),
+            pkt,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                self.violation(format!("creating {name} from its packet failed: {e}"));
+                return false;
+            }
+        };
+        let i = self.new_site(rep, fp, name.clone());
+        self.stats.mkreplicas += 1;
+        self.ev(|w| format!("mkreplica {name} from {}", w.sites[from].name));
+        if link {
+            self.link(from, i, 0.0);
+            if self.rng.gen_bool(0.5) {
+                let other = self.rng.gen_range(0..i);
+                if other != from {
+                    let ow = self.p.one_way;
+                    self.link(other, i, ow);
+                }
+            }
+        }
+        true
+    }
+
+    // ---------------------------------------------------------------- ledger
+
+    /// Records the entries `i` holds beyond what was last observed there.
+    fn observe(&mut self, i: usize) {
+        let own = match self.rep(i).own_row() {
+            Ok(r) => r,
+            Err(e) => {
+                self.violation(format!("{}: own_row failed: {e}", self.sites[i].name));
+                return;
+            }
+        };
+        let me = self.sites[i].id;
+        let observed = self.sites[i].observed.clone();
+        for (o, from) in &observed.0 {
+            if own.get(o) < *from {
+                let name = self.name_of(o);
+                self.violation(format!(
+                    "{}: own row of {name} went down from {from} to {} without a restore",
+                    self.sites[i].name,
+                    own.get(o)
+                ));
+            }
+        }
+        for (o, n) in &own.0 {
+            for k in observed.get(o) + 1..=*n {
+                let e = match self.rep(i).entry(o, k) {
+                    Ok(Some(e)) => e,
+                    Ok(None) => {
+                        let name = self.name_of(o);
+                        self.violation(format!(
+                            "{}: own row says {name} {n} but entry {k} is missing",
+                            self.sites[i].name
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        self.violation(format!(
+                            "{}: reading entry {k} failed: {e}",
+                            self.sites[i].name
+                        ));
+                        continue;
+                    }
+                };
+                if let Some(other) = self.ledger.record(me, (*o, k), e.hash) {
+                    self.on_conflict(i, *o, k, other, e.hash);
+                }
+            }
+        }
+        self.sites[i].observed = own;
+    }
+
+    fn on_conflict(&mut self, i: usize, o: ReplicaId, k: u64, a: Hash, b: Hash) {
+        let name = self.name_of(&o);
+        let msg = format!(
+            "number reused: {name} {k} names two entries ({} at first, {} now held at {})",
+            short_hash(&a),
+            short_hash(&b),
+            self.sites[i].name
+        );
+        if self.lossy.is_empty() {
+            self.violation(msg);
+        } else {
+            self.ev(|_| format!("{msg} (lossy schedule: allowed if reported)"));
+        }
+    }
+
+    /// After a store was replaced: entries that reached a sibling but are now held nowhere.
+    fn note_destroyed(&mut self) {
+        let rows: Vec<Row> = (0..self.sites.len())
+            .filter_map(|i| self.rep(i).own_row().ok())
+            .collect();
+        let mut gone = Vec::new();
+        for id in self.ledger.reached.keys() {
+            if self.ledger.destroyed.contains(id) {
+                continue;
+            }
+            if !rows.iter().any(|r| r.get(&id.0) >= id.1) {
+                gone.push(*id);
+            }
+        }
+        for id in gone {
+            self.stats.destroyed += 1;
+            let name = self.name_of(&id.0);
+            self.ev(|_| {
+                format!(
+                    "every copy of {name} {} is gone (restores of several replicas)",
+                    id.1
+                )
+            });
+            self.ledger.destroyed.insert(id);
+        }
+    }
+
+    /// The own row matches the oplog, numbers are contiguous and the hash chains hold.
+    fn check_integrity(&mut self, i: usize, when: &str) {
+        let ids: Vec<ReplicaId> = self.sites.iter().map(|s| s.id).collect();
+        let own = match self.rep(i).own_row() {
+            Ok(r) => r,
+            Err(e) => {
+                self.violation(format!(
+                    "{} {when}: own_row failed: {e}",
+                    self.sites[i].name
+                ));
+                return;
+            }
+        };
+        for o in ids {
+            let entries = match self.rep(i).entries_of(&o) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.violation(format!(
+                        "{} {when}: entries_of failed: {e}",
+                        self.sites[i].name
+                    ));
+                    return;
+                }
+            };
+            let mut prev = [0u8; 32];
+            for (k, e) in entries.iter().enumerate() {
+                if e.number != k as u64 + 1 || e.origin != o || e.prev != prev {
+                    let name = self.name_of(&o);
+                    self.violation(format!(
+                        "{} {when}: the oplog of {name} is broken at entry {} (number {}, chain {})",
+                        self.sites[i].name,
+                        k + 1,
+                        e.number,
+                        if e.prev == prev { "ok" } else { "broken" }
+                    ));
+                    break;
+                }
+                prev = e.hash;
+            }
+            if entries.len() as u64 != own.get(&o) {
+                let name = self.name_of(&o);
+                self.violation(format!(
+                    "{} {when}: own row says {name} {} but the oplog holds {} entries",
+                    self.sites[i].name,
+                    own.get(&o),
+                    entries.len()
+                ));
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- crashes
+
+    /// Runs a mutating call, maybe with a failing write armed. `None`: it crashed (the replica
+    /// was restarted).
+    fn mutate<T>(
+        &mut self,
+        i: usize,
+        what: &str,
+        faults: bool,
+        f: impl FnOnce(&Rep) -> Result<T, CoreError>,
+    ) -> Option<Result<T, CoreError>> {
+        let plan = self.sites[i].plan.clone();
+        let fired = plan.faults_fired();
+        let mut armed = String::new();
+        if faults && self.p.p_crash > 0.0 && self.rng.gen_bool(self.p.p_crash) {
+            if self.rng.gen_bool(0.5) {
+                let k = self.rng.gen_range(1..=3);
+                plan.fail_nth_write(k);
+                armed = format!("write {k} fails");
+            } else {
+                let k = self.rng.gen_range(1..=2);
+                plan.fail_nth_sync_write(k);
+                armed = format!("synced write {k} applies, then fails");
+            }
+        }
+        let r = f(self.rep(i));
+        plan.disarm();
+        if plan.faults_fired() > fired {
+            self.stats.crashes += 1;
+            let outcome = match &r {
+                Ok(_) => "ok".to_string(),
+                Err(e) => short(e),
+            };
+            self.ev(|w| {
+                format!(
+                    "CRASH at {} during {what} ({armed}; call returned: {outcome}); restart",
+                    w.sites[i].name
+                )
+            });
+            self.restart(i);
+            return None;
+        }
+        Some(r)
+    }
+
+    /// Restarts replica `i`: a new wrapper around the same store, reopened.
+    fn restart(&mut self, i: usize) {
+        let rep = self.sites[i].rep.take().expect("replica present");
+        let inner = rep.into_store().into_inner();
+        let store = FaultyStore::new(inner, self.sites[i].plan.clone());
+        let rep = msite_core::Replica::open(store, env_arc(&self.env)).expect("reopen after crash");
+        self.sites[i].rep = Some(rep);
+        self.check_integrity(i, "after a crash");
+        self.observe(i);
+    }
+
+    // ---------------------------------------------------------------- the random phase
+
+    fn random_step(&mut self) {
+        self.env.advance(self.rng.gen_range(0..5000));
+        let can_grow = self.sites.len() < self.p.max_sites;
+        let r = self.p.restores;
+        let acts: [(u32, u32); 12] = [
+            (0, 30),                           // local change
+            (1, 22),                           // export
+            (2, 25),                           // deliver
+            (3, 3),                            // retry a bay
+            (4, if r > 0 { 4 } else { 0 }),    // backup
+            (5, if r > 0 { 3 } else { 0 }),    // restore
+            (6, if r > 0 { 1 } else { 0 }),    // restore several at once
+            (7, if r > 1 { 1 } else { 0 }),    // snapshot rollback
+            (8, if can_grow { 2 } else { 0 }), // mkreplica
+            (9, 3),                            // operator repairs locked replicas
+            (10, if r > 0 { 1 } else { 0 }),   // restorereplica again while recovering
+            (11, 2),                           // a quiet step
+        ];
+        let total: u32 = acts.iter().map(|a| a.1).sum();
+        let mut x = self.rng.gen_range(0..total);
+        let mut act = 11;
+        for (a, w) in acts {
+            if x < w {
+                act = a;
+                break;
+            }
+            x -= w;
+        }
+        let n = self.sites.len();
+        match act {
+            0 => {
+                let i = self.rng.gen_range(0..n);
+                self.local_change(i);
+            }
+            1 => {
+                let keys: Vec<(usize, usize)> = self.links.keys().copied().collect();
+                if let Some(&(a, b)) = keys.choose(&mut self.rng) {
+                    if let Some(pkt) = self.export(a, b, true) {
+                        self.send(pkt);
+                    }
+                }
+            }
+            2 => {
+                if let Some(pkt) = self.take_in_flight(true) {
+                    let to = pkt.to;
+                    self.deliver(pkt, true);
+                    self.settle_bay(to, true);
+                }
+            }
+            3 => {
+                let i = self.rng.gen_range(0..n);
+                self.settle_bay(i, true);
+            }
+            4 => {
+                let i = self.rng.gen_range(0..n);
+                let store = self.rep(i).store().inner().deep_copy();
+                let step = self.step;
+                self.sites[i].backups.push(Backup { step, store });
+                self.stats.backups += 1;
+                self.ev(|w| format!("backup of {}", w.sites[i].name));
+            }
+            5 => {
+                let i = self.rng.gen_range(0..n);
+                let m = self.draw_mode(i);
+                self.restore(i, Some(m));
+            }
+            6 => {
+                let k = self.rng.gen_range(2..=3.min(n));
+                let mut idx: Vec<usize> = (0..n).collect();
+                idx.shuffle(&mut self.rng);
+                for &i in idx.iter().take(k) {
+                    let m = self.draw_mode(i);
+                    self.restore(i, Some(m));
+                }
+            }
+            7 => {
+                let i = self.rng.gen_range(0..n);
+                self.restore(i, None);
+            }
+            8 => {
+                let from = self.rng.gen_range(0..n);
+                self.mkreplica(from, true);
+            }
+            9 => self.repair_locked(true),
+            10 => {
+                let recovering: Vec<usize> = (0..n)
+                    .filter(|&i| matches!(self.rep(i).status(), Ok(st) if st.recovering.is_some()))
+                    .collect();
+                if let Some(&i) = recovering.choose(&mut self.rng) {
+                    let m = self.draw_mode(i);
+                    self.stats.amends += 1;
+                    self.ev(|w| {
+                        format!(
+                            "restorereplica again at {} while it recovers",
+                            w.sites[i].name
+                        )
+                    });
+                    self.run_restorereplica(i, m, true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn draw_mode(&mut self, i: usize) -> Mode {
+        if self.p.restores < 2 {
+            return Mode::Default;
+        }
+        match self.rng.gen_range(0..10) {
+            0..=5 => Mode::Default,
+            6..=7 => {
+                let sibs: Vec<ReplicaId> = match self.rep(i).view().replicas() {
+                    Ok(v) => v
+                        .into_iter()
+                        .map(|r| r.id)
+                        .filter(|r| *r != self.sites[i].id)
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                let mut pick: Vec<ReplicaId> = sibs
+                    .into_iter()
+                    .filter(|_| self.rng.gen_bool(0.5))
+                    .collect();
+                if pick.is_empty() {
+                    return Mode::Default;
+                }
+                pick.sort();
+                Mode::WaitFor(pick)
+            }
+            _ => Mode::Override,
+        }
+    }
+
+    fn local_change(&mut self, i: usize) {
+        let me = self.sites[i].name.clone();
+        let own_br = format!("{me}_dev");
+        let brs = [
+            "main".to_string(),
+            own_br.clone(),
+            "dev".into(),
+            "feature".into(),
+        ];
+        let lbs = ["REL1", "REL2", "BL"];
+        let paths = [
+            "a.c".to_string(),
+            "b.c".into(),
+            "src/x.rs".into(),
+            "doc/readme".into(),
+            format!("{me}/own.txt"),
+            format!("{me}/notes"),
+        ];
+        let names: Vec<String> = self.sites.iter().map(|s| s.name.clone()).collect();
+        let path = paths.choose(&mut self.rng).cloned().unwrap_or_default();
+        let br = brs.choose(&mut self.rng).cloned().unwrap_or_default();
+        let lb = lbs
+            .choose(&mut self.rng)
+            .copied()
+            .unwrap_or("BL")
+            .to_string();
+        let sel = match self.rng.gen_range(0..5) {
+            0 => format!("brtype:{br}"),
+            1 => format!("lbtype:{lb}"),
+            2 => format!("elem:{path}"),
+            3 => format!("branch:{path}@@{br}"),
+            _ => format!(
+                "replica:{}",
+                names.choose(&mut self.rng).cloned().unwrap_or_default()
+            ),
+        };
+        let to = names.choose(&mut self.rng).cloned().unwrap_or_default();
+        let big = self.rng.gen_bool(0.05);
+        let content: Vec<u8> = if big {
+            (0..self.rng.gen_range(1000..6000))
+                .map(|_| self.rng.gen())
+                .collect()
+        } else {
+            format!("{me}-{}-{}", self.step, self.rng.gen::<u16>()).into_bytes()
+        };
+        let kind = self.rng.gen_range(0..100);
+        let (what, r): (String, Option<Result<(), CoreError>>) = match kind {
+            0..=7 => {
+                let name = if self.rng.gen_bool(0.5) {
+                    own_br.clone()
+                } else {
+                    br.clone()
+                };
+                (
+                    format!("mkbrtype {name}"),
+                    self.mutate(i, "mkbrtype", true, |r| r.mkbrtype(&name).map(|_| ())),
+                )
+            }
+            8..=13 => (
+                format!("mklbtype {lb}"),
+                self.mutate(i, "mklbtype", true, |r| r.mklbtype(&lb).map(|_| ())),
+            ),
+            14..=21 => (
+                format!("mkelem {path}"),
+                self.mutate(i, "mkelem", true, |r| r.mkelem(&path).map(|_| ())),
+            ),
+            22..=61 => {
+                let b = if self.rng.gen_bool(0.6) {
+                    "main".to_string()
+                } else {
+                    br.clone()
+                };
+                (
+                    format!("checkin {path}@@{b} ({} bytes)", content.len()),
+                    self.mutate(i, "checkin", true, |r| {
+                        r.checkin(&path, &b, &content, "sim", "c").map(|_| ())
+                    }),
+                )
+            }
+            62..=71 => {
+                let vs = VersionSel {
+                    path: path.clone(),
+                    brtype: br.clone(),
+                    number: None,
+                };
+                (
+                    format!("mklabel {lb} {path}@@{br}"),
+                    self.mutate(i, "mklabel", true, |r| r.mklabel(&lb, &vs)),
+                )
+            }
+            72..=76 => (
+                format!("rmlabel {lb} {path}"),
+                self.mutate(i, "rmlabel", true, |r| r.rmlabel(&lb, &path)),
+            ),
+            77..=80 => (
+                format!("rmname {path}"),
+                self.mutate(i, "rmname", true, |r| r.rmname(&path)),
+            ),
+            81..=90 => (
+                format!("chmaster {sel} -> {to}"),
+                self.mutate(i, "chmaster", true, |r| r.chmaster(&sel, &to)),
+            ),
+            _ => (
+                format!("reqmaster {sel}"),
+                self.mutate(i, "reqmaster", true, |r| r.reqmaster(&sel).map(|_| ())),
+            ),
+        };
+        match r {
+            None => {}
+            Some(Ok(())) => {
+                self.stats.ops_ok += 1;
+                self.ev(|_| format!("{me}: {what}"));
+                if self.sites[i].undetected_rollback {
+                    self.set_lossy(format!(
+                        "{me}, rolled back by a snapshot, made a local change before detection"
+                    ));
+                }
+            }
+            Some(Err(e)) if is_refusal_of_local_change(&e) => {
+                self.stats.ops_refused += 1;
+            }
+            Some(Err(e)) => self.violation(format!("{me}: {what} failed: {e}")),
+        }
+        self.observe(i);
+    }
+
+    // ---------------------------------------------------------------- packets
+
+    /// Exports from `a` for `b` the way `write_plan_to_dir` does: plan, write the file, then
+    /// record the export (a crash there leaves the written file in the outgoing bay).
+    fn export(&mut self, a: usize, b: usize, faults: bool) -> Option<Packet> {
+        let target = self.sites[b].id;
+        let plan = match self.rep(a).plan_export(&target) {
+            Ok(Some(p)) => p,
+            Ok(None) => return None,
+            Err(CoreError::Locked(_)) | Err(CoreError::NotFound(_)) => return None,
+            Err(e) => {
+                self.violation(format!(
+                    "export {} -> {} failed: {e}",
+                    self.sites[a].name, self.sites[b].name
+                ));
+                return None;
+            }
+        };
+        let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
+        if faults && self.p.p_split > 0.0 && self.rng.gen_bool(self.p.p_split) {
+            opts.max_part_size = Some(self.rng.gen_range(600..4000));
+        }
+        let parts = (|| -> Result<Vec<Vec<u8>>, String> {
+            let mut w = match MemPacketWriter::new(plan.kind, &plan.header, opts.clone()) {
+                Ok(w) => w,
+                // A part size below what the header alone takes: write one part.
+                Err(_) if opts.max_part_size.is_some() => {
+                    let mut one = opts;
+                    one.max_part_size = None;
+                    MemPacketWriter::new(plan.kind, &plan.header, one).map_err(|e| e.to_string())?
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            self.rep(a)
+                .write_records(&plan, &mut w)
+                .map_err(|e| e.to_string())?;
+            Ok(w.finish().map_err(|e| e.to_string())?.0)
+        })();
+        let parts = match parts {
+            Ok(p) => p,
+            Err(e) => {
+                self.violation(format!(
+                    "writing a packet {} -> {} failed: {e}",
+                    self.sites[a].name, self.sites[b].name
+                ));
+                return None;
+            }
+        };
+        let (an, bn) = (self.sites[a].name.clone(), self.sites[b].name.clone());
+        match self.mutate(a, "export", faults, |r| r.commit_export(&plan)) {
+            None => {
+                if self.rng.gen_bool(0.5) {
+                    self.ev(|_| {
+                        format!(
+                            "the packet {an} -> {bn} written before the crash is shipped anyway"
+                        )
+                    });
+                } else {
+                    return None;
+                }
+            }
+            Some(Err(e)) => {
+                self.violation(format!("recording the export {an} -> {bn} failed: {e}"));
+                return None;
+            }
+            Some(Ok(())) => {}
+        }
+        self.serial += 1;
+        self.stats.packets += 1;
+        let serial = self.serial;
+        let seq = plan
+            .header
+            .targets
+            .first()
+            .map(|t| t.packet_seq)
+            .unwrap_or(0);
+        self.ev(|_| {
+            format!(
+                "export #{serial} {an} -> {bn}: {} ({} entries, seq {seq}, {} part(s))",
+                plan.reason,
+                plan.entry_count,
+                parts.len()
+            )
+        });
+        Some(Packet {
+            serial,
+            from: a,
+            to: b,
+            parts,
+            born: self.step,
+            corrupt: false,
+        })
+    }
+
+    /// Puts a packet in flight, with the link's faults.
+    fn send(&mut self, pkt: Packet) {
+        let key = (pkt.from, pkt.to);
+        if self.p.p_loss > 0.0 && self.rng.gen_bool(self.p.p_loss) {
+            self.stats.lost += 1;
+            self.ev(|_| format!("packet #{} lost", pkt.serial));
+            return;
+        }
+        let mut copies = vec![pkt];
+        if self.p.p_dup > 0.0 && self.rng.gen_bool(self.p.p_dup) {
+            self.stats.duplicated += 1;
+            let mut c = copies[0].clone();
+            self.serial += 1;
+            c.serial = self.serial;
+            self.ev(|_| format!("packet #{} duplicated as #{}", copies[0].serial, c.serial));
+            copies.push(c);
+        }
+        if self.p.p_corrupt > 0.0 && self.rng.gen_bool(self.p.p_corrupt) {
+            let mut c = copies[0].clone();
+            self.corrupt(&mut c);
+            if self.rng.gen_bool(0.5) {
+                // The damaged copy replaces the packet (the good one is lost).
+                copies[0] = c;
+            } else {
+                self.serial += 1;
+                c.serial = self.serial;
+                copies.push(c);
+            }
+        }
+        self.links.entry(key).or_default().extend(copies);
+    }
+
+    fn corrupt(&mut self, p: &mut Packet) {
+        p.corrupt = true;
+        let k = self.rng.gen_range(0..p.parts.len());
+        let how = self.rng.gen_range(0..4);
+        let what = {
+            let part = &mut p.parts[k];
+            match how {
+                0 | 1 if !part.is_empty() => {
+                    let at = self.rng.gen_range(0..part.len());
+                    let bit = 1u8 << self.rng.gen_range(0..8);
+                    part[at] ^= bit;
+                    format!("bit flipped at byte {at} of part {}", k + 1)
+                }
+                2 if !part.is_empty() => {
+                    let to = self.rng.gen_range(0..part.len());
+                    part.truncate(to);
+                    format!("part {} truncated to {to} bytes", k + 1)
+                }
+                _ if p.parts.len() > 1 => {
+                    p.parts.remove(k);
+                    format!("part {} missing", k + 1)
+                }
+                _ => {
+                    let extra = self.rng.gen_range(1..64);
+                    for _ in 0..extra {
+                        let b = self.rng.gen();
+                        p.parts[k].push(b);
+                    }
+                    format!("{extra} bytes appended to part {}", k + 1)
+                }
+            }
+        };
+        let serial = p.serial;
+        self.ev(|_| format!("packet #{serial} corrupted: {what}"));
+    }
+
+    /// Takes a packet from a random non-empty pool (a random one of it, with reordering).
+    fn take_in_flight(&mut self, faults: bool) -> Option<Packet> {
+        let keys: Vec<(usize, usize)> = self
+            .links
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        let key = *keys.choose(&mut self.rng)?;
+        let reorder = faults && self.p.p_reorder > 0.0 && self.rng.gen_bool(self.p.p_reorder);
+        let pool = self.links.get_mut(&key)?;
+        let idx = if reorder {
+            self.rng.gen_range(0..pool.len())
+        } else {
+            0
+        };
+        let pkt = pool.remove(idx);
+        if idx > 0 {
+            self.stats.reordered += 1;
+        }
+        if self.step.saturating_sub(pkt.born) >= DELAYED_STEPS {
+            self.stats.delayed += 1;
+        }
+        Some(pkt)
+    }
+
+    /// Imports `pkt` at its target and checks what the import did.
+    fn deliver(&mut self, pkt: Packet, faults: bool) {
+        let to = pkt.to;
+        let tn = self.sites[to].name.clone();
+        let fname = self.sites[pkt.from].name.clone();
+        let serial = pkt.serial;
+        if pkt.corrupt {
+            self.stats.corrupted += 1;
+        }
+        let before_own = self.rep(to).own_row().ok();
+        let before_digest = self.rep(to).digest().ok();
+        let before_status = self.rep(to).status().ok();
+        let inc = match Incoming::from_parts(pkt.parts.clone(), &format!("packet #{serial}")) {
+            Ok(i) => i,
+            Err(e) => {
+                if pkt.corrupt {
+                    self.ev(|_| {
+                        format!(
+                            "import #{serial} at {tn}: corrupted packet refused ({})",
+                            short(&e)
+                        )
+                    });
+                } else {
+                    self.violation(format!(
+                        "packet #{serial} from {fname} to {tn} is unreadable: {e}"
+                    ));
+                }
+                return;
+            }
+        };
+        let me = self.sites[to].id;
+        let sender = ReplicaId(inc.header.sender.0);
+        let hdr_target_inc = inc
+            .header
+            .targets
+            .iter()
+            .find(|t| t.replica.0 == me.0)
+            .map(|t| t.incarnation);
+        let hdr_sender_inc = inc.header.sender_incarnation;
+        let my_inc = before_status.as_ref().map(|s| s.incarnation).unwrap_or(0);
+        let recorded_sender_inc = self.rep(to).incarnation_of(&sender).unwrap_or(0);
+        let stale =
+            hdr_target_inc.is_some_and(|h| h < my_inc) || hdr_sender_inc < recorded_sender_inc;
+
+        let res = self.mutate(to, "import", faults, |r| r.import(inc));
+        let after_own = self.rep(to).own_row().ok();
+        if stale && after_own != before_own {
+            self.violation(format!(
+                "stale packet #{serial} from {fname} changed {tn} (target incarnation in header {hdr_target_inc:?}, {tn} had {my_inc}; sender incarnation {hdr_sender_inc}, recorded {recorded_sender_inc})"
+            ));
+        }
+        let Some(res) = res else {
+            // Crashed: the packet file stays in the incoming bay.
+            if !pkt.corrupt {
+                self.push_bay(to, pkt);
+            }
+            self.observe(to);
+            return;
+        };
+        let unchanged = |w: &World, what: &str| -> Option<String> {
+            let own = w.rep(to).own_row().ok();
+            let dig = w.rep(to).digest().ok();
+            if own != before_own || dig != before_digest {
+                Some(format!(
+                    "packet #{serial} from {fname} {what} but changed {tn}'s own row or state"
+                ))
+            } else {
+                None
+            }
+        };
+        match res {
+            Ok(ImportOutcome::Applied {
+                applied,
+                unlocked,
+                notes,
+                ..
+            }) => {
+                if pkt.corrupt {
+                    self.violation(format!(
+                        "corrupted packet #{serial} from {fname} was applied at {tn}"
+                    ));
+                }
+                self.stats.applied += 1;
+                self.stats.entries_applied += applied;
+                self.ev(|_| {
+                    format!(
+                        "import #{serial} at {tn}: applied {applied}{}; {}",
+                        if unlocked { ", UNLOCKED" } else { "" },
+                        notes.join(" | ")
+                    )
+                });
+                self.observe(to);
+            }
+            Ok(ImportOutcome::AlreadyApplied) => {
+                self.ev(|_| format!("import #{serial} at {tn}: already applied"));
+                if let Some(v) = unchanged(self, "was already applied") {
+                    self.violation(v);
+                }
+            }
+            Ok(ImportOutcome::Waiting(needs)) => {
+                self.stats.waits += 1;
+                self.ev(|_| {
+                    format!(
+                        "import #{serial} at {tn}: waits ({})",
+                        needs
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                });
+                if let Some(v) = unchanged(self, "waited") {
+                    self.violation(v);
+                }
+                if !pkt.corrupt {
+                    self.push_bay(to, pkt);
+                }
+            }
+            Err(e) => {
+                if let Some(v) = unchanged(self, &format!("was refused ({})", short(&e))) {
+                    self.violation(v);
+                }
+                self.on_import_error(
+                    to,
+                    pkt,
+                    e,
+                    before_status.and_then(|s| s.rolled_back).is_some(),
+                );
+            }
+        }
+    }
+
+    fn on_import_error(&mut self, to: usize, pkt: Packet, e: CoreError, was_rolled_back: bool) {
+        let tn = self.sites[to].name.clone();
+        let fname = self.sites[pkt.from].name.clone();
+        let serial = pkt.serial;
+        let msg = short(&e);
+        self.ev(|_| format!("import #{serial} at {tn}: refused: {msg}"));
+        match e {
+            CoreError::Refused(Refusal::StaleTarget { .. })
+            | CoreError::Refused(Refusal::StaleSender { .. }) => {
+                self.stats.stale += 1;
+            }
+            CoreError::Refused(Refusal::Divergent { origin, number, .. }) => {
+                self.stats.divergent += 1;
+                if let Some(s) = self.sites.iter().find(|s| s.name == origin) {
+                    self.reported.insert(s.id);
+                }
+                if self.lossy.is_empty() && !pkt.corrupt {
+                    self.violation(format!(
+                        "packet #{serial} from {fname} refused at {tn} as divergent ({origin} {number}) in a schedule that loses nothing"
+                    ));
+                }
+            }
+            CoreError::Refused(Refusal::RolledBack { .. }) => self.on_rollback_detected(to, serial),
+            CoreError::Locked(_) => {
+                let now = self.rep(to).status().ok().and_then(|s| s.rolled_back);
+                if now.is_some() && !was_rolled_back {
+                    self.on_rollback_detected(to, serial);
+                }
+                self.push_bay(to, pkt);
+            }
+            CoreError::Malformed(_) | CoreError::Unreadable(_) | CoreError::Entry(_)
+                if pkt.corrupt => {}
+            other => self.violation(format!(
+                "import of packet #{serial} from {fname} at {tn} failed: {other}"
+            )),
+        }
+    }
+
+    fn on_rollback_detected(&mut self, to: usize, serial: u64) {
+        self.stats.rollback_detections += 1;
+        let tn = self.sites[to].name.clone();
+        self.reported.insert(self.sites[to].id);
+        if !self.sites[to].snapshot_rolled && self.lossy.is_empty() {
+            self.violation(format!(
+                "{tn} refused packet #{serial} as a rollback, but it was never rolled back"
+            ));
+        }
+        self.sites[to].undetected_rollback = false;
+    }
+
+    fn push_bay(&mut self, i: usize, pkt: Packet) {
+        let bay = &mut self.sites[i].bay;
+        if bay.iter().any(|p| p.serial == pkt.serial) {
+            return;
+        }
+        bay.push(pkt);
+        if bay.len() > BAY_LIMIT {
+            bay.remove(0);
+        }
+    }
+
+    /// Retries the packets in `i`'s incoming bay until a pass applies nothing.
+    fn settle_bay(&mut self, i: usize, faults: bool) {
+        loop {
+            let bay = std::mem::take(&mut self.sites[i].bay);
+            if bay.is_empty() {
+                return;
+            }
+            let before = self.stats.applied;
+            for pkt in bay {
+                self.deliver(pkt, faults);
+            }
+            if self.stats.applied == before {
+                return;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- restores
+
+    /// Replaces replica `i` by a copy of one of its backups: `Some(mode)` is `msite restore`
+    /// (the store is marked restored) followed by `restorereplica` (now or later), `None` is a
+    /// snapshot rollback (a copied directory: no mark, no restorereplica).
+    fn restore(&mut self, i: usize, mode: Option<Mode>) {
+        if self.sites[i].backups.is_empty() {
+            return;
+        }
+        let b = self.rng.gen_range(0..self.sites[i].backups.len());
+        let copy = self.sites[i].backups[b].store.deep_copy();
+        let from_step = self.sites[i].backups[b].step;
+        let rep = match msite_core::Replica::open(
+            FaultyStore::new(copy, self.sites[i].plan.clone()),
+            env_arc(&self.env),
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                self.violation(format!(
+                    "opening the backup of {} failed: {e}",
+                    self.sites[i].name
+                ));
+                return;
+            }
+        };
+        let name = self.sites[i].name.clone();
+        self.sites[i].rep = Some(rep);
+        self.sites[i].observed = self.rep(i).own_row().unwrap_or_default();
+        self.sites[i].pending = None;
+        self.note_destroyed();
+        match mode {
+            None => {
+                self.stats.rollbacks += 1;
+                self.sites[i].snapshot_rolled = true;
+                self.sites[i].undetected_rollback = true;
+                self.ev(|_| {
+                    format!("SNAPSHOT ROLLBACK of {name} to its backup of step {from_step}")
+                });
+            }
+            Some(m) => {
+                self.stats.restores += 1;
+                self.sites[i].undetected_rollback = false;
+                if let Err(e) = self.rep(i).mark_restored() {
+                    self.violation(format!("mark_restored at {name} failed: {e}"));
+                }
+                self.ev(|_| {
+                    format!("RESTORE of {name} from its backup of step {from_step} ({m:?})")
+                });
+                if self.rng.gen_bool(0.7) {
+                    self.run_restorereplica(i, m, true);
+                } else {
+                    self.sites[i].pending = Some(m);
+                }
+            }
+        }
+    }
+
+    fn run_restorereplica(&mut self, i: usize, m: Mode, faults: bool) {
+        let (wait, ov) = match &m {
+            Mode::Default => (Vec::new(), false),
+            Mode::WaitFor(w) => (w.clone(), false),
+            Mode::Override => (Vec::new(), true),
+        };
+        let name = self.sites[i].name.clone();
+        match self.mutate(i, "restorereplica", faults, |r| r.restorereplica(&wait, ov)) {
+            None => {
+                // Crashed: the operator runs it again later.
+                self.sites[i].pending = Some(m);
+            }
+            Some(Ok(start)) => {
+                self.sites[i].pending = None;
+                self.sites[i].undetected_rollback = false;
+                if ov {
+                    self.stats.overrides += 1;
+                    self.set_lossy(format!("{name} restored with --override"));
+                }
+                if !wait.is_empty() {
+                    self.stats.wait_for += 1;
+                    self.set_lossy(format!("{name} restored with --wait-for"));
+                }
+                self.ev(|_| {
+                    format!(
+                        "restorereplica at {name}: incarnation {}, awaiting [{}]{}{}",
+                        start.incarnation,
+                        start.awaiting.join(", "),
+                        if start.amended { ", amended" } else { "" },
+                        if start.completed {
+                            ", completed at once"
+                        } else {
+                            ""
+                        }
+                    )
+                });
+                self.observe(i);
+            }
+            Some(Err(e)) => self.violation(format!("restorereplica at {name} failed: {e}")),
+        }
+    }
+
+    /// The operator runs `restorereplica` where a replica is locked (restored or rolled back).
+    fn repair_locked(&mut self, faults: bool) {
+        for i in 0..self.sites.len() {
+            let st = match self.rep(i).status() {
+                Ok(s) => s,
+                Err(e) => {
+                    self.violation(format!("status at {} failed: {e}", self.sites[i].name));
+                    continue;
+                }
+            };
+            let pending = self.sites[i].pending.clone();
+            if st.restored || st.rolled_back.is_some() || pending.is_some() {
+                self.stats.operator_fixes += 1;
+                let name = self.sites[i].name.clone();
+                self.ev(|_| {
+                    format!(
+                        "operator: restorereplica at {name} (restored {}, rolled back {:?})",
+                        st.restored, st.rolled_back
+                    )
+                });
+                self.run_restorereplica(i, pending.unwrap_or(Mode::Default), faults);
+                self.settle_bay(i, faults);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- healing
+
+    fn heal(&mut self) {
+        self.ev(|_| "---- heal".to_string());
+        self.step = self.p.steps + 1;
+        self.repair_locked(false);
+        while let Some(pkt) = self.take_in_flight(false) {
+            let to = pkt.to;
+            self.deliver(pkt, false);
+            self.settle_bay(to, false);
+        }
+        for i in 0..self.sites.len() {
+            self.settle_bay(i, false);
+        }
+        let mut settled = false;
+        for round in 0..HEAL_ROUNDS {
+            self.step = self.p.steps + 2 + round;
+            self.repair_locked(false);
+            let mut moved = false;
+            let edges: Vec<(usize, usize)> = self.edges.iter().copied().collect();
+            for (a, b) in edges {
+                for (x, y) in [(a, b), (b, a)] {
+                    if let Some(pkt) = self.export(x, y, false) {
+                        moved = true;
+                        self.deliver(pkt, false);
+                        self.settle_bay(y, false);
+                    }
+                }
+            }
+            if !moved {
+                settled = true;
+                break;
+            }
+            if self.violations.len() > 20 {
+                return;
+            }
+        }
+        if !settled && !self.live_conflicts_reported() {
+            self.violation(format!(
+                "did not converge: packets still moving after {HEAL_ROUNDS} heal rounds"
+            ));
+        }
+    }
+
+    /// Whether live replicas hold different entries under one number (so the family cannot
+    /// converge), every such conflict having been reported by an import.
+    fn live_conflicts_reported(&mut self) -> bool {
+        let live = self.live_conflicts();
+        !live.is_empty()
+            && !self.lossy.is_empty()
+            && live.iter().all(|(o, _)| self.reported.contains(o))
+    }
+
+    /// (origin, number) pairs that two live replicas hold with different hashes.
+    fn live_conflicts(&self) -> Vec<(ReplicaId, u64)> {
+        let mut held: BTreeMap<(ReplicaId, u64), Hash> = BTreeMap::new();
+        let mut out = BTreeSet::new();
+        let ids: Vec<ReplicaId> = self.sites.iter().map(|s| s.id).collect();
+        for s in &self.sites {
+            let r = s.rep.as_ref().expect("replica present");
+            for o in &ids {
+                for e in r.entries_of(o).unwrap_or_default() {
+                    match held.get(&(e.origin, e.number)) {
+                        Some(h) if *h != e.hash => {
+                            out.insert((e.origin, e.number));
+                        }
+                        Some(_) => {}
+                        None => {
+                            held.insert((e.origin, e.number), e.hash);
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn final_checks(&mut self) {
+        let n = self.sites.len();
+        for i in 0..n {
+            self.check_integrity(i, "at the end");
+            self.observe(i);
+        }
+        let live = self.live_conflicts();
+        if !live.is_empty() {
+            for (o, k) in &live {
+                let name = self.name_of(o);
+                if self.lossy.is_empty() {
+                    self.violation(format!(
+                        "live replicas hold different entries under {name} {k}"
+                    ));
+                } else if !self.reported.contains(o) {
+                    self.violation(format!("live replicas hold different entries under {name} {k}, and no import reported it"));
+                }
+            }
+            self.stats.unconvergeable = 1;
+            self.ev(|_| {
+                "live conflicts (reported): convergence and completion not checked".to_string()
+            });
+            return;
+        }
+        // Convergence.
+        let rows: Vec<Option<Row>> = (0..n).map(|i| self.rep(i).own_row().ok()).collect();
+        let digests: Vec<Option<Hash>> = (0..n).map(|i| self.rep(i).digest().ok()).collect();
+        for i in 1..n {
+            if rows[i] != rows[0] {
+                self.violation(format!(
+                    "not converged: own rows of {} and {} differ",
+                    self.sites[0].name, self.sites[i].name
+                ));
+            } else if digests[i] != digests[0] {
+                self.violation(format!(
+                    "not converged: digests of {} and {} differ with equal own rows",
+                    self.sites[0].name, self.sites[i].name
+                ));
+            }
+        }
+        // Completion.
+        for i in 0..n {
+            let name = self.sites[i].name.clone();
+            match self.rep(i).status() {
+                Ok(st) => {
+                    if st.recovering.is_some() {
+                        self.violation(format!("{name} is still recovering after healing"));
+                    }
+                    if st.restored || st.rolled_back.is_some() {
+                        self.violation(format!("{name} is still locked after healing"));
+                    }
+                }
+                Err(e) => self.violation(format!("status at {name} failed: {e}")),
+            }
+            if !self
+                .rep(i)
+                .held_requests()
+                .map(|v| v.is_empty())
+                .unwrap_or(false)
+            {
+                self.violation(format!("{name} still holds restore requests after healing"));
+            }
+            if !self
+                .rep(i)
+                .provisional_acks()
+                .map(|v| v.is_empty())
+                .unwrap_or(false)
+            {
+                self.violation(format!(
+                    "{name} still holds provisional acknowledgements after healing"
+                ));
+            }
+        }
+        // No loss.
+        if self.lossy.is_empty() {
+            if let Some(row) = rows[0].clone() {
+                let missing: Vec<(ReplicaId, u64)> = self
+                    .ledger
+                    .reached
+                    .keys()
+                    .filter(|id| !self.ledger.destroyed.contains(id) && row.get(&id.0) < id.1)
+                    .copied()
+                    .collect();
+                for (o, k) in missing.iter().take(5) {
+                    let name = self.name_of(o);
+                    self.violation(format!(
+                        "lost: {name} {k} reached a sibling but is held nowhere after healing"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn short_hash(h: &Hash) -> String {
+    h[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
