@@ -11,6 +11,7 @@
 mod ci;
 mod exec;
 mod fuzz;
+mod sim;
 mod test;
 #[cfg(test)]
 mod tidy;
@@ -38,6 +39,8 @@ enum Cmd {
     Ci(ci::Args),
     /// Run the cargo-fuzz targets in `fuzz/` for a while.
     Fuzz(fuzz::Args),
+    /// Run the deterministic protocol simulator (crates/sim).
+    Sim(sim::Args),
 }
 
 /// What a task found: the test cases it counted and the parts of it that failed.
@@ -80,6 +83,7 @@ fn dispatch(cmd: &Cmd) -> Result<Report> {
         Cmd::Test(args) => test::run(args),
         Cmd::Ci(args) => ci::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
+        Cmd::Sim(args) => sim::run(args),
     }
 }
 
