@@ -1,0 +1,346 @@
+//! Backup and restore: `backup`, `restore`, `restorereplica`, `check`.
+//!
+//! A backup directory holds `store/` (written by the engine's own online backup tool) and
+//! `backup.json`, a manifest naming the family, the replica, the engine and the own row at the
+//! time of the backup. `restore` refuses a directory without a manifest and a backup of another
+//! replica than the one whose site it would overwrite.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use msite_core::store::Store;
+use serde::{Deserialize, Serialize};
+
+use super::names;
+use crate::backend::{AnyStore, BackendKind};
+use crate::site::{open_site, Ctx, SiteConfig, SitePaths, SITE_FILE, SITE_FORMAT};
+use crate::util;
+
+/// The manifest's file name.
+pub const MANIFEST: &str = "backup.json";
+
+/// `backup.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always `msite-backup`.
+    pub kind: String,
+    /// Format version of this file.
+    pub format: u32,
+    /// Family id (hex).
+    pub family_id: String,
+    /// Family name.
+    pub family_name: String,
+    /// Replica id (hex).
+    pub replica_id: String,
+    /// Replica name.
+    pub replica_name: String,
+    /// Storage engine.
+    pub backend: String,
+    /// When the backup was taken (UTC).
+    pub time: String,
+    /// When the backup was taken (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// The own row at the time of the backup, by replica name.
+    pub own_row: serde_json::Map<String, serde_json::Value>,
+    /// The replica's incarnation at the time of the backup.
+    pub incarnation: u64,
+}
+
+impl Manifest {
+    /// Reads `BACKUP/backup.json`, refusing a directory that is not a backup.
+    pub fn read(dir: &Path) -> anyhow::Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not an msite backup (it has no {MANIFEST}); give the directory that `msite backup` wrote",
+                dir.display()
+            )
+        })?;
+        let m: Manifest = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged; this backup cannot be trusted",
+                path.display()
+            )
+        })?;
+        if m.kind != "msite-backup" {
+            bail!("{} is not an msite backup manifest", path.display());
+        }
+        if !dir.join("store").is_dir() {
+            bail!(
+                "the backup in {} has no store/ directory; it is incomplete",
+                dir.display()
+            );
+        }
+        Ok(m)
+    }
+}
+
+/// `msite backup`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Writes a backup of the site's store into DEST with the storage engine's own \
+online backup tool (SQLite's backup API, RocksDB's checkpoints), consistent while the site \
+stays in use, plus DEST/backup.json naming the replica, the engine and the own row at the time. \
+DEST must not exist or be empty.",
+    after_help = "Example:\n  msite -C sanfran backup /backups/sanfran-2024-06-01\n  msite restore /backups/sanfran-2024-06-01 sanfran   # after losing the store"
+)]
+pub struct Backup {
+    /// The new backup directory.
+    pub dest: PathBuf,
+}
+
+impl Backup {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        if self.dest.exists()
+            && std::fs::read_dir(&self.dest)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            bail!(
+                "{} already exists and is not empty; give a new directory for the backup",
+                self.dest.display()
+            );
+        }
+        std::fs::create_dir_all(&self.dest)
+            .with_context(|| format!("cannot create {}", self.dest.display()))?;
+        let own = r.own_row()?;
+        let now = ctx.env().now_ms();
+        let pb = util::spinner(ctx, format!("backing up {}", r.name()));
+        let res = r.store().backup(&self.dest.join("store"));
+        pb.finish_and_clear();
+        res.with_context(|| format!("cannot back up {} into {}", r.name(), self.dest.display()))?;
+        let m = Manifest {
+            kind: "msite-backup".into(),
+            format: SITE_FORMAT,
+            family_id: r.family().to_hex(),
+            family_name: r.family_name().to_string(),
+            replica_id: r.id().to_hex(),
+            replica_name: r.name(),
+            backend: r.store().kind().name().into(),
+            time: util::utc_time(now),
+            time_ms: now,
+            own_row: names::row_json(r, &own),
+            incarnation: r.status()?.incarnation,
+        };
+        let mut text = serde_json::to_string_pretty(&m)?;
+        text.push('\n');
+        std::fs::write(self.dest.join(MANIFEST), text)
+            .with_context(|| format!("cannot write {}", self.dest.join(MANIFEST).display()))?;
+        ctx.say(format!(
+            "Backed up replica {} ({} store, own row {}) into {}.",
+            r.name(),
+            m.backend,
+            names::row(r, &own),
+            self.dest.display()
+        ));
+        Ok(())
+    }
+}
+
+/// `msite restore`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Makes the site in DIR from a backup written by `msite backup`, after the site's \
+storage was lost or damaged. A damaged store still in DIR is moved aside (store.damaged-TIME), \
+never deleted. DIR may be empty or hold the same replica's site; a backup of another replica or \
+family is refused.\n\n\
+The restored store is marked restored: it refuses local changes, exports and imports until \
+`msite restorereplica` starts the restoration procedure, which recovers what the backup lacks \
+from the siblings.",
+    after_help = "Example:\n  msite restore /backups/sanfran-2024-06-01 /srv/msite/sanfran\n  msite -C /srv/msite/sanfran restorereplica"
+)]
+pub struct Restore {
+    /// The backup directory (written by `msite backup`).
+    pub backup: PathBuf,
+    /// The site directory to restore (default: -C DIR or the current directory).
+    pub dir: Option<PathBuf>,
+}
+
+impl Restore {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let dir = self.dir.unwrap_or_else(|| ctx.dir.clone());
+        let m = Manifest::read(&self.backup)?;
+        let kind: BackendKind = m
+            .backend
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("{MANIFEST}: {e}"))?;
+        kind.ensure_compiled().with_context(|| {
+            format!(
+                "the backup {} was written by the {kind} backend",
+                self.backup.display()
+            )
+        })?;
+        if dir.join(SITE_FILE).exists() {
+            let cfg = SiteConfig::read(&dir)?;
+            if cfg.family_id != m.family_id || cfg.replica_id != m.replica_id {
+                bail!(
+                    "{} is a backup of replica {} of family {}, but {} holds replica {} of family {}; restore it into {}'s site or an empty directory",
+                    self.backup.display(),
+                    m.replica_name,
+                    m.family_name,
+                    dir.display(),
+                    cfg.replica_name,
+                    cfg.family_name,
+                    m.replica_name
+                );
+            }
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let paths = SitePaths::new(&dir);
+        let store_dir = paths.store();
+        if store_dir.exists() {
+            // Never move a store another process is using.
+            if let Err(e) = AnyStore::open(kind, &store_dir) {
+                let locked = e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<msite_core::store::Error>(),
+                        Some(msite_core::store::Error::Locked { .. })
+                    )
+                });
+                if locked {
+                    return Err(e.context(format!(
+                        "stop the msite process using {} first",
+                        dir.display()
+                    )));
+                }
+            }
+            let aside = dir.join(format!("store.damaged-{}", ctx.env().now_ms()));
+            std::fs::rename(&store_dir, &aside).with_context(|| {
+                format!("cannot move the old store aside to {}", aside.display())
+            })?;
+            ctx.say(format!("Moved the old store aside to {}.", aside.display()));
+        }
+        let pb = util::spinner(ctx, format!("restoring {}", m.replica_name));
+        let res = AnyStore::restore_backup_as(kind, &self.backup.join("store"), &store_dir);
+        pb.finish_and_clear();
+        res?;
+        let store = AnyStore::open(kind, &store_dir)?;
+        let r = msite_core::Replica::open(store, ctx.env())?;
+        if r.id().to_hex() != m.replica_id {
+            bail!(
+                "the store in {} holds replica {}, not {} as its {MANIFEST} says; this backup cannot be trusted",
+                self.backup.display(),
+                r.id().to_hex(),
+                m.replica_id
+            );
+        }
+        r.mark_restored()?;
+        SiteConfig::of(&r, kind).write(&dir)?;
+        paths.make_bays()?;
+        ctx.say(format!(
+            "Restored replica {} of family {} in {} from the backup of {} (own row then: {}).",
+            r.name(),
+            r.family_name(),
+            dir.display(),
+            m.time,
+            names::row(&r, &r.own_row()?)
+        ));
+        ctx.say(format!(
+            "The store is marked restored: it refuses local changes and exports until `msite restorereplica` runs (msite -C {} restorereplica).",
+            dir.display()
+        ));
+        Ok(())
+    }
+}
+
+/// `msite restorereplica`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Starts the restoration procedure of a replica restored from backup: gives it a \
+new incarnation, and sends a restore request in every packet it exports until every awaited \
+sibling (all of them by default, or those named with --wait-for) has sent back what the backup \
+lacks. Until then the replica is locked: only `msite syncreplica import` changes it. When the \
+last awaited sibling's update is imported, it prints `Database NAME is unlocked after \
+restoration.`\n\n\
+Run again while recovering to change the awaited set (the incarnation stays). --override \
+completes at once without waiting: entries the backup lacks may then be lost, and the hash \
+chains report any conflict they cause.",
+    after_help = "Example:\n  msite -C sanfran restorereplica\n  msite -C sanfran syncreplica export --to boston\n  msite -C sanfran restorereplica --wait-for boston   # amend: wait for boston only"
+)]
+pub struct Restorereplica {
+    /// Wait only for these siblings (default: all siblings).
+    #[arg(long, value_name = "NAME", num_args = 1..)]
+    pub wait_for: Vec<String>,
+    /// Complete now without waiting (entries not yet recovered may be lost).
+    #[arg(long = "override")]
+    pub override_: bool,
+}
+
+impl Restorereplica {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        let mut ids = Vec::new();
+        for n in &self.wait_for {
+            ids.push(r.view().replica_by_name(n)?);
+        }
+        let start = r.restorereplica(&ids, self.override_)?;
+        let name = r.name();
+        if start.amended {
+            ctx.say(format!(
+                "Amended the restoration of {name} (incarnation {} unchanged).",
+                start.incarnation
+            ));
+        } else {
+            ctx.say(format!(
+                "Started the restoration of {name}: new incarnation {}.",
+                start.incarnation
+            ));
+        }
+        if start.completed {
+            ctx.say(format!("Database {name} is unlocked after restoration."));
+        } else {
+            ctx.say(format!(
+                "Waiting for recovery updates from: {}.",
+                start.awaiting.join(", ")
+            ));
+            ctx.say(format!(
+                "{name} is locked until then. Send the restore request to its siblings (msite -C {} syncreplica export --all, or --to the hub) and import their answers.",
+                ctx.dir.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `msite check`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Runs the storage engine's own integrity checker over the site's store \
+(SQLite's integrity_check, RocksDB's checksum verification) and reports damage. A damaged store \
+is best replaced: `msite restore` a backup, then `msite restorereplica`.",
+    after_help = "Example:\n  msite -C sanfran check"
+)]
+pub struct Check {}
+
+impl Check {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = open_site(&ctx.dir, ctx.env())?;
+        let r = &site.replica;
+        let pb = util::spinner(ctx, "checking the store");
+        let res = r.store().check_integrity();
+        pb.finish_and_clear();
+        res.with_context(|| {
+            format!(
+                "the store of {} in {} is damaged; restore it from a backup (`msite restore BACKUP {}`) and run `msite restorereplica`",
+                r.name(),
+                ctx.dir.display(),
+                ctx.dir.display()
+            )
+        })?;
+        ctx.say(format!(
+            "The {} store of {} is intact.",
+            r.store().kind(),
+            r.name()
+        ));
+        Ok(())
+    }
+}

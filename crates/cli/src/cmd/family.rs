@@ -1,0 +1,535 @@
+//! Family and replicas: `init`, `mkreplica export|import`, `lsreplica`, `describe`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use msite_core::vob::NameKind;
+use msite_core::{ExportOutcome, Incoming, ObjectRef, Replica, Selector};
+use serde::Serialize;
+use serde_json::json;
+
+use super::names;
+use crate::backend::{AnyStore, BackendKind};
+use crate::packets;
+use crate::site::{ensure_no_site, Ctx, Site, SiteConfig, SitePaths};
+use crate::util;
+
+fn backend_or_default(b: Option<BackendKind>) -> anyhow::Result<BackendKind> {
+    match b {
+        Some(k) => {
+            k.ensure_compiled()?;
+            Ok(k)
+        }
+        None => BackendKind::default_kind().ok_or_else(|| {
+            anyhow::anyhow!("this build has no storage backend; rebuild with `--features sqlite`")
+        }),
+    }
+}
+
+/// `msite init`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Creates a new family (a replicated database) whose first replica lives in DIR. \
+DIR gets the store, the bays for packets and site.json. The new replica masters the `main` \
+branch type and everything it creates.",
+    after_help = "Example:\n  msite init /srv/msite/boston --family proj --replica boston\n  msite init sanfran-test --family test --replica sanfran --backend rocks"
+)]
+pub struct Init {
+    /// The directory of the new site (default: -C DIR or the current directory).
+    pub dir: Option<PathBuf>,
+    /// The family's name.
+    #[arg(long, value_name = "NAME")]
+    pub family: String,
+    /// The first replica's name.
+    #[arg(long, value_name = "NAME")]
+    pub replica: String,
+    /// The storage engine (sqlite, rocks); default: the first one of this build.
+    #[arg(long, value_name = "B")]
+    pub backend: Option<BackendKind>,
+}
+
+impl Init {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let dir = self.dir.unwrap_or_else(|| ctx.dir.clone());
+        let kind = backend_or_default(self.backend)?;
+        ensure_no_site(&dir)?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let paths = SitePaths::new(&dir);
+        let store = AnyStore::open(kind, &paths.store())?;
+        let r = Replica::init(store, ctx.env(), &self.family, &self.replica)?;
+        paths.make_bays()?;
+        SiteConfig::of(&r, kind).write(&dir)?;
+        tracing::info!(family = %r.family(), replica = %r.id(), "created family");
+        ctx.say(format!(
+            "Created family {} with replica {} in {} (backend {kind}).",
+            r.family_name(),
+            r.name(),
+            dir.display()
+        ));
+        Ok(())
+    }
+}
+
+/// `msite mkreplica`.
+#[derive(Debug, Subcommand)]
+pub enum Mkreplica {
+    /// Create replica NAME (mastered here) and write its creation packet.
+    Export(MkreplicaExport),
+    /// Make the new replica's site in DIR from its creation packet.
+    Import(MkreplicaImport),
+}
+
+impl Mkreplica {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        match self {
+            Mkreplica::Export(a) => a.run(ctx),
+            Mkreplica::Import(a) => a.run(ctx),
+        }
+    }
+}
+
+/// `msite mkreplica export`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Creates the replica object NAME, mastered by this replica, and writes a creation \
+packet holding everything the new replica needs (the whole history and content). Ship the packet \
+to the new site and run `msite mkreplica import` there.",
+    after_help = "Example:\n  msite -C boston mkreplica export sanfran\n  msite -C boston mkreplica export bangalore --out /mnt/usb"
+)]
+pub struct MkreplicaExport {
+    /// The new replica's name (unique in the family).
+    pub name: String,
+    /// Where to write the packet (default: the outgoing bay).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl MkreplicaExport {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let out = self.out.unwrap_or_else(|| site.paths.outgoing());
+        let r = &site.replica;
+        let plan = r.plan_mkreplica(&self.name)?;
+        let pb = util::spinner(ctx, format!("writing the creation packet of {}", self.name));
+        let outcome = r.write_plan_to_dir(&plan, &out, None);
+        pb.finish_and_clear();
+        match outcome? {
+            ExportOutcome::Written {
+                parts,
+                entries,
+                bytes,
+                ..
+            } => {
+                ctx.say(format!(
+                    "Created replica {} (mastered by {}); its creation packet ({entries} entries, {}):",
+                    self.name,
+                    r.name(),
+                    util::human_size(bytes)
+                ));
+                for p in &parts {
+                    ctx.say(format!("  {}", p.display()));
+                }
+                ctx.say(format!(
+                    "Ship it to the new site and run there: msite mkreplica import {} DIR",
+                    parts
+                        .first()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ));
+            }
+            ExportOutcome::Nothing => ctx.say("Nothing was written."),
+        }
+        Ok(())
+    }
+}
+
+/// `msite mkreplica import`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Makes the site of a new replica in DIR from the creation packet that \
+`msite mkreplica export` wrote at its creator. The new replica then syncs like any other.",
+    after_help = "Example:\n  msite mkreplica import repl_boston_to_sanfran_1700000000000_0.msp /srv/msite/sanfran"
+)]
+pub struct MkreplicaImport {
+    /// The creation packet (any of its parts; the others are looked for next to it).
+    pub packet: PathBuf,
+    /// The directory of the new site.
+    pub dir: PathBuf,
+    /// The storage engine (sqlite, rocks); default: the first one of this build.
+    #[arg(long, value_name = "B")]
+    pub backend: Option<BackendKind>,
+}
+
+impl MkreplicaImport {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let kind = backend_or_default(self.backend)?;
+        ensure_no_site(&self.dir)?;
+        let files = packets::with_sibling_parts(std::slice::from_ref(&self.packet));
+        let pkt = Incoming::from_files(&files)?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let paths = SitePaths::new(&self.dir);
+        let store = AnyStore::open(kind, &paths.store())?;
+        let pb = util::spinner(ctx, "making the new replica");
+        let made = Replica::create_from_packet(store, ctx.env(), pkt);
+        pb.finish_and_clear();
+        let r = match made {
+            Ok(r) => r,
+            Err(e) => {
+                // Leave no half-made site behind.
+                let _ = std::fs::remove_dir_all(paths.store());
+                return Err(e.into());
+            }
+        };
+        paths.make_bays()?;
+        SiteConfig::of(&r, kind).write(&self.dir)?;
+        ctx.say(format!(
+            "Created replica {} of family {} in {} (backend {kind}); it holds {} entries.",
+            r.name(),
+            r.family_name(),
+            self.dir.display(),
+            r.own_row()?.0.values().sum::<u64>()
+        ));
+        Ok(())
+    }
+}
+
+/// `msite lsreplica`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Lists the replicas this site knows. --long adds each one's id, master and \
+incarnation, and the restoration state: `replica is recovering` for this replica while it \
+recovers from a backup, `replica is expected to send recovery update` for each sibling it \
+still waits for, and restore requests this site holds and propagates for others.",
+    after_help = "Example:\n  msite -C sanfran lsreplica\n  msite -C sanfran lsreplica --long\n  msite -C sanfran lsreplica --json"
+)]
+pub struct Lsreplica {
+    /// Show id, master, incarnation and restoration state.
+    #[arg(short, long)]
+    pub long: bool,
+    /// One JSON document on stdout (see docs/cli-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One replica in `lsreplica --json`.
+#[derive(Debug, Serialize)]
+pub struct ReplicaInfo {
+    /// Name.
+    pub name: String,
+    /// Id (hex).
+    pub id: String,
+    /// Master replica's name.
+    pub master: String,
+    /// Incarnation as recorded here.
+    pub incarnation: u64,
+    /// Whether it is this site's replica.
+    pub this_replica: bool,
+    /// For this replica: `normal`, `restored`, `recovering` or `rolled_back`; for siblings: null.
+    pub state: Option<String>,
+    /// For this replica while rolled back: why.
+    pub rolled_back_reason: Option<String>,
+    /// For this replica while recovering: the incarnation of its restore request.
+    pub recovering_incarnation: Option<u64>,
+    /// For a sibling: whether this (recovering) replica waits for its recovery update.
+    pub expected_to_send_recovery_update: bool,
+    /// For a sibling: the restore request of it that this site holds and propagates.
+    pub held_restore_request: Option<serde_json::Value>,
+    /// The incarnation of its last completed restoration known here (0: none).
+    pub completed_incarnation: u64,
+    /// The annotations `--long` prints, in order.
+    pub annotations: Vec<String>,
+}
+
+/// Collects what `lsreplica` shows.
+pub fn replica_infos(r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaInfo>> {
+    let st = r.status()?;
+    let held = r.held_requests()?;
+    let mut out = Vec::new();
+    let mut replicas = r.view().replicas()?;
+    // This replica first, then the others by name.
+    replicas.sort_by_key(|x| (x.id != r.id(), r.replica_name(&x.id)));
+    for obj in replicas {
+        let me = obj.id == r.id();
+        let mut annotations = Vec::new();
+        let mut state = None;
+        let mut rolled_back_reason = None;
+        let mut recovering_incarnation = None;
+        if me {
+            state = Some("normal".to_string());
+            if st.restored {
+                state = Some("restored".into());
+                annotations.push("restored from backup: run msite restorereplica".to_string());
+            }
+            if let Some(reason) = &st.rolled_back {
+                state = Some("rolled_back".into());
+                rolled_back_reason = Some(reason.clone());
+                annotations.push(format!(
+                    "replica is rolled back: {reason}: run msite restorereplica"
+                ));
+            }
+            if let Some(rec) = &st.recovering {
+                state = Some("recovering".into());
+                recovering_incarnation = Some(rec.incarnation);
+                annotations.push("replica is recovering".to_string());
+            }
+        }
+        let awaited = !me
+            && st
+                .recovering
+                .as_ref()
+                .is_some_and(|rec| rec.awaited.contains_key(&obj.id));
+        if awaited {
+            annotations.push("replica is expected to send recovery update".to_string());
+        }
+        let held_req = held.iter().find(|h| h.replica == obj.id);
+        if let Some(h) = held_req {
+            annotations.push(format!(
+                "restore request (incarnation {}) held here and propagated until its restoration completes",
+                h.incarnation
+            ));
+        }
+        out.push(ReplicaInfo {
+            name: r.replica_name(&obj.id),
+            id: obj.id.to_hex(),
+            master: r.replica_name(&obj.master),
+            incarnation: r.incarnation_of(&obj.id)?,
+            this_replica: me,
+            state,
+            rolled_back_reason,
+            recovering_incarnation,
+            expected_to_send_recovery_update: awaited,
+            held_restore_request: held_req.map(
+                |h| json!({ "incarnation": h.incarnation, "row": names::row_json(r, &h.row) }),
+            ),
+            completed_incarnation: r.completed_incarnation(&obj.id)?,
+            annotations,
+        });
+    }
+    Ok(out)
+}
+
+impl Lsreplica {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        let infos = replica_infos(r)?;
+        if self.json {
+            return ctx.json(&json!({
+                "family": { "name": r.family_name(), "id": r.family().to_hex() },
+                "this_replica": r.name(),
+                "replicas": infos,
+            }));
+        }
+        for i in &infos {
+            if !self.long {
+                let mut line = i.name.clone();
+                if i.this_replica {
+                    line.push_str("  (this replica)");
+                }
+                if !i.annotations.is_empty() {
+                    line.push_str(&format!("  [{}]", i.annotations.join("; ")));
+                }
+                ctx.say(line);
+                continue;
+            }
+            let this = if i.this_replica {
+                " (this replica)"
+            } else {
+                ""
+            };
+            ctx.say(format!("replica \"{}\"{this}", i.name));
+            ctx.say(format!("  id: {}", i.id));
+            ctx.say(format!("  master replica: {}", i.master));
+            ctx.say(format!("  incarnation: {}", i.incarnation));
+            for a in &i.annotations {
+                ctx.say(format!("  {a}"));
+            }
+        }
+        if self.long {
+            if let Some(rec) = r.status()?.recovering {
+                let waiting: Vec<String> =
+                    rec.awaited.keys().map(|id| r.replica_name(id)).collect();
+                ctx.say(format!(
+                    "{} is recovering (incarnation {}); waiting for recovery updates from: {}",
+                    r.name(),
+                    rec.incarnation,
+                    if waiting.is_empty() {
+                        "nobody".to_string()
+                    } else {
+                        waiting.join(", ")
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `msite describe`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Describes one object: who masters it and what it holds. SELECTOR is \
+replica:NAME, brtype:NAME, lbtype:NAME, elem:PATH or branch:PATH@@BRTYPE. A name created \
+concurrently at two sites is reachable as NAME@REPLICA for the one that lost the plain name.",
+    after_help = "Example:\n  msite describe brtype:sanfran_dev\n  msite describe elem:src/main.c --json\n  msite describe replica:bangalore"
+)]
+pub struct Describe {
+    /// The object: replica:NAME, brtype:NAME, lbtype:NAME, elem:PATH, branch:PATH@@BRTYPE.
+    pub selector: String,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Describe {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let doc = describe(&site, &self.selector)?;
+        if self.json {
+            return ctx.json(&doc);
+        }
+        print_value(ctx, &doc, 0);
+        Ok(())
+    }
+}
+
+fn print_value(ctx: &Ctx, v: &serde_json::Value, depth: usize) {
+    let pad = "  ".repeat(depth);
+    if let serde_json::Value::Object(m) = v {
+        for (k, val) in m {
+            match val {
+                serde_json::Value::Object(_) => {
+                    ctx.say(format!("{pad}{k}:"));
+                    print_value(ctx, val, depth + 1);
+                }
+                serde_json::Value::Array(items) => {
+                    ctx.say(format!(
+                        "{pad}{k}:{}",
+                        if items.is_empty() { " (none)" } else { "" }
+                    ));
+                    for it in items {
+                        match it {
+                            serde_json::Value::Object(_) => {
+                                let line = it
+                                    .as_object()
+                                    .map(|o| {
+                                        o.iter()
+                                            .map(|(k, v)| format!("{k}={}", plain(v)))
+                                            .collect::<Vec<_>>()
+                                            .join(" ")
+                                    })
+                                    .unwrap_or_default();
+                                ctx.say(format!("{pad}  - {line}"));
+                            }
+                            other => ctx.say(format!("{pad}  - {}", plain(other))),
+                        }
+                    }
+                }
+                other => ctx.say(format!("{pad}{k}: {}", plain(other))),
+            }
+        }
+    }
+}
+
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The description of one object, as JSON (printed as text or as is).
+pub fn describe(site: &Site, selector: &str) -> anyhow::Result<serde_json::Value> {
+    let r = &site.replica;
+    let sel = Selector::parse(selector)?;
+    let obj = r.resolve_selector(&sel)?;
+    let v = r.view();
+    let master = r.replica_name(&v.master_of(&obj)?);
+    Ok(match obj {
+        ObjectRef::Replica(id) => {
+            let o = v
+                .replica(&id)?
+                .ok_or_else(|| anyhow::anyhow!("replica:{} vanished", id.short()))?;
+            let info = replica_infos(r)?.into_iter().find(|i| i.id == id.to_hex());
+            json!({
+                "kind": "replica",
+                "name": r.replica_name(&id),
+                "id": id.to_hex(),
+                "master": master,
+                "created_by": format!("{}:{}", r.replica_name(&o.created_by.origin), o.created_by.number),
+                "incarnation": r.incarnation_of(&id)?,
+                "this_replica": id == r.id(),
+                "annotations": info.map(|i| i.annotations).unwrap_or_default(),
+            })
+        }
+        ObjectRef::BrType(id) | ObjectRef::LbType(id) => {
+            let kind = if matches!(obj, ObjectRef::BrType(_)) {
+                NameKind::BrType
+            } else {
+                NameKind::LbType
+            };
+            let name = if kind == NameKind::BrType {
+                names::brtype(r, &id)
+            } else {
+                names::lbtype(r, &id)
+            };
+            json!({
+                "kind": kind.label(),
+                "name": name,
+                "id": format!("{}:{}", r.replica_name(&id.origin), id.number),
+                "master": master,
+            })
+        }
+        ObjectRef::Element(id) => {
+            let el = v
+                .element(&id)?
+                .ok_or_else(|| anyhow::anyhow!("elem:{selector} vanished"))?;
+            let mut branches = Vec::new();
+            for b in v.branches(&id)? {
+                branches.push(json!({
+                    "brtype": names::brtype(r, &b.brtype),
+                    "master": r.replica_name(&b.master),
+                    "latest": b.latest,
+                }));
+            }
+            let mut labels = Vec::new();
+            for l in v.labels(&id)? {
+                labels.push(json!({
+                    "lbtype": names::lbtype(r, &l.lbtype),
+                    "version": format!("{}/{}", names::brtype(r, &l.brtype), l.version),
+                }));
+            }
+            json!({
+                "kind": "elem",
+                "path": el.path,
+                "id": format!("{}:{}", r.replica_name(&id.origin), id.number),
+                "master": master,
+                "removed": el.removed,
+                "branches": branches,
+                "labels": labels,
+            })
+        }
+        ObjectRef::Branch { elem, brtype } => {
+            let b = v
+                .branch(&elem, &brtype)?
+                .ok_or_else(|| anyhow::anyhow!("{selector} vanished"))?;
+            json!({
+                "kind": "branch",
+                "elem": names::elem(r, &elem),
+                "brtype": names::brtype(r, &brtype),
+                "master": master,
+                "latest": b.latest,
+            })
+        }
+    })
+}

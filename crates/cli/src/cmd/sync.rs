@@ -1,0 +1,1057 @@
+//! Synchronisation: `syncreplica export|import` (and `import --watch`), `lspacket`, `lsepoch`,
+//! `chepoch`.
+//!
+//! Import from the incoming bay: part files are grouped into logical packets; complete ones are
+//! imported oldest first; applied (or already applied) packets leave the bay; refused ones move
+//! to `bays/refused/` with a `.reason` file beside them; packets that must wait stay, and are
+//! retried whenever another packet applied, until no more progress is made.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use msite_core::{CoreError, ExportOutcome, ImportOutcome, Incoming, Replica, ReplicaId, Row};
+use msite_packet::wire;
+use serde_json::json;
+
+use super::names;
+use crate::backend::AnyStore;
+use crate::packets::{self, Group};
+use crate::site::{Ctx, Site};
+use crate::util::{self, Exit, EXIT_ERROR, EXIT_WAITING};
+
+/// `msite syncreplica`.
+#[derive(Debug, Subcommand)]
+pub enum Syncreplica {
+    /// Write update packets for siblings.
+    Export(Export),
+    /// Import packets (the given files, or the incoming bay).
+    Import(Import),
+}
+
+impl Syncreplica {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        match self {
+            Syncreplica::Export(a) => a.run(ctx),
+            Syncreplica::Import(a) => a.run(ctx),
+        }
+    }
+}
+
+/// `msite syncreplica export`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Writes one update packet for sibling NAME (or, with --all, one per sibling) \
+holding what this replica believes the sibling lacks, into the outgoing bay (or --out DIR). \
+Ship the files to the sibling's incoming bay by any means. When there is nothing to send, no \
+file is written and the command says so. A lost packet is resent by itself on a later export \
+once the sibling's packets show it missing.",
+    after_help = "Example:\n  msite -C boston syncreplica export --to sanfran\n  msite -C boston syncreplica export --all --max-size 10M\n  msite -C sanfran syncreplica export --to boston --out /mnt/usb"
+)]
+pub struct Export {
+    /// The sibling to write for.
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub to: Option<String>,
+    /// Write one packet for every sibling.
+    #[arg(long)]
+    pub all: bool,
+    /// Where to write (default: the outgoing bay).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Split packets into parts of at most SIZE bytes (e.g. 500K, 10M, 1G).
+    #[arg(long, value_name = "SIZE", value_parser = util::parse_size)]
+    pub max_size: Option<u64>,
+}
+
+/// What one export wrote, for callers that route packets (the demo).
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// The target's name.
+    pub target: String,
+    /// The part files written (empty: nothing to send).
+    pub parts: Vec<PathBuf>,
+}
+
+impl Export {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        self.export(ctx).map(|_| ())
+    }
+
+    /// Exports and returns what was written.
+    pub fn export(self, ctx: &Ctx) -> anyhow::Result<Vec<Exported>> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        let out = self.out.clone().unwrap_or_else(|| site.paths.outgoing());
+        let targets: Vec<ReplicaId> = match &self.to {
+            Some(name) => vec![r.view().replica_by_name(name)?],
+            None => r
+                .view()
+                .replicas()?
+                .into_iter()
+                .map(|x| x.id)
+                .filter(|id| *id != r.id())
+                .collect(),
+        };
+        if targets.is_empty() {
+            ctx.say(format!(
+                "{} has no siblings yet; create one with `msite mkreplica export NAME`",
+                r.name()
+            ));
+        }
+        let mut written = Vec::new();
+        for t in targets {
+            let name = r.replica_name(&t);
+            let Some(plan) = r.plan_export(&t)? else {
+                ctx.say(format!("Nothing to send to {name}."));
+                written.push(Exported {
+                    target: name,
+                    parts: Vec::new(),
+                });
+                continue;
+            };
+            tracing::info!(target = %name, entries = plan.entry_count, reason = plan.reason, "exporting");
+            let pb = util::spinner(
+                ctx,
+                format!("exporting {} entries to {name}", plan.entry_count),
+            );
+            let res = r.write_plan_to_dir(&plan, &out, self.max_size);
+            pb.finish_and_clear();
+            match res? {
+                ExportOutcome::Nothing => {
+                    ctx.say(format!("Nothing to send to {name}."));
+                    written.push(Exported {
+                        target: name,
+                        parts: Vec::new(),
+                    });
+                }
+                ExportOutcome::Written {
+                    parts,
+                    entries,
+                    blobs,
+                    bytes,
+                    warnings,
+                    reason,
+                } => {
+                    let what = match reason {
+                        "update" => String::new(),
+                        other => format!(" [{other}]"),
+                    };
+                    ctx.say(format!(
+                        "Wrote a packet for {name}{what}: {entries} entries, {blobs} contents, {}{}",
+                        util::human_size(bytes),
+                        if parts.len() > 1 { format!(", {} parts", parts.len()) } else { String::new() }
+                    ));
+                    for p in &parts {
+                        ctx.say(format!("  {}", p.display()));
+                    }
+                    for w in warnings {
+                        ctx.say(format!("  warning: {w}"));
+                    }
+                    written.push(Exported {
+                        target: name,
+                        parts,
+                    });
+                }
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// `msite syncreplica import`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Imports packets: the FILEs given, or every packet in the incoming bay. Parts of \
+a split packet are grouped and imported together once all are there. Applied packets leave the \
+bay; a packet that must wait for another one stays, and the reason is printed (\"needs boston up \
+to 872, has 756\"); it is retried whenever another packet applies. A refused packet changes \
+nothing and is moved to bays/refused/ with a .reason file.\n\n\
+Exit code: 0 when every packet was applied or had been applied before, 3 when some must wait, \
+1 when one was refused.\n\n\
+--watch keeps importing packets as they arrive (checking every second) until Ctrl-C or \
+--max-seconds; interrupting is safe, each import is atomic.",
+    after_help = "Example:\n  msite -C sanfran syncreplica import\n  msite -C sanfran syncreplica import /mnt/usb/sync_boston_to_sanfran_*.msp\n  msite -C sanfran syncreplica import --watch"
+)]
+pub struct Import {
+    /// Packet files (default: every packet in the incoming bay).
+    pub files: Vec<PathBuf>,
+    /// Keep importing packets as they arrive in the incoming bay.
+    #[arg(long, conflicts_with = "files")]
+    pub watch: bool,
+    /// With --watch: stop after N seconds.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub max_seconds: Option<u64>,
+}
+
+/// The tally of an import run.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Packets applied.
+    pub applied: usize,
+    /// Packets that had been applied before.
+    pub already: usize,
+    /// Packets that must wait, with why.
+    pub waiting: Vec<(String, String)>,
+    /// Packets refused, with why.
+    pub refused: Vec<(String, String)>,
+    /// Whether an import unlocked this replica after restoration.
+    pub unlocked: bool,
+}
+
+impl Tally {
+    /// The exit code: 1 on refusal, 3 when some wait, 0 otherwise.
+    pub fn code(&self) -> i32 {
+        if !self.refused.is_empty() {
+            EXIT_ERROR
+        } else if !self.waiting.is_empty() {
+            EXIT_WAITING
+        } else {
+            0
+        }
+    }
+
+    /// The error that carries the exit code, if it is not 0.
+    pub fn into_result(self) -> anyhow::Result<Tally> {
+        match self.code() {
+            0 => Ok(self),
+            code if code == EXIT_ERROR => {
+                let (name, why) = &self.refused[0];
+                let more = if self.refused.len() > 1 {
+                    format!(" (and {} more)", self.refused.len() - 1)
+                } else {
+                    String::new()
+                };
+                Err(Exit {
+                    code,
+                    message: Some(format!("error: refused {name}{more}: {why}")),
+                }
+                .into())
+            }
+            code => {
+                let (name, why) = &self.waiting[0];
+                let n = self.waiting.len();
+                Err(Exit {
+                    code,
+                    message: Some(format!(
+                        "{n} packet{} must wait and stay{} in the incoming bay: {name} {why}",
+                        if n == 1 { "" } else { "s" },
+                        if n == 1 { "s" } else { "" }
+                    )),
+                }
+                .into())
+            }
+        }
+    }
+}
+
+/// Whether a core error is the packet's fault (refuse it) rather than the site's (stop).
+fn is_refusal(e: &CoreError) -> bool {
+    matches!(
+        e,
+        CoreError::Refused(_)
+            | CoreError::Malformed(_)
+            | CoreError::Unreadable(_)
+            | CoreError::Entry(_)
+    )
+}
+
+fn in_dir(file: &Path, dir: &Path) -> bool {
+    match (
+        file.parent().and_then(|p| p.canonicalize().ok()),
+        dir.canonicalize().ok(),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Moves `files` to the refused bay with a `.reason` file.
+fn move_refused(site: &Site, files: &[PathBuf], reason: &str) -> anyhow::Result<()> {
+    let dir = site.paths.refused();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for f in files {
+        let Some(name) = f.file_name() else { continue };
+        let dest = dir.join(name);
+        std::fs::rename(f, &dest)
+            .with_context(|| format!("cannot move {} to {}", f.display(), dir.display()))?;
+        let mut why = dest.as_os_str().to_owned();
+        why.push(".reason");
+        std::fs::write(PathBuf::from(why), format!("{reason}\n"))
+            .with_context(|| format!("cannot write the reason for {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+fn remove_files(files: &[PathBuf]) -> anyhow::Result<()> {
+    for f in files {
+        match std::fs::remove_file(f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", f.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Imports the complete packets among `groups` (retrying waiting ones after progress); reports
+/// each result through `ctx`. `from_bay`: the files are in the incoming bay (applied ones are
+/// removed, refused ones moved). `quiet_waiting`: do not print waiting packets whose reason
+/// was already printed (watch mode).
+fn import_groups(
+    ctx: &Ctx,
+    site: &Site,
+    mut groups: Vec<Group>,
+    reported: &mut BTreeMap<String, String>,
+) -> anyhow::Result<Tally> {
+    let r = &site.replica;
+    let incoming = site.paths.incoming();
+    let mut tally = Tally::default();
+    // Oldest first; a sender's packets in sequence order.
+    groups.sort_by_key(|g| (g.header.created_ms, g.seq_for(&r.id())));
+    let mut pending: Vec<Group> = Vec::new();
+    for g in groups {
+        if g.complete() {
+            pending.push(g);
+        } else {
+            let why = format!("waits for its other parts: {}", g.problems());
+            tally.waiting.push((g.display(), why));
+        }
+    }
+    let mut last_needs: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let mut progress = false;
+        let mut still = Vec::new();
+        for g in pending {
+            let name = g.display();
+            let files = g.paths();
+            let movable = files.iter().all(|f| in_dir(f, &incoming));
+            let pb = util::spinner(ctx, format!("importing {name}"));
+            let res = Incoming::from_files(&files).and_then(|pkt| r.import(pkt));
+            pb.finish_and_clear();
+            match res {
+                Ok(ImportOutcome::Applied {
+                    applied,
+                    skipped,
+                    notes,
+                    unlocked,
+                }) => {
+                    progress = true;
+                    tally.applied += 1;
+                    tally.unlocked |= unlocked;
+                    reported.remove(&name);
+                    let sender = sender_name(r, &g.header);
+                    ctx.say(format!(
+                        "Applied {name} from {sender}: {applied} entries{}.",
+                        if skipped > 0 {
+                            format!(" ({skipped} already held)")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                    for n in notes {
+                        ctx.say(n);
+                    }
+                    if movable {
+                        remove_files(&files)?;
+                    }
+                }
+                Ok(ImportOutcome::AlreadyApplied) => {
+                    tally.already += 1;
+                    reported.remove(&name);
+                    ctx.say(format!("{name} was imported before; nothing changed."));
+                    if movable {
+                        remove_files(&files)?;
+                    }
+                }
+                Ok(ImportOutcome::Waiting(needs)) => {
+                    let why = needs
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    last_needs.insert(name.clone(), why);
+                    still.push(g);
+                }
+                Err(e) if is_refusal(&e) => {
+                    let why = e.to_string();
+                    reported.remove(&name);
+                    if movable {
+                        move_refused(site, &files, &why)?;
+                        ctx.say(format!(
+                            "Refused {name}: {why}; moved it to {}.",
+                            site.paths.refused().display()
+                        ));
+                    } else {
+                        ctx.say(format!("Refused {name}: {why}"));
+                    }
+                    tally.refused.push((name, why));
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("cannot import {name}")))
+                }
+            }
+        }
+        pending = still;
+        if !progress || pending.is_empty() {
+            break;
+        }
+    }
+    for g in pending {
+        let name = g.display();
+        let why = last_needs.get(&name).cloned().unwrap_or_default();
+        if reported.get(&name) != Some(&why) {
+            ctx.say(format!(
+                "{name} must wait: {why}; it stays in the incoming bay."
+            ));
+            reported.insert(name.clone(), why.clone());
+        }
+        tally.waiting.push((name, why));
+    }
+    Ok(tally)
+}
+
+fn sender_name(r: &Replica<AnyStore>, h: &wire::Header) -> String {
+    let id = ReplicaId(h.sender.0);
+    if r.view().replica(&id).ok().flatten().is_some() {
+        r.replica_name(&id)
+    } else if !h.sender_name.is_empty() {
+        h.sender_name.clone()
+    } else {
+        id.short()
+    }
+}
+
+impl Import {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        self.import(ctx).map(|_| ())
+    }
+
+    /// Imports and returns the tally (an `Err` carries exit code 1 or 3).
+    pub fn import(self, ctx: &Ctx) -> anyhow::Result<Tally> {
+        let site = ctx.open()?;
+        if self.watch {
+            return watch(ctx, &site, self.max_seconds);
+        }
+        let from_bay = self.files.is_empty();
+        let files = if from_bay {
+            packets::bay_files(&site.paths.incoming())?
+        } else {
+            for f in &self.files {
+                if !f.exists() {
+                    anyhow::bail!("packet file {} does not exist; check the path", f.display());
+                }
+            }
+            packets::with_sibling_parts(&self.files)
+        };
+        if files.is_empty() {
+            ctx.say(format!(
+                "No packets in the incoming bay ({}).",
+                site.paths.incoming().display()
+            ));
+            return Ok(Tally::default());
+        }
+        let (groups, bad) = packets::group_files(&files);
+        let mut pre = Tally::default();
+        for (path, why) in bad {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if in_dir(&path, &site.paths.incoming()) {
+                move_refused(&site, std::slice::from_ref(&path), &why)?;
+                ctx.say(format!(
+                    "Refused {name}: {why}; moved it to {}.",
+                    site.paths.refused().display()
+                ));
+            } else {
+                ctx.say(format!("Refused {name}: {why}"));
+            }
+            pre.refused.push((name, why));
+        }
+        let mut tally = import_groups(ctx, &site, groups, &mut BTreeMap::new())?;
+        tally.refused.splice(0..0, pre.refused);
+        if from_bay {
+            ctx.say(summary(&tally));
+        }
+        tally.into_result()
+    }
+}
+
+fn summary(t: &Tally) -> String {
+    format!(
+        "{} applied, {} already applied, {} waiting, {} refused.",
+        t.applied,
+        t.already,
+        t.waiting.len(),
+        t.refused.len()
+    )
+}
+
+fn watch(ctx: &Ctx, site: &Site, max_seconds: Option<u64>) -> anyhow::Result<Tally> {
+    let start = Instant::now();
+    let incoming = site.paths.incoming();
+    ctx.say(format!(
+        "Watching {} for packets (Ctrl-C stops; each import is atomic).",
+        incoming.display()
+    ));
+    let mut reported = BTreeMap::new();
+    let mut total = Tally::default();
+    let mut last_waiting = Vec::new();
+    loop {
+        let files = packets::bay_files(&incoming)?;
+        if !files.is_empty() {
+            let (groups, bad) = packets::group_files(&files);
+            for (path, why) in bad {
+                // A file still being copied in is unreadable for a moment: refuse it only once
+                // it has not changed for a while.
+                let settled = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(10))
+                    .unwrap_or(true);
+                if settled {
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    move_refused(site, std::slice::from_ref(&path), &why)?;
+                    ctx.say(format!(
+                        "Refused {name}: {why}; moved it to {}.",
+                        site.paths.refused().display()
+                    ));
+                    total.refused.push((name, why));
+                }
+            }
+            let t = import_groups(ctx, site, groups, &mut reported)?;
+            total.applied += t.applied;
+            total.already += t.already;
+            total.refused.extend(t.refused);
+            total.unlocked |= t.unlocked;
+            last_waiting = t.waiting;
+        } else {
+            last_waiting.clear();
+        }
+        if max_seconds.is_some_and(|m| start.elapsed() >= Duration::from_secs(m)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    total.waiting = last_waiting;
+    ctx.say(format!("Stopped watching. {}", summary(&total)));
+    total.into_result()
+}
+
+/// `msite lspacket`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Shows what packet files hold: kind, family, sender, targets, base and sender's \
+rows, entries per origin, restore requests carried, parts and format version, after verifying \
+every checksum. Run inside a site (or with -C), it also says whether each packet can be \
+imported there now, must wait (and for what), or would be refused (and why).",
+    after_help = "Example:\n  msite lspacket bays/outgoing/*.msp\n  msite -C sanfran lspacket sanfran/bays/incoming/*.msp --long\n  msite lspacket packet.msp --json"
+)]
+pub struct Lspacket {
+    /// Packet files (parts of one packet are shown together).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also list every entry the packet carries.
+    #[arg(short, long)]
+    pub long: bool,
+    /// One JSON document on stdout (see docs/cli-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Names replicas by id: from the site when there is one, else from the packet header.
+struct Namer<'a> {
+    site: Option<&'a Site>,
+    header: &'a wire::Header,
+}
+
+impl Namer<'_> {
+    fn name(&self, id: &[u8; 16]) -> String {
+        let rid = ReplicaId(*id);
+        if let Some(s) = self.site {
+            if s.replica.view().replica(&rid).ok().flatten().is_some() {
+                return s.replica.replica_name(&rid);
+            }
+        }
+        if *id == self.header.sender.0 && !self.header.sender_name.is_empty() {
+            return self.header.sender_name.clone();
+        }
+        rid.short()
+    }
+
+    fn row(&self, row: &wire::Row) -> serde_json::Map<String, serde_json::Value> {
+        row.iter()
+            .map(|c| (self.name(&c.origin.0), serde_json::Value::from(c.number)))
+            .collect()
+    }
+}
+
+fn row_text(m: &serde_json::Map<String, serde_json::Value>) -> String {
+    if m.is_empty() {
+        return "(empty)".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether `g` can be imported at `site` now: (`verdict`, sentence).
+fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
+    let r = &site.replica;
+    let h = &g.header;
+    if g.lp.kind == wire::Kind::ReplicaCreation {
+        return Ok((
+            "creation",
+            "a replica-creation packet: make a new site from it with `msite mkreplica import`"
+                .into(),
+        ));
+    }
+    if h.family.0 != r.family().0 {
+        return Ok((
+            "refused",
+            format!(
+                "refused: it belongs to family {}, this site is in family {}",
+                h.family_name,
+                r.family_name()
+            ),
+        ));
+    }
+    let Some(t) = h.targets.iter().find(|t| t.replica.0 == r.id().0) else {
+        return Ok((
+            "not_addressed",
+            format!(
+                "not addressed to this replica ({}); import it at its addressee",
+                r.name()
+            ),
+        ));
+    };
+    let sender = ReplicaId(h.sender.0);
+    if sender == r.id() {
+        return Ok(("refused", "refused: this replica wrote it".into()));
+    }
+    let st = r.status()?;
+    if st.restored || st.rolled_back.is_some() {
+        return Ok((
+            "locked",
+            format!(
+                "not now: {} must run `msite restorereplica` first",
+                r.name()
+            ),
+        ));
+    }
+    if t.incarnation < st.incarnation {
+        return Ok((
+            "stale",
+            format!(
+                "refused: stale, built for incarnation {} of this replica, which now has incarnation {}",
+                t.incarnation, st.incarnation
+            ),
+        ));
+    }
+    let recorded = r.incarnation_of(&sender)?;
+    if h.sender_incarnation < recorded {
+        return Ok((
+            "stale",
+            format!(
+                "refused: stale, built by {} at incarnation {}, which has since been restored (incarnation {recorded})",
+                sender_name(r, h),
+                h.sender_incarnation
+            ),
+        ));
+    }
+    let own = r.own_row()?;
+    let mut needs = Vec::new();
+    for b in &h.bases {
+        let o = ReplicaId(b.origin.0);
+        if own.get(&o) < b.number {
+            needs.push(format!(
+                "needs {} up to {}, has {}",
+                r.replica_name(&o),
+                b.number,
+                own.get(&o)
+            ));
+        }
+    }
+    if !needs.is_empty() {
+        return Ok(("waiting", format!("must wait: {}", needs.join(", "))));
+    }
+    for b in &h.bases {
+        let o = ReplicaId(b.origin.0);
+        let ours = r.entry(&o, b.number)?.map(|e| e.hash);
+        if ours != Some(b.hash) {
+            return Ok((
+                "refused",
+                format!(
+                    "refused: divergent history at entry {} of {}",
+                    b.number,
+                    r.replica_name(&o)
+                ),
+            ));
+        }
+    }
+    let sender_row = Row::from_wire(&h.sender_row);
+    if own.covers(&sender_row) && h.controls.is_empty() {
+        return Ok((
+            "importable",
+            "can be imported now (this replica already holds everything it carries)".into(),
+        ));
+    }
+    Ok(("importable", "can be imported now".into()))
+}
+
+impl Lspacket {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        // Inside a site (or with -C), say whether each packet can be imported there.
+        let site = if ctx.dir.join(crate::site::SITE_FILE).exists() {
+            Some(ctx.open()?)
+        } else {
+            None
+        };
+        for f in &self.files {
+            if !f.exists() {
+                anyhow::bail!("packet file {} does not exist; check the path", f.display());
+            }
+        }
+        let (groups, bad) = packets::group_files(&self.files);
+        if let Some((p, why)) = bad.first() {
+            if groups.is_empty() && bad.len() == 1 {
+                anyhow::bail!("{} is not a readable packet: {why}", p.display());
+            }
+        }
+        let mut docs = Vec::new();
+        for g in &groups {
+            let c = packets::read_contents(g, self.long);
+            let h = &g.header;
+            let n = Namer {
+                site: site.as_ref(),
+                header: h,
+            };
+            let (verdict, here) = match &site {
+                Some(s) => {
+                    let (v, t) = assess(s, g)?;
+                    (Some(v), Some(t))
+                }
+                None => (None, None),
+            };
+            let per_origin: Vec<serde_json::Value> = c
+                .per_origin
+                .iter()
+                .map(|(o, e)| json!({ "origin": n.name(&o.0), "entries": e.count, "first": e.first, "last": e.last }))
+                .collect();
+            let controls: Vec<serde_json::Value> = h
+                .controls
+                .iter()
+                .map(|ctl| match ctl {
+                    wire::Control::RestoreRequest { replica, incarnation, row } => json!({
+                        "type": "restore_request", "replica": n.name(&replica.0), "incarnation": incarnation, "row": n.row(row)
+                    }),
+                    wire::Control::ProvisionalAck { acker, replica, incarnation, held } => json!({
+                        "type": "provisional_ack", "acker": n.name(&acker.0), "replica": n.name(&replica.0),
+                        "incarnation": incarnation, "held": held
+                    }),
+                })
+                .collect();
+            let doc = json!({
+                "files": g.paths(),
+                "packet_id": g.lp.packet_id.to_hex(),
+                "kind": match g.lp.kind { wire::Kind::Update => "update", wire::Kind::ReplicaCreation => "replica_creation" },
+                "format_version": g.lp.version.to_string(),
+                "parts": g.lp.part_count,
+                "parts_present": g.lp.parts.len(),
+                "complete": g.complete(),
+                "family": { "name": h.family_name, "id": h.family.to_hex() },
+                "sender": { "name": n.name(&h.sender.0), "id": h.sender.to_hex(), "incarnation": h.sender_incarnation },
+                "targets": h.targets.iter().map(|t| json!({
+                    "name": n.name(&t.replica.0), "id": t.replica.to_hex(), "incarnation": t.incarnation, "packet_seq": t.packet_seq
+                })).collect::<Vec<_>>(),
+                "base_row": h.bases.iter().map(|b| (n.name(&b.origin.0), serde_json::Value::from(b.number))).collect::<serde_json::Map<_, _>>(),
+                "sender_row": n.row(&h.sender_row),
+                "entries": c.entry_count,
+                "entries_per_origin": per_origin,
+                "contents": c.blobs,
+                "content_bytes": c.blob_bytes,
+                "bytes": c.bytes,
+                "controls": controls,
+                "created": util::utc_time(h.created_ms),
+                "verified": c.verified,
+                "problem": c.problem,
+                "importable_here": verdict,
+                "here": here,
+                "entry_list": if self.long {
+                    Some(c.entries.iter().map(|(o, num, op)| json!({ "origin": n.name(&o.0), "number": num, "op": op })).collect::<Vec<_>>())
+                } else { None },
+            });
+            docs.push(doc);
+        }
+        if self.json {
+            return ctx.json(&json!({ "packets": docs, "unreadable": bad.iter().map(|(p, why)| json!({ "file": p, "error": why })).collect::<Vec<_>>() }));
+        }
+        for (p, why) in &bad {
+            ctx.say(format!("{}: unreadable: {why}", p.display()));
+        }
+        for (g, d) in groups.iter().zip(&docs) {
+            ctx.say(format!("packet {}", g.display()));
+            ctx.say(format!(
+                "  kind: {}, format {}, {} part{}{}, id {}",
+                d["kind"].as_str().unwrap_or("?"),
+                g.lp.version,
+                g.lp.part_count,
+                if g.lp.part_count == 1 { "" } else { "s" },
+                if g.complete() {
+                    String::new()
+                } else {
+                    format!(" ({})", g.problems())
+                },
+                g.lp.packet_id.to_hex()
+            ));
+            ctx.say(format!(
+                "  family: {} ({})",
+                g.header.family_name,
+                g.header.family.to_hex()
+            ));
+            ctx.say(format!(
+                "  sender: {} (incarnation {})",
+                d["sender"]["name"].as_str().unwrap_or("?"),
+                g.header.sender_incarnation
+            ));
+            let targets: Vec<String> = d["targets"]
+                .as_array()
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| {
+                            format!(
+                                "{} (incarnation {}, packet {})",
+                                plain(&t["name"]),
+                                t["incarnation"],
+                                t["packet_seq"]
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ctx.say(format!("  targets: {}", targets.join(", ")));
+            ctx.say(format!(
+                "  base row: {}",
+                row_text(d["base_row"].as_object().unwrap_or(&Default::default()))
+            ));
+            ctx.say(format!(
+                "  sender's row: {}",
+                row_text(d["sender_row"].as_object().unwrap_or(&Default::default()))
+            ));
+            let per: Vec<String> = d["entries_per_origin"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|o| {
+                            format!(
+                                "{} {}..{} ({})",
+                                plain(&o["origin"]),
+                                o["first"],
+                                o["last"],
+                                o["entries"]
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ctx.say(format!(
+                "  entries: {}{}",
+                d["entries"],
+                if per.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", per.join(", "))
+                }
+            ));
+            ctx.say(format!(
+                "  contents: {} ({})",
+                d["contents"],
+                util::human_size(d["content_bytes"].as_u64().unwrap_or(0))
+            ));
+            for ctl in d["controls"].as_array().into_iter().flatten() {
+                match ctl["type"].as_str() {
+                    Some("restore_request") => ctx.say(format!(
+                        "  restore request: {} incarnation {} row {}",
+                        plain(&ctl["replica"]),
+                        ctl["incarnation"],
+                        row_text(ctl["row"].as_object().unwrap_or(&Default::default()))
+                    )),
+                    _ => ctx.say(format!(
+                        "  provisional acknowledgement: {} of {}'s restore (incarnation {}, held {})",
+                        plain(&ctl["acker"]),
+                        plain(&ctl["replica"]),
+                        ctl["incarnation"],
+                        ctl["held"]
+                    )),
+                }
+            }
+            ctx.say(format!(
+                "  created: {}, {} bytes",
+                d["created"].as_str().unwrap_or("?"),
+                d["bytes"]
+            ));
+            ctx.say(format!(
+                "  verified: {}",
+                if d["verified"].as_bool() == Some(true) {
+                    "yes".to_string()
+                } else {
+                    format!("no: {}", plain(&d["problem"]))
+                }
+            ));
+            if let Some(here) = d["here"].as_str() {
+                ctx.say(format!("  here: {here}"));
+            }
+            if let Some(list) = d["entry_list"].as_array() {
+                for e in list {
+                    ctx.say(format!(
+                        "    {}:{} {}",
+                        plain(&e["origin"]),
+                        e["number"],
+                        plain(&e["op"])
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `msite lsepoch`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Shows the epoch matrix: the own row (exact: for each origin, the highest entry \
+this replica holds) and, for each sibling, the estimate row (what this replica believes the \
+sibling holds; exports send what is above it). With NAME, only that replica's row.",
+    after_help = "Example:\n  msite -C boston lsepoch\n  msite -C boston lsepoch sanfran\n  msite -C boston lsepoch --json"
+)]
+pub struct Lsepoch {
+    /// Only this replica's row.
+    pub name: Option<String>,
+    /// One JSON document on stdout (see docs/cli-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Lsepoch {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        let mut matrix = r.epoch_matrix()?;
+        if let Some(name) = &self.name {
+            let id = r.view().replica_by_name(name)?;
+            matrix.retain(|(x, _)| *x == id);
+        }
+        let origins: Vec<ReplicaId> = {
+            let mut all: Vec<ReplicaId> = r.view().replicas()?.into_iter().map(|x| x.id).collect();
+            all.sort_by_key(|id| (*id != r.id(), r.replica_name(id)));
+            all
+        };
+        if self.json {
+            let rows: Vec<serde_json::Value> = matrix
+                .iter()
+                .map(|(id, row)| {
+                    json!({
+                        "replica": r.replica_name(id),
+                        "own": *id == r.id(),
+                        "row": names::row_json(r, row),
+                    })
+                })
+                .collect();
+            return ctx.json(&json!({ "replica": r.name(), "origins": origins.iter().map(|o| r.replica_name(o)).collect::<Vec<_>>(), "rows": rows }));
+        }
+        let w = origins
+            .iter()
+            .map(|o| r.replica_name(o).len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let label_w = matrix
+            .iter()
+            .map(|(id, _)| r.replica_name(id).len() + 12)
+            .max()
+            .unwrap_or(20);
+        let mut head = format!("{:label_w$}", "row of");
+        for o in &origins {
+            head.push_str(&format!(" {:>w$}", r.replica_name(o)));
+        }
+        ctx.say(head);
+        for (id, row) in &matrix {
+            let label = if *id == r.id() {
+                format!("{} (own)", r.replica_name(id))
+            } else {
+                format!("{} (estimate)", r.replica_name(id))
+            };
+            let mut line = format!("{label:label_w$}");
+            for o in &origins {
+                line.push_str(&format!(" {:>w$}", row.get(o)));
+            }
+            ctx.say(line);
+        }
+        Ok(())
+    }
+}
+
+/// `msite chepoch`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Sets cells of the estimate row for sibling NAME: what this replica believes NAME \
+holds of each origin. Lowering a cell makes the next export resend from there (useful after a \
+packet was lost and the sibling cannot report it); raising one skips entries. The own row is \
+exact and cannot be set.",
+    after_help = "Example:\n  msite -C boston chepoch sanfran boston=120 bangalore=40"
+)]
+pub struct Chepoch {
+    /// The sibling whose estimate row to set.
+    pub name: String,
+    /// Cells to set, as ORIGIN=N.
+    #[arg(required = true, value_name = "ORIGIN=N")]
+    pub cells: Vec<String>,
+}
+
+impl Chepoch {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        let target = r.view().replica_by_name(&self.name)?;
+        let mut cells = Vec::new();
+        for c in &self.cells {
+            let (o, n) = c
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("`{c}` is not ORIGIN=N (for example boston=120)"))?;
+            let n: u64 = n
+                .parse()
+                .map_err(|_| anyhow::anyhow!("`{n}` in `{c}` is not a number"))?;
+            cells.push((r.view().replica_by_name(o)?, n));
+        }
+        r.chepoch(&target, &cells)?;
+        ctx.say(format!(
+            "The estimate row for {} is now: {}",
+            r.replica_name(&target),
+            names::row(r, &r.estimate(&target)?)
+        ));
+        Ok(())
+    }
+}

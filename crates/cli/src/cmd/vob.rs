@@ -1,0 +1,605 @@
+//! The versioned object base: elements, versions, types, labels, names, mastership, digest.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use msite_core::{ReqMasterPolicy, VersionSel};
+use serde_json::json;
+
+use super::names;
+use crate::site::Ctx;
+use crate::util;
+
+/// `msite mkelem`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Creates an element (a versioned file) named PATH with a `main` branch mastered \
+by this replica. `msite checkin` creates elements by itself; mkelem makes one without content.",
+    after_help = "Example:\n  msite mkelem src/main.c"
+)]
+pub struct Mkelem {
+    /// The element's path (like src/main.c).
+    pub path: String,
+}
+
+impl Mkelem {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        site.replica.mkelem(&self.path)?;
+        ctx.say(format!(
+            "Created element {}.",
+            msite_core::replica::normalize_path(&self.path)?
+        ));
+        Ok(())
+    }
+}
+
+/// `msite checkin`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Checks in FILE (or standard input) as a new version of element PATH on branch \
+BRTYPE (default `main`), creating the element or the branch when needed. Only the master of a \
+branch adds versions to it: develop on branch types mastered here (`msite mkbrtype`).",
+    after_help = "Example:\n  msite checkin src/main.c -m 'fix the parser' ./main.c\n  echo hello | msite checkin README --branch sanfran_dev"
+)]
+pub struct Checkin {
+    /// The element's path.
+    pub path: String,
+    /// The file whose content to check in (default: standard input).
+    pub file: Option<PathBuf>,
+    /// The branch type.
+    #[arg(long, short, value_name = "BRTYPE", default_value = "main")]
+    pub branch: String,
+    /// The comment.
+    #[arg(short = 'm', long = "message", value_name = "TEXT", default_value = "")]
+    pub message: String,
+}
+
+impl Checkin {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let content = match &self.file {
+            Some(f) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+            None => {
+                let mut buf = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut buf)
+                    .context("cannot read standard input")?;
+                buf
+            }
+        };
+        let site = ctx.open()?;
+        let (_, n) = site.replica.checkin(
+            &self.path,
+            &self.branch,
+            &content,
+            &util::author(),
+            &self.message,
+        )?;
+        let path = msite_core::replica::normalize_path(&self.path)?;
+        ctx.say(format!(
+            "Checked in {path}@@{}/{n} ({}).",
+            self.branch,
+            util::human_size(content.len() as u64)
+        ));
+        Ok(())
+    }
+}
+
+/// `msite import`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Checks in a whole directory tree in one step: a new element for each new file, \
+a new version where the content changed, nothing where it did not. Paths are relative to DIR.",
+    after_help = "Example:\n  msite -C boston import ./src-tree -m 'import release 1.2'\n  msite -C sanfran import ./work --branch sanfran_dev"
+)]
+pub struct Import {
+    /// The directory tree to check in.
+    pub dir: PathBuf,
+    /// The branch type.
+    #[arg(long, short, value_name = "BRTYPE", default_value = "main")]
+    pub branch: String,
+    /// The comment of every version.
+    #[arg(
+        short = 'm',
+        long = "message",
+        value_name = "TEXT",
+        default_value = "imported"
+    )]
+    pub message: String,
+}
+
+impl Import {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let total = count_files(&self.dir);
+        let pb = util::bar(ctx, total, format!("importing {}", self.dir.display()));
+        let res = site.replica.import_tree(
+            &self.dir,
+            &self.branch,
+            &util::author(),
+            &self.message,
+            |n| pb.set_position(n),
+        );
+        pb.finish_and_clear();
+        let t = res?;
+        ctx.say(format!(
+            "Imported {} on {}: {} new elements, {} new versions, {} unchanged.",
+            self.dir.display(),
+            self.branch,
+            t.new_elements,
+            t.new_versions,
+            t.unchanged
+        ));
+        Ok(())
+    }
+}
+
+fn count_files(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// `msite cat`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Prints the content of a version: PATH (latest on main), PATH@@BRTYPE (latest on \
+that branch) or PATH@@BRTYPE/N (version N; the first version checked in on a branch is 1).",
+    after_help = "Example:\n  msite cat src/main.c\n  msite cat src/main.c@@sanfran_dev/2 > old.c"
+)]
+pub struct Cat {
+    /// The version: PATH[@@BRTYPE[/N]].
+    #[arg(value_name = "PATH[@@BRTYPE/N]")]
+    pub sel: String,
+}
+
+impl Cat {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let sel = VersionSel::parse(&self.sel)?;
+        let bytes = site.replica.cat(&sel)?;
+        ctx.write_raw(&bytes);
+        Ok(())
+    }
+}
+
+/// `msite ls`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Lists element names (those whose name was not removed), optionally only those \
+starting with PREFIX. --long adds the master and the branches.",
+    after_help = "Example:\n  msite ls\n  msite ls src/ --long\n  msite ls --json"
+)]
+pub struct Ls {
+    /// Only names starting with PREFIX.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// Show master and branches.
+    #[arg(short, long)]
+    pub long: bool,
+    /// One JSON document on stdout (see docs/cli-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Ls {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        let v = r.view();
+        let mut items = Vec::new();
+        for (name, el) in v.ls(&self.prefix)? {
+            let mut branches = Vec::new();
+            for b in v.branches(&el.id)? {
+                branches.push(json!({ "brtype": names::brtype(r, &b.brtype), "latest": b.latest, "master": r.replica_name(&b.master) }));
+            }
+            items.push(
+                json!({ "path": name, "master": r.replica_name(&el.master), "branches": branches }),
+            );
+        }
+        if self.json {
+            return ctx.json(&json!({ "elements": items }));
+        }
+        for it in &items {
+            let path = it["path"].as_str().unwrap_or_default();
+            if !self.long {
+                ctx.say(path);
+                continue;
+            }
+            let brs: Vec<String> = it["branches"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|b| format!("{}/{}", b["brtype"].as_str().unwrap_or("?"), b["latest"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            ctx.say(format!(
+                "{path}  master={}  {}",
+                it["master"].as_str().unwrap_or("?"),
+                brs.join(" ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `msite lshistory`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Lists the versions of an element, branch by branch: number, time, author, size, \
+comment, and the labels on it.",
+    after_help = "Example:\n  msite lshistory src/main.c\n  msite lshistory src/main.c --json"
+)]
+pub struct Lshistory {
+    /// The element's path.
+    pub path: String,
+    /// One JSON document on stdout (see docs/cli-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Lshistory {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        let v = r.view();
+        let el = v.element_by_path(&self.path)?;
+        let labels = v.labels(&el.id)?;
+        let mut versions = Vec::new();
+        for ver in v.versions(&el.id)? {
+            let on: Vec<String> = labels
+                .iter()
+                .filter(|l| l.brtype == ver.brtype && l.version == ver.number)
+                .map(|l| names::lbtype(r, &l.lbtype))
+                .collect();
+            versions.push(json!({
+                "version": format!("{}/{}", names::brtype(r, &ver.brtype), ver.number),
+                "brtype": names::brtype(r, &ver.brtype),
+                "number": ver.number,
+                "time": util::utc_time(ver.time_ms),
+                "author": ver.author,
+                "size": ver.size,
+                "comment": ver.comment,
+                "origin": r.replica_name(&ver.entry.origin),
+                "labels": on,
+            }));
+        }
+        if self.json {
+            return ctx.json(&json!({ "path": el.path, "master": r.replica_name(&el.master), "removed": el.removed, "versions": versions }));
+        }
+        for ver in &versions {
+            let labels: Vec<String> = ver["labels"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            ctx.say(format!(
+                "{}@@{}  {}  {}  {}  {}{}",
+                el.path,
+                ver["version"].as_str().unwrap_or("?"),
+                ver["time"].as_str().unwrap_or("?"),
+                ver["author"].as_str().unwrap_or("?"),
+                util::human_size(ver["size"].as_u64().unwrap_or(0)),
+                ver["comment"]
+                    .as_str()
+                    .map(|c| format!("\"{c}\""))
+                    .unwrap_or_default(),
+                if labels.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", labels.join(", "))
+                }
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `msite mkbrtype`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Creates a branch type mastered by this replica: only this replica can add \
+versions on branches of this type, so sites develop in parallel on branch types they master.",
+    after_help = "Example:\n  msite -C sanfran mkbrtype sanfran_dev"
+)]
+pub struct Mkbrtype {
+    /// The branch type's name.
+    pub name: String,
+}
+
+impl Mkbrtype {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        site.replica.mkbrtype(&self.name)?;
+        ctx.say(format!(
+            "Created branch type {} (mastered by {}).",
+            self.name,
+            site.name()
+        ));
+        Ok(())
+    }
+}
+
+/// `msite mklbtype`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Creates a label type mastered by this replica; only its master attaches, moves \
+and removes labels of this type.",
+    after_help = "Example:\n  msite -C boston mklbtype RELEASE_1.0"
+)]
+pub struct Mklbtype {
+    /// The label type's name.
+    pub name: String,
+}
+
+impl Mklbtype {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        site.replica.mklbtype(&self.name)?;
+        ctx.say(format!(
+            "Created label type {} (mastered by {}).",
+            self.name,
+            site.name()
+        ));
+        Ok(())
+    }
+}
+
+/// `msite mklabel`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Attaches a label of type LBTYPE to a version (PATH: latest on main; \
+PATH@@BRTYPE/N: that version), moving it if the element already has one.",
+    after_help = "Example:\n  msite mklabel RELEASE_1.0 src/main.c\n  msite mklabel RELEASE_1.0 src/main.c@@sanfran_dev/3"
+)]
+pub struct Mklabel {
+    /// The label type.
+    pub lbtype: String,
+    /// The version: PATH[@@BRTYPE[/N]].
+    #[arg(value_name = "PATH[@@BRTYPE/N]")]
+    pub sel: String,
+}
+
+impl Mklabel {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let sel = VersionSel::parse(&self.sel)?;
+        site.replica.mklabel(&self.lbtype, &sel)?;
+        let (_, _, n) = site.replica.resolve_version(&sel)?;
+        ctx.say(format!(
+            "Labelled {}@@{}/{n} {}.",
+            sel.path, sel.brtype, self.lbtype
+        ));
+        Ok(())
+    }
+}
+
+/// `msite rmlabel`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Removes the label of type LBTYPE from element PATH.",
+    after_help = "Example:\n  msite rmlabel RELEASE_1.0 src/main.c"
+)]
+pub struct Rmlabel {
+    /// The label type.
+    pub lbtype: String,
+    /// The element's path.
+    pub path: String,
+}
+
+impl Rmlabel {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        site.replica.rmlabel(&self.lbtype, &self.path)?;
+        ctx.say(format!("Removed label {} from {}.", self.lbtype, self.path));
+        Ok(())
+    }
+}
+
+/// `msite rmname`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Removes an element's name: it no longer appears in `msite ls`, but its history \
+stays in every replica.",
+    after_help = "Example:\n  msite rmname docs/obsolete.txt"
+)]
+pub struct Rmname {
+    /// The element's path.
+    pub path: String,
+}
+
+impl Rmname {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        site.replica.rmname(&self.path)?;
+        ctx.say(format!(
+            "Removed the name {} (its history stays).",
+            self.path
+        ));
+        Ok(())
+    }
+}
+
+/// `msite chmaster`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Hands mastership of an object mastered here to replica REPLICA. The change \
+travels in packets; from then on only REPLICA may change the object. SELECTOR is brtype:NAME, \
+lbtype:NAME, elem:PATH, branch:PATH@@BRTYPE or replica:NAME.",
+    after_help = "Example:\n  msite -C boston chmaster brtype:release bangalore\n  msite -C boston chmaster branch:src/main.c@@main sanfran"
+)]
+pub struct Chmaster {
+    /// The object.
+    pub selector: String,
+    /// The new master.
+    pub replica: String,
+}
+
+impl Chmaster {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        site.replica.chmaster(&self.selector, &self.replica)?;
+        ctx.say(format!(
+            "{} is now mastered by {}; the change reaches it with the next packets.",
+            self.selector, self.replica
+        ));
+        Ok(())
+    }
+}
+
+/// `msite reqmaster`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Asks the master of an object for its mastership. The request travels in \
+packets; the master grants it on import when its policy is `allow` (the default), refuses it \
+with `deny`, or keeps it for its operator with `manual` (see `msite reqmaster-policy`).",
+    after_help = "Example:\n  msite -C sanfran reqmaster brtype:release\n  msite -C sanfran syncreplica export --to boston"
+)]
+pub struct Reqmaster {
+    /// The object.
+    pub selector: String,
+}
+
+impl Reqmaster {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let master = site.replica.reqmaster(&self.selector)?;
+        ctx.say(format!(
+            "Asked {master} for mastership of {}; the request reaches it with the next packets to it (msite syncreplica export --to {master}).",
+            self.selector
+        ));
+        Ok(())
+    }
+}
+
+/// `msite reqmaster-policy`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Shows or sets what this replica does with mastership requests for objects it \
+masters: `allow` grants them on import, `deny` refuses them, `manual` keeps them for the \
+operator (`msite lsreqmaster`, then `msite chmaster`).",
+    after_help = "Example:\n  msite -C boston reqmaster-policy\n  msite -C boston reqmaster-policy manual"
+)]
+pub struct ReqmasterPolicy {
+    /// The new policy: allow, deny or manual (none: show the current one).
+    #[arg(value_parser = ["allow", "deny", "manual"])]
+    pub policy: Option<String>,
+}
+
+impl ReqmasterPolicy {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        if let Some(p) = &self.policy {
+            let p = ReqMasterPolicy::parse(p).ok_or_else(|| {
+                anyhow::anyhow!("`{p}` is not a policy; use allow, deny or manual")
+            })?;
+            r.set_reqmaster_policy(p)?;
+        }
+        ctx.say(format!(
+            "Mastership requests at {}: {}",
+            r.name(),
+            r.reqmaster_policy()?.as_str()
+        ));
+        Ok(())
+    }
+}
+
+/// `msite lsreqmaster`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Lists the mastership requests kept for the operator (policy `manual`). Grant \
+one with `msite chmaster SELECTOR REPLICA`.",
+    after_help = "Example:\n  msite -C boston lsreqmaster\n  msite -C boston lsreqmaster --json"
+)]
+pub struct Lsreqmaster {
+    /// One JSON document on stdout (see docs/cli-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Lsreqmaster {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        let reqs: Vec<serde_json::Value> = r
+            .pending_master_requests()?
+            .iter()
+            .map(|(o, who)| json!({ "object": names::object(r, o), "requester": r.replica_name(who) }))
+            .collect();
+        if self.json {
+            return ctx
+                .json(&json!({ "policy": r.reqmaster_policy()?.as_str(), "requests": reqs }));
+        }
+        if reqs.is_empty() {
+            ctx.say("No mastership requests are waiting.");
+        }
+        for q in &reqs {
+            ctx.say(format!(
+                "{} asks for {} (grant: msite chmaster {} {})",
+                q["requester"].as_str().unwrap_or("?"),
+                q["object"].as_str().unwrap_or("?"),
+                q["object"].as_str().unwrap_or("?"),
+                q["requester"].as_str().unwrap_or("?")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `msite digest`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Prints the digest of the replicated state, in hex, alone on one line. Two \
+replicas with equal digests hold exactly the same elements, versions, types, labels and \
+masters.",
+    after_help = "Example:\n  msite -C boston digest\n  [ \"$(msite -C boston digest)\" = \"$(msite -C sanfran digest)\" ] && echo converged"
+)]
+pub struct Digest {}
+
+impl Digest {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        ctx.say(digest_hex(ctx)?);
+        Ok(())
+    }
+}
+
+/// The digest of the site of `ctx`, in hex.
+pub fn digest_hex(ctx: &Ctx) -> anyhow::Result<String> {
+    let site = ctx.open()?;
+    Ok(msite_core::ids::hex(&site.replica.digest()?))
+}
