@@ -90,7 +90,7 @@ pub fn run(args: &Args) -> Result<Report> {
             report.failures.push(format!("fuzz target {target}"));
         }
         lines.push(format!(
-            "  {verdict:<7} {target:<24} {execs} (wall {})",
+            "  {verdict:<7} {target:<24} {execs} ({} incl. build)",
             human(finished.duration)
         ));
     }
