@@ -5,6 +5,8 @@
 //! enum with one variant per compiled backend that implements [`Store`] by delegation
 //! (`Box<dyn Store>` cannot work: `Store` has associated types), with [`AnyBatch`] and
 //! [`AnySnapshot`] as its associated types.
+//!
+//! A build without any backend compiles (every match is then empty) but cannot open a site.
 
 use std::fmt;
 use std::path::Path;

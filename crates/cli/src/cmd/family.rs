@@ -126,9 +126,10 @@ impl MkreplicaExport {
                 ..
             } => {
                 ctx.say(format!(
-                    "Created replica {} (mastered by {}); its creation packet ({entries} entries, {}):",
+                    "Created replica {} (mastered by {}); its creation packet ({}, {}):",
                     self.name,
                     r.name(),
+                    util::count(entries, "entry", "entries"),
                     util::human_size(bytes)
                 ));
                 for p in &parts {

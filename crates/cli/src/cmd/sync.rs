@@ -146,9 +146,15 @@ impl Export {
                         other => format!(" [{other}]"),
                     };
                     ctx.say(format!(
-                        "Wrote a packet for {name}{what}: {entries} entries, {blobs} contents, {}{}",
+                        "Wrote a packet for {name}{what}: {}, {}, {}{}",
+                        util::count(entries, "entry", "entries"),
+                        util::count(blobs, "content blob", "content blobs"),
                         util::human_size(bytes),
-                        if parts.len() > 1 { format!(", {} parts", parts.len()) } else { String::new() }
+                        if parts.len() > 1 {
+                            format!(", {} parts", parts.len())
+                        } else {
+                            String::new()
+                        }
                     ));
                     for p in &parts {
                         ctx.say(format!("  {}", p.display()));
@@ -350,7 +356,8 @@ fn import_groups(
                     reported.remove(&name);
                     let sender = sender_name(r, &g.header);
                     ctx.say(format!(
-                        "Applied {name} from {sender}: {applied} entries{}.",
+                        "Applied {name} from {sender}: {}{}.",
+                        util::count(applied, "entry", "entries"),
                         if skipped > 0 {
                             format!(" ({skipped} already held)")
                         } else {
