@@ -8,6 +8,7 @@
 //! Tidy checks (architecture invariants, file headers, banned macros) are `#[test]`s in
 //! `tidy.rs`, so plain `cargo test -p xtask` runs them.
 
+mod bench;
 mod ci;
 mod exec;
 mod fuzz;
@@ -41,6 +42,8 @@ enum Cmd {
     Fuzz(fuzz::Args),
     /// Run the deterministic protocol simulator (crates/sim).
     Sim(sim::Args),
+    /// Run the side-by-side benchmarks (release build; `--quick` for a smoke run).
+    Bench(bench::Args),
 }
 
 /// What a task found: the test cases it counted and the parts of it that failed.
@@ -84,6 +87,7 @@ fn dispatch(cmd: &Cmd) -> Result<Report> {
         Cmd::Ci(args) => ci::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Sim(args) => sim::run(args),
+        Cmd::Bench(args) => bench::run(args),
     }
 }
 

@@ -1,0 +1,474 @@
+//! `msite-bench`: msite's workloads side by side with their baselines (issue 8).
+//!
+//! Run it through `cargo xtask bench [--quick] [--no-rocks]`, which builds it in release mode.
+//! Each workload runs on every compiled-in engine; the git and raw-engine baselines run in
+//! the same process run, so the ratios compare figures measured minutes apart on the same
+//! machine. The table is printed as Markdown (ready for `BENCHMARKS.md`) and written as JSON
+//! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
+//!
+//! Options: `--quick` (sizes ÷ 10), `--no-rocks`, `--only tree,inc,ceiling,restore,mem`,
+//! `--runs N`, `--work-dir DIR` (default: a temporary directory, removed at the end).
+
+mod backend;
+mod git;
+mod util;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use util::{secs, write_tree};
+use workloads::{Inputs, Sizes, Work, FILE_SIZE, SMALL_FILES};
+
+/// Command-line options.
+struct Opts {
+    quick: bool,
+    no_rocks: bool,
+    only: Option<Vec<String>>,
+    runs: Option<usize>,
+    work_dir: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        quick: false,
+        no_rocks: false,
+        only: None,
+        runs: None,
+        work_dir: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--no-rocks" => o.no_rocks = true,
+            "--only" => {
+                let v = it.next().context("--only needs a list")?;
+                o.only = Some(v.split(',').map(str::to_string).collect());
+            }
+            "--runs" => {
+                let v = it.next().context("--runs needs a number")?;
+                o.runs = Some(v.parse().context("--runs needs a number")?);
+            }
+            "--work-dir" => {
+                o.work_dir = Some(it.next().context("--work-dir needs a path")?.into());
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem] [--runs N] [--work-dir DIR]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other} (try --help)"),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("__child") {
+        return workloads::child_main(&args[1..]);
+    }
+    let opts = parse(&args)?;
+    let div = if opts.quick { 10 } else { 1 };
+    let sizes = Sizes {
+        tree_files: 100_000 / div,
+        inc_checkins: 10_000 / div,
+        ceiling_entries: 1_000_000 / div,
+        mem_bytes: (1 << 30) / div,
+        runs: opts.runs.unwrap_or(3),
+        empty_runs: 15,
+    };
+    let want = |w: &str| opts.only.as_ref().is_none_or(|o| o.iter().any(|x| x == w));
+    let backends: Vec<&str> = backend::compiled()
+        .into_iter()
+        .filter(|b| !(opts.no_rocks && *b == "rocksdb"))
+        .collect();
+    let git_version = git::version()?;
+    let tmp;
+    let root = match &opts.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("msite-bench-")
+                .tempdir()
+                .context("creating the work directory")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let w = Work::new(&root);
+    eprintln!(
+        "msite-bench: {} sizes {sizes:?}, backends {backends:?}, {git_version}, work dir {}",
+        if opts.quick { "quick" } else { "full" },
+        root.display()
+    );
+
+    let inputs = Inputs {
+        tree: root.join("in-tree"),
+        half: root.join("in-tree").join("h0"),
+        small: root.join("in-small"),
+    };
+    let half = sizes.tree_files / 2;
+    step("generating the input trees", || {
+        write_tree(&inputs.half, half, FILE_SIZE, 0)?;
+        write_tree(&inputs.tree.join("h1"), half, FILE_SIZE, 1)?;
+        write_tree(&inputs.small, SMALL_FILES, FILE_SIZE, 2)
+    })?;
+    let mem = root.join("in-mem");
+    if want("mem") {
+        step("generating the memory workload's files", || {
+            write_tree(&mem, sizes.mem_bytes >> 20, 1 << 20, 3)
+        })?;
+    }
+
+    let mut base = serde_json::Map::new();
+    if want("tree") {
+        let t = step("git: tree (bundle create + clone --bare)", || {
+            git::tree(&root, &inputs.tree, sizes.runs)
+        })?;
+        base.insert("git_tree_secs".into(), json!(t));
+    }
+    if want("inc") {
+        let t = step(
+            "git: increment (fast-import, bundle base..main + fetch)",
+            || {
+                git::incremental(
+                    &root,
+                    &inputs.small,
+                    sizes.inc_checkins,
+                    FILE_SIZE,
+                    sizes.runs,
+                )
+            },
+        )?;
+        base.insert("git_inc_secs".into(), json!(t));
+    }
+
+    let mut results = serde_json::Map::new();
+    for b in &backends {
+        let mut r = serde_json::Map::new();
+        let mut run = |name: &str, label: &str, f: &dyn Fn() -> Result<Value>| {
+            if want(name) {
+                let v = step(&format!("{b}: {label}"), f).unwrap_or_else(|e| {
+                    eprintln!("  failed: {e:#}");
+                    json!({ "error": format!("{e:#}") })
+                });
+                r.insert(name.to_string(), v);
+            }
+        };
+        run(
+            "tree",
+            "tree replication",
+            &|| with_backend!(*b, B => workloads::tree::<B>(&w, &inputs, sizes.runs)),
+        );
+        run(
+            "inc",
+            "incremental sync",
+            &|| with_backend!(*b, B => workloads::incremental::<B>(&w, &inputs, sizes.inc_checkins, sizes.runs)),
+        );
+        run(
+            "restore",
+            "restore",
+            &|| with_backend!(*b, B => workloads::restore::<B>(&w, &inputs)),
+        );
+        run(
+            "ceiling",
+            "import ceiling and empty exports",
+            &|| with_backend!(*b, B => workloads::ceiling::<B>(&w, &inputs, &sizes)),
+        );
+        run(
+            "mem",
+            "memory (child processes)",
+            &|| with_backend!(*b, B => workloads::memory::<B>(&w, &mem)),
+        );
+        results.insert(b.to_string(), Value::Object(r));
+    }
+
+    let command = format!(
+        "cargo xtask bench{}{}",
+        if opts.quick { " --quick" } else { "" },
+        if opts.no_rocks { " --no-rocks" } else { "" }
+    );
+    let rows = table_rows(&results, &base);
+    let table = render(&rows);
+    println!("\n`{command}` ({git_version}, {} cores)\n", cores());
+    println!("{table}");
+    let report = json!({
+        "command": command, "quick": opts.quick, "git": git_version,
+        "sizes": format!("{sizes:?}"), "baselines": base, "results": results, "rows": rows,
+    });
+    let out = out_dir().join(if opts.quick {
+        "results-quick.json"
+    } else {
+        "results.json"
+    });
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("msite-bench: wrote {}", out.display());
+    Ok(())
+}
+
+/// Runs one step, printing its name and wall time to stderr.
+fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("== {what}");
+    let t = std::time::Instant::now();
+    let v = f().with_context(|| what.to_string())?;
+    eprintln!("   {:.1} s", t.elapsed().as_secs_f64());
+    Ok(v)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// `$CARGO_TARGET_DIR/msite-bench`, else `target/msite-bench` at the workspace root.
+fn out_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("..")
+                .join("target")
+        });
+    target.join("msite-bench")
+}
+
+/// One line of the table.
+fn row(
+    workload: &str,
+    backend: &str,
+    msite: String,
+    baseline: String,
+    ratio: Option<f64>,
+    goal: &str,
+    met: Option<bool>,
+) -> Value {
+    json!({ "workload": workload, "backend": backend, "msite": msite, "baseline": baseline,
+            "ratio": ratio, "goal": goal, "met": met })
+}
+
+fn f(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+fn table_rows(
+    results: &serde_json::Map<String, Value>,
+    base: &serde_json::Map<String, Value>,
+) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let git_tree = base.get("git_tree_secs").and_then(Value::as_f64);
+    let git_inc = base.get("git_inc_secs").and_then(Value::as_f64);
+    let err = |v: &Value| v.get("error").and_then(Value::as_str).map(str::to_string);
+    for (b, r) in results {
+        if let Some(t) = r.get("tree") {
+            if let Some(e) = err(t) {
+                rows.push(row(
+                    "Tree replication",
+                    b,
+                    format!("error: {e}"),
+                    "-".into(),
+                    None,
+                    "≤ 0.5",
+                    None,
+                ));
+            } else if let (Some(m), Some(g)) = (f(t, "secs"), git_tree) {
+                let ratio = m / g;
+                rows.push(row(
+                    &format!("Tree replication, {} entries (mkreplica export + create_from_packet vs bundle + clone --bare)", t["entries"]),
+                    b, secs(m), secs(g), Some(ratio), "≤ 0.5", Some(ratio <= 0.5)));
+            }
+        }
+        if let Some(t) = r.get("inc") {
+            if let Some(e) = err(t) {
+                rows.push(row(
+                    "Incremental sync",
+                    b,
+                    format!("error: {e}"),
+                    "-".into(),
+                    None,
+                    "≤ 0.25",
+                    None,
+                ));
+            } else if let (Some(m), Some(g)) = (f(t, "secs"), git_inc) {
+                let ratio = m / g;
+                rows.push(row(
+                    &format!("Incremental sync, {} entries (export + import vs bundle BASE..HEAD + fetch)", t["entries"]),
+                    b, secs(m), secs(g), Some(ratio), "≤ 0.25", Some(ratio <= 0.25)));
+            }
+        }
+        if let Some(t) = r.get("ceiling") {
+            if let Some(e) = err(t) {
+                rows.push(row(
+                    "Import ceiling",
+                    b,
+                    format!("error: {e}"),
+                    "-".into(),
+                    None,
+                    "≥ 0.5",
+                    None,
+                ));
+            } else if let (Some(imp), Some(raw)) = (f(t, "import_rate"), f(t, "raw_rate")) {
+                let ratio = imp / raw;
+                rows.push(row(
+                    &format!(
+                        "Import ceiling, {} entries (import vs raw batched writes)",
+                        t["entries"]
+                    ),
+                    b,
+                    format!("{imp:.0} entries/s"),
+                    format!("{raw:.0} records/s"),
+                    Some(ratio),
+                    "≥ 0.5",
+                    Some(ratio >= 0.5),
+                ));
+                let bpe =
+                    f(t, "packet_bytes").unwrap_or(0.0) / f(t, "packet_entries").unwrap_or(1.0);
+                rows.push(row(
+                    "Export rate (same packet)",
+                    b,
+                    format!(
+                        "{:.0} entries/s, {bpe:.0} B/entry",
+                        f(t, "export_rate").unwrap_or(0.0)
+                    ),
+                    "-".into(),
+                    None,
+                    "report",
+                    None,
+                ));
+                for (key, label) in [
+                    ("secs", "Empty export at"),
+                    ("pending_secs", "Empty export, restore request pending, at"),
+                ] {
+                    let levels: Vec<(u64, f64)> = t["empty"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|l| Some((l["history_entries"].as_u64()?, f(l, key)?)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if levels.is_empty() {
+                        continue;
+                    }
+                    let hi = levels.iter().map(|l| l.1).fold(f64::MIN, f64::max);
+                    let lo = levels.iter().map(|l| l.1).fold(f64::MAX, f64::min);
+                    let ratio = hi / lo;
+                    rows.push(row(
+                        &format!(
+                            "{label} {} entries",
+                            levels
+                                .iter()
+                                .map(|l| l.0.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" / ")
+                        ),
+                        b,
+                        levels
+                            .iter()
+                            .map(|l| secs(l.1))
+                            .collect::<Vec<_>>()
+                            .join(" / "),
+                        "-".into(),
+                        Some(ratio),
+                        "largest/smallest ≤ 1.5",
+                        Some(ratio <= 1.5),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = r.get("mem") {
+            if let Some(e) = err(t) {
+                rows.push(row(
+                    "Memory",
+                    b,
+                    format!("error: {e}"),
+                    "-".into(),
+                    None,
+                    "≤ 150 MiB",
+                    None,
+                ));
+            } else {
+                for side in ["export", "import"] {
+                    let s = &t[side];
+                    if let Some(kib) = s["vm_hwm_kib"].as_f64() {
+                        let mib = kib / 1024.0;
+                        let what = match side {
+                            "export" => format!(
+                                "Peak RSS, export of a {:.0} MiB packet",
+                                s["bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+                            ),
+                            _ => "Peak RSS, import of that packet".to_string(),
+                        };
+                        rows.push(row(
+                            &what,
+                            b,
+                            format!("{mib:.0} MiB ({})", secs(f(s, "secs").unwrap_or(0.0))),
+                            "-".into(),
+                            None,
+                            "≤ 150 MiB",
+                            Some(mib <= 150.0),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(t) = r.get("restore") {
+            if let Some(e) = err(t) {
+                rows.push(row(
+                    "Restore",
+                    b,
+                    format!("error: {e}"),
+                    "-".into(),
+                    None,
+                    "≤ 2",
+                    None,
+                ));
+            } else if let (Some(m), Some(p)) = (f(t, "secs"), f(t, "plain_secs")) {
+                let ratio = m / p;
+                rows.push(row(
+                    &format!("Restore of {} lost entries (restorereplica → unlock vs plain export + import)", t["entries"]),
+                    b, secs(m), secs(p), Some(ratio), "≤ 2", Some(ratio <= 2.0)));
+            }
+        }
+    }
+    rows
+}
+
+fn render(rows: &[Value]) -> String {
+    let mut s = String::from(
+        "| workload | backend | msite | baseline | ratio | goal | met |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let ratio = r["ratio"]
+            .as_f64()
+            .map(|x| format!("{x:.2}"))
+            .unwrap_or("-".into());
+        let met = match r["met"].as_bool() {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {ratio} | {} | {met} |\n",
+            r["workload"].as_str().unwrap_or(""),
+            r["backend"].as_str().unwrap_or(""),
+            r["msite"].as_str().unwrap_or(""),
+            r["baseline"].as_str().unwrap_or(""),
+            r["goal"].as_str().unwrap_or(""),
+        ));
+    }
+    s
+}

@@ -1,0 +1,508 @@
+//! The msite side of every workload, written once over [`Backend`] and run per engine.
+//!
+//! Every replica here lives in its own store directory under the work directory and uses
+//! the real clock ([`SystemEnv`]); packets go through part files, as the CLI does.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use msite_core::store::{Keyspace, Store, WriteBatch, WriteOptions};
+use msite_core::{Env, ExportOutcome, ImportOutcome, Incoming, Replica, SystemEnv};
+use serde_json::{json, Value};
+
+use crate::backend::Backend;
+use crate::util::{content, median, timed, tree_path, write_tree};
+
+/// Sizes of one bench run (`--quick` divides them by ten).
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    /// Files in the replicated tree (each 256 bytes).
+    pub tree_files: u64,
+    /// Separate single-file checkins in the increment.
+    pub inc_checkins: u64,
+    /// Entries imported in the ceiling workload.
+    pub ceiling_entries: u64,
+    /// Bytes of content in the memory workload's packet (1 MiB files).
+    pub mem_bytes: u64,
+    /// Runs for whole-process medians.
+    pub runs: usize,
+    /// Runs for the (fast) empty-export medians.
+    pub empty_runs: usize,
+}
+
+/// Size of every small file.
+pub const FILE_SIZE: usize = 256;
+/// Files in the small base tree (about 1k entries of history: an element and a version each).
+pub const SMALL_FILES: u64 = 500;
+/// Records per batch in the raw-write baseline (the same as core's import prefix commits).
+pub const RAW_BATCH: u64 = 50_000;
+
+/// The shared input trees, generated once per bench run.
+pub struct Inputs {
+    /// `tree_files` files in two halves `h0/` and `h1/`.
+    pub tree: PathBuf,
+    /// The first half of `tree` (the restore and ceiling workloads import it).
+    pub half: PathBuf,
+    /// 500 files: the base of the incremental workload and the 1k-entry history.
+    pub small: PathBuf,
+}
+
+/// Fresh directories under the work directory.
+pub struct Work {
+    root: PathBuf,
+    next: AtomicU64,
+}
+
+impl Work {
+    /// Directories go under `root`.
+    pub fn new(root: &Path) -> Self {
+        Work {
+            root: root.to_path_buf(),
+            next: AtomicU64::new(0),
+        }
+    }
+    /// A new, not yet existing path.
+    pub fn fresh(&self, tag: &str) -> PathBuf {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.root.join(format!("{tag}-{n}"))
+    }
+}
+
+/// Removes a directory, ignoring errors (clean-up of bench data only).
+fn rm(p: &Path) {
+    let _ = std::fs::remove_dir_all(p);
+}
+
+fn env() -> Arc<dyn Env> {
+    Arc::new(SystemEnv)
+}
+
+type Rep<B> = Replica<<B as Backend>::S>;
+
+/// The part files of a written packet.
+fn parts(out: &ExportOutcome) -> Result<(Vec<PathBuf>, u64, u64)> {
+    match out {
+        ExportOutcome::Written {
+            parts,
+            bytes,
+            entries,
+            ..
+        } => Ok((parts.clone(), *bytes, *entries)),
+        ExportOutcome::Nothing => bail!("the export wrote no packet"),
+    }
+}
+
+/// Creates replica `name` from `a` in a fresh store.
+fn mkreplica<B: Backend>(w: &Work, a: &Rep<B>, name: &str) -> Result<Rep<B>> {
+    mkreplica_at::<B>(w, a, name, &w.fresh(name))
+}
+
+/// Creates replica `name` from `a` in a new store at `dir`.
+fn mkreplica_at<B: Backend>(w: &Work, a: &Rep<B>, name: &str, dir: &Path) -> Result<Rep<B>> {
+    let pkt = w.fresh("pkt");
+    let plan = a.plan_mkreplica(name).context("plan_mkreplica")?;
+    let out = a
+        .write_plan_to_dir(&plan, &pkt, None)
+        .context("writing the creation packet")?;
+    let (files, _, _) = parts(&out)?;
+    let store = B::open_store(dir)?;
+    let r = Replica::create_from_packet(store, env(), Incoming::from_files(&files)?)
+        .context("create_from_packet")?;
+    rm(&pkt);
+    Ok(r)
+}
+
+/// Exports from `a` to `b` and imports there; `None` when there was nothing to send.
+fn transfer<S: Store>(w: &Work, a: &Replica<S>, b: &Replica<S>) -> Result<Option<ImportOutcome>> {
+    let pkt = w.fresh("pkt");
+    let out = a.export_to_dir(&b.id(), &pkt, None).context("export")?;
+    let res = match out {
+        ExportOutcome::Nothing => None,
+        ExportOutcome::Written { parts, .. } => {
+            Some(b.import(Incoming::from_files(&parts)?).context("import")?)
+        }
+    };
+    rm(&pkt);
+    Ok(res)
+}
+
+/// Exchanges packets both ways until neither side has anything to send.
+fn settle<S: Store>(w: &Work, a: &Replica<S>, b: &Replica<S>) -> Result<()> {
+    for _ in 0..20 {
+        let moved = transfer(w, a, b)?.is_some() | transfer(w, b, a)?.is_some();
+        if !moved {
+            return Ok(());
+        }
+    }
+    bail!("replicas {} and {} did not settle", a.name(), b.name())
+}
+
+fn import_tree<S: Store>(r: &Replica<S>, dir: &Path) -> Result<()> {
+    r.import_tree(dir, "main", "bench", "bench", |_| {})
+        .with_context(|| format!("import_tree {}", dir.display()))?;
+    Ok(())
+}
+
+/// Tree replication: `inputs.tree` checked in at A by `import_tree`; each run times
+/// `plan_mkreplica` + `write_plan_to_dir` at A plus `create_from_packet` into a new store.
+pub fn tree<B: Backend>(w: &Work, inputs: &Inputs, runs: usize) -> Result<Value> {
+    let a: Rep<B> = Replica::init(B::open_store(&w.fresh("tree-a"))?, env(), "bench", "a")?;
+    let ((), setup) = timed(|| import_tree(&a, &inputs.tree))?;
+    let (mut total, mut exp, mut imp) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bytes, mut entries) = (0, 0);
+    for k in 0..runs {
+        let pkt = w.fresh("pkt");
+        let (files, te) = timed(|| {
+            let plan = a.plan_mkreplica(&format!("b{k}"))?;
+            let out = a.write_plan_to_dir(&plan, &pkt, None)?;
+            let p = parts(&out)?;
+            Ok(p)
+        })?;
+        let dir = w.fresh("tree-b");
+        let (b, ti) = timed(|| {
+            let store = B::open_store(&dir)?;
+            Ok(Replica::create_from_packet(
+                store,
+                env(),
+                Incoming::from_files(&files.0)?,
+            )?)
+        })?;
+        drop(b);
+        (bytes, entries) = (files.1, files.2);
+        exp.push(te.as_secs_f64());
+        imp.push(ti.as_secs_f64());
+        total.push((te + ti).as_secs_f64());
+        rm(&pkt);
+        rm(&dir);
+    }
+    Ok(json!({
+        "secs": median(total), "export_secs": median(exp), "import_secs": median(imp),
+        "packet_bytes": bytes, "entries": entries, "runs": runs,
+        "setup_import_tree_secs": setup.as_secs_f64(),
+    }))
+}
+
+/// Incremental sync: `n` separate checkins at A after a base that every receiver holds;
+/// each run times export at A plus import at one receiver (one receiver per run).
+pub fn incremental<B: Backend>(w: &Work, inputs: &Inputs, n: u64, runs: usize) -> Result<Value> {
+    let a: Rep<B> = Replica::init(B::open_store(&w.fresh("inc-a"))?, env(), "bench", "a")?;
+    import_tree(&a, &inputs.small)?;
+    let mut recv = Vec::new();
+    for k in 0..runs {
+        recv.push(mkreplica::<B>(w, &a, &format!("b{k}"))?);
+    }
+    for b in &recv {
+        settle(w, &a, b)?;
+    }
+    let ((), checkins) = timed(|| {
+        for i in 0..n {
+            a.checkin(
+                &format!("inc/{}", tree_path(i)),
+                "main",
+                &content(0xfa57 << 32 | i, FILE_SIZE),
+                "bench",
+                "",
+            )?;
+        }
+        Ok(())
+    })?;
+    let (mut total, mut exp, mut imp) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bytes, mut entries) = (0, 0);
+    for b in &recv {
+        let pkt = w.fresh("pkt");
+        let (files, te) = timed(|| parts(&a.export_to_dir(&b.id(), &pkt, None)?))?;
+        let (out, ti) = timed(|| Ok(b.import(Incoming::from_files(&files.0)?)?))?;
+        if !matches!(out, ImportOutcome::Applied { .. }) {
+            bail!("the increment was not applied: {out:?}");
+        }
+        (bytes, entries) = (files.1, files.2);
+        exp.push(te.as_secs_f64());
+        imp.push(ti.as_secs_f64());
+        total.push((te + ti).as_secs_f64());
+        rm(&pkt);
+    }
+    Ok(json!({
+        "secs": median(total), "export_secs": median(exp), "import_secs": median(imp),
+        "packet_bytes": bytes, "entries": entries, "runs": runs,
+        "setup_checkins_per_sec": n as f64 / checkins.as_secs_f64(),
+    }))
+}
+
+/// Restore: R sends 100k entries (`inputs.half`) to S after a backup was taken; R is restored
+/// from it and recovers them with `restorereplica`. Times the recovery (restorereplica to
+/// unlock) against the plain transfer (export + import) of the same entries.
+pub fn restore<B: Backend>(w: &Work, inputs: &Inputs) -> Result<Value> {
+    let s: Rep<B> = Replica::init(B::open_store(&w.fresh("rst-s"))?, env(), "bench", "s")?;
+    let r = mkreplica::<B>(w, &s, "r")?;
+    settle(w, &s, &r)?;
+    let bk = w.fresh("rst-backup");
+    r.store().backup(&bk).context("backup")?;
+    import_tree(&r, &inputs.half)?;
+    let lost = r.own_row()?.get(&r.id());
+    let (plain, t_plain) = timed(|| transfer(w, &r, &s))?;
+    let applied = match plain {
+        Some(ImportOutcome::Applied { applied, .. }) => applied,
+        other => bail!("the plain transfer was not applied: {other:?}"),
+    };
+    drop(r);
+    let dest = w.fresh("rst-r2");
+    <B::S as Store>::restore_backup(&bk, &dest).context("restore_backup")?;
+    let r2: Rep<B> = Replica::open(B::open_store(&dest)?, env())?;
+    r2.mark_restored()?;
+    let (rounds, t_restore) = timed(|| {
+        r2.restorereplica(&[], false)?;
+        for round in 1..=10 {
+            transfer(w, &r2, &s)?;
+            if let Some(ImportOutcome::Applied { unlocked: true, .. }) = transfer(w, &s, &r2)? {
+                return Ok(round);
+            }
+        }
+        bail!("the restored replica did not unlock in 10 rounds")
+    })?;
+    let recovered = r2.own_row()?.get(&r2.id());
+    if recovered <= lost {
+        bail!("restore finished holding {recovered} own entries, fewer than the {lost} sent");
+    }
+    Ok(json!({
+        "secs": t_restore.as_secs_f64(), "plain_secs": t_plain.as_secs_f64(),
+        "entries": applied, "rounds": rounds,
+    }))
+}
+
+/// Times `runs` exports from `a` to `target` that should have nothing to send.
+fn empty_exports<S: Store>(
+    w: &Work,
+    a: &Replica<S>,
+    target: &msite_core::ReplicaId,
+    runs: usize,
+) -> Result<(f64, String)> {
+    let mut t = Vec::new();
+    let mut what = "nothing".to_string();
+    for _ in 0..runs {
+        let pkt = w.fresh("pkt");
+        let (out, d) = timed(|| Ok(a.export_to_dir(target, &pkt, None)?))?;
+        if let ExportOutcome::Written {
+            entries, reason, ..
+        } = out
+        {
+            what = format!("{reason} packet, {entries} entries");
+        }
+        t.push(d.as_secs_f64());
+        rm(&pkt);
+    }
+    Ok((median(t), what))
+}
+
+/// The empty-export measurements at one history size: a settled target, then the same on a
+/// copy of A holding a sibling's restore request.
+fn empty_level<B: Backend>(
+    w: &Work,
+    a: &Rep<B>,
+    target: &Rep<B>,
+    request: &[Vec<u8>],
+    runs: usize,
+) -> Result<Value> {
+    settle(w, a, target)?;
+    let history = a.last_lsn()?;
+    let (plain, plain_what) = empty_exports(w, a, &target.id(), runs)?;
+    let bk = w.fresh("empty-bk");
+    a.store().backup(&bk).context("backup")?;
+    let dir = w.fresh("empty-a2");
+    <B::S as Store>::restore_backup(&bk, &dir).context("restore_backup")?;
+    rm(&bk);
+    let a2: Rep<B> = Replica::open(B::open_store(&dir)?, env())?;
+    a2.import(Incoming::from_parts(request.to_vec(), "restore request")?)
+        .context("importing the restore request")?;
+    if a2.held_requests()?.is_empty() {
+        bail!("the copy of A holds no restore request");
+    }
+    let (pending, pending_what) = empty_exports(w, &a2, &target.id(), runs)?;
+    drop(a2);
+    rm(&dir);
+    Ok(json!({
+        "history_entries": history, "secs": plain, "what": plain_what,
+        "pending_secs": pending, "pending_what": pending_what,
+    }))
+}
+
+/// Import ceiling and empty exports on one growing replica A:
+/// 1k entries (settled with B) → `tree_files` entries (settled with B) → `ceiling_entries`
+/// entries, all sent in one packet to C (created empty at the start; the ceiling), settled.
+/// Empty exports are timed at each of the three sizes. Rewrites `inputs.half` (last user).
+pub fn ceiling<B: Backend>(w: &Work, inputs: &Inputs, sizes: &Sizes) -> Result<Value> {
+    let a: Rep<B> = Replica::init(B::open_store(&w.fresh("ceil-a"))?, env(), "bench", "a")?;
+    let b = mkreplica::<B>(w, &a, "b")?;
+    let c = mkreplica::<B>(w, &a, "c")?;
+    let d = mkreplica::<B>(w, &a, "d")?;
+    for r in [&b, &c, &d] {
+        settle(w, &a, r)?;
+    }
+    // D's restore request, built once from a restored copy of D.
+    let dbk = w.fresh("ceil-dbk");
+    d.store().backup(&dbk).context("backup")?;
+    let ddir = w.fresh("ceil-d2");
+    <B::S as Store>::restore_backup(&dbk, &ddir).context("restore_backup")?;
+    let d2: Rep<B> = Replica::open(B::open_store(&ddir)?, env())?;
+    d2.mark_restored()?;
+    d2.restorereplica(&[], false)?;
+    let request = d2
+        .export_to_parts(&a.id(), None)?
+        .context("the restored replica sent no request")?;
+    drop(d2);
+
+    let mut levels = Vec::new();
+    import_tree(&a, &inputs.small)?;
+    levels.push(empty_level::<B>(w, &a, &b, &request, sizes.empty_runs)?);
+    import_tree(&a, &inputs.half)?;
+    levels.push(empty_level::<B>(w, &a, &b, &request, sizes.empty_runs)?);
+    let half = sizes.tree_files / 2;
+    let mut round = 0;
+    while a.last_lsn()? + half <= sizes.ceiling_entries + SMALL_FILES * 2 {
+        round += 1;
+        write_tree(&inputs.half, half, FILE_SIZE, 100 + round)?;
+        import_tree(&a, &inputs.half)?;
+    }
+    let pkt = w.fresh("pkt");
+    let ((files, bytes, entries), t_exp) =
+        timed(|| parts(&a.export_to_dir(&c.id(), &pkt, None)?))?;
+    let (out, t_imp) = timed(|| Ok(c.import(Incoming::from_files(&files)?)?))?;
+    let applied = match out {
+        ImportOutcome::Applied { applied, .. } => applied,
+        other => bail!("the ceiling packet was not applied: {other:?}"),
+    };
+    rm(&pkt);
+    levels.push(empty_level::<B>(w, &a, &c, &request, sizes.empty_runs)?);
+    let (raw_records, t_raw) = raw_writes::<B>(w, applied)?;
+    Ok(json!({
+        "entries": applied, "export_secs": t_exp.as_secs_f64(), "import_secs": t_imp.as_secs_f64(),
+        "packet_bytes": bytes, "packet_entries": entries,
+        "import_rate": applied as f64 / t_imp.as_secs_f64(),
+        "export_rate": entries as f64 / t_exp.as_secs_f64(),
+        "raw_records": raw_records, "raw_secs": t_raw.as_secs_f64(),
+        "raw_rate": raw_records as f64 / t_raw.as_secs_f64(),
+        "empty": levels,
+    }))
+}
+
+/// The engine's raw batched-write rate: `n` records of 16-byte keys and 256-byte values,
+/// written in batches of [`RAW_BATCH`] without sync, then one synced empty batch.
+fn raw_writes<B: Backend>(w: &Work, n: u64) -> Result<(u64, std::time::Duration)> {
+    let dir = w.fresh("raw");
+    let store = B::open_store(&dir)?;
+    let value = content(0x4a4a, FILE_SIZE);
+    let ((), t) = timed(|| {
+        let mut i = 0u64;
+        while i < n {
+            let mut batch = store.batch();
+            let end = (i + RAW_BATCH).min(n);
+            while i < end {
+                let mut key = [0u8; 16];
+                key[..8].copy_from_slice(&0x6d73_6974_6562_6e63u64.to_be_bytes());
+                key[8..].copy_from_slice(&i.to_be_bytes());
+                batch.put(Keyspace::Oplog, &key, &value);
+                i += 1;
+            }
+            store.write(batch, WriteOptions::NO_SYNC)?;
+        }
+        store.write(store.batch(), WriteOptions::SYNC)?;
+        Ok(())
+    })?;
+    drop(store);
+    rm(&dir);
+    Ok((n, t))
+}
+
+/// Memory: A holds `mem` (1 MiB files), B was created before they were checked in; the
+/// export at A and the import at B each run in a child process that reports its `VmHWM`.
+pub fn memory<B: Backend>(w: &Work, mem: &Path) -> Result<Value> {
+    let a_dir = w.fresh("mem-a");
+    let a: Rep<B> = Replica::init(B::open_store(&a_dir)?, env(), "bench", "a")?;
+    let b_dir = w.fresh("mem-b");
+    let b = mkreplica_at::<B>(w, &a, "b", &b_dir)?;
+    settle(w, &a, &b)?;
+    let b_id = b.id().to_hex();
+    drop(b);
+    import_tree(&a, mem)?;
+    drop(a);
+    let pkt = w.fresh("mem-pkt");
+    let exe = std::env::current_exe().context("finding the bench executable")?;
+    let export = child(
+        &exe,
+        &["export", B::NAME, path(&a_dir)?, &b_id, path(&pkt)?],
+    )?;
+    let mut args = vec![
+        "import".to_string(),
+        B::NAME.to_string(),
+        path(&b_dir)?.into(),
+    ];
+    for f in crate::util::files_in(&pkt)? {
+        args.push(path(&f)?.into());
+    }
+    let import = child(&exe, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    rm(&pkt);
+    rm(&a_dir);
+    rm(&b_dir);
+    Ok(json!({ "export": export, "import": import }))
+}
+
+fn path(p: &Path) -> Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))
+}
+
+/// Runs a hidden `__child` subcommand and parses the JSON line it prints.
+fn child(exe: &Path, args: &[&str]) -> Result<Value> {
+    let out = std::process::Command::new(exe)
+        .arg("__child")
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} __child {}", exe.display(), args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "child `{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("parsing the child's report")
+}
+
+/// The hidden subcommand: `export BACKEND A_DIR TARGET_HEX PKT_DIR` or
+/// `import BACKEND B_DIR PART...`; prints `{"secs", "vm_hwm_kib", ...}`.
+pub fn child_main(args: &[String]) -> Result<()> {
+    let [what, backend, rest @ ..] = args else {
+        bail!("usage: __child export|import BACKEND ...");
+    };
+    let report = crate::with_backend!(backend.as_str(), B => child_run::<B>(what, rest))?;
+    println!("{report}");
+    Ok(())
+}
+
+fn child_run<B: Backend>(what: &str, rest: &[String]) -> Result<Value> {
+    match (what, rest) {
+        ("export", [dir, target, pkt]) => {
+            let a: Rep<B> = Replica::open(B::open_store(Path::new(dir))?, env())?;
+            let target = msite_core::ReplicaId::from_hex(target).context("bad replica id")?;
+            let (out, t) = timed(|| Ok(a.export_to_dir(&target, Path::new(pkt), None)?))?;
+            let (_, bytes, entries) = parts(&out)?;
+            Ok(
+                json!({"secs": t.as_secs_f64(), "bytes": bytes, "entries": entries,
+                      "vm_hwm_kib": crate::util::vm_hwm_kib()?}),
+            )
+        }
+        ("import", [dir, files @ ..]) => {
+            let b: Rep<B> = Replica::open(B::open_store(Path::new(dir))?, env())?;
+            let files: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+            let (out, t) = timed(|| Ok(b.import(Incoming::from_files(&files)?)?))?;
+            let applied = match out {
+                ImportOutcome::Applied { applied, .. } => applied,
+                other => bail!("the packet was not applied: {other:?}"),
+            };
+            Ok(json!({"secs": t.as_secs_f64(), "applied": applied,
+                      "vm_hwm_kib": crate::util::vm_hwm_kib()?}))
+        }
+        _ => bail!("usage: __child export BACKEND DIR TARGET PKT | import BACKEND DIR PART..."),
+    }
+}
