@@ -1,1 +1,47 @@
-//! msite's `Store` for sqlite. Read `msite_core::store`'s documentation first.
+//! msite's [`Store`](msite_core::store::Store) for SQLite. Read `msite_core::store`'s
+//! documentation first: this crate only maps that contract onto SQLite.
+//!
+//! # Layout
+//!
+//! A store is a directory:
+//!
+//! ```text
+//! DIR/LOCK             held with an OS file lock (std `File::try_lock`) while the store is open
+//! DIR/store.sqlite3    the database, in WAL mode (plus its -wal and -shm files while open)
+//! ```
+//!
+//! Each [`Keyspace`](msite_core::store::Keyspace) is a table
+//! `kv_NAME (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID`; SQLite compares BLOBs with
+//! `memcmp`, shorter first, which is exactly the contract's key order.
+//!
+//! # Mapping
+//!
+//! * **Writes** go through one writer connection behind a mutex: a [`SqliteBatch`] becomes one
+//!   `BEGIN IMMEDIATE … COMMIT` transaction. Guards are checked inside it before any operation
+//!   runs; a failed guard rolls it back.
+//! * **Durability**: a synced write commits with `PRAGMA synchronous = FULL` (WAL fsynced at
+//!   commit), an unsynced one with `NORMAL` (WAL fsynced only at checkpoints: a power failure
+//!   may lose the last transactions whole, never part of one). An empty synced batch fsyncs the
+//!   WAL file, so it still makes earlier unsynced writes durable.
+//! * **Poisoning**: a synced write that fails for any reason but a guard poisons the store.
+//! * **Reads** use a small pool of reader connections. A [`SqliteSnapshot`] is a read
+//!   transaction held on one of them (WAL readers never block the writer). Scans fetch chunks
+//!   of at most 512 rows or 8 MiB and resume after the last key, so no statement stays open
+//!   between calls; a scan on the store itself runs in its own read transaction, so it is
+//!   consistent too. A live snapshot or iterator keeps checkpoints from recycling the WAL, so
+//!   keep them short.
+//! * **Vendor tools**: `backup` is SQLite's online backup API, copying every page in one step
+//!   within one read transaction; `restore_backup` copies back the same way and runs
+//!   `PRAGMA quick_check`; `check_integrity` is `PRAGMA integrity_check`. `SQLITE_CORRUPT` and
+//!   `SQLITE_NOTADB` become [`Error::Corruption`](msite_core::store::Error::Corruption).
+
+mod batch;
+mod error;
+mod iter;
+mod snapshot;
+mod store;
+
+pub use batch::SqliteBatch;
+pub use iter::SqliteIter;
+pub use snapshot::SqliteSnapshot;
+pub use store::SqliteStore;

@@ -8,9 +8,11 @@
 //! * [`FaultyStore`]: wraps any store and, driven by a shared [`FaultPlan`], fails chosen
 //!   writes, poisons itself after a failed durable write, and simulates crashes that lose
 //!   unsynced writes or tear the last one.
+//! * [`bench`]: the store-ceiling workload every backend's benchmark runs.
 //! * [`conformance`]: the one suite every backend must pass, stamped into a backend's tests by
 //!   [`store_conformance_tests!`](crate::store_conformance_tests).
 
+pub mod bench;
 pub mod conformance;
 mod faulty;
 mod mem;

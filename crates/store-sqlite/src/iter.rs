@@ -1,0 +1,159 @@
+//! [`SqliteIter`]: ordered, bounded scans fetched in chunks.
+//!
+//! Each refill runs `SELECT k, v … WHERE <bounds> ORDER BY k LIMIT 512` and stops early once
+//! 8 MiB of data are buffered; the next refill resumes after the last key returned. No
+//! statement stays open between calls to `next`, and the read transaction the scan runs in
+//! (the snapshot's, or the scan's own) keeps the chunks consistent with each other.
+
+use std::collections::VecDeque;
+use std::ops::{Bound, Deref};
+
+use msite_core::store::{KeyRange, KeyValue, Keyspace, Result};
+use rusqlite::types::ToSql;
+use rusqlite::Connection;
+
+use crate::error::SqlResultExt;
+use crate::store::{sql, Reader};
+
+/// Rows fetched per refill.
+const CHUNK_ROWS: usize = 512;
+/// Bytes buffered per refill, at most (one row more than this).
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// The connection a scan reads through: a snapshot's, or its own read transaction.
+pub(crate) enum ReadConn<'a> {
+    Borrowed(&'a Reader<'a>),
+    Owned(Reader<'a>),
+}
+
+impl Deref for ReadConn<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            ReadConn::Borrowed(r) => r,
+            ReadConn::Owned(r) => r,
+        }
+    }
+}
+
+/// A scan of a [`SqliteStore`](crate::SqliteStore) or [`SqliteSnapshot`](crate::SqliteSnapshot).
+pub struct SqliteIter<'a> {
+    conn: ReadConn<'a>,
+    ks: Keyspace,
+    next_start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    buf: VecDeque<KeyValue>,
+    done: bool,
+}
+
+impl<'a> SqliteIter<'a> {
+    pub(crate) fn new(conn: ReadConn<'a>, ks: Keyspace, range: KeyRange) -> Self {
+        SqliteIter {
+            conn,
+            ks,
+            next_start: range.start,
+            end: range.end,
+            buf: VecDeque::new(),
+            done: false,
+        }
+    }
+}
+
+/// Whether the bounds select no key at all (start after end, or equal and excluded).
+fn range_is_empty(start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
+    match (start, end) {
+        (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
+        (Bound::Included(s), Bound::Included(e)) => s > e,
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
+            s >= e
+        }
+    }
+}
+
+fn bound_value(b: &Bound<Vec<u8>>) -> Option<&Vec<u8>> {
+    match b {
+        Bound::Included(v) | Bound::Excluded(v) => Some(v),
+        Bound::Unbounded => None,
+    }
+}
+
+/// Fetch the next chunk into `buf`; returns whether the scan is complete.
+fn refill(
+    conn: &Connection,
+    ks: Keyspace,
+    start: &Bound<Vec<u8>>,
+    end: &Bound<Vec<u8>>,
+    buf: &mut VecDeque<KeyValue>,
+) -> Result<bool> {
+    if range_is_empty(start, end) {
+        return Ok(true);
+    }
+    let mut conds = Vec::with_capacity(2);
+    match start {
+        Bound::Included(_) => conds.push("k >= :s"),
+        Bound::Excluded(_) => conds.push("k > :s"),
+        Bound::Unbounded => {}
+    }
+    match end {
+        Bound::Included(_) => conds.push("k <= :e"),
+        Bound::Excluded(_) => conds.push("k < :e"),
+        Bound::Unbounded => {}
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    let query = format!(
+        "SELECT k, v FROM {}{filter} ORDER BY k LIMIT {CHUNK_ROWS}",
+        sql(ks).table
+    );
+    let mut stmt = conn.prepare_cached(&query).r2e()?;
+    let mut params: Vec<(&str, &dyn ToSql)> = Vec::with_capacity(2);
+    if let Some(s) = bound_value(start) {
+        params.push((":s", s));
+    }
+    if let Some(e) = bound_value(end) {
+        params.push((":e", e));
+    }
+    let mut rows = stmt.query(params.as_slice()).r2e()?;
+    let (mut n, mut bytes) = (0, 0);
+    while let Some(row) = rows.next().r2e()? {
+        let k: Vec<u8> = row.get(0).r2e()?;
+        let v: Vec<u8> = row.get(1).r2e()?;
+        n += 1;
+        bytes += k.len() + v.len();
+        buf.push_back((k, v));
+        if bytes >= CHUNK_BYTES {
+            return Ok(false);
+        }
+    }
+    Ok(n < CHUNK_ROWS)
+}
+
+impl Iterator for SqliteIter<'_> {
+    type Item = Result<KeyValue>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() && !self.done {
+            match refill(
+                &self.conn,
+                self.ks,
+                &self.next_start,
+                &self.end,
+                &mut self.buf,
+            ) {
+                Ok(done) => self.done = done,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+            if let Some((k, _)) = self.buf.back() {
+                self.next_start = Bound::Excluded(k.clone());
+            }
+        }
+        self.buf.pop_front().map(Ok)
+    }
+}

@@ -1,0 +1,36 @@
+//! [`SqliteSnapshot`]: a read transaction on a pooled reader connection.
+
+use msite_core::store::{KeyRange, Keyspace, ReadView, Result, ScanIter};
+use rusqlite::OptionalExtension;
+
+use crate::error::SqlResultExt;
+use crate::iter::{ReadConn, SqliteIter};
+use crate::store::{sql, Reader};
+
+/// A consistent view of a [`SqliteStore`](crate::SqliteStore): a WAL read transaction that
+/// lives as long as the snapshot. It never blocks the writer, but while it lives checkpoints
+/// cannot recycle the WAL.
+pub struct SqliteSnapshot<'a> {
+    pub(crate) reader: Reader<'a>,
+}
+
+impl ReadView for SqliteSnapshot<'_> {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let v = self
+            .reader
+            .prepare_cached(sql(ks).get)
+            .r2e()?
+            .query_row([key], |row| row.get(0))
+            .optional()
+            .r2e()?;
+        Ok(v)
+    }
+
+    fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
+        Ok(Box::new(SqliteIter::new(
+            ReadConn::Borrowed(&self.reader),
+            ks,
+            range,
+        )))
+    }
+}

@@ -1,0 +1,459 @@
+//! [`SqliteStore`]: opening, the writer, the reader pool and the vendor tools.
+
+use std::fs::{self, File, OpenOptions};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use msite_core::store::{
+    Error, KeyRange, Keyspace, ReadView, Result, ScanIter, Store, WriteOptions,
+};
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::batch::{Kind, SqliteBatch};
+use crate::error::{map, SqlResultExt, BACKEND};
+use crate::iter::{ReadConn, SqliteIter};
+use crate::snapshot::SqliteSnapshot;
+
+/// The database file inside the store directory.
+pub(crate) const DB_FILE: &str = "store.sqlite3";
+const LOCK_FILE: &str = "LOCK";
+/// Reader connections kept open for reuse.
+const MAX_IDLE_READERS: usize = 16;
+/// Enough for every per-keyspace statement and every scan shape.
+const STATEMENT_CACHE: usize = 128;
+
+/// The SQL of one keyspace's table.
+pub(crate) struct KsSql {
+    pub(crate) table: &'static str,
+    pub(crate) create: &'static str,
+    pub(crate) get: &'static str,
+    pub(crate) put: &'static str,
+    pub(crate) delete: &'static str,
+    pub(crate) delete_range: &'static str,
+}
+
+macro_rules! ks_sql {
+    ($table:literal) => {
+        KsSql {
+            table: $table,
+            create: concat!(
+                "CREATE TABLE IF NOT EXISTS ",
+                $table,
+                " (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
+            ),
+            get: concat!("SELECT v FROM ", $table, " WHERE k = ?1"),
+            put: concat!("INSERT OR REPLACE INTO ", $table, " (k, v) VALUES (?1, ?2)"),
+            delete: concat!("DELETE FROM ", $table, " WHERE k = ?1"),
+            delete_range: concat!("DELETE FROM ", $table, " WHERE k >= ?1 AND k < ?2"),
+        }
+    };
+}
+
+/// Indexed by `Keyspace as usize`, i.e. in the order of [`Keyspace::ALL`] (a test checks).
+const SQL: [KsSql; 6] = [
+    ks_sql!("kv_meta"),
+    ks_sql!("kv_oplog"),
+    ks_sql!("kv_epochs"),
+    ks_sql!("kv_peers"),
+    ks_sql!("kv_state"),
+    ks_sql!("kv_blobs"),
+];
+
+/// The SQL of `ks`'s table.
+pub(crate) fn sql(ks: Keyspace) -> &'static KsSql {
+    &SQL[ks as usize]
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic under these locks leaves a connection whose open transaction (if any) rolls
+    // back when its `Transaction` guard drops, or an idle-connection list: both usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(30)).r2e()?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+/// The writer connection and the `synchronous` setting it currently has.
+struct Writer {
+    conn: Connection,
+    synchronous_full: bool,
+}
+
+/// An ordered key-value store in a SQLite database. See the [crate documentation](crate).
+pub struct SqliteStore {
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Mutex<Vec<Connection>>,
+    poisoned: AtomicBool,
+    /// The lock on `DIR/LOCK`; dropped (and so released) after the connections above.
+    _lock: File,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating it if needed) the store in directory `dir`.
+    ///
+    /// Fails with [`Error::Locked`] if the directory is open elsewhere (in this process or
+    /// another) and with [`Error::Corruption`] if SQLite finds the database damaged.
+    pub fn open(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let lock = lock_dir(dir)?;
+        let conn = Connection::open(dir.join(DB_FILE)).r2e()?;
+        configure(&conn)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .r2e()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                source: format!(
+                    "could not switch {} to WAL mode (got {mode})",
+                    dir.display()
+                )
+                .into(),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL").r2e()?;
+        conn.pragma_update(None, "cache_size", -65536).r2e()?;
+        let mut create = String::new();
+        for ks in Keyspace::ALL {
+            create.push_str(sql(ks).create);
+            create.push_str(";\n");
+        }
+        conn.execute_batch(&create).r2e()?;
+        Ok(SqliteStore {
+            dir: dir.to_path_buf(),
+            writer: Mutex::new(Writer {
+                conn,
+                synchronous_full: false,
+            }),
+            readers: Mutex::new(Vec::new()),
+            poisoned: AtomicBool::new(false),
+            _lock: lock,
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A reader connection from the pool (or a new one), in autocommit mode.
+    pub(crate) fn reader(&self) -> Result<Reader<'_>> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    self.dir.join(DB_FILE),
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .r2e()?;
+                configure(&c)?;
+                c.pragma_update(None, "query_only", true).r2e()?;
+                c
+            }
+        };
+        Ok(Reader {
+            conn: Some(conn),
+            store: self,
+            in_txn: false,
+        })
+    }
+
+    fn write_locked(&self, w: &mut Writer, batch: &SqliteBatch, opts: WriteOptions) -> Result<()> {
+        if batch.ops.is_empty() && batch.expects.is_empty() {
+            if opts.sync {
+                // Make earlier unsynced commits durable: they are all in the WAL file.
+                match File::open(self.dir.join(format!("{DB_FILE}-wal"))) {
+                    Ok(f) => f.sync_all()?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(());
+        }
+        if w.synchronous_full != opts.sync {
+            let level = if opts.sync { "FULL" } else { "NORMAL" };
+            w.conn.pragma_update(None, "synchronous", level).r2e()?;
+            w.synchronous_full = opts.sync;
+        }
+        let tx = w
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .r2e()?;
+        for e in &batch.expects {
+            let current: Option<Vec<u8>> = tx
+                .prepare_cached(sql(e.ks).get)
+                .r2e()?
+                .query_row([batch.bytes(&e.key)], |r| r.get(0))
+                .optional()
+                .r2e()?;
+            if current.as_deref() != e.value.as_ref().map(|v| batch.bytes(v)) {
+                // Dropping `tx` rolls the (still empty) transaction back.
+                return Err(Error::Precondition { keyspace: e.ks });
+            }
+        }
+        {
+            let mut puts: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
+            let mut deletes: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
+            for op in &batch.ops {
+                let i = op.ks as usize;
+                let (a, b) = (batch.bytes(&op.a), batch.bytes(&op.b));
+                match op.kind {
+                    Kind::Put => {
+                        let st = match &mut puts[i] {
+                            Some(st) => st,
+                            slot @ None => slot.insert(tx.prepare_cached(sql(op.ks).put).r2e()?),
+                        };
+                        st.execute([a, b]).r2e()?;
+                    }
+                    Kind::Delete => {
+                        let st = match &mut deletes[i] {
+                            Some(st) => st,
+                            slot @ None => slot.insert(tx.prepare_cached(sql(op.ks).delete).r2e()?),
+                        };
+                        st.execute([a]).r2e()?;
+                    }
+                    Kind::DeleteRange => {
+                        if a < b {
+                            tx.prepare_cached(sql(op.ks).delete_range)
+                                .r2e()?
+                                .execute([a, b])
+                                .r2e()?;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit().r2e()
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(Error::Io(e)),
+    }
+}
+
+/// Create `dir` if needed; refuse it if it holds anything.
+fn prepare_empty_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        if fs::read_dir(dir)?.next().is_some() {
+            return Err(Error::Invalid(format!(
+                "{} exists and is not empty",
+                dir.display()
+            )));
+        }
+    } else {
+        fs::create_dir_all(dir)?;
+    }
+    Ok(())
+}
+
+/// Copy the database `src` into a new database file `to` with the online backup API, in one
+/// step, i.e. within one read transaction of `src`: a consistent copy.
+fn copy_database(src: &Connection, to: &Path) -> Result<()> {
+    let mut dst = Connection::open(to).r2e()?;
+    {
+        let backup = Backup::new(src, &mut dst).r2e()?;
+        let mut busy = 0;
+        loop {
+            match backup.step(-1).r2e()? {
+                StepResult::Done => break,
+                StepResult::More => {}
+                _ if busy < 1000 => {
+                    busy += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    return Err(Error::Backend {
+                        backend: BACKEND,
+                        source: "the online backup kept finding the database busy".into(),
+                    })
+                }
+            }
+        }
+    }
+    dst.close().map_err(|(_, e)| map(e))?;
+    if let Some(dir) = to.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// A pooled reader connection; returns to the pool on drop (after ending its transaction).
+pub(crate) struct Reader<'a> {
+    /// Always `Some` until dropped.
+    conn: Option<Connection>,
+    store: &'a SqliteStore,
+    in_txn: bool,
+}
+
+impl Reader<'_> {
+    /// Start a read transaction and pin its snapshot by reading from the database.
+    pub(crate) fn begin_read(&mut self) -> Result<()> {
+        self.execute_batch("BEGIN DEFERRED").r2e()?;
+        self.in_txn = true;
+        // In WAL mode the snapshot is taken by the first read, not by BEGIN.
+        self.prepare_cached(sql(Keyspace::Meta).get)
+            .r2e()?
+            .query_row([&b""[..]], |r| r.get::<_, Vec<u8>>(0))
+            .optional()
+            .r2e()?;
+        Ok(())
+    }
+}
+
+impl Deref for Reader<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match &self.conn {
+            Some(c) => c,
+            // `conn` is only taken in `drop`.
+            None => unreachable!("reader connection used after drop"),
+        }
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.in_txn && conn.execute_batch("ROLLBACK").is_err() {
+            return; // A connection in an unknown state is closed, not reused.
+        }
+        let mut pool = lock(&self.store.readers);
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+    }
+}
+
+impl ReadView for SqliteStore {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let r = self.reader()?;
+        let v = r
+            .prepare_cached(sql(ks).get)
+            .r2e()?
+            .query_row([key], |row| row.get(0))
+            .optional()
+            .r2e()?;
+        Ok(v)
+    }
+
+    fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
+        let mut r = self.reader()?;
+        r.begin_read()?;
+        Ok(Box::new(SqliteIter::new(ReadConn::Owned(r), ks, range)))
+    }
+}
+
+impl Store for SqliteStore {
+    type Batch = SqliteBatch;
+    type Snapshot<'a> = SqliteSnapshot<'a>;
+
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn batch(&self) -> SqliteBatch {
+        SqliteBatch::default()
+    }
+
+    fn write(&self, batch: SqliteBatch, opts: WriteOptions) -> Result<()> {
+        let mut w = lock(&self.writer);
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        let res = self.write_locked(&mut w, &batch, opts);
+        if let Err(e) = &res {
+            if opts.sync && !matches!(e, Error::Precondition { .. }) {
+                self.poisoned.store(true, Ordering::Release);
+            }
+        }
+        res
+    }
+
+    fn snapshot(&self) -> Result<SqliteSnapshot<'_>> {
+        let mut r = self.reader()?;
+        r.begin_read()?;
+        Ok(SqliteSnapshot { reader: r })
+    }
+
+    fn backup(&self, dest: &Path) -> Result<()> {
+        prepare_empty_dir(dest)?;
+        let r = self.reader()?;
+        copy_database(&r, &dest.join(DB_FILE))
+    }
+
+    fn check_integrity(&self) -> Result<()> {
+        let r = self.reader()?;
+        integrity_check(&r, "integrity_check")
+    }
+
+    fn restore_backup(backup: &Path, dest: &Path) -> Result<()> {
+        let src_path = backup.join(DB_FILE);
+        if !src_path.is_file() {
+            return Err(Error::Invalid(format!(
+                "{} holds no SQLite store backup",
+                backup.display()
+            )));
+        }
+        prepare_empty_dir(dest)?;
+        let src = Connection::open_with_flags(&src_path, OpenFlags::SQLITE_OPEN_READ_ONLY).r2e()?;
+        integrity_check(&src, "quick_check")?;
+        copy_database(&src, &dest.join(DB_FILE))
+    }
+}
+
+/// Run `PRAGMA integrity_check` or `quick_check`; anything but a single "ok" is corruption.
+fn integrity_check(conn: &Connection, pragma: &str) -> Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA {pragma}")).r2e()?;
+    let found: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .r2e()?
+        .collect::<rusqlite::Result<_>>()
+        .r2e()?;
+    if found.len() == 1 && found[0] == "ok" {
+        Ok(())
+    } else {
+        Err(Error::Corruption(found.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_table_order_matches_keyspace_order() {
+        for ks in Keyspace::ALL {
+            assert_eq!(sql(ks).table, format!("kv_{}", ks.name()));
+        }
+    }
+}
