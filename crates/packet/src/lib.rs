@@ -12,6 +12,35 @@
 //! - Parts: [`group_parts`] groups part files into logical packets and reports missing or
 //!   duplicated parts; [`LogicalPacket::records`] reads a complete logical packet in order.
 //! - Inspection: [`summarize`] / [`verify`] and [`entries`] for `msite lspacket`.
+//!
+//! ```
+//! use msite_packet::{wire, encode_entry, encode_to_vec, entry_hash, PacketReader, Record, WriteOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let header = wire::Header {
+//!     family: wire::Id([1; 16]), family_name: "fam".into(),
+//!     sender: wire::Id([2; 16]), sender_name: "boston".into(), sender_incarnation: 0,
+//!     targets: vec![], bases: vec![], sender_row: vec![], controls: vec![],
+//!     created_ms: 0, new_replica: wire::Id::default(), comment: String::new(),
+//! };
+//! let mut e = wire::Entry {
+//!     origin: wire::Id([2; 16]), number: 1, incarnation: 0, time_ms: 0, prev: [0; 32],
+//!     op: wire::Op::MkBrType { name: "main".into() }, hash: [0; 32],
+//! };
+//! e.hash = entry_hash(&e);
+//! let records = vec![Record::Entry(encode_entry(&e))];
+//! let bytes = encode_to_vec(wire::Kind::Update, &header, records.clone(), &WriteOptions::new(wire::Id([9; 16])))?;
+//!
+//! let reader = PacketReader::new(bytes.as_slice())?; // envelope and header verified
+//! assert_eq!(reader.header(), &header);
+//! let mut got = Vec::new();
+//! for r in reader.records() {
+//!     got.push(r?); // each chunk verified before its records; trailer verified at the end
+//! }
+//! assert_eq!(got, records);
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 mod entry;

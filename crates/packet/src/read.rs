@@ -447,6 +447,20 @@ impl<R: Read> Records<R> {
         Ok(())
     }
 
+    /// Fills `out` from the stream, across chunks.
+    fn take_array(&mut self, out: &mut [u8]) -> Result<(), DecodeError> {
+        let avail = self.chunk.len() - self.pos;
+        if avail >= out.len() {
+            out.copy_from_slice(&self.chunk[self.pos..self.pos + out.len()]);
+            self.pos += out.len();
+            return Ok(());
+        }
+        let mut v = Vec::with_capacity(out.len());
+        self.take(out.len(), Some(&mut v))?;
+        out.copy_from_slice(&v);
+        Ok(())
+    }
+
     fn finish_trailer(&mut self) -> Result<(), DecodeError> {
         let at = self.r.input.offset - 1;
         let mut t = [0u8; format::TRAILER_LEN - 32 - 1];
@@ -500,8 +514,8 @@ impl<R: Read> Records<R> {
                 return Ok(None);
             }
             let at = self.stream;
-            let mut prefix = Vec::with_capacity(format::RECORD_PREFIX_LEN);
-            self.take(format::RECORD_PREFIX_LEN, Some(&mut prefix))?;
+            let mut prefix = [0u8; format::RECORD_PREFIX_LEN];
+            self.take_array(&mut prefix)?;
             let tag = prefix[0];
             let len = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
             if len > format::MAX_RECORD_LEN {
@@ -529,10 +543,8 @@ impl<R: Read> Records<R> {
                             "blob record shorter than its hash",
                         ));
                     }
-                    let mut h = Vec::with_capacity(32);
-                    self.take(32, Some(&mut h))?;
                     let mut hash = [0u8; 32];
-                    hash.copy_from_slice(&h);
+                    self.take_array(&mut hash)?;
                     let mut bytes = Vec::with_capacity((len - 32).min(self.chunk.len() - self.pos));
                     self.take(len - 32, Some(&mut bytes))?;
                     self.stats.blobs += 1;
