@@ -12,6 +12,7 @@ mod bench;
 mod ci;
 mod exec;
 mod fuzz;
+mod model;
 mod sim;
 mod test;
 #[cfg(test)]
@@ -42,6 +43,8 @@ enum Cmd {
     Fuzz(fuzz::Args),
     /// Run the deterministic protocol simulator (crates/sim).
     Sim(sim::Args),
+    /// Exhaustively model-check the restore protocol (crates/model).
+    Model(model::Args),
     /// Run the side-by-side benchmarks (release build; `--quick` for a smoke run).
     Bench(bench::Args),
 }
@@ -88,6 +91,7 @@ fn dispatch(cmd: &Cmd) -> Result<Report> {
         Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Sim(args) => sim::run(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Model(args) => model::run(args),
     }
 }
 

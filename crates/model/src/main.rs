@@ -1,0 +1,230 @@
+//! `msite-model`: runs the exhaustive (BFS) model check of the restore protocol and prints the
+//! number of states explored, each property's verdict and any counterexample path.
+//!
+//! Usage: `msite-model [--writes N] [--backups N] [--restores N] [--rollbacks N] [--packets N]
+//! [--in-flight N] [--actors A,B,C] [--threads N] [--depth N]`. Without bounds it checks a
+//! built-in suite of configurations ([`suite`]). Exits 1 when a safety or completion property
+//! is violated (reachability properties are informative), 2 on bad arguments.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use msite_model::{describe, Bounds, ProtocolModel};
+use stateright::{Checker, Model};
+
+struct Opts {
+    bounds: Bounds,
+    threads: usize,
+    depth: Option<usize>,
+    /// Whether any bound was given (otherwise the built-in suite runs).
+    custom: bool,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut b = Bounds::default();
+    let mut depth = None;
+    let mut custom = false;
+    let mut threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        let num = |v: &String| v.parse::<u8>().map_err(|e| format!("{a} {v}: {e}"));
+        custom |= !matches!(a.as_str(), "--threads" | "--depth");
+        match a.as_str() {
+            "--writes" => b.writes = num(val()?)?,
+            "--backups" => b.backups = num(val()?)?,
+            "--restores" => b.restores = num(val()?)?,
+            "--rollbacks" => b.rollbacks = num(val()?)?,
+            "--packets" => b.packets = num(val()?)?,
+            "--in-flight" => b.in_flight = num(val()?)? as usize,
+            "--threads" => threads = num(val()?)?.max(1) as usize,
+            "--depth" => {
+                depth = Some(
+                    val()?
+                        .parse::<usize>()
+                        .map_err(|e| format!("--depth: {e}"))?,
+                )
+            }
+            "--actors" => {
+                b.actors = val()?
+                    .split(',')
+                    .map(|s| match s {
+                        "A" => Ok(0),
+                        "B" => Ok(1),
+                        "C" => Ok(2),
+                        _ => Err(format!("unknown replica {s} (A, B or C)")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "-h" | "--help" => return Err(String::new()),
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    Ok(Opts {
+        bounds: b,
+        threads,
+        depth,
+        custom,
+    })
+}
+
+/// The configurations `msite-model` checks when given no bounds.
+fn suite() -> Vec<(&'static str, Bounds)> {
+    let b = Bounds::default();
+    vec![
+        (
+            "one restore, two writes",
+            Bounds {
+                writes: 2,
+                actors: vec![0],
+                packets: 5,
+                ..b.clone()
+            },
+        ),
+        (
+            "two replicas restore",
+            Bounds {
+                writes: 1,
+                actors: vec![0, 1],
+                restores: 2,
+                packets: 3,
+                ..b.clone()
+            },
+        ),
+        (
+            "backup taken while recovering",
+            Bounds {
+                writes: 1,
+                actors: vec![0],
+                backups: 2,
+                restores: 2,
+                packets: 5,
+                ..b.clone()
+            },
+        ),
+        (
+            "snapshot rollback",
+            Bounds {
+                writes: 1,
+                actors: vec![0],
+                rollbacks: 1,
+                packets: 5,
+                ..b
+            },
+        ),
+    ]
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Opts {
+        bounds,
+        threads,
+        depth,
+        custom,
+    } = match parse(&args) {
+        Ok(x) => x,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("msite-model: {e}");
+            }
+            eprintln!("usage: msite-model [--writes N] [--backups N] [--restores N] [--rollbacks N] [--packets N] [--in-flight N] [--actors A,B,C] [--threads N] [--depth N]");
+            eprintln!("without bounds, checks the built-in suite of configurations");
+            return ExitCode::from(2);
+        }
+    };
+    let runs = if custom {
+        vec![("custom", bounds)]
+    } else {
+        suite()
+    };
+    let mut failed = Vec::new();
+    for (label, bounds) in runs {
+        if !check(label, bounds, threads, depth) {
+            failed.push(label);
+        }
+    }
+    if failed.is_empty() {
+        println!("\nmodel check: every property holds");
+        ExitCode::SUCCESS
+    } else {
+        println!("\nmodel check: violations in: {}", failed.join(", "));
+        ExitCode::FAILURE
+    }
+}
+
+/// Checks one configuration; prints the verdicts and counterexamples; true when every
+/// safety and completion property holds.
+fn check(label: &str, bounds: Bounds, threads: usize, depth: Option<usize>) -> bool {
+    println!("== {label}: {bounds}");
+    let model = ProtocolModel::new(bounds);
+    let stats = model.stats.clone();
+    let properties: Vec<(&'static str, bool)> = model
+        .properties()
+        .iter()
+        .map(|p| (p.name, p.name.starts_with("sometimes")))
+        .collect();
+    let start = Instant::now();
+    let mut builder = model.checker().threads(threads);
+    if let Some(d) = depth {
+        builder = builder.target_max_depth(d);
+    }
+    let checker = builder.spawn_bfs().join();
+    let secs = start.elapsed().as_secs_f64();
+    let mut ok_all = true;
+    let mut verdicts = Vec::new();
+    let mut paths = Vec::new();
+    for (name, reach) in &properties {
+        let found = checker.discovery(name);
+        let verdict = match (*reach, found.is_some()) {
+            (true, true) => "reached",
+            (true, false) => "not reached",
+            (false, false) => "holds",
+            (false, true) => "VIOLATED",
+        };
+        ok_all &= *reach || found.is_none();
+        verdicts.push(format!("{name}: {verdict}"));
+        if let (false, Some(path)) = (*reach, found) {
+            paths.push((name, path));
+        }
+    }
+    println!(
+        "states explored: {}, unique: {}, max depth: {}, properties: {} ({secs:.1} s, {threads} threads)",
+        checker.state_count(),
+        checker.unique_state_count(),
+        checker.max_depth(),
+        verdicts.join("; ")
+    );
+    println!(
+        "heal checks: {} states healed, {} could not complete a restore, {} did not converge; longest heal {} rounds",
+        stats.healed.load(Ordering::Relaxed),
+        stats.not_completed.load(Ordering::Relaxed),
+        stats.not_converged.load(Ordering::Relaxed),
+        stats.max_rounds.load(Ordering::Relaxed)
+    );
+    for (name, path) in paths {
+        println!("\ncounterexample for `{name}`:");
+        let model = checker.model();
+        let steps = path.into_vec();
+        for (k, (state, action)) in steps.iter().enumerate() {
+            if let Some(a) = action {
+                println!("{:>3}. {a}", k + 1);
+            } else if k + 1 == steps.len() {
+                println!("final state:\n{}", describe(state));
+                if *name == msite_model::props::COMPLETION {
+                    match model.heal(state) {
+                        Ok(_) => println!("(heals from here)"),
+                        Err(e) => {
+                            let (healed, why) = *e;
+                            println!("heal gives up: {why}:\n{}", describe(&healed))
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ok_all
+}
