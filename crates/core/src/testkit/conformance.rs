@@ -1001,6 +1001,9 @@ pub fn case_precondition_success<F: StoreFactory>(h: &Harness<F>) {
     );
 }
 
+/// A guard for [`case_precondition_failure_writes_nothing`]: keyspace, key, expected value.
+type Guard<'a> = (Keyspace, &'a [u8], Option<&'a [u8]>);
+
 /// A guard that does not hold fails the write with `Precondition` (naming the guard's
 /// keyspace) and writes nothing.
 pub fn case_precondition_failure_writes_nothing<F: StoreFactory>(h: &Harness<F>) {
@@ -1008,7 +1011,7 @@ pub fn case_precondition_failure_writes_nothing<F: StoreFactory>(h: &Harness<F>)
     put(&s, Keyspace::Meta, b"lock", b"held");
     put(&s, Keyspace::Meta, b"empty", b"");
     let before = dump(&s);
-    let guards: Vec<(Keyspace, &[u8], Option<&[u8]>)> = vec![
+    let guards: Vec<Guard<'_>> = vec![
         (Keyspace::Meta, &b"lock"[..], Some(&b"other"[..])),
         (Keyspace::Meta, &b"lock"[..], None),
         (Keyspace::Meta, &b"lock"[..], Some(&b"held!"[..])),

@@ -28,6 +28,7 @@
 //! Tracking costs a read per key a write touches (a scan per range delete), so it is off by
 //! default. At most [`JOURNAL_LIMIT`] unsynced writes are kept; older ones count as flushed.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -170,10 +171,13 @@ pub enum Crash {
     },
 }
 
+/// The values some keys held (`None`: absent).
+type PreImage = Vec<(Keyspace, Vec<u8>, Option<Vec<u8>>)>;
+
 /// The pre-image of the keys one write touched, and what it did.
 #[derive(Debug)]
 struct Undo {
-    pre: Vec<(Keyspace, Vec<u8>, Option<Vec<u8>>)>,
+    pre: PreImage,
     ops: Vec<Op>,
     sync: bool,
 }
@@ -311,14 +315,13 @@ impl<S: Store> FaultyStore<S> {
     }
 
     /// The values, before the write, of every key the write touches.
-    fn pre_image(&self, ops: &[Op]) -> Result<Vec<(Keyspace, Vec<u8>, Option<Vec<u8>>)>> {
+    fn pre_image(&self, ops: &[Op]) -> Result<PreImage> {
         let mut seen: BTreeMap<(Keyspace, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
         for op in ops {
             match op {
                 Op::Put(ks, k, _) | Op::Delete(ks, k) => {
-                    if !seen.contains_key(&(*ks, k.clone())) {
-                        let v = self.inner.get(*ks, k)?;
-                        seen.insert((*ks, k.clone()), v);
+                    if let Entry::Vacant(slot) = seen.entry((*ks, k.clone())) {
+                        slot.insert(self.inner.get(*ks, k)?);
                     }
                 }
                 Op::DeleteRange(ks, s, e) => {
