@@ -300,3 +300,104 @@ fn summary_and_entries() {
     let want: Vec<Entry> = a.iter().chain(&b).map(|(e, _)| e.clone()).collect();
     assert_eq!(es, want);
 }
+
+#[test]
+fn unreadable_files_are_reported_by_group_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs = records_of(&checkins(id(2), 1, 3, 10));
+    let w = write_split(dir.path(), "g", 9, 1 << 20, &recs);
+    let junk = dir.path().join("junk.msp");
+    std::fs::write(
+        &junk,
+        b"not a packet at all, but long enough for an envelope......",
+    )
+    .unwrap();
+    let g = group_parts(&[junk.clone(), w.parts[0].clone()]);
+    assert_eq!(g.packets.len(), 1);
+    assert_eq!(g.packets[0].parts, vec![(1, w.parts[0].clone())]);
+    assert!(g.packets[0].is_complete());
+    assert_eq!(g.unreadable.len(), 1);
+    assert_eq!(g.unreadable[0].0, junk);
+    assert!(matches!(
+        g.unreadable[0].1.root(),
+        DecodeError::BadMagic { .. }
+    ));
+    assert!(g.unreadable[0]
+        .1
+        .to_string()
+        .starts_with(&junk.display().to_string()));
+}
+
+#[test]
+fn bad_write_options_are_refused() {
+    let h = update_header();
+    let bad = |o: WriteOptions| {
+        matches!(
+            MemPacketWriter::new(Kind::Update, &h, o),
+            Err(EncodeError::InvalidOptions(_))
+        )
+    };
+    assert!(bad(WriteOptions {
+        chunk_size: 0,
+        ..WriteOptions::new(id(1))
+    }));
+    assert!(bad(WriteOptions {
+        chunk_size: (16 << 20) + 1,
+        ..WriteOptions::new(id(1))
+    }));
+    assert!(bad(WriteOptions {
+        zstd_level: 1000,
+        ..WriteOptions::new(id(1))
+    }));
+    assert!(bad(WriteOptions {
+        max_part_size: Some(100),
+        ..WriteOptions::new(id(1))
+    }));
+    let split = WriteOptions {
+        max_part_size: Some(1 << 20),
+        ..WriteOptions::new(id(1))
+    };
+    assert!(matches!(
+        encode_to_vec(Kind::Update, &h, vec![], &split),
+        Err(EncodeError::InvalidOptions(_))
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        PacketWriter::create(
+            dir.path(),
+            "../up",
+            Kind::Update,
+            &h,
+            WriteOptions::new(id(1))
+        ),
+        Err(EncodeError::InvalidOptions(_))
+    ));
+}
+
+#[test]
+fn record_much_larger_than_a_chunk_round_trips() {
+    let big = crate::common::noise(5, 3 << 20);
+    let recs = vec![
+        Record::Blob {
+            hash: h(3),
+            bytes: big,
+        },
+        Record::Entry(vec![9; 10]),
+    ];
+    let opts = WriteOptions {
+        chunk_size: 4096,
+        ..WriteOptions::new(id(4))
+    };
+    let bytes = encode_to_vec(Kind::Update, &update_header(), recs.clone(), &opts).unwrap();
+    let r = PacketReader::new(bytes.as_slice()).unwrap();
+    let mut it = r.records();
+    let got: Vec<Record> = it.by_ref().collect::<Result<_, _>>().unwrap();
+    assert_eq!(got, recs);
+    let st = it.stats();
+    assert!(st.verified);
+    assert_eq!(
+        (st.records, st.entries, st.blobs, st.blob_bytes),
+        (2, 1, 1, 3 << 20)
+    );
+    assert!(st.chunks > 700, "{} chunks", st.chunks);
+}
