@@ -145,6 +145,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("encode_zstd3", |b| {
         b.iter(|| black_box(encode(&recs, 3).0.len()))
     });
+    g.bench_function("encode_zstd1", |b| {
+        b.iter(|| black_box(encode(&recs, 1).0.len()))
+    });
     g.bench_function("encode_stored", |b| {
         b.iter(|| black_box(encode(&recs, 0).0.len()))
     });

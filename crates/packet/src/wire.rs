@@ -9,7 +9,7 @@
 //!
 //! Enum variants are encoded by *name* (rmp-serde's default: a one-entry map from the variant
 //! name to its fields), so renaming a variant is a format change too. Byte strings ([`Id`],
-//! [`Hash`]) are encoded as msgpack `bin`; in human-readable formats (JSON) they serialize as
+//! [`Hash`](type@Hash)) are encoded as msgpack `bin`; in human-readable formats (JSON) they serialize as
 //! lowercase hex.
 
 use serde::{Deserialize, Serialize};
