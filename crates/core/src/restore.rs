@@ -34,6 +34,10 @@ pub struct Recovering {
     /// `held` count of its acknowledgement once one arrived (the flag clears when this replica
     /// holds that many of its own entries).
     pub awaited: BTreeMap<ReplicaId, Option<u64>>,
+    /// Every acknowledgement received for this incarnation (sibling → `held`), kept after its
+    /// flag cleared, so that amending the awaited set never waits again for an answer that
+    /// already came.
+    pub acks: BTreeMap<ReplicaId, u64>,
 }
 
 impl Recovering {
@@ -50,6 +54,10 @@ impl Recovering {
                 Some(h) => e.u8(1).u64(*h),
                 None => e.u8(0),
             };
+        }
+        e = e.u64(self.acks.len() as u64);
+        for (r, held) in &self.acks {
+            e = e.rid(r).u64(*held);
         }
         e.done()
     }
@@ -69,13 +77,30 @@ impl Recovering {
             };
             awaited.insert(r, held);
         }
+        let n = d.u64()?;
+        let mut acks = BTreeMap::new();
+        for _ in 0..n {
+            let r = d.rid()?;
+            acks.insert(r, d.u64()?);
+        }
         d.end()?;
         Ok(Recovering {
             incarnation,
             row,
             explicit,
             awaited,
+            acks,
         })
+    }
+
+    /// Records an acknowledgement from `acker` for this incarnation.
+    fn record_ack(&mut self, acker: ReplicaId, held: u64) {
+        let h = self.acks.entry(acker).or_insert(0);
+        *h = (*h).max(held);
+        let h = *h;
+        if let Some(slot) = self.awaited.get_mut(&acker) {
+            *slot = Some(h);
+        }
     }
 }
 
@@ -224,7 +249,17 @@ impl<S: Store> Replica<S> {
             }
         }
         let mut txn = Txn::new(&self.store);
-        let existing = Self::recovering_in(&txn)?;
+        // A store put back from a backup (or found rolled back) always starts a new
+        // restoration, even when the backup was taken while an earlier one was in progress:
+        // amending that record would keep an incarnation whose old packets still pass, and the
+        // siblings, which saw this replica get further under it, would never resend.
+        let copied = txn.get(Keyspace::Meta, keys::RESTORED)?.is_some()
+            || txn.get(Keyspace::Meta, keys::ROLLED_BACK)?.is_some();
+        let existing = if copied {
+            None
+        } else {
+            Self::recovering_in(&txn)?
+        };
         let amended = existing.is_some();
         let siblings: Vec<ReplicaId> = self
             .view()
@@ -244,7 +279,7 @@ impl<S: Store> Replica<S> {
                 // acknowledgements already received.
                 let mut awaited = BTreeMap::new();
                 for id in &awaited_ids {
-                    awaited.insert(*id, rec.awaited.get(id).copied().flatten());
+                    awaited.insert(*id, rec.acks.get(id).copied());
                 }
                 rec.awaited = awaited;
                 rec.explicit = !wait_for.is_empty();
@@ -274,6 +309,7 @@ impl<S: Store> Replica<S> {
                     row,
                     explicit: !wait_for.is_empty(),
                     awaited: awaited_ids.iter().map(|id| (*id, None)).collect(),
+                    acks: BTreeMap::new(),
                 }
             }
         };
@@ -282,7 +318,10 @@ impl<S: Store> Replica<S> {
         txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
         let mut ap = Appender::load(&txn)?;
         let completed = self.maybe_complete(&mut txn, &mut ap, override_)?;
-        let awaiting = rec.awaited.keys().map(|r| self.replica_name(r)).collect();
+        let still = Self::recovering_in(&txn)?
+            .map(|r| r.awaited)
+            .unwrap_or_default();
+        let awaiting = still.keys().map(|r| self.replica_name(r)).collect();
         txn.commit(WriteOptions::SYNC)?;
         Ok(RestoreStart {
             incarnation: rec.incarnation,
@@ -368,6 +407,7 @@ impl<S: Store> Replica<S> {
                     for held in rec.awaited.values_mut() {
                         *held = None;
                     }
+                    rec.acks.clear();
                     txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
                     txn.put(
                         Keyspace::Peers,
@@ -466,6 +506,7 @@ impl<S: Store> Replica<S> {
             for held in rec.awaited.values_mut() {
                 *held = None;
             }
+            rec.acks.clear();
             txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
             txn.put(
                 Keyspace::Peers,
@@ -498,10 +539,8 @@ impl<S: Store> Replica<S> {
         if a.replica == self.me {
             if let Some(mut rec) = Self::recovering_in(txn)? {
                 if rec.incarnation == a.incarnation {
-                    if let Some(slot) = rec.awaited.get_mut(&a.acker) {
-                        *slot = Some(slot.unwrap_or(0).max(a.held));
-                        txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
-                    }
+                    rec.record_ack(a.acker, a.held);
+                    txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
                 }
             }
             return Ok(());
@@ -534,10 +573,8 @@ impl<S: Store> Replica<S> {
             } if *replica == self.me => {
                 if let Some(mut rec) = Self::recovering_in(txn)? {
                     if rec.incarnation == *incarnation {
-                        if let Some(slot) = rec.awaited.get_mut(origin) {
-                            *slot = Some(slot.unwrap_or(0).max(*held));
-                            txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
-                        }
+                        rec.record_ack(*origin, *held);
+                        txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
                     }
                 }
             }

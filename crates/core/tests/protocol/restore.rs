@@ -304,3 +304,64 @@ fn lost_duplicated_and_reordered_packets_during_recovery() {
     f.assert_converged();
     assert_no_reuse(&f);
 }
+
+#[test]
+fn amending_after_some_siblings_answered_does_not_wait_for_them_again() {
+    // Found by the model check: re-running restorereplica in default mode re-flagged
+    // siblings whose acknowledgement had already arrived, and they never answer twice.
+    let mut f = Family::new(3, 30);
+    f.settle(&hub(3));
+    let b = f.sites[1].store().deep_copy();
+    restore(&mut f, 1, &b);
+    f.sites[1]
+        .restorereplica(&[f.id(0), f.id(2)], false)
+        .unwrap();
+    f.sync(1, 0);
+    let _ = f.sync(0, 1); // r0 acknowledges; r2 has not answered yet
+    let rec = f.sites[1].status().unwrap().recovering.unwrap();
+    assert!(!rec.awaited.contains_key(&f.id(0)));
+    let again = f.sites[1].restorereplica(&[], false).unwrap();
+    assert!(again.amended);
+    assert_eq!(
+        again.awaiting,
+        vec!["r2".to_string()],
+        "r0 answered already"
+    );
+    f.sync(1, 2);
+    assert!(unlocked(&f.sync(2, 1)));
+}
+
+#[test]
+fn restoring_a_backup_taken_while_recovering_starts_a_new_incarnation() {
+    // Found by the model check and the simulator: amending the backup's recovery record kept
+    // the incarnation, so old acknowledgements passed and a number could be reused.
+    let mut f = Family::new(2, 31);
+    f.settle(&[(0, 1)]);
+    let b1 = f.sites[1].store().deep_copy();
+    restore(&mut f, 1, &b1);
+    let first = f.sites[1].restorereplica(&[], false).unwrap();
+    let b2 = f.sites[1].store().deep_copy();
+    f.sync(1, 0);
+    let old_ack = f.export(0, 1).unwrap();
+    assert!(matches!(
+        f.import(1, old_ack.clone()).unwrap(),
+        ImportOutcome::Applied { unlocked: true, .. }
+    ));
+    f.settle(&[(0, 1)]);
+    restore(&mut f, 1, &b2);
+    let second = f.sites[1].restorereplica(&[], false).unwrap();
+    assert!(!second.amended);
+    assert!(second.incarnation > first.incarnation);
+    assert!(
+        f.import(1, old_ack).is_err(),
+        "an acknowledgement of the old incarnation must not pass"
+    );
+    for _ in 0..3 {
+        f.settle(&[(0, 1)]);
+    }
+    assert!(f.sites[1].status().unwrap().recovering.is_none());
+    f.sites[1].checkin("after", "main", b"x", "u", "").unwrap();
+    f.settle(&[(0, 1)]);
+    f.assert_converged();
+    assert_no_reuse(&f);
+}
