@@ -356,6 +356,11 @@ pub enum ImportOutcome {
 
 const PREFIX_COMMIT_ENTRIES: u64 = 50_000;
 
+/// zstd level for exported packets: level 1 compresses about twice as fast as the format's
+/// default 3 for a few percent more bytes (see BENCHMARKS.md, "Packet format"); exports are on
+/// the operator's critical path, and the bytes usually travel on disks, not slow links.
+const EXPORT_ZSTD_LEVEL: i32 = 1;
+
 impl<S: Store> Replica<S> {
     fn send_state<R: ReadView + ?Sized>(r: &R, target: &ReplicaId) -> Result<SendState> {
         Ok(load(r, &keys::peer(keys::peers::SEND, target), SendState::decode)?.unwrap_or_default())
@@ -688,6 +693,7 @@ impl<S: Store> Replica<S> {
             .map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
         let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
         opts.max_part_size = max_size;
+        opts.zstd_level = EXPORT_ZSTD_LEVEL;
         let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &plan.header, opts)
             .map_err(enc_err)?;
         let (entries, blobs) = self.write_records(plan, &mut w)?;
@@ -723,6 +729,7 @@ impl<S: Store> Replica<S> {
     ) -> Result<Vec<Vec<u8>>> {
         let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
         opts.max_part_size = max_size;
+        opts.zstd_level = EXPORT_ZSTD_LEVEL;
         let mut w = MemPacketWriter::new(plan.kind, &plan.header, opts).map_err(enc_err)?;
         self.write_records(plan, &mut w)?;
         let (parts, _) = w.finish().map_err(enc_err)?;
