@@ -10,7 +10,8 @@
 //!   the entry has reached a sibling) or refused by the hash chains.
 //! * `destroyed`: reached entries whose every copy a restore or rollback threw away (several
 //!   replicas restored to backups older than the entry): no protocol can bring those back, so
-//!   they are exempt from "no loss" (and counted).
+//!   they are exempt from "no loss" (and counted), and their origin may reuse their numbers
+//!   (no live replica can hold both entries).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,6 +36,13 @@ impl Ledger {
     /// if this reuses a number.
     pub fn record(&mut self, holder: ReplicaId, id: EntryId, hash: Hash) -> Option<Hash> {
         match self.reached.get(&id) {
+            Some(h) if *h != hash && self.destroyed.contains(&id) => {
+                // Every copy of the old entry was thrown away by restores of several replicas
+                // before any replica held this one: its origin reused the number unavoidably,
+                // and no replica can hold both.
+                self.reached.insert(id, hash);
+                None
+            }
             Some(h) if *h != hash => {
                 self.conflicts.entry(id).or_insert((*h, hash));
                 Some(*h)

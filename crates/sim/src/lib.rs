@@ -186,6 +186,8 @@ pub struct Outcome {
     pub steps: usize,
     /// Maximum replicas this schedule drew (after overrides).
     pub replicas: usize,
+    /// Known protocol bugs the violations match (tags of [`world::KNOWN_BUGS`]).
+    pub known: Vec<&'static str>,
 }
 
 /// Runs one schedule. A panic in the protocol code is caught and reported as a violation.
@@ -215,15 +217,22 @@ pub fn run_schedule(cfg: &Config) -> Outcome {
 /// Shrinks a failing schedule: the smallest step count and replica cap (tried in that order,
 /// halving then trimming) for which the same seed still fails. Returns `(steps, replicas)`.
 pub fn shrink(seed: u64, steps: usize, replicas: usize) -> (usize, usize) {
+    // A shrunk schedule must fail the same way: explained by the same known bugs (or by none).
+    let class = run_schedule(&Config {
+        seed,
+        steps: Some(steps),
+        replicas: Some(replicas),
+        verbose: false,
+    })
+    .known;
     let fails = |s: usize, r: usize| {
-        !run_schedule(&Config {
+        let o = run_schedule(&Config {
             seed,
             steps: Some(s),
             replicas: Some(r),
             verbose: false,
-        })
-        .violations
-        .is_empty()
+        });
+        !o.violations.is_empty() && o.known == class
     };
     let mut s = steps;
     let mut r = replicas;

@@ -41,6 +41,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let mut total = Stats::default();
     let mut failures = 0u64;
+    let mut known: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    let mut unknown = 0u64;
     for k in 0..args.schedules {
         let seed = args.seed.wrapping_add(k);
         let cfg = Config {
@@ -62,7 +64,15 @@ fn main() -> ExitCode {
         }
         if !out.violations.is_empty() {
             failures += 1;
-            println!("VIOLATION seed={seed}");
+            if out.known.is_empty() {
+                unknown += 1;
+                println!("VIOLATION seed={seed}");
+            } else {
+                for k in &out.known {
+                    *known.entry(k).or_default() += 1;
+                }
+                println!("VIOLATION seed={seed} (known bug {})", out.known.join(", "));
+            }
             for v in &out.violations {
                 println!("  {v}");
             }
@@ -79,9 +89,11 @@ fn main() -> ExitCode {
             }
         }
     }
+    let known: Vec<String> = known.iter().map(|(k, n)| format!("{k}:{n}")).collect();
     println!(
-        "schedules={} violations={failures} {total}",
-        total.schedules
+        "schedules={} violations={failures} unexplained={unknown} known=[{}] {total}",
+        total.schedules,
+        known.join(",")
     );
     if failures > 0 {
         ExitCode::FAILURE

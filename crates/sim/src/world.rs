@@ -52,6 +52,38 @@ use crate::{Config, Outcome, Stats};
 type Store = FaultyStore<MemStore>;
 type Rep = msite_core::Replica<Store>;
 
+/// Known protocol bugs: tag and one-line diagnosis (docs/testing.md has the details).
+pub const KNOWN_BUGS: &[(&str, &str)] = &[
+    (
+        "K1",
+        "after healing, a replica still does not know a neighbour's current incarnation: its packets to the restored neighbour are refused as stale forever, and the neighbour's packets that would teach it are refused as stale too (both restored at once) or wait for prerequisites (a --override restore whose estimate of the sibling is too high), so neither side ever learns",
+    ),
+    (
+        "K2",
+        "a replica cannot export to a neighbour it does not know; when either of them is recovering (the recovering one's store may predate the neighbour, or the neighbour learns of it only through an entry held by a replica that is itself recovering), the request or the acknowledgement never crosses that link and the restore never completes",
+    ),
+    (
+        "K4",
+        "a replica cannot export to (so cannot acknowledge) a neighbour it does not know yet; when that neighbour's first packet (the one that would introduce it) is lost, it is never resent",
+    ),
+    (
+        "K5",
+        "restorereplica run again while recovering re-adds siblings whose flag was already cleared; their acknowledgement never comes again, so the restore never completes",
+    ),
+    (
+        "K6",
+        "while two replicas recover at once, one that sits between the other and some of its awaited siblings relays none of their entries (a recovering replica's packets carry its request only), so their numbered acknowledgements never arrive and neither restore completes",
+    ),
+    (
+        "K7",
+        "restorereplica on a store restored from a backup taken while it was recovering amends that recovery and keeps its incarnation; the siblings, which saw the replica get further under that incarnation, keep estimates it no longer meets, so their packets wait forever (or old acknowledgements pass)",
+    ),
+    (
+        "K3",
+        "a restore completes without waiting for a sibling its restored store does not know (created or learned after the backup) that holds its lost entries; its next entries reuse their numbers",
+    ),
+];
+
 /// The most replicas a family has.
 pub const MAX_SITES: usize = 7;
 /// Heal rounds (every link, both ways) before "did not converge".
@@ -182,6 +214,14 @@ struct Site {
     undetected_rollback: bool,
     /// Restored (marked); `restorereplica` not yet run, with this mode.
     pending: Option<Mode>,
+    /// The store is a copy put back by a restore or rollback, and `restorereplica` has not
+    /// run on it yet.
+    pending_copy: bool,
+    /// Ran `restorereplica` while its store did not know some existing sibling.
+    forgot_siblings: bool,
+    /// Restored from a backup taken while it recovered, and `restorereplica` amended that
+    /// recovery (kept its incarnation).
+    amended_copy: bool,
 }
 
 /// The simulated family.
@@ -203,6 +243,8 @@ pub struct World {
     /// Origins some import reported a conflict for.
     reported: BTreeSet<ReplicaId>,
     seed: u64,
+    /// Known protocol bugs this schedule's violations match (see [`KNOWN_BUGS`]).
+    known: BTreeSet<&'static str>,
 }
 
 fn env_arc(env: &SimEnv) -> Arc<dyn Env> {
@@ -257,6 +299,7 @@ impl World {
             lossy: Vec::new(),
             reported: BTreeSet::new(),
             seed: cfg.seed,
+            known: BTreeSet::new(),
         };
         w.ev(|w| format!("params: {:?}", w.p));
         w.setup();
@@ -275,6 +318,10 @@ impl World {
         if !w.lossy.is_empty() {
             w.stats.lossy = 1;
         }
+        if !w.violations.is_empty() {
+            w.dump_state();
+            w.diagnose();
+        }
         Outcome {
             seed: w.seed,
             violations: w.violations,
@@ -282,6 +329,7 @@ impl World {
             trace: w.trace,
             steps: w.p.steps,
             replicas: w.p.max_sites,
+            known: w.known.into_iter().collect(),
         }
     }
 
@@ -335,6 +383,9 @@ impl World {
             snapshot_rolled: false,
             undetected_rollback: false,
             pending: None,
+            pending_copy: false,
+            forgot_siblings: false,
+            amended_copy: false,
         });
         let i = self.sites.len() - 1;
         self.observe(i);
@@ -473,6 +524,14 @@ impl World {
         };
         let me = self.sites[i].id;
         let observed = self.sites[i].observed.clone();
+        if self.sites[i].undetected_rollback && own.get(&me) > observed.get(&me) {
+            // Any own entry (a local change, or a mastership grant an import made) of a replica
+            // rolled back by a snapshot, before a sibling revealed the rollback, may reuse a number.
+            let name = self.sites[i].name.clone();
+            self.set_lossy(format!(
+                "{name}, rolled back by a snapshot, made an entry before detection"
+            ));
+        }
         for (o, from) in &observed.0 {
             if own.get(o) < *from {
                 let name = self.name_of(o);
@@ -503,6 +562,32 @@ impl World {
                         continue;
                     }
                 };
+                if self.verbose {
+                    let op = match &e.op {
+                        msite_core::Op::RestoreAck {
+                            replica,
+                            incarnation,
+                            held,
+                        } => {
+                            format!(
+                                "RestoreAck({} inc {incarnation} held {held})",
+                                self.name_of(replica)
+                            )
+                        }
+                        msite_core::Op::RestoreComplete { incarnation, .. } => {
+                            format!("RestoreComplete(inc {incarnation})")
+                        }
+                        msite_core::Op::CreateReplica { name, .. } => {
+                            format!("CreateReplica({name})")
+                        }
+                        other => {
+                            let d = format!("{other:?}");
+                            d.split([' ', '{', '(']).next().unwrap_or("").to_string()
+                        }
+                    };
+                    let (on, sn) = (self.name_of(o), self.sites[i].name.clone());
+                    self.ev(|_| format!("  {sn} holds {on}:{k} {op} ({})", short_hash(&e.hash)));
+                }
                 if let Some(other) = self.ledger.record(me, (*o, k), e.hash) {
                     self.on_conflict(i, *o, k, other, e.hash);
                 }
@@ -520,6 +605,11 @@ impl World {
             self.sites[i].name
         );
         if self.lossy.is_empty() {
+            if let Some(s) = self.sites.iter().find(|s| s.id == o) {
+                if s.forgot_siblings {
+                    self.known.insert("K3");
+                }
+            }
             self.violation(msg);
         } else {
             self.ev(|_| format!("{msg} (lossy schedule: allowed if reported)"));
@@ -907,11 +997,6 @@ impl World {
             Some(Ok(())) => {
                 self.stats.ops_ok += 1;
                 self.ev(|_| format!("{me}: {what}"));
-                if self.sites[i].undetected_rollback {
-                    self.set_lossy(format!(
-                        "{me}, rolled back by a snapshot, made a local change before detection"
-                    ));
-                }
             }
             Some(Err(e)) if is_refusal_of_local_change(&e) => {
                 self.stats.ops_refused += 1;
@@ -1193,9 +1278,20 @@ impl World {
                 }
                 self.stats.applied += 1;
                 self.stats.entries_applied += applied;
-                self.ev(|_| {
+                self.ev(|w| {
+                    let awaited = match w.rep(to).status().ok().and_then(|s| s.recovering) {
+                        Some(rc) => format!(
+                            " [still recovering, awaiting {}]",
+                            rc.awaited
+                                .iter()
+                                .map(|(a, h)| format!("{}={h:?}", w.name_of(a)))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        None => String::new(),
+                    };
                     format!(
-                        "import #{serial} at {tn}: applied {applied}{}; {}",
+                        "import #{serial} at {tn}: applied {applied}{}; {}{awaited}",
                         if unlocked { ", UNLOCKED" } else { "" },
                         notes.join(" | ")
                     )
@@ -1348,6 +1444,7 @@ impl World {
         self.sites[i].rep = Some(rep);
         self.sites[i].observed = self.rep(i).own_row().unwrap_or_default();
         self.sites[i].pending = None;
+        self.sites[i].pending_copy = true;
         self.note_destroyed();
         match mode {
             None => {
@@ -1389,6 +1486,25 @@ impl World {
                 self.sites[i].pending = Some(m);
             }
             Some(Ok(start)) => {
+                let me = self.sites[i].id;
+                let others: Vec<ReplicaId> = self
+                    .sites
+                    .iter()
+                    .map(|s| s.id)
+                    .filter(|id| *id != me)
+                    .collect();
+                let forgot = others
+                    .iter()
+                    .any(|id| matches!(self.rep(i).view().replica(id), Ok(None)));
+                if forgot && !start.amended {
+                    self.sites[i].forgot_siblings = true;
+                    self.ev(|_| "its restored store does not know every sibling".to_string());
+                }
+                if start.amended && self.sites[i].pending_copy {
+                    self.sites[i].amended_copy = true;
+                    self.ev(|_| "restorereplica amended the recovery recorded in the backup (same incarnation)".to_string());
+                }
+                self.sites[i].pending_copy = false;
                 self.sites[i].pending = None;
                 self.sites[i].undetected_rollback = false;
                 if ov {
@@ -1519,6 +1635,220 @@ impl World {
             }
         }
         out.into_iter().collect()
+    }
+
+    /// Traces every replica's state (verbose runs).
+    fn dump_state(&mut self) {
+        if !self.verbose {
+            return;
+        }
+        let names: BTreeMap<ReplicaId, String> =
+            self.sites.iter().map(|s| (s.id, s.name.clone())).collect();
+        let nm = |id: &ReplicaId| names.get(id).cloned().unwrap_or_else(|| id.short());
+        let row = |r: &Row| {
+            r.0.iter()
+                .map(|(o, n)| format!("{}:{n}", nm(o)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut lines = Vec::new();
+        for i in 0..self.sites.len() {
+            let r = self.rep(i);
+            let own = r.own_row().map(|x| row(&x)).unwrap_or_default();
+            let st = r.status().ok();
+            let inc = st.as_ref().map(|s| s.incarnation).unwrap_or(0);
+            let rec = st.as_ref().and_then(|s| s.recovering.clone()).map(|rc| {
+                format!(
+                    " RECOVERING inc {} row [{}] awaiting {{{}}}",
+                    rc.incarnation,
+                    row(&rc.row),
+                    rc.awaited
+                        .iter()
+                        .map(|(a, h)| format!("{}={h:?}", nm(a)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+            let reqs = r
+                .held_requests()
+                .unwrap_or_default()
+                .iter()
+                .map(|q| format!("{}@{} [{}]", nm(&q.replica), q.incarnation, row(&q.row)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let packs = r
+                .provisional_acks()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{}->{}@{} held {}",
+                        nm(&a.acker),
+                        nm(&a.replica),
+                        a.incarnation,
+                        a.held
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let incs = self
+                .sites
+                .iter()
+                .map(|s| format!("{}={}", s.name, r.incarnation_of(&s.id).unwrap_or(0)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let known = self
+                .sites
+                .iter()
+                .filter(|s| matches!(r.view().replica(&s.id), Ok(Some(_))))
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()
+                .join(",");
+            lines.push(format!(
+                "state {}: inc {inc}{} own [{own}] requests [{reqs}] prov-acks [{packs}] incarnations [{incs}] knows [{known}]",
+                self.sites[i].name,
+                rec.unwrap_or_default()
+            ));
+        }
+        for l in lines {
+            self.ev(|_| l);
+        }
+    }
+
+    /// Tags the violations with the known protocol bugs whose signature the end state shows.
+    fn diagnose(&mut self) {
+        let n = self.sites.len();
+        let st: Vec<Option<msite_core::Status>> =
+            (0..n).map(|i| self.rep(i).status().ok()).collect();
+        let rec_inc = |i: usize| {
+            st[i]
+                .as_ref()
+                .and_then(|s| s.recovering.as_ref().map(|r| r.incarnation))
+        };
+        let edges: Vec<(usize, usize)> = self.edges.iter().copied().collect();
+        for (a, b) in edges {
+            for (r, nb) in [(a, b), (b, a)] {
+                let Some(inc) = rec_inc(r) else { continue };
+                let nb_knows = self.rep(nb).incarnation_of(&self.sites[r].id).unwrap_or(0);
+                if nb_knows >= inc {
+                    continue;
+                }
+                // `nb` never learned of `r`'s restore and its packets to `r` are stale.
+                let r_knows_nb =
+                    matches!(self.rep(r).view().replica(&self.sites[nb].id), Ok(Some(_)));
+                if let Some(nb_inc) = rec_inc(nb) {
+                    let r_sees = self.rep(r).incarnation_of(&self.sites[nb].id).unwrap_or(0);
+                    if r_sees < nb_inc {
+                        self.known.insert("K1");
+                    }
+                }
+                if !r_knows_nb {
+                    self.known.insert("K2");
+                }
+            }
+        }
+        // K5: a recovering replica awaits a sibling whose acknowledgement of this very
+        // incarnation it already holds (an amend re-added a flag that had been cleared).
+        for (i, sti) in st.iter().enumerate() {
+            let Some(rc) = sti.as_ref().and_then(|s| s.recovering.clone()) else {
+                continue;
+            };
+            let me = self.sites[i].id;
+            for (sib, held) in &rc.awaited {
+                if held.is_some() {
+                    continue;
+                }
+                let acked = self
+                    .rep(i)
+                    .entries_of(sib)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|e| {
+                        matches!(&e.op, msite_core::Op::RestoreAck { replica, incarnation, .. }
+                        if *replica == me && *incarnation == rc.incarnation)
+                    });
+                if acked {
+                    self.known.insert("K5");
+                }
+            }
+        }
+        // K7: a replica restored from a backup taken while it recovered kept that recovery's
+        // incarnation, so its siblings' estimates of it stay too high.
+        if self.sites.iter().any(|s| s.amended_copy) {
+            self.known.insert("K7");
+        }
+        // K6: a replica acknowledged a recovering replica's request with a numbered entry, but
+        // the acknowledgement never reached it while another replica recovers too (a recovering
+        // replica's packets carry its request only, so it relays nobody's entries).
+        let recovering_count = (0..n).filter(|&i| rec_inc(i).is_some()).count();
+        if recovering_count >= 2 {
+            for (i, sti) in st.iter().enumerate() {
+                let Some(rc) = sti.as_ref().and_then(|s| s.recovering.clone()) else {
+                    continue;
+                };
+                let me = self.sites[i].id;
+                for (sib, held) in &rc.awaited {
+                    let Some(j) = self.sites.iter().position(|s| s.id == *sib) else {
+                        continue;
+                    };
+                    if held.is_some() || rec_inc(j).is_some() {
+                        continue;
+                    }
+                    let acked_there = self.rep(j).entries_of(sib).unwrap_or_default().iter().any(
+                        |e| {
+                            matches!(&e.op, msite_core::Op::RestoreAck { replica, incarnation, .. }
+                            if *replica == me && *incarnation == rc.incarnation)
+                        },
+                    );
+                    if acked_there {
+                        self.known.insert("K6");
+                    }
+                }
+            }
+        }
+        // K4: the family did not converge and a replica cannot export to a neighbour it does
+        // not know (so it cannot acknowledge that neighbour's packets, and a lost one is never
+        // resent).
+        let rows: Vec<Option<Row>> = (0..n).map(|i| self.rep(i).own_row().ok()).collect();
+        for &(a, b) in &self.edges {
+            for (x, y) in [(a, b), (b, a)] {
+                let knows = matches!(self.rep(x).view().replica(&self.sites[y].id), Ok(Some(_)));
+                if !knows && (rec_inc(x).is_some() || rec_inc(y).is_some()) {
+                    self.known.insert("K2");
+                }
+            }
+        }
+        if rows.iter().any(|r| *r != rows[0]) {
+            for &(a, b) in &self.edges {
+                for (x, y) in [(a, b), (b, a)] {
+                    let knows =
+                        matches!(self.rep(x).view().replica(&self.sites[y].id), Ok(Some(_)));
+                    if !knows && rec_inc(x).is_none() && rec_inc(y).is_none() {
+                        self.known.insert("K4");
+                    }
+                }
+            }
+        }
+        // K1 in general: after healing, a replica still does not know a neighbour's current
+        // incarnation (the neighbour restored, whether still recovering or completed).
+        for &(a, b) in &self.edges {
+            let inc = |i: usize| st[i].as_ref().map(|s| s.incarnation).unwrap_or(0);
+            let a_sees_b = self.rep(a).incarnation_of(&self.sites[b].id).unwrap_or(0);
+            let b_sees_a = self.rep(b).incarnation_of(&self.sites[a].id).unwrap_or(0);
+            if a_sees_b < inc(b) || b_sees_a < inc(a) {
+                self.known.insert("K1");
+            }
+        }
+        let tags: Vec<&str> = self.known.iter().copied().collect();
+        for t in tags {
+            let what = KNOWN_BUGS
+                .iter()
+                .find(|k| k.0 == t)
+                .map(|k| k.1)
+                .unwrap_or("");
+            self.violations
+                .push(format!("diagnosis: matches known bug {t}: {what}"));
+        }
     }
 
     fn final_checks(&mut self) {
