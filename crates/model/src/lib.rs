@@ -13,6 +13,13 @@
 //! own entries; completion appends `RestoreComplete`; siblings drop the request on applying
 //! it and never resurrect an incarnation `<=` the completed one.
 //!
+//! It follows the design as fixed in commit e375191: `restorereplica` on a store marked
+//! restored or rolled back always starts a new restoration (new incarnation, every sibling
+//! awaited, no acknowledgements), discarding a recovering record that came with the backup;
+//! on any other store it amends the running restoration, keeping the incarnation. The
+//! recovering record keeps every acknowledgement received for its incarnation (`acks`), and
+//! amending re-adds a sibling as already acknowledged when its ack is there.
+//!
 //! # Abstractions (what the model leaves out, on purpose)
 //! - Entries carry no object-base operation: a local change is `Op::Write`. An entry's
 //!   identity token is `(origin, number, life, op)`, where `life` counts how often its origin's
@@ -29,7 +36,13 @@
 //! - Incarnations are a global logical clock (the real ones are timestamps), so a new
 //!   incarnation is later than every earlier one.
 //! - Default waiting mode only (`restorereplica` without `--wait-for` or `--override`), a
-//!   fixed family of three replicas (no `mkreplica`), full mesh.
+//!   fixed family of three replicas (no `mkreplica`), full mesh. Amending (`restorereplica`
+//!   again while recovering) is an action of the model, but with a fixed waiting set it
+//!   changes nothing in the correct protocol; it matters for [`Mutation::AmendForgetsAcks`].
+//! - A replica that is recovering and receives a packet naming a newer incarnation of itself
+//!   (core: `on_newer_incarnation` moves the request to a newer incarnation) is not modelled:
+//!   incarnations come from a global clock and a restored store always takes a new one, so
+//!   this needs a mutation to happen.
 
 // Rows and matrices are indexed by replica id throughout, as in the protocol's own words.
 #![allow(clippy::needless_range_loop)]
@@ -149,6 +162,21 @@ pub struct Recovering {
     pub row: Row,
     /// Per sibling.
     pub awaited: [Awaited; N],
+    /// Per sibling, the `held` of every acknowledgement received for this incarnation (the
+    /// largest), kept after the sibling's flag cleared (restore.rs `Recovering::acks`).
+    pub acks: [Option<u8>; N],
+}
+
+impl Recovering {
+    /// restore.rs `Recovering::record_ack`: records an acknowledgement from `acker` and
+    /// satisfies its flag if it is awaited.
+    fn record_ack(&mut self, acker: Rid, held: u8) {
+        let h = self.acks[acker as usize].unwrap_or(0).max(held);
+        self.acks[acker as usize] = Some(h);
+        if let Some(slot) = &mut self.awaited[acker as usize] {
+            *slot = Some(h);
+        }
+    }
 }
 
 /// Everything a replica's store holds (what a backup copies).
@@ -366,6 +394,37 @@ pub enum Mutation {
     NoStaleCheck,
     /// Siblings forget the completed incarnation: a request `<=` it is held again.
     ResurrectRequests,
+    /// The first bug the model found, put back: `restorereplica` on a store restored from a
+    /// backup (or rolled back) amends the recovering record that came with it, keeping its
+    /// incarnation, instead of starting a new restoration.
+    AmendRestoredStore,
+    /// The second bug the model found, put back: amending rebuilds the awaited set from the
+    /// current flags, so a sibling whose flag already cleared is awaited again with no ack.
+    AmendForgetsAcks,
+}
+
+impl Mutation {
+    /// Every mutation.
+    pub const ALL: [Mutation; 6] = [
+        Mutation::NoEstimateRollback,
+        Mutation::CompleteWithoutWaiting,
+        Mutation::NoStaleCheck,
+        Mutation::ResurrectRequests,
+        Mutation::AmendRestoredStore,
+        Mutation::AmendForgetsAcks,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::NoEstimateRollback => "no-estimate-rollback",
+            Mutation::CompleteWithoutWaiting => "complete-without-waiting",
+            Mutation::NoStaleCheck => "no-stale-check",
+            Mutation::ResurrectRequests => "resurrect-requests",
+            Mutation::AmendRestoredStore => "amend-restored-store",
+            Mutation::AmendForgetsAcks => "amend-forgets-acks",
+        }
+    }
 }
 
 /// Bounds of the exploration.
@@ -416,6 +475,53 @@ impl fmt::Display for Bounds {
             actors.join(",")
         )
     }
+}
+
+/// The configurations `msite-model` checks when given no bounds.
+pub fn suite() -> Vec<(&'static str, Bounds)> {
+    let b = Bounds::default();
+    vec![
+        (
+            "one restore, two writes",
+            Bounds {
+                writes: 2,
+                actors: vec![0],
+                packets: 5,
+                ..b.clone()
+            },
+        ),
+        (
+            "two replicas restore",
+            Bounds {
+                writes: 1,
+                actors: vec![0, 1],
+                restores: 2,
+                packets: 3,
+                ..b.clone()
+            },
+        ),
+        (
+            "backup taken while recovering",
+            Bounds {
+                writes: 1,
+                actors: vec![0],
+                backups: 2,
+                restores: 2,
+                packets: 5,
+                ..b.clone()
+            },
+        ),
+        (
+            "snapshot rollback",
+            Bounds {
+                writes: 1,
+                actors: vec![0],
+                rollbacks: 1,
+                packets: 5,
+                ..b
+            },
+        ),
+    ]
 }
 
 /// Counters filled while checking.
@@ -667,9 +773,7 @@ impl ProtocolModel {
                 if replica == me {
                     if let Some(rec) = &mut n.recovering {
                         if rec.inc == inc {
-                            if let Some(slot) = &mut rec.awaited[e.origin as usize] {
-                                *slot = Some(slot.unwrap_or(0).max(held));
-                            }
+                            rec.record_ack(e.origin, held);
                         }
                     }
                 }
@@ -762,37 +866,61 @@ impl ProtocolModel {
         true
     }
 
-    /// `restorereplica` at `i` (default waiting set: every sibling).
+    /// `restorereplica` at `i` (default waiting set: every sibling), restore.rs
+    /// `restorereplica`. A store marked restored or rolled back starts a new restoration (new
+    /// incarnation `max(now, recorded + 1)`, every sibling awaited, no acks), discarding any
+    /// recovering record that came with it; otherwise a running restoration is amended: the
+    /// incarnation is kept and a sibling whose ack is in `acks` is awaited as acknowledged.
     pub fn restorereplica(&self, s: &mut State, i: Rid) {
         let life = s.life[i as usize];
         let r = &mut s.reps[i as usize];
-        let mut awaited: [Awaited; N] = [None; N];
-        for (sib, slot) in awaited.iter_mut().enumerate() {
-            if sib != i as usize {
-                *slot = Some(
-                    r.recovering
-                        .as_ref()
-                        .and_then(|rec| rec.awaited[sib])
-                        .flatten(),
-                );
+        let copied = r.is_locked();
+        let existing = if copied && !self.has(Mutation::AmendRestoredStore) {
+            None
+        } else {
+            r.recovering.take()
+        };
+        let rec = match existing {
+            Some(mut rec) => {
+                let mut awaited: [Awaited; N] = [None; N];
+                for (sib, slot) in awaited.iter_mut().enumerate() {
+                    if sib != i as usize {
+                        *slot = Some(if self.has(Mutation::AmendForgetsAcks) {
+                            rec.awaited[sib].flatten()
+                        } else {
+                            rec.acks[sib]
+                        });
+                    }
+                }
+                rec.awaited = awaited;
+                rec
             }
-        }
-        match &mut r.recovering {
-            Some(rec) => rec.awaited = awaited,
             None => {
                 let inc = (s.clock + 1).max(r.inc[i as usize] + 1);
                 s.clock = inc;
                 r.inc[i as usize] = inc;
-                r.recovering = Some(Recovering {
+                let mut awaited: [Awaited; N] = [None; N];
+                for (sib, slot) in awaited.iter_mut().enumerate() {
+                    if sib != i as usize {
+                        *slot = Some(None);
+                    }
+                }
+                Recovering {
                     inc,
                     row: r.own(),
                     awaited,
-                });
+                    acks: [None; N],
+                }
             }
-        }
+        };
+        r.recovering = Some(rec);
         r.restored = false;
         r.rolled_back = false;
-        s.undetected_rollback[i as usize] = false;
+        if copied {
+            // The operator answered the lock; a rollback nobody detected stays undetected
+            // when a running restoration is merely amended.
+            s.undetected_rollback[i as usize] = false;
+        }
         let force = self.has(Mutation::CompleteWithoutWaiting);
         let mut n = r.clone();
         self.maybe_complete(&mut n, i, life, force);
@@ -893,9 +1021,7 @@ fn on_prov_ack(n: &mut Store, me: Rid, a: &ProvAck) {
     if a.replica == me {
         if let Some(rec) = &mut n.recovering {
             if rec.inc == a.inc {
-                if let Some(slot) = &mut rec.awaited[a.acker as usize] {
-                    *slot = Some(slot.unwrap_or(0).max(a.held));
-                }
+                rec.record_ack(a.acker, a.held);
             }
         }
         return;
@@ -990,7 +1116,8 @@ impl Model for ProtocolModel {
             if actor && s.backups[iu].is_some() && total_restores < b.restores && !r.restored {
                 actions.push(Action::Restore(i));
             }
-            if r.is_locked() {
+            // On a locked store it starts a new restoration; while recovering it amends one.
+            if r.is_locked() || r.recovering.is_some() {
                 actions.push(Action::RestoreReplica(i));
             }
             if actor && s.backups[iu].is_some() && s.rollbacks < b.rollbacks && !r.is_locked() {
@@ -1129,11 +1256,18 @@ pub fn describe(s: &State) -> String {
                     })
                 })
                 .collect();
+            let acks: Vec<String> = rec
+                .acks
+                .iter()
+                .enumerate()
+                .filter_map(|(k, a)| a.map(|h| format!("{}:{h}", NAMES[k])))
+                .collect();
             out.push_str(&format!(
-                " RECOVERING@{} row {} awaiting {{{}}}",
+                " RECOVERING@{} row {} awaiting {{{}}} acks {{{}}}",
                 rec.inc,
                 row_str(&rec.row),
-                aw.join(",")
+                aw.join(","),
+                acks.join(",")
             ));
         }
         if r.restored {

@@ -2,21 +2,24 @@
 //! number of states explored, each property's verdict and any counterexample path.
 //!
 //! Usage: `msite-model [--writes N] [--backups N] [--restores N] [--rollbacks N] [--packets N]
-//! [--in-flight N] [--actors A,B,C] [--threads N] [--depth N]`. Without bounds it checks a
-//! built-in suite of configurations ([`suite`]). Exits 1 when a safety or completion property
-//! is violated (reachability properties are informative), 2 on bad arguments.
+//! [--in-flight N] [--actors A,B,C] [--threads N] [--depth N] [--mutation NAME]`. Without bounds it checks a
+//! built-in suite of configurations ([`msite_model::suite`]). Exits 1 when a safety or completion property
+//! is violated (reachability properties are informative), 2 on bad arguments. `--mutation`
+//! checks a deliberately broken protocol (see [`msite_model::Mutation`]), with the suite or
+//! the bounds given.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use msite_model::{describe, Bounds, ProtocolModel};
+use msite_model::{describe, suite, Bounds, Mutation, ProtocolModel};
 use stateright::{Checker, Model};
 
 struct Opts {
     bounds: Bounds,
     threads: usize,
     depth: Option<usize>,
+    mutation: Option<Mutation>,
     /// Whether any bound was given (otherwise the built-in suite runs).
     custom: bool,
 }
@@ -24,6 +27,7 @@ struct Opts {
 fn parse(args: &[String]) -> Result<Opts, String> {
     let mut b = Bounds::default();
     let mut depth = None;
+    let mut mutation = None;
     let mut custom = false;
     let mut threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -32,7 +36,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         let num = |v: &String| v.parse::<u8>().map_err(|e| format!("{a} {v}: {e}"));
-        custom |= !matches!(a.as_str(), "--threads" | "--depth");
+        custom |= !matches!(a.as_str(), "--threads" | "--depth" | "--mutation");
         match a.as_str() {
             "--writes" => b.writes = num(val()?)?,
             "--backups" => b.backups = num(val()?)?,
@@ -59,6 +63,19 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                     })
                     .collect::<Result<_, _>>()?
             }
+            "--mutation" => {
+                let v = val()?;
+                mutation = Some(
+                    Mutation::ALL
+                        .iter()
+                        .find(|m| m.name() == v)
+                        .copied()
+                        .ok_or_else(|| {
+                            let names: Vec<&str> = Mutation::ALL.iter().map(|m| m.name()).collect();
+                            format!("unknown mutation {v} ({})", names.join(", "))
+                        })?,
+                )
+            }
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown argument {a}")),
         }
@@ -67,55 +84,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         bounds: b,
         threads,
         depth,
+        mutation,
         custom,
     })
-}
-
-/// The configurations `msite-model` checks when given no bounds.
-fn suite() -> Vec<(&'static str, Bounds)> {
-    let b = Bounds::default();
-    vec![
-        (
-            "one restore, two writes",
-            Bounds {
-                writes: 2,
-                actors: vec![0],
-                packets: 5,
-                ..b.clone()
-            },
-        ),
-        (
-            "two replicas restore",
-            Bounds {
-                writes: 1,
-                actors: vec![0, 1],
-                restores: 2,
-                packets: 3,
-                ..b.clone()
-            },
-        ),
-        (
-            "backup taken while recovering",
-            Bounds {
-                writes: 1,
-                actors: vec![0],
-                backups: 2,
-                restores: 2,
-                packets: 5,
-                ..b.clone()
-            },
-        ),
-        (
-            "snapshot rollback",
-            Bounds {
-                writes: 1,
-                actors: vec![0],
-                rollbacks: 1,
-                packets: 5,
-                ..b
-            },
-        ),
-    ]
 }
 
 fn main() -> ExitCode {
@@ -124,6 +95,7 @@ fn main() -> ExitCode {
         bounds,
         threads,
         depth,
+        mutation,
         custom,
     } = match parse(&args) {
         Ok(x) => x,
@@ -131,7 +103,7 @@ fn main() -> ExitCode {
             if !e.is_empty() {
                 eprintln!("msite-model: {e}");
             }
-            eprintln!("usage: msite-model [--writes N] [--backups N] [--restores N] [--rollbacks N] [--packets N] [--in-flight N] [--actors A,B,C] [--threads N] [--depth N]");
+            eprintln!("usage: msite-model [--writes N] [--backups N] [--restores N] [--rollbacks N] [--packets N] [--in-flight N] [--actors A,B,C] [--threads N] [--depth N] [--mutation NAME]");
             eprintln!("without bounds, checks the built-in suite of configurations");
             return ExitCode::from(2);
         }
@@ -143,7 +115,7 @@ fn main() -> ExitCode {
     };
     let mut failed = Vec::new();
     for (label, bounds) in runs {
-        if !check(label, bounds, threads, depth) {
+        if !check(label, bounds, threads, depth, mutation) {
             failed.push(label);
         }
     }
@@ -158,9 +130,21 @@ fn main() -> ExitCode {
 
 /// Checks one configuration; prints the verdicts and counterexamples; true when every
 /// safety and completion property holds.
-fn check(label: &str, bounds: Bounds, threads: usize, depth: Option<usize>) -> bool {
+fn check(
+    label: &str,
+    bounds: Bounds,
+    threads: usize,
+    depth: Option<usize>,
+    mutation: Option<Mutation>,
+) -> bool {
     println!("== {label}: {bounds}");
-    let model = ProtocolModel::new(bounds);
+    let model = match mutation {
+        Some(m) => {
+            println!("(mutated protocol: {})", m.name());
+            ProtocolModel::mutated(bounds, m)
+        }
+        None => ProtocolModel::new(bounds),
+    };
     let stats = model.stats.clone();
     let properties: Vec<(&'static str, bool)> = model
         .properties()
