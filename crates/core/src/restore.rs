@@ -598,7 +598,22 @@ impl<S: Store> Replica<S> {
                     }
                 }
                 if *origin != self.me {
-                    raise_estimate(txn, origin, row)?;
+                    // The carried row is exactly what the replica held when it completed. Set
+                    // the estimate to it rather than only raising: a sibling that never saw
+                    // the request (a partial --wait-for or --override restore) would otherwise
+                    // keep believing the replica holds entries it lost (found by the simulator).
+                    for (k, _) in
+                        txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(origin))?
+                    {
+                        txn.delete(Keyspace::Epochs, &k);
+                    }
+                    for (o, n) in &row.0 {
+                        txn.put(
+                            Keyspace::Epochs,
+                            &keys::estimate(origin, o),
+                            &n.to_be_bytes(),
+                        );
+                    }
                 }
             }
             Op::CreateReplica { replica, row, .. } if *replica != self.me => {

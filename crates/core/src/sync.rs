@@ -396,6 +396,14 @@ impl<S: Store> Replica<S> {
         Ok(out)
     }
 
+    /// Whether this recovering replica's packets also carry entries: only while it holds
+    /// another replica's restore request. Two replicas restoring at once must relay the
+    /// acknowledgements of the siblings between them, or neither completes (found by the
+    /// simulator); the entries are genuine, and no estimate advances while recovering.
+    fn relays_while_recovering(&self) -> Result<bool> {
+        Ok(!held_requests_in(&self.store)?.is_empty())
+    }
+
     fn check_exportable(&self) -> Result<()> {
         let st = self.status()?;
         if st.restored {
@@ -422,9 +430,10 @@ impl<S: Store> Replica<S> {
                 self.name()
             )));
         }
-        if self.view().replica(target)?.is_none() {
-            return Err(CoreError::NotFound(format!("replica:{}", target.short())));
-        }
+        // A target this replica has not heard of yet (its creation entry is still on its way,
+        // or this store predates it) can still be sent to: it needs our requests and
+        // acknowledgements as much as anyone (found by the simulator). Names are resolved by
+        // the caller; here any id but our own is a valid address.
         let st = self.status()?;
         let own = self.own_row()?;
         let send = Self::send_state(&self.store, target)?;
@@ -440,7 +449,10 @@ impl<S: Store> Replica<S> {
         });
         let controls = self.controls(own_request)?;
         let mut reason = "update";
-        let base = if st.recovering.is_some() && !target_recovering {
+        let base = if st.recovering.is_some()
+            && !target_recovering
+            && !self.relays_while_recovering()?
+        {
             // While recovering, packets carry the request (and answers to others) only.
             own.clone()
         } else {
@@ -696,9 +708,14 @@ impl<S: Store> Replica<S> {
         opts.zstd_level = EXPORT_ZSTD_LEVEL;
         let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &plan.header, opts)
             .map_err(enc_err)?;
+        // Record the export (its sequence number, the new estimate) before the packet is
+        // complete: a crash in between leaves at most an unreadable, unfinished part, that is a
+        // lost packet, which the acknowledgements resend. The other order could leave a
+        // finished file whose sequence number the next export reused, so that an
+        // acknowledgement of the one covered the other, lost, one (found by the simulator).
+        self.commit_export(plan)?;
         let (entries, blobs) = self.write_records(plan, &mut w)?;
         let written = w.finish().map_err(enc_err)?;
-        self.commit_export(plan)?;
         Ok(ExportOutcome::Written {
             parts: written.parts,
             entries,
@@ -731,9 +748,10 @@ impl<S: Store> Replica<S> {
         opts.max_part_size = max_size;
         opts.zstd_level = EXPORT_ZSTD_LEVEL;
         let mut w = MemPacketWriter::new(plan.kind, &plan.header, opts).map_err(enc_err)?;
+        // Recorded before the packet is complete, as in `write_plan_to_dir`.
+        self.commit_export(plan)?;
         self.write_records(plan, &mut w)?;
         let (parts, _) = w.finish().map_err(enc_err)?;
-        self.commit_export(plan)?;
         Ok(parts)
     }
 
@@ -883,6 +901,15 @@ impl<S: Store> Replica<S> {
         match self.assess(&h, pkt.kind, &pkt.packet_id, &src)? {
             Assessment::Importable => {}
             Assessment::AlreadyApplied => return Ok(ImportOutcome::AlreadyApplied),
+            Assessment::Refused(CoreError::Refused(r @ Refusal::StaleTarget { .. })) => {
+                // The packet was built before our restore was known to its sender, but the
+                // sender's own restore request in it is news about the sender, not content
+                // built against our old state: learn it (without it, two replicas restored at
+                // once refuse each other's packets forever; found by the simulator). Nothing
+                // else of the packet is applied.
+                self.learn_sender_request(&h)?;
+                return Err(CoreError::Refused(r));
+            }
             Assessment::Refused(e) => return Err(e),
             Assessment::RolledBack(refusal) => {
                 if let Refusal::RolledBack {
@@ -1171,6 +1198,32 @@ impl<S: Store> Replica<S> {
             notes,
             unlocked,
         })
+    }
+
+    fn learn_sender_request(&self, h: &wire::Header) -> Result<()> {
+        let sender = ReplicaId(h.sender.0);
+        let mut txn = Txn::new(&self.store);
+        let mut ap = Appender::load(&txn)?;
+        let mut notes = Vec::new();
+        for c in &h.controls {
+            if let wire::Control::RestoreRequest {
+                replica,
+                incarnation,
+                row,
+            } = c
+            {
+                if replica.0 == sender.0 {
+                    let req = HeldRequest {
+                        replica: sender,
+                        incarnation: *incarnation,
+                        row: Row::from_wire(row),
+                    };
+                    self.on_request(&mut txn, &mut ap, &req, &mut notes)?;
+                }
+            }
+        }
+        txn.commit(WriteOptions::SYNC)?;
+        Ok(())
     }
 
     /// Handles mastership requests just imported for objects this replica masters.
