@@ -12,7 +12,13 @@
 // empty; the lints below would only flag that emptiness.
 #![cfg_attr(
     not(any(feature = "sqlite", feature = "rocks", feature = "mem")),
-    allow(unused_variables, unreachable_code, unused_imports, dead_code, irrefutable_let_patterns)
+    allow(
+        unused_variables,
+        unreachable_code,
+        unused_imports,
+        dead_code,
+        irrefutable_let_patterns
+    )
 )]
 
 pub mod backend;

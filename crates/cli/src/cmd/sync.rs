@@ -885,7 +885,7 @@ impl Lspacket {
                 }
             ));
             ctx.say(format!(
-                "  contents: {} ({})",
+                "  content blobs: {} ({})",
                 d["contents"],
                 util::human_size(d["content_bytes"].as_u64().unwrap_or(0))
             ));

@@ -116,6 +116,7 @@ impl Import {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let site = ctx.open()?;
+        refuse_tree_holding_site(&self.dir, &site.paths.dir)?;
         let total = count_files(&self.dir);
         let pb = util::bar(ctx, total, format!("importing {}", self.dir.display()));
         let res = site.replica.import_tree(
@@ -137,6 +138,24 @@ impl Import {
         ));
         Ok(())
     }
+}
+
+/// Refuses to import a tree that holds the site itself (its store and bays would be checked in).
+fn refuse_tree_holding_site(tree: &std::path::Path, site: &std::path::Path) -> anyhow::Result<()> {
+    let tree_abs = tree
+        .canonicalize()
+        .with_context(|| format!("cannot read {}", tree.display()))?;
+    let site_abs = site
+        .canonicalize()
+        .with_context(|| format!("cannot read {}", site.display()))?;
+    if site_abs.starts_with(&tree_abs) {
+        anyhow::bail!(
+            "{} contains the site directory {} (its store and bays would be checked in); import a directory outside the site",
+            tree.display(),
+            site.display()
+        );
+    }
+    Ok(())
 }
 
 fn count_files(dir: &std::path::Path) -> u64 {
