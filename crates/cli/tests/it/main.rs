@@ -860,3 +860,55 @@ fn every_command_explains_itself_with_an_example() {
         "{top}"
     );
 }
+
+#[test]
+fn an_unreadable_packet_is_refused_and_moved_aside_with_its_reason() {
+    let lab = Lab::hub(None);
+    std::fs::write(
+        lab.path("sanfran/bays/incoming/junk.msp"),
+        b"not a packet at all",
+    )
+    .expect("write");
+    let err = lab.fails(1, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(err.contains("junk.msp"), "{err}");
+    assert!(lab.path("sanfran/bays/refused/junk.msp").exists());
+    let reason =
+        std::fs::read_to_string(lab.path("sanfran/bays/refused/junk.msp.reason")).expect("reason");
+    assert!(!reason.trim().is_empty());
+    assert!(packets_in(&lab.path("sanfran/bays/incoming")).is_empty());
+    // A packet for another replica is refused the same way, naming its addressee.
+    lab.settle();
+    lab.ok(&["-C", "boston", "mkbrtype", "more"]);
+    lab.send("boston", "bangalore");
+    for p in packets_in(&lab.path("bangalore/bays/incoming")) {
+        std::fs::rename(
+            &p,
+            lab.path("sanfran/bays/incoming")
+                .join(p.file_name().expect("name")),
+        )
+        .expect("move");
+    }
+    let err = lab.fails(1, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(err.contains("addressed to bangalore"), "{err}");
+    // An empty bay is fine.
+    let out = lab.ok(&["-C", "sanfran", "syncreplica", "import"]);
+    assert!(out.contains("No packets"), "{out}");
+}
+
+#[test]
+fn sites_are_not_made_over_sites_or_from_their_own_tree() {
+    let lab = Lab::hub(None);
+    let err = lab.fails(
+        1,
+        &["init", "boston", "--family", "again", "--replica", "x"],
+    );
+    assert!(err.contains("already holds replica boston"), "{err}");
+    let err = lab.fails(1, &["-C", "boston", "import", "."]);
+    assert!(err.contains("contains the site directory"), "{err}");
+    let err = lab.fails(1, &["-C", "boston", "lspacket", "nothing-here.msp"]);
+    assert!(err.contains("does not exist"), "{err}");
+    let err = lab.fails(1, &["-C", "boston", "backup", "boston"]);
+    assert!(err.contains("not empty"), "{err}");
+    let text = lab.ok(&["-C", "boston", "describe", "replica:sanfran"]);
+    assert!(text.starts_with("kind: replica"), "{text}");
+}
