@@ -72,6 +72,9 @@ fn main() -> Result<()> {
     if args.first().map(String::as_str) == Some("__child") {
         return workloads::child_main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("__prep") {
+        return workloads::prep_main(&args[1..]);
+    }
     let opts = parse(&args)?;
     let div = if opts.quick { 10 } else { 1 };
     let sizes = Sizes {

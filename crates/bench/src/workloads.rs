@@ -374,7 +374,8 @@ pub fn ceiling<B: Backend>(w: &Work, inputs: &Inputs, sizes: &Sizes) -> Result<V
     };
     rm(&pkt);
     levels.push(empty_level::<B>(w, &a, &c, &request, sizes.empty_runs)?);
-    let (raw_records, t_raw) = raw_writes::<B>(w, applied)?;
+    let (raw_records, t_raw) = raw_writes::<B>(w, applied, false)?;
+    let (_, t_raw_random) = raw_writes::<B>(w, applied, true)?;
     Ok(json!({
         "entries": applied, "export_secs": t_exp.as_secs_f64(), "import_secs": t_imp.as_secs_f64(),
         "packet_bytes": bytes, "packet_entries": entries,
@@ -382,13 +383,15 @@ pub fn ceiling<B: Backend>(w: &Work, inputs: &Inputs, sizes: &Sizes) -> Result<V
         "export_rate": entries as f64 / t_exp.as_secs_f64(),
         "raw_records": raw_records, "raw_secs": t_raw.as_secs_f64(),
         "raw_rate": raw_records as f64 / t_raw.as_secs_f64(),
+        "raw_random_rate": raw_records as f64 / t_raw_random.as_secs_f64(),
         "empty": levels,
     }))
 }
 
 /// The engine's raw batched-write rate: `n` records of 16-byte keys and 256-byte values,
-/// written in batches of [`RAW_BATCH`] without sync, then one synced empty batch.
-fn raw_writes<B: Backend>(w: &Work, n: u64) -> Result<(u64, std::time::Duration)> {
+/// written in batches of [`RAW_BATCH`] without sync, then one synced empty batch. Keys are
+/// ascending (the engine's best case) or, with `random`, pseudo-random like msite's hashes.
+fn raw_writes<B: Backend>(w: &Work, n: u64, random: bool) -> Result<(u64, std::time::Duration)> {
     let dir = w.fresh("raw");
     let store = B::open_store(&dir)?;
     let value = content(0x4a4a, FILE_SIZE);
@@ -400,7 +403,12 @@ fn raw_writes<B: Backend>(w: &Work, n: u64) -> Result<(u64, std::time::Duration)
             while i < end {
                 let mut key = [0u8; 16];
                 key[..8].copy_from_slice(&0x6d73_6974_6562_6e63u64.to_be_bytes());
-                key[8..].copy_from_slice(&i.to_be_bytes());
+                let k = if random {
+                    crate::util::splitmix(&mut i.clone())
+                } else {
+                    i
+                };
+                key[8..].copy_from_slice(&k.to_be_bytes());
                 batch.put(Keyspace::Oplog, &key, &value);
                 i += 1;
             }
@@ -450,6 +458,31 @@ pub fn memory<B: Backend>(w: &Work, mem: &Path) -> Result<Value> {
 fn path(p: &Path) -> Result<&str> {
     p.to_str()
         .with_context(|| format!("{} is not UTF-8", p.display()))
+}
+
+/// The hidden `__prep BACKEND FILES DIR` subcommand (for profiling the import): replica A at
+/// `DIR/a` with a tree of FILES 256-byte files checked in, an empty replica B at `DIR/b`
+/// created before, and A's update packet for B in `DIR/pkt`. Prints B's id; then run
+/// `valgrind --tool=callgrind msite-bench __child import BACKEND DIR/b DIR/pkt/*`.
+pub fn prep_main(args: &[String]) -> Result<()> {
+    let [backend, files, dir] = args else {
+        bail!("usage: __prep BACKEND FILES DIR");
+    };
+    let files: u64 = files.parse().context("FILES must be a number")?;
+    crate::with_backend!(backend.as_str(), B => prep::<B>(files, Path::new(dir)))
+}
+
+fn prep<B: Backend>(files: u64, dir: &Path) -> Result<()> {
+    let w = Work::new(&dir.join("tmp"));
+    let a: Rep<B> = Replica::init(B::open_store(&dir.join("a"))?, env(), "bench", "a")?;
+    let b = mkreplica_at::<B>(&w, &a, "b", &dir.join("b"))?;
+    settle(&w, &a, &b)?;
+    write_tree(&dir.join("tree"), files, FILE_SIZE, 9)?;
+    import_tree(&a, &dir.join("tree"))?;
+    let out = a.export_to_dir(&b.id(), &dir.join("pkt"), None)?;
+    let (_, bytes, entries) = parts(&out)?;
+    println!("{} {entries} entries {bytes} bytes", b.id().to_hex());
+    Ok(())
 }
 
 /// Runs a hidden `__child` subcommand and parses the JSON line it prints.
