@@ -864,13 +864,22 @@ impl Lspacket {
                 .map(|a| {
                     a.iter()
                         .map(|o| {
-                            format!(
-                                "{} {}..{} ({})",
-                                plain(&o["origin"]),
-                                o["first"],
-                                o["last"],
-                                o["entries"]
-                            )
+                            let (first, last, n) = (
+                                o["first"].as_u64().unwrap_or(0),
+                                o["last"].as_u64().unwrap_or(0),
+                                o["entries"].as_u64().unwrap_or(0),
+                            );
+                            let range = if first == last {
+                                format!("{first}")
+                            } else {
+                                format!("{first}..{last}")
+                            };
+                            let gaps = if n != last.saturating_sub(first) + 1 {
+                                format!(" ({n} entries)")
+                            } else {
+                                String::new()
+                            };
+                            format!("{} {range}{gaps}", plain(&o["origin"]))
                         })
                         .collect()
                 })
@@ -881,7 +890,7 @@ impl Lspacket {
                 if per.is_empty() {
                     String::new()
                 } else {
-                    format!(": {}", per.join(", "))
+                    format!(" ({})", per.join(", "))
                 }
             ));
             ctx.say(format!(
