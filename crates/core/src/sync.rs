@@ -356,6 +356,10 @@ pub enum ImportOutcome {
 
 const PREFIX_COMMIT_ENTRIES: u64 = 50_000;
 
+/// Bytes buffered in an import's transaction before a prefix commit: keeps the memory of an
+/// import bounded whatever the packet's size.
+const PREFIX_COMMIT_BYTES: usize = 32 << 20;
+
 /// zstd level for exported packets: level 1 compresses about twice as fast as the format's
 /// default 3 for a few percent more bytes (see BENCHMARKS.md, "Packet format"); exports are on
 /// the operator's critical path, and the bytes usually travel on disks, not slow links.
@@ -980,6 +984,7 @@ impl<S: Store> Replica<S> {
         let mut skipped = 0u64;
         let mut last_hash: BTreeMap<ReplicaId, Hash> = BTreeMap::new();
         let mut grants = Vec::new();
+        let mut blobs_seen: HashSet<Hash> = HashSet::new();
         for rec in &mut pkt.records {
             match rec? {
                 Record::Blob { hash, bytes } => {
@@ -988,8 +993,12 @@ impl<S: Store> Replica<S> {
                             "{src}: a content record does not match its hash"
                         )));
                     }
-                    if txn.get(Keyspace::Blobs, &hash)?.is_none() {
-                        txn.put(Keyspace::Blobs, &hash, &bytes);
+                    // Content is keyed by its hash: writing it again is harmless, and cheaper
+                    // than reading first.
+                    txn.put(Keyspace::Blobs, &hash, &bytes);
+                    blobs_seen.insert(hash);
+                    if txn.size() > PREFIX_COMMIT_BYTES {
+                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
                     }
                 }
                 Record::Entry(bytes) => {
@@ -1047,7 +1056,9 @@ impl<S: Store> Replica<S> {
                         }));
                     }
                     if let Op::Checkin { content, .. } = &e.op {
-                        if txn.get(Keyspace::Blobs, content)?.is_none() {
+                        if !blobs_seen.contains(content)
+                            && txn.get(Keyspace::Blobs, content)?.is_none()
+                        {
                             return Err(CoreError::Malformed(format!(
                                 "{src}: entry {} of {} refers to content the packet does not carry",
                                 e.number,
@@ -1063,7 +1074,9 @@ impl<S: Store> Replica<S> {
                     held.insert(e.origin, e.number);
                     last_hash.insert(e.origin, e.hash);
                     applied += 1;
-                    if applied.is_multiple_of(PREFIX_COMMIT_ENTRIES) {
+                    if applied.is_multiple_of(PREFIX_COMMIT_ENTRIES)
+                        || txn.size() > PREFIX_COMMIT_BYTES
+                    {
                         // A very large packet commits in consistent prefixes; a crash leaves a
                         // prefix that the next import continues from.
                         txn.commit_prefix(WriteOptions::NO_SYNC)?;
@@ -1388,6 +1401,9 @@ impl<S: Store> Replica<S> {
                         )));
                     }
                     txn.put(Keyspace::Blobs, &hash, &bytes);
+                    if txn.size() > PREFIX_COMMIT_BYTES {
+                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
+                    }
                 }
                 Record::Entry(bytes) => {
                     let e = Entry::decode_verified(&bytes)
@@ -1404,7 +1420,9 @@ impl<S: Store> Replica<S> {
                     }
                     ap.store_entry(&mut txn, &e, &bytes)?;
                     held.insert(e.origin, e.number);
-                    if ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES) {
+                    if ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES)
+                        || txn.size() > PREFIX_COMMIT_BYTES
+                    {
                         txn.commit_prefix(WriteOptions::NO_SYNC)?;
                     }
                 }
