@@ -68,6 +68,7 @@ pub const MATRIX: &[Row] = &[
     Row { tag: "cli-sqlite",   kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "sqlite"], env: &[], rocks: false },
     Row { tag: "sim",          kind: TestClippy, args: &["-p", "msite-sim"], env: &[], rocks: false },
     Row { tag: "model",        kind: TestClippy, args: &["-p", "msite-model"], env: &[], rocks: false },
+    Row { tag: "bench",        kind: TestClippy, args: &["-p", "msite-bench"], env: &[], rocks: false },
     Row { tag: "xtask",        kind: TestClippy, args: &["-p", "xtask"], env: &[], rocks: false },
     Row { tag: "store-rocks",  kind: TestClippy, args: &["-p", "msite-store-rocks"], env: &[], rocks: true },
     Row { tag: "cli-rocks",    kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "rocks"], env: &[], rocks: true },
