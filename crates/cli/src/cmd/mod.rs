@@ -48,6 +48,7 @@ Example: see the whole product at work in a temporary directory
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
     propagate_version = true,
+    arg_required_else_help = true,
     max_term_width = 100
 )]
 pub struct Cli {
@@ -79,6 +80,7 @@ impl Cli {
         if self.quiet {
             ctx.progress = false;
         }
+        tracing::debug!(site = %ctx.dir.display(), command = ?self.command, "running");
         self.command.run(&ctx)
     }
 }

@@ -340,6 +340,7 @@ fn import_groups(
             let name = g.display();
             let files = g.paths();
             let movable = files.iter().all(|f| in_dir(f, &incoming));
+            tracing::info!(packet = %name, parts = files.len(), "importing");
             let pb = util::spinner(ctx, format!("importing {name}"));
             let res = Incoming::from_files(&files).and_then(|pkt| r.import(pkt));
             pb.finish_and_clear();

@@ -1,6 +1,6 @@
 //! The versioned object base: elements, versions, types, labels, names, mastership, digest.
 
-use std::io::Read as _;
+use std::io::{IsTerminal as _, Read as _};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -64,6 +64,13 @@ impl Checkin {
         let content = match &self.file {
             Some(f) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
             None => {
+                if std::io::stdin().is_terminal() {
+                    anyhow::bail!(
+                        "no content for {}: give a FILE, or pipe the content into `msite checkin {}`",
+                        self.path,
+                        self.path
+                    );
+                }
                 let mut buf = Vec::new();
                 std::io::stdin()
                     .read_to_end(&mut buf)
