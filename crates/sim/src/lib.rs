@@ -29,6 +29,48 @@ pub struct Config {
     pub replicas: Option<usize>,
     /// Record the event trace.
     pub verbose: bool,
+    /// Narrow the schedules (the default draws everything).
+    pub profile: Profile,
+}
+
+/// Which schedules to draw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// Everything the seed draws.
+    #[default]
+    All,
+    /// No backups restored: synchronisation, packet faults and crashes only.
+    Sync,
+    /// Restores in default mode only (no `--override`, `--wait-for` or snapshot rollback).
+    DefaultRestores,
+    /// Every mutating call has a one-in-four chance of a failing write.
+    Crashy,
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Profile::All => "all",
+            Profile::Sync => "sync",
+            Profile::DefaultRestores => "default-restores",
+            Profile::Crashy => "crashy",
+        })
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Profile::All),
+            "sync" => Ok(Profile::Sync),
+            "default-restores" => Ok(Profile::DefaultRestores),
+            "crashy" => Ok(Profile::Crashy),
+            _ => Err(format!(
+                "unknown profile `{s}` (all, sync, default-restores, crashy)"
+            )),
+        }
+    }
 }
 
 /// Counters summed over schedules.
@@ -84,6 +126,8 @@ pub struct Stats {
     pub divergent: u64,
     /// Rollbacks detected by an import.
     pub rollback_detections: u64,
+    /// Restore requests learned from packets refused as stale for their target.
+    pub learned_from_stale: u64,
     /// Schedules where entries may be lost by design (override, `--wait-for`, a rolled-back
     /// replica writing before detection).
     pub lossy: u64,
@@ -125,6 +169,7 @@ impl Stats {
             stale,
             divergent,
             rollback_detections,
+            learned_from_stale,
             lossy,
             unconvergeable,
             destroyed
@@ -138,7 +183,7 @@ impl fmt::Display for Stats {
             f,
             "restores={} lost={} duplicated={} reordered={} corrupted={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
-             refused_ops={} waits={} stale={} divergent={} rollback_detections={} operator_fixes={} lossy={} \
+             refused_ops={} waits={} stale={} divergent={} rollback_detections={} learned_from_stale={} operator_fixes={} lossy={} \
              unconvergeable={} destroyed={} steps={}",
             self.restores,
             self.lost,
@@ -162,6 +207,7 @@ impl fmt::Display for Stats {
             self.stale,
             self.divergent,
             self.rollback_detections,
+            self.learned_from_stale,
             self.operator_fixes,
             self.lossy,
             self.unconvergeable,
@@ -216,13 +262,14 @@ pub fn run_schedule(cfg: &Config) -> Outcome {
 
 /// Shrinks a failing schedule: the smallest step count and replica cap (tried in that order,
 /// halving then trimming) for which the same seed still fails. Returns `(steps, replicas)`.
-pub fn shrink(seed: u64, steps: usize, replicas: usize) -> (usize, usize) {
+pub fn shrink(seed: u64, steps: usize, replicas: usize, profile: Profile) -> (usize, usize) {
     // A shrunk schedule must fail the same way: explained by the same known bugs (or by none).
     let class = run_schedule(&Config {
         seed,
         steps: Some(steps),
         replicas: Some(replicas),
         verbose: false,
+        profile,
     })
     .known;
     let fails = |s: usize, r: usize| {
@@ -231,6 +278,7 @@ pub fn shrink(seed: u64, steps: usize, replicas: usize) -> (usize, usize) {
             steps: Some(s),
             replicas: Some(r),
             verbose: false,
+            profile,
         });
         !o.violations.is_empty() && o.known == class
     };

@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use msite_sim::{run_schedule, shrink, Config, Stats};
+use msite_sim::{run_schedule, shrink, Config, Profile, Stats};
 
 /// Deterministic simulator of msite's replication protocol.
 #[derive(Debug, Parser)]
@@ -29,6 +29,9 @@ struct Args {
     /// Override the maximum number of replicas of each schedule.
     #[arg(long)]
     replicas: Option<usize>,
+    /// Narrow the schedules: all, sync (no restores), default-restores, crashy.
+    #[arg(long, default_value = "all")]
+    profile: Profile,
     /// Do not shrink failing schedules.
     #[arg(long)]
     no_shrink: bool,
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
             steps: args.steps,
             replicas: args.replicas,
             verbose: args.verbose,
+            profile: args.profile,
         };
         let out = run_schedule(&cfg);
         total.add(&out.stats);
@@ -76,11 +80,22 @@ fn main() -> ExitCode {
             for v in &out.violations {
                 println!("  {v}");
             }
-            println!("  replay: cargo xtask sim --seed {seed} --schedules 1 --verbose");
-            if !args.no_shrink {
-                let (s, r) = shrink(seed, out.steps, out.replicas);
+            let prof = if args.profile == Profile::All {
+                String::new()
+            } else {
+                format!(" --profile {}", args.profile)
+            };
+            if prof.is_empty() {
+                println!("  replay: cargo xtask sim --seed {seed} --schedules 1 --verbose");
+            } else {
                 println!(
-                    "  shrunk: cargo run --release -p msite-sim -- --seed {seed} --schedules 1 --steps {s} --replicas {r} --verbose"
+                    "  replay: cargo run --release -p msite-sim -- --seed {seed} --schedules 1{prof} --verbose"
+                );
+            }
+            if !args.no_shrink {
+                let (s, r) = shrink(seed, out.steps, out.replicas, args.profile);
+                println!(
+                    "  shrunk: cargo run --release -p msite-sim -- --seed {seed} --schedules 1 --steps {s} --replicas {r}{prof} --verbose"
                 );
             }
             if failures >= args.max_failures {
