@@ -1419,6 +1419,11 @@ impl<S: Store> Replica<S> {
                         found_self |= *replica == me;
                     }
                     ap.store_entry(&mut txn, &e, &bytes)?;
+                    // The protocol effects of each entry, as import applies them: without them a
+                    // new replica does not know which restorations already completed, takes up
+                    // a completed restoration's request when a sibling still relays it, and
+                    // holds it forever (found by the simulator).
+                    r.on_entry(&mut txn, &e.origin, &e.op)?;
                     held.insert(e.origin, e.number);
                     if ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES)
                         || txn.size() > PREFIX_COMMIT_BYTES
