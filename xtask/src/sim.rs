@@ -53,7 +53,10 @@ pub fn run(args: &Args) -> Result<Report> {
             tally = t;
         }
     })?;
-    let mut report = Report { tally, failures: Vec::new() };
+    let mut report = Report {
+        tally,
+        failures: Vec::new(),
+    };
     if !finished.success {
         report.failures.push(format!(
             "sim: {} schedule(s) violated the protocol's invariants (seeds and replay commands above)",
@@ -75,7 +78,10 @@ fn parse_summary(line: &str) -> Option<Tally> {
         }
     }
     let (n, v) = (n?, v?);
-    Some(Tally { passed: n.saturating_sub(v), failed: v })
+    Some(Tally {
+        passed: n.saturating_sub(v),
+        failed: v,
+    })
 }
 
 #[cfg(test)]
@@ -85,7 +91,13 @@ mod tests {
     #[test]
     fn summary_line_becomes_a_tally() {
         let t = parse_summary("schedules=3000 violations=2 restores=10 lost=4").unwrap();
-        assert_eq!(t, Tally { passed: 2998, failed: 2 });
+        assert_eq!(
+            t,
+            Tally {
+                passed: 2998,
+                failed: 2
+            }
+        );
         assert!(parse_summary("VIOLATION seed=4").is_none());
     }
 }

@@ -89,6 +89,14 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
         "FIXED in a7bce56 (restore complete sets the estimate exactly): after --override or a partial --wait-for, a sibling that never saw the request kept a too high estimate of the restored replica and never resent what it lost",
     ),
     (
+        "K10",
+        "OPEN: a lost acknowledgement-only packet and a lost update: the sender resends unacknowledged packets only after the target has reported once, and the target, whose only report was lost, has nothing new to say; neither side ever sends again",
+    ),
+    (
+        "K11",
+        "OPEN: a snapshot rollback that loses only other origins' entries is never detected (detection looks at the replica's own entries only); its siblings keep too high estimates of it and take acknowledgements as a maximum, so they never resend what it lost and the family never converges",
+    ),
+    (
         "K9",
         "FIXED in a7bce56 (record an export before writing it): a crash between finishing a packet file and recording the export left a shipped packet whose sequence number the next export reused; an acknowledgement of one covered the other, lost, one, which was never resent",
     ),
@@ -622,8 +630,15 @@ impl World {
             self.sites[i].name
         );
         if self.lossy.is_empty() {
-            if let Some(s) = self.sites.iter().find(|s| s.id == o) {
-                if s.forgot_siblings {
+            if let Some(oi) = self.sites.iter().position(|s| s.id == o) {
+                // K3: the origin's restore did not wait for a holder of the old entry that
+                // its store does not know.
+                let unknown_holder = (0..self.sites.len()).any(|j| {
+                    j != oi
+                        && matches!(self.rep(j).entry(&o, k), Ok(Some(e)) if e.hash == a)
+                        && matches!(self.rep(oi).view().replica(&self.sites[j].id), Ok(None))
+                });
+                if self.sites[oi].forgot_siblings || unknown_holder {
                     self.known.insert("K3");
                 }
             }
@@ -1829,6 +1844,45 @@ impl World {
                     };
                     if est.0.iter().any(|(o, k)| *k > own.get(o)) && rec_inc(y).is_none() {
                         self.known.insert("K8");
+                    }
+                }
+            }
+        }
+        // K10: the family did not converge, a replica still has unacknowledged packets to a
+        // neighbour and believes the neighbour holds more than it does: it waits for a report
+        // before resending, and the neighbour, having reported once, has nothing more to say.
+        if own_rows.iter().any(|r| *r != own_rows[0]) {
+            for &(a, b) in &self.edges {
+                for (x, y) in [(a, b), (b, a)] {
+                    let unacked = self.rep(x).unacknowledged(&self.sites[y].id).unwrap_or(0);
+                    let (Ok(est), Some(Some(own))) =
+                        (self.rep(x).estimate(&self.sites[y].id), own_rows.get(y))
+                    else {
+                        continue;
+                    };
+                    if unacked > 0
+                        && est.0.iter().any(|(o, k)| *k > own.get(o))
+                        && rec_inc(x).is_none()
+                        && rec_inc(y).is_none()
+                    {
+                        self.known.insert("K10");
+                    }
+                }
+            }
+        }
+        // K11: the family did not converge and a replica believes a neighbour that was rolled
+        // back by a snapshot holds more than it does (a rollback that lost only other origins'
+        // entries is never detected, and acknowledgement state only ever rises).
+        if own_rows.iter().any(|r| *r != own_rows[0]) {
+            for &(a, b) in &self.edges {
+                for (x, y) in [(a, b), (b, a)] {
+                    let (Ok(est), Some(Some(own))) =
+                        (self.rep(x).estimate(&self.sites[y].id), own_rows.get(y))
+                    else {
+                        continue;
+                    };
+                    if self.sites[y].snapshot_rolled && est.0.iter().any(|(o, k)| *k > own.get(o)) {
+                        self.known.insert("K11");
                     }
                 }
             }

@@ -258,3 +258,74 @@ fn k1_directed_two_replicas_of_two_restored_at_once_both_complete() {
     assert_eq!(r0.own_row().unwrap(), r1.own_row().unwrap());
     assert_eq!(r0.digest().unwrap(), r1.digest().unwrap());
 }
+
+/// K12, found by the simulator (seed 2001037): a replica made from a creation packet did not
+/// run the entries' protocol effects, so it did not know that a restoration had completed;
+/// when a sibling still relayed that restoration's request, the new replica took it up and
+/// relayed it forever. Fixed in `create_from_packet`.
+#[test]
+fn k12_replica_created_after_a_restore_completed_does_not_take_up_its_request() {
+    use std::sync::Arc;
+
+    use msite_core::testkit::MemStore;
+    use msite_core::{Env, Incoming, Replica, SimEnv};
+
+    type R = Replica<MemStore>;
+    let env = SimEnv::new(12);
+    let e: Arc<dyn Env> = Arc::new(env.clone());
+    let r0: R = Replica::init(MemStore::new(), e.clone(), "fam", "r0").unwrap();
+    let make = |from: &R, name: &str| -> R {
+        let plan = from.plan_mkreplica(name).unwrap();
+        let parts = from.write_plan_to_parts(&plan, None).unwrap();
+        Replica::create_from_packet(
+            MemStore::new(),
+            e.clone(),
+            Incoming::from_parts(parts, "c").unwrap(),
+        )
+        .unwrap()
+    };
+    let sync = |a: &R, b: &R| -> bool {
+        match a.export_to_parts(&b.id(), None).unwrap() {
+            Some(p) => {
+                let _ = b.import(Incoming::from_parts(p, "p").unwrap());
+                true
+            }
+            None => false,
+        }
+    };
+    let r1 = make(&r0, "r1");
+    for _ in 0..3 {
+        sync(&r0, &r1);
+        sync(&r1, &r0);
+    }
+    let r0: R = Replica::open(r0.store().deep_copy(), e.clone()).unwrap();
+    r0.mark_restored().unwrap();
+    r0.restorereplica(&[], false).unwrap();
+    sync(&r0, &r1); // r1 takes up the request and acknowledges it
+    sync(&r1, &r0); // r0 completes
+    assert!(r0.status().unwrap().recovering.is_none());
+    let r2 = make(&r0, "r2"); // its creation packet holds restore complete
+    sync(&r1, &r2); // r1 still relays the request
+    for _ in 0..10 {
+        let mut moved = false;
+        for (a, b) in [
+            (&r0, &r1),
+            (&r1, &r0),
+            (&r0, &r2),
+            (&r2, &r0),
+            (&r1, &r2),
+            (&r2, &r1),
+        ] {
+            moved |= sync(a, b);
+        }
+        if !moved {
+            break;
+        }
+    }
+    for (name, r) in [("r0", &r0), ("r1", &r1), ("r2", &r2)] {
+        assert!(
+            r.held_requests().unwrap().is_empty(),
+            "{name} still relays a completed restoration's request"
+        );
+    }
+}
