@@ -52,7 +52,7 @@ type Store = FaultyStore<MemStore>;
 type Rep = msite_core::Replica<Store>;
 
 /// Known bugs that core has fixed: their signatures no longer explain a failure.
-pub const FIXED_BUGS: &[&str] = &["K2", "K4", "K5", "K6", "K7", "K8", "K9"];
+pub const FIXED_BUGS: &[&str] = &["K2", "K4", "K5", "K6", "K7", "K8", "K9", "K12"];
 
 /// Known protocol bugs: tag and one-line diagnosis (docs/testing.md has the details).
 pub const KNOWN_BUGS: &[(&str, &str)] = &[
@@ -95,6 +95,14 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     (
         "K11",
         "OPEN: a snapshot rollback that loses only other origins' entries is never detected (detection looks at the replica's own entries only); its siblings keep too high estimates of it and take acknowledgements as a maximum, so they never resend what it lost and the family never converges",
+    ),
+    (
+        "K13",
+        "OPEN: restoring from a backup older than the replica's previous restoration, when the backup holds own entries that restoration lost (never sent) and renumbered: the revived entries conflict with the renumbered ones the family holds, every packet to the replica is refused as divergent, and it never completes",
+    ),
+    (
+        "K12",
+        "FIXED in b4ff674: a replica made from a creation packet did not run the entries' protocol effects; it took up a completed restoration's request when a sibling still relayed it, and relayed it forever",
     ),
     (
         "K9",
@@ -654,11 +662,17 @@ impl World {
             .filter_map(|i| self.rep(i).own_row().ok())
             .collect();
         let mut gone = Vec::new();
-        for id in self.ledger.reached.keys() {
+        for (id, hash) in &self.ledger.reached {
             if self.ledger.destroyed.contains(id) {
                 continue;
             }
-            if !rows.iter().any(|r| r.get(&id.0) >= id.1) {
+            // Held means this very entry: a store put back from an older timeline may hold
+            // another entry under the number.
+            let held = rows.iter().enumerate().any(|(i, r)| {
+                r.get(&id.0) >= id.1
+                    && matches!(self.rep(i).entry(&id.0, id.1), Ok(Some(e)) if e.hash == *hash)
+            });
+            if !held {
                 gone.push(*id);
             }
         }
@@ -1884,6 +1898,16 @@ impl World {
                     if self.sites[y].snapshot_rolled && est.0.iter().any(|(o, k)| *k > own.get(o)) {
                         self.known.insert("K11");
                     }
+                }
+            }
+        }
+        // K13: live replicas hold different entries under a number of a replica that is still
+        // recovering (its backup predates its previous restoration and revived own entries
+        // that restoration had lost and renumbered).
+        for (o, _) in self.live_conflicts() {
+            if let Some(oi) = self.sites.iter().position(|s| s.id == o) {
+                if rec_inc(oi).is_some() {
+                    self.known.insert("K13");
                 }
             }
         }
