@@ -94,11 +94,15 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K11",
-        "OPEN: a snapshot rollback that loses only other origins' entries is never detected (detection looks at the replica's own entries only); its siblings keep too high estimates of it and take acknowledgements as a maximum, so they never resend what it lost and the family never converges",
+        "OPEN: a snapshot rollback that loses no entry of the replica's own that a sibling holds is never detected (detection looks at own entries only), yet it rolls back sync state: siblings keep too high estimates of it and take acknowledgements as a maximum, and it reuses packet sequence numbers the siblings already acknowledged; nothing is resent and the family never converges",
     ),
     (
         "K13",
         "OPEN: restoring from a backup older than the replica's previous restoration, when the backup holds own entries that restoration lost (never sent) and renumbered: the revived entries conflict with the renumbered ones the family holds, every packet to the replica is refused as divergent, and it never completes",
+    ),
+    (
+        "K14",
+        "OPEN: after --override (or --wait-for) reused numbers, a sibling that holds the old entries under them and whose estimate says so never receives a packet with entries of that origin, so the fork is never reported (bases travel only with entries); a restoration awaiting the overriding replica's acknowledgement, numbered in the reused range, never completes",
     ),
     (
         "K12",
@@ -1895,7 +1899,9 @@ impl World {
                     else {
                         continue;
                     };
-                    if self.sites[y].snapshot_rolled && est.0.iter().any(|(o, k)| *k > own.get(o)) {
+                    if (self.sites[y].snapshot_rolled || self.sites[x].snapshot_rolled)
+                        && est.0.iter().any(|(o, k)| *k > own.get(o))
+                    {
                         self.known.insert("K11");
                     }
                 }
@@ -1908,6 +1914,15 @@ impl World {
             if let Some(oi) = self.sites.iter().position(|s| s.id == o) {
                 if rec_inc(oi).is_some() {
                     self.known.insert("K13");
+                }
+            }
+        }
+        // K14: live replicas hold different entries under a number (a lossy restore reused
+        // it) and no import ever reported it: no packet carried that origin's entries across.
+        if !self.lossy.is_empty() {
+            for (o, _) in self.live_conflicts() {
+                if !self.reported.contains(&o) {
+                    self.known.insert("K14");
                 }
             }
         }
