@@ -105,6 +105,10 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
         "OPEN: after --override (or --wait-for) reused numbers, a sibling that holds the old entries under them and whose estimate says so never receives a packet with entries of that origin, so the fork is never reported (bases travel only with entries); a restoration awaiting the overriding replica's acknowledgement, numbered in the reused range, never completes",
     ),
     (
+        "K15",
+        "OPEN (also the model check's open finding): a snapshot rollback to a copy taken while the replica was recovering revives that recovery; siblings that saw it complete ignore its request (incarnation not above the completed one) and nothing tells the replica to move to a newer incarnation, so it never completes",
+    ),
+    (
         "K12",
         "FIXED in b4ff674: a replica made from a creation packet did not run the entries' protocol effects; it took up a completed restoration's request when a sibling still relayed it, and relayed it forever",
     ),
@@ -1915,6 +1919,20 @@ impl World {
                 if rec_inc(oi).is_some() {
                     self.known.insert("K13");
                 }
+            }
+        }
+        // K15: a recovering replica whose restoration a sibling already saw complete (a store
+        // put back from a copy of an older recovery): the sibling ignores its request for ever.
+        for (i, sti) in st.iter().enumerate() {
+            let Some(rc) = sti.as_ref().and_then(|s| s.recovering.clone()) else {
+                continue;
+            };
+            let me = self.sites[i].id;
+            let seen_complete = (0..n).any(|j| {
+                j != i && self.rep(j).completed_incarnation(&me).unwrap_or(0) >= rc.incarnation
+            });
+            if seen_complete {
+                self.known.insert("K15");
             }
         }
         // K14: live replicas hold different entries under a number (a lossy restore reused
