@@ -936,6 +936,10 @@ impl<S: Store> Replica<S> {
                 return Err(self.on_newer_incarnation(known, ours, &sender)?);
             }
             Assessment::Waiting(needs) => {
+                // A waiting packet still tells us the sender's incarnation and its own restore
+                // request (found by the simulator: otherwise a request carried only by a
+                // waiting packet is never learned).
+                self.learn_sender_request(&h)?;
                 // Remember that we saw this packet: our next report tells the sender that an
                 // earlier packet of its is missing.
                 let me_t = h.targets.iter().find(|t| t.replica.0 == self.me.0).cloned();
@@ -1234,6 +1238,12 @@ impl<S: Store> Replica<S> {
                     self.on_request(&mut txn, &mut ap, &req, &mut notes)?;
                 }
             }
+        }
+        // The sender's own incarnation is news about the sender too: without it our packets
+        // to a replica whose restoration already completed stay stale forever.
+        let k = keys::peer(keys::peers::INCARNATION, &sender);
+        if h.sender_incarnation > txn_u64(&txn, Keyspace::Peers, &k)? {
+            txn.put(Keyspace::Peers, &k, &h.sender_incarnation.to_be_bytes());
         }
         txn.commit(WriteOptions::SYNC)?;
         Ok(())
