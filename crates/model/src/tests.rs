@@ -380,11 +380,15 @@ fn amend_forgetting_acks_is_caught() {
 }
 
 /// The suite configuration that found both bugs ("backup taken while recovering"), in full:
-/// no counterexample now. Slow (about a minute and a half in release): run with
-/// `cargo test --release -p msite-model -- --ignored`.
+/// no counterexample now. Slow (about a minute and a half in release), so gated by an
+/// environment variable rather than ignored: `MSITE_SLOW_TESTS=1 cargo test --release -p
+/// msite-model` (`cargo xtask model` checks the same configuration on every run).
 #[test]
-#[ignore]
 fn backup_taken_while_recovering_suite_config_holds() {
+    if !slow_tests() {
+        eprintln!("skipped: set MSITE_SLOW_TESTS=1 to run the full suite configuration");
+        return;
+    }
     let (_, b) = suite()
         .into_iter()
         .find(|(l, _)| *l == "backup taken while recovering")
@@ -393,10 +397,14 @@ fn backup_taken_while_recovering_suite_config_holds() {
     assert!(v.is_empty(), "{v:?}");
 }
 
-/// The same configuration with the old amend put back still finds the first bug.
+/// The same configuration with the old amend put back still finds the first bug (slow; gated
+/// like the test above).
 #[test]
-#[ignore]
 fn backup_taken_while_recovering_suite_config_catches_the_old_amend() {
+    if !slow_tests() {
+        eprintln!("skipped: set MSITE_SLOW_TESTS=1 to run the full suite configuration");
+        return;
+    }
     let (_, b) = suite()
         .into_iter()
         .find(|(l, _)| *l == "backup taken while recovering")
@@ -405,4 +413,9 @@ fn backup_taken_while_recovering_suite_config_catches_the_old_amend() {
     for p in [props::NO_REUSE, props::NO_STALE_APPLY, props::COMPLETION] {
         assert!(v.contains(&p), "{p}: {v:?}");
     }
+}
+
+/// Whether the slow, full-configuration tests run (`MSITE_SLOW_TESTS` set).
+fn slow_tests() -> bool {
+    std::env::var_os("MSITE_SLOW_TESTS").is_some()
 }
