@@ -1089,36 +1089,7 @@ impl<S: Store> Replica<S> {
             }
         }
         let mut notes = Vec::new();
-        for c in &h.controls {
-            match c {
-                wire::Control::RestoreRequest {
-                    replica,
-                    incarnation,
-                    row,
-                } => {
-                    let req = HeldRequest {
-                        replica: ReplicaId(replica.0),
-                        incarnation: *incarnation,
-                        row: Row::from_wire(row),
-                    };
-                    self.on_request(&mut txn, &mut ap, &req, &mut notes)?;
-                }
-                wire::Control::ProvisionalAck {
-                    acker,
-                    replica,
-                    incarnation,
-                    held,
-                } => {
-                    let a = ProvisionalAck {
-                        acker: ReplicaId(acker.0),
-                        replica: ReplicaId(replica.0),
-                        incarnation: *incarnation,
-                        held: *held,
-                    };
-                    self.on_provisional_ack(&mut txn, &a)?;
-                }
-            }
-        }
+        self.apply_controls(&mut txn, &mut ap, &h.controls, &mut notes)?;
         // 7. Estimates and acknowledgements.
         let sender_holds_request = txn
             .get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &sender))?
@@ -1215,6 +1186,47 @@ impl<S: Store> Replica<S> {
             notes,
             unlocked,
         })
+    }
+
+    /// Handles a packet's control records (restore requests, provisional acknowledgements).
+    fn apply_controls(
+        &self,
+        txn: &mut Txn<'_, S>,
+        ap: &mut Appender,
+        controls: &[wire::Control],
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        for c in controls {
+            match c {
+                wire::Control::RestoreRequest {
+                    replica,
+                    incarnation,
+                    row,
+                } => {
+                    let req = HeldRequest {
+                        replica: ReplicaId(replica.0),
+                        incarnation: *incarnation,
+                        row: Row::from_wire(row),
+                    };
+                    self.on_request(txn, ap, &req, notes)?;
+                }
+                wire::Control::ProvisionalAck {
+                    acker,
+                    replica,
+                    incarnation,
+                    held,
+                } => {
+                    let a = ProvisionalAck {
+                        acker: ReplicaId(acker.0),
+                        replica: ReplicaId(replica.0),
+                        incarnation: *incarnation,
+                        held: *held,
+                    };
+                    self.on_provisional_ack(txn, &a)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn learn_sender_request(&self, h: &wire::Header) -> Result<()> {
@@ -1464,36 +1476,7 @@ impl<S: Store> Replica<S> {
         let sender = ReplicaId(h.sender.0);
         crate::restore::raise_estimate(&mut txn, &sender, &Row::from_wire(&h.sender_row))?;
         let mut notes = Vec::new();
-        for c in &h.controls {
-            match c {
-                wire::Control::RestoreRequest {
-                    replica,
-                    incarnation,
-                    row,
-                } => {
-                    let req = HeldRequest {
-                        replica: ReplicaId(replica.0),
-                        incarnation: *incarnation,
-                        row: Row::from_wire(row),
-                    };
-                    r.on_request(&mut txn, &mut ap, &req, &mut notes)?;
-                }
-                wire::Control::ProvisionalAck {
-                    acker,
-                    replica,
-                    incarnation,
-                    held,
-                } => {
-                    let a = ProvisionalAck {
-                        acker: ReplicaId(acker.0),
-                        replica: ReplicaId(replica.0),
-                        incarnation: *incarnation,
-                        held: *held,
-                    };
-                    r.on_provisional_ack(&mut txn, &a)?;
-                }
-            }
-        }
+        r.apply_controls(&mut txn, &mut ap, &h.controls, &mut notes)?;
         txn.put(
             Keyspace::Meta,
             keys::IDENTITY,
