@@ -1,1 +1,41 @@
-//! msite's `Store` for rocks. Read `msite_core::store`'s documentation first.
+//! msite's [`Store`](msite_core::store::Store) for RocksDB. Read `msite_core::store`'s
+//! documentation first: this crate only maps that contract onto RocksDB.
+//!
+//! # Layout
+//!
+//! A store is a RocksDB directory (RocksDB's own `LOCK`, `CURRENT`, `MANIFEST-*`, `*.log`,
+//! `*.sst`). Each [`Keyspace`](msite_core::store::Keyspace) is a column family named after it
+//! (`meta`, `oplog`, …), with LZ4 compression and the default bytewise comparator, which is
+//! exactly the contract's key order.
+//!
+//! # Mapping
+//!
+//! * **Writes**: a [`RocksBatch`] records its operations; `write` turns them into one
+//!   `rocksdb::WriteBatch` (atomic, also across a crash: the WAL record is all or nothing).
+//!   Writers are serialised by a mutex so that `expect` guards, read just before the write,
+//!   cannot be invalidated by another writer in between.
+//! * **Durability**: `WriteOptions::set_sync` (fsync of the WAL); an empty synced batch runs
+//!   `FlushWAL(sync)`. A synced write that fails poisons the store.
+//! * **Reads**: snapshots are `DB::snapshot()`; every scan is a raw iterator with explicit
+//!   `iterate_lower_bound`/`iterate_upper_bound` (prefix iterators are never used) and checks
+//!   each key against the range's end as well. A scan on the store is consistent: a RocksDB
+//!   iterator pins the state it started on.
+//! * **Exclusive open**: RocksDB's `LOCK` file; its error (from this or another process)
+//!   becomes [`Error::Locked`](msite_core::store::Error::Locked).
+//! * **Vendor tools**: `backup` uses the `BackupEngine` (flushes, then copies the files
+//!   with checksums into the backup directory, so a backup shares nothing with the store);
+//!   `restore_backup` restores the latest backup into a new directory, verifying checksums;
+//!   `check_integrity` reads every key of every column family with checksum verification.
+//!   The database is opened with `paranoid_checks`. RocksDB's `Corruption` status becomes
+//!   [`Error::Corruption`](msite_core::store::Error::Corruption).
+
+mod batch;
+mod error;
+mod iter;
+mod snapshot;
+mod store;
+
+pub use batch::RocksBatch;
+pub use iter::RocksIter;
+pub use snapshot::RocksSnapshot;
+pub use store::RocksStore;

@@ -8,6 +8,8 @@
 //! snapshot still shares it. Writers are serialised by a mutex, so `expect` guards are checked
 //! and the batch applied without any other writer in between. `BTreeMap<Vec<u8>, _>` orders
 //! keys bytewise (`memcmp`, shorter prefix first), exactly the order the contract demands.
+//! The price of cheap snapshots: the first write to a keyspace while a snapshot or a running
+//! scan still shares its map copies that map, so hold them briefly on big stores.
 //!
 //! # Persistence
 //!

@@ -1,0 +1,27 @@
+//! [`RocksSnapshot`]: a RocksDB snapshot.
+
+use msite_core::store::{KeyRange, Keyspace, ReadView, Result, ScanIter};
+use rocksdb::{SnapshotWithThreadMode, DB};
+
+use crate::error::RocksResultExt;
+use crate::iter::{scan_options, RocksIter};
+use crate::store::RocksStore;
+
+/// A consistent view of a [`RocksStore`]: a `DB::snapshot()`, released on drop.
+pub struct RocksSnapshot<'a> {
+    pub(crate) snap: SnapshotWithThreadMode<'a, DB>,
+    pub(crate) store: &'a RocksStore,
+}
+
+impl ReadView for RocksSnapshot<'_> {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.snap.get_cf(self.store.cf(ks)?, key).r2e()
+    }
+
+    fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
+        let it = self
+            .snap
+            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(&range));
+        Ok(Box::new(RocksIter::new(it, range)))
+    }
+}
