@@ -15,7 +15,7 @@ use rocksdb::{
 
 use crate::batch::{Kind, RocksBatch};
 use crate::error::{map, map_open, RocksResultExt, BACKEND};
-use crate::iter::{range_is_empty, scan_options, RocksIter};
+use crate::iter::{scan_options, RocksIter};
 use crate::snapshot::RocksSnapshot;
 
 /// An ordered key-value store in a RocksDB database. See the [crate documentation](crate).
@@ -255,6 +255,7 @@ mod tests {
 
     #[test]
     fn empty_range_detection() {
+        use crate::iter::range_is_empty;
         use std::ops::Bound;
         assert!(range_is_empty(&KeyRange::between(
             b"b".to_vec(),
