@@ -17,5 +17,5 @@ pub mod conformance;
 mod faulty;
 mod mem;
 
-pub use faulty::{Crash, FaultPlan, FaultyBatch, FaultyStore};
+pub use faulty::{Crash, FaultPlan, FaultyBatch, FaultyStore, JOURNAL_LIMIT};
 pub use mem::{MemBatch, MemIter, MemSnapshot, MemStore};
