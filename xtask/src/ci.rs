@@ -14,12 +14,9 @@ use crate::{dispatch, Cli, Report};
 
 /// CI's steps, in order. To add a step, add one line, e.g. `&["sim", "--schedules", "3000"],`.
 pub const STEPS: &[&[&str]] = &[
-    // The test matrix: every crate and feature set, clippy, rustfmt (and tidy, via xtask's
-    // tests) — without the RocksDB rows for now: the RocksDB store (crates/store-rocks) has not
-    // yet been built and run through the conformance suite on this project's machines, so CI
-    // cannot vouch for it. Put back `&["test"]` once `cargo xtask test --filter store-rocks
-    // --filter cli-rocks --filter all-features` passes.
-    &["test", "--no-rocks"],
+    // The test matrix: every crate and feature set on both storage engines, clippy, rustfmt
+    // (and tidy, via xtask's tests).
+    &["test"],
 ];
 
 /// Options of `cargo xtask ci` (none yet).

@@ -26,14 +26,6 @@ impl Lab {
         }
     }
 
-    #[cfg_attr(not(feature = "rocks"), allow(dead_code))]
-    fn with_backend(backend: &'static str) -> Lab {
-        Lab {
-            backend: Some(backend),
-            ..Lab::new()
-        }
-    }
-
     fn path(&self, rel: &str) -> PathBuf {
         self.root.path().join(rel)
     }
@@ -112,12 +104,9 @@ impl Lab {
 
     /// boston (hub) with spokes sanfran and bangalore.
     fn hub(backend: Option<&'static str>) -> Lab {
-        let lab = match backend {
-            Some(b) => Lab {
-                backend: Some(b),
-                ..Lab::new()
-            },
-            None => Lab::new(),
+        let lab = Lab {
+            backend,
+            ..Lab::new()
         };
         lab.init("boston", "proj");
         lab.mkreplica("boston", "sanfran");

@@ -1,5 +1,5 @@
 //! Test support shared by every backend and by the simulator: the in-memory reference store,
-//! the fault-injecting wrapper and the one conformance suite.
+//! the fault-injecting wrapper, the one conformance suite and the protocol scenarios.
 //!
 //! * [`MemStore`]: the reference [`Store`](crate::store::Store), a `BTreeMap` per keyspace.
 //!   Pure in memory ([`MemStore::new`]) for the simulator and unit tests, or backed by a
@@ -11,11 +11,15 @@
 //! * [`bench`]: the store-ceiling workload every backend's benchmark runs.
 //! * [`conformance`]: the one suite every backend must pass, stamped into a backend's tests by
 //!   [`store_conformance_tests!`](crate::store_conformance_tests).
+//! * [`scenarios`]: multi-replica protocol scenarios (sync, mastership, restore and its hard
+//!   cases) that every backend runs too, stamped by
+//!   [`protocol_scenario_tests!`](crate::protocol_scenario_tests).
 
 pub mod bench;
 pub mod conformance;
 mod faulty;
 mod mem;
+pub mod scenarios;
 
 pub use faulty::{Crash, FaultPlan, FaultyBatch, FaultyStore, JOURNAL_LIMIT};
 pub use mem::{MemBatch, MemIter, MemSnapshot, MemStore};

@@ -2,6 +2,9 @@
 //!
 //! `conformance`: the shared Store conformance suite, run against the persistent
 //! [`MemStore`], the reference every other backend is compared with.
+//!
+//! `scenarios`: the multi-replica protocol scenarios (sync, mastership, restore), every site a
+//! persistent [`MemStore`] in its own directory.
 
 use std::path::Path;
 
@@ -40,4 +43,8 @@ impl StoreFactory for MemFactory {
 
 mod conformance {
     msite_core::store_conformance_tests!(super::MemFactory);
+}
+
+mod scenarios {
+    msite_core::protocol_scenario_tests!(super::MemFactory);
 }

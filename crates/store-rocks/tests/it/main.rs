@@ -1,6 +1,8 @@
 //! msite-store-rocks's integration tests (one binary).
 //!
 //! `conformance`: the shared Store conformance suite from `msite_core::testkit`.
+//! `scenarios`: the multi-replica protocol scenarios (sync, mastership, restore and its hard
+//! cases) from `msite_core::testkit`, every site a store of this backend.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -53,4 +55,8 @@ impl StoreFactory for RocksFactory {
 
 mod conformance {
     msite_core::store_conformance_tests!(super::RocksFactory);
+}
+
+mod scenarios {
+    msite_core::protocol_scenario_tests!(super::RocksFactory);
 }

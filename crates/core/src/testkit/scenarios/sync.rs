@@ -1,10 +1,10 @@
 //! Synchronisation: convergence, topologies, lost/duplicated/reordered packets, mastership.
 
-use msite_core::{CoreError, ImportOutcome, Refusal, VersionSel};
+use crate::{CoreError, ImportOutcome, Refusal, VersionSel};
 
-use crate::harness::*;
+use super::*;
 
-fn work(f: &Family, i: usize, tag: &str) {
+fn work<F: StoreFactory>(f: &Family<'_, F>, i: usize, tag: &str) {
     let s = &f.sites[i];
     let br = format!("{}_dev", f.names[i]);
     s.mkbrtype(&br).unwrap();
@@ -20,10 +20,10 @@ fn work(f: &Family, i: usize, tag: &str) {
         .unwrap();
 }
 
-#[test]
-fn hub_chain_and_mesh_converge() {
+/// Hub chain and mesh converge.
+pub fn case_hub_chain_and_mesh_converge<F: StoreFactory>(factory: &F) {
     for (topo, edges) in [("hub", hub(4)), ("chain", chain(4)), ("mesh", mesh(4))] {
-        let f = Family::new(4, 7);
+        let f = Family::new(factory, 4, 7);
         f.settle(&edges);
         for i in 0..4 {
             work(&f, i, &format!("{topo}{i}"));
@@ -37,9 +37,9 @@ fn hub_chain_and_mesh_converge() {
     }
 }
 
-#[test]
-fn waiting_packet_names_what_it_needs_then_applies() {
-    let f = Family::new(2, 1);
+/// Waiting packet names what it needs then applies.
+pub fn case_waiting_packet_names_what_it_needs_then_applies<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 2, 1);
     f.settle(&[(0, 1)]);
     f.sites[0].checkin("x", "main", b"1", "u", "").unwrap();
     let p1 = f.export(0, 1).unwrap();
@@ -62,9 +62,9 @@ fn waiting_packet_names_what_it_needs_then_applies() {
     f.assert_converged();
 }
 
-#[test]
-fn lost_packet_is_resent_without_an_operator() {
-    let f = Family::new(2, 2);
+/// Lost packet is resent without an operator.
+pub fn case_lost_packet_is_resent_without_an_operator<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 2, 2);
     f.settle(&[(0, 1)]);
     f.sites[0].checkin("x", "main", b"1", "u", "").unwrap();
     let _lost = f.export(0, 1).unwrap();
@@ -85,9 +85,9 @@ fn lost_packet_is_resent_without_an_operator() {
     );
 }
 
-#[test]
-fn settled_exchange_sends_nothing() {
-    let f = Family::new(3, 3);
+/// Settled exchange sends nothing.
+pub fn case_settled_exchange_sends_nothing<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 3, 3);
     f.settle(&hub(3));
     for (a, b) in hub(3) {
         assert!(f.export(a, b).is_none(), "{a}->{b} still sends");
@@ -95,9 +95,9 @@ fn settled_exchange_sends_nothing() {
     }
 }
 
-#[test]
-fn duplicated_and_reordered_packets_are_harmless() {
-    let f = Family::new(3, 4);
+/// Duplicated and reordered packets are harmless.
+pub fn case_duplicated_and_reordered_packets_are_harmless<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 3, 4);
     f.settle(&hub(3));
     let mut packets = Vec::new();
     for k in 0..5 {
@@ -114,9 +114,9 @@ fn duplicated_and_reordered_packets_are_harmless() {
     assert_no_reuse(&f);
 }
 
-#[test]
-fn local_change_on_an_object_mastered_elsewhere_is_refused() {
-    let f = Family::new(2, 5);
+/// Local change on an object mastered elsewhere is refused.
+pub fn case_local_change_on_an_object_mastered_elsewhere_is_refused<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 2, 5);
     f.settle(&[(0, 1)]);
     f.sites[0]
         .checkin("owned/by/r0", "main", b"a", "u", "")
@@ -131,9 +131,9 @@ fn local_change_on_an_object_mastered_elsewhere_is_refused() {
     }
 }
 
-#[test]
-fn mastership_moves_back_and_forth_by_request_and_grant() {
-    let f = Family::new(2, 6);
+/// Mastership moves back and forth by request and grant.
+pub fn case_mastership_moves_back_and_forth_by_request_and_grant<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 2, 6);
     f.settle(&[(0, 1)]);
     f.sites[0].mkbrtype("shared").unwrap();
     f.sites[0].checkin("m", "shared", b"r0", "u", "").unwrap();
@@ -153,9 +153,9 @@ fn mastership_moves_back_and_forth_by_request_and_grant() {
     assert_eq!(f.sites[1].cat(&sel).unwrap(), b"r0 again");
 }
 
-#[test]
-fn concurrent_same_name_types_resolve_the_same_everywhere() {
-    let f = Family::new(3, 8);
+/// Concurrent same name types resolve the same everywhere.
+pub fn case_concurrent_same_name_types_resolve_the_same_everywhere<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 3, 8);
     f.settle(&mesh(3));
     f.sites[1].mkbrtype("dev").unwrap();
     f.sites[2].mkbrtype("dev").unwrap();
@@ -171,7 +171,7 @@ fn concurrent_same_name_types_resolve_the_same_everywhere() {
         .iter()
         .map(|s| {
             s.view()
-                .resolve(msite_core::vob::NameKind::BrType, "dev")
+                .resolve(crate::vob::NameKind::BrType, "dev")
                 .unwrap()
         })
         .collect();
@@ -184,19 +184,16 @@ fn concurrent_same_name_types_resolve_the_same_everywhere() {
     for s in &f.sites {
         let q = s
             .view()
-            .resolve(
-                msite_core::vob::NameKind::BrType,
-                &format!("dev@{loser_origin}"),
-            )
+            .resolve(crate::vob::NameKind::BrType, &format!("dev@{loser_origin}"))
             .unwrap();
         assert_ne!(q, winners[0]);
     }
 }
 
-#[test]
-fn foreign_and_misaddressed_packets_are_refused() {
-    let f = Family::new(3, 9);
-    let g = Family::new(2, 10);
+/// Foreign and misaddressed packets are refused.
+pub fn case_foreign_and_misaddressed_packets_are_refused<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 3, 9);
+    let g = Family::new(factory, 2, 10);
     f.settle(&hub(3));
     f.sites[0].checkin("z", "main", b"1", "u", "").unwrap();
     let to1 = f.export(0, 1).unwrap();
@@ -214,9 +211,9 @@ fn foreign_and_misaddressed_packets_are_refused() {
     assert_eq!(before, f.sites[2].digest().unwrap());
 }
 
-#[test]
-fn corrupted_packet_is_refused_and_changes_nothing() {
-    let f = Family::new(2, 11);
+/// Corrupted packet is refused and changes nothing.
+pub fn case_corrupted_packet_is_refused_and_changes_nothing<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 2, 11);
     f.settle(&[(0, 1)]);
     f.sites[0]
         .checkin("c", "main", &[7u8; 5000], "u", "")
@@ -234,9 +231,9 @@ fn corrupted_packet_is_refused_and_changes_nothing() {
     assert!(applied(&f.import(1, p).unwrap()));
 }
 
-#[test]
-fn replica_created_from_a_non_first_replica_joins() {
-    let mut f = Family::new(2, 12);
+/// Replica created from a non first replica joins.
+pub fn case_replica_created_from_a_non_first_replica_joins<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 2, 12);
     f.settle(&[(0, 1)]);
     f.sites[1].checkin("from1", "main", b"x", "u", "").unwrap();
     let c = f.mkreplica(1, "c");
@@ -246,9 +243,9 @@ fn replica_created_from_a_non_first_replica_joins() {
     assert_no_reuse(&f);
 }
 
-#[test]
-fn import_tree_versions_only_what_changed() {
-    let f = Family::new(1, 13);
+/// Import tree versions only what changed.
+pub fn case_import_tree_versions_only_what_changed<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 1, 13);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("src/sub")).unwrap();
     std::fs::write(dir.path().join("src/a.c"), "a").unwrap();

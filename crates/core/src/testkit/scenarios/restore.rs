@@ -1,37 +1,24 @@
 //! The restore procedure (PROTOCOL §6) and its hard cases.
 
-use msite_core::testkit::MemStore;
-use msite_core::{CoreError, ImportOutcome, Refusal, Replica};
+use crate::{CoreError, ImportOutcome, Refusal};
 
-use crate::harness::*;
-
-/// Replaces site `i` by a copy of `backup` (what `msite restore` does) and marks it restored.
-fn restore(f: &mut Family, i: usize, backup: &MemStore) {
-    let r = Replica::open(backup.deep_copy(), env_arc(&f.env)).unwrap();
-    r.mark_restored().unwrap();
-    f.sites[i] = r;
-}
-
-/// Like restore, but without the mark (a file-system copy).
-fn snapshot_rollback(f: &mut Family, i: usize, backup: &MemStore) {
-    f.sites[i] = Replica::open(backup.deep_copy(), env_arc(&f.env)).unwrap();
-}
+use super::*;
 
 fn unlocked(o: &Option<ImportOutcome>) -> bool {
     matches!(o, Some(ImportOutcome::Applied { unlocked: true, .. }))
 }
 
-#[test]
-fn restore_recovers_own_entries_sent_before_the_failure() {
-    let mut f = Family::new(3, 20);
+/// Restore recovers own entries sent before the failure.
+pub fn case_restore_recovers_own_entries_sent_before_the_failure<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 20);
     f.settle(&hub(3));
     f.sites[1].checkin("a", "main", b"1", "u", "").unwrap();
-    let backup = f.sites[1].store().deep_copy();
+    let backup = f.backup(1);
     f.sites[1].checkin("a", "main", b"2", "u", "").unwrap();
     f.sites[1].checkin("b", "main", b"3", "u", "").unwrap();
     f.settle(&hub(3));
     let lost_row = f.sites[1].own_row().unwrap();
-    restore(&mut f, 1, &backup);
+    f.restore(1, &backup);
     // Locked until restorereplica.
     assert!(matches!(
         f.sites[1].checkin("c", "main", b"x", "u", ""),
@@ -73,14 +60,16 @@ fn restore_recovers_own_entries_sent_before_the_failure() {
     }
 }
 
-#[test]
-fn packet_built_before_the_restore_is_refused_naming_both_incarnations() {
-    let mut f = Family::new(2, 21);
+/// Packet built before the restore is refused naming both incarnations.
+pub fn case_packet_built_before_the_restore_is_refused_naming_both_incarnations<F: StoreFactory>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 2, 21);
     f.settle(&[(0, 1)]);
-    let backup = f.sites[1].store().deep_copy();
+    let backup = f.backup(1);
     f.sites[0].checkin("a", "main", b"1", "u", "").unwrap();
     let old = f.export(0, 1).unwrap();
-    restore(&mut f, 1, &backup);
+    f.restore(1, &backup);
     f.sites[1].restorereplica(&[], false).unwrap();
     let inc = f.sites[1].status().unwrap().incarnation;
     let err = f.import(1, old).unwrap_err();
@@ -104,14 +93,14 @@ fn packet_built_before_the_restore_is_refused_naming_both_incarnations() {
     }
 }
 
-#[test]
-fn snapshot_rollback_is_caught_before_a_number_is_reused() {
-    let mut f = Family::new(2, 22);
+/// Snapshot rollback is caught before a number is reused.
+pub fn case_snapshot_rollback_is_caught_before_a_number_is_reused<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 2, 22);
     f.settle(&[(0, 1)]);
-    let snap = f.sites[1].store().deep_copy();
+    let snap = f.backup(1);
     f.sites[1].checkin("a", "main", b"1", "u", "").unwrap();
     f.settle(&[(0, 1)]);
-    snapshot_rollback(&mut f, 1, &snap);
+    f.snapshot_rollback(1, &snap);
     f.sites[0].checkin("b", "main", b"x", "u", "").unwrap();
     let p = f.export(0, 1).unwrap();
     let err = f.import(1, p).unwrap_err();
@@ -134,14 +123,18 @@ fn snapshot_rollback_is_caught_before_a_number_is_reused() {
     assert_no_reuse(&f);
 }
 
-#[test]
-fn snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_sibling() {
-    let mut f = Family::new(2, 23);
+/// Snapshot rollback that writes first is refused as divergent by the sibling.
+pub fn case_snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_sibling<
+    F: StoreFactory,
+>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 2, 23);
     f.settle(&[(0, 1)]);
-    let snap = f.sites[1].store().deep_copy();
+    let snap = f.backup(1);
     f.sites[1].checkin("a", "main", b"1", "u", "").unwrap();
     f.settle(&[(0, 1)]);
-    snapshot_rollback(&mut f, 1, &snap);
+    f.snapshot_rollback(1, &snap);
     f.sites[1].checkin("a", "main", b"other", "u", "").unwrap();
     let p = f.export(1, 0).unwrap();
     let before = f.sites[0].digest().unwrap();
@@ -157,15 +150,15 @@ fn snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_sibling() 
     assert_eq!(before, f.sites[0].digest().unwrap());
 }
 
-#[test]
-fn sibling_created_after_the_backup_joins_the_awaited_set() {
-    let mut f = Family::new(2, 24);
+/// Sibling created after the backup joins the awaited set.
+pub fn case_sibling_created_after_the_backup_joins_the_awaited_set<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 2, 24);
     f.settle(&[(0, 1)]);
-    let backup = f.sites[1].store().deep_copy();
+    let backup = f.backup(1);
     let c = f.mkreplica(1, "late");
     f.sites[c].checkin("late/x", "main", b"1", "u", "").unwrap();
     f.settle(&[(0, 1), (1, c)]);
-    restore(&mut f, 1, &backup);
+    f.restore(1, &backup);
     let start = f.sites[1].restorereplica(&[], false).unwrap();
     assert_eq!(start.awaiting, vec!["r0".to_string()]);
     // r0 answers first: the creation entry of `late` comes back, and `late` joins the set.
@@ -188,17 +181,17 @@ fn sibling_created_after_the_backup_joins_the_awaited_set() {
     assert_no_reuse(&f);
 }
 
-#[test]
-fn two_replicas_restoring_at_once_both_complete() {
-    let mut f = Family::new(3, 25);
+/// Two replicas restoring at once both complete.
+pub fn case_two_replicas_restoring_at_once_both_complete<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 25);
     f.settle(&mesh(3));
-    let b1 = f.sites[1].store().deep_copy();
-    let b2 = f.sites[2].store().deep_copy();
+    let b1 = f.backup(1);
+    let b2 = f.backup(2);
     f.sites[1].checkin("one", "main", b"1", "u", "").unwrap();
     f.sites[2].checkin("two", "main", b"2", "u", "").unwrap();
     f.settle(&mesh(3));
-    restore(&mut f, 1, &b1);
-    restore(&mut f, 2, &b2);
+    f.restore(1, &b1);
+    f.restore(2, &b2);
     f.sites[1].restorereplica(&[], false).unwrap();
     f.sites[2].restorereplica(&[], false).unwrap();
     for _ in 0..20 {
@@ -228,21 +221,21 @@ fn two_replicas_restoring_at_once_both_complete() {
     }
 }
 
-#[test]
-fn restoring_again_from_an_older_backup() {
-    let mut f = Family::new(2, 26);
+/// Restoring again from an older backup.
+pub fn case_restoring_again_from_an_older_backup<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 2, 26);
     f.settle(&[(0, 1)]);
-    let old = f.sites[1].store().deep_copy();
+    let old = f.backup(1);
     f.sites[1].checkin("a", "main", b"1", "u", "").unwrap();
     f.settle(&[(0, 1)]);
-    let newer = f.sites[1].store().deep_copy();
-    restore(&mut f, 1, &newer);
+    let newer = f.backup(1);
+    f.restore(1, &newer);
     f.sites[1].restorereplica(&[], false).unwrap();
     f.settle(&[(0, 1)]);
     assert!(f.sites[1].status().unwrap().recovering.is_none());
     f.sites[1].checkin("b", "main", b"2", "u", "").unwrap();
     f.settle(&[(0, 1)]);
-    restore(&mut f, 1, &old);
+    f.restore(1, &old);
     f.sites[1].restorereplica(&[], false).unwrap();
     f.settle(&[(0, 1)]);
     assert!(f.sites[1].status().unwrap().recovering.is_none());
@@ -252,12 +245,16 @@ fn restoring_again_from_an_older_backup() {
     assert_no_reuse(&f);
 }
 
-#[test]
-fn running_restorereplica_again_amends_the_set_and_keeps_the_incarnation() {
-    let mut f = Family::new(3, 27);
+/// Running restorereplica again amends the set and keeps the incarnation.
+pub fn case_running_restorereplica_again_amends_the_set_and_keeps_the_incarnation<
+    F: StoreFactory,
+>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 3, 27);
     f.settle(&hub(3));
-    let b = f.sites[1].store().deep_copy();
-    restore(&mut f, 1, &b);
+    let b = f.backup(1);
+    f.restore(1, &b);
     let s1 = f.sites[1].restorereplica(&[], false).unwrap();
     let s2 = f.sites[1].restorereplica(&[f.id(0)], false).unwrap();
     assert!(s2.amended);
@@ -267,12 +264,12 @@ fn running_restorereplica_again_amends_the_set_and_keeps_the_incarnation() {
     assert!(unlocked(&f.sync(0, 1)));
 }
 
-#[test]
-fn override_completes_at_once() {
-    let mut f = Family::new(2, 28);
+/// Override completes at once.
+pub fn case_override_completes_at_once<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 2, 28);
     f.settle(&[(0, 1)]);
-    let b = f.sites[1].store().deep_copy();
-    restore(&mut f, 1, &b);
+    let b = f.backup(1);
+    f.restore(1, &b);
     let s = f.sites[1].restorereplica(&[], true).unwrap();
     assert!(s.completed);
     f.sites[1].checkin("x", "main", b"1", "u", "").unwrap();
@@ -280,14 +277,14 @@ fn override_completes_at_once() {
     f.assert_converged();
 }
 
-#[test]
-fn lost_duplicated_and_reordered_packets_during_recovery() {
-    let mut f = Family::new(3, 29);
+/// Lost duplicated and reordered packets during recovery.
+pub fn case_lost_duplicated_and_reordered_packets_during_recovery<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 29);
     f.settle(&hub(3));
-    let b = f.sites[2].store().deep_copy();
+    let b = f.backup(2);
     f.sites[2].checkin("k", "main", b"1", "u", "").unwrap();
     f.settle(&hub(3));
-    restore(&mut f, 2, &b);
+    f.restore(2, &b);
     f.sites[2].restorereplica(&[], false).unwrap();
     let req = f.export(2, 0).unwrap();
     let _lost = f.export(2, 0).unwrap();
@@ -305,14 +302,16 @@ fn lost_duplicated_and_reordered_packets_during_recovery() {
     assert_no_reuse(&f);
 }
 
-#[test]
-fn amending_after_some_siblings_answered_does_not_wait_for_them_again() {
+/// Amending after some siblings answered does not wait for them again.
+pub fn case_amending_after_some_siblings_answered_does_not_wait_for_them_again<F: StoreFactory>(
+    factory: &F,
+) {
     // Found by the model check: re-running restorereplica in default mode re-flagged
     // siblings whose acknowledgement had already arrived, and they never answer twice.
-    let mut f = Family::new(3, 30);
+    let mut f = Family::new(factory, 3, 30);
     f.settle(&hub(3));
-    let b = f.sites[1].store().deep_copy();
-    restore(&mut f, 1, &b);
+    let b = f.backup(1);
+    f.restore(1, &b);
     f.sites[1]
         .restorereplica(&[f.id(0), f.id(2)], false)
         .unwrap();
@@ -331,16 +330,18 @@ fn amending_after_some_siblings_answered_does_not_wait_for_them_again() {
     assert!(unlocked(&f.sync(2, 1)));
 }
 
-#[test]
-fn restoring_a_backup_taken_while_recovering_starts_a_new_incarnation() {
+/// Restoring a backup taken while recovering starts a new incarnation.
+pub fn case_restoring_a_backup_taken_while_recovering_starts_a_new_incarnation<F: StoreFactory>(
+    factory: &F,
+) {
     // Found by the model check and the simulator: amending the backup's recovery record kept
     // the incarnation, so old acknowledgements passed and a number could be reused.
-    let mut f = Family::new(2, 31);
+    let mut f = Family::new(factory, 2, 31);
     f.settle(&[(0, 1)]);
-    let b1 = f.sites[1].store().deep_copy();
-    restore(&mut f, 1, &b1);
+    let b1 = f.backup(1);
+    f.restore(1, &b1);
     let first = f.sites[1].restorereplica(&[], false).unwrap();
-    let b2 = f.sites[1].store().deep_copy();
+    let b2 = f.backup(1);
     f.sync(1, 0);
     let old_ack = f.export(0, 1).unwrap();
     assert!(matches!(
@@ -348,7 +349,7 @@ fn restoring_a_backup_taken_while_recovering_starts_a_new_incarnation() {
         ImportOutcome::Applied { unlocked: true, .. }
     ));
     f.settle(&[(0, 1)]);
-    restore(&mut f, 1, &b2);
+    f.restore(1, &b2);
     let second = f.sites[1].restorereplica(&[], false).unwrap();
     assert!(!second.amended);
     assert!(second.incarnation > first.incarnation);

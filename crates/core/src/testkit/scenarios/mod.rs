@@ -1,0 +1,307 @@
+//! Multi-replica protocol scenarios, run on every backend.
+//!
+//! Each scenario is a plain function `case_xxx<F: StoreFactory>(factory: &F)` that builds a
+//! [`Family`] of replicas, each in its own store directory opened by the factory, moves packets
+//! between them by hand (the "mail room": hubs, chains, meshes; lost, duplicated and reordered
+//! packets), and panics when the protocol misbehaves: convergence, mastership, concurrent names,
+//! refusals of bad packets, and the restore procedure with its hard cases (PROTOCOL §6.9).
+//! Backups and restores go through the store's own [`Store::backup`] and
+//! [`Store::restore_backup`], as `msite backup` and `msite restore` do.
+//!
+//! A backend runs all of them with one macro call in its integration-test binary, next to the
+//! conformance suite and with the same factory:
+//!
+//! ```text
+//! mod scenarios {
+//!     msite_core::protocol_scenario_tests!(super::SqliteFactory);
+//! }
+//! ```
+
+mod restore;
+mod sync;
+
+pub use restore::*;
+pub use sync::*;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::conformance::StoreFactory;
+use crate::store::Store;
+use crate::{CoreError, Env, ImportOutcome, Incoming, Replica, ReplicaId, SimEnv};
+
+/// A backup of one site: a directory written by [`Store::backup`].
+pub struct Backup(PathBuf);
+
+/// A family of replicas named r0, r1, …, each in its own store directory under one temporary
+/// directory, with a deterministic environment shared by all.
+pub struct Family<'a, F: StoreFactory> {
+    factory: &'a F,
+    root: tempfile::TempDir,
+    next_dir: Cell<usize>,
+    /// The clock and ids every replica sees.
+    pub env: SimEnv,
+    /// The replicas, by index.
+    pub sites: Vec<Replica<F::Store>>,
+    /// Their names, by index.
+    pub names: Vec<String>,
+}
+
+/// The environment handle a [`Replica`] takes.
+pub fn env_arc(env: &SimEnv) -> Arc<dyn Env> {
+    Arc::new(env.clone())
+}
+
+impl<'a, F: StoreFactory> Family<'a, F> {
+    /// A family of `n` replicas named r0, r1, …, each created from r0.
+    pub fn new(factory: &'a F, n: usize, seed: u64) -> Self {
+        let env = SimEnv::new(seed);
+        let root = tempfile::Builder::new()
+            .prefix("msite-scenario-")
+            .tempdir()
+            .expect("a temporary directory");
+        let mut f = Family {
+            factory,
+            root,
+            next_dir: Cell::new(0),
+            env,
+            sites: Vec::new(),
+            names: Vec::new(),
+        };
+        let store = f.open_new("r0");
+        let first = Replica::init(store, env_arc(&f.env), "fam", "r0").unwrap();
+        f.sites.push(first);
+        f.names.push("r0".into());
+        for i in 1..n {
+            f.mkreplica(0, &format!("r{i}"));
+        }
+        f
+    }
+
+    /// A new path under the family's directory, never used before.
+    fn fresh_path(&self, what: &str) -> PathBuf {
+        let n = self.next_dir.get();
+        self.next_dir.set(n + 1);
+        self.root.path().join(format!("{n:03}-{what}"))
+    }
+
+    fn open_at(&self, dir: &Path) -> F::Store {
+        self.factory
+            .open(dir)
+            .unwrap_or_else(|e| panic!("cannot open the store at {}: {e}", dir.display()))
+    }
+
+    /// Opens a store in a new directory.
+    fn open_new(&self, name: &str) -> F::Store {
+        self.open_at(&self.fresh_path(name))
+    }
+
+    /// Creates a replica from site `from`.
+    pub fn mkreplica(&mut self, from: usize, name: &str) -> usize {
+        let plan = self.sites[from].plan_mkreplica(name).unwrap();
+        let parts = self.sites[from].write_plan_to_parts(&plan, None).unwrap();
+        let pkt = Incoming::from_parts(parts, "creation").unwrap();
+        let store = self.open_new(name);
+        let r = Replica::create_from_packet(store, env_arc(&self.env), pkt).unwrap();
+        self.sites.push(r);
+        self.names.push(name.into());
+        self.sites.len() - 1
+    }
+
+    /// Backs up site `i` with the store's own tool, while it stays in use.
+    pub fn backup(&self, i: usize) -> Backup {
+        let dir = self.fresh_path(&format!("backup-{}", self.names[i]));
+        self.sites[i]
+            .store()
+            .backup(&dir)
+            .unwrap_or_else(|e| panic!("backup of {}: {e}", self.names[i]));
+        Backup(dir)
+    }
+
+    /// Opens a copy of `backup` in a new directory, as the replica at index `i` (the old store
+    /// is dropped: the site lost its disk).
+    fn reopen_from(&mut self, i: usize, backup: &Backup) -> Replica<F::Store> {
+        let dir = self.fresh_path(&format!("restored-{}", self.names[i]));
+        F::Store::restore_backup(&backup.0, &dir)
+            .unwrap_or_else(|e| panic!("restore of {}: {e}", backup.0.display()));
+        Replica::open(self.open_at(&dir), env_arc(&self.env)).unwrap()
+    }
+
+    /// Replaces site `i` by its `backup` and marks it restored (what `msite restore` does).
+    pub fn restore(&mut self, i: usize, backup: &Backup) {
+        let r = self.reopen_from(i, backup);
+        r.mark_restored().unwrap();
+        self.sites[i] = r;
+    }
+
+    /// Like [`Family::restore`], without the mark: a file-system copy put back in place.
+    pub fn snapshot_rollback(&mut self, i: usize, backup: &Backup) {
+        self.sites[i] = self.reopen_from(i, backup);
+    }
+
+    /// The id of site `i`.
+    pub fn id(&self, i: usize) -> ReplicaId {
+        self.sites[i].id()
+    }
+
+    /// Exports from `a` for `b`; the packet's parts, if any.
+    pub fn export(&self, a: usize, b: usize) -> Option<Vec<Vec<u8>>> {
+        self.sites[a].export_to_parts(&self.id(b), None).unwrap()
+    }
+
+    /// Imports a packet's parts at `b`.
+    pub fn import(&self, b: usize, parts: Vec<Vec<u8>>) -> Result<ImportOutcome, CoreError> {
+        let pkt = Incoming::from_parts(parts, "packet")?;
+        self.sites[b].import(pkt)
+    }
+
+    /// Exports from `a` to `b` and imports it; returns the outcome (None: nothing sent).
+    /// A packet refused as stale (built before the target's restore was known) is dropped, as
+    /// an operator would; any other refusal fails the test.
+    pub fn sync(&self, a: usize, b: usize) -> Option<ImportOutcome> {
+        let parts = self.export(a, b)?;
+        match self.import(b, parts) {
+            Ok(o) => Some(o),
+            Err(CoreError::Refused(crate::Refusal::StaleTarget { .. })) => {
+                Some(ImportOutcome::AlreadyApplied)
+            }
+            Err(e) => panic!(
+                "import at {} of a packet from {} failed: {e}",
+                self.names[b], self.names[a]
+            ),
+        }
+    }
+
+    /// Exchanges both ways along `edges` until nothing moves.
+    pub fn settle(&self, edges: &[(usize, usize)]) {
+        for _ in 0..50 {
+            let mut moved = false;
+            for &(a, b) in edges {
+                moved |= self.sync(a, b).is_some();
+                moved |= self.sync(b, a).is_some();
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the family did not settle in 50 rounds");
+    }
+
+    /// Every site's state digest.
+    pub fn digests(&self) -> Vec<[u8; 32]> {
+        self.sites.iter().map(|s| s.digest().unwrap()).collect()
+    }
+
+    /// Every site holds the same own row and the same digest.
+    pub fn assert_converged(&self) {
+        let d = self.digests();
+        let rows: Vec<_> = self.sites.iter().map(|s| s.own_row().unwrap()).collect();
+        for i in 1..d.len() {
+            assert_eq!(
+                rows[0], rows[i],
+                "own rows differ between r0 and {}",
+                self.names[i]
+            );
+            assert_eq!(
+                d[0], d[i],
+                "digests differ between r0 and {}",
+                self.names[i]
+            );
+        }
+    }
+}
+
+/// Every pair of sites.
+pub fn mesh(n: usize) -> Vec<(usize, usize)> {
+    let mut e = Vec::new();
+    for a in 0..n {
+        for b in a + 1..n {
+            e.push((a, b));
+        }
+    }
+    e
+}
+
+/// Site 0 linked to every other.
+pub fn hub(n: usize) -> Vec<(usize, usize)> {
+    (1..n).map(|i| (0, i)).collect()
+}
+
+/// Site i linked to site i + 1.
+pub fn chain(n: usize) -> Vec<(usize, usize)> {
+    (1..n).map(|i| (i - 1, i)).collect()
+}
+
+/// Checks the "no reuse" invariant across sites: every (origin, number) names one entry.
+pub fn assert_no_reuse<F: StoreFactory>(f: &Family<'_, F>) {
+    let mut seen: HashMap<(ReplicaId, u64), [u8; 32]> = HashMap::new();
+    for s in &f.sites {
+        for (origin, _) in s.own_row().unwrap().0 {
+            for e in s.entries_of(&origin).unwrap() {
+                if let Some(h) = seen.insert((e.origin, e.number), e.hash) {
+                    assert_eq!(
+                        h, e.hash,
+                        "entry {} of {:?} differs between sites",
+                        e.number, e.origin
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether an import applied entries.
+pub fn applied(o: &ImportOutcome) -> bool {
+    matches!(o, ImportOutcome::Applied { .. })
+}
+
+/// Stamps one `#[test]` per protocol scenario for a [`StoreFactory`]; see the
+/// [module documentation](crate::testkit::scenarios).
+#[macro_export]
+macro_rules! protocol_scenario_tests {
+    ($factory:expr) => {
+        $crate::__protocol_scenario_cases! {
+            $factory;
+            hub_chain_and_mesh_converge => case_hub_chain_and_mesh_converge,
+            waiting_packet_names_what_it_needs_then_applies => case_waiting_packet_names_what_it_needs_then_applies,
+            lost_packet_is_resent_without_an_operator => case_lost_packet_is_resent_without_an_operator,
+            settled_exchange_sends_nothing => case_settled_exchange_sends_nothing,
+            duplicated_and_reordered_packets_are_harmless => case_duplicated_and_reordered_packets_are_harmless,
+            local_change_on_an_object_mastered_elsewhere_is_refused => case_local_change_on_an_object_mastered_elsewhere_is_refused,
+            mastership_moves_back_and_forth_by_request_and_grant => case_mastership_moves_back_and_forth_by_request_and_grant,
+            concurrent_same_name_types_resolve_the_same_everywhere => case_concurrent_same_name_types_resolve_the_same_everywhere,
+            foreign_and_misaddressed_packets_are_refused => case_foreign_and_misaddressed_packets_are_refused,
+            corrupted_packet_is_refused_and_changes_nothing => case_corrupted_packet_is_refused_and_changes_nothing,
+            replica_created_from_a_non_first_replica_joins => case_replica_created_from_a_non_first_replica_joins,
+            import_tree_versions_only_what_changed => case_import_tree_versions_only_what_changed,
+            restore_recovers_own_entries_sent_before_the_failure => case_restore_recovers_own_entries_sent_before_the_failure,
+            packet_built_before_the_restore_is_refused_naming_both_incarnations => case_packet_built_before_the_restore_is_refused_naming_both_incarnations,
+            snapshot_rollback_is_caught_before_a_number_is_reused => case_snapshot_rollback_is_caught_before_a_number_is_reused,
+            snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_sibling => case_snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_sibling,
+            sibling_created_after_the_backup_joins_the_awaited_set => case_sibling_created_after_the_backup_joins_the_awaited_set,
+            two_replicas_restoring_at_once_both_complete => case_two_replicas_restoring_at_once_both_complete,
+            restoring_again_from_an_older_backup => case_restoring_again_from_an_older_backup,
+            running_restorereplica_again_amends_the_set_and_keeps_the_incarnation => case_running_restorereplica_again_amends_the_set_and_keeps_the_incarnation,
+            override_completes_at_once => case_override_completes_at_once,
+            lost_duplicated_and_reordered_packets_during_recovery => case_lost_duplicated_and_reordered_packets_during_recovery,
+            amending_after_some_siblings_answered_does_not_wait_for_them_again => case_amending_after_some_siblings_answered_does_not_wait_for_them_again,
+            restoring_a_backup_taken_while_recovering_starts_a_new_incarnation => case_restoring_a_backup_taken_while_recovering_starts_a_new_incarnation,
+        }
+    };
+}
+
+/// The expansion of [`protocol_scenario_tests!`]; not for direct use.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __protocol_scenario_cases {
+    ($factory:expr; $($name:ident => $case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::testkit::scenarios::$case(&$factory);
+            }
+        )*
+    };
+}
