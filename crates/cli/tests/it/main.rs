@@ -1,8 +1,8 @@
 //! End-to-end tests of the `msite` binary: separate site directories, packets carried between
 //! them as files, every check made on what the binary prints and its exit code.
 //!
-//! Sites are made with the build's default backend; with the `rocks` feature the hub test also
-//! runs on RocksDB.
+//! Sites are made with the build's default backend; with the `rocks` feature the hub, restore
+//! and demo tests also run on RocksDB (`…_on_rocks`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -271,8 +271,22 @@ fn a_hub_family_converges_to_one_digest_on_rocks() {
 
 #[test]
 fn the_demo_restores_a_site_and_converges() {
+    demo_restores_and_converges(None);
+}
+
+#[cfg(feature = "rocks")]
+#[test]
+fn the_demo_restores_a_site_and_converges_on_rocks() {
+    demo_restores_and_converges(Some("rocks"));
+}
+
+fn demo_restores_and_converges(backend: Option<&'static str>) {
     let lab = Lab::new();
-    let out = lab.ok(&["demo", "--keep", "kept"]);
+    let mut args = vec!["demo", "--keep", "kept"];
+    if let Some(b) = backend {
+        args.extend(["--backend", b]);
+    }
+    let out = lab.ok(&args);
     assert!(
         out.contains("Database sanfran is unlocked after restoration."),
         "{out}"
@@ -555,7 +569,17 @@ fn split_packets_are_grouped_and_imported_together() {
 
 #[test]
 fn restore_locks_the_replica_refuses_stale_packets_and_recovers() {
-    let lab = Lab::hub(None);
+    restore_procedure(None);
+}
+
+#[cfg(feature = "rocks")]
+#[test]
+fn restore_locks_the_replica_refuses_stale_packets_and_recovers_on_rocks() {
+    restore_procedure(Some("rocks"));
+}
+
+fn restore_procedure(backend: Option<&'static str>) {
+    let lab = Lab::hub(backend);
     lab.ok(&["-C", "sanfran", "mkbrtype", "sf"]);
     lab.settle();
     lab.ok(&["-C", "sanfran", "backup", "bk"]);
