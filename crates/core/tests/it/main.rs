@@ -13,6 +13,7 @@ use msite_core::testkit::conformance::StoreFactory;
 use msite_core::testkit::MemStore;
 
 /// Opens [`MemStore`]s backed by their directory, so every capability applies.
+#[derive(Clone)]
 struct MemFactory;
 
 impl StoreFactory for MemFactory {

@@ -13,6 +13,7 @@ use msite_core::testkit::conformance::StoreFactory;
 use msite_store_rocks::RocksStore;
 
 /// Opens [`RocksStore`]s; every capability applies.
+#[derive(Clone)]
 struct RocksFactory;
 
 impl StoreFactory for RocksFactory {

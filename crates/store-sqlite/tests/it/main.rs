@@ -13,6 +13,7 @@ use msite_core::testkit::conformance::StoreFactory;
 use msite_store_sqlite::SqliteStore;
 
 /// Opens [`SqliteStore`]s; every capability applies.
+#[derive(Clone)]
 struct SqliteFactory;
 
 impl StoreFactory for SqliteFactory {

@@ -9,7 +9,8 @@
 //! [`Store::restore_backup`], as `msite backup` and `msite restore` do.
 //!
 //! A backend runs all of them with one macro call in its integration-test binary, next to the
-//! conformance suite and with the same factory:
+//! conformance suite and with the same factory (which must be `Clone`: the crash scenario wraps
+//! it in a fault-injecting factory):
 //!
 //! ```text
 //! mod scenarios {
@@ -47,6 +48,8 @@ pub struct Family<'a, F: StoreFactory> {
     pub sites: Vec<Replica<F::Store>>,
     /// Their names, by index.
     pub names: Vec<String>,
+    /// Their store directories, by index.
+    dirs: Vec<PathBuf>,
 }
 
 /// The environment handle a [`Replica`] takes.
@@ -69,11 +72,13 @@ impl<'a, F: StoreFactory> Family<'a, F> {
             env,
             sites: Vec::new(),
             names: Vec::new(),
+            dirs: Vec::new(),
         };
-        let store = f.open_new("r0");
-        let first = Replica::init(store, env_arc(&f.env), "fam", "r0").unwrap();
+        let dir = f.fresh_path("r0");
+        let first = Replica::init(f.open_at(&dir), env_arc(&f.env), "fam", "r0").unwrap();
         f.sites.push(first);
         f.names.push("r0".into());
+        f.dirs.push(dir);
         for i in 1..n {
             f.mkreplica(0, &format!("r{i}"));
         }
@@ -93,21 +98,25 @@ impl<'a, F: StoreFactory> Family<'a, F> {
             .unwrap_or_else(|e| panic!("cannot open the store at {}: {e}", dir.display()))
     }
 
-    /// Opens a store in a new directory.
-    fn open_new(&self, name: &str) -> F::Store {
-        self.open_at(&self.fresh_path(name))
-    }
-
     /// Creates a replica from site `from`.
     pub fn mkreplica(&mut self, from: usize, name: &str) -> usize {
         let plan = self.sites[from].plan_mkreplica(name).unwrap();
         let parts = self.sites[from].write_plan_to_parts(&plan, None).unwrap();
         let pkt = Incoming::from_parts(parts, "creation").unwrap();
-        let store = self.open_new(name);
-        let r = Replica::create_from_packet(store, env_arc(&self.env), pkt).unwrap();
+        let dir = self.fresh_path(name);
+        let r = Replica::create_from_packet(self.open_at(&dir), env_arc(&self.env), pkt).unwrap();
         self.sites.push(r);
         self.names.push(name.into());
+        self.dirs.push(dir);
         self.sites.len() - 1
+    }
+
+    /// Closes site `i`'s store and opens it again from its directory: what a process that
+    /// died and was started again sees.
+    pub fn reopen(&mut self, i: usize) {
+        drop(self.sites.remove(i));
+        let r = Replica::open(self.open_at(&self.dirs[i]), env_arc(&self.env)).unwrap();
+        self.sites.insert(i, r);
     }
 
     /// Backs up site `i` with the store's own tool, while it stays in use.
@@ -120,25 +129,20 @@ impl<'a, F: StoreFactory> Family<'a, F> {
         Backup(dir)
     }
 
-    /// Opens a copy of `backup` in a new directory, as the replica at index `i` (the old store
-    /// is dropped: the site lost its disk).
-    fn reopen_from(&mut self, i: usize, backup: &Backup) -> Replica<F::Store> {
+    /// Replaces site `i` by a copy of `backup` in a new directory (the old store is dropped:
+    /// the site lost its disk), without marking it restored: a file-system copy put back.
+    pub fn snapshot_rollback(&mut self, i: usize, backup: &Backup) {
         let dir = self.fresh_path(&format!("restored-{}", self.names[i]));
         F::Store::restore_backup(&backup.0, &dir)
             .unwrap_or_else(|e| panic!("restore of {}: {e}", backup.0.display()));
-        Replica::open(self.open_at(&dir), env_arc(&self.env)).unwrap()
+        self.sites[i] = Replica::open(self.open_at(&dir), env_arc(&self.env)).unwrap();
+        self.dirs[i] = dir;
     }
 
     /// Replaces site `i` by its `backup` and marks it restored (what `msite restore` does).
     pub fn restore(&mut self, i: usize, backup: &Backup) {
-        let r = self.reopen_from(i, backup);
-        r.mark_restored().unwrap();
-        self.sites[i] = r;
-    }
-
-    /// Like [`Family::restore`], without the mark: a file-system copy put back in place.
-    pub fn snapshot_rollback(&mut self, i: usize, backup: &Backup) {
-        self.sites[i] = self.reopen_from(i, backup);
+        self.snapshot_rollback(i, backup);
+        self.sites[i].mark_restored().unwrap();
     }
 
     /// The id of site `i`.
@@ -288,6 +292,7 @@ macro_rules! protocol_scenario_tests {
             lost_duplicated_and_reordered_packets_during_recovery => case_lost_duplicated_and_reordered_packets_during_recovery,
             amending_after_some_siblings_answered_does_not_wait_for_them_again => case_amending_after_some_siblings_answered_does_not_wait_for_them_again,
             restoring_a_backup_taken_while_recovering_starts_a_new_incarnation => case_restoring_a_backup_taken_while_recovering_starts_a_new_incarnation,
+            crash_at_any_write_of_the_procedure_resumes => case_crash_at_any_write_of_the_procedure_resumes,
         }
     };
 }

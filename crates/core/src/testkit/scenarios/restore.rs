@@ -1,5 +1,8 @@
 //! The restore procedure (PROTOCOL §6) and its hard cases.
 
+use std::path::Path;
+
+use crate::testkit::{FaultPlan, FaultyStore};
 use crate::{CoreError, ImportOutcome, Refusal};
 
 use super::*;
@@ -365,4 +368,129 @@ pub fn case_restoring_a_backup_taken_while_recovering_starts_a_new_incarnation<F
     f.settle(&[(0, 1)]);
     f.assert_converged();
     assert_no_reuse(&f);
+}
+
+/// Opens `F`'s stores inside a [`FaultyStore`] that shares one [`FaultPlan`]: the plan counts
+/// the writes of every site of a family.
+struct FaultyFactory<F> {
+    inner: F,
+    plan: FaultPlan,
+}
+
+impl<F: StoreFactory> StoreFactory for FaultyFactory<F> {
+    type Store = FaultyStore<F::Store>;
+
+    fn capabilities(&self) -> crate::testkit::conformance::Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn open(&self, dir: &Path) -> crate::store::Result<Self::Store> {
+        Ok(FaultyStore::new(self.inner.open(dir)?, self.plan.clone()))
+    }
+
+    fn corrupt(&self, dir: &Path) -> crate::store::Result<()> {
+        self.inner.corrupt(dir)
+    }
+}
+
+/// Whether `e` is a write failure injected by a [`FaultPlan`].
+fn injected(e: &CoreError) -> bool {
+    e.to_string().contains("injected fault")
+}
+
+/// Runs `op` at site `i`; when an injected write failure makes it fail, the site's process
+/// "dies": its store is reopened from its directory and the operator runs the same step again.
+fn step<F: StoreFactory, T>(
+    f: &mut Family<'_, F>,
+    i: usize,
+    crashes: &mut u32,
+    op: impl Fn(&Family<'_, F>) -> Result<T, CoreError>,
+) -> T {
+    for _ in 0..3 {
+        match op(f) {
+            Ok(v) => return v,
+            Err(e) if injected(&e) => {
+                *crashes += 1;
+                f.reopen(i);
+            }
+            Err(e) => panic!("step at {} failed: {e}", f.names[i]),
+        }
+    }
+    panic!("a step at {} failed three times", f.names[i]);
+}
+
+/// Exports from `a` to `b` and imports there, each step surviving a crash; a stale packet is
+/// dropped as an operator would. Returns the import's outcome (None: nothing to send).
+fn deliver<F: StoreFactory>(
+    f: &mut Family<'_, F>,
+    a: usize,
+    b: usize,
+    crashes: &mut u32,
+) -> Option<ImportOutcome> {
+    let parts = step(f, a, crashes, |f| {
+        f.sites[a].export_to_parts(&f.id(b), None)
+    })?;
+    let outcome = step(f, b, crashes, |f| match f.import(b, parts.clone()) {
+        Err(CoreError::Refused(Refusal::StaleTarget { .. })) => Ok(ImportOutcome::AlreadyApplied),
+        other => other,
+    });
+    Some(outcome)
+}
+
+/// A crash at any write of the restore procedure, at the restored site or at a sibling, is
+/// survived: the process starts again, the operator repeats the step that failed, the
+/// restoration completes with the site's own entries recovered, and no number is reused.
+pub fn case_crash_at_any_write_of_the_procedure_resumes<F: StoreFactory + Clone>(factory: &F) {
+    let mut k = 1;
+    loop {
+        let plan = FaultPlan::new();
+        let faulty = FaultyFactory {
+            inner: factory.clone(),
+            plan: plan.clone(),
+        };
+        let mut f = Family::new(&faulty, 3, 40 + k);
+        f.settle(&hub(3));
+        f.sites[1].checkin("a", "main", b"1", "u", "").unwrap();
+        let backup = f.backup(1);
+        f.sites[1].checkin("a", "main", b"2", "u", "").unwrap();
+        f.sites[1].checkin("b", "main", b"3", "u", "").unwrap();
+        f.settle(&hub(3));
+        let lost = f.sites[1].own_row().unwrap().get(&f.id(1));
+        f.snapshot_rollback(1, &backup);
+
+        plan.fail_nth_write(k);
+        let mut crashes = 0;
+        step(&mut f, 1, &mut crashes, |f| f.sites[1].mark_restored());
+        step(&mut f, 1, &mut crashes, |f| {
+            f.sites[1].restorereplica(&[], false)
+        });
+        let mut done = false;
+        for _ in 0..10 {
+            deliver(&mut f, 1, 0, &mut crashes);
+            deliver(&mut f, 0, 2, &mut crashes);
+            deliver(&mut f, 2, 0, &mut crashes);
+            if unlocked(&deliver(&mut f, 0, 1, &mut crashes)) {
+                done = true;
+                break;
+            }
+        }
+        let fired = plan.faults_fired();
+        plan.disarm();
+        assert!(done, "crash at write {k}: the restoration did not complete");
+        assert!(
+            f.sites[1].own_row().unwrap().get(&f.id(1)) > lost,
+            "crash at write {k}: own entries were not recovered"
+        );
+        f.sites[1].checkin("c", "main", b"after", "u", "").unwrap();
+        f.settle(&hub(3));
+        f.assert_converged();
+        assert_no_reuse(&f);
+        assert_eq!(u64::from(crashes), fired, "every injected failure was seen");
+        if fired == 0 {
+            // The procedure has fewer than k writes: every write point has been crashed at.
+            assert!(k > 5, "the procedure wrote only {} times", k - 1);
+            break;
+        }
+        k += 1;
+    }
 }
