@@ -453,6 +453,7 @@ impl<S: Store> Replica<S> {
         });
         let controls = self.controls(own_request)?;
         let mut reason = "update";
+        let mut probe = false;
         let base = if st.recovering.is_some()
             && !target_recovering
             && !self.relays_while_recovering()?
@@ -476,6 +477,22 @@ impl<S: Store> Replica<S> {
                     base = floor;
                 }
             }
+            if !has_new
+                && !target_recovering
+                && st.recovering.is_none()
+                && !send.have_report
+                && send.last_seq > send.applied
+            {
+                // Unacknowledged packets, and the target has never reported: its only report
+                // may have been lost as well as our packet, and then neither side would ever
+                // send again (K10). Send a probe: a numbered packet without entries whose base
+                // is our estimate. The target applies it if it holds the base, or keeps it
+                // waiting; either way its next export reports, and a report that shows a
+                // packet missing makes us resend. On a one-way link, where the target never
+                // reports, every export with nothing new sends one such header-only packet.
+                probe = true;
+                reason = "probe";
+            }
             base
         };
         let mut ranges = Vec::new();
@@ -487,7 +504,7 @@ impl<S: Store> Replica<S> {
                 entry_count += n - b;
             }
         }
-        let content = !ranges.is_empty() || !controls.is_empty();
+        let content = !ranges.is_empty() || !controls.is_empty() || probe;
         if !content
             && recv.reported
             && recv.applied == recv.reported_applied
@@ -497,14 +514,15 @@ impl<S: Store> Replica<S> {
         }
         if !content {
             reason = "acknowledgement";
-        } else if ranges.is_empty() {
+        } else if ranges.is_empty() && !probe {
             reason = "restore request";
         }
         let seq = if content { send.last_seq + 1 } else { 0 };
         let mut bases = Vec::new();
         // Prerequisites matter only for the entries carried: a packet without entries (a
         // restore request, an acknowledgement) can be imported whatever the target holds.
-        for (o, n) in base.0.iter().filter(|_| !ranges.is_empty()) {
+        // A probe carries the base too: it is applied only once the target holds it.
+        for (o, n) in base.0.iter().filter(|_| !ranges.is_empty() || probe) {
             let b = (*n).min(own.get(o));
             if b == 0 {
                 continue;
@@ -953,13 +971,32 @@ impl<S: Store> Replica<S> {
                 if let Some(t) = me_t {
                     if t.packet_seq > recv.seen {
                         recv.seen = t.packet_seq;
-                        use crate::store::StoreExt;
-                        self.store.put_one(
+                        let mut txn = Txn::new(&self.store);
+                        txn.put(
                             Keyspace::Peers,
                             &keys::peer(keys::peers::RECV, &sender),
                             &recv.encode(),
-                            WriteOptions::SYNC,
+                        );
+                        // Its report on our packets is news about the sender too (the first
+                        // time we see the packet): two replicas whose packets wait at each
+                        // other would otherwise never learn that theirs were lost.
+                        let sender_name = self.replica_name(&sender);
+                        let sender_holds_request = self
+                            .store
+                            .get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &sender))?
+                            .is_some();
+                        let mut notes = Vec::new();
+                        Self::take_report(
+                            &mut txn,
+                            &sender,
+                            &sender_name,
+                            &t,
+                            &Row::from_wire(&h.sender_row),
+                            self.status()?.incarnation,
+                            sender_holds_request,
+                            &mut notes,
                         )?;
+                        txn.commit(WriteOptions::SYNC)?;
                     }
                 }
                 return Ok(ImportOutcome::Waiting(needs));
@@ -1100,47 +1137,16 @@ impl<S: Store> Replica<S> {
         if !sender_holds_request || sender_recovering_own {
             crate::restore::raise_estimate(&mut txn, &sender, &sender_row)?;
         }
-        if me_t.ack_incarnation == st.incarnation {
-            let mut send = Self::send_state(&txn, &sender)?;
-            send.applied = send.applied.max(me_t.applied_seq);
-            send.seen = send.seen.max(me_t.seen_seq);
-            send.have_report = true;
-            send.reported_row = sender_row.clone();
-            if me_t.seen_seq > me_t.applied_seq
-                && send.last_seq > send.applied
-                && !sender_holds_request
-            {
-                // A later packet of ours waits at the sender: an earlier one was lost.
-                // Lower the estimate to what the sender holds, so the next export resends.
-                for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(&sender))? {
-                    txn.delete(Keyspace::Epochs, &k);
-                }
-                for (o, n) in &sender_row.0 {
-                    txn.put(
-                        Keyspace::Epochs,
-                        &keys::estimate(&sender, o),
-                        &n.to_be_bytes(),
-                    );
-                }
-                notes.push(format!(
-                    "{sender_name} is missing a packet from this replica; the next export to it resends what it lacks"
-                ));
-            }
-            // Forget export rows the sender has acknowledged.
-            for (k, _) in txn.scan_prefix(
-                Keyspace::Peers,
-                &keys::peer(keys::peers::EXPORT_LOG, &sender),
-            )? {
-                if k.len() == 25 && be_u64(&k[17..])? < send.applied {
-                    txn.delete(Keyspace::Peers, &k);
-                }
-            }
-            txn.put(
-                Keyspace::Peers,
-                &keys::peer(keys::peers::SEND, &sender),
-                &send.encode(),
-            );
-        }
+        Self::take_report(
+            &mut txn,
+            &sender,
+            &sender_name,
+            &me_t,
+            &sender_row,
+            st.incarnation,
+            sender_holds_request,
+            &mut notes,
+        )?;
         let mut recv = Self::recv_state(&txn, &sender)?;
         if recv.sender_inc != h.sender_incarnation {
             recv = RecvState {
@@ -1226,6 +1232,62 @@ impl<S: Store> Replica<S> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Takes the sender's report on our packets (PROTOCOL §5): what it applied and saw of
+    /// them. A later packet of ours seen but an earlier one not applied means one was lost:
+    /// the estimate drops to what the sender holds, so the next export resends.
+    fn take_report(
+        txn: &mut Txn<'_, S>,
+        sender: &ReplicaId,
+        sender_name: &str,
+        me_t: &wire::Target,
+        sender_row: &Row,
+        our_incarnation: u64,
+        sender_holds_request: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        if me_t.ack_incarnation != our_incarnation {
+            return Ok(());
+        }
+        let mut send = Self::send_state(txn, sender)?;
+        send.applied = send.applied.max(me_t.applied_seq);
+        send.seen = send.seen.max(me_t.seen_seq);
+        send.have_report = true;
+        send.reported_row = sender_row.clone();
+        if me_t.seen_seq > me_t.applied_seq && send.last_seq > send.applied && !sender_holds_request
+        {
+            // A later packet of ours waits at the sender: an earlier one was lost.
+            // Lower the estimate to what the sender holds, so the next export resends.
+            for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(sender))? {
+                txn.delete(Keyspace::Epochs, &k);
+            }
+            for (o, n) in &sender_row.0 {
+                txn.put(
+                    Keyspace::Epochs,
+                    &keys::estimate(sender, o),
+                    &n.to_be_bytes(),
+                );
+            }
+            notes.push(format!(
+                "{sender_name} is missing a packet from this replica; the next export to it resends what it lacks"
+            ));
+        }
+        // Forget export rows the sender has acknowledged.
+        for (k, _) in txn.scan_prefix(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::EXPORT_LOG, sender),
+        )? {
+            if k.len() == 25 && be_u64(&k[17..])? < send.applied {
+                txn.delete(Keyspace::Peers, &k);
+            }
+        }
+        txn.put(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::SEND, sender),
+            &send.encode(),
+        );
         Ok(())
     }
 
@@ -1524,4 +1586,63 @@ fn sanitize(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::testkit::MemStore;
+    use crate::{Env, Incoming, Replica, SimEnv};
+
+    type R = Replica<MemStore>;
+
+    fn pair() -> (R, R) {
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(7));
+        let r0: R = Replica::init(MemStore::new(), env.clone(), "fam", "r0").unwrap();
+        let plan = r0.plan_mkreplica("r1").unwrap();
+        let parts = r0.write_plan_to_parts(&plan, None).unwrap();
+        let r1 = Replica::create_from_packet(
+            MemStore::new(),
+            env,
+            Incoming::from_parts(parts, "creation").unwrap(),
+        )
+        .unwrap();
+        (r0, r1)
+    }
+
+    /// Exports from `a` to `b` and imports it (a waiting packet stays "in the bay": dropped
+    /// here, the sender resends). Returns whether a packet was sent.
+    fn sync(a: &R, b: &R) -> bool {
+        match a.export_to_parts(&b.id(), None).unwrap() {
+            Some(p) => {
+                b.import(Incoming::from_parts(p, "packet").unwrap())
+                    .unwrap();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// K10 (found by the simulator, seed 2113 of the sync profile): the target's first,
+    /// acknowledgement-only packet is lost, and so is the sender's update. Before the fix the
+    /// sender resent only after a first report and the target had nothing new to say: with
+    /// two-way exchange nobody ever sent again (PROTOCOL §5).
+    #[test]
+    fn lost_first_report_and_lost_update_are_recovered_by_two_way_exchange() {
+        let (r0, r1) = pair();
+        // r1's first contact (an acknowledgement-only packet) is lost.
+        assert!(r1.export_to_parts(&r0.id(), None).unwrap().is_some());
+        r0.mkelem("a.txt").unwrap();
+        // r0's update is lost too.
+        assert!(r0.export_to_parts(&r1.id(), None).unwrap().is_some());
+        for _ in 0..6 {
+            sync(&r0, &r1);
+            sync(&r1, &r0);
+        }
+        assert_eq!(r0.own_row().unwrap(), r1.own_row().unwrap());
+        assert_eq!(r0.digest().unwrap(), r1.digest().unwrap());
+        // And the exchange settles.
+        assert!(!sync(&r0, &r1) && !sync(&r1, &r0));
+    }
 }
