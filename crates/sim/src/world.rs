@@ -1270,13 +1270,14 @@ impl World {
         });
         let res = self.mutate(to, "import", faults, |r| r.import(inc));
         let after_own = self.rep(to).own_row().ok();
-        // A packet refused as stale for its target may still teach the sender's own restore
-        // request (core's design since the simulator found two replicas restored at once
-        // refusing each other forever): the only change allowed is this replica's numbered
-        // acknowledgement of that request.
+        // A packet refused as stale for its target, or one that must wait, may still teach
+        // the sender's own restore request (core's design since the simulator found two
+        // replicas restored at once refusing each other forever, docs/protocol.md §4): the
+        // only change allowed is this replica's numbered acknowledgement of that request.
         let stale_target_refusal = matches!(
             res,
             None | Some(Err(CoreError::Refused(Refusal::StaleTarget { .. })))
+                | Some(Ok(ImportOutcome::Waiting(_)))
         );
         let learned = stale_target_refusal
             && has_sender_request

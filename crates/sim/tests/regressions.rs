@@ -78,6 +78,16 @@ fn k8_restore_complete_lowers_a_stale_estimate() {
     passes(180, None, None);
 }
 
+/// K10: a lost first-contact acknowledgement plus a lost update — nobody sent again. Seed 55
+/// (sync profile) is the follow-up the first fix met: both sides' packets waited at each other
+/// and the reports they carried were never read.
+#[test]
+fn k10_lost_report_and_lost_update_are_resent() {
+    passes_with(2113, Some(19), Some(3), Profile::Sync);
+    passes_with(2113, None, None, Profile::Sync);
+    passes_with(55, Some(15), Some(5), Profile::Sync);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
