@@ -920,7 +920,30 @@ impl<S: Store> Replica<S> {
         let h = pkt.header.clone();
         let src = pkt.source.clone();
         let sender = ReplicaId(h.sender.0);
-        match self.assess(&h, pkt.kind, &pkt.packet_id, &src)? {
+        let assessment = self.assess(&h, pkt.kind, &pkt.packet_id, &src)?;
+        if matches!(
+            assessment,
+            Assessment::Importable
+                | Assessment::Waiting(_)
+                | Assessment::RolledBack(_)
+                | Assessment::Refused(CoreError::Refused(
+                    Refusal::StaleTarget { .. }
+                        | Refusal::StaleSender { .. }
+                        | Refusal::Divergent { .. }
+                ))
+        ) {
+            // An authentic header of our family addressed to us: its sender is a sibling,
+            // whatever becomes of the packet (K3).
+            let mut txn = Txn::new(&self.store);
+            self.note_sibling(&mut txn, &sender)?;
+            for c in &h.sender_row {
+                self.note_sibling(&mut txn, &ReplicaId(c.origin.0))?;
+            }
+            if !txn.is_empty() {
+                txn.commit(WriteOptions::SYNC)?;
+            }
+        }
+        match assessment {
             Assessment::Importable => {}
             Assessment::AlreadyApplied => return Ok(ImportOutcome::AlreadyApplied),
             Assessment::Refused(CoreError::Refused(r @ Refusal::StaleTarget { .. })) => {
