@@ -88,6 +88,16 @@ fn k10_lost_report_and_lost_update_are_resent() {
     passes_with(55, Some(15), Some(5), Profile::Sync);
 }
 
+/// K3 (the part that can be fixed): a restored store that does not know a sibling created
+/// after its backup completed on the known siblings' answers although a packet of the unknown
+/// one, refused as stale, had shown it holds the lost entries. Every authentic header now
+/// names its sender (and the origins of its row) as a sibling to await.
+#[test]
+fn k3_sibling_heard_of_in_any_header_is_awaited() {
+    passes(108, None, None);
+    passes_with(108, None, None, Profile::DefaultRestores);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
