@@ -609,6 +609,31 @@ impl<S: Store> Replica<S> {
                 }
             }
             Op::RestoreComplete { incarnation, row } => {
+                // Our own restore complete, given back while we recover under that (or an
+                // older) incarnation: that restoration already completed, and this store is a
+                // copy taken before it did (a snapshot rollback; K15). The siblings ignore a
+                // request they saw complete, so move to a new incarnation, as for a newer
+                // incarnation known elsewhere.
+                if let Some(mut rec) = Self::recovering_in(txn)?.filter(|_| *origin == self.me) {
+                    if rec.incarnation <= *incarnation {
+                        rec.incarnation = (*incarnation).max(self.env.now_ms()) + 1;
+                        for held in rec.awaited.values_mut() {
+                            *held = None;
+                        }
+                        rec.acks.clear();
+                        txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+                        txn.put(
+                            Keyspace::Peers,
+                            &keys::peer(keys::peers::INCARNATION, &self.me),
+                            &rec.incarnation.to_be_bytes(),
+                        );
+                        for tag in [keys::peers::SEND, keys::peers::EXPORT_LOG] {
+                            for (k, _) in txn.scan_prefix(Keyspace::Peers, &[tag])? {
+                                txn.delete(Keyspace::Peers, &k);
+                            }
+                        }
+                    }
+                }
                 let ck = keys::peer(keys::peers::COMPLETED, origin);
                 if *incarnation > txn_u64(txn, Keyspace::Peers, &ck)? {
                     txn.put(Keyspace::Peers, &ck, &incarnation.to_be_bytes());
@@ -799,5 +824,42 @@ mod tests {
             r0.entry(&r0.id(), created).unwrap().unwrap().hash,
             entry.hash
         );
+    }
+
+    /// K15 (found by the simulator, seed 3029359, and by the model check): a file-system
+    /// snapshot taken while r0 recovered, put back after the restoration completed, revived
+    /// the recovery. r1 ignored the request (it saw that incarnation complete) and nothing
+    /// moved r0 to a newer incarnation: it never completed.
+    #[test]
+    fn snapshot_of_a_recovering_store_moves_to_a_new_incarnation() {
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(4));
+        let r0: R = Replica::init(MemStore::new(), env.clone(), "fam", "r0").unwrap();
+        let r1 = create(&r0, "r1", &env);
+        for _ in 0..3 {
+            send(&r0, &r1);
+            send(&r1, &r0);
+        }
+        let backup = r0.store().deep_copy();
+        let r0: R = Replica::open(backup, env.clone()).unwrap();
+        r0.mark_restored().unwrap();
+        let first = r0.restorereplica(&[], false).unwrap().incarnation;
+        let snapshot = r0.store().deep_copy();
+        for _ in 0..3 {
+            send(&r0, &r1);
+            send(&r1, &r0);
+        }
+        assert!(r0.status().unwrap().recovering.is_none());
+        assert_eq!(r1.completed_incarnation(&r0.id()).unwrap(), first);
+        // The snapshot comes back, without the restored mark.
+        let r0: R = Replica::open(snapshot, env).unwrap();
+        assert_eq!(r0.status().unwrap().recovering.unwrap().incarnation, first);
+        for _ in 0..6 {
+            send(&r0, &r1);
+            send(&r1, &r0);
+        }
+        assert!(r0.status().unwrap().recovering.is_none(), "never completed");
+        assert!(r0.status().unwrap().incarnation > first);
+        assert_eq!(r0.own_row().unwrap(), r1.own_row().unwrap());
+        assert_eq!(r0.digest().unwrap(), r1.digest().unwrap());
     }
 }

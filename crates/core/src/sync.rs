@@ -1157,7 +1157,31 @@ impl<S: Store> Replica<S> {
         let sender_recovering_own = h.controls.iter().any(
             |c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0),
         );
-        if !sender_holds_request || sender_recovering_own {
+        let completed_sender = txn_u64(
+            &txn,
+            Keyspace::Peers,
+            &keys::peer(keys::peers::COMPLETED, &sender),
+        )?;
+        let sender_revives_completed = h.controls.iter().any(|c| {
+            matches!(c, wire::Control::RestoreRequest { replica, incarnation, .. }
+                if replica.0 == sender.0 && *incarnation <= completed_sender)
+        });
+        if sender_revives_completed {
+            // The sender still asks for a restoration we saw complete: its store was put back
+            // to a copy taken while it recovered (a snapshot rollback; K15). Its row is exact:
+            // set our estimate to it, so our next packet gives back what it lost, including
+            // its restore complete, which moves it to a new incarnation.
+            for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(&sender))? {
+                txn.delete(Keyspace::Epochs, &k);
+            }
+            for (o, n) in &sender_row.0 {
+                txn.put(
+                    Keyspace::Epochs,
+                    &keys::estimate(&sender, o),
+                    &n.to_be_bytes(),
+                );
+            }
+        } else if !sender_holds_request || sender_recovering_own {
             crate::restore::raise_estimate(&mut txn, &sender, &sender_row)?;
         }
         Self::take_report(
