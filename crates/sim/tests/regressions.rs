@@ -98,6 +98,14 @@ fn k3_sibling_heard_of_in_any_header_is_awaited() {
     passes_with(108, None, None, Profile::DefaultRestores);
 }
 
+/// K15 (also the model check's open finding): a snapshot rollback to a copy taken while the
+/// replica recovered revived a restoration the siblings saw complete; it never completed.
+#[test]
+fn k15_snapshot_of_a_recovering_store_completes_under_a_new_incarnation() {
+    passes(3029359, Some(139), Some(4));
+    passes(3029359, None, None);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
