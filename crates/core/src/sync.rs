@@ -916,7 +916,27 @@ impl<S: Store> Replica<S> {
     }
 
     /// Imports one logical packet (PROTOCOL §4). A refused packet changes nothing.
-    pub fn import(&self, mut pkt: Incoming<'_>) -> Result<ImportOutcome> {
+    pub fn import(&self, pkt: Incoming<'_>) -> Result<ImportOutcome> {
+        let h = pkt.header.clone();
+        let res = self.import_packet(pkt);
+        if let Err(CoreError::Refused(Refusal::Divergent { .. } | Refusal::RolledBack { .. })) =
+            &res
+        {
+            // A packet refused for its content still has an authentic header: the sender's
+            // incarnation is news about the sender (K1). Without it, after a restore with
+            // `--override` or a partial `--wait-for`, the replica that reports the fork keeps
+            // believing the sender's old incarnation, and its packets are refused as stale.
+            let k = keys::peer(keys::peers::INCARNATION, &ReplicaId(h.sender.0));
+            let mut txn = Txn::new(&self.store);
+            if h.sender_incarnation > txn_u64(&txn, Keyspace::Peers, &k)? {
+                txn.put(Keyspace::Peers, &k, &h.sender_incarnation.to_be_bytes());
+                txn.commit(WriteOptions::SYNC)?;
+            }
+        }
+        res
+    }
+
+    fn import_packet(&self, mut pkt: Incoming<'_>) -> Result<ImportOutcome> {
         let h = pkt.header.clone();
         let src = pkt.source.clone();
         let sender = ReplicaId(h.sender.0);
@@ -1691,5 +1711,36 @@ mod tests {
         assert_eq!(r0.digest().unwrap(), r1.digest().unwrap());
         // And the exchange settles.
         assert!(!sync(&r0, &r1) && !sync(&r1, &r0));
+    }
+
+    /// K1 (the remainder): after `restorereplica --override` renumbered an entry a sibling
+    /// holds, the sibling refuses the restored replica's packets as divergent; it must still
+    /// learn the replica's new incarnation from them, or its own packets to the replica stay
+    /// stale forever and the fork is never reported there.
+    #[test]
+    fn a_divergent_packet_still_teaches_the_senders_incarnation() {
+        let (r0, r1) = pair();
+        for _ in 0..3 {
+            sync(&r0, &r1);
+            sync(&r1, &r0);
+        }
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(8));
+        let backup = r0.store().deep_copy();
+        r0.mkelem("lost.txt").unwrap();
+        sync(&r0, &r1);
+        let r0: R = Replica::open(backup, env).unwrap();
+        r0.mark_restored().unwrap();
+        let start = r0.restorereplica(&[], true).unwrap();
+        assert!(start.completed);
+        let p = r0.export_to_parts(&r1.id(), None).unwrap().unwrap();
+        let res = r1.import(Incoming::from_parts(p, "packet").unwrap());
+        assert!(
+            matches!(
+                res,
+                Err(crate::CoreError::Refused(crate::Refusal::Divergent { .. }))
+            ),
+            "{res:?}"
+        );
+        assert_eq!(r1.incarnation_of(&r0.id()).unwrap(), start.incarnation);
     }
 }
