@@ -52,13 +52,15 @@ type Store = FaultyStore<MemStore>;
 type Rep = msite_core::Replica<Store>;
 
 /// Known bugs that core has fixed: their signatures no longer explain a failure.
-pub const FIXED_BUGS: &[&str] = &["K2", "K4", "K5", "K6", "K7", "K8", "K9", "K12"];
+pub const FIXED_BUGS: &[&str] = &[
+    "K1", "K2", "K4", "K5", "K6", "K7", "K8", "K9", "K10", "K12", "K15",
+];
 
 /// Known protocol bugs: tag and one-line diagnosis (docs/testing.md has the details).
 pub const KNOWN_BUGS: &[(&str, &str)] = &[
     (
         "K1",
-        "OPEN (partly fixed in a7bce56): after healing, a replica still does not know a neighbour's current incarnation; its packets to the restored neighbour are refused as stale forever, and the neighbour's packets that would teach it are refused as stale too or wait for prerequisites. Fixed for a sender's own restore request in a stale packet; still open when the restore already completed (--override, a --wait-for set without that neighbour) or when the packet carrying the request waits",
+        "FIXED (a7bce56, 1a6bba5, 57f780e): a replica never learned a neighbour's new incarnation; its packets to the restored neighbour were refused as stale forever, and the neighbour's packets that would teach it were refused as stale, waited or were refused as divergent. Every authentic header now teaches the sender's incarnation (stale, waiting, divergent or rolled-back outcome), and stale or waiting ones its own restore request",
     ),
     (
         "K2",
@@ -66,7 +68,7 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K3",
-        "OPEN: a restore completes without waiting for a sibling its restored store does not know (created or learned after the backup) that holds its lost entries; its next entries reuse their numbers",
+        "OPEN (partly fixed in 9ca9ab3: a sibling heard of in any authentic header, or named in a header's row, is awaited): a restore completes without waiting for a sibling its restored store does not know (created after the backup) that holds its lost entries, when no packet from it or naming it arrived before the known siblings answered; its next entries reuse their numbers",
     ),
     (
         "K4",
@@ -90,7 +92,7 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K10",
-        "OPEN: a lost acknowledgement-only packet and a lost update: the sender resends unacknowledged packets only after the target has reported once, and the target, whose only report was lost, has nothing new to say; neither side ever sends again",
+        "FIXED in 310e9c7 (probe; reports of waiting packets): a lost acknowledgement-only packet and a lost update: the sender resent unacknowledged packets only after the target had reported once, and the target, whose only report was lost, had nothing new to say; neither side ever sent again",
     ),
     (
         "K11",
@@ -106,7 +108,7 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K15",
-        "OPEN (also the model check's open finding): a snapshot rollback to a copy taken while the replica was recovering revives that recovery; siblings that saw it complete ignore its request (incarnation not above the completed one) and nothing tells the replica to move to a newer incarnation, so it never completes",
+        "FIXED in c66d0c0 (estimate set to the sender's row; own restore complete moves to a new incarnation): a snapshot rollback to a copy taken while the replica was recovering revived that recovery; siblings that saw it complete ignored its request and nothing told the replica to move to a newer incarnation, so it never completed",
     ),
     (
         "K12",
