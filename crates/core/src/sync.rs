@@ -534,6 +534,24 @@ impl<S: Store> Replica<S> {
                 hash,
             });
         }
+        if ranges.is_empty() && !probe && send.have_report {
+            // A packet without entries carries bases only where the target is known to hold
+            // them (its last report, capped by the estimate), so it never waits, yet the
+            // target checks our hashes there: a fork made by `--override` is reported at the
+            // first exchange even when no packet carries that origin's entries (K14).
+            for (o, n) in base.0.iter() {
+                let b = (*n).min(own.get(o)).min(send.reported_row.get(o));
+                if b == 0 {
+                    continue;
+                }
+                let hash = Self::entry_hash_at(&self.store, o, b)?.unwrap_or(ZERO_HASH);
+                bases.push(wire::Base {
+                    origin: wire::Id(o.0),
+                    number: b,
+                    hash,
+                });
+            }
+        }
         let header = wire::Header {
             family: wire::Id(self.family.0),
             family_name: self.family_name.clone(),
