@@ -106,6 +106,14 @@ fn k15_snapshot_of_a_recovering_store_completes_under_a_new_incarnation() {
     passes(3029359, None, None);
 }
 
+/// K14 (lossy schedules): after `--override` reused numbers, a sibling holding the old entries
+/// never got a packet with entries of that origin, so the fork was never reported.
+#[test]
+fn k14_fork_is_reported_without_entries_of_that_origin() {
+    passes(3009829, Some(30), Some(3));
+    passes(3009829, None, None);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
