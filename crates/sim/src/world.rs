@@ -1559,6 +1559,17 @@ impl World {
             Mode::Override => (Vec::new(), true),
         };
         let name = self.sites[i].name.clone();
+        // The operator runs a lossy mode: the schedule is lossy from this call on, even if it
+        // crashes, since a failing write may still apply (a durable write whose sync failed)
+        // and the restart's checks then already see its effect.
+        if ov {
+            self.stats.overrides += 1;
+            self.set_lossy(format!("{name} restored with --override"));
+        }
+        if !wait.is_empty() {
+            self.stats.wait_for += 1;
+            self.set_lossy(format!("{name} restored with --wait-for"));
+        }
         match self.mutate(i, "restorereplica", faults, |r| r.restorereplica(&wait, ov)) {
             None => {
                 // Crashed: the operator runs it again later.
@@ -1586,14 +1597,6 @@ impl World {
                 self.sites[i].pending_copy = false;
                 self.sites[i].pending = None;
                 self.sites[i].undetected_rollback = false;
-                if ov {
-                    self.stats.overrides += 1;
-                    self.set_lossy(format!("{name} restored with --override"));
-                }
-                if !wait.is_empty() {
-                    self.stats.wait_for += 1;
-                    self.set_lossy(format!("{name} restored with --wait-for"));
-                }
                 self.ev(|_| {
                     format!(
                         "restorereplica at {name}: incarnation {}, awaiting [{}]{}{}",
