@@ -114,6 +114,15 @@ fn k14_fork_is_reported_without_entries_of_that_origin() {
     passes(3009829, None, None);
 }
 
+/// K16 (found by the sweep after K15's fix): an older restoration's restore complete, applied
+/// after a newer request of the same replica, set the estimate above what the replica held;
+/// every packet to it waited and the restoration never completed.
+#[test]
+fn k16_old_restore_complete_does_not_raise_the_estimate_of_a_newer_restoration() {
+    passes_with(6000138, None, None, Profile::Crashy);
+    passes_with(6000138, Some(142), Some(5), Profile::Crashy);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
