@@ -1055,6 +1055,7 @@ impl<S: Store> Replica<S> {
                             &Row::from_wire(&h.sender_row),
                             self.status()?.incarnation,
                             sender_holds_request,
+                            true,
                             &mut notes,
                         )?;
                         txn.commit(WriteOptions::SYNC)?;
@@ -1222,6 +1223,11 @@ impl<S: Store> Replica<S> {
         } else if !sender_holds_request || sender_recovering_own {
             crate::restore::raise_estimate(&mut txn, &sender, &sender_row)?;
         }
+        let newest = {
+            let r = Self::recv_state(&txn, &sender)?;
+            me_t.packet_seq > 0
+                && (r.sender_inc != h.sender_incarnation || me_t.packet_seq > r.seen)
+        };
         Self::take_report(
             &mut txn,
             &sender,
@@ -1230,6 +1236,7 @@ impl<S: Store> Replica<S> {
             &sender_row,
             st.incarnation,
             sender_holds_request,
+            newest,
             &mut notes,
         )?;
         let mut recv = Self::recv_state(&txn, &sender)?;
@@ -1331,17 +1338,44 @@ impl<S: Store> Replica<S> {
         sender_row: &Row,
         our_incarnation: u64,
         sender_holds_request: bool,
+        newest: bool,
         notes: &mut Vec<String>,
     ) -> Result<()> {
         if me_t.ack_incarnation != our_incarnation {
             return Ok(());
         }
         let mut send = Self::send_state(txn, sender)?;
-        send.applied = send.applied.max(me_t.applied_seq);
-        send.seen = send.seen.max(me_t.seen_seq);
+        // The sender's newest packet (its sequence above any seen, so not a reordered old
+        // one) reports less of ours applied than an earlier report did: its store was put
+        // back to an older copy that lost only other origins' entries, which no check
+        // detects (K11). Its reports and row are the truth now: take them as they are.
+        let regressed = newest && !sender_holds_request && me_t.applied_seq < send.applied;
+        if regressed {
+            send.applied = me_t.applied_seq;
+            send.seen = me_t.seen_seq;
+        } else {
+            send.applied = send.applied.max(me_t.applied_seq);
+            send.seen = send.seen.max(me_t.seen_seq);
+        }
         send.have_report = true;
         send.reported_row = sender_row.clone();
-        if me_t.seen_seq > me_t.applied_seq && send.last_seq > send.applied && !sender_holds_request
+        // Likewise, the newest packet says it applied our packet `applied_seq`, yet its row
+        // lacks entries that packet brought it to: resend from what it holds (rows only grow).
+        let lost_since = regressed
+            || (newest
+                && me_t.applied_seq > 0
+                && !sender_holds_request
+                && match txn.get(Keyspace::Peers, &keys::export_log(sender, me_t.applied_seq))? {
+                    Some(v) => {
+                        let after = Row::decode(&mut Dec::new(&v, "export log"))?;
+                        after.0.iter().any(|(o, n)| sender_row.get(o) < *n)
+                    }
+                    None => false,
+                });
+        if lost_since
+            || (me_t.seen_seq > me_t.applied_seq
+                && send.last_seq > send.applied
+                && !sender_holds_request)
         {
             // A later packet of ours waits at the sender: an earlier one was lost.
             // Lower the estimate to what the sender holds, so the next export resends.
@@ -1760,5 +1794,30 @@ mod tests {
             "{res:?}"
         );
         assert_eq!(r1.incarnation_of(&r0.id()).unwrap(), start.incarnation);
+    }
+
+    /// K11 (partly): r1 is put back to a snapshot that lacks only r0's latest entry (none of
+    /// its own), so no check sees a rollback. Once r1's newest packet reports having applied
+    /// the packet that brought that entry while its row lacks it, r0 resends.
+    #[test]
+    fn a_report_contradicting_the_senders_row_resends_what_it_lost() {
+        let (r0, r1) = pair();
+        for _ in 0..3 {
+            sync(&r0, &r1);
+            sync(&r1, &r0);
+        }
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(9));
+        let snapshot = r1.store().deep_copy();
+        r0.mkelem("a.txt").unwrap();
+        sync(&r0, &r1);
+        sync(&r1, &r0);
+        let r1: R = Replica::open(snapshot, env).unwrap();
+        for i in 0..6 {
+            r1.mkelem(&format!("b{i}.txt")).unwrap();
+            sync(&r1, &r0);
+            sync(&r0, &r1);
+        }
+        assert_eq!(r0.own_row().unwrap(), r1.own_row().unwrap());
+        assert_eq!(r0.digest().unwrap(), r1.digest().unwrap());
     }
 }
