@@ -53,7 +53,7 @@ type Rep = msite_core::Replica<Store>;
 
 /// Known bugs that core has fixed: their signatures no longer explain a failure.
 pub const FIXED_BUGS: &[&str] = &[
-    "K1", "K2", "K4", "K5", "K6", "K7", "K8", "K9", "K10", "K12", "K15",
+    "K1", "K2", "K4", "K5", "K6", "K7", "K8", "K9", "K10", "K12", "K14", "K15", "K16",
 ];
 
 /// Known protocol bugs: tag and one-line diagnosis (docs/testing.md has the details).
@@ -96,7 +96,7 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K11",
-        "OPEN: a snapshot rollback that loses no entry of the replica's own that a sibling holds is never detected (detection looks at own entries only), yet it rolls back sync state: siblings keep too high estimates of it and take acknowledgements as a maximum, and it reuses packet sequence numbers the siblings already acknowledged; nothing is resent and the family never converges",
+        "OPEN (partly fixed in 3c68987: a sender's newest packet whose report regressed, or whose row lacks what an acknowledged packet brought, lowers the estimate and the acknowledgement state): a snapshot rollback that loses no entry of the replica's own that a sibling holds is never detected (detection looks at own entries only), yet it rolls back sync state: siblings keep too high estimates of it; still open when the rolled-back replica sends no packet numbered above what the sibling saw before",
     ),
     (
         "K13",
@@ -104,7 +104,7 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K14",
-        "OPEN: after --override (or --wait-for) reused numbers, a sibling that holds the old entries under them and whose estimate says so never receives a packet with entries of that origin, so the fork is never reported (bases travel only with entries); a restoration awaiting the overriding replica's acknowledgement, numbered in the reused range, never completes",
+        "FIXED in d304514 (entry-less packets carry bases where the target is known to hold them): after --override (or --wait-for) reused numbers, a sibling that held the old entries under them and whose estimate said so never received a packet with entries of that origin, so the fork was never reported (bases travelled only with entries); a restoration awaiting the overriding replica's acknowledgement, numbered in the reused range, never completed",
     ),
     (
         "K15",
@@ -113,6 +113,10 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     (
         "K12",
         "FIXED in b4ff674: a replica made from a creation packet did not run the entries' protocol effects; it took up a completed restoration's request when a sibling still relayed it, and relayed it forever",
+    ),
+    (
+        "K16",
+        "FIXED in 9b3649c: an older restoration's restore complete, applied after a newer request of the same replica, set the estimate to its row, above what the replica held; every packet to it waited for entries it had lost and it never completed",
     ),
     (
         "K9",

@@ -123,6 +123,13 @@ fn k16_old_restore_complete_does_not_raise_the_estimate_of_a_newer_restoration()
     passes_with(6000138, Some(142), Some(5), Profile::Crashy);
 }
 
+/// K11 (partly fixed): a snapshot rollback that lost only other origins' entries; the
+/// siblings' estimates and acknowledgement state stayed too high and nothing was resent.
+#[test]
+fn k11_regressed_report_of_a_rolled_back_sibling_resends() {
+    passes_with(6004572, None, None, Profile::Crashy);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
