@@ -68,6 +68,9 @@ pub mod peers {
     pub const IMPORTED: u8 = 8;
     /// A mastership request waiting for the operator (manual policy).
     pub const MASTER_REQUEST: u8 = 9;
+    /// A sibling heard of in a packet header (its sender, or an origin of its row), whether
+    /// or not this store holds its creation entry.
+    pub const HEARD: u8 = 10;
 }
 
 /// A Peers key: tag then replica id.

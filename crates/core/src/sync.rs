@@ -453,6 +453,7 @@ impl<S: Store> Replica<S> {
         });
         let controls = self.controls(own_request)?;
         let mut reason = "update";
+        let mut probe = false;
         let base = if st.recovering.is_some()
             && !target_recovering
             && !self.relays_while_recovering()?
@@ -476,6 +477,22 @@ impl<S: Store> Replica<S> {
                     base = floor;
                 }
             }
+            if !has_new
+                && !target_recovering
+                && st.recovering.is_none()
+                && !send.have_report
+                && send.last_seq > send.applied
+            {
+                // Unacknowledged packets, and the target has never reported: its only report
+                // may have been lost as well as our packet, and then neither side would ever
+                // send again (K10). Send a probe: a numbered packet without entries whose base
+                // is our estimate. The target applies it if it holds the base, or keeps it
+                // waiting; either way its next export reports, and a report that shows a
+                // packet missing makes us resend. On a one-way link, where the target never
+                // reports, every export with nothing new sends one such header-only packet.
+                probe = true;
+                reason = "probe";
+            }
             base
         };
         let mut ranges = Vec::new();
@@ -487,7 +504,7 @@ impl<S: Store> Replica<S> {
                 entry_count += n - b;
             }
         }
-        let content = !ranges.is_empty() || !controls.is_empty();
+        let content = !ranges.is_empty() || !controls.is_empty() || probe;
         if !content
             && recv.reported
             && recv.applied == recv.reported_applied
@@ -497,14 +514,15 @@ impl<S: Store> Replica<S> {
         }
         if !content {
             reason = "acknowledgement";
-        } else if ranges.is_empty() {
+        } else if ranges.is_empty() && !probe {
             reason = "restore request";
         }
         let seq = if content { send.last_seq + 1 } else { 0 };
         let mut bases = Vec::new();
         // Prerequisites matter only for the entries carried: a packet without entries (a
         // restore request, an acknowledgement) can be imported whatever the target holds.
-        for (o, n) in base.0.iter().filter(|_| !ranges.is_empty()) {
+        // A probe carries the base too: it is applied only once the target holds it.
+        for (o, n) in base.0.iter().filter(|_| !ranges.is_empty() || probe) {
             let b = (*n).min(own.get(o));
             if b == 0 {
                 continue;
@@ -515,6 +533,24 @@ impl<S: Store> Replica<S> {
                 number: b,
                 hash,
             });
+        }
+        if ranges.is_empty() && !probe && send.have_report {
+            // A packet without entries carries bases only where the target is known to hold
+            // them (its last report, capped by the estimate), so it never waits, yet the
+            // target checks our hashes there: a fork made by `--override` is reported at the
+            // first exchange even when no packet carries that origin's entries (K14).
+            for (o, n) in base.0.iter() {
+                let b = (*n).min(own.get(o)).min(send.reported_row.get(o));
+                if b == 0 {
+                    continue;
+                }
+                let hash = Self::entry_hash_at(&self.store, o, b)?.unwrap_or(ZERO_HASH);
+                bases.push(wire::Base {
+                    origin: wire::Id(o.0),
+                    number: b,
+                    hash,
+                });
+            }
         }
         let header = wire::Header {
             family: wire::Id(self.family.0),
@@ -898,11 +934,54 @@ impl<S: Store> Replica<S> {
     }
 
     /// Imports one logical packet (PROTOCOL §4). A refused packet changes nothing.
-    pub fn import(&self, mut pkt: Incoming<'_>) -> Result<ImportOutcome> {
+    pub fn import(&self, pkt: Incoming<'_>) -> Result<ImportOutcome> {
+        let h = pkt.header.clone();
+        let res = self.import_packet(pkt);
+        if let Err(CoreError::Refused(Refusal::Divergent { .. } | Refusal::RolledBack { .. })) =
+            &res
+        {
+            // A packet refused for its content still has an authentic header: the sender's
+            // incarnation is news about the sender (K1). Without it, after a restore with
+            // `--override` or a partial `--wait-for`, the replica that reports the fork keeps
+            // believing the sender's old incarnation, and its packets are refused as stale.
+            let k = keys::peer(keys::peers::INCARNATION, &ReplicaId(h.sender.0));
+            let mut txn = Txn::new(&self.store);
+            if h.sender_incarnation > txn_u64(&txn, Keyspace::Peers, &k)? {
+                txn.put(Keyspace::Peers, &k, &h.sender_incarnation.to_be_bytes());
+                txn.commit(WriteOptions::SYNC)?;
+            }
+        }
+        res
+    }
+
+    fn import_packet(&self, mut pkt: Incoming<'_>) -> Result<ImportOutcome> {
         let h = pkt.header.clone();
         let src = pkt.source.clone();
         let sender = ReplicaId(h.sender.0);
-        match self.assess(&h, pkt.kind, &pkt.packet_id, &src)? {
+        let assessment = self.assess(&h, pkt.kind, &pkt.packet_id, &src)?;
+        if matches!(
+            assessment,
+            Assessment::Importable
+                | Assessment::Waiting(_)
+                | Assessment::RolledBack(_)
+                | Assessment::Refused(CoreError::Refused(
+                    Refusal::StaleTarget { .. }
+                        | Refusal::StaleSender { .. }
+                        | Refusal::Divergent { .. }
+                ))
+        ) {
+            // An authentic header of our family addressed to us: its sender is a sibling,
+            // whatever becomes of the packet (K3).
+            let mut txn = Txn::new(&self.store);
+            self.note_sibling(&mut txn, &sender)?;
+            for c in &h.sender_row {
+                self.note_sibling(&mut txn, &ReplicaId(c.origin.0))?;
+            }
+            if !txn.is_empty() {
+                txn.commit(WriteOptions::SYNC)?;
+            }
+        }
+        match assessment {
             Assessment::Importable => {}
             Assessment::AlreadyApplied => return Ok(ImportOutcome::AlreadyApplied),
             Assessment::Refused(CoreError::Refused(r @ Refusal::StaleTarget { .. })) => {
@@ -953,13 +1032,33 @@ impl<S: Store> Replica<S> {
                 if let Some(t) = me_t {
                     if t.packet_seq > recv.seen {
                         recv.seen = t.packet_seq;
-                        use crate::store::StoreExt;
-                        self.store.put_one(
+                        let mut txn = Txn::new(&self.store);
+                        txn.put(
                             Keyspace::Peers,
                             &keys::peer(keys::peers::RECV, &sender),
                             &recv.encode(),
-                            WriteOptions::SYNC,
+                        );
+                        // Its report on our packets is news about the sender too (the first
+                        // time we see the packet): two replicas whose packets wait at each
+                        // other would otherwise never learn that theirs were lost.
+                        let sender_name = self.replica_name(&sender);
+                        let sender_holds_request = self
+                            .store
+                            .get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &sender))?
+                            .is_some();
+                        let mut notes = Vec::new();
+                        Self::take_report(
+                            &mut txn,
+                            &sender,
+                            &sender_name,
+                            &t,
+                            &Row::from_wire(&h.sender_row),
+                            self.status()?.incarnation,
+                            sender_holds_request,
+                            true,
+                            &mut notes,
                         )?;
+                        txn.commit(WriteOptions::SYNC)?;
                     }
                 }
                 return Ok(ImportOutcome::Waiting(needs));
@@ -1097,50 +1196,49 @@ impl<S: Store> Replica<S> {
         let sender_recovering_own = h.controls.iter().any(
             |c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0),
         );
-        if !sender_holds_request || sender_recovering_own {
+        let completed_sender = txn_u64(
+            &txn,
+            Keyspace::Peers,
+            &keys::peer(keys::peers::COMPLETED, &sender),
+        )?;
+        let sender_revives_completed = h.controls.iter().any(|c| {
+            matches!(c, wire::Control::RestoreRequest { replica, incarnation, .. }
+                if replica.0 == sender.0 && *incarnation <= completed_sender)
+        });
+        if sender_revives_completed {
+            // The sender still asks for a restoration we saw complete: its store was put back
+            // to a copy taken while it recovered (a snapshot rollback; K15). Its row is exact:
+            // set our estimate to it, so our next packet gives back what it lost, including
+            // its restore complete, which moves it to a new incarnation.
+            for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(&sender))? {
+                txn.delete(Keyspace::Epochs, &k);
+            }
+            for (o, n) in &sender_row.0 {
+                txn.put(
+                    Keyspace::Epochs,
+                    &keys::estimate(&sender, o),
+                    &n.to_be_bytes(),
+                );
+            }
+        } else if !sender_holds_request || sender_recovering_own {
             crate::restore::raise_estimate(&mut txn, &sender, &sender_row)?;
         }
-        if me_t.ack_incarnation == st.incarnation {
-            let mut send = Self::send_state(&txn, &sender)?;
-            send.applied = send.applied.max(me_t.applied_seq);
-            send.seen = send.seen.max(me_t.seen_seq);
-            send.have_report = true;
-            send.reported_row = sender_row.clone();
-            if me_t.seen_seq > me_t.applied_seq
-                && send.last_seq > send.applied
-                && !sender_holds_request
-            {
-                // A later packet of ours waits at the sender: an earlier one was lost.
-                // Lower the estimate to what the sender holds, so the next export resends.
-                for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(&sender))? {
-                    txn.delete(Keyspace::Epochs, &k);
-                }
-                for (o, n) in &sender_row.0 {
-                    txn.put(
-                        Keyspace::Epochs,
-                        &keys::estimate(&sender, o),
-                        &n.to_be_bytes(),
-                    );
-                }
-                notes.push(format!(
-                    "{sender_name} is missing a packet from this replica; the next export to it resends what it lacks"
-                ));
-            }
-            // Forget export rows the sender has acknowledged.
-            for (k, _) in txn.scan_prefix(
-                Keyspace::Peers,
-                &keys::peer(keys::peers::EXPORT_LOG, &sender),
-            )? {
-                if k.len() == 25 && be_u64(&k[17..])? < send.applied {
-                    txn.delete(Keyspace::Peers, &k);
-                }
-            }
-            txn.put(
-                Keyspace::Peers,
-                &keys::peer(keys::peers::SEND, &sender),
-                &send.encode(),
-            );
-        }
+        let newest = {
+            let r = Self::recv_state(&txn, &sender)?;
+            me_t.packet_seq > 0
+                && (r.sender_inc != h.sender_incarnation || me_t.packet_seq > r.seen)
+        };
+        Self::take_report(
+            &mut txn,
+            &sender,
+            &sender_name,
+            &me_t,
+            &sender_row,
+            st.incarnation,
+            sender_holds_request,
+            newest,
+            &mut notes,
+        )?;
         let mut recv = Self::recv_state(&txn, &sender)?;
         if recv.sender_inc != h.sender_incarnation {
             recv = RecvState {
@@ -1226,6 +1324,89 @@ impl<S: Store> Replica<S> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Takes the sender's report on our packets (PROTOCOL §5): what it applied and saw of
+    /// them. A later packet of ours seen but an earlier one not applied means one was lost:
+    /// the estimate drops to what the sender holds, so the next export resends.
+    fn take_report(
+        txn: &mut Txn<'_, S>,
+        sender: &ReplicaId,
+        sender_name: &str,
+        me_t: &wire::Target,
+        sender_row: &Row,
+        our_incarnation: u64,
+        sender_holds_request: bool,
+        newest: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        if me_t.ack_incarnation != our_incarnation {
+            return Ok(());
+        }
+        let mut send = Self::send_state(txn, sender)?;
+        // The sender's newest packet (its sequence above any seen, so not a reordered old
+        // one) reports less of ours applied than an earlier report did: its store was put
+        // back to an older copy that lost only other origins' entries, which no check
+        // detects (K11). Its reports and row are the truth now: take them as they are.
+        let regressed = newest && !sender_holds_request && me_t.applied_seq < send.applied;
+        if regressed {
+            send.applied = me_t.applied_seq;
+            send.seen = me_t.seen_seq;
+        } else {
+            send.applied = send.applied.max(me_t.applied_seq);
+            send.seen = send.seen.max(me_t.seen_seq);
+        }
+        send.have_report = true;
+        send.reported_row = sender_row.clone();
+        // Likewise, the newest packet says it applied our packet `applied_seq`, yet its row
+        // lacks entries that packet brought it to: resend from what it holds (rows only grow).
+        let lost_since = regressed
+            || (newest
+                && me_t.applied_seq > 0
+                && !sender_holds_request
+                && match txn.get(Keyspace::Peers, &keys::export_log(sender, me_t.applied_seq))? {
+                    Some(v) => {
+                        let after = Row::decode(&mut Dec::new(&v, "export log"))?;
+                        after.0.iter().any(|(o, n)| sender_row.get(o) < *n)
+                    }
+                    None => false,
+                });
+        if lost_since
+            || (me_t.seen_seq > me_t.applied_seq
+                && send.last_seq > send.applied
+                && !sender_holds_request)
+        {
+            // A later packet of ours waits at the sender: an earlier one was lost.
+            // Lower the estimate to what the sender holds, so the next export resends.
+            for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(sender))? {
+                txn.delete(Keyspace::Epochs, &k);
+            }
+            for (o, n) in &sender_row.0 {
+                txn.put(
+                    Keyspace::Epochs,
+                    &keys::estimate(sender, o),
+                    &n.to_be_bytes(),
+                );
+            }
+            notes.push(format!(
+                "{sender_name} is missing a packet from this replica; the next export to it resends what it lacks"
+            ));
+        }
+        // Forget export rows the sender has acknowledged.
+        for (k, _) in txn.scan_prefix(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::EXPORT_LOG, sender),
+        )? {
+            if k.len() == 25 && be_u64(&k[17..])? < send.applied {
+                txn.delete(Keyspace::Peers, &k);
+            }
+        }
+        txn.put(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::SEND, sender),
+            &send.encode(),
+        );
         Ok(())
     }
 
@@ -1524,4 +1705,119 @@ fn sanitize(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::testkit::MemStore;
+    use crate::{Env, Incoming, Replica, SimEnv};
+
+    type R = Replica<MemStore>;
+
+    fn pair() -> (R, R) {
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(7));
+        let r0: R = Replica::init(MemStore::new(), env.clone(), "fam", "r0").unwrap();
+        let plan = r0.plan_mkreplica("r1").unwrap();
+        let parts = r0.write_plan_to_parts(&plan, None).unwrap();
+        let r1 = Replica::create_from_packet(
+            MemStore::new(),
+            env,
+            Incoming::from_parts(parts, "creation").unwrap(),
+        )
+        .unwrap();
+        (r0, r1)
+    }
+
+    /// Exports from `a` to `b` and imports it (a waiting packet stays "in the bay": dropped
+    /// here, the sender resends). Returns whether a packet was sent.
+    fn sync(a: &R, b: &R) -> bool {
+        match a.export_to_parts(&b.id(), None).unwrap() {
+            Some(p) => {
+                b.import(Incoming::from_parts(p, "packet").unwrap())
+                    .unwrap();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// K10 (found by the simulator, seed 2113 of the sync profile): the target's first,
+    /// acknowledgement-only packet is lost, and so is the sender's update. Before the fix the
+    /// sender resent only after a first report and the target had nothing new to say: with
+    /// two-way exchange nobody ever sent again (PROTOCOL §5).
+    #[test]
+    fn lost_first_report_and_lost_update_are_recovered_by_two_way_exchange() {
+        let (r0, r1) = pair();
+        // r1's first contact (an acknowledgement-only packet) is lost.
+        assert!(r1.export_to_parts(&r0.id(), None).unwrap().is_some());
+        r0.mkelem("a.txt").unwrap();
+        // r0's update is lost too.
+        assert!(r0.export_to_parts(&r1.id(), None).unwrap().is_some());
+        for _ in 0..6 {
+            sync(&r0, &r1);
+            sync(&r1, &r0);
+        }
+        assert_eq!(r0.own_row().unwrap(), r1.own_row().unwrap());
+        assert_eq!(r0.digest().unwrap(), r1.digest().unwrap());
+        // And the exchange settles.
+        assert!(!sync(&r0, &r1) && !sync(&r1, &r0));
+    }
+
+    /// K1 (the remainder): after `restorereplica --override` renumbered an entry a sibling
+    /// holds, the sibling refuses the restored replica's packets as divergent; it must still
+    /// learn the replica's new incarnation from them, or its own packets to the replica stay
+    /// stale forever and the fork is never reported there.
+    #[test]
+    fn a_divergent_packet_still_teaches_the_senders_incarnation() {
+        let (r0, r1) = pair();
+        for _ in 0..3 {
+            sync(&r0, &r1);
+            sync(&r1, &r0);
+        }
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(8));
+        let backup = r0.store().deep_copy();
+        r0.mkelem("lost.txt").unwrap();
+        sync(&r0, &r1);
+        let r0: R = Replica::open(backup, env).unwrap();
+        r0.mark_restored().unwrap();
+        let start = r0.restorereplica(&[], true).unwrap();
+        assert!(start.completed);
+        let p = r0.export_to_parts(&r1.id(), None).unwrap().unwrap();
+        let res = r1.import(Incoming::from_parts(p, "packet").unwrap());
+        assert!(
+            matches!(
+                res,
+                Err(crate::CoreError::Refused(crate::Refusal::Divergent { .. }))
+            ),
+            "{res:?}"
+        );
+        assert_eq!(r1.incarnation_of(&r0.id()).unwrap(), start.incarnation);
+    }
+
+    /// K11 (partly): r1 is put back to a snapshot that lacks only r0's latest entry (none of
+    /// its own), so no check sees a rollback. Once r1's newest packet reports having applied
+    /// the packet that brought that entry while its row lacks it, r0 resends.
+    #[test]
+    fn a_report_contradicting_the_senders_row_resends_what_it_lost() {
+        let (r0, r1) = pair();
+        for _ in 0..3 {
+            sync(&r0, &r1);
+            sync(&r1, &r0);
+        }
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(9));
+        let snapshot = r1.store().deep_copy();
+        r0.mkelem("a.txt").unwrap();
+        sync(&r0, &r1);
+        sync(&r1, &r0);
+        let r1: R = Replica::open(snapshot, env).unwrap();
+        for i in 0..6 {
+            r1.mkelem(&format!("b{i}.txt")).unwrap();
+            sync(&r1, &r0);
+            sync(&r0, &r1);
+        }
+        assert_eq!(r0.own_row().unwrap(), r1.own_row().unwrap());
+        assert_eq!(r0.digest().unwrap(), r1.digest().unwrap());
+    }
 }

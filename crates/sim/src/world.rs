@@ -52,13 +52,15 @@ type Store = FaultyStore<MemStore>;
 type Rep = msite_core::Replica<Store>;
 
 /// Known bugs that core has fixed: their signatures no longer explain a failure.
-pub const FIXED_BUGS: &[&str] = &["K2", "K4", "K5", "K6", "K7", "K8", "K9", "K12"];
+pub const FIXED_BUGS: &[&str] = &[
+    "K1", "K2", "K4", "K5", "K6", "K7", "K8", "K9", "K10", "K12", "K15", "K16",
+];
 
 /// Known protocol bugs: tag and one-line diagnosis (docs/testing.md has the details).
 pub const KNOWN_BUGS: &[(&str, &str)] = &[
     (
         "K1",
-        "OPEN (partly fixed in a7bce56): after healing, a replica still does not know a neighbour's current incarnation; its packets to the restored neighbour are refused as stale forever, and the neighbour's packets that would teach it are refused as stale too or wait for prerequisites. Fixed for a sender's own restore request in a stale packet; still open when the restore already completed (--override, a --wait-for set without that neighbour) or when the packet carrying the request waits",
+        "FIXED (a7bce56, 1a6bba5, 57f780e): a replica never learned a neighbour's new incarnation; its packets to the restored neighbour were refused as stale forever, and the neighbour's packets that would teach it were refused as stale, waited or were refused as divergent. Every authentic header now teaches the sender's incarnation (stale, waiting, divergent or rolled-back outcome), and stale or waiting ones its own restore request",
     ),
     (
         "K2",
@@ -66,7 +68,7 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K3",
-        "OPEN: a restore completes without waiting for a sibling its restored store does not know (created or learned after the backup) that holds its lost entries; its next entries reuse their numbers",
+        "OPEN (partly fixed in 9ca9ab3: a sibling heard of in any authentic header, or named in a header's row, is awaited): a restore completes without waiting for a sibling its restored store does not know (created after the backup) that holds its lost entries, when no packet from it or naming it arrived before the known siblings answered; its next entries reuse their numbers",
     ),
     (
         "K4",
@@ -90,11 +92,11 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K10",
-        "OPEN: a lost acknowledgement-only packet and a lost update: the sender resends unacknowledged packets only after the target has reported once, and the target, whose only report was lost, has nothing new to say; neither side ever sends again",
+        "FIXED in 310e9c7 (probe; reports of waiting packets): a lost acknowledgement-only packet and a lost update: the sender resent unacknowledged packets only after the target had reported once, and the target, whose only report was lost, had nothing new to say; neither side ever sent again",
     ),
     (
         "K11",
-        "OPEN: a snapshot rollback that loses no entry of the replica's own that a sibling holds is never detected (detection looks at own entries only), yet it rolls back sync state: siblings keep too high estimates of it and take acknowledgements as a maximum, and it reuses packet sequence numbers the siblings already acknowledged; nothing is resent and the family never converges",
+        "OPEN (partly fixed in 3c68987: a sender's newest packet whose report regressed, or whose row lacks what an acknowledged packet brought, lowers the estimate and the acknowledgement state): a snapshot rollback that loses no entry of the replica's own that a sibling holds is never detected (detection looks at own entries only), yet it rolls back sync state: siblings keep too high estimates of it; still open when the rolled-back replica sends no packet numbered above what the sibling saw before",
     ),
     (
         "K13",
@@ -102,15 +104,19 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K14",
-        "OPEN: after --override (or --wait-for) reused numbers, a sibling that holds the old entries under them and whose estimate says so never receives a packet with entries of that origin, so the fork is never reported (bases travel only with entries); a restoration awaiting the overriding replica's acknowledgement, numbered in the reused range, never completes",
+        "OPEN, narrowed (d304514: entry-less packets carry bases where the target is known to hold them, so the case below is fixed; still open: a packet refused at its first divergent origin reports only that one, so in lossy schedules a second fork may stay unreported): after --override (or --wait-for) reused numbers, a sibling that held the old entries under them and whose estimate said so never received a packet with entries of that origin, so the fork was never reported (bases travelled only with entries); a restoration awaiting the overriding replica's acknowledgement, numbered in the reused range, never completed",
     ),
     (
         "K15",
-        "OPEN (also the model check's open finding): a snapshot rollback to a copy taken while the replica was recovering revives that recovery; siblings that saw it complete ignore its request (incarnation not above the completed one) and nothing tells the replica to move to a newer incarnation, so it never completes",
+        "FIXED in c66d0c0 (estimate set to the sender's row; own restore complete moves to a new incarnation): a snapshot rollback to a copy taken while the replica was recovering revived that recovery; siblings that saw it complete ignored its request and nothing told the replica to move to a newer incarnation, so it never completed",
     ),
     (
         "K12",
         "FIXED in b4ff674: a replica made from a creation packet did not run the entries' protocol effects; it took up a completed restoration's request when a sibling still relayed it, and relayed it forever",
+    ),
+    (
+        "K16",
+        "FIXED in 9b3649c: an older restoration's restore complete, applied after a newer request of the same replica, set the estimate to its row, above what the replica held; every packet to it waited for entries it had lost and it never completed",
     ),
     (
         "K9",
@@ -1270,13 +1276,14 @@ impl World {
         });
         let res = self.mutate(to, "import", faults, |r| r.import(inc));
         let after_own = self.rep(to).own_row().ok();
-        // A packet refused as stale for its target may still teach the sender's own restore
-        // request (core's design since the simulator found two replicas restored at once
-        // refusing each other forever): the only change allowed is this replica's numbered
-        // acknowledgement of that request.
+        // A packet refused as stale for its target, or one that must wait, may still teach
+        // the sender's own restore request (core's design since the simulator found two
+        // replicas restored at once refusing each other forever, docs/protocol.md §4): the
+        // only change allowed is this replica's numbered acknowledgement of that request.
         let stale_target_refusal = matches!(
             res,
             None | Some(Err(CoreError::Refused(Refusal::StaleTarget { .. })))
+                | Some(Ok(ImportOutcome::Waiting(_)))
         );
         let learned = stale_target_refusal
             && has_sender_request
@@ -1556,6 +1563,17 @@ impl World {
             Mode::Override => (Vec::new(), true),
         };
         let name = self.sites[i].name.clone();
+        // The operator runs a lossy mode: the schedule is lossy from this call on, even if it
+        // crashes, since a failing write may still apply (a durable write whose sync failed)
+        // and the restart's checks then already see its effect.
+        if ov {
+            self.stats.overrides += 1;
+            self.set_lossy(format!("{name} restored with --override"));
+        }
+        if !wait.is_empty() {
+            self.stats.wait_for += 1;
+            self.set_lossy(format!("{name} restored with --wait-for"));
+        }
         match self.mutate(i, "restorereplica", faults, |r| r.restorereplica(&wait, ov)) {
             None => {
                 // Crashed: the operator runs it again later.
@@ -1583,14 +1601,6 @@ impl World {
                 self.sites[i].pending_copy = false;
                 self.sites[i].pending = None;
                 self.sites[i].undetected_rollback = false;
-                if ov {
-                    self.stats.overrides += 1;
-                    self.set_lossy(format!("{name} restored with --override"));
-                }
-                if !wait.is_empty() {
-                    self.stats.wait_for += 1;
-                    self.set_lossy(format!("{name} restored with --wait-for"));
-                }
                 self.ev(|_| {
                     format!(
                         "restorereplica at {name}: incarnation {}, awaiting [{}]{}{}",

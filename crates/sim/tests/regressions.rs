@@ -78,6 +78,58 @@ fn k8_restore_complete_lowers_a_stale_estimate() {
     passes(180, None, None);
 }
 
+/// K10: a lost first-contact acknowledgement plus a lost update — nobody sent again. Seed 55
+/// (sync profile) is the follow-up the first fix met: both sides' packets waited at each other
+/// and the reports they carried were never read.
+#[test]
+fn k10_lost_report_and_lost_update_are_resent() {
+    passes_with(2113, Some(19), Some(3), Profile::Sync);
+    passes_with(2113, None, None, Profile::Sync);
+    passes_with(55, Some(15), Some(5), Profile::Sync);
+}
+
+/// K3 (the part that can be fixed): a restored store that does not know a sibling created
+/// after its backup completed on the known siblings' answers although a packet of the unknown
+/// one, refused as stale, had shown it holds the lost entries. Every authentic header now
+/// names its sender (and the origins of its row) as a sibling to await.
+#[test]
+fn k3_sibling_heard_of_in_any_header_is_awaited() {
+    passes(108, None, None);
+    passes_with(108, None, None, Profile::DefaultRestores);
+}
+
+/// K15 (also the model check's open finding): a snapshot rollback to a copy taken while the
+/// replica recovered revived a restoration the siblings saw complete; it never completed.
+#[test]
+fn k15_snapshot_of_a_recovering_store_completes_under_a_new_incarnation() {
+    passes(3029359, Some(139), Some(4));
+    passes(3029359, None, None);
+}
+
+/// K14 (lossy schedules): after `--override` reused numbers, a sibling holding the old entries
+/// never got a packet with entries of that origin, so the fork was never reported.
+#[test]
+fn k14_fork_is_reported_without_entries_of_that_origin() {
+    passes(3009829, Some(30), Some(3));
+    passes(3009829, None, None);
+}
+
+/// K16 (found by the sweep after K15's fix): an older restoration's restore complete, applied
+/// after a newer request of the same replica, set the estimate above what the replica held;
+/// every packet to it waited and the restoration never completed.
+#[test]
+fn k16_old_restore_complete_does_not_raise_the_estimate_of_a_newer_restoration() {
+    passes_with(6000138, None, None, Profile::Crashy);
+    passes_with(6000138, Some(142), Some(5), Profile::Crashy);
+}
+
+/// K11 (partly fixed): a snapshot rollback that lost only other origins' entries; the
+/// siblings' estimates and acknowledgement state stayed too high and nothing was resent.
+#[test]
+fn k11_regressed_report_of_a_rolled_back_sibling_resends() {
+    passes_with(6004572, None, None, Profile::Crashy);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
