@@ -1,4 +1,5 @@
-//! `cargo xtask sim [--schedules N] [--seed S] [--verbose]`: run the deterministic simulator.
+//! `cargo xtask sim [--schedules N] [--seed S] [--profile P] [--verbose]`: run the deterministic
+//! simulator.
 //!
 //! Builds and runs `msite-sim` in release mode (`cargo run --release -p msite-sim -- …`). The
 //! simulator prints one summary line (`schedules=N violations=V …`) and, for each failing
@@ -28,6 +29,9 @@ pub struct Args {
     /// Override the maximum number of replicas of each schedule (for replaying a shrunk one).
     #[arg(long, value_name = "R")]
     pub replicas: Option<u64>,
+    /// Narrow the schedules: all, sync (no restores), default-restores, crashy.
+    #[arg(long, value_name = "P")]
+    pub profile: Option<String>,
 }
 
 /// Runs the simulator.
@@ -43,6 +47,9 @@ pub fn run(args: &Args) -> Result<Report> {
     }
     if let Some(r) = args.replicas {
         cargo_args.extend(["--replicas".into(), r.to_string()]);
+    }
+    if let Some(p) = &args.profile {
+        cargo_args.extend(["--profile".into(), p.clone()]);
     }
     if args.verbose {
         cargo_args.push("--verbose".into());
