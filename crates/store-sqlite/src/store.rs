@@ -162,6 +162,10 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").r2e()?;
         conn.pragma_update(None, "cache_size", -65536).r2e()?;
+        // Statement journals (a multi-row put needs one, to undo a half-done statement) in
+        // memory rather than in a temporary file: they hold a few pages and never need to
+        // survive a crash (the transaction's own WAL frames do).
+        conn.pragma_update(None, "temp_store", "MEMORY").r2e()?;
         let mut create = String::new();
         for ks in Keyspace::ALL {
             create.push_str(sql(ks).create);
