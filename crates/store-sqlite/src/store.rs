@@ -550,8 +550,8 @@ mod tests {
         }
         b.delete(Keyspace::State, b"k007");
         b.delete(Keyspace::State, b"k120");
-        model.remove(&b"k007".to_vec());
-        model.remove(&b"k120".to_vec());
+        model.remove(b"k007".as_slice());
+        model.remove(b"k120".as_slice());
         s.write(b, WriteOptions::SYNC).unwrap();
         let got: BTreeMap<Vec<u8>, Vec<u8>> = s
             .scan(Keyspace::State, KeyRange::all())
