@@ -23,6 +23,10 @@ impl Enc {
     pub fn new() -> Self {
         Enc(Vec::new())
     }
+    /// A new encoder with room for `n` bytes (one allocation when `n` is enough).
+    pub fn with_capacity(n: usize) -> Self {
+        Enc(Vec::with_capacity(n))
+    }
     /// Appends a byte.
     pub fn u8(mut self, v: u8) -> Self {
         self.0.push(v);

@@ -98,15 +98,15 @@ impl Appender {
         vob::apply(txn, e)?;
         let lsn = self.next_lsn;
         self.next_lsn += 1;
-        txn.put(
+        txn.put_owned(
             Keyspace::Oplog,
-            &keys::oplog(&e.origin, e.number),
-            &StoredEntry::encode(lsn, e, canonical),
+            keys::oplog(&e.origin, e.number).to_vec(),
+            StoredEntry::encode(lsn, e, canonical),
         );
-        txn.put(
+        txn.put_owned(
             Keyspace::Epochs,
-            &keys::own(&e.origin),
-            &e.number.to_be_bytes(),
+            keys::own(&e.origin),
+            e.number.to_be_bytes().to_vec(),
         );
         txn.put(Keyspace::Meta, keys::NEXT_LSN, &self.next_lsn.to_be_bytes());
         if e.incarnation > 0 {

@@ -1098,7 +1098,7 @@ impl<S: Store> Replica<S> {
                     }
                     // Content is keyed by its hash: writing it again is harmless, and cheaper
                     // than reading first.
-                    txn.put(Keyspace::Blobs, &hash, &bytes);
+                    txn.put_owned(Keyspace::Blobs, hash.to_vec(), bytes);
                     blobs_seen.insert(hash);
                     if txn.size() > PREFIX_COMMIT_BYTES {
                         txn.commit_prefix(WriteOptions::NO_SYNC)?;
@@ -1603,7 +1603,7 @@ impl<S: Store> Replica<S> {
                             pkt.source
                         )));
                     }
-                    txn.put(Keyspace::Blobs, &hash, &bytes);
+                    txn.put_owned(Keyspace::Blobs, hash.to_vec(), bytes);
                     if txn.size() > PREFIX_COMMIT_BYTES {
                         txn.commit_prefix(WriteOptions::NO_SYNC)?;
                     }

@@ -49,9 +49,15 @@ impl<'s, S: Store> Txn<'s, S> {
 
     /// Sets `key`.
     pub fn put(&mut self, ks: Keyspace, key: &[u8], value: &[u8]) {
+        self.put_owned(ks, key.to_vec(), value.to_vec());
+    }
+
+    /// Sets `key`, taking the key and value without copying them (for the import path, where
+    /// both are built or decoded just before and every copy of the imported bytes counts).
+    pub fn put_owned(&mut self, ks: Keyspace, key: Vec<u8>, value: Vec<u8>) {
         self.bytes += key.len() + value.len();
         self.writes += 1;
-        self.overlay[slot(ks)].insert(key.to_vec(), Some(value.to_vec()));
+        self.overlay[slot(ks)].insert(key, Some(value));
     }
 
     /// Deletes `key`.

@@ -59,7 +59,9 @@ impl NameKind {
 }
 
 fn key1(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = vec![tag];
+    // One allocation of the final size: keys are built for every entry applied.
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(tag);
     for p in parts {
         k.extend_from_slice(p);
     }
@@ -212,7 +214,10 @@ fn dec_branch(elem: ObjId, brtype: ObjId, v: &[u8]) -> Result<BranchObj> {
 }
 
 fn enc_branch(b: &BranchObj) -> Vec<u8> {
-    Enc::new().rid(&b.master).u64(b.latest).done()
+    Enc::with_capacity(16 + 10)
+        .rid(&b.master)
+        .u64(b.latest)
+        .done()
 }
 
 fn dec_replica(id: ReplicaId, v: &[u8]) -> Result<ReplicaObj> {
@@ -350,15 +355,15 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
                 master: e.origin,
                 removed: false,
             };
-            txn.put(
+            txn.put_owned(
                 Keyspace::State,
-                &key1(ELEMENT, &[&id.to_bytes()]),
-                &enc_elem(&el),
+                key1(ELEMENT, &[&id.to_bytes()]),
+                enc_elem(&el),
             );
-            txn.put(
+            txn.put_owned(
                 Keyspace::State,
-                &name_key(NameKind::Element, path, &id),
-                &[],
+                name_key(NameKind::Element, path, &id),
+                Vec::new(),
             );
             let br = BranchObj {
                 elem: id,
@@ -377,21 +382,27 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
             author,
             comment,
         } => {
-            if get_element(txn, elem)?.is_none() {
-                return Err(missing("element", elem));
-            }
+            // A branch exists only for an element this replica holds (elements are never
+            // deleted), so the element is read only when the branch is new: one store read
+            // fewer for every check-in on an existing branch.
             let mut br = match get_branch(txn, elem, brtype)? {
                 Some(b) => b,
-                None => BranchObj {
-                    elem: *elem,
-                    brtype: *brtype,
-                    master: e.origin,
-                    latest: 0,
-                },
+                None => {
+                    if get_element(txn, elem)?.is_none() {
+                        return Err(missing("element", elem));
+                    }
+                    BranchObj {
+                        elem: *elem,
+                        brtype: *brtype,
+                        master: e.origin,
+                        latest: 0,
+                    }
+                }
             };
             br.latest = br.latest.max(*version);
             put_branch(txn, &br);
-            let v = Enc::new()
+            // Room for the hash, three varints, two length-prefixed strings and an id.
+            let v = Enc::with_capacity(32 + 3 * 10 + author.len() + comment.len() + 2 * 10 + 24)
                 .raw(content)
                 .u64(*size)
                 .str(author)
@@ -399,7 +410,7 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
                 .str(comment)
                 .oid(&id)
                 .done();
-            txn.put(Keyspace::State, &version_key(elem, brtype, *version), &v);
+            txn.put_owned(Keyspace::State, version_key(elem, brtype, *version), v);
         }
         Op::MkLabel {
             lbtype,
@@ -466,7 +477,7 @@ fn put_type<S: Store>(txn: &mut Txn<'_, S>, tag: u8, t: &TypeObj, index: bool) {
 
 fn put_branch<S: Store>(txn: &mut Txn<'_, S>, b: &BranchObj) {
     let k = key1(BRANCH, &[&b.elem.to_bytes(), &b.brtype.to_bytes()]);
-    txn.put(Keyspace::State, &k, &enc_branch(b));
+    txn.put_owned(Keyspace::State, k, enc_branch(b));
 }
 
 fn get_element<S: Store>(txn: &Txn<'_, S>, id: &ObjId) -> Result<Option<ElementObj>> {

@@ -12,13 +12,16 @@
 //!
 //! Each [`Keyspace`](msite_core::store::Keyspace) is a table
 //! `kv_NAME (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID`; SQLite compares BLOBs with
-//! `memcmp`, shorter first, which is exactly the contract's key order.
+//! `memcmp`, shorter first, which is exactly the contract's key order. New stores use 16 KiB
+//! pages (SQLite's default is 4 KiB; an existing store keeps the page size it was made with).
 //!
 //! # Mapping
 //!
 //! * **Writes** go through one writer connection behind a mutex: a [`SqliteBatch`] becomes one
 //!   `BEGIN IMMEDIATE … COMMIT` transaction. Guards are checked inside it before any operation
-//!   runs; a failed guard rolls it back.
+//!   runs; a failed guard rolls it back. Operations run in batch order, one prepared statement
+//!   per keyspace and kind; a run of 64 puts into one keyspace in ascending key order is one
+//!   multi-row `INSERT OR REPLACE` (its statement journal is kept in memory).
 //! * **Durability**: a synced write commits with `PRAGMA synchronous = FULL` (WAL fsynced at
 //!   commit), an unsynced one with `NORMAL` (WAL fsynced only at checkpoints: a power failure
 //!   may lose the last transactions whole, never part of one). An empty synced batch fsyncs the

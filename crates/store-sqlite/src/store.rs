@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use msite_core::store::{
@@ -23,6 +23,10 @@ pub(crate) const DB_FILE: &str = "store.sqlite3";
 const LOCK_FILE: &str = "LOCK";
 /// Reader connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 16;
+/// Page size of new stores. Larger than SQLite's 4 KiB default: a large import writes each
+/// page to the WAL and again at the checkpoint, one system call per page each time, and
+/// splits pages less often (see BENCHMARKS.md, "Import, export and restore").
+const PAGE_SIZE: i64 = 16384;
 /// Enough for every per-keyspace statement and every scan shape.
 const STATEMENT_CACHE: usize = 128;
 
@@ -66,6 +70,34 @@ const SQL: [KsSql; 6] = [
 /// The SQL of `ks`'s table.
 pub(crate) fn sql(ks: Keyspace) -> &'static KsSql {
     &SQL[ks as usize]
+}
+
+/// Rows per multi-row `INSERT OR REPLACE`: a run of puts into one keyspace, in ascending key
+/// order, is written this many rows per statement execution, which saves SQLite's
+/// per-statement work (binding, cursor set-up, halting) for all but the first row. Only
+/// ascending runs: a multi-row statement keeps a statement journal, a copy of every page it
+/// touches, which costs more than it saves when the rows land on scattered pages (unsorted
+/// random keys: twice the CPU time). Rows of one statement are inserted in order anyway.
+const PUT_ROWS: usize = 64;
+
+/// The multi-row put statement of `ks` ([`PUT_ROWS`] rows).
+fn put_many_sql(ks: Keyspace) -> &'static str {
+    static SQL_MANY: OnceLock<Vec<String>> = OnceLock::new();
+    &SQL_MANY.get_or_init(|| {
+        Keyspace::ALL
+            .iter()
+            .map(|ks| {
+                let mut q = format!("INSERT OR REPLACE INTO {} (k, v) VALUES ", sql(*ks).table);
+                for i in 0..PUT_ROWS {
+                    if i > 0 {
+                        q.push(',');
+                    }
+                    q.push_str("(?,?)");
+                }
+                q
+            })
+            .collect()
+    })[ks as usize]
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,6 +146,9 @@ impl SqliteStore {
         let lock = lock_dir(dir)?;
         let conn = Connection::open(dir.join(DB_FILE)).r2e()?;
         configure(&conn)?;
+        // Takes effect only while the database is still empty (a new store): an existing
+        // store keeps the page size it was created with.
+        conn.pragma_update(None, "page_size", PAGE_SIZE).r2e()?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .r2e()?;
@@ -129,6 +164,10 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").r2e()?;
         conn.pragma_update(None, "cache_size", -65536).r2e()?;
+        // Statement journals (a multi-row put needs one, to undo a half-done statement) in
+        // memory rather than in a temporary file: they hold a few pages and never need to
+        // survive a crash (the transaction's own WAL frames do).
+        conn.pragma_update(None, "temp_store", "MEMORY").r2e()?;
         let mut create = String::new();
         for ks in Keyspace::ALL {
             create.push_str(sql(ks).create);
@@ -210,9 +249,37 @@ impl SqliteStore {
         }
         {
             let mut puts: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
+            let mut put_many: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
             let mut deletes: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
-            for op in &batch.ops {
+            let ops = &batch.ops;
+            let mut at = 0;
+            while at < ops.len() {
+                let op = &ops[at];
                 let i = op.ks as usize;
+                // A run of at least PUT_ROWS puts into this keyspace, in ascending key order
+                // (as a sorted overlay yields them): write PUT_ROWS of them with one execution.
+                if op.kind == Kind::Put
+                    && ops.len() - at >= PUT_ROWS
+                    && ops[at..at + PUT_ROWS]
+                        .iter()
+                        .all(|o| o.kind == Kind::Put && o.ks == op.ks)
+                    && ops[at..at + PUT_ROWS]
+                        .windows(2)
+                        .all(|w| batch.bytes(&w[0].a) < batch.bytes(&w[1].a))
+                {
+                    let st = match &mut put_many[i] {
+                        Some(st) => st,
+                        slot @ None => slot.insert(tx.prepare_cached(put_many_sql(op.ks)).r2e()?),
+                    };
+                    for (n, o) in ops[at..at + PUT_ROWS].iter().enumerate() {
+                        st.raw_bind_parameter(2 * n + 1, batch.bytes(&o.a)).r2e()?;
+                        st.raw_bind_parameter(2 * n + 2, batch.bytes(&o.b)).r2e()?;
+                    }
+                    st.raw_execute().r2e()?;
+                    at += PUT_ROWS;
+                    continue;
+                }
+                at += 1;
                 let (a, b) = (batch.bytes(&op.a), batch.bytes(&op.b));
                 match op.kind {
                     Kind::Put => {
@@ -449,6 +516,54 @@ fn integrity_check(conn: &Connection, pragma: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs of puts long enough for the multi-row statement keep the batch's order: ascending
+    /// runs (written PUT_ROWS rows per statement) and unsorted runs with repeated keys
+    /// (written row by row) mix, a later put of the same key wins, and a delete after a run
+    /// removes what the run wrote.
+    #[test]
+    fn long_put_runs_apply_in_order() {
+        use msite_core::store::WriteBatch;
+        use std::collections::BTreeMap;
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let mut b = s.batch();
+        let mut model = BTreeMap::new();
+        let mut put = |b: &mut SqliteBatch, k: Vec<u8>, v: Vec<u8>| {
+            b.put(Keyspace::State, &k, &v);
+            model.insert(k, v);
+        };
+        for i in 0..(2 * PUT_ROWS as u32 + 5) {
+            put(&mut b, format!("k{i:03}").into_bytes(), b"first".to_vec());
+        }
+        b.put(Keyspace::Meta, b"other", b"x");
+        for i in 0..(3 * PUT_ROWS as u32 + 7) {
+            // Keys repeat within what would be one statement's rows (i % 50).
+            put(
+                &mut b,
+                format!("k{:03}", i % 50).into_bytes(),
+                i.to_be_bytes().to_vec(),
+            );
+        }
+        for i in 100..(100 + PUT_ROWS as u32) {
+            put(&mut b, format!("k{i:03}").into_bytes(), b"again".to_vec());
+        }
+        b.delete(Keyspace::State, b"k007");
+        b.delete(Keyspace::State, b"k120");
+        model.remove(b"k007".as_slice());
+        model.remove(b"k120".as_slice());
+        s.write(b, WriteOptions::SYNC).unwrap();
+        let got: BTreeMap<Vec<u8>, Vec<u8>> = s
+            .scan(Keyspace::State, KeyRange::all())
+            .unwrap()
+            .map(|kv| kv.unwrap())
+            .collect();
+        assert_eq!(got, model);
+        assert_eq!(
+            s.get(Keyspace::Meta, b"other").unwrap(),
+            Some(b"x".to_vec())
+        );
+    }
 
     #[test]
     fn sql_table_order_matches_keyspace_order() {
