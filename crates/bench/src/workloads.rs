@@ -525,12 +525,14 @@ fn child_run<B: Backend>(what: &str, rest: &[String]) -> Result<Value> {
     match (what, rest) {
         ("export", [dir, target, pkt]) => {
             let a: Rep<B> = Replica::open(B::open_store(Path::new(dir))?, env())?;
+            let opened_kib = crate::util::vm_hwm_kib()?;
             let target = msite_core::ReplicaId::from_hex(target).context("bad replica id")?;
             let (out, t) = timed(|| Ok(a.export_to_dir(&target, Path::new(pkt), None)?))?;
             let (_, bytes, entries) = parts(&out)?;
             Ok(
                 json!({"secs": t.as_secs_f64(), "bytes": bytes, "entries": entries,
-                      "vm_hwm_kib": crate::util::vm_hwm_kib()?}),
+                      "vm_hwm_kib": crate::util::vm_hwm_kib()?,
+                      "vm_hwm_after_open_kib": opened_kib}),
             )
         }
         ("import", [dir, files @ ..]) => {

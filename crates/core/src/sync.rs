@@ -358,7 +358,7 @@ const PREFIX_COMMIT_ENTRIES: u64 = 50_000;
 
 /// Bytes buffered in an import's transaction before a prefix commit: keeps the memory of an
 /// import bounded whatever the packet's size.
-const PREFIX_COMMIT_BYTES: usize = 32 << 20;
+const PREFIX_COMMIT_BYTES: usize = 16 << 20;
 
 /// zstd level for exported packets: level 1 compresses about twice as fast as the format's
 /// default 3 for a few percent more bytes (see BENCHMARKS.md, "Packet format"); exports are on

@@ -20,6 +20,9 @@
 //!   `iterate_lower_bound`/`iterate_upper_bound` (prefix iterators are never used) and checks
 //!   each key against the range's end as well. A scan on the store is consistent: a RocksDB
 //!   iterator pins the state it started on.
+//! * **Memory and close**: the memtables of all column families share one 64 MiB budget
+//!   (`db_write_buffer_size`); dropping the store flushes them, so a clean close leaves no WAL
+//!   to replay at the next open.
 //! * **Exclusive open**: RocksDB's `LOCK` file; its error (from this or another process)
 //!   becomes [`Error::Locked`](msite_core::store::Error::Locked).
 //! * **Vendor tools**: `backup` uses the `BackupEngine` (flushes, then copies the files
