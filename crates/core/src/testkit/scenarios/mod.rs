@@ -293,6 +293,7 @@ macro_rules! protocol_scenario_tests {
             amending_after_some_siblings_answered_does_not_wait_for_them_again => case_amending_after_some_siblings_answered_does_not_wait_for_them_again,
             restoring_a_backup_taken_while_recovering_starts_a_new_incarnation => case_restoring_a_backup_taken_while_recovering_starts_a_new_incarnation,
             crash_at_any_write_of_the_procedure_resumes => case_crash_at_any_write_of_the_procedure_resumes,
+            sibling_known_only_to_the_lost_store_is_awaited_when_named_by_id => case_sibling_known_only_to_the_lost_store_is_awaited_when_named_by_id,
         }
     };
 }

@@ -494,3 +494,51 @@ pub fn case_crash_at_any_write_of_the_procedure_resumes<F: StoreFactory + Clone>
         k += 1;
     }
 }
+
+/// A sibling created after the backup that only it knows of (its creation entry, and every
+/// entry after it, went to that sibling alone) cannot be found by the default awaited set; the
+/// operator, who made it, names it by id with `--wait-for`, and the restoration waits for it:
+/// it completes only after that sibling answered, with the lost entries recovered and no
+/// number reused.
+pub fn case_sibling_known_only_to_the_lost_store_is_awaited_when_named_by_id<F: StoreFactory>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 2, 25);
+    f.settle(&[(0, 1)]);
+    let backup = f.backup(1);
+    let c = f.mkreplica(1, "late");
+    f.sites[1].checkin("r1/x", "main", b"1", "u", "").unwrap();
+    f.sites[1].checkin("r1/y", "main", b"2", "u", "").unwrap();
+    // r1's newest entries, its creation of `late` among them, reach `late` and nobody else.
+    f.settle(&[(1, c)]);
+    let lost = f.sites[1].own_row().unwrap().get(&f.id(1));
+    assert!(f.sites[c].own_row().unwrap().get(&f.id(1)) == lost);
+    assert!(f.sites[0].own_row().unwrap().get(&f.id(1)) < lost);
+    let late = f.id(c);
+    f.restore(1, &backup);
+    let start = f.sites[1].restorereplica(&[f.id(0), late], false).unwrap();
+    assert_eq!(start.awaiting.len(), 2, "{:?}", start.awaiting);
+    // r0 answers first: it lacks r1's newest entries, so the restoration must go on waiting.
+    f.sync(1, 0);
+    assert!(!unlocked(&f.sync(0, 1)));
+    assert!(f.sites[1].status().unwrap().recovering.is_some());
+    // `late` speaks to r1 (its creator); r1 then answers it with the request, and `late`'s
+    // acknowledgement completes the restoration.
+    let mut done = false;
+    for _ in 0..6 {
+        if unlocked(&f.sync(c, 1)) {
+            done = true;
+            break;
+        }
+        f.sync(1, c);
+    }
+    assert!(done, "the restoration did not complete after late answered");
+    assert!(
+        f.sites[1].own_row().unwrap().get(&f.id(1)) > lost,
+        "r1's entries that only late held were not recovered"
+    );
+    f.sites[1].checkin("r1/z", "main", b"3", "u", "").unwrap();
+    f.settle(&[(0, 1), (1, c)]);
+    f.assert_converged();
+    assert_no_reuse(&f);
+}
