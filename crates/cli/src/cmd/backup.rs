@@ -264,7 +264,9 @@ chains report any conflict they cause.",
     after_help = "Example:\n  msite -C sanfran restorereplica\n  msite -C sanfran syncreplica export --to boston\n  msite -C sanfran restorereplica --wait-for boston   # amend: wait for boston only"
 )]
 pub struct Restorereplica {
-    /// Wait only for these siblings (default: all siblings).
+    /// Wait only for these siblings, by name or by id (default: all siblings this store knows
+    /// of; a sibling created after the backup that no other sibling has heard of must be named
+    /// by its id).
     #[arg(long, value_name = "NAME", num_args = 1..)]
     pub wait_for: Vec<String>,
     /// Complete now without waiting (entries not yet recovered may be lost).
@@ -279,7 +281,17 @@ impl Restorereplica {
         let r = &site.replica;
         let mut ids = Vec::new();
         for n in &self.wait_for {
-            ids.push(r.view().replica_by_name(n)?);
+            ids.push(match r.view().replica_by_name(n) {
+                Ok(id) => id,
+                // A sibling this store never heard of (created from this replica after the
+                // backup) can only be named by its id.
+                Err(e) => msite_core::ReplicaId::from_hex(n).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{e}. If {n} was created after this backup, this store cannot know its \
+name: give its id instead (`msite -C SITE lsreplica --long` at that site shows it)."
+                    )
+                })?,
+            });
         }
         let start = r.restorereplica(&ids, self.override_)?;
         let name = r.name();

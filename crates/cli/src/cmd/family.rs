@@ -323,9 +323,20 @@ impl Lsreplica {
         let r = &site.replica;
         let infos = replica_infos(r)?;
         if self.json {
+            // The awaited set by id too: a sibling named by id that this store has no replica
+            // object for (created after the backup) appears only here.
+            let recovering = r.status()?.recovering.map(|rec| {
+                let awaiting: Vec<_> = rec
+                    .awaited
+                    .keys()
+                    .map(|id| json!({ "name": r.replica_name(id), "id": id.to_hex() }))
+                    .collect();
+                json!({ "incarnation": rec.incarnation, "awaiting": awaiting })
+            });
             return ctx.json(&json!({
                 "family": { "name": r.family_name(), "id": r.family().to_hex() },
                 "this_replica": r.name(),
+                "recovering": recovering,
                 "replicas": infos,
             }));
         }

@@ -925,3 +925,41 @@ fn sites_are_not_made_over_sites_or_from_their_own_tree() {
     let text = lab.ok(&["-C", "boston", "describe", "replica:sanfran"]);
     assert!(text.starts_with("kind: replica"), "{text}");
 }
+
+#[test]
+fn restorereplica_waits_for_a_sibling_named_by_id_when_the_backup_cannot_know_its_name() {
+    let lab = Lab::hub(None);
+    lab.ok(&["-C", "sanfran", "backup", "bk"]);
+    std::fs::remove_dir_all(lab.path("sanfran")).expect("lose sanfran's disk");
+    lab.ok(&["restore", "bk", "sanfran"]);
+    // A name the restored store does not know: the message says to give the id.
+    let err = lab.fails(
+        1,
+        &["-C", "sanfran", "restorereplica", "--wait-for", "late"],
+    );
+    assert!(
+        err.contains("late") && err.contains("created after this backup") && err.contains("id"),
+        "{err}"
+    );
+    // By id, with the known hub: both are awaited.
+    let id = "0123456789abcdef0123456789abcdef";
+    let out = lab.ok(&[
+        "-C",
+        "sanfran",
+        "restorereplica",
+        "--wait-for",
+        "boston",
+        id,
+    ]);
+    assert!(out.contains("Waiting for recovery updates from:"), "{out}");
+    assert!(out.contains("boston") && out.contains(&id[..8]), "{out}");
+    let long = lab.json(&["-C", "sanfran", "lsreplica", "--long", "--json"]);
+    let awaiting: Vec<&str> = long["recovering"]["awaiting"]
+        .as_array()
+        .expect("recovering.awaiting")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id"))
+        .collect();
+    assert!(awaiting.contains(&id), "{long}");
+    assert_eq!(awaiting.len(), 2, "{long}");
+}
