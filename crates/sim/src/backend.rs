@@ -11,8 +11,9 @@
 //! - `DirBackend` (features `sqlite` and `rocks`): each store lives in a fresh directory
 //!   under one temporary directory per schedule; a backup is [`Store::backup`] into a new
 //!   directory and a restore is [`Store::restore_backup`] into a new directory, then an open
-//!   — what `msite backup` and `msite restore` do. Directory names are a counter and never
-//!   reach a decision of the schedule.
+//!   — what `msite backup` and `msite restore` do; a restart after a crash closes the store
+//!   and opens its directory again. Directory names are a counter and never reach a decision
+//!   of the schedule.
 
 use msite_core::store::Store;
 use msite_core::testkit::MemStore;
@@ -32,6 +33,10 @@ pub trait SimBackend {
 
     /// A new store made from `backup`, opened.
     fn restore(&mut self, backup: &Self::Backup) -> Result<Self::Store, String>;
+
+    /// `store` after a restart: closed and opened again where it lives on disk (in memory,
+    /// the same store).
+    fn reopen(&mut self, store: Self::Store) -> Result<Self::Store, String>;
 }
 
 /// In-memory stores: backups and restores are deep copies.
@@ -53,6 +58,10 @@ impl SimBackend for MemBackend {
     fn restore(&mut self, backup: &MemStore) -> Result<MemStore, String> {
         Ok(backup.deep_copy())
     }
+
+    fn reopen(&mut self, store: MemStore) -> Result<MemStore, String> {
+        Ok(store)
+    }
 }
 
 #[cfg(any(feature = "sqlite", feature = "rocks"))]
@@ -72,6 +81,7 @@ mod dir {
         root: tempfile::TempDir,
         next: u64,
         open: fn(&Path) -> msite_core::store::Result<S>,
+        dir_of: fn(&S) -> &Path,
     }
 
     impl<S> std::fmt::Debug for DirBackend<S> {
@@ -84,12 +94,17 @@ mod dir {
     }
 
     impl<S: Store> DirBackend<S> {
-        /// A backend whose stores `open` opens (creating them in an empty directory).
-        pub fn new(open: fn(&Path) -> msite_core::store::Result<S>) -> std::io::Result<Self> {
+        /// A backend whose stores `open` opens (creating them in an empty directory) and
+        /// `dir_of` tells the directory of.
+        pub fn new(
+            open: fn(&Path) -> msite_core::store::Result<S>,
+            dir_of: fn(&S) -> &Path,
+        ) -> std::io::Result<Self> {
             Ok(DirBackend {
                 root: tempfile::Builder::new().prefix("msite-sim-").tempdir()?,
                 next: 0,
                 open,
+                dir_of,
             })
         }
 
@@ -131,6 +146,15 @@ mod dir {
             S::restore_backup(&backup.dir, &dir)
                 .map_err(|e| format!("restoring {} into {name}: {e}", backup.name))?;
             (self.open)(&dir).map_err(|e| format!("opening the restored store {name}: {e}"))
+        }
+
+        fn reopen(&mut self, store: S) -> Result<S, String> {
+            let dir = (self.dir_of)(&store).to_path_buf();
+            drop(store);
+            (self.open)(&dir).map_err(|e| {
+                let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                format!("reopening {name}: {e}")
+            })
         }
     }
 }

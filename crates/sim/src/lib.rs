@@ -317,14 +317,20 @@ fn run_on(cfg: &Config) -> Outcome {
         #[cfg(feature = "sqlite")]
         Backend::Sqlite => world::World::run(
             cfg,
-            backend::DirBackend::new(msite_store_sqlite::SqliteStore::open)
-                .expect("a temporary directory"),
+            backend::DirBackend::new(
+                msite_store_sqlite::SqliteStore::open,
+                msite_store_sqlite::SqliteStore::dir,
+            )
+            .expect("a temporary directory"),
         ),
         #[cfg(feature = "rocks")]
         Backend::Rocks => world::World::run(
             cfg,
-            backend::DirBackend::new(msite_store_rocks::RocksStore::open)
-                .expect("a temporary directory"),
+            backend::DirBackend::new(
+                msite_store_rocks::RocksStore::open,
+                msite_store_rocks::RocksStore::dir,
+            )
+            .expect("a temporary directory"),
         ),
         #[allow(unreachable_patterns)]
         other => {

@@ -808,10 +808,12 @@ impl<B: SimBackend> World<B> {
         Some(r)
     }
 
-    /// Restarts replica `i`: a new wrapper around the same store, reopened.
+    /// Restarts replica `i`: a new wrapper around the same store, reopened (on a real backend,
+    /// closed and opened again from its directory).
     fn restart(&mut self, i: usize) {
         let rep = self.sites[i].rep.take().expect("replica present");
         let inner = rep.into_store().into_inner();
+        let inner = self.backend.reopen(inner).expect("reopening a store");
         let store = FaultyStore::new(inner, self.sites[i].plan.clone());
         let rep = msite_core::Replica::open(store, env_arc(&self.env)).expect("reopen after crash");
         self.sites[i].rep = Some(rep);
