@@ -1,7 +1,8 @@
-//! `cargo xtask sim [--schedules N] [--seed S] [--profile P] [--verbose]`: run the deterministic
-//! simulator.
+//! `cargo xtask sim [--schedules N] [--seed S] [--profile P] [--backend B] [--verbose]`: run the
+//! deterministic simulator.
 //!
-//! Builds and runs `msite-sim` in release mode (`cargo run --release -p msite-sim -- …`). The
+//! Builds and runs `msite-sim` in release mode (`cargo run --release -p msite-sim -- …`; with
+//! `--backend sqlite` or `rocks`, also `--features sqlite` / `--features rocks`). The
 //! simulator prints one summary line (`schedules=N violations=V …`) and, for each failing
 //! schedule, its seed, the violations and a command that replays it; it exits non-zero on any
 //! violation, which makes this task fail. The summary counts each schedule as a test case.
@@ -32,14 +33,20 @@ pub struct Args {
     /// Narrow the schedules: all, sync (no restores), default-restores, crashy.
     #[arg(long, value_name = "P")]
     pub profile: Option<String>,
+    /// The replicas' store engine: mem (in memory), sqlite or rocks (real stores in temporary
+    /// directories; rocks builds RocksDB).
+    #[arg(long, value_name = "B", default_value = "mem")]
+    pub backend: String,
 }
 
 /// Runs the simulator.
 pub fn run(args: &Args) -> Result<Report> {
-    let mut cargo_args: Vec<String> = ["run", "--release", "-p", "msite-sim", "--"]
+    let mut cargo_args: Vec<String> = ["run", "--release", "-p", "msite-sim"]
         .iter()
         .map(|s| s.to_string())
         .collect();
+    cargo_args.extend(backend_features(&args.backend)?);
+    cargo_args.push("--".into());
     cargo_args.extend(["--schedules".into(), args.schedules.to_string()]);
     cargo_args.extend(["--seed".into(), args.seed.to_string()]);
     if let Some(k) = args.steps {
@@ -50,6 +57,9 @@ pub fn run(args: &Args) -> Result<Report> {
     }
     if let Some(p) = &args.profile {
         cargo_args.extend(["--profile".into(), p.clone()]);
+    }
+    if args.backend != "mem" {
+        cargo_args.extend(["--backend".into(), args.backend.clone()]);
     }
     if args.verbose {
         cargo_args.push("--verbose".into());
@@ -71,6 +81,15 @@ pub fn run(args: &Args) -> Result<Report> {
         ));
     }
     Ok(report)
+}
+
+/// The cargo arguments that build the simulator with `backend`.
+fn backend_features(backend: &str) -> Result<Vec<String>> {
+    match backend {
+        "mem" => Ok(Vec::new()),
+        "sqlite" | "rocks" => Ok(vec!["--features".into(), backend.into()]),
+        other => anyhow::bail!("unknown backend `{other}` (mem, sqlite, rocks)"),
+    }
 }
 
 /// Reads `schedules=N violations=V …` into a tally (passed = N - V).
@@ -106,5 +125,16 @@ mod tests {
             }
         );
         assert!(parse_summary("VIOLATION seed=4").is_none());
+    }
+
+    #[test]
+    fn real_backends_build_with_their_feature() {
+        assert!(backend_features("mem").unwrap().is_empty());
+        assert_eq!(
+            backend_features("sqlite").unwrap(),
+            ["--features", "sqlite"]
+        );
+        assert_eq!(backend_features("rocks").unwrap(), ["--features", "rocks"]);
+        assert!(backend_features("lmdb").is_err());
     }
 }

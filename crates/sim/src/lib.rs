@@ -1,7 +1,9 @@
 //! `msite-sim`: a deterministic, FoundationDB-style simulator of msite's replication protocol.
 //!
 //! One seed gives one schedule, bit for bit: a family of 2–7 replicas on in-memory stores
-//! (wrapped in [`FaultyStore`](msite_core::testkit::FaultyStore) for crash injection), a
+//! (or, with `--backend sqlite|rocks`, real engines in temporary directories: see
+//! [`backend`]; wrapped in [`FaultyStore`](msite_core::testkit::FaultyStore) for crash
+//! injection), a
 //! topology, a workload of every kind of change, and faults — lost, duplicated, delayed,
 //! reordered and corrupted packets, crashes at any write of an import, an export or a local
 //! change, backups, restores (default, `--wait-for`, `--override`, several at once, from older
@@ -13,6 +15,7 @@
 //! Nothing here reads the wall clock or iterates a hash map to decide anything: the protocol
 //! runs on [`msite_core::SimEnv`] and every decision comes from one ChaCha generator.
 
+pub mod backend;
 pub mod ledger;
 pub mod world;
 
@@ -31,6 +34,53 @@ pub struct Config {
     pub verbose: bool,
     /// Narrow the schedules (the default draws everything).
     pub profile: Profile,
+    /// The stores the replicas run on.
+    pub backend: Backend,
+}
+
+/// Which store engine the replicas run on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// In-memory stores (`MemStore`); backups and restores are deep copies.
+    #[default]
+    Mem,
+    /// SQLite stores in temporary directories (feature `sqlite`).
+    Sqlite,
+    /// RocksDB stores in temporary directories (feature `rocks`).
+    Rocks,
+}
+
+impl Backend {
+    /// Whether this build of the simulator has the backend (its cargo feature is on).
+    pub fn is_built(self) -> bool {
+        match self {
+            Backend::Mem => true,
+            Backend::Sqlite => cfg!(feature = "sqlite"),
+            Backend::Rocks => cfg!(feature = "rocks"),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Mem => "mem",
+            Backend::Sqlite => "sqlite",
+            Backend::Rocks => "rocks",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mem" => Ok(Backend::Mem),
+            "sqlite" => Ok(Backend::Sqlite),
+            "rocks" => Ok(Backend::Rocks),
+            _ => Err(format!("unknown backend `{s}` (mem, sqlite, rocks)")),
+        }
+    }
 }
 
 /// Which schedules to draw.
@@ -238,7 +288,7 @@ pub struct Outcome {
 
 /// Runs one schedule. A panic in the protocol code is caught and reported as a violation.
 pub fn run_schedule(cfg: &Config) -> Outcome {
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world::World::run(cfg)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_on(cfg)));
     match r {
         Ok(o) => o,
         Err(p) => {
@@ -260,9 +310,44 @@ pub fn run_schedule(cfg: &Config) -> Outcome {
     }
 }
 
+/// Runs one schedule on the backend `cfg` names.
+fn run_on(cfg: &Config) -> Outcome {
+    match cfg.backend {
+        Backend::Mem => world::World::run(cfg, backend::MemBackend),
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite => world::World::run(
+            cfg,
+            backend::DirBackend::new(
+                msite_store_sqlite::SqliteStore::open,
+                msite_store_sqlite::SqliteStore::dir,
+            )
+            .expect("a temporary directory"),
+        ),
+        #[cfg(feature = "rocks")]
+        Backend::Rocks => world::World::run(
+            cfg,
+            backend::DirBackend::new(
+                msite_store_rocks::RocksStore::open,
+                msite_store_rocks::RocksStore::dir,
+            )
+            .expect("a temporary directory"),
+        ),
+        #[allow(unreachable_patterns)]
+        other => {
+            panic!("this msite-sim was built without the {other} backend (cargo feature `{other}`)")
+        }
+    }
+}
+
 /// Shrinks a failing schedule: the smallest step count and replica cap (tried in that order,
 /// halving then trimming) for which the same seed still fails. Returns `(steps, replicas)`.
-pub fn shrink(seed: u64, steps: usize, replicas: usize, profile: Profile) -> (usize, usize) {
+pub fn shrink(
+    seed: u64,
+    steps: usize,
+    replicas: usize,
+    profile: Profile,
+    backend: Backend,
+) -> (usize, usize) {
     // A shrunk schedule must fail the same way: explained by the same known bugs (or by none).
     let class = run_schedule(&Config {
         seed,
@@ -270,6 +355,7 @@ pub fn shrink(seed: u64, steps: usize, replicas: usize, profile: Profile) -> (us
         replicas: Some(replicas),
         verbose: false,
         profile,
+        backend,
     })
     .known;
     let fails = |s: usize, r: usize| {
@@ -279,6 +365,7 @@ pub fn shrink(seed: u64, steps: usize, replicas: usize, profile: Profile) -> (us
             replicas: Some(r),
             verbose: false,
             profile,
+            backend,
         });
         !o.violations.is_empty() && o.known == class
     };

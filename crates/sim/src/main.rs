@@ -1,14 +1,15 @@
 //! `msite-sim`: runs simulator schedules and prints one summary line.
 //!
-//! `msite-sim --schedules N --seed S [--verbose]` runs the schedules of seeds S, S+1, …,
-//! S+N-1. On a violation it prints the seed, the violations, a command that replays exactly
+//! `msite-sim --schedules N --seed S [--profile P] [--backend mem|sqlite|rocks] [--verbose]`
+//! runs the schedules of seeds S, S+1, …, S+N-1 (`--backend sqlite` and `rocks` need the
+//! cargo features of the same names). On a violation it prints the seed, the violations, a command that replays exactly
 //! that schedule and a shrunk one, and exits non-zero. `--steps` and `--replicas` override
 //! what the seed draws (the shrinker uses them).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use msite_sim::{run_schedule, shrink, Config, Profile, Stats};
+use msite_sim::{run_schedule, shrink, Backend, Config, Profile, Stats};
 
 /// Deterministic simulator of msite's replication protocol.
 #[derive(Debug, Parser)]
@@ -32,6 +33,10 @@ struct Args {
     /// Narrow the schedules: all, sync (no restores), default-restores, crashy.
     #[arg(long, default_value = "all")]
     profile: Profile,
+    /// The store engine: mem (in memory), sqlite or rocks (real stores in temporary
+    /// directories; need the cargo features `sqlite` / `rocks`).
+    #[arg(long, default_value = "mem")]
+    backend: Backend,
     /// Do not shrink failing schedules.
     #[arg(long)]
     no_shrink: bool,
@@ -42,6 +47,13 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !args.backend.is_built() {
+        eprintln!(
+            "msite-sim: this build has no {b} backend; build with `--features {b}` (cargo xtask sim --backend {b} does)",
+            b = args.backend
+        );
+        return ExitCode::from(2);
+    }
     let mut total = Stats::default();
     let mut failures = 0u64;
     let mut known: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
@@ -54,6 +66,7 @@ fn main() -> ExitCode {
             replicas: args.replicas,
             verbose: args.verbose,
             profile: args.profile,
+            backend: args.backend,
         };
         let out = run_schedule(&cfg);
         total.add(&out.stats);
@@ -80,22 +93,29 @@ fn main() -> ExitCode {
             for v in &out.violations {
                 println!("  {v}");
             }
-            let prof = if args.profile == Profile::All {
+            let mut prof = if args.profile == Profile::All {
                 String::new()
             } else {
                 format!(" --profile {}", args.profile)
+            };
+            // `cargo run` needs the backend's feature; `cargo xtask sim` adds it itself.
+            let features = if args.backend == Backend::Mem {
+                String::new()
+            } else {
+                prof.push_str(&format!(" --backend {}", args.backend));
+                format!(" --features {}", args.backend)
             };
             if prof.is_empty() {
                 println!("  replay: cargo xtask sim --seed {seed} --schedules 1 --verbose");
             } else {
                 println!(
-                    "  replay: cargo run --release -p msite-sim -- --seed {seed} --schedules 1{prof} --verbose"
+                    "  replay: cargo run --release -p msite-sim{features} -- --seed {seed} --schedules 1{prof} --verbose"
                 );
             }
             if !args.no_shrink {
-                let (s, r) = shrink(seed, out.steps, out.replicas, args.profile);
+                let (s, r) = shrink(seed, out.steps, out.replicas, args.profile, args.backend);
                 println!(
-                    "  shrunk: cargo run --release -p msite-sim -- --seed {seed} --schedules 1 --steps {s} --replicas {r}{prof} --verbose"
+                    "  shrunk: cargo run --release -p msite-sim{features} -- --seed {seed} --schedules 1 --steps {s} --replicas {r}{prof} --verbose"
                 );
             }
             if failures >= args.max_failures {
@@ -105,8 +125,14 @@ fn main() -> ExitCode {
         }
     }
     let known: Vec<String> = known.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    // The in-memory summary stays as it always was; a real backend is named at the end.
+    let backend = if args.backend == Backend::Mem {
+        String::new()
+    } else {
+        format!(" backend={}", args.backend)
+    };
     println!(
-        "schedules={} violations={failures} unexplained={unknown} known=[{}] {total}",
+        "schedules={} violations={failures} unexplained={unknown} known=[{}] {total}{backend}",
         total.schedules,
         known.join(",")
     );

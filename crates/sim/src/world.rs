@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use msite_core::testkit::{FaultPlan, FaultyStore, MemStore};
+use msite_core::testkit::{FaultPlan, FaultyStore};
 use msite_core::{
     CoreError, Env, Hash, ImportOutcome, Incoming, Refusal, ReplicaId, ReqMasterPolicy, Row,
     SimEnv, VersionSel,
@@ -45,11 +45,12 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::backend::SimBackend;
 use crate::ledger::Ledger;
 use crate::{Config, Outcome, Stats};
 
-type Store = FaultyStore<MemStore>;
-type Rep = msite_core::Replica<Store>;
+/// A replica of the family, on its backend's store under the fault-injecting wrapper.
+type Rep<B> = msite_core::Replica<FaultyStore<<B as SimBackend>::Store>>;
 
 /// Known bugs that core has fixed: their signatures no longer explain a failure.
 pub const FIXED_BUGS: &[&str] = &[
@@ -242,17 +243,17 @@ struct Packet {
     corrupt: bool,
 }
 
-struct Backup {
+struct Backup<T> {
     step: usize,
-    store: MemStore,
+    store: T,
 }
 
-struct Site {
+struct Site<B: SimBackend> {
     name: String,
     id: ReplicaId,
-    rep: Option<Rep>,
+    rep: Option<Rep<B>>,
     plan: FaultPlan,
-    backups: Vec<Backup>,
+    backups: Vec<Backup<B::Backup>>,
     bay: Vec<Packet>,
     observed: Row,
     /// Ever rolled back by a snapshot (rolled-back refusals are then expected).
@@ -272,11 +273,11 @@ struct Site {
 }
 
 /// The simulated family.
-pub struct World {
+pub struct World<B: SimBackend> {
     rng: ChaCha8Rng,
     env: SimEnv,
     p: Params,
-    sites: Vec<Site>,
+    sites: Vec<Site<B>>,
     links: BTreeMap<(usize, usize), Vec<Packet>>,
     edges: BTreeSet<(usize, usize)>,
     step: usize,
@@ -292,6 +293,8 @@ pub struct World {
     seed: u64,
     /// Known protocol bugs this schedule's violations match (see [`KNOWN_BUGS`]).
     known: BTreeSet<&'static str>,
+    /// Where the stores come from (last: dropped after the replicas, with their directories).
+    backend: B,
 }
 
 fn env_arc(env: &SimEnv) -> Arc<dyn Env> {
@@ -321,9 +324,9 @@ fn is_refusal_of_local_change(e: &CoreError) -> bool {
     )
 }
 
-impl World {
-    /// Runs the schedule `cfg` describes.
-    pub fn run(cfg: &Config) -> Outcome {
+impl<B: SimBackend> World<B> {
+    /// Runs the schedule `cfg` describes on stores of `backend`.
+    pub fn run(cfg: &Config, backend: B) -> Outcome {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let p = Params::draw(&mut rng, cfg);
         let mut w = World {
@@ -347,6 +350,7 @@ impl World {
             reported: BTreeSet::new(),
             seed: cfg.seed,
             known: BTreeSet::new(),
+            backend,
         };
         w.ev(|w| format!("params: {:?}", w.p));
         w.setup();
@@ -380,7 +384,7 @@ impl World {
         }
     }
 
-    fn ev(&mut self, f: impl FnOnce(&World) -> String) {
+    fn ev(&mut self, f: impl FnOnce(&Self) -> String) {
         if self.verbose {
             let s = f(self);
             self.trace.push(format!("[{:>3}] {s}", self.step));
@@ -395,7 +399,7 @@ impl World {
         self.violations.push(s);
     }
 
-    fn rep(&self, i: usize) -> &Rep {
+    fn rep(&self, i: usize) -> &Rep<B> {
         self.sites[i].rep.as_ref().expect("replica present")
     }
 
@@ -414,7 +418,12 @@ impl World {
 
     // ---------------------------------------------------------------- setup
 
-    fn new_site(&mut self, rep: Rep, plan: FaultPlan, name: String) -> usize {
+    /// A new, empty store from the backend (a failure is the backend's, not the protocol's).
+    fn new_store(&mut self) -> B::Store {
+        self.backend.new_store().expect("a new store")
+    }
+
+    fn new_site(&mut self, rep: Rep<B>, plan: FaultPlan, name: String) -> usize {
         let id = rep.id();
         if self.rng.gen_bool(0.1) {
             let _ = rep.set_reqmaster_policy(ReqMasterPolicy::Deny);
@@ -458,7 +467,7 @@ impl World {
     fn setup(&mut self) {
         let plan = FaultPlan::new();
         let first = msite_core::Replica::init(
-            FaultyStore::new(MemStore::new(), plan.clone()),
+            FaultyStore::new(self.new_store(), plan.clone()),
             env_arc(&self.env),
             "fam",
             "r0",
@@ -532,7 +541,7 @@ impl World {
         };
         let fp = FaultPlan::new();
         let rep = match msite_core::Replica::create_from_packet(
-            FaultyStore::new(MemStore::new(), fp.clone()),
+            FaultyStore::new(self.new_store(), fp.clone()),
             env_arc(&self.env),
             pkt,
         ) {
@@ -763,7 +772,7 @@ impl World {
         i: usize,
         what: &str,
         faults: bool,
-        f: impl FnOnce(&Rep) -> Result<T, CoreError>,
+        f: impl FnOnce(&Rep<B>) -> Result<T, CoreError>,
     ) -> Option<Result<T, CoreError>> {
         let plan = self.sites[i].plan.clone();
         let fired = plan.faults_fired();
@@ -799,10 +808,12 @@ impl World {
         Some(r)
     }
 
-    /// Restarts replica `i`: a new wrapper around the same store, reopened.
+    /// Restarts replica `i`: a new wrapper around the same store, reopened (on a real backend,
+    /// closed and opened again from its directory).
     fn restart(&mut self, i: usize) {
         let rep = self.sites[i].rep.take().expect("replica present");
         let inner = rep.into_store().into_inner();
+        let inner = self.backend.reopen(inner).expect("reopening a store");
         let store = FaultyStore::new(inner, self.sites[i].plan.clone());
         let rep = msite_core::Replica::open(store, env_arc(&self.env)).expect("reopen after crash");
         self.sites[i].rep = Some(rep);
@@ -867,11 +878,18 @@ impl World {
             }
             4 => {
                 let i = self.rng.gen_range(0..n);
-                let store = self.rep(i).store().inner().deep_copy();
-                let step = self.step;
-                self.sites[i].backups.push(Backup { step, store });
-                self.stats.backups += 1;
-                self.ev(|w| format!("backup of {}", w.sites[i].name));
+                let rep = self.sites[i].rep.as_ref().expect("replica present");
+                match self.backend.backup(rep.store().inner()) {
+                    Ok(store) => {
+                        let step = self.step;
+                        self.sites[i].backups.push(Backup { step, store });
+                        self.stats.backups += 1;
+                        self.ev(|w| format!("backup of {}", w.sites[i].name));
+                    }
+                    Err(e) => {
+                        self.violation(format!("backup of {} failed: {e}", self.sites[i].name))
+                    }
+                }
             }
             5 => {
                 let i = self.rng.gen_range(0..n);
@@ -1308,7 +1326,7 @@ impl World {
             self.observe(to);
             return;
         };
-        let unchanged = |w: &World, what: &str| -> Option<String> {
+        let unchanged = |w: &Self, what: &str| -> Option<String> {
             let own = w.rep(to).own_row().ok();
             let dig = w.rep(to).digest().ok();
             if !learned && (own != before_own || dig != before_digest) {
@@ -1508,8 +1526,17 @@ impl World {
             return;
         }
         let b = self.rng.gen_range(0..self.sites[i].backups.len());
-        let copy = self.sites[i].backups[b].store.deep_copy();
         let from_step = self.sites[i].backups[b].step;
+        let copy = match self.backend.restore(&self.sites[i].backups[b].store) {
+            Ok(s) => s,
+            Err(e) => {
+                self.violation(format!(
+                    "restoring the backup of {} failed: {e}",
+                    self.sites[i].name
+                ));
+                return;
+            }
+        };
         let rep = match msite_core::Replica::open(
             FaultyStore::new(copy, self.sites[i].plan.clone()),
             env_arc(&self.env),

@@ -16,6 +16,7 @@ fn passes_with(seed: u64, steps: Option<usize>, replicas: Option<usize>, profile
         replicas,
         verbose: false,
         profile,
+        backend: Default::default(),
     });
     assert!(
         out.violations.is_empty(),
@@ -139,6 +140,7 @@ fn same_seed_same_run() {
             replicas: None,
             verbose: true,
             profile: Default::default(),
+            backend: Default::default(),
         });
         let b = run_schedule(&Config {
             seed,
@@ -146,6 +148,7 @@ fn same_seed_same_run() {
             replicas: None,
             verbose: true,
             profile: Default::default(),
+            backend: Default::default(),
         });
         assert_eq!(a.trace, b.trace, "seed {seed}: two runs differ");
         assert_eq!(a.stats, b.stats);
@@ -163,6 +166,7 @@ fn fault_free_schedules_pass() {
             replicas: Some(4),
             verbose: false,
             profile: Default::default(),
+            backend: Default::default(),
         });
         if out.stats.restores == 0 && out.stats.rollbacks == 0 {
             passes(seed, Some(40), Some(4));
