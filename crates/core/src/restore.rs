@@ -772,14 +772,7 @@ mod tests {
     type R = Replica<MemStore>;
 
     fn create(from: &R, name: &str, env: &Arc<dyn Env>) -> R {
-        let plan = from.plan_mkreplica(name).unwrap();
-        let parts = from.write_plan_to_parts(&plan, None).unwrap();
-        Replica::create_from_packet(
-            MemStore::new(),
-            env.clone(),
-            Incoming::from_parts(parts, "creation").unwrap(),
-        )
-        .unwrap()
+        crate::testkit::mkreplica_in_memory(from, name, env.clone()).unwrap()
     }
 
     fn send(a: &R, b: &R) {

@@ -37,6 +37,10 @@
 //!   [`Store::check_integrity`] runs the engine's own checker (checksum verification,
 //!   `PRAGMA integrity_check`) and reports corruption as [`Error::Corruption`].
 //!
+//! Pieces every backend implements the same way are in this module too: [`RecordedBatch`] (a
+//! batch type for engines whose native batch borrows the database), [`PoisonFlag`] (the
+//! poisoning rule) and [`prepare_empty_dir`] (the target check of backup and restore).
+//!
 //! To add a backend: create `crates/store-NAME`, implement the three traits with
 //! backend-prefixed type names (`NameStore`, `NameBatch`, `NameSnapshot`), instantiate the
 //! conformance suite with `msite_core::store_conformance_tests!`, and add a variant to the CLI's
@@ -45,6 +49,12 @@
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+
+mod support;
+
+pub use support::{
+    prepare_empty_dir, OpKind, PoisonFlag, RecordedBatch, RecordedExpect, RecordedOp,
+};
 
 /// The closed set of keyspaces every backend provides. Adding one is a format change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

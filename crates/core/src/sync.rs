@@ -1719,14 +1719,7 @@ mod tests {
     fn pair() -> (R, R) {
         let env: Arc<dyn Env> = Arc::new(SimEnv::new(7));
         let r0: R = Replica::init(MemStore::new(), env.clone(), "fam", "r0").unwrap();
-        let plan = r0.plan_mkreplica("r1").unwrap();
-        let parts = r0.write_plan_to_parts(&plan, None).unwrap();
-        let r1 = Replica::create_from_packet(
-            MemStore::new(),
-            env,
-            Incoming::from_parts(parts, "creation").unwrap(),
-        )
-        .unwrap();
+        let r1 = crate::testkit::mkreplica_in_memory(&r0, "r1", env).unwrap();
         (r0, r1)
     }
 

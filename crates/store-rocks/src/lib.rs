@@ -10,10 +10,10 @@
 //!
 //! # Mapping
 //!
-//! * **Writes**: a [`RocksBatch`] records its operations; `write` turns them into one
-//!   `rocksdb::WriteBatch` (atomic, also across a crash: the WAL record is all or nothing).
-//!   Writers are serialised by a mutex so that `expect` guards, read just before the write,
-//!   cannot be invalidated by another writer in between.
+//! * **Writes**: a [`RocksBatch`] (core's `RecordedBatch`) records its operations; `write`
+//!   takes the writer mutex, checks the `expect` guards (no other writer can come in between),
+//!   turns the operations into one `rocksdb::WriteBatch` (atomic, also across a crash: the WAL
+//!   record is all or nothing), frees the recorded copy and writes.
 //! * **Durability**: `WriteOptions::set_sync` (fsync of the WAL); an empty synced batch runs
 //!   `FlushWAL(sync)`. A synced write that fails poisons the store.
 //! * **Reads**: snapshots are `DB::snapshot()`; every scan is a raw iterator with explicit
@@ -32,13 +32,16 @@
 //!   The database is opened with `paranoid_checks`. RocksDB's `Corruption` status becomes
 //!   [`Error::Corruption`](msite_core::store::Error::Corruption).
 
-mod batch;
 mod error;
 mod iter;
 mod snapshot;
 mod store;
 
-pub use batch::RocksBatch;
+/// The batch of a [`RocksStore`]: msite-core's [`RecordedBatch`], replayed into one
+/// `rocksdb::WriteBatch` by `write` (which needs the database's column-family handles).
+///
+/// [`RecordedBatch`]: msite_core::store::RecordedBatch
+pub type RocksBatch = msite_core::store::RecordedBatch;
 pub use iter::RocksIter;
 pub use snapshot::RocksSnapshot;
 pub use store::RocksStore;

@@ -2,21 +2,21 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use msite_core::store::{
-    Error, KeyRange, Keyspace, ReadView, Result, ScanIter, Store, WriteOptions,
+    prepare_empty_dir, Error, KeyRange, Keyspace, OpKind, PoisonFlag, ReadView, Result, ScanIter,
+    Store, WriteOptions,
 };
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Env, Options, ReadOptions, DB,
 };
 
-use crate::batch::{Kind, RocksBatch};
 use crate::error::{map, map_open, RocksResultExt, BACKEND};
 use crate::iter::{scan_options, RocksIter};
 use crate::snapshot::RocksSnapshot;
+use crate::RocksBatch;
 
 /// An ordered key-value store in a RocksDB database. See the [crate documentation](crate).
 pub struct RocksStore {
@@ -24,7 +24,7 @@ pub struct RocksStore {
     dir: PathBuf,
     /// Serialises writers, so guards are checked and the batch written with no writer between.
     writer: Mutex<()>,
-    poisoned: AtomicBool,
+    poisoned: PoisonFlag,
 }
 
 impl Drop for RocksStore {
@@ -33,7 +33,7 @@ impl Drop for RocksStore {
     /// batch (a whole tree checked in at once) costs its size in memory two or three times over
     /// at the next open. A failure here loses nothing: the WAL still holds every write.
     fn drop(&mut self) {
-        if !self.poisoned.load(Ordering::Acquire) {
+        if !self.poisoned.is_set() {
             let _ = self.flush();
         }
     }
@@ -83,7 +83,7 @@ impl RocksStore {
             db,
             dir: dir.to_path_buf(),
             writer: Mutex::new(()),
-            poisoned: AtomicBool::new(false),
+            poisoned: PoisonFlag::default(),
         })
     }
 
@@ -110,74 +110,61 @@ impl RocksStore {
         })
     }
 
+    /// Checks the batch's guards (the writer lock is held, so no writer comes in between).
+    fn check_guards(&self, batch: &RocksBatch) -> Result<()> {
+        for e in batch.expects() {
+            let (key, expected) = batch.guard(e);
+            let current = self.db.get_cf(self.cf(e.ks)?, key).r2e()?;
+            if current.as_deref() != expected {
+                return Err(Error::Precondition { keyspace: e.ks });
+            }
+        }
+        Ok(())
+    }
+
     fn build(&self, batch: &RocksBatch) -> Result<rocksdb::WriteBatch> {
         let mut wb = rocksdb::WriteBatch::default();
         let mut handles: [Option<&ColumnFamily>; 6] = [None; 6];
-        for op in &batch.ops {
+        for op in batch.ops() {
             let slot = &mut handles[op.ks as usize];
             let cf = match slot {
                 Some(cf) => *cf,
                 None => *slot.insert(self.cf(op.ks)?),
             };
-            let (a, b) = (batch.bytes(&op.a), batch.bytes(&op.b));
+            let (a, b) = (batch.key(op), batch.value(op));
             match op.kind {
-                Kind::Put => wb.put_cf(cf, a, b),
-                Kind::Delete => wb.delete_cf(cf, a),
+                OpKind::Put => wb.put_cf(cf, a, b),
+                OpKind::Delete => wb.delete_cf(cf, a),
                 // RocksDB rejects ranges whose start lies after their end; they are no-ops.
-                Kind::DeleteRange if a < b => wb.delete_range_cf(cf, a, b),
-                Kind::DeleteRange => {}
+                OpKind::DeleteRange if a < b => wb.delete_range_cf(cf, a, b),
+                OpKind::DeleteRange => {}
             }
         }
         Ok(wb)
     }
 
-    fn write_locked(
-        &self,
-        guards: &[Guard],
-        no_ops: bool,
-        wb: rocksdb::WriteBatch,
-        opts: WriteOptions,
-    ) -> Result<()> {
-        for (ks, key, value) in guards {
-            let current = self.db.get_cf(self.cf(*ks)?, key).r2e()?;
-            if current != *value {
-                return Err(Error::Precondition { keyspace: *ks });
-            }
-        }
-        if no_ops {
+    fn write_locked(&self, batch: RocksBatch, opts: WriteOptions) -> Result<()> {
+        self.check_guards(&batch)?;
+        if batch.ops().is_empty() {
             if opts.sync {
                 // Make earlier unsynced writes durable.
                 self.db.flush_wal(true).r2e()?;
             }
             return Ok(());
         }
+        let wb = self.build(&batch)?;
+        // Free the recorded operations before writing: the RocksDB batch now holds every
+        // byte, and a large import's batch would otherwise be held twice while RocksDB writes.
+        drop(batch);
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(opts.sync);
         self.db.write_opt(wb, &wo).r2e()
     }
 }
 
-/// A batch's precondition: in keyspace `.0`, key `.1` must hold `.2` (`None`: be absent).
-type Guard = (Keyspace, Vec<u8>, Option<Vec<u8>>);
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The mutex guards no data, only the order of writers.
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Create `dir` if needed; refuse it if it holds anything.
-fn prepare_empty_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        if fs::read_dir(dir)?.next().is_some() {
-            return Err(Error::Invalid(format!(
-                "{} exists and is not empty",
-                dir.display()
-            )));
-        }
-    } else {
-        fs::create_dir_all(dir)?;
-    }
-    Ok(())
 }
 
 fn backup_engine(dir: &Path) -> Result<BackupEngine> {
@@ -212,30 +199,10 @@ impl Store for RocksStore {
     }
 
     fn write(&self, batch: RocksBatch, opts: WriteOptions) -> Result<()> {
-        let wb = self.build(&batch)?;
-        // Keep only the guards and free the recorded operations before writing: the RocksDB
-        // batch now holds every byte, and a large import's batch would otherwise be held twice
-        // while RocksDB writes it.
-        let guards: Vec<Guard> = batch
-            .expects
-            .iter()
-            .map(|e| {
-                let value = e.value.as_ref().map(|v| batch.bytes(v).to_vec());
-                (e.ks, batch.bytes(&e.key).to_vec(), value)
-            })
-            .collect();
-        let no_ops = batch.ops.is_empty();
-        drop(batch);
         let _writer = lock(&self.writer);
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned);
-        }
-        let res = self.write_locked(&guards, no_ops, wb, opts);
-        if let Err(e) = &res {
-            if opts.sync && !matches!(e, Error::Precondition { .. }) {
-                self.poisoned.store(true, Ordering::Release);
-            }
-        }
+        self.poisoned.check()?;
+        let res = self.write_locked(batch, opts);
+        self.poisoned.observe(opts, &res);
         res
     }
 

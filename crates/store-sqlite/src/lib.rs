@@ -38,13 +38,16 @@
 //!   `PRAGMA quick_check`; `check_integrity` is `PRAGMA integrity_check`. `SQLITE_CORRUPT` and
 //!   `SQLITE_NOTADB` become [`Error::Corruption`](msite_core::store::Error::Corruption).
 
-mod batch;
 mod error;
 mod iter;
 mod snapshot;
 mod store;
 
-pub use batch::SqliteBatch;
+/// The batch of a [`SqliteStore`]: msite-core's [`RecordedBatch`], replayed into one
+/// `BEGIN IMMEDIATE` transaction by `write`.
+///
+/// [`RecordedBatch`]: msite_core::store::RecordedBatch
+pub type SqliteBatch = msite_core::store::RecordedBatch;
 pub use iter::SqliteIter;
 pub use snapshot::SqliteSnapshot;
 pub use store::SqliteStore;

@@ -3,20 +3,20 @@
 use std::fs::{self, File, OpenOptions};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use msite_core::store::{
-    Error, KeyRange, Keyspace, ReadView, Result, ScanIter, Store, WriteOptions,
+    prepare_empty_dir, Error, KeyRange, Keyspace, OpKind, PoisonFlag, ReadView, Result, ScanIter,
+    Store, WriteOptions,
 };
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use crate::batch::{Kind, SqliteBatch};
 use crate::error::{map, SqlResultExt, BACKEND};
 use crate::iter::{ReadConn, SqliteIter};
 use crate::snapshot::SqliteSnapshot;
+use crate::SqliteBatch;
 
 /// The database file inside the store directory.
 pub(crate) const DB_FILE: &str = "store.sqlite3";
@@ -123,7 +123,7 @@ pub struct SqliteStore {
     dir: PathBuf,
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
-    poisoned: AtomicBool,
+    poisoned: PoisonFlag,
     /// The lock on `DIR/LOCK`; dropped (and so released) after the connections above.
     _lock: File,
 }
@@ -181,7 +181,7 @@ impl SqliteStore {
                 synchronous_full: false,
             }),
             readers: Mutex::new(Vec::new()),
-            poisoned: AtomicBool::new(false),
+            poisoned: PoisonFlag::default(),
             _lock: lock,
         })
     }
@@ -215,7 +215,7 @@ impl SqliteStore {
     }
 
     fn write_locked(&self, w: &mut Writer, batch: &SqliteBatch, opts: WriteOptions) -> Result<()> {
-        if batch.ops.is_empty() && batch.expects.is_empty() {
+        if batch.ops().is_empty() && batch.expects().is_empty() {
             if opts.sync {
                 // Make earlier unsynced commits durable: they are all in the WAL file.
                 match File::open(self.dir.join(format!("{DB_FILE}-wal"))) {
@@ -235,14 +235,15 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .r2e()?;
-        for e in &batch.expects {
+        for e in batch.expects() {
+            let (key, expected) = batch.guard(e);
             let current: Option<Vec<u8>> = tx
                 .prepare_cached(sql(e.ks).get)
                 .r2e()?
-                .query_row([batch.bytes(&e.key)], |r| r.get(0))
+                .query_row([key], |r| r.get(0))
                 .optional()
                 .r2e()?;
-            if current.as_deref() != e.value.as_ref().map(|v| batch.bytes(v)) {
+            if current.as_deref() != expected {
                 // Dropping `tx` rolls the (still empty) transaction back.
                 return Err(Error::Precondition { keyspace: e.ks });
             }
@@ -251,52 +252,52 @@ impl SqliteStore {
             let mut puts: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
             let mut put_many: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
             let mut deletes: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
-            let ops = &batch.ops;
+            let ops = batch.ops();
             let mut at = 0;
             while at < ops.len() {
                 let op = &ops[at];
                 let i = op.ks as usize;
                 // A run of at least PUT_ROWS puts into this keyspace, in ascending key order
                 // (as a sorted overlay yields them): write PUT_ROWS of them with one execution.
-                if op.kind == Kind::Put
+                if op.kind == OpKind::Put
                     && ops.len() - at >= PUT_ROWS
                     && ops[at..at + PUT_ROWS]
                         .iter()
-                        .all(|o| o.kind == Kind::Put && o.ks == op.ks)
+                        .all(|o| o.kind == OpKind::Put && o.ks == op.ks)
                     && ops[at..at + PUT_ROWS]
                         .windows(2)
-                        .all(|w| batch.bytes(&w[0].a) < batch.bytes(&w[1].a))
+                        .all(|w| batch.key(&w[0]) < batch.key(&w[1]))
                 {
                     let st = match &mut put_many[i] {
                         Some(st) => st,
                         slot @ None => slot.insert(tx.prepare_cached(put_many_sql(op.ks)).r2e()?),
                     };
                     for (n, o) in ops[at..at + PUT_ROWS].iter().enumerate() {
-                        st.raw_bind_parameter(2 * n + 1, batch.bytes(&o.a)).r2e()?;
-                        st.raw_bind_parameter(2 * n + 2, batch.bytes(&o.b)).r2e()?;
+                        st.raw_bind_parameter(2 * n + 1, batch.key(o)).r2e()?;
+                        st.raw_bind_parameter(2 * n + 2, batch.value(o)).r2e()?;
                     }
                     st.raw_execute().r2e()?;
                     at += PUT_ROWS;
                     continue;
                 }
                 at += 1;
-                let (a, b) = (batch.bytes(&op.a), batch.bytes(&op.b));
+                let (a, b) = (batch.key(op), batch.value(op));
                 match op.kind {
-                    Kind::Put => {
+                    OpKind::Put => {
                         let st = match &mut puts[i] {
                             Some(st) => st,
                             slot @ None => slot.insert(tx.prepare_cached(sql(op.ks).put).r2e()?),
                         };
                         st.execute([a, b]).r2e()?;
                     }
-                    Kind::Delete => {
+                    OpKind::Delete => {
                         let st = match &mut deletes[i] {
                             Some(st) => st,
                             slot @ None => slot.insert(tx.prepare_cached(sql(op.ks).delete).r2e()?),
                         };
                         st.execute([a]).r2e()?;
                     }
-                    Kind::DeleteRange => {
+                    OpKind::DeleteRange => {
                         if a < b {
                             tx.prepare_cached(sql(op.ks).delete_range)
                                 .r2e()?
@@ -325,21 +326,6 @@ fn lock_dir(dir: &Path) -> Result<File> {
         }),
         Err(fs::TryLockError::Error(e)) => Err(Error::Io(e)),
     }
-}
-
-/// Create `dir` if needed; refuse it if it holds anything.
-fn prepare_empty_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        if fs::read_dir(dir)?.next().is_some() {
-            return Err(Error::Invalid(format!(
-                "{} exists and is not empty",
-                dir.display()
-            )));
-        }
-    } else {
-        fs::create_dir_all(dir)?;
-    }
-    Ok(())
 }
 
 /// Copy the database `src` into a new database file `to` with the online backup API, in one
@@ -454,15 +440,9 @@ impl Store for SqliteStore {
 
     fn write(&self, batch: SqliteBatch, opts: WriteOptions) -> Result<()> {
         let mut w = lock(&self.writer);
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned);
-        }
+        self.poisoned.check()?;
         let res = self.write_locked(&mut w, &batch, opts);
-        if let Err(e) = &res {
-            if opts.sync && !matches!(e, Error::Precondition { .. }) {
-                self.poisoned.store(true, Ordering::Release);
-            }
-        }
+        self.poisoned.observe(opts, &res);
         res
     }
 

@@ -40,12 +40,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::store::{
-    Error, KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter, Store, WriteBatch,
-    WriteOptions,
+    prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, PoisonFlag, ReadView, Result, ScanIter,
+    Store, WriteBatch, WriteOptions,
 };
 
 /// One keyspace's data.
@@ -263,7 +262,7 @@ pub struct MemStore {
     state: RwLock<Maps>,
     /// Serialises writers; holds the log of a persistent store.
     writer: Mutex<Option<Disk>>,
-    poisoned: AtomicBool,
+    poisoned: PoisonFlag,
 }
 
 impl Default for MemStore {
@@ -282,7 +281,7 @@ impl MemStore {
         MemStore {
             state: RwLock::new(maps),
             writer: Mutex::new(disk),
-            poisoned: AtomicBool::new(false),
+            poisoned: PoisonFlag::default(),
         }
     }
 
@@ -571,21 +570,6 @@ fn write_image_file(dir: &Path, maps: &Maps) -> Result<()> {
     write_log_file(dir, &image_bytes(maps))
 }
 
-/// Create `dir` if needed; refuse it if it holds anything.
-pub(crate) fn prepare_empty_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        if fs::read_dir(dir)?.next().is_some() {
-            return Err(Error::Invalid(format!(
-                "{} exists and is not empty",
-                dir.display()
-            )));
-        }
-    } else {
-        fs::create_dir_all(dir)?;
-    }
-    Ok(())
-}
-
 impl ReadView for MemStore {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(read(&self.state)[idx(ks)].get(key).cloned())
@@ -611,9 +595,7 @@ impl Store for MemStore {
 
     fn write(&self, batch: MemBatch, opts: WriteOptions) -> Result<()> {
         let mut writer = lock(&self.writer);
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned);
-        }
+        self.poisoned.check()?;
         {
             let maps = read(&self.state);
             for (ks, key, expected) in &batch.expects {
@@ -637,7 +619,7 @@ impl Store for MemStore {
                 })();
                 if let Err(e) = res {
                     // Part of the record may be in the file: refuse further appends.
-                    self.poisoned.store(true, Ordering::Release);
+                    self.poisoned.set();
                     return Err(e.into());
                 }
             }

@@ -11,6 +11,8 @@
 //! * [`bench`]: the store-ceiling workload every backend's benchmark runs.
 //! * [`conformance`]: the one suite every backend must pass, stamped into a backend's tests by
 //!   [`store_conformance_tests!`](crate::store_conformance_tests).
+//! * [`mkreplica_in_memory`]: a new in-memory replica made from another through the real
+//!   creation packet, for unit tests.
 //! * [`scenarios`]: multi-replica protocol scenarios (sync, mastership, restore and its hard
 //!   cases) that every backend runs too, stamped by
 //!   [`protocol_scenario_tests!`](crate::protocol_scenario_tests).
@@ -20,6 +22,26 @@ pub mod conformance;
 mod faulty;
 mod mem;
 pub mod scenarios;
+
+use std::sync::Arc;
+
+use crate::{Env, Incoming, Replica};
+
+/// A new in-memory replica named `name`, created from `from` through the real creation packet
+/// (what `mkreplica export` at `from` and `mkreplica import` at the new site do).
+pub fn mkreplica_in_memory(
+    from: &Replica<MemStore>,
+    name: &str,
+    env: Arc<dyn Env>,
+) -> crate::Result<Replica<MemStore>> {
+    let plan = from.plan_mkreplica(name)?;
+    let parts = from.write_plan_to_parts(&plan, None)?;
+    Replica::create_from_packet(
+        MemStore::new(),
+        env,
+        Incoming::from_parts(parts, "creation")?,
+    )
+}
 
 pub use faulty::{Crash, FaultPlan, FaultyBatch, FaultyStore, JOURNAL_LIMIT};
 pub use mem::{MemBatch, MemIter, MemSnapshot, MemStore};

@@ -11,6 +11,22 @@ fn unlocked(o: &Option<ImportOutcome>) -> bool {
     matches!(o, Some(ImportOutcome::Applied { unlocked: true, .. }))
 }
 
+/// Site `i`'s restoration has completed; a local change there is accepted again, and after
+/// settling along `edges` the family converges with no number reused.
+fn unlocked_then_converges<F: StoreFactory>(
+    f: &Family<'_, F>,
+    i: usize,
+    path: &str,
+    content: &[u8],
+    edges: &[(usize, usize)],
+) {
+    assert!(f.sites[i].status().unwrap().recovering.is_none());
+    f.sites[i].checkin(path, "main", content, "u", "").unwrap();
+    f.settle(edges);
+    f.assert_converged();
+    assert_no_reuse(f);
+}
+
 /// Restore recovers own entries sent before the failure.
 pub fn case_restore_recovers_own_entries_sent_before_the_failure<F: StoreFactory>(factory: &F) {
     let mut f = Family::new(factory, 3, 20);
@@ -119,11 +135,7 @@ pub fn case_snapshot_rollback_is_caught_before_a_number_is_reused<F: StoreFactor
     for _ in 0..5 {
         f.settle(&[(0, 1)]);
     }
-    assert!(f.sites[1].status().unwrap().recovering.is_none());
-    f.sites[1].checkin("c", "main", b"y", "u", "").unwrap();
-    f.settle(&[(0, 1)]);
-    f.assert_converged();
-    assert_no_reuse(&f);
+    unlocked_then_converges(&f, 1, "c", b"y", &[(0, 1)]);
 }
 
 /// Snapshot rollback that writes first is refused as divergent by the sibling.
@@ -241,11 +253,7 @@ pub fn case_restoring_again_from_an_older_backup<F: StoreFactory>(factory: &F) {
     f.restore(1, &old);
     f.sites[1].restorereplica(&[], false).unwrap();
     f.settle(&[(0, 1)]);
-    assert!(f.sites[1].status().unwrap().recovering.is_none());
-    f.sites[1].checkin("c", "main", b"3", "u", "").unwrap();
-    f.settle(&[(0, 1)]);
-    f.assert_converged();
-    assert_no_reuse(&f);
+    unlocked_then_converges(&f, 1, "c", b"3", &[(0, 1)]);
 }
 
 /// Running restorereplica again amends the set and keeps the incarnation.
@@ -363,11 +371,7 @@ pub fn case_restoring_a_backup_taken_while_recovering_starts_a_new_incarnation<F
     for _ in 0..3 {
         f.settle(&[(0, 1)]);
     }
-    assert!(f.sites[1].status().unwrap().recovering.is_none());
-    f.sites[1].checkin("after", "main", b"x", "u", "").unwrap();
-    f.settle(&[(0, 1)]);
-    f.assert_converged();
-    assert_no_reuse(&f);
+    unlocked_then_converges(&f, 1, "after", b"x", &[(0, 1)]);
 }
 
 /// Opens `F`'s stores inside a [`FaultyStore`] that shares one [`FaultPlan`]: the plan counts
