@@ -71,6 +71,17 @@ pub mod peers {
     /// A sibling heard of in a packet header (its sender, or an origin of its row), whether
     /// or not this store holds its creation entry.
     pub const HEARD: u8 = 10;
+    /// The number of a replica's restore complete entry (tag, replica, number): where a
+    /// restoration of that replica began a new timeline, retiring whatever an older copy held
+    /// at and above that number (K13).
+    pub const RESTORE_COMPLETE_AT: u8 = 11;
+}
+
+/// Peers key of a restore complete of `replica` numbered `number`.
+pub fn restore_complete_at(replica: &ReplicaId, number: u64) -> Vec<u8> {
+    let mut k = peer(peers::RESTORE_COMPLETE_AT, replica);
+    k.extend_from_slice(&number.to_be_bytes());
+    k
 }
 
 /// A Peers key: tag then replica id.

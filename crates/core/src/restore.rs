@@ -15,8 +15,8 @@ use crate::codec::{Dec, Enc};
 use crate::error::{CoreError, Result};
 use crate::ids::ReplicaId;
 use crate::keys;
-use crate::model::{Op, Row};
-use crate::replica::{get_u64, txn_u64, Appender, Replica};
+use crate::model::{Entry, Op, Row};
+use crate::replica::{get_u64, txn_u64, Appender, Replica, StoredEntry};
 use crate::store::{KeyRange, Keyspace, ReadView, Store, WriteOptions};
 use crate::txn::Txn;
 
@@ -358,6 +358,11 @@ impl<S: Store> Replica<S> {
         let row = crate::replica::read_row_txn(txn, keys::OWN_PREFIX)?;
         let mut row_after = row.clone();
         row_after.set(self.me, own + 1);
+        txn.put(
+            Keyspace::Peers,
+            &keys::restore_complete_at(&self.me, own + 1),
+            &[],
+        );
         self.append_local(
             txn,
             ap,
@@ -453,6 +458,15 @@ impl<S: Store> Replica<S> {
             txn.delete(Keyspace::Epochs, &k);
         }
         for (o, n) in &req.row.0 {
+            // The restored copy may be older than a restoration of `o` that retired what the
+            // copy holds from that restoration's restore complete on (K13). Without the hashes
+            // of the copy we cannot tell, so give back from the earliest such restore complete
+            // within the carried row: where the copy holds the same entries they are skipped,
+            // where it holds retired ones the replica sees the newer timeline and replaces them.
+            let n = match Self::restore_complete_within(txn, o, 0, *n)? {
+                Some(c) => c - 1,
+                None => *n,
+            };
             txn.put(
                 Keyspace::Epochs,
                 &keys::estimate(&req.replica, o),
@@ -493,6 +507,130 @@ impl<S: Store> Replica<S> {
             ));
         }
         Ok(())
+    }
+
+    /// The lowest number `c` of a restore complete of `origin` known here with
+    /// `above < c <= at_most`: where a restoration of `origin` began a new timeline.
+    fn restore_complete_within(
+        txn: &Txn<'_, S>,
+        origin: &ReplicaId,
+        above: u64,
+        at_most: u64,
+    ) -> Result<Option<u64>> {
+        let prefix = keys::peer(keys::peers::RESTORE_COMPLETE_AT, origin);
+        for (k, _) in txn.scan_prefix(Keyspace::Peers, &prefix)? {
+            if let Ok(b) = <[u8; 8]>::try_from(&k[prefix.len()..]) {
+                let c = u64::from_be_bytes(b);
+                if c > above {
+                    return Ok((c <= at_most).then_some(c));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Raises the estimate of a recovering `sender` to the row its packet carries, but not
+    /// past a restore complete it has not been shown to hold: its copy may be older than that
+    /// restoration and hold retired entries there (K13; see `on_request`).
+    pub(crate) fn raise_estimate_of_recovering(
+        &self,
+        txn: &mut Txn<'_, S>,
+        sender: &ReplicaId,
+        row: &Row,
+    ) -> Result<()> {
+        for (o, n) in &row.0 {
+            let k = keys::estimate(sender, o);
+            let cur = txn_u64(txn, Keyspace::Epochs, &k)?;
+            let n = match Self::restore_complete_within(txn, o, cur, *n)? {
+                Some(c) => c - 1,
+                None => *n,
+            };
+            if n > cur {
+                txn.put(Keyspace::Epochs, &k, &n.to_be_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// While recovering: `theirs` arrived under a number this store already holds for its
+    /// origin, with a different entry. If `theirs` was made under a later incarnation of its
+    /// origin than the entry held here, the held one belongs to a timeline that a restoration
+    /// of that origin retired (only the origin numbers its entries, so two entries under one
+    /// number mean it numbered again after a restoration, and incarnations grow with each
+    /// restoration): this store is a copy older than that restoration (K13). Removes the held
+    /// entries of that origin from that number on and rebuilds the object base from the
+    /// entries that remain, in apply order; returns a note for the operator. Returns `None`
+    /// (and changes nothing) when the held entry is the same or the newer one.
+    ///
+    /// No other entry can depend on the removed ones: they never reached a replica that
+    /// outlived the restoration that retired them, or that restoration would have recovered
+    /// them. The whole rebuild is part of the import's transaction, so a crash leaves the
+    /// store as it was before. Content the packet being imported carries (`arriving_blobs`)
+    /// stays even if only removed entries referred to it so far.
+    pub(crate) fn retire_if_superseded(
+        &self,
+        txn: &mut Txn<'_, S>,
+        theirs: &Entry,
+        arriving_blobs: &std::collections::HashSet<crate::ids::Hash>,
+    ) -> Result<Option<String>> {
+        let o = theirs.origin;
+        let Some(v) = txn.get(Keyspace::Oplog, &keys::oplog(&o, theirs.number))? else {
+            return Ok(None);
+        };
+        let held = StoredEntry::decode(&v)?;
+        if held.hash == theirs.hash {
+            return Ok(None);
+        }
+        let ours = Entry::decode_verified(&held.canonical)?;
+        if ours.incarnation >= theirs.incarnation {
+            return Ok(None);
+        }
+        let start = keys::oplog(&o, theirs.number);
+        let mut removed = 0u64;
+        let mut last = theirs.number;
+        let mut removed_blobs = std::collections::BTreeSet::new();
+        for (k, v) in txn.scan_prefix(Keyspace::Oplog, &o.0)? {
+            if k.as_slice() >= start.as_slice() {
+                removed_blobs.extend(StoredEntry::decode(&v)?.blob);
+                txn.delete(Keyspace::Oplog, &k);
+                removed += 1;
+                if let Ok(b) = <[u8; 8]>::try_from(&k[16..]) {
+                    last = last.max(u64::from_be_bytes(b));
+                }
+            }
+        }
+        match theirs.number - 1 {
+            0 => txn.delete(Keyspace::Epochs, &keys::own(&o)),
+            n => txn.put(Keyspace::Epochs, &keys::own(&o), &n.to_be_bytes()),
+        }
+        // Rebuild the object base from what remains, in apply order.
+        for (k, _) in txn.scan_prefix(Keyspace::State, &[])? {
+            txn.delete(Keyspace::State, &k);
+        }
+        let mut kept = Vec::new();
+        for (_, v) in txn.scan_prefix(Keyspace::Oplog, &[])? {
+            let s = StoredEntry::decode(&v)?;
+            if let Some(b) = &s.blob {
+                removed_blobs.remove(b);
+            }
+            kept.push((s.lsn, s.canonical));
+        }
+        // Content only the removed entries referred to goes with them (the state digest
+        // covers which content a replica holds).
+        for b in removed_blobs.difference(&arriving_blobs.iter().copied().collect()) {
+            txn.delete(Keyspace::Blobs, b);
+        }
+        kept.sort_unstable_by_key(|(lsn, _)| *lsn);
+        for (_, canonical) in kept {
+            let e = Entry::decode_verified(&canonical)?;
+            crate::vob::apply(txn, &e)?;
+        }
+        Ok(Some(format!(
+            "this store held {removed} entries of {} (numbers {}..={last}) that its restoration of incarnation {} replaced: the store is older than that restoration; they were removed and the newer history applied",
+            self.replica_name(&o),
+            theirs.number,
+            theirs.incarnation
+        )))
     }
 
     /// A sibling believes a newer incarnation of this replica than this store has: the store
@@ -594,8 +732,9 @@ impl<S: Store> Replica<S> {
     }
 
     /// Protocol effects of applying an entry (beyond the object base).
-    pub(crate) fn on_entry(&self, txn: &mut Txn<'_, S>, origin: &ReplicaId, op: &Op) -> Result<()> {
-        match op {
+    pub(crate) fn on_entry(&self, txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
+        let origin = &e.origin;
+        match &e.op {
             Op::RestoreAck {
                 replica,
                 incarnation,
@@ -609,6 +748,11 @@ impl<S: Store> Replica<S> {
                 }
             }
             Op::RestoreComplete { incarnation, row } => {
+                txn.put(
+                    Keyspace::Peers,
+                    &keys::restore_complete_at(origin, e.number),
+                    &[],
+                );
                 // Our own restore complete, given back while we recover under that (or an
                 // older) incarnation: that restoration already completed, and this store is a
                 // copy taken before it did (a snapshot rollback; K15). The siblings ignore a

@@ -1088,6 +1088,7 @@ impl<S: Store> Replica<S> {
         let mut last_hash: BTreeMap<ReplicaId, Hash> = BTreeMap::new();
         let mut grants = Vec::new();
         let mut blobs_seen: HashSet<Hash> = HashSet::new();
+        let mut notes = Vec::new();
         for rec in &mut pkt.records {
             match rec? {
                 Record::Blob { hash, bytes } => {
@@ -1107,7 +1108,20 @@ impl<S: Store> Replica<S> {
                 Record::Entry(bytes) => {
                     let e = Entry::decode_verified(&bytes)
                         .map_err(|e| CoreError::Malformed(format!("{src}: {e}")))?;
-                    let h_o = held.get(&e.origin).copied().unwrap_or(0);
+                    let mut h_o = held.get(&e.origin).copied().unwrap_or(0);
+                    if e.number <= h_o && recovering {
+                        // A recovering store may be older than a restoration of this origin
+                        // that retired what it holds here: the newer timeline replaces it
+                        // (K13; see `retire_history`).
+                        if let Some(removed) =
+                            self.retire_if_superseded(&mut txn, &e, &blobs_seen)?
+                        {
+                            notes.push(removed);
+                            held.insert(e.origin, e.number - 1);
+                            last_hash.remove(&e.origin);
+                            h_o = e.number - 1;
+                        }
+                    }
                     if e.number <= h_o {
                         let ours =
                             match txn.get(Keyspace::Oplog, &keys::oplog(&e.origin, e.number))? {
@@ -1170,7 +1184,7 @@ impl<S: Store> Replica<S> {
                         }
                     }
                     ap.store_entry(&mut txn, &e, &bytes)?;
-                    self.on_entry(&mut txn, &e.origin, &e.op)?;
+                    self.on_entry(&mut txn, &e)?;
                     if let Op::ReqMaster { object, requester } = &e.op {
                         grants.push((*object, *requester));
                     }
@@ -1187,7 +1201,6 @@ impl<S: Store> Replica<S> {
                 }
             }
         }
-        let mut notes = Vec::new();
         self.apply_controls(&mut txn, &mut ap, &h.controls, &mut notes)?;
         // 7. Estimates and acknowledgements.
         let sender_holds_request = txn
@@ -1220,7 +1233,9 @@ impl<S: Store> Replica<S> {
                     &n.to_be_bytes(),
                 );
             }
-        } else if !sender_holds_request || sender_recovering_own {
+        } else if sender_recovering_own {
+            self.raise_estimate_of_recovering(&mut txn, &sender, &sender_row)?;
+        } else if !sender_holds_request {
             crate::restore::raise_estimate(&mut txn, &sender, &sender_row)?;
         }
         let newest = {
@@ -1626,7 +1641,7 @@ impl<S: Store> Replica<S> {
                     // new replica does not know which restorations already completed, takes up
                     // a completed restoration's request when a sibling still relays it, and
                     // holds it forever (found by the simulator).
-                    r.on_entry(&mut txn, &e.origin, &e.op)?;
+                    r.on_entry(&mut txn, &e)?;
                     held.insert(e.origin, e.number);
                     if ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES)
                         || txn.size() > PREFIX_COMMIT_BYTES

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use super::conformance::StoreFactory;
 use crate::store::Store;
-use crate::{CoreError, Env, ImportOutcome, Incoming, Replica, ReplicaId, SimEnv};
+use crate::{CoreError, Env, ImportOutcome, Incoming, Replica, ReplicaId, SimEnv, VersionSel};
 
 /// A backup of one site: a directory written by [`Store::backup`].
 pub struct Backup(PathBuf);
@@ -287,6 +287,7 @@ macro_rules! protocol_scenario_tests {
             sibling_created_after_the_backup_joins_the_awaited_set => case_sibling_created_after_the_backup_joins_the_awaited_set,
             two_replicas_restoring_at_once_both_complete => case_two_replicas_restoring_at_once_both_complete,
             restoring_again_from_an_older_backup => case_restoring_again_from_an_older_backup,
+            backup_older_than_the_last_restoration_gives_up_the_entries_it_retired => case_backup_older_than_the_last_restoration_gives_up_the_entries_it_retired,
             running_restorereplica_again_amends_the_set_and_keeps_the_incarnation => case_running_restorereplica_again_amends_the_set_and_keeps_the_incarnation,
             override_completes_at_once => case_override_completes_at_once,
             lost_duplicated_and_reordered_packets_during_recovery => case_lost_duplicated_and_reordered_packets_during_recovery,

@@ -256,6 +256,57 @@ pub fn case_restoring_again_from_an_older_backup<F: StoreFactory>(factory: &F) {
     unlocked_then_converges(&f, 1, "c", b"3", &[(0, 1)]);
 }
 
+/// A backup older than the previous restoration that holds entries that restoration retired
+/// (made after the backup it restored from, never sent, numbered again since): restored, it
+/// gives them up for the newer history, completes, and no number names two entries (K13).
+pub fn case_backup_older_than_the_last_restoration_gives_up_the_entries_it_retired<
+    F: StoreFactory,
+>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 3, 27);
+    f.settle(&hub(3));
+    f.sites[1].checkin("a", "main", b"1", "u", "").unwrap();
+    f.settle(&hub(3));
+    let first = f.backup(1);
+    f.sites[1]
+        .checkin("b", "main", b"never sent", "u", "")
+        .unwrap();
+    f.sites[1]
+        .checkin("c", "main", b"never sent either", "u", "")
+        .unwrap();
+    let second = f.backup(1);
+    // The disk is lost before those two entries left the site; the operator restores the
+    // older backup, and the restoration numbers again from the entries the family held.
+    f.restore(1, &first);
+    f.sites[1].restorereplica(&[], false).unwrap();
+    f.settle(&hub(3));
+    assert!(f.sites[1].status().unwrap().recovering.is_none());
+    f.sites[1]
+        .checkin("b", "main", b"made again", "u", "")
+        .unwrap();
+    f.settle(&hub(3));
+    let family_row = f.sites[0].own_row().unwrap();
+    // Later the disk is lost again and the newer of the two backups is found: it is older than
+    // the last restoration and holds the two retired entries under numbers used since.
+    f.restore(1, &second);
+    f.sites[1].restorereplica(&[], false).unwrap();
+    f.settle(&hub(3));
+    assert!(
+        f.sites[1].status().unwrap().recovering.is_none(),
+        "the restoration completes"
+    );
+    let sel = VersionSel::parse("b").unwrap();
+    assert_eq!(f.sites[1].cat(&sel).unwrap(), b"made again");
+    assert!(
+        f.sites[1].cat(&VersionSel::parse("c").unwrap()).is_err(),
+        "the retired entry's element is gone"
+    );
+    assert!(f.sites[1].own_row().unwrap().get(&f.id(1)) > family_row.get(&f.id(1)));
+    assert_no_reuse(&f);
+    unlocked_then_converges(&f, 1, "d", b"3", &hub(3));
+}
+
 /// Running restorereplica again amends the set and keeps the incarnation.
 pub fn case_running_restorereplica_again_amends_the_set_and_keeps_the_incarnation<
     F: StoreFactory,
