@@ -260,6 +260,9 @@ struct Site<B: SimBackend> {
     snapshot_rolled: bool,
     /// Rolled back by a snapshot and not yet detected nor repaired.
     undetected_rollback: bool,
+    /// Whether the replica was recovering when last observed (an import that gives up retired
+    /// entries may also complete the restoration).
+    recovering_when_observed: bool,
     /// Restored (marked); `restorereplica` not yet run, with this mode.
     pending: Option<Mode>,
     /// The store is a copy put back by a restore or rollback, and `restorereplica` has not
@@ -438,6 +441,7 @@ impl<B: SimBackend> World<B> {
             observed: Row::default(),
             snapshot_rolled: false,
             undetected_rollback: false,
+            recovering_when_observed: false,
             pending: None,
             pending_copy: false,
             forgot_siblings: false,
@@ -588,8 +592,24 @@ impl<B: SimBackend> World<B> {
                 "{name}, rolled back by a snapshot, made an entry before detection"
             ));
         }
+        // A recovering replica whose store is older than a restoration of some origin gives
+        // up that origin's retired entries for the newer timeline (K13, docs/protocol.md): its
+        // row of that origin goes down. Whether it gave up the right ones is for the other
+        // checks (no reuse, no loss, convergence) to say.
+        let recovering_now = matches!(self.rep(i).status(), Ok(s) if s.recovering.is_some());
+        let recovering = recovering_now || self.sites[i].recovering_when_observed;
+        self.sites[i].recovering_when_observed = recovering_now;
         for (o, from) in &observed.0 {
-            if own.get(o) < *from {
+            if own.get(o) < *from && recovering {
+                let (on, sn) = (self.name_of(o), self.sites[i].name.clone());
+                let to = own.get(o);
+                self.ev(|_| {
+                    format!(
+                        "  {sn} gave up {on} {}..={from}, retired by a newer restoration",
+                        to + 1
+                    )
+                });
+            } else if own.get(o) < *from {
                 let name = self.name_of(o);
                 self.violation(format!(
                     "{}: own row of {name} went down from {from} to {} without a restore",

@@ -131,6 +131,15 @@ fn k11_regressed_report_of_a_rolled_back_sibling_resends() {
     passes_with(6004572, None, None, Profile::Crashy);
 }
 
+/// K13 (found by run G, seed 32000046 untagged): a replica restored from a backup older than
+/// a sibling's restoration held an entry that restoration retired and numbered again; every
+/// packet with the newer entry was refused as divergent and the family never converged. The
+/// recovering replica now gives up the retired entry for the newer timeline.
+#[test]
+fn k13_recovering_store_gives_up_entries_a_newer_restoration_retired() {
+    passes_with(32000046, None, None, Profile::DefaultRestores);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
