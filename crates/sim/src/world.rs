@@ -101,7 +101,7 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K13",
-        "OPEN: restoring from a backup older than the replica's previous restoration, when the backup holds own entries that restoration lost (never sent) and renumbered: the revived entries conflict with the renumbered ones the family holds, every packet to the replica is refused as divergent, and it never completes",
+        "OPEN where K3 causes it (fixed in 59a4c56 for the replica's own copy: a recovering store gives up entries a newer restoration retired): restoring from a backup older than the replica's previous restoration, when the backup holds own entries that restoration lost (never sent) and renumbered; still seen when another replica the restoration could not know of keeps the retired entries (K3) and reports the fork for ever",
     ),
     (
         "K14",
