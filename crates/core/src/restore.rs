@@ -235,13 +235,58 @@ impl<S: Store> Replica<S> {
         )
     }
 
+    /// Every sibling this store knows of: its replica objects, and the siblings heard of in
+    /// packet headers (one created after a backup, or whose creation entry the store lost, is
+    /// known only that way; K3). Packets name them all in their sender row (with 0 where the
+    /// sender holds none of their entries), so that what one replica heard of reaches the
+    /// others, and a restoration can await a sibling that only a relay knew of.
+    pub fn known_siblings(&self) -> Result<std::collections::BTreeSet<ReplicaId>> {
+        let mut siblings: std::collections::BTreeSet<ReplicaId> =
+            self.view().replicas()?.into_iter().map(|r| r.id).collect();
+        for kv in self
+            .store
+            .scan(Keyspace::Peers, KeyRange::prefix(&[keys::peers::HEARD]))?
+        {
+            let (k, _) = kv?;
+            if let Ok(id) = <[u8; 16]>::try_from(&k[1..]) {
+                siblings.insert(ReplicaId(id));
+            }
+        }
+        // Siblings a restoration awaits or heard from (one named by id by the operator may be
+        // known nowhere else).
+        if let Some(v) = self.store.get(Keyspace::Meta, keys::RECOVERING)? {
+            let rec = Recovering::decode(&v)?;
+            siblings.extend(rec.awaited.keys().copied());
+            siblings.extend(rec.acks.keys().copied());
+        }
+        siblings.remove(&self.me);
+        Ok(siblings)
+    }
+
     /// Starts (or, while recovering, amends) the restoration procedure.
     ///
     /// `wait_for`: the awaited siblings (empty: every sibling, and any learned of later).
     /// `override_`: complete now without waiting (entries not yet recovered may be lost; the
     /// hash chains will report any conflict, see docs/protocol.md).
     pub fn restorereplica(&self, wait_for: &[ReplicaId], override_: bool) -> Result<RestoreStart> {
-        for w in wait_for {
+        self.start_restoration(wait_for, &[], override_)
+    }
+
+    /// `restorereplica` in default mode (every sibling this store knows of, and any heard of
+    /// while recovering) that also awaits `also`: siblings the operator names because the
+    /// restored store cannot know them (created from this replica after the backup, and heard
+    /// of by no sibling; PROTOCOL §6.9, docs/protocol.md "Decision (K3)").
+    pub fn restorereplica_also(&self, also: &[ReplicaId], override_: bool) -> Result<RestoreStart> {
+        self.start_restoration(&[], also, override_)
+    }
+
+    fn start_restoration(
+        &self,
+        wait_for: &[ReplicaId],
+        also: &[ReplicaId],
+        override_: bool,
+    ) -> Result<RestoreStart> {
+        for w in wait_for.iter().chain(also) {
             if *w == self.me {
                 return Err(CoreError::Invalid(
                     "a replica cannot wait for itself".into(),
@@ -261,17 +306,8 @@ impl<S: Store> Replica<S> {
             Self::recovering_in(&txn)?
         };
         let amended = existing.is_some();
-        // Every sibling this store knows of: its replica objects, and the siblings heard of in
-        // packet headers (one created after the backup, or whose creation entry the store
-        // lost, is known only that way; K3).
-        let mut siblings: std::collections::BTreeSet<ReplicaId> =
-            self.view().replicas()?.into_iter().map(|r| r.id).collect();
-        for (k, _) in txn.scan_prefix(Keyspace::Peers, &[keys::peers::HEARD])? {
-            if let Ok(id) = <[u8; 16]>::try_from(&k[1..]) {
-                siblings.insert(ReplicaId(id));
-            }
-        }
-        siblings.remove(&self.me);
+        let mut siblings = self.known_siblings()?;
+        siblings.extend(also.iter().copied());
         let siblings: Vec<ReplicaId> = siblings.into_iter().collect();
         let awaited_ids: Vec<ReplicaId> = if wait_for.is_empty() {
             siblings
@@ -970,6 +1006,61 @@ mod tests {
             r0.entry(&r0.id(), created).unwrap().unwrap().hash,
             entry.hash
         );
+    }
+
+    /// K3, the case a relay knows of (found by the simulator, seed 20000366): r1 creates r2
+    /// after the backups of r0 and r1; r0's last entry reaches r2 through r1; then both r0 and
+    /// r1 are restored. Only r2 holds that entry, and r0 never hears from r2 (it talks to r1
+    /// only). r1 heard of r2 from r2's (stale) packet; r1's packets name every sibling it knows
+    /// in their sender row, so r0 awaits r2 instead of completing on r1's provisional answer and
+    /// numbering another entry under the lost one's number.
+    #[test]
+    fn a_sibling_only_a_relay_heard_of_joins_the_awaited_set() {
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(5));
+        let r0: R = Replica::init(MemStore::new(), env.clone(), "fam", "r0").unwrap();
+        let r1 = create(&r0, "r1", &env);
+        for _ in 0..3 {
+            send(&r0, &r1);
+            send(&r1, &r0);
+        }
+        let b0 = r0.store().deep_copy();
+        let b1 = r1.store().deep_copy();
+        let r2 = create(&r1, "r2", &env);
+        r0.mkelem("lost").unwrap();
+        send(&r0, &r1);
+        send(&r1, &r2);
+        let n = r0.own_row().unwrap().get(&r0.id());
+        let lost = r0.entry(&r0.id(), n).unwrap().unwrap().hash;
+        assert_eq!(r2.entry(&r0.id(), n).unwrap().unwrap().hash, lost);
+        r2.mkelem("r2 was here").unwrap();
+        let from_r2 = r2.export_to_parts(&r1.id(), None).unwrap().unwrap();
+        let r0: R = Replica::open(b0, env.clone()).unwrap();
+        r0.mark_restored().unwrap();
+        r0.restorereplica(&[], false).unwrap();
+        let r1: R = Replica::open(b1, env).unwrap();
+        r1.mark_restored().unwrap();
+        r1.restorereplica(&[], false).unwrap();
+        // r2's packet, built before r1's restore, is refused but shows r2 to r1.
+        assert!(r1
+            .import(Incoming::from_parts(from_r2, "from r2").unwrap())
+            .is_err());
+        send(&r0, &r1);
+        send(&r1, &r0);
+        let rec = r0.status().unwrap().recovering.expect("still recovering");
+        assert!(
+            rec.awaited.contains_key(&r2.id()),
+            "r0 awaits r2, which only r1 knows of"
+        );
+        for _ in 0..8 {
+            send(&r0, &r1);
+            send(&r1, &r0);
+            send(&r1, &r2);
+            send(&r2, &r1);
+        }
+        assert!(r0.status().unwrap().recovering.is_none(), "r0 completes");
+        assert!(r1.status().unwrap().recovering.is_none(), "r1 completes");
+        assert_eq!(r0.entry(&r0.id(), n).unwrap().unwrap().hash, lost);
+        assert_eq!(r0.digest().unwrap(), r2.digest().unwrap());
     }
 
     /// K15 (found by the simulator, seed 3029359, and by the model check): a file-system

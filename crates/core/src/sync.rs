@@ -567,7 +567,7 @@ impl<S: Store> Replica<S> {
                 seen_seq: recv.seen,
             }],
             bases,
-            sender_row: own.to_wire(),
+            sender_row: self.sender_row(&own)?,
             controls,
             created_ms: self.env.now_ms(),
             new_replica: wire::Id::default(),
@@ -931,6 +931,24 @@ impl<S: Store> Replica<S> {
             }
         }
         Ok(Assessment::Importable)
+    }
+
+    /// The sender row of a packet: the own row, plus a cell with number 0 for every other
+    /// sibling this replica knows of (K3: what one replica heard of reaches the others; a
+    /// receiver treats every origin of a sender row as a sibling heard of, and a 0 cell as
+    /// holding none of its entries, which is what it means).
+    fn sender_row(&self, own: &Row) -> Result<wire::Row> {
+        let mut row = own.to_wire();
+        for s in self.known_siblings()? {
+            if own.get(&s) == 0 {
+                row.push(wire::RowCell {
+                    origin: wire::Id(s.0),
+                    number: 0,
+                });
+            }
+        }
+        row.sort_unstable_by_key(|c| c.origin.0);
+        Ok(row)
     }
 
     /// Imports one logical packet (PROTOCOL §4). A refused packet changes nothing.
@@ -1565,7 +1583,7 @@ impl<S: Store> Replica<S> {
                 seen_seq: 0,
             }],
             bases: Vec::new(),
-            sender_row: own.to_wire(),
+            sender_row: self.sender_row(&own)?,
             controls: self.controls(None)?,
             created_ms: self.env.now_ms(),
             new_replica: wire::Id(new_id.0),

@@ -156,6 +156,9 @@ pub struct Stats {
     pub rollbacks: u64,
     /// `restorereplica` run by the operator on a locked replica.
     pub operator_fixes: u64,
+    /// Default-mode restorations where the operator also named, by id, replicas the site
+    /// created after its backup (`restorereplica --also-wait-for`; PROTOCOL §6.9, K3).
+    pub named_created: u64,
     /// Packets lost.
     pub lost: u64,
     /// Packets duplicated.
@@ -209,6 +212,7 @@ impl Stats {
             amends,
             rollbacks,
             operator_fixes,
+            named_created,
             lost,
             duplicated,
             delayed,
@@ -233,7 +237,7 @@ impl fmt::Display for Stats {
             f,
             "restores={} lost={} duplicated={} reordered={} corrupted={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
-             refused_ops={} waits={} stale={} divergent={} rollback_detections={} learned_from_stale={} operator_fixes={} lossy={} \
+             refused_ops={} waits={} stale={} divergent={} rollback_detections={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
              unconvergeable={} destroyed={} steps={}",
             self.restores,
             self.lost,
@@ -259,6 +263,7 @@ impl fmt::Display for Stats {
             self.rollback_detections,
             self.learned_from_stale,
             self.operator_fixes,
+            self.named_created,
             self.lossy,
             self.unconvergeable,
             self.destroyed,

@@ -263,6 +263,8 @@ struct Site<B: SimBackend> {
     /// Whether the replica was recovering when last observed (an import that gives up retired
     /// entries may also complete the restoration).
     recovering_when_observed: bool,
+    /// The site whose replica made this one (`mkreplica`); its operator knows.
+    created_by: Option<usize>,
     /// Restored (marked); `restorereplica` not yet run, with this mode.
     pending: Option<Mode>,
     /// The store is a copy put back by a restore or rollback, and `restorereplica` has not
@@ -442,6 +444,7 @@ impl<B: SimBackend> World<B> {
             snapshot_rolled: false,
             undetected_rollback: false,
             recovering_when_observed: false,
+            created_by: None,
             pending: None,
             pending_copy: false,
             forgot_siblings: false,
@@ -556,6 +559,7 @@ impl<B: SimBackend> World<B> {
             }
         };
         let i = self.new_site(rep, fp, name.clone());
+        self.sites[i].created_by = Some(from);
         self.stats.mkreplicas += 1;
         self.ev(|w| format!("mkreplica {name} from {}", w.sites[from].name));
         if link {
@@ -1621,7 +1625,35 @@ impl<B: SimBackend> World<B> {
             self.stats.wait_for += 1;
             self.set_lossy(format!("{name} restored with --wait-for"));
         }
-        match self.mutate(i, "restorereplica", faults, |r| r.restorereplica(&wait, ov)) {
+        // The documented procedure (PROTOCOL §6.9, docs/protocol.md K3): in default mode the
+        // operator also names, by id, the replicas this site created that the restored store
+        // does not list (made after the backup); nothing in the store can tell of them.
+        let also: Vec<ReplicaId> = if matches!(m, Mode::Default) {
+            (0..self.sites.len())
+                .filter(|&j| self.sites[j].created_by == Some(i))
+                .map(|j| self.sites[j].id)
+                .filter(|id| matches!(self.rep(i).view().replica(id), Ok(None)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !also.is_empty() {
+            self.stats.named_created += 1;
+            let named: Vec<String> = also.iter().map(|id| self.name_of(id)).collect();
+            self.ev(|_| {
+                format!(
+                    "operator: restorereplica at {name} --also-wait-for {} (created here after the backup)",
+                    named.join(" ")
+                )
+            });
+        }
+        match self.mutate(i, "restorereplica", faults, |r| {
+            if also.is_empty() {
+                r.restorereplica(&wait, ov)
+            } else {
+                r.restorereplica_also(&also, ov)
+            }
+        }) {
             None => {
                 // Crashed: the operator runs it again later.
                 self.sites[i].pending = Some(m);

@@ -261,7 +261,7 @@ restoration.`\n\n\
 Run again while recovering to change the awaited set (the incarnation stays). --override \
 completes at once without waiting: entries the backup lacks may then be lost, and the hash \
 chains report any conflict they cause.",
-    after_help = "Example:\n  msite -C sanfran restorereplica\n  msite -C sanfran syncreplica export --to boston\n  msite -C sanfran restorereplica --wait-for boston   # amend: wait for boston only"
+    after_help = "Example:\n  msite -C sanfran restorereplica\n  msite -C sanfran syncreplica export --to boston\n  msite -C sanfran restorereplica --wait-for boston   # amend: wait for boston only\n  msite -C sanfran restorereplica --also-wait-for 3f6d0c1e2a4b5c6d7e8f90a1b2c3d4e5   # and for a replica made here after the backup (its id)"
 )]
 pub struct Restorereplica {
     /// Wait only for these siblings, by name or by id (default: all siblings this store knows
@@ -269,6 +269,11 @@ pub struct Restorereplica {
     /// by its id).
     #[arg(long, value_name = "NAME", num_args = 1..)]
     pub wait_for: Vec<String>,
+    /// Wait for every sibling this store knows of (the default) and also for these, by name or
+    /// by id: replicas this site created after the backup, which the restored store cannot
+    /// know and which no other sibling may have heard of yet.
+    #[arg(long, value_name = "ID", num_args = 1.., conflicts_with = "wait_for")]
+    pub also_wait_for: Vec<String>,
     /// Complete now without waiting (entries not yet recovered may be lost).
     #[arg(long = "override")]
     pub override_: bool,
@@ -279,21 +284,28 @@ impl Restorereplica {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let site = ctx.open()?;
         let r = &site.replica;
-        let mut ids = Vec::new();
-        for n in &self.wait_for {
-            ids.push(match r.view().replica_by_name(n) {
-                Ok(id) => id,
-                // A sibling this store never heard of (created from this replica after the
-                // backup) can only be named by its id.
-                Err(e) => msite_core::ReplicaId::from_hex(n).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{e}. If {n} was created after this backup, this store cannot know its \
-name: give its id instead (`msite -C SITE lsreplica --long` at that site shows it)."
-                    )
-                })?,
-            });
-        }
-        let start = r.restorereplica(&ids, self.override_)?;
+        let resolve = |names: &[String]| -> anyhow::Result<Vec<msite_core::ReplicaId>> {
+            let mut ids = Vec::new();
+            for n in names {
+                ids.push(match r.view().replica_by_name(n) {
+                    Ok(id) => id,
+                    // A sibling this store never heard of (created from this replica after
+                    // the backup) can only be named by its id.
+                    Err(e) => msite_core::ReplicaId::from_hex(n).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{e}. If {n} was created after this backup, this store cannot know \
+its name: give its id instead (`msite -C SITE lsreplica --long` at that site shows it)."
+                        )
+                    })?,
+                });
+            }
+            Ok(ids)
+        };
+        let start = if self.also_wait_for.is_empty() {
+            r.restorereplica(&resolve(&self.wait_for)?, self.override_)?
+        } else {
+            r.restorereplica_also(&resolve(&self.also_wait_for)?, self.override_)?
+        };
         let name = r.name();
         if start.amended {
             ctx.say(format!(

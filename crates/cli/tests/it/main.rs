@@ -962,4 +962,30 @@ fn restorereplica_waits_for_a_sibling_named_by_id_when_the_backup_cannot_know_it
         .collect();
     assert!(awaiting.contains(&id), "{long}");
     assert_eq!(awaiting.len(), 2, "{long}");
+    // The documented procedure: every sibling the store knows of, and also the replica made
+    // here after the backup (amending keeps the incarnation).
+    let err = lab.fails(
+        2,
+        &[
+            "-C",
+            "sanfran",
+            "restorereplica",
+            "--wait-for",
+            "boston",
+            "--also-wait-for",
+            id,
+        ],
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
+    let out = lab.ok(&["-C", "sanfran", "restorereplica", "--also-wait-for", id]);
+    assert!(out.contains("Amended"), "{out}");
+    let long = lab.json(&["-C", "sanfran", "lsreplica", "--long", "--json"]);
+    let awaiting: Vec<(String, String)> = long["recovering"]["awaiting"]
+        .as_array()
+        .expect("recovering.awaiting")
+        .iter()
+        .map(|a| (a["name"].to_string(), a["id"].to_string()))
+        .collect();
+    assert!(awaiting.iter().any(|(_, i)| i.contains(id)), "{long}");
+    assert!(awaiting.iter().any(|(n, _)| n.contains("boston")), "{long}");
 }

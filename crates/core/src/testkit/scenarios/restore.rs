@@ -571,8 +571,15 @@ pub fn case_sibling_known_only_to_the_lost_store_is_awaited_when_named_by_id<F: 
     assert!(f.sites[0].own_row().unwrap().get(&f.id(1)) < lost);
     let late = f.id(c);
     f.restore(1, &backup);
-    let start = f.sites[1].restorereplica(&[f.id(0), late], false).unwrap();
+    // The documented procedure: default mode, plus the replica made here after the backup,
+    // named by its id (`restorereplica --also-wait-for ID`).
+    let start = f.sites[1].restorereplica_also(&[late], false).unwrap();
     assert_eq!(start.awaiting.len(), 2, "{:?}", start.awaiting);
+    assert!(
+        start.awaiting.contains(&"r0".to_string()),
+        "{:?}",
+        start.awaiting
+    );
     // r0 answers first: it lacks r1's newest entries, so the restoration must go on waiting.
     f.sync(1, 0);
     assert!(!unlocked(&f.sync(0, 1)));
