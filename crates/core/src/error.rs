@@ -115,6 +115,9 @@ pub enum Refusal {
         number: u64,
         /// Detail.
         detail: String,
+        /// Other origins whose history differs at the packet's bases, with the number where
+        /// it was seen: every fork a packet shows is reported, not only the first (K14).
+        also: Vec<(String, u64)>,
     },
     /// This replica has lost entries of its own (restored without restorereplica).
     RolledBack {
@@ -148,10 +151,21 @@ impl std::fmt::Display for Refusal {
                 f,
                 "stale packet: it was built by {sender} at incarnation {had}, but {sender} has since been restored (incarnation {expected}); nothing was applied"
             ),
-            Refusal::Divergent { origin, number, detail } => write!(
-                f,
-                "divergent history: entry {number} of origin {origin} differs between the sender and this replica ({detail}); nothing was applied — a replica was restored without `msite restorereplica` or with --override; find which and see docs/protocol.md, 'Divergence'"
-            ),
+            Refusal::Divergent {
+                origin,
+                number,
+                detail,
+                also,
+            } => {
+                let also: String = also
+                    .iter()
+                    .map(|(o, n)| format!("; entry {n} of origin {o} differs too"))
+                    .collect();
+                write!(
+                    f,
+                    "divergent history: entry {number} of origin {origin} differs between the sender and this replica ({detail}{also}); nothing was applied — a replica was restored without `msite restorereplica` or with --override; find which and see docs/protocol.md, 'Divergence'"
+                )
+            }
             Refusal::RolledBack { sender, theirs, ours } => write!(
                 f,
                 "this replica has lost entries of its own: {sender} holds its entries up to {theirs}, but it holds only up to {ours} (it was restored from a copy without `msite restore`); it now refuses local changes — run `msite restorereplica` to recover them"

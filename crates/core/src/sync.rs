@@ -916,19 +916,25 @@ impl<S: Store> Replica<S> {
         if !needs.is_empty() {
             return Ok(Assessment::Waiting(needs));
         }
-        // 5. Divergence at the base.
+        // 5. Divergence at the base: every origin that differs is named.
+        let mut forks = Vec::new();
         for b in &h.bases {
             let o = ReplicaId(b.origin.0);
             let ours = Self::entry_hash_at(&self.store, &o, b.number)?;
             if ours != Some(b.hash) {
-                return Ok(Assessment::Refused(CoreError::Refused(
-                    Refusal::Divergent {
-                        origin: self.replica_name(&o),
-                        number: b.number,
-                        detail: format!("{sender_name}'s entry at its base differs from ours"),
-                    },
-                )));
+                forks.push((self.replica_name(&o), b.number));
             }
+        }
+        if !forks.is_empty() {
+            let (origin, number) = forks.remove(0);
+            return Ok(Assessment::Refused(CoreError::Refused(
+                Refusal::Divergent {
+                    origin,
+                    number,
+                    detail: format!("{sender_name}'s entry at its base differs from ours"),
+                    also: forks,
+                },
+            )));
         }
         Ok(Assessment::Importable)
     }
@@ -1153,6 +1159,7 @@ impl<S: Store> Replica<S> {
                                 detail: format!(
                                     "{sender_name} has a different entry under the same number"
                                 ),
+                                also: Vec::new(),
                             }));
                         }
                         skipped += 1;
@@ -1181,6 +1188,7 @@ impl<S: Store> Replica<S> {
                             origin: self.replica_name(&e.origin),
                             number: e.number,
                             detail: "its hash chain does not continue this replica's".into(),
+                            also: Vec::new(),
                         }));
                     }
                     if e.origin == self.me && !recovering {
@@ -1236,6 +1244,11 @@ impl<S: Store> Replica<S> {
             matches!(c, wire::Control::RestoreRequest { replica, incarnation, .. }
                 if replica.0 == sender.0 && *incarnation <= completed_sender)
         });
+        let newest = {
+            let r = Self::recv_state(&txn, &sender)?;
+            me_t.packet_seq > 0
+                && (r.sender_inc != h.sender_incarnation || me_t.packet_seq > r.seen)
+        };
         if sender_revives_completed {
             // The sender still asks for a restoration we saw complete: its store was put back
             // to a copy taken while it recovered (a snapshot rollback; K15). Its row is exact:
@@ -1253,14 +1266,27 @@ impl<S: Store> Replica<S> {
             }
         } else if sender_recovering_own {
             self.raise_estimate_of_recovering(&mut txn, &sender, &sender_row)?;
+            if newest {
+                // A recovering replica's row only grows, unless its store was put back to a
+                // copy taken earlier in the same restoration (a snapshot; the request keeps
+                // its incarnation, so we do not roll back on it): its newest packet's row is
+                // exact, and an estimate above it makes every packet to it wait (K11, found by
+                // the simulator, seed 34001402).
+                for (o, n) in
+                    &crate::replica::read_row_txn(&txn, &keys::estimate_prefix(&sender))?.0
+                {
+                    if sender_row.get(o) < *n {
+                        txn.put(
+                            Keyspace::Epochs,
+                            &keys::estimate(&sender, o),
+                            &sender_row.get(o).to_be_bytes(),
+                        );
+                    }
+                }
+            }
         } else if !sender_holds_request {
             crate::restore::raise_estimate(&mut txn, &sender, &sender_row)?;
         }
-        let newest = {
-            let r = Self::recv_state(&txn, &sender)?;
-            me_t.packet_seq > 0
-                && (r.sender_inc != h.sender_incarnation || me_t.packet_seq > r.seen)
-        };
         Self::take_report(
             &mut txn,
             &sender,
@@ -1392,9 +1418,19 @@ impl<S: Store> Replica<S> {
         }
         send.have_report = true;
         send.reported_row = sender_row.clone();
+        // The sender reports having seen more of our packets than we ever sent under this
+        // incarnation: our store was put back to an older copy (a snapshot rollback that lost
+        // no own entry) and forgot packets it had sent, or a crash lost a packet whose sending
+        // state was already written (K11, found by the simulator, seed 34005867). Number our
+        // next packet above what it has seen, and resend from what it holds.
+        let forgotten = me_t.seen_seq > send.last_seq;
+        if forgotten {
+            send.last_seq = me_t.seen_seq;
+        }
         // Likewise, the newest packet says it applied our packet `applied_seq`, yet its row
         // lacks entries that packet brought it to: resend from what it holds (rows only grow).
         let lost_since = regressed
+            || forgotten
             || (newest
                 && me_t.applied_seq > 0
                 && !sender_holds_request

@@ -1469,10 +1469,17 @@ impl<B: SimBackend> World<B> {
             | CoreError::Refused(Refusal::StaleSender { .. }) => {
                 self.stats.stale += 1;
             }
-            CoreError::Refused(Refusal::Divergent { origin, number, .. }) => {
+            CoreError::Refused(Refusal::Divergent {
+                origin,
+                number,
+                also,
+                ..
+            }) => {
                 self.stats.divergent += 1;
-                if let Some(s) = self.sites.iter().find(|s| s.name == origin) {
-                    self.reported.insert(s.id);
+                for name in std::iter::once(&origin).chain(also.iter().map(|(o, _)| o)) {
+                    if let Some(s) = self.sites.iter().find(|s| &s.name == name) {
+                        self.reported.insert(s.id);
+                    }
                 }
                 if self.lossy.is_empty() && !pkt.corrupt {
                     self.violation(format!(

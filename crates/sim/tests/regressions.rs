@@ -140,6 +140,25 @@ fn k13_recovering_store_gives_up_entries_a_newer_restoration_retired() {
     passes_with(32000046, None, None, Profile::DefaultRestores);
 }
 
+/// K3, the case a relay knows of (found by the sweeps, seed 20000366): r0 restored without
+/// awaiting r5, which r1 created after its own backup; r1 was restored too and knew r5 only
+/// from r5's packet header. Packets now name every sibling their sender knows.
+#[test]
+fn k3_sibling_only_a_relay_heard_of_is_awaited() {
+    passes_with(20000366, None, None, Profile::All);
+}
+
+/// K11 remainder (found by run H, seeds 34005867 and 34001402): a replica put back to an older
+/// copy forgot packets it had sent (its next packets reused sequences the target had seen), and
+/// a recovering replica put back to a copy of the same restoration showed a row below the
+/// sibling's estimate; in both the sibling's packets never gave back what was lost.
+#[test]
+fn k11_forgotten_packets_and_a_recovering_copy_are_resent() {
+    passes_with(34005867, Some(59), Some(3), Profile::Crashy);
+    passes_with(34005867, None, None, Profile::Crashy);
+    passes_with(34001402, None, None, Profile::Crashy);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
