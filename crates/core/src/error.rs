@@ -119,6 +119,17 @@ pub enum Refusal {
         /// it was seen: every fork a packet shows is reported, not only the first (K14).
         also: Vec<(String, u64)>,
     },
+    /// The sender recovers from a copy older than a restoration of `origin` and carries an
+    /// entry that restoration replaced; it gives it up when it receives the newer history
+    /// (K13). Not a fork: nothing to repair here.
+    SenderHoldsRetired {
+        /// The sender.
+        sender: String,
+        /// The origin.
+        origin: String,
+        /// The entry number.
+        number: u64,
+    },
     /// This replica has lost entries of its own (restored without restorereplica).
     RolledBack {
         /// Sender that holds more.
@@ -166,6 +177,10 @@ impl std::fmt::Display for Refusal {
                     "divergent history: entry {number} of origin {origin} differs between the sender and this replica ({detail}{also}); nothing was applied — a replica was restored without `msite restorereplica` or with --override; find which and see docs/protocol.md, 'Divergence'"
                 )
             }
+            Refusal::SenderHoldsRetired { sender, origin, number } => write!(
+                f,
+                "{sender} is recovering from a copy older than a restoration of {origin}: it still holds entry {number} of {origin} that this replica holds in its newer form; nothing was applied, and {sender} gives the old entry up when it imports this replica's next packet"
+            ),
             Refusal::RolledBack { sender, theirs, ours } => write!(
                 f,
                 "this replica has lost entries of its own: {sender} holds its entries up to {theirs}, but it holds only up to {ours} (it was restored from a copy without `msite restore`); it now refuses local changes — run `msite restorereplica` to recover them"

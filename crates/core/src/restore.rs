@@ -588,6 +588,18 @@ impl<S: Store> Replica<S> {
         Ok(())
     }
 
+    /// Whether the entry held here under `theirs`' number was made under a later incarnation of
+    /// its origin than `theirs` (so `theirs` belongs to a timeline a restoration retired).
+    pub(crate) fn holds_newer(&self, txn: &Txn<'_, S>, theirs: &Entry) -> Result<bool> {
+        match txn.get(Keyspace::Oplog, &keys::oplog(&theirs.origin, theirs.number))? {
+            Some(v) => {
+                let ours = Entry::decode_verified(&StoredEntry::decode(&v)?.canonical)?;
+                Ok(ours.incarnation > theirs.incarnation)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// While recovering: `theirs` arrived under a number this store already holds for its
     /// origin, with a different entry. If `theirs` was made under a later incarnation of its
     /// origin than the entry held here, the held one belongs to a timeline that a restoration
@@ -863,7 +875,12 @@ impl<S: Store> Replica<S> {
             Op::CreateReplica { replica, row, .. } if *replica != self.me => {
                 raise_estimate(txn, replica, row)?;
                 if let Some(mut rec) = Self::recovering_in(txn)? {
-                    if !rec.explicit && !rec.awaited.contains_key(replica) {
+                    // Not one whose acknowledgement already came (it may arrive before the
+                    // creation entry; found by the simulator, seed 20000366).
+                    if !rec.explicit
+                        && !rec.awaited.contains_key(replica)
+                        && !rec.acks.contains_key(replica)
+                    {
                         rec.awaited.insert(*replica, None);
                         txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
                     }

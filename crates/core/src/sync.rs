@@ -499,7 +499,10 @@ impl<S: Store> Replica<S> {
         let mut entry_count = 0;
         for (o, n) in &own.0 {
             let b = base.get(o);
-            if *n > b {
+            // While recovering, a relay carries others' entries only: our own, as restored, may
+            // include entries an earlier restoration of ours retired (K13), and no restoration
+            // needs them from us before we complete (found by the simulator, seed 42001263).
+            if *n > b && !(*o == self.me && st.recovering.is_some()) {
                 ranges.push((*o, b + 1, *n));
                 entry_count += n - b;
             }
@@ -534,11 +537,14 @@ impl<S: Store> Replica<S> {
                 hash,
             });
         }
-        if ranges.is_empty() && !probe && send.have_report {
+        if ranges.is_empty() && !probe && send.have_report && st.recovering.is_none() {
             // A packet without entries carries bases only where the target is known to hold
             // them (its last report, capped by the estimate), so it never waits, yet the
             // target checks our hashes there: a fork made by `--override` is reported at the
-            // first exchange even when no packet carries that origin's entries (K14).
+            // first exchange even when no packet carries that origin's entries (K14). Not
+            // while we recover: our store is a copy that may hold entries a newer restoration
+            // retired, which we give up when the newer ones arrive (K13); our bases would only
+            // make the target report a fork that is already being repaired (seed 42008201).
             for (o, n) in base.0.iter() {
                 let b = (*n).min(own.get(o)).min(send.reported_row.get(o));
                 if b == 0 {
@@ -961,6 +967,12 @@ impl<S: Store> Replica<S> {
     pub fn import(&self, pkt: Incoming<'_>) -> Result<ImportOutcome> {
         let h = pkt.header.clone();
         let res = self.import_packet(pkt);
+        if let Err(CoreError::Refused(Refusal::SenderHoldsRetired { .. })) = &res {
+            // The sender's own restore request is news about the sender, as for a stale
+            // packet: without it we never send the sender the newer history that makes it
+            // give up the retired entries (found by the simulator, seed 42008201).
+            self.learn_sender_request(&h)?;
+        }
         if let Err(CoreError::Refused(Refusal::Divergent { .. } | Refusal::RolledBack { .. })) =
             &res
         {
@@ -1104,6 +1116,9 @@ impl<S: Store> Replica<S> {
         };
         // 6. Apply entries, then control records.
         let recovering = st.recovering.is_some();
+        let sender_recovering = h.controls.iter().any(
+            |c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0),
+        );
         let mut txn = Txn::new(&self.store);
         let mut ap = Appender::load(&txn)?;
         let mut held: BTreeMap<ReplicaId, u64> = own.0.clone();
@@ -1153,8 +1168,19 @@ impl<S: Store> Replica<S> {
                                 None => ZERO_HASH,
                             };
                         if ours != e.hash {
+                            let origin = self.replica_name(&e.origin);
+                            if sender_recovering && self.holds_newer(&txn, &e)? {
+                                // The sender recovers from a copy older than a restoration of
+                                // that origin and relays an entry it replaced: not a fork; the
+                                // sender gives it up when it receives ours (K13).
+                                return Err(CoreError::Refused(Refusal::SenderHoldsRetired {
+                                    sender: sender_name.clone(),
+                                    origin,
+                                    number: e.number,
+                                }));
+                            }
                             return Err(CoreError::Refused(Refusal::Divergent {
-                                origin: self.replica_name(&e.origin),
+                                origin,
                                 number: e.number,
                                 detail: format!(
                                     "{sender_name} has a different entry under the same number"
@@ -1232,9 +1258,7 @@ impl<S: Store> Replica<S> {
         let sender_holds_request = txn
             .get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &sender))?
             .is_some();
-        let sender_recovering_own = h.controls.iter().any(
-            |c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0),
-        );
+        let sender_recovering_own = sender_recovering;
         let completed_sender = txn_u64(
             &txn,
             Keyspace::Peers,

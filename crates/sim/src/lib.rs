@@ -177,6 +177,9 @@ pub struct Stats {
     pub stale: u64,
     /// Packets refused as divergent.
     pub divergent: u64,
+    /// Packets refused because their recovering sender relayed entries a newer restoration
+    /// replaced (K13; the sender gives them up when it receives the newer ones).
+    pub retired_relays: u64,
     /// Rollbacks detected by an import.
     pub rollback_detections: u64,
     /// Restore requests learned from packets refused as stale for their target.
@@ -222,6 +225,7 @@ impl Stats {
             waits,
             stale,
             divergent,
+            retired_relays,
             rollback_detections,
             learned_from_stale,
             lossy,
@@ -237,7 +241,7 @@ impl fmt::Display for Stats {
             f,
             "restores={} lost={} duplicated={} reordered={} corrupted={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
-             refused_ops={} waits={} stale={} divergent={} rollback_detections={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
+             refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
              unconvergeable={} destroyed={} steps={}",
             self.restores,
             self.lost,
@@ -260,6 +264,7 @@ impl fmt::Display for Stats {
             self.waits,
             self.stale,
             self.divergent,
+            self.retired_relays,
             self.rollback_detections,
             self.learned_from_stale,
             self.operator_fixes,

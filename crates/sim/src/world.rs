@@ -1318,14 +1318,15 @@ impl<B: SimBackend> World<B> {
         });
         let res = self.mutate(to, "import", faults, |r| r.import(inc));
         let after_own = self.rep(to).own_row().ok();
-        // A packet refused as stale for its target, or one that must wait, may still teach
-        // the sender's own restore request (core's design since the simulator found two
+        // A packet refused as stale for its target, or for relaying retired entries (K13), or
+        // one that must wait, may still teach the sender's own restore request (core's design since the simulator found two
         // replicas restored at once refusing each other forever, docs/protocol.md §4): the
         // only change allowed is this replica's numbered acknowledgement of that request.
         let stale_target_refusal = matches!(
             res,
-            None | Some(Err(CoreError::Refused(Refusal::StaleTarget { .. })))
-                | Some(Ok(ImportOutcome::Waiting(_)))
+            None | Some(Err(CoreError::Refused(
+                Refusal::StaleTarget { .. } | Refusal::SenderHoldsRetired { .. }
+            ))) | Some(Ok(ImportOutcome::Waiting(_)))
         );
         let learned = stale_target_refusal
             && has_sender_request
@@ -1488,6 +1489,13 @@ impl<B: SimBackend> World<B> {
                 }
             }
             CoreError::Refused(Refusal::RolledBack { .. }) => self.on_rollback_detected(to, serial),
+            CoreError::Refused(Refusal::SenderHoldsRetired { .. }) => {
+                // A recovering sender relayed entries a newer restoration replaced (K13); core
+                // says so only for a packet carrying the sender's own restore request and an
+                // entry older (by incarnation) than ours. What follows is checked as usual:
+                // the sender must give them up and the family converge.
+                self.stats.retired_relays += 1;
+            }
             CoreError::Refused(Refusal::Other(m)) if m.contains("export to the siblings again") => {
                 // A recovering store older than a restoration the family knows moved its
                 // request to a newer incarnation; the packet is dropped.
