@@ -119,9 +119,11 @@ pub enum Refusal {
         /// it was seen: every fork a packet shows is reported, not only the first (K14).
         also: Vec<(String, u64)>,
     },
-    /// The sender recovers from a copy older than a restoration of `origin` and carries an
-    /// entry that restoration replaced; it gives it up when it receives the newer history
-    /// (K13). Not a fork: nothing to repair here.
+    /// The sender recovers from a copy that differs from this replica's history of `origin`
+    /// at `number`: an entry made under an earlier incarnation than ours, or (at the packet's
+    /// base) a differing hash. Its copy is older than a restoration of `origin`; it gives it up
+    /// when it receives the newer history, or reports the divergence if its copy is the newer
+    /// (K13). Not a fork to report here.
     SenderHoldsRetired {
         /// The sender.
         sender: String,
@@ -179,7 +181,7 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::SenderHoldsRetired { sender, origin, number } => write!(
                 f,
-                "{sender} is recovering from a copy older than a restoration of {origin}: it still holds entry {number} of {origin} that this replica holds in its newer form; nothing was applied, and {sender} gives the old entry up when it imports this replica's next packet"
+                "{sender} is recovering, and its copy of {origin}'s history differs from this replica's at entry {number} (its store is older than a restoration of {origin}); nothing was applied: {sender} gives up its copy when it imports this replica's next packet, or reports the divergence if its copy is the newer"
             ),
             Refusal::RolledBack { sender, theirs, ours } => write!(
                 f,

@@ -20,7 +20,7 @@
 //! acknowledgement, so the exchange settles.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::path::{Path, PathBuf};
 
 use msite_packet::{wire, MemPacketWriter, PacketReader, PacketWriter, Record};
@@ -499,10 +499,7 @@ impl<S: Store> Replica<S> {
         let mut entry_count = 0;
         for (o, n) in &own.0 {
             let b = base.get(o);
-            // While recovering, a relay carries others' entries only: our own, as restored, may
-            // include entries an earlier restoration of ours retired (K13), and no restoration
-            // needs them from us before we complete (found by the simulator, seed 42001263).
-            if *n > b && !(*o == self.me && st.recovering.is_some()) {
+            if *n > b {
                 ranges.push((*o, b + 1, *n));
                 entry_count += n - b;
             }
@@ -931,6 +928,21 @@ impl<S: Store> Replica<S> {
                 forks.push((self.replica_name(&o), b.number));
             }
         }
+        let sender_recovering = h.controls.iter().any(
+            |c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0),
+        );
+        if !forks.is_empty() && sender_recovering {
+            // The sender's store is a restored copy: the fork is one it repairs or reports
+            // when our next packet reaches it (K13; found by the simulator, seed 42001263).
+            let (origin, number) = forks.remove(0);
+            return Ok(Assessment::Refused(CoreError::Refused(
+                Refusal::SenderHoldsRetired {
+                    sender: sender_name,
+                    origin,
+                    number,
+                },
+            )));
+        }
         if !forks.is_empty() {
             let (origin, number) = forks.remove(0);
             return Ok(Assessment::Refused(CoreError::Refused(
@@ -943,6 +955,35 @@ impl<S: Store> Replica<S> {
             )));
         }
         Ok(Assessment::Importable)
+    }
+
+    /// After a packet is found divergent at the origins named in `reported`: the other
+    /// origins whose entries in the rest of the packet differ from the ones held here, so that
+    /// the refusal reports every fork the packet shows, not only the first (K14). Nothing is
+    /// applied.
+    fn later_forks(
+        &self,
+        records: &mut dyn Iterator<Item = Result<Record>>,
+        reported: &[&str],
+    ) -> Result<Vec<(String, u64)>> {
+        let mut seen: BTreeSet<String> = reported.iter().map(|s| s.to_string()).collect();
+        let mut out = Vec::new();
+        for rec in records {
+            let Ok(Record::Entry(bytes)) = rec else {
+                continue;
+            };
+            let Ok(e) = Entry::decode_verified(&bytes) else {
+                continue;
+            };
+            if let Some(ours) = Self::entry_hash_at(&self.store, &e.origin, e.number)? {
+                let name = self.replica_name(&e.origin);
+                if ours != e.hash && !seen.contains(&name) {
+                    seen.insert(name.clone());
+                    out.push((name, e.number));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The sender row of a packet: the own row, plus a cell with number 0 for every other
@@ -1004,6 +1045,7 @@ impl<S: Store> Replica<S> {
                     Refusal::StaleTarget { .. }
                         | Refusal::StaleSender { .. }
                         | Refusal::Divergent { .. }
+                        | Refusal::SenderHoldsRetired { .. }
                 ))
         ) {
             // An authentic header of our family addressed to us: its sender is a sibling,
@@ -1028,6 +1070,24 @@ impl<S: Store> Replica<S> {
                 // else of the packet is applied.
                 self.learn_sender_request(&h)?;
                 return Err(CoreError::Refused(r));
+            }
+            Assessment::Refused(CoreError::Refused(Refusal::Divergent {
+                origin,
+                number,
+                detail,
+                mut also,
+            })) => {
+                // Forks the carried entries show beyond the bases are reported too (K14).
+                let mut named: Vec<&str> = vec![origin.as_str()];
+                named.extend(also.iter().map(|(o, _)| o.as_str()));
+                let more = self.later_forks(&mut pkt.records, &named)?;
+                also.extend(more);
+                return Err(CoreError::Refused(Refusal::Divergent {
+                    origin,
+                    number,
+                    detail,
+                    also,
+                }));
             }
             Assessment::Refused(e) => return Err(e),
             Assessment::RolledBack(refusal) => {
@@ -1128,7 +1188,7 @@ impl<S: Store> Replica<S> {
         let mut grants = Vec::new();
         let mut blobs_seen: HashSet<Hash> = HashSet::new();
         let mut notes = Vec::new();
-        for rec in &mut pkt.records {
+        while let Some(rec) = pkt.records.next() {
             match rec? {
                 Record::Blob { hash, bytes } => {
                     if *blake3::hash(&bytes).as_bytes() != hash {
@@ -1179,13 +1239,14 @@ impl<S: Store> Replica<S> {
                                     number: e.number,
                                 }));
                             }
+                            let also = self.later_forks(&mut pkt.records, &[&origin])?;
                             return Err(CoreError::Refused(Refusal::Divergent {
                                 origin,
                                 number: e.number,
                                 detail: format!(
                                     "{sender_name} has a different entry under the same number"
                                 ),
-                                also: Vec::new(),
+                                also,
                             }));
                         }
                         skipped += 1;
@@ -1210,11 +1271,13 @@ impl<S: Store> Replica<S> {
                         },
                     };
                     if e.prev != prev {
+                        let origin = self.replica_name(&e.origin);
+                        let also = self.later_forks(&mut pkt.records, &[&origin])?;
                         return Err(CoreError::Refused(Refusal::Divergent {
-                            origin: self.replica_name(&e.origin),
+                            origin,
                             number: e.number,
                             detail: "its hash chain does not continue this replica's".into(),
-                            also: Vec::new(),
+                            also,
                         }));
                     }
                     if e.origin == self.me && !recovering {

@@ -29,6 +29,11 @@ pub struct Ledger {
     pub conflicts: BTreeMap<EntryId, (Hash, Hash)>,
     /// Reached entries whose every copy was thrown away by restores.
     pub destroyed: BTreeSet<EntryId>,
+    /// Entries whose number their origin used again after every copy was destroyed, by hash:
+    /// a copy revived from an older backup is not a new conflict (the restoration that reused
+    /// the number retired it; core gives it up, K13), but it must be gone when the family
+    /// settles, which the final convergence check sees.
+    pub retired: BTreeMap<EntryId, BTreeSet<Hash>>,
 }
 
 impl Ledger {
@@ -39,8 +44,16 @@ impl Ledger {
             Some(h) if *h != hash && self.destroyed.contains(&id) => {
                 // Every copy of the old entry was thrown away by restores of several replicas
                 // before any replica held this one: its origin reused the number unavoidably,
-                // and no replica can hold both.
+                // and no replica can hold both. The new entry is live: from now on it is the
+                // one that must not be lost, and a third entry under the number is a conflict.
+                self.retired.entry(id).or_default().insert(*h);
+                self.destroyed.remove(&id);
                 self.reached.insert(id, hash);
+                None
+            }
+            Some(h) if *h != hash && self.retired.get(&id).is_some_and(|r| r.contains(&hash)) => {
+                // A retired entry, revived by a restore from a backup older than the
+                // restoration that retired it.
                 None
             }
             Some(h) if *h != hash => {

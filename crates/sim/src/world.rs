@@ -1489,7 +1489,11 @@ impl<B: SimBackend> World<B> {
                 }
             }
             CoreError::Refused(Refusal::RolledBack { .. }) => self.on_rollback_detected(to, serial),
-            CoreError::Refused(Refusal::SenderHoldsRetired { .. }) => {
+            CoreError::Refused(Refusal::SenderHoldsRetired { origin, .. }) => {
+                // The refusal names the origin whose histories differ: the operator is told.
+                if let Some(s) = self.sites.iter().find(|s| s.name == origin) {
+                    self.reported.insert(s.id);
+                }
                 // A recovering sender relayed entries a newer restoration replaced (K13); core
                 // says so only for a packet carrying the sender's own restore request and an
                 // entry older (by incarnation) than ours. What follows is checked as usual:
@@ -1592,6 +1596,23 @@ impl<B: SimBackend> World<B> {
         let name = self.sites[i].name.clone();
         self.sites[i].rep = Some(rep);
         self.sites[i].observed = self.rep(i).own_row().unwrap_or_default();
+        // The copy may hold entries whose numbers their origin used again since (a
+        // restoration that did not recover them): such an entry is retired, not a new
+        // conflict, when it travels on (core gives it up, K13; the final checks see whether it
+        // did).
+        let ids: Vec<ReplicaId> = self.sites.iter().map(|s| s.id).collect();
+        for o in &ids {
+            for e in self.rep(i).entries_of(o).unwrap_or_default() {
+                if matches!(self.ledger.reached.get(&(e.origin, e.number)), Some(h) if *h != e.hash)
+                {
+                    self.ledger
+                        .retired
+                        .entry((e.origin, e.number))
+                        .or_default()
+                        .insert(e.hash);
+                }
+            }
+        }
         self.sites[i].pending = None;
         self.sites[i].pending_copy = true;
         self.note_destroyed();

@@ -159,6 +159,26 @@ fn k11_forgotten_packets_and_a_recovering_copy_are_resent() {
     passes_with(34001402, None, None, Profile::Crashy);
 }
 
+/// K13, the other side (found by run I, seeds 42008201 and 42001263): a replica recovering
+/// from a copy older than a restoration relays the entries that restoration retired; the
+/// receivers refused its packets as divergent (a fork nobody made), or, recovering too, took
+/// the retired entries up. Such a packet is now refused as `SenderHoldsRetired`, its request
+/// still learned, and both sides give the retired entries up.
+#[test]
+fn k13_recovering_copy_relaying_retired_entries_is_not_a_fork() {
+    passes_with(42008201, None, None, Profile::DefaultRestores);
+    passes_with(42001263, None, None, Profile::DefaultRestores);
+}
+
+/// K14 remainder (seeds 34309550 and 41012873, lossy schedules): a packet refused at its first
+/// fork reported only that one; a fork behind it, at a replica that refused every packet, was
+/// never reported. A divergent refusal now names every origin that differs in the packet.
+#[test]
+fn k14_every_fork_a_packet_shows_is_reported() {
+    passes_with(34309550, None, None, Profile::All);
+    passes_with(41012873, None, None, Profile::Crashy);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
