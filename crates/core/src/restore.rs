@@ -610,9 +610,10 @@ impl<S: Store> Replica<S> {
     /// entries that remain, in apply order; returns a note for the operator. Returns `None`
     /// (and changes nothing) when the held entry is the same or the newer one.
     ///
-    /// No other entry can depend on the removed ones: they never reached a replica that
-    /// outlived the restoration that retired them, or that restoration would have recovered
-    /// them. The whole rebuild is part of the import's transaction, so a crash leaves the
+    /// In default mode no other entry can depend on the removed ones: they never reached a
+    /// replica that outlived the restoration that retired them, or that restoration would
+    /// have recovered them. After `--override` one may; then the rebuild fails and the packet
+    /// is refused as divergent (the fork is reported, nothing is applied). The whole rebuild is part of the import's transaction, so a crash leaves the
     /// store as it was before. Content the packet being imported carries (`arriving_blobs`)
     /// stays even if only removed entries referred to it so far.
     pub(crate) fn retire_if_superseded(
@@ -651,6 +652,20 @@ impl<S: Store> Replica<S> {
             0 => txn.delete(Keyspace::Epochs, &keys::own(&o)),
             n => txn.put(Keyspace::Epochs, &keys::own(&o), &n.to_be_bytes()),
         }
+        if o == self.me {
+            // An acknowledgement that counted our entries from the replaced timeline asks for
+            // entries nobody can give back any more (found by the simulator, seed 50008365).
+            if let Some(mut rec) = Self::recovering_in(txn)? {
+                let cap = theirs.number - 1;
+                for held in rec.awaited.values_mut().flatten() {
+                    *held = (*held).min(cap);
+                }
+                for held in rec.acks.values_mut() {
+                    *held = (*held).min(cap);
+                }
+                txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+            }
+        }
         // Rebuild the object base from what remains, in apply order.
         for (k, _) in txn.scan_prefix(Keyspace::State, &[])? {
             txn.delete(Keyspace::State, &k);
@@ -671,7 +686,22 @@ impl<S: Store> Replica<S> {
         kept.sort_unstable_by_key(|(lsn, _)| *lsn);
         for (_, canonical) in kept {
             let e = Entry::decode_verified(&canonical)?;
-            crate::vob::apply(txn, &e)?;
+            if let Err(err) = crate::vob::apply(txn, &e) {
+                // An entry of another origin builds on a replaced one: they had reached other
+                // replicas after all (a restoration with --override or a partial --wait-for
+                // replaced them). That is a fork, reported as such; the caller drops the
+                // transaction, so nothing of this attempt is kept.
+                return Err(CoreError::Refused(crate::error::Refusal::Divergent {
+                    origin: self.replica_name(&o),
+                    number: theirs.number,
+                    detail: format!(
+                        "entry {} of {} held here builds on the entries it replaced ({err})",
+                        e.number,
+                        self.replica_name(&e.origin)
+                    ),
+                    also: Vec::new(),
+                }));
+            }
         }
         Ok(Some(format!(
             "this store held {removed} entries of {} (numbers {}..={last}) that its restoration of incarnation {} replaced: the store is older than that restoration; they were removed and the newer history applied",
@@ -801,6 +831,18 @@ impl<S: Store> Replica<S> {
                     &keys::restore_complete_at(origin, e.number),
                     &[],
                 );
+                // A restoration we hold a request of may come from a copy older than this one
+                // (K13): where its row reaches this restore complete, give back from just below
+                // it, as `on_request` does for restore completes known when the request came
+                // (found by the simulator, seed 50032171).
+                for req in held_requests_txn(txn)? {
+                    let k = keys::estimate(&req.replica, origin);
+                    if req.row.get(origin) >= e.number
+                        && txn_u64(txn, Keyspace::Epochs, &k)? >= e.number
+                    {
+                        txn.put(Keyspace::Epochs, &k, &(e.number - 1).to_be_bytes());
+                    }
+                }
                 // Our own restore complete, given back while we recover under that (or an
                 // older) incarnation: that restoration already completed, and this store is a
                 // copy taken before it did (a snapshot rollback; K15). The siblings ignore a
