@@ -94,6 +94,16 @@ impl Recovering {
     }
 
     /// Records an acknowledgement from `acker` for this incarnation.
+    /// A numbered acknowledgement: the acker's own answer, in its own oplog order, so it
+    /// supersedes provisional ones (which may have counted entries the acker has since given
+    /// up as retired; found by the simulator, seed 60002701).
+    fn record_numbered_ack(&mut self, acker: ReplicaId, held: u64) {
+        self.acks.insert(acker, held);
+        if let Some(slot) = self.awaited.get_mut(&acker) {
+            *slot = Some(held);
+        }
+    }
+
     fn record_ack(&mut self, acker: ReplicaId, held: u64) {
         let h = self.acks.entry(acker).or_insert(0);
         *h = (*h).max(held);
@@ -652,6 +662,19 @@ impl<S: Store> Replica<S> {
             0 => txn.delete(Keyspace::Epochs, &keys::own(&o)),
             n => txn.put(Keyspace::Epochs, &keys::own(&o), &n.to_be_bytes()),
         }
+        if o != self.me {
+            // Our provisional acknowledgement of `o`'s restoration counted the entries given up
+            // here: it now says what we hold (found by the simulator, seed 50008365).
+            let k = keys::peer2(keys::peers::PROV_ACK, &o, &self.me);
+            if let Some(v) = txn.get(Keyspace::Peers, &k)? {
+                let mut d = Dec::new(&v, "provisional ack");
+                let (inc, held) = (d.u64()?, d.u64()?);
+                let cap = theirs.number - 1;
+                if held > cap {
+                    txn.put(Keyspace::Peers, &k, &Enc::new().u64(inc).u64(cap).done());
+                }
+            }
+        }
         if o == self.me {
             // An acknowledgement that counted our entries from the replaced timeline asks for
             // entries nobody can give back any more (found by the simulator, seed 50008365).
@@ -782,6 +805,11 @@ impl<S: Store> Replica<S> {
         txn: &mut Txn<'_, S>,
         a: &ProvisionalAck,
     ) -> Result<()> {
+        if a.acker == self.me {
+            // Our own answer relayed back: we are its authority (it may be one we replaced
+            // with a numbered acknowledgement, or lowered; found by the simulator, 60002701).
+            return Ok(());
+        }
         if a.replica == self.me {
             if let Some(mut rec) = Self::recovering_in(txn)? {
                 if rec.incarnation == a.incarnation {
@@ -820,7 +848,7 @@ impl<S: Store> Replica<S> {
             } if *replica == self.me => {
                 if let Some(mut rec) = Self::recovering_in(txn)? {
                     if rec.incarnation == *incarnation {
-                        rec.record_ack(*origin, *held);
+                        rec.record_numbered_ack(*origin, *held);
                         txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
                     }
                 }

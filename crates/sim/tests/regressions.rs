@@ -184,6 +184,16 @@ fn k14_every_fork_a_packet_shows_is_reported() {
     passes_with(41012873, None, None, Profile::Crashy);
 }
 
+/// Acknowledgements that counted retired entries (found by run I, seeds 50008365 and
+/// 60002701): a provisional acknowledgement counted entries its acker later gave up as retired,
+/// and an acker's own provisional answer came back to it relayed after it had replaced it; the
+/// restoration waited for entries nobody could give back.
+#[test]
+fn acknowledgements_that_counted_retired_entries_do_not_block_completion() {
+    passes(50008365, None, None);
+    passes(60002701, None, None);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
