@@ -17,11 +17,10 @@ pub const STEPS: &[&[&str]] = &[
     // The test matrix: every crate and feature set on both storage engines, clippy, rustfmt
     // (and tidy, via xtask's tests).
     &["test"],
-    // The deterministic simulator: 3000 schedules of exchange, loss, duplication, reordering,
-    // corruption, crashes and replica creation. Only the `sync` profile for now: schedules with
-    // restores still find the open bugs K3 and K13 (docs/testing.md, "Bugs found"); put the
-    // default profile here once they are fixed.
-    &["sim", "--schedules", "3000", "--profile", "sync"],
+    // The deterministic simulator: 3000 schedules of the default profile (exchange, loss,
+    // duplication, reordering, corruption, crashes, replica creation, backups, restores in
+    // every mode, snapshot rollbacks; docs/testing.md).
+    &["sim", "--schedules", "3000"],
 ];
 
 /// Options of `cargo xtask ci` (none yet).
