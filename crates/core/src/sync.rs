@@ -1120,10 +1120,24 @@ impl<S: Store> Replica<S> {
                 let me_t = h.targets.iter().find(|t| t.replica.0 == self.me.0).cloned();
                 let mut recv = Self::recv_state(&self.store, &sender)?;
                 if recv.sender_inc != h.sender_incarnation {
+                    let newer = h.sender_incarnation > recv.sender_inc;
                     recv = RecvState {
                         sender_inc: h.sender_incarnation,
                         ..Default::default()
                     };
+                    if newer {
+                        // Our reports must name the sender's new incarnation even before any
+                        // of its packets applies here: otherwise it ignores them, never learns
+                        // that its packet was lost, and two replicas whose packets wait at
+                        // each other stay silent (found by the simulator, seed 61134246).
+                        let mut txn = Txn::new(&self.store);
+                        txn.put(
+                            Keyspace::Peers,
+                            &keys::peer(keys::peers::RECV, &sender),
+                            &recv.encode(),
+                        );
+                        txn.commit(WriteOptions::SYNC)?;
+                    }
                 }
                 if let Some(t) = me_t {
                     if t.packet_seq > recv.seen {

@@ -194,6 +194,14 @@ fn acknowledgements_that_counted_retired_entries_do_not_block_completion() {
     passes(60002701, None, None);
 }
 
+/// Found by run I (seed 61134246, crashy): after a replica's new incarnation, a sibling whose
+/// packets from it only waited kept reporting under the old incarnation; the replica ignored
+/// those reports, never resent its lost packet, and the two waited at each other for ever.
+#[test]
+fn reports_name_a_senders_new_incarnation_before_its_packets_apply() {
+    passes_with(61134246, None, None, Profile::Crashy);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
