@@ -15,6 +15,11 @@ pub const ROLLED_BACK: &[u8] = b"rolled_back";
 pub const NEXT_LSN: &[u8] = b"next_lsn";
 /// Meta: the mastership-request policy.
 pub const REQMASTER_POLICY: &[u8] = b"policy.reqmaster";
+/// Meta: the keepalive interval in milliseconds (absent: [`DEFAULT_KEEPALIVE_MS`]).
+pub const KEEPALIVE: &[u8] = b"policy.keepalive_ms";
+/// One day: after this long without a packet to a sibling, an export with nothing new sends
+/// a probe anyway (docs/protocol.md, "Keepalive").
+pub const DEFAULT_KEEPALIVE_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Oplog key of entry `(origin, number)`.
 pub fn oplog(origin: &ReplicaId, number: u64) -> [u8; 24] {
@@ -75,6 +80,8 @@ pub mod peers {
     /// restoration of that replica began a new timeline, retiring whatever an older copy held
     /// at and above that number (K13).
     pub const RESTORE_COMPLETE_AT: u8 = 11;
+    /// When this replica last wrote a packet to a target (ms since the Unix epoch).
+    pub const LAST_SENT: u8 = 12;
 }
 
 /// Peers key of a restore complete of `replica` numbered `number`.

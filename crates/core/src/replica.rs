@@ -958,6 +958,27 @@ impl<S: Store> Replica<S> {
         Ok(self.replica_name(&master))
     }
 
+    /// Sets the keepalive interval: after this long without a packet to a sibling, an export
+    /// with nothing new sends a probe (docs/protocol.md, "Keepalive"). Local, not replicated.
+    pub fn set_keepalive_ms(&self, ms: u64) -> Result<()> {
+        crate::store::StoreExt::put_one(
+            &self.store,
+            Keyspace::Meta,
+            keys::KEEPALIVE,
+            &ms.max(1).to_be_bytes(),
+            WriteOptions::SYNC,
+        )?;
+        Ok(())
+    }
+
+    /// The keepalive interval in milliseconds.
+    pub fn keepalive_ms(&self) -> Result<u64> {
+        Ok(match self.store.get(Keyspace::Meta, keys::KEEPALIVE)? {
+            Some(v) => be_u64(&v)?,
+            None => keys::DEFAULT_KEEPALIVE_MS,
+        })
+    }
+
     /// Sets the policy for mastership requests that reach this replica.
     pub fn set_reqmaster_policy(&self, p: ReqMasterPolicy) -> Result<()> {
         use crate::store::StoreExt;

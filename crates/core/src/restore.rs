@@ -1150,6 +1150,39 @@ mod tests {
         assert_eq!(r0.digest().unwrap(), r2.digest().unwrap());
     }
 
+    /// K11 remainder (found by the simulator, seed 70001233): r1 is put back to a copy that
+    /// lacks r0's last entry (a snapshot that lost no entry of r1's own). Neither side has
+    /// anything to say, and r0 believes r1 up to date. After a day of silence r0's export
+    /// sends a keepalive probe, which waits at r1; r1's answer shows the gap, and r0 resends.
+    #[test]
+    fn keepalive_probe_repairs_a_sibling_put_back_to_an_older_copy() {
+        let sim = SimEnv::new(6);
+        let env: Arc<dyn Env> = Arc::new(sim.clone());
+        let r0: R = Replica::init(MemStore::new(), env.clone(), "fam", "r0").unwrap();
+        let r1 = create(&r0, "r1", &env);
+        for _ in 0..3 {
+            send(&r0, &r1);
+            send(&r1, &r0);
+        }
+        let copy = r1.store().deep_copy();
+        r0.mkelem("x").unwrap();
+        for _ in 0..3 {
+            send(&r0, &r1);
+            send(&r1, &r0);
+        }
+        let r1: R = Replica::open(copy, env).unwrap();
+        assert!(r0.export_to_parts(&r1.id(), None).unwrap().is_none());
+        assert!(r1.export_to_parts(&r0.id(), None).unwrap().is_none());
+        assert_ne!(r0.own_row().unwrap(), r1.own_row().unwrap());
+        sim.advance(crate::keys::DEFAULT_KEEPALIVE_MS + 1);
+        for _ in 0..4 {
+            send(&r0, &r1);
+            send(&r1, &r0);
+        }
+        assert_eq!(r0.own_row().unwrap(), r1.own_row().unwrap());
+        assert_eq!(r0.digest().unwrap(), r1.digest().unwrap());
+    }
+
     /// K15 (found by the simulator, seed 3029359, and by the model check): a file-system
     /// snapshot taken while r0 recovered, put back after the restoration completed, revived
     /// the recovery. r1 ignored the request (it saw that incarnation complete) and nothing

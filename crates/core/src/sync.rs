@@ -493,6 +493,22 @@ impl<S: Store> Replica<S> {
                 probe = true;
                 reason = "probe";
             }
+            if !has_new && !target_recovering && st.recovering.is_none() && !probe {
+                // Keepalive: after a day (by default) without a packet to this sibling, send a
+                // probe. A sibling put back to an older copy that lost only other origins'
+                // entries has nothing to say and cannot know it; the probe waits there, its
+                // report shows the gap, and we resend (K11, found by the simulator, seed
+                // 70001233). On a healthy link it applies at once and costs one small packet.
+                let last = get_u64(
+                    &self.store,
+                    Keyspace::Peers,
+                    &keys::peer(keys::peers::LAST_SENT, target),
+                )?;
+                if last > 0 && self.env.now_ms().saturating_sub(last) >= self.keepalive_ms()? {
+                    probe = true;
+                    reason = "keepalive";
+                }
+            }
             base
         };
         let mut ranges = Vec::new();
@@ -687,6 +703,11 @@ impl<S: Store> Replica<S> {
                     txn.put(Keyspace::Epochs, &keys::estimate(t, o), &n.to_be_bytes());
                 }
             }
+            txn.put(
+                Keyspace::Peers,
+                &keys::peer(keys::peers::LAST_SENT, t),
+                &self.env.now_ms().to_be_bytes(),
+            );
             let mut recv = Self::recv_state(&self.store, t)?;
             recv.reported_applied = plan.report.0;
             recv.reported_seen = plan.report.1;

@@ -202,6 +202,14 @@ fn reports_name_a_senders_new_incarnation_before_its_packets_apply() {
     passes_with(61134246, None, None, Profile::Crashy);
 }
 
+/// K11 remainder (found by run J, seed 70001233): a replica put back to an older copy that lost
+/// only other origins' entries has nothing to say, and its sibling believes it up to date; the
+/// family stayed apart. The keepalive probe after a day of silence repairs it.
+#[test]
+fn keepalive_repairs_a_silent_sibling_put_back_to_an_older_copy() {
+    passes(70001233, None, None);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
