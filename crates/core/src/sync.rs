@@ -204,6 +204,14 @@ pub struct Incoming<'a> {
     records: Box<dyn Iterator<Item = Result<Record>> + 'a>,
 }
 
+/// Whether a packet carries its sender's own restore request: the sender is recovering, and
+/// its store is a restored copy.
+fn carries_own_request(h: &wire::Header) -> bool {
+    h.controls.iter().any(
+        |c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == h.sender.0),
+    )
+}
+
 fn dec_err(src: &str, e: msite_packet::DecodeError) -> CoreError {
     CoreError::Unreadable(format!("{src}: {e}"))
 }
@@ -949,9 +957,7 @@ impl<S: Store> Replica<S> {
                 forks.push((self.replica_name(&o), b.number));
             }
         }
-        let sender_recovering = h.controls.iter().any(
-            |c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0),
-        );
+        let sender_recovering = carries_own_request(h);
         if !forks.is_empty() && sender_recovering {
             // The sender's store is a restored copy: the fork is one it repairs or reports
             // when our next packet reaches it (K13; found by the simulator, seed 42001263).
@@ -1211,9 +1217,7 @@ impl<S: Store> Replica<S> {
         };
         // 6. Apply entries, then control records.
         let recovering = st.recovering.is_some();
-        let sender_recovering = h.controls.iter().any(
-            |c| matches!(c, wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0),
-        );
+        let sender_recovering = carries_own_request(&h);
         let mut txn = Txn::new(&self.store);
         let mut ap = Appender::load(&txn)?;
         let mut held: BTreeMap<ReplicaId, u64> = own.0.clone();
@@ -1356,7 +1360,6 @@ impl<S: Store> Replica<S> {
         let sender_holds_request = txn
             .get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &sender))?
             .is_some();
-        let sender_recovering_own = sender_recovering;
         let completed_sender = txn_u64(
             &txn,
             Keyspace::Peers,
@@ -1386,7 +1389,7 @@ impl<S: Store> Replica<S> {
                     &n.to_be_bytes(),
                 );
             }
-        } else if sender_recovering_own {
+        } else if sender_recovering {
             self.raise_estimate_of_recovering(&mut txn, &sender, &sender_row)?;
             if newest {
                 // A recovering replica's row only grows, unless its store was put back to a
