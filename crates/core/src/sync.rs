@@ -922,10 +922,15 @@ impl<S: Store> Replica<S> {
                 },
             )));
         }
-        // No silent rollback: the sender holds more of our own entries than we do.
+        // No silent rollback: the sender holds more of our own entries than we do. Not from a
+        // recovering sender's row: its store is a restored copy, which may hold our entries
+        // that our last restoration retired (K13; found by the simulator, seed 80111077).
         let own = self.own_row()?;
         let sender_row = Row::from_wire(&h.sender_row);
-        if sender_row.get(&self.me) > own.get(&self.me) && st.recovering.is_none() {
+        if sender_row.get(&self.me) > own.get(&self.me)
+            && st.recovering.is_none()
+            && !carries_own_request(h)
+        {
             return Ok(Assessment::RolledBack(Refusal::RolledBack {
                 sender: sender_name,
                 theirs: sender_row.get(&self.me),

@@ -210,6 +210,14 @@ fn keepalive_repairs_a_silent_sibling_put_back_to_an_older_copy() {
     passes(70001233, None, None);
 }
 
+/// Found by run K (seed 80111077): a sibling recovering from a copy older than our last
+/// restoration showed our retired entries in its row; we took that for a rollback of our own
+/// and locked. A recovering sender's row is not evidence of our rollback.
+#[test]
+fn a_recovering_siblings_row_is_not_taken_for_our_rollback() {
+    passes_with(80111077, None, None, Profile::DefaultRestores);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
