@@ -650,7 +650,24 @@ impl<S: Store> Replica<S> {
         let mut removed_blobs = std::collections::BTreeSet::new();
         for (k, v) in txn.scan_prefix(Keyspace::Oplog, &o.0)? {
             if k.as_slice() >= start.as_slice() {
-                removed_blobs.extend(StoredEntry::decode(&v)?.blob);
+                let stored = StoredEntry::decode(&v)?;
+                if let Op::CreateReplica { replica, .. } =
+                    Entry::decode_verified(&stored.canonical)?.op
+                {
+                    if replica == self.me {
+                        // Our own creation reached us, so that timeline outlived the
+                        // restoration (one with --override): a fork, not a retired copy
+                        // (found by the simulator, seed 90162015).
+                        return Err(CoreError::Refused(crate::error::Refusal::Divergent {
+                            origin: self.replica_name(&o),
+                            number: theirs.number,
+                            detail: "the entries it replaced include this replica's own creation"
+                                .into(),
+                            also: Vec::new(),
+                        }));
+                    }
+                }
+                removed_blobs.extend(stored.blob);
                 txn.delete(Keyspace::Oplog, &k);
                 removed += 1;
                 if let Ok(b) = <[u8; 8]>::try_from(&k[16..]) {

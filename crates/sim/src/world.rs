@@ -54,7 +54,8 @@ type Rep<B> = msite_core::Replica<FaultyStore<<B as SimBackend>::Store>>;
 
 /// Known bugs that core has fixed: their signatures no longer explain a failure.
 pub const FIXED_BUGS: &[&str] = &[
-    "K1", "K2", "K4", "K5", "K6", "K7", "K8", "K9", "K10", "K12", "K15", "K16",
+    "K1", "K2", "K3", "K4", "K5", "K6", "K7", "K8", "K9", "K10", "K11", "K12", "K13", "K14", "K15",
+    "K16",
 ];
 
 /// Known protocol bugs: tag and one-line diagnosis (docs/testing.md has the details).
@@ -69,7 +70,7 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K3",
-        "OPEN (partly fixed in 9ca9ab3: a sibling heard of in any authentic header, or named in a header's row, is awaited): a restore completes without waiting for a sibling its restored store does not know (created after the backup) that holds its lost entries, when no packet from it or naming it arrived before the known siblings answered; its next entries reuse their numbers",
+        "FIXED (9ca9ab3 headers; b8cc45e: packets name every sibling their sender knows; the case nothing can know is the operator's --also-wait-for, which the simulator's operator performs): a restore completes without waiting for a sibling its restored store does not know (created after the backup) that holds its lost entries, when no packet from it or naming it arrived before the known siblings answered; its next entries reuse their numbers",
     ),
     (
         "K4",
@@ -97,15 +98,15 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
     (
         "K11",
-        "OPEN (partly fixed in 3c68987: a sender's newest packet whose report regressed, or whose row lacks what an acknowledged packet brought, lowers the estimate and the acknowledgement state): a snapshot rollback that loses no entry of the replica's own that a sibling holds is never detected (detection looks at own entries only), yet it rolls back sync state: siblings keep too high estimates of it; still open when the rolled-back replica sends no packet numbered above what the sibling saw before",
+        "FIXED (3c68987, 28ec197, 8e3297d, 4bff496 keepalive): a sender's newest packet whose report regressed, or whose row lacks what an acknowledged packet brought, lowers the estimate and the acknowledgement state): a snapshot rollback that loses no entry of the replica's own that a sibling holds is never detected (detection looks at own entries only), yet it rolls back sync state: siblings keep too high estimates of it; still open when the rolled-back replica sends no packet numbered above what the sibling saw before",
     ),
     (
         "K13",
-        "OPEN where K3 causes it (fixed in 59a4c56 for the replica's own copy: a recovering store gives up entries a newer restoration retired): restoring from a backup older than the replica's previous restoration, when the backup holds own entries that restoration lost (never sent) and renumbered; still seen when another replica the restoration could not know of keeps the retired entries (K3) and reports the fork for ever",
+        "FIXED (59a4c56, 570e4c3, 4581469, 248c4a4, 8b0c598: a recovering store gives up entries a newer restoration retired; its relays of them are not forks): restoring from a backup older than the replica's previous restoration, when the backup holds own entries that restoration lost (never sent) and renumbered; still seen when another replica the restoration could not know of keeps the retired entries (K3) and reports the fork for ever",
     ),
     (
         "K14",
-        "OPEN, narrowed (d304514: entry-less packets carry bases where the target is known to hold them, so the case below is fixed; still open: a packet refused at its first divergent origin reports only that one, so in lossy schedules a second fork may stay unreported): after --override (or --wait-for) reused numbers, a sibling that held the old entries under them and whose estimate said so never received a packet with entries of that origin, so the fork was never reported (bases travelled only with entries); a restoration awaiting the overriding replica's acknowledgement, numbered in the reused range, never completed",
+        "FIXED (d304514; 28ec197, 4581469: a divergent refusal names every origin that differs, at bases and in carried entries): entry-less packets carry bases where the target is known to hold them, so the case below is fixed; still open: a packet refused at its first divergent origin reports only that one, so in lossy schedules a second fork may stay unreported): after --override (or --wait-for) reused numbers, a sibling that held the old entries under them and whose estimate said so never received a packet with entries of that origin, so the fork was never reported (bases travelled only with entries); a restoration awaiting the overriding replica's acknowledgement, numbered in the reused range, never completed",
     ),
     (
         "K15",
@@ -1478,7 +1479,12 @@ impl<B: SimBackend> World<B> {
             }) => {
                 self.stats.divergent += 1;
                 for name in std::iter::once(&origin).chain(also.iter().map(|(o, _)| o)) {
-                    if let Some(s) = self.sites.iter().find(|s| &s.name == name) {
+                    // A store that lost a replica's object names it by its short id.
+                    if let Some(s) = self
+                        .sites
+                        .iter()
+                        .find(|s| &s.name == name || s.id.short() == *name)
+                    {
                         self.reported.insert(s.id);
                     }
                 }
@@ -1491,7 +1497,11 @@ impl<B: SimBackend> World<B> {
             CoreError::Refused(Refusal::RolledBack { .. }) => self.on_rollback_detected(to, serial),
             CoreError::Refused(Refusal::SenderHoldsRetired { origin, .. }) => {
                 // The refusal names the origin whose histories differ: the operator is told.
-                if let Some(s) = self.sites.iter().find(|s| s.name == origin) {
+                if let Some(s) = self
+                    .sites
+                    .iter()
+                    .find(|s| s.name == origin || s.id.short() == origin)
+                {
                     self.reported.insert(s.id);
                 }
                 // A recovering sender relayed entries a newer restoration replaced (K13); core

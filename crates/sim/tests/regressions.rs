@@ -218,6 +218,15 @@ fn a_recovering_siblings_row_is_not_taken_for_our_rollback() {
     passes_with(80111077, None, None, Profile::DefaultRestores);
 }
 
+/// Found by run L (seed 90162015, lossy): after `--override` renumbered its creator's entries,
+/// a recovering replica gave up the old ones, its own creation among them, and lost its own
+/// identity; the fork went unreported. Entries that include our own creation reached us, so
+/// they are a fork, refused as divergent, never given up.
+#[test]
+fn a_replica_never_gives_up_its_own_creation() {
+    passes(90162015, None, None);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
