@@ -409,6 +409,7 @@ impl<S: Store> Replica<S> {
             &keys::restore_complete_at(&self.me, own + 1),
             &[],
         );
+        lower_estimates_below(txn, &self.me, own + 1)?;
         self.append_local(
             txn,
             ap,
@@ -876,18 +877,7 @@ impl<S: Store> Replica<S> {
                     &keys::restore_complete_at(origin, e.number),
                     &[],
                 );
-                // A restoration we hold a request of may come from a copy older than this one
-                // (K13): where its row reaches this restore complete, give back from just below
-                // it, as `on_request` does for restore completes known when the request came
-                // (found by the simulator, seed 50032171).
-                for req in held_requests_txn(txn)? {
-                    let k = keys::estimate(&req.replica, origin);
-                    if req.row.get(origin) >= e.number
-                        && txn_u64(txn, Keyspace::Epochs, &k)? >= e.number
-                    {
-                        txn.put(Keyspace::Epochs, &k, &(e.number - 1).to_be_bytes());
-                    }
-                }
+                lower_estimates_below(txn, origin, e.number)?;
                 // Our own restore complete, given back while we recover under that (or an
                 // older) incarnation: that restoration already completed, and this store is a
                 // copy taken before it did (a snapshot rollback; K15). The siblings ignore a
@@ -977,6 +967,24 @@ impl<S: Store> Replica<S> {
         }
         Ok(())
     }
+}
+
+/// A restore complete of `origin` numbered `at` is recorded: a restoration we hold a request
+/// of may come from a copy older than it (K13). Where its row reaches `at`, give back from just
+/// below it, as `on_request` does for restore completes known when the request came (found by
+/// the simulator, seeds 50032171 and, for our own restore complete, 100116928).
+fn lower_estimates_below<S: Store>(
+    txn: &mut Txn<'_, S>,
+    origin: &ReplicaId,
+    at: u64,
+) -> Result<()> {
+    for req in held_requests_txn(txn)? {
+        let k = keys::estimate(&req.replica, origin);
+        if req.row.get(origin) >= at && txn_u64(txn, Keyspace::Epochs, &k)? >= at {
+            txn.put(Keyspace::Epochs, &k, &(at - 1).to_be_bytes());
+        }
+    }
+    Ok(())
 }
 
 /// Raises `target`'s estimate row to at least `row`.

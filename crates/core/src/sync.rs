@@ -1256,9 +1256,26 @@ impl<S: Store> Replica<S> {
                         // A recovering store may be older than a restoration of this origin
                         // that retired what it holds here: the newer timeline replaces it
                         // (K13; see `retire_history`).
-                        if let Some(removed) =
-                            self.retire_if_superseded(&mut txn, &e, &blobs_seen)?
-                        {
+                        let retired = match self.retire_if_superseded(&mut txn, &e, &blobs_seen) {
+                            Err(CoreError::Refused(Refusal::Divergent {
+                                origin,
+                                number,
+                                detail,
+                                mut also,
+                            })) => {
+                                // Every other fork the packet shows is reported too (K14).
+                                let more = self.later_forks(&mut pkt.records, &[&origin])?;
+                                also.extend(more);
+                                return Err(CoreError::Refused(Refusal::Divergent {
+                                    origin,
+                                    number,
+                                    detail,
+                                    also,
+                                }));
+                            }
+                            other => other?,
+                        };
+                        if let Some(removed) = retired {
                             notes.push(removed);
                             held.insert(e.origin, e.number - 1);
                             last_hash.remove(&e.origin);

@@ -227,6 +227,16 @@ fn a_replica_never_gives_up_its_own_creation() {
     passes(90162015, None, None);
 }
 
+/// Found by run M: a restoring replica's own restore complete did not lower the estimates of
+/// requests it held (100116928: a sibling recovering from an older copy was sent packets whose
+/// base it held in the retired form), and a fork refused by the rebuild check reported only
+/// its first origin (100000941, lossy).
+#[test]
+fn own_restore_complete_lowers_held_requests_and_rebuild_refusals_name_every_fork() {
+    passes_with(100116928, None, None, Profile::DefaultRestores);
+    passes(100000941, None, None);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
