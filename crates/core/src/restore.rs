@@ -349,12 +349,7 @@ impl<S: Store> Replica<S> {
                     &keys::peer(keys::peers::INCARNATION, &self.me),
                     &incarnation.to_be_bytes(),
                 );
-                // Packet sequences restart under the new incarnation.
-                for tag in [keys::peers::SEND, keys::peers::EXPORT_LOG] {
-                    for (k, _) in txn.scan_prefix(Keyspace::Peers, &[tag])? {
-                        txn.delete(Keyspace::Peers, &k);
-                    }
-                }
+                restart_packet_sequences(&mut txn)?;
                 Recovering {
                     incarnation,
                     row,
@@ -460,20 +455,9 @@ impl<S: Store> Replica<S> {
             // move our request past it, or the siblings would ignore it as superseded.
             if let Some(mut rec) = Self::recovering_in(txn)? {
                 if req.incarnation > rec.incarnation {
-                    rec.incarnation = req.incarnation.max(self.env.now_ms()) + 1;
-                    for held in rec.awaited.values_mut() {
-                        *held = None;
-                    }
-                    rec.acks.clear();
-                    txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
-                    txn.put(
-                        Keyspace::Peers,
-                        &keys::peer(keys::peers::INCARNATION, &self.me),
-                        &rec.incarnation.to_be_bytes(),
-                    );
+                    let now_uses = self.move_request_past(txn, &mut rec, req.incarnation);
                     notes.push(format!(
-                        "the family holds a newer restore request of this replica; this restoration now uses incarnation {}",
-                        rec.incarnation
+                        "the family holds a newer restore request of this replica; this restoration now uses incarnation {now_uses}"
                     ));
                 }
             }
@@ -752,6 +736,25 @@ impl<S: Store> Replica<S> {
         )))
     }
 
+    /// Moves this recovering replica's request past incarnation `known` (a newer request of
+    /// it that the family holds, or a restoration of it already completed): a new incarnation
+    /// `max(known, now) + 1`, and the acknowledgements cleared, since they answered the old
+    /// one. Returns the new incarnation.
+    fn move_request_past(&self, txn: &mut Txn<'_, S>, rec: &mut Recovering, known: u64) -> u64 {
+        rec.incarnation = known.max(self.env.now_ms()) + 1;
+        for held in rec.awaited.values_mut() {
+            *held = None;
+        }
+        rec.acks.clear();
+        txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+        txn.put(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::INCARNATION, &self.me),
+            &rec.incarnation.to_be_bytes(),
+        );
+        rec.incarnation
+    }
+
     /// A sibling believes a newer incarnation of this replica than this store has: the store
     /// is older than the replica's last restoration. While recovering, the request moves to a
     /// newer incarnation (so siblings accept it); otherwise the replica is rolled back.
@@ -763,18 +766,7 @@ impl<S: Store> Replica<S> {
     ) -> Result<CoreError> {
         let mut txn = Txn::new(&self.store);
         if let Some(mut rec) = Self::recovering_in(&txn)? {
-            rec.incarnation = known.max(self.env.now_ms()) + 1;
-            // Acknowledgements answered the old incarnation; the new one needs new ones.
-            for held in rec.awaited.values_mut() {
-                *held = None;
-            }
-            rec.acks.clear();
-            txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
-            txn.put(
-                Keyspace::Peers,
-                &keys::peer(keys::peers::INCARNATION, &self.me),
-                &rec.incarnation.to_be_bytes(),
-            );
+            self.move_request_past(&mut txn, &mut rec, known);
             txn.commit(WriteOptions::SYNC)?;
             return Ok(CoreError::Refused(crate::error::Refusal::Other(format!(
                 "{sender} knows incarnation {known} of this replica, newer than its restore request's {ours} (the store is older than a previous restoration); the request now uses incarnation {}: export to the siblings again",
@@ -885,22 +877,8 @@ impl<S: Store> Replica<S> {
                 // incarnation known elsewhere.
                 if let Some(mut rec) = Self::recovering_in(txn)?.filter(|_| *origin == self.me) {
                     if rec.incarnation <= *incarnation {
-                        rec.incarnation = (*incarnation).max(self.env.now_ms()) + 1;
-                        for held in rec.awaited.values_mut() {
-                            *held = None;
-                        }
-                        rec.acks.clear();
-                        txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
-                        txn.put(
-                            Keyspace::Peers,
-                            &keys::peer(keys::peers::INCARNATION, &self.me),
-                            &rec.incarnation.to_be_bytes(),
-                        );
-                        for tag in [keys::peers::SEND, keys::peers::EXPORT_LOG] {
-                            for (k, _) in txn.scan_prefix(Keyspace::Peers, &[tag])? {
-                                txn.delete(Keyspace::Peers, &k);
-                            }
-                        }
+                        self.move_request_past(txn, &mut rec, *incarnation);
+                        restart_packet_sequences(txn)?;
                     }
                 }
                 let ck = keys::peer(keys::peers::COMPLETED, origin);
@@ -967,6 +945,17 @@ impl<S: Store> Replica<S> {
         }
         Ok(())
     }
+}
+
+/// Packet sequences restart under a new incarnation: the sending state and export log
+/// towards every sibling are dropped.
+fn restart_packet_sequences<S: Store>(txn: &mut Txn<'_, S>) -> Result<()> {
+    for tag in [keys::peers::SEND, keys::peers::EXPORT_LOG] {
+        for (k, _) in txn.scan_prefix(Keyspace::Peers, &[tag])? {
+            txn.delete(Keyspace::Peers, &k);
+        }
+    }
+    Ok(())
 }
 
 /// A restore complete of `origin` numbered `at` is recorded: a restoration we hold a request

@@ -989,6 +989,35 @@ impl<S: Store> Replica<S> {
         Ok(Assessment::Importable)
     }
 
+    /// A refusal as divergent also names every other origin whose entries in the rest of the
+    /// packet differ from ours, so each fork the packet shows is reported, not only the first
+    /// (K14). Other errors pass through.
+    fn with_later_forks(
+        &self,
+        err: CoreError,
+        records: &mut dyn Iterator<Item = Result<Record>>,
+    ) -> Result<CoreError> {
+        let CoreError::Refused(Refusal::Divergent {
+            origin,
+            number,
+            detail,
+            mut also,
+        }) = err
+        else {
+            return Ok(err);
+        };
+        let mut named: Vec<&str> = vec![origin.as_str()];
+        named.extend(also.iter().map(|(o, _)| o.as_str()));
+        let more = self.later_forks(records, &named)?;
+        also.extend(more);
+        Ok(CoreError::Refused(Refusal::Divergent {
+            origin,
+            number,
+            detail,
+            also,
+        }))
+    }
+
     /// After a packet is found divergent at the origins named in `reported`: the other
     /// origins whose entries in the rest of the packet differ from the ones held here, so that
     /// the refusal reports every fork the packet shows, not only the first (K14). Nothing is
@@ -1103,25 +1132,8 @@ impl<S: Store> Replica<S> {
                 self.learn_sender_request(&h)?;
                 return Err(CoreError::Refused(r));
             }
-            Assessment::Refused(CoreError::Refused(Refusal::Divergent {
-                origin,
-                number,
-                detail,
-                mut also,
-            })) => {
-                // Forks the carried entries show beyond the bases are reported too (K14).
-                let mut named: Vec<&str> = vec![origin.as_str()];
-                named.extend(also.iter().map(|(o, _)| o.as_str()));
-                let more = self.later_forks(&mut pkt.records, &named)?;
-                also.extend(more);
-                return Err(CoreError::Refused(Refusal::Divergent {
-                    origin,
-                    number,
-                    detail,
-                    also,
-                }));
-            }
-            Assessment::Refused(e) => return Err(e),
+            // Forks the carried entries show beyond the bases are reported too (K14).
+            Assessment::Refused(e) => return Err(self.with_later_forks(e, &mut pkt.records)?),
             Assessment::RolledBack(refusal) => {
                 if let Refusal::RolledBack {
                     sender,
@@ -1257,23 +1269,10 @@ impl<S: Store> Replica<S> {
                         // that retired what it holds here: the newer timeline replaces it
                         // (K13; see `retire_history`).
                         let retired = match self.retire_if_superseded(&mut txn, &e, &blobs_seen) {
-                            Err(CoreError::Refused(Refusal::Divergent {
-                                origin,
-                                number,
-                                detail,
-                                mut also,
-                            })) => {
-                                // Every other fork the packet shows is reported too (K14).
-                                let more = self.later_forks(&mut pkt.records, &[&origin])?;
-                                also.extend(more);
-                                return Err(CoreError::Refused(Refusal::Divergent {
-                                    origin,
-                                    number,
-                                    detail,
-                                    also,
-                                }));
+                            Ok(r) => r,
+                            Err(err) => {
+                                return Err(self.with_later_forks(err, &mut pkt.records)?);
                             }
-                            other => other?,
                         };
                         if let Some(removed) = retired {
                             notes.push(removed);
@@ -1300,15 +1299,15 @@ impl<S: Store> Replica<S> {
                                     number: e.number,
                                 }));
                             }
-                            let also = self.later_forks(&mut pkt.records, &[&origin])?;
-                            return Err(CoreError::Refused(Refusal::Divergent {
+                            let err = CoreError::Refused(Refusal::Divergent {
                                 origin,
                                 number: e.number,
                                 detail: format!(
                                     "{sender_name} has a different entry under the same number"
                                 ),
-                                also,
-                            }));
+                                also: Vec::new(),
+                            });
+                            return Err(self.with_later_forks(err, &mut pkt.records)?);
                         }
                         skipped += 1;
                         continue;
@@ -1332,14 +1331,13 @@ impl<S: Store> Replica<S> {
                         },
                     };
                     if e.prev != prev {
-                        let origin = self.replica_name(&e.origin);
-                        let also = self.later_forks(&mut pkt.records, &[&origin])?;
-                        return Err(CoreError::Refused(Refusal::Divergent {
-                            origin,
+                        let err = CoreError::Refused(Refusal::Divergent {
+                            origin: self.replica_name(&e.origin),
                             number: e.number,
                             detail: "its hash chain does not continue this replica's".into(),
-                            also,
-                        }));
+                            also: Vec::new(),
+                        });
+                        return Err(self.with_later_forks(err, &mut pkt.records)?);
                     }
                     if e.origin == self.me && !recovering {
                         return Err(CoreError::Refused(Refusal::RolledBack {
