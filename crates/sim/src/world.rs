@@ -261,6 +261,9 @@ struct Site<B: SimBackend> {
     snapshot_rolled: bool,
     /// Rolled back by a snapshot and not yet detected nor repaired.
     undetected_rollback: bool,
+    /// Siblings' incarnations the replica knew before its latest snapshot rollback (the copy
+    /// may have forgotten some; K25).
+    incarnations_before_rollback: BTreeMap<ReplicaId, u64>,
     /// Whether the replica was recovering when last observed (an import that gives up retired
     /// entries may also complete the restoration).
     recovering_when_observed: bool,
@@ -444,6 +447,7 @@ impl<B: SimBackend> World<B> {
             observed: Row::default(),
             snapshot_rolled: false,
             undetected_rollback: false,
+            incarnations_before_rollback: BTreeMap::new(),
             recovering_when_observed: false,
             created_by: None,
             pending: None,
@@ -1317,8 +1321,24 @@ impl<B: SimBackend> World<B> {
         let has_sender_request = inc.header.controls.iter().any(|c| {
             matches!(c, msite_packet::wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0)
         });
+        // A replica put back to a snapshot that forgot the sender's newer incarnation, before
+        // any packet showed it its rollback, cannot tell a packet the sender built before its
+        // restore from a current one (K25): applying it is a consequence of the rollback, like
+        // a local change before detection; the fork it may make must then be reported.
+        let forgot_sender_restore = self.sites[to].undetected_rollback
+            && self.sites[to]
+                .incarnations_before_rollback
+                .get(&sender)
+                .is_some_and(|known| *known > hdr_sender_inc);
         let res = self.mutate(to, "import", faults, |r| r.import(inc));
         let after_own = self.rep(to).own_row().ok();
+        if forgot_sender_restore
+            && (after_own != before_own || self.rep(to).digest().ok() != before_digest)
+        {
+            self.set_lossy(format!(
+                "{tn}, rolled back by a snapshot that forgot {fname}'s restoration, applied packet #{serial} {fname} built before it"
+            ));
+        }
         // A packet refused as stale for its target, or for relaying retired entries (K13), or
         // one that must wait, may still teach the sender's own restore request (core's design since the simulator found two
         // replicas restored at once refusing each other forever, docs/protocol.md §4): the
@@ -1338,6 +1358,10 @@ impl<B: SimBackend> World<B> {
             self.ev(|_| {
                 format!("  {tn} learned {fname}'s restore request from the stale packet #{serial}")
             });
+            // The acknowledgement is an entry of this replica's own: record it now (a replica
+            // rolled back by a snapshot that no packet has shown its rollback yet may number it
+            // under a number its earlier self used, as for a local change; K26).
+            self.observe(to);
         }
         if stale && after_own != before_own && !learned {
             self.violation(format!(
@@ -1604,6 +1628,18 @@ impl<B: SimBackend> World<B> {
             }
         };
         let name = self.sites[i].name.clone();
+        let known_before: Vec<(ReplicaId, u64)> = self
+            .sites
+            .iter()
+            .map(|s| (s.id, self.rep(i).incarnation_of(&s.id).unwrap_or(0)))
+            .collect();
+        for (id, inc) in known_before {
+            let slot = self.sites[i]
+                .incarnations_before_rollback
+                .entry(id)
+                .or_insert(0);
+            *slot = (*slot).max(inc);
+        }
         self.sites[i].rep = Some(rep);
         self.sites[i].observed = self.rep(i).own_row().unwrap_or_default();
         // The copy may hold entries whose numbers their origin used again since (a
