@@ -82,6 +82,11 @@ pub mod peers {
     pub const RESTORE_COMPLETE_AT: u8 = 11;
     /// When this replica last wrote a packet to a target (ms since the Unix epoch).
     pub const LAST_SENT: u8 = 12;
+    /// A packet of this sibling was refused as stale (built for an older incarnation of the
+    /// sibling or of this replica than the ones recorded here): the next export to it sends at
+    /// least a probe, so that a sibling put back to a copy older than a restoration learns it
+    /// from our header (K27, K28).
+    pub const ANSWER_STALE: u8 = 13;
 }
 
 /// Peers key of a restore complete of `replica` numbered `number`.

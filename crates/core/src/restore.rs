@@ -1047,6 +1047,7 @@ pub(crate) fn prov_acks_in<R: ReadView + ?Sized>(r: &R) -> Result<Vec<Provisiona
 mod tests {
     use std::sync::Arc;
 
+    use crate::error::{CoreError, Refusal};
     use crate::testkit::MemStore;
     use crate::{Env, Incoming, Replica, SimEnv};
 
@@ -1195,6 +1196,56 @@ mod tests {
         }
         assert_eq!(r0.own_row().unwrap(), r1.own_row().unwrap());
         assert_eq!(r0.digest().unwrap(), r1.digest().unwrap());
+    }
+
+    /// K27 (found by the simulator, seed 80176217): r1 completes a restoration, then is put
+    /// back to a copy taken before it (incarnation 0 again). r0 believes r1 up to date and has
+    /// nothing to send; r1's packets are refused as stale. Before the fix nothing answered
+    /// them, so r1 never learned it was put back and kept sending stale packets. Now r0's next
+    /// export answers with a probe whose header names r1's newer incarnation: r1 locks itself
+    /// and tells the operator to run `restorereplica`.
+    #[test]
+    fn a_stale_packet_is_answered_so_a_sender_put_back_learns_it() {
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(7));
+        let r0: R = Replica::init(MemStore::new(), env.clone(), "fam", "r0").unwrap();
+        let r1 = create(&r0, "r1", &env);
+        for _ in 0..3 {
+            send(&r0, &r1);
+            send(&r1, &r0);
+        }
+        let before_restore = r1.store().deep_copy();
+        let r1: R = Replica::open(r1.store().deep_copy(), env.clone()).unwrap();
+        r1.mark_restored().unwrap();
+        r1.restorereplica(&[], false).unwrap();
+        for _ in 0..3 {
+            send(&r1, &r0);
+            send(&r0, &r1);
+        }
+        assert!(r1.status().unwrap().recovering.is_none());
+        assert!(r0.export_to_parts(&r1.id(), None).unwrap().is_none());
+        // Put back to the copy from before the restoration: it knows nothing of it.
+        let r1: R = Replica::open(before_restore, env).unwrap();
+        r1.mkelem("made after the copy came back").unwrap();
+        let stale = r1.export_to_parts(&r0.id(), None).unwrap().unwrap();
+        let row = r0.own_row().unwrap();
+        assert!(matches!(
+            r0.import(Incoming::from_parts(stale, "stale").unwrap()),
+            Err(CoreError::Refused(Refusal::StaleSender { .. }))
+        ));
+        assert_eq!(r0.own_row().unwrap(), row, "a stale packet applies nothing");
+        let answer = r0
+            .export_to_parts(&r1.id(), None)
+            .unwrap()
+            .expect("a stale packet is answered");
+        let err = r1
+            .import(Incoming::from_parts(answer, "answer").unwrap())
+            .unwrap_err();
+        assert!(matches!(err, CoreError::Locked(_)), "{err}");
+        assert!(err.to_string().contains("restorereplica"), "{err}");
+        assert!(r1.status().unwrap().rolled_back.is_some());
+        assert!(r1.mkelem("refused").is_err(), "local changes are refused");
+        // The answer is sent once: with nothing new, the next export is empty again.
+        assert!(r0.export_to_parts(&r1.id(), None).unwrap().is_none());
     }
 
     /// K15 (found by the simulator, seed 3029359, and by the model check): a file-system

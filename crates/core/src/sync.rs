@@ -515,6 +515,16 @@ impl<S: Store> Replica<S> {
                 if last > 0 && self.env.now_ms().saturating_sub(last) >= self.keepalive_ms()? {
                     probe = true;
                     reason = "keepalive";
+                } else if self
+                    .store
+                    .get(
+                        Keyspace::Peers,
+                        &keys::peer(keys::peers::ANSWER_STALE, target),
+                    )?
+                    .is_some()
+                {
+                    probe = true;
+                    reason = "answer to a stale packet";
                 }
             }
             base
@@ -716,6 +726,7 @@ impl<S: Store> Replica<S> {
                 &keys::peer(keys::peers::LAST_SENT, t),
                 &self.env.now_ms().to_be_bytes(),
             );
+            txn.delete(Keyspace::Peers, &keys::peer(keys::peers::ANSWER_STALE, t));
             let mut recv = Self::recv_state(&self.store, t)?;
             recv.reported_applied = plan.report.0;
             recv.reported_seen = plan.report.1;
@@ -1069,6 +1080,20 @@ impl<S: Store> Replica<S> {
     pub fn import(&self, pkt: Incoming<'_>) -> Result<ImportOutcome> {
         let h = pkt.header.clone();
         let res = self.import_packet(pkt);
+        if let Err(CoreError::Refused(Refusal::RolledBack {
+            sender,
+            theirs,
+            ours,
+        })) = &res
+        {
+            // Whether the sender's row showed it or an entry of our own the packet carries
+            // (whose chain continues ours), the lock must outlive this refusal: otherwise the
+            // replica keeps exporting and nobody runs `restorereplica`, and restorations
+            // awaiting it never complete (found by the simulator, seed 110087152).
+            self.mark_rolled_back(&format!(
+                "{sender} holds this replica's entries up to {theirs} but it holds only up to {ours} (restored without `msite restore`)"
+            ))?;
+        }
         if let Err(CoreError::Refused(Refusal::SenderHoldsRetired { .. })) = &res {
             // The sender's own restore request is news about the sender, as for a stale
             // packet: without it we never send the sender the newer history that makes it
@@ -1090,6 +1115,23 @@ impl<S: Store> Replica<S> {
             }
         }
         res
+    }
+
+    /// A packet of `sender` was refused as stale (for an older incarnation of the sender or
+    /// of this replica). Either it is an old packet still in flight, or its sender is put back
+    /// to a copy older than a restoration (its own or ours) and cannot know it: if nothing of
+    /// ours reaches it, it sends stale packets forever, and a fork it may have made stays
+    /// unreported. So the next export to it sends at least a probe, whose header names both
+    /// incarnations we know (found by the simulator, seeds 80176217 and 110205868).
+    fn answer_stale(&self, sender: &ReplicaId) -> Result<()> {
+        use crate::store::StoreExt;
+        self.store.put_one(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::ANSWER_STALE, sender),
+            &[1],
+            WriteOptions::SYNC,
+        )?;
+        Ok(())
     }
 
     fn import_packet(&self, mut pkt: Incoming<'_>) -> Result<ImportOutcome> {
@@ -1130,23 +1172,17 @@ impl<S: Store> Replica<S> {
                 // once refuse each other's packets forever; found by the simulator). Nothing
                 // else of the packet is applied.
                 self.learn_sender_request(&h)?;
+                self.answer_stale(&sender)?;
                 return Err(CoreError::Refused(r));
+            }
+            Assessment::Refused(CoreError::Refused(r @ Refusal::StaleSender { .. })) => {
+                self.answer_stale(&sender)?;
+                return Err(self.with_later_forks(CoreError::Refused(r), &mut pkt.records)?);
             }
             // Forks the carried entries show beyond the bases are reported too (K14).
             Assessment::Refused(e) => return Err(self.with_later_forks(e, &mut pkt.records)?),
-            Assessment::RolledBack(refusal) => {
-                if let Refusal::RolledBack {
-                    sender,
-                    theirs,
-                    ours,
-                } = &refusal
-                {
-                    self.mark_rolled_back(&format!(
-                        "{sender} holds this replica's entries up to {theirs} but it holds only up to {ours} (restored without `msite restore`)"
-                    ))?;
-                }
-                return Err(CoreError::Refused(refusal));
-            }
+            // Marked rolled back by `import`, as for a carried entry that shows it.
+            Assessment::RolledBack(refusal) => return Err(CoreError::Refused(refusal)),
             Assessment::NewerIncarnationKnown {
                 known,
                 ours,

@@ -237,6 +237,29 @@ fn own_restore_complete_lowers_held_requests_and_rebuild_refusals_name_every_for
     passes(100000941, None, None);
 }
 
+/// K25 and K26 (runs M): a replica put back to a snapshot, before any packet showed it its
+/// rollback, applied a packet its sibling built before a restore it had forgotten (100012327),
+/// or numbered an acknowledgement its earlier self had numbered otherwise (100088187). Both
+/// follow from the undetected rollback, as a local change would: the schedule is lossy from
+/// there, and the fork must be reported.
+#[test]
+fn a_snapshot_rollback_before_detection_forks_only_visibly() {
+    passes(100012327, None, None);
+    passes(100088187, None, None);
+}
+
+/// K27 (run K) and K28 (run N): a replica put back to a copy older than a restoration (its
+/// own, or its sibling's) sent packets that the sibling refused as stale forever, and nothing
+/// answered it (80176217, 110205868); a carried entry of its own showed a replica its rollback
+/// but the lock did not outlive the refusal (110087152); and the crash schedule 110207871.
+#[test]
+fn a_sender_put_back_behind_a_restoration_is_answered_and_locked() {
+    passes(80176217, None, None);
+    passes(110087152, None, None);
+    passes_with(110205868, None, None, Profile::Crashy);
+    passes_with(110207871, None, None, Profile::Crashy);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
