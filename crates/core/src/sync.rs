@@ -1029,6 +1029,31 @@ impl<S: Store> Replica<S> {
         }))
     }
 
+    /// A divergent refusal also names the origins in `given_up` (entries of theirs the packet
+    /// had made this replica give up before the refusal, which discards that as well).
+    fn with_given_up(err: CoreError, given_up: &[(String, u64)]) -> CoreError {
+        let CoreError::Refused(Refusal::Divergent {
+            origin,
+            number,
+            detail,
+            mut also,
+        }) = err
+        else {
+            return err;
+        };
+        for (o, n) in given_up {
+            if *o != origin && !also.iter().any(|(a, _)| a == o) {
+                also.push((o.clone(), *n));
+            }
+        }
+        CoreError::Refused(Refusal::Divergent {
+            origin,
+            number,
+            detail,
+            also,
+        })
+    }
+
     /// After a packet is found divergent at the origins named in `reported`: the other
     /// origins whose entries in the rest of the packet differ from the ones held here, so that
     /// the refusal reports every fork the packet shows, not only the first (K14). Nothing is
@@ -1280,6 +1305,10 @@ impl<S: Store> Replica<S> {
         let mut grants = Vec::new();
         let mut blobs_seen: HashSet<Hash> = HashSet::new();
         let mut notes = Vec::new();
+        // Origins whose entries this packet made us give up (K13) before a refusal: the
+        // refusal discards that too, so it names them with the forks (found by the simulator,
+        // seed 120167559).
+        let mut given_up: Vec<(String, u64)> = Vec::new();
         while let Some(rec) = pkt.records.next() {
             match rec? {
                 Record::Blob { hash, bytes } => {
@@ -1307,10 +1336,14 @@ impl<S: Store> Replica<S> {
                         let retired = match self.retire_if_superseded(&mut txn, &e, &blobs_seen) {
                             Ok(r) => r,
                             Err(err) => {
-                                return Err(self.with_later_forks(err, &mut pkt.records)?);
+                                return Err(Self::with_given_up(
+                                    self.with_later_forks(err, &mut pkt.records)?,
+                                    &given_up,
+                                ));
                             }
                         };
                         if let Some(removed) = retired {
+                            given_up.push((self.replica_name(&e.origin), e.number));
                             notes.push(removed);
                             held.insert(e.origin, e.number - 1);
                             last_hash.remove(&e.origin);
@@ -1343,7 +1376,10 @@ impl<S: Store> Replica<S> {
                                 ),
                                 also: Vec::new(),
                             });
-                            return Err(self.with_later_forks(err, &mut pkt.records)?);
+                            return Err(Self::with_given_up(
+                                self.with_later_forks(err, &mut pkt.records)?,
+                                &given_up,
+                            ));
                         }
                         skipped += 1;
                         continue;
@@ -1373,7 +1409,10 @@ impl<S: Store> Replica<S> {
                             detail: "its hash chain does not continue this replica's".into(),
                             also: Vec::new(),
                         });
-                        return Err(self.with_later_forks(err, &mut pkt.records)?);
+                        return Err(Self::with_given_up(
+                            self.with_later_forks(err, &mut pkt.records)?,
+                            &given_up,
+                        ));
                     }
                     if e.origin == self.me && !recovering {
                         return Err(CoreError::Refused(Refusal::RolledBack {

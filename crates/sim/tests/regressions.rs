@@ -260,6 +260,15 @@ fn a_sender_put_back_behind_a_restoration_is_answered_and_locked() {
     passes_with(110207871, None, None, Profile::Crashy);
 }
 
+/// K29 (run O): a packet refused at a recovering replica as divergent (the `--override` it
+/// shows replaced the replica's own creation, K24) had first made it give up another origin's
+/// retired entries; the refusal discarded that too but named only the first fork, so that
+/// origin's difference stayed unreported.
+#[test]
+fn a_refusal_names_the_origins_the_packet_had_made_us_give_up() {
+    passes(120167559, None, None);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
