@@ -460,31 +460,37 @@ fn path(p: &Path) -> Result<&str> {
         .with_context(|| format!("{} is not UTF-8", p.display()))
 }
 
-/// The hidden `__prep BACKEND FILES DIR [ROUNDS]` subcommand (for profiling the import):
-/// replica A at `DIR/a` with a tree of FILES 256-byte files checked in (then ROUNDS more times
-/// with new content, like the import ceiling's workload), an empty replica B at `DIR/b`
-/// created before, and A's update packet for B in `DIR/pkt`. Prints B's id; then run
+/// The hidden `__prep BACKEND FILES DIR [ROUNDS [FILE_SIZE]]` subcommand (for profiling the
+/// import): replica A at `DIR/a` with a tree of FILES files of FILE_SIZE bytes (default 256)
+/// checked in (then ROUNDS more times with new content, like the import ceiling's workload),
+/// an empty replica B at `DIR/b` created before, and A's update packet for B in `DIR/pkt`.
+/// Prints B's id; then run
 /// `valgrind --tool=callgrind msite-bench __child import BACKEND DIR/b DIR/pkt/*`.
+/// `__prep rocks 1024 DIR 0 1048576` is the memory workload's packet (1 GiB of 1 MiB files).
 pub fn prep_main(args: &[String]) -> Result<()> {
-    let (backend, files, dir, rounds) = match args {
-        [backend, files, dir] => (backend, files, dir, "0"),
-        [backend, files, dir, rounds] => (backend, files, dir, rounds.as_str()),
-        _ => bail!("usage: __prep BACKEND FILES DIR [ROUNDS]"),
+    let (backend, files, dir, rounds, size) = match args {
+        [backend, files, dir] => (backend, files, dir, "0", "256"),
+        [backend, files, dir, rounds] => (backend, files, dir, rounds.as_str(), "256"),
+        [backend, files, dir, rounds, size] => {
+            (backend, files, dir, rounds.as_str(), size.as_str())
+        }
+        _ => bail!("usage: __prep BACKEND FILES DIR [ROUNDS [FILE_SIZE]]"),
     };
     let files: u64 = files.parse().context("FILES must be a number")?;
     let rounds: u64 = rounds.parse().context("ROUNDS must be a number")?;
-    crate::with_backend!(backend.as_str(), B => prep::<B>(files, rounds, Path::new(dir)))
+    let size: usize = size.parse().context("FILE_SIZE must be a number")?;
+    crate::with_backend!(backend.as_str(), B => prep::<B>(files, rounds, size, Path::new(dir)))
 }
 
-fn prep<B: Backend>(files: u64, rounds: u64, dir: &Path) -> Result<()> {
+fn prep<B: Backend>(files: u64, rounds: u64, size: usize, dir: &Path) -> Result<()> {
     let w = Work::new(&dir.join("tmp"));
     let a: Rep<B> = Replica::init(B::open_store(&dir.join("a"))?, env(), "bench", "a")?;
     let b = mkreplica_at::<B>(&w, &a, "b", &dir.join("b"))?;
     settle(&w, &a, &b)?;
-    write_tree(&dir.join("tree"), files, FILE_SIZE, 9)?;
+    write_tree(&dir.join("tree"), files, size, 9)?;
     import_tree(&a, &dir.join("tree"))?;
     for round in 1..=rounds {
-        write_tree(&dir.join("tree"), files, FILE_SIZE, 9 + round)?;
+        write_tree(&dir.join("tree"), files, size, 9 + round)?;
         import_tree(&a, &dir.join("tree"))?;
     }
     let out = a.export_to_dir(&b.id(), &dir.join("pkt"), None)?;

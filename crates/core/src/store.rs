@@ -223,6 +223,11 @@ pub trait WriteBatch: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// A hint: about `ops` more writes of `bytes` key and value bytes in all will follow, so
+    /// the batch can allocate once instead of growing (the default ignores it).
+    fn reserve(&mut self, ops: usize, bytes: usize) {
+        let _ = (ops, bytes);
+    }
 }
 
 /// An ordered, transactional key-value store. See the module documentation for the contract.

@@ -105,6 +105,9 @@ impl<'s, S: Store> Txn<'s, S> {
 
     fn take_batch(&mut self) -> S::Batch {
         let mut batch = self.store.batch();
+        // Counts every write, also those a later write to the same key replaced: an upper
+        // bound of what the overlay holds.
+        batch.reserve(self.writes, self.bytes);
         for ks in Keyspace::ALL {
             for (k, v) in std::mem::take(&mut self.overlay[slot(ks)]) {
                 match v {

@@ -126,6 +126,10 @@ impl<R: Read> Input<R> {
     }
 }
 
+/// The largest record buffer allocated before its bytes have arrived (see
+/// `Records::record_buf`).
+const PREALLOC_LIMIT: usize = 16 << 20;
+
 fn read_error(e: io::Error) -> DecodeError {
     if e.kind() == ErrorKind::IsADirectory {
         DecodeError::IsDirectory
@@ -507,6 +511,15 @@ impl<R: Read> Records<R> {
         Ok(())
     }
 
+    /// An empty buffer for a record's `len` bytes: allocated at its final size if that is at
+    /// most [`PREALLOC_LIMIT`] or no more than the current chunk holds (so the record is
+    /// copied in without regrowth, and a record kept by the caller, e.g. in an import's
+    /// overlay, occupies its size and not up to twice as much); a larger claimed length grows
+    /// as its bytes arrive, so a corrupt length cannot make the reader allocate much.
+    fn record_buf(&self, len: usize) -> Vec<u8> {
+        Vec::with_capacity(len.min(PREALLOC_LIMIT.max(self.chunk.len() - self.pos)))
+    }
+
     fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
         loop {
             if !self.fill()? {
@@ -531,7 +544,7 @@ impl<R: Read> Records<R> {
             self.stats.records += 1;
             match tag {
                 format::REC_ENTRY => {
-                    let mut payload = Vec::with_capacity(len.min(self.chunk.len() - self.pos));
+                    let mut payload = self.record_buf(len);
                     self.take(len, Some(&mut payload))?;
                     self.stats.entries += 1;
                     return Ok(Some(Record::Entry(payload)));
@@ -545,7 +558,7 @@ impl<R: Read> Records<R> {
                     }
                     let mut hash = [0u8; 32];
                     self.take_array(&mut hash)?;
-                    let mut bytes = Vec::with_capacity((len - 32).min(self.chunk.len() - self.pos));
+                    let mut bytes = self.record_buf(len - 32);
                     self.take(len - 32, Some(&mut bytes))?;
                     self.stats.blobs += 1;
                     self.stats.blob_bytes += bytes.len() as u64;

@@ -4,16 +4,16 @@
 //! # Layout
 //!
 //! A store is a RocksDB directory (RocksDB's own `LOCK`, `CURRENT`, `MANIFEST-*`, `*.log`,
-//! `*.sst`). Each [`Keyspace`](msite_core::store::Keyspace) is a column family named after it
-//! (`meta`, `oplog`, …), with LZ4 compression and the default bytewise comparator, which is
-//! exactly the contract's key order.
+//! `*.sst`, `*.blob`). Each [`Keyspace`](msite_core::store::Keyspace) is a column family
+//! named after it (`meta`, `oplog`, …), with LZ4 compression and the default bytewise
+//! comparator, which is exactly the contract's key order.
 //!
 //! # Mapping
 //!
-//! * **Writes**: a [`RocksBatch`] (core's `RecordedBatch`) records its operations; `write`
-//!   takes the writer mutex, checks the `expect` guards (no other writer can come in between),
-//!   turns the operations into one `rocksdb::WriteBatch` (atomic, also across a crash: the WAL
-//!   record is all or nothing), frees the recorded copy and writes.
+//! * **Writes**: a [`RocksBatch`] writes straight into one `rocksdb::WriteBatch` (atomic, also
+//!   across a crash: the WAL record is all or nothing), sized at once when the caller says how
+//!   large it will be; `write` takes the writer mutex, checks the `expect` guards (no other
+//!   writer can come in between) and writes it.
 //! * **Durability**: `WriteOptions::set_sync` (fsync of the WAL); an empty synced batch runs
 //!   `FlushWAL(sync)`. A synced write that fails poisons the store.
 //! * **Reads**: snapshots are `DB::snapshot()`; every scan is a raw iterator with explicit
@@ -21,8 +21,10 @@
 //!   each key against the range's end as well. A scan on the store is consistent: a RocksDB
 //!   iterator pins the state it started on.
 //! * **Memory and close**: the memtables of all column families share one 64 MiB budget
-//!   (`db_write_buffer_size`); dropping the store flushes them, so a clean close leaves no WAL
-//!   to replay at the next open.
+//!   (`db_write_buffer_size`); the `blobs` family has at most two memtables of 32 MiB and keeps
+//!   values of 4 KiB and more in blob files (RocksDB's integrated BlobDB: written at flush,
+//!   never rewritten by compactions; uncompressed, no blob GC). Dropping the store flushes the
+//!   memtables, so a clean close leaves no WAL to replay at the next open.
 //! * **Exclusive open**: RocksDB's `LOCK` file; its error (from this or another process)
 //!   becomes [`Error::Locked`](msite_core::store::Error::Locked).
 //! * **Vendor tools**: `backup` uses the `BackupEngine` (flushes, then copies the files
@@ -32,16 +34,13 @@
 //!   The database is opened with `paranoid_checks`. RocksDB's `Corruption` status becomes
 //!   [`Error::Corruption`](msite_core::store::Error::Corruption).
 
+mod batch;
 mod error;
 mod iter;
 mod snapshot;
 mod store;
 
-/// The batch of a [`RocksStore`]: msite-core's [`RecordedBatch`], replayed into one
-/// `rocksdb::WriteBatch` by `write` (which needs the database's column-family handles).
-///
-/// [`RecordedBatch`]: msite_core::store::RecordedBatch
-pub type RocksBatch = msite_core::store::RecordedBatch;
+pub use batch::RocksBatch;
 pub use iter::RocksIter;
 pub use snapshot::RocksSnapshot;
 pub use store::RocksStore;

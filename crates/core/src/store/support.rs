@@ -121,6 +121,11 @@ impl WriteBatch for RecordedBatch {
     fn len(&self) -> usize {
         self.ops.len()
     }
+
+    fn reserve(&mut self, ops: usize, bytes: usize) {
+        self.data.reserve(bytes);
+        self.ops.reserve(ops);
+    }
 }
 
 /// The contract's poisoning rule: once a synced write has failed, the store cannot know what
