@@ -34,6 +34,9 @@ pub struct Ledger {
     /// the number retired it; core gives it up, K13), but it must be gone when the family
     /// settles, which the final convergence check sees.
     pub retired: BTreeMap<EntryId, BTreeSet<Hash>>,
+    /// Destroyed entries that a replica held again afterwards (a packet in flight carried
+    /// them).
+    pub resurfaced: BTreeSet<EntryId>,
 }
 
 impl Ledger {
@@ -51,6 +54,18 @@ impl Ledger {
                 self.reached.insert(id, hash);
                 None
             }
+            Some(h)
+                if *h != hash
+                    && self
+                        .retired
+                        .get(&id)
+                        .is_some_and(|r| r.contains(h) && !r.contains(&hash)) =>
+            {
+                // The entry recorded as reached was retired since: the newer timeline's entry
+                // under the number is the live one.
+                self.reached.insert(id, hash);
+                None
+            }
             Some(h) if *h != hash && self.retired.get(&id).is_some_and(|r| r.contains(&hash)) => {
                 // A retired entry, revived by a restore from a backup older than the
                 // restoration that retired it.
@@ -61,6 +76,9 @@ impl Ledger {
                 Some(*h)
             }
             Some(_) => None,
+            // A retired entry revived from an older backup never counts as reached: the family
+            // gives it up (K13), and the number belongs to the newer timeline.
+            None if self.retired.get(&id).is_some_and(|r| r.contains(&hash)) => None,
             None => {
                 if holder != id.0 {
                     self.reached.insert(id, hash);

@@ -673,7 +673,21 @@ impl<B: SimBackend> World<B> {
                     let (on, sn) = (self.name_of(o), self.sites[i].name.clone());
                     self.ev(|_| format!("  {sn} holds {on}:{k} {op} ({})", short_hash(&e.hash)));
                 }
-                if let Some(other) = self.ledger.record(me, (*o, k), e.hash) {
+                let id = (*o, k);
+                if self.ledger.destroyed.contains(&id)
+                    && self.ledger.reached.get(&id) == Some(&e.hash)
+                    && self.ledger.resurfaced.insert(id)
+                {
+                    // Every stored copy was thrown away by restores of several replicas, but a
+                    // packet sent before them still carried it (seed 130204345): no replica can
+                    // know of a packet in flight whose sender was restored since, so its origin
+                    // may have numbered the number again; the fork must then be reported.
+                    let (on, sn) = (self.name_of(o), self.sites[i].name.clone());
+                    self.set_lossy(format!(
+                        "{on} {k}, whose every stored copy restores destroyed, came back to {sn} from a packet in flight"
+                    ));
+                }
+                if let Some(other) = self.ledger.record(me, id, e.hash) {
                     self.on_conflict(i, *o, k, other, e.hash);
                 }
             }
@@ -1646,11 +1660,16 @@ impl<B: SimBackend> World<B> {
         // restoration that did not recover them): such an entry is retired, not a new
         // conflict, when it travels on (core gives it up, K13; the final checks see whether it
         // did).
+        // Once the copy's chain of an origin differs from what reached the family, every later
+        // entry of the copy's chain is of that retired timeline too, reached or not (found by
+        // seed 130210128: an entry numbered after the fork point, revived and relayed by a
+        // recovering copy before it gave it up, was then counted as reached).
         let ids: Vec<ReplicaId> = self.sites.iter().map(|s| s.id).collect();
         for o in &ids {
+            let mut forked = false;
             for e in self.rep(i).entries_of(o).unwrap_or_default() {
-                if matches!(self.ledger.reached.get(&(e.origin, e.number)), Some(h) if *h != e.hash)
-                {
+                forked |= matches!(self.ledger.reached.get(&(e.origin, e.number)), Some(h) if *h != e.hash);
+                if forked {
                     self.ledger
                         .retired
                         .entry((e.origin, e.number))

@@ -269,6 +269,17 @@ fn a_refusal_names_the_origins_the_packet_had_made_us_give_up() {
     passes(120167559, None, None);
 }
 
+/// Simulator gaps found by run P: an entry numbered after the point where a restored copy's
+/// chain forks from what reached the family is retired too, even if it had never reached
+/// anyone (130210128); and an entry whose every stored copy was destroyed by restores can come
+/// back from a packet still in flight, after its origin numbered the number again: lossy, and
+/// the fork must be reported (130204345).
+#[test]
+fn retired_timelines_and_copies_in_flight_are_classified() {
+    passes_with(130210128, None, None, Profile::DefaultRestores);
+    passes(130204345, None, None);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
