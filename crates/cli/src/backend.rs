@@ -290,6 +290,10 @@ impl WriteBatch for AnyBatch {
     fn len(&self) -> usize {
         each!(AnyBatch, *self, ref b => b.len())
     }
+
+    fn reserve(&mut self, ops: usize, bytes: usize) {
+        each!(AnyBatch, *self, ref mut b => b.reserve(ops, bytes))
+    }
 }
 
 impl Store for AnyStore {

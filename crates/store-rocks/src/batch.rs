@@ -11,7 +11,9 @@ use rocksdb::DB;
 ///
 /// Every key and value is copied once, into RocksDB's batch. When the caller announces the
 /// batch's size ([`WriteBatch::reserve`], as a `Txn` commit does), the batch is allocated at
-/// that size at once instead of growing by doubling.
+/// that size at once instead of growing by doubling. A batch holds a reference to the
+/// database: a store dropped while one of its batches lives stays open (with its `LOCK`)
+/// until the batch is dropped too.
 pub struct RocksBatch {
     pub(crate) db: Arc<DB>,
     /// Created at the first write or reservation.

@@ -209,6 +209,9 @@ impl<B: WriteBatch> WriteBatch for FaultyBatch<B> {
     fn len(&self) -> usize {
         self.inner.len()
     }
+    fn reserve(&mut self, ops: usize, bytes: usize) {
+        self.inner.reserve(ops, bytes);
+    }
 }
 
 /// A [`Store`] wrapper that injects the faults a [`FaultPlan`] arms. See the
