@@ -39,9 +39,12 @@ pub fn own(origin: &ReplicaId) -> Vec<u8> {
 /// Epochs prefix of the own row.
 pub const OWN_PREFIX: &[u8] = &[0];
 
+/// Epochs prefix of every estimate row (prefix ++ target ++ origin).
+pub const ESTIMATES_PREFIX: &[u8] = &[1];
+
 /// Epochs prefix of the estimate row for `target`.
 pub fn estimate_prefix(target: &ReplicaId) -> Vec<u8> {
-    let mut k = vec![1u8];
+    let mut k = ESTIMATES_PREFIX.to_vec();
     k.extend_from_slice(&target.0);
     k
 }

@@ -664,6 +664,17 @@ impl<S: Store> Replica<S> {
             0 => txn.delete(Keyspace::Epochs, &keys::own(&o)),
             n => txn.put(Keyspace::Epochs, &keys::own(&o), &n.to_be_bytes()),
         }
+        // While recovering we relay what we hold, so siblings may hold the entries given up
+        // here from us: our estimates of them must not count them, or our next packets take
+        // their retired copies for the newer entries and are refused as divergent at the base
+        // (found by the simulator, seed 140464093). Lowering an estimate only resends.
+        let cap = theirs.number - 1;
+        for (k, v) in txn.scan_prefix(Keyspace::Epochs, keys::ESTIMATES_PREFIX)? {
+            let counts_them = k.len() == 1 + 2 * o.0.len() && k[1 + o.0.len()..] == o.0;
+            if counts_them && crate::codec::be_u64(&v)? > cap {
+                txn.put(Keyspace::Epochs, &k, &cap.to_be_bytes());
+            }
+        }
         if o != self.me {
             // Our provisional acknowledgement of `o`'s restoration counted the entries given up
             // here: it now says what we hold (found by the simulator, seed 50008365).

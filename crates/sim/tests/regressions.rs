@@ -289,6 +289,15 @@ fn a_fork_between_replicas_that_never_meet_is_not_required_to_be_reported() {
     passes_with(140186951, None, None, Profile::Crashy);
 }
 
+/// K31 (run Q): three replicas restored at once; a recovering replica relayed its own entry
+/// from a copy older than its previous restoration, then gave it up for the newer timeline, but
+/// its estimate of the sibling it had relayed it to still counted it: its packets to that
+/// sibling were refused as divergent at the base forever.
+#[test]
+fn giving_up_retired_entries_lowers_the_estimates_that_counted_them() {
+    passes_with(140464093, None, None, Profile::Crashy);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
