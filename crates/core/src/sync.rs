@@ -1002,11 +1002,14 @@ impl<S: Store> Replica<S> {
 
     /// A refusal as divergent also names every other origin whose entries in the rest of the
     /// packet differ from ours, so each fork the packet shows is reported, not only the first
-    /// (K14). Other errors pass through.
+    /// (K14), and then the origins in `given_up`: entries of theirs the packet had made this
+    /// recovering replica give up before the refusal, which discards that as well (K29).
+    /// Other errors pass through.
     fn with_later_forks(
         &self,
         err: CoreError,
         records: &mut dyn Iterator<Item = Result<Record>>,
+        given_up: &[(String, u64)],
     ) -> Result<CoreError> {
         let CoreError::Refused(Refusal::Divergent {
             origin,
@@ -1021,37 +1024,17 @@ impl<S: Store> Replica<S> {
         named.extend(also.iter().map(|(o, _)| o.as_str()));
         let more = self.later_forks(records, &named)?;
         also.extend(more);
+        for (o, n) in given_up {
+            if *o != origin && !also.iter().any(|(a, _)| a == o) {
+                also.push((o.clone(), *n));
+            }
+        }
         Ok(CoreError::Refused(Refusal::Divergent {
             origin,
             number,
             detail,
             also,
         }))
-    }
-
-    /// A divergent refusal also names the origins in `given_up` (entries of theirs the packet
-    /// had made this replica give up before the refusal, which discards that as well).
-    fn with_given_up(err: CoreError, given_up: &[(String, u64)]) -> CoreError {
-        let CoreError::Refused(Refusal::Divergent {
-            origin,
-            number,
-            detail,
-            mut also,
-        }) = err
-        else {
-            return err;
-        };
-        for (o, n) in given_up {
-            if *o != origin && !also.iter().any(|(a, _)| a == o) {
-                also.push((o.clone(), *n));
-            }
-        }
-        CoreError::Refused(Refusal::Divergent {
-            origin,
-            number,
-            detail,
-            also,
-        })
     }
 
     /// After a packet is found divergent at the origins named in `reported`: the other
@@ -1202,10 +1185,12 @@ impl<S: Store> Replica<S> {
             }
             Assessment::Refused(CoreError::Refused(r @ Refusal::StaleSender { .. })) => {
                 self.answer_stale(&sender)?;
-                return Err(self.with_later_forks(CoreError::Refused(r), &mut pkt.records)?);
+                return Err(self.with_later_forks(CoreError::Refused(r), &mut pkt.records, &[])?);
             }
             // Forks the carried entries show beyond the bases are reported too (K14).
-            Assessment::Refused(e) => return Err(self.with_later_forks(e, &mut pkt.records)?),
+            Assessment::Refused(e) => {
+                return Err(self.with_later_forks(e, &mut pkt.records, &[])?)
+            }
             // Marked rolled back by `import`, as for a carried entry that shows it.
             Assessment::RolledBack(refusal) => return Err(CoreError::Refused(refusal)),
             Assessment::NewerIncarnationKnown {
@@ -1336,10 +1321,11 @@ impl<S: Store> Replica<S> {
                         let retired = match self.retire_if_superseded(&mut txn, &e, &blobs_seen) {
                             Ok(r) => r,
                             Err(err) => {
-                                return Err(Self::with_given_up(
-                                    self.with_later_forks(err, &mut pkt.records)?,
+                                return Err(self.with_later_forks(
+                                    err,
+                                    &mut pkt.records,
                                     &given_up,
-                                ));
+                                )?);
                             }
                         };
                         if let Some(removed) = retired {
@@ -1376,10 +1362,7 @@ impl<S: Store> Replica<S> {
                                 ),
                                 also: Vec::new(),
                             });
-                            return Err(Self::with_given_up(
-                                self.with_later_forks(err, &mut pkt.records)?,
-                                &given_up,
-                            ));
+                            return Err(self.with_later_forks(err, &mut pkt.records, &given_up)?);
                         }
                         skipped += 1;
                         continue;
@@ -1409,10 +1392,7 @@ impl<S: Store> Replica<S> {
                             detail: "its hash chain does not continue this replica's".into(),
                             also: Vec::new(),
                         });
-                        return Err(Self::with_given_up(
-                            self.with_later_forks(err, &mut pkt.records)?,
-                            &given_up,
-                        ));
+                        return Err(self.with_later_forks(err, &mut pkt.records, &given_up)?);
                     }
                     if e.origin == self.me && !recovering {
                         return Err(CoreError::Refused(Refusal::RolledBack {
