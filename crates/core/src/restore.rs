@@ -833,7 +833,9 @@ impl<S: Store> Replica<S> {
         }
         if a.replica == self.me {
             if let Some(mut rec) = Self::recovering_in(txn)? {
-                if rec.incarnation == a.incarnation {
+                if rec.incarnation == a.incarnation
+                    && self.restoration_is_older(txn, &a.acker, &rec)?
+                {
                     rec.record_ack(a.acker, a.held);
                     txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
                 }
@@ -856,6 +858,37 @@ impl<S: Store> Replica<S> {
             }
         }
         Ok(())
+    }
+
+    /// Whether `acker`'s restoration, as held here, is older than ours: its request's
+    /// `(incarnation, id)` below our own. Only such a provisional acknowledgement counts
+    /// (K32, found by the simulator, seeds 150451356 and 150898154).
+    ///
+    /// A provisional answer is what a recovering store knows *now*, and its restoration may
+    /// still bring back more: an acknowledgement of our request that its earlier self had
+    /// numbered (with a larger `held`) before it lost it, or our entries that a sibling holds.
+    /// An acker whose restoration began after ours may have seen our request before it lost
+    /// its store; one that began before ours cannot have. Waiting for the numbered
+    /// acknowledgement of every younger recovering acker (it numbers one when it completes,
+    /// and it counts our provisional answer, since ours is older) cannot deadlock: the
+    /// youngest restoration in any set of replicas awaiting each other counts every other
+    /// answer, completes first, and its numbered acknowledgements let the next one complete.
+    /// An acker whose request we do not hold yet does not count either: its request travels
+    /// with its provisional acknowledgements, so a later packet settles it.
+    fn restoration_is_older(
+        &self,
+        txn: &Txn<'_, S>,
+        acker: &ReplicaId,
+        rec: &Recovering,
+    ) -> Result<bool> {
+        let key = keys::peer(keys::peers::REQUEST, acker);
+        Ok(match txn.get(Keyspace::Peers, &key)? {
+            Some(v) => {
+                let theirs = dec_request(*acker, &v)?;
+                (theirs.incarnation, acker.0) < (rec.incarnation, self.me.0)
+            }
+            None => false,
+        })
     }
 
     /// Protocol effects of applying an entry (beyond the object base).
@@ -1174,6 +1207,82 @@ mod tests {
         assert!(r1.status().unwrap().recovering.is_none(), "r1 completes");
         assert_eq!(r0.entry(&r0.id(), n).unwrap().unwrap().hash, lost);
         assert_eq!(r0.digest().unwrap(), r2.digest().unwrap());
+    }
+
+    /// K32 (found by the simulator, seeds 150451356 and 150898154): r0 is restored and r2
+    /// answers first (it lacks r0's last entry). r1 holds that entry, acknowledges with
+    /// `held` counting it and passes both to r2, but its acknowledgement never reaches r0:
+    /// r1 is itself restored from a copy older than the entry. Recovering, r1 answers r0
+    /// provisionally from its copy. Before the fix r0 completed on that answer and numbered
+    /// another entry under the lost one's number, which r2 held. An answer from a restoration
+    /// younger than ours no longer counts: r0 waits for r1's numbered acknowledgement, which
+    /// r1 makes when it completes (r0's provisional answer counts there, r0's being older),
+    /// and by then r1 holds the entry again.
+    #[test]
+    fn a_provisional_answer_from_a_younger_restoration_does_not_complete_ours() {
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(8));
+        let r0: R = Replica::init(MemStore::new(), env.clone(), "fam", "r0").unwrap();
+        let r1 = create(&r0, "r1", &env);
+        let r2 = create(&r0, "r2", &env);
+        for _ in 0..3 {
+            for (a, b) in [
+                (&r0, &r1),
+                (&r1, &r0),
+                (&r0, &r2),
+                (&r2, &r0),
+                (&r1, &r2),
+                (&r2, &r1),
+            ] {
+                send(a, b);
+            }
+        }
+        let b0 = r0.store().deep_copy();
+        let b1 = r1.store().deep_copy();
+        r0.mkelem("lost").unwrap();
+        send(&r0, &r1);
+        let n = r0.own_row().unwrap().get(&r0.id());
+        let lost = r0.entry(&r0.id(), n).unwrap().unwrap().hash;
+        let r0: R = Replica::open(b0, env.clone()).unwrap();
+        r0.mark_restored().unwrap();
+        r0.restorereplica(&[], false).unwrap();
+        // r2 answers from what it holds (not the lost entry); its flag clears.
+        send(&r0, &r2);
+        send(&r2, &r0);
+        let rec = r0.status().unwrap().recovering.expect("still recovering");
+        assert!(!rec.awaited.contains_key(&r2.id()), "r2 answered");
+        // r1 answers counting the lost entry; the answer reaches r2 only.
+        send(&r0, &r1);
+        send(&r1, &r2);
+        assert_eq!(r2.entry(&r0.id(), n).unwrap().unwrap().hash, lost);
+        // r1 is restored from a copy older than the entry and its answer.
+        let r1: R = Replica::open(b1, env).unwrap();
+        r1.mark_restored().unwrap();
+        r1.restorereplica(&[], false).unwrap();
+        for _ in 0..3 {
+            send(&r1, &r0);
+            send(&r0, &r1);
+        }
+        assert!(
+            r0.status().unwrap().recovering.is_some(),
+            "r1's provisional answer, younger than r0's restoration, does not complete it"
+        );
+        for _ in 0..4 {
+            for (a, b) in [
+                (&r1, &r2),
+                (&r2, &r1),
+                (&r1, &r0),
+                (&r0, &r1),
+                (&r0, &r2),
+                (&r2, &r0),
+            ] {
+                send(a, b);
+            }
+        }
+        assert!(r1.status().unwrap().recovering.is_none(), "r1 completes");
+        assert!(r0.status().unwrap().recovering.is_none(), "r0 completes");
+        assert_eq!(r0.entry(&r0.id(), n).unwrap().unwrap().hash, lost);
+        assert_eq!(r0.digest().unwrap(), r2.digest().unwrap());
+        assert_eq!(r1.digest().unwrap(), r2.digest().unwrap());
     }
 
     /// K11 remainder (found by the simulator, seed 70001233): r1 is put back to a copy that

@@ -298,6 +298,24 @@ fn giving_up_retired_entries_lowers_the_estimates_that_counted_them() {
     passes_with(140464093, None, None, Profile::Crashy);
 }
 
+/// K32 (run R): r1 acknowledged r0's restoration counting r0's last entry; the answer reached
+/// only r2 before r1 was itself restored from an older copy. Recovering, r1 answered r0
+/// provisionally from that copy, r0 completed on it and numbered that entry's number again
+/// while r2 held the old entry. A provisional answer now counts only from a restoration older
+/// than the requester's.
+#[test]
+fn a_provisional_answer_from_a_younger_restoration_does_not_complete_a_restore() {
+    passes_with(150451356, None, None, Profile::DefaultRestores);
+}
+
+/// K32, the second seed (run R): r2 answered r0 provisionally, then gained r0's entries from
+/// r1, which had acknowledged them and was then restored from an older copy; r0 completed on
+/// r1's provisional answer and numbered r0 5 and 6 again.
+#[test]
+fn a_provisional_answer_does_not_complete_a_restore_while_a_sibling_regains_its_entries() {
+    passes_with(150898154, None, None, Profile::DefaultRestores);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
