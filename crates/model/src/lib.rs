@@ -401,17 +401,22 @@ pub enum Mutation {
     /// The second bug the model found, put back: amending rebuilds the awaited set from the
     /// current flags, so a sibling whose flag already cleared is awaited again with no ack.
     AmendForgetsAcks,
+    /// K32, found by the simulator, put back: a recovering replica counts a provisional
+    /// acknowledgement from any recovering sibling, even one whose restoration began after
+    /// its own (whose earlier self may have acknowledged more before it lost its store).
+    ProvisionalFromYounger,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 6] = [
+    pub const ALL: [Mutation; 7] = [
         Mutation::NoEstimateRollback,
         Mutation::CompleteWithoutWaiting,
         Mutation::NoStaleCheck,
         Mutation::ResurrectRequests,
         Mutation::AmendRestoredStore,
         Mutation::AmendForgetsAcks,
+        Mutation::ProvisionalFromYounger,
     ];
 
     /// Its name on the command line.
@@ -423,6 +428,7 @@ impl Mutation {
             Mutation::ResurrectRequests => "resurrect-requests",
             Mutation::AmendRestoredStore => "amend-restored-store",
             Mutation::AmendForgetsAcks => "amend-forgets-acks",
+            Mutation::ProvisionalFromYounger => "provisional-from-younger",
         }
     }
 }
@@ -748,7 +754,7 @@ impl ProtocolModel {
             self.on_request(&mut n, me, life, q);
         }
         for a in &p.prov {
-            on_prov_ack(&mut n, me, a);
+            on_prov_ack(&mut n, me, a, self.has(Mutation::ProvisionalFromYounger));
         }
         let sender_holds_request = n.requests[p.from as usize].is_some();
         let sender_recovering_own = p.requests.iter().any(|q| q.replica == p.from);
@@ -1016,11 +1022,15 @@ impl ProtocolModel {
     }
 }
 
-/// restore.rs `on_provisional_ack`.
-fn on_prov_ack(n: &mut Store, me: Rid, a: &ProvAck) {
+/// restore.rs `on_provisional_ack`: an acknowledgement for our restoration counts only when
+/// the acker's restoration, as held here, is older than ours (`restoration_is_older`, K32).
+fn on_prov_ack(n: &mut Store, me: Rid, a: &ProvAck, count_any: bool) {
     if a.replica == me {
+        let older = |rec: &Recovering| matches!(n.requests[a.acker as usize], Some(q) if (q.inc, a.acker) < (rec.inc, me));
+        let counts =
+            matches!(&n.recovering, Some(rec) if rec.inc == a.inc && (count_any || older(rec)));
         if let Some(rec) = &mut n.recovering {
-            if rec.inc == a.inc {
+            if counts {
                 rec.record_ack(a.acker, a.held);
             }
         }
