@@ -565,6 +565,9 @@ pub enum Outcome {
     Refused(&'static str),
 }
 
+/// The refusal of a packet built for an older incarnation of its target.
+pub const STALE_TARGET: &str = "stale target incarnation";
+
 /// Names of the properties.
 pub mod props {
     /// No `(origin, number)` names two different entries in any two oplogs.
@@ -706,7 +709,19 @@ impl ProtocolModel {
         }
         let my_inc = r.inc[me as usize];
         if p.target_inc < my_inc && !self.has(Mutation::NoStaleCheck) {
-            return Outcome::Refused("stale target incarnation");
+            // sync.rs `learn_sender_request`: the sender's own restore request and incarnation
+            // are news about the sender, not content built against our old state (two
+            // replicas restored at once learn each other's request this way). Nothing else
+            // of the packet is applied.
+            let mut n = r.clone();
+            for q in p.requests.iter().filter(|q| q.replica == p.from) {
+                self.on_request(&mut n, me, life, q);
+            }
+            if p.sender_inc > n.inc[p.from as usize] {
+                n.inc[p.from as usize] = p.sender_inc;
+            }
+            *r = n;
+            return Outcome::Refused(STALE_TARGET);
         }
         if p.target_inc > my_inc && r.recovering.is_none() {
             r.rolled_back = true;
@@ -943,7 +958,11 @@ impl ProtocolModel {
             rolled_back: before.rolled_back,
             ..s.reps[p.to as usize].clone()
         };
-        if p.target_restores < before.restores && after != before {
+        // Learning the sender's own request from a stale packet is not applying it.
+        if p.target_restores < before.restores
+            && after != before
+            && out != Outcome::Refused(STALE_TARGET)
+        {
             s.stale_applied = true;
         }
         out

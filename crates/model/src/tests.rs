@@ -419,3 +419,51 @@ fn backup_taken_while_recovering_suite_config_catches_the_old_amend() {
 fn slow_tests() -> bool {
     std::env::var_os("MSITE_SLOW_TESTS").is_some()
 }
+
+/// K32 (found by the simulator, seeds 150451356 and 150898154), driven by hand: A is restored
+/// and C answers before it holds A's lost write; B holds the write and answers counting it,
+/// the answer reaching C only; B is then restored from a copy older than both and answers A
+/// provisionally from it. Returns the state after that provisional answer reached A.
+fn younger_restoration_answers_provisionally(m: &ProtocolModel) -> State {
+    let mut s = m.initial();
+    s = step(m, &s, Action::Backup(0));
+    s = step(m, &s, Action::Backup(1));
+    s = step(m, &s, Action::Write(0));
+    s = export_deliver(m, &s, 0, 1); // B holds A's write
+    s = step(m, &s, Action::Restore(0));
+    s = step(m, &s, Action::RestoreReplica(0));
+    s = export_deliver(m, &s, 0, 2); // C acknowledges with held 0
+    s = export_deliver(m, &s, 2, 0); // and A's flag for C clears
+    s = export_deliver(m, &s, 0, 1); // B acknowledges with held 1
+    s = export_deliver(m, &s, 1, 2); // the write and B's answer reach C only
+    assert_eq!(s.reps[2].log[0].len(), 1, "{}", describe(&s));
+    s = step(m, &s, Action::Restore(1));
+    s = step(m, &s, Action::RestoreReplica(1));
+    s = export_deliver(m, &s, 1, 0); // A learns B's request
+    s = export_deliver(m, &s, 0, 1); // B answers A's request provisionally, held 0
+    export_deliver(m, &s, 1, 0)
+}
+
+#[test]
+fn provisional_answer_from_a_younger_restoration_does_not_complete() {
+    let bounds = Bounds {
+        restores: 2,
+        ..Bounds::default()
+    };
+    let m = ProtocolModel::new(bounds.clone());
+    let s = younger_restoration_answers_provisionally(&m);
+    assert!(s.reps[0].recovering.is_some(), "{}", describe(&s));
+    assert!(no_reuse(&s));
+    let (h, _) = m.heal(&s).expect("heals");
+    assert!(
+        healed(&h) && no_reuse(&h) && no_loss(&h),
+        "{}",
+        describe(&h)
+    );
+
+    // The bug put back: A completes on B's answer and numbers its lost write's number again.
+    let m = ProtocolModel::mutated(bounds, Mutation::ProvisionalFromYounger);
+    let s = younger_restoration_answers_provisionally(&m);
+    assert!(s.reps[0].recovering.is_none(), "{}", describe(&s));
+    assert!(!no_reuse(&s), "{}", describe(&s));
+}
