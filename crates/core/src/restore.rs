@@ -200,6 +200,22 @@ impl<S: Store> Replica<S> {
         })
     }
 
+    /// Whether our restoration awaits `sibling` and `sibling` is restoring too, having begun
+    /// after us: its provisional acknowledgement does not count here (K32), so it answers
+    /// with the numbered acknowledgement it makes when its own restoration completes.
+    pub fn awaits_completion_of(&self, sibling: &ReplicaId) -> Result<bool> {
+        let txn = Txn::new(&self.store);
+        let Some(rec) = Self::recovering_in(&txn)? else {
+            return Ok(false);
+        };
+        let restoring = txn
+            .get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, sibling))?
+            .is_some();
+        Ok(rec.awaited.contains_key(sibling)
+            && restoring
+            && !self.restoration_is_older(&txn, sibling, &rec)?)
+    }
+
     pub(crate) fn recovering_in(txn: &Txn<'_, S>) -> Result<Option<Recovering>> {
         match txn.get(Keyspace::Meta, keys::RECOVERING)? {
             Some(v) => Ok(Some(Recovering::decode(&v)?)),
@@ -1266,6 +1282,8 @@ mod tests {
             r0.status().unwrap().recovering.is_some(),
             "r1's provisional answer, younger than r0's restoration, does not complete it"
         );
+        assert!(r0.awaits_completion_of(&r1.id()).unwrap());
+        assert!(!r1.awaits_completion_of(&r0.id()).unwrap());
         for _ in 0..4 {
             for (a, b) in [
                 (&r1, &r2),

@@ -288,6 +288,12 @@ pub fn replica_infos(r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaInfo>> 
                 .is_some_and(|rec| rec.awaited.contains_key(&obj.id));
         if awaited {
             annotations.push("replica is expected to send recovery update".to_string());
+            if r.awaits_completion_of(&obj.id)? {
+                annotations.push(
+                    "it is restoring too, since after this replica: it answers when its own restoration completes"
+                        .to_string(),
+                );
+            }
         }
         let held_req = held.iter().find(|h| h.replica == obj.id);
         if let Some(h) = held_req {
