@@ -4,13 +4,14 @@
 //! The model follows the protocol *as built* in `crates/core/src/sync.rs` and `restore.rs`,
 //! not an idealised one: per-origin entry numbers; an own row (the oplog lengths) and
 //! estimate rows; export sends the entries above the estimate and raises the estimate unless
-//! the target is recovering; import checks incarnations (stale refusal, rollback detection),
+//! the target is recovering; import checks incarnations (stale refusal, which still learns
+//! the sender's own restore request; rollback detection),
 //! prerequisites (the packet waits), divergence at the base and under held numbers, skips
 //! held entries, then applies controls; restore requests and provisional acknowledgements are
 //! control records carried in every packet until the restore completes; numbered
 //! `RestoreAck` entries from non-recovering siblings carry `held`; the recovering replica
 //! clears an awaited sibling once it has an ack for its incarnation and holds `held` of its
-//! own entries; completion appends `RestoreComplete`; siblings drop the request on applying
+//! own entries (a provisional ack counts only from an older restoration, K32); completion appends `RestoreComplete`; siblings drop the request on applying
 //! it and never resurrect an incarnation `<=` the completed one.
 //!
 //! It follows the design as fixed in commit e375191: `restorereplica` on a store marked
