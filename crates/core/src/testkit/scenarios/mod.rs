@@ -286,6 +286,7 @@ macro_rules! protocol_scenario_tests {
             snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_sibling => case_snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_sibling,
             sibling_created_after_the_backup_joins_the_awaited_set => case_sibling_created_after_the_backup_joins_the_awaited_set,
             two_replicas_restoring_at_once_both_complete => case_two_replicas_restoring_at_once_both_complete,
+            a_sibling_restored_after_acknowledging_answers_when_its_own_restoration_completes => case_a_sibling_restored_after_acknowledging_answers_when_its_own_restoration_completes,
             restoring_again_from_an_older_backup => case_restoring_again_from_an_older_backup,
             backup_older_than_the_last_restoration_gives_up_the_entries_it_retired => case_backup_older_than_the_last_restoration_gives_up_the_entries_it_retired,
             running_restorereplica_again_amends_the_set_and_keeps_the_incarnation => case_running_restorereplica_again_amends_the_set_and_keeps_the_incarnation,

@@ -236,6 +236,63 @@ pub fn case_two_replicas_restoring_at_once_both_complete<F: StoreFactory>(factor
     }
 }
 
+/// Two restorations at once, the younger one's sibling having acknowledged the older before
+/// it lost its store (K32, found by the simulator, seeds 150451356 and 150898154). Site 0 is
+/// restored; site 2 answers first (it lacks 0's last entries), site 1 holds them, answers
+/// counting them and passes both to site 2, then is restored from a copy older than all of it.
+/// Recovering, site 1 answers site 0 provisionally from that copy. That answer must not
+/// complete site 0's restoration (it would number the lost entries' numbers again, which
+/// site 2 holds): site 0 waits for site 1's numbered acknowledgement, made when site 1's own
+/// restoration completes, by when site 1 holds the entries again.
+pub fn case_a_sibling_restored_after_acknowledging_answers_when_its_own_restoration_completes<
+    F: StoreFactory,
+>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 3, 33);
+    f.settle(&mesh(3));
+    let b0 = f.backup(0);
+    let b1 = f.backup(1);
+    f.sites[0].checkin("lost", "main", b"0", "u", "").unwrap();
+    f.sync(0, 1);
+    let n = f.sites[0].own_row().unwrap().get(&f.id(0));
+    let lost = f.sites[0].entry(&f.id(0), n).unwrap().unwrap().hash;
+    f.restore(0, &b0);
+    f.sites[0].restorereplica(&[], false).unwrap();
+    f.sync(0, 2);
+    f.sync(2, 0);
+    let rec = f.sites[0].status().unwrap().recovering.unwrap();
+    assert!(!rec.awaited.contains_key(&f.id(2)), "site 2 answered");
+    f.sync(0, 1);
+    f.sync(1, 2);
+    assert_eq!(f.sites[2].entry(&f.id(0), n).unwrap().unwrap().hash, lost);
+    f.restore(1, &b1);
+    f.sites[1].restorereplica(&[], false).unwrap();
+    for _ in 0..3 {
+        f.sync(1, 0);
+        f.sync(0, 1);
+    }
+    assert!(
+        f.sites[0].status().unwrap().recovering.is_some(),
+        "a provisional answer from a younger restoration does not complete the older one"
+    );
+    assert!(f.sites[0].awaits_completion_of(&f.id(1)).unwrap());
+    for _ in 0..10 {
+        for (a, b) in mesh(3) {
+            f.sync(a, b);
+            f.sync(b, a);
+        }
+    }
+    for s in &f.sites {
+        assert!(
+            s.status().unwrap().recovering.is_none(),
+            "a restoration did not complete"
+        );
+    }
+    assert_eq!(f.sites[0].entry(&f.id(0), n).unwrap().unwrap().hash, lost);
+    unlocked_then_converges(&f, 0, "after", b"1", &mesh(3));
+}
+
 /// Restoring again from an older backup.
 pub fn case_restoring_again_from_an_older_backup<F: StoreFactory>(factory: &F) {
     let mut f = Family::new(factory, 2, 26);
