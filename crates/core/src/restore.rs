@@ -9,7 +9,7 @@
 //! itself recovering, which may not number anything yet) are control records that every
 //! replica propagates in every packet until the matching restore complete arrives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::{Dec, Enc};
 use crate::error::{CoreError, Result};
@@ -38,6 +38,9 @@ pub struct Recovering {
     /// flag cleared, so that amending the awaited set never waits again for an answer that
     /// already came.
     pub acks: BTreeMap<ReplicaId, u64>,
+    /// The siblings whose numbered acknowledgement for this incarnation arrived: theirs is the
+    /// answer from then on, and provisional ones from them are ignored.
+    pub numbered: BTreeSet<ReplicaId>,
 }
 
 impl Recovering {
@@ -58,6 +61,10 @@ impl Recovering {
         e = e.u64(self.acks.len() as u64);
         for (r, held) in &self.acks {
             e = e.rid(r).u64(*held);
+        }
+        e = e.u64(self.numbered.len() as u64);
+        for r in &self.numbered {
+            e = e.rid(r);
         }
         e.done()
     }
@@ -83,6 +90,10 @@ impl Recovering {
             let r = d.rid()?;
             acks.insert(r, d.u64()?);
         }
+        let mut numbered = BTreeSet::new();
+        for _ in 0..d.u64()? {
+            numbered.insert(d.rid()?);
+        }
         d.end()?;
         Ok(Recovering {
             incarnation,
@@ -90,6 +101,7 @@ impl Recovering {
             explicit,
             awaited,
             acks,
+            numbered,
         })
     }
 
@@ -98,18 +110,27 @@ impl Recovering {
     /// supersedes provisional ones (which may have counted entries the acker has since given
     /// up as retired; found by the simulator, seed 60002701).
     fn record_numbered_ack(&mut self, acker: ReplicaId, held: u64) {
+        self.numbered.insert(acker);
         self.acks.insert(acker, held);
         if let Some(slot) = self.awaited.get_mut(&acker) {
             *slot = Some(held);
         }
     }
 
+    /// Records a provisional acknowledgement from `acker` (one that counts here: see
+    /// `restoration_is_older`). The latest one received is the answer: an acker never raises
+    /// its provisional `held` for one incarnation, it only lowers it when it gives up entries
+    /// a newer timeline retired (K19), so an older answer arriving late only asks for more.
+    /// Keeping the largest instead waited forever for retired entries once the acker had
+    /// lowered its answer (found by the simulator, seed 170381170, after K32 made the older
+    /// restoration wait for this one). Ignored once the acker's numbered acknowledgement came.
     fn record_ack(&mut self, acker: ReplicaId, held: u64) {
-        let h = self.acks.entry(acker).or_insert(0);
-        *h = (*h).max(held);
-        let h = *h;
+        if self.numbered.contains(&acker) {
+            return;
+        }
+        self.acks.insert(acker, held);
         if let Some(slot) = self.awaited.get_mut(&acker) {
-            *slot = Some(h);
+            *slot = Some(held);
         }
     }
 }
@@ -372,6 +393,7 @@ impl<S: Store> Replica<S> {
                     explicit: !wait_for.is_empty(),
                     awaited: awaited_ids.iter().map(|id| (*id, None)).collect(),
                     acks: BTreeMap::new(),
+                    numbered: BTreeSet::new(),
                 }
             }
         };
@@ -773,6 +795,7 @@ impl<S: Store> Replica<S> {
             *held = None;
         }
         rec.acks.clear();
+        rec.numbered.clear();
         txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
         txn.put(
             Keyspace::Peers,

@@ -316,6 +316,16 @@ fn a_provisional_answer_does_not_complete_a_restore_while_a_sibling_regains_its_
     passes_with(150898154, None, None, Profile::DefaultRestores);
 }
 
+/// K33 (run S, after the K32 fix): the younger restoration r1 kept the largest provisional
+/// answer of the older r0, which counted r1's own entries from a retired timeline (r1 had sent
+/// them itself); r0 lowered its answer when it gave them up, r1 kept waiting for them, and r0,
+/// which now waits for r1's numbered answer, never completed. The latest provisional answer
+/// now counts.
+#[test]
+fn the_latest_provisional_answer_counts() {
+    passes_with(170381170, None, None, Profile::Crashy);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
