@@ -163,19 +163,35 @@ pub struct Recovering {
     pub row: Row,
     /// Per sibling.
     pub awaited: [Awaited; N],
-    /// Per sibling, the `held` of every acknowledgement received for this incarnation (the
-    /// largest), kept after the sibling's flag cleared (restore.rs `Recovering::acks`).
+    /// Per sibling, the `held` of its answer for this incarnation (the numbered one once it
+    /// came, else the latest provisional one), kept after the sibling's flag cleared
+    /// (restore.rs `Recovering::acks`).
     pub acks: [Option<u8>; N],
+    /// Per sibling, whether its numbered acknowledgement came (restore.rs
+    /// `Recovering::numbered`).
+    pub numbered: [bool; N],
 }
 
 impl Recovering {
-    /// restore.rs `Recovering::record_ack`: records an acknowledgement from `acker` and
-    /// satisfies its flag if it is awaited.
+    /// restore.rs `Recovering::record_numbered_ack`: the acker's numbered answer, which
+    /// supersedes provisional ones; satisfies its flag if it is awaited.
+    fn record_numbered_ack(&mut self, acker: Rid, held: u8) {
+        self.numbered[acker as usize] = true;
+        self.set_ack(acker, held);
+    }
+
+    /// restore.rs `Recovering::record_ack`: the latest provisional answer counts, unless the
+    /// acker's numbered one came.
     fn record_ack(&mut self, acker: Rid, held: u8) {
-        let h = self.acks[acker as usize].unwrap_or(0).max(held);
-        self.acks[acker as usize] = Some(h);
+        if !self.numbered[acker as usize] {
+            self.set_ack(acker, held);
+        }
+    }
+
+    fn set_ack(&mut self, acker: Rid, held: u8) {
+        self.acks[acker as usize] = Some(held);
         if let Some(slot) = &mut self.awaited[acker as usize] {
-            *slot = Some(h);
+            *slot = Some(held);
         }
     }
 }
@@ -795,7 +811,7 @@ impl ProtocolModel {
                 if replica == me {
                     if let Some(rec) = &mut n.recovering {
                         if rec.inc == inc {
-                            rec.record_ack(e.origin, held);
+                            rec.record_numbered_ack(e.origin, held);
                         }
                     }
                 }
@@ -932,6 +948,7 @@ impl ProtocolModel {
                     row: r.own(),
                     awaited,
                     acks: [None; N],
+                    numbered: [false; N],
                 }
             }
         };
