@@ -326,6 +326,17 @@ fn the_latest_provisional_answer_counts() {
     passes_with(170381170, None, None, Profile::Crashy);
 }
 
+/// K34 (run T, a simulator gap): r0 was put back, without `msite restore`, to a snapshot taken
+/// while it recovered; its earlier self had completed that restoration, and its restore
+/// complete was still on its way to r1. Amending the restoration recorded in the copy detected
+/// nothing, and r0 completed it again under the same number from r1's old acknowledgement. That
+/// is the documented limit of a snapshot rollback before detection (the fork is reported); the
+/// simulator had taken the amendment for a detection.
+#[test]
+fn amending_the_restoration_of_a_snapshot_does_not_detect_the_rollback() {
+    passes(180281979, None, None);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
