@@ -131,6 +131,9 @@ pub enum Refusal {
         origin: String,
         /// The entry number.
         number: u64,
+        /// Other origins whose histories differ in the packet, with the first differing
+        /// number each: forks the refusal reports too (K35).
+        also: Vec<(String, u64)>,
     },
     /// This replica has lost entries of its own (restored without restorereplica).
     RolledBack {
@@ -179,10 +182,21 @@ impl std::fmt::Display for Refusal {
                     "divergent history: entry {number} of origin {origin} differs between the sender and this replica ({detail}{also}); nothing was applied — a replica was restored without `msite restorereplica` or with --override; find which and see docs/protocol.md, 'Divergence'"
                 )
             }
-            Refusal::SenderHoldsRetired { sender, origin, number } => write!(
-                f,
-                "{sender} is recovering, and its copy of {origin}'s history differs from this replica's at entry {number} (its store is older than a restoration of {origin}); nothing was applied: {sender} gives up its copy when it imports this replica's next packet, or reports the divergence if its copy is the newer"
-            ),
+            Refusal::SenderHoldsRetired {
+                sender,
+                origin,
+                number,
+                also,
+            } => {
+                let also: String = also
+                    .iter()
+                    .map(|(o, n)| format!("; entry {n} of origin {o} differs too"))
+                    .collect();
+                write!(
+                    f,
+                    "{sender} is recovering, and its copy of {origin}'s history differs from this replica's at entry {number} (its store is older than a restoration of {origin}{also}); nothing was applied: {sender} gives up its copy when it imports this replica's next packet, or reports the divergence if its copy is the newer"
+                )
+            }
             Refusal::RolledBack { sender, theirs, ours } => write!(
                 f,
                 "this replica has lost entries of its own: {sender} holds its entries up to {theirs}, but it holds only up to {ours} (it was restored from a copy without `msite restore`); it now refuses local changes — run `msite restorereplica` to recover them"

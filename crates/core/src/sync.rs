@@ -983,6 +983,7 @@ impl<S: Store> Replica<S> {
                     sender: sender_name,
                     origin,
                     number,
+                    also: forks,
                 },
             )));
         }
@@ -1000,9 +1001,10 @@ impl<S: Store> Replica<S> {
         Ok(Assessment::Importable)
     }
 
-    /// A refusal as divergent also names every other origin whose entries in the rest of the
-    /// packet differ from ours, so each fork the packet shows is reported, not only the first
-    /// (K14), and then the origins in `given_up`: entries of theirs the packet had made this
+    /// A refusal as divergent, or as holding retired entries (K35, found by the simulator,
+    /// seed 180505535: a second fork stayed unnamed behind the first), also names every other
+    /// origin whose entries in the rest of the packet differ from ours, so each fork the packet
+    /// shows is reported, not only the first (K14), and then the origins in `given_up`: entries of theirs the packet had made this
     /// recovering replica give up before the refusal, which discards that as well (K29).
     /// Other errors pass through.
     fn with_later_forks(
@@ -1011,30 +1013,52 @@ impl<S: Store> Replica<S> {
         records: &mut dyn Iterator<Item = Result<Record>>,
         given_up: &[(String, u64)],
     ) -> Result<CoreError> {
-        let CoreError::Refused(Refusal::Divergent {
-            origin,
-            number,
-            detail,
-            mut also,
-        }) = err
-        else {
-            return Ok(err);
+        let (origin, also) = match &err {
+            CoreError::Refused(
+                Refusal::Divergent { origin, also, .. }
+                | Refusal::SenderHoldsRetired { origin, also, .. },
+            ) => (origin.clone(), also.clone()),
+            _ => return Ok(err),
         };
         let mut named: Vec<&str> = vec![origin.as_str()];
         named.extend(also.iter().map(|(o, _)| o.as_str()));
-        let more = self.later_forks(records, &named)?;
-        also.extend(more);
+        let mut more = self.later_forks(records, &named)?;
         for (o, n) in given_up {
-            if *o != origin && !also.iter().any(|(a, _)| a == o) {
-                also.push((o.clone(), *n));
+            if *o != origin && !also.iter().chain(&more).any(|(a, _)| a == o) {
+                more.push((o.clone(), *n));
             }
         }
-        Ok(CoreError::Refused(Refusal::Divergent {
-            origin,
-            number,
-            detail,
-            also,
-        }))
+        Ok(match err {
+            CoreError::Refused(Refusal::Divergent {
+                origin,
+                number,
+                detail,
+                mut also,
+            }) => {
+                also.extend(more);
+                CoreError::Refused(Refusal::Divergent {
+                    origin,
+                    number,
+                    detail,
+                    also,
+                })
+            }
+            CoreError::Refused(Refusal::SenderHoldsRetired {
+                sender,
+                origin,
+                number,
+                mut also,
+            }) => {
+                also.extend(more);
+                CoreError::Refused(Refusal::SenderHoldsRetired {
+                    sender,
+                    origin,
+                    number,
+                    also,
+                })
+            }
+            other => other,
+        })
     }
 
     /// After a packet is found divergent at the origins named in `reported`: the other
@@ -1348,11 +1372,17 @@ impl<S: Store> Replica<S> {
                                 // The sender recovers from a copy older than a restoration of
                                 // that origin and relays an entry it replaced: not a fork; the
                                 // sender gives it up when it receives ours (K13).
-                                return Err(CoreError::Refused(Refusal::SenderHoldsRetired {
+                                let err = CoreError::Refused(Refusal::SenderHoldsRetired {
                                     sender: sender_name.clone(),
                                     origin,
                                     number: e.number,
-                                }));
+                                    also: Vec::new(),
+                                });
+                                return Err(self.with_later_forks(
+                                    err,
+                                    &mut pkt.records,
+                                    &given_up,
+                                )?);
                             }
                             let err = CoreError::Refused(Refusal::Divergent {
                                 origin,

@@ -1537,14 +1537,16 @@ impl<B: SimBackend> World<B> {
                 }
             }
             CoreError::Refused(Refusal::RolledBack { .. }) => self.on_rollback_detected(to, serial),
-            CoreError::Refused(Refusal::SenderHoldsRetired { origin, .. }) => {
-                // The refusal names the origin whose histories differ: the operator is told.
-                if let Some(s) = self
-                    .sites
-                    .iter()
-                    .find(|s| s.name == origin || s.id.short() == origin)
-                {
-                    self.reported.insert(s.id);
+            CoreError::Refused(Refusal::SenderHoldsRetired { origin, also, .. }) => {
+                // The refusal names the origins whose histories differ: the operator is told.
+                for name in std::iter::once(&origin).chain(also.iter().map(|(o, _)| o)) {
+                    if let Some(s) = self
+                        .sites
+                        .iter()
+                        .find(|s| &s.name == name || s.id.short() == *name)
+                    {
+                        self.reported.insert(s.id);
+                    }
                 }
                 // A recovering sender relayed entries a newer restoration replaced (K13); core
                 // says so only for a packet carrying the sender's own restore request and an

@@ -337,6 +337,16 @@ fn amending_the_restoration_of_a_snapshot_does_not_detect_the_rollback() {
     passes(180281979, None, None);
 }
 
+/// K35 (run T, lossy): two recovering replicas refused each other's packets as holding retired
+/// entries of r1 (a fork a snapshot rollback made, which neither can repair); the refusal
+/// named r1 only, so the fork of r2 1 that a `--wait-for` restoration made stayed unreported.
+/// A refusal as holding retired entries now names every fork the packet shows, as a divergent
+/// one does (K14).
+#[test]
+fn a_refusal_for_retired_entries_names_every_fork() {
+    passes_with(180505535, None, None, Profile::Crashy);
+}
+
 #[test]
 fn same_seed_same_run() {
     for seed in [3u64, 44, 107] {
