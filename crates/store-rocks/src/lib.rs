@@ -20,6 +20,12 @@
 //!   `iterate_lower_bound`/`iterate_upper_bound` (prefix iterators are never used) and checks
 //!   each key against the range's end as well. A scan on the store is consistent: a RocksDB
 //!   iterator pins the state it started on.
+//! * **Small families**: `meta`, `epochs` and `peers` (entries per sibling or per packet,
+//!   read a dozen times by every export, import and local change) have a bloom filter and
+//!   are compacted after every flush, so a point read or a scan meets the memtable and one
+//!   sorted run on disk (two while that compaction runs), however many flushes the history
+//!   took; the large families keep RocksDB's defaults (no filter to build at every flush of
+//!   an import).
 //! * **Memory and close**: the memtables of all column families share one 64 MiB budget
 //!   (`db_write_buffer_size`); the `blobs` family has at most two memtables of 32 MiB and keeps
 //!   values of 4 KiB and more in blob files (RocksDB's integrated BlobDB: written at flush,

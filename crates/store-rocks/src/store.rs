@@ -10,7 +10,8 @@ use msite_core::store::{
 };
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Env, Options, ReadOptions, DB,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Env, Options,
+    ReadOptions, DB,
 };
 
 use crate::error::{map, map_open, RocksResultExt, BACKEND};
@@ -87,8 +88,32 @@ fn cf_options(ks: Keyspace) -> Options {
         opts.set_enable_blob_files(true);
         opts.set_min_blob_size(MIN_BLOB_BYTES);
     }
+    if is_small(ks) {
+        // The small families, read a dozen times by every export, import and local change
+        // (own row, estimates, send and receive state, restore flags). Nearly every batch
+        // writes them, so every flush (also one the WAL or the memtable budget forces while
+        // another family fills) added an L0 file to each: with RocksDB's default trigger of
+        // four, a read walked up to three L0 files plus the level below, without a filter
+        // also for every absent key (the restore flags, a sibling's restore request), and a
+        // scan merged them all. Now a compaction follows every flush (it rewrites the family:
+        // kilobytes, up to megabytes for `peers` after very many packets), and the filter
+        // answers absent keys without reading a block.
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(SMALL_BLOOM_BITS_PER_KEY, false);
+        opts.set_block_based_table_factory(&table);
+        opts.set_level_zero_file_num_compaction_trigger(1);
+    }
     opts
 }
+
+/// Keyspaces of a few entries per sibling or per packet, not per oplog entry: `meta`,
+/// `epochs`, `peers`.
+fn is_small(ks: Keyspace) -> bool {
+    matches!(ks, Keyspace::Meta | Keyspace::Epochs | Keyspace::Peers)
+}
+
+/// Bloom filter bits per key in the small families (about 1 % false positives).
+const SMALL_BLOOM_BITS_PER_KEY: f64 = 10.0;
 
 /// No compression in L0, LZ4 below (RocksDB's default seven levels).
 const COMPRESSION_PER_LEVEL: [DBCompressionType; 7] = [
@@ -272,6 +297,66 @@ impl Store for RocksStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use msite_core::store::WriteBatch;
+
+    fn property(store: &RocksStore, ks: Keyspace, name: &str) -> String {
+        store
+            .db
+            .property_value_cf(store.cf(ks).unwrap(), name)
+            .unwrap()
+            .unwrap_or_default()
+    }
+
+    /// Sorted runs of a family: L0 files count one each, every non-empty level one.
+    fn sorted_runs(store: &RocksStore, ks: Keyspace) -> usize {
+        (0..7)
+            .map(|level| {
+                let files: usize =
+                    property(store, ks, &format!("rocksdb.num-files-at-level{level}"))
+                        .parse()
+                        .unwrap();
+                if level == 0 {
+                    files
+                } else {
+                    files.min(1)
+                }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn small_families_stay_one_sorted_run_with_a_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        for round in 0u64..3 {
+            let mut batch = store.batch();
+            for ks in Keyspace::ALL {
+                batch.put(ks, b"key", &round.to_be_bytes());
+            }
+            store.write(batch, WriteOptions::NO_SYNC).unwrap();
+            store.flush().unwrap();
+        }
+        store
+            .db
+            .wait_for_compact(&rocksdb::WaitForCompactOptions::default())
+            .unwrap();
+        for ks in Keyspace::ALL {
+            let runs = sorted_runs(&store, ks);
+            let tables = property(&store, ks, "rocksdb.aggregated-table-properties");
+            let filtered = !tables.contains("filter block size=0;");
+            if is_small(ks) {
+                assert_eq!(runs, 1, "{ks}: {runs} sorted runs after three flushes");
+                assert!(filtered, "{ks} has no filter: {tables}");
+            } else {
+                // No filter to build at every flush of an import.
+                assert!(!filtered, "{ks} has a filter: {tables}");
+            }
+            assert_eq!(
+                store.get(ks, b"key").unwrap(),
+                Some(2u64.to_be_bytes().to_vec())
+            );
+        }
+    }
 
     #[test]
     fn empty_range_detection() {
