@@ -148,6 +148,25 @@ pub enum Refusal {
     Other(String),
 }
 
+/// The other forks a refusal names, as the tail of its message.
+fn also_differ(also: &[(String, u64)]) -> String {
+    also.iter()
+        .map(|(o, n)| format!("; entry {n} of origin {o} differs too"))
+        .collect()
+}
+
+impl Refusal {
+    /// The first fork's origin and the other forks, for the refusals that report forks
+    /// (divergent, and a sender holding retired entries).
+    pub(crate) fn forks_mut(&mut self) -> Option<(&str, &mut Vec<(String, u64)>)> {
+        match self {
+            Refusal::Divergent { origin, also, .. }
+            | Refusal::SenderHoldsRetired { origin, also, .. } => Some((origin.as_str(), also)),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -173,10 +192,7 @@ impl std::fmt::Display for Refusal {
                 detail,
                 also,
             } => {
-                let also: String = also
-                    .iter()
-                    .map(|(o, n)| format!("; entry {n} of origin {o} differs too"))
-                    .collect();
+                let also = also_differ(also);
                 write!(
                     f,
                     "divergent history: entry {number} of origin {origin} differs between the sender and this replica ({detail}{also}); nothing was applied — a replica was restored without `msite restorereplica` or with --override; find which and see docs/protocol.md, 'Divergence'"
@@ -188,10 +204,7 @@ impl std::fmt::Display for Refusal {
                 number,
                 also,
             } => {
-                let also: String = also
-                    .iter()
-                    .map(|(o, n)| format!("; entry {n} of origin {o} differs too"))
-                    .collect();
+                let also = also_differ(also);
                 write!(
                     f,
                     "{sender} is recovering, and its copy of {origin}'s history differs from this replica's at entry {number} (its store is older than a restoration of {origin}{also}); nothing was applied: {sender} gives up its copy when it imports this replica's next packet, or reports the divergence if its copy is the newer"

@@ -1009,56 +1009,26 @@ impl<S: Store> Replica<S> {
     /// Other errors pass through.
     fn with_later_forks(
         &self,
-        err: CoreError,
+        mut err: CoreError,
         records: &mut dyn Iterator<Item = Result<Record>>,
         given_up: &[(String, u64)],
     ) -> Result<CoreError> {
-        let (origin, also) = match &err {
-            CoreError::Refused(
-                Refusal::Divergent { origin, also, .. }
-                | Refusal::SenderHoldsRetired { origin, also, .. },
-            ) => (origin.clone(), also.clone()),
-            _ => return Ok(err),
+        let CoreError::Refused(refusal) = &mut err else {
+            return Ok(err);
         };
-        let mut named: Vec<&str> = vec![origin.as_str()];
+        let Some((origin, also)) = refusal.forks_mut() else {
+            return Ok(err);
+        };
+        let mut named: Vec<&str> = vec![origin];
         named.extend(also.iter().map(|(o, _)| o.as_str()));
-        let mut more = self.later_forks(records, &named)?;
+        let more = self.later_forks(records, &named)?;
+        also.extend(more);
         for (o, n) in given_up {
-            if *o != origin && !also.iter().chain(&more).any(|(a, _)| a == o) {
-                more.push((o.clone(), *n));
+            if o != origin && !also.iter().any(|(a, _)| a == o) {
+                also.push((o.clone(), *n));
             }
         }
-        Ok(match err {
-            CoreError::Refused(Refusal::Divergent {
-                origin,
-                number,
-                detail,
-                mut also,
-            }) => {
-                also.extend(more);
-                CoreError::Refused(Refusal::Divergent {
-                    origin,
-                    number,
-                    detail,
-                    also,
-                })
-            }
-            CoreError::Refused(Refusal::SenderHoldsRetired {
-                sender,
-                origin,
-                number,
-                mut also,
-            }) => {
-                also.extend(more);
-                CoreError::Refused(Refusal::SenderHoldsRetired {
-                    sender,
-                    origin,
-                    number,
-                    also,
-                })
-            }
-            other => other,
-        })
+        Ok(err)
     }
 
     /// After a packet is found divergent at the origins named in `reported`: the other

@@ -1520,16 +1520,7 @@ impl<B: SimBackend> World<B> {
                 ..
             }) => {
                 self.stats.divergent += 1;
-                for name in std::iter::once(&origin).chain(also.iter().map(|(o, _)| o)) {
-                    // A store that lost a replica's object names it by its short id.
-                    if let Some(s) = self
-                        .sites
-                        .iter()
-                        .find(|s| &s.name == name || s.id.short() == *name)
-                    {
-                        self.reported.insert(s.id);
-                    }
-                }
+                self.mark_reported(&origin, &also);
                 if self.lossy.is_empty() && !pkt.corrupt {
                     self.violation(format!(
                         "packet #{serial} from {fname} refused at {tn} as divergent ({origin} {number}) in a schedule that loses nothing"
@@ -1539,15 +1530,7 @@ impl<B: SimBackend> World<B> {
             CoreError::Refused(Refusal::RolledBack { .. }) => self.on_rollback_detected(to, serial),
             CoreError::Refused(Refusal::SenderHoldsRetired { origin, also, .. }) => {
                 // The refusal names the origins whose histories differ: the operator is told.
-                for name in std::iter::once(&origin).chain(also.iter().map(|(o, _)| o)) {
-                    if let Some(s) = self
-                        .sites
-                        .iter()
-                        .find(|s| &s.name == name || s.id.short() == *name)
-                    {
-                        self.reported.insert(s.id);
-                    }
-                }
+                self.mark_reported(&origin, &also);
                 // A recovering sender relayed entries a newer restoration replaced (K13); core
                 // says so only for a packet carrying the sender's own restore request and an
                 // entry older (by incarnation) than ours. What follows is checked as usual:
@@ -1570,6 +1553,20 @@ impl<B: SimBackend> World<B> {
             other => self.violation(format!(
                 "import of packet #{serial} from {fname} at {tn} failed: {other}"
             )),
+        }
+    }
+
+    /// Records the forks a refusal names (`origin`, then `also`) as reported. A store that
+    /// lost a replica's object names it by its short id.
+    fn mark_reported(&mut self, origin: &str, also: &[(String, u64)]) {
+        for name in std::iter::once(origin).chain(also.iter().map(|(o, _)| o.as_str())) {
+            if let Some(s) = self
+                .sites
+                .iter()
+                .find(|s| s.name == name || s.id.short() == name)
+            {
+                self.reported.insert(s.id);
+            }
         }
     }
 
