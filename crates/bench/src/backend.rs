@@ -14,6 +14,11 @@ pub trait Backend: 'static {
     const NAME: &'static str;
     /// Opens (creating if needed) the store in `dir`.
     fn open_store(dir: &Path) -> Result<Self::S>;
+    /// Waits for the engine's background work on `store` (flushes, compactions), so a
+    /// microsecond-scale measurement does not share the CPUs with it. Default: none to wait for.
+    fn quiesce(_store: &Self::S) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// SQLite (`msite-store-sqlite`).
@@ -41,6 +46,11 @@ impl Backend for Rocks {
     fn open_store(dir: &Path) -> Result<Self::S> {
         msite_store_rocks::RocksStore::open(dir)
             .with_context(|| format!("opening the rocksdb store {}", dir.display()))
+    }
+    fn quiesce(store: &Self::S) -> Result<()> {
+        store
+            .wait_for_background_work()
+            .context("waiting for rocksdb's flushes and compactions")
     }
 }
 

@@ -83,7 +83,7 @@ fn main() -> Result<()> {
         ceiling_entries: 1_000_000 / div,
         mem_bytes: (1 << 30) / div,
         runs: opts.runs.unwrap_or(3),
-        empty_runs: 15,
+        empty_runs: 51,
     };
     let want = |w: &str| opts.only.as_ref().is_none_or(|o| o.iter().any(|x| x == w));
     let backends: Vec<&str> = backend::compiled()
@@ -351,9 +351,20 @@ fn table_rows(
                     "report",
                     None,
                 ));
-                for (key, label) in [
-                    ("secs", "Empty export at"),
-                    ("pending_secs", "Empty export, restore request pending, at"),
+                // The goal is judged on stores opened afresh, as each CLI command opens its
+                // store; the in-process figure (a first level never flushed) is reported.
+                for (key, label, judged) in [
+                    ("secs", "Empty export (store reopened) at", true),
+                    (
+                        "secs_in_process",
+                        "Empty export, store as grown in process, at",
+                        false,
+                    ),
+                    (
+                        "pending_secs",
+                        "Empty export, restore request pending, at",
+                        true,
+                    ),
                 ] {
                     let levels: Vec<(u64, f64)> = t["empty"]
                         .as_array()
@@ -386,8 +397,12 @@ fn table_rows(
                             .join(" / "),
                         "-".into(),
                         Some(ratio),
-                        "largest/smallest ≤ 1.5",
-                        Some(ratio <= 1.5),
+                        if judged {
+                            "largest/smallest ≤ 1.5"
+                        } else {
+                            "report"
+                        },
+                        judged.then_some(ratio <= 1.5),
                     ));
                 }
             }

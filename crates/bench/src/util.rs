@@ -94,7 +94,9 @@ pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Human-readable seconds.
 pub fn secs(s: f64) -> String {
-    if s < 0.01 {
+    if s < 0.0001 {
+        format!("{:.1} µs", s * 1e6)
+    } else if s < 0.01 {
         format!("{:.2} ms", s * 1e3)
     } else {
         format!("{s:.3} s")
