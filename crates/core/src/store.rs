@@ -148,6 +148,18 @@ impl KeyRange {
         KeyRange { start, end }
     }
 
+    /// Whether the bounds select no key at all (start after end, or equal and not both
+    /// included).
+    pub fn is_empty(&self) -> bool {
+        match (&self.start, &self.end) {
+            (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
+            (Bound::Included(s), Bound::Included(e)) => s > e,
+            (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
+                s >= e
+            }
+        }
+    }
+
     /// Whether `key` lies inside the range.
     pub fn contains(&self, key: &[u8]) -> bool {
         let above = match &self.start {
@@ -204,6 +216,16 @@ pub trait ReadView {
 
     /// The pairs whose keys lie in `range`, in bytewise key order.
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>>;
+
+    /// The pair with the largest key in `range`, if any. The default walks the whole range;
+    /// the engines seek to its end (the latest version of a branch is read this way).
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        let mut last = None;
+        for kv in self.scan(ks, range)? {
+            last = Some(kv?);
+        }
+        Ok(last)
+    }
 }
 
 /// A set of writes applied atomically by [`Store::write`].

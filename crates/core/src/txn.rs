@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::{KeyRange, Keyspace, ReadView, Result, Store, WriteBatch, WriteOptions};
+use crate::store::{
+    KeyRange, KeyValue, Keyspace, ReadView, Result, Store, WriteBatch, WriteOptions,
+};
 
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -144,6 +146,26 @@ impl<S: Store> ReadView for Txn<'_, S> {
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<crate::store::ScanIter<'_>> {
         Ok(Box::new(self.merged(ks, range)?.into_iter().map(Ok)))
     }
+
+    /// The store's seek when this transaction wrote nothing in `range`; otherwise the last
+    /// pair of the merged view.
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        if range.is_empty() {
+            return Ok(None);
+        }
+        let bounds = (
+            range.start.as_ref().map(|v| v.as_slice()),
+            range.end.as_ref().map(|v| v.as_slice()),
+        );
+        if self.overlay[slot(ks)]
+            .range::<[u8], _>(bounds)
+            .next()
+            .is_none()
+        {
+            return self.store.last(ks, range);
+        }
+        Ok(self.merged(ks, range)?.into_iter().next_back())
+    }
 }
 
 #[cfg(all(test, feature = "testkit"))]
@@ -170,6 +192,20 @@ mod tests {
             .collect();
         assert_eq!(keys, vec![b"a2".to_vec(), b"a3".to_vec()]);
         assert_eq!(s.get(Keyspace::State, b"a1").unwrap(), Some(b"x".to_vec()));
+        // The last key sees the overlay: written, deleted, and untouched ranges.
+        let last = |t: &Txn<'_, MemStore>, p: &[u8]| {
+            ReadView::last(t, Keyspace::State, KeyRange::prefix(p))
+                .unwrap()
+                .map(|(k, _)| k)
+        };
+        assert_eq!(last(&t, b"a"), Some(b"a3".to_vec()));
+        t.delete(Keyspace::State, b"a3");
+        assert_eq!(last(&t, b"a"), Some(b"a2".to_vec()));
+        t.delete(Keyspace::State, b"a2");
+        assert_eq!(last(&t, b"a"), None);
+        assert_eq!(last(&t, b"b"), None);
+        t.put(Keyspace::State, b"a9", b"w");
+        assert_eq!(last(&t, b"a"), Some(b"a9".to_vec()));
         t.commit(WriteOptions::NO_SYNC).unwrap();
         assert_eq!(s.get(Keyspace::State, b"a1").unwrap(), None);
     }

@@ -40,6 +40,26 @@ pub(crate) fn scan_options(range: &KeyRange) -> ReadOptions {
     ro
 }
 
+/// The pair with the largest key in `range`, read by `it`, a raw iterator made with
+/// [`scan_options`]`(range)`: one seek to the last key below the upper bound.
+pub(crate) fn last_in(
+    mut it: DBRawIteratorWithThreadMode<'_, DB>,
+    range: &KeyRange,
+) -> Result<Option<KeyValue>> {
+    if range_is_empty(range) {
+        return Ok(None);
+    }
+    it.seek_to_last();
+    let (Some(k), Some(v)) = (it.key(), it.value()) else {
+        return it.status().map(|()| None).map_err(map);
+    };
+    // Only an excluded start equal to the last key, or a misconfigured bound, lands here.
+    if !range.contains(k) {
+        return Ok(None);
+    }
+    Ok(Some((k.to_vec(), v.to_vec())))
+}
+
 /// A scan of a [`RocksStore`](crate::RocksStore) or [`RocksSnapshot`](crate::RocksSnapshot).
 pub struct RocksIter<'a> {
     it: DBRawIteratorWithThreadMode<'a, DB>,

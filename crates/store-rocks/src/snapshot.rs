@@ -1,6 +1,6 @@
 //! [`RocksSnapshot`]: a RocksDB snapshot.
 
-use msite_core::store::{KeyRange, Keyspace, ReadView, Result, ScanIter};
+use msite_core::store::{KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter};
 use rocksdb::{SnapshotWithThreadMode, DB};
 
 use crate::error::RocksResultExt;
@@ -23,5 +23,12 @@ impl ReadView for RocksSnapshot<'_> {
             .snap
             .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(&range));
         Ok(Box::new(RocksIter::new(it, range)))
+    }
+
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        let it = self
+            .snap
+            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(&range));
+        crate::iter::last_in(it, &range)
     }
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use msite_core::store::{
-    prepare_empty_dir, Error, KeyRange, Keyspace, PoisonFlag, ReadView, Result, ScanIter, Store,
-    WriteOptions,
+    prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, PoisonFlag, ReadView, Result, ScanIter,
+    Store, WriteOptions,
 };
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{
@@ -233,6 +233,13 @@ impl ReadView for RocksStore {
             .db
             .raw_iterator_cf_opt(self.cf(ks)?, scan_options(&range));
         Ok(Box::new(RocksIter::new(it, range)))
+    }
+
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        let it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(ks)?, scan_options(&range));
+        crate::iter::last_in(it, &range)
     }
 }
 

@@ -78,17 +78,12 @@ fn bound_value(b: &Bound<Vec<u8>>) -> Option<&Vec<u8>> {
     }
 }
 
-/// Fetch the next chunk into `buf`; returns whether the scan is complete.
-fn refill(
-    conn: &Connection,
-    ks: Keyspace,
-    start: &Bound<Vec<u8>>,
-    end: &Bound<Vec<u8>>,
-    buf: &mut VecDeque<KeyValue>,
-) -> Result<bool> {
-    if range_is_empty(start, end) {
-        return Ok(true);
-    }
+/// The `WHERE` clause (empty for an unbounded range) selecting `start..end` with the named
+/// parameters `:s` and `:e`, and those parameters.
+fn filter<'b>(
+    start: &'b Bound<Vec<u8>>,
+    end: &'b Bound<Vec<u8>>,
+) -> (String, Vec<(&'static str, &'b dyn ToSql)>) {
     let mut conds = Vec::with_capacity(2);
     match start {
         Bound::Included(_) => conds.push("k >= :s"),
@@ -100,16 +95,11 @@ fn refill(
         Bound::Excluded(_) => conds.push("k < :e"),
         Bound::Unbounded => {}
     }
-    let filter = if conds.is_empty() {
+    let clause = if conds.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conds.join(" AND "))
     };
-    let query = format!(
-        "SELECT k, v FROM {}{filter} ORDER BY k LIMIT {CHUNK_ROWS}",
-        sql(ks).table
-    );
-    let mut stmt = conn.prepare_cached(&query).r2e()?;
     let mut params: Vec<(&str, &dyn ToSql)> = Vec::with_capacity(2);
     if let Some(s) = bound_value(start) {
         params.push((":s", s));
@@ -117,6 +107,49 @@ fn refill(
     if let Some(e) = bound_value(end) {
         params.push((":e", e));
     }
+    (clause, params)
+}
+
+/// The pair with the largest key of `ks` in `range`: one `ORDER BY k DESC LIMIT 1` query,
+/// which SQLite answers from the end of the primary-key range.
+pub(crate) fn last_in(
+    conn: &Connection,
+    ks: Keyspace,
+    range: &KeyRange,
+) -> Result<Option<KeyValue>> {
+    if range_is_empty(&range.start, &range.end) {
+        return Ok(None);
+    }
+    let (clause, params) = filter(&range.start, &range.end);
+    let query = format!(
+        "SELECT k, v FROM {}{clause} ORDER BY k DESC LIMIT 1",
+        sql(ks).table
+    );
+    let mut stmt = conn.prepare_cached(&query).r2e()?;
+    let mut rows = stmt.query(params.as_slice()).r2e()?;
+    match rows.next().r2e()? {
+        Some(row) => Ok(Some((row.get(0).r2e()?, row.get(1).r2e()?))),
+        None => Ok(None),
+    }
+}
+
+/// Fetch the next chunk into `buf`; returns whether the scan is complete.
+fn refill(
+    conn: &Connection,
+    ks: Keyspace,
+    start: &Bound<Vec<u8>>,
+    end: &Bound<Vec<u8>>,
+    buf: &mut VecDeque<KeyValue>,
+) -> Result<bool> {
+    if range_is_empty(start, end) {
+        return Ok(true);
+    }
+    let (clause, params) = filter(start, end);
+    let query = format!(
+        "SELECT k, v FROM {}{clause} ORDER BY k LIMIT {CHUNK_ROWS}",
+        sql(ks).table
+    );
+    let mut stmt = conn.prepare_cached(&query).r2e()?;
     let mut rows = stmt.query(params.as_slice()).r2e()?;
     let (mut n, mut bytes) = (0, 0);
     while let Some(row) = rows.next().r2e()? {

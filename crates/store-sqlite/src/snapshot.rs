@@ -1,6 +1,6 @@
 //! [`SqliteSnapshot`]: a read transaction on a pooled reader connection.
 
-use msite_core::store::{KeyRange, Keyspace, ReadView, Result, ScanIter};
+use msite_core::store::{KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter};
 use rusqlite::OptionalExtension;
 
 use crate::error::SqlResultExt;
@@ -32,5 +32,9 @@ impl ReadView for SqliteSnapshot<'_> {
             ks,
             range,
         )))
+    }
+
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        crate::iter::last_in(&self.reader, ks, &range)
     }
 }

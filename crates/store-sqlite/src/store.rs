@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use msite_core::store::{
-    prepare_empty_dir, Error, KeyRange, Keyspace, OpKind, PoisonFlag, ReadView, Result, ScanIter,
-    Store, WriteOptions,
+    prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, OpKind, PoisonFlag, ReadView, Result,
+    ScanIter, Store, WriteOptions,
 };
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -423,6 +423,10 @@ impl ReadView for SqliteStore {
         let mut r = self.reader()?;
         r.begin_read()?;
         Ok(Box::new(SqliteIter::new(ReadConn::Owned(r), ks, range)))
+    }
+
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        crate::iter::last_in(&*self.reader()?, ks, &range)
     }
 }
 

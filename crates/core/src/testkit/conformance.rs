@@ -585,6 +585,17 @@ pub fn case_range_bounds<F: StoreFactory>(h: &Harness<F>) {
             expect,
             "snapshot scan of {range:?}"
         );
+        let last = expect.last().map(|k| (k.clone(), k.clone()));
+        assert_eq!(
+            must(s.last(Keyspace::State, range.clone()), "last"),
+            last,
+            "store last of {range:?}"
+        );
+        assert_eq!(
+            must(snap.last(Keyspace::State, range.clone()), "last"),
+            last,
+            "snapshot last of {range:?}"
+        );
     }
     // Spelled out, so the suite does not lean on `KeyRange::contains` alone.
     assert_eq!(
@@ -1316,6 +1327,11 @@ pub fn case_random_ops_match_model<F: StoreFactory>(h: &Harness<F>) {
             scan_all(&s, ks, range.clone()),
             expect,
             "round {round}: scan of {ks} {range:?}"
+        );
+        assert_eq!(
+            must(s.last(ks, range.clone()), "last"),
+            expect.last().cloned(),
+            "round {round}: last of {ks} {range:?}"
         );
         let probe = key(&mut rng);
         assert_eq!(

@@ -243,6 +243,21 @@ impl ReadView for MemSnapshot {
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
         Ok(Box::new(MemIter::new(self.maps[idx(ks)].clone(), range)))
     }
+
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        Ok(last_in(&self.maps[idx(ks)], &range))
+    }
+}
+
+/// The last pair of `map` in `range` (a seek from the range's end, as the engines do).
+fn last_in(map: &Map, range: &KeyRange) -> Option<KeyValue> {
+    let bounds = (as_ref_bound(&range.start), as_ref_bound(&range.end));
+    if range_is_empty(bounds.0, bounds.1) {
+        return None;
+    }
+    map.range::<[u8], _>(bounds)
+        .next_back()
+        .map(|(k, v)| (k.clone(), v.clone()))
 }
 
 /// The on-disk side of a persistent [`MemStore`]: the open log and the directory lock.
@@ -578,6 +593,10 @@ impl ReadView for MemStore {
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
         let map = read(&self.state)[idx(ks)].clone();
         Ok(Box::new(MemIter::new(map, range)))
+    }
+
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        Ok(last_in(&read(&self.state)[idx(ks)], &range))
     }
 }
 
