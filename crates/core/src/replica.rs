@@ -712,7 +712,7 @@ impl<S: Store> Replica<S> {
                         me: self.name(),
                     });
                 }
-                d.u64()?
+                crate::vob::latest_version(&*txn, &elem, &brtype)?
             }
             None => {
                 let bt = txn.get(Keyspace::State, &{

@@ -201,23 +201,46 @@ fn enc_elem(e: &ElementObj) -> Vec<u8> {
         .done()
 }
 
-fn dec_branch(elem: ObjId, brtype: ObjId, v: &[u8]) -> Result<BranchObj> {
+/// A branch record holds the branch's master. Its latest version is not kept there: it is
+/// the last version key under the branch ([`latest_version`]), so a check-in on an existing
+/// branch writes no branch record. The record's second field, the latest version when it
+/// was kept, is written as 0 and ignored when read.
+fn dec_branch<R: ReadView + ?Sized>(
+    r: &R,
+    elem: ObjId,
+    brtype: ObjId,
+    v: &[u8],
+) -> Result<BranchObj> {
     let mut d = Dec::new(v, "branch");
-    let b = BranchObj {
+    let master = d.rid()?;
+    d.u64()?;
+    d.end()?;
+    Ok(BranchObj {
         elem,
         brtype,
-        master: d.rid()?,
-        latest: d.u64()?,
-    };
-    d.end()?;
-    Ok(b)
+        master,
+        latest: latest_version(r, &elem, &brtype)?,
+    })
 }
 
 fn enc_branch(b: &BranchObj) -> Vec<u8> {
-    Enc::with_capacity(16 + 10)
-        .rid(&b.master)
-        .u64(b.latest)
-        .done()
+    Enc::with_capacity(16 + 10).rid(&b.master).u64(0).done()
+}
+
+/// The highest version number on a branch (0: none yet): its last version key.
+pub(crate) fn latest_version<R: ReadView + ?Sized>(
+    r: &R,
+    elem: &ObjId,
+    brtype: &ObjId,
+) -> Result<u64> {
+    let p = key1(VERSION, &[&elem.to_bytes(), &brtype.to_bytes()]);
+    match r.last(Keyspace::State, KeyRange::prefix(&p))? {
+        Some((k, _)) if k.len() == p.len() + 8 => Ok(crate::codec::be_u64(&k[p.len()..])?),
+        Some(_) => Err(CoreError::Codec(crate::codec::CodecError {
+            what: "version key",
+        })),
+        None => Ok(0),
+    }
 }
 
 fn dec_replica(id: ReplicaId, v: &[u8]) -> Result<ReplicaObj> {
@@ -383,24 +406,24 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
             comment,
         } => {
             // A branch exists only for an element this replica holds (elements are never
-            // deleted), so the element is read only when the branch is new: one store read
-            // fewer for every check-in on an existing branch.
-            let mut br = match get_branch(txn, elem, brtype)? {
-                Some(b) => b,
-                None => {
-                    if get_element(txn, elem)?.is_none() {
-                        return Err(missing("element", elem));
-                    }
-                    BranchObj {
+            // deleted), so the element is read only when the branch is new. A check-in on an
+            // existing branch writes no branch record (its latest version is the last version
+            // key): one row fewer per check-in.
+            let branch = key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()]);
+            if txn.get(Keyspace::State, &branch)?.is_none() {
+                if get_element(txn, elem)?.is_none() {
+                    return Err(missing("element", elem));
+                }
+                put_branch(
+                    txn,
+                    &BranchObj {
                         elem: *elem,
                         brtype: *brtype,
                         master: e.origin,
                         latest: 0,
-                    }
-                }
-            };
-            br.latest = br.latest.max(*version);
-            put_branch(txn, &br);
+                    },
+                );
+            }
             // Room for the hash, three varints, two length-prefixed strings and an id.
             let v = Enc::with_capacity(32 + 3 * 10 + author.len() + comment.len() + 2 * 10 + 24)
                 .raw(content)
@@ -496,7 +519,7 @@ fn get_branch<S: Store>(
         Keyspace::State,
         &key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()]),
     )? {
-        Some(v) => Ok(Some(dec_branch(*elem, *brtype, &v)?)),
+        Some(v) => Ok(Some(dec_branch(txn, *elem, *brtype, &v)?)),
         None => Ok(None),
     }
 }
@@ -785,7 +808,7 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
             Keyspace::State,
             &key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()]),
         )? {
-            Some(v) => Ok(Some(dec_branch(*elem, *brtype, &v)?)),
+            Some(v) => Ok(Some(dec_branch(self.r, *elem, *brtype, &v)?)),
             None => Ok(None),
         }
     }
@@ -797,7 +820,7 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
         for kv in self.r.scan(Keyspace::State, KeyRange::prefix(&p))? {
             let (k, v) = kv?;
             if let Some(bt) = ObjId::from_bytes(&k[p.len()..]) {
-                out.push(dec_branch(*elem, bt, &v)?);
+                out.push(dec_branch(self.r, *elem, bt, &v)?);
             }
         }
         Ok(out)
