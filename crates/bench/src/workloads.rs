@@ -353,21 +353,20 @@ fn time_empty_levels<B: Backend>(w: &Work, levels: &[EmptyLevel], rounds: usize)
         .iter()
         .map(|l| json!({ "history_entries": l.history, "secs_in_process": l.in_process }))
         .collect();
-    for (dir_of, secs_key, what_key) in [
-        (
-            (|l: &EmptyLevel| l.plain_dir.clone()) as fn(&EmptyLevel) -> PathBuf,
-            "secs",
-            "what",
-        ),
-        (
-            |l: &EmptyLevel| l.pending_dir.clone(),
-            "pending_secs",
-            "pending_what",
-        ),
+    for (pending, secs_key, what_key) in [
+        (false, "secs", "what"),
+        (true, "pending_secs", "pending_what"),
     ] {
         let reps: Vec<Rep<B>> = levels
             .iter()
-            .map(|l| Ok(Replica::open(B::open_store(&dir_of(l))?, env())?))
+            .map(|l| {
+                let dir = if pending {
+                    &l.pending_dir
+                } else {
+                    &l.plain_dir
+                };
+                Ok(Replica::open(B::open_store(dir)?, env())?)
+            })
             .collect::<Result<_>>()?;
         for r in &reps {
             B::quiesce(r.store())?;
