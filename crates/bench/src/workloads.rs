@@ -271,6 +271,22 @@ pub fn restore<B: Backend>(w: &Work, inputs: &Inputs) -> Result<Value> {
     }))
 }
 
+/// Copies of `r`'s store, made from one backup restored once into a new directory per tag.
+fn copies<B: Backend>(w: &Work, r: &Rep<B>, tags: &[&str]) -> Result<Vec<PathBuf>> {
+    let bk = w.fresh("copy-backup");
+    r.store().backup(&bk).context("backup")?;
+    let dirs = tags
+        .iter()
+        .map(|tag| {
+            let dir = w.fresh(tag);
+            <B::S as Store>::restore_backup(&bk, &dir).context("restore_backup")?;
+            Ok(dir)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    rm(&bk);
+    Ok(dirs)
+}
+
 /// Times one export from `a` to `target`; says what it wrote.
 fn one_export<S: Store>(
     w: &Work,
@@ -317,16 +333,8 @@ fn empty_level<B: Backend>(
     for _ in 0..runs {
         t.push(one_export(w, a, &target.id())?.0);
     }
-    let copy = |tag: &str| -> Result<PathBuf> {
-        let bk = w.fresh("empty-bk");
-        a.store().backup(&bk).context("backup")?;
-        let dir = w.fresh(tag);
-        <B::S as Store>::restore_backup(&bk, &dir).context("restore_backup")?;
-        rm(&bk);
-        Ok(dir)
-    };
-    let plain_dir = copy("empty-plain")?;
-    let pending_dir = copy("empty-pending")?;
+    let mut dirs = copies::<B>(w, a, &["empty-plain", "empty-pending"])?;
+    let (pending_dir, plain_dir) = (dirs.remove(1), dirs.remove(0));
     let a2: Rep<B> = Replica::open(B::open_store(&pending_dir)?, env())?;
     a2.import(Incoming::from_parts(request.to_vec(), "restore request")?)
         .context("importing the restore request")?;
@@ -405,10 +413,7 @@ pub fn ceiling<B: Backend>(w: &Work, inputs: &Inputs, sizes: &Sizes) -> Result<V
         settle(w, &a, r)?;
     }
     // D's restore request, built once from a restored copy of D.
-    let dbk = w.fresh("ceil-dbk");
-    d.store().backup(&dbk).context("backup")?;
-    let ddir = w.fresh("ceil-d2");
-    <B::S as Store>::restore_backup(&dbk, &ddir).context("restore_backup")?;
+    let ddir = copies::<B>(w, &d, &["ceil-d2"])?.remove(0);
     let d2: Rep<B> = Replica::open(B::open_store(&ddir)?, env())?;
     d2.mark_restored()?;
     d2.restorereplica(&[], false)?;

@@ -1004,8 +1004,9 @@ impl<S: Store> Replica<S> {
     /// A refusal as divergent, or as holding retired entries (K35, found by the simulator,
     /// seed 180505535: a second fork stayed unnamed behind the first), also names every other
     /// origin whose entries in the rest of the packet differ from ours, so each fork the packet
-    /// shows is reported, not only the first (K14), and then the origins in `given_up`: entries of theirs the packet had made this
-    /// recovering replica give up before the refusal, which discards that as well (K29).
+    /// shows is reported, not only the first (K14), and then the origins in `given_up`: entries
+    /// of theirs the packet had made this recovering replica give up before the refusal, which
+    /// discards that as well (K29).
     /// Other errors pass through.
     fn with_later_forks(
         &self,

@@ -75,18 +75,28 @@ impl<'s, S: Store> Txn<'s, S> {
         Ok(self.merged(ks, range)?.into_iter().collect())
     }
 
+    /// This transaction's writes (`None`: a delete) to keys of `ks` in `range`.
+    fn written_in<'t>(
+        &'t self,
+        ks: Keyspace,
+        range: &KeyRange,
+    ) -> impl Iterator<Item = (&'t Vec<u8>, &'t Option<Vec<u8>>)> + 't {
+        let bounds = (
+            range.start.as_ref().map(|v| v.as_slice()),
+            range.end.as_ref().map(|v| v.as_slice()),
+        );
+        // `BTreeMap::range` panics on bounds that select nothing.
+        let over = (!range.is_empty()).then(|| self.overlay[slot(ks)].range::<[u8], _>(bounds));
+        over.into_iter().flatten()
+    }
+
     fn merged(&self, ks: Keyspace, range: KeyRange) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for kv in self.store.scan(ks, range.clone())? {
             let (k, v) = kv?;
             merged.insert(k, v);
         }
-        let over = &self.overlay[slot(ks)];
-        let bounds = (
-            range.start.as_ref().map(|v| v.as_slice()),
-            range.end.as_ref().map(|v| v.as_slice()),
-        );
-        for (k, v) in over.range::<[u8], _>(bounds) {
+        for (k, v) in self.written_in(ks, &range) {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),
@@ -150,18 +160,7 @@ impl<S: Store> ReadView for Txn<'_, S> {
     /// The store's seek when this transaction wrote nothing in `range`; otherwise the last
     /// pair of the merged view.
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
-        if range.is_empty() {
-            return Ok(None);
-        }
-        let bounds = (
-            range.start.as_ref().map(|v| v.as_slice()),
-            range.end.as_ref().map(|v| v.as_slice()),
-        );
-        if self.overlay[slot(ks)]
-            .range::<[u8], _>(bounds)
-            .next()
-            .is_none()
-        {
+        if self.written_in(ks, &range).next().is_none() {
             return self.store.last(ks, range);
         }
         Ok(self.merged(ks, range)?.into_iter().next_back())

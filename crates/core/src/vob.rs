@@ -223,8 +223,12 @@ fn dec_branch<R: ReadView + ?Sized>(
     })
 }
 
-fn enc_branch(b: &BranchObj) -> Vec<u8> {
-    Enc::with_capacity(16 + 10).rid(&b.master).u64(0).done()
+fn enc_branch(master: &ReplicaId) -> Vec<u8> {
+    Enc::with_capacity(16 + 10).rid(master).u64(0).done()
+}
+
+fn branch_key(elem: &ObjId, brtype: &ObjId) -> Vec<u8> {
+    key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()])
 }
 
 /// The highest version number on a branch (0: none yet): its last version key.
@@ -388,13 +392,7 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
                 name_key(NameKind::Element, path, &id),
                 Vec::new(),
             );
-            let br = BranchObj {
-                elem: id,
-                brtype: *main,
-                master: e.origin,
-                latest: 0,
-            };
-            put_branch(txn, &br);
+            put_branch(txn, &id, main, &e.origin);
         }
         Op::Checkin {
             elem,
@@ -409,20 +407,14 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
             // deleted), so the element is read only when the branch is new. A check-in on an
             // existing branch writes no branch record (its latest version is the last version
             // key): one row fewer per check-in.
-            let branch = key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()]);
-            if txn.get(Keyspace::State, &branch)?.is_none() {
+            if txn
+                .get(Keyspace::State, &branch_key(elem, brtype))?
+                .is_none()
+            {
                 if get_element(txn, elem)?.is_none() {
                     return Err(missing("element", elem));
                 }
-                put_branch(
-                    txn,
-                    &BranchObj {
-                        elem: *elem,
-                        brtype: *brtype,
-                        master: e.origin,
-                        latest: 0,
-                    },
-                );
+                put_branch(txn, elem, brtype, &e.origin);
             }
             // Room for the hash, three varints, two length-prefixed strings and an id.
             let v = Enc::with_capacity(32 + 3 * 10 + author.len() + comment.len() + 2 * 10 + 24)
@@ -498,28 +490,17 @@ fn put_type<S: Store>(txn: &mut Txn<'_, S>, tag: u8, t: &TypeObj, index: bool) {
     }
 }
 
-fn put_branch<S: Store>(txn: &mut Txn<'_, S>, b: &BranchObj) {
-    let k = key1(BRANCH, &[&b.elem.to_bytes(), &b.brtype.to_bytes()]);
-    txn.put_owned(Keyspace::State, k, enc_branch(b));
+fn put_branch<S: Store>(txn: &mut Txn<'_, S>, elem: &ObjId, brtype: &ObjId, master: &ReplicaId) {
+    txn.put_owned(
+        Keyspace::State,
+        branch_key(elem, brtype),
+        enc_branch(master),
+    );
 }
 
 fn get_element<S: Store>(txn: &Txn<'_, S>, id: &ObjId) -> Result<Option<ElementObj>> {
     match txn.get(Keyspace::State, &key1(ELEMENT, &[&id.to_bytes()]))? {
         Some(v) => Ok(Some(dec_elem(*id, &v)?)),
-        None => Ok(None),
-    }
-}
-
-fn get_branch<S: Store>(
-    txn: &Txn<'_, S>,
-    elem: &ObjId,
-    brtype: &ObjId,
-) -> Result<Option<BranchObj>> {
-    match txn.get(
-        Keyspace::State,
-        &key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()]),
-    )? {
-        Some(v) => Ok(Some(dec_branch(txn, *elem, *brtype, &v)?)),
         None => Ok(None),
     }
 }
@@ -559,10 +540,14 @@ fn set_master<S: Store>(txn: &mut Txn<'_, S>, object: &ObjectRef, master: Replic
             );
         }
         ObjectRef::Branch { elem, brtype } => {
-            let mut b =
-                get_branch(txn, elem, brtype)?.ok_or_else(|| missing("branch of element", elem))?;
-            b.master = master;
-            put_branch(txn, &b);
+            // The record holds the master only: rewriting it needs nothing else of the branch.
+            if txn
+                .get(Keyspace::State, &branch_key(elem, brtype))?
+                .is_none()
+            {
+                return Err(missing("branch of element", elem));
+            }
+            put_branch(txn, elem, brtype, &master);
         }
     }
     Ok(())
@@ -804,10 +789,7 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
 
     /// A branch.
     pub fn branch(&self, elem: &ObjId, brtype: &ObjId) -> Result<Option<BranchObj>> {
-        match self.r.get(
-            Keyspace::State,
-            &key1(BRANCH, &[&elem.to_bytes(), &brtype.to_bytes()]),
-        )? {
+        match self.r.get(Keyspace::State, &branch_key(elem, brtype))? {
             Some(v) => Ok(Some(dec_branch(self.r, *elem, *brtype, &v)?)),
             None => Ok(None),
         }

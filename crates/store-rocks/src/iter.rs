@@ -7,17 +7,6 @@ use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, DB};
 
 use crate::error::map;
 
-/// Whether the bounds select no key at all (start after end, or equal and excluded).
-pub(crate) fn range_is_empty(range: &KeyRange) -> bool {
-    match (&range.start, &range.end) {
-        (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
-        (Bound::Included(s), Bound::Included(e)) => s > e,
-        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
-            s >= e
-        }
-    }
-}
-
 /// Read options for a scan of `range`: explicit lower and upper bounds, checksums verified.
 /// `Included(e)` as the end becomes the exclusive upper bound `e ++ [0x00]`, the smallest key
 /// after `e`.
@@ -46,7 +35,7 @@ pub(crate) fn last_in(
     mut it: DBRawIteratorWithThreadMode<'_, DB>,
     range: &KeyRange,
 ) -> Result<Option<KeyValue>> {
-    if range_is_empty(range) {
+    if range.is_empty() {
         return Ok(None);
     }
     it.seek_to_last();
@@ -70,7 +59,7 @@ pub struct RocksIter<'a> {
 
 impl<'a> RocksIter<'a> {
     pub(crate) fn new(it: DBRawIteratorWithThreadMode<'a, DB>, range: KeyRange) -> Self {
-        let done = range_is_empty(&range);
+        let done = range.is_empty();
         RocksIter {
             it,
             range,

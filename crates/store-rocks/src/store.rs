@@ -351,10 +351,7 @@ mod tests {
             store.write(batch, WriteOptions::NO_SYNC).unwrap();
             store.flush().unwrap();
         }
-        store
-            .db
-            .wait_for_compact(&rocksdb::WaitForCompactOptions::default())
-            .unwrap();
+        store.wait_for_background_work().unwrap();
         for ks in Keyspace::ALL {
             let runs = sorted_runs(&store, ks);
             let tables = property(&store, ks, "rocksdb.aggregated-table-properties");
@@ -403,20 +400,13 @@ mod tests {
 
     #[test]
     fn empty_range_detection() {
-        use crate::iter::range_is_empty;
         use std::ops::Bound;
-        assert!(range_is_empty(&KeyRange::between(
-            b"b".to_vec(),
-            b"a".to_vec()
-        )));
-        assert!(range_is_empty(&KeyRange::between(
-            b"a".to_vec(),
-            b"a".to_vec()
-        )));
+        assert!(KeyRange::between(b"b".to_vec(), b"a".to_vec()).is_empty());
+        assert!(KeyRange::between(b"a".to_vec(), b"a".to_vec()).is_empty());
         let single = KeyRange {
             start: Bound::Included(b"a".to_vec()),
             end: Bound::Included(b"a".to_vec()),
         };
-        assert!(!range_is_empty(&single));
+        assert!(!single.is_empty());
     }
 }
