@@ -13,7 +13,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use msite_core::store::{
-    Error, KeyRange, Keyspace, ReadView, Result, ScanIter, Store, WriteBatch, WriteOptions,
+    Error, KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter, Store, WriteBatch,
+    WriteOptions,
 };
 
 #[cfg(feature = "mem")]
@@ -242,6 +243,10 @@ impl ReadView for AnyStore {
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
         each!(AnyStore, *self, ref s => s.scan(ks, range))
     }
+
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        each!(AnyStore, *self, ref s => s.last(ks, range))
+    }
 }
 
 impl ReadView for AnySnapshot<'_> {
@@ -265,6 +270,18 @@ impl ReadView for AnySnapshot<'_> {
             AnySnapshot::Sqlite(ref s) => s.scan(ks, range),
             #[cfg(feature = "mem")]
             AnySnapshot::Mem(ref s) => s.scan(ks, range),
+            AnySnapshot::Never(_, never) => match never {},
+        }
+    }
+
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        match *self {
+            #[cfg(feature = "rocks")]
+            AnySnapshot::Rocks(ref s) => s.last(ks, range),
+            #[cfg(feature = "sqlite")]
+            AnySnapshot::Sqlite(ref s) => s.last(ks, range),
+            #[cfg(feature = "mem")]
+            AnySnapshot::Mem(ref s) => s.last(ks, range),
             AnySnapshot::Never(_, never) => match never {},
         }
     }

@@ -217,15 +217,25 @@ pub trait ReadView {
     /// The pairs whose keys lie in `range`, in bytewise key order.
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>>;
 
-    /// The pair with the largest key in `range`, if any. The default walks the whole range;
-    /// the engines seek to its end (the latest version of a branch is read this way).
-    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
-        let mut last = None;
-        for kv in self.scan(ks, range)? {
-            last = Some(kv?);
-        }
-        Ok(last)
+    /// The pair with the largest key in `range`, if any. Engines seek to the range's end (the
+    /// latest version of a branch is read this way, at every check-in); a wrapper forwards to
+    /// what it wraps. Required, with no default, so that no wrapper can silently fall back to a
+    /// scan; a store with no way to seek backwards calls [`last_by_scan`].
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>>;
+}
+
+/// [`ReadView::last`] for a view that can only scan forwards: walks the whole range, so its
+/// cost grows with the range. Engines do not use it.
+pub fn last_by_scan<V: ReadView + ?Sized>(
+    view: &V,
+    ks: Keyspace,
+    range: KeyRange,
+) -> Result<Option<KeyValue>> {
+    let mut last = None;
+    for kv in view.scan(ks, range)? {
+        last = Some(kv?);
     }
+    Ok(last)
 }
 
 /// A set of writes applied atomically by [`Store::write`].
@@ -246,10 +256,9 @@ pub trait WriteBatch: Send {
         self.len() == 0
     }
     /// A hint: about `ops` more writes of `bytes` key and value bytes in all will follow, so
-    /// the batch can allocate once instead of growing (the default ignores it).
-    fn reserve(&mut self, ops: usize, bytes: usize) {
-        let _ = (ops, bytes);
-    }
+    /// the batch can allocate once instead of growing. Required (a batch with nothing to
+    /// allocate ignores it) so that a wrapper cannot drop the hint by forgetting to forward it.
+    fn reserve(&mut self, ops: usize, bytes: usize);
 }
 
 /// An ordered, transactional key-value store. See the module documentation for the contract.

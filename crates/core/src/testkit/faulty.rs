@@ -36,7 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::mem::Op;
 use crate::store::{
-    Error, KeyRange, Keyspace, ReadView, Result, ScanIter, Store, WriteBatch, WriteOptions,
+    Error, KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter, Store, WriteBatch,
+    WriteOptions,
 };
 
 /// How many unsynced writes a crash-tracking [`FaultyStore`] can undo.
@@ -351,6 +352,10 @@ impl<S: Store> ReadView for FaultyStore<S> {
 
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
         self.inner.scan(ks, range)
+    }
+
+    fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
+        self.inner.last(ks, range)
     }
 }
 

@@ -122,6 +122,9 @@ impl WriteBatch for MemBatch {
     fn len(&self) -> usize {
         self.ops.len()
     }
+    fn reserve(&mut self, ops: usize, _bytes: usize) {
+        self.ops.reserve(ops);
+    }
 }
 
 /// Whether `(start, end)` selects no key at all. `BTreeMap::range` panics on such bounds when
