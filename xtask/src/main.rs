@@ -14,6 +14,7 @@ mod exec;
 mod fuzz;
 mod model;
 mod sim;
+mod sysdeps;
 mod test;
 #[cfg(test)]
 mod tidy;

@@ -6,16 +6,19 @@
 //! `CARGO_TARGET_DIR`), so a dependency built for one row is reused by the next whenever its
 //! features agree. Rows marked `rocks` build the RocksDB C++ library (10-15 minutes from
 //! cold on two cores); `--no-rocks` or `MSITE_SKIP_ROCKS=1` skips them for a fast inner loop.
+//! Before the first of them, [`sysdeps::ensure_libclang`] installs libclang (as root) or stops
+//! with the package to install.
 //!
 //! The run ends with a summary (each row's result and durations) and, as its very last line,
-//! `N passed, M failed`, summed from cargo test's `test result:` lines.
+//! `N passed, M failed`, summed from cargo test's `test result:` lines, plus one failure for
+//! each step that failed without a failing test (a build, lint or format error).
 
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 
 use crate::exec::{self, human, Watch};
-use crate::{project_root, Report, Tally};
+use crate::{project_root, sysdeps, Report, Tally};
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, Default, clap::Args)]
@@ -175,6 +178,10 @@ pub fn run(args: &Args) -> Result<Report> {
         rows.len()
     );
 
+    if rows.iter().any(|r| r.rocks) && !no_rocks {
+        sysdeps::ensure_libclang()?;
+    }
+
     let mut outcomes = Vec::new();
     for row in &rows {
         if row.rocks && no_rocks {
@@ -186,11 +193,13 @@ pub fn run(args: &Args) -> Result<Report> {
         let mut tally = Tally::default();
         let mut steps = Vec::new();
         for step in row.steps() {
+            let failed_before = tally.failed;
             let finished = exec::run_cargo(&root, &step.args, &step.env, Watch::Stdout, |line| {
                 if let Some(t) = parse_test_result(line) {
                     tally += t;
                 }
             })?;
+            tally.failed += uncounted_failure(finished.success, tally.failed - failed_before);
             steps.push((step.name, finished.success, finished.duration));
         }
         let ok = steps.iter().all(|(_, ok, _)| *ok);
@@ -234,6 +243,12 @@ pub fn run(args: &Args) -> Result<Report> {
     );
     println!("{}", report.tally);
     Ok(report)
+}
+
+/// A step that failed without a failing test (it did not build, lint or format) counts as
+/// one failure, so the closing `N passed, M failed` line never says 0 failed for a red run.
+fn uncounted_failure(success: bool, tests_failed: u64) -> u64 {
+    u64::from(!success && tests_failed == 0)
 }
 
 fn row_kind(tag: &str) -> Option<Kind> {
@@ -284,6 +299,13 @@ mod tests {
         );
         assert_eq!(parse_test_result("test foo ... ok"), None);
         assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn a_step_that_fails_without_a_failing_test_counts_once() {
+        assert_eq!(uncounted_failure(false, 0), 1, "a build or lint error");
+        assert_eq!(uncounted_failure(false, 3), 0, "already counted by libtest");
+        assert_eq!(uncounted_failure(true, 0), 0);
     }
 
     #[test]

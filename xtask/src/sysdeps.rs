@@ -1,0 +1,176 @@
+//! What the machine must have before a RocksDB row builds: libclang, which `librocksdb-sys`'s
+//! bindgen loads at build time.
+//!
+//! [`ensure_libclang`] finds it the way clang-sys does (`LIBCLANG_PATH`, then the linker cache
+//! and LLVM's usual directories). When it is missing and we are root on a Debian-like machine,
+//! it installs `libclang-dev` with apt; otherwise it stops before any C++ build with one sentence
+//! naming the package, so a fresh machine never spends minutes on a build that cannot finish.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// The Debian package that provides libclang for bindgen.
+pub const LIBCLANG_PACKAGE: &str = "libclang-dev";
+
+/// Makes sure libclang can be found, installing [`LIBCLANG_PACKAGE`] when we may.
+pub fn ensure_libclang() -> Result<()> {
+    if let Some(found) = find_libclang() {
+        println!("libclang: {}", found.display());
+        return Ok(());
+    }
+    if !is_root() || !has_command("apt-get") {
+        bail!(
+            "the RocksDB rows need libclang, which this machine lacks: install it (Debian/Ubuntu: `sudo apt-get install {LIBCLANG_PACKAGE}`) or skip those rows with MSITE_SKIP_ROCKS=1"
+        );
+    }
+    println!("libclang is missing: installing {LIBCLANG_PACKAGE} with apt-get (we are root)");
+    apt_get(&["update"])?;
+    apt_get(&["install", "-y", "--no-install-recommends", LIBCLANG_PACKAGE])?;
+    match find_libclang() {
+        Some(found) => {
+            println!("libclang: {}", found.display());
+            Ok(())
+        }
+        None => bail!(
+            "`apt-get install {LIBCLANG_PACKAGE}` succeeded but libclang is still not found; set LIBCLANG_PATH to the directory holding libclang.so"
+        ),
+    }
+}
+
+/// Whether a shared-library file name is libclang itself (`libclang.so`, `libclang-14.so.1`),
+/// not one of its siblings such as `libclang-cpp.so.14`, which bindgen cannot load.
+pub fn is_libclang_name(name: &str) -> bool {
+    let Some(mut rest) = name.strip_prefix("libclang") else {
+        return false;
+    };
+    if let Some(versioned) = rest.strip_prefix('-') {
+        let Some(at) = versioned.find(".so") else {
+            return false;
+        };
+        let version = &versioned[..at];
+        let numeric = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        if !version.split('.').all(numeric) {
+            return false;
+        }
+        rest = &versioned[at..];
+    }
+    rest == ".so" || rest.starts_with(".so.")
+}
+
+/// The first libclang found, if any.
+fn find_libclang() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("LIBCLANG_PATH") {
+        if let Some(found) = libclang_in(Path::new(&dir)) {
+            return Some(found);
+        }
+    }
+    from_linker_cache().or_else(|| {
+        llvm_lib_dirs()
+            .into_iter()
+            .find_map(|dir| libclang_in(&dir))
+    })
+}
+
+fn libclang_in(dir: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .find(|e| is_libclang_name(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+}
+
+/// libclang as `ldconfig -p` lists it (`\tlibclang-14.so.1 (libc6,x86-64) => /usr/lib/...`).
+fn from_linker_cache() -> Option<PathBuf> {
+    let out = Command::new("ldconfig")
+        .arg("-p")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let name = line.split_whitespace().next()?;
+            let path = line.rsplit_once("=> ")?.1.trim();
+            is_libclang_name(name).then(|| PathBuf::from(path))
+        })
+}
+
+/// `/usr/lib/llvm-*/lib`, where Debian puts each LLVM version's libraries.
+fn llvm_lib_dirs() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/usr/lib") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("llvm-"))
+        .map(|e| e.path().join("lib"))
+        .collect()
+}
+
+/// Whether this process runs as root (the `Uid:` line of `/proc/self/status`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next().map(|id| id == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn has_command(name: &str) -> bool {
+    Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn apt_get(args: &[&str]) -> Result<()> {
+    println!("$ apt-get {}", args.join(" "));
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .status()
+        .context("cannot run apt-get")?;
+    if !status.success() {
+        bail!(
+            "`apt-get {}` failed ({status}); install {LIBCLANG_PACKAGE} by hand",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libclang_is_told_apart_from_its_siblings() {
+        for yes in [
+            "libclang.so",
+            "libclang.so.1",
+            "libclang-14.so",
+            "libclang-14.so.1",
+            "libclang-14.0.6.so.14",
+        ] {
+            assert!(is_libclang_name(yes), "{yes} is libclang");
+        }
+        for no in [
+            "libclang-cpp.so.14",
+            "libclang-cpp14.so",
+            "libclangBasic.a",
+            "libclang_rt.asan.so",
+            "libllvm-14.so",
+            "libclang-14.a",
+        ] {
+            assert!(!is_libclang_name(no), "{no} is not libclang");
+        }
+    }
+}
