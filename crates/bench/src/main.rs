@@ -6,10 +6,11 @@
 //! machine. The table is printed as Markdown (ready for `BENCHMARKS.md`) and written as JSON
 //! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
 //!
-//! Options: `--quick` (sizes ÷ 10), `--no-rocks`, `--only tree,inc,ceiling,restore,mem`,
+//! Options: `--quick` (sizes ÷ 10), `--no-rocks`, `--only tree,inc,ceiling,restore,mem,branch`,
 //! `--runs N`, `--work-dir DIR` (default: a temporary directory, removed at the end).
 
 mod backend;
+mod branch;
 mod git;
 mod util;
 mod workloads;
@@ -57,7 +58,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem] [--runs N] [--work-dir DIR]"
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch] [--runs N] [--work-dir DIR]"
                 );
                 std::process::exit(0);
             }
@@ -82,6 +83,7 @@ fn main() -> Result<()> {
         inc_checkins: 10_000 / div,
         ceiling_entries: 1_000_000 / div,
         mem_bytes: (1 << 30) / div,
+        branch_versions: [1_000, 100_000 / div],
         runs: opts.runs.unwrap_or(3),
         empty_runs: 51,
     };
@@ -186,6 +188,11 @@ fn main() -> Result<()> {
             &|| with_backend!(*b, B => workloads::ceiling::<B>(&w, &inputs, &sizes)),
         );
         run(
+            "branch",
+            "check-in cost against branch length (through AnyStore)",
+            &|| branch::checkin_levels(&w, b, &sizes.branch_versions),
+        );
+        run(
             "mem",
             "memory (child processes)",
             &|| with_backend!(*b, B => workloads::memory::<B>(&w, &mem)),
@@ -265,6 +272,54 @@ fn row(
 
 fn f(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
+}
+
+/// The check-in row: per-check-in time at the longest branch over the shortest (flat: ≤ 1.5).
+fn branch_row(b: &str, t: &Value) -> Value {
+    const GOAL: &str = "longest/shortest ≤ 1.5";
+    if let Some(e) = t.get("error").and_then(Value::as_str) {
+        return row(
+            "Check-in",
+            b,
+            format!("error: {e}"),
+            "-".into(),
+            None,
+            GOAL,
+            None,
+        );
+    }
+    let levels: Vec<(u64, f64)> = t["levels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| Some((l["versions"].as_u64()?, f(l, "secs")?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (Some(first), Some(last)) = (levels.first(), levels.last()) else {
+        return row(
+            "Check-in",
+            b,
+            "no levels".into(),
+            "-".into(),
+            None,
+            GOAL,
+            None,
+        );
+    };
+    let ratio = last.1 / first.1;
+    row(
+        &format!(
+            "Check-in through AnyStore, one branch of {} / {} versions (median of {})",
+            first.0, last.0, t["timed_checkins"]
+        ),
+        b,
+        format!("{} / {}", secs(first.1), secs(last.1)),
+        "-".into(),
+        Some(ratio),
+        GOAL,
+        Some(ratio <= 1.5),
+    )
 }
 
 fn table_rows(
@@ -442,6 +497,9 @@ fn table_rows(
                     }
                 }
             }
+        }
+        if let Some(t) = r.get("branch") {
+            rows.push(branch_row(b, t));
         }
         if let Some(t) = r.get("restore") {
             if let Some(e) = err(t) {

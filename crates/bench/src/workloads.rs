@@ -26,6 +26,8 @@ pub struct Sizes {
     pub ceiling_entries: u64,
     /// Bytes of content in the memory workload's packet (1 MiB files).
     pub mem_bytes: u64,
+    /// Versions on the one branch of each level of the check-in row (shortest, longest).
+    pub branch_versions: [u64; 2],
     /// Runs for whole-process medians.
     pub runs: usize,
     /// Runs for the (fast) empty-export medians.
