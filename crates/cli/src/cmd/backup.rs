@@ -229,7 +229,7 @@ impl Restore {
             Some(cfg) => cfg.backend_kind()?,
             None => kind,
         };
-        let old = restore::assess(old_kind, &paths.store(), ctx.env())?;
+        let (old, held_open) = restore::assess(old_kind, &paths.store(), ctx.env())?;
         if let Existing::Healthy { name, unheld } = &old {
             if !self.force {
                 return Err(restore::refuse_healthy(&dir, name, unheld));
@@ -237,6 +237,8 @@ impl Restore {
         }
         let staged = restore::stage(ctx, kind, &self.backup, &m, &paths)?;
         self.say_old(ctx, &dir, &old);
+        // Closed before it is renamed: an engine may reach its files by path when closing.
+        drop(held_open);
         if let Some(aside) = restore::switch(&paths, &old, ctx.env().now_ms())? {
             ctx.say(format!("Moved the old store aside to {}.", aside.display()));
         }

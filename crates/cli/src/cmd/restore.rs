@@ -74,46 +74,60 @@ pub fn clean_leftovers(ctx: &Ctx, paths: &SitePaths) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the store in `store_dir` (engine `kind`) to tell what replacing it would cost. A store
-/// another process has open is refused: it is never moved while in use.
-pub fn assess(kind: BackendKind, store_dir: &Path, env: Arc<dyn Env>) -> anyhow::Result<Existing> {
+/// Opens the store in `store_dir` (engine `kind`) to tell what replacing it would cost, and
+/// keeps it open (its lock held, so no other process starts using it) until the caller drops
+/// it just before the switch. A store another process has open is refused: it is never moved
+/// while in use.
+pub fn assess(
+    kind: BackendKind,
+    store_dir: &Path,
+    env: Arc<dyn Env>,
+) -> anyhow::Result<(Existing, Option<AnyStore>)> {
     let empty = std::fs::read_dir(store_dir)
         .map(|mut d| d.next().is_none())
         .unwrap_or(false);
     if !store_dir.exists() || empty {
-        return Ok(Existing::Absent);
+        return Ok((Existing::Absent, None));
     }
-    let store = match AnyStore::open(kind, store_dir) {
-        Ok(s) => s,
-        Err(e) if is_locked(&e) => {
-            return Err(e.context(format!(
-                "stop the msite process using {} first",
-                store_dir.display()
-            )))
-        }
-        Err(e) => return Ok(Existing::Damaged(reason(&e))),
-    };
+    // A store this build cannot open is not known to be damaged: it is never replaced unseen.
+    kind.ensure_compiled().with_context(|| {
+        format!(
+            "cannot check the store in {} before replacing it",
+            store_dir.display()
+        )
+    })?;
+    match AnyStore::open(kind, store_dir) {
+        Ok(store) => classify(store, env),
+        Err(e) if is_locked(&e) => Err(e.context(format!(
+            "stop the msite process using {} first",
+            store_dir.display()
+        ))),
+        Err(e) => Ok((Existing::Damaged(reason(&e)), None)),
+    }
+}
+
+fn classify(store: AnyStore, env: Arc<dyn Env>) -> anyhow::Result<(Existing, Option<AnyStore>)> {
     if let Err(e) = store.check_integrity() {
-        return Ok(Existing::Damaged(reason(&anyhow::Error::new(e))));
+        return Ok((Existing::Damaged(reason(&e.into())), Some(store)));
     }
     let r = match Replica::open(store, env) {
         Ok(r) => r,
-        Err(e) => return Ok(Existing::Damaged(reason(&anyhow::Error::new(e)))),
+        Err(e) => return Ok((Existing::Damaged(reason(&e.into())), None)),
     };
     let st = r.status()?;
-    if st.restored {
-        return Ok(Existing::Standby("restored from a backup"));
-    }
-    if st.recovering.is_some() {
-        return Ok(Existing::Standby("recovering"));
-    }
-    if st.rolled_back.is_some() {
-        return Ok(Existing::Standby("locked after a rollback"));
-    }
-    Ok(Existing::Healthy {
-        name: r.name(),
-        unheld: r.own_entries_no_sibling_holds(LISTED)?,
-    })
+    let existing = if st.restored {
+        Existing::Standby("restored from a backup")
+    } else if st.recovering.is_some() {
+        Existing::Standby("recovering")
+    } else if st.rolled_back.is_some() {
+        Existing::Standby("locked after a rollback")
+    } else {
+        Existing::Healthy {
+            name: r.name(),
+            unheld: r.own_entries_no_sibling_holds(LISTED)?,
+        }
+    };
+    Ok((existing, Some(r.into_store())))
 }
 
 fn is_locked(e: &anyhow::Error) -> bool {

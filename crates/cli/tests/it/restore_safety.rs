@@ -231,3 +231,24 @@ fn a_restore_stopped_between_its_renames_leaves_a_usable_store() {
     assert!(lab.path("sanfran/store").is_dir() && !lab.path("sanfran/store.ready").exists());
     lab.ok(&["-C", "sanfran", "check"]);
 }
+
+/// A store of an engine this build lacks cannot be checked, so it is not replaced.
+#[cfg(not(feature = "rocks"))]
+#[test]
+fn a_store_this_build_cannot_open_is_not_replaced() {
+    let lab = family_with_backup();
+    let site_json = lab.path("sanfran/site.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&site_json).expect("site.json"))
+            .expect("json");
+    cfg["backend"] = "rocks".into();
+    std::fs::write(&site_json, cfg.to_string()).expect("write");
+    let err = lab.fails(1, &["restore", "--force", "bk", "sanfran"]);
+    assert!(
+        err.contains("cannot check the store in sanfran/store before replacing it")
+            && err.contains("rocks backend is not available"),
+        "{err}"
+    );
+    assert!(entries_starting(&lab.path("sanfran"), "store.").is_empty());
+    assert!(lab.path("sanfran/store").is_dir());
+}
