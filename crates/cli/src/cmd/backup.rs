@@ -77,7 +77,7 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Refuses a manifest whose identity or engine is missing or malformed.
+    /// Refuses a manifest of a newer format or with a malformed identity.
     fn check_fields(&self, path: &Path) -> anyhow::Result<()> {
         let bad = |what: &str| {
             anyhow::anyhow!(
@@ -202,7 +202,7 @@ recovering or locked is replaced without --force.\n\n\
 The restored store is marked restored: it refuses local changes, exports and imports until \
 `msite restorereplica` starts the restoration procedure, which recovers what the backup lacks \
 from the siblings.",
-    after_help = "Example:\n  msite restore /backups/sanfran-2024-06-01 /srv/msite/sanfran\n  msite -C /srv/msite/sanfran restorereplica\n  msite restore --force /backups/sanfran-2024-06-01 sanfran   # replace a store still in use"
+    after_help = "Example:\n  msite restore /backups/sanfran-2024-06-01 /srv/msite/sanfran\n  msite -C /srv/msite/sanfran restorereplica\n  msite restore --force /backups/sanfran-2024-06-01 sanfran   # replace a store in normal operation"
 )]
 pub struct Restore {
     /// The backup directory (written by `msite backup`).
