@@ -114,6 +114,15 @@ impl SitePaths {
     pub fn incoming(&self) -> PathBuf {
         self.dir.join("bays").join("incoming")
     }
+    /// Where `msite restore` builds the new store; never trusted (the next restore removes it).
+    pub fn restore_staging(&self) -> PathBuf {
+        self.dir.join("store.staging")
+    }
+    /// The new store of `msite restore`, checked, marked restored and closed: it becomes
+    /// `store/` once the old store is moved aside.
+    pub fn restore_ready(&self) -> PathBuf {
+        self.dir.join("store.ready")
+    }
     /// Where exported packets wait to be shipped.
     pub fn outgoing(&self) -> PathBuf {
         self.dir.join("bays").join("outgoing")
@@ -272,6 +281,7 @@ pub fn open_site(dir: &Path, env: Arc<dyn Env>) -> anyhow::Result<Site> {
     kind.ensure_compiled()
         .with_context(|| format!("the site in {} uses the {kind} backend", dir.display()))?;
     let paths = SitePaths::new(dir);
+    finish_interrupted_restore(&paths)?;
     if !paths.store().is_dir() {
         bail!(
             "the site in {} has no store (store/ is missing); if its storage was lost, restore it from a backup with `msite restore BACKUP {}`",
@@ -297,6 +307,26 @@ pub fn open_site(dir: &Path, env: Arc<dyn Env>) -> anyhow::Result<Site> {
         config,
         replica,
     })
+}
+
+/// Completes a restore stopped between moving the old store aside and renaming the new one
+/// into place: with no `store/`, a `store.ready` (checked and marked restored before it got that
+/// name) becomes the store.
+pub fn finish_interrupted_restore(paths: &SitePaths) -> anyhow::Result<()> {
+    let (ready, store) = (paths.restore_ready(), paths.store());
+    if store.exists() || !ready.is_dir() {
+        return Ok(());
+    }
+    std::fs::rename(&ready, &store)
+        .with_context(|| format!("cannot rename {} to {}", ready.display(), store.display()))?;
+    sync_dir(&paths.dir)
+}
+
+/// Makes the renames in `dir` durable.
+pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync the directory {}", dir.display()))
 }
 
 /// Refuses to make a site in `dir` if one is there already.

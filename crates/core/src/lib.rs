@@ -27,5 +27,5 @@ pub use error::{CoreError, Refusal, Result};
 pub use ids::{FamilyId, Hash, ObjId, PacketId, ReplicaId};
 pub use model::{Entry, ObjectRef, Op, Row};
 pub use replica::{Replica, ReqMasterPolicy, Selector, TreeImport, VersionSel};
-pub use restore::{HeldRequest, ProvisionalAck, Recovering, RestoreStart, Status};
+pub use restore::{HeldRequest, ProvisionalAck, Recovering, RestoreStart, Status, UnheldOwn};
 pub use sync::{Assessment, ExportOutcome, ExportPlan, ImportOutcome, Incoming, Need, RecordSink};

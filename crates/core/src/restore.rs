@@ -185,6 +185,19 @@ pub struct RestoreStart {
     pub completed: bool,
 }
 
+/// Own entries no sibling is known to hold ([`Replica::own_entries_no_sibling_holds`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnheldOwn {
+    /// How many (numbers `first..=last`; 0 when every own entry is held by some sibling).
+    pub count: u64,
+    /// The first number no sibling is known to hold.
+    pub first: u64,
+    /// The last own number.
+    pub last: u64,
+    /// The first few of them, in number order.
+    pub first_entries: Vec<Entry>,
+}
+
 fn dec_request(replica: ReplicaId, v: &[u8]) -> Result<HeldRequest> {
     let mut d = Dec::new(v, "restore request");
     let incarnation = d.u64()?;
@@ -308,6 +321,35 @@ impl<S: Store> Replica<S> {
         }
         siblings.remove(&self.me);
         Ok(siblings)
+    }
+
+    /// This replica's own entries that no sibling is known to hold: those numbered above the
+    /// largest number of ours that any sibling's estimate row gives (an export advances the
+    /// target's estimate, so an entry never exported is always among them). Replacing the store
+    /// loses them for the family. `sample` bounds how many are decoded into
+    /// [`UnheldOwn::first_entries`].
+    pub fn own_entries_no_sibling_holds(&self, sample: usize) -> Result<UnheldOwn> {
+        let last = self.own_row()?.get(&self.me);
+        let mut held = 0;
+        for s in self.known_siblings()? {
+            held = held.max(self.estimate(&s)?.get(&self.me));
+        }
+        let mut first_entries = Vec::new();
+        if last > held {
+            let lo = keys::oplog(&self.me, held + 1);
+            let hi = keys::oplog(&self.me, u64::MAX);
+            let range = KeyRange::between(lo.to_vec(), hi.to_vec());
+            for kv in self.store.scan(Keyspace::Oplog, range)?.take(sample) {
+                let (_, v) = kv?;
+                first_entries.push(Entry::decode_verified(&StoredEntry::decode(&v)?.canonical)?);
+            }
+        }
+        Ok(UnheldOwn {
+            count: last.saturating_sub(held),
+            first: held + 1,
+            last,
+            first_entries,
+        })
     }
 
     /// Starts (or, while recovering, amends) the restoration procedure.
@@ -1144,6 +1186,37 @@ mod tests {
         if let Some(p) = a.export_to_parts(&b.id(), None).unwrap() {
             let _ = b.import(Incoming::from_parts(p, "packet").unwrap());
         }
+    }
+
+    /// Own entries above every sibling's estimate are the ones no sibling holds: an export
+    /// takes them out (it advances the target's estimate), later changes come back in.
+    #[test]
+    fn own_entries_no_sibling_holds_are_those_above_every_estimate() {
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(5));
+        let r0: R = Replica::init(MemStore::new(), env.clone(), "fam", "r0").unwrap();
+        let r1 = create(&r0, "r1", &env);
+        send(&r0, &r1);
+        let none = r0.own_entries_no_sibling_holds(3).unwrap();
+        assert_eq!(none.count, 0);
+        assert!(none.first_entries.is_empty());
+        r0.mkbrtype("dev").unwrap();
+        r0.mkelem("a").unwrap();
+        r0.mkelem("b").unwrap();
+        r0.mkelem("c").unwrap();
+        let last = r0.own_row().unwrap().get(&r0.id());
+        let u = r0.own_entries_no_sibling_holds(2).unwrap();
+        assert_eq!((u.count, u.first, u.last), (4, last - 3, last));
+        let names: Vec<(u64, &str)> = u
+            .first_entries
+            .iter()
+            .map(|e| (e.number, e.op.name()))
+            .collect();
+        assert_eq!(names, vec![(last - 3, "mkbrtype"), (last - 2, "mkelem")]);
+        send(&r0, &r1);
+        assert_eq!(r0.own_entries_no_sibling_holds(2).unwrap().count, 0);
+        r0.mkelem("d").unwrap();
+        let u = r0.own_entries_no_sibling_holds(2).unwrap();
+        assert_eq!((u.count, u.first, u.last), (1, last + 1, last + 1));
     }
 
     /// K3 (found by the simulator, seed 108): r0 creates r2 after its backup, then is restored

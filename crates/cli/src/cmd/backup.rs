@@ -2,8 +2,8 @@
 //!
 //! A backup directory holds `store/` (written by the engine's own online backup tool) and
 //! `backup.json`, a manifest naming the family, the replica, the engine and the own row at the
-//! time of the backup. `restore` refuses a directory without a manifest and a backup of another
-//! replica than the one whose site it would overwrite.
+//! time of the backup. `restore` refuses a directory without a complete manifest and a backup of
+//! another replica than the one whose site it would overwrite; its steps are in [`restore`].
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,8 @@ use msite_core::store::Store;
 use serde::{Deserialize, Serialize};
 
 use super::names;
-use crate::backend::{AnyStore, BackendKind};
+use super::restore::{self, Existing};
+use crate::backend::BackendKind;
 use crate::site::{open_site, Ctx, SiteConfig, SitePaths, SITE_FILE, SITE_FORMAT};
 use crate::util;
 
@@ -66,6 +67,7 @@ impl Manifest {
         if m.kind != "msite-backup" {
             bail!("{} is not an msite backup manifest", path.display());
         }
+        m.check_fields(&path)?;
         if !dir.join("store").is_dir() {
             bail!(
                 "the backup in {} has no store/ directory; it is incomplete",
@@ -73,6 +75,48 @@ impl Manifest {
             );
         }
         Ok(m)
+    }
+
+    /// Refuses a manifest of a newer format or with a malformed identity.
+    fn check_fields(&self, path: &Path) -> anyhow::Result<()> {
+        let bad = |what: &str| {
+            anyhow::anyhow!(
+                "{} is incomplete ({what}); this backup cannot be trusted",
+                path.display()
+            )
+        };
+        if self.format > SITE_FORMAT {
+            bail!(
+                "{} has format {}, newer than this msite understands ({SITE_FORMAT}); use a newer msite",
+                path.display(),
+                self.format
+            );
+        }
+        if msite_core::FamilyId::from_hex(&self.family_id).is_none() {
+            return Err(bad("family_id is not a family id"));
+        }
+        if msite_core::ReplicaId::from_hex(&self.replica_id).is_none() {
+            return Err(bad("replica_id is not a replica id"));
+        }
+        if self.replica_name.is_empty() || self.family_name.is_empty() {
+            return Err(bad("a name is empty"));
+        }
+        Ok(())
+    }
+
+    /// The engine that wrote the backup, refused when this build lacks it.
+    pub fn backend_kind(&self, dir: &Path) -> anyhow::Result<BackendKind> {
+        let kind: BackendKind = self
+            .backend
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("{}: {e}", dir.join(MANIFEST).display()))?;
+        kind.ensure_compiled().with_context(|| {
+            format!(
+                "the backup {} was written by the {kind} backend",
+                dir.display()
+            )
+        })?;
+        Ok(kind)
     }
 }
 
@@ -145,107 +189,121 @@ impl Backup {
 #[derive(Debug, Args)]
 #[command(
     long_about = "Makes the site in DIR from a backup written by `msite backup`, after the site's \
-storage was lost or damaged. A damaged store still in DIR is moved aside (store.damaged-TIME), \
-never deleted. DIR may be empty or hold the same replica's site; a backup of another replica or \
-family is refused.\n\n\
+storage was lost or damaged. DIR may be empty or hold the same replica's site; a backup of \
+another replica or family is refused.\n\n\
+The whole backup is checked before the site is touched: its backup.json, the engine's integrity \
+check of a copy restored next to the site's store, and the identity of the replica in it. Only \
+then does the copy take the store's place, by renames, so that a crash leaves the old store or \
+the new one. The old store is moved aside (store.damaged-TIME when damaged, \
+store.replaced-TIME otherwise), never deleted.\n\n\
+A store in normal operation is not replaced without --force: restoring it drops the site's own \
+changes that no sibling holds, which the restore lists. A store that is damaged, restored, \
+recovering or locked is replaced without --force.\n\n\
 The restored store is marked restored: it refuses local changes, exports and imports until \
 `msite restorereplica` starts the restoration procedure, which recovers what the backup lacks \
 from the siblings.",
-    after_help = "Example:\n  msite restore /backups/sanfran-2024-06-01 /srv/msite/sanfran\n  msite -C /srv/msite/sanfran restorereplica"
+    after_help = "Example:\n  msite restore /backups/sanfran-2024-06-01 /srv/msite/sanfran\n  msite -C /srv/msite/sanfran restorereplica\n  msite restore --force /backups/sanfran-2024-06-01 sanfran   # replace a store in normal operation"
 )]
 pub struct Restore {
     /// The backup directory (written by `msite backup`).
     pub backup: PathBuf,
     /// The site directory to restore (default: -C DIR or the current directory).
     pub dir: Option<PathBuf>,
+    /// Replace a store in normal operation (its own changes no sibling holds are lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl Restore {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let dir = self.dir.unwrap_or_else(|| ctx.dir.clone());
+        let dir = self.dir.clone().unwrap_or_else(|| ctx.dir.clone());
         let m = Manifest::read(&self.backup)?;
-        let kind: BackendKind = m
-            .backend
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("{MANIFEST}: {e}"))?;
-        kind.ensure_compiled().with_context(|| {
-            format!(
-                "the backup {} was written by the {kind} backend",
-                self.backup.display()
-            )
-        })?;
-        if dir.join(SITE_FILE).exists() {
-            let cfg = SiteConfig::read(&dir)?;
-            if cfg.family_id != m.family_id || cfg.replica_id != m.replica_id {
-                bail!(
-                    "{} is a backup of replica {} of family {}, but {} holds replica {} of family {}; restore it into {}'s site or an empty directory",
-                    self.backup.display(),
-                    m.replica_name,
-                    m.family_name,
-                    dir.display(),
-                    cfg.replica_name,
-                    cfg.family_name,
-                    m.replica_name
-                );
-            }
-        }
+        let kind = m.backend_kind(&self.backup)?;
+        let site = self.site_config(&dir, &m)?;
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let paths = SitePaths::new(&dir);
-        let store_dir = paths.store();
-        if store_dir.exists() {
-            // Never move a store another process is using.
-            if let Err(e) = AnyStore::open(kind, &store_dir) {
-                let locked = e.chain().any(|c| {
-                    matches!(
-                        c.downcast_ref::<msite_core::store::Error>(),
-                        Some(msite_core::store::Error::Locked { .. })
-                    )
-                });
-                if locked {
-                    return Err(e.context(format!(
-                        "stop the msite process using {} first",
-                        dir.display()
-                    )));
-                }
+        restore::clean_leftovers(ctx, &paths)?;
+        let old_kind = match &site {
+            Some(cfg) => cfg.backend_kind()?,
+            None => kind,
+        };
+        let (old, held_open) = restore::assess(old_kind, &paths.store(), ctx.env())?;
+        if let Existing::Healthy { name, unheld } = &old {
+            if !self.force {
+                return Err(restore::refuse_healthy(&dir, name, unheld));
             }
-            let aside = dir.join(format!("store.damaged-{}", ctx.env().now_ms()));
-            std::fs::rename(&store_dir, &aside).with_context(|| {
-                format!("cannot move the old store aside to {}", aside.display())
-            })?;
+        }
+        let staged = restore::stage(ctx, kind, &self.backup, &m, &paths)?;
+        self.say_old(ctx, &dir, &old);
+        // Closed before it is renamed: an engine may reach its files by path when closing.
+        drop(held_open);
+        if let Some(aside) = restore::switch(&paths, &old, ctx.env().now_ms())? {
             ctx.say(format!("Moved the old store aside to {}.", aside.display()));
         }
-        let pb = util::spinner(ctx, format!("restoring {}", m.replica_name));
-        let res = AnyStore::restore_backup_as(kind, &self.backup.join("store"), &store_dir);
-        pb.finish_and_clear();
-        res?;
-        let store = AnyStore::open(kind, &store_dir)?;
-        let r = msite_core::Replica::open(store, ctx.env())?;
-        if r.id().to_hex() != m.replica_id {
-            bail!(
-                "the store in {} holds replica {}, not {} as its {MANIFEST} says; this backup cannot be trusted",
-                self.backup.display(),
-                r.id().to_hex(),
-                m.replica_id
-            );
+        if site.as_ref() != Some(&staged.config) {
+            staged.config.write(&dir)?;
         }
-        r.mark_restored()?;
-        SiteConfig::of(&r, kind).write(&dir)?;
         paths.make_bays()?;
         ctx.say(format!(
             "Restored replica {} of family {} in {} from the backup of {} (own row then: {}).",
-            r.name(),
-            r.family_name(),
+            staged.config.replica_name,
+            staged.config.family_name,
             dir.display(),
             m.time,
-            names::row(&r, &r.own_row()?)
+            staged.own_row
         ));
         ctx.say(format!(
             "The store is marked restored: it refuses local changes and exports until `msite restorereplica` runs (msite -C {} restorereplica).",
             dir.display()
         ));
         Ok(())
+    }
+
+    /// The site's `site.json`, if it has one, refused unless it names the backup's replica.
+    fn site_config(&self, dir: &Path, m: &Manifest) -> anyhow::Result<Option<SiteConfig>> {
+        if !dir.join(SITE_FILE).exists() {
+            return Ok(None);
+        }
+        let cfg = SiteConfig::read(dir)?;
+        if (&cfg.family_id, &cfg.replica_id, &cfg.replica_name)
+            != (&m.family_id, &m.replica_id, &m.replica_name)
+        {
+            bail!(
+                "{} is a backup of replica {} of family {}, but {} holds replica {} of family {}; restore it into {}'s site or an empty directory",
+                self.backup.display(),
+                m.replica_name,
+                m.family_name,
+                dir.display(),
+                cfg.replica_name,
+                cfg.family_name,
+                m.replica_name
+            );
+        }
+        Ok(Some(cfg))
+    }
+
+    /// Says what becomes of the store being replaced.
+    fn say_old(&self, ctx: &Ctx, dir: &Path, old: &Existing) {
+        match old {
+            Existing::Absent => {}
+            Existing::Damaged(why) => ctx.say(format!(
+                "The old store in {} is damaged ({why}); replacing it.",
+                dir.display()
+            )),
+            Existing::Standby(state) => ctx.say(format!(
+                "The old store in {} is {state}; replacing it.",
+                dir.display()
+            )),
+            Existing::Healthy { name, unheld } if unheld.count > 0 => ctx.say(format!(
+                "Replacing the healthy store of {name} (--force): its {} are lost to the family (they were not exported first).",
+                restore::describe_unheld(unheld)
+            )),
+            Existing::Healthy { name, .. } => ctx.say(format!(
+                "Replacing the healthy store of {name} (--force): every own change of it is held by a sibling."
+            )),
+        }
     }
 }
 

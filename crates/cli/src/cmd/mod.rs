@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod demo;
 pub mod family;
+pub mod restore;
 pub mod sync;
 pub mod tools;
 pub mod vob;
