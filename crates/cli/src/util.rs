@@ -68,6 +68,50 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// `text` with every control character written as an escape (`\n`, `\u{1b}`): names and
+/// texts that come from a packet or the store are printed through it in text output, so none
+/// can move the cursor, recolour the terminal or forge a line of output.
+pub fn esc(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A path for messages, through [`esc`].
+pub fn esc_path(p: &std::path::Path) -> String {
+    esc(&p.display().to_string())
+}
+
+/// `line` with the control characters a line of output may hold (tab) kept and every other one
+/// escaped, then cut to `max` characters with a note of how much was left out: the last guard
+/// of what reaches the terminal.
+pub fn bounded_line(line: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    for (shown, c) in chars.by_ref().enumerate() {
+        if shown >= max {
+            let rest = 1 + chars.count();
+            out.push_str(&format!("… ({rest} more characters)"));
+            break;
+        }
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `1 entry`, `3 entries`.
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -160,6 +204,16 @@ mod tests {
         assert!(parse_size("ten").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("3X").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(esc("plain name"), "plain name");
+        assert_eq!(esc("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(bounded_line("x\ty\rz", 100), "x\ty\\rz");
+        let long = "é".repeat(1000);
+        let cut = bounded_line(&long, 10);
+        assert_eq!(cut, format!("{}… (990 more characters)", "é".repeat(10)));
     }
 
     #[test]

@@ -349,6 +349,9 @@ impl Check {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let site = open_site(&ctx.dir, ctx.env())?;
         let r = &site.replica;
+        if let Some(m) = site.config.mismatch(r, &ctx.dir, true) {
+            bail!(m);
+        }
         let pb = util::spinner(ctx, "checking the store");
         let res = r.store().check_integrity();
         pb.finish_and_clear();
