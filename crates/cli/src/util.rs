@@ -112,6 +112,18 @@ pub fn bounded_line(line: &str, max: usize) -> String {
     out
 }
 
+/// The first `max` of `items` joined with `sep`, then `and N more` (items from a packet can
+/// number millions; a line of output lists a few).
+pub fn bounded_list(items: impl IntoIterator<Item = String>, sep: &str, max: usize) -> String {
+    let mut it = items.into_iter();
+    let mut text = it.by_ref().take(max).collect::<Vec<_>>().join(sep);
+    let rest = it.count();
+    if rest > 0 {
+        text.push_str(&format!("{sep}and {rest} more"));
+    }
+    text
+}
+
 /// `1 entry`, `3 entries`.
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -214,6 +226,13 @@ mod tests {
         let long = "é".repeat(1000);
         let cut = bounded_line(&long, 10);
         assert_eq!(cut, format!("{}… (990 more characters)", "é".repeat(10)));
+    }
+
+    #[test]
+    fn lists_are_bounded() {
+        let items = (1..=10).map(|i| i.to_string());
+        assert_eq!(bounded_list(items, ", ", 3), "1, 2, 3, and 7 more");
+        assert_eq!(bounded_list(["a".to_string()], ", ", 3), "a");
     }
 
     #[test]

@@ -402,9 +402,10 @@ fn refuse(
     why: String,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let why = util::esc(&why);
+    let full = util::esc(&why);
+    let why = util::bounded_line(&full, 400);
     if movable {
-        move_refused(site, files, &why)?;
+        move_refused(site, files, &full)?;
         ctx.say(format!(
             "Refused {name}: {why}; moved it to {}.",
             site.paths.refused().display()
@@ -587,7 +588,7 @@ fn import_one(
         }
         ImportOutcome::Waiting(needs) => {
             let why = needs.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-            return Ok(Step::Waiting(util::esc(&why.join(", "))));
+            return Ok(Step::Waiting(util::esc(&util::bounded_list(why, ", ", 5))));
         }
     };
     reported.remove(&name);
@@ -788,14 +789,15 @@ impl Namer<'_> {
     }
 }
 
+/// How many items of a list from a packet (targets, row cells, origins) a line shows.
+const LIST_MAX: usize = 10;
+
 fn row_text(m: &serde_json::Map<String, serde_json::Value>) -> String {
     if m.is_empty() {
         return "(empty)".into();
     }
-    m.iter()
-        .map(|(k, v)| format!("{}:{v}", util::esc(k)))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let cells = m.iter().map(|(k, v)| format!("{}:{v}", util::esc(k)));
+    util::bounded_list(cells, " ", LIST_MAX)
 }
 
 /// Whether `g` can be imported at `site` now: (`verdict`, sentence).
@@ -876,7 +878,10 @@ fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
         }
     }
     if !needs.is_empty() {
-        return Ok(("waiting", format!("must wait: {}", needs.join(", "))));
+        return Ok((
+            "waiting",
+            format!("must wait: {}", util::bounded_list(needs, ", ", 5)),
+        ));
     }
     for b in &h.bases {
         let o = ReplicaId(b.origin.0);
@@ -1037,7 +1042,10 @@ impl Lspacket {
                         .collect()
                 })
                 .unwrap_or_default();
-            ctx.say(format!("  targets: {}", targets.join(", ")));
+            ctx.say(format!(
+                "  targets: {}",
+                util::bounded_list(targets, ", ", LIST_MAX)
+            ));
             ctx.say(format!(
                 "  base row: {}",
                 row_text(d["base_row"].as_object().unwrap_or(&Default::default()))
@@ -1077,7 +1085,7 @@ impl Lspacket {
                 if per.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", per.join(", "))
+                    format!(" ({})", util::bounded_list(per, ", ", LIST_MAX))
                 }
             ));
             ctx.say(format!(

@@ -266,6 +266,32 @@ fn a_million_parts(backend: Option<&'static str>) {
     let (json, _) = expect(&lab, 0, &["-C", "sanfran", "lspacket", &f, "--json"]);
     assert!(json.len() < 20_000, "{} bytes of JSON", json.len());
     std::fs::remove_file(&fake).expect("remove");
+    // A header listing 30,000 origins in its rows and 30,000 targets: every list printed is
+    // cut to a few items and a count.
+    let long = rewrite_header(&part, &lab.path("long"), |h| {
+        for k in 0..30_000u32 {
+            let mut id = [0xa5; 16];
+            id[..4].copy_from_slice(&k.to_le_bytes());
+            let origin = msite_packet::wire::Id(id);
+            h.bases.push(msite_packet::wire::Base {
+                origin,
+                number: 1,
+                hash: [0; 32],
+            });
+            h.sender_row
+                .push(msite_packet::wire::RowCell { origin, number: 1 });
+            let mut t = h.targets[0].clone();
+            t.replica = origin;
+            h.targets.push(t);
+        }
+    });
+    let l = long.display().to_string();
+    let (out, _) = expect(&lab, 0, &["-C", "sanfran", "lspacket", &l]);
+    assert!(out.contains("and 29991 more"), "{out}");
+    std::fs::rename(&long, bay(&lab, "sanfran").join("long.msp")).expect("move");
+    let (_, err) = expect(&lab, 3, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(err.contains("more"), "{err}");
+    std::fs::remove_file(bay(&lab, "sanfran").join("long.msp")).expect("remove");
     still_healthy(&lab, "sanfran", &digest);
     genuine_after(&lab, &part);
 }
@@ -472,14 +498,30 @@ fn rewrite_header(
     dir: &Path,
     f: impl FnOnce(&mut msite_packet::wire::Header),
 ) -> PathBuf {
+    rewrite(part, dir, f, |_| {})
+}
+
+/// The packet `part` written again into `dir` with its header changed by `f` and its records
+/// by `g` (and a packet id made from `dir`'s name).
+fn rewrite(
+    part: &Path,
+    dir: &Path,
+    f: impl FnOnce(&mut msite_packet::wire::Header),
+    g: impl FnOnce(&mut Vec<msite_packet::Record>),
+) -> PathBuf {
     let r = msite_packet::open(part).expect("open");
     let kind = r.info().kind;
     let mut header = r.header().clone();
     f(&mut header);
-    let records: Vec<msite_packet::Record> =
+    let mut records: Vec<msite_packet::Record> =
         r.records().collect::<Result<_, _>>().expect("records");
+    g(&mut records);
+    let mut id = [7u8; 16];
+    for (i, b) in dir.to_string_lossy().bytes().enumerate() {
+        id[i % 16] = id[i % 16].rotate_left(3) ^ b;
+    }
     std::fs::create_dir_all(dir).expect("mkdir");
-    let opts = msite_packet::WriteOptions::new(msite_packet::wire::Id([7; 16]));
+    let opts = msite_packet::WriteOptions::new(msite_packet::wire::Id(id));
     let mut w =
         msite_packet::PacketWriter::create(dir, "rewritten", kind, &header, opts).expect("writer");
     for rec in &records {
@@ -487,6 +529,74 @@ fn rewrite_header(
     }
     let mut written = w.finish().expect("finish");
     written.parts.pop().expect("a part")
+}
+
+/// The entries of boston's packet made again with the new element's path changed to one with
+/// control characters, the hash chain recomputed: what a sibling running older or hostile code
+/// could send. It applies (the family's history is not refused), and every listing shows the
+/// path escaped, while JSON carries it as it is.
+fn foreign_control_name(backend: Option<&'static str>) {
+    let lab = family(backend);
+    let part = fresh_packet(&lab, "plain", "held");
+    let evil = "evil\n\u{1b}[31m.c";
+    let forged = rewrite(
+        &part,
+        &lab.path("forged"),
+        |_| {},
+        |r| rename_new_element(r, evil),
+    );
+    std::fs::rename(&forged, bay(&lab, "sanfran").join("forged.msp")).expect("move");
+    let (out, _) = expect(&lab, 0, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(out.contains("1 applied"), "{out}");
+    let shown = "evil\\n\\u{1b}[31m.c";
+    let selector = format!("elem:{evil}");
+    for args in [
+        vec!["-C", "sanfran", "ls"],
+        vec!["-C", "sanfran", "ls", "--long"],
+        vec!["-C", "sanfran", "lshistory", evil],
+        vec!["-C", "sanfran", "describe", selector.as_str()],
+    ] {
+        let (out, _) = expect(&lab, 0, &args);
+        assert!(out.contains(shown), "{}: {out}", args.join(" "));
+    }
+    let (json, _) = expect(&lab, 0, &["-C", "sanfran", "ls", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let paths: Vec<&str> = v["elements"]
+        .as_array()
+        .expect("elements")
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(
+        paths.contains(&evil),
+        "JSON carries the name as it is: {paths:?}"
+    );
+    let digest = lab.digest("sanfran");
+    still_healthy(&lab, "sanfran", &digest);
+}
+matrix!(
+    a_siblings_name_with_control_characters_applies_and_prints_escaped,
+    a_siblings_name_with_control_characters_applies_and_prints_escaped_on_rocks,
+    foreign_control_name
+);
+
+/// Renames the element the entries among `records` create to `path`, and re-chains the hashes.
+fn rename_new_element(records: &mut [msite_packet::Record], path: &str) {
+    use msite_packet::{decode_entry, encode_entry, entry_hash, wire, Record};
+    let mut prev: Option<wire::Hash> = None;
+    for rec in records.iter_mut() {
+        let Record::Entry(bytes) = rec else { continue };
+        let mut e = decode_entry(bytes).expect("entry");
+        if let Some(p) = prev {
+            e.prev = p;
+        }
+        if let wire::Op::MkElem { path: p, .. } = &mut e.op {
+            *p = path.to_string();
+        }
+        e.hash = entry_hash(&e);
+        prev = Some(e.hash);
+        *bytes = encode_entry(&e);
+    }
 }
 
 // --- F: site.json that disagrees with its store --------------------------------------------
