@@ -11,10 +11,10 @@
 //! directories, dangling links) are never opened and are moved aside like unreadable files. A
 //! packet the store fails on (an engine error such as SQLite's "string or blob too big") is
 //! refused with the store's message, the store is reopened (a failed durable write poisons it),
-//! and the run goes on. The run stops, leaving the packet in the bay, only when the store cannot
-//! be used at all (poisoned, locked by another process, corrupt) or fails on two packets in a
-//! row: then the site, not the packets, is at fault, and refusing packets would only move good
-//! ones aside.
+//! and the run goes on. The run stops, leaving the packet in the bay, only when the replica is
+//! locked until `msite restorereplica`, when the store cannot be used at all (poisoned, locked
+//! by another process, corrupt), or when it fails on two packets in a row: then the site, not
+//! the packets, is at fault, and refusing packets would only move good ones aside.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -286,8 +286,9 @@ fn is_refusal(e: &CoreError) -> bool {
 }
 
 /// What a failed import means for the packet and for the run. No single packet stops a run:
-/// only a store that cannot be used at all (poisoned, locked by another process, corrupt), or
-/// a store that fails on two packets in a row, stops it, leaving the packet in the bay.
+/// only a replica locked until `msite restorereplica`, a store that cannot be used at all
+/// (poisoned, locked by another process, corrupt), or a store that fails on two packets in a
+/// row stops it, leaving the packet in the bay.
 #[derive(Debug)]
 enum Verdict {
     /// Refuse the packet, with why.
@@ -305,7 +306,8 @@ fn verdict(e: CoreError) -> Verdict {
         return Verdict::Refuse(e.to_string());
     }
     match e {
-        CoreError::Store(
+        CoreError::Locked(_)
+        | CoreError::Store(
             StoreError::Poisoned | StoreError::Locked { .. } | StoreError::Corruption(_),
         ) => Verdict::Stop(e),
         CoreError::Store(_) | CoreError::Codec(_) => Verdict::StoreFailed(e.to_string()),
@@ -564,6 +566,10 @@ fn import_one(
                     Ok(Step::Refused)
                 }
                 Verdict::StoreFailed(err) => Ok(Step::StoreFailed(err)),
+                Verdict::Stop(e @ CoreError::Locked(_)) => Err(anyhow::anyhow!(
+                    "cannot import {name}: {}; the packets stay in the incoming bay",
+                    util::esc(&e.to_string())
+                )),
                 Verdict::Stop(e) => Err(stop(&name, e, "the site's store cannot be used")),
             }
         }
@@ -1267,5 +1273,44 @@ impl Chepoch {
             util::esc(&names::row(r, &r.estimate(&target)?))
         ));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use msite_core::store::Error as StoreError;
+    use msite_core::{CoreError, Refusal};
+
+    use super::{verdict, Verdict};
+
+    /// What stops a run, what refuses a packet and what refuses it and reopens the store.
+    #[test]
+    fn only_the_site_stops_a_run() {
+        let stops = [
+            CoreError::Locked("replica x was restored".into()),
+            CoreError::Store(StoreError::Poisoned),
+            CoreError::Store(StoreError::Corruption("bad page".into())),
+        ];
+        for e in stops {
+            assert!(matches!(verdict(e), Verdict::Stop(_)));
+        }
+        let backend = StoreError::Backend {
+            backend: "sqlite",
+            source: "string or blob too big".into(),
+        };
+        assert!(matches!(
+            verdict(CoreError::Store(backend)),
+            Verdict::StoreFailed(m) if m.contains("string or blob too big")
+        ));
+        let refused = [
+            CoreError::Refused(Refusal::Other("stale".into())),
+            CoreError::Malformed("bad op".into()),
+            CoreError::Unreadable("truncated".into()),
+            CoreError::NotFound("elem:x".into()),
+            CoreError::Invalid("odd".into()),
+        ];
+        for e in refused {
+            assert!(matches!(verdict(e), Verdict::Refuse(_)));
+        }
     }
 }

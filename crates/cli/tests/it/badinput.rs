@@ -306,6 +306,31 @@ fn a_store_failing_on_two_packets_in_a_row_stops_the_run() {
     assert_eq!(lab.digest("sanfran"), lab.digest("boston"));
 }
 
+/// A replica restored from a backup is locked until `msite restorereplica`: its packets are not
+/// the packets' fault, so they stay in the bay, nothing is moved aside, and the message (exit
+/// 1) names the next step.
+fn locked_keeps_packets(backend: Option<&'static str>) {
+    let lab = family(backend);
+    lab.ok(&["-C", "sanfran", "backup", "bk"]);
+    std::fs::remove_dir_all(lab.path("sanfran/store")).expect("rm store");
+    lab.ok(&["restore", "bk", "sanfran"]);
+    let digest = lab.digest("sanfran");
+    lab.ok(&["-C", "boston", "mkbrtype", "while_locked"]);
+    let sent = lab.send("boston", "sanfran");
+    let (_, err) = expect(&lab, 1, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(err.contains("msite restorereplica"), "{err}");
+    assert!(err.contains("stay in the incoming bay"), "{err}");
+    assert_eq!(packets_in(&bay(&lab, "sanfran")), sent);
+    assert!(refused(&lab).is_empty(), "{:?}", refused(&lab));
+    assert_eq!(lab.digest("sanfran"), digest);
+    expect(&lab, 0, &["-C", "sanfran", "check"]);
+}
+matrix!(
+    a_locked_replica_keeps_its_packets_in_the_bay,
+    a_locked_replica_keeps_its_packets_in_the_bay_on_rocks,
+    locked_keeps_packets
+);
+
 // --- B: bounded messages -------------------------------------------------------------------
 
 /// A genuine part whose envelope claims 2^20 parts: one bounded line (a range and a count),
