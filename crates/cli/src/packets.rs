@@ -114,10 +114,13 @@ pub fn not_regular(path: &Path) -> Option<String> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => None,
         Ok(m) => Some(msite_packet::file_kind(m.file_type()).to_string()),
-        Err(e) if std::fs::symlink_metadata(path).is_ok() => Some(format!(
-            "a symbolic link to nothing readable ({})",
-            e.kind()
-        )),
+        Err(e) if std::fs::symlink_metadata(path).is_ok() => {
+            Some(if e.kind() == std::io::ErrorKind::NotFound {
+                "a dangling symbolic link".to_string()
+            } else {
+                format!("a symbolic link that cannot be followed: {}", e.kind())
+            })
+        }
         Err(e) => Some(format!("unreadable ({})", e.kind())),
     }
 }

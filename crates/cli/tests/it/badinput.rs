@@ -425,7 +425,7 @@ fn non_regular_files(backend: Option<&'static str>) {
     let (out, _) = expect(&lab, 1, &["-C", "sanfran", "syncreplica", "import"]);
     for (name, what) in [
         ("fifo.msp", "a FIFO"),
-        ("dangling.msp", "a symbolic link to nothing readable"),
+        ("dangling.msp", "a dangling symbolic link"),
         ("dir.msp", "a directory"),
     ] {
         assert!(
