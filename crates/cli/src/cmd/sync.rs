@@ -508,15 +508,20 @@ fn import_groups(
     for g in pending {
         let name = g.display();
         let why = last_needs.get(&name).cloned().unwrap_or_default();
-        if reported.get(&name) != Some(&why) {
-            ctx.say(format!(
-                "{name} must wait: {why}; it stays in the incoming bay."
-            ));
-            reported.insert(name.clone(), why.clone());
-        }
+        say_waiting(ctx, &name, &why, reported);
         tally.waiting.push((name, why));
     }
     Ok((site, tally))
+}
+
+/// Says that packet `name` must wait, unless that was said already (watch mode).
+fn say_waiting(ctx: &Ctx, name: &str, why: &str, reported: &mut BTreeMap<String, String>) {
+    if reported.get(name).map(String::as_str) != Some(why) {
+        ctx.say(format!(
+            "{name} must wait: {why}; it stays in the incoming bay."
+        ));
+        reported.insert(name.to_string(), why.to_string());
+    }
 }
 
 /// Closes and opens the site again: a store whose durable write failed refuses every write
