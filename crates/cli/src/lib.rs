@@ -73,15 +73,22 @@ where
     }
 }
 
-/// Prints an error the way every command does, and returns its exit code.
+/// The longest error line printed (in characters); the rest is summarised.
+const MAX_ERROR_LINE: usize = 1000;
+
+/// Prints an error the way every command does, and returns its exit code. The line is bounded
+/// and holds no raw control character, whatever text a packet put into the message.
 pub fn report(e: &anyhow::Error) -> i32 {
     if let Some(exit) = e.downcast_ref::<Exit>() {
         if let Some(m) = &exit.message {
-            eprintln!("msite: {m}");
+            eprintln!("msite: {}", util::bounded_line(m, MAX_ERROR_LINE));
         }
         return exit.code;
     }
-    eprintln!("msite: error: {}", error_text(e));
+    eprintln!(
+        "msite: error: {}",
+        util::bounded_line(&error_text(e), MAX_ERROR_LINE)
+    );
     EXIT_ERROR
 }
 

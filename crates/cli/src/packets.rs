@@ -32,14 +32,9 @@ impl Group {
         self.lp.parts.iter().map(|(_, p)| p.clone()).collect()
     }
 
-    /// What is wrong with the set of parts, as one sentence.
+    /// What is wrong with the set of parts, as one bounded sentence.
     pub fn problems(&self) -> String {
-        self.lp
-            .problems
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
+        crate::util::esc(&self.lp.problems_text())
     }
 
     /// A short name for messages: the first part's file name.
@@ -49,7 +44,7 @@ impl Group {
             .parts
             .first()
             .and_then(|(_, p)| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| crate::util::esc(&n.to_string_lossy()))
             .unwrap_or_else(|| self.lp.packet_id.to_hex());
         if self.lp.part_count > 1 {
             format!(
@@ -73,9 +68,24 @@ impl Group {
     }
 }
 
-/// The packet part files in `dir` (`*.msp`, not hidden), sorted by name.
+/// The packet part files in `dir` (`*.msp`, not hidden, regular), sorted by name.
 pub fn bay_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+    Ok(bay_entries(dir)?.files)
+}
+
+/// What a bay holds under packet names.
+#[derive(Debug, Default)]
+pub struct BayEntries {
+    /// Regular files (or links to them) named `*.msp`, sorted by name.
+    pub files: Vec<PathBuf>,
+    /// Entries named `*.msp` that are no regular file, with what they are (`a FIFO`, `a
+    /// directory`, `a dangling symbolic link`): never opened, since opening a FIFO blocks.
+    pub odd: Vec<(PathBuf, String)>,
+}
+
+/// The entries of `dir` named like packet part files (`*.msp`, not hidden), sorted by name.
+pub fn bay_entries(dir: &Path) -> anyhow::Result<BayEntries> {
+    let mut out = BayEntries::default();
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
@@ -84,16 +94,54 @@ pub fn bay_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     for ent in rd {
         let ent = ent.with_context(|| format!("cannot read {}", dir.display()))?;
         let path = ent.path();
-        let name = ent.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !path.is_file() {
+        let hidden = ent.file_name().to_string_lossy().starts_with('.');
+        if hidden || path.extension().and_then(|e| e.to_str()) != Some(PACKET_EXT) {
             continue;
         }
-        if path.extension().and_then(|e| e.to_str()) == Some(PACKET_EXT) {
-            out.push(path);
+        match not_regular(&path) {
+            None => out.files.push(path),
+            Some(what) => out.odd.push((path, what)),
         }
     }
-    out.sort();
+    out.files.sort();
+    out.odd.sort();
     Ok(out)
+}
+
+/// What `path` is when it is no regular file (after following links), found without opening
+/// it; `None` for a regular file.
+pub fn not_regular(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => None,
+        Ok(m) => Some(msite_packet::file_kind(m.file_type()).to_string()),
+        Err(e) if std::fs::symlink_metadata(path).is_ok() => {
+            Some(if e.kind() == std::io::ErrorKind::NotFound {
+                "a dangling symbolic link".to_string()
+            } else {
+                format!("a symbolic link that cannot be followed: {}", e.kind())
+            })
+        }
+        Err(e) => Some(format!("unreadable ({})", e.kind())),
+    }
+}
+
+/// Checks that every file given by path exists and is a regular file, before any is opened.
+pub fn check_given(paths: &[PathBuf]) -> anyhow::Result<()> {
+    for f in paths {
+        if std::fs::symlink_metadata(f).is_err() {
+            anyhow::bail!(
+                "packet file {} does not exist; check the path",
+                crate::util::esc_path(f)
+            );
+        }
+        if let Some(what) = not_regular(f) {
+            anyhow::bail!(
+                "{} is not a regular file ({what}); give a packet file",
+                crate::util::esc_path(f)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Groups part files into logical packets. Files that cannot be read are returned apart, each

@@ -86,6 +86,33 @@ impl SiteConfig {
         Ok(())
     }
 
+    /// The first field of this file that disagrees with replica `r` of the store, as one
+    /// sentence naming the field, both values and what to do. Only the replica id (which every
+    /// command checks) unless `all`: the family id and the names too (`msite check`).
+    pub fn mismatch(&self, r: &Replica<AnyStore>, dir: &Path, all: bool) -> Option<String> {
+        let fields = [
+            ("replica_id", &self.replica_id, r.id().to_hex()),
+            ("family_id", &self.family_id, r.family().to_hex()),
+            ("replica_name", &self.replica_name, r.name()),
+            (
+                "family_name",
+                &self.family_name,
+                r.family_name().to_string(),
+            ),
+        ];
+        let count = if all { fields.len() } else { 1 };
+        let (field, theirs, ours) = fields
+            .into_iter()
+            .take(count)
+            .find(|(_, file, store)| *file != store)?;
+        Some(format!(
+            "{} disagrees with its store: {field} is \"{}\" in {SITE_FILE} but \"{}\" in the store; if the store is the right one, correct {SITE_FILE}, otherwise the site directory was assembled from two sites — restore the right store with `msite restore`",
+            dir.join(SITE_FILE).display(),
+            crate::util::esc(theirs),
+            crate::util::esc(&ours)
+        ))
+    }
+
     /// The backend named in the file.
     pub fn backend_kind(&self) -> anyhow::Result<BackendKind> {
         self.backend
@@ -228,12 +255,14 @@ impl Ctx {
         SitePaths::new(self.dir.clone())
     }
 
-    /// Prints one line of output (with the context's indent).
+    /// Prints one line of output (with the context's indent); a control character other than
+    /// a newline or a tab is printed as an escape (names from packets and the store are escaped
+    /// before, with [`crate::util::esc`]; this is the last guard).
     pub fn say(&self, line: impl AsRef<str>) {
         let mut text = String::new();
         for l in line.as_ref().split('\n') {
             text.push_str(&self.indent);
-            text.push_str(l);
+            text.push_str(&crate::util::bounded_line(l, usize::MAX));
             text.push('\n');
         }
         self.write_raw(text.as_bytes());
@@ -293,15 +322,10 @@ pub fn open_site(dir: &Path, env: Arc<dyn Env>) -> anyhow::Result<Site> {
     let store = AnyStore::open(kind, &paths.store())?;
     let replica = Replica::open(store, env)
         .with_context(|| format!("cannot open the replica in {}", dir.display()))?;
-    if replica.id().to_hex() != config.replica_id {
-        bail!(
-            "the store in {} holds replica {} but {SITE_FILE} names replica {} ({}); the site directory was assembled from two sites — restore the right store with `msite restore`",
-            dir.display(),
-            replica.id().to_hex(),
-            config.replica_name,
-            config.replica_id
-        );
+    if let Some(m) = config.mismatch(&replica, dir, false) {
+        bail!(m);
     }
+    remove_unfinished(&replica, &paths.outgoing());
     Ok(Site {
         paths,
         config,
@@ -327,6 +351,22 @@ pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync the directory {}", dir.display()))
+}
+
+/// Removes the part files that an interrupted export of `r` left in `dir` (the store is open,
+/// so its lock is held and no export of this site runs). A failure is logged, not fatal: the
+/// files only take space.
+pub fn remove_unfinished(r: &Replica<AnyStore>, dir: &Path) {
+    match r.remove_unfinished_packets(dir) {
+        Ok(removed) => {
+            for f in removed {
+                tracing::info!(file = %f.display(), "removed an unfinished packet file of an interrupted export");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove unfinished packet files")
+        }
+    }
 }
 
 /// Refuses to make a site in `dir` if one is there already.

@@ -68,6 +68,62 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// `text` with every control character written as an escape (`\n`, `\u{1b}`): names and
+/// texts that come from a packet or the store are printed through it in text output, so none
+/// can move the cursor, recolour the terminal or forge a line of output.
+pub fn esc(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A path for messages, through [`esc`].
+pub fn esc_path(p: &std::path::Path) -> String {
+    esc(&p.display().to_string())
+}
+
+/// `line` with the control characters a line of output may hold (tab) kept and every other one
+/// escaped, then cut to `max` characters with a note of how much was left out: the last guard
+/// of what reaches the terminal.
+pub fn bounded_line(line: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    for (shown, c) in chars.by_ref().enumerate() {
+        if shown >= max {
+            let rest = 1 + chars.count();
+            out.push_str(&format!("… ({rest} more characters)"));
+            break;
+        }
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The first `max` of `items` joined with `sep`, then `and N more` (items from a packet can
+/// number millions; a line of output lists a few).
+pub fn bounded_list(items: impl IntoIterator<Item = String>, sep: &str, max: usize) -> String {
+    let mut it = items.into_iter();
+    let mut text = it.by_ref().take(max).collect::<Vec<_>>().join(sep);
+    let rest = it.count();
+    if rest > 0 {
+        text.push_str(&format!("{sep}and {rest} more"));
+    }
+    text
+}
+
 /// `1 entry`, `3 entries`.
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -160,6 +216,23 @@ mod tests {
         assert!(parse_size("ten").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("3X").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(esc("plain name"), "plain name");
+        assert_eq!(esc("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(bounded_line("x\ty\rz", 100), "x\ty\\rz");
+        let long = "é".repeat(1000);
+        let cut = bounded_line(&long, 10);
+        assert_eq!(cut, format!("{}… (990 more characters)", "é".repeat(10)));
+    }
+
+    #[test]
+    fn lists_are_bounded() {
+        let items = (1..=10).map(|i| i.to_string());
+        assert_eq!(bounded_list(items, ", ", 3), "1, 2, 3, and 7 more");
+        assert_eq!(bounded_list(["a".to_string()], ", ", 3), "a");
     }
 
     #[test]

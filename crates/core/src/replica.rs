@@ -296,12 +296,38 @@ pub struct TreeImport {
 }
 
 fn validate_name(what: &str, name: &str) -> Result<()> {
-    if name.is_empty() || name.contains('\0') || name.contains("@@") {
+    no_control(&format!("{what} name"), name)?;
+    if name.is_empty() || name.contains("@@") {
         return Err(CoreError::Invalid(format!(
-            "`{name}` is not a valid {what} name (empty, or containing NUL or `@@`)"
+            "`{name}` is not a valid {what} name (empty, or containing `@@`)"
         )));
     }
     Ok(())
+}
+
+/// Refuses a text the operator gives (a name, a path, a comment) that holds a control
+/// character other than those `allowed`: every site would print it, and a terminal obeys
+/// escape sequences. The message shows the text and the character escaped.
+pub(crate) fn no_control_but(what: &str, text: &str, allowed: &[char]) -> Result<()> {
+    match text
+        .chars()
+        .find(|c| c.is_control() && !allowed.contains(c))
+    {
+        None => Ok(()),
+        Some(c) => {
+            let shown: String = text.chars().take(80).collect();
+            Err(CoreError::Invalid(format!(
+                "the {what} \"{}\" contains the control character {}; use printable characters only",
+                shown.escape_debug(),
+                c.escape_debug()
+            )))
+        }
+    }
+}
+
+/// [`no_control_but`] with no exception: names and paths are one line of printable text.
+pub(crate) fn no_control(what: &str, text: &str) -> Result<()> {
+    no_control_but(what, text, &[])
 }
 
 impl<S: Store> Replica<S> {
@@ -655,6 +681,7 @@ impl<S: Store> Replica<S> {
         comment: &str,
     ) -> Result<(ObjId, u64)> {
         let path = normalize_path(path)?;
+        check_text(author, comment)?;
         self.local_change(|r, t, ap| {
             r.checkin_in(t, ap, &path, brtype, content, author, comment, false)
         })
@@ -781,6 +808,7 @@ impl<S: Store> Replica<S> {
         comment: &str,
         mut progress: impl FnMut(u64),
     ) -> Result<TreeImport> {
+        check_text(author, comment)?;
         let files = walk(dir)?;
         self.local_change(|r, t, ap| {
             let mut out = TreeImport::default();
@@ -1111,9 +1139,17 @@ fn txn_element_by_path<S: Store>(txn: &Txn<'_, S>, path: &str) -> Result<Option<
     Ok(None)
 }
 
+/// Refuses an author or a comment of a check-in with control characters (a comment may span
+/// lines and hold tabs).
+fn check_text(author: &str, comment: &str) -> Result<()> {
+    no_control("author name", author)?;
+    no_control_but("comment", comment, &['\n', '\t'])
+}
+
 /// Normalises an element path: forward slashes, no leading `./` or `/`, no empty or `..`
 /// components.
 pub fn normalize_path(p: &str) -> Result<String> {
+    no_control("element path", p)?;
     let parts: Vec<&str> = p
         .split(['/', '\\'])
         .filter(|c| !c.is_empty() && *c != ".")
@@ -1177,4 +1213,48 @@ pub(crate) fn read_row_txn<S: Store>(txn: &Txn<'_, S>, prefix: &[u8]) -> Result<
         row.set(origin, be_u64(&v)?);
     }
     Ok(row)
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::testkit::MemStore;
+    use crate::{CoreError, Env, Replica, SimEnv};
+
+    /// Every local change that names something refuses control characters, naming the
+    /// character as an escape; a comment may span lines.
+    #[test]
+    fn names_with_control_characters_are_refused_at_creation() {
+        let env: Arc<dyn Env> = Arc::new(SimEnv::new(3));
+        let bad = Replica::init(MemStore::new(), env.clone(), "fam", "r\u{1b}[2J");
+        assert!(
+            matches!(bad, Err(CoreError::Invalid(m)) if m.contains("control character \\u{1b}"))
+        );
+        let r = Replica::init(MemStore::new(), env, "fam", "r0").unwrap();
+        let before = r.digest().unwrap();
+        let errors = [
+            r.mkbrtype("dev\n").unwrap_err(),
+            r.mklbtype("REL\r").unwrap_err(),
+            r.mkelem("src/\u{7}.c").unwrap_err(),
+            r.checkin("a.c", "main", b"x", "me\u{1b}", "c").unwrap_err(),
+            r.checkin("a.c", "main", b"x", "me", "c\u{1b}[31m")
+                .unwrap_err(),
+            r.plan_mkreplica("tok\tyo").unwrap_err(),
+        ];
+        for (e, shown) in errors
+            .iter()
+            .zip(["\\n", "\\r", "\\u{7}", "\\u{1b}", "\\u{1b}", "\\t"])
+        {
+            let m = e.to_string();
+            assert!(
+                m.contains(&format!("the control character {shown};")),
+                "{m}"
+            );
+            assert!(!m.chars().any(char::is_control), "{m:?}");
+        }
+        assert_eq!(r.digest().unwrap(), before);
+        r.checkin("a.c", "main", b"x", "me", "two\nlines\tand a tab")
+            .unwrap();
+    }
 }

@@ -777,6 +777,25 @@ impl<S: Store> Replica<S> {
         )
     }
 
+    /// Removes the unfinished part files that exports of this replica left in `dir` (an export
+    /// killed before it finished; the packet counts as lost and is resent) and returns them.
+    /// Only this replica's own temporary names are touched; whoever holds this `Replica`
+    /// holds its store, so no export of it is running.
+    pub fn remove_unfinished_packets(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let me = sanitize(&self.name());
+        let mut removed = Vec::new();
+        for prefix in [format!("sync_{me}_to_"), format!("repl_{me}_to_")] {
+            let found = msite_packet::unfinished_parts(dir, &prefix)
+                .map_err(|e| CoreError::io(format!("reading {}", dir.display()), e))?;
+            for f in found {
+                std::fs::remove_file(&f)
+                    .map_err(|e| CoreError::io(format!("removing {}", f.display()), e))?;
+                removed.push(f);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Writes a planned packet into `dir` and records it.
     pub fn write_plan_to_dir(
         &self,
@@ -1762,6 +1781,7 @@ impl<S: Store> Replica<S> {
 
     /// Creates replica `name` (mastered here) and plans its creation packet.
     pub fn plan_mkreplica(&self, name: &str) -> Result<ExportPlan> {
+        crate::replica::no_control("replica name", name)?;
         if name.is_empty() || name.contains('\0') || name.contains('@') {
             return Err(CoreError::Invalid(format!(
                 "`{name}` is not a valid replica name"

@@ -29,6 +29,10 @@ pub enum DecodeError {
     /// The path is a directory, not a packet file.
     #[error("is a directory, not a packet file")]
     IsDirectory,
+    /// The path is neither a regular file nor a directory (a FIFO, a socket, a device): it is
+    /// never opened, since opening a FIFO blocks until a writer comes.
+    #[error("is not a regular file ({0}), not a packet file")]
+    NotRegular(&'static str),
     /// The file is empty.
     #[error("empty file, not a packet")]
     Empty,

@@ -63,8 +63,11 @@ pub use parts::{
     decode_parts, group_parts, logical_packet, part_info, GroupedParts, LogicalPacket,
     LogicalRecords, PartProblem,
 };
-pub use read::{decode_from_slice, open, PacketInfo, PacketReader, ReadStats, Record, Records};
+pub use read::{
+    decode_from_slice, file_kind, open, PacketInfo, PacketReader, ReadStats, Record, Records,
+};
 pub use summary::{entries, summarize, summarize_reader, verify, Entries, OriginEntries, Summary};
 pub use write::{
-    encode_to_vec, part_file_name, MemPacketWriter, PacketWriter, Stats, WriteOptions, Written,
+    encode_to_vec, part_file_name, unfinished_parts, MemPacketWriter, PacketWriter, Stats,
+    WriteOptions, Written,
 };

@@ -9,17 +9,14 @@ use std::path::{Path, PathBuf};
 
 use crate::error::DecodeError;
 use crate::format::{self, Envelope, FormatVersion};
-use crate::read::{open, PacketInfo, Record, Records};
+use crate::read::{open, open_regular, PacketInfo, Record, Records};
 use crate::wire::{Id, Kind};
 
 /// Reads and verifies only the envelope of a part file (48 bytes), not its header or body.
 pub fn part_info(path: impl AsRef<Path>) -> Result<PacketInfo, DecodeError> {
     let path = path.as_ref();
     let r = (|| {
-        if std::fs::metadata(path)?.is_dir() {
-            return Err(DecodeError::IsDirectory);
-        }
-        let mut f = File::open(path)?;
+        let mut f = open_regular(path)?;
         let mut b = [0u8; format::ENVELOPE_LEN];
         let mut got = 0;
         while got < b.len() {
@@ -54,12 +51,13 @@ pub fn part_info(path: impl AsRef<Path>) -> Result<PacketInfo, DecodeError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PartProblem {
-    /// A part is missing.
+    /// Parts are missing: every index in `ranges` (inclusive, ascending, disjoint). There are
+    /// at most as many ranges as part files found, plus one, whatever the claimed count.
     Missing {
         /// The packet.
         packet: Id,
-        /// The missing part's index.
-        index: u32,
+        /// The missing indexes, as inclusive ranges.
+        ranges: Vec<(u32, u32)>,
         /// The number of parts.
         count: u32,
     },
@@ -90,11 +88,19 @@ impl fmt::Display for PartProblem {
         match self {
             PartProblem::Missing {
                 packet,
-                index,
+                ranges,
                 count,
-            } => {
-                write!(f, "part {index} of {count} of packet {packet} is missing")
-            }
+            } => match ranges.as_slice() {
+                [(a, b)] if a == b => {
+                    write!(f, "part {a} of {count} of packet {packet} is missing")
+                }
+                _ => write!(
+                    f,
+                    "parts {} of {count} of packet {packet} are missing ({} parts)",
+                    range_list(ranges),
+                    missing_count(ranges)
+                ),
+            },
             PartProblem::Duplicate {
                 packet,
                 index,
@@ -106,8 +112,11 @@ impl fmt::Display for PartProblem {
                     "part {index} of {count} of packet {packet} is given {} times:",
                     paths.len()
                 )?;
-                for p in paths {
+                for p in paths.iter().take(SHOWN) {
                     write!(f, " {}", p.display())?;
+                }
+                if paths.len() > SHOWN {
+                    write!(f, " and {} more", paths.len() - SHOWN)?;
                 }
                 Ok(())
             }
@@ -120,6 +129,34 @@ impl fmt::Display for PartProblem {
             }
         }
     }
+}
+
+/// How many items a message lists before it says "and N more": every message about parts is
+/// bounded, whatever number of parts or files a packet claims.
+const SHOWN: usize = 3;
+
+/// `2, 4-7, 9` for the first [`SHOWN`] ranges, then `and N more ranges`.
+fn range_list(ranges: &[(u32, u32)]) -> String {
+    let mut text = ranges
+        .iter()
+        .take(SHOWN)
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ranges.len() > SHOWN {
+        text.push_str(&format!(" and {} more ranges", ranges.len() - SHOWN));
+    }
+    text
+}
+
+fn missing_count(ranges: &[(u32, u32)]) -> u64 {
+    ranges.iter().map(|(a, b)| u64::from(b - a) + 1).sum()
 }
 
 /// The part files of one logical packet, as found by [`group_parts`].
@@ -145,10 +182,28 @@ impl LogicalPacket {
         self.problems.is_empty()
     }
 
+    /// What is wrong, as one bounded sentence: the first few problems, then how many more.
+    pub fn problems_text(&self) -> String {
+        let mut text = self
+            .problems
+            .iter()
+            .take(SHOWN)
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if self.problems.len() > SHOWN {
+            text.push_str(&format!(
+                "; and {} more problems",
+                self.problems.len() - SHOWN
+            ));
+        }
+        text
+    }
+
     /// The part files in order (one per index), if the packet is complete.
     pub fn ordered_paths(&self) -> Result<Vec<PathBuf>, DecodeError> {
-        if let Some(p) = self.problems.first() {
-            return Err(DecodeError::Parts(p.to_string()));
+        if !self.problems.is_empty() {
+            return Err(DecodeError::Parts(self.problems_text()));
         }
         Ok(self.parts.iter().map(|(_, p)| p.clone()).collect())
     }
@@ -222,29 +277,7 @@ pub fn group_parts(paths: &[PathBuf]) -> GroupedParts {
     }
     for lp in &mut packets {
         lp.parts.sort_by_key(|(i, _)| *i);
-        let mut problems = Vec::new();
-        for index in 1..=lp.part_count {
-            let same: Vec<PathBuf> = lp
-                .parts
-                .iter()
-                .filter(|(i, _)| *i == index)
-                .map(|(_, p)| p.clone())
-                .collect();
-            match same.len() {
-                0 => problems.push(PartProblem::Missing {
-                    packet: lp.packet_id,
-                    index,
-                    count: lp.part_count,
-                }),
-                1 => {}
-                _ => problems.push(PartProblem::Duplicate {
-                    packet: lp.packet_id,
-                    index,
-                    count: lp.part_count,
-                    paths: same,
-                }),
-            }
-        }
+        let mut problems = part_set_problems(lp);
         problems.append(&mut lp.problems);
         lp.problems = problems;
     }
@@ -252,6 +285,43 @@ pub fn group_parts(paths: &[PathBuf]) -> GroupedParts {
         packets,
         unreadable,
     }
+}
+
+/// The missing and duplicated parts of `lp` (whose parts are sorted by index), in time
+/// linear in the files found, not in the part count the files claim.
+fn part_set_problems(lp: &LogicalPacket) -> Vec<PartProblem> {
+    let mut problems = Vec::new();
+    let mut ranges = Vec::new();
+    let mut next = 1u32;
+    for chunk in lp.parts.chunk_by(|a, b| a.0 == b.0) {
+        let index = chunk[0].0;
+        if index > next {
+            ranges.push((next, index - 1));
+        }
+        next = index.saturating_add(1);
+        if chunk.len() > 1 {
+            problems.push(PartProblem::Duplicate {
+                packet: lp.packet_id,
+                index,
+                count: lp.part_count,
+                paths: chunk.iter().map(|(_, p)| p.clone()).collect(),
+            });
+        }
+    }
+    if next <= lp.part_count {
+        ranges.push((next, lp.part_count));
+    }
+    if !ranges.is_empty() {
+        problems.insert(
+            0,
+            PartProblem::Missing {
+                packet: lp.packet_id,
+                ranges,
+                count: lp.part_count,
+            },
+        );
+    }
+    problems
 }
 
 /// Reads the given part files as one logical packet: they must all be parts of one packet,
@@ -278,8 +348,8 @@ pub fn logical_packet(paths: &[PathBuf]) -> Result<LogicalPacket, DecodeError> {
         }
         .in_file(path));
     }
-    if let Some(p) = first.problems.first() {
-        return Err(DecodeError::Parts(p.to_string()));
+    if !first.problems.is_empty() {
+        return Err(DecodeError::Parts(first.problems_text()));
     }
     Ok(first)
 }

@@ -138,6 +138,45 @@ fn read_error(e: io::Error) -> DecodeError {
     }
 }
 
+/// What kind of file system object `t` is, for messages: `a directory`, `a FIFO`, ….
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Opens `path` for reading only if it is a regular file (after following symbolic links):
+/// its type is checked before it is opened, since opening a FIFO blocks.
+pub(crate) fn open_regular(path: &Path) -> Result<File, DecodeError> {
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if meta.is_dir() {
+        return Err(DecodeError::IsDirectory);
+    }
+    if !meta.is_file() {
+        return Err(DecodeError::NotRegular(file_kind(meta.file_type())));
+    }
+    File::open(path).map_err(read_error)
+}
+
 /// A reader positioned after a verified envelope and header.
 pub struct PacketReader<R> {
     input: Input<R>,
@@ -152,11 +191,7 @@ pub struct PacketReader<R> {
 pub fn open(path: impl AsRef<Path>) -> Result<PacketReader<BufReader<File>>, DecodeError> {
     let path = path.as_ref();
     let wrap = |e: DecodeError| e.in_file(path);
-    let meta = std::fs::metadata(path).map_err(|e| wrap(read_error(e)))?;
-    if meta.is_dir() {
-        return Err(wrap(DecodeError::IsDirectory));
-    }
-    let f = File::open(path).map_err(|e| wrap(read_error(e)))?;
+    let f = open_regular(path).map_err(wrap)?;
     let mut r = PacketReader::new(BufReader::with_capacity(256 << 10, f)).map_err(wrap)?;
     r.path = Some(path.to_path_buf());
     Ok(r)

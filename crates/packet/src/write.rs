@@ -542,6 +542,36 @@ impl Drop for FileSink {
     }
 }
 
+/// The temporary part files that writers of stems beginning with `stem_prefix` left in `dir`
+/// (`.{stem}.p{i}.msp.tmp`): a writer killed before [`PacketWriter::finish`] leaves them. Only
+/// names of that pattern are returned; a missing `dir` holds none.
+pub fn unfinished_parts(dir: &Path, stem_prefix: &str) -> std::io::Result<Vec<PathBuf>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_prefix(stem_prefix))
+            .and_then(|n| n.strip_suffix(".msp.tmp"))
+        else {
+            continue;
+        };
+        let index = rest.rsplit_once(".p").map(|(_, i)| i);
+        if index.is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit())) {
+            out.push(ent.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The final file name of part `index` of `n`.
 pub fn part_file_name(stem: &str, index: u32, n: u32) -> String {
     if n == 1 {

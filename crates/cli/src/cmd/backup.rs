@@ -176,9 +176,9 @@ impl Backup {
             .with_context(|| format!("cannot write {}", self.dest.join(MANIFEST).display()))?;
         ctx.say(format!(
             "Backed up replica {} ({} store, own row {}) into {}.",
-            r.name(),
+            util::esc(&r.name()),
             m.backend,
-            names::row(r, &own),
+            util::esc(&names::row(r, &own)),
             self.dest.display()
         ));
         Ok(())
@@ -364,7 +364,7 @@ its name: give its id instead (`msite -C SITE lsreplica --long` at that site sho
         } else {
             r.restorereplica_also(&resolve(&self.also_wait_for)?, self.override_)?
         };
-        let name = r.name();
+        let name = util::esc(&r.name());
         if start.amended {
             ctx.say(format!(
                 "Amended the restoration of {name} (incarnation {} unchanged).",
@@ -381,7 +381,7 @@ its name: give its id instead (`msite -C SITE lsreplica --long` at that site sho
         } else {
             ctx.say(format!(
                 "Waiting for recovery updates from: {}.",
-                start.awaiting.join(", ")
+                util::esc(&start.awaiting.join(", "))
             ));
             ctx.say(format!(
                 "{name} is locked until then. Send the restore request to its siblings (msite -C {} syncreplica export --all, or --to the hub) and import their answers.",
@@ -407,6 +407,9 @@ impl Check {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let site = open_site(&ctx.dir, ctx.env())?;
         let r = &site.replica;
+        if let Some(m) = site.config.mismatch(r, &ctx.dir, true) {
+            bail!(m);
+        }
         let pb = util::spinner(ctx, "checking the store");
         let res = r.store().check_integrity();
         pb.finish_and_clear();
@@ -421,7 +424,7 @@ impl Check {
         ctx.say(format!(
             "The {} store of {} is intact.",
             r.store().kind(),
-            r.name()
+            util::esc(&r.name())
         ));
         Ok(())
     }

@@ -114,6 +114,7 @@ impl MkreplicaExport {
         let site = ctx.open()?;
         let out = self.out.unwrap_or_else(|| site.paths.outgoing());
         let r = &site.replica;
+        crate::site::remove_unfinished(r, &out);
         let plan = r.plan_mkreplica(&self.name)?;
         let pb = util::spinner(ctx, format!("writing the creation packet of {}", self.name));
         let outcome = r.write_plan_to_dir(&plan, &out, None);
@@ -192,8 +193,8 @@ impl MkreplicaImport {
         SiteConfig::of(&r, kind).write(&self.dir)?;
         ctx.say(format!(
             "Created replica {} of family {} in {} (backend {kind}); it holds {} entries.",
-            r.name(),
-            r.family_name(),
+            util::esc(&r.name()),
+            util::esc(r.family_name()),
             self.dir.display(),
             r.own_row()?.0.values().sum::<u64>()
         ));
@@ -348,12 +349,12 @@ impl Lsreplica {
         }
         for i in &infos {
             if !self.long {
-                let mut line = i.name.clone();
+                let mut line = util::esc(&i.name);
                 if i.this_replica {
                     line.push_str("  (this replica)");
                 }
                 if !i.annotations.is_empty() {
-                    line.push_str(&format!("  [{}]", i.annotations.join("; ")));
+                    line.push_str(&format!("  [{}]", util::esc(&i.annotations.join("; "))));
                 }
                 ctx.say(line);
                 continue;
@@ -363,21 +364,24 @@ impl Lsreplica {
             } else {
                 ""
             };
-            ctx.say(format!("replica \"{}\"{this}", i.name));
+            ctx.say(format!("replica \"{}\"{this}", util::esc(&i.name)));
             ctx.say(format!("  id: {}", i.id));
-            ctx.say(format!("  master replica: {}", i.master));
+            ctx.say(format!("  master replica: {}", util::esc(&i.master)));
             ctx.say(format!("  incarnation: {}", i.incarnation));
             for a in &i.annotations {
-                ctx.say(format!("  {a}"));
+                ctx.say(format!("  {}", util::esc(a)));
             }
         }
         if self.long {
             if let Some(rec) = r.status()?.recovering {
-                let waiting: Vec<String> =
-                    rec.awaited.keys().map(|id| r.replica_name(id)).collect();
+                let waiting: Vec<String> = rec
+                    .awaited
+                    .keys()
+                    .map(|id| util::esc(&r.replica_name(id)))
+                    .collect();
                 ctx.say(format!(
                     "{} is recovering (incarnation {}); waiting for recovery updates from: {}",
-                    r.name(),
+                    util::esc(&r.name()),
                     rec.incarnation,
                     if waiting.is_empty() {
                         "nobody".to_string()
@@ -426,12 +430,13 @@ fn print_value(ctx: &Ctx, v: &serde_json::Value, depth: usize) {
         for (k, val) in m {
             match val {
                 serde_json::Value::Object(_) => {
-                    ctx.say(format!("{pad}{k}:"));
+                    ctx.say(format!("{pad}{}:", util::esc(k)));
                     print_value(ctx, val, depth + 1);
                 }
                 serde_json::Value::Array(items) => {
                     ctx.say(format!(
-                        "{pad}{k}:{}",
+                        "{pad}{}:{}",
+                        util::esc(k),
                         if items.is_empty() { " (none)" } else { "" }
                     ));
                     for it in items {
@@ -441,7 +446,7 @@ fn print_value(ctx: &Ctx, v: &serde_json::Value, depth: usize) {
                                     .as_object()
                                     .map(|o| {
                                         o.iter()
-                                            .map(|(k, v)| format!("{k}={}", plain(v)))
+                                            .map(|(k, v)| format!("{}={}", util::esc(k), plain(v)))
                                             .collect::<Vec<_>>()
                                             .join(" ")
                                     })
@@ -452,7 +457,7 @@ fn print_value(ctx: &Ctx, v: &serde_json::Value, depth: usize) {
                         }
                     }
                 }
-                other => ctx.say(format!("{pad}{k}: {}", plain(other))),
+                other => ctx.say(format!("{pad}{}: {}", util::esc(k), plain(other))),
             }
         }
     }
@@ -460,7 +465,7 @@ fn print_value(ctx: &Ctx, v: &serde_json::Value, depth: usize) {
 
 fn plain(v: &serde_json::Value) -> String {
     match v {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => util::esc(s),
         serde_json::Value::Null => "-".into(),
         other => other.to_string(),
     }

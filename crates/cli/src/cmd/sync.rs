@@ -3,8 +3,18 @@
 //!
 //! Import from the incoming bay: part files are grouped into logical packets; complete ones are
 //! imported oldest first; applied (or already applied) packets leave the bay; refused ones move
-//! to `bays/refused/` with a `.reason` file beside them; packets that must wait stay, and are
-//! retried whenever another packet applied, until no more progress is made.
+//! to `bays/refused/` with a `.reason` file beside them (under a name no earlier refusal uses:
+//! `NAME`, `NAME.1`, …); packets that must wait stay, and are retried whenever another packet
+//! applied, until no more progress is made.
+//!
+//! No single file stops a site's imports. Bay entries that are no regular file (FIFOs,
+//! directories, dangling links) are never opened and are moved aside like unreadable files. A
+//! packet the store fails on (an engine error such as SQLite's "string or blob too big") is
+//! refused with the store's message, the store is reopened (a failed durable write poisons it),
+//! and the run goes on. The run stops, leaving the packet in the bay, only when the replica is
+//! locked until `msite restorereplica`, when the store cannot be used at all (poisoned, locked
+//! by another process, corrupt), or when it fails on two packets in a row: then the site, not
+//! the packets, is at fault, and refusing packets would only move good ones aside.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,6 +101,9 @@ impl Export {
         let site = ctx.open()?;
         let r = &site.replica;
         let out = self.out.clone().unwrap_or_else(|| site.paths.outgoing());
+        if self.out.is_some() {
+            crate::site::remove_unfinished(r, &out);
+        }
         let targets: Vec<ReplicaId> = match &self.to {
             Some(name) => vec![r.view().replica_by_name(name)?],
             None => r
@@ -109,7 +122,7 @@ impl Export {
         }
         let mut written = Vec::new();
         for t in targets {
-            let name = r.replica_name(&t);
+            let name = util::esc(&r.replica_name(&t));
             let Some(plan) = r.plan_export(&t)? else {
                 ctx.say(format!("Nothing to send to {name}."));
                 written.push(Exported {
@@ -180,7 +193,9 @@ impl Export {
 a split packet are grouped and imported together once all are there. Applied packets leave the \
 bay; a packet that must wait for another one stays, and the reason is printed (\"needs boston up \
 to 872, has 756\"); it is retried whenever another packet applies. A refused packet changes \
-nothing and is moved to bays/refused/ with a .reason file.\n\n\
+nothing and is moved to bays/refused/ with a .reason file (never overwriting an earlier one); \
+so are files that are not packets, entries that are not regular files (never opened), and a \
+packet the store fails on. Only a store that cannot be used stops the run.\n\n\
 Exit code: 0 when every packet was applied or had been applied before, 3 when some must wait, \
 1 when one was refused.\n\n\
 --watch keeps importing packets as they arrive (checking every second) until Ctrl-C or \
@@ -270,6 +285,51 @@ fn is_refusal(e: &CoreError) -> bool {
     )
 }
 
+/// What a failed import means for the packet and for the run. No single packet stops a run:
+/// only a replica locked until `msite restorereplica`, a store that cannot be used at all
+/// (poisoned, locked by another process, corrupt), or a store that fails on two packets in a
+/// row stops it, leaving the packet in the bay.
+#[derive(Debug)]
+enum Verdict {
+    /// Refuse the packet, with why.
+    Refuse(String),
+    /// The store failed on this packet (the error's text): refuse it, reopen the store (a
+    /// failed durable write poisons it until reopened), go on with the next packet.
+    StoreFailed(String),
+    /// Stop the run; the packet stays.
+    Stop(CoreError),
+}
+
+fn verdict(e: CoreError) -> Verdict {
+    use msite_core::store::Error as StoreError;
+    if is_refusal(&e) {
+        return Verdict::Refuse(e.to_string());
+    }
+    match e {
+        CoreError::Locked(_)
+        | CoreError::Store(
+            StoreError::Poisoned | StoreError::Locked { .. } | StoreError::Corruption(_),
+        ) => Verdict::Stop(e),
+        CoreError::Store(_) | CoreError::Codec(_) => Verdict::StoreFailed(e.to_string()),
+        other => Verdict::Refuse(format!("it cannot be imported: {other}")),
+    }
+}
+
+/// The refusal reason of a packet the store failed on.
+fn store_failure_reason(err: &str) -> String {
+    format!(
+        "the store failed while importing it ({err}); if the site rather than the packet was at fault (a full disk), fix it and move the packet back into the incoming bay"
+    )
+}
+
+/// The error that stops a run at packet `name`.
+fn stop(name: &str, e: impl std::fmt::Display, why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot import {name}: {}; {why}: it stays in the incoming bay and nothing more is imported in this run — run `msite check`, fix the site and import again",
+        util::esc(&e.to_string())
+    )
+}
+
 fn in_dir(file: &Path, dir: &Path) -> bool {
     match (
         file.parent().and_then(|p| p.canonicalize().ok()),
@@ -280,133 +340,165 @@ fn in_dir(file: &Path, dir: &Path) -> bool {
     }
 }
 
-/// Moves `files` to the refused bay with a `.reason` file.
-fn move_refused(site: &Site, files: &[PathBuf], reason: &str) -> anyhow::Result<()> {
+/// Whether something (a file, a link, even a dangling one) is at `p`.
+fn taken(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// A name in `dir` for a refused `name` that neither it nor its `.reason` file uses yet:
+/// `NAME`, then `NAME.1`, `NAME.2`, …; refused packets and their reasons are evidence, never
+/// overwritten. (The site lock is held, so no other msite writes into the refused bay.)
+fn refused_dest(dir: &Path, name: &std::ffi::OsStr) -> PathBuf {
+    let mut k = 0u64;
+    loop {
+        let mut n = name.to_owned();
+        if k > 0 {
+            n.push(format!(".{k}"));
+        }
+        let dest = dir.join(&n);
+        if !taken(&dest) && !taken(&reason_path(&dest)) {
+            return dest;
+        }
+        k += 1;
+    }
+}
+
+fn reason_path(dest: &Path) -> PathBuf {
+    let mut why = dest.as_os_str().to_owned();
+    why.push(".reason");
+    PathBuf::from(why)
+}
+
+/// Moves `files` to the refused bay, each with a `.reason` file; returns where they went.
+fn move_refused(site: &Site, files: &[PathBuf], reason: &str) -> anyhow::Result<Vec<PathBuf>> {
     let dir = site.paths.refused();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut moved = Vec::new();
     for f in files {
         let Some(name) = f.file_name() else { continue };
-        let dest = dir.join(name);
+        if !taken(f) {
+            // Already moved: a file unreadable on its own, refused before its packet.
+            continue;
+        }
+        let dest = refused_dest(&dir, name);
         std::fs::rename(f, &dest)
-            .with_context(|| format!("cannot move {} to {}", f.display(), dir.display()))?;
-        let mut why = dest.as_os_str().to_owned();
-        why.push(".reason");
-        std::fs::write(PathBuf::from(why), format!("{reason}\n"))
-            .with_context(|| format!("cannot write the reason for {}", dest.display()))?;
+            .with_context(|| format!("cannot move {} to {}", util::esc_path(f), dir.display()))?;
+        let why = reason_path(&dest);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&why)
+            .and_then(|mut w| std::io::Write::write_all(&mut w, format!("{reason}\n").as_bytes()))
+            .with_context(|| format!("cannot write {}", util::esc_path(&why)))?;
+        moved.push(dest);
     }
+    Ok(moved)
+}
+
+/// Refuses packet `name` (its `files`): moves them to the refused bay when they are in the
+/// incoming bay, says so, and counts it.
+fn refuse(
+    ctx: &Ctx,
+    site: &Site,
+    (name, files, movable): (&str, &[PathBuf], bool),
+    why: String,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let full = util::esc(&why);
+    let why = util::bounded_line(&full, 400);
+    if movable {
+        move_refused(site, files, &full)?;
+        ctx.say(format!(
+            "Refused {name}: {why}; moved it to {}.",
+            site.paths.refused().display()
+        ));
+    } else {
+        ctx.say(format!("Refused {name}: {why}"));
+    }
+    tally.refused.push((name.to_string(), why));
     Ok(())
 }
 
-fn remove_files(files: &[PathBuf]) -> anyhow::Result<()> {
+/// Removes the files of an imported packet from the bay; a file that cannot be removed is
+/// reported and left (importing it again changes nothing).
+fn remove_files(ctx: &Ctx, files: &[PathBuf]) {
     for f in files {
         match std::fs::remove_file(f) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", f.display())),
+            Err(e) => ctx.say(format!(
+                "warning: cannot remove the imported {} ({e}); remove it by hand",
+                util::esc_path(f)
+            )),
         }
     }
-    Ok(())
+}
+
+/// How one packet's import went.
+enum Step {
+    Applied,
+    Already,
+    Refused,
+    Waiting(String),
+    /// The store failed (its error's text); the packet is still where it was.
+    StoreFailed(String),
+}
+
+/// A packet's name for messages, its files, and whether they are in the incoming bay.
+fn placement(site: &Site, g: &Group) -> (String, Vec<PathBuf>, bool) {
+    let files = g.paths();
+    let incoming = site.paths.incoming();
+    let movable = files.iter().all(|f| in_dir(f, &incoming));
+    (g.display(), files, movable)
 }
 
 /// Imports the complete packets among `groups` (retrying waiting ones after progress); reports
-/// each result through `ctx`. `from_bay`: the files are in the incoming bay (applied ones are
-/// removed, refused ones moved). `quiet_waiting`: do not print waiting packets whose reason
-/// was already printed (watch mode).
+/// each result through `ctx`. Files in the incoming bay leave it: applied ones are removed,
+/// refused ones moved to the refused bay. `reported`: waiting packets whose reason was already
+/// printed (watch mode), not printed again. Returns the site, reopened if the store failed.
 fn import_groups(
     ctx: &Ctx,
-    site: &Site,
+    mut site: Site,
     mut groups: Vec<Group>,
     reported: &mut BTreeMap<String, String>,
-) -> anyhow::Result<Tally> {
-    let r = &site.replica;
-    let incoming = site.paths.incoming();
+) -> anyhow::Result<(Site, Tally)> {
     let mut tally = Tally::default();
     // Oldest first; a sender's packets in sequence order.
-    groups.sort_by_key(|g| (g.header.created_ms, g.seq_for(&r.id())));
-    let mut pending: Vec<Group> = Vec::new();
-    for g in groups {
-        if g.complete() {
-            pending.push(g);
-        } else {
-            let why = format!("waits for its other parts: {}", g.problems());
-            tally.waiting.push((g.display(), why));
-        }
+    let me = site.replica.id();
+    groups.sort_by_key(|g| (g.header.created_ms, g.seq_for(&me)));
+    let (mut pending, partial): (Vec<Group>, Vec<Group>) =
+        groups.into_iter().partition(|g| g.complete());
+    for g in partial {
+        let why = format!("waits for its other parts: {}", g.problems());
+        tally.waiting.push((g.display(), why));
     }
     let mut last_needs: BTreeMap<String, String> = BTreeMap::new();
+    let mut store_failed = false;
     loop {
         let mut progress = false;
         let mut still = Vec::new();
         for g in pending {
-            let name = g.display();
-            let files = g.paths();
-            let movable = files.iter().all(|f| in_dir(f, &incoming));
-            tracing::info!(packet = %name, parts = files.len(), "importing");
-            let pb = util::spinner(ctx, format!("importing {name}"));
-            let res = Incoming::from_files(&files).and_then(|pkt| r.import(pkt));
-            pb.finish_and_clear();
-            match res {
-                Ok(ImportOutcome::Applied {
-                    applied,
-                    skipped,
-                    notes,
-                    unlocked,
-                }) => {
-                    progress = true;
-                    tally.applied += 1;
-                    tally.unlocked |= unlocked;
-                    reported.remove(&name);
-                    let sender = sender_name(r, &g.header);
-                    ctx.say(format!(
-                        "Applied {name} from {sender}: {}{}.",
-                        util::count(applied, "entry", "entries"),
-                        if skipped > 0 {
-                            format!(" ({skipped} already held)")
-                        } else {
-                            String::new()
-                        }
-                    ));
-                    for n in notes {
-                        ctx.say(n);
-                    }
-                    if movable {
-                        remove_files(&files)?;
-                    }
-                }
-                Ok(ImportOutcome::AlreadyApplied) => {
-                    tally.already += 1;
-                    reported.remove(&name);
-                    ctx.say(format!("{name} was imported before; nothing changed."));
-                    if movable {
-                        remove_files(&files)?;
-                    }
-                }
-                Ok(ImportOutcome::Waiting(needs)) => {
-                    let why = needs
-                        .iter()
-                        .map(|n| n.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    last_needs.insert(name.clone(), why);
+            match import_one(ctx, &site, &g, &mut tally, reported)? {
+                Step::Applied => progress = true,
+                Step::Already | Step::Refused => {}
+                Step::Waiting(why) => {
+                    last_needs.insert(g.display(), why);
                     still.push(g);
                 }
-                Err(e) if is_refusal(&e) => {
-                    let why = e.to_string();
-                    reported.remove(&name);
-                    if movable {
-                        move_refused(site, &files, &why)?;
-                        ctx.say(format!(
-                            "Refused {name}: {why}; moved it to {}.",
-                            site.paths.refused().display()
-                        ));
-                    } else {
-                        ctx.say(format!("Refused {name}: {why}"));
+                Step::StoreFailed(err) => {
+                    let (name, files, movable) = placement(&site, &g);
+                    if store_failed {
+                        let why = "the store failed on the packet before too, so the site rather than the packets is likely at fault";
+                        return Err(stop(&name, err, why));
                     }
-                    tally.refused.push((name, why));
-                }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!("cannot import {name}")))
+                    let why = store_failure_reason(&err);
+                    refuse(ctx, &site, (&name, &files, movable), why, &mut tally)?;
+                    site = reopen(ctx, site)?;
+                    store_failed = true;
+                    continue;
                 }
             }
+            store_failed = false;
         }
         pending = still;
         if !progress || pending.is_empty() {
@@ -416,15 +508,105 @@ fn import_groups(
     for g in pending {
         let name = g.display();
         let why = last_needs.get(&name).cloned().unwrap_or_default();
-        if reported.get(&name) != Some(&why) {
-            ctx.say(format!(
-                "{name} must wait: {why}; it stays in the incoming bay."
-            ));
-            reported.insert(name.clone(), why.clone());
-        }
+        say_waiting(ctx, &name, &why, reported);
         tally.waiting.push((name, why));
     }
-    Ok(tally)
+    Ok((site, tally))
+}
+
+/// Says that packet `name` must wait, unless that was said already (watch mode).
+fn say_waiting(ctx: &Ctx, name: &str, why: &str, reported: &mut BTreeMap<String, String>) {
+    if reported.get(name).map(String::as_str) != Some(why) {
+        ctx.say(format!(
+            "{name} must wait: {why}; it stays in the incoming bay."
+        ));
+        reported.insert(name.to_string(), why.to_string());
+    }
+}
+
+/// Closes and opens the site again: a store whose durable write failed refuses every write
+/// until it is reopened (and reopening finds out what reached the disk).
+fn reopen(ctx: &Ctx, site: Site) -> anyhow::Result<Site> {
+    drop(site);
+    ctx.open()
+        .context("the store failed on a packet and cannot be opened again; run `msite check`")
+}
+
+/// Says that packet `name` from `sender` applied (`counts`: entries applied, already held).
+fn say_applied(ctx: &Ctx, name: &str, sender: &str, counts: (u64, u64), notes: &[String]) {
+    let (applied, skipped) = counts;
+    let held = if skipped > 0 {
+        format!(" ({skipped} already held)")
+    } else {
+        String::new()
+    };
+    let entries = util::count(applied, "entry", "entries");
+    ctx.say(format!("Applied {name} from {sender}: {entries}{held}."));
+    for n in notes {
+        ctx.say(util::esc(n));
+    }
+}
+
+/// Imports one complete packet and reports the result.
+fn import_one(
+    ctx: &Ctx,
+    site: &Site,
+    g: &Group,
+    tally: &mut Tally,
+    reported: &mut BTreeMap<String, String>,
+) -> anyhow::Result<Step> {
+    let r = &site.replica;
+    let (name, files, movable) = placement(site, g);
+    tracing::info!(packet = %name, parts = files.len(), "importing");
+    let pb = util::spinner(ctx, format!("importing {name}"));
+    let res = Incoming::from_files(&files).and_then(|pkt| r.import(pkt));
+    pb.finish_and_clear();
+    let outcome = match res {
+        Ok(o) => o,
+        Err(e) => {
+            return match verdict(e) {
+                Verdict::Refuse(why) => {
+                    reported.remove(&name);
+                    refuse(ctx, site, (&name, &files, movable), why, tally)?;
+                    Ok(Step::Refused)
+                }
+                Verdict::StoreFailed(err) => Ok(Step::StoreFailed(err)),
+                Verdict::Stop(e @ CoreError::Locked(_)) => Err(anyhow::anyhow!(
+                    "cannot import {name}: {}; the packets stay in the incoming bay",
+                    util::esc(&e.to_string())
+                )),
+                Verdict::Stop(e) => Err(stop(&name, e, "the site's store cannot be used")),
+            }
+        }
+    };
+    let step = match outcome {
+        ImportOutcome::Applied {
+            applied,
+            skipped,
+            notes,
+            unlocked,
+        } => {
+            tally.applied += 1;
+            tally.unlocked |= unlocked;
+            let sender = util::esc(&sender_name(r, &g.header));
+            say_applied(ctx, &name, &sender, (applied, skipped), &notes);
+            Step::Applied
+        }
+        ImportOutcome::AlreadyApplied => {
+            tally.already += 1;
+            ctx.say(format!("{name} was imported before; nothing changed."));
+            Step::Already
+        }
+        ImportOutcome::Waiting(needs) => {
+            let why = needs.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+            return Ok(Step::Waiting(util::esc(&util::bounded_list(why, ", ", 5))));
+        }
+    };
+    reported.remove(&name);
+    if movable {
+        remove_files(ctx, &files);
+    }
+    Ok(step)
 }
 
 fn sender_name(r: &Replica<AnyStore>, h: &wire::Header) -> String {
@@ -446,53 +628,83 @@ impl Import {
 
     /// Imports and returns the tally (an `Err` carries exit code 1 or 3).
     pub fn import(self, ctx: &Ctx) -> anyhow::Result<Tally> {
+        if !self.files.is_empty() {
+            packets::check_given(&self.files)?;
+        }
         let site = ctx.open()?;
         if self.watch {
-            return watch(ctx, &site, self.max_seconds);
+            return watch(ctx, site, self.max_seconds);
         }
         let from_bay = self.files.is_empty();
-        let files = if from_bay {
-            packets::bay_files(&site.paths.incoming())?
+        let bay = if from_bay {
+            packets::bay_entries(&site.paths.incoming())?
         } else {
-            for f in &self.files {
-                if !f.exists() {
-                    anyhow::bail!("packet file {} does not exist; check the path", f.display());
-                }
+            packets::BayEntries {
+                files: packets::with_sibling_parts(&self.files),
+                odd: Vec::new(),
             }
-            packets::with_sibling_parts(&self.files)
         };
-        if files.is_empty() {
+        if bay.files.is_empty() && bay.odd.is_empty() {
             ctx.say(format!(
                 "No packets in the incoming bay ({}).",
                 site.paths.incoming().display()
             ));
             return Ok(Tally::default());
         }
-        let (groups, bad) = packets::group_files(&files);
+        let (groups, bad) = packets::group_files(&bay.files);
         let mut pre = Tally::default();
-        for (path, why) in bad {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if in_dir(&path, &site.paths.incoming()) {
-                move_refused(&site, std::slice::from_ref(&path), &why)?;
-                ctx.say(format!(
-                    "Refused {name}: {why}; moved it to {}.",
-                    site.paths.refused().display()
-                ));
-            } else {
-                ctx.say(format!("Refused {name}: {why}"));
-            }
-            pre.refused.push((name, why));
-        }
-        let mut tally = import_groups(ctx, &site, groups, &mut BTreeMap::new())?;
+        refuse_non_packets(ctx, &site, bay.odd, bad, false, &mut pre)?;
+        let (_, mut tally) = import_groups(ctx, site, groups, &mut BTreeMap::new())?;
         tally.refused.splice(0..0, pre.refused);
         if from_bay {
             ctx.say(summary(&tally));
         }
         tally.into_result()
     }
+}
+
+/// Refuses what is not a packet: `odd` bay entries that are no regular file (never opened)
+/// and `bad` files that cannot be read as packets. Those in the incoming bay are moved to the
+/// refused bay, so that none stays there for ever. `settled_only`: refuse an unreadable file
+/// only once it has not changed for a while (watch mode: it may still be being copied in).
+fn refuse_non_packets(
+    ctx: &Ctx,
+    site: &Site,
+    odd: Vec<(PathBuf, String)>,
+    bad: Vec<(PathBuf, String)>,
+    settled_only: bool,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let odd = odd.into_iter().map(|(p, what)| {
+        (
+            p,
+            format!("not a regular file ({what}), so it was never opened"),
+        )
+    });
+    for (path, why) in odd.chain(bad) {
+        let settled = || {
+            std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(10))
+                .unwrap_or(true)
+        };
+        if settled_only && !settled() {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| util::esc(&n.to_string_lossy()))
+            .unwrap_or_default();
+        let movable = in_dir(&path, &site.paths.incoming());
+        refuse(
+            ctx,
+            site,
+            (&name, std::slice::from_ref(&path), movable),
+            why,
+            tally,
+        )?;
+    }
+    Ok(())
 }
 
 fn summary(t: &Tally) -> String {
@@ -505,7 +717,7 @@ fn summary(t: &Tally) -> String {
     )
 }
 
-fn watch(ctx: &Ctx, site: &Site, max_seconds: Option<u64>) -> anyhow::Result<Tally> {
+fn watch(ctx: &Ctx, mut site: Site, max_seconds: Option<u64>) -> anyhow::Result<Tally> {
     let start = Instant::now();
     let incoming = site.paths.incoming();
     ctx.say(format!(
@@ -516,37 +728,19 @@ fn watch(ctx: &Ctx, site: &Site, max_seconds: Option<u64>) -> anyhow::Result<Tal
     let mut total = Tally::default();
     let mut last_waiting = Vec::new();
     loop {
-        let files = packets::bay_files(&incoming)?;
-        if !files.is_empty() {
-            let (groups, bad) = packets::group_files(&files);
-            for (path, why) in bad {
-                // A file still being copied in is unreadable for a moment: refuse it only once
-                // it has not changed for a while.
-                let settled = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(10))
-                    .unwrap_or(true);
-                if settled {
-                    let name = path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    move_refused(site, std::slice::from_ref(&path), &why)?;
-                    ctx.say(format!(
-                        "Refused {name}: {why}; moved it to {}.",
-                        site.paths.refused().display()
-                    ));
-                    total.refused.push((name, why));
-                }
-            }
-            let t = import_groups(ctx, site, groups, &mut reported)?;
+        let bay = packets::bay_entries(&incoming)?;
+        let (groups, bad) = packets::group_files(&bay.files);
+        refuse_non_packets(ctx, &site, bay.odd, bad, true, &mut total)?;
+        if groups.is_empty() {
+            last_waiting.clear();
+        } else {
+            let (s, t) = import_groups(ctx, site, groups, &mut reported)?;
+            site = s;
             total.applied += t.applied;
             total.already += t.already;
             total.refused.extend(t.refused);
             total.unlocked |= t.unlocked;
             last_waiting = t.waiting;
-        } else {
-            last_waiting.clear();
         }
         if max_seconds.is_some_and(|m| start.elapsed() >= Duration::from_secs(m)) {
             break;
@@ -606,14 +800,15 @@ impl Namer<'_> {
     }
 }
 
+/// How many items of a list from a packet (targets, row cells, origins) a line shows.
+const LIST_MAX: usize = 10;
+
 fn row_text(m: &serde_json::Map<String, serde_json::Value>) -> String {
     if m.is_empty() {
         return "(empty)".into();
     }
-    m.iter()
-        .map(|(k, v)| format!("{k}:{v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let cells = m.iter().map(|(k, v)| format!("{}:{v}", util::esc(k)));
+    util::bounded_list(cells, " ", LIST_MAX)
 }
 
 /// Whether `g` can be imported at `site` now: (`verdict`, sentence).
@@ -694,7 +889,10 @@ fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
         }
     }
     if !needs.is_empty() {
-        return Ok(("waiting", format!("must wait: {}", needs.join(", "))));
+        return Ok((
+            "waiting",
+            format!("must wait: {}", util::bounded_list(needs, ", ", 5)),
+        ));
     }
     for b in &h.bases {
         let o = ReplicaId(b.origin.0);
@@ -729,15 +927,15 @@ impl Lspacket {
         } else {
             None
         };
-        for f in &self.files {
-            if !f.exists() {
-                anyhow::bail!("packet file {} does not exist; check the path", f.display());
-            }
-        }
+        packets::check_given(&self.files)?;
         let (groups, bad) = packets::group_files(&self.files);
         if let Some((p, why)) = bad.first() {
             if groups.is_empty() && bad.len() == 1 {
-                anyhow::bail!("{} is not a readable packet: {why}", p.display());
+                anyhow::bail!(
+                    "{} is not a readable packet: {}",
+                    util::esc_path(p),
+                    util::esc(why)
+                );
             }
         }
         let mut docs = Vec::new();
@@ -809,7 +1007,11 @@ impl Lspacket {
             return ctx.json(&json!({ "packets": docs, "unreadable": bad.iter().map(|(p, why)| json!({ "file": p, "error": why })).collect::<Vec<_>>() }));
         }
         for (p, why) in &bad {
-            ctx.say(format!("{}: unreadable: {why}", p.display()));
+            ctx.say(format!(
+                "{}: unreadable: {}",
+                util::esc_path(p),
+                util::bounded_line(&util::esc(why), 500)
+            ));
         }
         for (g, d) in groups.iter().zip(&docs) {
             ctx.say(format!("packet {}", g.display()));
@@ -828,12 +1030,12 @@ impl Lspacket {
             ));
             ctx.say(format!(
                 "  family: {} ({})",
-                g.header.family_name,
+                util::esc(&g.header.family_name),
                 g.header.family.to_hex()
             ));
             ctx.say(format!(
                 "  sender: {} (incarnation {})",
-                d["sender"]["name"].as_str().unwrap_or("?"),
+                plain(&d["sender"]["name"]),
                 g.header.sender_incarnation
             ));
             let targets: Vec<String> = d["targets"]
@@ -851,7 +1053,10 @@ impl Lspacket {
                         .collect()
                 })
                 .unwrap_or_default();
-            ctx.say(format!("  targets: {}", targets.join(", ")));
+            ctx.say(format!(
+                "  targets: {}",
+                util::bounded_list(targets, ", ", LIST_MAX)
+            ));
             ctx.say(format!(
                 "  base row: {}",
                 row_text(d["base_row"].as_object().unwrap_or(&Default::default()))
@@ -891,7 +1096,7 @@ impl Lspacket {
                 if per.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", per.join(", "))
+                    format!(" ({})", util::bounded_list(per, ", ", LIST_MAX))
                 }
             ));
             ctx.say(format!(
@@ -930,7 +1135,7 @@ impl Lspacket {
                 }
             ));
             if let Some(here) = d["here"].as_str() {
-                ctx.say(format!("  here: {here}"));
+                ctx.say(format!("  here: {}", util::esc(here)));
             }
             if let Some(list) = d["entry_list"].as_array() {
                 for e in list {
@@ -947,9 +1152,11 @@ impl Lspacket {
     }
 }
 
+/// A JSON value as text for people: strings unquoted, with control characters escaped and
+/// at most 500 characters (a problem quoted from a packet can be long).
 fn plain(v: &serde_json::Value) -> String {
     match v {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => util::bounded_line(&util::esc(s), 500),
         other => other.to_string(),
     }
 }
@@ -998,27 +1205,28 @@ impl Lsepoch {
                 .collect();
             return ctx.json(&json!({ "replica": r.name(), "origins": origins.iter().map(|o| r.replica_name(o)).collect::<Vec<_>>(), "rows": rows }));
         }
+        let shown = |id: &ReplicaId| util::esc(&r.replica_name(id));
         let w = origins
             .iter()
-            .map(|o| r.replica_name(o).len())
+            .map(|o| shown(o).chars().count())
             .max()
             .unwrap_or(6)
             .max(6);
         let label_w = matrix
             .iter()
-            .map(|(id, _)| r.replica_name(id).len() + 12)
+            .map(|(id, _)| shown(id).chars().count() + 12)
             .max()
             .unwrap_or(20);
         let mut head = format!("{:label_w$}", "row of");
         for o in &origins {
-            head.push_str(&format!(" {:>w$}", r.replica_name(o)));
+            head.push_str(&format!(" {:>w$}", shown(o)));
         }
         ctx.say(head);
         for (id, row) in &matrix {
             let label = if *id == r.id() {
-                format!("{} (own)", r.replica_name(id))
+                format!("{} (own)", shown(id))
             } else {
-                format!("{} (estimate)", r.replica_name(id))
+                format!("{} (estimate)", shown(id))
             };
             let mut line = format!("{label:label_w$}");
             for o in &origins {
@@ -1066,9 +1274,48 @@ impl Chepoch {
         r.chepoch(&target, &cells)?;
         ctx.say(format!(
             "The estimate row for {} is now: {}",
-            r.replica_name(&target),
-            names::row(r, &r.estimate(&target)?)
+            util::esc(&r.replica_name(&target)),
+            util::esc(&names::row(r, &r.estimate(&target)?))
         ));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use msite_core::store::Error as StoreError;
+    use msite_core::{CoreError, Refusal};
+
+    use super::{verdict, Verdict};
+
+    /// What stops a run, what refuses a packet and what refuses it and reopens the store.
+    #[test]
+    fn only_the_site_stops_a_run() {
+        let stops = [
+            CoreError::Locked("replica x was restored".into()),
+            CoreError::Store(StoreError::Poisoned),
+            CoreError::Store(StoreError::Corruption("bad page".into())),
+        ];
+        for e in stops {
+            assert!(matches!(verdict(e), Verdict::Stop(_)));
+        }
+        let backend = StoreError::Backend {
+            backend: "sqlite",
+            source: "string or blob too big".into(),
+        };
+        assert!(matches!(
+            verdict(CoreError::Store(backend)),
+            Verdict::StoreFailed(m) if m.contains("string or blob too big")
+        ));
+        let refused = [
+            CoreError::Refused(Refusal::Other("stale".into())),
+            CoreError::Malformed("bad op".into()),
+            CoreError::Unreadable("truncated".into()),
+            CoreError::NotFound("elem:x".into()),
+            CoreError::Invalid("odd".into()),
+        ];
+        for e in refused {
+            assert!(matches!(verdict(e), Verdict::Refuse(_)));
+        }
     }
 }

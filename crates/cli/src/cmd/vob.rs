@@ -246,7 +246,7 @@ impl Ls {
             return ctx.json(&json!({ "elements": items }));
         }
         for it in &items {
-            let path = it["path"].as_str().unwrap_or_default();
+            let path = util::esc(it["path"].as_str().unwrap_or_default());
             if !self.long {
                 ctx.say(path);
                 continue;
@@ -255,13 +255,19 @@ impl Ls {
                 .as_array()
                 .map(|a| {
                     a.iter()
-                        .map(|b| format!("{}/{}", b["brtype"].as_str().unwrap_or("?"), b["latest"]))
+                        .map(|b| {
+                            format!(
+                                "{}/{}",
+                                util::esc(b["brtype"].as_str().unwrap_or("?")),
+                                b["latest"]
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
             ctx.say(format!(
                 "{path}  master={}  {}",
-                it["master"].as_str().unwrap_or("?"),
+                util::esc(it["master"].as_str().unwrap_or("?")),
                 brs.join(" ")
             ));
         }
@@ -317,22 +323,18 @@ impl Lshistory {
         for ver in &versions {
             let labels: Vec<String> = ver["labels"]
                 .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str().map(String::from))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(util::esc)).collect())
                 .unwrap_or_default();
             ctx.say(format!(
                 "{}@@{}  {}  {}  {}  {}{}",
-                el.path,
-                ver["version"].as_str().unwrap_or("?"),
+                util::esc(&el.path),
+                util::esc(ver["version"].as_str().unwrap_or("?")),
                 ver["time"].as_str().unwrap_or("?"),
-                ver["author"].as_str().unwrap_or("?"),
+                util::esc(ver["author"].as_str().unwrap_or("?")),
                 util::human_size(ver["size"].as_u64().unwrap_or(0)),
                 ver["comment"]
                     .as_str()
-                    .map(|c| format!("\"{c}\""))
+                    .map(|c| format!("\"{}\"", util::esc(c)))
                     .unwrap_or_default(),
                 if labels.is_empty() {
                     String::new()
@@ -596,10 +598,10 @@ impl Lsreqmaster {
         for q in &reqs {
             ctx.say(format!(
                 "{} asks for {} (grant: msite chmaster {} {})",
-                q["requester"].as_str().unwrap_or("?"),
-                q["object"].as_str().unwrap_or("?"),
-                q["object"].as_str().unwrap_or("?"),
-                q["requester"].as_str().unwrap_or("?")
+                util::esc(q["requester"].as_str().unwrap_or("?")),
+                util::esc(q["object"].as_str().unwrap_or("?")),
+                util::esc(q["object"].as_str().unwrap_or("?")),
+                util::esc(q["requester"].as_str().unwrap_or("?"))
             ));
         }
         Ok(())

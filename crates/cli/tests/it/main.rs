@@ -4,6 +4,8 @@
 //! Sites are made with the build's default backend; with the `rocks` feature the hub, restore
 //! and demo tests also run on RocksDB (`…_on_rocks`).
 
+mod badinput;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

@@ -401,3 +401,92 @@ fn record_much_larger_than_a_chunk_round_trips() {
     );
     assert!(st.chunks > 700, "{} chunks", st.chunks);
 }
+
+#[test]
+fn part_problems_are_ranges_and_bounded_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs = records_of(&checkins(id(2), 1, 60, 500));
+    let w = write_split(dir.path(), "r", 9, 8 << 10, &recs);
+    let n = w.parts.len() as u32;
+    assert!(n >= 5, "{n} parts");
+    // Parts 1 and 3 only, part 1 five times.
+    let mut given = vec![w.parts[0].clone(), w.parts[2].clone()];
+    for k in 0..4 {
+        let copy = dir.path().join(format!("copy{k}.msp"));
+        std::fs::copy(&w.parts[0], &copy).unwrap();
+        given.push(copy);
+    }
+    let g = group_parts(&given);
+    let lp = &g.packets[0];
+    assert_eq!(
+        lp.problems[0],
+        PartProblem::Missing {
+            packet: id(9),
+            ranges: vec![(2, 2), (4, n)],
+            count: n
+        }
+    );
+    let text = lp.problems_text();
+    assert!(
+        text.starts_with(&format!(
+            "parts 2, 4-{n} of {n} of packet {} are missing ({} parts); part 1 of {n}",
+            id(9),
+            n - 2
+        )),
+        "{text}"
+    );
+    assert!(text.ends_with(" and 2 more"), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_are_refused_without_being_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.msp");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Opening a FIFO for reading would block until a writer comes: these return at once.
+    for e in [
+        part_info(&fifo).unwrap_err(),
+        open(&fifo).err().unwrap(),
+        group_parts(std::slice::from_ref(&fifo))
+            .unreadable
+            .pop()
+            .unwrap()
+            .1,
+    ] {
+        assert!(matches!(e.root(), DecodeError::NotRegular("a FIFO")), "{e}");
+        assert!(e
+            .to_string()
+            .ends_with("is not a regular file (a FIFO), not a packet file"));
+    }
+}
+
+#[test]
+fn unfinished_parts_are_found_by_stem_prefix_only() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        ".sync_a_to_b_1_2.p1.msp.tmp",
+        ".sync_a_to_b_1_2.p12.msp.tmp",
+        ".sync_c_to_a_1_2.p1.msp.tmp",
+        ".sync_a_to_b_1_2.px.msp.tmp",
+        "sync_a_to_b_1_2.p1.msp.tmp",
+        ".sync_a_to_b_1_2.p1.msp",
+    ] {
+        std::fs::write(dir.path().join(name), b"x").unwrap();
+    }
+    let found = unfinished_parts(dir.path(), "sync_a_to_").unwrap();
+    assert_eq!(
+        names(&found),
+        [
+            ".sync_a_to_b_1_2.p1.msp.tmp",
+            ".sync_a_to_b_1_2.p12.msp.tmp"
+        ]
+    );
+    assert!(unfinished_parts(&dir.path().join("none"), "x")
+        .unwrap()
+        .is_empty());
+}
