@@ -8,6 +8,10 @@
 //! Tidy checks (architecture invariants, file headers, banned macros) are `#[test]`s in
 //! `tidy.rs`, so plain `cargo test -p xtask` runs them.
 
+// The one list of backends, shared with the programs (std-only, so no dependency on them).
+#[path = "../../crates/backends/src/kind.rs"]
+#[allow(dead_code)]
+mod backend_kind;
 mod bench;
 mod ci;
 mod exec;

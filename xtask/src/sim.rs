@@ -9,6 +9,7 @@
 
 use anyhow::Result;
 
+use crate::backend_kind::BackendKind;
 use crate::exec::{self, Watch};
 use crate::{project_root, Report, Tally};
 
@@ -84,11 +85,16 @@ pub fn run(args: &Args) -> Result<Report> {
 }
 
 /// The cargo arguments that build the simulator with `backend`.
+/// The simulator's `mem` is its own in-memory store and needs no feature; every other backend
+/// is built by the feature of its name.
 fn backend_features(backend: &str) -> Result<Vec<String>> {
-    match backend {
-        "mem" => Ok(Vec::new()),
-        "sqlite" | "rocks" => Ok(vec!["--features".into(), backend.into()]),
-        other => anyhow::bail!("unknown backend `{other}` (mem, sqlite, rocks)"),
+    match BackendKind::parse(backend) {
+        Some(BackendKind::Mem) => Ok(Vec::new()),
+        Some(kind) => Ok(vec!["--features".into(), kind.name().into()]),
+        None => {
+            let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.name()).collect();
+            anyhow::bail!("unknown backend `{backend}` ({})", names.join(", "))
+        }
     }
 }
 

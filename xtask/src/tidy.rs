@@ -4,6 +4,10 @@
 //!   tree, with all its features on, holds no storage engine and no backend crate;
 //!   `msite-packet` holds neither engines nor `msite-core`; a backend never depends on the
 //!   other backend. Checked with `cargo tree`, which resolves features per package exactly.
+//! - **One list of backends**: the engines and backend crates above come from
+//!   `msite_backends::BackendKind` (its std-only `kind.rs`, included here); every backend has
+//!   its store crate in the workspace, its rows in the test matrix, and its cargo feature in
+//!   `msite-backends` and in the crates that select a backend (CLI, simulator, bench).
 //! - **Docs** (house style 19): every `.rs` file under `crates/` and `xtask/` starts with `//!`.
 //! - **Tests** (house style 18): no ignored or should-panic tests and no unfinished-code
 //!   macros anywhere in `crates/`, `xtask/` or `fuzz/`, except in this file, which has to
@@ -15,10 +19,25 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::backend_kind::BackendKind;
 use crate::project_root;
 
-const ENGINES: &[&str] = &["rocksdb", "librocksdb-sys", "rusqlite", "libsqlite3-sys"];
-const BACKENDS: &[&str] = &["msite-store-rocks", "msite-store-sqlite"];
+/// The third-party crates of every storage engine.
+fn engines() -> Vec<&'static str> {
+    BackendKind::ALL
+        .into_iter()
+        .flat_map(BackendKind::engine_crates)
+        .copied()
+        .collect()
+}
+
+/// The workspace crates that implement a backend's store.
+fn backend_crates() -> Vec<&'static str> {
+    BackendKind::ALL
+        .into_iter()
+        .filter_map(BackendKind::store_crate)
+        .collect()
+}
 
 /// `cargo tree -p PKG --all-features -e normal,build --prefix none --format {p}`: one
 /// `name vX.Y.Z (...)` line per package in PKG's non-dev dependency tree.
@@ -76,35 +95,45 @@ fn assert_no_dependency_on(package: &str, forbidden: &[&str]) {
 
 #[test]
 fn core_depends_on_no_storage_engine() {
-    let forbidden: Vec<&str> = ENGINES.iter().chain(BACKENDS).copied().collect();
+    let mut forbidden = engines();
+    forbidden.extend(backend_crates());
+    forbidden.push("msite-backends");
     assert_no_dependency_on("msite-core", &forbidden);
 }
 
 #[test]
 fn packet_depends_on_neither_core_nor_storage() {
-    let forbidden: Vec<&str> = ENGINES
-        .iter()
-        .chain(BACKENDS)
-        .copied()
-        .chain(["msite-core"])
-        .collect();
+    let mut forbidden = engines();
+    forbidden.extend(backend_crates());
+    forbidden.extend(["msite-core", "msite-backends"]);
     assert_no_dependency_on("msite-packet", &forbidden);
+}
+
+/// For each backend crate, the crates it must not depend on: every other backend's store
+/// crate and engine crates.
+fn other_backends(kind: BackendKind) -> Vec<&'static str> {
+    BackendKind::ALL
+        .into_iter()
+        .filter(|k| *k != kind)
+        .flat_map(|k| {
+            k.store_crate()
+                .into_iter()
+                .chain(k.engine_crates().iter().copied())
+        })
+        .collect()
 }
 
 #[test]
 fn backends_do_not_depend_on_each_other() {
-    assert_no_dependency_on(
-        "msite-store-rocks",
-        &["msite-store-sqlite", "rusqlite", "libsqlite3-sys"],
-    );
-    assert_no_dependency_on(
-        "msite-store-sqlite",
-        &["msite-store-rocks", "rocksdb", "librocksdb-sys"],
-    );
+    for kind in BackendKind::ALL {
+        if let Some(store) = kind.store_crate() {
+            assert_no_dependency_on(store, &other_backends(kind));
+        }
+    }
 }
 
-#[test]
-fn every_workspace_member_has_a_matrix_row() {
+/// The workspace's packages, by name (`cargo tree --workspace --depth 0`).
+fn workspace_members() -> Vec<String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .args([
@@ -121,16 +150,132 @@ fn every_workspace_member_has_a_matrix_row() {
         .output()
         .unwrap_or_else(|e| panic!("could not run cargo tree: {e}"));
     assert!(output.status.success(), "cargo tree --workspace failed");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let missing: Vec<&str> = stdout
+    String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_workspace_member_has_a_matrix_row() {
+    let members = workspace_members();
+    let missing: Vec<&str> = members
+        .iter()
+        .map(String::as_str)
         .filter(|pkg| !crate::test::MATRIX.iter().any(|row| row.args.contains(pkg)))
         .collect();
     assert!(
         missing.is_empty(),
         "workspace members with no `-p` row in xtask/src/test.rs MATRIX: {missing:?}. \
          Add a row, so `cargo xtask test --no-rocks` tests them too."
+    );
+}
+
+#[test]
+fn every_backend_crate_is_a_workspace_member() {
+    let members = workspace_members();
+    for store in backend_crates() {
+        assert!(
+            members.iter().any(|m| m == store),
+            "the backend crate {store} (msite_backends::BackendKind::store_crate) is not a \
+             workspace member; add it to `members` in the root Cargo.toml"
+        );
+    }
+}
+
+/// The rows a backend needs in the test matrix: its store crate's own row, and for a
+/// production backend a CLI row built with that backend alone.
+fn missing_matrix_rows(kind: BackendKind, rows: &[&[&str]]) -> Vec<String> {
+    let has = |want: &[&str]| {
+        rows.iter()
+            .any(|args| want.iter().all(|w| args.contains(w)))
+    };
+    let mut missing = Vec::new();
+    if let Some(store) = kind.store_crate() {
+        if !has(&["-p", store]) {
+            missing.push(format!("-p {store}"));
+        }
+    }
+    if kind.for_production() && !has(&["-p", "msite-cli", "--features", kind.name()]) {
+        missing.push(format!(
+            "-p msite-cli --no-default-features --features {}",
+            kind.name()
+        ));
+    }
+    missing
+}
+
+#[test]
+fn every_backend_has_its_matrix_rows() {
+    let rows: Vec<&[&str]> = crate::test::MATRIX.iter().map(|r| r.args).collect();
+    for kind in BackendKind::ALL {
+        let missing = missing_matrix_rows(kind, &rows);
+        assert!(
+            missing.is_empty(),
+            "the {} backend has no row in xtask/src/test.rs MATRIX running {missing:?}",
+            kind.name()
+        );
+    }
+}
+
+/// The value of feature `name` in the `[features]` table of a Cargo.toml (`text`), if any.
+fn feature_value<'t>(text: &'t str, name: &str) -> Option<&'t str> {
+    let mut in_features = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_features = line == "[features]";
+        } else if in_features {
+            match line.split_once('=') {
+                Some((key, value)) if key.trim() == name => return Some(value),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// Whether feature `name` of a Cargo.toml (`text`) turns on `wants` (`msite-backends/sqlite`).
+fn feature_enables(text: &str, name: &str, wants: &str) -> bool {
+    feature_value(text, name).is_some_and(|v| v.contains(&format!("\"{wants}\"")))
+}
+
+/// Each crate that selects backends, and whether it forwards every backend or only the
+/// production ones (the simulator's `mem` is its own in-memory store; the bench measures
+/// production engines).
+const SELECTORS: &[(&str, bool)] = &[
+    ("crates/cli/Cargo.toml", true),
+    ("crates/sim/Cargo.toml", false),
+    ("crates/bench/Cargo.toml", false),
+];
+
+#[test]
+fn every_backend_is_a_feature_where_backends_are_chosen() {
+    let root = project_root();
+    let own = read(&root.join("crates/backends/Cargo.toml"));
+    let mut missing = Vec::new();
+    for kind in BackendKind::ALL {
+        let name = kind.name();
+        let own_ok = match kind.store_crate() {
+            Some(store) => feature_enables(&own, name, &format!("dep:{store}")),
+            None => feature_value(&own, name).is_some(),
+        };
+        if !own_ok {
+            missing.push(format!("crates/backends/Cargo.toml: {name} = [...]"));
+        }
+        for (manifest, all) in SELECTORS {
+            let text = read(&root.join(manifest));
+            if (*all || kind.for_production())
+                && !feature_enables(&text, name, &format!("msite-backends/{name}"))
+            {
+                missing.push(format!("{manifest}: {name} = [\"msite-backends/{name}\"]"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "backend features missing (a backend is built by the feature of its name):\n  {}",
+        missing.join("\n  ")
     );
 }
 
@@ -253,11 +398,13 @@ fn forbidden_in_tree_finds_transitive_engines() {
                 some-wrapper v1.0.0\nlibrocksdb-sys v0.17.1+9.9.3\nrusqlite v0.37.0\n\
                 librocksdb-sys v0.17.1+9.9.3\n";
     assert_eq!(
-        forbidden_in_tree(tree, ENGINES),
+        forbidden_in_tree(tree, &engines()),
         ["librocksdb-sys", "rusqlite"]
     );
     // A name that merely starts like an engine is not one.
-    assert!(forbidden_in_tree("rocksdb-types v1.0.0\nrusqlite-migrate v1\n", ENGINES).is_empty());
+    assert!(
+        forbidden_in_tree("rocksdb-types v1.0.0\nrusqlite-migrate v1\n", &engines()).is_empty()
+    );
 }
 
 #[test]
@@ -320,4 +467,53 @@ fn walker_skips_target_dirs_and_finds_nested_files() {
         .collect();
     std::fs::remove_dir_all(&tmp).expect("removing temp dir");
     assert_eq!(found, ["src/deep/mod.rs", "src/lib.rs"]);
+}
+
+#[test]
+fn feature_check_reads_only_the_features_table() {
+    let toml = "[package]\nsqlite = [\"msite-backends/sqlite\"]\n[features]\n\
+                default = [\"sqlite\"]\nrocks = [\"dep:x\", \"msite-backends/rocks\"]\n\
+                [dependencies]\nmem = [\"msite-backends/mem\"]\n";
+    assert!(feature_enables(toml, "rocks", "msite-backends/rocks"));
+    assert!(!feature_enables(toml, "sqlite", "msite-backends/sqlite"));
+    assert!(!feature_enables(toml, "mem", "msite-backends/mem"));
+    assert!(!feature_enables(toml, "rocks", "msite-backends/rock"));
+    assert_eq!(feature_value(toml, "default"), Some(" [\"sqlite\"]"));
+    assert_eq!(feature_value(toml, "mem"), None);
+}
+
+#[test]
+fn matrix_check_wants_the_store_row_and_a_cli_row_per_production_backend() {
+    let store: &[&str] = &["-p", "msite-store-sqlite"];
+    let cli: &[&str] = &[
+        "-p",
+        "msite-cli",
+        "--no-default-features",
+        "--features",
+        "sqlite",
+    ];
+    assert!(missing_matrix_rows(BackendKind::Sqlite, &[store, cli]).is_empty());
+    assert_eq!(missing_matrix_rows(BackendKind::Sqlite, &[store]).len(), 1);
+    assert_eq!(missing_matrix_rows(BackendKind::Sqlite, &[cli]).len(), 1);
+    assert_eq!(
+        missing_matrix_rows(BackendKind::Rocks, &[store, cli]).len(),
+        2
+    );
+    assert!(missing_matrix_rows(BackendKind::Mem, &[]).is_empty());
+}
+
+#[test]
+fn engine_and_backend_lists_come_from_backend_kind() {
+    assert_eq!(
+        engines(),
+        ["rusqlite", "libsqlite3-sys", "rocksdb", "librocksdb-sys"]
+    );
+    assert_eq!(
+        backend_crates(),
+        ["msite-store-sqlite", "msite-store-rocks"]
+    );
+    assert_eq!(
+        other_backends(BackendKind::Sqlite),
+        ["msite-store-rocks", "rocksdb", "librocksdb-sys"]
+    );
 }

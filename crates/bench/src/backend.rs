@@ -1,9 +1,13 @@
 //! The storage engines a workload runs on, behind one small trait so that every workload is
-//! written once and instantiated per engine (`sqlite` and, with the `rocks` feature, `rocksdb`).
+//! written once and instantiated per engine. The engines are `msite-backends`' list: every
+//! compiled [`Engine`] that is [for production](BackendKind::for_production) is a
+//! [`Backend`], named in tables, JSON and child-process arguments by its engine name
+//! (`sqlite`, `rocksdb`).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use msite_backends::{BackendKind, Engine};
 use msite_core::store::Store;
 
 /// A storage engine the benchmarks can open.
@@ -15,72 +19,46 @@ pub trait Backend: 'static {
     /// Opens (creating if needed) the store in `dir`.
     fn open_store(dir: &Path) -> Result<Self::S>;
     /// Waits for the engine's background work on `store` (flushes, compactions), so a
-    /// microsecond-scale measurement does not share the CPUs with it. Default: none to wait for.
-    fn quiesce(_store: &Self::S) -> Result<()> {
-        Ok(())
+    /// microsecond-scale measurement does not share the CPUs with it.
+    fn quiesce(store: &Self::S) -> Result<()>;
+}
+
+impl<E: Engine> Backend for E {
+    type S = E;
+    const NAME: &'static str = E::KIND.engine_name();
+
+    fn open_store(dir: &Path) -> Result<E> {
+        E::open(dir).with_context(|| format!("opening the {} store {}", Self::NAME, dir.display()))
+    }
+
+    fn quiesce(store: &E) -> Result<()> {
+        Engine::quiesce(store)
+            .with_context(|| format!("waiting for {}'s flushes and compactions", Self::NAME))
     }
 }
 
-/// SQLite (`msite-store-sqlite`).
-#[cfg(feature = "sqlite")]
-pub struct Sqlite;
-
-#[cfg(feature = "sqlite")]
-impl Backend for Sqlite {
-    type S = msite_store_sqlite::SqliteStore;
-    const NAME: &'static str = "sqlite";
-    fn open_store(dir: &Path) -> Result<Self::S> {
-        msite_store_sqlite::SqliteStore::open(dir)
-            .with_context(|| format!("opening the sqlite store {}", dir.display()))
-    }
-}
-
-/// RocksDB (`msite-store-rocks`).
-#[cfg(feature = "rocks")]
-pub struct Rocks;
-
-#[cfg(feature = "rocks")]
-impl Backend for Rocks {
-    type S = msite_store_rocks::RocksStore;
-    const NAME: &'static str = "rocksdb";
-    fn open_store(dir: &Path) -> Result<Self::S> {
-        msite_store_rocks::RocksStore::open(dir)
-            .with_context(|| format!("opening the rocksdb store {}", dir.display()))
-    }
-    fn quiesce(store: &Self::S) -> Result<()> {
-        store
-            .wait_for_background_work()
-            .context("waiting for rocksdb's flushes and compactions")
-    }
-}
-
-/// The engines compiled in, by name.
+/// The engines compiled in, by name: the production backends of this build.
 pub fn compiled() -> Vec<&'static str> {
-    [
-        cfg!(feature = "sqlite").then_some("sqlite"),
-        cfg!(feature = "rocks").then_some("rocksdb"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    BackendKind::available()
+        .into_iter()
+        .filter(|k| k.for_production())
+        .map(BackendKind::engine_name)
+        .collect()
 }
 
-/// Calls `$body` with the type alias `$B` bound to the backend named `$name`.
+/// Calls `$body` with the type alias `$B` bound to the backend named `$name` (an engine
+/// name, or any name `--backend` accepts).
 #[macro_export]
 macro_rules! with_backend {
     ($name:expr, $B:ident => $body:expr) => {{
-        match $name {
-            #[cfg(feature = "sqlite")]
-            "sqlite" => {
-                type $B = $crate::backend::Sqlite;
-                $body
-            }
-            #[cfg(feature = "rocks")]
-            "rocksdb" => {
-                type $B = $crate::backend::Rocks;
-                $body
-            }
-            other => Err(anyhow::anyhow!("backend {other} is not compiled in")),
+        #[allow(unused_imports)]
+        use msite_backends::Engine as _;
+        let name: &str = $name;
+        match msite_backends::BackendKind::parse(name) {
+            Some(kind) => msite_backends::with_engine!(kind, $B => $body)
+                .map_err(|_| anyhow::anyhow!("backend {name} is not compiled in"))
+                .and_then(|r| r),
+            None => Err(anyhow::anyhow!("backend {name} is not compiled in")),
         }
     }};
 }

@@ -1,10 +1,10 @@
 //! `msite-cli`: the `msite` command line, a thin layer over `msite-core`.
 //!
 //! Each command group lives in its own module under [`cmd`], as a clap `Args` struct with a
-//! `run(self, ctx)` method that parses input, calls `msite-core`, and prints the result. The
-//! only module that names concrete storage engines is [`backend`] (cargo features `sqlite`,
-//! `rocks`). [`site`] knows the layout of a site directory. `msite demo` runs the same command
-//! functions in-process.
+//! `run(self, ctx)` method that parses input, calls `msite-core`, and prints the result. Storage
+//! engines come from `msite-backends` through [`backend`] (cargo features `sqlite`, `rocks`,
+//! `mem`); no other module names one. [`site`] knows the layout of a site directory.
+//! `msite demo` runs the same command functions in-process.
 //!
 //! Exit codes: 0 ok, 1 error or refused packet, 2 usage error, 3 some packets must wait.
 

@@ -10,41 +10,126 @@
 //!
 //! A backend implements [`Store`] (seven required methods) plus [`WriteBatch`] and
 //! [`ReadView`] for its batch and snapshot types. Everything else is provided by [`StoreExt`].
-//! The contract, which the shared conformance suite (`testkit::conformance`) checks case by case:
+//! The contract, which the shared conformance suite (`testkit::conformance`) checks case by
+//! case (the case names are in brackets):
 //!
 //! * **Order.** Keys and values are arbitrary byte strings (keys may be empty, values up to at
-//!   least 16 MiB). Scans return keys in **bytewise lexicographic order** (`memcmp`, shorter
-//!   prefix first), within the bounds given, and never outside them: a backend must not trust
-//!   a prefix iterator that runs past its prefix.
+//!   least 16 MiB, also across a reopen). Scans return keys in **bytewise lexicographic order**
+//!   (`memcmp`, shorter prefix first: the empty key first, `0xff` keys last), within the bounds
+//!   given, and never outside them: a backend must not trust a prefix iterator that runs past
+//!   its prefix. Every kind of bound works, prefix ranges of `0xff` prefixes too; an empty
+//!   range, or one whose start lies after its end, yields nothing (not an error).
+//!   \[`ordering`, `range_bounds`, `empty_and_large_values`\]
+//! * **Keyspaces** are separate namespaces for reads, writes, deletes and range deletes: the
+//!   same key in two keyspaces is two keys. \[`keyspace_isolation`\]
+//! * **Reads.** What is not there reads as `None` and as an empty scan, never an error, on the
+//!   store and on snapshots. An empty value is a value (`Some(vec![])`), not absence. A later
+//!   put replaces the value whatever the lengths, and the key is listed once. A delete removes
+//!   the key (the empty key too); deleting a missing key is fine. `delete_range(start, end)`
+//!   removes exactly `[start, end)`; an empty or inverted range removes nothing.
+//!   [`ReadView::last`] is the pair with the largest key of the range (engines seek to it).
+//!   \[`get_missing`, `overwrite`, `delete`, `delete_range`, `random_ops_match_model`\]
 //! * **Atomic batches.** [`Store::write`] applies a whole [`WriteBatch`] or none of it, also when
 //!   the process dies half-way. Operations in a batch apply in the order they were added (a
-//!   later put of the same key wins). A batch is consumed by `write`; it cannot be reused.
+//!   later put of the same key wins, put-then-delete deletes, delete-then-put puts, a range
+//!   delete removes the batch's earlier puts but not its later ones). [`WriteBatch::len`]
+//!   counts puts, deletes and range deletes, not guards. A batch is consumed by `write`; it
+//!   cannot be reused, and it can only be written to the store that made it. A write that fails
+//!   (an I/O error, a guard that fails after many operations) leaves no trace and the store
+//!   stays usable. An **empty batch is a valid write**; written with `sync`, it makes every
+//!   earlier unsynced write durable. \[`batch_order`, `batch_atomic_under_injected_failure`,
+//!   `batch_atomic_across_process_kill`\]
 //! * **Preconditions.** A batch may carry [`WriteBatch::expect`] guards; `write` checks them
-//!   atomically with the write and fails with [`Error::Precondition`] without writing anything
-//!   if one does not hold. Backends serialise writers to make this true.
+//!   atomically with the write, against the state just before the batch applies (not against
+//!   the batch's own writes), and fails with [`Error::Precondition`] naming the guard's
+//!   keyspace, without writing anything, if one does not hold. Backends serialise writers to
+//!   make this true. \[`precondition_success`, `precondition_failure_writes_nothing`\]
 //! * **Durability.** With [`WriteOptions::sync`] set, a successful `write` survives a power
-//!   failure. Without it, a crash may lose a suffix of recent writes, but never part of one.
+//!   failure. Without it, a crash may lose a suffix of recent writes, but never part of one;
+//!   a clean close keeps everything, synced or not. \[`durable_across_reopen`,
+//!   `faulty_crash_modes`\]
 //! * **Poisoning.** If a synced write fails, the store cannot know what reached the disk: every
-//!   later write returns [`Error::Poisoned`] until the store is reopened.
+//!   later write returns [`Error::Poisoned`] until the store is reopened, while reads go on;
+//!   reopening clears it. \[`poisoned_after_failed_sync_write`\]
 //! * **Snapshots.** [`Store::snapshot`] returns a [`ReadView`] that sees exactly the writes
-//!   committed before it was taken, however long it lives and whatever commits meanwhile.
-//!   Plain reads on the store see the latest committed state.
-//! * **Exclusive open.** A store directory is opened by one process at a time; a second open
-//!   fails with [`Error::Locked`], which names the path.
-//! * **Vendor tools.** [`Store::backup`] writes a consistent backup into a new directory while the
-//!   store stays in use (RocksDB checkpoints/backup engine, SQLite's online backup API);
-//!   [`Store::restore_backup`] makes a new store directory from such a backup; and
-//!   [`Store::check_integrity`] runs the engine's own checker (checksum verification,
-//!   `PRAGMA integrity_check`) and reports corruption as [`Error::Corruption`].
+//!   committed before it was taken, however long it lives and whatever commits meanwhile (in
+//!   gets, in scans started later and in a scan already running). A scan on the store itself
+//!   sees whole batches only. Plain reads on the store see the latest committed state.
+//!   \[`snapshot_isolation_during_concurrent_commit`, `snapshot_stable_across_many_writes`,
+//!   `scan_consistent_under_concurrent_writes`\]
+//! * **Exclusive open.** A store directory is opened by one store at a time: a second open,
+//!   **in the same process** or in another, fails with [`Error::Locked`] naming the directory;
+//!   after the first store is dropped it opens again. \[`second_open_refused`\]
+//! * **Vendor tools.** [`Store::backup`] writes a consistent backup into a new or empty directory
+//!   while the store stays in use (RocksDB checkpoints/backup engine, SQLite's online backup
+//!   API): it holds every batch whole or not at all, and at least everything committed before
+//!   it started. [`Store::restore_backup`] makes a new store directory from such a backup: the
+//!   same data, passing `check_integrity`, independent of the original. Both refuse a target
+//!   that holds anything with [`Error::Invalid`] and leave it untouched: backing up into the
+//!   store's own directory and restoring over a live store's directory are `Invalid` too.
+//!   \[`backup_restore_identical`, `backup_consistent_during_concurrent_writes`,
+//!   `backup_into_non_empty_dir_refused`, `restore_into_non_empty_dir_refused`\]
+//!   An engine without a backup tool copies a [`Store::snapshot`] into a fresh store of its
+//!   own kind under `dest` (what [`MemStore`](crate::testkit::MemStore) does with its image
+//!   file); the backup must still be consistent while writes go on.
+//! * **Integrity and damage.** [`Store::check_integrity`] runs the engine's own checker
+//!   (checksum verification, `PRAGMA integrity_check`) and passes on healthy stores (empty,
+//!   filled, after range deletes, after a reopen). It runs while the store is in use, with
+//!   snapshots alive and writers going: it checks what is committed and neither waits for the
+//!   snapshots nor counts them as damage. Damaged files are reported as
+//!   [`Error::Corruption`], by **the open** or by `check_integrity` — never a panic and never
+//!   another error. \[`integrity_check_passes_when_healthy`,
+//!   `integrity_check_catches_corruption`\]
+//!
+//! What a backend cannot do (it keeps nothing on disk, has no second process, cannot be
+//! damaged detectably) is declared in the factory's `Capabilities`; the cases that need it
+//! then say so and pass. A real on-disk engine declares nothing.
 //!
 //! Pieces every backend implements the same way are in this module too: [`RecordedBatch`] (a
 //! batch type for engines whose native batch borrows the database), [`PoisonFlag`] (the
 //! poisoning rule) and [`prepare_empty_dir`] (the target check of backup and restore).
 //!
-//! To add a backend: create `crates/store-NAME`, implement the three traits with
-//! backend-prefixed type names (`NameStore`, `NameBatch`, `NameSnapshot`), instantiate the
-//! conformance suite with `msite_core::store_conformance_tests!`, and add a variant to the CLI's
-//! `AnyStore` enum behind a cargo feature.
+//! # Adding a backend, step by step
+//!
+//! Say the engine is LMDB and the backend `lmdb`.
+//!
+//! 1. **The crate.** `crates/store-lmdb` (`msite-store-lmdb`), a member of the root
+//!    `Cargo.toml` (and of `[workspace.dependencies]`); it depends on `msite-core`, never on
+//!    another backend. Implement the three traits with backend-prefixed names (`LmdbStore`,
+//!    `LmdbBatch`, `LmdbSnapshot`), plus `LmdbStore::open(dir)` (creating the store in a
+//!    missing or empty directory) and `LmdbStore::dir()`. Every rule above, including
+//!    [`ReadView::last`] by seeking and [`WriteBatch::reserve`] (both required, no default).
+//!    Use [`RecordedBatch`], [`PoisonFlag`] and [`prepare_empty_dir`] where they fit.
+//! 2. **The tests.** One integration-test binary, `tests/it/main.rs` (`[[test]] name = "it"`,
+//!    `autotests = false`), with a `Clone` factory (`#[derive(Clone)] struct LmdbFactory`)
+//!    implementing `testkit::conformance::StoreFactory` (`open`, and `corrupt`, which damages
+//!    a closed store so that the open or `check_integrity` reports `Corruption`), and
+//!    `mod conformance { msite_core::store_conformance_tests!(super::LmdbFactory); }` and
+//!    `mod scenarios { msite_core::protocol_scenario_tests!(super::LmdbFactory); }` (the
+//!    scenarios wrap the factory in a fault-injecting one, hence `Clone`). Engine-specific
+//!    tests go in further modules of the same binary.
+//! 3. **The one list** (`crates/backends`, `msite-backends`): a `Lmdb` variant of
+//!    `BackendKind` in `src/kind.rs` and its arms (name `lmdb`, aliases, the engine's
+//!    `backend_name`, production or not, store crate, engine crates), with the variant in
+//!    `BackendKind::ALL`; a cargo feature `lmdb = ["dep:msite-store-lmdb"]`; the re-export
+//!    of `LmdbStore`; a variant in `AnyStore`, `AnyBatch` and `AnySnapshot` and an arm of
+//!    `each!` (`src/any.rs`); an `Engine` impl (`src/engine.rs`: `quiesce` waits for the
+//!    engine's background work, if it has any) and the `__with_lmdb` pair of macros with its
+//!    arm in `with_engine!`. The compiler points at each of these once the variant exists.
+//! 4. **The programs.** A feature `lmdb = ["msite-backends/lmdb"]` in the CLI, the simulator
+//!    and the bench (`msite-sim` also names the backend in its `Backend` enum, with its
+//!    feature in `Backend::is_built`; the bench needs nothing else: it runs every compiled
+//!    production engine).
+//! 5. **The test matrix** (`xtask/src/test.rs` `MATRIX`): a row `-p msite-store-lmdb` and a row
+//!    `-p msite-cli --no-default-features --features lmdb`, with `rocks: true` only if the
+//!    row builds RocksDB.
+//! 6. **Tidy** (`cargo test -p xtask`) then checks the rest from `BackendKind`: the engine
+//!    crates never reach `msite-core` or `msite-packet`, backends do not depend on each other,
+//!    the store crate is a member with its matrix rows, and the features exist.
+//! 7. **Run it**: `cargo test -p msite-store-lmdb`, the CLI row, `cargo xtask sim --backend
+//!    lmdb` (the same seeds give the same summary as in memory) and `cargo xtask bench`.
+//! 8. **Docs**: the code map in `ARCHITECTURE.md` (the store crate's entry), the list of
+//!    backends and how to build one in `README.md`, and the `--backend` help of `msite init`.
 
 use std::fmt;
 use std::ops::Bound;

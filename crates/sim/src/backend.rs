@@ -8,7 +8,8 @@
 //!
 //! - [`MemBackend`]: [`MemStore`]s; a backup is a [`MemStore::deep_copy`] and so is a restore
 //!   (the simulator's historical behaviour, bit for bit).
-//! - `DirBackend` (features `sqlite` and `rocks`): each store lives in a fresh directory
+//! - [`DirBackend`] (an [`Engine`](msite_backends::Engine) of `msite-backends`, built by the
+//!   simulator's feature of the backend's name): each store lives in a fresh directory
 //!   under one temporary directory per schedule; a backup is [`Store::backup`] into a new
 //!   directory and a restore is [`Store::restore_backup`] into a new directory, then an open
 //!   — what `msite backup` and `msite restore` do; a restart after a crash closes the store
@@ -64,27 +65,25 @@ impl SimBackend for MemBackend {
     }
 }
 
-#[cfg(any(feature = "sqlite", feature = "rocks"))]
 pub use dir::DirBackend;
 
-#[cfg(any(feature = "sqlite", feature = "rocks"))]
 mod dir {
-    use std::path::{Path, PathBuf};
+    use std::marker::PhantomData;
+    use std::path::PathBuf;
 
-    use msite_core::store::Store;
+    use msite_backends::Engine;
 
     use super::SimBackend;
 
     /// Stores of a real engine, each in its own directory under one temporary directory
     /// (removed when the backend is dropped, at the end of the schedule).
-    pub struct DirBackend<S> {
+    pub struct DirBackend<E> {
         root: tempfile::TempDir,
         next: u64,
-        open: fn(&Path) -> msite_core::store::Result<S>,
-        dir_of: fn(&S) -> &Path,
+        engine: PhantomData<fn() -> E>,
     }
 
-    impl<S> std::fmt::Debug for DirBackend<S> {
+    impl<E> std::fmt::Debug for DirBackend<E> {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("DirBackend")
                 .field("root", &self.root.path())
@@ -93,18 +92,13 @@ mod dir {
         }
     }
 
-    impl<S: Store> DirBackend<S> {
-        /// A backend whose stores `open` opens (creating them in an empty directory) and
-        /// `dir_of` tells the directory of.
-        pub fn new(
-            open: fn(&Path) -> msite_core::store::Result<S>,
-            dir_of: fn(&S) -> &Path,
-        ) -> std::io::Result<Self> {
+    impl<E: Engine> DirBackend<E> {
+        /// A backend whose stores are engine `E`'s, under a new temporary directory.
+        pub fn new() -> std::io::Result<Self> {
             Ok(DirBackend {
                 root: tempfile::Builder::new().prefix("msite-sim-").tempdir()?,
                 next: 0,
-                open,
-                dir_of,
+                engine: PhantomData,
             })
         }
 
@@ -124,16 +118,16 @@ mod dir {
         name: String,
     }
 
-    impl<S: Store> SimBackend for DirBackend<S> {
-        type Store = S;
+    impl<E: Engine> SimBackend for DirBackend<E> {
+        type Store = E;
         type Backup = DirBackup;
 
-        fn new_store(&mut self) -> Result<S, String> {
+        fn new_store(&mut self) -> Result<E, String> {
             let (dir, name) = self.fresh("store");
-            (self.open)(&dir).map_err(|e| format!("opening a new store in {name}: {e}"))
+            E::open(&dir).map_err(|e| format!("opening a new store in {name}: {e}"))
         }
 
-        fn backup(&mut self, store: &S) -> Result<DirBackup, String> {
+        fn backup(&mut self, store: &E) -> Result<DirBackup, String> {
             let (dir, name) = self.fresh("backup");
             store
                 .backup(&dir)
@@ -141,17 +135,19 @@ mod dir {
             Ok(DirBackup { dir, name })
         }
 
-        fn restore(&mut self, backup: &DirBackup) -> Result<S, String> {
+        fn restore(&mut self, backup: &DirBackup) -> Result<E, String> {
             let (dir, name) = self.fresh("store");
-            S::restore_backup(&backup.dir, &dir)
+            E::restore_backup(&backup.dir, &dir)
                 .map_err(|e| format!("restoring {} into {name}: {e}", backup.name))?;
-            (self.open)(&dir).map_err(|e| format!("opening the restored store {name}: {e}"))
+            E::open(&dir).map_err(|e| format!("opening the restored store {name}: {e}"))
         }
 
-        fn reopen(&mut self, store: S) -> Result<S, String> {
-            let dir = (self.dir_of)(&store).to_path_buf();
+        fn reopen(&mut self, store: E) -> Result<E, String> {
+            let dir = store
+                .dir()
+                .ok_or_else(|| "reopening a store that lives in no directory".to_string())?;
             drop(store);
-            (self.open)(&dir).map_err(|e| {
+            E::open(&dir).map_err(|e| {
                 let name = dir.file_name().unwrap_or_default().to_string_lossy();
                 format!("reopening {name}: {e}")
             })

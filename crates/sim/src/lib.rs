@@ -21,6 +21,8 @@ pub mod world;
 
 use std::fmt;
 
+use msite_backends::BackendKind;
+
 /// What to run.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
@@ -38,10 +40,12 @@ pub struct Config {
     pub backend: Backend,
 }
 
-/// Which store engine the replicas run on.
+/// Which store engine the replicas run on: one per [`BackendKind`] (the one list of
+/// backends), converted both ways by exhaustive matches, so a new backend does not compile
+/// until the simulator names it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
-    /// In-memory stores (`MemStore`); backups and restores are deep copies.
+    /// In-memory stores (`MemStore`); backups and restores are deep copies. Always built.
     #[default]
     Mem,
     /// SQLite stores in temporary directories (feature `sqlite`).
@@ -51,7 +55,27 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Whether this build of the simulator has the backend (its cargo feature is on).
+    /// The backend of `kind`.
+    pub fn of(kind: BackendKind) -> Backend {
+        match kind {
+            BackendKind::Mem => Backend::Mem,
+            BackendKind::Sqlite => Backend::Sqlite,
+            BackendKind::Rocks => Backend::Rocks,
+        }
+    }
+
+    /// The kind of this backend in the one list.
+    pub fn kind(self) -> BackendKind {
+        match self {
+            Backend::Mem => BackendKind::Mem,
+            Backend::Sqlite => BackendKind::Sqlite,
+            Backend::Rocks => BackendKind::Rocks,
+        }
+    }
+
+    /// Whether this build of the simulator has the backend: its cargo feature, named like the
+    /// backend, is on in this crate (a feature another crate of the same build turned on in
+    /// `msite-backends` does not count).
     pub fn is_built(self) -> bool {
         match self {
             Backend::Mem => true,
@@ -63,23 +87,17 @@ impl Backend {
 
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Mem => "mem",
-            Backend::Sqlite => "sqlite",
-            Backend::Rocks => "rocks",
-        })
+        f.write_str(self.kind().name())
     }
 }
 
 impl std::str::FromStr for Backend {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "mem" => Ok(Backend::Mem),
-            "sqlite" => Ok(Backend::Sqlite),
-            "rocks" => Ok(Backend::Rocks),
-            _ => Err(format!("unknown backend `{s}` (mem, sqlite, rocks)")),
-        }
+        BackendKind::parse(s).map(Backend::of).ok_or_else(|| {
+            let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown backend `{s}` ({})", names.join(", "))
+        })
     }
 }
 
@@ -320,33 +338,20 @@ pub fn run_schedule(cfg: &Config) -> Outcome {
     }
 }
 
-/// Runs one schedule on the backend `cfg` names.
+/// Runs one schedule on the backend `cfg` names: in memory, or on the engine of its kind.
 fn run_on(cfg: &Config) -> Outcome {
-    match cfg.backend {
-        Backend::Mem => world::World::run(cfg, backend::MemBackend),
-        #[cfg(feature = "sqlite")]
-        Backend::Sqlite => world::World::run(
-            cfg,
-            backend::DirBackend::new(
-                msite_store_sqlite::SqliteStore::open,
-                msite_store_sqlite::SqliteStore::dir,
-            )
-            .expect("a temporary directory"),
-        ),
-        #[cfg(feature = "rocks")]
-        Backend::Rocks => world::World::run(
-            cfg,
-            backend::DirBackend::new(
-                msite_store_rocks::RocksStore::open,
-                msite_store_rocks::RocksStore::dir,
-            )
-            .expect("a temporary directory"),
-        ),
-        #[allow(unreachable_patterns)]
-        other => {
-            panic!("this msite-sim was built without the {other} backend (cargo feature `{other}`)")
-        }
+    let backend = cfg.backend;
+    if backend == Backend::Mem {
+        return world::World::run(cfg, backend::MemBackend);
     }
+    if !backend.is_built() {
+        panic!("this msite-sim was built without the {backend} backend (cargo feature `{backend}`)")
+    }
+    msite_backends::with_engine!(backend.kind(), E => world::World::run(
+        cfg,
+        backend::DirBackend::<E>::new().expect("a temporary directory"),
+    ))
+    .unwrap_or_else(|absent| panic!("{absent}"))
 }
 
 /// Shrinks a failing schedule: the smallest step count and replica cap (tried in that order,
