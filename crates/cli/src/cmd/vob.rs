@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
+use msite_core::content::Source;
 use msite_core::{ReqMasterPolicy, VersionSel};
 use serde_json::json;
 
@@ -61,36 +62,40 @@ pub struct Checkin {
 impl Checkin {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let content = match &self.file {
-            Some(f) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+        if self.file.is_none() && std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "no content for {}: give a FILE, or pipe the content into `msite checkin {}`",
+                self.path,
+                self.path
+            );
+        }
+        let site = ctx.open()?;
+        let r = &site.replica;
+        let (author, msg) = (util::author(), &self.message);
+        let (n, size) = match &self.file {
+            // A file is streamed, whatever its size.
+            Some(f) => {
+                let n = r.checkin_from(&self.path, &self.branch, Source::File(f), &author, msg)?;
+                (n.1, std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            }
+            // Standard input is read up to one byte over the site's limit, which the check-in
+            // then refuses.
             None => {
-                if std::io::stdin().is_terminal() {
-                    anyhow::bail!(
-                        "no content for {}: give a FILE, or pipe the content into `msite checkin {}`",
-                        self.path,
-                        self.path
-                    );
-                }
+                let limit = r.max_version_bytes()?;
                 let mut buf = Vec::new();
                 std::io::stdin()
+                    .take(limit.saturating_add(1))
                     .read_to_end(&mut buf)
                     .context("cannot read standard input")?;
-                buf
+                let n = r.checkin(&self.path, &self.branch, &buf, &author, msg)?;
+                (n.1, buf.len() as u64)
             }
         };
-        let site = ctx.open()?;
-        let (_, n) = site.replica.checkin(
-            &self.path,
-            &self.branch,
-            &content,
-            &util::author(),
-            &self.message,
-        )?;
         let path = msite_core::replica::normalize_path(&self.path)?;
         ctx.say(format!(
             "Checked in {path}@@{}/{n} ({}).",
             self.branch,
-            util::human_size(content.len() as u64)
+            util::human_size(size)
         ));
         Ok(())
     }
@@ -201,8 +206,7 @@ impl Cat {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let site = ctx.open()?;
         let sel = VersionSel::parse(&self.sel)?;
-        let bytes = site.replica.cat(&sel)?;
-        ctx.write_raw(&bytes);
+        ctx.write_raw_with(|out| site.replica.cat_to(&sel, out).map(|_| ()))?;
         Ok(())
     }
 }

@@ -12,6 +12,8 @@ use predicates::prelude::*;
 use serde_json::Value;
 use tempfile::TempDir;
 
+mod bigcontent;
+
 /// A family of sites in one temporary directory.
 struct Lab {
     root: TempDir,
