@@ -60,20 +60,35 @@ pub fn contains<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<bool> {
         || r.get(Keyspace::Blobs, &chunk_key(hash, 0))?.is_some())
 }
 
+/// Whether the content `hash` of `size` bytes is present: one read, since content of at most
+/// a chunk is only ever stored under its hash.
+pub fn contains_sized<R: ReadView + ?Sized>(r: &R, hash: &Hash, size: u64) -> Result<bool> {
+    if size <= CHUNK_LEN as u64 {
+        return Ok(r.get(Keyspace::Blobs, hash)?.is_some());
+    }
+    contains(r, hash)
+}
+
 /// The size of the content `hash`, if present.
 pub fn size<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<Option<u64>> {
     if let Some(v) = r.get(Keyspace::Blobs, hash)? {
         return Ok(Some(v.len() as u64));
     }
-    if !contains(r, hash)? {
+    if r.get(Keyspace::Blobs, &chunk_key(hash, 0))?.is_none() {
         return Ok(None);
     }
+    chunked_size(r, hash).map(Some)
+}
+
+/// The size of chunked content known to be present, from its last chunk.
+fn chunked_size<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<u64> {
     let last = r.last(Keyspace::Blobs, KeyRange::prefix(hash))?;
-    let Some((k, v)) = last else { return Ok(None) };
-    let index = index_of(&k).ok_or(CoreError::Codec(crate::codec::CodecError {
+    let bad = CoreError::Codec(crate::codec::CodecError {
         what: "content chunk key",
-    }))?;
-    Ok(Some(u64::from(index) * CHUNK_LEN as u64 + v.len() as u64))
+    });
+    let Some((k, v)) = last else { return Err(bad) };
+    let index = index_of(&k).ok_or(bad)?;
+    Ok(u64::from(index) * CHUNK_LEN as u64 + v.len() as u64)
 }
 
 /// A reader of the content `hash`, chunk by chunk, if present.
@@ -117,6 +132,16 @@ impl<'r, R: ReadView + ?Sized> Reader<'r, R> {
             pos: 0,
             next,
         }
+    }
+
+    /// The whole content and its size: in memory when it is stored as one value, otherwise
+    /// the reader to stream it with.
+    pub fn whole_or_size(self) -> Result<std::result::Result<Vec<u8>, (Self, u64)>> {
+        if self.next.is_none() {
+            return Ok(Ok(self.buf));
+        }
+        let size = chunked_size(self.r, &self.hash)?;
+        Ok(Err((self, size)))
     }
 
     /// The next chunk of the content, `None` at its end.
@@ -195,20 +220,6 @@ pub fn too_large(what: &str, limit: u64) -> String {
     )
 }
 
-/// Reads from `rd` until `buf` is full or the input ends; returns the count.
-fn read_full(rd: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match rd.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
 /// Where checked-in content comes from: bytes in memory, or a file read twice (once to hash
 /// it, once to store it), so that memory stays bounded whatever its size.
 #[derive(Clone, Copy, Debug)]
@@ -233,7 +244,7 @@ pub(crate) struct Staged {
 impl Staged {
     /// Writes the head into `txn`, unless the content is present already.
     pub fn put_head<S: Store>(self, txn: &mut Txn<'_, S>) -> Result<()> {
-        if contains(&*txn, &self.hash)? {
+        if contains_sized(&*txn, &self.hash, self.size)? {
             return Ok(());
         }
         let key = if self.size as usize > CHUNK_LEN {
@@ -258,19 +269,22 @@ fn pass(
 ) -> std::io::Result<(Hash, u64, Vec<u8>)> {
     let mut rd = rd.take(limit.saturating_add(1));
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK_LEN];
+    // Grows with what arrives: a small file costs a small buffer.
+    let mut buf = Vec::new();
     let (mut size, mut first, mut index) = (0u64, Vec::new(), 0u32);
     loop {
-        let n = read_full(&mut rd, &mut buf)?;
+        buf.clear();
+        (&mut rd).take(CHUNK_LEN as u64).read_to_end(&mut buf)?;
+        let n = buf.len();
         if n == 0 && index > 0 {
             break;
         }
-        h.update(&buf[..n]);
+        h.update(&buf);
         size += n as u64;
         if index == 0 {
-            first = buf[..n].to_vec();
+            first = std::mem::take(&mut buf);
         } else if let Some(put) = store_to {
-            put(index, &buf[..n]).map_err(std::io::Error::other)?;
+            put(index, &buf).map_err(std::io::Error::other)?;
         }
         index = index.saturating_add(1);
         if n < CHUNK_LEN {

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use msite_packet::{wire, MemPacketWriter, PacketReader, PacketWriter, Record};
 
 use crate::codec::{be_u64, Dec, Enc};
-use crate::content::{self, CHUNK_LEN};
+use crate::content;
 use crate::error::{CoreError, Refusal, Result};
 use crate::ids::{Hash, PacketId, ReplicaId, ZERO_HASH};
 use crate::keys;
@@ -80,11 +80,11 @@ impl RecordSink for MemPacketWriter {
 /// pieces of a chunk each, read one at a time.
 fn send_content<R: ReadView + ?Sized>(r: &R, h: &Hash, sink: &mut dyn RecordSink) -> Result<()> {
     let missing = |what| CoreError::Codec(crate::codec::CodecError { what });
-    let total = content::size(r, h)?.ok_or(missing("content missing for an oplog entry"))?;
-    let mut rd = content::open(r, h)?.ok_or(missing("content missing for an oplog entry"))?;
-    if total <= CHUNK_LEN as u64 {
-        return sink.blob(h, &rd.next_chunk()?.unwrap_or_default());
-    }
+    let rd = content::open(r, h)?.ok_or(missing("content missing for an oplog entry"))?;
+    let (mut rd, total) = match rd.whole_or_size()? {
+        Ok(bytes) => return sink.blob(h, &bytes),
+        Err(chunked) => chunked,
+    };
     let mut offset = 0u64;
     while let Some(chunk) = rd.next_chunk()? {
         sink.blob_piece(h, total, offset, &chunk)?;
@@ -1449,8 +1449,10 @@ impl<S: Store> Replica<S> {
                             ours: h_o,
                         }));
                     }
-                    if let Op::Checkin { content, .. } = &e.op {
-                        if !blobs_seen.contains(content) && !content::contains(&txn, content)? {
+                    if let Op::Checkin { content, size, .. } = &e.op {
+                        if !blobs_seen.contains(content)
+                            && !content::contains_sized(&txn, content, *size)?
+                        {
                             return Err(CoreError::Malformed(format!(
                                 "{src}: entry {} of {} refers to content the packet does not carry",
                                 e.number,
