@@ -71,26 +71,20 @@ impl Checkin {
         }
         let site = ctx.open()?;
         let r = &site.replica;
-        let (author, msg) = (util::author(), &self.message);
-        let (n, size) = match &self.file {
-            // A file is streamed, whatever its size.
-            Some(f) => {
-                let n = r.checkin_from(&self.path, &self.branch, Source::File(f), &author, msg)?;
-                (n.1, std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-            }
-            // Standard input is read up to one byte over the site's limit, which the check-in
-            // then refuses.
-            None => {
-                let limit = r.max_version_bytes()?;
-                let mut buf = Vec::new();
-                std::io::stdin()
-                    .take(limit.saturating_add(1))
-                    .read_to_end(&mut buf)
-                    .context("cannot read standard input")?;
-                let n = r.checkin(&self.path, &self.branch, &buf, &author, msg)?;
-                (n.1, buf.len() as u64)
-            }
+        // Standard input is spooled into a temporary file in the site directory, up to one
+        // byte over the site's limit, so that it is streamed like a file.
+        let spool = match &self.file {
+            Some(_) => None,
+            None => Some(spool_stdin(&site.paths.dir, r.max_version_bytes()?)?),
         };
+        let file = match (&self.file, &spool) {
+            (Some(f), _) => f.as_path(),
+            (None, s) => s.as_ref().map_or(std::path::Path::new("-"), |s| s.path()),
+        };
+        let src = Source::File(file);
+        let (author, msg) = (util::author(), &self.message);
+        let (_, n) = r.checkin_from(&self.path, &self.branch, src, &author, msg)?;
+        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
         let path = msite_core::replica::normalize_path(&self.path)?;
         ctx.say(format!(
             "Checked in {path}@@{}/{n} ({}).",
@@ -99,6 +93,20 @@ impl Checkin {
         ));
         Ok(())
     }
+}
+
+/// Copies standard input into a temporary file in `dir`, refusing it once it passes `limit`.
+fn spool_stdin(dir: &std::path::Path, limit: u64) -> anyhow::Result<tempfile::NamedTempFile> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".checkin-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut input = std::io::stdin().lock().take(limit.saturating_add(1));
+    let n = std::io::copy(&mut input, tmp.as_file_mut()).context("cannot read standard input")?;
+    if n > limit {
+        anyhow::bail!(msite_core::content::too_large("standard input", limit));
+    }
+    Ok(tmp)
 }
 
 /// `msite import`.

@@ -139,3 +139,53 @@ fn a_version_of_a_few_mib_round_trips_through_export_import_and_cat() {
     assert!(out.stdout == data, "cat at sanfran differs from the file");
     assert_eq!(lab.digest("sanfran"), lab.digest("boston"));
 }
+
+#[test]
+fn standard_input_over_the_limit_is_refused_and_within_it_checks_in() {
+    let lab = Lab::new();
+    lab.ok(&[
+        "init",
+        "boston",
+        "--family",
+        "proj",
+        "--replica",
+        "boston",
+        "--max-version-size",
+        LIMIT,
+    ]);
+    let before = lab.digest("boston");
+    let out = lab
+        .cmd()
+        .args(["-C", "boston", "checkin", "piped.bin"])
+        .write_stdin(content(LIMIT_BYTES + 1))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_line(&String::from_utf8_lossy(&out.stderr)).to_string();
+    assert!(
+        line.contains("standard input") && line.contains("limit"),
+        "{line}"
+    );
+    assert_eq!(lab.digest("boston"), before);
+    let data = content(LIMIT_BYTES);
+    let out = lab
+        .cmd()
+        .args(["-C", "boston", "checkin", "piped.bin"])
+        .write_stdin(data.clone())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cat = lab.run(&["-C", "boston", "cat", "piped.bin"]);
+    assert!(cat.stdout == data, "piped content differs");
+    // No spool file is left in the site directory.
+    let left: Vec<_> = std::fs::read_dir(lab.path("boston"))
+        .expect("site dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".checkin-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
