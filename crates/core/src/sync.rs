@@ -320,6 +320,8 @@ impl<'a> Incoming<'a> {
             .into_iter()
             .flat_map(move |mut r| {
                 r.set_content_limit(limit.load(std::sync::atomic::Ordering::Relaxed));
+                // A format 1.0 blob record arrives in chunk-sized pieces, never whole.
+                r.set_blob_piece_len(content::CHUNK_LEN);
                 r.records()
             })
             .map(move |r| r.map_err(|e| dec_err(&src, e)));

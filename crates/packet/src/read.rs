@@ -161,6 +161,7 @@ pub struct PacketReader<R> {
     header_bytes: Vec<u8>,
     path: Option<PathBuf>,
     content_limit: u64,
+    piece_len: usize,
 }
 
 /// Opens a packet part file and verifies its envelope and header. Errors name the file.
@@ -228,7 +229,15 @@ impl<R: Read> PacketReader<R> {
             header_bytes,
             path: None,
             content_limit: u64::MAX,
+            piece_len: usize::MAX,
         })
+    }
+
+    /// Yields a blob record whose content is longer than `len` bytes (`len` ≥ 1) as
+    /// [`Record::BlobPiece`]s of at most `len` bytes, read one at a time, so that a format 1.0
+    /// packet's large content never has to be held whole.
+    pub fn set_blob_piece_len(&mut self, len: usize) {
+        self.piece_len = len.max(1);
     }
 
     /// Refuses, with [`DecodeError::TooLarge`], any content larger than `limit` bytes: a blob
@@ -269,6 +278,7 @@ impl<R: Read> PacketReader<R> {
             stream: 0,
             stats: ReadStats::default(),
             state: State::Body,
+            split: None,
         }
     }
 }
@@ -292,6 +302,8 @@ pub struct Records<R> {
     stream: u64,
     stats: ReadStats,
     state: State,
+    /// A blob record being yielded in pieces: hash, content length, bytes yielded so far.
+    split: Option<(Hash, u64, u64)>,
 }
 
 /// What reading the next frame found.
@@ -595,7 +607,33 @@ impl<R: Read> Records<R> {
         })
     }
 
+    /// The next piece of the blob record being split (see
+    /// [`PacketReader::set_blob_piece_len`]).
+    fn next_split_piece(&mut self) -> Result<Record, DecodeError> {
+        let Some((hash, total, offset)) = self.split else {
+            return Err(DecodeError::malformed(
+                self.stream,
+                "no blob record is being split",
+            ));
+        };
+        let n = (total - offset).min(self.r.piece_len as u64) as usize;
+        let mut bytes = self.record_buf(n);
+        self.take(n, Some(&mut bytes))?;
+        self.stats.blob_bytes += n as u64;
+        let end = offset + n as u64;
+        self.split = (end < total).then_some((hash, total, end));
+        Ok(Record::BlobPiece {
+            hash,
+            total,
+            offset,
+            bytes,
+        })
+    }
+
     fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
+        if self.split.is_some() {
+            return self.next_split_piece().map(Some);
+        }
         loop {
             if !self.fill()? {
                 self.finish_trailer()?;
@@ -634,6 +672,11 @@ impl<R: Read> Records<R> {
                     self.check_content_len((len - 32) as u64, at + 1)?;
                     let mut hash = [0u8; 32];
                     self.take_array(&mut hash)?;
+                    if len - 32 > self.r.piece_len {
+                        self.stats.blobs += 1;
+                        self.split = Some((hash, (len - 32) as u64, 0));
+                        return self.next_split_piece().map(Some);
+                    }
                     let mut bytes = self.record_buf(len - 32);
                     self.take(len - 32, Some(&mut bytes))?;
                     self.stats.blobs += 1;

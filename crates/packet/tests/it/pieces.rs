@@ -120,3 +120,35 @@ fn content_over_the_limit_is_refused_before_its_bytes_are_read() {
     let (_, _, got) = decode_from_slice(&parts[0]).unwrap();
     assert_eq!(got, vec![piece]);
 }
+
+#[test]
+fn a_large_format_1_0_blob_record_can_be_read_in_pieces() {
+    let content = noise(5, 10_000);
+    let hash = *blake3::hash(&content).as_bytes();
+    let recs = vec![
+        Record::Blob {
+            hash,
+            bytes: content.clone(),
+        },
+        Record::Entry(b"after".to_vec()),
+    ];
+    let opts = WriteOptions {
+        chunk_size: 1024,
+        ..WriteOptions::new(id(6))
+    };
+    let parts = write(&recs, opts);
+    let mut r = PacketReader::new(Cursor::new(parts[0].clone())).unwrap();
+    assert_eq!(r.info().version, FormatVersion { major: 1, minor: 0 });
+    r.set_blob_piece_len(4000);
+    let mut recs = r.records();
+    let got: Vec<Record> = recs.by_ref().collect::<Result<_, _>>().unwrap();
+    let mut expect = pieces_of(&content, 4000);
+    expect.push(Record::Entry(b"after".to_vec()));
+    assert_eq!(got, expect);
+    let stats = recs.stats();
+    assert_eq!(
+        (stats.records, stats.blobs, stats.blob_bytes),
+        (2, 1, 10_000)
+    );
+    assert!(stats.verified);
+}
