@@ -366,7 +366,10 @@ struct Arriving {
 }
 
 /// Takes content records of a packet into a transaction, re-chunked to [`CHUNK_LEN`], holding
-/// at most two chunks; refuses content over the site's limit from its declared size.
+/// at most two chunks besides what the transaction holds until its owner commits a prefix
+/// (chunks after the head go through the transaction, so that a deletion of the same content
+/// earlier in the transaction cannot outlive them); refuses content over the site's limit from
+/// its declared size.
 pub(crate) struct Intake {
     limit: u64,
     source: String,
@@ -444,7 +447,7 @@ impl Intake {
         if offset == 0 {
             self.start(txn, hash, total)?;
         }
-        let (store, source) = (txn.store(), &self.source);
+        let source = &self.source;
         let cur = match self.cur.as_mut() {
             Some(c) if c.hash == hash && c.total == total && c.got == offset => c,
             _ => {
@@ -459,7 +462,7 @@ impl Intake {
         cur.hasher.update(bytes);
         cur.got += bytes.len() as u64;
         if !cur.present {
-            cur.absorb(store, bytes)?;
+            cur.absorb(txn, bytes);
         }
         if cur.got < total {
             return Ok(None);
@@ -505,7 +508,8 @@ impl Intake {
             None => txn.put_owned(Keyspace::Blobs, cur.hash.to_vec(), rest),
             Some(head) => {
                 if !rest.is_empty() {
-                    put_tail_chunk(txn.store(), &cur.hash, cur.index, &rest)?;
+                    let key = chunk_key(&cur.hash, cur.index).to_vec();
+                    txn.put_owned(Keyspace::Blobs, key, rest);
                 }
                 txn.put_owned(Keyspace::Blobs, chunk_key(&cur.hash, 0).to_vec(), head);
             }
@@ -515,8 +519,9 @@ impl Intake {
 }
 
 impl Arriving {
-    /// Adds bytes to the chunk being filled, writing out each full chunk after the head.
-    fn absorb<S: Store>(&mut self, store: &S, mut bytes: &[u8]) -> Result<()> {
+    /// Adds bytes to the chunk being filled, writing each full chunk after the head into the
+    /// transaction (whose owner commits prefixes to bound its size).
+    fn absorb<S: Store>(&mut self, txn: &mut Txn<'_, S>, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             let n = (CHUNK_LEN - self.buf.len()).min(bytes.len());
             self.buf.extend_from_slice(&bytes[..n]);
@@ -528,12 +533,12 @@ impl Arriving {
                 if self.index == 0 {
                     self.head = Some(full);
                 } else {
-                    put_tail_chunk(store, &self.hash, self.index, &full)?;
+                    let key = chunk_key(&self.hash, self.index).to_vec();
+                    txn.put_owned(Keyspace::Blobs, key, full);
                 }
                 self.index += 1;
             }
         }
-        Ok(())
     }
 }
 
@@ -574,6 +579,26 @@ mod tests {
             .collect();
         assert_eq!(lens, vec![CHUNK_LEN, CHUNK_LEN, 100]);
         assert_eq!(read_all(&s, &h).unwrap(), Some(bytes));
+    }
+
+    #[test]
+    fn content_deleted_and_arriving_again_in_one_transaction_stays_whole() {
+        let s = MemStore::new();
+        let bytes = data(3 * CHUNK_LEN + 5);
+        let mut intake = Intake::new(u64::MAX, "p");
+        let h = feed(&s, &mut intake, &bytes, CHUNK_LEN)
+            .unwrap()
+            .expect("complete");
+        let mut txn = Txn::new(&s);
+        delete_in(&mut txn, &h).unwrap();
+        let total = bytes.len() as u64;
+        for (i, p) in bytes.chunks(CHUNK_LEN).enumerate() {
+            intake
+                .piece(&mut txn, h, total, (i * CHUNK_LEN) as u64, p)
+                .unwrap();
+        }
+        txn.commit(WriteOptions::NO_SYNC).unwrap();
+        assert!(read_all(&s, &h).unwrap() == Some(bytes), "content differs");
     }
 
     #[test]

@@ -1352,6 +1352,9 @@ impl<S: Store> Replica<S> {
                     if let Some(h) = intake.piece(&mut txn, hash, total, offset, &bytes)? {
                         blobs_seen.insert(h);
                     }
+                    if txn.size() > PREFIX_COMMIT_BYTES {
+                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
+                    }
                 }
                 Record::Entry(bytes) => {
                     intake.idle()?;
@@ -1930,6 +1933,9 @@ impl<S: Store> Replica<S> {
                     bytes,
                 } => {
                     intake.piece(&mut txn, hash, total, offset, &bytes)?;
+                    if txn.size() > PREFIX_COMMIT_BYTES {
+                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
+                    }
                 }
                 Record::Entry(bytes) => {
                     intake.idle()?;
