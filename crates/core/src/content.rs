@@ -261,7 +261,7 @@ impl Staged {
 type ChunkSink<'a> = &'a dyn Fn(u32, &[u8]) -> Result<()>;
 
 /// A pass over a source: hash, size and the first chunk, reading at most `limit + 1` bytes;
-/// with `store`, writes chunks 1.. of `hash` into it as they are read.
+/// with `store_to`, hands it chunks 1.. as they are read.
 fn pass(
     rd: &mut dyn Read,
     limit: u64,

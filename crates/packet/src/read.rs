@@ -67,7 +67,7 @@ pub struct ReadStats {
     pub records: u64,
     /// Entry records.
     pub entries: u64,
-    /// Blob records.
+    /// Contents: blob records, and contents carried in pieces (counted at their first).
     pub blobs: u64,
     /// Content-piece records.
     pub blob_pieces: u64,
@@ -598,6 +598,9 @@ impl<R: Read> Records<R> {
         let mut bytes = self.record_buf(n);
         self.take(n, Some(&mut bytes))?;
         self.stats.blob_pieces += 1;
+        if offset == 0 {
+            self.stats.blobs += 1;
+        }
         self.stats.blob_bytes += n as u64;
         Ok(Record::BlobPiece {
             hash,

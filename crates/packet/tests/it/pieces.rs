@@ -151,4 +151,15 @@ fn a_large_format_1_0_blob_record_can_be_read_in_pieces() {
         (2, 1, 10_000)
     );
     assert!(stats.verified);
+    // Content written in pieces counts as one content too.
+    let opts = WriteOptions {
+        minor: 1,
+        ..WriteOptions::new(id(7))
+    };
+    let parts = write(&pieces_of(&content, 3000), opts);
+    let mut recs = PacketReader::new(Cursor::new(parts[0].clone()))
+        .unwrap()
+        .records();
+    let stats = recs.verify_rest().unwrap();
+    assert_eq!((stats.records, stats.blob_pieces, stats.blobs), (4, 4, 1));
 }
