@@ -6,7 +6,7 @@
 //! machine. The table is printed as Markdown (ready for `BENCHMARKS.md`) and written as JSON
 //! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
 //!
-//! Options: `--quick` (sizes ÷ 10), `--no-rocks`, `--only tree,inc,ceiling,restore,mem,branch`,
+//! Options: `--quick` (sizes ÷ 10), `--no-rocks`, `--only tree,inc,ceiling,restore,mem,branch,big`,
 //! `--runs N`, `--work-dir DIR` (default: a temporary directory, removed at the end).
 
 mod backend;
@@ -58,7 +58,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch] [--runs N] [--work-dir DIR]"
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big] [--runs N] [--work-dir DIR]"
                 );
                 std::process::exit(0);
             }
@@ -84,6 +84,7 @@ fn main() -> Result<()> {
         ceiling_entries: 1_000_000 / div,
         mem_bytes: (1 << 30) / div,
         branch_versions: [1_000, 100_000 / div],
+        big_bytes: (2 << 30) / div,
         runs: opts.runs.unwrap_or(3),
         empty_runs: 51,
     };
@@ -196,6 +197,11 @@ fn main() -> Result<()> {
             "mem",
             "memory (child processes)",
             &|| with_backend!(*b, B => workloads::memory::<B>(&w, &mem)),
+        );
+        run(
+            "big",
+            "one big version (child processes)",
+            &|| with_backend!(*b, B => workloads::big_version::<B>(&w, sizes.big_bytes)),
         );
         results.insert(b.to_string(), Value::Object(r));
     }
@@ -501,6 +507,9 @@ fn table_rows(
         if let Some(t) = r.get("branch") {
             rows.push(branch_row(b, t));
         }
+        if let Some(t) = r.get("big") {
+            rows.extend(big_version_rows(t, b));
+        }
         if let Some(t) = r.get("restore") {
             if let Some(e) = err(t) {
                 rows.push(row(
@@ -518,6 +527,41 @@ fn table_rows(
                     &format!("Restore of {} lost entries (restorereplica → unlock vs plain export + import)", t["entries"]),
                     b, secs(m), secs(p), Some(ratio), "≤ 2", Some(ratio <= 2.0)));
             }
+        }
+    }
+    rows
+}
+
+/// Peak RSS of checking in, exporting and importing one big version.
+fn big_version_rows(t: &Value, b: &str) -> Vec<Value> {
+    if let Some(e) = t["error"].as_str() {
+        let what = "Big version";
+        return vec![row(
+            what,
+            b,
+            format!("error: {e}"),
+            "-".into(),
+            None,
+            "≤ 150 MiB",
+            None,
+        )];
+    }
+    let mib_of = |v: &Value| v.as_f64().unwrap_or(0.0) / 1048576.0;
+    let size = mib_of(&t["bytes"]);
+    let mut rows = Vec::new();
+    for side in ["checkin", "export", "import"] {
+        let s = &t[side];
+        if let Some(kib) = s["vm_hwm_kib"].as_f64() {
+            let mib = kib / 1024.0;
+            rows.push(row(
+                &format!("Peak RSS, {side} of one {size:.0} MiB version"),
+                b,
+                format!("{mib:.0} MiB ({})", secs(s["secs"].as_f64().unwrap_or(0.0))),
+                "-".into(),
+                None,
+                "≤ 150 MiB",
+                Some(mib <= 150.0),
+            ));
         }
     }
     rows

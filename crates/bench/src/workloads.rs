@@ -28,6 +28,8 @@ pub struct Sizes {
     pub mem_bytes: u64,
     /// Versions on the one branch of each level of the check-in row (shortest, longest).
     pub branch_versions: [u64; 2],
+    /// Bytes of the big-version workload's one version.
+    pub big_bytes: u64,
     /// Runs for whole-process medians.
     pub runs: usize,
     /// Runs for the (fast) empty-export medians.
@@ -529,6 +531,44 @@ pub fn memory<B: Backend>(w: &Work, mem: &Path) -> Result<Value> {
     Ok(json!({ "export": export, "import": import }))
 }
 
+/// One big version: a sparse file of `bytes` (zeros, as a disk image or a preallocated file
+/// would be) checked in at A, exported for B and imported there, each step in a child
+/// process that reports its `VmHWM`.
+pub fn big_version<B: Backend>(w: &Work, bytes: u64) -> Result<Value> {
+    let a_dir = w.fresh("big-a");
+    let a: Rep<B> = Replica::init(B::open_store(&a_dir)?, env(), "bench", "a")?;
+    let b_dir = w.fresh("big-b");
+    let b = mkreplica_at::<B>(w, &a, "b", &b_dir)?;
+    settle(w, &a, &b)?;
+    let b_id = b.id().to_hex();
+    drop((a, b));
+    let file = w.fresh("big-file");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(bytes))
+        .with_context(|| format!("creating {}", file.display()))?;
+    let exe = std::env::current_exe().context("finding the bench executable")?;
+    let checkin = child(&exe, &["checkin", B::NAME, path(&a_dir)?, path(&file)?])?;
+    rm(&file);
+    let pkt = w.fresh("big-pkt");
+    let export = child(
+        &exe,
+        &["export", B::NAME, path(&a_dir)?, &b_id, path(&pkt)?],
+    )?;
+    let mut args = vec![
+        "import".to_string(),
+        B::NAME.to_string(),
+        path(&b_dir)?.into(),
+    ];
+    for f in crate::util::files_in(&pkt)? {
+        args.push(path(&f)?.into());
+    }
+    let import = child(&exe, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    for d in [&pkt, &a_dir, &b_dir] {
+        rm(d);
+    }
+    Ok(json!({ "bytes": bytes, "checkin": checkin, "export": export, "import": import }))
+}
+
 fn path(p: &Path) -> Result<&str> {
     p.to_str()
         .with_context(|| format!("{} is not UTF-8", p.display()))
@@ -615,6 +655,12 @@ fn child_run<B: Backend>(what: &str, rest: &[String]) -> Result<Value> {
                       "vm_hwm_after_open_kib": opened_kib}),
             )
         }
+        ("checkin", [dir, file]) => {
+            let a: Rep<B> = Replica::open(B::open_store(Path::new(dir))?, env())?;
+            let src = msite_core::content::Source::File(Path::new(file));
+            let (_, t) = timed(|| Ok(a.checkin_from("big", "main", src, "bench", "")?))?;
+            Ok(json!({"secs": t.as_secs_f64(), "vm_hwm_kib": crate::util::vm_hwm_kib()?}))
+        }
         ("import", [dir, files @ ..]) => {
             let b: Rep<B> = Replica::open(B::open_store(Path::new(dir))?, env())?;
             let files: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
@@ -626,6 +672,8 @@ fn child_run<B: Backend>(what: &str, rest: &[String]) -> Result<Value> {
             Ok(json!({"secs": t.as_secs_f64(), "applied": applied,
                       "vm_hwm_kib": crate::util::vm_hwm_kib()?}))
         }
-        _ => bail!("usage: __child export BACKEND DIR TARGET PKT | import BACKEND DIR PART..."),
+        _ => bail!(
+            "usage: __child export BACKEND DIR TARGET PKT | import BACKEND DIR PART... | checkin BACKEND DIR FILE"
+        ),
     }
 }

@@ -283,6 +283,39 @@ impl Ctx {
         }
     }
 
+    /// Writes bytes that `f` produces piece by piece (`cat` of large content), without
+    /// holding them; a closed pipe ends the output quietly, as in [`Ctx::write_raw`].
+    pub fn write_raw_with(
+        &self,
+        f: impl FnOnce(&mut dyn Write) -> msite_core::Result<()>,
+    ) -> msite_core::Result<()> {
+        let res = match &self.sink {
+            Sink::Stdout => {
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+                f(&mut out).and_then(|()| {
+                    out.flush()
+                        .map_err(|e| msite_core::CoreError::io("writing the content", e))
+                })
+            }
+            Sink::Buffer(b) => {
+                let mut out = Vec::new();
+                let r = f(&mut out);
+                b.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&out);
+                r
+            }
+        };
+        match res {
+            Err(msite_core::CoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Prints `value` as one pretty JSON document.
     pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
         let mut text = serde_json::to_string_pretty(value)?;

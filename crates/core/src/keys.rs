@@ -17,6 +17,9 @@ pub const NEXT_LSN: &[u8] = b"next_lsn";
 pub const REQMASTER_POLICY: &[u8] = b"policy.reqmaster";
 /// Meta: the keepalive interval in milliseconds (absent: [`DEFAULT_KEEPALIVE_MS`]).
 pub const KEEPALIVE: &[u8] = b"policy.keepalive_ms";
+/// Meta: the largest version this replica accepts, in bytes (absent:
+/// [`crate::content::DEFAULT_MAX_VERSION_BYTES`]).
+pub const MAX_VERSION_BYTES: &[u8] = b"policy.max_version_bytes";
 /// One day: after this long without a packet to a sibling, an export with nothing new sends
 /// a probe anyway (docs/protocol.md, "Keepalive").
 pub const DEFAULT_KEEPALIVE_MS: u64 = 24 * 60 * 60 * 1000;

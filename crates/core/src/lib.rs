@@ -11,6 +11,7 @@ pub mod store;
 pub mod testkit;
 
 pub mod codec;
+pub mod content;
 pub mod env;
 pub mod error;
 pub mod ids;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::codec::{be_u64, Dec, Enc};
+use crate::content::{self, Source, Staged};
 use crate::env::Env;
 use crate::error::{CoreError, Result};
 use crate::ids::{FamilyId, Hash, ObjId, ReplicaId, ZERO_HASH};
@@ -680,12 +681,60 @@ impl<S: Store> Replica<S> {
         author: &str,
         comment: &str,
     ) -> Result<(ObjId, u64)> {
+        self.checkin_from(path, brtype, Source::Bytes(content), author, comment)
+    }
+
+    /// Checks in the content of `src` like [`Replica::checkin`], streaming it: memory stays
+    /// bounded whatever its size, and content over the site's limit is refused after reading
+    /// no more than the limit.
+    pub fn checkin_from(
+        &self,
+        path: &str,
+        brtype: &str,
+        src: Source<'_>,
+        author: &str,
+        comment: &str,
+    ) -> Result<(ObjId, u64)> {
         let path = normalize_path(path)?;
         check_text(author, comment)?;
-        self.local_change(|r, t, ap| {
-            r.checkin_in(t, ap, &path, brtype, content, author, comment, false)
-        })
-        .map(|(e, v, _)| (e, v))
+        self.check_writable()?;
+        let what = match src {
+            Source::Bytes(_) => format!("the content for {path}"),
+            Source::File(f) => f.display().to_string(),
+        };
+        let staged = content::stage(&self.store, src, &what, self.max_version_bytes()?)?;
+        let hash = staged.hash;
+        let out = self.local_change(|r, t, ap| {
+            r.checkin_in(t, ap, &path, brtype, staged, author, comment, false)
+        });
+        if out.is_err() {
+            // Best effort: leftover chunks are invisible, this only frees their space.
+            let _ = content::discard_staged(&self.store, &hash);
+        }
+        out.map(|(e, v, _)| (e, v))
+    }
+
+    /// Sets the largest version this replica accepts, at check-in and import. Local, not
+    /// replicated.
+    pub fn set_max_version_bytes(&self, bytes: u64) -> Result<()> {
+        crate::store::StoreExt::put_one(
+            &self.store,
+            Keyspace::Meta,
+            keys::MAX_VERSION_BYTES,
+            &bytes.to_be_bytes(),
+            WriteOptions::SYNC,
+        )?;
+        Ok(())
+    }
+
+    /// The largest version this replica accepts, in bytes.
+    pub fn max_version_bytes(&self) -> Result<u64> {
+        Ok(
+            match self.store.get(Keyspace::Meta, keys::MAX_VERSION_BYTES)? {
+                Some(v) => be_u64(&v)?,
+                None => content::DEFAULT_MAX_VERSION_BYTES,
+            },
+        )
     }
 
     /// Inside a transaction: check in one file. With `only_if_changed`, no version is made
@@ -698,7 +747,7 @@ impl<S: Store> Replica<S> {
         ap: &mut Appender,
         path: &str,
         brtype_name: &str,
-        content: &[u8],
+        staged: Staged,
         author: &str,
         comment: &str,
         only_if_changed: bool,
@@ -721,7 +770,7 @@ impl<S: Store> Replica<S> {
                 .id()
             }
         };
-        let hash = *blake3::hash(content).as_bytes();
+        let (hash, size) = (staged.hash, staged.size);
         let branch_key = {
             let mut k = vec![b'H'];
             k.extend_from_slice(&elem.to_bytes());
@@ -778,9 +827,7 @@ impl<S: Store> Replica<S> {
                 }
             }
         }
-        if txn.get(Keyspace::Blobs, &hash)?.is_none() {
-            txn.put(Keyspace::Blobs, &hash, content);
-        }
+        staged.put_head(txn)?;
         let version = latest + 1;
         self.append_local(
             txn,
@@ -790,7 +837,7 @@ impl<S: Store> Replica<S> {
                 brtype,
                 version,
                 content: hash,
-                size: content.len() as u64,
+                size,
                 author: author.into(),
                 comment: comment.into(),
             },
@@ -810,13 +857,14 @@ impl<S: Store> Replica<S> {
     ) -> Result<TreeImport> {
         check_text(author, comment)?;
         let files = walk(dir)?;
+        let limit = self.max_version_bytes()?;
         self.local_change(|r, t, ap| {
             let mut out = TreeImport::default();
             for (i, (rel, abs)) in files.iter().enumerate() {
-                let content = std::fs::read(abs)
-                    .map_err(|e| CoreError::io(format!("reading {}", abs.display()), e))?;
+                let what = abs.display().to_string();
+                let staged = content::stage(&r.store, Source::File(abs), &what, limit)?;
                 match r
-                    .checkin_in(t, ap, rel, brtype, &content, author, comment, true)?
+                    .checkin_in(t, ap, rel, brtype, staged, author, comment, true)?
                     .2
                 {
                     0 => out.unchanged += 1,
@@ -854,6 +902,28 @@ impl<S: Store> Replica<S> {
             )));
         }
         Ok((el.id, bt, n))
+    }
+
+    /// Writes the content of a version to `out`, chunk by chunk; returns its size.
+    pub fn cat_to(&self, sel: &VersionSel, out: &mut dyn std::io::Write) -> Result<u64> {
+        let (e, b, n) = self.resolve_version(sel)?;
+        let snap = self.store.snapshot()?;
+        let v = View::new(&snap);
+        let ver = v
+            .version(&e, &b, n)?
+            .ok_or_else(|| CoreError::NotFound("version".into()))?;
+        let mut rd = v.blob_reader(&ver.content)?.ok_or_else(|| {
+            CoreError::Codec(crate::codec::CodecError {
+                what: "version content missing from the store",
+            })
+        })?;
+        let mut written = 0u64;
+        while let Some(chunk) = rd.next_chunk()? {
+            out.write_all(&chunk)
+                .map_err(|e| CoreError::io("writing the content", e))?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
     }
 
     /// The content of a version.

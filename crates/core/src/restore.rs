@@ -797,7 +797,7 @@ impl<S: Store> Replica<S> {
         // Content only the removed entries referred to goes with them (the state digest
         // covers which content a replica holds).
         for b in removed_blobs.difference(&arriving_blobs.iter().copied().collect()) {
-            txn.delete(Keyspace::Blobs, b);
+            crate::content::delete_in(txn, b)?;
         }
         kept.sort_unstable_by_key(|(lsn, _)| *lsn);
         for (_, canonical) in kept {

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use msite_packet::{wire, MemPacketWriter, PacketReader, PacketWriter, Record};
 
 use crate::codec::{be_u64, Dec, Enc};
+use crate::content;
 use crate::error::{CoreError, Refusal, Result};
 use crate::ids::{Hash, PacketId, ReplicaId, ZERO_HASH};
 use crate::keys;
@@ -39,8 +40,10 @@ use crate::txn::Txn;
 pub trait RecordSink {
     /// Appends an entry's canonical bytes.
     fn entry(&mut self, canonical: &[u8]) -> Result<()>;
-    /// Appends content.
+    /// Appends content that fits in one record.
     fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()>;
+    /// Appends a piece of larger content (`bytes` at `offset` of `total`).
+    fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()>;
 }
 
 fn enc_err(e: msite_packet::EncodeError) -> CoreError {
@@ -54,6 +57,10 @@ impl RecordSink for PacketWriter {
     fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()> {
         self.push_blob(hash, bytes).map_err(enc_err)
     }
+    fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.push_blob_piece(hash, total, offset, bytes)
+            .map_err(enc_err)
+    }
 }
 
 impl RecordSink for MemPacketWriter {
@@ -63,6 +70,30 @@ impl RecordSink for MemPacketWriter {
     fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()> {
         self.push_blob(hash, bytes).map_err(enc_err)
     }
+    fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.push_blob_piece(hash, total, offset, bytes)
+            .map_err(enc_err)
+    }
+}
+
+/// Sends the content `h` held in `r`: one blob record when it fits in a chunk, otherwise
+/// pieces of a chunk each, read one at a time.
+fn send_content<R: ReadView + ?Sized>(r: &R, h: &Hash, sink: &mut dyn RecordSink) -> Result<()> {
+    let missing = |what| CoreError::Codec(crate::codec::CodecError { what });
+    let rd = content::open(r, h)?.ok_or(missing("content missing for an oplog entry"))?;
+    let (mut rd, total) = match rd.whole_or_size()? {
+        Ok(bytes) => return sink.blob(h, &bytes),
+        Err(chunked) => chunked,
+    };
+    let mut offset = 0u64;
+    while let Some(chunk) = rd.next_chunk()? {
+        sink.blob_piece(h, total, offset, &chunk)?;
+        offset += chunk.len() as u64;
+    }
+    if offset != total {
+        return Err(missing("stored content shorter than its size"));
+    }
+    Ok(())
 }
 
 /// Sending state towards one target (reports are about our current incarnation).
@@ -202,6 +233,8 @@ pub struct Incoming<'a> {
     /// Where it came from (for messages).
     pub source: String,
     records: Box<dyn Iterator<Item = Result<Record>> + 'a>,
+    /// The content limit each part's reader applies when the records reach it.
+    content_limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Whether a packet carries its sender's own restore request: the sender is recovering, and
@@ -281,9 +314,16 @@ impl<'a> Incoming<'a> {
             )));
         }
         let src = source.clone();
+        let content_limit = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        let limit = content_limit.clone();
         let records = readers
             .into_iter()
-            .flat_map(|r| r.records())
+            .flat_map(move |mut r| {
+                r.set_content_limit(limit.load(std::sync::atomic::Ordering::Relaxed));
+                // A format 1.0 blob record arrives in chunk-sized pieces, never whole.
+                r.set_blob_piece_len(content::CHUNK_LEN);
+                r.records()
+            })
             .map(move |r| r.map_err(|e| dec_err(&src, e)));
         Ok(Incoming {
             header,
@@ -291,7 +331,15 @@ impl<'a> Incoming<'a> {
             packet_id: PacketId(first.packet_id.0),
             source,
             records: Box::new(records),
+            content_limit,
         })
+    }
+
+    /// Makes the readers refuse content over `limit` bytes before reading it (set before
+    /// the records are read).
+    pub fn set_content_limit(&self, limit: u64) {
+        self.content_limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -640,13 +688,11 @@ impl<S: Store> Replica<S> {
         let mut blob_count = 0u64;
         if plan.all_blobs {
             for kv in snap.scan(Keyspace::Blobs, KeyRange::all())? {
-                let (k, v) = kv?;
-                let h: Hash = k
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "blob key" }))?;
-                sink.blob(&h, &v)?;
-                blob_count += 1;
+                let (k, _) = kv?;
+                if let Some(h) = content::head_of(&k) {
+                    send_content(&snap, &h, sink)?;
+                    blob_count += 1;
+                }
             }
         }
         let mut iters = Vec::new();
@@ -672,12 +718,7 @@ impl<S: Store> Replica<S> {
             let Some(s) = slot.take() else { continue };
             if let Some(h) = s.blob {
                 if !plan.all_blobs && blobs_sent.insert(h) {
-                    let bytes = snap.get(Keyspace::Blobs, &h)?.ok_or_else(|| {
-                        CoreError::Codec(crate::codec::CodecError {
-                            what: "content missing for an oplog entry",
-                        })
-                    })?;
-                    sink.blob(&h, &bytes)?;
+                    send_content(&snap, &h, sink)?;
                     blob_count += 1;
                 }
             }
@@ -806,6 +847,7 @@ impl<S: Store> Replica<S> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
         let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
+        opts.minor = msite_packet::format::FORMAT_MINOR;
         opts.max_part_size = max_size;
         opts.zstd_level = EXPORT_ZSTD_LEVEL;
         let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &plan.header, opts)
@@ -847,6 +889,7 @@ impl<S: Store> Replica<S> {
         max_size: Option<u64>,
     ) -> Result<Vec<Vec<u8>>> {
         let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
+        opts.minor = msite_packet::format::FORMAT_MINOR;
         opts.max_part_size = max_size;
         opts.zstd_level = EXPORT_ZSTD_LEVEL;
         let mut w = MemPacketWriter::new(plan.kind, &plan.header, opts).map_err(enc_err)?;
@@ -1303,6 +1346,9 @@ impl<S: Store> Replica<S> {
         let mut last_hash: BTreeMap<ReplicaId, Hash> = BTreeMap::new();
         let mut grants = Vec::new();
         let mut blobs_seen: HashSet<Hash> = HashSet::new();
+        let limit = self.max_version_bytes()?;
+        pkt.set_content_limit(limit);
+        let mut intake = content::Intake::new(limit, &src);
         let mut notes = Vec::new();
         // Origins whose entries this packet made us give up (K13) before a refusal: the
         // refusal discards that too, so it names them with the forks (found by the simulator,
@@ -1311,20 +1357,26 @@ impl<S: Store> Replica<S> {
         while let Some(rec) = pkt.records.next() {
             match rec? {
                 Record::Blob { hash, bytes } => {
-                    if *blake3::hash(&bytes).as_bytes() != hash {
-                        return Err(CoreError::Malformed(format!(
-                            "{src}: a content record does not match its hash"
-                        )));
+                    blobs_seen.insert(intake.blob(&mut txn, hash, bytes)?);
+                    if txn.size() > PREFIX_COMMIT_BYTES {
+                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
                     }
-                    // Content is keyed by its hash: writing it again is harmless, and cheaper
-                    // than reading first.
-                    txn.put_owned(Keyspace::Blobs, hash.to_vec(), bytes);
-                    blobs_seen.insert(hash);
+                }
+                Record::BlobPiece {
+                    hash,
+                    total,
+                    offset,
+                    bytes,
+                } => {
+                    if let Some(h) = intake.piece(&mut txn, hash, total, offset, &bytes)? {
+                        blobs_seen.insert(h);
+                    }
                     if txn.size() > PREFIX_COMMIT_BYTES {
                         txn.commit_prefix(WriteOptions::NO_SYNC)?;
                     }
                 }
                 Record::Entry(bytes) => {
+                    intake.idle()?;
                     let e = Entry::decode_verified(&bytes)
                         .map_err(|e| CoreError::Malformed(format!("{src}: {e}")))?;
                     let mut h_o = held.get(&e.origin).copied().unwrap_or(0);
@@ -1421,9 +1473,9 @@ impl<S: Store> Replica<S> {
                             ours: h_o,
                         }));
                     }
-                    if let Op::Checkin { content, .. } = &e.op {
+                    if let Op::Checkin { content, size, .. } = &e.op {
                         if !blobs_seen.contains(content)
-                            && txn.get(Keyspace::Blobs, content)?.is_none()
+                            && !content::contains_sized(&txn, content, *size)?
                         {
                             return Err(CoreError::Malformed(format!(
                                 "{src}: entry {} of {} refers to content the packet does not carry",
@@ -1450,6 +1502,7 @@ impl<S: Store> Replica<S> {
                 }
             }
         }
+        intake.idle()?;
         self.apply_controls(&mut txn, &mut ap, &h.controls, &mut notes)?;
         // 7. Estimates and acknowledgements.
         let sender_holds_request = txn
@@ -1884,21 +1937,28 @@ impl<S: Store> Replica<S> {
         let mut ap = Appender::load(&txn)?;
         let mut held: BTreeMap<ReplicaId, u64> = BTreeMap::new();
         let mut found_self = false;
+        let mut intake = content::Intake::new(u64::MAX, &pkt.source);
         for rec in &mut pkt.records {
             match rec? {
                 Record::Blob { hash, bytes } => {
-                    if *blake3::hash(&bytes).as_bytes() != hash {
-                        return Err(CoreError::Malformed(format!(
-                            "{}: a content record does not match its hash",
-                            pkt.source
-                        )));
+                    intake.blob(&mut txn, hash, bytes)?;
+                    if txn.size() > PREFIX_COMMIT_BYTES {
+                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
                     }
-                    txn.put_owned(Keyspace::Blobs, hash.to_vec(), bytes);
+                }
+                Record::BlobPiece {
+                    hash,
+                    total,
+                    offset,
+                    bytes,
+                } => {
+                    intake.piece(&mut txn, hash, total, offset, &bytes)?;
                     if txn.size() > PREFIX_COMMIT_BYTES {
                         txn.commit_prefix(WriteOptions::NO_SYNC)?;
                     }
                 }
                 Record::Entry(bytes) => {
+                    intake.idle()?;
                     let e = Entry::decode_verified(&bytes)
                         .map_err(|e| CoreError::Malformed(format!("{}: {e}", pkt.source)))?;
                     let h_o = held.get(&e.origin).copied().unwrap_or(0);
@@ -1926,6 +1986,7 @@ impl<S: Store> Replica<S> {
                 }
             }
         }
+        intake.idle()?;
         if !found_self {
             return Err(CoreError::Malformed(format!(
                 "{}: the packet does not create the replica it names",

@@ -848,9 +848,14 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
         Ok(out)
     }
 
-    /// Content by hash.
+    /// Content by hash, whole in memory (see [`View::blob_reader`] for large content).
     pub fn blob(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
-        Ok(self.r.get(Keyspace::Blobs, hash)?)
+        crate::content::read_all(self.r, hash)
+    }
+
+    /// Content by hash, streamed chunk by chunk.
+    pub fn blob_reader(&self, hash: &Hash) -> Result<Option<crate::content::Reader<'_, R>>> {
+        crate::content::open(self.r, hash)
     }
 
     /// The master of an object, or NotFound.
@@ -879,7 +884,8 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
 }
 
 /// The state digest: BLAKE3 over every key and value of the object base and every content
-/// hash, in key order. Equal digests mean equal replicated content.
+/// hash, in key order (once per content, however it is chunked). Equal digests mean equal
+/// replicated content.
 pub fn digest<R: ReadView + ?Sized>(r: &R) -> Result<Hash> {
     let mut h = blake3::Hasher::new();
     h.update(b"msite-state-digest-v1");
@@ -891,9 +897,13 @@ pub fn digest<R: ReadView + ?Sized>(r: &R) -> Result<Hash> {
         h.update(&v);
     }
     h.update(b"blobs");
+    let mut last: Option<Hash> = None;
     for kv in r.scan(Keyspace::Blobs, KeyRange::all())? {
         let (k, _) = kv?;
-        h.update(&k);
+        if let Some(head) = crate::content::head_of(&k).filter(|h| last != Some(*h)) {
+            h.update(&head);
+            last = Some(head);
+        }
     }
     Ok(*h.finalize().as_bytes())
 }

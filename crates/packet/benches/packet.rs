@@ -100,7 +100,7 @@ fn decode_verify(bytes: &[u8]) -> u64 {
     for rec in r.records() {
         match rec.expect("valid packet") {
             Record::Entry(b) => n += b.len() as u64,
-            Record::Blob { bytes, .. } => n += bytes.len() as u64,
+            Record::Blob { bytes, .. } | Record::BlobPiece { bytes, .. } => n += bytes.len() as u64,
         }
     }
     n

@@ -1,6 +1,7 @@
 //! Byte-level constants and the hand-framed envelope (`SPEC.md` §2).
 //!
-//! Everything here is fixed for format major version 1. The envelope is 48 bytes:
+//! Everything here is fixed for format major version 1 (minor 1 adds the content-piece record).
+//! The envelope is 48 bytes:
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -30,8 +31,10 @@ pub(crate) const VERIFY_CHECKSUMS: bool = !cfg!(fuzzing);
 pub const MAGIC: [u8; 8] = [0x89, b'M', b'S', b'P', 0x0d, 0x0a, 0x1a, 0x0a];
 /// The major format version this code writes and reads.
 pub const FORMAT_MAJOR: u16 = 1;
-/// The minor format version this code writes (and the newest it fully understands).
-pub const FORMAT_MINOR: u16 = 0;
+/// The minor format version this code writes by default (and the newest it fully understands).
+pub const FORMAT_MINOR: u16 = 1;
+/// The first minor version with content-piece records ([`REC_BLOB_PIECE`]).
+pub const MINOR_BLOB_PIECES: u16 = 1;
 
 /// Length of the envelope.
 pub const ENVELOPE_LEN: usize = 48;
@@ -66,6 +69,12 @@ pub const CODEC_ZSTD: u8 = 1;
 pub const REC_ENTRY: u8 = 0x01;
 /// Record tag of a blob (payload: 32-byte hash, then the content).
 pub const REC_BLOB: u8 = 0x02;
+/// Record tag of a piece of content (format 1.1; payload: 32-byte hash, total content size
+/// u64 LE, offset of the piece u64 LE, then the piece's bytes). Critical: a reader that drops
+/// it would lose content.
+pub const REC_BLOB_PIECE: u8 = 0x83;
+/// Length of a content-piece record's fixed payload prefix (hash, total, offset).
+pub const BLOB_PIECE_PREFIX_LEN: usize = 48;
 /// Record tags with this bit set must be understood: a reader that does not know one refuses
 /// the packet. Tags without it are skipped by a reader that does not know them.
 pub const REC_CRITICAL: u8 = 0x80;

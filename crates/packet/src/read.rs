@@ -31,6 +31,18 @@ pub enum Record {
         /// The content.
         bytes: Vec<u8>,
     },
+    /// A piece of version content too large for one record (format 1.1): the pieces of one
+    /// content follow each other, in order, from offset 0 to `total`.
+    BlobPiece {
+        /// BLAKE3 of the whole content as the sender claims it (not verified here).
+        hash: Hash,
+        /// The whole content's size in bytes.
+        total: u64,
+        /// Where this piece starts in the content.
+        offset: u64,
+        /// The piece's bytes.
+        bytes: Vec<u8>,
+    },
 }
 
 /// What the envelope says about a part.
@@ -55,8 +67,10 @@ pub struct ReadStats {
     pub records: u64,
     /// Entry records.
     pub entries: u64,
-    /// Blob records.
+    /// Contents: blob records, and contents carried in pieces (counted at their first).
     pub blobs: u64,
+    /// Content-piece records.
+    pub blob_pieces: u64,
     /// Bytes of blob contents.
     pub blob_bytes: u64,
     /// Unknown, skippable records skipped (newer minor version).
@@ -185,6 +199,8 @@ pub struct PacketReader<R> {
     header: wire::Header,
     header_bytes: Vec<u8>,
     path: Option<PathBuf>,
+    content_limit: u64,
+    piece_len: usize,
 }
 
 /// Opens a packet part file and verifies its envelope and header. Errors name the file.
@@ -247,7 +263,23 @@ impl<R: Read> PacketReader<R> {
             header,
             header_bytes,
             path: None,
+            content_limit: u64::MAX,
+            piece_len: usize::MAX,
         })
+    }
+
+    /// Yields a blob record whose content is longer than `len` bytes (`len` ≥ 1) as
+    /// [`Record::BlobPiece`]s of at most `len` bytes, read one at a time, so that a format 1.0
+    /// packet's large content never has to be held whole.
+    pub fn set_blob_piece_len(&mut self, len: usize) {
+        self.piece_len = len.max(1);
+    }
+
+    /// Refuses, with [`DecodeError::TooLarge`], any content larger than `limit` bytes: a blob
+    /// record by its length field and a content piece by its declared total, before their
+    /// bytes are read.
+    pub fn set_content_limit(&mut self, limit: u64) {
+        self.content_limit = limit;
     }
 
     /// The packet header.
@@ -281,6 +313,7 @@ impl<R: Read> PacketReader<R> {
             stream: 0,
             stats: ReadStats::default(),
             state: State::Body,
+            split: None,
         }
     }
 }
@@ -304,6 +337,8 @@ pub struct Records<R> {
     stream: u64,
     stats: ReadStats,
     state: State,
+    /// A blob record being yielded in pieces: hash, content length, bytes yielded so far.
+    split: Option<(Hash, u64, u64)>,
 }
 
 /// What reading the next frame found.
@@ -555,7 +590,88 @@ impl<R: Read> Records<R> {
         Vec::with_capacity(len.min(PREALLOC_LIMIT.max(self.chunk.len() - self.pos)))
     }
 
+    /// Refuses content over the reader's limit (see [`PacketReader::set_content_limit`]).
+    fn check_content_len(&self, len: u64, offset: u64) -> Result<(), DecodeError> {
+        if len > self.r.content_limit {
+            return Err(DecodeError::TooLarge {
+                what: "content",
+                len,
+                limit: self.r.content_limit,
+                offset,
+            });
+        }
+        Ok(())
+    }
+
+    /// The rest of a content-piece record of payload length `len` starting at stream offset
+    /// `at`: its declared total is checked against the limit before its bytes are read.
+    fn blob_piece(&mut self, len: usize, at: u64) -> Result<Record, DecodeError> {
+        if len < format::BLOB_PIECE_PREFIX_LEN {
+            return Err(DecodeError::malformed(
+                at,
+                "content-piece record shorter than its fixed fields",
+            ));
+        }
+        let mut fixed = [0u8; format::BLOB_PIECE_PREFIX_LEN];
+        self.take_array(&mut fixed)?;
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&fixed[..32]);
+        let u64_at = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&fixed[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        let (total, offset) = (u64_at(32), u64_at(40));
+        self.check_content_len(total, at + 1 + 32)?;
+        let n = len - format::BLOB_PIECE_PREFIX_LEN;
+        if offset.checked_add(n as u64).is_none_or(|end| end > total) {
+            return Err(DecodeError::malformed(
+                at,
+                format!("a content piece of {n} bytes at offset {offset} runs past the content's {total} bytes"),
+            ));
+        }
+        let mut bytes = self.record_buf(n);
+        self.take(n, Some(&mut bytes))?;
+        self.stats.blob_pieces += 1;
+        if offset == 0 {
+            self.stats.blobs += 1;
+        }
+        self.stats.blob_bytes += n as u64;
+        Ok(Record::BlobPiece {
+            hash,
+            total,
+            offset,
+            bytes,
+        })
+    }
+
+    /// The next piece of the blob record being split (see
+    /// [`PacketReader::set_blob_piece_len`]).
+    fn next_split_piece(&mut self) -> Result<Record, DecodeError> {
+        let Some((hash, total, offset)) = self.split else {
+            return Err(DecodeError::malformed(
+                self.stream,
+                "no blob record is being split",
+            ));
+        };
+        let n = (total - offset).min(self.r.piece_len as u64) as usize;
+        let mut bytes = self.record_buf(n);
+        self.take(n, Some(&mut bytes))?;
+        self.stats.blob_bytes += n as u64;
+        let end = offset + n as u64;
+        self.split = (end < total).then_some((hash, total, end));
+        Ok(Record::BlobPiece {
+            hash,
+            total,
+            offset,
+            bytes,
+        })
+    }
+
     fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
+        if self.split.is_some() {
+            return self.next_split_piece().map(Some);
+        }
         loop {
             if !self.fill()? {
                 self.finish_trailer()?;
@@ -591,13 +707,22 @@ impl<R: Read> Records<R> {
                             "blob record shorter than its hash",
                         ));
                     }
+                    self.check_content_len((len - 32) as u64, at + 1)?;
                     let mut hash = [0u8; 32];
                     self.take_array(&mut hash)?;
+                    if len - 32 > self.r.piece_len {
+                        self.stats.blobs += 1;
+                        self.split = Some((hash, (len - 32) as u64, 0));
+                        return self.next_split_piece().map(Some);
+                    }
                     let mut bytes = self.record_buf(len - 32);
                     self.take(len - 32, Some(&mut bytes))?;
                     self.stats.blobs += 1;
                     self.stats.blob_bytes += bytes.len() as u64;
                     return Ok(Some(Record::Blob { hash, bytes }));
+                }
+                format::REC_BLOB_PIECE if self.r.env.version.minor >= format::MINOR_BLOB_PIECES => {
+                    return self.blob_piece(len, at).map(Some);
                 }
                 t if t & format::REC_CRITICAL != 0 => {
                     return Err(DecodeError::UnknownCriticalRecord { tag: t });

@@ -37,16 +37,22 @@ pub struct WriteOptions {
     /// The logical packet id written into every part. The caller chooses it (random in
     /// production, deterministic in the simulator); the encoder never invents one.
     pub packet_id: Id,
+    /// The minor format version written into the envelope, 0 to [`format::FORMAT_MINOR`].
+    /// The default, 0, writes format 1.0 byte for byte (`SPEC.md` §6: a writer writes what the
+    /// receiver reads); content pieces need at least [`format::MINOR_BLOB_PIECES`].
+    pub minor: u16,
 }
 
 impl WriteOptions {
-    /// Default options (one part, 256 KiB chunks, zstd level 3) for packet `packet_id`.
+    /// Default options (one part, 256 KiB chunks, zstd level 3, format 1.0) for packet
+    /// `packet_id`.
     pub fn new(packet_id: Id) -> Self {
         WriteOptions {
             max_part_size: None,
             chunk_size: 256 << 10,
             zstd_level: 3,
             packet_id,
+            minor: 0,
         }
     }
 
@@ -56,6 +62,13 @@ impl WriteOptions {
                 "chunk_size must be between 1 and {} bytes, not {}",
                 format::MAX_CHUNK_LEN,
                 self.chunk_size
+            )));
+        }
+        if self.minor > format::FORMAT_MINOR {
+            return Err(EncodeError::InvalidOptions(format!(
+                "minor version {} is newer than this writer's {}",
+                self.minor,
+                format::FORMAT_MINOR
             )));
         }
         if self.zstd_level != 0 && !zstd::compression_level_range().contains(&self.zstd_level) {
@@ -82,6 +95,8 @@ pub struct Stats {
     pub entries: u64,
     /// Blob records written.
     pub blobs: u64,
+    /// Content-piece records written.
+    pub blob_pieces: u64,
     /// Total bytes of all parts.
     pub bytes: u64,
     /// Total payload bytes of all records (entry bytes, blob hashes and contents).
@@ -168,7 +183,10 @@ impl<S: Sink> Encoder<S> {
             Some(zstd::bulk::Compressor::new(opts.zstd_level).map_err(EncodeError::Compress)?)
         };
         let envelope = Envelope {
-            version: format::CURRENT,
+            version: format::FormatVersion {
+                major: format::FORMAT_MAJOR,
+                minor: opts.minor,
+            },
             kind,
             flags: 0,
             packet_id: opts.packet_id,
@@ -365,10 +383,43 @@ impl<S: Sink> Encoder<S> {
         Ok(())
     }
 
+    fn push_blob_piece(
+        &mut self,
+        hash: &Hash,
+        total: u64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), EncodeError> {
+        if self.opts.minor < format::MINOR_BLOB_PIECES {
+            return Err(EncodeError::InvalidOptions(format!(
+                "content pieces need format 1.{} or newer, and this packet is written as 1.{}",
+                format::MINOR_BLOB_PIECES,
+                self.opts.minor
+            )));
+        }
+        let end = offset.checked_add(bytes.len() as u64);
+        if end.is_none_or(|e| e > total) {
+            return Err(EncodeError::InvalidOptions(format!(
+                "a content piece at offset {offset} of {} bytes runs past the content's {total} bytes",
+                bytes.len()
+            )));
+        }
+        let (t, o) = (total.to_le_bytes(), offset.to_le_bytes());
+        self.push(format::REC_BLOB_PIECE, &[hash, &t, &o, bytes])?;
+        self.stats.blob_pieces += 1;
+        Ok(())
+    }
+
     fn push_record(&mut self, r: &Record) -> Result<(), EncodeError> {
         match r {
             Record::Entry(b) => self.push_entry(b),
             Record::Blob { hash, bytes } => self.push_blob(hash, bytes),
+            Record::BlobPiece {
+                hash,
+                total,
+                offset,
+                bytes,
+            } => self.push_blob_piece(hash, *total, *offset, bytes),
         }
     }
 
@@ -442,6 +493,18 @@ impl MemPacketWriter {
     /// Appends a blob record.
     pub fn push_blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<(), EncodeError> {
         self.enc.push_blob(hash, bytes)
+    }
+
+    /// Appends a content-piece record: `bytes` at `offset` of the content `hash` of `total`
+    /// bytes (format 1.1; see `SPEC.md` §4).
+    pub fn push_blob_piece(
+        &mut self,
+        hash: &Hash,
+        total: u64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), EncodeError> {
+        self.enc.push_blob_piece(hash, total, offset, bytes)
     }
 
     /// Appends a record.
@@ -627,6 +690,18 @@ impl PacketWriter {
     /// Appends a blob record.
     pub fn push_blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<(), EncodeError> {
         self.enc.push_blob(hash, bytes)
+    }
+
+    /// Appends a content-piece record: `bytes` at `offset` of the content `hash` of `total`
+    /// bytes (format 1.1; see `SPEC.md` §4).
+    pub fn push_blob_piece(
+        &mut self,
+        hash: &Hash,
+        total: u64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), EncodeError> {
+        self.enc.push_blob_piece(hash, total, offset, bytes)
     }
 
     /// Appends a record.

@@ -47,6 +47,10 @@ pub struct Init {
     /// The storage engine (sqlite, rocks); default: the first one of this build.
     #[arg(long, value_name = "B")]
     pub backend: Option<BackendKind>,
+    /// The largest version this site accepts, at check-in and import (e.g. 500M, 4G;
+    /// default 4G). Kept in the store, so backups and restores keep it.
+    #[arg(long, value_name = "SIZE", value_parser = util::parse_size)]
+    pub max_version_size: Option<u64>,
 }
 
 impl Init {
@@ -60,6 +64,9 @@ impl Init {
         let paths = SitePaths::new(&dir);
         let store = AnyStore::open(kind, &paths.store())?;
         let r = Replica::init(store, ctx.env(), &self.family, &self.replica)?;
+        if let Some(n) = self.max_version_size {
+            r.set_max_version_bytes(n)?;
+        }
         paths.make_bays()?;
         SiteConfig::of(&r, kind).write(&dir)?;
         tracing::info!(family = %r.family(), replica = %r.id(), "created family");
@@ -165,6 +172,10 @@ pub struct MkreplicaImport {
     /// The storage engine (sqlite, rocks); default: the first one of this build.
     #[arg(long, value_name = "B")]
     pub backend: Option<BackendKind>,
+    /// The largest version this site accepts, at check-in and import (e.g. 500M, 4G;
+    /// default 4G). Kept in the store, so backups and restores keep it.
+    #[arg(long, value_name = "SIZE", value_parser = util::parse_size)]
+    pub max_version_size: Option<u64>,
 }
 
 impl MkreplicaImport {
@@ -189,6 +200,9 @@ impl MkreplicaImport {
                 return Err(e.into());
             }
         };
+        if let Some(n) = self.max_version_size {
+            r.set_max_version_bytes(n)?;
+        }
         paths.make_bays()?;
         SiteConfig::of(&r, kind).write(&self.dir)?;
         ctx.say(format!(

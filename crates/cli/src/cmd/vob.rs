@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
+use msite_core::content::Source;
 use msite_core::{ReqMasterPolicy, VersionSel};
 use serde_json::json;
 
@@ -61,39 +62,51 @@ pub struct Checkin {
 impl Checkin {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let content = match &self.file {
-            Some(f) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
-            None => {
-                if std::io::stdin().is_terminal() {
-                    anyhow::bail!(
-                        "no content for {}: give a FILE, or pipe the content into `msite checkin {}`",
-                        self.path,
-                        self.path
-                    );
-                }
-                let mut buf = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut buf)
-                    .context("cannot read standard input")?;
-                buf
-            }
-        };
+        if self.file.is_none() && std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "no content for {}: give a FILE, or pipe the content into `msite checkin {}`",
+                self.path,
+                self.path
+            );
+        }
         let site = ctx.open()?;
-        let (_, n) = site.replica.checkin(
-            &self.path,
-            &self.branch,
-            &content,
-            &util::author(),
-            &self.message,
-        )?;
+        let r = &site.replica;
+        // Standard input is spooled into a temporary file in the site directory, up to one
+        // byte over the site's limit, so that it is streamed like a file.
+        let spool = match &self.file {
+            Some(_) => None,
+            None => Some(spool_stdin(&site.paths.dir, r.max_version_bytes()?)?),
+        };
+        let file = match (&self.file, &spool) {
+            (Some(f), _) => f.as_path(),
+            (None, s) => s.as_ref().map_or(std::path::Path::new("-"), |s| s.path()),
+        };
+        let src = Source::File(file);
+        let (author, msg) = (util::author(), &self.message);
+        let (_, n) = r.checkin_from(&self.path, &self.branch, src, &author, msg)?;
+        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
         let path = msite_core::replica::normalize_path(&self.path)?;
         ctx.say(format!(
             "Checked in {path}@@{}/{n} ({}).",
             self.branch,
-            util::human_size(content.len() as u64)
+            util::human_size(size)
         ));
         Ok(())
     }
+}
+
+/// Copies standard input into a temporary file in `dir`, refusing it once it passes `limit`.
+fn spool_stdin(dir: &std::path::Path, limit: u64) -> anyhow::Result<tempfile::NamedTempFile> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".checkin-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut input = std::io::stdin().lock().take(limit.saturating_add(1));
+    let n = std::io::copy(&mut input, tmp.as_file_mut()).context("cannot read standard input")?;
+    if n > limit {
+        anyhow::bail!(msite_core::content::too_large("standard input", limit));
+    }
+    Ok(tmp)
 }
 
 /// `msite import`.
@@ -201,8 +214,7 @@ impl Cat {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let site = ctx.open()?;
         let sel = VersionSel::parse(&self.sel)?;
-        let bytes = site.replica.cat(&sel)?;
-        ctx.write_raw(&bytes);
+        ctx.write_raw_with(|out| site.replica.cat_to(&sel, out).map(|_| ()))?;
         Ok(())
     }
 }

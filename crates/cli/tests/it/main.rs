@@ -5,6 +5,7 @@
 //! and demo tests also run on RocksDB (`…_on_rocks`).
 
 mod badinput;
+mod bigcontent;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

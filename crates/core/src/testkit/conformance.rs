@@ -47,6 +47,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod content;
+
+pub use content::*;
+
 use super::{FaultPlan, FaultyStore};
 use crate::store::{
     Error, KeyRange, Keyspace, ReadView, Result, Store, StoreExt, WriteBatch, WriteOptions,
@@ -1740,6 +1744,10 @@ macro_rules! store_conformance_tests {
             faulty_crash_modes => case_faulty_crash_modes,
             restore_into_non_empty_dir_refused => case_restore_into_non_empty_dir_refused,
             backup_into_non_empty_dir_refused => case_backup_into_non_empty_dir_refused,
+            chunked_content_round_trips => case_chunked_content_round_trips,
+            chunked_content_streams => case_chunked_content_streams,
+            deleting_chunked_content_removes_all_chunks => case_deleting_chunked_content_removes_all_chunks,
+            content_over_the_limit_is_refused => case_content_over_the_limit_is_refused,
         }
     };
 }

@@ -241,6 +241,7 @@ pub fn goldens() -> Vec<Golden> {
     ];
 
     let split = records_of(&checkins(id(2), 1, 24, 300));
+    let pieces = piece_records();
 
     vec![
         Golden {
@@ -277,7 +278,57 @@ pub fn goldens() -> Vec<Golden> {
             },
             parts: 3,
         },
+        Golden {
+            stem: "pieces",
+            kind: Kind::Update,
+            header: update_header(),
+            records: pieces,
+            opts: WriteOptions {
+                chunk_size: 1024,
+                minor: 1,
+                ..WriteOptions::new(id(0x74))
+            },
+            parts: 1,
+        },
     ]
+}
+
+/// Format 1.1: one content carried as three content pieces, then the entry that refers to it.
+fn piece_records() -> Vec<Record> {
+    let content = noise(9, 2500);
+    let hash = *blake3::hash(&content).as_bytes();
+    let mut out: Vec<Record> = content
+        .chunks(1000)
+        .enumerate()
+        .map(|(i, b)| Record::BlobPiece {
+            hash,
+            total: content.len() as u64,
+            offset: i as u64 * 1000,
+            bytes: b.to_vec(),
+        })
+        .collect();
+    let e = entry(
+        id(2),
+        1,
+        [0; 32],
+        Op::Checkin {
+            elem: ObjId {
+                origin: id(2),
+                number: 1,
+            },
+            brtype: ObjId {
+                origin: id(2),
+                number: 2,
+            },
+            version: 1,
+            content: hash,
+            size: content.len() as u64,
+            author: "alice".into(),
+            comment: "big".into(),
+        },
+    );
+    out.push(Record::Entry(encode_entry(&e)));
+    out
 }
 
 /// Encodes a golden packet in memory; returns its parts with their file names.
@@ -342,7 +393,10 @@ fn golden_fixtures_decode_to_exact_values() {
             assert_eq!(
                 *r.info(),
                 PacketInfo {
-                    version: FormatVersion { major: 1, minor: 0 },
+                    version: FormatVersion {
+                        major: 1,
+                        minor: g.opts.minor
+                    },
                     kind: g.kind,
                     part: i as u32 + 1,
                     parts: g.parts,

@@ -5,6 +5,7 @@ mod common;
 mod entry;
 mod files;
 mod golden;
+mod pieces;
 mod props;
 mod roundtrip;
 mod spec;

@@ -223,15 +223,15 @@ fn newer_minor_version_is_read_skipping_what_is_unknown() {
     let mut raw = Raw::new(
         header11(),
         &[
-            rec(0x10, b"a record type of format 1.1"),
+            rec(0x10, b"a record type of a newer minor version"),
             rec(1, &e),
             rec(0x11, &[]),
         ],
     );
-    raw.minor = 1;
+    raw.minor = 2;
     raw.flags = 0x01;
     let (info, header, recs) = decode_all(&raw.build()).unwrap();
-    assert_eq!(info.version, FormatVersion { major: 1, minor: 1 });
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 2 });
     assert_eq!(header, update_header());
     assert_eq!(recs, vec![Record::Entry(e.clone())]);
     // The same content claiming to be 1.0 is refused: 1.0 has no such fields or records.
@@ -380,4 +380,43 @@ fn inconsistent_trailer_and_bad_fields_are_refused() {
         decode_all(&Raw::new(hb, &[]).build()).unwrap_err(),
         DecodeError::Malformed { .. }
     ));
+}
+
+/// A content-piece record written from `SPEC.md` §4: hash, total u64 LE, offset u64 LE, bytes.
+fn piece(total: u64, offset: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut p = vec![0xab; 32];
+    p.extend_from_slice(&total.to_le_bytes());
+    p.extend_from_slice(&offset.to_le_bytes());
+    p.extend_from_slice(bytes);
+    rec(0x83, &p)
+}
+
+#[test]
+fn content_pieces_decode_in_format_1_1_only() {
+    let mut raw = Raw::new(header_bytes(), &[piece(5, 0, b"abc"), piece(5, 3, b"de")]);
+    raw.minor = 1;
+    let (info, _, recs) = decode_all(&raw.build()).unwrap();
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 1 });
+    let piece_rec = |offset: u64, bytes: &[u8]| Record::BlobPiece {
+        hash: [0xab; 32],
+        total: 5,
+        offset,
+        bytes: bytes.to_vec(),
+    };
+    assert_eq!(recs, vec![piece_rec(0, b"abc"), piece_rec(3, b"de")]);
+    // Format 1.0 has no such record: a critical tag it does not know.
+    raw.minor = 0;
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::UnknownCriticalRecord { tag: 0x83 }
+    ));
+    // A piece running past its content, or shorter than its fixed fields, is malformed.
+    for bad in [piece(5, 4, b"de"), rec(0x83, &[0; 47])] {
+        let mut raw = Raw::new(header_bytes(), &[bad]);
+        raw.minor = 1;
+        assert!(matches!(
+            decode_all(&raw.build()).unwrap_err(),
+            DecodeError::Malformed { .. }
+        ));
+    }
 }

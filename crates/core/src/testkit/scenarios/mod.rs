@@ -18,9 +18,11 @@
 //! }
 //! ```
 
+mod content;
 mod restore;
 mod sync;
 
+pub use content::*;
 pub use restore::*;
 pub use sync::*;
 
@@ -269,6 +271,9 @@ macro_rules! protocol_scenario_tests {
         $crate::__protocol_scenario_cases! {
             $factory;
             hub_chain_and_mesh_converge => case_hub_chain_and_mesh_converge,
+            big_version_replicates_with_equal_digests => case_big_version_replicates_with_equal_digests,
+            content_over_the_receivers_limit_is_refused => case_content_over_the_receivers_limit_is_refused,
+            big_blob_record_of_format_1_0_imports => case_big_blob_record_of_format_1_0_imports,
             waiting_packet_names_what_it_needs_then_applies => case_waiting_packet_names_what_it_needs_then_applies,
             lost_packet_is_resent_without_an_operator => case_lost_packet_is_resent_without_an_operator,
             settled_exchange_sends_nothing => case_settled_exchange_sends_nothing,
