@@ -673,7 +673,10 @@ fn restore_procedure(backend: Option<&'static str>) {
     assert!(
         err.contains("stale")
             && err.contains("incarnation 0")
-            && err.contains(&format!("incarnation {inc}")),
+            && err.contains(&format!(
+                "incarnation {}",
+                msite_core::incarnation_text(inc)
+            )),
         "{err}"
     );
     let refused = packets_in(&lab.path("sanfran/bays/refused"));
