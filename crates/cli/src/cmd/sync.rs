@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 use msite_core::{CoreError, ExportOutcome, ImportOutcome, Incoming, Replica, ReplicaId, Row};
 use msite_packet::wire;
 use serde_json::json;
@@ -54,6 +54,7 @@ impl Syncreplica {
 /// `msite syncreplica export`.
 #[derive(Debug, Args)]
 #[command(
+    group(ArgGroup::new("target").required(true).args(["to", "all"])),
     long_about = "Writes one update packet for sibling NAME (or, with --all, one per sibling) \
 holding what this replica believes the sibling lacks, into the outgoing bay (or --out DIR). \
 Ship the files to the sibling's incoming bay by any means. When there is nothing to send, no \
@@ -62,13 +63,8 @@ once the sibling's packets show it missing.",
     after_help = "Example:\n  msite -C boston syncreplica export --to sanfran\n  msite -C boston syncreplica export --all --max-size 10M\n  msite -C sanfran syncreplica export --to boston --out /mnt/usb"
 )]
 pub struct Export {
-    /// The sibling to write for.
-    #[arg(
-        long,
-        value_name = "NAME",
-        required_unless_present = "all",
-        conflicts_with = "all"
-    )]
+    /// The sibling to write for (`msite lsreplica` lists them); or --all.
+    #[arg(long, value_name = "NAME")]
     pub to: Option<String>,
     /// Write one packet for every sibling.
     #[arg(long)]
@@ -105,7 +101,7 @@ impl Export {
             crate::site::remove_unfinished(r, &out);
         }
         let targets: Vec<ReplicaId> = match &self.to {
-            Some(name) => vec![r.view().replica_by_name(name)?],
+            Some(name) => vec![sibling_by_name(r, name)?],
             None => r
                 .view()
                 .replicas()?
@@ -184,6 +180,39 @@ impl Export {
         }
         Ok(written)
     }
+}
+
+/// How many sibling names an error about an unknown one lists.
+const SIBLINGS_NAMED: usize = 10;
+
+/// The sibling `--to NAME` names; an unknown name is answered with the siblings this replica
+/// knows (a bounded list) and where to see them all.
+fn sibling_by_name(r: &Replica<AnyStore>, name: &str) -> anyhow::Result<ReplicaId> {
+    match r.view().replica_by_name(name) {
+        Err(CoreError::NotFound(_)) => {}
+        other => return Ok(other?),
+    }
+    let mut siblings: Vec<String> = r
+        .view()
+        .replicas()?
+        .into_iter()
+        .filter(|x| x.id != r.id())
+        .map(|x| util::esc(&r.replica_name(&x.id)))
+        .collect();
+    siblings.sort();
+    let known = if siblings.is_empty() {
+        "it knows no sibling yet (create one with `msite mkreplica export NAME`)".to_string()
+    } else {
+        format!(
+            "the siblings it knows are {}",
+            util::bounded_list(siblings, ", ", SIBLINGS_NAMED)
+        )
+    };
+    anyhow::bail!(
+        "replica {} knows no sibling named {}: {known}; `msite lsreplica` lists every replica of the family",
+        util::esc(&r.name()),
+        util::bounded_line(&util::esc(name), 100)
+    )
 }
 
 /// `msite syncreplica import`.
@@ -656,9 +685,7 @@ impl Import {
         refuse_non_packets(ctx, &site, bay.odd, bad, false, &mut pre)?;
         let (_, mut tally) = import_groups(ctx, site, groups, &mut BTreeMap::new())?;
         tally.refused.splice(0..0, pre.refused);
-        if from_bay {
-            ctx.say(summary(&tally));
-        }
+        ctx.say(summary(&tally));
         tally.into_result()
     }
 }
