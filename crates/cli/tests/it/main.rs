@@ -14,6 +14,7 @@ use predicates::prelude::*;
 use serde_json::Value;
 use tempfile::TempDir;
 
+mod operator;
 mod restore_safety;
 
 /// A family of sites in one temporary directory.
