@@ -981,7 +981,11 @@ impl Lspacket {
                     code: crate::util::EXIT_USAGE,
                     message: Some(format!(
                         "error: no packet files given and {} holds no site; give packet files (`msite lspacket FILE…`), or run inside a site (or with -C DIR) to list the packets in its bays",
-                        util::esc_path(&ctx.dir)
+                        if ctx.dir == Path::new(".") {
+                            "the current directory".to_string()
+                        } else {
+                            util::esc_path(&ctx.dir)
+                        }
                     )),
                 }
                 .into());

@@ -100,7 +100,10 @@ fn lspacket_says_when_a_bay_is_empty_and_what_to_give_outside_a_site() {
     // Outside a site there is no bay: a usage error that says what to give.
     let (_, err) = expect(&lab, 2, &["lspacket"]);
     assert!(
-        err.contains("lspacket FILE") && err.contains("-C DIR") && err.contains("bays"),
+        err.contains("the current directory holds no site")
+            && err.contains("lspacket FILE")
+            && err.contains("-C DIR")
+            && err.contains("bays"),
         "{err}"
     );
 }
