@@ -78,6 +78,37 @@ impl Env for SimEnv {
     }
 }
 
+/// Milliseconds since the Unix epoch as a UTC time: `2026-12-02T14:13:25.123Z`.
+pub fn utc_millis(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm), exact for every u64 of milliseconds.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    let milli = ms % 1000;
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+/// An incarnation for people. Incarnations are clock readings in milliseconds, set by
+/// `restorereplica`: one is shown as the UTC time it was set; 0 (a replica never restored) as
+/// `0 (never restored)`. Machine-readable output keeps the number.
+pub fn incarnation_text(incarnation: u64) -> String {
+    if incarnation == 0 {
+        "0 (never restored)".to_string()
+    } else {
+        utc_millis(incarnation)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +122,18 @@ mod tests {
         assert_ne!(a.random_id(), SimEnv::new(43).random_id());
         let t = a.now_ms();
         assert!(a.now_ms() > t);
+    }
+
+    #[test]
+    fn times_and_incarnations_read_as_utc() {
+        assert_eq!(utc_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc_millis(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(utc_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert!(utc_millis(u64::MAX).ends_with(".615Z"));
+        assert_eq!(incarnation_text(0), "0 (never restored)");
+        assert_eq!(
+            incarnation_text(1_795_678_569_423),
+            "2026-11-26T07:36:09.423Z"
+        );
     }
 }

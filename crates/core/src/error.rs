@@ -3,6 +3,7 @@
 //! the object and says what to do next: the CLI prints them as they are.
 
 use crate::codec::CodecError;
+use crate::env::incarnation_text;
 use crate::model::EntryError;
 
 /// Errors of `msite-core`.
@@ -180,11 +181,15 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::StaleTarget { had, expected, sender } => write!(
                 f,
-                "stale packet from {sender}: it was built for incarnation {had} of this replica, which now has incarnation {expected} (the packet predates a restore); nothing was applied, and {sender} will send what is needed once it has this replica's restore request"
+                "stale packet from {sender}: it was built for incarnation {} of this replica, which now has incarnation {} (the packet predates a restore); nothing was applied, and {sender} will send what is needed once it has this replica's restore request",
+                incarnation_text(*had),
+                incarnation_text(*expected)
             ),
             Refusal::StaleSender { sender, had, expected } => write!(
                 f,
-                "stale packet: it was built by {sender} at incarnation {had}, but {sender} has since been restored (incarnation {expected}); nothing was applied"
+                "stale packet: it was built by {sender} at incarnation {}, but {sender} has since been restored (incarnation {}); nothing was applied",
+                incarnation_text(*had),
+                incarnation_text(*expected)
             ),
             Refusal::Divergent {
                 origin,

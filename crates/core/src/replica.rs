@@ -557,13 +557,31 @@ impl<S: Store> Replica<S> {
                 self.name()
             )));
         }
-        if st.recovering.is_some() {
+        if let Some(rec) = &st.recovering {
             return Err(CoreError::Locked(format!(
-                "replica {} is locked while it recovers from a restore; only `msite syncreplica import` can change it until every awaited sibling has answered (see `msite lsreplica --long`)",
-                self.name()
+                "replica {} is locked while it recovers from a restore (`msite restorereplica`): it waits for recovery updates from {}; only `msite syncreplica import` of their packets can change it until then (see `msite lsreplica --long`)",
+                self.name(),
+                self.awaited_names(rec)
             )));
         }
         Ok(())
+    }
+
+    /// The siblings a recovering replica still waits for, as a bounded list of names.
+    fn awaited_names(&self, rec: &crate::restore::Recovering) -> String {
+        const SHOWN: usize = 5;
+        let mut names: Vec<String> = rec.awaited.keys().map(|id| self.replica_name(id)).collect();
+        names.sort();
+        if names.len() > SHOWN {
+            let more = names.len() - SHOWN;
+            names.truncate(SHOWN);
+            names.push(format!("and {more} more"));
+        }
+        if names.is_empty() {
+            "no sibling (its next import completes the restoration)".to_string()
+        } else {
+            names.join(", ")
+        }
     }
 
     /// Appends a local entry inside `txn` and applies it.
@@ -598,7 +616,10 @@ impl<S: Store> Replica<S> {
     }
 
     /// Runs `f` in one local transaction that appends entries, after checking the replica
-    /// accepts local changes; commits durably.
+    /// accepts local changes; commits durably. Every public local change checks the lock
+    /// ([`Self::check_writable`]) before it reads the object base too: a locked replica's
+    /// names and masterships may predate its backup, so the lock is what the operator must
+    /// hear first.
     pub(crate) fn local_change<T>(
         &self,
         f: impl FnOnce(&Self, &mut Txn<'_, S>, &mut Appender) -> Result<T>,
@@ -625,6 +646,7 @@ impl<S: Store> Replica<S> {
 
     /// Creates a branch type mastered here.
     pub fn mkbrtype(&self, name: &str) -> Result<ObjId> {
+        self.check_writable()?;
         validate_name("branch type", name)?;
         if !self.view().named(NameKind::BrType, name)?.is_empty() {
             return Err(CoreError::Exists(format!("brtype:{name}")));
@@ -637,6 +659,7 @@ impl<S: Store> Replica<S> {
 
     /// Creates a label type mastered here.
     pub fn mklbtype(&self, name: &str) -> Result<ObjId> {
+        self.check_writable()?;
         validate_name("label type", name)?;
         if !self.view().named(NameKind::LbType, name)?.is_empty() {
             return Err(CoreError::Exists(format!("lbtype:{name}")));
@@ -653,6 +676,7 @@ impl<S: Store> Replica<S> {
 
     /// Creates an element with a `main` branch.
     pub fn mkelem(&self, path: &str) -> Result<ObjId> {
+        self.check_writable()?;
         let path = normalize_path(path)?;
         if self.view().element_by_path(&path).is_ok() {
             return Err(CoreError::Exists(format!("elem:{path}")));
@@ -942,6 +966,7 @@ impl<S: Store> Replica<S> {
 
     /// Attaches (or moves) a label of type `lbtype` to a version.
     pub fn mklabel(&self, lbtype: &str, sel: &VersionSel) -> Result<()> {
+        self.check_writable()?;
         let lb = self.view().resolve(NameKind::LbType, lbtype)?;
         self.require_master(&ObjectRef::LbType(lb), &format!("lbtype:{lbtype}"))?;
         let (elem, brtype, version) = self.resolve_version(sel)?;
@@ -962,6 +987,7 @@ impl<S: Store> Replica<S> {
 
     /// Removes a label from an element.
     pub fn rmlabel(&self, lbtype: &str, path: &str) -> Result<()> {
+        self.check_writable()?;
         let v = self.view();
         let lb = v.resolve(NameKind::LbType, lbtype)?;
         self.require_master(&ObjectRef::LbType(lb), &format!("lbtype:{lbtype}"))?;
@@ -984,6 +1010,7 @@ impl<S: Store> Replica<S> {
 
     /// Removes an element's name (history stays).
     pub fn rmname(&self, path: &str) -> Result<()> {
+        self.check_writable()?;
         let el = self.view().element_by_path(path)?;
         self.require_master(&ObjectRef::Element(el.id), &format!("elem:{path}"))?;
         self.local_change(|r, t, ap| {
@@ -1016,6 +1043,7 @@ impl<S: Store> Replica<S> {
 
     /// Hands an object mastered here to `to`.
     pub fn chmaster(&self, sel: &str, to: &str) -> Result<()> {
+        self.check_writable()?;
         let s = Selector::parse(sel)?;
         let object = self.resolve_selector(&s)?;
         let to = self.view().replica_by_name(to)?;
@@ -1034,6 +1062,7 @@ impl<S: Store> Replica<S> {
 
     /// Asks the master of an object for mastership; the request travels in packets.
     pub fn reqmaster(&self, sel: &str) -> Result<String> {
+        self.check_writable()?;
         let s = Selector::parse(sel)?;
         let object = self.resolve_selector(&s)?;
         let master = self.view().master_of(&object)?;

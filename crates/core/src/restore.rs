@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::{Dec, Enc};
+use crate::env::incarnation_text;
 use crate::error::{CoreError, Result};
 use crate::ids::ReplicaId;
 use crate::keys;
@@ -537,7 +538,8 @@ impl<S: Store> Replica<S> {
                 if req.incarnation > rec.incarnation {
                     let now_uses = self.move_request_past(txn, &mut rec, req.incarnation);
                     notes.push(format!(
-                        "the family holds a newer restore request of this replica; this restoration now uses incarnation {now_uses}"
+                        "the family holds a newer restore request of this replica; this restoration now uses incarnation {}",
+                        incarnation_text(now_uses)
                     ));
                 }
             }
@@ -600,7 +602,7 @@ impl<S: Store> Replica<S> {
             );
             notes.push(format!(
                 "received the restore request of {name} (incarnation {}); acknowledged provisionally while this replica recovers",
-                req.incarnation
+                incarnation_text(req.incarnation)
             ));
         } else {
             self.append_local(
@@ -614,7 +616,7 @@ impl<S: Store> Replica<S> {
             )?;
             notes.push(format!(
                 "received the restore request of {name} (incarnation {}); acknowledged, and its packets will carry everything since its restored row",
-                req.incarnation
+                incarnation_text(req.incarnation)
             ));
         }
         Ok(())
@@ -823,7 +825,7 @@ impl<S: Store> Replica<S> {
             "this store held {removed} entries of {} (numbers {}..={last}) that its restoration of incarnation {} replaced: the store is older than that restoration; they were removed and the newer history applied",
             self.replica_name(&o),
             theirs.number,
-            theirs.incarnation
+            incarnation_text(theirs.incarnation)
         )))
     }
 
@@ -861,12 +863,16 @@ impl<S: Store> Replica<S> {
             self.move_request_past(&mut txn, &mut rec, known);
             txn.commit(WriteOptions::SYNC)?;
             return Ok(CoreError::Refused(crate::error::Refusal::Other(format!(
-                "{sender} knows incarnation {known} of this replica, newer than its restore request's {ours} (the store is older than a previous restoration); the request now uses incarnation {}: export to the siblings again",
-                rec.incarnation
+                "{sender} knows incarnation {} of this replica, newer than its restore request's {} (the store is older than a previous restoration); the request now uses incarnation {}: export to the siblings again",
+                incarnation_text(known),
+                incarnation_text(ours),
+                incarnation_text(rec.incarnation)
             ))));
         }
         let reason = format!(
-            "{sender} knows incarnation {known} of this replica but this store has incarnation {ours} (it is older than the replica's last restoration)"
+            "{sender} knows incarnation {} of this replica but this store has incarnation {} (it is older than the replica's last restoration)",
+            incarnation_text(known),
+            incarnation_text(ours)
         );
         drop(txn);
         self.mark_rolled_back(&reason)?;

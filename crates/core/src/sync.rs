@@ -1834,6 +1834,7 @@ impl<S: Store> Replica<S> {
 
     /// Creates replica `name` (mastered here) and plans its creation packet.
     pub fn plan_mkreplica(&self, name: &str) -> Result<ExportPlan> {
+        self.check_writable()?;
         crate::replica::no_control("replica name", name)?;
         if name.is_empty() || name.contains('\0') || name.contains('@') {
             return Err(CoreError::Invalid(format!(

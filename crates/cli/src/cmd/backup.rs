@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use msite_core::incarnation_text;
 use msite_core::store::Store;
 use serde::{Deserialize, Serialize};
 
@@ -368,12 +369,12 @@ its name: give its id instead (`msite -C SITE lsreplica --long` at that site sho
         if start.amended {
             ctx.say(format!(
                 "Amended the restoration of {name} (incarnation {} unchanged).",
-                start.incarnation
+                incarnation_text(start.incarnation)
             ));
         } else {
             ctx.say(format!(
                 "Started the restoration of {name}: new incarnation {}.",
-                start.incarnation
+                incarnation_text(start.incarnation)
             ));
         }
         if start.completed {

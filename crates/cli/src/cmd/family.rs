@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use msite_core::vob::NameKind;
-use msite_core::{ExportOutcome, Incoming, ObjectRef, Replica, Selector};
+use msite_core::{incarnation_text, ExportOutcome, Incoming, ObjectRef, Replica, Selector};
 use serde::Serialize;
 use serde_json::json;
 
@@ -314,7 +314,7 @@ pub fn replica_infos(r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaInfo>> 
         if let Some(h) = held_req {
             annotations.push(format!(
                 "restore request (incarnation {}) held here and propagated until its restoration completes",
-                h.incarnation
+                incarnation_text(h.incarnation)
             ));
         }
         out.push(ReplicaInfo {
@@ -381,7 +381,10 @@ impl Lsreplica {
             ctx.say(format!("replica \"{}\"{this}", util::esc(&i.name)));
             ctx.say(format!("  id: {}", i.id));
             ctx.say(format!("  master replica: {}", util::esc(&i.master)));
-            ctx.say(format!("  incarnation: {}", i.incarnation));
+            ctx.say(format!(
+                "  incarnation: {}",
+                incarnation_text(i.incarnation)
+            ));
             for a in &i.annotations {
                 ctx.say(format!("  {}", util::esc(a)));
             }
@@ -396,7 +399,7 @@ impl Lsreplica {
                 ctx.say(format!(
                     "{} is recovering (incarnation {}); waiting for recovery updates from: {}",
                     util::esc(&r.name()),
-                    rec.incarnation,
+                    incarnation_text(rec.incarnation),
                     if waiting.is_empty() {
                         "nobody".to_string()
                     } else {
@@ -471,9 +474,17 @@ fn print_value(ctx: &Ctx, v: &serde_json::Value, depth: usize) {
                         }
                     }
                 }
-                other => ctx.say(format!("{pad}{}: {}", util::esc(k), plain(other))),
+                other => ctx.say(format!("{pad}{}: {}", util::esc(k), field_text(k, other))),
             }
         }
+    }
+}
+
+/// A field of a description as text: incarnations (raw numbers in JSON) as UTC times.
+fn field_text(key: &str, v: &serde_json::Value) -> String {
+    match v.as_u64() {
+        Some(n) if key.ends_with("incarnation") => incarnation_text(n),
+        _ => plain(v),
     }
 }
 

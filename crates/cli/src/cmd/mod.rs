@@ -110,7 +110,7 @@ pub enum Command {
         after_help = "Example:\n  msite -C boston syncreplica export --all\n  msite -C sanfran syncreplica import"
     )]
     Syncreplica(sync::Syncreplica),
-    /// Show what packet files hold and whether they can be imported here.
+    /// Show what packet files or the bays hold, and whether they can be imported here.
     Lspacket(sync::Lspacket),
     /// Show the epoch matrix: what this replica holds and believes its siblings hold.
     Lsepoch(sync::Lsepoch),

@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
-use msite_core::{CoreError, ExportOutcome, ImportOutcome, Incoming, Replica, ReplicaId, Row};
+use clap::{ArgGroup, Args, Subcommand};
+use msite_core::{
+    incarnation_text, CoreError, ExportOutcome, ImportOutcome, Incoming, Replica, ReplicaId, Row,
+};
 use msite_packet::wire;
 use serde_json::json;
 
@@ -54,6 +56,7 @@ impl Syncreplica {
 /// `msite syncreplica export`.
 #[derive(Debug, Args)]
 #[command(
+    group(ArgGroup::new("target").required(true).args(["to", "all"])),
     long_about = "Writes one update packet for sibling NAME (or, with --all, one per sibling) \
 holding what this replica believes the sibling lacks, into the outgoing bay (or --out DIR). \
 Ship the files to the sibling's incoming bay by any means. When there is nothing to send, no \
@@ -62,13 +65,8 @@ once the sibling's packets show it missing.",
     after_help = "Example:\n  msite -C boston syncreplica export --to sanfran\n  msite -C boston syncreplica export --all --max-size 10M\n  msite -C sanfran syncreplica export --to boston --out /mnt/usb"
 )]
 pub struct Export {
-    /// The sibling to write for.
-    #[arg(
-        long,
-        value_name = "NAME",
-        required_unless_present = "all",
-        conflicts_with = "all"
-    )]
+    /// The sibling to write for (`msite lsreplica` lists them); or --all.
+    #[arg(long, value_name = "NAME")]
     pub to: Option<String>,
     /// Write one packet for every sibling.
     #[arg(long)]
@@ -105,7 +103,7 @@ impl Export {
             crate::site::remove_unfinished(r, &out);
         }
         let targets: Vec<ReplicaId> = match &self.to {
-            Some(name) => vec![r.view().replica_by_name(name)?],
+            Some(name) => vec![sibling_by_name(r, name)?],
             None => r
                 .view()
                 .replicas()?
@@ -184,6 +182,39 @@ impl Export {
         }
         Ok(written)
     }
+}
+
+/// How many sibling names an error about an unknown one lists.
+const SIBLINGS_NAMED: usize = 10;
+
+/// The sibling `--to NAME` names; an unknown name is answered with the siblings this replica
+/// knows (a bounded list) and where to see them all.
+fn sibling_by_name(r: &Replica<AnyStore>, name: &str) -> anyhow::Result<ReplicaId> {
+    match r.view().replica_by_name(name) {
+        Err(CoreError::NotFound(_)) => {}
+        other => return Ok(other?),
+    }
+    let mut siblings: Vec<String> = r
+        .view()
+        .replicas()?
+        .into_iter()
+        .filter(|x| x.id != r.id())
+        .map(|x| util::esc(&r.replica_name(&x.id)))
+        .collect();
+    siblings.sort();
+    let known = if siblings.is_empty() {
+        "it knows no sibling yet (create one with `msite mkreplica export NAME`)".to_string()
+    } else {
+        format!(
+            "the siblings it knows are {}",
+            util::bounded_list(siblings, ", ", SIBLINGS_NAMED)
+        )
+    };
+    anyhow::bail!(
+        "replica {} knows no sibling named {}: {known}; `msite lsreplica` lists every replica of the family",
+        util::esc(&r.name()),
+        util::bounded_line(&util::esc(name), 100)
+    )
 }
 
 /// `msite syncreplica import`.
@@ -656,9 +687,7 @@ impl Import {
         refuse_non_packets(ctx, &site, bay.odd, bad, false, &mut pre)?;
         let (_, mut tally) = import_groups(ctx, site, groups, &mut BTreeMap::new())?;
         tally.refused.splice(0..0, pre.refused);
-        if from_bay {
-            ctx.say(summary(&tally));
-        }
+        ctx.say(summary(&tally));
         tally.into_result()
     }
 }
@@ -675,12 +704,9 @@ fn refuse_non_packets(
     settled_only: bool,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let odd = odd.into_iter().map(|(p, what)| {
-        (
-            p,
-            format!("not a regular file ({what}), so it was never opened"),
-        )
-    });
+    let odd = odd
+        .into_iter()
+        .map(|(p, what)| (p, not_regular_text(&what)));
     for (path, why) in odd.chain(bad) {
         let settled = || {
             std::fs::metadata(&path)
@@ -758,12 +784,15 @@ fn watch(ctx: &Ctx, mut site: Site, max_seconds: Option<u64>) -> anyhow::Result<
     long_about = "Shows what packet files hold: kind, family, sender, targets, base and sender's \
 rows, entries per origin, restore requests carried, parts and format version, after verifying \
 every checksum. Run inside a site (or with -C), it also says whether each packet can be \
-imported there now, must wait (and for what), or would be refused (and why).",
-    after_help = "Example:\n  msite lspacket bays/outgoing/*.msp\n  msite -C sanfran lspacket sanfran/bays/incoming/*.msp --long\n  msite lspacket packet.msp --json"
+imported there now, must wait (and for what), or would be refused (and why). Without FILE, \
+inside a site (or with -C), it lists every packet in the incoming bay, then every packet in the \
+outgoing bay, each described the same way under a line naming its bay (or saying it is empty). \
+Incarnations print as UTC times (0: never restored); --json keeps the numbers.",
+    after_help = "Example:\n  msite -C sanfran lspacket\n  msite lspacket bays/outgoing/*.msp\n  msite -C sanfran lspacket sanfran/bays/incoming/*.msp --long\n  msite lspacket packet.msp --json"
 )]
 pub struct Lspacket {
-    /// Packet files (parts of one packet are shown together).
-    #[arg(required = true)]
+    /// Packet files (parts of one packet are shown together); none: every packet in the
+    /// site's incoming and outgoing bays.
     pub files: Vec<PathBuf>,
     /// Also list every entry the packet carries.
     #[arg(short, long)]
@@ -800,8 +829,11 @@ impl Namer<'_> {
     }
 }
 
-/// How many items of a list from a packet (targets, row cells, origins) a line shows.
+/// How many items of a list from a packet (row cells, origins) a line shows.
 const LIST_MAX: usize = 10;
+
+/// How many targets of a packet a line shows (each names an incarnation, a time).
+const TARGETS_MAX: usize = 5;
 
 fn row_text(m: &serde_json::Map<String, serde_json::Value>) -> String {
     if m.is_empty() {
@@ -860,7 +892,8 @@ fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
             "stale",
             format!(
                 "refused: stale, built for incarnation {} of this replica, which now has incarnation {}",
-                t.incarnation, st.incarnation
+                incarnation_text(t.incarnation),
+                incarnation_text(st.incarnation)
             ),
         ));
     }
@@ -869,9 +902,10 @@ fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
         return Ok((
             "stale",
             format!(
-                "refused: stale, built by {} at incarnation {}, which has since been restored (incarnation {recorded})",
+                "refused: stale, built by {} at incarnation {}, which has since been restored (incarnation {})",
                 sender_name(r, h),
-                h.sender_incarnation
+                incarnation_text(h.sender_incarnation),
+                incarnation_text(recorded)
             ),
         ));
     }
@@ -918,6 +952,20 @@ fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
     Ok(("importable", "can be imported now".into()))
 }
 
+/// The refusal text of a bay entry that is no regular file.
+fn not_regular_text(what: &str) -> String {
+    format!("not a regular file ({what}), so it was never opened")
+}
+
+/// The bays `lspacket` lists when given no file, with whether their packets are assessed
+/// for import here (the outgoing bay holds packets this replica wrote for others).
+fn bays(site: &Site) -> [(&'static str, PathBuf, bool); 2] {
+    [
+        ("incoming", site.paths.incoming(), true),
+        ("outgoing", site.paths.outgoing(), false),
+    ]
+}
+
 impl Lspacket {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
@@ -927,6 +975,23 @@ impl Lspacket {
         } else {
             None
         };
+        if self.files.is_empty() {
+            let Some(site) = site else {
+                return Err(Exit {
+                    code: crate::util::EXIT_USAGE,
+                    message: Some(format!(
+                        "error: no packet files given and {} holds no site; give packet files (`msite lspacket FILE…`), or run inside a site (or with -C DIR) to list the packets in its bays",
+                        if ctx.dir == Path::new(".") {
+                            "the current directory".to_string()
+                        } else {
+                            util::esc_path(&ctx.dir)
+                        }
+                    )),
+                }
+                .into());
+            };
+            return self.list_bays(ctx, &site);
+        }
         packets::check_given(&self.files)?;
         let (groups, bad) = packets::group_files(&self.files);
         if let Some((p, why)) = bad.first() {
@@ -938,217 +1003,310 @@ impl Lspacket {
                 );
             }
         }
-        let mut docs = Vec::new();
-        for g in &groups {
-            let c = packets::read_contents(g, self.long);
-            let h = &g.header;
-            let n = Namer {
-                site: site.as_ref(),
-                header: h,
-            };
-            let (verdict, here) = match &site {
-                Some(s) => {
-                    let (v, t) = assess(s, g)?;
-                    (Some(v), Some(t))
-                }
-                None => (None, None),
-            };
-            let per_origin: Vec<serde_json::Value> = c
-                .per_origin
-                .iter()
-                .map(|(o, e)| json!({ "origin": n.name(&o.0), "entries": e.count, "first": e.first, "last": e.last }))
-                .collect();
-            let controls: Vec<serde_json::Value> = h
-                .controls
-                .iter()
-                .map(|ctl| match ctl {
-                    wire::Control::RestoreRequest { replica, incarnation, row } => json!({
-                        "type": "restore_request", "replica": n.name(&replica.0), "incarnation": incarnation, "row": n.row(row)
-                    }),
-                    wire::Control::ProvisionalAck { acker, replica, incarnation, held } => json!({
-                        "type": "provisional_ack", "acker": n.name(&acker.0), "replica": n.name(&replica.0),
-                        "incarnation": incarnation, "held": held
-                    }),
-                })
-                .collect();
-            let doc = json!({
-                "files": g.paths(),
-                "packet_id": g.lp.packet_id.to_hex(),
-                "kind": match g.lp.kind { wire::Kind::Update => "update", wire::Kind::ReplicaCreation => "replica_creation" },
-                "format_version": g.lp.version.to_string(),
-                "parts": g.lp.part_count,
-                "parts_present": g.lp.parts.len(),
-                "complete": g.complete(),
-                "family": { "name": h.family_name, "id": h.family.to_hex() },
-                "sender": { "name": n.name(&h.sender.0), "id": h.sender.to_hex(), "incarnation": h.sender_incarnation },
-                "targets": h.targets.iter().map(|t| json!({
-                    "name": n.name(&t.replica.0), "id": t.replica.to_hex(), "incarnation": t.incarnation, "packet_seq": t.packet_seq
-                })).collect::<Vec<_>>(),
-                "base_row": h.bases.iter().map(|b| (n.name(&b.origin.0), serde_json::Value::from(b.number))).collect::<serde_json::Map<_, _>>(),
-                "sender_row": n.row(&h.sender_row),
-                "entries": c.entry_count,
-                "entries_per_origin": per_origin,
-                "contents": c.blobs,
-                "content_bytes": c.blob_bytes,
-                "bytes": c.bytes,
-                "controls": controls,
-                "created": util::utc_time(h.created_ms),
-                "verified": c.verified,
-                "problem": c.problem,
-                "importable_here": verdict,
-                "here": here,
-                "entry_list": if self.long {
-                    Some(c.entries.iter().map(|(o, num, op)| json!({ "origin": n.name(&o.0), "number": num, "op": op })).collect::<Vec<_>>())
-                } else { None },
-            });
-            docs.push(doc);
-        }
+        let docs = groups
+            .iter()
+            .map(|g| self.describe(site.as_ref(), g, (None, true)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if self.json {
-            return ctx.json(&json!({ "packets": docs, "unreadable": bad.iter().map(|(p, why)| json!({ "file": p, "error": why })).collect::<Vec<_>>() }));
+            return ctx
+                .json(&json!({ "packets": docs, "unreadable": unreadable_json(&bad, None) }));
         }
-        for (p, why) in &bad {
-            ctx.say(format!(
-                "{}: unreadable: {}",
-                util::esc_path(p),
-                util::bounded_line(&util::esc(why), 500)
-            ));
-        }
+        say_unreadable(ctx, &bad);
         for (g, d) in groups.iter().zip(&docs) {
-            ctx.say(format!("packet {}", g.display()));
-            ctx.say(format!(
-                "  kind: {}, format {}, {} part{}{}, id {}",
-                d["kind"].as_str().unwrap_or("?"),
-                g.lp.version,
-                g.lp.part_count,
-                if g.lp.part_count == 1 { "" } else { "s" },
-                if g.complete() {
-                    String::new()
-                } else {
-                    format!(" ({})", g.problems())
-                },
-                g.lp.packet_id.to_hex()
-            ));
-            ctx.say(format!(
-                "  family: {} ({})",
-                util::esc(&g.header.family_name),
-                g.header.family.to_hex()
-            ));
-            ctx.say(format!(
-                "  sender: {} (incarnation {})",
-                plain(&d["sender"]["name"]),
-                g.header.sender_incarnation
-            ));
-            let targets: Vec<String> = d["targets"]
-                .as_array()
-                .map(|ts| {
-                    ts.iter()
-                        .map(|t| {
-                            format!(
-                                "{} (incarnation {}, packet {})",
-                                plain(&t["name"]),
-                                t["incarnation"],
-                                t["packet_seq"]
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            ctx.say(format!(
-                "  targets: {}",
-                util::bounded_list(targets, ", ", LIST_MAX)
-            ));
-            ctx.say(format!(
-                "  base row: {}",
-                row_text(d["base_row"].as_object().unwrap_or(&Default::default()))
-            ));
-            ctx.say(format!(
-                "  sender's row: {}",
-                row_text(d["sender_row"].as_object().unwrap_or(&Default::default()))
-            ));
-            let per: Vec<String> = d["entries_per_origin"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|o| {
-                            let (first, last, n) = (
-                                o["first"].as_u64().unwrap_or(0),
-                                o["last"].as_u64().unwrap_or(0),
-                                o["entries"].as_u64().unwrap_or(0),
-                            );
-                            let range = if first == last {
-                                format!("{first}")
-                            } else {
-                                format!("{first}..{last}")
-                            };
-                            let gaps = if n != last.saturating_sub(first) + 1 {
-                                format!(" ({n} entries)")
-                            } else {
-                                String::new()
-                            };
-                            format!("{} {range}{gaps}", plain(&o["origin"]))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            ctx.say(format!(
-                "  entries: {}{}",
-                d["entries"],
-                if per.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", util::bounded_list(per, ", ", LIST_MAX))
-                }
-            ));
-            ctx.say(format!(
-                "  content blobs: {} ({})",
-                d["contents"],
-                util::human_size(d["content_bytes"].as_u64().unwrap_or(0))
-            ));
-            for ctl in d["controls"].as_array().into_iter().flatten() {
-                match ctl["type"].as_str() {
-                    Some("restore_request") => ctx.say(format!(
-                        "  restore request: {} incarnation {} row {}",
-                        plain(&ctl["replica"]),
-                        ctl["incarnation"],
-                        row_text(ctl["row"].as_object().unwrap_or(&Default::default()))
-                    )),
-                    _ => ctx.say(format!(
-                        "  provisional acknowledgement: {} of {}'s restore (incarnation {}, held {})",
-                        plain(&ctl["acker"]),
-                        plain(&ctl["replica"]),
-                        ctl["incarnation"],
-                        ctl["held"]
-                    )),
-                }
-            }
-            ctx.say(format!(
-                "  created: {}, {} bytes",
-                d["created"].as_str().unwrap_or("?"),
-                d["bytes"]
-            ));
-            ctx.say(format!(
-                "  verified: {}",
-                if d["verified"].as_bool() == Some(true) {
-                    "yes".to_string()
-                } else {
-                    format!("no: {}", plain(&d["problem"]))
-                }
-            ));
-            if let Some(here) = d["here"].as_str() {
-                ctx.say(format!("  here: {}", util::esc(here)));
-            }
-            if let Some(list) = d["entry_list"].as_array() {
-                for e in list {
-                    ctx.say(format!(
-                        "    {}:{} {}",
-                        plain(&e["origin"]),
-                        e["number"],
-                        plain(&e["op"])
-                    ));
-                }
-            }
+            say_packet(ctx, g, d);
         }
         Ok(())
+    }
+
+    /// Without files: every packet in the site's incoming and outgoing bays, each described
+    /// as `lspacket FILE` would, under a line naming its bay (or saying that it is empty).
+    fn list_bays(&self, ctx: &Ctx, site: &Site) -> anyhow::Result<()> {
+        let mut all_docs = Vec::new();
+        let mut all_bad = Vec::new();
+        for (bay, dir, assessed) in bays(site) {
+            let entries = packets::bay_entries(&dir)?;
+            let (groups, mut bad) = packets::group_files(&entries.files);
+            bad.extend(
+                entries
+                    .odd
+                    .into_iter()
+                    .map(|(p, what)| (p, not_regular_text(&what))),
+            );
+            let docs = groups
+                .iter()
+                .map(|g| self.describe(Some(site), g, (Some(bay), assessed)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if self.json {
+                all_bad.extend(unreadable_json(&bad, Some(bay)));
+                all_docs.extend(docs);
+                continue;
+            }
+            say_bay(ctx, bay, &dir, groups.len(), bad.len());
+            say_unreadable(ctx, &bad);
+            for (g, d) in groups.iter().zip(&docs) {
+                say_packet(ctx, g, d);
+            }
+        }
+        if self.json {
+            return ctx.json(&json!({ "packets": all_docs, "unreadable": all_bad }));
+        }
+        Ok(())
+    }
+
+    /// The description of one packet (the JSON document; text is printed from it). `site`:
+    /// the site it is listed at (it names replicas); `bay`: the bay it was listed from, and
+    /// whether to say if it can be imported at the site.
+    fn describe(
+        &self,
+        site: Option<&Site>,
+        g: &Group,
+        (bay, assessed): (Option<&str>, bool),
+    ) -> anyhow::Result<serde_json::Value> {
+        let c = packets::read_contents(g, self.long);
+        let h = &g.header;
+        let n = Namer { site, header: h };
+        let (verdict, here) = match site.filter(|_| assessed) {
+            Some(s) => {
+                let (v, t) = assess(s, g)?;
+                (Some(v), Some(t))
+            }
+            None => (None, None),
+        };
+        let per_origin: Vec<serde_json::Value> = c
+            .per_origin
+            .iter()
+            .map(|(o, e)| json!({ "origin": n.name(&o.0), "entries": e.count, "first": e.first, "last": e.last }))
+            .collect();
+        Ok(json!({
+            "files": g.paths(),
+            "bay": bay,
+            "packet_id": g.lp.packet_id.to_hex(),
+            "kind": match g.lp.kind { wire::Kind::Update => "update", wire::Kind::ReplicaCreation => "replica_creation" },
+            "format_version": g.lp.version.to_string(),
+            "parts": g.lp.part_count,
+            "parts_present": g.lp.parts.len(),
+            "complete": g.complete(),
+            "family": { "name": h.family_name, "id": h.family.to_hex() },
+            "sender": { "name": n.name(&h.sender.0), "id": h.sender.to_hex(), "incarnation": h.sender_incarnation },
+            "targets": h.targets.iter().map(|t| json!({
+                "name": n.name(&t.replica.0), "id": t.replica.to_hex(), "incarnation": t.incarnation, "packet_seq": t.packet_seq
+            })).collect::<Vec<_>>(),
+            "base_row": h.bases.iter().map(|b| (n.name(&b.origin.0), serde_json::Value::from(b.number))).collect::<serde_json::Map<_, _>>(),
+            "sender_row": n.row(&h.sender_row),
+            "entries": c.entry_count,
+            "entries_per_origin": per_origin,
+            "contents": c.blobs,
+            "content_bytes": c.blob_bytes,
+            "bytes": c.bytes,
+            "controls": controls_json(&n, &h.controls),
+            "created": util::utc_time(h.created_ms),
+            "verified": c.verified,
+            "problem": c.problem,
+            "importable_here": verdict,
+            "here": here,
+            "entry_list": if self.long {
+                Some(c.entries.iter().map(|(o, num, op)| json!({ "origin": n.name(&o.0), "number": num, "op": op })).collect::<Vec<_>>())
+            } else { None },
+        }))
+    }
+}
+
+/// The control records a packet carries, as `lspacket --json` lists them.
+fn controls_json(n: &Namer<'_>, controls: &[wire::Control]) -> Vec<serde_json::Value> {
+    controls
+        .iter()
+        .map(|ctl| match ctl {
+            wire::Control::RestoreRequest { replica, incarnation, row } => json!({
+                "type": "restore_request", "replica": n.name(&replica.0), "incarnation": incarnation, "row": n.row(row)
+            }),
+            wire::Control::ProvisionalAck { acker, replica, incarnation, held } => json!({
+                "type": "provisional_ack", "acker": n.name(&acker.0), "replica": n.name(&replica.0),
+                "incarnation": incarnation, "held": held
+            }),
+        })
+        .collect()
+}
+
+/// The files that are no readable packet, as `lspacket --json` lists them.
+fn unreadable_json(bad: &[(PathBuf, String)], bay: Option<&str>) -> Vec<serde_json::Value> {
+    bad.iter()
+        .map(|(p, why)| json!({ "file": p, "bay": bay, "error": why }))
+        .collect()
+}
+
+/// The line that opens a bay's listing: where it is and what it holds, or that it is empty.
+fn say_bay(ctx: &Ctx, bay: &str, dir: &Path, packets: usize, unreadable: usize) {
+    let what = match (packets, unreadable) {
+        (0, 0) => "empty".to_string(),
+        (p, 0) => util::count(p as u64, "packet", "packets"),
+        (p, u) => format!(
+            "{}, {}",
+            util::count(p as u64, "packet", "packets"),
+            util::count(
+                u as u64,
+                "file that is no readable packet",
+                "files that are no readable packet"
+            )
+        ),
+    };
+    ctx.say(format!("{bay} bay ({}): {what}", util::esc_path(dir)));
+}
+
+fn say_unreadable(ctx: &Ctx, bad: &[(PathBuf, String)]) {
+    for (p, why) in bad {
+        ctx.say(format!(
+            "{}: unreadable: {}",
+            util::esc_path(p),
+            util::bounded_line(&util::esc(why), 500)
+        ));
+    }
+}
+
+/// An incarnation from a JSON document, for people.
+fn incarnation_of_json(v: &serde_json::Value) -> String {
+    v.as_u64().map(incarnation_text).unwrap_or_else(|| plain(v))
+}
+
+/// Prints one packet's description as text.
+fn say_packet(ctx: &Ctx, g: &Group, d: &serde_json::Value) {
+    ctx.say(format!("packet {}", g.display()));
+    if let Some(bay) = d["bay"].as_str() {
+        ctx.say(format!("  bay: {bay}"));
+    }
+    ctx.say(format!(
+        "  kind: {}, format {}, {} part{}{}, id {}",
+        d["kind"].as_str().unwrap_or("?"),
+        g.lp.version,
+        g.lp.part_count,
+        if g.lp.part_count == 1 { "" } else { "s" },
+        if g.complete() {
+            String::new()
+        } else {
+            format!(" ({})", g.problems())
+        },
+        g.lp.packet_id.to_hex()
+    ));
+    ctx.say(format!(
+        "  family: {} ({})",
+        util::esc(&g.header.family_name),
+        g.header.family.to_hex()
+    ));
+    ctx.say(format!(
+        "  sender: {} (incarnation {})",
+        plain(&d["sender"]["name"]),
+        incarnation_text(g.header.sender_incarnation)
+    ));
+    let targets = d["targets"].as_array().into_iter().flatten().map(|t| {
+        format!(
+            "{} (incarnation {}, packet {})",
+            plain(&t["name"]),
+            incarnation_of_json(&t["incarnation"]),
+            t["packet_seq"]
+        )
+    });
+    ctx.say(format!(
+        "  targets: {}",
+        util::bounded_list(targets, ", ", TARGETS_MAX)
+    ));
+    let empty = serde_json::Map::new();
+    ctx.say(format!(
+        "  base row: {}",
+        row_text(d["base_row"].as_object().unwrap_or(&empty))
+    ));
+    ctx.say(format!(
+        "  sender's row: {}",
+        row_text(d["sender_row"].as_object().unwrap_or(&empty))
+    ));
+    say_contents(ctx, d);
+}
+
+/// One origin's entries in a packet, for people: `boston 3..7`, with the count if not dense.
+fn origin_entries_text(o: &serde_json::Value) -> String {
+    let (first, last, n) = (
+        o["first"].as_u64().unwrap_or(0),
+        o["last"].as_u64().unwrap_or(0),
+        o["entries"].as_u64().unwrap_or(0),
+    );
+    let range = if first == last {
+        format!("{first}")
+    } else {
+        format!("{first}..{last}")
+    };
+    let gaps = if n != last.saturating_sub(first) + 1 {
+        format!(" ({n} entries)")
+    } else {
+        String::new()
+    };
+    format!("{} {range}{gaps}", plain(&o["origin"]))
+}
+
+/// Prints what a packet carries, whether it verified, and whether it can be imported here.
+fn say_contents(ctx: &Ctx, d: &serde_json::Value) {
+    let per: Vec<String> = d["entries_per_origin"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(origin_entries_text)
+        .collect();
+    ctx.say(format!(
+        "  entries: {}{}",
+        d["entries"],
+        if per.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", util::bounded_list(per, ", ", LIST_MAX))
+        }
+    ));
+    ctx.say(format!(
+        "  content blobs: {} ({})",
+        d["contents"],
+        util::human_size(d["content_bytes"].as_u64().unwrap_or(0))
+    ));
+    for ctl in d["controls"].as_array().into_iter().flatten() {
+        ctx.say(control_text(ctl));
+    }
+    ctx.say(format!(
+        "  created: {}, {} bytes",
+        d["created"].as_str().unwrap_or("?"),
+        d["bytes"]
+    ));
+    ctx.say(format!(
+        "  verified: {}",
+        if d["verified"].as_bool() == Some(true) {
+            "yes".to_string()
+        } else {
+            format!("no: {}", plain(&d["problem"]))
+        }
+    ));
+    if let Some(here) = d["here"].as_str() {
+        ctx.say(format!("  here: {}", util::esc(here)));
+    }
+    for e in d["entry_list"].as_array().into_iter().flatten() {
+        ctx.say(format!(
+            "    {}:{} {}",
+            plain(&e["origin"]),
+            e["number"],
+            plain(&e["op"])
+        ));
+    }
+}
+
+/// A control record of a packet as a line of text.
+fn control_text(ctl: &serde_json::Value) -> String {
+    match ctl["type"].as_str() {
+        Some("restore_request") => format!(
+            "  restore request: {} incarnation {} row {}",
+            plain(&ctl["replica"]),
+            incarnation_of_json(&ctl["incarnation"]),
+            row_text(ctl["row"].as_object().unwrap_or(&serde_json::Map::new()))
+        ),
+        _ => format!(
+            "  provisional acknowledgement: {} of {}'s restore (incarnation {}, held {})",
+            plain(&ctl["acker"]),
+            plain(&ctl["replica"]),
+            incarnation_of_json(&ctl["incarnation"]),
+            ctl["held"]
+        ),
     }
 }
 

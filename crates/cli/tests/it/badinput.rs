@@ -44,7 +44,7 @@ fn family(backend: Option<&'static str>) -> Lab {
 }
 
 /// Every line of `out` is bounded and free of raw control characters, and nothing panicked.
-fn assert_clean(out: &Output) {
+pub(super) fn assert_clean(out: &Output) {
     for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines() {
@@ -68,7 +68,7 @@ fn assert_clean(out: &Output) {
 
 /// Runs `msite ARGS…` (killed if it hangs); asserts the exit code and clean output; returns
 /// stdout and stderr.
-fn expect(lab: &Lab, code: i32, args: &[&str]) -> (String, String) {
+pub(super) fn expect(lab: &Lab, code: i32, args: &[&str]) -> (String, String) {
     let out = lab
         .cmd()
         .args(args)

@@ -15,6 +15,7 @@ use predicates::prelude::*;
 use serde_json::Value;
 use tempfile::TempDir;
 
+mod operator;
 mod restore_safety;
 
 /// A family of sites in one temporary directory.
@@ -674,7 +675,10 @@ fn restore_procedure(backend: Option<&'static str>) {
     assert!(
         err.contains("stale")
             && err.contains("incarnation 0")
-            && err.contains(&format!("incarnation {inc}")),
+            && err.contains(&format!(
+                "incarnation {}",
+                msite_core::incarnation_text(inc)
+            )),
         "{err}"
     );
     let refused = packets_in(&lab.path("sanfran/bays/refused"));

@@ -103,8 +103,11 @@ pub fn case_packet_built_before_the_restore_is_refused_naming_both_incarnations<
             })
             .to_string();
             assert!(
-                msg.contains(&format!("incarnation {had}"))
-                    && msg.contains(&format!("incarnation {expected}")),
+                msg.contains(&format!("incarnation {}", crate::incarnation_text(had)))
+                    && msg.contains(&format!(
+                        "incarnation {}",
+                        crate::incarnation_text(expected)
+                    )),
                 "{msg}"
             );
         }
