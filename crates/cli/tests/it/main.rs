@@ -4,6 +4,9 @@
 //! Sites are made with the build's default backend; with the `rocks` feature the hub, restore
 //! and demo tests also run on RocksDB (`…_on_rocks`).
 
+#[cfg(unix)]
+mod kill9;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
