@@ -210,7 +210,7 @@ fn deliver(lab: &Lab, packet: &Path, site: &str) {
     std::fs::copy(packet, bay.join(packet.file_name().expect("name"))).expect("copy packet");
 }
 
-/// Writes `a`'s update packet for `b` into `dir` and returns it (one part).
+/// Writes `from`'s update packet for `to` into `dir` and returns it (one part).
 fn export_to(lab: &Lab, from: &str, to: &str, dir: &str) -> std::path::PathBuf {
     lab.ok(&[
         "-C",
