@@ -53,7 +53,7 @@ pub fn rechain(p: &mut Packet) {
             continue;
         };
         if let Some(l) = last.iter_mut().find(|l| l.0 == e.origin) {
-            if e.number == l.1 + 1 {
+            if e.number == l.1.wrapping_add(1) {
                 e.prev = l.2;
             }
         }
@@ -111,7 +111,7 @@ fn insert_entry(u: &mut Unstructured<'_>, p: &mut Packet, f: &Family) -> Result<
         })
         .find(|e| e.origin == origin);
     let (number, prev) = match &last {
-        Some(l) => (l.number + 1, l.hash),
+        Some(l) => (l.number.wrapping_add(1), l.hash),
         None => (u.int_in_range(1u64..=12)?, hash(u, f)?),
     };
     let mut e = wire::Entry {
