@@ -6,6 +6,8 @@
 //! set `RUSTC_BOOTSTRAP=1` for the fuzz build only, which works with rustc 1.95 and
 //! cargo-fuzz 0.13 on x86_64 Linux. Builds go to `fuzz/target` (or `CARGO_TARGET_DIR`,
 //! under an explicit target triple, so they never clash with the normal debug builds).
+//! Each target reads its corpus `fuzz/corpus/NAME` and, when it has one, its seed directory
+//! (`SEEDS`): the golden packets for `decode_packet`, real packets for `import_packet`.
 
 use std::process::{Command, Stdio};
 
@@ -24,6 +26,13 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
 }
+
+/// Seed inputs per target (relative to the project root), read besides the target's corpus
+/// `fuzz/corpus/NAME`, where libFuzzer keeps what it finds.
+const SEEDS: &[(&str, &str)] = &[
+    ("decode_packet", "crates/packet/tests/fixtures/v1"),
+    ("import_packet", "fuzz/seeds/import_packet"),
+];
 
 /// Lets the stable toolchain accept cargo-fuzz's `-Z` flags.
 const FUZZ_ENV: &[(&str, &str)] = &[("RUSTC_BOOTSTRAP", "1")];
@@ -70,11 +79,15 @@ pub fn run(args: &Args) -> Result<Report> {
     let mut report = Report::default();
     let mut lines = Vec::new();
     for target in &targets {
-        let cmd: Vec<String> = ["fuzz", "run", "--fuzz-dir", &fuzz_dir_arg, target, "--"]
+        let mut cmd: Vec<String> = ["fuzz", "run", "--fuzz-dir", &fuzz_dir_arg, target]
             .into_iter()
             .map(str::to_string)
-            .chain([format!("-max_total_time={}", args.seconds)])
             .collect();
+        cmd.extend(corpus_dirs(target)?);
+        cmd.extend([
+            "--".to_string(),
+            format!("-max_total_time={}", args.seconds),
+        ]);
         let mut done = None;
         let finished = exec::run_cargo(&fuzz_dir, &cmd, &env, Watch::Stderr, |line| {
             if let Some(d) = parse_done(line) {
@@ -99,6 +112,22 @@ pub fn run(args: &Args) -> Result<Report> {
         println!("{line}");
     }
     Ok(report)
+}
+
+/// The corpus directories of `target`: its own (created when missing), then its seeds.
+fn corpus_dirs(target: &str) -> Result<Vec<String>> {
+    let root = project_root();
+    let corpus = root.join("fuzz/corpus").join(target);
+    std::fs::create_dir_all(&corpus)
+        .with_context(|| format!("cannot create {}", corpus.display()))?;
+    let mut dirs = vec![corpus.display().to_string()];
+    for (t, seeds) in SEEDS {
+        let dir = root.join(seeds);
+        if *t == target && dir.is_dir() {
+            dirs.push(dir.display().to_string());
+        }
+    }
+    Ok(dirs)
 }
 
 fn ensure_cargo_fuzz() -> Result<()> {

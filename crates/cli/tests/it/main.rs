@@ -6,6 +6,8 @@
 
 mod badinput;
 mod bigcontent;
+#[cfg(unix)]
+mod kill9;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
