@@ -8,6 +8,8 @@ mod badinput;
 mod bigcontent;
 #[cfg(unix)]
 mod kill9;
+mod operator;
+mod restore_safety;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -16,9 +18,6 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 use tempfile::TempDir;
-
-mod operator;
-mod restore_safety;
 
 /// A family of sites in one temporary directory.
 struct Lab {
