@@ -127,7 +127,9 @@ impl Manifest {
     long_about = "Writes a backup of the site's store into DEST with the storage engine's own \
 online backup tool (SQLite's backup API, RocksDB's checkpoints), consistent while the site \
 stays in use, plus DEST/backup.json naming the replica, the engine and the own row at the time. \
-DEST must not exist or be empty.",
+DEST must not exist or be empty. The backup is written beside it as .NAME.msite-partial and \
+renamed to DEST only when whole, so DEST never holds half a backup; what an interrupted backup \
+left there is removed by the next backup to DEST.",
     after_help = "Example:\n  msite -C sanfran backup /backups/sanfran-2024-06-01\n  msite restore /backups/sanfran-2024-06-01 sanfran   # after losing the store"
 )]
 pub struct Backup {
@@ -150,14 +152,16 @@ impl Backup {
                 self.dest.display()
             );
         }
-        std::fs::create_dir_all(&self.dest)
-            .with_context(|| format!("cannot create {}", self.dest.display()))?;
+        let staging = staging_dir(&self.dest)?;
+        remove_leftover(&staging)?;
+        std::fs::create_dir_all(&staging)
+            .with_context(|| format!("cannot create {}", staging.display()))?;
         let own = r.own_row()?;
         let now = ctx.env().now_ms();
         let pb = util::spinner(ctx, format!("backing up {}", r.name()));
-        let res = r.store().backup(&self.dest.join("store"));
+        let res = r.store().backup(&staging.join("store"));
         pb.finish_and_clear();
-        res.with_context(|| format!("cannot back up {} into {}", r.name(), self.dest.display()))?;
+        res.with_context(|| format!("cannot back up {} into {}", r.name(), staging.display()))?;
         let m = Manifest {
             kind: "msite-backup".into(),
             format: SITE_FORMAT,
@@ -171,10 +175,8 @@ impl Backup {
             own_row: names::row_json(r, &own),
             incarnation: r.status()?.incarnation,
         };
-        let mut text = serde_json::to_string_pretty(&m)?;
-        text.push('\n');
-        std::fs::write(self.dest.join(MANIFEST), text)
-            .with_context(|| format!("cannot write {}", self.dest.join(MANIFEST).display()))?;
+        write_manifest(&staging, &m)?;
+        publish(&staging, &self.dest)?;
         ctx.say(format!(
             "Backed up replica {} ({} store, own row {}) into {}.",
             util::esc(&r.name()),
@@ -184,6 +186,65 @@ impl Backup {
         ));
         Ok(())
     }
+}
+
+/// Where `msite backup DEST` writes before the backup is whole: `.NAME.msite-partial` beside
+/// DEST, so DEST itself only ever appears complete (a killed backup leaves this directory,
+/// which the next backup to DEST removes, and DEST free).
+fn staging_dir(dest: &Path) -> anyhow::Result<PathBuf> {
+    let Some(name) = dest.file_name() else {
+        bail!(
+            "{} does not name a directory to create; give a new directory for the backup",
+            dest.display()
+        );
+    };
+    let mut staged = std::ffi::OsString::from(".");
+    staged.push(name);
+    staged.push(".msite-partial");
+    Ok(dest.with_file_name(staged))
+}
+
+/// Removes what a killed backup left in `staging` (the directory is named for this DEST only).
+fn remove_leftover(staging: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(staging) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot remove {}, left by an interrupted backup",
+                staging.display()
+            )
+        }),
+    }
+}
+
+/// Writes `backup.json` into `dir` durably.
+fn write_manifest(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(MANIFEST);
+    let mut text = serde_json::to_string_pretty(m)?;
+    text.push('\n');
+    let mut f =
+        std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Gives the whole backup in `staging` its name `dest` (an empty `dest` is replaced).
+fn publish(staging: &Path, dest: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir(dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot replace {}", dest.display())),
+    }
+    std::fs::rename(staging, dest)
+        .with_context(|| format!("cannot rename {} to {}", staging.display(), dest.display()))?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    crate::site::sync_dir(parent)
 }
 
 /// `msite restore`.
