@@ -80,11 +80,21 @@ impl Env for SimEnv {
 
 /// Milliseconds since the Unix epoch as a UTC time: `2026-12-02T14:13:25.123Z`.
 pub fn utc_millis(ms: u64) -> String {
+    format!("{}.{:03}Z", utc_civil(ms), ms % 1000)
+}
+
+/// Milliseconds since the Unix epoch as a UTC time to the second: `2026-12-02T14:13:25Z`.
+pub fn utc_seconds(ms: u64) -> String {
+    format!("{}Z", utc_civil(ms))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a time in milliseconds since the Unix epoch, in UTC; exact for
+/// every `u64` (Howard Hinnant's civil-from-days).
+fn utc_civil(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant's algorithm), exact for every u64 of milliseconds.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -94,8 +104,7 @@ pub fn utc_millis(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let mo = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(mo <= 2);
-    let milli = ms % 1000;
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}")
 }
 
 /// An incarnation for people. Incarnations are clock readings in milliseconds, set by
@@ -130,6 +139,7 @@ mod tests {
         assert_eq!(utc_millis(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(utc_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert!(utc_millis(u64::MAX).ends_with(".615Z"));
+        assert_eq!(utc_seconds(1_700_000_000_123), "2023-11-14T22:13:20Z");
         assert_eq!(incarnation_text(0), "0 (never restored)");
         assert_eq!(
             incarnation_text(1_795_678_569_423),

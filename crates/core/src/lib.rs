@@ -23,7 +23,7 @@ pub mod sync;
 pub mod txn;
 pub mod vob;
 
-pub use env::{incarnation_text, utc_millis, Env, SimEnv, SystemEnv};
+pub use env::{incarnation_text, utc_millis, utc_seconds, Env, SimEnv, SystemEnv};
 pub use error::{CoreError, Refusal, Result};
 pub use ids::{FamilyId, Hash, ObjId, PacketId, ReplicaId};
 pub use model::{Entry, ObjectRef, Op, Row};
