@@ -78,6 +78,30 @@ impl RecordSink for MemPacketWriter {
 
 /// Sends the content `h` held in `r`: one blob record when it fits in a chunk, otherwise
 /// pieces of a chunk each, read one at a time.
+/// Feeds a content record (`Blob` or `BlobPiece`) to `intake`, then commits a consistent
+/// prefix once the transaction holds more than [`PREFIX_COMMIT_BYTES`]. Returns the hash of the
+/// content the record completed, if it completed one. Other records are not content: no-op.
+fn take_content<S: Store>(
+    txn: &mut Txn<'_, S>,
+    intake: &mut content::Intake,
+    rec: Record,
+) -> Result<Option<Hash>> {
+    let done = match rec {
+        Record::Blob { hash, bytes } => Some(intake.blob(txn, hash, bytes)?),
+        Record::BlobPiece {
+            hash,
+            total,
+            offset,
+            bytes,
+        } => intake.piece(txn, hash, total, offset, &bytes)?,
+        _ => None,
+    };
+    if txn.size() > PREFIX_COMMIT_BYTES {
+        txn.commit_prefix(WriteOptions::NO_SYNC)?;
+    }
+    Ok(done)
+}
+
 fn send_content<R: ReadView + ?Sized>(r: &R, h: &Hash, sink: &mut dyn RecordSink) -> Result<()> {
     let missing = |what| CoreError::Codec(crate::codec::CodecError { what });
     let rd = content::open(r, h)?.ok_or(missing("content missing for an oplog entry"))?;
@@ -1356,23 +1380,9 @@ impl<S: Store> Replica<S> {
         let mut given_up: Vec<(String, u64)> = Vec::new();
         while let Some(rec) = pkt.records.next() {
             match rec? {
-                Record::Blob { hash, bytes } => {
-                    blobs_seen.insert(intake.blob(&mut txn, hash, bytes)?);
-                    if txn.size() > PREFIX_COMMIT_BYTES {
-                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
-                    }
-                }
-                Record::BlobPiece {
-                    hash,
-                    total,
-                    offset,
-                    bytes,
-                } => {
-                    if let Some(h) = intake.piece(&mut txn, hash, total, offset, &bytes)? {
+                rec @ (Record::Blob { .. } | Record::BlobPiece { .. }) => {
+                    if let Some(h) = take_content(&mut txn, &mut intake, rec)? {
                         blobs_seen.insert(h);
-                    }
-                    if txn.size() > PREFIX_COMMIT_BYTES {
-                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
                     }
                 }
                 Record::Entry(bytes) => {
@@ -1941,22 +1951,8 @@ impl<S: Store> Replica<S> {
         let mut intake = content::Intake::new(u64::MAX, &pkt.source);
         for rec in &mut pkt.records {
             match rec? {
-                Record::Blob { hash, bytes } => {
-                    intake.blob(&mut txn, hash, bytes)?;
-                    if txn.size() > PREFIX_COMMIT_BYTES {
-                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
-                    }
-                }
-                Record::BlobPiece {
-                    hash,
-                    total,
-                    offset,
-                    bytes,
-                } => {
-                    intake.piece(&mut txn, hash, total, offset, &bytes)?;
-                    if txn.size() > PREFIX_COMMIT_BYTES {
-                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
-                    }
+                rec @ (Record::Blob { .. } | Record::BlobPiece { .. }) => {
+                    take_content(&mut txn, &mut intake, rec)?;
                 }
                 Record::Entry(bytes) => {
                     intake.idle()?;
