@@ -1,0 +1,214 @@
+//! Acknowledgements and lost packets (PROTOCOL §5).
+//!
+//! Content packets to a target are numbered (per target, per sender incarnation). Every
+//! packet reports, for its target, the highest sequence of the target's packets that the
+//! sender has applied and the highest it has seen. A sender learns that a packet was lost when
+//! the report shows a later packet seen but an earlier one not applied (the later one waits
+//! for it), or when it has nothing new to send but packets are still unacknowledged after the
+//! target has reported at least once; either way it lowers its estimate to what the target
+//! reported and resends. A replica that has nothing to send but new acknowledgements to give
+//! sends a small acknowledgement-only packet (sequence 0), which itself needs no
+//! acknowledgement, so the exchange settles.
+
+use msite_packet::wire;
+
+use crate::codec::{be_u64, Dec, Enc};
+use crate::error::Result;
+use crate::ids::ReplicaId;
+use crate::keys;
+use crate::model::Row;
+use crate::replica::Replica;
+use crate::store::{Keyspace, ReadView, Store};
+use crate::txn::Txn;
+
+/// Sending state towards one target (reports are about our current incarnation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct SendState {
+    pub(super) last_seq: u64,
+    pub(super) applied: u64,
+    pub(super) seen: u64,
+    pub(super) have_report: bool,
+    pub(super) reported_row: Row,
+}
+
+impl SendState {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let e = Enc::new()
+            .u64(self.last_seq)
+            .u64(self.applied)
+            .u64(self.seen)
+            .bool(self.have_report);
+        self.reported_row.encode(e).done()
+    }
+    pub(super) fn decode(v: &[u8]) -> Result<Self> {
+        let mut d = Dec::new(v, "send state");
+        let s = SendState {
+            last_seq: d.u64()?,
+            applied: d.u64()?,
+            seen: d.u64()?,
+            have_report: d.bool()?,
+            reported_row: Row::decode(&mut d)?,
+        };
+        d.end()?;
+        Ok(s)
+    }
+}
+
+/// Receiving state from one sender (about the sender's incarnation `sender_inc`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct RecvState {
+    pub(super) sender_inc: u64,
+    pub(super) applied: u64,
+    pub(super) seen: u64,
+    pub(super) reported_applied: u64,
+    pub(super) reported_seen: u64,
+    /// Whether we ever sent this sender a packet (a first, acknowledgement-only packet tells
+    /// it that we answer, so it may resend what we never acknowledged).
+    pub(super) reported: bool,
+}
+
+impl RecvState {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        Enc::new()
+            .u64(self.sender_inc)
+            .u64(self.applied)
+            .u64(self.seen)
+            .u64(self.reported_applied)
+            .u64(self.reported_seen)
+            .bool(self.reported)
+            .done()
+    }
+    pub(super) fn decode(v: &[u8]) -> Result<Self> {
+        let mut d = Dec::new(v, "receive state");
+        let s = RecvState {
+            sender_inc: d.u64()?,
+            applied: d.u64()?,
+            seen: d.u64()?,
+            reported_applied: d.u64()?,
+            reported_seen: d.u64()?,
+            reported: d.bool()?,
+        };
+        d.end()?;
+        Ok(s)
+    }
+}
+
+pub(super) fn load<R: ReadView + ?Sized, T>(
+    r: &R,
+    key: &[u8],
+    f: impl Fn(&[u8]) -> Result<T>,
+) -> Result<Option<T>> {
+    match r.get(Keyspace::Peers, key)? {
+        Some(v) => Ok(Some(f(&v)?)),
+        None => Ok(None),
+    }
+}
+
+impl<S: Store> Replica<S> {
+    pub(super) fn send_state<R: ReadView + ?Sized>(r: &R, target: &ReplicaId) -> Result<SendState> {
+        Ok(load(r, &keys::peer(keys::peers::SEND, target), SendState::decode)?.unwrap_or_default())
+    }
+
+    pub(super) fn recv_state<R: ReadView + ?Sized>(r: &R, sender: &ReplicaId) -> Result<RecvState> {
+        Ok(load(r, &keys::peer(keys::peers::RECV, sender), RecvState::decode)?.unwrap_or_default())
+    }
+
+    /// Takes the sender's report on our packets (PROTOCOL §5): what it applied and saw of
+    /// them. A later packet of ours seen but an earlier one not applied means one was lost:
+    /// the estimate drops to what the sender holds, so the next export resends.
+    pub(super) fn take_report(
+        txn: &mut Txn<'_, S>,
+        sender: &ReplicaId,
+        sender_name: &str,
+        me_t: &wire::Target,
+        sender_row: &Row,
+        our_incarnation: u64,
+        sender_holds_request: bool,
+        newest: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        if me_t.ack_incarnation != our_incarnation {
+            return Ok(());
+        }
+        let mut send = Self::send_state(txn, sender)?;
+        // The sender's newest packet (its sequence above any seen, so not a reordered old
+        // one) reports less of ours applied than an earlier report did: its store was put
+        // back to an older copy that lost only other origins' entries, which no check
+        // detects (K11). Its reports and row are the truth now: take them as they are.
+        let regressed = newest && !sender_holds_request && me_t.applied_seq < send.applied;
+        if regressed {
+            send.applied = me_t.applied_seq;
+            send.seen = me_t.seen_seq;
+        } else {
+            send.applied = send.applied.max(me_t.applied_seq);
+            send.seen = send.seen.max(me_t.seen_seq);
+        }
+        send.have_report = true;
+        send.reported_row = sender_row.clone();
+        // The sender reports having seen more of our packets than we ever sent under this
+        // incarnation: our store was put back to an older copy (a snapshot rollback that lost
+        // no own entry) and forgot packets it had sent, or a crash lost a packet whose sending
+        // state was already written (K11, found by the simulator, seed 34005867). Number our
+        // next packet above what it has seen, and resend from what it holds.
+        let forgotten = me_t.seen_seq > send.last_seq;
+        if forgotten {
+            send.last_seq = me_t.seen_seq;
+        }
+        // Likewise, the newest packet says it applied our packet `applied_seq`, yet its row
+        // lacks entries that packet brought it to: resend from what it holds (rows only grow).
+        let lost_since = regressed
+            || forgotten
+            || (newest
+                && me_t.applied_seq > 0
+                && !sender_holds_request
+                && match txn.get(Keyspace::Peers, &keys::export_log(sender, me_t.applied_seq))? {
+                    Some(v) => {
+                        let after = Row::decode(&mut Dec::new(&v, "export log"))?;
+                        after.0.iter().any(|(o, n)| sender_row.get(o) < *n)
+                    }
+                    None => false,
+                });
+        if lost_since
+            || (me_t.seen_seq > me_t.applied_seq
+                && send.last_seq > send.applied
+                && !sender_holds_request)
+        {
+            // A later packet of ours waits at the sender: an earlier one was lost.
+            // Lower the estimate to what the sender holds, so the next export resends.
+            for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(sender))? {
+                txn.delete(Keyspace::Epochs, &k);
+            }
+            for (o, n) in &sender_row.0 {
+                txn.put(
+                    Keyspace::Epochs,
+                    &keys::estimate(sender, o),
+                    &n.to_be_bytes(),
+                );
+            }
+            notes.push(format!(
+                "{sender_name} is missing a packet from this replica; the next export to it resends what it lacks"
+            ));
+        }
+        // Forget export rows the sender has acknowledged.
+        for (k, _) in txn.scan_prefix(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::EXPORT_LOG, sender),
+        )? {
+            if k.len() == 25 && be_u64(&k[17..])? < send.applied {
+                txn.delete(Keyspace::Peers, &k);
+            }
+        }
+        txn.put(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::SEND, sender),
+            &send.encode(),
+        );
+        Ok(())
+    }
+
+    /// How many content packets to `target` are not yet acknowledged.
+    pub fn unacknowledged(&self, target: &ReplicaId) -> Result<u64> {
+        let s = Self::send_state(&self.store, target)?;
+        Ok(s.last_seq.saturating_sub(s.applied))
+    }
+}

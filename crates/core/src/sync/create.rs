@@ -1,0 +1,194 @@
+//! Replica creation (PROTOCOL §7): planning a new replica's creation packet, and making the
+//! new replica's store from it.
+
+use std::collections::BTreeMap;
+
+use msite_packet::{wire, Record};
+
+use crate::content;
+use crate::error::{CoreError, Result};
+use crate::ids::ReplicaId;
+use crate::keys;
+use crate::model::{Entry, Op, Row};
+use crate::replica::{Appender, Replica};
+use crate::store::{Keyspace, Store, WriteOptions};
+use crate::txn::Txn;
+
+use super::export::ExportPlan;
+use super::import::{take_content, PREFIX_COMMIT_BYTES, PREFIX_COMMIT_ENTRIES};
+use super::packet::Incoming;
+
+impl<S: Store> Replica<S> {
+    /// Creates replica `name` (mastered here) and plans its creation packet.
+    pub fn plan_mkreplica(&self, name: &str) -> Result<ExportPlan> {
+        self.check_writable()?;
+        crate::replica::no_control("replica name", name)?;
+        if name.is_empty() || name.contains('\0') || name.contains('@') {
+            return Err(CoreError::Invalid(format!(
+                "`{name}` is not a valid replica name"
+            )));
+        }
+        if !self
+            .view()
+            .named(crate::vob::NameKind::Replica, name)?
+            .is_empty()
+        {
+            return Err(CoreError::Exists(format!("replica:{name}")));
+        }
+        let new_id = ReplicaId(self.env.random_id());
+        self.local_change(|r, t, ap| {
+            let mut row = crate::replica::read_row_txn(t, keys::OWN_PREFIX)?;
+            let n = row.get(&r.me) + 1;
+            row.set(r.me, n);
+            r.append_local(
+                t,
+                ap,
+                Op::CreateReplica {
+                    replica: new_id,
+                    name: name.into(),
+                    row,
+                },
+            )?;
+            Ok(())
+        })?;
+        let own = self.own_row()?;
+        let mut ranges = Vec::new();
+        let mut entry_count = 0;
+        for (o, n) in &own.0 {
+            ranges.push((*o, 1, *n));
+            entry_count += n;
+        }
+        let mut incarnations = Vec::new();
+        for r in self.view().replicas()? {
+            let inc = self.incarnation_of(&r.id)?;
+            if inc > 0 {
+                incarnations.push((r.id, inc));
+            }
+        }
+        let st = self.status()?;
+        let header = wire::Header {
+            family: wire::Id(self.family.0),
+            family_name: self.family_name.clone(),
+            sender: wire::Id(self.me.0),
+            sender_name: self.name(),
+            sender_incarnation: st.incarnation,
+            targets: vec![wire::Target {
+                replica: wire::Id(new_id.0),
+                incarnation: 0,
+                packet_seq: 0,
+                ack_incarnation: 0,
+                applied_seq: 0,
+                seen_seq: 0,
+            }],
+            bases: Vec::new(),
+            sender_row: self.sender_row(&own)?,
+            controls: self.controls(None)?,
+            created_ms: self.env.now_ms(),
+            new_replica: wire::Id(new_id.0),
+            comment: incarnations
+                .iter()
+                .map(|(r, i)| format!("{}={i}", r.to_hex()))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        Ok(ExportPlan {
+            target: new_id,
+            kind: wire::Kind::ReplicaCreation,
+            header,
+            ranges,
+            all_blobs: true,
+            seq: 0,
+            advance_to: Some(own),
+            report: (0, 0),
+            entry_count,
+            reason: "replica creation",
+        })
+    }
+
+    /// Makes a new replica in `store` from a replica-creation packet.
+    pub fn create_from_packet(
+        store: S,
+        env: std::sync::Arc<dyn crate::env::Env>,
+        mut pkt: Incoming<'_>,
+    ) -> Result<Replica<S>> {
+        let h = pkt.header.clone();
+        if pkt.kind != wire::Kind::ReplicaCreation {
+            return Err(CoreError::Invalid(format!(
+                "{} is an update packet, not a replica-creation packet (import it with `msite syncreplica import` at its target)",
+                pkt.source
+            )));
+        }
+        let me = ReplicaId(h.new_replica.0);
+        let family = crate::ids::FamilyId(h.family.0);
+        let r = Replica::create_empty(store, env, family, &h.family_name, me)?;
+        let mut txn = Txn::new(&r.store);
+        let mut ap = Appender::load(&txn)?;
+        let mut held: BTreeMap<ReplicaId, u64> = BTreeMap::new();
+        let mut found_self = false;
+        let mut intake = content::Intake::new(u64::MAX, &pkt.source);
+        for rec in &mut pkt.records {
+            match rec? {
+                rec @ (Record::Blob { .. } | Record::BlobPiece { .. }) => {
+                    take_content(&mut txn, &mut intake, rec)?;
+                }
+                Record::Entry(bytes) => {
+                    intake.idle()?;
+                    let e = Entry::decode_verified(&bytes)
+                        .map_err(|e| CoreError::Malformed(format!("{}: {e}", pkt.source)))?;
+                    let h_o = held.get(&e.origin).copied().unwrap_or(0);
+                    if e.number != h_o + 1 {
+                        return Err(CoreError::Malformed(format!(
+                            "{}: entries of one origin are not contiguous",
+                            pkt.source
+                        )));
+                    }
+                    if let Op::CreateReplica { replica, .. } = &e.op {
+                        found_self |= *replica == me;
+                    }
+                    ap.store_entry(&mut txn, &e, &bytes)?;
+                    // The protocol effects of each entry, as import applies them: without them a
+                    // new replica does not know which restorations already completed, takes up
+                    // a completed restoration's request when a sibling still relays it, and
+                    // holds it forever (found by the simulator).
+                    r.on_entry(&mut txn, &e)?;
+                    held.insert(e.origin, e.number);
+                    if ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES)
+                        || txn.size() > PREFIX_COMMIT_BYTES
+                    {
+                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
+                    }
+                }
+            }
+        }
+        intake.idle()?;
+        if !found_self {
+            return Err(CoreError::Malformed(format!(
+                "{}: the packet does not create the replica it names",
+                pkt.source
+            )));
+        }
+        // Incarnations known to the creator travel in the comment field as `id=inc` pairs.
+        for pair in h.comment.split(',').filter(|s| !s.is_empty()) {
+            if let Some((id, inc)) = pair.split_once('=') {
+                if let (Some(id), Ok(inc)) = (ReplicaId::from_hex(id), inc.parse::<u64>()) {
+                    txn.put(
+                        Keyspace::Peers,
+                        &keys::peer(keys::peers::INCARNATION, &id),
+                        &inc.to_be_bytes(),
+                    );
+                }
+            }
+        }
+        let sender = ReplicaId(h.sender.0);
+        crate::restore::raise_estimate(&mut txn, &sender, &Row::from_wire(&h.sender_row))?;
+        let mut notes = Vec::new();
+        r.apply_controls(&mut txn, &mut ap, &h.controls, &mut notes)?;
+        txn.put(
+            Keyspace::Meta,
+            keys::IDENTITY,
+            &crate::replica::identity(&family, &h.family_name, &me),
+        );
+        txn.commit(WriteOptions::SYNC)?;
+        Ok(r)
+    }
+}

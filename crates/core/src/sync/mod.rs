@@ -1,0 +1,59 @@
+//! Synchronisation (PROTOCOL §3–7), one concern per module:
+//!
+//! - [`packet`]: writing a plan's records into part files or memory, reading a packet's parts
+//!   back as one stream ([`Incoming`]).
+//! - [`export`]: planning the next update packet to a target ([`ExportPlan`]).
+//! - [`assess`]: the checks of §4 steps 1–5 on a header ([`Assessment`]).
+//! - [`import`]: importing a packet, refused or applied ([`ImportOutcome`]).
+//! - [`ack`]: acknowledgements and reports, the resending of lost packets (§5).
+//! - [`controls`]: restore requests, provisional acknowledgements and mastership requests a
+//!   packet carries.
+//! - [`create`]: replica creation (§7).
+
+mod ack;
+mod assess;
+mod controls;
+mod create;
+mod export;
+mod import;
+mod packet;
+
+pub use assess::{Assessment, Need};
+pub use export::ExportPlan;
+pub use import::ImportOutcome;
+pub use packet::{ExportOutcome, Incoming, RecordSink};
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::ids::ReplicaId;
+use crate::keys;
+use crate::model::Row;
+use crate::replica::{get_u64, read_row, Replica};
+use crate::store::{Keyspace, Store};
+
+impl<S: Store> Replica<S> {
+    /// The epoch matrix: own row, then each sibling's estimate row.
+    pub fn epoch_matrix(&self) -> Result<Vec<(ReplicaId, Row)>> {
+        let mut out = vec![(self.me, self.own_row()?)];
+        for r in self.view().replicas()? {
+            if r.id != self.me {
+                out.push((r.id, self.estimate(&r.id)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Local apply sequence of the last applied entry (for tests).
+    pub fn last_lsn(&self) -> Result<u64> {
+        Ok(get_u64(&self.store, Keyspace::Meta, keys::NEXT_LSN)?.saturating_sub(1))
+    }
+
+    /// The own row as a plain map (for tests and listings).
+    pub fn own_row_map(&self) -> Result<BTreeMap<ReplicaId, u64>> {
+        Ok(read_row(&self.store, keys::OWN_PREFIX)?.0)
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests;

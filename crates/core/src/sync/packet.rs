@@ -1,0 +1,403 @@
+//! Packets as files and byte vectors: where records go when a plan is written
+//! ([`RecordSink`]), writing a plan's records in apply order into part files or memory, and
+//! assembling the parts of a received packet into one [`Incoming`] stream of records.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::path::{Path, PathBuf};
+
+use msite_packet::{wire, MemPacketWriter, PacketReader, PacketWriter, Record};
+
+use crate::content;
+use crate::error::{CoreError, Result};
+use crate::ids::{Hash, PacketId, ReplicaId};
+use crate::keys;
+use crate::replica::{Replica, StoredEntry};
+use crate::store::{KeyRange, Keyspace, ReadView, Store};
+
+use super::export::ExportPlan;
+
+/// Where packet records go: a part-file writer or an in-memory one.
+pub trait RecordSink {
+    /// Appends an entry's canonical bytes.
+    fn entry(&mut self, canonical: &[u8]) -> Result<()>;
+    /// Appends content that fits in one record.
+    fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()>;
+    /// Appends a piece of larger content (`bytes` at `offset` of `total`).
+    fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()>;
+}
+
+pub(super) fn enc_err(e: msite_packet::EncodeError) -> CoreError {
+    CoreError::Unreadable(format!("cannot write the packet: {e}"))
+}
+
+impl RecordSink for PacketWriter {
+    fn entry(&mut self, canonical: &[u8]) -> Result<()> {
+        self.push_entry(canonical).map_err(enc_err)
+    }
+    fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()> {
+        self.push_blob(hash, bytes).map_err(enc_err)
+    }
+    fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.push_blob_piece(hash, total, offset, bytes)
+            .map_err(enc_err)
+    }
+}
+
+impl RecordSink for MemPacketWriter {
+    fn entry(&mut self, canonical: &[u8]) -> Result<()> {
+        self.push_entry(canonical).map_err(enc_err)
+    }
+    fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()> {
+        self.push_blob(hash, bytes).map_err(enc_err)
+    }
+    fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.push_blob_piece(hash, total, offset, bytes)
+            .map_err(enc_err)
+    }
+}
+
+/// Sends the content `h` held in `r`: one blob record when it fits in a chunk, otherwise
+/// pieces of a chunk each, read one at a time.
+fn send_content<R: ReadView + ?Sized>(
+    r: &R,
+    h: &Hash,
+    sink: &mut dyn RecordSink,
+) -> Result<()> {
+    let missing = |what| CoreError::Codec(crate::codec::CodecError { what });
+    let rd = content::open(r, h)?.ok_or(missing("content missing for an oplog entry"))?;
+    let (mut rd, total) = match rd.whole_or_size()? {
+        Ok(bytes) => return sink.blob(h, &bytes),
+        Err(chunked) => chunked,
+    };
+    let mut offset = 0u64;
+    while let Some(chunk) = rd.next_chunk()? {
+        sink.blob_piece(h, total, offset, &chunk)?;
+        offset += chunk.len() as u64;
+    }
+    if offset != total {
+        return Err(missing("stored content shorter than its size"));
+    }
+    Ok(())
+}
+
+/// The result of an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportOutcome {
+    /// Nothing to send: no packet was written.
+    Nothing,
+    /// A packet was written.
+    Written {
+        /// The part files (or, for memory exports, empty).
+        parts: Vec<PathBuf>,
+        /// Entries carried.
+        entries: u64,
+        /// Blobs carried.
+        blobs: u64,
+        /// Bytes written.
+        bytes: u64,
+        /// Warnings (e.g. a record larger than the part size limit).
+        warnings: Vec<String>,
+        /// What the packet is for.
+        reason: &'static str,
+    },
+}
+
+/// A packet read for import: header, identity and a stream of records.
+pub struct Incoming<'a> {
+    /// The header.
+    pub header: wire::Header,
+    /// The kind.
+    pub kind: wire::Kind,
+    /// The logical packet id.
+    pub packet_id: PacketId,
+    /// Where it came from (for messages).
+    pub source: String,
+    pub(super) records: Box<dyn Iterator<Item = Result<Record>> + 'a>,
+    /// The content limit each part's reader applies when the records reach it.
+    content_limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+pub(super) fn dec_err(src: &str, e: msite_packet::DecodeError) -> CoreError {
+    CoreError::Unreadable(format!("{src}: {e}"))
+}
+
+impl<'a> Incoming<'a> {
+    /// A packet from its parts held in memory (in any order).
+    pub fn from_parts(parts: Vec<Vec<u8>>, source: &str) -> Result<Incoming<'static>> {
+        let mut readers = Vec::new();
+        for p in parts {
+            let r = PacketReader::new(std::io::Cursor::new(p)).map_err(|e| dec_err(source, e))?;
+            readers.push(r);
+        }
+        Self::assemble(readers, source.to_string())
+    }
+
+    /// A packet from its part files (in any order; all parts must be present).
+    pub fn from_files(paths: &[PathBuf]) -> Result<Incoming<'static>> {
+        let source = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut readers = Vec::new();
+        for p in paths {
+            let r = msite_packet::open(p).map_err(|e| dec_err(&p.display().to_string(), e))?;
+            readers.push(r);
+        }
+        Self::assemble(readers, source)
+    }
+
+    pub(super) fn assemble<R: std::io::Read + 'static>(
+        mut readers: Vec<PacketReader<R>>,
+        source: String,
+    ) -> Result<Incoming<'static>> {
+        if readers.is_empty() {
+            return Err(CoreError::Invalid("no packet given".into()));
+        }
+        readers.sort_by_key(|r| r.info().part);
+        let first = readers[0].info().clone();
+        let header = readers[0].header().clone();
+        for (i, r) in readers.iter().enumerate() {
+            let info = r.info();
+            if info.packet_id != first.packet_id {
+                return Err(CoreError::Unreadable(format!(
+                    "{source}: the files belong to different logical packets"
+                )));
+            }
+            if info.part != i as u32 + 1 || info.parts != first.parts {
+                return Err(CoreError::Unreadable(format!(
+                    "{source}: part {} of {} is missing or duplicated; import every part of the packet together",
+                    i + 1,
+                    first.parts
+                )));
+            }
+            if *r.header() != header {
+                return Err(CoreError::Unreadable(format!(
+                    "{source}: the parts carry different headers"
+                )));
+            }
+        }
+        if readers.len() as u32 != first.parts {
+            return Err(CoreError::Unreadable(format!(
+                "{source}: only {} of {} parts are present; part {} is missing",
+                readers.len(),
+                first.parts,
+                readers.len() + 1
+            )));
+        }
+        let src = source.clone();
+        let content_limit = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        let limit = content_limit.clone();
+        let records = readers
+            .into_iter()
+            .flat_map(move |mut r| {
+                r.set_content_limit(limit.load(std::sync::atomic::Ordering::Relaxed));
+                // A format 1.0 blob record arrives in chunk-sized pieces, never whole.
+                r.set_blob_piece_len(content::CHUNK_LEN);
+                r.records()
+            })
+            .map(move |r| r.map_err(|e| dec_err(&src, e)));
+        Ok(Incoming {
+            header,
+            kind: first.kind,
+            packet_id: PacketId(first.packet_id.0),
+            source,
+            records: Box::new(records),
+            content_limit,
+        })
+    }
+
+    /// Makes the readers refuse content over `limit` bytes before reading it (set before
+    /// the records are read).
+    pub fn set_content_limit(&self, limit: u64) {
+        self.content_limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// zstd level for exported packets: level 1 compresses about twice as fast as the format's
+/// default 3 for a few percent more bytes (see BENCHMARKS.md, "Packet format"); exports are on
+/// the operator's critical path, and the bytes usually travel on disks, not slow links.
+pub(super) const EXPORT_ZSTD_LEVEL: i32 = 1;
+
+impl<S: Store> Replica<S> {
+    /// Streams the plan's records into `sink`, in apply order.
+    pub fn write_records(
+        &self,
+        plan: &ExportPlan,
+        sink: &mut dyn RecordSink,
+    ) -> Result<(u64, u64)> {
+        let snap = self.store.snapshot()?;
+        let mut blobs_sent: HashSet<Hash> = HashSet::new();
+        let mut blob_count = 0u64;
+        if plan.all_blobs {
+            for kv in snap.scan(Keyspace::Blobs, KeyRange::all())? {
+                let (k, _) = kv?;
+                if let Some(h) = content::head_of(&k) {
+                    send_content(&snap, &h, sink)?;
+                    blob_count += 1;
+                }
+            }
+        }
+        let mut iters = Vec::new();
+        let mut heap = BinaryHeap::new();
+        for (o, from, to) in &plan.ranges {
+            let lo = keys::oplog(o, *from).to_vec();
+            let hi = keys::oplog(o, *to).to_vec();
+            let range = KeyRange {
+                start: std::ops::Bound::Included(lo),
+                end: std::ops::Bound::Included(hi),
+            };
+            let mut it = snap.scan(Keyspace::Oplog, range)?;
+            if let Some(first) = it.next() {
+                let (_, v) = first?;
+                let s = StoredEntry::decode(&v)?;
+                heap.push(Reverse((s.lsn, iters.len())));
+                iters.push((it, Some(s)));
+            }
+        }
+        let mut entries = 0u64;
+        while let Some(Reverse((_, idx))) = heap.pop() {
+            let (it, slot) = &mut iters[idx];
+            let Some(s) = slot.take() else { continue };
+            if let Some(h) = s.blob {
+                if !plan.all_blobs && blobs_sent.insert(h) {
+                    send_content(&snap, &h, sink)?;
+                    blob_count += 1;
+                }
+            }
+            sink.entry(&s.canonical)?;
+            entries += 1;
+            if let Some(next) = it.next() {
+                let (_, v) = next?;
+                let n = StoredEntry::decode(&v)?;
+                heap.push(Reverse((n.lsn, idx)));
+                *slot = Some(n);
+            }
+        }
+        Ok((entries, blob_count))
+    }
+
+    /// Exports the update packet for `target` into `dir` (split at `max_size` bytes).
+    pub fn export_to_dir(
+        &self,
+        target: &ReplicaId,
+        dir: &Path,
+        max_size: Option<u64>,
+    ) -> Result<ExportOutcome> {
+        let Some(plan) = self.plan_export(target)? else {
+            return Ok(ExportOutcome::Nothing);
+        };
+        self.write_plan_to_dir(&plan, dir, max_size)
+    }
+
+    pub(super) fn stem(&self, plan: &ExportPlan) -> String {
+        let prefix = if plan.kind == wire::Kind::Update {
+            "sync"
+        } else {
+            "repl"
+        };
+        format!(
+            "{prefix}_{}_to_{}_{}_{}",
+            sanitize(&self.name()),
+            sanitize(&self.replica_name(&plan.target)),
+            plan.header.created_ms,
+            plan.seq
+        )
+    }
+
+    /// Removes the unfinished part files that exports of this replica left in `dir` (an export
+    /// killed before it finished; the packet counts as lost and is resent) and returns them.
+    /// Only this replica's own temporary names are touched; whoever holds this `Replica`
+    /// holds its store, so no export of it is running.
+    pub fn remove_unfinished_packets(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let me = sanitize(&self.name());
+        let mut removed = Vec::new();
+        for prefix in [format!("sync_{me}_to_"), format!("repl_{me}_to_")] {
+            let found = msite_packet::unfinished_parts(dir, &prefix)
+                .map_err(|e| CoreError::io(format!("reading {}", dir.display()), e))?;
+            for f in found {
+                std::fs::remove_file(&f)
+                    .map_err(|e| CoreError::io(format!("removing {}", f.display()), e))?;
+                removed.push(f);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Writes a planned packet into `dir` and records it.
+    pub fn write_plan_to_dir(
+        &self,
+        plan: &ExportPlan,
+        dir: &Path,
+        max_size: Option<u64>,
+    ) -> Result<ExportOutcome> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
+        let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
+        opts.minor = msite_packet::format::FORMAT_MINOR;
+        opts.max_part_size = max_size;
+        opts.zstd_level = EXPORT_ZSTD_LEVEL;
+        let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &plan.header, opts)
+            .map_err(enc_err)?;
+        // Record the export (its sequence number, the new estimate) before the packet is
+        // complete: a crash in between leaves at most an unreadable, unfinished part, that is a
+        // lost packet, which the acknowledgements resend. The other order could leave a
+        // finished file whose sequence number the next export reused, so that an
+        // acknowledgement of the one covered the other, lost, one (found by the simulator).
+        self.commit_export(plan)?;
+        let (entries, blobs) = self.write_records(plan, &mut w)?;
+        let written = w.finish().map_err(enc_err)?;
+        Ok(ExportOutcome::Written {
+            parts: written.parts,
+            entries,
+            blobs,
+            bytes: written.bytes,
+            warnings: written.warnings,
+            reason: plan.reason,
+        })
+    }
+
+    /// Exports the update packet for `target` into memory (parts as byte vectors).
+    pub fn export_to_parts(
+        &self,
+        target: &ReplicaId,
+        max_size: Option<u64>,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let Some(plan) = self.plan_export(target)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.write_plan_to_parts(&plan, max_size)?))
+    }
+
+    /// Writes a planned packet into memory and records it.
+    pub fn write_plan_to_parts(
+        &self,
+        plan: &ExportPlan,
+        max_size: Option<u64>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
+        opts.minor = msite_packet::format::FORMAT_MINOR;
+        opts.max_part_size = max_size;
+        opts.zstd_level = EXPORT_ZSTD_LEVEL;
+        let mut w = MemPacketWriter::new(plan.kind, &plan.header, opts).map_err(enc_err)?;
+        // Recorded before the packet is complete, as in `write_plan_to_dir`.
+        self.commit_export(plan)?;
+        self.write_records(plan, &mut w)?;
+        let (parts, _) = w.finish().map_err(enc_err)?;
+        Ok(parts)
+    }
+}
+
+pub(super) fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
