@@ -17,9 +17,11 @@ use crate::error::Result;
 use crate::ids::ReplicaId;
 use crate::keys;
 use crate::model::Row;
-use crate::replica::Replica;
-use crate::store::{Keyspace, ReadView, Store};
+use crate::replica::{txn_u64, Replica};
+use crate::store::{Keyspace, ReadView, Store, WriteOptions};
 use crate::txn::Txn;
+
+use super::assess::carries_own_request;
 
 /// Sending state towards one target (reports are about our current incarnation).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -111,6 +113,119 @@ impl<S: Store> Replica<S> {
 
     pub(super) fn recv_state<R: ReadView + ?Sized>(r: &R, sender: &ReplicaId) -> Result<RecvState> {
         Ok(load(r, &keys::peer(keys::peers::RECV, sender), RecvState::decode)?.unwrap_or_default())
+    }
+
+    /// A waiting packet still teaches (§4, §5): the sender's incarnation and its own restore
+    /// request, that we saw the packet (our next report tells the sender that an earlier
+    /// packet of its is missing), and, the first time we see it, its report on our packets.
+    pub(super) fn note_waiting(&self, h: &wire::Header) -> Result<()> {
+        self.learn_sender_request(h)?;
+        let sender = ReplicaId(h.sender.0);
+        let me_t = h.targets.iter().find(|t| t.replica.0 == self.me.0).cloned();
+        let mut recv = Self::recv_state(&self.store, &sender)?;
+        if recv.sender_inc != h.sender_incarnation {
+            let newer = h.sender_incarnation > recv.sender_inc;
+            recv = RecvState {
+                sender_inc: h.sender_incarnation,
+                ..Default::default()
+            };
+            if newer {
+                // Our reports must name the sender's new incarnation even before any of its
+                // packets applies here: otherwise it ignores them, never learns that its
+                // packet was lost, and two replicas whose packets wait at each other stay
+                // silent.
+                let mut txn = Txn::new(&self.store);
+                txn.put(
+                    Keyspace::Peers,
+                    &keys::peer(keys::peers::RECV, &sender),
+                    &recv.encode(),
+                );
+                txn.commit(WriteOptions::SYNC)?;
+            }
+        }
+        let Some(t) = me_t else { return Ok(()) };
+        if t.packet_seq <= recv.seen {
+            return Ok(());
+        }
+        recv.seen = t.packet_seq;
+        let mut txn = Txn::new(&self.store);
+        txn.put(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::RECV, &sender),
+            &recv.encode(),
+        );
+        // Its report on our packets is news about the sender too: two replicas whose
+        // packets wait at each other would otherwise never learn that theirs were lost.
+        let sender_name = self.replica_name(&sender);
+        let sender_holds_request = self
+            .store
+            .get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &sender))?
+            .is_some();
+        let mut notes = Vec::new();
+        Self::take_report(
+            &mut txn,
+            &sender,
+            &sender_name,
+            &t,
+            &Row::from_wire(&h.sender_row),
+            self.status()?.incarnation,
+            sender_holds_request,
+            true,
+            &mut notes,
+        )?;
+        txn.commit(WriteOptions::SYNC)?;
+        Ok(())
+    }
+
+    /// What an applied packet tells about its sender (§4 step 7, §5), written into the
+    /// import's transaction: our estimate of the sender, its report on our packets
+    /// (`our_incarnation` is ours), what we received of its packets, and its incarnation.
+    pub(super) fn take_news(
+        &self,
+        txn: &mut Txn<'_, S>,
+        h: &wire::Header,
+        me_t: &wire::Target,
+        sender_name: &str,
+        our_incarnation: u64,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        let sender = ReplicaId(h.sender.0);
+        let sender_row = Row::from_wire(&h.sender_row);
+        let sender_holds_request = txn
+            .get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, &sender))?
+            .is_some();
+        let revives = revives_completed(txn, h)?;
+        let newest = {
+            let r = Self::recv_state(txn, &sender)?;
+            me_t.packet_seq > 0
+                && (r.sender_inc != h.sender_incarnation || me_t.packet_seq > r.seen)
+        };
+        if revives {
+            // The sender still asks for a restoration we saw complete: its store was put back
+            // to a copy taken while it recovered (a snapshot rollback; K15). Its row is exact:
+            // set our estimate to it, so our next packet gives back what it lost, including
+            // its restore complete, which moves it to a new incarnation.
+            set_estimate(txn, &sender, &sender_row)?;
+        } else if carries_own_request(h) {
+            self.raise_estimate_of_recovering(txn, &sender, &sender_row)?;
+            if newest {
+                lower_estimate_to(txn, &sender, &sender_row)?;
+            }
+        } else if !sender_holds_request {
+            crate::restore::raise_estimate(txn, &sender, &sender_row)?;
+        }
+        Self::take_report(
+            txn,
+            &sender,
+            sender_name,
+            me_t,
+            &sender_row,
+            our_incarnation,
+            sender_holds_request,
+            newest,
+            notes,
+        )?;
+        note_applied(txn, h, me_t)
     }
 
     /// Takes the sender's report on our packets (PROTOCOL §5): what it applied and saw of
@@ -211,4 +326,79 @@ impl<S: Store> Replica<S> {
         let s = Self::send_state(&self.store, target)?;
         Ok(s.last_seq.saturating_sub(s.applied))
     }
+}
+
+/// Whether the packet's sender asks for a restoration of its own that we saw complete.
+fn revives_completed<S: Store>(txn: &Txn<'_, S>, h: &wire::Header) -> Result<bool> {
+    let sender = ReplicaId(h.sender.0);
+    let completed = txn_u64(
+        txn,
+        Keyspace::Peers,
+        &keys::peer(keys::peers::COMPLETED, &sender),
+    )?;
+    Ok(h.controls.iter().any(|c| {
+        matches!(c, wire::Control::RestoreRequest { replica, incarnation, .. }
+            if replica.0 == sender.0 && *incarnation <= completed)
+    }))
+}
+
+/// Sets the estimate of `target` to `row` exactly.
+fn set_estimate<S: Store>(txn: &mut Txn<'_, S>, target: &ReplicaId, row: &Row) -> Result<()> {
+    for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(target))? {
+        txn.delete(Keyspace::Epochs, &k);
+    }
+    for (o, n) in &row.0 {
+        txn.put(
+            Keyspace::Epochs,
+            &keys::estimate(target, o),
+            &n.to_be_bytes(),
+        );
+    }
+    Ok(())
+}
+
+/// A recovering replica's row only grows, unless its store was put back to a copy taken
+/// earlier in the same restoration (a snapshot; the request keeps its incarnation, so we do
+/// not roll back on it): its newest packet's row is exact, and an estimate above it makes
+/// every packet to it wait (K11). Lowers each cell of the estimate of `target` above `row`.
+fn lower_estimate_to<S: Store>(txn: &mut Txn<'_, S>, target: &ReplicaId, row: &Row) -> Result<()> {
+    for (o, n) in &crate::replica::read_row_txn(txn, &keys::estimate_prefix(target))?.0 {
+        if row.get(o) < *n {
+            txn.put(
+                Keyspace::Epochs,
+                &keys::estimate(target, o),
+                &row.get(o).to_be_bytes(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Records the sender's packet as applied and seen (under the sender's incarnation), and the
+/// sender's incarnation when it is newer than the one recorded.
+fn note_applied<S: Store>(
+    txn: &mut Txn<'_, S>,
+    h: &wire::Header,
+    me_t: &wire::Target,
+) -> Result<()> {
+    let sender = ReplicaId(h.sender.0);
+    let mut recv = Replica::<S>::recv_state(txn, &sender)?;
+    if recv.sender_inc != h.sender_incarnation {
+        recv = RecvState {
+            sender_inc: h.sender_incarnation,
+            ..Default::default()
+        };
+    }
+    recv.applied = recv.applied.max(me_t.packet_seq);
+    recv.seen = recv.seen.max(me_t.packet_seq);
+    txn.put(
+        Keyspace::Peers,
+        &keys::peer(keys::peers::RECV, &sender),
+        &recv.encode(),
+    );
+    let k = keys::peer(keys::peers::INCARNATION, &sender);
+    if h.sender_incarnation > txn_u64(txn, Keyspace::Peers, &k)? {
+        txn.put(Keyspace::Peers, &k, &h.sender_incarnation.to_be_bytes());
+    }
+    Ok(())
 }

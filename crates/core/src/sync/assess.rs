@@ -66,6 +66,15 @@ pub enum Assessment {
 }
 
 impl<S: Store> Replica<S> {
+    /// The sender's name as its header gives it, else as this replica knows it.
+    pub(super) fn sender_name(&self, h: &wire::Header) -> String {
+        if h.sender_name.is_empty() {
+            self.replica_name(&ReplicaId(h.sender.0))
+        } else {
+            h.sender_name.clone()
+        }
+    }
+
     /// Runs the checks of PROTOCOL §4 steps 1–5 on a packet's header without changing
     /// anything: whether it could be imported here now (`msite lspacket` uses this).
     pub fn assess(
@@ -129,11 +138,7 @@ impl<S: Store> Replica<S> {
         {
             return Ok(Assessment::AlreadyApplied);
         }
-        let sender_name = if h.sender_name.is_empty() {
-            self.replica_name(&sender)
-        } else {
-            h.sender_name.clone()
-        };
+        let sender_name = self.sender_name(h);
         // 3. Incarnations.
         if me_t.incarnation < st.incarnation {
             return Ok(Assessment::Refused(CoreError::Refused(

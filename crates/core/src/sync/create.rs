@@ -14,8 +14,8 @@ use crate::replica::{Appender, Replica};
 use crate::store::{Keyspace, Store, WriteOptions};
 use crate::txn::Txn;
 
+use super::apply::{take_content, PREFIX_COMMIT_BYTES, PREFIX_COMMIT_ENTRIES};
 use super::export::ExportPlan;
-use super::import::{take_content, PREFIX_COMMIT_BYTES, PREFIX_COMMIT_ENTRIES};
 use super::packet::Incoming;
 
 impl<S: Store> Replica<S> {

@@ -4,13 +4,15 @@
 //!   back as one stream ([`Incoming`]).
 //! - [`export`]: planning the next update packet to a target ([`ExportPlan`]).
 //! - [`assess`]: the checks of §4 steps 1–5 on a header ([`Assessment`]).
-//! - [`import`]: importing a packet, refused or applied ([`ImportOutcome`]).
+//! - [`import`]: importing a packet, refused or applied ([`ImportOutcome`]): the pipeline.
+//! - [`apply`]: the apply loop, each entry checked against what is held, then applied.
 //! - [`ack`]: acknowledgements and reports, the resending of lost packets (§5).
 //! - [`controls`]: restore requests, provisional acknowledgements and mastership requests a
 //!   packet carries.
 //! - [`create`]: replica creation (§7).
 
 mod ack;
+mod apply;
 mod assess;
 mod controls;
 mod create;

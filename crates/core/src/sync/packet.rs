@@ -59,11 +59,7 @@ impl RecordSink for MemPacketWriter {
 
 /// Sends the content `h` held in `r`: one blob record when it fits in a chunk, otherwise
 /// pieces of a chunk each, read one at a time.
-fn send_content<R: ReadView + ?Sized>(
-    r: &R,
-    h: &Hash,
-    sink: &mut dyn RecordSink,
-) -> Result<()> {
+fn send_content<R: ReadView + ?Sized>(r: &R, h: &Hash, sink: &mut dyn RecordSink) -> Result<()> {
     let missing = |what| CoreError::Codec(crate::codec::CodecError { what });
     let rd = content::open(r, h)?.ok_or(missing("content missing for an oplog entry"))?;
     let (mut rd, total) = match rd.whole_or_size()? {

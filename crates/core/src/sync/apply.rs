@@ -1,0 +1,281 @@
+//! The apply loop of an import (PROTOCOL §4 step 6): a packet's records in order, content
+//! into the import's transaction, each entry checked against what this replica holds and
+//! then applied.
+//!
+//! For each entry, in this order: a recovering replica gives up what a newer restoration of
+//! the entry's origin retired; an entry already held is skipped when its hash matches ours,
+//! and is a fork otherwise; a new entry must be the next of its origin, continue the origin's
+//! hash chain, not be one of our own (that shows we lost it), and have its content here or in
+//! the packet. A refusal names every fork the rest of the packet shows.
+
+use std::collections::{BTreeMap, HashSet};
+
+use msite_packet::Record;
+
+use crate::content;
+use crate::error::{CoreError, Refusal, Result};
+use crate::ids::{Hash, ReplicaId, ZERO_HASH};
+use crate::keys;
+use crate::model::{Entry, ObjectRef, Op, Row};
+use crate::replica::{Appender, Replica, StoredEntry};
+use crate::store::{Keyspace, Store, WriteOptions};
+use crate::txn::Txn;
+
+/// Entries applied between two prefix commits of one import.
+pub(super) const PREFIX_COMMIT_ENTRIES: u64 = 50_000;
+
+/// Bytes buffered in an import's transaction before a prefix commit: keeps the memory of an
+/// import bounded whatever the packet's size.
+pub(super) const PREFIX_COMMIT_BYTES: usize = 16 << 20;
+
+/// Feeds a content record (`Blob` or `BlobPiece`) to `intake`, then commits a consistent
+/// prefix once the transaction holds more than [`PREFIX_COMMIT_BYTES`]. Returns the hash of the
+/// content the record completed, if it completed one. Other records are not content: no-op.
+pub(super) fn take_content<S: Store>(
+    txn: &mut Txn<'_, S>,
+    intake: &mut content::Intake,
+    rec: Record,
+) -> Result<Option<Hash>> {
+    let done = match rec {
+        Record::Blob { hash, bytes } => Some(intake.blob(txn, hash, bytes)?),
+        Record::BlobPiece {
+            hash,
+            total,
+            offset,
+            bytes,
+        } => intake.piece(txn, hash, total, offset, &bytes)?,
+        _ => None,
+    };
+    if txn.size() > PREFIX_COMMIT_BYTES {
+        txn.commit_prefix(WriteOptions::NO_SYNC)?;
+    }
+    Ok(done)
+}
+
+/// The state of the apply loop for one packet, borrowing the replica it applies to.
+pub(super) struct EntryApply<'r, S: Store> {
+    replica: &'r Replica<S>,
+    src: String,
+    sender_name: String,
+    recovering: bool,
+    sender_recovering: bool,
+    /// The highest number held of each origin, as the packet's entries apply.
+    held: BTreeMap<ReplicaId, u64>,
+    /// The hash of the last entry applied of each origin: the chain the next one continues.
+    last_hash: BTreeMap<ReplicaId, Hash>,
+    blobs_seen: HashSet<Hash>,
+    intake: content::Intake,
+    /// Origins whose entries this packet made us give up before a refusal: the refusal
+    /// discards that too, so it names them with the forks.
+    given_up: Vec<(String, u64)>,
+    /// Entries applied.
+    pub(super) applied: u64,
+    /// Entries already held (skipped).
+    pub(super) skipped: u64,
+    /// Mastership requests applied, answered after the import commits.
+    pub(super) grants: Vec<(ObjectRef, ReplicaId)>,
+    /// Things the operator should know.
+    pub(super) notes: Vec<String>,
+}
+
+impl<'r, S: Store> EntryApply<'r, S> {
+    /// A loop over a packet from `sender_name` (`sender_recovering`: it carries its own restore
+    /// request) into a replica holding `own`, accepting content up to `limit` bytes.
+    pub(super) fn new(
+        replica: &'r Replica<S>,
+        own: &Row,
+        limit: u64,
+        src: &str,
+        sender_name: &str,
+        sender_recovering: bool,
+        recovering: bool,
+    ) -> Self {
+        EntryApply {
+            replica,
+            src: src.to_string(),
+            sender_name: sender_name.to_string(),
+            recovering,
+            sender_recovering,
+            held: own.0.clone(),
+            last_hash: BTreeMap::new(),
+            blobs_seen: HashSet::new(),
+            intake: content::Intake::new(limit, src),
+            given_up: Vec::new(),
+            applied: 0,
+            skipped: 0,
+            grants: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Applies every record of the packet into `txn`. A refusal as divergent or as holding
+    /// retired entries also names the forks in the rest of `records` and the origins given up.
+    pub(super) fn run(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        ap: &mut Appender,
+        records: &mut dyn Iterator<Item = Result<Record>>,
+    ) -> Result<()> {
+        while let Some(rec) = records.next() {
+            match rec? {
+                rec @ (Record::Blob { .. } | Record::BlobPiece { .. }) => {
+                    if let Some(h) = take_content(txn, &mut self.intake, rec)? {
+                        self.blobs_seen.insert(h);
+                    }
+                }
+                Record::Entry(bytes) => {
+                    if let Err(err) = self.entry(txn, ap, &bytes) {
+                        let err = self
+                            .replica
+                            .with_later_forks(err, records, &self.given_up)?;
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        self.intake.idle()
+    }
+
+    /// One entry: skipped when held, otherwise checked and applied.
+    fn entry(&mut self, txn: &mut Txn<'_, S>, ap: &mut Appender, bytes: &[u8]) -> Result<()> {
+        self.intake.idle()?;
+        let e = Entry::decode_verified(bytes)
+            .map_err(|e| CoreError::Malformed(format!("{}: {e}", self.src)))?;
+        let held = self.held_after_retiring(txn, &e)?;
+        if e.number <= held {
+            return self.skip_held(txn, &e);
+        }
+        self.check_next(txn, &e, held)?;
+        self.apply(txn, ap, &e, bytes)
+    }
+
+    /// The number held of the entry's origin. A recovering store may be older than a
+    /// restoration of that origin that retired what it holds here: the newer timeline
+    /// replaces it (see `retire_if_superseded`), and what is held drops below the entry.
+    fn held_after_retiring(&mut self, txn: &mut Txn<'_, S>, e: &Entry) -> Result<u64> {
+        let held = self.held.get(&e.origin).copied().unwrap_or(0);
+        if e.number > held || !self.recovering {
+            return Ok(held);
+        }
+        let Some(removed) = self
+            .replica
+            .retire_if_superseded(txn, e, &self.blobs_seen)?
+        else {
+            return Ok(held);
+        };
+        self.given_up
+            .push((self.replica.replica_name(&e.origin), e.number));
+        self.notes.push(removed);
+        self.held.insert(e.origin, e.number - 1);
+        self.last_hash.remove(&e.origin);
+        Ok(e.number - 1)
+    }
+
+    /// An entry already held is skipped when it is ours; a different entry under the same
+    /// number is a fork, unless a recovering sender relays an entry a newer restoration of
+    /// its origin replaced (the sender gives it up when it receives ours).
+    fn skip_held(&mut self, txn: &Txn<'_, S>, e: &Entry) -> Result<()> {
+        let ours = match txn.get(Keyspace::Oplog, &keys::oplog(&e.origin, e.number))? {
+            Some(v) => StoredEntry::decode(&v)?.hash,
+            None => ZERO_HASH,
+        };
+        if ours == e.hash {
+            self.skipped += 1;
+            return Ok(());
+        }
+        let origin = self.replica.replica_name(&e.origin);
+        if self.sender_recovering && self.replica.holds_newer(txn, e)? {
+            return Err(CoreError::Refused(Refusal::SenderHoldsRetired {
+                sender: self.sender_name.clone(),
+                origin,
+                number: e.number,
+                also: Vec::new(),
+            }));
+        }
+        Err(CoreError::Refused(Refusal::Divergent {
+            origin,
+            number: e.number,
+            detail: format!(
+                "{} has a different entry under the same number",
+                self.sender_name
+            ),
+            also: Vec::new(),
+        }))
+    }
+
+    /// A new entry must be the next of its origin and continue its hash chain; an entry of
+    /// our own shows that we lost it (unless we recover); its content must be here or in the
+    /// packet.
+    fn check_next(&self, txn: &Txn<'_, S>, e: &Entry, held: u64) -> Result<()> {
+        let name = || self.replica.replica_name(&e.origin);
+        if e.number != held + 1 {
+            return Err(CoreError::Malformed(format!(
+                "{}: entry {} of {} arrives before entry {}",
+                self.src,
+                e.number,
+                name(),
+                held + 1
+            )));
+        }
+        let prev = match self.last_hash.get(&e.origin) {
+            Some(h) => *h,
+            None => match held {
+                0 => ZERO_HASH,
+                n => match txn.get(Keyspace::Oplog, &keys::oplog(&e.origin, n))? {
+                    Some(v) => StoredEntry::decode(&v)?.hash,
+                    None => ZERO_HASH,
+                },
+            },
+        };
+        if e.prev != prev {
+            return Err(CoreError::Refused(Refusal::Divergent {
+                origin: name(),
+                number: e.number,
+                detail: "its hash chain does not continue this replica's".into(),
+                also: Vec::new(),
+            }));
+        }
+        if e.origin == self.replica.me && !self.recovering {
+            return Err(CoreError::Refused(Refusal::RolledBack {
+                sender: self.sender_name.clone(),
+                theirs: e.number,
+                ours: held,
+            }));
+        }
+        if let Op::Checkin { content, size, .. } = &e.op {
+            if !self.blobs_seen.contains(content) && !content::contains_sized(txn, content, *size)?
+            {
+                return Err(CoreError::Malformed(format!(
+                    "{}: entry {} of {} refers to content the packet does not carry",
+                    self.src,
+                    e.number,
+                    name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the entry and applies its effects. A very large packet commits in consistent
+    /// prefixes; a crash leaves a prefix that the next import continues from.
+    fn apply(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        ap: &mut Appender,
+        e: &Entry,
+        bytes: &[u8],
+    ) -> Result<()> {
+        ap.store_entry(txn, e, bytes)?;
+        self.replica.on_entry(txn, e)?;
+        if let Op::ReqMaster { object, requester } = &e.op {
+            self.grants.push((*object, *requester));
+        }
+        self.held.insert(e.origin, e.number);
+        self.last_hash.insert(e.origin, e.hash);
+        self.applied += 1;
+        if self.applied.is_multiple_of(PREFIX_COMMIT_ENTRIES) || txn.size() > PREFIX_COMMIT_BYTES {
+            txn.commit_prefix(WriteOptions::NO_SYNC)?;
+        }
+        Ok(())
+    }
+}
