@@ -19,6 +19,8 @@ use crate::restore::{held_requests_in, prov_acks_in, HeldRequest};
 use crate::store::{Keyspace, Store, WriteOptions};
 use crate::txn::Txn;
 
+use super::ack::SendState;
+
 /// A packet to write: header plus the ranges of entries it carries.
 #[derive(Debug, Clone)]
 pub struct ExportPlan {
@@ -93,6 +95,10 @@ impl<S: Store> Replica<S> {
     }
 
     /// Plans the update packet for `target` (None: nothing to send).
+    ///
+    /// Any id but our own is a valid address, also a target this replica has not heard of
+    /// yet (its creation entry is still on its way, or this store predates it): it needs our
+    /// requests and acknowledgements as much as anyone. Names are resolved by the caller.
     pub fn plan_export(&self, target: &ReplicaId) -> Result<Option<ExportPlan>> {
         self.check_exportable()?;
         if *target == self.me {
@@ -101,10 +107,6 @@ impl<S: Store> Replica<S> {
                 self.name()
             )));
         }
-        // A target this replica has not heard of yet (its creation entry is still on its way,
-        // or this store predates it) can still be sent to: it needs our requests and
-        // acknowledgements as much as anyone (found by the simulator). Names are resolved by
-        // the caller; here any id but our own is a valid address.
         let st = self.status()?;
         let own = self.own_row()?;
         let send = Self::send_state(&self.store, target)?;
@@ -119,85 +121,10 @@ impl<S: Store> Replica<S> {
             row: r.row.clone(),
         });
         let controls = self.controls(own_request)?;
-        let mut reason = "update";
-        let mut probe = false;
-        let base = if st.recovering.is_some()
-            && !target_recovering
-            && !self.relays_while_recovering()?
-        {
-            // While recovering, packets carry the request (and answers to others) only.
-            own.clone()
-        } else {
-            let mut base = self.estimate(target)?;
-            let has_new = own.0.iter().any(|(o, n)| *n > base.get(o));
-            if !has_new && !target_recovering && send.have_report && send.last_seq > send.applied {
-                // Unacknowledged packets: resend from what the target is known to hold.
-                let mut floor = send.reported_row.clone();
-                if let Some(v) = self
-                    .store
-                    .get(Keyspace::Peers, &keys::export_log(target, send.applied))?
-                {
-                    floor.raise_to(&Row::decode(&mut Dec::new(&v, "export log"))?);
-                }
-                if own.0.iter().any(|(o, n)| *n > floor.get(o)) {
-                    reason = "resend";
-                    base = floor;
-                }
-            }
-            if !has_new
-                && !target_recovering
-                && st.recovering.is_none()
-                && !send.have_report
-                && send.last_seq > send.applied
-            {
-                // Unacknowledged packets, and the target has never reported: its only report
-                // may have been lost as well as our packet, and then neither side would ever
-                // send again (K10). Send a probe: a numbered packet without entries whose base
-                // is our estimate. The target applies it if it holds the base, or keeps it
-                // waiting; either way its next export reports, and a report that shows a
-                // packet missing makes us resend. On a one-way link, where the target never
-                // reports, every export with nothing new sends one such header-only packet.
-                probe = true;
-                reason = "probe";
-            }
-            if !has_new && !target_recovering && st.recovering.is_none() && !probe {
-                // Keepalive: after a day (by default) without a packet to this sibling, send a
-                // probe. A sibling put back to an older copy that lost only other origins'
-                // entries has nothing to say and cannot know it; the probe waits there, its
-                // report shows the gap, and we resend (K11, found by the simulator, seed
-                // 70001233). On a healthy link it applies at once and costs one small packet.
-                let last = get_u64(
-                    &self.store,
-                    Keyspace::Peers,
-                    &keys::peer(keys::peers::LAST_SENT, target),
-                )?;
-                if last > 0 && self.env.now_ms().saturating_sub(last) >= self.keepalive_ms()? {
-                    probe = true;
-                    reason = "keepalive";
-                } else if self
-                    .store
-                    .get(
-                        Keyspace::Peers,
-                        &keys::peer(keys::peers::ANSWER_STALE, target),
-                    )?
-                    .is_some()
-                {
-                    probe = true;
-                    reason = "answer to a stale packet";
-                }
-            }
-            base
-        };
-        let mut ranges = Vec::new();
-        let mut entry_count = 0;
-        for (o, n) in &own.0 {
-            let b = base.get(o);
-            if *n > b {
-                ranges.push((*o, b + 1, *n));
-                entry_count += n - b;
-            }
-        }
-        let content = !ranges.is_empty() || !controls.is_empty() || probe;
+        let recovering = st.recovering.is_some();
+        let mut base = self.export_base(target, recovering, &own, &send, target_recovering)?;
+        let (ranges, entry_count) = ranges_above(&own, &base.row);
+        let content = !ranges.is_empty() || !controls.is_empty() || base.probe;
         if !content
             && recv.reported
             && recv.applied == recv.reported_applied
@@ -206,74 +133,29 @@ impl<S: Store> Replica<S> {
             return Ok(None);
         }
         if !content {
-            reason = "acknowledgement";
-        } else if ranges.is_empty() && !probe {
-            reason = "restore request";
+            base.reason = "acknowledgement";
+        } else if ranges.is_empty() && !base.probe {
+            base.reason = "restore request";
         }
         let seq = if content { send.last_seq + 1 } else { 0 };
         let mut bases = Vec::new();
-        // Prerequisites matter only for the entries carried: a packet without entries (a
-        // restore request, an acknowledgement) can be imported whatever the target holds.
-        // A probe carries the base too: it is applied only once the target holds it.
-        for (o, n) in base.0.iter().filter(|_| !ranges.is_empty() || probe) {
-            let b = (*n).min(own.get(o));
-            if b == 0 {
-                continue;
-            }
-            let hash = Self::entry_hash_at(&self.store, o, b)?.unwrap_or(ZERO_HASH);
-            bases.push(wire::Base {
-                origin: wire::Id(o.0),
-                number: b,
-                hash,
-            });
+        if !ranges.is_empty() || base.probe {
+            bases = self.prerequisites(&base.row, &own)?;
         }
-        if ranges.is_empty() && !probe && send.have_report && st.recovering.is_none() {
-            // A packet without entries carries bases only where the target is known to hold
-            // them (its last report, capped by the estimate), so it never waits, yet the
-            // target checks our hashes there: a fork made by `--override` is reported at the
-            // first exchange even when no packet carries that origin's entries (K14). Not
-            // while we recover: our store is a copy that may hold entries a newer restoration
-            // retired, which we give up when the newer ones arrive (K13); our bases would only
-            // make the target report a fork that is already being repaired (seed 42008201).
-            for (o, n) in base.0.iter() {
-                let b = (*n).min(own.get(o)).min(send.reported_row.get(o));
-                if b == 0 {
-                    continue;
-                }
-                let hash = Self::entry_hash_at(&self.store, o, b)?.unwrap_or(ZERO_HASH);
-                bases.push(wire::Base {
-                    origin: wire::Id(o.0),
-                    number: b,
-                    hash,
-                });
-            }
+        if ranges.is_empty() && !base.probe && send.have_report && !recovering {
+            bases.extend(self.known_bases(&base.row, &own, &send.reported_row)?);
         }
-        let header = wire::Header {
-            family: wire::Id(self.family.0),
-            family_name: self.family_name.clone(),
-            sender: wire::Id(self.me.0),
-            sender_name: self.name(),
-            sender_incarnation: st.incarnation,
-            targets: vec![wire::Target {
-                replica: wire::Id(target.0),
-                incarnation: self.incarnation_of(target)?,
-                packet_seq: seq,
-                ack_incarnation: recv.sender_inc,
-                applied_seq: recv.applied,
-                seen_seq: recv.seen,
-            }],
-            bases,
-            sender_row: self.sender_row(&own)?,
-            controls,
-            created_ms: self.env.now_ms(),
-            new_replica: wire::Id::default(),
-            comment: String::new(),
+        let to = wire::Target {
+            replica: wire::Id(target.0),
+            incarnation: self.incarnation_of(target)?,
+            packet_seq: seq,
+            ack_incarnation: recv.sender_inc,
+            applied_seq: recv.applied,
+            seen_seq: recv.seen,
         };
-        let advance_to = if target_recovering || st.recovering.is_some() {
-            None
-        } else {
-            Some(own)
-        };
+        let header = self.header(st.incarnation, to, bases, &own, controls)?;
+        // No estimate advances while either side recovers.
+        let advance_to = (!target_recovering && !recovering).then_some(own);
         Ok(Some(ExportPlan {
             target: *target,
             kind: wire::Kind::Update,
@@ -284,8 +166,163 @@ impl<S: Store> Replica<S> {
             advance_to,
             report: (recv.applied, recv.seen),
             entry_count,
-            reason,
+            reason: base.reason,
         }))
+    }
+
+    /// The header of a packet from this replica (incarnation `incarnation`) to `to`, with
+    /// `bases`, our row `own` (naming every sibling we know of) and `controls`, created now.
+    pub(super) fn header(
+        &self,
+        incarnation: u64,
+        to: wire::Target,
+        bases: Vec<wire::Base>,
+        own: &Row,
+        controls: Vec<wire::Control>,
+    ) -> Result<wire::Header> {
+        Ok(wire::Header {
+            family: wire::Id(self.family.0),
+            family_name: self.family_name.clone(),
+            sender: wire::Id(self.me.0),
+            sender_name: self.name(),
+            sender_incarnation: incarnation,
+            targets: vec![to],
+            bases,
+            sender_row: self.sender_row(own)?,
+            controls,
+            created_ms: self.env.now_ms(),
+            new_replica: wire::Id::default(),
+            comment: String::new(),
+        })
+    }
+
+    /// Where the packet to `target` starts, and why it is sent. While this replica recovers,
+    /// its packets carry the request (and answers to others) only, unless the target
+    /// recovers too or we relay for others. Otherwise the base is our estimate of the target,
+    /// lowered to resend what it lost, and a packet with no new entries may still be a probe.
+    fn export_base(
+        &self,
+        target: &ReplicaId,
+        recovering: bool,
+        own: &Row,
+        send: &SendState,
+        target_recovering: bool,
+    ) -> Result<ExportBase> {
+        let update = |row| ExportBase {
+            row,
+            reason: "update",
+            probe: false,
+        };
+        if recovering && !target_recovering && !self.relays_while_recovering()? {
+            return Ok(update(own.clone()));
+        }
+        let mut base = update(self.estimate(target)?);
+        let has_new = own.0.iter().any(|(o, n)| *n > base.row.get(o));
+        if has_new || target_recovering {
+            return Ok(base);
+        }
+        let unacknowledged = send.last_seq > send.applied;
+        if send.have_report && unacknowledged {
+            if let Some(floor) = self.resend_floor(target, own, send)? {
+                base.reason = "resend";
+                base.row = floor;
+            }
+        }
+        if recovering {
+            return Ok(base);
+        }
+        if !send.have_report && unacknowledged {
+            // The target has never reported: its only report may have been lost as well as
+            // our packet, and then neither side would ever send again (K10). A probe is a
+            // numbered packet without entries whose base is our estimate: the target applies
+            // it if it holds the base, or keeps it waiting; either way its next export
+            // reports, and a report that shows a packet missing makes us resend. On a one-way
+            // link, where the target never reports, every export with nothing new sends one.
+            base.probe = true;
+            base.reason = "probe";
+        } else if let Some(reason) = self.keepalive(target)? {
+            base.probe = true;
+            base.reason = reason;
+        }
+        Ok(base)
+    }
+
+    /// With packets unacknowledged: what the target is known to hold (its last report,
+    /// raised to what the last packet it applied brought), when we hold more than that.
+    fn resend_floor(&self, target: &ReplicaId, own: &Row, send: &SendState) -> Result<Option<Row>> {
+        let mut floor = send.reported_row.clone();
+        if let Some(v) = self
+            .store
+            .get(Keyspace::Peers, &keys::export_log(target, send.applied))?
+        {
+            floor.raise_to(&Row::decode(&mut Dec::new(&v, "export log"))?);
+        }
+        Ok(own
+            .0
+            .iter()
+            .any(|(o, n)| *n > floor.get(o))
+            .then_some(floor))
+    }
+
+    /// Why a probe goes to `target` with nothing new, if one does: a keepalive after a day
+    /// (by default) without a packet to it, or an answer to a stale packet it sent. A sibling
+    /// put back to an older copy that lost only other origins' entries has nothing to say and
+    /// cannot know it; the probe waits there, its report shows the gap, and we resend (K11).
+    /// On a healthy link it applies at once and costs one small packet.
+    fn keepalive(&self, target: &ReplicaId) -> Result<Option<&'static str>> {
+        let last = get_u64(
+            &self.store,
+            Keyspace::Peers,
+            &keys::peer(keys::peers::LAST_SENT, target),
+        )?;
+        if last > 0 && self.env.now_ms().saturating_sub(last) >= self.keepalive_ms()? {
+            return Ok(Some("keepalive"));
+        }
+        let stale = self
+            .store
+            .get(
+                Keyspace::Peers,
+                &keys::peer(keys::peers::ANSWER_STALE, target),
+            )?
+            .is_some();
+        Ok(stale.then_some("answer to a stale packet"))
+    }
+
+    /// The prerequisites of a packet that carries entries above `base` (or is a probe): for
+    /// each origin, the entry at the base (capped by what we hold), which the target must
+    /// hold before it applies the packet. A packet without entries (a restore request, an
+    /// acknowledgement) has none: it can be imported whatever the target holds.
+    fn prerequisites(&self, base: &Row, own: &Row) -> Result<Vec<wire::Base>> {
+        self.bases_at(base.0.iter().map(|(o, n)| (*o, (*n).min(own.get(o)))))
+    }
+
+    /// The bases of a packet without entries: only where the target is known to hold them
+    /// (its last report, capped by the estimate), so it never waits, yet the target checks our
+    /// hashes there: a fork made by `--override` is reported at the first exchange even when
+    /// no packet carries that origin's entries (K14). Not while we recover: our store is a
+    /// copy that may hold entries a newer restoration retired, which we give up when the
+    /// newer ones arrive (K13); our bases would only make the target report a fork that is
+    /// already being repaired.
+    fn known_bases(&self, base: &Row, own: &Row, reported: &Row) -> Result<Vec<wire::Base>> {
+        self.bases_at(
+            base.0
+                .iter()
+                .map(|(o, n)| (*o, (*n).min(own.get(o)).min(reported.get(o)))),
+        )
+    }
+
+    /// A base (the hash of our entry there) for each `(origin, number)` above 0.
+    fn bases_at(&self, at: impl Iterator<Item = (ReplicaId, u64)>) -> Result<Vec<wire::Base>> {
+        let mut bases = Vec::new();
+        for (o, b) in at.filter(|(_, b)| *b > 0) {
+            let hash = Self::entry_hash_at(&self.store, &o, b)?.unwrap_or(ZERO_HASH);
+            bases.push(wire::Base {
+                origin: wire::Id(o.0),
+                number: b,
+                hash,
+            });
+        }
+        Ok(bases)
     }
 
     /// Records that the plan's packet was written.
@@ -361,4 +398,29 @@ impl<S: Store> Replica<S> {
         row.sort_unstable_by_key(|c| c.origin.0);
         Ok(row)
     }
+}
+
+/// Where an update packet starts and why it is sent.
+struct ExportBase {
+    /// Entries above this row are carried.
+    row: Row,
+    /// Why the packet is sent (see [`ExportPlan::reason`]).
+    reason: &'static str,
+    /// A numbered packet whose base is sent even without entries, so the target reports.
+    probe: bool,
+}
+
+/// For each origin where `own` is above `base`: the range of entries the packet carries,
+/// and how many entries that is in all.
+fn ranges_above(own: &Row, base: &Row) -> (Vec<(ReplicaId, u64, u64)>, u64) {
+    let mut ranges = Vec::new();
+    let mut entry_count = 0;
+    for (o, n) in &own.0 {
+        let b = base.get(o);
+        if *n > b {
+            ranges.push((*o, b + 1, *n));
+            entry_count += n - b;
+        }
+    }
+    (ranges, entry_count)
 }
