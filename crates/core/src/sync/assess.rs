@@ -8,6 +8,7 @@ use crate::ids::{PacketId, ReplicaId};
 use crate::keys;
 use crate::model::Row;
 use crate::replica::Replica;
+use crate::restore::Status;
 use crate::store::{Keyspace, Store};
 
 /// Whether a packet carries its sender's own restore request: the sender is recovering, and
@@ -76,7 +77,8 @@ impl<S: Store> Replica<S> {
     }
 
     /// Runs the checks of PROTOCOL §4 steps 1–5 on a packet's header without changing
-    /// anything: whether it could be imported here now (`msite lspacket` uses this).
+    /// anything: whether it could be imported here now (`msite lspacket` uses this). The
+    /// checks run in this order, and the first that fails gives the verdict.
     pub fn assess(
         &self,
         h: &wire::Header,
@@ -84,51 +86,13 @@ impl<S: Store> Replica<S> {
         packet_id: &PacketId,
         src: &str,
     ) -> Result<Assessment> {
-        if kind != wire::Kind::Update {
-            return Ok(Assessment::Refused(CoreError::Refused(Refusal::Other(format!(
-                "{src} is a replica-creation packet; make a new site from it with `msite mkreplica import`"
-            )))));
-        }
-        // 2. Family and target.
-        if h.family.0 != self.family.0 {
-            return Ok(Assessment::Refused(CoreError::Refused(
-                Refusal::WrongFamily {
-                    packet: format!("{} ({})", h.family_name, crate::ids::hex(&h.family.0[..4])),
-                    ours: format!("{} ({})", self.family_name, self.family.short()),
-                },
-            )));
-        }
-        let sender = ReplicaId(h.sender.0);
-        let Some(me_t) = h.targets.iter().find(|t| t.replica.0 == self.me.0) else {
-            let names: Vec<String> = h
-                .targets
-                .iter()
-                .map(|t| self.replica_name(&ReplicaId(t.replica.0)))
-                .collect();
-            return Ok(Assessment::Refused(CoreError::Refused(
-                Refusal::NotAddressed {
-                    targets: names.join(", "),
-                    me: self.name(),
-                },
-            )));
+        let me_t = match self.addressed_here(h, kind, src) {
+            Ok(t) => t,
+            Err(refused) => return Ok(Assessment::Refused(refused)),
         };
-        if sender == self.me {
-            return Ok(Assessment::Refused(CoreError::Refused(Refusal::Other(
-                format!("{src} was written by this replica itself"),
-            ))));
-        }
         let st = self.status()?;
-        if st.restored {
-            return Ok(Assessment::Refused(CoreError::Locked(format!(
-                "replica {} was restored from a backup; run `msite restorereplica` before importing packets",
-                self.name()
-            ))));
-        }
-        if let Some(reason) = &st.rolled_back {
-            return Ok(Assessment::Refused(CoreError::Locked(format!(
-                "replica {} refuses imports: {reason}; run `msite restorereplica` first",
-                self.name()
-            ))));
+        if let Some(locked) = self.import_lock(&st) {
+            return Ok(Assessment::Refused(locked));
         }
         // 8. Importing the same packet again does nothing.
         if self
@@ -139,49 +103,141 @@ impl<S: Store> Replica<S> {
             return Ok(Assessment::AlreadyApplied);
         }
         let sender_name = self.sender_name(h);
-        // 3. Incarnations.
+        if let Some(a) = self.check_incarnations(h, me_t, &st, &sender_name)? {
+            return Ok(a);
+        }
+        let own = self.own_row()?;
+        if let Some(refusal) = self.shows_rollback(h, &own, &st, &sender_name) {
+            return Ok(Assessment::RolledBack(refusal));
+        }
+        let needs = self.prerequisites_missing(h, &own);
+        if !needs.is_empty() {
+            return Ok(Assessment::Waiting(needs));
+        }
+        if let Some(refused) = self.diverges_at_base(h, sender_name)? {
+            return Ok(Assessment::Refused(refused));
+        }
+        Ok(Assessment::Importable)
+    }
+
+    /// Steps 1–2: an update packet (not a replica-creation one) of our family, addressed to
+    /// us (our entry among its targets), not written by us.
+    fn addressed_here<'h>(
+        &self,
+        h: &'h wire::Header,
+        kind: wire::Kind,
+        src: &str,
+    ) -> std::result::Result<&'h wire::Target, CoreError> {
+        if kind != wire::Kind::Update {
+            return Err(CoreError::Refused(Refusal::Other(format!(
+                "{src} is a replica-creation packet; make a new site from it with `msite mkreplica import`"
+            ))));
+        }
+        if h.family.0 != self.family.0 {
+            return Err(CoreError::Refused(Refusal::WrongFamily {
+                packet: format!("{} ({})", h.family_name, crate::ids::hex(&h.family.0[..4])),
+                ours: format!("{} ({})", self.family_name, self.family.short()),
+            }));
+        }
+        let Some(me_t) = h.targets.iter().find(|t| t.replica.0 == self.me.0) else {
+            let names: Vec<String> = h
+                .targets
+                .iter()
+                .map(|t| self.replica_name(&ReplicaId(t.replica.0)))
+                .collect();
+            return Err(CoreError::Refused(Refusal::NotAddressed {
+                targets: names.join(", "),
+                me: self.name(),
+            }));
+        };
+        if h.sender.0 == self.me.0 {
+            return Err(CoreError::Refused(Refusal::Other(format!(
+                "{src} was written by this replica itself"
+            ))));
+        }
+        Ok(me_t)
+    }
+
+    /// A store restored from a backup or found rolled back imports nothing until
+    /// `restorereplica` runs.
+    fn import_lock(&self, st: &Status) -> Option<CoreError> {
+        if st.restored {
+            return Some(CoreError::Locked(format!(
+                "replica {} was restored from a backup; run `msite restorereplica` before importing packets",
+                self.name()
+            )));
+        }
+        let reason = st.rolled_back.as_ref()?;
+        Some(CoreError::Locked(format!(
+            "replica {} refuses imports: {reason}; run `msite restorereplica` first",
+            self.name()
+        )))
+    }
+
+    /// Step 3, incarnations: a packet built for an older incarnation of this replica, or
+    /// from an older incarnation of its sender than one recorded here, is stale; one built
+    /// for a newer incarnation of this replica shows that the family knows a newer one.
+    fn check_incarnations(
+        &self,
+        h: &wire::Header,
+        me_t: &wire::Target,
+        st: &Status,
+        sender_name: &str,
+    ) -> Result<Option<Assessment>> {
+        let sender = sender_name.to_string();
         if me_t.incarnation < st.incarnation {
-            return Ok(Assessment::Refused(CoreError::Refused(
+            return Ok(Some(Assessment::Refused(CoreError::Refused(
                 Refusal::StaleTarget {
                     had: me_t.incarnation,
                     expected: st.incarnation,
-                    sender: sender_name,
+                    sender,
                 },
-            )));
+            ))));
         }
         if me_t.incarnation > st.incarnation {
-            return Ok(Assessment::NewerIncarnationKnown {
+            return Ok(Some(Assessment::NewerIncarnationKnown {
                 known: me_t.incarnation,
                 ours: st.incarnation,
-                sender: sender_name,
-            });
+                sender,
+            }));
         }
-        let recorded = self.incarnation_of(&sender)?;
+        let recorded = self.incarnation_of(&ReplicaId(h.sender.0))?;
         if h.sender_incarnation < recorded {
-            return Ok(Assessment::Refused(CoreError::Refused(
+            return Ok(Some(Assessment::Refused(CoreError::Refused(
                 Refusal::StaleSender {
-                    sender: sender_name,
+                    sender,
                     had: h.sender_incarnation,
                     expected: recorded,
                 },
-            )));
+            ))));
         }
-        // No silent rollback: the sender holds more of our own entries than we do. Not from a
-        // recovering sender's row: its store is a restored copy, which may hold our entries
-        // that our last restoration retired (K13; found by the simulator, seed 80111077).
-        let own = self.own_row()?;
+        Ok(None)
+    }
+
+    /// No silent rollback: the sender holds more of our own entries than we do. Not from a
+    /// recovering sender's row (nor while we recover): its store is a restored copy, which may
+    /// hold our entries that our last restoration retired (K13).
+    fn shows_rollback(
+        &self,
+        h: &wire::Header,
+        own: &Row,
+        st: &Status,
+        sender_name: &str,
+    ) -> Option<Refusal> {
         let sender_row = Row::from_wire(&h.sender_row);
-        if sender_row.get(&self.me) > own.get(&self.me)
-            && st.recovering.is_none()
-            && !carries_own_request(h)
-        {
-            return Ok(Assessment::RolledBack(Refusal::RolledBack {
-                sender: sender_name,
-                theirs: sender_row.get(&self.me),
-                ours: own.get(&self.me),
-            }));
-        }
-        // 4. Prerequisites.
+        let theirs = sender_row.get(&self.me);
+        let ours = own.get(&self.me);
+        (theirs > ours && st.recovering.is_none() && !carries_own_request(h)).then(|| {
+            Refusal::RolledBack {
+                sender: sender_name.to_string(),
+                theirs,
+                ours,
+            }
+        })
+    }
+
+    /// Step 4, prerequisites: every base of the packet that this replica does not hold yet.
+    fn prerequisites_missing(&self, h: &wire::Header, own: &Row) -> Vec<Need> {
         let mut needs = Vec::new();
         for b in &h.bases {
             let o = ReplicaId(b.origin.0);
@@ -194,10 +250,14 @@ impl<S: Store> Replica<S> {
                 });
             }
         }
-        if !needs.is_empty() {
-            return Ok(Assessment::Waiting(needs));
-        }
-        // 5. Divergence at the base: every origin that differs is named.
+        needs
+    }
+
+    /// Step 5, divergence at the base: every origin whose entry at the base differs from ours
+    /// is named. From a recovering sender it is not a fork: its store is a restored copy that
+    /// holds entries a newer restoration retired, which it gives up when our next packet
+    /// reaches it (K13).
+    fn diverges_at_base(&self, h: &wire::Header, sender: String) -> Result<Option<CoreError>> {
         let mut forks = Vec::new();
         for b in &h.bases {
             let o = ReplicaId(b.origin.0);
@@ -206,31 +266,25 @@ impl<S: Store> Replica<S> {
                 forks.push((self.replica_name(&o), b.number));
             }
         }
-        let sender_recovering = carries_own_request(h);
-        if !forks.is_empty() && sender_recovering {
-            // The sender's store is a restored copy: the fork is one it repairs or reports
-            // when our next packet reaches it (K13; found by the simulator, seed 42001263).
-            let (origin, number) = forks.remove(0);
-            return Ok(Assessment::Refused(CoreError::Refused(
-                Refusal::SenderHoldsRetired {
-                    sender: sender_name,
-                    origin,
-                    number,
-                    also: forks,
-                },
-            )));
+        if forks.is_empty() {
+            return Ok(None);
         }
-        if !forks.is_empty() {
-            let (origin, number) = forks.remove(0);
-            return Ok(Assessment::Refused(CoreError::Refused(
-                Refusal::Divergent {
-                    origin,
-                    number,
-                    detail: format!("{sender_name}'s entry at its base differs from ours"),
-                    also: forks,
-                },
-            )));
-        }
-        Ok(Assessment::Importable)
+        let (origin, number) = forks.remove(0);
+        let refusal = if carries_own_request(h) {
+            Refusal::SenderHoldsRetired {
+                sender,
+                origin,
+                number,
+                also: forks,
+            }
+        } else {
+            Refusal::Divergent {
+                origin,
+                number,
+                detail: format!("{sender}'s entry at its base differs from ours"),
+                also: forks,
+            }
+        };
+        Ok(Some(CoreError::Refused(refusal)))
     }
 }
