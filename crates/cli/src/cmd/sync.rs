@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, Subcommand};
 use msite_core::{
-    incarnation_text, CoreError, ExportOutcome, ImportOutcome, Incoming, Replica, ReplicaId, Row,
+    incarnation_text, Assessment, CoreError, ExportOutcome, ImportOutcome, Incoming, PacketId,
+    Refusal, Replica, ReplicaId, Row,
 };
 use msite_packet::wire;
 use serde_json::json;
@@ -843,113 +844,74 @@ fn row_text(m: &serde_json::Map<String, serde_json::Value>) -> String {
     util::bounded_list(cells, " ", LIST_MAX)
 }
 
-/// Whether `g` can be imported at `site` now: (`verdict`, sentence).
+/// Whether the packet could be imported at `site` now, as a verdict code and a sentence:
+/// core's assessment ([`Replica::assess`], the checks import runs), worded for a listing.
 fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
     let r = &site.replica;
     let h = &g.header;
-    if g.lp.kind == wire::Kind::ReplicaCreation {
-        return Ok((
-            "creation",
-            "a replica-creation packet: make a new site from it with `msite mkreplica import`"
-                .into(),
-        ));
-    }
-    if h.family.0 != r.family().0 {
-        return Ok((
-            "refused",
-            format!(
-                "refused: it belongs to family {}, this site is in family {}",
-                h.family_name,
-                r.family_name()
-            ),
-        ));
-    }
-    let Some(t) = h.targets.iter().find(|t| t.replica.0 == r.id().0) else {
-        return Ok((
-            "not_addressed",
-            format!(
-                "not addressed to this replica ({}); import it at its addressee",
-                r.name()
-            ),
-        ));
-    };
-    let sender = ReplicaId(h.sender.0);
-    if sender == r.id() {
-        return Ok(("refused", "refused: this replica wrote it".into()));
-    }
-    let st = r.status()?;
-    if st.restored || st.rolled_back.is_some() {
-        return Ok((
-            "locked",
-            format!(
-                "not now: {} must run `msite restorereplica` first",
-                r.name()
-            ),
-        ));
-    }
-    if t.incarnation < st.incarnation {
-        return Ok((
-            "stale",
-            format!(
-                "refused: stale, built for incarnation {} of this replica, which now has incarnation {}",
-                incarnation_text(t.incarnation),
-                incarnation_text(st.incarnation)
-            ),
-        ));
-    }
-    let recorded = r.incarnation_of(&sender)?;
-    if h.sender_incarnation < recorded {
-        return Ok((
-            "stale",
-            format!(
-                "refused: stale, built by {} at incarnation {}, which has since been restored (incarnation {})",
-                sender_name(r, h),
-                incarnation_text(h.sender_incarnation),
-                incarnation_text(recorded)
-            ),
-        ));
-    }
-    let own = r.own_row()?;
-    let mut needs = Vec::new();
-    for b in &h.bases {
-        let o = ReplicaId(b.origin.0);
-        if own.get(&o) < b.number {
-            needs.push(format!(
-                "needs {} up to {}, has {}",
-                r.replica_name(&o),
-                b.number,
-                own.get(&o)
-            ));
+    let id = PacketId(g.lp.packet_id.0);
+    Ok(match r.assess(h, g.lp.kind, &id, "the packet")? {
+        Assessment::Importable => {
+            let sender_row = Row::from_wire(&h.sender_row);
+            if r.own_row()?.covers(&sender_row) && h.controls.is_empty() {
+                (
+                    "importable",
+                    "can be imported now (this replica already holds everything it carries)"
+                        .into(),
+                )
+            } else {
+                ("importable", "can be imported now".into())
+            }
         }
-    }
-    if !needs.is_empty() {
-        return Ok((
-            "waiting",
-            format!("must wait: {}", util::bounded_list(needs, ", ", 5)),
-        ));
-    }
-    for b in &h.bases {
-        let o = ReplicaId(b.origin.0);
-        let ours = r.entry(&o, b.number)?.map(|e| e.hash);
-        if ours != Some(b.hash) {
-            return Ok((
-                "refused",
-                format!(
-                    "refused: divergent history at entry {} of {}",
-                    b.number,
-                    r.replica_name(&o)
-                ),
-            ));
+        Assessment::AlreadyApplied => (
+            "applied",
+            "imported here before; importing it again changes nothing".into(),
+        ),
+        Assessment::Waiting(needs) => {
+            let needs = needs.iter().map(|n| n.to_string());
+            (
+                "waiting",
+                format!("must wait: {}", util::bounded_list(needs, ", ", 5)),
+            )
         }
+        Assessment::RolledBack(Refusal::RolledBack {
+            sender,
+            theirs,
+            ours,
+        }) => (
+            "rolled_back",
+            format!(
+                "refused: it shows that this replica lost entries of its own ({sender} holds them up to {theirs}, this replica only up to {ours}); importing it locks this replica until `msite restorereplica`"
+            ),
+        ),
+        Assessment::RolledBack(r) => ("rolled_back", format!("refused: {r}")),
+        Assessment::NewerIncarnationKnown {
+            known,
+            ours,
+            sender,
+        } => (
+            "newer_incarnation",
+            format!(
+                "refused: {sender} knows incarnation {} of this replica, but this store has incarnation {} (it is older than the replica's last restoration)",
+                incarnation_text(known),
+                incarnation_text(ours)
+            ),
+        ),
+        Assessment::Refused(e) => refusal_verdict(g.lp.kind, e),
+    })
+}
+
+/// The verdict code and sentence of a refusal by [`Replica::assess`].
+fn refusal_verdict(kind: wire::Kind, e: CoreError) -> (&'static str, String) {
+    match e {
+        _ if kind == wire::Kind::ReplicaCreation => ("creation", e.to_string()),
+        CoreError::Refused(r @ (Refusal::StaleTarget { .. } | Refusal::StaleSender { .. })) => {
+            ("stale", format!("refused: {r}"))
+        }
+        CoreError::Refused(r @ Refusal::NotAddressed { .. }) => ("not_addressed", r.to_string()),
+        CoreError::Locked(m) => ("locked", format!("not now: {m}")),
+        e => ("refused", format!("refused: {e}")),
     }
-    let sender_row = Row::from_wire(&h.sender_row);
-    if own.covers(&sender_row) && h.controls.is_empty() {
-        return Ok((
-            "importable",
-            "can be imported now (this replica already holds everything it carries)".into(),
-        ));
-    }
-    Ok(("importable", "can be imported now".into()))
 }
 
 /// The refusal text of a bay entry that is no regular file.

@@ -488,6 +488,28 @@ fn errors_name_the_object_and_what_to_do() {
     lab.fails(2, &["-C", "boston", "syncreplica", "export"]);
 }
 
+/// lspacket's verdict is core's assessment, the checks import runs: a copy of a packet that
+/// was imported before is `applied`, not importable.
+#[test]
+fn lspacket_says_a_packet_imported_before_changes_nothing() {
+    let lab = Lab::hub(None);
+    lab.write("a", "1\n");
+    lab.ok(&["-C", "boston", "checkin", "a", "a"]);
+    let sent = lab.send("boston", "sanfran");
+    assert_eq!(sent.len(), 1);
+    std::fs::create_dir_all(lab.path("copy")).expect("mkdir");
+    let copy = lab.path("copy").join(sent[0].file_name().expect("name"));
+    std::fs::copy(&sent[0], &copy).expect("copy");
+    let f = copy.to_string_lossy().into_owned();
+    let v = lab.json(&["-C", "sanfran", "lspacket", &f, "--json"]);
+    assert_eq!(v["packets"][0]["importable_here"], "importable");
+    lab.import("sanfran");
+    let v = lab.json(&["-C", "sanfran", "lspacket", &f, "--json"]);
+    assert_eq!(v["packets"][0]["importable_here"], "applied", "{v}");
+    let text = lab.ok(&["-C", "sanfran", "lspacket", &f]);
+    assert!(text.contains("imported here before"), "{text}");
+}
+
 #[test]
 fn a_packet_that_must_wait_exits_3_and_applies_later() {
     let lab = Lab::hub(None);
