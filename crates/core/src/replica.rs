@@ -124,7 +124,8 @@ impl Appender {
     }
 }
 
-/// Reads a big-endian u64 value (0 if absent).
+/// Reads a big-endian u64 value (0 if absent) from any view: a store, a snapshot, or a
+/// transaction (which sees its own writes).
 pub(crate) fn get_u64<R: ReadView + ?Sized>(r: &R, ks: Keyspace, key: &[u8]) -> Result<u64> {
     match r.get(ks, key)? {
         Some(v) => Ok(be_u64(&v)?),
@@ -132,14 +133,8 @@ pub(crate) fn get_u64<R: ReadView + ?Sized>(r: &R, ks: Keyspace, key: &[u8]) -> 
     }
 }
 
-pub(crate) fn txn_u64<S: Store>(t: &Txn<'_, S>, ks: Keyspace, key: &[u8]) -> Result<u64> {
-    match t.get(ks, key)? {
-        Some(v) => Ok(be_u64(&v)?),
-        None => Ok(0),
-    }
-}
-
-/// Reads the row stored under `prefix` in Epochs (cells keyed by prefix ++ origin).
+/// Reads the row stored under `prefix` in Epochs (cells keyed by prefix ++ origin) from any
+/// view, a transaction included.
 pub(crate) fn read_row<R: ReadView + ?Sized>(r: &R, prefix: &[u8]) -> Result<Row> {
     let mut row = Row::default();
     for kv in r.scan(Keyspace::Epochs, KeyRange::prefix(prefix))? {
@@ -591,7 +586,7 @@ impl<S: Store> Replica<S> {
         ap: &mut Appender,
         op: Op,
     ) -> Result<Entry> {
-        let own = txn_u64(txn, Keyspace::Epochs, &keys::own(&self.me))?;
+        let own = get_u64(txn, Keyspace::Epochs, &keys::own(&self.me))?;
         let prev = if own == 0 {
             ZERO_HASH
         } else {
@@ -604,7 +599,7 @@ impl<S: Store> Replica<S> {
                 })?;
             StoredEntry::decode(&v)?.hash
         };
-        let inc = txn_u64(
+        let inc = get_u64(
             txn,
             Keyspace::Peers,
             &keys::peer(keys::peers::INCARNATION, &self.me),
@@ -1295,23 +1290,6 @@ fn walk(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
     }
     out.sort();
     Ok(out)
-}
-
-/// Reads a row inside a transaction.
-pub(crate) fn read_row_txn<S: Store>(txn: &Txn<'_, S>, prefix: &[u8]) -> Result<Row> {
-    let mut row = Row::default();
-    for (k, v) in txn.scan_prefix(Keyspace::Epochs, prefix)? {
-        if k.len() != prefix.len() + 16 {
-            continue;
-        }
-        let origin = ReplicaId(
-            k[prefix.len()..]
-                .try_into()
-                .map_err(|_| CoreError::Codec(crate::codec::CodecError { what: "epoch key" }))?,
-        );
-        row.set(origin, be_u64(&v)?);
-    }
-    Ok(row)
 }
 
 #[cfg(all(test, feature = "testkit"))]

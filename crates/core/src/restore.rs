@@ -17,7 +17,7 @@ use crate::error::{CoreError, Result};
 use crate::ids::ReplicaId;
 use crate::keys;
 use crate::model::{Entry, Op, Row};
-use crate::replica::{get_u64, txn_u64, Appender, Replica, StoredEntry};
+use crate::replica::{get_u64, Appender, Replica, StoredEntry};
 use crate::store::{KeyRange, Keyspace, ReadView, Store, WriteOptions};
 use crate::txn::Txn;
 
@@ -417,7 +417,7 @@ impl<S: Store> Replica<S> {
                 rec
             }
             None => {
-                let recorded = txn_u64(
+                let recorded = get_u64(
                     &txn,
                     Keyspace::Peers,
                     &keys::peer(keys::peers::INCARNATION, &self.me),
@@ -469,7 +469,7 @@ impl<S: Store> Replica<S> {
         let Some(mut rec) = Self::recovering_in(txn)? else {
             return Ok(false);
         };
-        let own = txn_u64(txn, Keyspace::Epochs, &keys::own(&self.me))?;
+        let own = get_u64(txn, Keyspace::Epochs, &keys::own(&self.me))?;
         rec.awaited
             .retain(|_, held| !matches!(held, Some(h) if own >= *h));
         if !rec.awaited.is_empty() && !force {
@@ -477,7 +477,7 @@ impl<S: Store> Replica<S> {
             return Ok(false);
         }
         txn.delete(Keyspace::Meta, keys::RECOVERING);
-        let row = crate::replica::read_row_txn(txn, keys::OWN_PREFIX)?;
+        let row = crate::replica::read_row(txn, keys::OWN_PREFIX)?;
         let mut row_after = row.clone();
         row_after.set(self.me, own + 1);
         txn.put(
@@ -501,14 +501,14 @@ impl<S: Store> Replica<S> {
         );
         // Our own provisional acknowledgements were answers given while we could not number
         // entries; numbered acknowledgements replace them for requests still held.
-        let held = held_requests_txn(txn)?;
+        let held = held_requests_in(txn)?;
         for (k, _) in txn.scan_prefix(Keyspace::Peers, &[keys::peers::PROV_ACK])? {
             if k.len() == 33 && k[17..33] == self.me.0 {
                 txn.delete(Keyspace::Peers, &k);
             }
         }
         for req in held {
-            let held_n = txn_u64(txn, Keyspace::Epochs, &keys::own(&req.replica))?;
+            let held_n = get_u64(txn, Keyspace::Epochs, &keys::own(&req.replica))?;
             self.append_local(
                 txn,
                 ap,
@@ -545,7 +545,7 @@ impl<S: Store> Replica<S> {
             }
             return Ok(());
         }
-        let completed = txn_u64(
+        let completed = get_u64(
             txn,
             Keyspace::Peers,
             &keys::peer(keys::peers::COMPLETED, &req.replica),
@@ -591,7 +591,7 @@ impl<S: Store> Replica<S> {
             Keyspace::Peers,
             &keys::peer(keys::peers::RECV, &req.replica),
         );
-        let held = txn_u64(txn, Keyspace::Epochs, &keys::own(&req.replica))?;
+        let held = get_u64(txn, Keyspace::Epochs, &keys::own(&req.replica))?;
         let name = self.replica_name(&req.replica);
         if Self::recovering_in(txn)?.is_some() {
             let k = keys::peer2(keys::peers::PROV_ACK, &req.replica, &self.me);
@@ -653,7 +653,7 @@ impl<S: Store> Replica<S> {
     ) -> Result<()> {
         for (o, n) in &row.0 {
             let k = keys::estimate(sender, o);
-            let cur = txn_u64(txn, Keyspace::Epochs, &k)?;
+            let cur = get_u64(txn, Keyspace::Epochs, &k)?;
             let n = match Self::restore_complete_within(txn, o, cur, *n)? {
                 Some(c) => c - 1,
                 None => *n,
@@ -1013,7 +1013,7 @@ impl<S: Store> Replica<S> {
                     }
                 }
                 let ck = keys::peer(keys::peers::COMPLETED, origin);
-                if *incarnation > txn_u64(txn, Keyspace::Peers, &ck)? {
+                if *incarnation > get_u64(txn, Keyspace::Peers, &ck)? {
                     txn.put(Keyspace::Peers, &ck, &incarnation.to_be_bytes());
                 }
                 let rk = keys::peer(keys::peers::REQUEST, origin);
@@ -1098,9 +1098,9 @@ fn lower_estimates_below<S: Store>(
     origin: &ReplicaId,
     at: u64,
 ) -> Result<()> {
-    for req in held_requests_txn(txn)? {
+    for req in held_requests_in(txn)? {
         let k = keys::estimate(&req.replica, origin);
-        if req.row.get(origin) >= at && txn_u64(txn, Keyspace::Epochs, &k)? >= at {
+        if req.row.get(origin) >= at && get_u64(txn, Keyspace::Epochs, &k)? >= at {
             txn.put(Keyspace::Epochs, &k, &(at - 1).to_be_bytes());
         }
     }
@@ -1115,30 +1115,18 @@ pub(crate) fn raise_estimate<S: Store>(
 ) -> Result<()> {
     for (o, n) in &row.0 {
         let k = keys::estimate(target, o);
-        if *n > txn_u64(txn, Keyspace::Epochs, &k)? {
+        if *n > get_u64(txn, Keyspace::Epochs, &k)? {
             txn.put(Keyspace::Epochs, &k, &n.to_be_bytes());
         }
     }
     Ok(())
 }
 
+/// The restore requests of other replicas held here, from any view (a transaction included).
 pub(crate) fn held_requests_in<R: ReadView + ?Sized>(r: &R) -> Result<Vec<HeldRequest>> {
     let mut out = Vec::new();
     for kv in r.scan(Keyspace::Peers, KeyRange::prefix(&[keys::peers::REQUEST]))? {
         let (k, v) = kv?;
-        let id = ReplicaId(k[1..].try_into().map_err(|_| {
-            CoreError::Codec(crate::codec::CodecError {
-                what: "request key",
-            })
-        })?);
-        out.push(dec_request(id, &v)?);
-    }
-    Ok(out)
-}
-
-fn held_requests_txn<S: Store>(txn: &Txn<'_, S>) -> Result<Vec<HeldRequest>> {
-    let mut out = Vec::new();
-    for (k, v) in txn.scan_prefix(Keyspace::Peers, &[keys::peers::REQUEST])? {
         let id = ReplicaId(k[1..].try_into().map_err(|_| {
             CoreError::Codec(crate::codec::CodecError {
                 what: "request key",

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::ids::ReplicaId;
 use crate::keys;
 use crate::model::Row;
-use crate::replica::{txn_u64, Replica};
+use crate::replica::{get_u64, Replica};
 use crate::store::{Keyspace, ReadView, Store, WriteOptions};
 use crate::txn::Txn;
 
@@ -331,7 +331,7 @@ impl<S: Store> Replica<S> {
 /// Whether the packet's sender asks for a restoration of its own that we saw complete.
 fn revives_completed<S: Store>(txn: &Txn<'_, S>, h: &wire::Header) -> Result<bool> {
     let sender = ReplicaId(h.sender.0);
-    let completed = txn_u64(
+    let completed = get_u64(
         txn,
         Keyspace::Peers,
         &keys::peer(keys::peers::COMPLETED, &sender),
@@ -362,7 +362,7 @@ fn set_estimate<S: Store>(txn: &mut Txn<'_, S>, target: &ReplicaId, row: &Row) -
 /// not roll back on it): its newest packet's row is exact, and an estimate above it makes
 /// every packet to it wait (K11). Lowers each cell of the estimate of `target` above `row`.
 fn lower_estimate_to<S: Store>(txn: &mut Txn<'_, S>, target: &ReplicaId, row: &Row) -> Result<()> {
-    for (o, n) in &crate::replica::read_row_txn(txn, &keys::estimate_prefix(target))?.0 {
+    for (o, n) in &crate::replica::read_row(txn, &keys::estimate_prefix(target))?.0 {
         if row.get(o) < *n {
             txn.put(
                 Keyspace::Epochs,
@@ -397,7 +397,7 @@ fn note_applied<S: Store>(
         &recv.encode(),
     );
     let k = keys::peer(keys::peers::INCARNATION, &sender);
-    if h.sender_incarnation > txn_u64(txn, Keyspace::Peers, &k)? {
+    if h.sender_incarnation > get_u64(txn, Keyspace::Peers, &k)? {
         txn.put(Keyspace::Peers, &k, &h.sender_incarnation.to_be_bytes());
     }
     Ok(())

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::ids::ReplicaId;
 use crate::keys;
 use crate::model::{Op, Row};
-use crate::replica::{txn_u64, Appender, Replica};
+use crate::replica::{get_u64, Appender, Replica};
 use crate::restore::{HeldRequest, ProvisionalAck};
 use crate::store::{Keyspace, Store, WriteOptions};
 use crate::txn::Txn;
@@ -81,7 +81,7 @@ impl<S: Store> Replica<S> {
         // The sender's own incarnation is news about the sender too: without it our packets
         // to a replica whose restoration already completed stay stale forever.
         let k = keys::peer(keys::peers::INCARNATION, &sender);
-        if h.sender_incarnation > txn_u64(&txn, Keyspace::Peers, &k)? {
+        if h.sender_incarnation > get_u64(&txn, Keyspace::Peers, &k)? {
             txn.put(Keyspace::Peers, &k, &h.sender_incarnation.to_be_bytes());
         }
         txn.commit(WriteOptions::SYNC)?;

@@ -37,7 +37,7 @@ impl<S: Store> Replica<S> {
         }
         let new_id = ReplicaId(self.env.random_id());
         self.local_change(|r, t, ap| {
-            let mut row = crate::replica::read_row_txn(t, keys::OWN_PREFIX)?;
+            let mut row = crate::replica::read_row(t, keys::OWN_PREFIX)?;
             let n = row.get(&r.me) + 1;
             row.set(r.me, n);
             r.append_local(

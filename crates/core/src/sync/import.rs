@@ -9,7 +9,7 @@ use crate::error::{CoreError, Refusal, Result};
 use crate::ids::ReplicaId;
 use crate::keys;
 use crate::model::Entry;
-use crate::replica::{txn_u64, Appender, Replica};
+use crate::replica::{get_u64, Appender, Replica};
 use crate::store::{Keyspace, Store, WriteOptions};
 use crate::txn::Txn;
 
@@ -71,7 +71,7 @@ impl<S: Store> Replica<S> {
             // believing the sender's old incarnation, and its packets are refused as stale.
             let k = keys::peer(keys::peers::INCARNATION, &ReplicaId(h.sender.0));
             let mut txn = Txn::new(&self.store);
-            if h.sender_incarnation > txn_u64(&txn, Keyspace::Peers, &k)? {
+            if h.sender_incarnation > get_u64(&txn, Keyspace::Peers, &k)? {
                 txn.put(Keyspace::Peers, &k, &h.sender_incarnation.to_be_bytes());
                 txn.commit(WriteOptions::SYNC)?;
             }
