@@ -1,7 +1,7 @@
 //! An abstract, exhaustively checked model of msite's epoch matrix and restore protocol
 //! (PROTOCOL §3–§6, issue #6), built for [`stateright`].
 //!
-//! The model follows the protocol *as built* in `crates/core/src/sync.rs` and `restore.rs`,
+//! The model follows the protocol *as built* in `crates/core/src/sync/` and `restore.rs`,
 //! not an idealised one: per-origin entry numbers; an own row (the oplog lengths) and
 //! estimate rows; export sends the entries above the estimate and raises the estimate unless
 //! the target is recovering; import checks incarnations (stale refusal, which still learns
@@ -642,7 +642,7 @@ impl ProtocolModel {
         }
     }
 
-    /// `syncreplica export` from `i` to `t` (sync.rs `plan_export` + `commit_export`).
+    /// `syncreplica export` from `i` to `t` (core `sync/export.rs` `plan_export` + `commit_export`).
     /// Returns the packet, or None when refused or there is nothing to send.
     pub fn export(&self, s: &mut State, i: Rid, t: Rid) -> Option<Packet> {
         let target_restores = s.reps[t as usize].restores;
@@ -716,7 +716,7 @@ impl ProtocolModel {
         Some(p)
     }
 
-    /// `syncreplica import` of `p` at its target (sync.rs `import`), in the same order of checks.
+    /// `syncreplica import` of `p` at its target (core `sync/import.rs` `import`), in the same order of checks.
     pub fn import(&self, s: &mut State, p: &Packet) -> Outcome {
         let me = p.to;
         let life = s.life[me as usize];
@@ -726,7 +726,7 @@ impl ProtocolModel {
         }
         let my_inc = r.inc[me as usize];
         if p.target_inc < my_inc && !self.has(Mutation::NoStaleCheck) {
-            // sync.rs `learn_sender_request`: the sender's own restore request and incarnation
+            // core `sync/controls.rs` `learn_sender_request`: the sender's own restore request and incarnation
             // are news about the sender, not content built against our old state (two
             // replicas restored at once learn each other's request this way). Nothing else
             // of the packet is applied.
