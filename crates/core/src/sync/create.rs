@@ -19,8 +19,48 @@ use super::export::ExportPlan;
 use super::packet::Incoming;
 
 impl<S: Store> Replica<S> {
-    /// Creates replica `name` (mastered here) and plans its creation packet.
+    /// Creates replica `name` (mastered here) and plans its creation packet: every entry
+    /// and every content held here, and the incarnations known here.
     pub fn plan_mkreplica(&self, name: &str) -> Result<ExportPlan> {
+        let new_id = self.append_create_replica(name)?;
+        let own = self.own_row()?;
+        let mut ranges = Vec::new();
+        let mut entry_count = 0;
+        for (o, n) in &own.0 {
+            ranges.push((*o, 1, *n));
+            entry_count += n;
+        }
+        let comment = self.incarnations_comment()?;
+        let st = self.status()?;
+        let to = wire::Target {
+            replica: wire::Id(new_id.0),
+            incarnation: 0,
+            packet_seq: 0,
+            ack_incarnation: 0,
+            applied_seq: 0,
+            seen_seq: 0,
+        };
+        let controls = self.controls(None)?;
+        let mut header = self.header(st.incarnation, to, Vec::new(), &own, controls)?;
+        header.new_replica = wire::Id(new_id.0);
+        header.comment = comment;
+        Ok(ExportPlan {
+            target: new_id,
+            kind: wire::Kind::ReplicaCreation,
+            header,
+            ranges,
+            all_blobs: true,
+            seq: 0,
+            advance_to: Some(own),
+            report: (0, 0),
+            entry_count,
+            reason: "replica creation",
+        })
+    }
+
+    /// Appends the entry that creates replica `name` with a new id, mastered here, holding
+    /// what this replica holds with this entry; a name must be new, printable, without `@`.
+    fn append_create_replica(&self, name: &str) -> Result<ReplicaId> {
         self.check_writable()?;
         crate::replica::no_control("replica name", name)?;
         if name.is_empty() || name.contains('\0') || name.contains('@') {
@@ -51,61 +91,25 @@ impl<S: Store> Replica<S> {
             )?;
             Ok(())
         })?;
-        let own = self.own_row()?;
-        let mut ranges = Vec::new();
-        let mut entry_count = 0;
-        for (o, n) in &own.0 {
-            ranges.push((*o, 1, *n));
-            entry_count += n;
-        }
-        let mut incarnations = Vec::new();
+        Ok(new_id)
+    }
+
+    /// The incarnations known here (restored replicas only), as the creation packet's comment
+    /// carries them: `id=inc` pairs joined by commas.
+    fn incarnations_comment(&self) -> Result<String> {
+        let mut pairs = Vec::new();
         for r in self.view().replicas()? {
             let inc = self.incarnation_of(&r.id)?;
             if inc > 0 {
-                incarnations.push((r.id, inc));
+                pairs.push(format!("{}={inc}", r.id.to_hex()));
             }
         }
-        let st = self.status()?;
-        let header = wire::Header {
-            family: wire::Id(self.family.0),
-            family_name: self.family_name.clone(),
-            sender: wire::Id(self.me.0),
-            sender_name: self.name(),
-            sender_incarnation: st.incarnation,
-            targets: vec![wire::Target {
-                replica: wire::Id(new_id.0),
-                incarnation: 0,
-                packet_seq: 0,
-                ack_incarnation: 0,
-                applied_seq: 0,
-                seen_seq: 0,
-            }],
-            bases: Vec::new(),
-            sender_row: self.sender_row(&own)?,
-            controls: self.controls(None)?,
-            created_ms: self.env.now_ms(),
-            new_replica: wire::Id(new_id.0),
-            comment: incarnations
-                .iter()
-                .map(|(r, i)| format!("{}={i}", r.to_hex()))
-                .collect::<Vec<_>>()
-                .join(","),
-        };
-        Ok(ExportPlan {
-            target: new_id,
-            kind: wire::Kind::ReplicaCreation,
-            header,
-            ranges,
-            all_blobs: true,
-            seq: 0,
-            advance_to: Some(own),
-            report: (0, 0),
-            entry_count,
-            reason: "replica creation",
-        })
+        Ok(pairs.join(","))
     }
 
-    /// Makes a new replica in `store` from a replica-creation packet.
+    /// Makes a new replica in `store` from a replica-creation packet: its entries with their
+    /// protocol effects, as import applies them, the incarnations and controls it carries,
+    /// our estimate of its sender, then the identity, in one transaction.
     pub fn create_from_packet(
         store: S,
         env: std::sync::Arc<dyn crate::env::Env>,
@@ -123,62 +127,13 @@ impl<S: Store> Replica<S> {
         let r = Replica::create_empty(store, env, family, &h.family_name, me)?;
         let mut txn = Txn::new(&r.store);
         let mut ap = Appender::load(&txn)?;
-        let mut held: BTreeMap<ReplicaId, u64> = BTreeMap::new();
-        let mut found_self = false;
-        let mut intake = content::Intake::new(u64::MAX, &pkt.source);
-        for rec in &mut pkt.records {
-            match rec? {
-                rec @ (Record::Blob { .. } | Record::BlobPiece { .. }) => {
-                    take_content(&mut txn, &mut intake, rec)?;
-                }
-                Record::Entry(bytes) => {
-                    intake.idle()?;
-                    let e = Entry::decode_verified(&bytes)
-                        .map_err(|e| CoreError::Malformed(format!("{}: {e}", pkt.source)))?;
-                    let h_o = held.get(&e.origin).copied().unwrap_or(0);
-                    if e.number != h_o + 1 {
-                        return Err(CoreError::Malformed(format!(
-                            "{}: entries of one origin are not contiguous",
-                            pkt.source
-                        )));
-                    }
-                    if let Op::CreateReplica { replica, .. } = &e.op {
-                        found_self |= *replica == me;
-                    }
-                    ap.store_entry(&mut txn, &e, &bytes)?;
-                    // The protocol effects of each entry, as import applies them: without them a
-                    // new replica does not know which restorations already completed, takes up
-                    // a completed restoration's request when a sibling still relays it, and
-                    // holds it forever (found by the simulator).
-                    r.on_entry(&mut txn, &e)?;
-                    held.insert(e.origin, e.number);
-                    if ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES)
-                        || txn.size() > PREFIX_COMMIT_BYTES
-                    {
-                        txn.commit_prefix(WriteOptions::NO_SYNC)?;
-                    }
-                }
-            }
-        }
-        intake.idle()?;
-        if !found_self {
+        if !r.take_creation_records(&mut txn, &mut ap, &mut pkt)? {
             return Err(CoreError::Malformed(format!(
                 "{}: the packet does not create the replica it names",
                 pkt.source
             )));
         }
-        // Incarnations known to the creator travel in the comment field as `id=inc` pairs.
-        for pair in h.comment.split(',').filter(|s| !s.is_empty()) {
-            if let Some((id, inc)) = pair.split_once('=') {
-                if let (Some(id), Ok(inc)) = (ReplicaId::from_hex(id), inc.parse::<u64>()) {
-                    txn.put(
-                        Keyspace::Peers,
-                        &keys::peer(keys::peers::INCARNATION, &id),
-                        &inc.to_be_bytes(),
-                    );
-                }
-            }
-        }
+        take_incarnations(&mut txn, &h.comment);
         let sender = ReplicaId(h.sender.0);
         crate::restore::raise_estimate(&mut txn, &sender, &Row::from_wire(&h.sender_row))?;
         let mut notes = Vec::new();
@@ -190,5 +145,68 @@ impl<S: Store> Replica<S> {
         );
         txn.commit(WriteOptions::SYNC)?;
         Ok(r)
+    }
+
+    /// Stores every record of a creation packet (entries of each origin from 1, in order)
+    /// with each entry's protocol effects, as import applies them: without them a new replica
+    /// does not know which restorations already completed, and takes up a completed
+    /// restoration's request when a sibling still relays it. Returns whether an entry creates
+    /// this replica.
+    fn take_creation_records(
+        &self,
+        txn: &mut Txn<'_, S>,
+        ap: &mut Appender,
+        pkt: &mut Incoming<'_>,
+    ) -> Result<bool> {
+        let mut held: BTreeMap<ReplicaId, u64> = BTreeMap::new();
+        let mut found_self = false;
+        let mut intake = content::Intake::new(u64::MAX, &pkt.source);
+        for rec in &mut pkt.records {
+            let bytes = match rec? {
+                Record::Entry(bytes) => bytes,
+                rec => {
+                    take_content(txn, &mut intake, rec)?;
+                    continue;
+                }
+            };
+            intake.idle()?;
+            let e = Entry::decode_verified(&bytes)
+                .map_err(|e| CoreError::Malformed(format!("{}: {e}", pkt.source)))?;
+            let h_o = held.get(&e.origin).copied().unwrap_or(0);
+            if e.number != h_o + 1 {
+                return Err(CoreError::Malformed(format!(
+                    "{}: entries of one origin are not contiguous",
+                    pkt.source
+                )));
+            }
+            if let Op::CreateReplica { replica, .. } = &e.op {
+                found_self |= *replica == self.me;
+            }
+            ap.store_entry(txn, &e, &bytes)?;
+            self.on_entry(txn, &e)?;
+            held.insert(e.origin, e.number);
+            if ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES) || txn.size() > PREFIX_COMMIT_BYTES
+            {
+                txn.commit_prefix(WriteOptions::NO_SYNC)?;
+            }
+        }
+        intake.idle()?;
+        Ok(found_self)
+    }
+}
+
+/// Records the incarnations a creation packet's comment carries (`id=inc` pairs; others
+/// are ignored).
+fn take_incarnations<S: Store>(txn: &mut Txn<'_, S>, comment: &str) {
+    for pair in comment.split(',').filter(|s| !s.is_empty()) {
+        if let Some((id, inc)) = pair.split_once('=') {
+            if let (Some(id), Ok(inc)) = (ReplicaId::from_hex(id), inc.parse::<u64>()) {
+                txn.put(
+                    Keyspace::Peers,
+                    &keys::peer(keys::peers::INCARNATION, &id),
+                    &inc.to_be_bytes(),
+                );
+            }
+        }
     }
 }
