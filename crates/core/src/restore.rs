@@ -109,7 +109,7 @@ impl Recovering {
     /// Records an acknowledgement from `acker` for this incarnation.
     /// A numbered acknowledgement: the acker's own answer, in its own oplog order, so it
     /// supersedes provisional ones (which may have counted entries the acker has since given
-    /// up as retired; found by the simulator, seed 60002701).
+    /// up as retired).
     fn record_numbered_ack(&mut self, acker: ReplicaId, held: u64) {
         self.numbered.insert(acker);
         self.acks.insert(acker, held);
@@ -122,9 +122,8 @@ impl Recovering {
     /// `restoration_is_older`). The latest one received is the answer: an acker never raises
     /// its provisional `held` for one incarnation, it only lowers it when it gives up entries
     /// a newer timeline retired (K19), so an older answer arriving late only asks for more.
-    /// Keeping the largest instead waited forever for retired entries once the acker had
-    /// lowered its answer (found by the simulator, seed 170381170, after K32 made the older
-    /// restoration wait for this one). Ignored once the acker's numbered acknowledgement came.
+    /// Keeping the largest would wait forever for retired entries once the acker lowered its
+    /// answer. Ignored once the acker's numbered acknowledgement came.
     fn record_ack(&mut self, acker: ReplicaId, held: u64) {
         if self.numbered.contains(&acker) {
             return;
@@ -723,8 +722,7 @@ impl<S: Store> Replica<S> {
                 {
                     if replica == self.me {
                         // Our own creation reached us, so that timeline outlived the
-                        // restoration (one with --override): a fork, not a retired copy
-                        // (found by the simulator, seed 90162015).
+                        // restoration (one with --override): a fork, not a retired copy.
                         return Err(CoreError::Refused(crate::error::Refusal::Divergent {
                             origin: self.replica_name(&o),
                             number: theirs.number,
@@ -748,8 +746,8 @@ impl<S: Store> Replica<S> {
         }
         // While recovering we relay what we hold, so siblings may hold the entries given up
         // here from us: our estimates of them must not count them, or our next packets take
-        // their retired copies for the newer entries and are refused as divergent at the base
-        // (found by the simulator, seed 140464093). Lowering an estimate only resends.
+        // their retired copies for the newer entries and are refused as divergent at the base.
+        // Lowering an estimate only resends.
         let cap = theirs.number - 1;
         for (k, v) in txn.scan_prefix(Keyspace::Epochs, keys::ESTIMATES_PREFIX)? {
             let counts_them = k.len() == 1 + 2 * o.0.len() && k[1 + o.0.len()..] == o.0;
@@ -759,7 +757,7 @@ impl<S: Store> Replica<S> {
         }
         if o != self.me {
             // Our provisional acknowledgement of `o`'s restoration counted the entries given up
-            // here: it now says what we hold (found by the simulator, seed 50008365).
+            // here: it now says what we hold.
             let k = keys::peer2(keys::peers::PROV_ACK, &o, &self.me);
             if let Some(v) = txn.get(Keyspace::Peers, &k)? {
                 let mut d = Dec::new(&v, "provisional ack");
@@ -772,7 +770,7 @@ impl<S: Store> Replica<S> {
         }
         if o == self.me {
             // An acknowledgement that counted our entries from the replaced timeline asks for
-            // entries nobody can give back any more (found by the simulator, seed 50008365).
+            // entries nobody can give back any more.
             if let Some(mut rec) = Self::recovering_in(txn)? {
                 let cap = theirs.number - 1;
                 for held in rec.awaited.values_mut().flatten() {
@@ -886,7 +884,7 @@ impl<S: Store> Replica<S> {
     /// while this replica recovers with the default waiting set, it joins the awaited set.
     /// The restored store may not know it (created after the backup, or its creation entry
     /// lost with the store), yet it may hold entries of ours that the restore lost; completing
-    /// without its acknowledgement would number them again (K3, found by the simulator).
+    /// without its acknowledgement would number them again (K3).
     pub(crate) fn note_sibling(&self, txn: &mut Txn<'_, S>, sibling: &ReplicaId) -> Result<()> {
         if *sibling == self.me {
             return Ok(());
@@ -915,7 +913,7 @@ impl<S: Store> Replica<S> {
     ) -> Result<()> {
         if a.acker == self.me {
             // Our own answer relayed back: we are its authority (it may be one we replaced
-            // with a numbered acknowledgement, or lowered; found by the simulator, 60002701).
+            // with a numbered acknowledgement, or lowered).
             return Ok(());
         }
         if a.replica == self.me {
@@ -949,7 +947,7 @@ impl<S: Store> Replica<S> {
 
     /// Whether `acker`'s restoration, as held here, is older than ours: its request's
     /// `(incarnation, id)` below our own. Only such a provisional acknowledgement counts
-    /// (K32, found by the simulator, seeds 150451356 and 150898154).
+    /// (K32).
     ///
     /// A provisional answer is what a recovering store knows *now*, and its restoration may
     /// still bring back more: an acknowledgement of our request that its earlier self had
@@ -1036,14 +1034,13 @@ impl<S: Store> Replica<S> {
                 if *origin != self.me && !newer_request {
                     // An older restoration's restore complete, arriving after a newer request
                     // of the same replica, says nothing about what it holds now: the newer
-                    // request's row governs (found by the simulator, seed 6000138 of the
-                    // crashy profile: the estimate went above what the replica held, and every
-                    // packet to it waited for entries it had lost).
+                    // request's row governs: an estimate above what the replica holds makes
+                    // every packet to it wait for entries it lost (K16).
                     //
                     // The carried row is exactly what the replica held when it completed. Set
                     // the estimate to it rather than only raising: a sibling that never saw
                     // the request (a partial --wait-for or --override restore) would otherwise
-                    // keep believing the replica holds entries it lost (found by the simulator).
+                    // keep believing the replica holds entries it lost.
                     for (k, _) in
                         txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(origin))?
                     {
@@ -1062,7 +1059,7 @@ impl<S: Store> Replica<S> {
                 raise_estimate(txn, replica, row)?;
                 if let Some(mut rec) = Self::recovering_in(txn)? {
                     // Not one whose acknowledgement already came (it may arrive before the
-                    // creation entry; found by the simulator, seed 20000366).
+                    // creation entry; K3).
                     if !rec.explicit
                         && !rec.awaited.contains_key(replica)
                         && !rec.acks.contains_key(replica)
@@ -1091,8 +1088,8 @@ fn restart_packet_sequences<S: Store>(txn: &mut Txn<'_, S>) -> Result<()> {
 
 /// A restore complete of `origin` numbered `at` is recorded: a restoration we hold a request
 /// of may come from a copy older than it (K13). Where its row reaches `at`, give back from just
-/// below it, as `on_request` does for restore completes known when the request came (found by
-/// the simulator, seeds 50032171 and, for our own restore complete, 100116928).
+/// below it, as `on_request` does for restore completes known when the request came; our own restore
+/// complete included.
 fn lower_estimates_below<S: Store>(
     txn: &mut Txn<'_, S>,
     origin: &ReplicaId,

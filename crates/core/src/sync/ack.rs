@@ -263,7 +263,7 @@ impl<S: Store> Replica<S> {
         // The sender reports having seen more of our packets than we ever sent under this
         // incarnation: our store was put back to an older copy (a snapshot rollback that lost
         // no own entry) and forgot packets it had sent, or a crash lost a packet whose sending
-        // state was already written (K11, found by the simulator, seed 34005867). Number our
+        // state was already written (K11). Number our
         // next packet above what it has seen, and resend from what it holds.
         let forgotten = me_t.seen_seq > send.last_seq;
         if forgotten {

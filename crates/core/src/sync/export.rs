@@ -71,8 +71,7 @@ impl<S: Store> Replica<S> {
 
     /// Whether this recovering replica's packets also carry entries: only while it holds
     /// another replica's restore request. Two replicas restoring at once must relay the
-    /// acknowledgements of the siblings between them, or neither completes (found by the
-    /// simulator); the entries are genuine, and no estimate advances while recovering.
+    /// acknowledgements of the siblings between them, or neither completes; the entries are genuine, and no estimate advances while recovering.
     pub(super) fn relays_while_recovering(&self) -> Result<bool> {
         Ok(!held_requests_in(&self.store)?.is_empty())
     }

@@ -51,7 +51,7 @@ impl<S: Store> Replica<S> {
             // Whether the sender's row showed it or an entry of our own the packet carries
             // (whose chain continues ours), the lock must outlive this refusal: otherwise the
             // replica keeps exporting and nobody runs `restorereplica`, and restorations
-            // awaiting it never complete (found by the simulator, seed 110087152).
+            // awaiting it never complete.
             self.mark_rolled_back(&format!(
                 "{sender} holds this replica's entries up to {theirs} but it holds only up to {ours} (restored without `msite restore`)"
             ))?;
@@ -59,7 +59,7 @@ impl<S: Store> Replica<S> {
         if let Err(CoreError::Refused(Refusal::SenderHoldsRetired { .. })) = &res {
             // The sender's own restore request is news about the sender, as for a stale
             // packet: without it we never send the sender the newer history that makes it
-            // give up the retired entries (found by the simulator, seed 42008201).
+            // give up the retired entries (K13).
             self.learn_sender_request(&h)?;
         }
         if let Err(CoreError::Refused(Refusal::Divergent { .. } | Refusal::RolledBack { .. })) =
@@ -84,7 +84,7 @@ impl<S: Store> Replica<S> {
     /// to a copy older than a restoration (its own or ours) and cannot know it: if nothing of
     /// ours reaches it, it sends stale packets forever, and a fork it may have made stays
     /// unreported. So the next export to it sends at least a probe, whose header names both
-    /// incarnations we know (found by the simulator, seeds 80176217 and 110205868).
+    /// incarnations we know (K27).
     pub(super) fn answer_stale(&self, sender: &ReplicaId) -> Result<()> {
         use crate::store::StoreExt;
         self.store.put_one(
@@ -205,8 +205,7 @@ impl<S: Store> Replica<S> {
         })
     }
 
-    /// A refusal as divergent, or as holding retired entries (K35, found by the simulator,
-    /// seed 180505535: a second fork stayed unnamed behind the first), also names every other
+    /// A refusal as divergent, or as holding retired entries (K35), also names every other
     /// origin whose entries in the rest of the packet differ from ours, so each fork the packet
     /// shows is reported, not only the first (K14), and then the origins in `given_up`: entries
     /// of theirs the packet had made this recovering replica give up before the refusal, which

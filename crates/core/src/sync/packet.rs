@@ -340,8 +340,8 @@ impl<S: Store> Replica<S> {
         // Record the export (its sequence number, the new estimate) before the packet is
         // complete: a crash in between leaves at most an unreadable, unfinished part, that is a
         // lost packet, which the acknowledgements resend. The other order could leave a
-        // finished file whose sequence number the next export reused, so that an
-        // acknowledgement of the one covered the other, lost, one (found by the simulator).
+        // finished file whose sequence number the next export reuses, so that an
+        // acknowledgement of the one would cover the other, lost, one.
         self.commit_export(plan)?;
         let (entries, blobs) = self.write_records(plan, &mut w)?;
         let written = w.finish().map_err(enc_err)?;
