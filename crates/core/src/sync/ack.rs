@@ -276,13 +276,7 @@ impl<S: Store> Replica<S> {
             || (newest
                 && me_t.applied_seq > 0
                 && !sender_holds_request
-                && match txn.get(Keyspace::Peers, &keys::export_log(sender, me_t.applied_seq))? {
-                    Some(v) => {
-                        let after = Row::decode(&mut Dec::new(&v, "export log"))?;
-                        after.0.iter().any(|(o, n)| sender_row.get(o) < *n)
-                    }
-                    None => false,
-                });
+                && lacks_what_it_applied(txn, sender, me_t.applied_seq, sender_row)?);
         if lost_since
             || (me_t.seen_seq > me_t.applied_seq
                 && send.last_seq > send.applied
@@ -290,29 +284,12 @@ impl<S: Store> Replica<S> {
         {
             // A later packet of ours waits at the sender: an earlier one was lost.
             // Lower the estimate to what the sender holds, so the next export resends.
-            for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(sender))? {
-                txn.delete(Keyspace::Epochs, &k);
-            }
-            for (o, n) in &sender_row.0 {
-                txn.put(
-                    Keyspace::Epochs,
-                    &keys::estimate(sender, o),
-                    &n.to_be_bytes(),
-                );
-            }
+            set_estimate(txn, sender, sender_row)?;
             notes.push(format!(
                 "{sender_name} is missing a packet from this replica; the next export to it resends what it lacks"
             ));
         }
-        // Forget export rows the sender has acknowledged.
-        for (k, _) in txn.scan_prefix(
-            Keyspace::Peers,
-            &keys::peer(keys::peers::EXPORT_LOG, sender),
-        )? {
-            if k.len() == 25 && be_u64(&k[17..])? < send.applied {
-                txn.delete(Keyspace::Peers, &k);
-            }
-        }
+        forget_acknowledged_exports(txn, sender, send.applied)?;
         txn.put(
             Keyspace::Peers,
             &keys::peer(keys::peers::SEND, sender),
@@ -399,6 +376,41 @@ fn note_applied<S: Store>(
     let k = keys::peer(keys::peers::INCARNATION, &sender);
     if h.sender_incarnation > get_u64(txn, Keyspace::Peers, &k)? {
         txn.put(Keyspace::Peers, &k, &h.sender_incarnation.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Whether `sender_row` lacks entries that our packet `applied` brought the sender to (the
+/// row this replica recorded when it exported that packet).
+fn lacks_what_it_applied<S: Store>(
+    txn: &Txn<'_, S>,
+    sender: &ReplicaId,
+    applied: u64,
+    sender_row: &Row,
+) -> Result<bool> {
+    match txn.get(Keyspace::Peers, &keys::export_log(sender, applied))? {
+        Some(v) => {
+            let after = Row::decode(&mut Dec::new(&v, "export log"))?;
+            Ok(after.0.iter().any(|(o, n)| sender_row.get(o) < *n))
+        }
+        None => Ok(false),
+    }
+}
+
+/// Forgets the rows recorded for our packets to `target` below `applied`: it acknowledged
+/// them.
+fn forget_acknowledged_exports<S: Store>(
+    txn: &mut Txn<'_, S>,
+    target: &ReplicaId,
+    applied: u64,
+) -> Result<()> {
+    for (k, _) in txn.scan_prefix(
+        Keyspace::Peers,
+        &keys::peer(keys::peers::EXPORT_LOG, target),
+    )? {
+        if k.len() == 25 && be_u64(&k[17..])? < applied {
+            txn.delete(Keyspace::Peers, &k);
+        }
     }
     Ok(())
 }
