@@ -74,6 +74,7 @@ pub const MATRIX: &[Row] = &[
     Row { tag: "model",        kind: TestClippy, args: &["-p", "msite-model"], env: &[], rocks: false },
     Row { tag: "bench",        kind: TestClippy, args: &["-p", "msite-bench"], env: &[], rocks: false },
     Row { tag: "xtask",        kind: TestClippy, args: &["-p", "xtask"], env: &[], rocks: false },
+    Row { tag: "fuzz-harness", kind: TestClippy, args: &["--manifest-path", "fuzz/Cargo.toml"], env: &[], rocks: false },
     Row { tag: "store-rocks",  kind: TestClippy, args: &["-p", "msite-store-rocks"], env: &[], rocks: true },
     Row { tag: "cli-rocks",    kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "rocks"], env: &[], rocks: true },
     Row { tag: "all-features", kind: TestClippy, args: &["--workspace", "--all-features"], env: &[], rocks: true },
