@@ -24,6 +24,8 @@
 pub mod backend;
 pub mod cmd;
 pub mod packets;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod site;
 pub mod util;
 
@@ -66,7 +68,7 @@ where
             return EXIT_USAGE;
         }
     };
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.is_daemon());
     match cli.run() {
         Ok(()) => EXIT_OK,
         Err(e) => report(&e),
@@ -105,9 +107,12 @@ pub fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
-fn init_logging(verbose: u8) {
+/// Logging on stderr: warnings only, unless -v or RUST_LOG say more; a daemon (`msite serve`)
+/// logs its steps (info) with time stamps.
+fn init_logging(verbose: u8, daemon: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
+        0 if daemon => "msite=info,msite_cli=info,warn",
         0 => "warn",
         1 => "msite=info,msite_cli=info,warn",
         _ => "debug",
@@ -116,11 +121,14 @@ fn init_logging(verbose: u8) {
         Ok(s) if !s.is_empty() && verbose == 0 => EnvFilter::new(s),
         _ => EnvFilter::new(default),
     };
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
-        .try_init();
+        .with_target(false);
+    let _ = if daemon {
+        fmt.try_init()
+    } else {
+        fmt.without_time().try_init()
+    };
 }

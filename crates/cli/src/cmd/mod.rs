@@ -74,6 +74,15 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Whether the command is the daemon (`msite serve`), which logs its steps.
+    pub fn is_daemon(&self) -> bool {
+        #[cfg(feature = "serve")]
+        if let Command::Serve(_) = self.command {
+            return true;
+        }
+        false
+    }
+
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<()> {
         let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from("."));
@@ -169,6 +178,11 @@ pub enum Command {
     Man(tools::Man),
     /// Run a narrated demonstration: three sites, parallel work, a lost site restored.
     Demo(demo::Demo),
+
+    // The daemon.
+    /// Run this site as a daemon: receive, import, export and ship packets by itself.
+    #[cfg(feature = "serve")]
+    Serve(crate::serve::Serve),
 }
 
 impl Command {
@@ -206,6 +220,8 @@ impl Command {
             Command::Completions(a) => a.run(ctx),
             Command::Man(a) => a.run(ctx),
             Command::Demo(a) => a.run(ctx),
+            #[cfg(feature = "serve")]
+            Command::Serve(a) => a.run(ctx),
         }
     }
 }
