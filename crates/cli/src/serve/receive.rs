@@ -212,19 +212,13 @@ async fn progress(
     if !valid_name(&name) {
         return refuse(StatusCode::BAD_REQUEST, "not a packet file name");
     }
-    let p = match kept_size(&s, &name) {
-        Some(n) => Progress {
-            received: n,
-            complete: true,
-        },
-        None => Progress {
-            received: std::fs::metadata(upload_path(&s, &name))
-                .map(|m| m.len())
-                .unwrap_or(0),
-            complete: false,
-        },
-    };
-    Json(p).into_response()
+    match kept_size(&s, &name) {
+        Some(n) => answer(StatusCode::OK, n, true),
+        None => {
+            let have = std::fs::metadata(upload_path(&s, &name)).map(|m| m.len());
+            answer(StatusCode::OK, have.unwrap_or(0), false)
+        }
+    }
 }
 
 /// Marks an upload as running; removed when dropped.
@@ -240,6 +234,23 @@ impl Drop for Uploading<'_> {
     }
 }
 
+fn answer(code: StatusCode, received: u64, complete: bool) -> Response {
+    (code, Json(Progress { received, complete })).into_response()
+}
+
+/// Why an upload of `name` (of `total` bytes) is not taken at all, if it is not.
+fn inadmissible(s: &Shared, name: &str, total: u64) -> Option<Response> {
+    if !valid_name(name) {
+        return Some(refuse(StatusCode::BAD_REQUEST, "not a packet file name"));
+    }
+    let max = s.routes.max_packet_size;
+    if total == 0 || total > max {
+        let why = format!("a part of {total} bytes is over this site's max_packet_size of {max}");
+        return Some(refuse(StatusCode::PAYLOAD_TOO_LARGE, why));
+    }
+    None
+}
+
 async fn upload(
     State(s): State<Arc<Shared>>,
     UrlPath(name): UrlPath<String>,
@@ -247,85 +258,44 @@ async fn upload(
     h: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(r) = unauthorized(&s, &h) {
+    if let Some(r) = unauthorized(&s, &h).or_else(|| inadmissible(&s, &name, at.total)) {
         return r;
     }
-    if !valid_name(&name) {
-        return refuse(StatusCode::BAD_REQUEST, "not a packet file name");
-    }
-    if at.total == 0 || at.total > s.routes.max_packet_size {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "a part of {} bytes is over this site's max_packet_size of {}",
-                at.total, s.routes.max_packet_size
-            ),
-        );
-    }
-    if !s
-        .uploading
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(name.clone())
-    {
-        return refuse(
-            StatusCode::CONFLICT,
-            "this part is being received on another connection",
-        );
+    let fresh = (s.uploading.lock().unwrap_or_else(|p| p.into_inner())).insert(name.clone());
+    if !fresh {
+        let why = "this part is being received on another connection";
+        return refuse(StatusCode::CONFLICT, why);
     }
     let _guard = Uploading(&s, name.clone());
     if let Some(n) = kept_size(&s, &name) {
-        return Json(Progress {
-            received: n,
-            complete: true,
-        })
-        .into_response();
+        return answer(StatusCode::OK, n, true);
     }
     let path = upload_path(&s, &name);
     let have = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     if have != at.offset || have > at.total {
-        return (
-            StatusCode::CONFLICT,
-            Json(Progress {
-                received: have,
-                complete: false,
-            }),
-        )
-            .into_response();
+        return answer(StatusCode::CONFLICT, have, false);
     }
     if have > 0 {
         tracing::info!(packet = %name, offset = have, total = at.total, "resuming an upload");
     }
-    let got = match append(&path, body, have, at.total).await {
-        Ok(n) => n,
+    match append(&path, body, have, at.total).await {
+        Ok(got) if got < at.total => answer(StatusCode::ACCEPTED, got, false),
+        Ok(got) => finish(s.clone(), name, path, got).await,
         Err(e) => {
             tracing::warn!(packet = %name, error = %e, "upload broken off; it resumes on the next attempt");
-            return refuse(StatusCode::BAD_REQUEST, e);
+            refuse(StatusCode::BAD_REQUEST, e)
         }
-    };
-    if got < at.total {
-        return (
-            StatusCode::ACCEPTED,
-            Json(Progress {
-                received: got,
-                complete: false,
-            }),
-        )
-            .into_response();
     }
+}
+
+/// Checks and keeps a complete upload (off the async threads: it reads the whole part).
+async fn finish(s: Arc<Shared>, name: String, path: PathBuf, got: u64) -> Response {
     let (s2, n2) = (s.clone(), name.clone());
     match tokio::task::spawn_blocking(move || keep(&s2, &n2, &path)).await {
         Ok(Ok(bay)) => {
             tracing::info!(packet = %name, bytes = got, bay, "received");
             s.wake();
-            (
-                StatusCode::CREATED,
-                Json(Progress {
-                    received: got,
-                    complete: true,
-                }),
-            )
-                .into_response()
+            answer(StatusCode::CREATED, got, true)
         }
         Ok(Err(why)) => {
             tracing::warn!(packet = %name, reason = %why, "refused a pushed packet");
@@ -421,4 +391,27 @@ fn check(s: &Shared, upload: &Path) -> Result<Bay, String> {
         }
     }
     Err("the packet is addressed neither to this replica nor to a sibling it routes to".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_plain_packet_file_names_are_taken() {
+        for ok in ["sync_a_to_b_1_0.msp", "x.p1of2.msp", "A-b.c.msp"] {
+            assert!(super::valid_name(ok), "{ok}");
+        }
+        let long = format!("{}.msp", "a".repeat(200));
+        for bad in [
+            "../x.msp",
+            ".hidden.msp",
+            "a/b.msp",
+            "x.msp.tmp",
+            "x y.msp",
+            "",
+            &long,
+            "x\nmsp",
+        ] {
+            assert!(!super::valid_name(bad), "{bad:?}");
+        }
+    }
 }

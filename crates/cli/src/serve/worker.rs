@@ -225,33 +225,39 @@ impl Worker {
                 tracing::debug!(to = %name, "not exported: this replica does not know the sibling yet");
                 continue;
             }
-            let run = Export {
-                to: Some(name.clone()),
-                all: false,
-                out: None,
-                max_size: None,
-                ship: false,
-                routes: None,
-            };
-            let res = run.export(&self.ctx);
-            self.log_output();
-            match res {
-                Ok(w) => {
-                    report.exported += w.iter().filter(|x| !x.parts.is_empty()).count();
-                    self.exported_at.insert(name, Instant::now());
-                }
-                Err(e) => {
-                    let why = crate::error_text(&e);
-                    if super::store_busy(&e) {
-                        tracing::info!(to = %name, error = %why, "export put off: the store is busy");
-                    } else {
-                        tracing::warn!(to = %name, error = %why, "export failed");
-                    }
-                    report.errors.push(why);
-                }
-            }
+            self.export_to(name, report);
         }
         self.held_at_export = self.held;
+    }
+
+    /// Writes the packet for sibling `name` into the outgoing bay, in parts no larger than
+    /// the routes file's `max_packet_size`.
+    fn export_to(&mut self, name: String, report: &mut RoundReport) {
+        let run = Export {
+            to: Some(name.clone()),
+            all: false,
+            out: None,
+            max_size: Some(self.shared.routes.max_packet_size),
+            ship: false,
+            routes: None,
+        };
+        let res = run.export(&self.ctx);
+        self.log_output();
+        match res {
+            Ok(w) => {
+                report.exported += w.iter().filter(|x| !x.parts.is_empty()).count();
+                self.exported_at.insert(name, Instant::now());
+            }
+            Err(e) => {
+                let why = crate::error_text(&e);
+                if super::store_busy(&e) {
+                    tracing::info!(to = %name, error = %why, "export put off: the store is busy");
+                } else {
+                    tracing::warn!(to = %name, error = %why, "export failed");
+                }
+                report.errors.push(why);
+            }
+        }
     }
 
     /// The siblings for which a packet of this replica waits in the outgoing bay.

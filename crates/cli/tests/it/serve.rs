@@ -519,3 +519,54 @@ fn export_ship_and_serve_once_carry_packets_for_cron_users() {
         "kept, never dropped"
     );
 }
+
+#[test]
+fn a_spoke_restored_from_backup_is_unlocked_by_the_daemons() {
+    let lab = Lab::hub(None);
+    hub_with_routes(&lab);
+    let all = ["boston", "sanfran", "bangalore"];
+    let mut d: Vec<Daemon> = all
+        .iter()
+        .map(|s| Daemon::start(&lab, s, &format!("{s}-1.log")))
+        .collect();
+    ok_soon(&lab, &["-C", "sanfran", "mkbrtype", "sf"]);
+    ok_soon(&lab, &["-C", "sanfran", "backup", "bk"]);
+    // A change made after the backup, which only the siblings will hold when sanfran is lost.
+    lab.write("n", "after backup\n");
+    ok_soon(
+        &lab,
+        &["-C", "sanfran", "checkin", "n", "n", "--branch", "sf"],
+    );
+    let refs: Vec<&Daemon> = d.iter().collect();
+    wait_for("the change to reach boston and bangalore", &refs, || {
+        converged(&lab, &all)
+    });
+    // sanfran loses its store: its daemon is stopped, the backup restored.
+    let sanfran = d.remove(1);
+    assert_eq!(sanfran.terminate(), Some(0));
+    std::fs::remove_dir_all(lab.path("sanfran/store")).expect("rm store");
+    lab.ok(&["restore", "bk", "sanfran"]);
+    lab.ok(&["-C", "sanfran", "restorereplica"]);
+    d.insert(1, Daemon::start(&lab, "sanfran", "sanfran-2.log"));
+    let refs: Vec<&Daemon> = d.iter().collect();
+    wait_for("sanfran to be unlocked after restoration", &refs, || {
+        d[1].log()
+            .contains("Database sanfran is unlocked after restoration.")
+    });
+    wait_for("the family to converge again", &refs, || {
+        converged(&lab, &all)
+    });
+    assert_eq!(
+        ok_soon(&lab, &["-C", "sanfran", "cat", "n@@sf"]),
+        "after backup\n"
+    );
+    // Unlocked: sanfran takes local changes again, and they travel.
+    lab.write("m", "new life\n");
+    ok_soon(
+        &lab,
+        &["-C", "sanfran", "checkin", "m", "m", "--branch", "sf"],
+    );
+    wait_for("the new change to reach bangalore", &refs, || {
+        lab.run(&["-C", "bangalore", "cat", "m@@sf"]).stdout == b"new life\n"
+    });
+}
