@@ -6,7 +6,10 @@
 //! `mem`); no other module names one. [`site`] knows the layout of a site directory.
 //! `msite demo` runs the same command functions in-process.
 //!
-//! Exit codes: 0 ok, 1 error or refused packet, 2 usage error, 3 some packets must wait.
+//! Exit codes: 0 ok, 1 error or refused packet, 2 usage error, 3 some packets must wait, 4 a
+//! packet past its route's expiry (`serve --once`, `export --ship`).
+//!
+//! [`serve`] (cargo feature `serve`, default on) is `msite serve`, the site daemon.
 
 // A build without any backend (`--no-default-features`) compiles, with every store match
 // empty; the lints below would only flag that emptiness.

@@ -34,6 +34,7 @@ Exit codes:
   1  error, or a packet was refused (the message says why and what to do)
   2  usage error (unknown command or option)
   3  some packets must wait for others (they stay in the incoming bay)
+  4  serve --once, export --ship: a packet is past its route's expiry (it stays queued)
 
 Example: see the whole product at work in a temporary directory
   msite demo
