@@ -254,6 +254,7 @@ fn daemon(
         .build()
         .context("cannot start the async runtime")?;
     let listeners = rt.block_on(receive::bind(&shared.routes.listen))?;
+    receive::remove_stale_uploads(&shared);
     tracing::info!(
         site = %shared.me.1,
         routes = %shared.routes.path.display(),

@@ -194,6 +194,35 @@ fn upload_path(s: &Shared, name: &str) -> PathBuf {
     s.paths.incoming().join(format!(".{name}.upload"))
 }
 
+/// Removes uploads that no sender has continued for longer than the longest expiry of the
+/// routes file (their sender gave up; the packets are resent by later exports). Run at start.
+pub fn remove_stale_uploads(s: &Shared) {
+    let longest = s.routes.siblings.values().map(|r| r.expiry).max();
+    let Some(longest) = longest else { return };
+    let Ok(rd) = std::fs::read_dir(s.paths.incoming()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let age = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        let upload = name.starts_with('.') && name.ends_with(".upload");
+        if upload && age.is_some_and(|a| a > longest) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %name, "removed an upload abandoned past the longest expiry")
+                }
+                Err(err) => {
+                    tracing::warn!(file = %name, error = %err, "cannot remove an abandoned upload")
+                }
+            }
+        }
+    }
+}
+
 /// The size of `name` if it is kept already (in either bay).
 fn kept_size(s: &Shared, name: &str) -> Option<u64> {
     [s.paths.incoming(), s.paths.outgoing()]

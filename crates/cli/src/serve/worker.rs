@@ -10,7 +10,9 @@
 //! on what it received), and otherwise every `export_every` (which also carries
 //! acknowledgements and restoration answers); a store that cannot be opened now (an
 //! operator's command holds it) skips the round's import and exports, which the next round does;
-//! the stop flag is looked at between steps, never inside one.
+//! the bay is imported when its files or the entries held changed since the last import (or
+//! every 30 s), so packets that must wait are not re-read every second; the stop flag is looked
+//! at between steps, never inside one.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -22,6 +24,27 @@ use super::Shared;
 use crate::cmd::sync::{Export, Import};
 use crate::site::Ctx;
 use crate::util::{Exit, EXIT_ERROR};
+
+/// How long packets that wait in the incoming bay, with nothing changed, wait before the
+/// import looks at them again.
+const IMPORT_AGAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The names and sizes of what the incoming bay holds under packet names; `None` when empty.
+fn bay_signature(dir: &std::path::Path) -> Option<u64> {
+    let bay = crate::packets::bay_entries(dir).ok()?;
+    if bay.files.is_empty() && bay.odd.is_empty() {
+        return None;
+    }
+    let mut h = blake3::Hasher::new();
+    for f in bay.files.iter().chain(bay.odd.iter().map(|(p, _)| p)) {
+        h.update(f.as_os_str().as_encoded_bytes());
+        let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        h.update(&len.to_le_bytes());
+    }
+    Some(u64::from_le_bytes(
+        h.finalize().as_bytes()[..8].try_into().expect("8 bytes"),
+    ))
+}
 
 /// What one round did.
 #[derive(Debug, Default)]
@@ -80,6 +103,8 @@ pub struct Worker {
     shipper: Shipper,
     held: Option<u64>,
     held_at_export: Option<u64>,
+    /// The bay and the entries held after the last import, and when it ran.
+    last_import: Option<(Option<u64>, Option<u64>, Instant)>,
     exported_at: BTreeMap<String, Instant>,
 }
 
@@ -94,6 +119,7 @@ impl Worker {
             shared,
             held: None,
             held_at_export: None,
+            last_import: None,
             exported_at: BTreeMap::new(),
         }
     }
@@ -115,7 +141,7 @@ impl Worker {
         let mut report = RoundReport::default();
         self.refresh_known(&mut report);
         if report.errors.is_empty() && !self.shared.stopping() {
-            self.import(&mut report);
+            self.import(all_exports, &mut report);
         }
         if report.errors.is_empty() && !self.shared.stopping() {
             self.export(all_exports, &mut report);
@@ -156,11 +182,19 @@ impl Worker {
         }
     }
 
-    fn import(&mut self, report: &mut RoundReport) {
-        let has_packets = crate::packets::bay_entries(&self.shared.paths.incoming())
-            .map(|b| !b.files.is_empty() || !b.odd.is_empty())
-            .unwrap_or(false);
-        if !has_packets {
+    /// Imports the incoming bay when something may have changed for it: its files, the
+    /// entries held (a local change), or `IMPORT_AGAIN` passed (a store unlocked by the
+    /// operator's `restorereplica`); `force` imports anyway.
+    fn import(&mut self, force: bool, report: &mut RoundReport) {
+        let bay = bay_signature(&self.shared.paths.incoming());
+        if bay.is_none() {
+            return;
+        }
+        let same = self
+            .last_import
+            .as_ref()
+            .is_some_and(|(b, h, at)| *b == bay && *h == self.held && at.elapsed() < IMPORT_AGAIN);
+        if same && !force {
             return;
         }
         let run = Import {
@@ -170,6 +204,11 @@ impl Worker {
         };
         let res = run.import(&self.ctx);
         self.log_output();
+        let busy = res.as_ref().err().is_some_and(super::store_busy);
+        self.last_import = (!busy).then(|| {
+            let bay = bay_signature(&self.shared.paths.incoming());
+            (bay, self.held, Instant::now())
+        });
         match res {
             Ok(t) => report.imported += t.applied + t.already,
             Err(e) => match e.downcast_ref::<Exit>() {
