@@ -37,6 +37,7 @@ struct RawServe {
     listen: Vec<String>,
     token_file: Option<PathBuf>,
     max_packet_size: Option<String>,
+    part_size: Option<String>,
     poll: Option<String>,
     export_every: Option<String>,
     expiry: Option<String>,
@@ -85,8 +86,11 @@ pub struct Routes {
     pub listen: Vec<SocketAddr>,
     /// The family's shared push token (an interim authentication; see docs/serve.md).
     pub token: Option<String>,
-    /// The largest packet part accepted or sent, in bytes.
+    /// The largest packet part accepted, in bytes.
     pub max_packet_size: u64,
+    /// The size exports split packets to (a part holding one large content record may be
+    /// larger, by up to the 1 MiB of a content piece).
+    pub part_size: Option<u64>,
     /// How often the bays and the store are looked at.
     pub poll: Duration,
     /// The longest wait between two attempts to ship a packet.
@@ -143,21 +147,14 @@ impl Routes {
         if needs_token && token.is_none() {
             bail!("[serve] token_file is missing: pushing and receiving over HTTP need the family's shared token");
         }
-        let max_packet_size = match &s.max_packet_size {
-            Some(t) => {
-                crate::util::parse_size(t).map_err(|e| anyhow::anyhow!("max_packet_size: {e}"))?
-            }
-            None => 4 << 30,
-        };
-        let ship_rate = match &s.ship_rate {
-            Some(t) => {
-                Some(crate::util::parse_size(t).map_err(|e| anyhow::anyhow!("ship_rate: {e}"))?)
-            }
-            None => None,
-        };
+        let max_packet_size = size(s.max_packet_size.as_deref(), "max_packet_size")?;
+        let max_packet_size = max_packet_size.unwrap_or(4 << 30);
+        let ship_rate = size(s.ship_rate.as_deref(), "ship_rate")?;
+        let part_size = size(s.part_size.as_deref(), "part_size")?;
         Ok(Routes {
             path: path.to_path_buf(),
             ship_rate,
+            part_size,
             listen,
             token,
             max_packet_size,
@@ -237,6 +234,12 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// Parses an optional size (`10M`, `1G`).
+fn size(text: Option<&str>, key: &str) -> anyhow::Result<Option<u64>> {
+    text.map(|t| crate::util::parse_size(t).map_err(|e| anyhow::anyhow!("{key}: {e}")))
+        .transpose()
+}
+
 /// Parses a duration: `90`, `90s`, `5m`, `2h`, `7d`; `None` gives `default_secs`.
 fn dur(text: Option<&str>, key: &str, default_secs: u64) -> anyhow::Result<Duration> {
     let Some(t) = text else {
@@ -274,13 +277,14 @@ mod tests {
     #[test]
     fn a_hub_topology_parses_with_its_defaults() {
         let r = parse(
-            "[serve]\nlisten = [\"127.0.0.1:7401\"]\ntoken_file = \"tok\"\nexpiry = \"2h\"\n\
+            "[serve]\nlisten = [\"127.0.0.1:7401\"]\ntoken_file = \"tok\"\nexpiry = \"2h\"\npart_size = \"10M\"\n\
              [sibling.boston]\nurl = \"http://127.0.0.1:7400/\"\nexport_every = \"5s\"\n\
              [sibling.bangalore]\nvia = \"boston\"\n",
         )
         .unwrap();
         assert_eq!(r.listen, vec!["127.0.0.1:7401".parse().unwrap()]);
         assert_eq!(r.token.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!((r.part_size, r.max_packet_size), (Some(10 << 20), 4 << 30));
         let b = &r.siblings["boston"];
         assert_eq!(b.way, Way::Url("http://127.0.0.1:7400".into()));
         assert_eq!(b.export_every, Duration::from_secs(5));

@@ -238,9 +238,6 @@ fn copy_into(dir: &Path, file: &Path) -> anyhow::Result<()> {
 fn push(agent: &ureq::Agent, s: &Shared, base: &str, file: &Path) -> anyhow::Result<()> {
     let name = file_name(file);
     let size = std::fs::metadata(file)?.len();
-    if size > s.routes.max_packet_size {
-        bail!("the part is {size} bytes, over max_packet_size; export with --max-size");
-    }
     let url = format!("{base}/v1/packets/{name}");
     let token = format!("Bearer {}", s.routes.token.as_deref().unwrap_or(""));
     let family = msite_packet::wire::Id(s.family).to_hex();

@@ -269,14 +269,14 @@ impl Worker {
         self.held_at_export = self.held;
     }
 
-    /// Writes the packet for sibling `name` into the outgoing bay, in parts no larger than
-    /// the routes file's `max_packet_size`.
+    /// Writes the packet for sibling `name` into the outgoing bay, split at the routes file's
+    /// `part_size`.
     fn export_to(&mut self, name: String, report: &mut RoundReport) {
         let run = Export {
             to: Some(name.clone()),
             all: false,
             out: None,
-            max_size: Some(self.shared.routes.max_packet_size),
+            max_size: self.shared.routes.part_size,
             ship: false,
             routes: None,
         };

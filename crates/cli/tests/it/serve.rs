@@ -229,9 +229,14 @@ fn a_sibling_down_for_a_while_gets_everything_when_it_comes_back() {
     lab.init("boston", "proj");
     lab.mkreplica("boston", "sanfran");
     let (pb, ps) = (free_port(), free_port());
-    routes(&lab, "boston", Some(pb), "", &[("sanfran", url(ps))]);
-    routes(&lab, "sanfran", Some(ps), "", &[("boston", url(pb))]);
+    // Parts of at most 64 KiB: a packet travels in several parts, imported once all are in.
+    let small = "part_size = \"64K\"";
+    routes(&lab, "boston", Some(pb), small, &[("sanfran", url(ps))]);
+    routes(&lab, "sanfran", Some(ps), small, &[("boston", url(pb))]);
     let boston = Daemon::start(&lab, "boston", "boston.log");
+    let big = noise(200 << 10, 3);
+    std::fs::write(lab.path("big"), &big).expect("write");
+    ok_soon(&lab, &["-C", "boston", "checkin", "big", "big"]);
     for i in 0..3 {
         lab.write(&format!("f{i}"), &format!("version {i}\n"));
         ok_soon(
@@ -258,6 +263,12 @@ fn a_sibling_down_for_a_while_gets_everything_when_it_comes_back() {
         let out = ok_soon(&lab, &["-C", "sanfran", "cat", &format!("f{i}")]);
         assert_eq!(out, format!("version {i}\n"));
     }
+    assert!(lab.run(&["-C", "sanfran", "cat", "big"]).stdout == big);
+    assert!(
+        boston.log().contains(".p1of"),
+        "the packet went in parts: {}",
+        boston.log()
+    );
 }
 
 /// Bytes that zstd cannot shrink (xorshift).
