@@ -300,8 +300,13 @@ async fn upload(
         return answer(StatusCode::OK, n, true);
     }
     let path = upload_path(&s, &name);
-    let have = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    if have != at.offset || have > at.total {
+    let mut have = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if have > at.total {
+        // Longer than the part now announced: not a prefix of it; start again.
+        let _ = std::fs::remove_file(&path);
+        have = 0;
+    }
+    if have != at.offset {
         return answer(StatusCode::CONFLICT, have, false);
     }
     if have > 0 {

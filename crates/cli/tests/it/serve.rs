@@ -357,17 +357,28 @@ fn a_daemon_killed_mid_upload_resumes_and_applies_once() {
 type Case<'a> = (Vec<(&'a str, &'a str)>, u64, &'a str, u16, &'a str);
 
 fn put(port: u16, name: &str, total: u64, headers: &[(&str, &str)]) -> (u16, String) {
+    put_at(port, name, (0, total), b"not a packet", headers)
+}
+
+/// `PUT /v1/packets/NAME?offset=&total=` with `body`: the status and the answer's text.
+fn put_at(
+    port: u16,
+    name: &str,
+    (offset, total): (u64, u64),
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let mut req = agent.put(format!(
-        "http://127.0.0.1:{port}/v1/packets/{name}?offset=0&total={total}"
+        "http://127.0.0.1:{port}/v1/packets/{name}?offset={offset}&total={total}"
     ));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let mut resp = req.send(&b"not a packet"[..]).expect("request");
+    let mut resp = req.send(body).expect("request");
     let text = resp.body_mut().read_to_string().unwrap_or_default();
     (resp.status().as_u16(), text)
 }
@@ -444,6 +455,21 @@ fn pushes_without_the_token_or_from_strangers_are_refused() {
             "{name} {headers:?}: {text}"
         );
     }
+    // The resume protocol: a short body is kept and answered with how far it got; a PUT at
+    // the wrong offset is told where the receiver is; the rest completes the part, which is
+    // then checked (and refused: these bytes are no packet).
+    let text = b"not a packet";
+    let at = |o: u64, body: &[u8]| put_at(p, "b.msp", (o, 12), body, &good);
+    assert_eq!(
+        at(0, &text[..5]),
+        (202, r#"{"received":5,"complete":false}"#.into())
+    );
+    assert_eq!(
+        at(0, &text[..5]),
+        (409, r#"{"received":5,"complete":false}"#.into())
+    );
+    let (code, why) = at(5, &text[5..]);
+    assert_eq!((code, why.contains("not a packet")), (422, true), "{why}");
     // Nothing was kept: no file in the bay, no upload left over from the refused one.
     let left: Vec<_> = std::fs::read_dir(lab.path("boston/bays/incoming"))
         .expect("bay")
