@@ -13,6 +13,7 @@
 pub mod receive;
 pub mod routes;
 pub mod ship;
+pub mod tls;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -47,15 +48,22 @@ step; nothing is half-applied. One daemon per site.\n\n\
 --once runs one round (import the bay, export for every route, ship, no HTTP server) and exits: \
 0 when all went, 1 when a packet was refused or a shipment failed, 4 when a packet is past its \
 expiry. The routes file is described in docs/serve.md.",
-    after_help = "Example:\n  msite -C boston serve\n  msite -C boston serve --routes /etc/msite/boston-routes.toml\n  msite -C sanfran serve --once"
+    after_help = "Example:\n  msite -C boston serve --new-cert --name boston.example.org\n  msite -C boston serve\n  msite -C boston serve --routes /etc/msite/boston-routes.toml\n  msite -C sanfran serve --once"
 )]
 pub struct Serve {
     /// The routes file (default: routes.toml in the site directory).
     #[arg(long, value_name = "FILE")]
     pub routes: Option<PathBuf>,
     /// Run one round (import, export, ship) and exit; for cron.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "new_cert")]
     pub once: bool,
+    /// Make this site's TLS certificate and key (tls/site.pem, tls/site.key) and print the
+    /// fingerprint; give the host names and addresses siblings reach it by with --name.
+    #[arg(long)]
+    pub new_cert: bool,
+    /// With --new-cert: a host name or address of this site (repeat for several).
+    #[arg(long, value_name = "HOST", requires = "new_cert")]
+    pub name: Vec<String>,
 }
 
 /// What the HTTP side and the worker share.
@@ -223,6 +231,9 @@ fn lock_site(ctx: &Ctx) -> anyhow::Result<File> {
 impl Serve {
     /// Runs the daemon (or one round with `--once`).
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        if self.new_cert {
+            return new_cert(ctx, &self.name);
+        }
         let routes = load_routes(ctx, self.routes.as_deref())?;
         let _lock = lock_site(ctx)?;
         let (shared, wake) = shared(ctx, routes)?;
@@ -231,6 +242,26 @@ impl Serve {
         }
         daemon(ctx, shared, wake)
     }
+}
+
+/// `--new-cert`: makes the site's certificate and says what to put where.
+fn new_cert(ctx: &Ctx, names: &[String]) -> anyhow::Result<()> {
+    crate::site::SiteConfig::read(&ctx.dir)?;
+    let names = if names.is_empty() {
+        vec!["localhost".to_string(), "127.0.0.1".to_string()]
+    } else {
+        names.to_vec()
+    };
+    let (path, fp) = tls::new_cert(&ctx.dir, &names)?;
+    ctx.say(format!(
+        "Wrote {} and {} for {}.",
+        path.display(),
+        ctx.dir.join(tls::KEY_FILE).display(),
+        names.join(", ")
+    ));
+    ctx.say(format!("Fingerprint: {fp}"));
+    ctx.say("Give each sibling a copy of the certificate (its `cert` for this site); set tls_cert and tls_key in this site's routes file.");
+    Ok(())
 }
 
 /// One round for cron: import, export for every route, ship once; the exit code tells.

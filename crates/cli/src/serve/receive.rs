@@ -13,7 +13,9 @@
 //! constant time) and the family id (`X-Msite-Family`), checked before a byte of body is
 //! written; a part is at most the routes file's `max_packet_size`, and no more bytes than
 //! announced are written; one upload per name at a time; names are plain file names ending in
-//! `.msp`. `GET /v1/health` answers without a token and says only that the daemon runs.
+//! `.msp`. `GET /v1/health` answers without a token and says only that the daemon runs. With
+//! `tls_cert` in the routes file every connection is TLS with a client certificate pinned for
+//! a sibling ([`super::tls`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,17 +66,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// Serves on `listeners` until SIGTERM or Ctrl-C; requests running then may finish.
 pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let acceptor = super::tls::acceptor(&shared.routes)?;
     let mut tasks = Vec::new();
     for l in listeners {
         let app = router(shared.clone());
-        let mut rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-        }));
+        tasks.push(match &acceptor {
+            Some(a) => {
+                let tls = super::tls::TlsListener {
+                    tcp: l,
+                    acceptor: a.clone(),
+                };
+                spawn_server(tls, app, rx.clone())
+            }
+            None => spawn_server(l, app, rx.clone()),
+        });
     }
     shutdown_signal().await;
     tracing::info!("stopping: no new request is taken; the running step finishes");
@@ -93,6 +98,23 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>) -> anyhow::
         }
     }
     Ok(())
+}
+
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Serves `app` on `l` until `stop` turns true.
+fn spawn_server<L>(l: L, app: Router, mut stop: tokio::sync::watch::Receiver<bool>) -> ServerTask
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        axum::serve(l, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    })
 }
 
 async fn shutdown_signal() {

@@ -5,7 +5,8 @@
 //! Rules the parser keeps: every sibling has exactly one way (`url`, `via` or `dir`); a `via`
 //! names a sibling that has a `url` or a `dir` (one hop, so no loop); listen addresses are
 //! socket addresses (never a wildcard the file does not spell out); the token is at least 16
-//! characters. Unknown keys are refused, so a typo never silently turns a route off.
+//! characters; an `https://` route needs the sibling's pinned `cert` and this site's own
+//! `tls_cert` and `tls_key`. Unknown keys are refused, so a typo never silently turns a route off.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ struct RawServe {
     #[serde(default)]
     listen: Vec<String>,
     token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     max_packet_size: Option<String>,
     part_size: Option<String>,
     poll: Option<String>,
@@ -51,6 +54,7 @@ struct RawSibling {
     url: Option<String>,
     via: Option<String>,
     dir: Option<PathBuf>,
+    cert: Option<PathBuf>,
     export_every: Option<String>,
     expiry: Option<String>,
 }
@@ -75,6 +79,8 @@ pub struct Route {
     pub export_every: Duration,
     /// How long a packet for it may wait before it is reported undeliverable.
     pub expiry: Duration,
+    /// Its pinned TLS certificate (PEM), if any.
+    pub cert: Option<PathBuf>,
 }
 
 /// A parsed routes file.
@@ -84,6 +90,8 @@ pub struct Routes {
     pub path: PathBuf,
     /// Addresses to listen on (none: ship only, receive nothing over HTTP).
     pub listen: Vec<SocketAddr>,
+    /// This site's TLS certificate and key (PEM), if it uses TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// The family's shared push token (an interim authentication; see docs/serve.md).
     pub token: Option<String>,
     /// The largest packet part accepted, in bytes.
@@ -138,6 +146,18 @@ impl Routes {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+            (None, None) => None,
+            _ => bail!("[serve] give both tls_cert and tls_key, or neither"),
+        };
+        for (name, r) in &siblings {
+            if matches!(&r.way, Way::Url(u) if u.starts_with("https://"))
+                && (r.cert.is_none() || tls.is_none())
+            {
+                bail!("sibling {name}: an https:// url needs its pinned `cert` and this site's [serve] tls_cert and tls_key");
+            }
+        }
         let token = match &s.token_file {
             Some(f) => Some(read_token(&base.join(f))?),
             None => None,
@@ -153,6 +173,7 @@ impl Routes {
         let part_size = size(s.part_size.as_deref(), "part_size")?;
         Ok(Routes {
             path: path.to_path_buf(),
+            tls,
             ship_rate,
             part_size,
             listen,
@@ -190,8 +211,8 @@ fn sibling(
     }
     let way = if let Some(u) = &r.url {
         let u = u.trim_end_matches('/');
-        if !u.starts_with("http://") {
-            bail!("sibling {name}: url `{u}` must start with http:// (TLS is not built yet; see docs/serve.md)");
+        if !u.starts_with("http://") && !u.starts_with("https://") {
+            bail!("sibling {name}: url `{u}` must start with http:// or https://");
         }
         Way::Url(u.to_string())
     } else if let Some(v) = &r.via {
@@ -203,6 +224,7 @@ fn sibling(
         way,
         export_every: dur(r.export_every.as_deref(), "export_every", every.as_secs())?,
         expiry: dur(r.expiry.as_deref(), "expiry", expiry.as_secs())?,
+        cert: r.cert.as_ref().map(|c| base.join(c)),
     })
 }
 
@@ -319,9 +341,14 @@ mod tests {
                 "token_file is missing",
             ),
             (
-                "[sibling.a]\nurl = \"https://h:1\"\n[serve]\ntoken_file = \"tok\"\n",
+                "[sibling.a]\nurl = \"ftp://h:1\"\n[serve]\ntoken_file = \"tok\"\n",
                 "http://",
             ),
+            (
+                "[sibling.a]\nurl = \"https://h:1\"\n[serve]\ntoken_file = \"tok\"\n",
+                "pinned `cert`",
+            ),
+            ("[serve]\ntls_cert = \"c\"\n", "both tls_cert and tls_key"),
             (
                 "[sibling.a]\ndir = \"x\"\nexport_every = \"5y\"\n",
                 "export_every",

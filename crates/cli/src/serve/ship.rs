@@ -77,7 +77,8 @@ impl ShipReport {
 
 /// Ships the outgoing bay; keeps the backoff of failed parts between passes.
 pub struct Shipper {
-    agent: ureq::Agent,
+    /// One HTTP agent per first hop (each pins its own certificate).
+    agents: BTreeMap<String, ureq::Agent>,
     backoff: BTreeMap<PathBuf, Backoff>,
     retry_max: Duration,
 }
@@ -85,17 +86,22 @@ pub struct Shipper {
 impl Shipper {
     /// A shipper for `routes`.
     pub fn new(routes: &Routes) -> Shipper {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(300)))
-            .build()
-            .into();
         Shipper {
-            agent,
+            agents: BTreeMap::new(),
             backoff: BTreeMap::new(),
             retry_max: routes.retry_max,
         }
+    }
+
+    /// The agent for first hop `hop` (made on first use).
+    fn agent(&mut self, s: &Shared, hop: &str) -> anyhow::Result<ureq::Agent> {
+        if let Some(a) = self.agents.get(hop) {
+            return Ok(a.clone());
+        }
+        let pinned = s.routes.siblings.get(hop).and_then(|r| r.cert.as_deref());
+        let a = super::tls::agent(&s.routes, pinned)?;
+        self.agents.insert(hop.to_string(), a.clone());
+        Ok(a)
     }
 
     /// Sends every part of the outgoing bay that is due (`all`: due or not).
@@ -131,7 +137,11 @@ impl Shipper {
         let Some((to, hop, way, expiry)) = destination(s, file) else {
             return;
         };
-        match deliver(&self.agent, s, &hop, &way, file) {
+        let res = match way {
+            Way::Url(base) => self.agent(s, &hop).and_then(|a| push(&a, s, &base, file)),
+            _ => copy_or_refuse(&hop, &way, file),
+        };
+        match res {
             Ok(()) => {
                 tracing::info!(packet = %name, to = %to, via = %hop, "shipped");
                 self.backoff.remove(file);
@@ -209,16 +219,10 @@ fn expired(file: &Path, expiry: Duration) -> bool {
         .unwrap_or(false)
 }
 
-fn deliver(
-    agent: &ureq::Agent,
-    s: &Shared,
-    hop: &str,
-    way: &Way,
-    file: &Path,
-) -> anyhow::Result<()> {
+fn copy_or_refuse(hop: &str, way: &Way, file: &Path) -> anyhow::Result<()> {
     match way {
-        Way::Url(base) => push(agent, s, base, file),
         Way::Dir(dir) => copy_into(dir, file),
+        Way::Url(_) => bail!("route to {hop} needs an HTTP agent"),
         Way::Via(_) => bail!("route to {hop} goes through another hub"),
     }
 }

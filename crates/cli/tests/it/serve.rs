@@ -607,3 +607,81 @@ fn a_spoke_restored_from_backup_is_unlocked_by_the_daemons() {
         lab.run(&["-C", "bangalore", "cat", "m@@sf"]).stdout == b"new life\n"
     });
 }
+
+/// Makes `site`'s TLS certificate for 127.0.0.1; returns its fingerprint line.
+fn new_cert(lab: &Lab, site: &str) -> String {
+    let out = lab.ok(&["-C", site, "serve", "--new-cert", "--name", "127.0.0.1"]);
+    assert!(out.contains("Fingerprint: sha256:"), "{out}");
+    out
+}
+
+/// The HTTPS agent of `site` (its certificate as the client's) pinning `pinned`'s certificate.
+fn agent_of(lab: &Lab, site: &str, pinned: &str) -> ureq::Agent {
+    let text = "[serve]\ntls_cert = \"tls/site.pem\"\ntls_key = \"tls/site.key\"\n";
+    let path = lab.path(&format!("{site}/routes-probe.toml"));
+    let routes = msite_cli::serve::Routes::parse(text, &path).expect("routes");
+    let cert = lab.path(&format!("{pinned}/tls/site.pem"));
+    msite_cli::serve::tls::agent(&routes, Some(&cert)).expect("agent")
+}
+
+#[test]
+fn tls_with_pinned_certificates_carries_packets_and_refuses_strangers() {
+    let lab = Lab::new();
+    lab.init("boston", "proj");
+    lab.mkreplica("boston", "sanfran");
+    lab.init("mallory", "other");
+    for s in ["boston", "sanfran", "mallory"] {
+        new_cert(&lab, s);
+    }
+    let err = lab.fails(1, &["-C", "boston", "serve", "--new-cert"]);
+    assert!(err.contains("already exists"), "{err}");
+    let (pb, ps) = (free_port(), free_port());
+    let tls = "tls_cert = \"tls/site.pem\"\ntls_key = \"tls/site.key\"";
+    let https = |port: u16, peer: &str| {
+        format!("url = \"https://127.0.0.1:{port}\"\ncert = \"../{peer}/tls/site.pem\"")
+    };
+    routes(
+        &lab,
+        "boston",
+        Some(pb),
+        tls,
+        &[("sanfran", https(ps, "sanfran"))],
+    );
+    routes(
+        &lab,
+        "sanfran",
+        Some(ps),
+        tls,
+        &[("boston", https(pb, "boston"))],
+    );
+    let boston = Daemon::start(&lab, "boston", "boston.log");
+    let sanfran = Daemon::start(&lab, "sanfran", "sanfran.log");
+    lab.write("f", "over TLS\n");
+    ok_soon(&lab, &["-C", "boston", "checkin", "f", "f"]);
+    wait_for(
+        "sanfran to get the version over TLS",
+        &[&boston, &sanfran],
+        || lab.run(&["-C", "sanfran", "cat", "f"]).stdout == b"over TLS\n",
+    );
+    let url = format!("https://127.0.0.1:{ps}/v1/health");
+    // boston's own agent reaches sanfran (the check that the probes below can succeed at all).
+    let ok = agent_of(&lab, "boston", "sanfran").get(&url).call();
+    assert!(ok.is_ok_and(|r| r.status() == 200));
+    // A client whose certificate sanfran does not pin is refused in the handshake.
+    let stranger = agent_of(&lab, "mallory", "sanfran").get(&url).call();
+    assert!(stranger.is_err(), "{stranger:?}");
+    // A pusher that pins another certificate than the one sanfran shows refuses to talk.
+    let wrong_pin = agent_of(&lab, "boston", "mallory").get(&url).call();
+    assert!(wrong_pin.is_err(), "{wrong_pin:?}");
+    // Plain HTTP to a TLS site gets nowhere.
+    let plain = format!("http://127.0.0.1:{ps}/v1/health");
+    assert!(agent_of(&lab, "boston", "sanfran")
+        .get(&plain)
+        .call()
+        .is_err());
+    assert!(
+        sanfran.log().contains("TLS handshake refused"),
+        "{}",
+        sanfran.log()
+    );
+}
