@@ -76,6 +76,8 @@ pub struct Shared {
     pub family: [u8; 16],
     /// The routes file.
     pub routes: Routes,
+    /// The fingerprints of each sibling's pinned certificates.
+    pub pins: BTreeMap<String, Vec<String>>,
     /// The replicas the store knows, by id (refreshed every round).
     pub known: RwLock<BTreeMap<[u8; 16], String>>,
     /// Names of the uploads being received now.
@@ -184,12 +186,14 @@ pub fn shared(
     routes: Routes,
 ) -> anyhow::Result<(Arc<Shared>, std::sync::mpsc::Receiver<()>)> {
     let id = identity(ctx)?;
+    let pins = tls::pins(&routes)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let s = Shared {
         paths: ctx.paths(),
         me: id.me,
         family: id.family,
         routes,
+        pins,
         known: RwLock::new(id.known),
         uploading: Mutex::default(),
         stop: AtomicBool::new(false),

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
 
+use super::tls::Peer;
 use super::Shared;
 use crate::util;
 
@@ -107,9 +108,10 @@ fn spawn_server<L>(l: L, app: Router, mut stop: tokio::sync::watch::Receiver<boo
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
+    for<'a> Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
     tokio::spawn(async move {
-        axum::serve(l, app)
+        axum::serve(l, app.into_make_service_with_connect_info::<Peer>())
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
@@ -165,11 +167,13 @@ fn refuse(code: StatusCode, why: impl std::fmt::Display) -> Response {
 
 /// Checks the token, the family and the pushing sibling before anything else is looked at;
 /// the refusal when one is wrong.
-fn unauthorized(s: &Shared, h: &HeaderMap) -> Option<Response> {
-    authorize(s, h).err().map(|(code, why)| refuse(code, why))
+fn unauthorized(s: &Shared, h: &HeaderMap, peer: &Peer) -> Option<Response> {
+    authorize(s, h, peer)
+        .err()
+        .map(|(code, why)| refuse(code, why))
 }
 
-fn authorize(s: &Shared, h: &HeaderMap) -> Result<(), (StatusCode, String)> {
+fn authorize(s: &Shared, h: &HeaderMap, peer: &Peer) -> Result<(), (StatusCode, String)> {
     let Some(token) = s.routes.token.as_deref() else {
         return Err((StatusCode::FORBIDDEN, "this site takes no pushes".into()));
     };
@@ -198,6 +202,18 @@ fn authorize(s: &Shared, h: &HeaderMap) -> Result<(), (StatusCode, String)> {
             StatusCode::FORBIDDEN,
             format!("unknown sender `{sender}`: not in the routes file"),
         ));
+    }
+    // Over TLS the client certificate must be the one pinned for the named sender.
+    if s.routes.tls.is_some() {
+        let pinned = s.pins.get(sender).map(Vec::as_slice).unwrap_or_default();
+        if !peer
+            .fingerprint
+            .as_ref()
+            .is_some_and(|f| pinned.contains(f))
+        {
+            let why = format!("the client certificate is not the one pinned for `{sender}`");
+            return Err((StatusCode::FORBIDDEN, why));
+        }
     }
     Ok(())
 }
@@ -254,10 +270,11 @@ fn kept_size(s: &Shared, name: &str) -> Option<u64> {
 
 async fn progress(
     State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     UrlPath(name): UrlPath<String>,
     h: HeaderMap,
 ) -> Response {
-    if let Some(r) = unauthorized(&s, &h) {
+    if let Some(r) = unauthorized(&s, &h, &peer) {
         return r;
     }
     if !valid_name(&name) {
@@ -304,12 +321,13 @@ fn inadmissible(s: &Shared, name: &str, total: u64) -> Option<Response> {
 
 async fn upload(
     State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     UrlPath(name): UrlPath<String>,
     Query(at): Query<UploadAt>,
     h: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(r) = unauthorized(&s, &h).or_else(|| inadmissible(&s, &name, at.total)) {
+    if let Some(r) = unauthorized(&s, &h, &peer).or_else(|| inadmissible(&s, &name, at.total)) {
         return r;
     }
     let fresh = (s.uploading.lock().unwrap_or_else(|p| p.into_inner())).insert(name.clone());

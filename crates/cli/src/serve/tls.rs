@@ -204,3 +204,40 @@ impl axum::serve::Listener for TlsListener {
         self.tcp.local_addr()
     }
 }
+
+/// Who is on the other end of a connection: the fingerprint of its client certificate (TLS),
+/// or nothing (plain HTTP).
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    /// `sha256:…` of the client certificate.
+    pub fingerprint: Option<String>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        let (_, conn) = stream.io().get_ref();
+        let fingerprint = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| fingerprint(c.as_ref()));
+        Peer { fingerprint }
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(_: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        Peer::default()
+    }
+}
+
+/// The fingerprints of the certificates pinned for each sibling.
+pub fn pins(routes: &Routes) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, r) in &routes.siblings {
+        if let Some(c) = &r.cert {
+            let fps = certs(c)?.iter().map(|d| fingerprint(d.as_ref())).collect();
+            out.insert(name.clone(), fps);
+        }
+    }
+    Ok(out)
+}

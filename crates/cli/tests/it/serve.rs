@@ -630,7 +630,8 @@ fn tls_with_pinned_certificates_carries_packets_and_refuses_strangers() {
     lab.init("boston", "proj");
     lab.mkreplica("boston", "sanfran");
     lab.init("mallory", "other");
-    for s in ["boston", "sanfran", "mallory"] {
+    lab.init("eve", "other");
+    for s in ["boston", "sanfran", "mallory", "eve"] {
         new_cert(&lab, s);
     }
     let err = lab.fails(1, &["-C", "boston", "serve", "--new-cert"]);
@@ -668,7 +669,7 @@ fn tls_with_pinned_certificates_carries_packets_and_refuses_strangers() {
     let ok = agent_of(&lab, "boston", "sanfran").get(&url).call();
     assert!(ok.is_ok_and(|r| r.status() == 200));
     // A client whose certificate sanfran does not pin is refused in the handshake.
-    let stranger = agent_of(&lab, "mallory", "sanfran").get(&url).call();
+    let stranger = agent_of(&lab, "eve", "sanfran").get(&url).call();
     assert!(stranger.is_err(), "{stranger:?}");
     // A pusher that pins another certificate than the one sanfran shows refuses to talk.
     let wrong_pin = agent_of(&lab, "boston", "mallory").get(&url).call();
