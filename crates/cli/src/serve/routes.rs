@@ -135,29 +135,8 @@ impl Routes {
             siblings.insert(name.clone(), route);
         }
         check_vias(&siblings)?;
-        let listen = s
-            .listen
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    anyhow::anyhow!(
-                        "listen address `{a}` is not an address with a port, like 127.0.0.1:7401"
-                    )
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let tls = match (&s.tls_cert, &s.tls_key) {
-            (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
-            (None, None) => None,
-            _ => bail!("[serve] give both tls_cert and tls_key, or neither"),
-        };
-        for (name, r) in &siblings {
-            if matches!(&r.way, Way::Url(u) if u.starts_with("https://"))
-                && (r.cert.is_none() || tls.is_none())
-            {
-                bail!("sibling {name}: an https:// url needs its pinned `cert` and this site's [serve] tls_cert and tls_key");
-            }
-        }
+        let listen = listen_addrs(&s.listen)?;
+        let tls = tls_files(&s, base, &siblings)?;
         let token = match &s.token_file {
             Some(f) => Some(read_token(&base.join(f))?),
             None => None,
@@ -226,6 +205,39 @@ fn sibling(
         expiry: dur(r.expiry.as_deref(), "expiry", expiry.as_secs())?,
         cert: r.cert.as_ref().map(|c| base.join(c)),
     })
+}
+
+fn listen_addrs(addrs: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    addrs
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "listen address `{a}` is not an address with a port, like 127.0.0.1:7401"
+                )
+            })
+        })
+        .collect()
+}
+
+/// This site's certificate and key; every `https://` route needs them and its sibling's cert.
+fn tls_files(
+    s: &RawServe,
+    base: &Path,
+    siblings: &BTreeMap<String, Route>,
+) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+        (None, None) => None,
+        _ => bail!("[serve] give both tls_cert and tls_key, or neither"),
+    };
+    for (name, r) in siblings {
+        let https = matches!(&r.way, Way::Url(u) if u.starts_with("https://"));
+        if https && (r.cert.is_none() || tls.is_none()) {
+            bail!("sibling {name}: an https:// url needs its pinned `cert` and this site's [serve] tls_cert and tls_key");
+        }
+    }
+    Ok(tls)
 }
 
 fn check_vias(siblings: &BTreeMap<String, Route>) -> anyhow::Result<()> {
