@@ -2,7 +2,9 @@
 //! incoming bay ([`receive`]), imports every arrival with the import path of `syncreplica
 //! import`, exports for each sibling of the routes file ([`routes`]) after local changes and on
 //! a schedule, and ships the outgoing bay — the queue, which survives restarts — along the
-//! routes, retrying with backoff ([`ship`]). [`worker`] runs those rounds on one thread.
+//! routes, retrying with backoff ([`ship`]). [`worker`] runs imports and exports on one thread;
+//! each first hop has a shipper thread of its own, so a slow sibling holds up neither the
+//! others nor the imports.
 //!
 //! Rules kept here: one daemon per site (`serve.lock`, an OS file lock); the store is opened
 //! only for the length of one step, so the operator's commands keep working beside the daemon;
@@ -86,12 +88,29 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Wakes the worker (an arrival, a stop).
     pub wake: std::sync::mpsc::SyncSender<()>,
+    /// Wake the shippers (a new part in the outgoing bay, a stop).
+    pub ship_wakes: Vec<std::sync::mpsc::SyncSender<()>>,
+}
+
+/// The receiving ends of the wake-ups: the worker's, and one per first hop for its shipper.
+pub struct Wakes {
+    /// The worker's.
+    pub worker: std::sync::mpsc::Receiver<()>,
+    /// Each first hop's shipper.
+    pub shippers: Vec<(String, std::sync::mpsc::Receiver<()>)>,
 }
 
 impl Shared {
     /// Wakes the worker; a wake already pending is enough.
     pub fn wake(&self) {
         let _ = self.wake.try_send(());
+    }
+
+    /// Wakes every shipper.
+    pub fn wake_shippers(&self) {
+        for w in &self.ship_wakes {
+            let _ = w.try_send(());
+        }
     }
 
     /// Whether the daemon is stopping.
@@ -179,15 +198,23 @@ pub fn identity(ctx: &Ctx) -> anyhow::Result<Identity> {
     })
 }
 
-/// Builds the shared state for the site in `ctx` with `routes`; returns it and the worker's
-/// wake-up receiver.
-pub fn shared(
-    ctx: &Ctx,
-    routes: Routes,
-) -> anyhow::Result<(Arc<Shared>, std::sync::mpsc::Receiver<()>)> {
+/// Builds the shared state for the site in `ctx` with `routes`; returns it and the wake-up
+/// receivers.
+pub fn shared(ctx: &Ctx, routes: Routes) -> anyhow::Result<(Arc<Shared>, Wakes)> {
     let id = identity(ctx)?;
     let pins = tls::pins(&routes)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let hops = routes
+        .siblings
+        .iter()
+        .filter(|(_, r)| !matches!(r.way, routes::Way::Via(_)))
+        .map(|(n, _)| n.clone());
+    let (mut ship_wakes, mut shippers) = (Vec::new(), Vec::new());
+    for hop in hops {
+        let (t, r) = std::sync::mpsc::sync_channel(1);
+        ship_wakes.push(t);
+        shippers.push((hop, r));
+    }
     let s = Shared {
         paths: ctx.paths(),
         me: id.me,
@@ -198,8 +225,13 @@ pub fn shared(
         uploading: Mutex::default(),
         stop: AtomicBool::new(false),
         wake: tx,
+        ship_wakes,
     };
-    Ok((Arc::new(s), rx))
+    let wakes = Wakes {
+        worker: rx,
+        shippers,
+    };
+    Ok((Arc::new(s), wakes))
 }
 
 /// The routes file for the site in `ctx`: `given`, or routes.toml in the site directory.
@@ -240,11 +272,11 @@ impl Serve {
         }
         let routes = load_routes(ctx, self.routes.as_deref())?;
         let _lock = lock_site(ctx)?;
-        let (shared, wake) = shared(ctx, routes)?;
+        let (shared, wakes) = shared(ctx, routes)?;
         if self.once {
             return once(ctx, shared);
         }
-        daemon(ctx, shared, wake)
+        daemon(ctx, shared, wakes)
     }
 }
 
@@ -270,7 +302,7 @@ fn new_cert(ctx: &Ctx, names: &[String]) -> anyhow::Result<()> {
 
 /// One round for cron: import, export for every route, ship once; the exit code tells.
 fn once(ctx: &Ctx, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let mut w = worker::Worker::new(ctx, shared.clone());
+    let mut w = worker::Worker::new(ctx, shared.clone(), true);
     let report = w.round(true, true);
     ctx.say(report.summary());
     report.into_result()
@@ -278,11 +310,7 @@ fn once(ctx: &Ctx, shared: Arc<Shared>) -> anyhow::Result<()> {
 
 /// The daemon: the HTTP server on the tokio runtime, the worker on its own thread, both
 /// stopped by SIGTERM or Ctrl-C.
-fn daemon(
-    ctx: &Ctx,
-    shared: Arc<Shared>,
-    wake: std::sync::mpsc::Receiver<()>,
-) -> anyhow::Result<()> {
+fn daemon(ctx: &Ctx, shared: Arc<Shared>, wakes: Wakes) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -297,17 +325,30 @@ fn daemon(
         siblings = ?shared.routes.siblings.keys().collect::<Vec<_>>(),
         "msite serve started"
     );
+    let mut threads = Vec::new();
+    for (hop, wake) in wakes.shippers {
+        let shared = shared.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("msite-ship-{hop}"))
+            .spawn(move || ship::Shipper::new(&shared.routes).run(&shared, &hop, wake))
+            .context("cannot start a shipper thread")?;
+        threads.push(t);
+    }
     let worker = {
-        let (ctx, shared) = (ctx.clone(), shared.clone());
+        let (ctx, shared, wake) = (ctx.clone(), shared.clone(), wakes.worker);
         std::thread::Builder::new()
             .name("msite-worker".into())
-            .spawn(move || worker::Worker::new(&ctx, shared).run(wake))
+            .spawn(move || worker::Worker::new(&ctx, shared, false).run(wake))
             .context("cannot start the worker thread")?
     };
+    threads.push(worker);
     let served = rt.block_on(receive::serve(shared.clone(), listeners));
     shared.stop.store(true, Ordering::Relaxed);
     shared.wake();
-    let _ = worker.join();
+    shared.wake_shippers();
+    for t in threads {
+        let _ = t.join();
+    }
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
     tracing::info!(site = %shared.me.1, "msite serve stopped");
     served
@@ -318,7 +359,7 @@ pub fn ship_now(ctx: &Ctx, routes_file: Option<&Path>) -> anyhow::Result<()> {
     let routes = load_routes(ctx, routes_file)?;
     let (shared, _wake) = shared(ctx, routes)?;
     let mut shipper = ship::Shipper::new(&shared.routes);
-    let report = shipper.ship_bay(&shared, true);
+    let report = shipper.ship_bay(&shared, true, None);
     for line in report.lines() {
         ctx.say(line);
     }

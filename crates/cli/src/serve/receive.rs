@@ -369,6 +369,7 @@ async fn finish(s: Arc<Shared>, name: String, path: PathBuf, got: u64) -> Respon
         Ok(Ok(bay)) => {
             tracing::info!(packet = %name, bytes = got, bay, "received");
             s.wake();
+            s.wake_shippers();
             answer(StatusCode::CREATED, got, true)
         }
         Ok(Err(why)) => {

@@ -104,8 +104,21 @@ impl Shipper {
         Ok(a)
     }
 
-    /// Sends every part of the outgoing bay that is due (`all`: due or not).
-    pub fn ship_bay(&mut self, s: &Shared, all: bool) -> ShipReport {
+    /// Ships the parts whose first hop is `hop` until the daemon stops: a pass on every
+    /// wake-up (a new part) and every `poll` interval.
+    pub fn run(mut self, s: &Shared, hop: &str, wake: std::sync::mpsc::Receiver<()>) {
+        while !s.stopping() {
+            self.ship_bay(s, false, Some(hop));
+            match wake.recv_timeout(s.routes.poll) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    /// Sends every part of the outgoing bay that is due (`all`: due or not), only those whose
+    /// first hop is `only` if given.
+    pub fn ship_bay(&mut self, s: &Shared, all: bool, only: Option<&str>) -> ShipReport {
         let mut report = ShipReport::default();
         let files = match packets::bay_files(&s.paths.outgoing()) {
             Ok(f) => f,
@@ -126,17 +139,20 @@ impl Shipper {
                 .get(&f)
                 .is_none_or(|b| b.next <= Instant::now());
             if all || due {
-                self.ship_one(s, &f, &mut report);
+                self.ship_one(s, &f, only, &mut report);
             }
         }
         report
     }
 
-    fn ship_one(&mut self, s: &Shared, file: &Path, report: &mut ShipReport) {
+    fn ship_one(&mut self, s: &Shared, file: &Path, only: Option<&str>, report: &mut ShipReport) {
         let name = file_name(file);
         let Some((to, hop, way, expiry)) = destination(s, file) else {
             return;
         };
+        if only.is_some_and(|h| h != hop) {
+            return;
+        }
         let res = match way {
             Way::Url(base) => self.agent(s, &hop).and_then(|a| push(&a, s, &base, file)),
             _ => copy_or_refuse(&hop, &way, file),

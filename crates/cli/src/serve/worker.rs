@@ -1,6 +1,6 @@
 //! The daemon's rounds, on one thread: import what the incoming bay holds (the import path of
-//! `syncreplica import`), export for every sibling of the routes file whose export is due, ship
-//! the outgoing bay. A round runs on every arrival (the receiver wakes the worker) and every
+//! `syncreplica import`), export for every sibling of the routes file whose export is due, and
+//! wake the shippers (with `--once`: ship the outgoing bay itself). A round runs on every arrival (the receiver wakes the worker) and every
 //! `poll` interval.
 //!
 //! Rules kept: no export for a sibling while a packet of this replica for it waits in the
@@ -106,11 +106,13 @@ pub struct Worker {
     /// The bay and the entries held after the last import, and when it ran.
     last_import: Option<(Option<u64>, Option<u64>, Instant)>,
     exported_at: BTreeMap<String, Instant>,
+    /// Whether rounds ship too (`--once`); otherwise the shippers are woken.
+    ships: bool,
 }
 
 impl Worker {
     /// A worker for the site of `ctx`.
-    pub fn new(ctx: &Ctx, shared: Arc<Shared>) -> Worker {
+    pub fn new(ctx: &Ctx, shared: Arc<Shared>, ships: bool) -> Worker {
         let mut ctx = Ctx::buffered(ctx.dir.clone());
         ctx.progress = false;
         Worker {
@@ -121,6 +123,7 @@ impl Worker {
             held_at_export: None,
             last_import: None,
             exported_at: BTreeMap::new(),
+            ships,
         }
     }
 
@@ -146,8 +149,10 @@ impl Worker {
         if report.errors.is_empty() && !self.shared.stopping() {
             self.export(all_exports, &mut report);
         }
-        if !self.shared.stopping() {
-            report.ship = self.shipper.ship_bay(&self.shared, all_ships);
+        if self.ships && !self.shared.stopping() {
+            report.ship = self.shipper.ship_bay(&self.shared, all_ships, None);
+        } else if report.exported > 0 {
+            self.shared.wake_shippers();
         }
         report
     }
