@@ -41,6 +41,8 @@ use crate::util;
 pub const FAMILY_HEADER: &str = "x-msite-family";
 /// The header that names the pushing replica.
 pub const SENDER_HEADER: &str = "x-msite-sender";
+/// The receiver's write buffer.
+const WRITE_BUFFER: usize = 1 << 20;
 /// The longest part file name accepted.
 const MAX_NAME: usize = 200;
 
@@ -354,7 +356,10 @@ async fn upload(
     }
     match append(&path, body, have, at.total).await {
         Ok(got) if got < at.total => answer(StatusCode::ACCEPTED, got, false),
-        Ok(got) => finish(s.clone(), name, path, got).await,
+        Ok(got) => {
+            tracing::debug!(packet = %name, bytes = got, "all bytes arrived; checking the part");
+            finish(s.clone(), name, path, got).await
+        }
         Err(e) => {
             tracing::warn!(packet = %name, error = %e, "upload broken off; it resumes on the next attempt");
             refuse(StatusCode::BAD_REQUEST, e)
@@ -383,12 +388,14 @@ async fn finish(s: Arc<Shared>, name: String, path: PathBuf, got: u64) -> Respon
 /// Appends `body` to `path` (which holds `have` bytes), never past `total`; returns the size
 /// reached. What arrived before a broken connection is kept (synced) for the next attempt.
 async fn append(path: &Path, body: Body, have: u64, total: u64) -> anyhow::Result<u64> {
-    let mut f = tokio::fs::OpenOptions::new()
+    let file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .await
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // Large writes: each write of a tokio file is a trip to the blocking pool.
+    let mut f = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut size = have;
     let mut body = body;
     let res: anyhow::Result<()> = async {
@@ -407,7 +414,7 @@ async fn append(path: &Path, body: Body, have: u64, total: u64) -> anyhow::Resul
     }
     .await;
     f.flush().await?;
-    f.sync_data().await?;
+    f.get_ref().sync_data().await?;
     res.map(|()| size)
 }
 

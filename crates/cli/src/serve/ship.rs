@@ -22,6 +22,8 @@ use super::routes::{Routes, Way};
 use super::Shared;
 use crate::packets;
 
+/// The sender's read buffer.
+const READ_BUFFER: usize = 1 << 20;
 /// The first wait after a failed attempt.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
@@ -278,7 +280,8 @@ fn push(agent: &ureq::Agent, s: &Shared, base: &str, file: &Path) -> anyhow::Res
     }
     let mut f = std::fs::File::open(file)?;
     f.seek(SeekFrom::Start(offset))?;
-    let mut body = Paced::new(f.take(size - offset), s);
+    let reader = std::io::BufReader::with_capacity(READ_BUFFER, f.take(size - offset));
+    let mut body = Paced::new(reader, s);
     let mut resp = agent
         .put(format!("{url}?offset={offset}&total={size}"))
         .header("authorization", &token)
