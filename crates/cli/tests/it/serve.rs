@@ -686,3 +686,44 @@ fn tls_with_pinned_certificates_carries_packets_and_refuses_strangers() {
         sanfran.log()
     );
 }
+
+#[test]
+fn sigterm_during_an_import_leaves_nothing_half_applied() {
+    let lab = Lab::new();
+    lab.init("boston", "proj");
+    lab.mkreplica("boston", "sanfran");
+    let content = noise(40 << 20, 11);
+    std::fs::write(lab.path("big.bin"), &content).expect("write");
+    lab.ok(&["-C", "boston", "checkin", "big.bin", "big.bin"]);
+    // The packet arrives by hand (a courier), the daemon imports it.
+    let bay = "sanfran/bays/incoming";
+    lab.ok(&[
+        "-C",
+        "boston",
+        "syncreplica",
+        "export",
+        "--to",
+        "sanfran",
+        "--out",
+        bay,
+    ]);
+    routes(&lab, "sanfran", None, "", &[("boston", url(free_port()))]);
+    let sanfran = Daemon::start(&lab, "sanfran", "sanfran-1.log");
+    wait_for("the import to start", &[&sanfran], || {
+        sanfran.log().contains("importing packet=")
+    });
+    let log = sanfran.log.clone();
+    assert_eq!(sanfran.terminate(), Some(0), "SIGTERM is a clean stop");
+    let text = std::fs::read_to_string(log).expect("log");
+    assert!(text.contains("msite serve stopped"), "{text}");
+    // Whatever the moment, the store is whole, and the packet either applied or still waits.
+    lab.ok(&["-C", "sanfran", "check"]);
+    let applied = lab.run(&["-C", "sanfran", "cat", "big.bin"]).stdout == content;
+    assert_eq!(applied, packets_in(&lab.path(bay)).is_empty(), "{text}");
+    let sanfran = Daemon::start(&lab, "sanfran", "sanfran-2.log");
+    wait_for("the version at sanfran", &[&sanfran], || {
+        lab.run(&["-C", "sanfran", "cat", "big.bin"]).stdout == content
+    });
+    let hist = ok_soon(&lab, &["-C", "sanfran", "lshistory", "big.bin"]);
+    assert_eq!(hist.matches("big.bin@@").count(), 1, "{hist}");
+}
