@@ -5,7 +5,7 @@
 //! part of T bytes. So an upload broken at any point resumes where the receiver's disk says it
 //! stopped. Bytes go to `bays/incoming/.NAME.upload` (hidden: the import never sees it); once
 //! all T are there the part is read through (envelope, header, every checksum), its family,
-//! sender and target are checked, and only then is it renamed into the incoming bay (addressed
+//! sender (a replica of the family the store knows) and target are checked, and only then is it renamed into the incoming bay (addressed
 //! here) or the outgoing bay (addressed to a sibling this site routes to: forwarded as a hub),
 //! and the worker woken to import it.
 //!
@@ -444,7 +444,8 @@ enum Bay {
     Forward,
 }
 
-/// Reads the part through and checks family, sender and target.
+/// Reads the part through and checks family, sender (a replica the store knows, not this one)
+/// and target.
 fn check(s: &Shared, upload: &Path) -> Result<Bay, String> {
     let r = msite_packet::open(upload).map_err(|e| format!("not a packet: {e}"))?;
     let h = r.header().clone();
@@ -453,14 +454,16 @@ fn check(s: &Shared, upload: &Path) -> Result<Bay, String> {
     if h.family.0 != s.family {
         return Err("the packet belongs to another family".into());
     }
-    let sender = s.name_of(&h.sender.0).ok_or_else(|| {
-        format!(
-            "unknown sender {}: this replica does not know it",
-            h.sender.to_hex()
-        )
-    })?;
-    if !s.routes.siblings.contains_key(&sender) {
-        return Err(format!("sender {sender} is not in the routes file"));
+    if s.name_of(&h.sender.0).is_none() {
+        let id = h.sender.to_hex();
+        return Err(format!(
+            "unknown sender {id}: this replica does not know it"
+        ));
+    }
+    // The pusher is authenticated and in the routes file; the packet's own sender may be any
+    // other replica of the family (a hub relays for replicas this site has no route to).
+    if h.sender.0 == s.me.0 {
+        return Err("the packet was sent by this replica itself".into());
     }
     if h.targets.iter().any(|t| t.replica.0 == s.me.0) {
         return Ok(Bay::Incoming);

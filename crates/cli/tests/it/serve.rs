@@ -206,12 +206,17 @@ fn three_daemons_in_a_hub_converge_with_no_operator_step() {
                 o.stdout == b"int sanfran;\n" && p.stdout == b"int bangalore;\n"
             })
     });
-    // sanfran's route to bangalore goes through boston, which forwarded its packets.
+    // sanfran's route to bangalore goes through boston, which forwarded its packets, and
+    // bangalore took them though it has no route to sanfran: every outgoing bay drains.
     assert!(
         d[0].log().contains("outgoing (forwarded)"),
         "{}",
         d[0].log()
     );
+    wait_for("every outgoing bay to drain", &refs, || {
+        all.iter()
+            .all(|s| packets_in(&lab.path(&format!("{s}/bays/outgoing"))).is_empty())
+    });
     for (s, x) in all.iter().zip(d) {
         let log = x.log.clone();
         assert_eq!(x.terminate(), Some(0), "{s} stops cleanly on SIGTERM");
