@@ -69,7 +69,7 @@ pub const MATRIX: &[Row] = &[
     Row { tag: "packet",       kind: TestClippy, args: &["-p", "msite-packet"], env: &[], rocks: false },
     Row { tag: "store-sqlite", kind: TestClippy, args: &["-p", "msite-store-sqlite"], env: &[], rocks: false },
     Row { tag: "backends",     kind: TestClippy, args: &["-p", "msite-backends", "--features", "sqlite,mem"], env: &[], rocks: false },
-    Row { tag: "cli-sqlite",   kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "sqlite"], env: &[], rocks: false },
+    Row { tag: "cli-sqlite",   kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "sqlite", "--features", "serve"], env: &[], rocks: false },
     Row { tag: "sim",          kind: TestClippy, args: &["-p", "msite-sim"], env: &[], rocks: false },
     Row { tag: "model",        kind: TestClippy, args: &["-p", "msite-model"], env: &[], rocks: false },
     Row { tag: "bench",        kind: TestClippy, args: &["-p", "msite-bench"], env: &[], rocks: false },

@@ -6,7 +6,10 @@
 //! `mem`); no other module names one. [`site`] knows the layout of a site directory.
 //! `msite demo` runs the same command functions in-process.
 //!
-//! Exit codes: 0 ok, 1 error or refused packet, 2 usage error, 3 some packets must wait.
+//! Exit codes: 0 ok, 1 error or refused packet, 2 usage error, 3 some packets must wait, 4 a
+//! packet past its route's expiry (`serve --once`, `export --ship`).
+//!
+//! [`serve`] (cargo feature `serve`, default on) is `msite serve`, the site daemon.
 
 // A build without any backend (`--no-default-features`) compiles, with every store match
 // empty; the lints below would only flag that emptiness.
@@ -24,6 +27,8 @@
 pub mod backend;
 pub mod cmd;
 pub mod packets;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod site;
 pub mod util;
 
@@ -66,7 +71,7 @@ where
             return EXIT_USAGE;
         }
     };
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.is_daemon());
     match cli.run() {
         Ok(()) => EXIT_OK,
         Err(e) => report(&e),
@@ -105,9 +110,12 @@ pub fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
-fn init_logging(verbose: u8) {
+/// Logging on stderr: warnings only, unless -v or RUST_LOG say more; a daemon (`msite serve`)
+/// logs its steps (info) with time stamps.
+fn init_logging(verbose: u8, daemon: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
+        0 if daemon => "msite=info,msite_cli=info,warn",
         0 => "warn",
         1 => "msite=info,msite_cli=info,warn",
         _ => "debug",
@@ -116,11 +124,14 @@ fn init_logging(verbose: u8) {
         Ok(s) if !s.is_empty() && verbose == 0 => EnvFilter::new(s),
         _ => EnvFilter::new(default),
     };
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
-        .try_init();
+        .with_target(false);
+    let _ = if daemon {
+        fmt.try_init()
+    } else {
+        fmt.without_time().try_init()
+    };
 }

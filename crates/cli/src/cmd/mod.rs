@@ -34,6 +34,7 @@ Exit codes:
   1  error, or a packet was refused (the message says why and what to do)
   2  usage error (unknown command or option)
   3  some packets must wait for others (they stay in the incoming bay)
+  4  serve --once, export --ship: a packet is past its route's expiry (it stays queued)
 
 Example: see the whole product at work in a temporary directory
   msite demo
@@ -74,6 +75,15 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Whether the command is the daemon (`msite serve`), which logs its steps.
+    pub fn is_daemon(&self) -> bool {
+        #[cfg(feature = "serve")]
+        if let Command::Serve(_) = self.command {
+            return true;
+        }
+        false
+    }
+
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<()> {
         let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from("."));
@@ -169,6 +179,11 @@ pub enum Command {
     Man(tools::Man),
     /// Run a narrated demonstration: three sites, parallel work, a lost site restored.
     Demo(demo::Demo),
+
+    // The daemon.
+    /// Run this site as a daemon: receive, import, export and ship packets by itself.
+    #[cfg(feature = "serve")]
+    Serve(crate::serve::Serve),
 }
 
 impl Command {
@@ -206,6 +221,8 @@ impl Command {
             Command::Completions(a) => a.run(ctx),
             Command::Man(a) => a.run(ctx),
             Command::Demo(a) => a.run(ctx),
+            #[cfg(feature = "serve")]
+            Command::Serve(a) => a.run(ctx),
         }
     }
 }

@@ -63,7 +63,7 @@ holding what this replica believes the sibling lacks, into the outgoing bay (or 
 Ship the files to the sibling's incoming bay by any means. When there is nothing to send, no \
 file is written and the command says so. A lost packet is resent by itself on a later export \
 once the sibling's packets show it missing.",
-    after_help = "Example:\n  msite -C boston syncreplica export --to sanfran\n  msite -C boston syncreplica export --all --max-size 10M\n  msite -C sanfran syncreplica export --to boston --out /mnt/usb"
+    after_help = "Example:\n  msite -C boston syncreplica export --to sanfran\n  msite -C boston syncreplica export --all --max-size 10M\n  msite -C sanfran syncreplica export --to boston --out /mnt/usb\n  msite -C sanfran syncreplica export --all --ship"
 )]
 pub struct Export {
     /// The sibling to write for (`msite lsreplica` lists them); or --all.
@@ -78,6 +78,12 @@ pub struct Export {
     /// Split packets into parts of at most SIZE bytes (e.g. 500K, 10M, 1G).
     #[arg(long, value_name = "SIZE", value_parser = util::parse_size)]
     pub max_size: Option<u64>,
+    /// Then ship the outgoing bay along the routes file, as `msite serve` does.
+    #[arg(long, conflicts_with = "out")]
+    pub ship: bool,
+    /// With --ship: the routes file (default: routes.toml in the site directory).
+    #[arg(long, value_name = "FILE", requires = "ship")]
+    pub routes: Option<PathBuf>,
 }
 
 /// What one export wrote, for callers that route packets (the demo).
@@ -92,7 +98,12 @@ pub struct Exported {
 impl Export {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        self.export(ctx).map(|_| ())
+        let (ship, routes) = (self.ship, self.routes.clone());
+        self.export(ctx)?;
+        if ship {
+            return ship_bay(ctx, routes.as_deref());
+        }
+        Ok(())
     }
 
     /// Exports and returns what was written.
@@ -183,6 +194,16 @@ impl Export {
         }
         Ok(written)
     }
+}
+
+#[cfg(feature = "serve")]
+fn ship_bay(ctx: &Ctx, routes: Option<&Path>) -> anyhow::Result<()> {
+    crate::serve::ship_now(ctx, routes)
+}
+
+#[cfg(not(feature = "serve"))]
+fn ship_bay(_: &Ctx, _: Option<&Path>) -> anyhow::Result<()> {
+    anyhow::bail!("this msite was built without shipping (cargo feature `serve`); copy the packets from the outgoing bay by other means")
 }
 
 /// How many sibling names an error about an unknown one lists.

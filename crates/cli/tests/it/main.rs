@@ -10,6 +10,8 @@ mod bigcontent;
 mod kill9;
 mod operator;
 mod restore_safety;
+#[cfg(feature = "serve")]
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
