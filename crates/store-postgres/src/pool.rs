@@ -37,8 +37,8 @@ impl Pool {
     pub(crate) fn take(self: &Arc<Self>) -> Result<Pooled> {
         let idle = lock(&self.idle).pop();
         let conn = match idle {
-            Some(c) => c,
-            None => Conn::connect(&self.settings)?,
+            Some(c) => Box::new(c),
+            None => Box::new(Conn::connect(&self.settings)?),
         };
         Ok(Pooled {
             conn: Some(conn),
@@ -51,7 +51,7 @@ impl Pool {
 /// A connection taken from a [`Pool`].
 pub(crate) struct Pooled {
     /// Always `Some` until dropped.
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
     in_txn: bool,
 }
@@ -99,7 +99,7 @@ impl Drop for Pooled {
         }
         let mut idle = lock(&self.pool.idle);
         if idle.len() < MAX_IDLE {
-            idle.push(conn);
+            idle.push(*conn);
         }
     }
 }

@@ -58,8 +58,16 @@ impl ScratchServer {
             user,
             running: false,
         };
-        let data = server.data_dir();
-        server.pg(
+        server.initdb(opts)?;
+        server.start_server()?;
+        Ok(server)
+    }
+
+    /// `initdb` (data checksums on, trust authentication, C locale), then the settings: no
+    /// TCP listener, the socket in the server's directory.
+    fn initdb(&self, opts: ScratchOptions) -> io::Result<()> {
+        let data = self.data_dir();
+        self.pg(
             "initdb",
             &[
                 "--no-sync",
@@ -68,12 +76,12 @@ impl ScratchServer {
                 "--encoding=UTF8",
                 "--locale=C",
                 "--username",
-                &server.user.clone(),
+                &self.user,
                 "-D",
                 &data.display().to_string(),
             ],
         )?;
-        let sock = server.root.path().display().to_string();
+        let sock = self.root.path().display().to_string();
         let mut conf = format!(
             "\nlisten_addresses = ''\nunix_socket_directories = '{sock}'\nport = {PORT}\n\
              max_connections = 200\nshared_buffers = '32MB'\nfsync = on\n\
@@ -85,9 +93,7 @@ impl ScratchServer {
         let mut f = fs::OpenOptions::new()
             .append(true)
             .open(data.join("postgresql.conf"))?;
-        io::Write::write_all(&mut f, conf.as_bytes())?;
-        server.start_server()?;
-        Ok(server)
+        io::Write::write_all(&mut f, conf.as_bytes())
     }
 
     /// The server's data directory.

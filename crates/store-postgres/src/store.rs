@@ -31,6 +31,8 @@ pub const SERVER_ENV: &str = "MSITE_PG_SERVER";
 /// The key of the session advisory lock that makes the open exclusive (advisory locks are
 /// per database). The bytes of "msite" as a number.
 const LOCK_KEY: i64 = 0x6d_73_69_74_65;
+/// How long an open waits for the lock of a session that is ending (see `take_lock`).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How many times a transaction is run before a serialization failure is given up on.
 const MAX_ATTEMPTS: u32 = 30;
 /// Rows, and key and value bytes, per multi-row statement of a batch.
@@ -47,8 +49,8 @@ struct Writer {
 /// An ordered key-value store in a PostgreSQL database. See the [crate documentation](crate).
 pub struct PgStore {
     dir: PathBuf,
-    settings: ConnSettings,
-    writer: Mutex<Writer>,
+    settings: Box<ConnSettings>,
+    writer: Mutex<Box<Writer>>,
     pool: Arc<Pool>,
     poisoned: PoisonFlag,
     retries: AtomicU64,
@@ -113,12 +115,7 @@ impl PgStore {
 
     fn open_with(dir: &Path, settings: ConnSettings) -> Result<Self> {
         let mut conn = Conn::connect(&settings)?;
-        let locked: bool = conn
-            .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-            .p2e()?
-            .get(0);
-        if !locked {
+        if !take_lock(&mut conn)? {
             return Err(Error::Locked {
                 path: dir.to_path_buf(),
             });
@@ -134,11 +131,11 @@ impl PgStore {
         Ok(PgStore {
             dir: dir.to_path_buf(),
             pool: Pool::new(settings.clone()),
-            settings,
-            writer: Mutex::new(Writer {
+            settings: Box::new(settings),
+            writer: Mutex::new(Box::new(Writer {
                 conn,
                 synchronous: false,
-            }),
+            })),
             poisoned: PoisonFlag::default(),
             retries: AtomicU64::new(0),
         })
@@ -190,6 +187,40 @@ impl PgStore {
                 }
                 other => return other,
             }
+        }
+    }
+}
+
+/// Take the store's advisory lock. A session that held it and has just ended (a process that
+/// exited or was killed) keeps it until the server has ended that session's backend, a few
+/// milliseconds later: a lock still held is tried again for up to [`LOCK_WAIT`] before the
+/// open gives up.
+fn take_lock(conn: &mut Conn) -> Result<bool> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let locked: bool = conn
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+            .p2e()?
+            .get(0);
+        if locked || std::time::Instant::now() >= deadline {
+            return Ok(locked);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for PgStore {
+    /// Releases the advisory lock before the connection closes, so that the next open (in
+    /// this process or the next command) finds it free at once rather than after the server
+    /// has noticed the closed session.
+    fn drop(&mut self) {
+        let w = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !w.conn.client.is_closed() {
+            let _ = w
+                .conn
+                .client
+                .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]);
         }
     }
 }
@@ -290,12 +321,19 @@ fn apply_run(conn: &mut Conn, batch: &PgBatch, ops: &[RecordedOp], at: usize) ->
         end += 1;
     }
     let run = &ops[at..end];
-    if op.kind == OpKind::Delete {
-        let keys: Vec<&[u8]> = run.iter().map(|o| batch.key(o)).collect();
-        conn.execute(&format!("DELETE FROM {t} WHERE k = ANY($1)"), &[&keys])?;
-        return Ok(end);
+    match op.kind {
+        OpKind::Delete => {
+            let keys: Vec<&[u8]> = run.iter().map(|o| batch.key(o)).collect();
+            conn.execute(&format!("DELETE FROM {t} WHERE k = ANY($1)"), &[&keys])?;
+        }
+        _ => put_run(conn, batch, t, run)?,
     }
-    // One statement may not write a key twice: a later put of the same key wins.
+    Ok(end)
+}
+
+/// A run of puts into table `t` as one statement. One statement may not write a key twice:
+/// the later put of a key wins, as it would have applied last.
+fn put_run(conn: &mut Conn, batch: &PgBatch, t: &str, run: &[RecordedOp]) -> Result<()> {
     let mut latest: HashMap<&[u8], usize> = HashMap::with_capacity(run.len());
     let (mut keys, mut values): (Vec<&[u8]>, Vec<&[u8]>) = (Vec::new(), Vec::new());
     for o in run {
@@ -316,7 +354,7 @@ fn apply_run(conn: &mut Conn, batch: &PgBatch, ops: &[RecordedOp], at: usize) ->
         ),
         &[&keys, &values],
     )?;
-    Ok(end)
+    Ok(())
 }
 
 /// Refuse a batch that puts a key longer than [`MAX_KEY_LEN`], before anything is sent.

@@ -27,6 +27,12 @@ pub struct PgFactory {
     databases: Arc<AtomicU64>,
 }
 
+impl Default for PgFactory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PgFactory {
     /// A factory whose server keeps PostgreSQL's defaults (`READ COMMITTED`).
     pub fn new() -> Self {
