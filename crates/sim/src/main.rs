@@ -46,13 +46,17 @@ struct Args {
 }
 
 /// For `--backend postgres` without `MSITE_PG_SERVER`: a scratch server for this run (Unix
-/// socket only, stopped when the run ends), named in `MSITE_PG_SERVER` for the stores.
+/// socket only, no fsyncs: the simulator's crashes are its own; stopped when the run ends),
+/// named in `MSITE_PG_SERVER` for the stores.
 #[cfg(feature = "postgres")]
 fn scratch_postgres(backend: Backend) -> std::io::Result<Option<msite_backends::ScratchServer>> {
     if backend != Backend::Postgres || std::env::var_os("MSITE_PG_SERVER").is_some() {
         return Ok(None);
     }
-    let server = msite_backends::ScratchServer::start(Default::default())?;
+    let server = msite_backends::ScratchServer::start(msite_backends::ScratchOptions {
+        no_fsync: true,
+        ..Default::default()
+    })?;
     // Set before any thread starts: the stores read it when they are made.
     std::env::set_var("MSITE_PG_SERVER", server.server_conninfo());
     Ok(Some(server))

@@ -43,8 +43,11 @@ impl Lab {
             server: (msite_cli::backend::BackendKind::default_kind()
                 == Some(msite_cli::backend::BackendKind::Postgres))
             .then(|| {
-                msite_cli::backend::ScratchServer::start(Default::default())
-                    .expect("a scratch PostgreSQL server")
+                msite_cli::backend::ScratchServer::start(msite_cli::backend::ScratchOptions {
+                    no_fsync: true,
+                    ..Default::default()
+                })
+                .expect("a scratch PostgreSQL server")
             }),
         }
     }

@@ -4,7 +4,7 @@
 //! unlocked, and equal digests. The lab's own scratch server (Unix socket only) is stopped at
 //! the end.
 
-use msite_cli::backend::ScratchServer;
+use msite_cli::backend::{ScratchOptions, ScratchServer};
 
 use crate::Lab;
 
@@ -17,7 +17,11 @@ fn with_url<'a>(args: &[&'a str], url: &'a str) -> Vec<&'a str> {
 
 #[test]
 fn the_seed_procedure_works_end_to_end_on_postgres() {
-    let server = ScratchServer::start(Default::default()).expect("a scratch PostgreSQL server");
+    let server = ScratchServer::start(ScratchOptions {
+        no_fsync: true,
+        ..Default::default()
+    })
+    .expect("a scratch PostgreSQL server");
     let lab = Lab::new();
     let urls: Vec<String> = ["boston", "sanfran", "bangalore"]
         .iter()

@@ -34,14 +34,21 @@ impl Default for PgFactory {
 }
 
 impl PgFactory {
-    /// A factory whose server keeps PostgreSQL's defaults (`READ COMMITTED`).
+    /// A factory whose server keeps PostgreSQL's defaults (`READ COMMITTED`), without
+    /// fsyncs (no test cuts the power; see [`ScratchOptions::no_fsync`]).
     pub fn new() -> Self {
-        Self::with(ScratchOptions::default())
+        Self::with(ScratchOptions {
+            serializable: false,
+            no_fsync: true,
+        })
     }
 
     /// A factory whose server runs transactions at `SERIALIZABLE` by default.
     pub fn serializable() -> Self {
-        Self::with(ScratchOptions { serializable: true })
+        Self::with(ScratchOptions {
+            serializable: true,
+            no_fsync: true,
+        })
     }
 
     fn with(opts: ScratchOptions) -> Self {
