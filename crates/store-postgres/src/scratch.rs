@@ -10,7 +10,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::settings::ConnSettings;
@@ -35,7 +35,8 @@ pub struct ScratchOptions {
 
 /// A running throwaway server; see the [module documentation](self).
 pub struct ScratchServer {
-    root: tempfile::TempDir,
+    /// The server's directory (data directory, socket, log); removed on drop.
+    root: PathBuf,
     run_as: Option<&'static str>,
     user: String,
     running: bool,
@@ -45,26 +46,51 @@ impl ScratchServer {
     /// `initdb` and start a server.
     pub fn start(opts: ScratchOptions) -> io::Result<ScratchServer> {
         let root = tempfile::Builder::new().prefix("msite-pg-").tempdir()?;
-        let is_root = fs::metadata(root.path())?.uid() == 0;
-        let run_as = is_root.then_some(SERVER_USER);
-        if let Some(user) = run_as {
+        let mut server = ScratchServer::handle(root.keep(), running_as_root()?);
+        if let Some(user) = server.run_as {
             run(Command::new("chown")
                 .arg(format!("{user}:"))
-                .arg(root.path()))?;
+                .arg(&server.root))?;
         }
+        server.initdb(opts)?;
+        server.start_server()?;
+        Ok(server)
+    }
+
+    /// Take charge of the running server in `root`, a directory that [`ScratchServer::start`]
+    /// made in another process (one that was killed, so it never stopped its server): dropping
+    /// the result stops that server and removes the directory. Fails unless `root` holds a
+    /// scratch server's data directory.
+    pub fn adopt(root: &Path) -> io::Result<ScratchServer> {
+        let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.starts_with("msite-pg-") || !root.join("data/PG_VERSION").is_file() {
+            return Err(io::Error::other(format!(
+                "{} is not a scratch PostgreSQL server's directory",
+                root.display()
+            )));
+        }
+        let mut server = ScratchServer::handle(root.to_path_buf(), running_as_root()?);
+        server.running = true;
+        Ok(server)
+    }
+
+    fn handle(root: PathBuf, as_root: bool) -> ScratchServer {
+        let run_as = as_root.then_some(SERVER_USER);
         let user = match run_as {
             Some(u) => u.to_string(),
             None => std::env::var("USER").unwrap_or_else(|_| "postgres".to_string()),
         };
-        let mut server = ScratchServer {
+        ScratchServer {
             root,
             run_as,
             user,
             running: false,
-        };
-        server.initdb(opts)?;
-        server.start_server()?;
-        Ok(server)
+        }
+    }
+
+    /// The server's directory (its socket is there).
+    pub fn dir(&self) -> &Path {
+        &self.root
     }
 
     /// `initdb` (data checksums on, trust authentication, C locale), then the settings: no
@@ -85,7 +111,7 @@ impl ScratchServer {
                 &data.display().to_string(),
             ],
         )?;
-        let sock = self.root.path().display().to_string();
+        let sock = self.root.display().to_string();
         let mut conf = format!(
             "\nlisten_addresses = ''\nunix_socket_directories = '{sock}'\nport = {PORT}\n\
              max_connections = 200\nshared_buffers = '32MB'\nlogging_collector = off\n"
@@ -104,7 +130,7 @@ impl ScratchServer {
 
     /// The server's data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.root.path().join("data")
+        self.root.join("data")
     }
 
     /// A connection string for database `dbname` (over the Unix socket).
@@ -123,7 +149,7 @@ impl ScratchServer {
     fn server_settings(&self) -> ConnSettings {
         let text = format!(
             "host={} port={PORT} user={}",
-            self.root.path().display(),
+            self.root.display(),
             self.user
         );
         ConnSettings::parse(&text).unwrap_or_else(|e| panic!("scratch server settings: {e}"))
@@ -153,7 +179,7 @@ impl ScratchServer {
     /// Start the server again after [`ScratchServer::stop`].
     pub fn start_server(&mut self) -> io::Result<()> {
         let data = self.data_dir().display().to_string();
-        let log = self.root.path().join("server.log").display().to_string();
+        let log = self.root.join("server.log").display().to_string();
         self.pg("pg_ctl", &["start", "-w", "-D", &data, "-l", &log])?;
         self.running = true;
         Ok(())
@@ -170,7 +196,7 @@ impl ScratchServer {
             }
             None => Command::new(&prog),
         };
-        cmd.args(args).current_dir(self.root.path());
+        cmd.args(args).current_dir(&self.root);
         run(&mut cmd)
     }
 }
@@ -180,7 +206,13 @@ impl Drop for ScratchServer {
         if let Err(e) = self.stop() {
             eprintln!("stopping the scratch PostgreSQL server failed: {e}");
         }
+        let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+/// Whether this process runs as root (the owner of a file it creates).
+fn running_as_root() -> io::Result<bool> {
+    Ok(tempfile::tempfile()?.metadata()?.uid() == 0)
 }
 
 /// Run `cmd`; an error with its output if it fails.

@@ -115,6 +115,14 @@ impl ConnSettings {
             .unwrap_or_else(|| "postgres".to_string())
     }
 
+    /// The directory of the Unix socket named first, if the first host is one.
+    pub fn unix_socket_dir(&self) -> Option<PathBuf> {
+        match self.config.get_hosts().first() {
+            Some(Host::Unix(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
     /// The same server and user, another database.
     pub fn with_dbname(&self, dbname: &str) -> Self {
         let mut config = self.config.clone();

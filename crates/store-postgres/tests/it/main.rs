@@ -13,17 +13,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use msite_core::store::{Error, Result};
-use msite_core::testkit::conformance::StoreFactory;
+use msite_core::testkit::conformance::{StoreFactory, CHILD_TEST_ENV};
 use msite_store_postgres::{ConnSettings, PgStore, ScratchOptions, ScratchServer};
 
 mod engine;
 
 /// Opens [`PgStore`]s in new databases of one scratch server, started at the first open of a
 /// new store and stopped when the last clone of the factory is dropped (the case's end).
+///
+/// A case may hand a new store directory to a child process first, which then starts a server
+/// of its own and is killed: the factory adopts that server when it opens the directory, so
+/// it is stopped at the case's end too.
 #[derive(Clone)]
 pub struct PgFactory {
     opts: ScratchOptions,
     server: Arc<Mutex<Option<ScratchServer>>>,
+    adopted: Arc<Mutex<Vec<ScratchServer>>>,
     databases: Arc<AtomicU64>,
 }
 
@@ -55,6 +60,7 @@ impl PgFactory {
         PgFactory {
             opts,
             server: Arc::new(Mutex::new(None)),
+            adopted: Arc::new(Mutex::new(Vec::new())),
             databases: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -76,11 +82,34 @@ impl PgFactory {
     }
 }
 
+impl PgFactory {
+    /// Adopt the scratch server `settings` names if this factory neither started nor adopted
+    /// it (a child process's; see the type's documentation). A child process itself adopts
+    /// nothing: the servers it finds belong to its parent.
+    fn adopt_foreign_server(&self, settings: &ConnSettings) {
+        if std::env::var_os(CHILD_TEST_ENV).is_some() {
+            return;
+        }
+        let Some(host) = settings.unix_socket_dir() else {
+            return;
+        };
+        let own = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        let mut adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        let known = own.iter().chain(adopted.iter()).any(|s| s.dir() == host);
+        if !known {
+            if let Ok(server) = ScratchServer::adopt(&host) {
+                adopted.push(server);
+            }
+        }
+    }
+}
+
 impl StoreFactory for PgFactory {
     type Store = PgStore;
 
     fn open(&self, dir: &Path) -> Result<PgStore> {
-        if ConnSettings::read(dir)?.is_some() {
+        if let Some(settings) = ConnSettings::read(dir)? {
+            self.adopt_foreign_server(&settings);
             return PgStore::open(dir);
         }
         PgStore::create(dir, &self.new_conninfo())
