@@ -1,5 +1,10 @@
-//! What the machine must have before a RocksDB row builds: libclang, which `librocksdb-sys`'s
-//! bindgen loads at build time.
+//! What the machine must have before a row runs: libclang, which `librocksdb-sys`'s bindgen
+//! loads when a RocksDB row builds, and PostgreSQL's server programs, which the PostgreSQL
+//! rows' tests start (scratch servers in temporary directories).
+//!
+//! [`ensure_postgres`] looks for `initdb` where `msite-store-postgres` looks
+//! (`MSITE_PG_BINDIR`, `PATH`, Debian's `/usr/lib/postgresql/N/bin`); when it is missing and we
+//! are root on a Debian-like machine it installs `postgresql`, otherwise it stops naming it.
 //!
 //! [`ensure_libclang`] finds it the way clang-sys does (`LIBCLANG_PATH`, then the linker cache
 //! and LLVM's usual directories). When it is missing and we are root on a Debian-like machine,
@@ -26,8 +31,7 @@ pub fn ensure_libclang() -> Result<()> {
         );
     }
     println!("libclang is missing: installing {LIBCLANG_PACKAGE} with apt-get (we are root)");
-    apt_get(&["update"])?;
-    apt_get(&["install", "-y", "--no-install-recommends", LIBCLANG_PACKAGE])?;
+    apt_install(LIBCLANG_PACKAGE)?;
     match find_libclang() {
         Some(found) => {
             println!("libclang: {}", found.display());
@@ -37,6 +41,51 @@ pub fn ensure_libclang() -> Result<()> {
             "`apt-get install {LIBCLANG_PACKAGE}` succeeded but libclang is still not found; set LIBCLANG_PATH to the directory holding libclang.so"
         ),
     }
+}
+
+/// The Debian package that provides PostgreSQL's server programs (and amcheck).
+pub const POSTGRES_PACKAGE: &str = "postgresql";
+
+/// Makes sure PostgreSQL's server programs (`initdb`, `pg_ctl`, `pg_dump`, `pg_restore`) can
+/// be found, installing [`POSTGRES_PACKAGE`] when we may.
+pub fn ensure_postgres() -> Result<()> {
+    if let Some(found) = find_initdb() {
+        println!("PostgreSQL: {}", found.display());
+        return Ok(());
+    }
+    if !is_root() || !has_command("apt-get") {
+        bail!(
+            "the PostgreSQL rows start PostgreSQL servers, and this machine has no `initdb`: install the server programs (Debian/Ubuntu: `sudo apt-get install {POSTGRES_PACKAGE}`) or set MSITE_PG_BINDIR to their directory"
+        );
+    }
+    println!("PostgreSQL is missing: installing {POSTGRES_PACKAGE} with apt-get (we are root)");
+    apt_install(POSTGRES_PACKAGE)?;
+    match find_initdb() {
+        Some(found) => {
+            println!("PostgreSQL: {}", found.display());
+            Ok(())
+        }
+        None => bail!(
+            "`apt-get install {POSTGRES_PACKAGE}` succeeded but `initdb` is still not found; set MSITE_PG_BINDIR to the directory holding it"
+        ),
+    }
+}
+
+/// `initdb` in `MSITE_PG_BINDIR`, on `PATH`, or in `/usr/lib/postgresql/N/bin`.
+fn find_initdb() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("MSITE_PG_BINDIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        dirs.extend(entries.flatten().map(|e| e.path().join("bin")));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("initdb"))
+        .find(|p| p.is_file())
 }
 
 /// Whether a shared-library file name is libclang itself (`libclang.so`, `libclang-14.so.1`),
@@ -130,7 +179,16 @@ fn has_command(name: &str) -> bool {
         .is_ok()
 }
 
-fn apt_get(args: &[&str]) -> Result<()> {
+/// `apt-get update`, then `apt-get install -y --no-install-recommends PACKAGE`.
+fn apt_install(package: &str) -> Result<()> {
+    apt_get(&["update"], package)?;
+    apt_get(
+        &["install", "-y", "--no-install-recommends", package],
+        package,
+    )
+}
+
+fn apt_get(args: &[&str], package: &str) -> Result<()> {
     println!("$ apt-get {}", args.join(" "));
     let status = Command::new("apt-get")
         .args(args)
@@ -140,7 +198,7 @@ fn apt_get(args: &[&str]) -> Result<()> {
         .context("cannot run apt-get")?;
     if !status.success() {
         bail!(
-            "`apt-get {}` failed ({status}); install {LIBCLANG_PACKAGE} by hand",
+            "`apt-get {}` failed ({status}); install {package} by hand",
             args.join(" ")
         );
     }

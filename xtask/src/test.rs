@@ -7,7 +7,8 @@
 //! features agree. Rows marked `rocks` build the RocksDB C++ library (10-15 minutes from
 //! cold on two cores); `--no-rocks` or `MSITE_SKIP_ROCKS=1` skips them for a fast inner loop.
 //! Before the first of them, [`sysdeps::ensure_libclang`] installs libclang (as root) or stops
-//! with the package to install.
+//! with the package to install; before the rows whose tests start PostgreSQL servers,
+//! [`sysdeps::ensure_postgres`] does the same for the server programs.
 //!
 //! The run ends with a summary (each row's result and durations) and, as its very last line,
 //! `N passed, M failed`, summed from cargo test's `test result:` lines, plus one failure for
@@ -68,8 +69,10 @@ pub const MATRIX: &[Row] = &[
     Row { tag: "core-testkit", kind: TestClippy, args: &["-p", "msite-core", "--no-default-features", "--features", "testkit"], env: &[], rocks: false },
     Row { tag: "packet",       kind: TestClippy, args: &["-p", "msite-packet"], env: &[], rocks: false },
     Row { tag: "store-sqlite", kind: TestClippy, args: &["-p", "msite-store-sqlite"], env: &[], rocks: false },
-    Row { tag: "backends",     kind: TestClippy, args: &["-p", "msite-backends", "--features", "sqlite,mem"], env: &[], rocks: false },
+    Row { tag: "store-postgres", kind: TestClippy, args: &["-p", "msite-store-postgres"], env: &[], rocks: false },
+    Row { tag: "backends",     kind: TestClippy, args: &["-p", "msite-backends", "--features", "sqlite,postgres,mem"], env: &[], rocks: false },
     Row { tag: "cli-sqlite",   kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "sqlite", "--features", "serve"], env: &[], rocks: false },
+    Row { tag: "cli-postgres", kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "postgres"], env: &[], rocks: false },
     Row { tag: "sim",          kind: TestClippy, args: &["-p", "msite-sim"], env: &[], rocks: false },
     Row { tag: "model",        kind: TestClippy, args: &["-p", "msite-model"], env: &[], rocks: false },
     Row { tag: "bench",        kind: TestClippy, args: &["-p", "msite-bench"], env: &[], rocks: false },
@@ -89,6 +92,16 @@ struct Step {
 }
 
 impl Row {
+    /// Whether the row's tests start PostgreSQL servers (the store crate, a `postgres`
+    /// feature, or every feature).
+    pub fn needs_postgres(&self) -> bool {
+        self.args.iter().any(|a| {
+            *a == "msite-store-postgres"
+                || *a == "--all-features"
+                || a.split(',').any(|f| f == "postgres")
+        })
+    }
+
     fn steps(&self) -> Vec<Step> {
         let env: Vec<(String, String)> = self
             .env
@@ -182,6 +195,12 @@ pub fn run(args: &Args) -> Result<Report> {
 
     if rows.iter().any(|r| r.rocks) && !no_rocks {
         sysdeps::ensure_libclang()?;
+    }
+    if rows
+        .iter()
+        .any(|r| r.needs_postgres() && !(r.rocks && no_rocks))
+    {
+        sysdeps::ensure_postgres()?;
     }
 
     let mut outcomes = Vec::new();

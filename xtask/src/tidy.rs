@@ -506,14 +506,32 @@ fn matrix_check_wants_the_store_row_and_a_cli_row_per_production_backend() {
 fn engine_and_backend_lists_come_from_backend_kind() {
     assert_eq!(
         engines(),
-        ["rusqlite", "libsqlite3-sys", "rocksdb", "librocksdb-sys"]
+        [
+            "rusqlite",
+            "libsqlite3-sys",
+            "rocksdb",
+            "librocksdb-sys",
+            "postgres",
+            "tokio-postgres"
+        ]
     );
     assert_eq!(
         backend_crates(),
-        ["msite-store-sqlite", "msite-store-rocks"]
+        [
+            "msite-store-sqlite",
+            "msite-store-rocks",
+            "msite-store-postgres"
+        ]
     );
     assert_eq!(
         other_backends(BackendKind::Sqlite),
-        ["msite-store-rocks", "rocksdb", "librocksdb-sys"]
+        [
+            "msite-store-rocks",
+            "rocksdb",
+            "librocksdb-sys",
+            "msite-store-postgres",
+            "postgres",
+            "tokio-postgres"
+        ]
     );
 }

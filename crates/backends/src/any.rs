@@ -22,6 +22,9 @@ pub enum AnyStore {
     /// SQLite.
     #[cfg(feature = "sqlite")]
     Sqlite(crate::SqliteStore),
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Postgres(crate::PgStore),
     /// The reference store.
     #[cfg(feature = "mem")]
     Mem(crate::MemStore),
@@ -35,6 +38,9 @@ pub enum AnyBatch {
     /// SQLite.
     #[cfg(feature = "sqlite")]
     Sqlite(<crate::SqliteStore as Store>::Batch),
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Postgres(<crate::PgStore as Store>::Batch),
     /// The reference store.
     #[cfg(feature = "mem")]
     Mem(<crate::MemStore as Store>::Batch),
@@ -48,6 +54,9 @@ pub enum AnySnapshot<'a> {
     /// SQLite.
     #[cfg(feature = "sqlite")]
     Sqlite(<crate::SqliteStore as Store>::Snapshot<'a>),
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Postgres(<crate::PgStore as Store>::Snapshot<'a>),
     /// The reference store.
     #[cfg(feature = "mem")]
     Mem(<crate::MemStore as Store>::Snapshot<'a>),
@@ -65,6 +74,8 @@ macro_rules! each {
             $enum::Rocks($s) => $body,
             #[cfg(feature = "sqlite")]
             $enum::Sqlite($s) => $body,
+            #[cfg(feature = "postgres")]
+            $enum::Postgres($s) => $body,
             #[cfg(feature = "mem")]
             $enum::Mem($s) => $body,
             $($extra => $ebody,)*
@@ -81,6 +92,22 @@ impl AnyStore {
         store.map_err(|e| {
             anyhow::Error::new(e)
                 .context(format!("cannot open the {kind} store in {}", dir.display()))
+        })
+    }
+
+    /// Creates a new store of backend `kind` in directory `dir` (missing or empty). `url`
+    /// names the server and database of a networked backend (required there) and is refused
+    /// for the embedded ones, which keep the store in `dir` itself.
+    pub fn create(kind: BackendKind, dir: &Path, url: Option<&str>) -> anyhow::Result<AnyStore> {
+        kind.ensure_compiled()?;
+        let store =
+            crate::with_engine!(kind, E => <E as Engine>::create(dir, url).map(E::into_any))
+                .unwrap_or_else(|absent| Err(Error::Invalid(absent.to_string())));
+        store.map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "cannot create the {kind} store in {}",
+                dir.display()
+            ))
         })
     }
 

@@ -21,6 +21,18 @@ pub trait Engine: Store + Sized {
     /// Opens the store in `dir`, creating it in an empty or missing directory.
     fn open(dir: &Path) -> Result<Self>;
 
+    /// Creates a new store in the missing or empty directory `dir`. `url` is where a
+    /// networked engine keeps it; an embedded engine keeps it in `dir` and refuses a `url`.
+    fn create(dir: &Path, url: Option<&str>) -> Result<Self> {
+        match url {
+            None => Self::open(dir),
+            Some(_) => Err(msite_core::store::Error::Invalid(format!(
+                "the {} backend keeps its store in the site directory; --url is only for networked backends (postgres)",
+                Self::KIND
+            ))),
+        }
+    }
+
     /// The directory the store lives in (`None` for a store held only in memory).
     fn dir(&self) -> Option<PathBuf>;
 
@@ -105,6 +117,32 @@ impl Engine for crate::RocksStore {
     any_conversions!(Rocks);
 }
 
+#[cfg(feature = "postgres")]
+impl Engine for crate::PgStore {
+    const KIND: BackendKind = BackendKind::Postgres;
+
+    fn open(dir: &Path) -> Result<Self> {
+        crate::PgStore::open(dir)
+    }
+
+    fn create(dir: &Path, url: Option<&str>) -> Result<Self> {
+        match url {
+            Some(url) => crate::PgStore::create(dir, url),
+            None => crate::PgStore::open(dir),
+        }
+    }
+
+    fn dir(&self) -> Option<PathBuf> {
+        Some(crate::PgStore::dir(self).to_path_buf())
+    }
+
+    fn quiesce(&self) -> Result<()> {
+        Ok(())
+    }
+
+    any_conversions!(Postgres);
+}
+
 #[cfg(feature = "mem")]
 impl Engine for crate::MemStore {
     const KIND: BackendKind = BackendKind::Mem;
@@ -137,6 +175,7 @@ macro_rules! with_engine {
         match $kind {
             $crate::BackendKind::Sqlite => $crate::__with_sqlite!($E => $body),
             $crate::BackendKind::Rocks => $crate::__with_rocks!($E => $body),
+            $crate::BackendKind::Postgres => $crate::__with_postgres!($E => $body),
             $crate::BackendKind::Mem => $crate::__with_mem!($E => $body),
         }
     };
@@ -181,6 +220,25 @@ macro_rules! __with_rocks {
 macro_rules! __with_rocks {
     ($E:ident => $body:expr) => {
         ::core::result::Result::Err($crate::NotCompiled($crate::BackendKind::Rocks))
+    };
+}
+
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_postgres {
+    ($E:ident => $body:expr) => {{
+        type $E = $crate::PgStore;
+        ::core::result::Result::<_, $crate::NotCompiled>::Ok($body)
+    }};
+}
+
+#[cfg(not(feature = "postgres"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_postgres {
+    ($E:ident => $body:expr) => {
+        ::core::result::Result::Err($crate::NotCompiled($crate::BackendKind::Postgres))
     };
 }
 

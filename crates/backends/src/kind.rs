@@ -15,13 +15,20 @@ pub enum BackendKind {
     Sqlite,
     /// RocksDB.
     Rocks,
+    /// PostgreSQL (a database on a server; the store directory holds its connection settings).
+    Postgres,
     /// The reference log-structured store of msite-core's testkit (development only).
     Mem,
 }
 
 impl BackendKind {
     /// Every kind, in the order `--version` lists them (the first compiled one is the default).
-    pub const ALL: [BackendKind; 3] = [BackendKind::Sqlite, BackendKind::Rocks, BackendKind::Mem];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Sqlite,
+        BackendKind::Rocks,
+        BackendKind::Postgres,
+        BackendKind::Mem,
+    ];
 
     /// The name used on the command line, in `site.json` and as the cargo feature that
     /// builds the backend (in `msite-backends` and every crate that forwards it).
@@ -29,6 +36,7 @@ impl BackendKind {
         match self {
             BackendKind::Sqlite => "sqlite",
             BackendKind::Rocks => "rocks",
+            BackendKind::Postgres => "postgres",
             BackendKind::Mem => "mem",
         }
     }
@@ -39,6 +47,7 @@ impl BackendKind {
         match self {
             BackendKind::Sqlite => &["sqlite3"],
             BackendKind::Rocks => &["rocksdb"],
+            BackendKind::Postgres => &["postgresql", "pg"],
             BackendKind::Mem => &["memory"],
         }
     }
@@ -48,6 +57,7 @@ impl BackendKind {
         match self {
             BackendKind::Sqlite => "sqlite",
             BackendKind::Rocks => "rocksdb",
+            BackendKind::Postgres => "postgres",
             BackendKind::Mem => "memory",
         }
     }
@@ -56,7 +66,7 @@ impl BackendKind {
     /// bench skips it and unknown-backend messages do not offer it).
     pub const fn for_production(self) -> bool {
         match self {
-            BackendKind::Sqlite | BackendKind::Rocks => true,
+            BackendKind::Sqlite | BackendKind::Rocks | BackendKind::Postgres => true,
             BackendKind::Mem => false,
         }
     }
@@ -67,6 +77,7 @@ impl BackendKind {
         match self {
             BackendKind::Sqlite => Some("msite-store-sqlite"),
             BackendKind::Rocks => Some("msite-store-rocks"),
+            BackendKind::Postgres => Some("msite-store-postgres"),
             BackendKind::Mem => None,
         }
     }
@@ -77,8 +88,15 @@ impl BackendKind {
         match self {
             BackendKind::Sqlite => &["rusqlite", "libsqlite3-sys"],
             BackendKind::Rocks => &["rocksdb", "librocksdb-sys"],
+            BackendKind::Postgres => &["postgres", "tokio-postgres"],
             BackendKind::Mem => &[],
         }
+    }
+
+    /// Whether the store lives on a server that `--url` names (the store directory then holds
+    /// only the connection settings) rather than in the store directory itself.
+    pub const fn networked(self) -> bool {
+        matches!(self, BackendKind::Postgres)
     }
 
     /// The kind named `s` (its name or an alias, any case), if any.

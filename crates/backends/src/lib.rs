@@ -11,7 +11,7 @@
 //!   engine a `BackendKind` names: what the simulator and the bench do.
 //!
 //! Backends are cargo features of this crate named like the backends (`sqlite`, `rocks`,
-//! `mem`); the CLI, the simulator and the bench forward their own features of the same names.
+//! `postgres`, `mem`); the CLI, the simulator and the bench forward their own features of the same names.
 //! A build without any backend compiles (every dispatch is then empty) but opens nothing.
 //!
 //! How to add a backend, step by step, is in the documentation of `msite_core::store`.
@@ -19,7 +19,12 @@
 // A build without any backend compiles with every dispatch empty; the lints below would only
 // flag that emptiness.
 #![cfg_attr(
-    not(any(feature = "sqlite", feature = "rocks", feature = "mem")),
+    not(any(
+        feature = "sqlite",
+        feature = "rocks",
+        feature = "postgres",
+        feature = "mem"
+    )),
     allow(
         unused_variables,
         unreachable_code,
@@ -42,6 +47,10 @@ pub use kind::BackendKind;
 
 #[cfg(feature = "mem")]
 pub use msite_core::testkit::MemStore;
+/// A throwaway PostgreSQL server (temporary directory, Unix socket only) for tests, the
+/// simulator and the bench.
+#[cfg(feature = "postgres")]
+pub use msite_store_postgres::{PgStore, ScratchOptions, ScratchServer};
 #[cfg(feature = "rocks")]
 pub use msite_store_rocks::RocksStore;
 #[cfg(feature = "sqlite")]
@@ -161,7 +170,9 @@ mod tests {
         }
         let err = "oracle".parse::<BackendKind>().unwrap_err();
         assert!(
-            err.starts_with("unknown backend `oracle`; the backends are sqlite and rocks"),
+            err.starts_with(
+                "unknown backend `oracle`; the backends are sqlite, rocks and postgres"
+            ),
             "{err}"
         );
     }
@@ -188,12 +199,26 @@ mod tests {
     /// Every compiled backend opens through `AnyStore` as itself, with every dispatch arm
     /// wired to it: a forgotten arm opens another engine, names another, or loses the write.
     /// (A build without backends has nothing to open.)
-    #[cfg(any(feature = "sqlite", feature = "rocks", feature = "mem"))]
+    /// A networked backend's store goes into a database of a scratch server started here.
+    #[cfg(any(
+        feature = "sqlite",
+        feature = "rocks",
+        feature = "postgres",
+        feature = "mem"
+    ))]
     #[test]
     fn every_compiled_backend_opens_as_itself_through_any_store() {
         for k in BackendKind::available() {
             let dir = tempfile::tempdir().unwrap();
-            let store = AnyStore::open(k, &dir.path().join("store")).unwrap();
+            #[cfg(feature = "postgres")]
+            let server = k
+                .networked()
+                .then(|| msite_store_postgres::ScratchServer::start(Default::default()).unwrap());
+            #[cfg(feature = "postgres")]
+            let url = server.as_ref().map(|s| s.conninfo("anystore"));
+            #[cfg(not(feature = "postgres"))]
+            let url: Option<String> = None;
+            let store = AnyStore::create(k, &dir.path().join("store"), url.as_deref()).unwrap();
             assert_eq!(store.kind(), k);
             assert_eq!(store.backend_name(), k.engine_name());
             let mut batch = store.batch();

@@ -68,6 +68,21 @@ fn parse(args: &[String]) -> Result<Opts> {
     Ok(o)
 }
 
+/// Without `MSITE_PG_SERVER`: a scratch PostgreSQL server for this run (Unix socket only,
+/// stopped when the run ends), named in `MSITE_PG_SERVER` for the stores and the child
+/// processes, which inherit it.
+#[cfg(feature = "postgres")]
+fn scratch_postgres() -> Result<Option<msite_backends::ScratchServer>> {
+    if std::env::var_os("MSITE_PG_SERVER").is_some() {
+        return Ok(None);
+    }
+    let server = msite_backends::ScratchServer::start(Default::default())
+        .context("starting a scratch PostgreSQL server")?;
+    // Set before any thread or child starts.
+    std::env::set_var("MSITE_PG_SERVER", server.server_conninfo());
+    Ok(Some(server))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("__child") {
@@ -77,6 +92,8 @@ fn main() -> Result<()> {
         return workloads::prep_main(&args[1..]);
     }
     let opts = parse(&args)?;
+    #[cfg(feature = "postgres")]
+    let _server = scratch_postgres()?;
     let div = if opts.quick { 10 } else { 1 };
     let sizes = Sizes {
         tree_files: 100_000 / div,

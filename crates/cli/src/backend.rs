@@ -2,10 +2,13 @@
 //! CLI's name for `msite-backends`, which holds the one list of backends ([`BackendKind`]) and
 //! the run-time dispatch ([`AnyStore`], with [`AnyBatch`] and [`AnySnapshot`]).
 //!
-//! The CLI's cargo features `sqlite`, `rocks` and `mem` turn on the features of the same names
+//! The CLI's cargo features `sqlite`, `rocks`, `postgres` and `mem` turn on the features of the same names
 //! in `msite-backends`. A build without any backend compiles but cannot open a site.
 
 pub use msite_backends::{AnyBatch, AnySnapshot, AnyStore, BackendKind};
+/// A throwaway PostgreSQL server (tests and `msite demo --backend postgres`).
+#[cfg(feature = "postgres")]
+pub use msite_backends::{ScratchOptions, ScratchServer};
 
 #[cfg(test)]
 mod tests {

@@ -85,6 +85,14 @@
 //! damaged detectably) is declared in the factory's `Capabilities`; the cases that need it
 //! then say so and pass. A real on-disk engine declares nothing.
 //!
+//! **Networked engines** (`msite-store-postgres`) keep the same contract over a connection:
+//! the "store directory" holds connection settings, a read costs a round trip (so a batch must
+//! go in a few statements and scans in pages, never a statement per key), "exclusive open" is
+//! a lock held by the server for the store's session, and a transaction aborted by the engine
+//! for a conflict (SQLSTATE 40001 on PostgreSQL-speaking engines) is re-run whole, guards
+//! included, inside `write`: callers never see retries. `ARCHITECTURE.md` ("Networked
+//! engines") says what a TiKV or FoundationDB backend would need beyond this.
+//!
 //! Pieces every backend implements the same way are in this module too: [`RecordedBatch`] (a
 //! batch type for engines whose native batch borrows the database), [`PoisonFlag`] (the
 //! poisoning rule) and [`prepare_empty_dir`] (the target check of backup and restore).

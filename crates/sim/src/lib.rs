@@ -52,6 +52,9 @@ pub enum Backend {
     Sqlite,
     /// RocksDB stores in temporary directories (feature `rocks`).
     Rocks,
+    /// PostgreSQL stores, a new database each, on the server `MSITE_PG_SERVER` names (the
+    /// binary starts a scratch server when it is unset; feature `postgres`).
+    Postgres,
 }
 
 impl Backend {
@@ -61,6 +64,7 @@ impl Backend {
             BackendKind::Mem => Backend::Mem,
             BackendKind::Sqlite => Backend::Sqlite,
             BackendKind::Rocks => Backend::Rocks,
+            BackendKind::Postgres => Backend::Postgres,
         }
     }
 
@@ -70,6 +74,7 @@ impl Backend {
             Backend::Mem => BackendKind::Mem,
             Backend::Sqlite => BackendKind::Sqlite,
             Backend::Rocks => BackendKind::Rocks,
+            Backend::Postgres => BackendKind::Postgres,
         }
     }
 
@@ -81,6 +86,7 @@ impl Backend {
             Backend::Mem => true,
             Backend::Sqlite => cfg!(feature = "sqlite"),
             Backend::Rocks => cfg!(feature = "rocks"),
+            Backend::Postgres => cfg!(feature = "postgres"),
         }
     }
 }

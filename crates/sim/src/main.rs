@@ -1,6 +1,6 @@
 //! `msite-sim`: runs simulator schedules and prints one summary line.
 //!
-//! `msite-sim --schedules N --seed S [--profile P] [--backend mem|sqlite|rocks] [--verbose]`
+//! `msite-sim --schedules N --seed S [--profile P] [--backend mem|sqlite|rocks|postgres] [--verbose]`
 //! runs the schedules of seeds S, S+1, …, S+N-1 (`--backend sqlite` and `rocks` need the
 //! cargo features of the same names). On a violation it prints the seed, the violations, a command that replays exactly
 //! that schedule and a shrunk one, and exits non-zero. `--steps` and `--replicas` override
@@ -45,6 +45,23 @@ struct Args {
     max_failures: u64,
 }
 
+/// For `--backend postgres` without `MSITE_PG_SERVER`: a scratch server for this run (Unix
+/// socket only, no fsyncs: the simulator's crashes are its own; stopped when the run ends),
+/// named in `MSITE_PG_SERVER` for the stores.
+#[cfg(feature = "postgres")]
+fn scratch_postgres(backend: Backend) -> std::io::Result<Option<msite_backends::ScratchServer>> {
+    if backend != Backend::Postgres || std::env::var_os("MSITE_PG_SERVER").is_some() {
+        return Ok(None);
+    }
+    let server = msite_backends::ScratchServer::start(msite_backends::ScratchOptions {
+        no_fsync: true,
+        ..Default::default()
+    })?;
+    // Set before any thread starts: the stores read it when they are made.
+    std::env::set_var("MSITE_PG_SERVER", server.server_conninfo());
+    Ok(Some(server))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if !args.backend.is_built() {
@@ -54,6 +71,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    #[cfg(feature = "postgres")]
+    let _server = match scratch_postgres(args.backend) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("msite-sim: cannot start a scratch PostgreSQL server: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let mut total = Stats::default();
     let mut failures = 0u64;
     let mut known: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();

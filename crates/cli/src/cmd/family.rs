@@ -33,7 +33,7 @@ fn backend_or_default(b: Option<BackendKind>) -> anyhow::Result<BackendKind> {
     long_about = "Creates a new family (a replicated database) whose first replica lives in DIR. \
 DIR gets the store, the bays for packets and site.json. The new replica masters the `main` \
 branch type and everything it creates.",
-    after_help = "Example:\n  msite init /srv/msite/boston --family proj --replica boston\n  msite init sanfran-test --family test --replica sanfran --backend rocks"
+    after_help = "Example:\n  msite init /srv/msite/boston --family proj --replica boston\n  msite init sanfran-test --family test --replica sanfran --backend rocks\n  msite init /srv/msite/boston --family proj --replica boston --backend postgres --url 'host=/run/postgresql dbname=boston'"
 )]
 pub struct Init {
     /// The directory of the new site (default: -C DIR or the current directory).
@@ -44,9 +44,14 @@ pub struct Init {
     /// The first replica's name.
     #[arg(long, value_name = "NAME")]
     pub replica: String,
-    /// The storage engine (sqlite, rocks); default: the first one of this build.
+    /// The storage engine (sqlite, rocks, postgres); default: the first one of this build.
     #[arg(long, value_name = "B")]
     pub backend: Option<BackendKind>,
+    /// Where a server backend (postgres) keeps the store: a libpq connection string or URI
+    /// naming the database (created if missing), without a password (use ~/.pgpass or peer
+    /// authentication). The site directory's store/ then holds only this string.
+    #[arg(long, value_name = "CONNINFO")]
+    pub url: Option<String>,
     /// The largest version this site accepts, at check-in and import (e.g. 500M, 4G;
     /// default 4G). Kept in the store, so backups and restores keep it.
     #[arg(long, value_name = "SIZE", value_parser = util::parse_size)]
@@ -62,7 +67,7 @@ impl Init {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let paths = SitePaths::new(&dir);
-        let store = AnyStore::open(kind, &paths.store())?;
+        let store = AnyStore::create(kind, &paths.store(), self.url.as_deref())?;
         let r = Replica::init(store, ctx.env(), &self.family, &self.replica)?;
         if let Some(n) = self.max_version_size {
             r.set_max_version_bytes(n)?;
@@ -162,16 +167,21 @@ impl MkreplicaExport {
 #[command(
     long_about = "Makes the site of a new replica in DIR from the creation packet that \
 `msite mkreplica export` wrote at its creator. The new replica then syncs like any other.",
-    after_help = "Example:\n  msite mkreplica import repl_boston_to_sanfran_1700000000000_0.msp /srv/msite/sanfran"
+    after_help = "Example:\n  msite mkreplica import repl_boston_to_sanfran_1700000000000_0.msp /srv/msite/sanfran\n  msite mkreplica import repl_boston_to_sanfran_1700000000000_0.msp /srv/msite/sanfran --backend postgres --url 'host=/run/postgresql dbname=sanfran'"
 )]
 pub struct MkreplicaImport {
     /// The creation packet (any of its parts; the others are looked for next to it).
     pub packet: PathBuf,
     /// The directory of the new site.
     pub dir: PathBuf,
-    /// The storage engine (sqlite, rocks); default: the first one of this build.
+    /// The storage engine (sqlite, rocks, postgres); default: the first one of this build.
     #[arg(long, value_name = "B")]
     pub backend: Option<BackendKind>,
+    /// Where a server backend (postgres) keeps the store: a libpq connection string or URI
+    /// naming the database (created if missing), without a password (use ~/.pgpass or peer
+    /// authentication). The site directory's store/ then holds only this string.
+    #[arg(long, value_name = "CONNINFO")]
+    pub url: Option<String>,
     /// The largest version this site accepts, at check-in and import (e.g. 500M, 4G;
     /// default 4G). Kept in the store, so backups and restores keep it.
     #[arg(long, value_name = "SIZE", value_parser = util::parse_size)]
@@ -188,7 +198,7 @@ impl MkreplicaImport {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let paths = SitePaths::new(&self.dir);
-        let store = AnyStore::open(kind, &paths.store())?;
+        let store = AnyStore::create(kind, &paths.store(), self.url.as_deref())?;
         let pb = util::spinner(ctx, "making the new replica");
         let made = Replica::create_from_packet(store, ctx.env(), pkt);
         pb.finish_and_clear();

@@ -2,13 +2,18 @@
 //! them as files, every check made on what the binary prints and its exit code.
 //!
 //! Sites are made with the build's default backend; with the `rocks` feature the hub, restore
-//! and demo tests also run on RocksDB (`…_on_rocks`).
+//! and demo tests also run on RocksDB (`…_on_rocks`). When PostgreSQL is the build's default
+//! (`--no-default-features --features postgres`), every lab starts its own scratch server and
+//! `msite` makes each new store in a new database there (`MSITE_PG_SERVER`); `postgres.rs`
+//! runs the seed's procedure with explicit `--url`s.
 
 mod badinput;
 mod bigcontent;
 #[cfg(unix)]
 mod kill9;
 mod operator;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod restore_safety;
 #[cfg(feature = "serve")]
 mod serve;
@@ -25,6 +30,10 @@ use tempfile::TempDir;
 struct Lab {
     root: TempDir,
     backend: Option<&'static str>,
+    /// The lab's PostgreSQL server, when PostgreSQL is the build's default backend; stopped
+    /// when the lab is dropped (declared last: dropped after the sites' processes ended).
+    #[cfg(feature = "postgres")]
+    server: Option<msite_cli::backend::ScratchServer>,
 }
 
 impl Lab {
@@ -32,6 +41,16 @@ impl Lab {
         Lab {
             root: tempfile::tempdir().expect("temp dir"),
             backend: None,
+            #[cfg(feature = "postgres")]
+            server: (msite_cli::backend::BackendKind::default_kind()
+                == Some(msite_cli::backend::BackendKind::Postgres))
+            .then(|| {
+                msite_cli::backend::ScratchServer::start(msite_cli::backend::ScratchOptions {
+                    no_fsync: true,
+                    ..Default::default()
+                })
+                .expect("a scratch PostgreSQL server")
+            }),
         }
     }
 
@@ -42,6 +61,10 @@ impl Lab {
     fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("msite").expect("the msite binary");
         c.current_dir(self.root.path()).env_remove("RUST_LOG");
+        #[cfg(feature = "postgres")]
+        if let Some(server) = &self.server {
+            c.env("MSITE_PG_SERVER", server.server_conninfo());
+        }
         c
     }
 
@@ -737,6 +760,9 @@ fn restore_procedure(backend: Option<&'static str>) {
     assert_eq!(lab.digest("bangalore"), d);
 }
 
+/// Copies the store's files: on an embedded default backend only (a PostgreSQL store directory
+/// holds a connection string, and copying it copies no data).
+#[cfg(any(feature = "sqlite", feature = "rocks", not(feature = "postgres")))]
 #[test]
 fn a_replica_rolled_back_by_a_copy_refuses_changes() {
     let lab = Lab::hub(None);

@@ -1,0 +1,110 @@
+//! The seed's procedure on PostgreSQL, through the binary: sites made with `--backend
+//! postgres --url`, a backup (`pg_dump`), the store lost (its database dropped), `msite
+//! restore` (`pg_restore` into a new database), `msite restorereplica`, the siblings' answers,
+//! unlocked, and equal digests. The lab's own scratch server (Unix socket only) is stopped at
+//! the end.
+
+use msite_cli::backend::{ScratchOptions, ScratchServer};
+
+use crate::Lab;
+
+/// `msite ARGS… --backend postgres --url CONNINFO`.
+fn with_url<'a>(args: &[&'a str], url: &'a str) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.extend(["--backend", "postgres", "--url", url]);
+    v
+}
+
+#[test]
+fn the_seed_procedure_works_end_to_end_on_postgres() {
+    let server = ScratchServer::start(ScratchOptions {
+        no_fsync: true,
+        ..Default::default()
+    })
+    .expect("a scratch PostgreSQL server");
+    let lab = Lab::new();
+    let urls: Vec<String> = ["boston", "sanfran", "bangalore"]
+        .iter()
+        .map(|s| server.conninfo(&format!("site_{s}")))
+        .collect();
+    lab.ok(&with_url(
+        &["init", "boston", "--family", "proj", "--replica", "boston"],
+        &urls[0],
+    ));
+    for (name, url) in [("sanfran", &urls[1]), ("bangalore", &urls[2])] {
+        let out = format!("transfer-{name}");
+        lab.ok(&["-C", "boston", "mkreplica", "export", name, "--out", &out]);
+        let pkt = crate::packets_in(&lab.path(&out))
+            .pop()
+            .expect("a creation packet");
+        let pkt = pkt.to_string_lossy().into_owned();
+        lab.ok(&with_url(&["mkreplica", "import", &pkt, name], url));
+    }
+    // The site's store directory holds the connection string, no password.
+    let conninfo = std::fs::read_to_string(lab.path("sanfran/store/conninfo")).expect("conninfo");
+    assert_eq!(conninfo.trim(), urls[1]);
+    let cfg = std::fs::read_to_string(lab.path("sanfran/site.json")).expect("site.json");
+    assert!(cfg.contains("\"postgres\""), "{cfg}");
+
+    lab.ok(&["-C", "sanfran", "mkbrtype", "sf"]);
+    let f = lab.write("w/a.c", "int a;\n");
+    lab.ok(&[
+        "-C", "sanfran", "checkin", "a.c", &f, "--branch", "sf", "-m", "first",
+    ]);
+    lab.settle();
+    lab.ok(&["-C", "sanfran", "check"]);
+    lab.ok(&["-C", "sanfran", "backup", "bk"]);
+    assert!(
+        lab.path("bk/store/dump/toc.dat").is_file(),
+        "pg_dump's directory format"
+    );
+    // Work after the backup reaches the hub, then the store is lost: its database dropped.
+    let f = lab.write("w/b.c", "int b; /* after the backup */\n");
+    lab.ok(&["-C", "sanfran", "checkin", "b.c", &f, "--branch", "sf"]);
+    lab.send("sanfran", "boston");
+    lab.import("boston");
+    server
+        .execute("postgres", "DROP DATABASE site_sanfran WITH (FORCE)")
+        .expect("drop the database");
+    let err = lab.fails(1, &["-C", "sanfran", "lsreplica"]);
+    assert!(err.contains("site_sanfran"), "{err}");
+
+    let out = lab.ok(&["restore", "bk", "sanfran"]);
+    assert!(out.contains("msite restorereplica"), "{out}");
+    let restored = std::fs::read_to_string(lab.path("sanfran/store/conninfo")).expect("conninfo");
+    assert!(
+        restored.contains("dbname=site_sanfran_r_"),
+        "restored into a new database: {restored}"
+    );
+    lab.ok(&["-C", "sanfran", "check"]);
+    lab.ok(&["-C", "sanfran", "restorereplica"]);
+    let mut unlocked = false;
+    for _ in 0..6 {
+        lab.send("sanfran", "boston");
+        lab.import("boston");
+        lab.send("boston", "bangalore");
+        lab.import("bangalore");
+        lab.send("bangalore", "boston");
+        lab.import("boston");
+        lab.send("boston", "sanfran");
+        if lab
+            .import("sanfran")
+            .contains("Database sanfran is unlocked after restoration.")
+        {
+            unlocked = true;
+            break;
+        }
+    }
+    assert!(unlocked, "sanfran was never unlocked");
+    lab.settle();
+    assert_eq!(
+        lab.ok(&["-C", "sanfran", "cat", "b.c@@sf/1"]),
+        "int b; /* after the backup */\n",
+        "the version made after the backup came back"
+    );
+    let d = lab.digest("boston");
+    assert_eq!(lab.digest("sanfran"), d);
+    assert_eq!(lab.digest("bangalore"), d);
+    drop(lab);
+    drop(server);
+}

@@ -1,0 +1,176 @@
+//! The vendor tools: `backup` is `pg_dump` (directory format), `restore_backup` is
+//! `pg_restore` into a new database, `check_integrity` runs amcheck's `verify_heapam` and
+//! `bt_index_check` (the functions `pg_amcheck` runs) over every table and index.
+//!
+//! Why `pg_dump` and not `pg_basebackup`: a store is one database, not a cluster. `pg_dump`
+//! copies exactly that database, consistently (one `REPEATABLE READ` snapshot, taken without
+//! blocking msite's writers), needs no replication privilege or `pg_hba.conf` entry, and
+//! restores with `pg_restore` into a new database on the same server or any other, of this
+//! version or a later one. `pg_basebackup` copies every database of the cluster and is
+//! restored by starting a new server on the copy: the operator's tool for the whole server,
+//! which msite does not own.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use msite_core::store::{prepare_empty_dir, Error, Keyspace, Result};
+use postgres::error::SqlState;
+
+use crate::conn::{table, Conn};
+use crate::error::{other, PgResultExt};
+use crate::settings::ConnSettings;
+use crate::store::{create_database, quote_ident};
+use crate::tools;
+
+/// The dump inside a backup directory (`pg_dump --format=directory`).
+const DUMP_DIR: &str = "dump";
+/// The connection settings of the backed-up store, inside a backup directory.
+const SOURCE_FILE: &str = "source-conninfo";
+/// Longest part of a tool's error output quoted in a message.
+const MAX_QUOTED: usize = 2000;
+
+/// Write a `pg_dump` of the store's tables and its connection settings into `dest`.
+pub(crate) fn backup(settings: &ConnSettings, dest: &Path) -> Result<()> {
+    prepare_empty_dir(dest)?;
+    let dump = dest.join(DUMP_DIR);
+    let out = Command::new(tools::find("pg_dump").map_err(Error::Invalid)?)
+        .arg("--format=directory")
+        .arg("--no-owner")
+        .arg("--no-privileges")
+        .arg("--table=kv_*")
+        .arg("--file")
+        .arg(&dump)
+        .arg("--dbname")
+        .arg(settings.conninfo())
+        .output()?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&dump);
+        return Err(tool_failed("pg_dump", &out));
+    }
+    settings.write_as(dest, SOURCE_FILE)
+}
+
+/// Restore the backup in `backup` into a new database on `server` (default: the server of
+/// the backed-up store) and write the new store's connection settings into `dest`.
+pub(crate) fn restore(backup: &Path, dest: &Path, server: Option<&ConnSettings>) -> Result<()> {
+    let source = match ConnSettings::read_from(backup, SOURCE_FILE)? {
+        Some(s) if backup.join(DUMP_DIR).join("toc.dat").is_file() => s,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{} holds no PostgreSQL store backup",
+                backup.display()
+            )))
+        }
+    };
+    prepare_empty_dir(dest)?;
+    let server = server.unwrap_or(&source);
+    let mut base: String = source.dbname().chars().take(40).collect();
+    if let Some(cut) = base.find("_r_") {
+        base.truncate(cut); // a restore of a restore keeps the original name
+    }
+    let name = format!(
+        "{base}_r_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    create_database(server, &name)?;
+    let target = server.with_dbname(&name);
+    let out = Command::new(tools::find("pg_restore").map_err(Error::Invalid)?)
+        .args([
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "--single-transaction",
+        ])
+        .arg("--dbname")
+        .arg(target.conninfo())
+        .arg(backup.join(DUMP_DIR))
+        .output()?;
+    if !out.status.success() {
+        let err = tool_failed("pg_restore", &out);
+        if let Ok(mut admin) = Conn::connect(&server.with_dbname("postgres")) {
+            let _ = admin
+                .client
+                .batch_execute(&format!("DROP DATABASE {}", quote_ident(&name)));
+        }
+        return Err(err);
+    }
+    target.write(dest)
+}
+
+/// Check every table and its index with amcheck; damage is [`Error::Corruption`]. On an
+/// engine without amcheck (CockroachDB, YugabyteDB) every row is read instead, which
+/// verifies what the engine checksums on read.
+pub(crate) fn check(conn: &mut Conn) -> Result<()> {
+    match conn.client.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck") {
+        Ok(()) => {}
+        Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+            return Err(other(format!(
+                "the amcheck extension is not installed in this database and this user may not install it; run `CREATE EXTENSION amcheck` in it as a superuser (what `pg_amcheck --install-missing` does): {e}"
+            )))
+        }
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_FILE) || e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) || e.code() == Some(&SqlState::SYNTAX_ERROR) => {
+            return read_everything(conn)
+        }
+        Err(e) => return Err(crate::error::map(e)),
+    }
+    for ks in Keyspace::ALL {
+        let t = table(ks);
+        let found = conn
+            .client
+            .query(
+                &format!("SELECT blkno, offnum, msg FROM verify_heapam('{t}', check_toast => true) LIMIT 5"),
+                &[],
+            )
+            .p2e()?;
+        if !found.is_empty() {
+            let msgs: Vec<String> = found
+                .iter()
+                .map(|r| {
+                    let block: i64 = r.get(0);
+                    let msg: Option<String> = r.get(2);
+                    format!("{t} block {block}: {}", msg.unwrap_or_default())
+                })
+                .collect();
+            return Err(Error::Corruption(msgs.join("; ")));
+        }
+        conn.client
+            .batch_execute(&format!("SELECT bt_index_check('{t}_pkey', true)"))
+            .p2e()?;
+    }
+    Ok(())
+}
+
+/// Read every row of every table (the check of engines without amcheck).
+fn read_everything(conn: &mut Conn) -> Result<()> {
+    for ks in Keyspace::ALL {
+        conn.client
+            .batch_execute(&format!(
+                "SELECT count(*), sum(length(k) + length(v)) FROM {}",
+                table(ks)
+            ))
+            .p2e()?;
+    }
+    Ok(())
+}
+
+/// The error of a PostgreSQL program that failed: its name, exit status and (bounded,
+/// control characters escaped) error output.
+fn tool_failed(name: &str, out: &Output) -> Error {
+    let text = String::from_utf8_lossy(&out.stderr);
+    let text = text.trim();
+    let mut quoted: String = text
+        .chars()
+        .take(MAX_QUOTED)
+        .flat_map(|c| {
+            if c == '\n' || !c.is_control() {
+                vec![c]
+            } else {
+                c.escape_default().collect()
+            }
+        })
+        .collect();
+    if text.chars().count() > MAX_QUOTED {
+        quoted.push('…');
+    }
+    other(format!("{name} failed ({}): {quoted}", out.status))
+}
