@@ -6,12 +6,16 @@
 //! machine. The table is printed as Markdown (ready for `BENCHMARKS.md`) and written as JSON
 //! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
 //!
-//! Options: `--quick` (sizes ÷ 10), `--no-rocks`, `--only tree,inc,ceiling,restore,mem,branch,big`,
-//! `--runs N`, `--work-dir DIR` (default: a temporary directory, removed at the end).
+//! Options: `--quick` (sizes ÷ 10), `--no-rocks`,
+//! `--only tree,inc,ceiling,restore,mem,branch,big,history`, `--runs N`, `--work-dir DIR`
+//! (default: a temporary directory, removed at the end), `--history-bundle PATH` (default
+//! `../shared/data/serde-history.bundle` beside the workspace), `--history-commits N` (replay
+//! only the oldest N first-parent commits; `--quick` replays 250).
 
 mod backend;
 mod branch;
 mod git;
+mod history;
 mod util;
 mod workloads;
 
@@ -30,6 +34,8 @@ struct Opts {
     only: Option<Vec<String>>,
     runs: Option<usize>,
     work_dir: Option<PathBuf>,
+    history_bundle: Option<PathBuf>,
+    history_commits: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -39,6 +45,8 @@ fn parse(args: &[String]) -> Result<Opts> {
         only: None,
         runs: None,
         work_dir: None,
+        history_bundle: None,
+        history_commits: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -56,9 +64,16 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--work-dir" => {
                 o.work_dir = Some(it.next().context("--work-dir needs a path")?.into());
             }
+            "--history-bundle" => {
+                o.history_bundle = Some(it.next().context("--history-bundle needs a path")?.into());
+            }
+            "--history-commits" => {
+                let v = it.next().context("--history-commits needs a number")?;
+                o.history_commits = Some(v.parse().context("--history-commits needs a number")?);
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big] [--runs N] [--work-dir DIR]"
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big,history] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
                 );
                 std::process::exit(0);
             }
@@ -121,17 +136,35 @@ fn main() -> Result<()> {
         small: root.join("in-small"),
     };
     let half = sizes.tree_files / 2;
-    step("generating the input trees", || {
-        write_tree(&inputs.half, half, FILE_SIZE, 0)?;
-        write_tree(&inputs.tree.join("h1"), half, FILE_SIZE, 1)?;
-        write_tree(&inputs.small, SMALL_FILES, FILE_SIZE, 2)
-    })?;
+    if ["tree", "inc", "restore", "ceiling"]
+        .iter()
+        .any(|x| want(x))
+    {
+        step("generating the input trees", || {
+            write_tree(&inputs.half, half, FILE_SIZE, 0)?;
+            write_tree(&inputs.tree.join("h1"), half, FILE_SIZE, 1)?;
+            write_tree(&inputs.small, SMALL_FILES, FILE_SIZE, 2)
+        })?;
+    }
     let mem = root.join("in-mem");
     if want("mem") {
         step("generating the memory workload's files", || {
             write_tree(&mem, sizes.mem_bytes >> 20, 1 << 20, 3)
         })?;
     }
+
+    let history = if want("history") {
+        let bundle = opts
+            .history_bundle
+            .clone()
+            .unwrap_or_else(history::default_bundle);
+        let limit = opts.history_commits.or(opts.quick.then_some(250));
+        Some(step("cloning the history bundle", || {
+            history::prepare(&w, &bundle, limit)
+        })?)
+    } else {
+        None
+    };
 
     let mut base = serde_json::Map::new();
     if want("tree") {
@@ -203,6 +236,13 @@ fn main() -> Result<()> {
             "one big version (child processes)",
             &|| with_backend!(*b, B => workloads::big_version::<B>(&w, sizes.big_bytes)),
         );
+        if let Some(h) = &history {
+            run(
+                "history",
+                "real history replayed beside git",
+                &|| with_backend!(*b, B => history::replay::<B>(&w, h)),
+            );
+        }
         results.insert(b.to_string(), Value::Object(r));
     }
 
@@ -510,6 +550,9 @@ fn table_rows(
         if let Some(t) = r.get("big") {
             rows.extend(big_version_rows(t, b));
         }
+        if let Some(t) = r.get("history") {
+            rows.extend(history_rows(t, b));
+        }
         if let Some(t) = r.get("restore") {
             if let Some(e) = err(t) {
                 rows.push(row(
@@ -529,6 +572,93 @@ fn table_rows(
             }
         }
     }
+    rows
+}
+
+/// The real-history rows: sync time and bytes, creation packet and time, store size and the
+/// per-commit cost of `import DIR`, each against git on the same commits.
+fn history_rows(t: &Value, b: &str) -> Vec<Value> {
+    if let Some(e) = t["error"].as_str() {
+        return vec![row(
+            "Real history",
+            b,
+            format!("error: {e}"),
+            "-".into(),
+            None,
+            "-",
+            None,
+        )];
+    }
+    let (m, g, st) = (&t["msite"], &t["git"], &t["store"]);
+    let n = format!("{} commits", t["commits"]);
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let mb = |v: &Value| format!("{:.2} MB", num(v) / 1e6);
+    let mut rows = Vec::new();
+    let mut push =
+        |what: String, ms: String, gs: String, ratio: f64, goal: &str, lim: Option<f64>| {
+            rows.push(row(
+                &what,
+                b,
+                ms,
+                gs,
+                Some(ratio),
+                goal,
+                lim.map(|l| ratio <= l),
+            ));
+        };
+    push(
+        format!(
+            "History {n}: sync time, {} rounds (export + import vs bundle + fetch)",
+            t["rounds"]
+        ),
+        secs(num(&m["sync_secs"])),
+        secs(num(&g["sync_secs"])),
+        num(&m["sync_secs"]) / num(&g["sync_secs"]),
+        "≤ 0.5",
+        Some(0.5),
+    );
+    push(
+        format!("History {n}: bytes shipped by those syncs"),
+        mb(&m["sync_bytes"]),
+        mb(&g["sync_bytes"]),
+        num(&m["sync_bytes"]) / num(&g["sync_bytes"]),
+        "≤ 1.0",
+        Some(1.0),
+    );
+    push(
+        format!("History {n}: creation packet vs bundle --all"),
+        mb(&m["creation"]["bytes"]),
+        mb(&g["creation"]["bytes"]),
+        num(&m["creation"]["bytes"]) / num(&g["creation"]["bytes"]),
+        "≤ 1.0",
+        Some(1.0),
+    );
+    push(
+        format!("History {n}: new replica (mkreplica + create vs bundle --all + clone --bare)"),
+        secs(num(&m["creation"]["secs"])),
+        secs(num(&g["creation"]["secs"])),
+        num(&m["creation"]["secs"]) / num(&g["creation"]["secs"]),
+        "report",
+        None,
+    );
+    push(
+        format!("History {n}: store of replica B vs B's git objects after gc"),
+        mb(&st["msite_b"]),
+        mb(&st["git_b_objects"]),
+        num(&st["msite_b"]) / num(&st["git_b_objects"]),
+        "≤ 1.5",
+        Some(1.5),
+    );
+    push(
+        format!(
+            "History {n}: per-commit `import DIR` (+ rmname) vs `git add -A && git commit`, median"
+        ),
+        secs(num(&m["commit_secs_median"])),
+        secs(num(&g["commit_secs_median"])),
+        num(&m["commit_secs_median"]) / num(&g["commit_secs_median"]),
+        "report",
+        None,
+    );
     rows
 }
 
