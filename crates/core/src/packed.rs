@@ -1,0 +1,281 @@
+//! Small content stored compressed: whole, or as a delta against an earlier version of the
+//! same element, in zstd's prefix ("patch-from") mode. No hand-made diff format: a delta is
+//! one zstd frame compressed with the base content as its reference prefix.
+//!
+//! # Rules
+//! - Only content of at most [`CHUNK_LEN`] bytes is packed, and only against a base of at most
+//!   [`CHUNK_LEN`] bytes, so that reading packed content holds at most two chunk-sized buffers
+//!   per level of its chain (and chunked content keeps its streaming layout untouched).
+//! - A packed content lives under `hash ++ 'z'` ([`packed_key`]), beside the plain layout
+//!   (`hash` → raw bytes), which stays readable and is still written when packing does not pay.
+//! - A delta's chain (the delta, its base, the base's base, ...) is at most [`MAX_DEPTH`]
+//!   deltas long; a version whose base is that deep is stored whole.
+//! - Every base knows its dependents by a marker key `base ++ 'r' ++ dependent` (empty
+//!   value), so that deleting a base first stores its dependents whole.
+//! - Decoding verifies the BLAKE3 hash of what it rebuilt at every level of the chain.
+//! - The state digest covers which content is present, not how it is stored: a packed key is
+//!   a head like the plain key (see [`crate::content::head_of`]); marker keys are not.
+
+use crate::error::{CoreError, Result};
+use crate::ids::Hash;
+use crate::store::{Keyspace, ReadView, Store};
+use crate::txn::Txn;
+
+use crate::content::CHUNK_LEN;
+
+/// The suffix of a packed content's key.
+pub const PACKED: u8 = b'z';
+/// The suffix of a base's dependent-marker keys.
+pub const DEPENDENT: u8 = b'r';
+/// The longest chain of deltas behind one packed content.
+pub const MAX_DEPTH: u8 = 10;
+/// zstd level for stored content (the level packets use).
+const LEVEL: i32 = 3;
+/// A delta pays when it is smaller than this fraction of the whole compressed form: below it,
+/// the whole form is not even computed.
+const CLEARLY_PAYS: usize = 8;
+
+/// Tag of a whole packed value: `0, size u32, frame`.
+const WHOLE: u8 = 0;
+/// Tag of a delta value: `1, size u32, base hash, depth u8, frame`.
+const DELTA: u8 = 1;
+
+/// The key of the packed form of `hash`.
+pub fn packed_key(hash: &Hash) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[..32].copy_from_slice(hash);
+    k[32] = PACKED;
+    k
+}
+
+/// The marker key saying that `dep` is stored as a delta against `base`.
+pub fn dependent_key(base: &Hash, dep: &Hash) -> [u8; 65] {
+    let mut k = [0u8; 65];
+    k[..32].copy_from_slice(base);
+    k[32] = DEPENDENT;
+    k[33..].copy_from_slice(dep);
+    k
+}
+
+fn corrupt(what: &'static str) -> CoreError {
+    CoreError::Codec(crate::codec::CodecError { what })
+}
+
+/// A decoded packed value's header.
+struct Header<'v> {
+    size: usize,
+    /// The base and the chain depth of a delta.
+    base: Option<(Hash, u8)>,
+    frame: &'v [u8],
+}
+
+fn header(v: &[u8]) -> Result<Header<'_>> {
+    let bad = || corrupt("packed content header");
+    let (&tag, rest) = v.split_first().ok_or_else(bad)?;
+    let size = u32::from_be_bytes(rest.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let size = size as usize;
+    if size > CHUNK_LEN {
+        return Err(bad());
+    }
+    let rest = &rest[4..];
+    match tag {
+        WHOLE => Ok(Header {
+            size,
+            base: None,
+            frame: rest,
+        }),
+        DELTA if rest.len() >= 33 => {
+            let base: Hash = rest[..32].try_into().map_err(|_| bad())?;
+            Ok(Header {
+                size,
+                base: Some((base, rest[32])),
+                frame: &rest[33..],
+            })
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The size of the content a packed value holds.
+pub(crate) fn size_of(v: &[u8]) -> Result<u64> {
+    Ok(header(v)?.size as u64)
+}
+
+/// The chain depth of a stored small content: 0 unless it is a delta.
+fn depth_of(packed: Option<&[u8]>) -> Result<u8> {
+    match packed {
+        Some(v) => Ok(header(v)?.base.map_or(0, |(_, d)| d)),
+        None => Ok(0),
+    }
+}
+
+/// Rebuilds the content `hash` from its packed value `v`, reading bases from `r`; checks the
+/// hash of every level. `budget` bounds the recursion whatever the stored depths say.
+pub(crate) fn decode<R: ReadView + ?Sized>(
+    r: &R,
+    hash: &Hash,
+    v: &[u8],
+    budget: u8,
+) -> Result<Vec<u8>> {
+    let h = header(v)?;
+    let base = match h.base {
+        None => None,
+        Some((base, _)) => {
+            let Some(b) = budget.checked_sub(1) else {
+                return Err(corrupt("packed content chain longer than allowed"));
+            };
+            Some(read_small(r, &base, b)?.ok_or_else(|| corrupt("packed content base missing"))?)
+        }
+    };
+    let mut d = zstd::zstd_safe::DCtx::create();
+    if let Some(b) = &base {
+        d.ref_prefix(b).map_err(|_| corrupt("packed content base"))?;
+    }
+    let mut out = Vec::with_capacity(h.size);
+    let n = d
+        .decompress(&mut out, h.frame)
+        .map_err(|_| corrupt("packed content frame"))?;
+    if n != h.size || *blake3::hash(&out).as_bytes() != *hash {
+        return Err(corrupt("packed content does not match its hash"));
+    }
+    Ok(out)
+}
+
+/// The whole small content `hash`, plain or packed, if present (`budget`: chain levels left).
+fn read_small<R: ReadView + ?Sized>(r: &R, hash: &Hash, budget: u8) -> Result<Option<Vec<u8>>> {
+    if let Some(v) = r.get(Keyspace::Blobs, hash)? {
+        return Ok(Some(v));
+    }
+    match r.get(Keyspace::Blobs, &packed_key(hash))? {
+        Some(v) => decode(r, hash, &v, budget).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The packed value of `hash`, if it is stored packed.
+pub(crate) fn get_packed<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<Option<Vec<u8>>> {
+    Ok(r.get(Keyspace::Blobs, &packed_key(hash))?)
+}
+
+/// Compresses `data` (with `prefix` as reference, for a delta) into `out` after its header.
+fn compress(data: &[u8], prefix: Option<&[u8]>, mut out: Vec<u8>) -> Result<Vec<u8>> {
+    let mut c = zstd::zstd_safe::CCtx::create();
+    let fail = |_| CoreError::Invalid("zstd could not compress a version".to_string());
+    c.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(LEVEL))
+        .map_err(fail)?;
+    if let Some(p) = prefix {
+        c.ref_prefix(p).map_err(fail)?;
+    }
+    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    c.compress2(&mut frame, data).map_err(fail)?;
+    out.extend_from_slice(&frame);
+    Ok(out)
+}
+
+/// The best stored form of `data`: a delta against `base` (hash, content, depth) where that
+/// pays, else whole and compressed where that pays; `None`: store it plain.
+fn encode(data: &[u8], base: Option<(&Hash, &[u8], u8)>) -> Result<Option<Vec<u8>>> {
+    let size = (data.len() as u32).to_be_bytes();
+    let delta = match base {
+        Some((bh, b, depth)) if depth < MAX_DEPTH => {
+            let mut head = vec![DELTA];
+            head.extend_from_slice(&size);
+            head.extend_from_slice(bh);
+            head.push(depth + 1);
+            let v = compress(data, Some(b), head)?;
+            if (v.len() - 38) * CLEARLY_PAYS < data.len() {
+                return Ok(Some(v));
+            }
+            Some(v)
+        }
+        _ => None,
+    };
+    let mut head = vec![WHOLE];
+    head.extend_from_slice(&size);
+    let whole = compress(data, None, head)?;
+    let best = match delta {
+        Some(d) if d.len() < whole.len() => d,
+        _ => whole,
+    };
+    Ok((best.len() < data.len()).then_some(best))
+}
+
+/// Stores the small content `hash`, present plain in `txn`, in its best packed form: a delta
+/// against `base` when that content is present, small and not at the end of a chain, and
+/// nothing depends on `hash` (so that no chain can loop); else whole. Content already packed
+/// is left as it is (a plain copy written again beside it is dropped); content absent or
+/// larger than a chunk is not touched.
+pub(crate) fn pack<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash, base: Option<&Hash>) -> Result<()> {
+    let plain = txn.get(Keyspace::Blobs, hash)?;
+    if get_packed(&*txn, hash)?.is_some() {
+        if plain.is_some() {
+            txn.delete(Keyspace::Blobs, hash);
+        }
+        return Ok(());
+    }
+    let Some(data) = plain.filter(|d| d.len() <= CHUNK_LEN) else {
+        return Ok(());
+    };
+    let base = match base.filter(|b| *b != hash) {
+        Some(b) if !has_dependents(txn, hash)? => {
+            load_base(txn, b)?.map(|(content, depth)| (*b, content, depth))
+        }
+        _ => None,
+    };
+    if let Some(v) = encode(&data, base.as_ref().map(|(h, c, d)| (h, &c[..], *d)))? {
+        if let (DELTA, Some((b, _, _))) = (v[0], &base) {
+            txn.put(Keyspace::Blobs, &dependent_key(b, hash), &[]);
+        }
+        txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), v);
+        txn.delete(Keyspace::Blobs, hash);
+    }
+    Ok(())
+}
+
+/// Whether some content is stored as a delta against `hash`.
+fn has_dependents<S: Store>(txn: &Txn<'_, S>, hash: &Hash) -> Result<bool> {
+    let mut prefix = hash.to_vec();
+    prefix.push(DEPENDENT);
+    Ok(!txn.scan_prefix(Keyspace::Blobs, &prefix)?.is_empty())
+}
+
+/// A base's whole content and chain depth, when it is present and small.
+fn load_base<S: Store>(txn: &Txn<'_, S>, base: &Hash) -> Result<Option<(Vec<u8>, u8)>> {
+    if let Some(v) = txn.get(Keyspace::Blobs, base)? {
+        return Ok((v.len() <= CHUNK_LEN).then_some((v, 0)));
+    }
+    match get_packed(txn, base)? {
+        Some(v) => {
+            let depth = depth_of(Some(&v))?;
+            Ok(Some((decode(txn, base, &v, MAX_DEPTH)?, depth)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Removes the small content `hash` (plain or packed) in `txn`: its dependents are first
+/// stored whole, and its own marker at its base goes with it.
+pub(crate) fn delete_small<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash) -> Result<()> {
+    let mut prefix = hash.to_vec();
+    prefix.push(DEPENDENT);
+    for (k, _) in txn.scan_prefix(Keyspace::Blobs, &prefix)? {
+        let dep: Hash = k[33..].try_into().map_err(|_| corrupt("dependent key"))?;
+        if let Some(v) = get_packed(&*txn, &dep)? {
+            if header(&v)?.base.map(|(b, _)| b) == Some(*hash) {
+                let data = decode(&*txn, &dep, &v, MAX_DEPTH)?;
+                txn.delete(Keyspace::Blobs, &packed_key(&dep));
+                txn.put_owned(Keyspace::Blobs, dep.to_vec(), data);
+                pack(txn, &dep, None)?;
+            }
+        }
+        txn.delete(Keyspace::Blobs, &k);
+    }
+    if let Some(v) = get_packed(&*txn, hash)? {
+        if let Some((b, _)) = header(&v)?.base {
+            txn.delete(Keyspace::Blobs, &dependent_key(&b, hash));
+        }
+        txn.delete(Keyspace::Blobs, &packed_key(hash));
+    }
+    txn.delete(Keyspace::Blobs, hash);
+    Ok(())
+}
