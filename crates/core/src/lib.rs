@@ -12,12 +12,12 @@ pub mod testkit;
 
 pub mod codec;
 pub mod content;
-pub mod packed;
 pub mod env;
 pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod packed;
 pub mod replica;
 pub mod restore;
 pub mod sync;

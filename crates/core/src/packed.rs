@@ -72,7 +72,12 @@ struct Header<'v> {
 fn header(v: &[u8]) -> Result<Header<'_>> {
     let bad = || corrupt("packed content header");
     let (&tag, rest) = v.split_first().ok_or_else(bad)?;
-    let size = u32::from_be_bytes(rest.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let size = u32::from_be_bytes(
+        rest.get(..4)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
     let size = size as usize;
     if size > CHUNK_LEN {
         return Err(bad());
@@ -129,7 +134,8 @@ pub(crate) fn decode<R: ReadView + ?Sized>(
     };
     let mut d = zstd::zstd_safe::DCtx::create();
     if let Some(b) = &base {
-        d.ref_prefix(b).map_err(|_| corrupt("packed content base"))?;
+        d.ref_prefix(b)
+            .map_err(|_| corrupt("packed content base"))?;
     }
     let mut out = Vec::with_capacity(h.size);
     let n = d

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::*;
 use crate::content::{self, Source, CHUNK_LEN};
-use crate::packed;
 use crate::ids::Hash;
+use crate::packed;
 use crate::txn::Txn;
 use crate::{Replica, SimEnv, VersionSel};
 
@@ -194,7 +194,8 @@ fn edited_versions<S: Store>(r: &Replica<S>, n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|v| {
             let data = text(2000, Some(v * 7 % 2000), &format!("edit {v}"));
-            r.checkin("lib.rs", "main", &data, "u", "").expect("checkin");
+            r.checkin("lib.rs", "main", &data, "u", "")
+                .expect("checkin");
             data
         })
         .collect()
@@ -210,7 +211,10 @@ pub fn case_versions_are_stored_as_deltas<F: StoreFactory>(h: &Harness<F>) {
         let versions = edited_versions(&r, n);
         let raw: usize = versions.iter().map(Vec::len).sum();
         let stored = stored_bytes(r.store());
-        assert!(stored * 10 < raw, "{stored} bytes stored for {raw} of versions");
+        assert!(
+            stored * 10 < raw,
+            "{stored} bytes stored for {raw} of versions"
+        );
         let (v1, v2) = (hash_of(&versions[0]), hash_of(&versions[1]));
         let key = packed::packed_key(&v2);
         let delta = get(r.store(), Keyspace::Blobs, &key).expect("version 2 is packed");
@@ -234,8 +238,15 @@ pub fn case_versions_are_stored_as_deltas<F: StoreFactory>(h: &Harness<F>) {
     assert_eq!(r.digest().unwrap(), digest);
     unpack_all(r.store());
     assert!(stored_bytes(r.store()) > versions.iter().map(Vec::len).sum::<usize>());
-    assert_eq!(r.digest().unwrap(), digest, "the digest depends on the encoding");
-    assert!(r.cat(&last).unwrap() == versions[n - 1], "plain content differs");
+    assert_eq!(
+        r.digest().unwrap(),
+        digest,
+        "the digest depends on the encoding"
+    );
+    assert!(
+        r.cat(&last).unwrap() == versions[n - 1],
+        "plain content differs"
+    );
 }
 
 /// Rewrites every packed content plain and drops the markers.
@@ -272,7 +283,11 @@ pub fn case_deleting_a_delta_base_keeps_its_dependents<F: StoreFactory>(h: &Harn
     assert!(stored_keys(r.store(), &hashes[1]).is_empty(), "keys left");
     for i in [0, 2, 3] {
         let got = content::read_all(r.store(), &hashes[i]).unwrap();
-        assert!(got.as_ref() == Some(&versions[i]), "version {} differs", i + 1);
+        assert!(
+            got.as_ref() == Some(&versions[i]),
+            "version {} differs",
+            i + 1
+        );
     }
     let packed3 = get(r.store(), Keyspace::Blobs, &packed::packed_key(&hashes[2])).unwrap();
     assert_eq!(packed3[0], 0, "the dependent of a deleted base is whole");
@@ -291,11 +306,17 @@ pub fn case_damaged_packed_content_is_an_error<F: StoreFactory>(h: &Harness<F>) 
     r.store()
         .put_one(Keyspace::Blobs, &key, &v, WriteOptions::SYNC)
         .unwrap();
-    assert!(content::read_all(r.store(), &v3).is_err(), "damage undetected");
+    assert!(
+        content::read_all(r.store(), &v3).is_err(),
+        "damage undetected"
+    );
     let mut b = r.store().batch();
     b.delete(Keyspace::Blobs, &v1);
     b.delete(Keyspace::Blobs, &packed::packed_key(&v1));
     r.store().write(b, WriteOptions::SYNC).unwrap();
     let v2 = hash_of(&versions[1]);
-    assert!(content::read_all(r.store(), &v2).is_err(), "a missing base is undetected");
+    assert!(
+        content::read_all(r.store(), &v2).is_err(),
+        "a missing base is undetected"
+    );
 }
