@@ -277,13 +277,15 @@ impl Staged {
         if contains_sized(&*txn, &self.hash, self.size)? {
             return Ok(());
         }
-        let key = if self.size as usize > CHUNK_LEN {
-            chunk_key(&self.hash, 0).to_vec()
-        } else {
-            self.hash.to_vec()
-        };
-        txn.put_owned(Keyspace::Blobs, key, self.head);
-        Ok(())
+        if self.size as usize > CHUNK_LEN {
+            txn.put_owned(
+                Keyspace::Blobs,
+                chunk_key(&self.hash, 0).to_vec(),
+                self.head,
+            );
+            return Ok(());
+        }
+        packed::store_whole(txn, &self.hash, self.head)
     }
 }
 
@@ -454,7 +456,7 @@ impl Intake {
             }
             // Content is keyed by its hash: writing it again is harmless, and cheaper than
             // reading first.
-            txn.put_owned(Keyspace::Blobs, hash.to_vec(), bytes);
+            packed::store_whole(txn, &hash, bytes)?;
             return Ok(hash);
         }
         let total = bytes.len() as u64;
@@ -535,7 +537,7 @@ impl Intake {
         }
         let rest = std::mem::take(&mut cur.buf);
         match cur.head.take() {
-            None => txn.put_owned(Keyspace::Blobs, cur.hash.to_vec(), rest),
+            None => packed::store_whole(txn, &cur.hash, rest)?,
             Some(head) => {
                 if !rest.is_empty() {
                     let key = chunk_key(&cur.hash, cur.index).to_vec();

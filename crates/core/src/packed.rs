@@ -31,9 +31,6 @@ pub const DEPENDENT: u8 = b'r';
 pub const MAX_DEPTH: u8 = 10;
 /// zstd level for stored content (the level packets use).
 const LEVEL: i32 = 3;
-/// A delta pays when it is smaller than this fraction of the whole compressed form: below it,
-/// the whole form is not even computed.
-const CLEARLY_PAYS: usize = 8;
 
 /// Tag of a whole packed value: `0, size u32, frame`.
 const WHOLE: u8 = 0;
@@ -178,62 +175,81 @@ fn compress(data: &[u8], prefix: Option<&[u8]>, mut out: Vec<u8>) -> Result<Vec<
     Ok(out)
 }
 
-/// The best stored form of `data`: a delta against `base` (hash, content, depth) where that
-/// pays, else whole and compressed where that pays; `None`: store it plain.
-fn encode(data: &[u8], base: Option<(&Hash, &[u8], u8)>) -> Result<Option<Vec<u8>>> {
-    let size = (data.len() as u32).to_be_bytes();
-    let delta = match base {
-        Some((bh, b, depth)) if depth < MAX_DEPTH => {
-            let mut head = vec![DELTA];
-            head.extend_from_slice(&size);
-            head.extend_from_slice(bh);
-            head.push(depth + 1);
-            let v = compress(data, Some(b), head)?;
-            if (v.len() - 38) * CLEARLY_PAYS < data.len() {
-                return Ok(Some(v));
-            }
-            Some(v)
-        }
-        _ => None,
-    };
+/// `data` compressed whole, when that is smaller than `data`.
+fn encode_whole(data: &[u8]) -> Result<Option<Vec<u8>>> {
     let mut head = vec![WHOLE];
-    head.extend_from_slice(&size);
-    let whole = compress(data, None, head)?;
-    let best = match delta {
-        Some(d) if d.len() < whole.len() => d,
-        _ => whole,
-    };
-    Ok((best.len() < data.len()).then_some(best))
+    head.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let v = compress(data, None, head)?;
+    Ok((v.len() < data.len()).then_some(v))
 }
 
-/// Stores the small content `hash`, present plain in `txn`, in its best packed form: a delta
-/// against `base` when that content is present, small and not at the end of a chain, and
-/// nothing depends on `hash` (so that no chain can loop); else whole. Content already packed
-/// is left as it is (a plain copy written again beside it is dropped); content absent or
-/// larger than a chunk is not touched.
+/// `data` as a delta against `base` (hash, content, depth), unless the chain is full.
+fn encode_delta(data: &[u8], (bh, b, depth): (&Hash, &[u8], u8)) -> Result<Option<Vec<u8>>> {
+    if depth >= MAX_DEPTH {
+        return Ok(None);
+    }
+    let mut head = vec![DELTA];
+    head.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    head.extend_from_slice(bh);
+    head.push(depth + 1);
+    compress(data, Some(b), head).map(Some)
+}
+
+/// Writes the small content `hash` (`data`, at most [`CHUNK_LEN`] bytes, its hash checked by
+/// the caller) whole: compressed under its packed key where that pays, else plain under its
+/// hash. Every writer of content uses this; [`pack`] may later turn it into a delta.
+pub(crate) fn store_whole<S: Store>(
+    txn: &mut Txn<'_, S>,
+    hash: &Hash,
+    data: Vec<u8>,
+) -> Result<()> {
+    match encode_whole(&data)? {
+        Some(v) => txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), v),
+        None => txn.put_owned(Keyspace::Blobs, hash.to_vec(), data),
+    }
+    Ok(())
+}
+
+/// Stores the small content `hash` as a delta against `base` (the previous version of the
+/// same element) where that is smaller than its whole form, when `base` is present, small and
+/// not at the end of a chain, and nothing depends on `hash` (so that no chain can loop).
+/// Content already a delta, absent, or larger than a chunk is left as it is; a plain copy
+/// written again beside a packed one is dropped.
 pub(crate) fn pack<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash, base: Option<&Hash>) -> Result<()> {
+    let Some(base) = base.filter(|b| *b != hash) else {
+        return Ok(());
+    };
     let plain = txn.get(Keyspace::Blobs, hash)?;
-    if get_packed(&*txn, hash)?.is_some() {
-        if plain.is_some() {
+    let packed = get_packed(&*txn, hash)?;
+    let (data, stored) = match (plain, packed) {
+        (Some(_), Some(v)) => {
             txn.delete(Keyspace::Blobs, hash);
+            return if header(&v)?.base.is_some() {
+                Ok(())
+            } else {
+                pack(txn, hash, Some(base))
+            };
         }
+        (None, Some(v)) if header(&v)?.base.is_none() => (decode(&*txn, hash, &v, 0)?, v.len()),
+        (Some(d), None) if d.len() <= CHUNK_LEN => {
+            let n = d.len();
+            (d, n)
+        }
+        _ => return Ok(()),
+    };
+    if has_dependents(txn, hash)? {
         return Ok(());
     }
-    let Some(data) = plain.filter(|d| d.len() <= CHUNK_LEN) else {
+    let Some((content, depth)) = load_base(txn, base)? else {
         return Ok(());
     };
-    let base = match base.filter(|b| *b != hash) {
-        Some(b) if !has_dependents(txn, hash)? => {
-            load_base(txn, b)?.map(|(content, depth)| (*b, content, depth))
+    match encode_delta(&data, (base, &content, depth))? {
+        Some(v) if v.len() < stored => {
+            txn.put(Keyspace::Blobs, &dependent_key(base, hash), &[]);
+            txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), v);
+            txn.delete(Keyspace::Blobs, hash);
         }
-        _ => None,
-    };
-    if let Some(v) = encode(&data, base.as_ref().map(|(h, c, d)| (h, &c[..], *d)))? {
-        if let (DELTA, Some((b, _, _))) = (v[0], &base) {
-            txn.put(Keyspace::Blobs, &dependent_key(b, hash), &[]);
-        }
-        txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), v);
-        txn.delete(Keyspace::Blobs, hash);
+        _ => {}
     }
     Ok(())
 }
@@ -270,8 +286,7 @@ pub(crate) fn delete_small<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash) -> Resul
             if header(&v)?.base.map(|(b, _)| b) == Some(*hash) {
                 let data = decode(&*txn, &dep, &v, MAX_DEPTH)?;
                 txn.delete(Keyspace::Blobs, &packed_key(&dep));
-                txn.put_owned(Keyspace::Blobs, dep.to_vec(), data);
-                pack(txn, &dep, None)?;
+                store_whole(txn, &dep, data)?;
             }
         }
         txn.delete(Keyspace::Blobs, &k);
