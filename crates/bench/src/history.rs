@@ -212,6 +212,29 @@ fn checkout(h: &History, index: &Path, wt: &str, commit: &str) -> Result<()> {
     Ok(())
 }
 
+/// Commits the work tree at msite's A (`import_tree`, then `rmname` of the files in `gone`)
+/// and at git's A, timing each into its side.
+fn commit_both<'g, S: msite_core::store::Store>(
+    a: &Replica<S>,
+    g: &GitPair,
+    wt: &Path,
+    msg: &str,
+    gone: impl Iterator<Item = &'g String>,
+    (m, gs): (&mut Side, &mut Side),
+) -> Result<()> {
+    let ((), t) = timed(|| {
+        a.import_tree(wt, "main", "bench", "bench", |_| {})?;
+        for path in gone {
+            a.rmname(path)?;
+        }
+        Ok(())
+    })?;
+    m.commit_secs.push(t.as_secs_f64());
+    let ((), t) = timed(|| g.commit(msg))?;
+    gs.commit_secs.push(t.as_secs_f64());
+    Ok(())
+}
+
 /// The replay on engine `B`, git alongside.
 pub fn replay<B: Backend>(w: &Work, h: &History) -> Result<Value> {
     let env = || std::sync::Arc::new(msite_core::SystemEnv) as std::sync::Arc<dyn msite_core::Env>;
@@ -229,26 +252,15 @@ pub fn replay<B: Backend>(w: &Work, h: &History) -> Result<Value> {
     for (i, c) in h.commits.iter().enumerate() {
         checkout(h, &index, utf8(&wt)?, c)?;
         let now = files_under(&wt)?;
-        let ((), t) = timed(|| {
-            a.import_tree(&wt, "main", "bench", "bench", |_| {})?;
-            for gone in before.difference(&now) {
-                a.rmname(gone)?;
-            }
-            Ok(())
-        })?;
-        m.commit_secs.push(t.as_secs_f64());
-        let ((), t) = timed(|| g.commit(c))?;
-        gs.commit_secs.push(t.as_secs_f64());
+        commit_both(&a, &g, &wt, c, before.difference(&now), (&mut m, &mut gs))?;
         before = now;
         if (i + 1) % SYNC_EVERY == 0 || i + 1 == h.commits.len() {
             rounds += 1;
             let (bytes, t) = timed(|| ship(w, &a, &b))?;
-            m.sync_bytes += bytes;
-            m.sync_secs += t.as_secs_f64();
+            (m.sync_bytes, m.sync_secs) = (m.sync_bytes + bytes, m.sync_secs + t.as_secs_f64());
             ack_bytes += ship(w, &b, &a)?;
             let (bytes, t) = timed(|| g.sync(w))?;
-            gs.sync_bytes += bytes;
-            gs.sync_secs += t.as_secs_f64();
+            (gs.sync_bytes, gs.sync_secs) = (gs.sync_bytes + bytes, gs.sync_secs + t.as_secs_f64());
         }
     }
     if a.digest()? != b.digest()? {

@@ -59,6 +59,27 @@ impl RecordSink for MemPacketWriter {
 
 /// Sends the content `h` held in `r`: one blob record when it fits in a chunk, otherwise
 /// pieces of a chunk each, read one at a time.
+/// Sends every content not in `sent` (a creation packet carries all the creator holds, also
+/// content no shipped entry names); how many.
+fn send_unnamed_content<R: ReadView + ?Sized>(
+    r: &R,
+    sent: &mut HashSet<Hash>,
+    sink: &mut dyn RecordSink,
+) -> Result<u64> {
+    let mut n = 0;
+    for kv in r.scan(Keyspace::Blobs, KeyRange::all())? {
+        let (k, _) = kv?;
+        match content::head_of(&k) {
+            Some(h) if sent.insert(h) => {
+                send_content(r, &h, sink)?;
+                n += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(n)
+}
+
 fn send_content<R: ReadView + ?Sized>(r: &R, h: &Hash, sink: &mut dyn RecordSink) -> Result<()> {
     let missing = |what| CoreError::Codec(crate::codec::CodecError { what });
     let rd = content::open(r, h)?.ok_or(missing("content missing for an oplog entry"))?;
@@ -283,17 +304,7 @@ impl<S: Store> Replica<S> {
             }
         }
         if plan.all_blobs {
-            // Content no shipped entry names (a creation packet carries all the creator holds).
-            for kv in snap.scan(Keyspace::Blobs, KeyRange::all())? {
-                let (k, _) = kv?;
-                match content::head_of(&k) {
-                    Some(h) if blobs_sent.insert(h) => {
-                        send_content(&snap, &h, sink)?;
-                        blob_count += 1;
-                    }
-                    _ => {}
-                }
-            }
+            blob_count += send_unnamed_content(&snap, &mut blobs_sent, sink)?;
         }
         Ok((entries, blob_count))
     }
