@@ -8,6 +8,8 @@
 //!   per level of its chain (and chunked content keeps its streaming layout untouched).
 //! - A packed content lives under `hash ++ 'z'` ([`packed_key`]), beside the plain layout
 //!   (`hash` → raw bytes), which stays readable and is still written when packing does not pay.
+//! - A delta is tried only when the version and its base share their first or last 16 bytes
+//!   (versions of one file edited in between do); otherwise the whole form stays.
 //! - A delta's chain (the delta, its base, the base's base, ...) is at most [`MAX_DEPTH`]
 //!   deltas long; a version whose base is that deep is stored whole.
 //! - Every base knows its dependents by a marker key `base ++ 'r' ++ dependent` (empty
@@ -129,15 +131,16 @@ pub(crate) fn decode<R: ReadView + ?Sized>(
             Some(read_small(r, &base, b)?.ok_or_else(|| corrupt("packed content base missing"))?)
         }
     };
-    let mut d = zstd::zstd_safe::DCtx::create();
-    if let Some(b) = &base {
-        d.ref_prefix(b)
-            .map_err(|_| corrupt("packed content base"))?;
-    }
     let mut out = Vec::with_capacity(h.size);
-    let n = d
-        .decompress(&mut out, h.frame)
-        .map_err(|_| corrupt("packed content frame"))?;
+    let bad = |_| corrupt("packed content frame");
+    let n = match &base {
+        Some(b) => {
+            let mut d = zstd::zstd_safe::DCtx::create();
+            d.ref_prefix(b).map_err(bad)?;
+            d.decompress(&mut out, h.frame).map_err(bad)?
+        }
+        None => WHOLE_DCTX.with(|d| d.borrow_mut().decompress(&mut out, h.frame).map_err(bad))?,
+    };
     if n != h.size || *blake3::hash(&out).as_bytes() != *hash {
         return Err(corrupt("packed content does not match its hash"));
     }
@@ -162,17 +165,35 @@ pub(crate) fn get_packed<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<Opt
 
 /// Compresses `data` (with `prefix` as reference, for a delta) into `out` after its header.
 fn compress(data: &[u8], prefix: Option<&[u8]>, mut out: Vec<u8>) -> Result<Vec<u8>> {
-    let mut c = zstd::zstd_safe::CCtx::create();
     let fail = |_| CoreError::Invalid("zstd could not compress a version".to_string());
-    c.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(LEVEL))
-        .map_err(fail)?;
-    if let Some(p) = prefix {
-        c.ref_prefix(p).map_err(fail)?;
-    }
     let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
-    c.compress2(&mut frame, data).map_err(fail)?;
+    match prefix {
+        // A delta's context borrows its base: one per delta.
+        Some(p) => {
+            let mut c = zstd::zstd_safe::CCtx::create();
+            c.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(LEVEL))
+                .map_err(fail)?;
+            c.ref_prefix(p).map_err(fail)?;
+            c.compress2(&mut frame, data).map_err(fail)?;
+        }
+        // Whole content goes through one context per thread: creating one per version cost
+        // more than compressing a small version.
+        None => WHOLE_CCTX.with(|c| {
+            let mut c = c.borrow_mut();
+            c.compress(&mut frame, data, LEVEL)
+                .map(|_| ())
+                .map_err(fail)
+        })?,
+    }
     out.extend_from_slice(&frame);
     Ok(out)
+}
+
+thread_local! {
+    static WHOLE_DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+    static WHOLE_CCTX: std::cell::RefCell<zstd::zstd_safe::CCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::CCtx::create());
 }
 
 /// `data` compressed whole, when that is smaller than `data`.
@@ -237,14 +258,15 @@ pub(crate) fn pack<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash, base: Option<&Ha
         }
         _ => return Ok(()),
     };
-    if has_dependents(txn, hash)? {
-        return Ok(());
-    }
     let Some((content, depth)) = load_base(txn, base)? else {
         return Ok(());
     };
+    if !related(&data, &content) {
+        return Ok(());
+    }
+    // The dependents' scan (a range read) only once the delta has paid.
     match encode_delta(&data, (base, &content, depth))? {
-        Some(v) if v.len() < stored => {
+        Some(v) if v.len() < stored && !has_dependents(txn, hash)? => {
             txn.put(Keyspace::Blobs, &dependent_key(base, hash), &[]);
             txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), v);
             txn.delete(Keyspace::Blobs, hash);
@@ -253,6 +275,18 @@ pub(crate) fn pack<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash, base: Option<&Ha
     }
     Ok(())
 }
+
+/// Whether a delta of `data` against `base` is worth trying: the two share their first or their
+/// last [`EDGE`] bytes, as versions of one file edited in between do. A delta costs a new
+/// zstd context and a compression; versions that share neither end (unrelated or regenerated
+/// content) are stored whole without one.
+fn related(data: &[u8], base: &[u8]) -> bool {
+    let n = EDGE.min(data.len()).min(base.len());
+    data[..n] == base[..n] || data[data.len() - n..] == base[base.len() - n..]
+}
+
+/// Bytes compared at each end by [`related`].
+const EDGE: usize = 16;
 
 /// Whether some content is stored as a delta against `hash`.
 fn has_dependents<S: Store>(txn: &Txn<'_, S>, hash: &Hash) -> Result<bool> {
