@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use crate::util::{content, median, timed, tree_path};
 
 /// `git` with a fixed identity and no user or system configuration.
-fn git(dir: &Path) -> Command {
+pub(crate) fn git(dir: &Path) -> Command {
     let mut c = Command::new("git");
     c.current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -26,7 +26,7 @@ fn git(dir: &Path) -> Command {
 }
 
 /// Runs a git command and fails with its stderr if it fails.
-fn run(dir: &Path, args: &[&str]) -> Result<()> {
+pub(crate) fn run(dir: &Path, args: &[&str]) -> Result<()> {
     let out = git(dir)
         .args(args)
         .stdout(Stdio::null())
@@ -143,4 +143,20 @@ pub fn incremental(work: &Path, base: &Path, n: u64, size: usize, runs: usize) -
         let _ = std::fs::remove_file(&bundle);
     }
     Ok(median(times))
+}
+
+/// Runs a git command and returns its standard output, failing with its stderr if it fails.
+pub(crate) fn output(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = git(dir)
+        .args(args)
+        .output()
+        .with_context(|| format!("running git {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

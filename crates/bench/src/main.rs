@@ -6,12 +6,16 @@
 //! machine. The table is printed as Markdown (ready for `BENCHMARKS.md`) and written as JSON
 //! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
 //!
-//! Options: `--quick` (sizes ÷ 10), `--no-rocks`, `--only tree,inc,ceiling,restore,mem,branch,big`,
-//! `--runs N`, `--work-dir DIR` (default: a temporary directory, removed at the end).
+//! Options: `--quick` (sizes ÷ 10), `--no-rocks`,
+//! `--only tree,inc,ceiling,restore,mem,branch,big,history`, `--runs N`, `--work-dir DIR`
+//! (default: a temporary directory, removed at the end), `--history-bundle PATH` (default
+//! `../shared/data/serde-history.bundle` beside the workspace), `--history-commits N` (replay
+//! only the oldest N first-parent commits; `--quick` replays 250).
 
 mod backend;
 mod branch;
 mod git;
+mod history;
 mod util;
 mod workloads;
 
@@ -30,6 +34,8 @@ struct Opts {
     only: Option<Vec<String>>,
     runs: Option<usize>,
     work_dir: Option<PathBuf>,
+    history_bundle: Option<PathBuf>,
+    history_commits: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -39,6 +45,8 @@ fn parse(args: &[String]) -> Result<Opts> {
         only: None,
         runs: None,
         work_dir: None,
+        history_bundle: None,
+        history_commits: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -56,9 +64,16 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--work-dir" => {
                 o.work_dir = Some(it.next().context("--work-dir needs a path")?.into());
             }
+            "--history-bundle" => {
+                o.history_bundle = Some(it.next().context("--history-bundle needs a path")?.into());
+            }
+            "--history-commits" => {
+                let v = it.next().context("--history-commits needs a number")?;
+                o.history_commits = Some(v.parse().context("--history-commits needs a number")?);
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big] [--runs N] [--work-dir DIR]"
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big,history] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
                 );
                 std::process::exit(0);
             }
@@ -138,17 +153,35 @@ fn main() -> Result<()> {
         small: root.join("in-small"),
     };
     let half = sizes.tree_files / 2;
-    step("generating the input trees", || {
-        write_tree(&inputs.half, half, FILE_SIZE, 0)?;
-        write_tree(&inputs.tree.join("h1"), half, FILE_SIZE, 1)?;
-        write_tree(&inputs.small, SMALL_FILES, FILE_SIZE, 2)
-    })?;
+    if ["tree", "inc", "restore", "ceiling"]
+        .iter()
+        .any(|x| want(x))
+    {
+        step("generating the input trees", || {
+            write_tree(&inputs.half, half, FILE_SIZE, 0)?;
+            write_tree(&inputs.tree.join("h1"), half, FILE_SIZE, 1)?;
+            write_tree(&inputs.small, SMALL_FILES, FILE_SIZE, 2)
+        })?;
+    }
     let mem = root.join("in-mem");
     if want("mem") {
         step("generating the memory workload's files", || {
             write_tree(&mem, sizes.mem_bytes >> 20, 1 << 20, 3)
         })?;
     }
+
+    let history = if want("history") {
+        let bundle = opts
+            .history_bundle
+            .clone()
+            .unwrap_or_else(history::default_bundle);
+        let limit = opts.history_commits.or(opts.quick.then_some(250));
+        Some(step("cloning the history bundle", || {
+            history::prepare(&w, &bundle, limit)
+        })?)
+    } else {
+        None
+    };
 
     let mut base = serde_json::Map::new();
     if want("tree") {
@@ -220,6 +253,13 @@ fn main() -> Result<()> {
             "one big version (child processes)",
             &|| with_backend!(*b, B => workloads::big_version::<B>(&w, sizes.big_bytes)),
         );
+        if let Some(h) = &history {
+            run(
+                "history",
+                "real history replayed beside git",
+                &|| with_backend!(*b, B => history::replay::<B>(&w, h)),
+            );
+        }
         results.insert(b.to_string(), Value::Object(r));
     }
 
@@ -527,6 +567,9 @@ fn table_rows(
         if let Some(t) = r.get("big") {
             rows.extend(big_version_rows(t, b));
         }
+        if let Some(t) = r.get("history") {
+            rows.extend(history_rows(t, b));
+        }
         if let Some(t) = r.get("restore") {
             if let Some(e) = err(t) {
                 rows.push(row(
@@ -547,6 +590,77 @@ fn table_rows(
         }
     }
     rows
+}
+
+/// The real-history rows, each msite against git on the same commits: (what, msite's figure,
+/// git's figure as JSON pointers into the result, in seconds or bytes, the ratio's limit).
+const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 6] = [
+    (
+        "sync time (export + import vs bundle + fetch)",
+        "/msite/sync_secs",
+        "/git/sync_secs",
+        true,
+        Some(0.5),
+    ),
+    (
+        "bytes shipped by those syncs",
+        "/msite/sync_bytes",
+        "/git/sync_bytes",
+        false,
+        Some(1.0),
+    ),
+    (
+        "creation packet vs bundle --all",
+        "/msite/creation/bytes",
+        "/git/creation/bytes",
+        false,
+        Some(1.0),
+    ),
+    (
+        "new replica (mkreplica + create vs bundle --all + clone --bare)",
+        "/msite/creation/secs",
+        "/git/creation/secs",
+        true,
+        None,
+    ),
+    (
+        "store of replica B vs B's git objects after gc",
+        "/store/msite_b",
+        "/store/git_b_objects",
+        false,
+        Some(1.5),
+    ),
+    (
+        "per-commit `import DIR` (+ rmname) vs `git add -A && git commit`, median",
+        "/msite/commit_secs_median",
+        "/git/commit_secs_median",
+        true,
+        None,
+    ),
+];
+
+/// The real-history rows (see [`HISTORY_ROWS`]).
+fn history_rows(t: &Value, b: &str) -> Vec<Value> {
+    if let Some(e) = t["error"].as_str() {
+        let msg = format!("error: {e}");
+        return vec![row("Real history", b, msg, "-".into(), None, "-", None)];
+    }
+    let num = |p: &str| t.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let show = |p: &str, is_secs: bool| match is_secs {
+        true => secs(num(p)),
+        false => format!("{:.2} MB", num(p) / 1e6),
+    };
+    let n = format!("History {} commits, {} syncs:", t["commits"], t["rounds"]);
+    HISTORY_ROWS
+        .iter()
+        .map(|(what, ms, gs, is_secs, lim)| {
+            let ratio = num(ms) / num(gs);
+            let goal = lim.map_or("report".to_string(), |l| format!("≤ {l:.1}"));
+            let (a, c) = (show(ms, *is_secs), show(gs, *is_secs));
+            let met = lim.map(|l| ratio <= l);
+            row(&format!("{n} {what}"), b, a, c, Some(ratio), &goal, met)
+        })
+        .collect()
 }
 
 /// Peak RSS of checking in, exporting and importing one big version.

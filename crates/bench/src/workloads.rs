@@ -104,7 +104,12 @@ fn mkreplica<B: Backend>(w: &Work, a: &Rep<B>, name: &str) -> Result<Rep<B>> {
 }
 
 /// Creates replica `name` from `a` in a new store at `dir`.
-fn mkreplica_at<B: Backend>(w: &Work, a: &Rep<B>, name: &str, dir: &Path) -> Result<Rep<B>> {
+pub(crate) fn mkreplica_at<B: Backend>(
+    w: &Work,
+    a: &Rep<B>,
+    name: &str,
+    dir: &Path,
+) -> Result<Rep<B>> {
     let pkt = w.fresh("pkt");
     let plan = a.plan_mkreplica(name).context("plan_mkreplica")?;
     let out = a

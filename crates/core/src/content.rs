@@ -13,6 +13,11 @@
 //! invisible leftovers of an interrupted write: they are not in the state digest, and a writer
 //! clears them before it writes the content again.
 //!
+//! Content of at most [`CHUNK_LEN`] bytes may instead be stored packed under `hash ++ 'z'`:
+//! compressed whole, or as a delta against an earlier version of the same element (see
+//! [`crate::packed`], which also keeps the marker keys `base ++ 'r' ++ dependent`). Chunked
+//! content is never packed and never a delta's base.
+//!
 //! The content hash is always BLAKE3 of the whole content, computed as the bytes stream by.
 
 use std::io::Read;
@@ -20,9 +25,8 @@ use std::path::Path;
 
 use crate::error::{CoreError, Refusal, Result};
 use crate::ids::Hash;
-use crate::store::{
-    prefix_successor, KeyRange, Keyspace, ReadView, Store, WriteBatch, WriteOptions,
-};
+use crate::packed;
+use crate::store::{KeyRange, Keyspace, ReadView, Store, WriteBatch, WriteOptions};
 use crate::txn::Txn;
 
 /// The size of a stored chunk (and of a content piece in a packet).
@@ -39,10 +43,12 @@ pub fn chunk_key(hash: &Hash, index: u32) -> [u8; 36] {
     k
 }
 
-/// The content a `Blobs` key makes present (its hash key or its chunk 0), if any.
+/// The content a `Blobs` key makes present (its hash key, its packed key or its chunk 0), if
+/// any.
 pub fn head_of(key: &[u8]) -> Option<Hash> {
     match key.len() {
         32 => key.try_into().ok(),
+        33 if key[32] == packed::PACKED => key[..32].try_into().ok(),
         36 if key[32..] == [0, 0, 0, 0] => key[..32].try_into().ok(),
         _ => None,
     }
@@ -54,17 +60,32 @@ fn index_of(key: &[u8]) -> Option<u32> {
     (key.len() == 36).then_some(u32::from_be_bytes(b))
 }
 
-/// Whether the content `hash` is present.
-pub fn contains<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<bool> {
-    Ok(r.get(Keyspace::Blobs, hash)?.is_some()
-        || r.get(Keyspace::Blobs, &chunk_key(hash, 0))?.is_some())
+/// The keys of the chunks of `hash` (the range after them holds only packed and marker keys,
+/// whose suffixes sort above the first byte of any chunk index below `0x7200_0000`).
+fn chunk_range(hash: &Hash, from: u32) -> KeyRange {
+    let mut end = hash.to_vec();
+    end.push(packed::DEPENDENT);
+    KeyRange {
+        start: std::ops::Bound::Included(chunk_key(hash, from).to_vec()),
+        end: std::ops::Bound::Excluded(end),
+    }
 }
 
-/// Whether the content `hash` of `size` bytes is present: one read, since content of at most
-/// a chunk is only ever stored under its hash.
+/// Whether the small content `hash` is present (plain or packed).
+fn contains_small<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<bool> {
+    Ok(r.get(Keyspace::Blobs, hash)?.is_some() || packed::get_packed(r, hash)?.is_some())
+}
+
+/// Whether the content `hash` is present.
+pub fn contains<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<bool> {
+    Ok(contains_small(r, hash)? || r.get(Keyspace::Blobs, &chunk_key(hash, 0))?.is_some())
+}
+
+/// Whether the content `hash` of `size` bytes is present: content of at most a chunk is only
+/// ever stored under its hash or its packed key.
 pub fn contains_sized<R: ReadView + ?Sized>(r: &R, hash: &Hash, size: u64) -> Result<bool> {
     if size <= CHUNK_LEN as u64 {
-        return Ok(r.get(Keyspace::Blobs, hash)?.is_some());
+        return contains_small(r, hash);
     }
     contains(r, hash)
 }
@@ -74,6 +95,9 @@ pub fn size<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<Option<u64>> {
     if let Some(v) = r.get(Keyspace::Blobs, hash)? {
         return Ok(Some(v.len() as u64));
     }
+    if let Some(v) = packed::get_packed(r, hash)? {
+        return packed::size_of(&v).map(Some);
+    }
     if r.get(Keyspace::Blobs, &chunk_key(hash, 0))?.is_none() {
         return Ok(None);
     }
@@ -82,7 +106,7 @@ pub fn size<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<Option<u64>> {
 
 /// The size of chunked content known to be present, from its last chunk.
 fn chunked_size<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<u64> {
-    let last = r.last(Keyspace::Blobs, KeyRange::prefix(hash))?;
+    let last = r.last(Keyspace::Blobs, chunk_range(hash, 0))?;
     let bad = CoreError::Codec(crate::codec::CodecError {
         what: "content chunk key",
     });
@@ -95,6 +119,10 @@ fn chunked_size<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<u64> {
 pub fn open<'r, R: ReadView + ?Sized>(r: &'r R, hash: &Hash) -> Result<Option<Reader<'r, R>>> {
     if let Some(v) = r.get(Keyspace::Blobs, hash)? {
         return Ok(Some(Reader::new(r, *hash, v, None)));
+    }
+    if let Some(v) = packed::get_packed(r, hash)? {
+        let whole = packed::decode(r, hash, &v, packed::MAX_DEPTH)?;
+        return Ok(Some(Reader::new(r, *hash, whole, None)));
     }
     match r.get(Keyspace::Blobs, &chunk_key(hash, 0))? {
         Some(v) => Ok(Some(Reader::new(r, *hash, v, Some(1)))),
@@ -185,10 +213,11 @@ impl<R: ReadView + ?Sized> Read for Reader<'_, R> {
     }
 }
 
-/// Removes the content `hash` (its hash key and every chunk) in `txn`.
+/// Removes the content `hash` (its hash key, its packed key and every chunk) in `txn`; content
+/// stored as a delta against it is first stored whole.
 pub(crate) fn delete_in<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash) -> Result<()> {
-    txn.delete(Keyspace::Blobs, hash);
-    let last = ReadView::last(&*txn, Keyspace::Blobs, KeyRange::prefix(hash))?;
+    packed::delete_small(txn, hash)?;
+    let last = ReadView::last(&*txn, Keyspace::Blobs, chunk_range(hash, 0))?;
     if let Some(n) = last.and_then(|(k, _)| index_of(&k)) {
         for i in 0..=n {
             txn.delete(Keyspace::Blobs, &chunk_key(hash, i));
@@ -200,7 +229,8 @@ pub(crate) fn delete_in<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash) -> Result<(
 /// Removes every chunk after the head of `hash` left by an interrupted write, before the
 /// content is written again.
 fn clear_tail<S: Store>(store: &S, hash: &Hash) -> Result<()> {
-    let end = prefix_successor(hash).unwrap_or_else(|| vec![0xff; 37]);
+    let mut end = hash.to_vec();
+    end.push(packed::DEPENDENT);
     let mut b = store.batch();
     b.delete_range(Keyspace::Blobs, &chunk_key(hash, 1), &end);
     Ok(store.write(b, WriteOptions::NO_SYNC)?)
@@ -247,13 +277,15 @@ impl Staged {
         if contains_sized(&*txn, &self.hash, self.size)? {
             return Ok(());
         }
-        let key = if self.size as usize > CHUNK_LEN {
-            chunk_key(&self.hash, 0).to_vec()
-        } else {
-            self.hash.to_vec()
-        };
-        txn.put_owned(Keyspace::Blobs, key, self.head);
-        Ok(())
+        if self.size as usize > CHUNK_LEN {
+            txn.put_owned(
+                Keyspace::Blobs,
+                chunk_key(&self.hash, 0).to_vec(),
+                self.head,
+            );
+            return Ok(());
+        }
+        packed::store_whole(txn, &self.hash, self.head)
     }
 }
 
@@ -424,7 +456,7 @@ impl Intake {
             }
             // Content is keyed by its hash: writing it again is harmless, and cheaper than
             // reading first.
-            txn.put_owned(Keyspace::Blobs, hash.to_vec(), bytes);
+            packed::store_whole(txn, &hash, bytes)?;
             return Ok(hash);
         }
         let total = bytes.len() as u64;
@@ -505,7 +537,7 @@ impl Intake {
         }
         let rest = std::mem::take(&mut cur.buf);
         match cur.head.take() {
-            None => txn.put_owned(Keyspace::Blobs, cur.hash.to_vec(), rest),
+            None => packed::store_whole(txn, &cur.hash, rest)?,
             Some(head) => {
                 if !rest.is_empty() {
                     let key = chunk_key(&cur.hash, cur.index).to_vec();

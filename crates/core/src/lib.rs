@@ -17,6 +17,7 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod packed;
 pub mod replica;
 pub mod restore;
 pub mod sync;

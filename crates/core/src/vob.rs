@@ -426,6 +426,7 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
                 .oid(&id)
                 .done();
             txn.put_owned(Keyspace::State, version_key(elem, brtype, *version), v);
+            pack_version(txn, elem, brtype, *version, content, *size)?;
         }
         Op::MkLabel {
             lbtype,
@@ -881,6 +882,28 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
             }
         })
     }
+}
+
+/// Stores a new version's content packed (see [`crate::packed`]): a delta against the
+/// previous version on its branch where that pays, else compressed whole where that pays.
+/// Content larger than a chunk stays as it is.
+fn pack_version<S: Store>(
+    txn: &mut Txn<'_, S>,
+    elem: &ObjId,
+    brtype: &ObjId,
+    version: u64,
+    content: &Hash,
+    size: u64,
+) -> Result<()> {
+    if size > crate::content::CHUNK_LEN as u64 {
+        return Ok(());
+    }
+    let prev = match version.checked_sub(1).filter(|p| *p > 0) {
+        Some(p) => txn.get(Keyspace::State, &version_key(elem, brtype, p))?,
+        None => None,
+    };
+    let base: Option<Hash> = prev.and_then(|v| v.get(..32)?.try_into().ok());
+    crate::packed::pack(txn, content, base.as_ref())
 }
 
 /// The state digest: BLAKE3 over every key and value of the object base and every content

@@ -34,6 +34,13 @@ pub struct WriteOptions {
     /// zstd compression level for chunks (1..=22, or negative for zstd's fast levels); `0`
     /// stores chunks uncompressed.
     pub zstd_level: i32,
+    /// Compress each chunk with a window as large as the chunk (at most
+    /// [`format::MAX_CHUNK_LEN`]) and zstd's long-distance matching, so that repeated content
+    /// anywhere in a chunk — the versions of one file in one packet — compresses against itself.
+    /// The chunks stay plain, independent zstd frames (any reader reads them); memory stays
+    /// bounded by the chunk size at both ends. `false` (the default) keeps zstd's own window
+    /// for the level, which 1.0 fixtures pin.
+    pub long_window: bool,
     /// The logical packet id written into every part. The caller chooses it (random in
     /// production, deterministic in the simulator); the encoder never invents one.
     pub packet_id: Id,
@@ -51,6 +58,7 @@ impl WriteOptions {
             max_part_size: None,
             chunk_size: 256 << 10,
             zstd_level: 3,
+            long_window: false,
             packet_id,
             minor: 0,
         }
@@ -131,6 +139,20 @@ trait Sink {
     fn end_part(&mut self) -> Result<(), EncodeError>;
 }
 
+/// A chunk compressor for `opts` (whose level is not 0).
+fn compressor(opts: &WriteOptions) -> Result<zstd::bulk::Compressor<'static>, EncodeError> {
+    use zstd::zstd_safe::CParameter;
+    let mut c = zstd::bulk::Compressor::new(opts.zstd_level).map_err(EncodeError::Compress)?;
+    if opts.long_window {
+        // The smallest window that holds a whole chunk (zstd's minimum is 2^10).
+        let log = opts.chunk_size.next_power_of_two().trailing_zeros().max(10);
+        c.set_parameter(CParameter::WindowLog(log))
+            .and_then(|()| c.set_parameter(CParameter::EnableLongDistanceMatching(true)))
+            .map_err(EncodeError::Compress)?;
+    }
+    Ok(c)
+}
+
 /// The shared encoder.
 struct Encoder<S: Sink> {
     sink: S,
@@ -180,7 +202,7 @@ impl<S: Sink> Encoder<S> {
         let compressor = if opts.zstd_level == 0 {
             None
         } else {
-            Some(zstd::bulk::Compressor::new(opts.zstd_level).map_err(EncodeError::Compress)?)
+            Some(compressor(&opts)?)
         };
         let envelope = Envelope {
             version: format::FormatVersion {

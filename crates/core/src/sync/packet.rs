@@ -59,6 +59,27 @@ impl RecordSink for MemPacketWriter {
 
 /// Sends the content `h` held in `r`: one blob record when it fits in a chunk, otherwise
 /// pieces of a chunk each, read one at a time.
+/// Sends every content not in `sent` (a creation packet carries all the creator holds, also
+/// content no shipped entry names); how many.
+fn send_unnamed_content<R: ReadView + ?Sized>(
+    r: &R,
+    sent: &mut HashSet<Hash>,
+    sink: &mut dyn RecordSink,
+) -> Result<u64> {
+    let mut n = 0;
+    for kv in r.scan(Keyspace::Blobs, KeyRange::all())? {
+        let (k, _) = kv?;
+        match content::head_of(&k) {
+            Some(h) if sent.insert(h) => {
+                send_content(r, &h, sink)?;
+                n += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(n)
+}
+
 fn send_content<R: ReadView + ?Sized>(r: &R, h: &Hash, sink: &mut dyn RecordSink) -> Result<()> {
     let missing = |what| CoreError::Codec(crate::codec::CodecError { what });
     let rd = content::open(r, h)?.ok_or(missing("content missing for an oplog entry"))?;
@@ -217,8 +238,27 @@ impl<'a> Incoming<'a> {
 /// the operator's critical path, and the bytes usually travel on disks, not slow links.
 pub(super) const EXPORT_ZSTD_LEVEL: i32 = 1;
 
+/// Uncompressed size of an exported packet's chunks, each compressed with a window as large
+/// (`long_window`): the versions of one file anywhere in 8 MiB of a packet compress against
+/// each other. Exporter and importer each hold about two chunks (16 MiB) for it.
+pub(super) const EXPORT_CHUNK_LEN: usize = 8 << 20;
+
 impl<S: Store> Replica<S> {
-    /// Streams the plan's records into `sink`, in apply order.
+    /// The packet writer's options for an export (split at `max_size` bytes).
+    fn export_options(&self, max_size: Option<u64>) -> msite_packet::WriteOptions {
+        let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
+        opts.minor = msite_packet::format::FORMAT_MINOR;
+        opts.max_part_size = max_size;
+        opts.zstd_level = EXPORT_ZSTD_LEVEL;
+        opts.chunk_size = EXPORT_CHUNK_LEN;
+        opts.long_window = true;
+        opts
+    }
+
+    /// Streams the plan's records into `sink`, in apply order, each content just before the
+    /// first entry that names it (so that the versions of one file lie close together, where
+    /// the packet's compression window sees them); a creation packet then carries the content
+    /// no entry named.
     pub fn write_records(
         &self,
         plan: &ExportPlan,
@@ -227,15 +267,6 @@ impl<S: Store> Replica<S> {
         let snap = self.store.snapshot()?;
         let mut blobs_sent: HashSet<Hash> = HashSet::new();
         let mut blob_count = 0u64;
-        if plan.all_blobs {
-            for kv in snap.scan(Keyspace::Blobs, KeyRange::all())? {
-                let (k, _) = kv?;
-                if let Some(h) = content::head_of(&k) {
-                    send_content(&snap, &h, sink)?;
-                    blob_count += 1;
-                }
-            }
-        }
         let mut iters = Vec::new();
         let mut heap = BinaryHeap::new();
         for (o, from, to) in &plan.ranges {
@@ -258,7 +289,7 @@ impl<S: Store> Replica<S> {
             let (it, slot) = &mut iters[idx];
             let Some(s) = slot.take() else { continue };
             if let Some(h) = s.blob {
-                if !plan.all_blobs && blobs_sent.insert(h) {
+                if blobs_sent.insert(h) {
                     send_content(&snap, &h, sink)?;
                     blob_count += 1;
                 }
@@ -271,6 +302,9 @@ impl<S: Store> Replica<S> {
                 heap.push(Reverse((n.lsn, idx)));
                 *slot = Some(n);
             }
+        }
+        if plan.all_blobs {
+            blob_count += send_unnamed_content(&snap, &mut blobs_sent, sink)?;
         }
         Ok((entries, blob_count))
     }
@@ -331,10 +365,7 @@ impl<S: Store> Replica<S> {
     ) -> Result<ExportOutcome> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
-        let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
-        opts.minor = msite_packet::format::FORMAT_MINOR;
-        opts.max_part_size = max_size;
-        opts.zstd_level = EXPORT_ZSTD_LEVEL;
+        let opts = self.export_options(max_size);
         let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &plan.header, opts)
             .map_err(enc_err)?;
         // Record the export (its sequence number, the new estimate) before the packet is
@@ -373,10 +404,7 @@ impl<S: Store> Replica<S> {
         plan: &ExportPlan,
         max_size: Option<u64>,
     ) -> Result<Vec<Vec<u8>>> {
-        let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
-        opts.minor = msite_packet::format::FORMAT_MINOR;
-        opts.max_part_size = max_size;
-        opts.zstd_level = EXPORT_ZSTD_LEVEL;
+        let opts = self.export_options(max_size);
         let mut w = MemPacketWriter::new(plan.kind, &plan.header, opts).map_err(enc_err)?;
         // Recorded before the packet is complete, as in `write_plan_to_dir`.
         self.commit_export(plan)?;

@@ -1748,6 +1748,9 @@ macro_rules! store_conformance_tests {
             chunked_content_streams => case_chunked_content_streams,
             deleting_chunked_content_removes_all_chunks => case_deleting_chunked_content_removes_all_chunks,
             content_over_the_limit_is_refused => case_content_over_the_limit_is_refused,
+            versions_are_stored_as_deltas => case_versions_are_stored_as_deltas,
+            deleting_a_delta_base_keeps_its_dependents => case_deleting_a_delta_base_keeps_its_dependents,
+            damaged_packed_content_is_an_error => case_damaged_packed_content_is_an_error,
         }
     };
 }

@@ -27,3 +27,56 @@ fn in_memory_round_trip() {
     );
     assert_eq!(got, recs);
 }
+
+/// Versions of one file spread over a large chunk compress against each other with the long
+/// window (zstd's own window at level 1 cannot reach back that far), and read back identical.
+#[test]
+fn long_window_sees_across_versions_in_a_chunk() {
+    // 64 "files" of 48 KiB of noise, then the same files again with one byte changed: each
+    // second version is about 3 MiB after its first.
+    let mut state = 0x1234_5678_u64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect()
+    };
+    let first: Vec<Vec<u8>> = (0..64).map(|_| noise(48 << 10)).collect();
+    let mut recs = Vec::new();
+    for round in 0..2u8 {
+        for (i, f) in first.iter().enumerate() {
+            let mut bytes = f.clone();
+            bytes[i * 7] ^= round;
+            let hash = *blake3::hash(&bytes).as_bytes();
+            recs.push(Record::Blob { hash, bytes });
+        }
+    }
+    let raw: usize = first.iter().map(Vec::len).sum::<usize>() * 2;
+    let encode = |long_window: bool| {
+        let opts = WriteOptions {
+            chunk_size: 8 << 20,
+            zstd_level: 1,
+            long_window,
+            ..WriteOptions::new(id(9))
+        };
+        encode_to_vec(Kind::Update, &update_header(), recs.clone(), &opts).unwrap()
+    };
+    let (plain, long) = (encode(false), encode(true));
+    assert!(
+        plain.len() > raw * 9 / 10,
+        "noise compressed: {}",
+        plain.len()
+    );
+    assert!(
+        long.len() < raw * 6 / 10,
+        "the long window missed repeats: {}",
+        long.len()
+    );
+    let (_, header, got) = decode_from_slice(&long).unwrap();
+    assert_eq!(header, update_header());
+    assert!(got == recs, "records differ");
+}

@@ -1,13 +1,15 @@
 //! Conformance cases for version content kept in chunks ([`crate::content`]): every backend
 //! stores content larger than a chunk as bounded values, gives it back byte for byte (whole
 //! and streamed), removes every chunk with the content, and refuses content over the site's
-//! limit without reading past it.
+//! limit without reading past it; versions of one element that differ a little are stored
+//! as bounded delta chains ([`crate::packed`]) that read back identical and verified.
 
 use std::sync::Arc;
 
 use super::*;
 use crate::content::{self, Source, CHUNK_LEN};
 use crate::ids::Hash;
+use crate::packed;
 use crate::txn::Txn;
 use crate::{Replica, SimEnv, VersionSel};
 
@@ -165,4 +167,156 @@ pub fn case_content_over_the_limit_is_refused<F: StoreFactory>(h: &Harness<F>) {
     }
     r.checkin("ok", "main", &vec![1u8; limit as usize], "u", "")
         .expect("content at the limit");
+}
+
+/// Text-like content: `lines` numbered lines, line `edit` (if any) changed.
+fn text(lines: usize, edit: Option<usize>, tag: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..lines {
+        let mark = if Some(i) == edit { tag } else { "same" };
+        out.extend_from_slice(
+            format!("fn item_{i}() -> u64 {{ {} /* {mark} */ }}\n", i * 31 % 97).as_bytes(),
+        );
+    }
+    out
+}
+
+/// The bytes of every `Blobs` value.
+fn stored_bytes(r: &(impl ReadView + ?Sized)) -> usize {
+    scan_all(r, Keyspace::Blobs, KeyRange::all())
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum()
+}
+
+/// Checks in `n` versions of one text file, each a one-line edit of the last; their contents.
+fn edited_versions<S: Store>(r: &Replica<S>, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|v| {
+            let data = text(2000, Some(v * 7 % 2000), &format!("edit {v}"));
+            r.checkin("lib.rs", "main", &data, "u", "")
+                .expect("checkin");
+            data
+        })
+        .collect()
+}
+
+/// Versions of one element that differ a little are stored as deltas against the previous
+/// version (bounded chains, the base's marker beside it), read back identical, survive
+/// reopening, and the digest is the one the same content stored plain gives.
+pub fn case_versions_are_stored_as_deltas<F: StoreFactory>(h: &Harness<F>) {
+    let n = usize::from(packed::MAX_DEPTH) + 3;
+    let (versions, digest) = {
+        let r = new_replica(h.open());
+        let versions = edited_versions(&r, n);
+        let raw: usize = versions.iter().map(Vec::len).sum();
+        let stored = stored_bytes(r.store());
+        assert!(
+            stored * 10 < raw,
+            "{stored} bytes stored for {raw} of versions"
+        );
+        let (v1, v2) = (hash_of(&versions[0]), hash_of(&versions[1]));
+        let key = packed::packed_key(&v2);
+        let delta = get(r.store(), Keyspace::Blobs, &key).expect("version 2 is packed");
+        assert_eq!(delta[0], 1, "version 2 is a delta");
+        assert_eq!(&delta[5..37], &v1[..], "against version 1");
+        assert!(get(r.store(), Keyspace::Blobs, &packed::dependent_key(&v1, &v2)).is_some());
+        // The chain restarts: the version after the deepest delta is stored whole.
+        let restart = hash_of(&versions[usize::from(packed::MAX_DEPTH) + 1]);
+        let whole = get(r.store(), Keyspace::Blobs, &packed::packed_key(&restart)).unwrap();
+        assert_eq!(whole[0], 0, "a version past the deepest chain is whole");
+        for (i, v) in versions.iter().enumerate() {
+            let sel = VersionSel::parse(&format!("lib.rs@@main/{}", i + 1)).unwrap();
+            assert!(r.cat(&sel).unwrap() == *v, "version {} differs", i + 1);
+        }
+        (versions, r.digest().unwrap())
+    };
+    let s = h.open();
+    let r = Replica::open(s, Arc::new(SimEnv::new(5))).expect("reopen");
+    let last = VersionSel::parse("lib.rs").unwrap();
+    assert!(r.cat(&last).unwrap() == versions[n - 1], "content differs");
+    assert_eq!(r.digest().unwrap(), digest);
+    unpack_all(r.store());
+    assert!(stored_bytes(r.store()) > versions.iter().map(Vec::len).sum::<usize>());
+    assert_eq!(
+        r.digest().unwrap(),
+        digest,
+        "the digest depends on the encoding"
+    );
+    assert!(
+        r.cat(&last).unwrap() == versions[n - 1],
+        "plain content differs"
+    );
+}
+
+/// Rewrites every packed content plain and drops the markers.
+fn unpack_all<S: Store>(s: &S) {
+    let mut txn = Txn::new(s);
+    for (k, v) in scan_all(s, Keyspace::Blobs, KeyRange::all()) {
+        if let Some(hash) = content::head_of(&k).filter(|_| k.len() == 33) {
+            let data = packed::decode(s, &hash, &v, packed::MAX_DEPTH).expect("decodes");
+            txn.put(Keyspace::Blobs, &hash, &data);
+            txn.delete(Keyspace::Blobs, &k);
+        } else if k.len() == 65 {
+            txn.delete(Keyspace::Blobs, &k);
+        }
+    }
+    txn.commit(WriteOptions::SYNC).unwrap();
+}
+
+/// Content that does not compress stays plain under its hash; deleting a delta's base first
+/// stores the delta whole, so every other version still reads back and no marker is left.
+pub fn case_deleting_a_delta_base_keeps_its_dependents<F: StoreFactory>(h: &Harness<F>) {
+    let r = new_replica(h.open());
+    let noise = Rng::new(24).bytes(4096);
+    r.checkin("noise", "main", &noise, "u", "").unwrap();
+    assert_eq!(
+        stored_keys(r.store(), &hash_of(&noise)),
+        vec![(hash_of(&noise).to_vec(), noise.len())]
+    );
+    let versions = edited_versions(&r, 4);
+    let hashes: Vec<Hash> = versions.iter().map(|v| hash_of(v)).collect();
+    let mut txn = Txn::new(r.store());
+    content::delete_in(&mut txn, &hashes[1]).unwrap();
+    txn.commit(WriteOptions::SYNC).unwrap();
+    assert!(!content::contains(r.store(), &hashes[1]).unwrap());
+    assert!(stored_keys(r.store(), &hashes[1]).is_empty(), "keys left");
+    for i in [0, 2, 3] {
+        let got = content::read_all(r.store(), &hashes[i]).unwrap();
+        assert!(
+            got.as_ref() == Some(&versions[i]),
+            "version {} differs",
+            i + 1
+        );
+    }
+    let packed3 = get(r.store(), Keyspace::Blobs, &packed::packed_key(&hashes[2])).unwrap();
+    assert_eq!(packed3[0], 0, "the dependent of a deleted base is whole");
+}
+
+/// A packed value that was damaged (a flipped byte, a missing base) reads as an error, never
+/// as other content.
+pub fn case_damaged_packed_content_is_an_error<F: StoreFactory>(h: &Harness<F>) {
+    let r = new_replica(h.open());
+    let versions = edited_versions(&r, 3);
+    let (v1, v3) = (hash_of(&versions[0]), hash_of(&versions[2]));
+    let key = packed::packed_key(&v3);
+    let mut v = get(r.store(), Keyspace::Blobs, &key).unwrap();
+    let last = v.len() - 3;
+    v[last] ^= 0x5a;
+    r.store()
+        .put_one(Keyspace::Blobs, &key, &v, WriteOptions::SYNC)
+        .unwrap();
+    assert!(
+        content::read_all(r.store(), &v3).is_err(),
+        "damage undetected"
+    );
+    let mut b = r.store().batch();
+    b.delete(Keyspace::Blobs, &v1);
+    b.delete(Keyspace::Blobs, &packed::packed_key(&v1));
+    r.store().write(b, WriteOptions::SYNC).unwrap();
+    let v2 = hash_of(&versions[1]);
+    assert!(
+        content::read_all(r.store(), &v2).is_err(),
+        "a missing base is undetected"
+    );
 }
