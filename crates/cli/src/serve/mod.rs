@@ -194,7 +194,7 @@ pub fn identity(ctx: &Ctx) -> anyhow::Result<Identity> {
         me: (r.id().0, r.name()),
         family: r.family().0,
         known,
-        held: u64::from_le_bytes(held.as_bytes()[..8].try_into().expect("8 bytes")),
+        held: fingerprint(&held),
     })
 }
 
@@ -392,4 +392,11 @@ fn exit_for(undeliverable: usize, failed: usize, refused: usize) -> anyhow::Resu
         .into());
     }
     Ok(())
+}
+
+/// The first 8 bytes of a BLAKE3 hash as a number: a cheap fingerprint of what changed.
+pub(crate) fn fingerprint(hash: &blake3::Hash) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }

@@ -41,9 +41,7 @@ fn bay_signature(dir: &std::path::Path) -> Option<u64> {
         let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
         h.update(&len.to_le_bytes());
     }
-    Some(u64::from_le_bytes(
-        h.finalize().as_bytes()[..8].try_into().expect("8 bytes"),
-    ))
+    Some(super::fingerprint(&h.finalize()))
 }
 
 /// What one round did.
