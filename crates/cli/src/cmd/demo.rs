@@ -333,6 +333,7 @@ impl Demo {
     }
 }
 
+/// The demo's story, act by act; each act leaves the family in the state the next one needs.
 fn run_script(s: &mut Script) -> anyhow::Result<()> {
     let backend = s.backend_args();
     let b: Vec<&str> = backend.iter().map(String::as_str).collect();
@@ -341,14 +342,23 @@ fn run_script(s: &mut Script) -> anyhow::Result<()> {
         "Working in {} (each site is a directory; commands run on it with -C).",
         s.root.display()
     ));
+    create_family(s, &b)?;
+    import_tree(s)?;
+    parallel_work(s)?;
+    backup_then_work(s)?;
+    lose_and_restore(s)?;
+    converge(s)
+}
 
+/// boston creates the family and sends a creation packet to each spoke.
+fn create_family(s: &mut Script, b: &[&str]) -> anyhow::Result<()> {
     s.section(
         "A family of three sites: boston is the hub, sanfran and bangalore talk only to boston",
     );
     s.msite(
         &[
             &["init", "boston", "--family", "demo", "--replica", "boston"],
-            b.as_slice(),
+            b,
         ]
         .concat(),
     )?;
@@ -365,10 +375,13 @@ fn run_script(s: &mut Script) -> anyhow::Result<()> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
-        s.msite(&[&["mkreplica", "import", rel.as_str(), spoke], b.as_slice()].concat())?;
+        s.msite(&[&["mkreplica", "import", rel.as_str(), spoke], b].concat())?;
     }
-    s.msite(&["-C", "sanfran", "lsreplica"])?;
+    s.msite(&["-C", "sanfran", "lsreplica"])
+}
 
+/// boston imports and labels a generated tree; one sync round carries it to the spokes.
+fn import_tree(s: &mut Script) -> anyhow::Result<()> {
     s.section("boston imports a source tree on main, and labels it");
     let n = s.make_tree()?;
     s.say(format!("(a generated tree of {n} files in src-tree/)"));
@@ -378,8 +391,11 @@ fn run_script(s: &mut Script) -> anyhow::Result<()> {
 
     s.section("Packets travel through the hub");
     s.sync_round()?;
-    s.msite(&["-C", "bangalore", "ls", "src/"])?;
+    s.msite(&["-C", "bangalore", "ls", "src/"])
+}
 
+/// Each site checks in on the branches it masters; a check-in on another's branch is refused.
+fn parallel_work(s: &mut Script) -> anyhow::Result<()> {
     s.section("Parallel work, each site on the branches it masters");
     s.write_file(
         "work/main-sanfran.c",
@@ -438,7 +454,11 @@ fn run_script(s: &mut Script) -> anyhow::Result<()> {
     ])?;
     s.sync_round()?;
     s.msite(&["-C", "bangalore", "lshistory", "src/main.c"])?;
+    Ok(())
+}
 
+/// sanfran takes a backup, then makes changes the hub receives but the backup lacks.
+fn backup_then_work(s: &mut Script) -> anyhow::Result<()> {
     s.section("sanfran takes a backup (with the storage engine's own online backup tool)");
     s.msite(&["-C", "sanfran", "backup", "backups/sanfran"])?;
 
@@ -474,7 +494,11 @@ fn run_script(s: &mut Script) -> anyhow::Result<()> {
     s.msite(&["-C", "sanfran", "syncreplica", "export", "--to", HUB])?;
     s.courier()?;
     s.import(HUB)?;
+    Ok(())
+}
 
+/// sanfran loses its store, is restored from the backup and recovers through restorereplica.
+fn lose_and_restore(s: &mut Script) -> anyhow::Result<()> {
     s.section("Disaster: sanfran loses its storage");
     s.say("$ rm -rf sanfran/store");
     std::fs::remove_dir_all(s.root.join("sanfran").join("store"))
@@ -512,7 +536,11 @@ fn run_script(s: &mut Script) -> anyhow::Result<()> {
     }
     s.msite(&["-C", "sanfran", "lsreplica", "--long"])?;
     s.msite(&["-C", "sanfran", "lshistory", "src/main.c"])?;
+    Ok(())
+}
 
+/// Sync rounds until nothing is left to send, then the three digests must be equal.
+fn converge(s: &mut Script) -> anyhow::Result<()> {
     s.section("A final sync round, until no packet is left to send");
     let mut quiet = false;
     for round in 1..=6 {
