@@ -312,88 +312,24 @@ fn missing(what: &str, id: &ObjId) -> CoreError {
 
 /// Applies one entry's operation to the object base inside `txn`.
 pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
-    let id = e.id();
     match &e.op {
         Op::CreateFamily {
             family,
             family_name,
             replica_name,
-        } => {
-            txn.put(
-                Keyspace::State,
-                &[FAMILY],
-                &Enc::new().raw(&family.0).str(family_name).done(),
-            );
-            put_replica(
-                txn,
-                &ReplicaObj {
-                    id: e.origin,
-                    name: replica_name.clone(),
-                    master: e.origin,
-                    created_by: id,
-                },
-            );
-            put_type(
-                txn,
-                BRTYPE,
-                &TypeObj {
-                    id,
-                    name: "main".into(),
-                    master: e.origin,
-                },
-                true,
-            );
-        }
-        Op::CreateReplica { replica, name, .. } => {
-            put_replica(
-                txn,
-                &ReplicaObj {
-                    id: *replica,
-                    name: name.clone(),
-                    master: e.origin,
-                    created_by: id,
-                },
-            );
-        }
-        Op::MkBrType { name } => put_type(
+        } => create_family(txn, e, family, family_name, replica_name),
+        Op::CreateReplica { replica, name, .. } => put_replica(
             txn,
-            BRTYPE,
-            &TypeObj {
-                id,
+            &ReplicaObj {
+                id: *replica,
                 name: name.clone(),
                 master: e.origin,
+                created_by: e.id(),
             },
-            true,
         ),
-        Op::MkLbType { name } => put_type(
-            txn,
-            LBTYPE,
-            &TypeObj {
-                id,
-                name: name.clone(),
-                master: e.origin,
-            },
-            true,
-        ),
-        Op::MkElem { path, main } => {
-            let el = ElementObj {
-                id,
-                path: path.clone(),
-                master: e.origin,
-                removed: false,
-            };
-            txn.put_owned(
-                Keyspace::State,
-                key1(ELEMENT, &[&id.to_bytes()]),
-                enc_elem(&el),
-            );
-            txn.put_owned(
-                Keyspace::State,
-                name_key(NameKind::Element, path, &id),
-                Vec::new(),
-            );
-            put_branch(txn, &id, main, &e.origin);
-        }
+        Op::MkBrType { name } => new_type(txn, BRTYPE, e, name),
+        Op::MkLbType { name } => new_type(txn, LBTYPE, e, name),
+        Op::MkElem { path, main } => mk_elem(txn, e, path, main),
         Op::Checkin {
             elem,
             brtype,
@@ -402,32 +338,19 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
             size,
             author,
             comment,
-        } => {
-            // A branch exists only for an element this replica holds (elements are never
-            // deleted), so the element is read only when the branch is new. A check-in on an
-            // existing branch writes no branch record (its latest version is the last version
-            // key): one row fewer per check-in.
-            if txn
-                .get(Keyspace::State, &branch_key(elem, brtype))?
-                .is_none()
-            {
-                if get_element(txn, elem)?.is_none() {
-                    return Err(missing("element", elem));
-                }
-                put_branch(txn, elem, brtype, &e.origin);
-            }
-            // Room for the hash, three varints, two length-prefixed strings and an id.
-            let v = Enc::with_capacity(32 + 3 * 10 + author.len() + comment.len() + 2 * 10 + 24)
-                .raw(content)
-                .u64(*size)
-                .str(author)
-                .u64(e.time_ms)
-                .str(comment)
-                .oid(&id)
-                .done();
-            txn.put_owned(Keyspace::State, version_key(elem, brtype, *version), v);
-            pack_version(txn, elem, brtype, *version, content, *size)?;
-        }
+        } => checkin(
+            txn,
+            e,
+            CheckinOp {
+                elem,
+                brtype,
+                version: *version,
+                content,
+                size: *size,
+                author,
+                comment,
+            },
+        )?,
         Op::MkLabel {
             lbtype,
             elem,
@@ -458,6 +381,120 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
         Op::ReqMaster { .. } | Op::RestoreAck { .. } | Op::RestoreComplete { .. } => {}
     }
     Ok(())
+}
+
+/// The family's first entry: the family record, its first replica and the `main` branch type.
+fn create_family<S: Store>(
+    txn: &mut Txn<'_, S>,
+    e: &Entry,
+    family: &crate::ids::FamilyId,
+    family_name: &str,
+    replica_name: &str,
+) {
+    let id = e.id();
+    txn.put(
+        Keyspace::State,
+        &[FAMILY],
+        &Enc::new().raw(&family.0).str(family_name).done(),
+    );
+    put_replica(
+        txn,
+        &ReplicaObj {
+            id: e.origin,
+            name: replica_name.to_owned(),
+            master: e.origin,
+            created_by: id,
+        },
+    );
+    put_type(
+        txn,
+        BRTYPE,
+        &TypeObj {
+            id,
+            name: "main".into(),
+            master: e.origin,
+        },
+        true,
+    );
+}
+
+/// A new branch or label type named `name`, mastered by the entry's origin.
+fn new_type<S: Store>(txn: &mut Txn<'_, S>, kind: u8, e: &Entry, name: &str) {
+    let ty = TypeObj {
+        id: e.id(),
+        name: name.to_owned(),
+        master: e.origin,
+    };
+    put_type(txn, kind, &ty, true);
+}
+
+/// A new element: its record, its name index row and its first branch.
+fn mk_elem<S: Store>(txn: &mut Txn<'_, S>, e: &Entry, path: &str, main: &ObjId) {
+    let id = e.id();
+    let el = ElementObj {
+        id,
+        path: path.to_owned(),
+        master: e.origin,
+        removed: false,
+    };
+    txn.put_owned(
+        Keyspace::State,
+        key1(ELEMENT, &[&id.to_bytes()]),
+        enc_elem(&el),
+    );
+    txn.put_owned(
+        Keyspace::State,
+        name_key(NameKind::Element, path, &id),
+        Vec::new(),
+    );
+    put_branch(txn, &id, main, &e.origin);
+}
+
+/// The fields of an `Op::Checkin`, borrowed.
+struct CheckinOp<'a> {
+    elem: &'a ObjId,
+    brtype: &'a ObjId,
+    version: u64,
+    content: &'a Hash,
+    size: u64,
+    author: &'a str,
+    comment: &'a str,
+}
+
+/// A new version on a branch; the branch record is written only when the branch is new.
+fn checkin<S: Store>(txn: &mut Txn<'_, S>, e: &Entry, op: CheckinOp<'_>) -> Result<()> {
+    let CheckinOp {
+        elem,
+        brtype,
+        version,
+        content,
+        size,
+        author,
+        comment,
+    } = op;
+    // A branch exists only for an element this replica holds (elements are never deleted), so
+    // the element is read only when the branch is new. A check-in on an existing branch writes
+    // no branch record (its latest version is the last version key): one row fewer per check-in.
+    if txn
+        .get(Keyspace::State, &branch_key(elem, brtype))?
+        .is_none()
+    {
+        if get_element(txn, elem)?.is_none() {
+            return Err(missing("element", elem));
+        }
+        put_branch(txn, elem, brtype, &e.origin);
+    }
+    // Room for the hash, three varints, two length-prefixed strings and an id.
+    let v = Enc::with_capacity(32 + 3 * 10 + author.len() + comment.len() + 2 * 10 + 24)
+        .raw(content)
+        .u64(size)
+        .str(author)
+        .u64(e.time_ms)
+        .str(comment)
+        .oid(&e.id())
+        .done();
+    txn.put_owned(Keyspace::State, version_key(elem, brtype, version), v);
+    pack_version(txn, elem, brtype, version, content, size)
 }
 
 fn name_key(kind: NameKind, name: &str, id: &ObjId) -> Vec<u8> {
