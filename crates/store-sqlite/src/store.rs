@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use msite_core::store::{
-    prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, OpKind, PoisonFlag, ReadView, Result,
-    ScanIter, Store, WriteOptions,
+    prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, OpKind, PoisonFlag, ReadView,
+    RecordedOp, Result, ScanIter, Store, WriteOptions,
 };
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -216,15 +216,7 @@ impl SqliteStore {
 
     fn write_locked(&self, w: &mut Writer, batch: &SqliteBatch, opts: WriteOptions) -> Result<()> {
         if batch.ops().is_empty() && batch.expects().is_empty() {
-            if opts.sync {
-                // Make earlier unsynced commits durable: they are all in the WAL file.
-                match File::open(self.dir.join(format!("{DB_FILE}-wal"))) {
-                    Ok(f) => f.sync_all()?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            return Ok(());
+            return if opts.sync { self.sync_wal() } else { Ok(()) };
         }
         if w.synchronous_full != opts.sync {
             let level = if opts.sync { "FULL" } else { "NORMAL" };
@@ -235,81 +227,136 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .r2e()?;
-        for e in batch.expects() {
-            let (key, expected) = batch.guard(e);
-            let current: Option<Vec<u8>> = tx
-                .prepare_cached(sql(e.ks).get)
-                .r2e()?
-                .query_row([key], |r| r.get(0))
-                .optional()
-                .r2e()?;
-            if current.as_deref() != expected {
-                // Dropping `tx` rolls the (still empty) transaction back.
-                return Err(Error::Precondition { keyspace: e.ks });
-            }
-        }
-        {
-            let mut puts: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
-            let mut put_many: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
-            let mut deletes: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
-            let ops = batch.ops();
-            let mut at = 0;
-            while at < ops.len() {
-                let op = &ops[at];
-                let i = op.ks as usize;
-                // A run of at least PUT_ROWS puts into this keyspace, in ascending key order
-                // (as a sorted overlay yields them): write PUT_ROWS of them with one execution.
-                if op.kind == OpKind::Put
-                    && ops.len() - at >= PUT_ROWS
-                    && ops[at..at + PUT_ROWS]
-                        .iter()
-                        .all(|o| o.kind == OpKind::Put && o.ks == op.ks)
-                    && ops[at..at + PUT_ROWS]
-                        .windows(2)
-                        .all(|w| batch.key(&w[0]) < batch.key(&w[1]))
-                {
-                    let st = match &mut put_many[i] {
-                        Some(st) => st,
-                        slot @ None => slot.insert(tx.prepare_cached(put_many_sql(op.ks)).r2e()?),
-                    };
-                    for (n, o) in ops[at..at + PUT_ROWS].iter().enumerate() {
-                        st.raw_bind_parameter(2 * n + 1, batch.key(o)).r2e()?;
-                        st.raw_bind_parameter(2 * n + 2, batch.value(o)).r2e()?;
-                    }
-                    st.raw_execute().r2e()?;
-                    at += PUT_ROWS;
-                    continue;
-                }
-                at += 1;
-                let (a, b) = (batch.key(op), batch.value(op));
-                match op.kind {
-                    OpKind::Put => {
-                        let st = match &mut puts[i] {
-                            Some(st) => st,
-                            slot @ None => slot.insert(tx.prepare_cached(sql(op.ks).put).r2e()?),
-                        };
-                        st.execute([a, b]).r2e()?;
-                    }
-                    OpKind::Delete => {
-                        let st = match &mut deletes[i] {
-                            Some(st) => st,
-                            slot @ None => slot.insert(tx.prepare_cached(sql(op.ks).delete).r2e()?),
-                        };
-                        st.execute([a]).r2e()?;
-                    }
-                    OpKind::DeleteRange => {
-                        if a < b {
-                            tx.prepare_cached(sql(op.ks).delete_range)
-                                .r2e()?
-                                .execute([a, b])
-                                .r2e()?;
-                        }
-                    }
-                }
-            }
-        }
+        // On an error, dropping `tx` rolls the transaction back.
+        check_expects(&tx, batch)?;
+        write_ops(&tx, batch)?;
         tx.commit().r2e()
     }
+
+    /// An empty synced write makes earlier unsynced commits durable: they are all in the WAL.
+    fn sync_wal(&self) -> Result<()> {
+        match File::open(self.dir.join(format!("{DB_FILE}-wal"))) {
+            Ok(f) => Ok(f.sync_all()?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Every guard of the batch must hold (the key's current value equals the expected one).
+fn check_expects(tx: &Connection, batch: &SqliteBatch) -> Result<()> {
+    for e in batch.expects() {
+        let (key, expected) = batch.guard(e);
+        let current: Option<Vec<u8>> = tx
+            .prepare_cached(sql(e.ks).get)
+            .r2e()?
+            .query_row([key], |r| r.get(0))
+            .optional()
+            .r2e()?;
+        if current.as_deref() != expected {
+            return Err(Error::Precondition { keyspace: e.ks });
+        }
+    }
+    Ok(())
+}
+
+/// Writes the batch's operations in order.
+fn write_ops(tx: &Connection, batch: &SqliteBatch) -> Result<()> {
+    let mut statements = Statements::new(tx);
+    let ops = batch.ops();
+    let mut at = 0;
+    while at < ops.len() {
+        if is_sorted_put_run(batch, &ops[at..]) {
+            statements.put_run(batch, &ops[at..at + PUT_ROWS])?;
+            at += PUT_ROWS;
+        } else {
+            statements.one(batch, &ops[at])?;
+            at += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `ops` starts with [`PUT_ROWS`] puts into one keyspace in ascending key order (as a
+/// sorted overlay yields them): those go to SQLite as one multi-row statement.
+fn is_sorted_put_run(batch: &SqliteBatch, ops: &[RecordedOp]) -> bool {
+    let Some(run) = ops.get(..PUT_ROWS) else {
+        return false;
+    };
+    run.iter()
+        .all(|o| o.kind == OpKind::Put && o.ks == run[0].ks)
+        && run.windows(2).all(|w| batch.key(&w[0]) < batch.key(&w[1]))
+}
+
+/// The write statements of one transaction, prepared on first use, one per keyspace and kind.
+struct Statements<'tx> {
+    tx: &'tx Connection,
+    puts: [Option<CachedStatement<'tx>>; 6],
+    put_runs: [Option<CachedStatement<'tx>>; 6],
+    deletes: [Option<CachedStatement<'tx>>; 6],
+}
+
+impl<'tx> Statements<'tx> {
+    fn new(tx: &'tx Connection) -> Self {
+        Statements {
+            tx,
+            puts: std::array::from_fn(|_| None),
+            put_runs: std::array::from_fn(|_| None),
+            deletes: std::array::from_fn(|_| None),
+        }
+    }
+
+    /// Writes a sorted run of [`PUT_ROWS`] puts into one keyspace with one execution.
+    fn put_run(&mut self, batch: &SqliteBatch, run: &[RecordedOp]) -> Result<()> {
+        let ks = run[0].ks;
+        let st = prepared(self.tx, &mut self.put_runs[ks as usize], put_many_sql(ks))?;
+        for (n, o) in run.iter().enumerate() {
+            st.raw_bind_parameter(2 * n + 1, batch.key(o)).r2e()?;
+            st.raw_bind_parameter(2 * n + 2, batch.value(o)).r2e()?;
+        }
+        st.raw_execute().r2e()?;
+        Ok(())
+    }
+
+    /// Writes one operation.
+    fn one(&mut self, batch: &SqliteBatch, op: &RecordedOp) -> Result<()> {
+        let (a, b) = (batch.key(op), batch.value(op));
+        let slot = op.ks as usize;
+        match op.kind {
+            OpKind::Put => {
+                prepared(self.tx, &mut self.puts[slot], sql(op.ks).put)?
+                    .execute([a, b])
+                    .r2e()?;
+            }
+            OpKind::Delete => {
+                prepared(self.tx, &mut self.deletes[slot], sql(op.ks).delete)?
+                    .execute([a])
+                    .r2e()?;
+            }
+            // An empty or inverted range deletes nothing.
+            OpKind::DeleteRange if a < b => {
+                self.tx
+                    .prepare_cached(sql(op.ks).delete_range)
+                    .r2e()?
+                    .execute([a, b])
+                    .r2e()?;
+            }
+            OpKind::DeleteRange => {}
+        }
+        Ok(())
+    }
+}
+
+/// The statement in `slot`, prepared from `text` the first time.
+fn prepared<'s, 'tx>(
+    tx: &'tx Connection,
+    slot: &'s mut Option<CachedStatement<'tx>>,
+    text: &str,
+) -> Result<&'s mut CachedStatement<'tx>> {
+    Ok(match slot {
+        Some(st) => st,
+        None => slot.insert(tx.prepare_cached(text).r2e()?),
+    })
 }
 
 fn lock_dir(dir: &Path) -> Result<File> {
