@@ -160,28 +160,11 @@ enum Outcome {
 
 /// Runs (or lists) the matrix.
 pub fn run(args: &Args) -> Result<Report> {
-    if let Some(bad) = args
-        .filter
-        .iter()
-        .find(|f| !MATRIX.iter().any(|r| r.tag.starts_with(f.as_str())))
-    {
-        let tags: Vec<&str> = MATRIX.iter().map(|r| r.tag).collect();
-        bail!(
-            "--filter {bad:?} matches no row; rows are: {}",
-            tags.join(", ")
-        );
-    }
+    check_filters(&args.filter)?;
     let no_rocks = args.no_rocks || skip_rocks_env();
     let rows: Vec<&Row> = MATRIX.iter().filter(|r| r.selected(&args.filter)).collect();
-
     if args.list {
-        for row in rows {
-            let note = if row.rocks { "  (builds RocksDB)" } else { "" };
-            println!("{}{note}", row.tag);
-            for step in row.steps() {
-                println!("    {}", exec::display_command(&step.args, &step.env));
-            }
-        }
+        list_rows(&rows);
         return Ok(Report::default());
     }
 
@@ -192,7 +175,48 @@ pub fn run(args: &Args) -> Result<Report> {
         "== test matrix: {} row(s), target dir {target_dir}",
         rows.len()
     );
+    ensure_system_packages(&rows, no_rocks)?;
 
+    let mut outcomes = Vec::new();
+    for row in &rows {
+        let outcome = if row.rocks && no_rocks {
+            Outcome::Skipped("builds RocksDB; --no-rocks")
+        } else {
+            run_row(&root, row)?
+        };
+        outcomes.push((row.tag, outcome));
+    }
+    Ok(summarize(&outcomes))
+}
+
+/// Every `--filter` must select at least one row: a typo must not pass as an empty run.
+fn check_filters(filters: &[String]) -> Result<()> {
+    if let Some(bad) = filters
+        .iter()
+        .find(|f| !MATRIX.iter().any(|r| r.tag.starts_with(f.as_str())))
+    {
+        let tags: Vec<&str> = MATRIX.iter().map(|r| r.tag).collect();
+        bail!(
+            "--filter {bad:?} matches no row; rows are: {}",
+            tags.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `--list`: each row's tag and the exact commands it runs.
+fn list_rows(rows: &[&Row]) {
+    for row in rows {
+        let note = if row.rocks { "  (builds RocksDB)" } else { "" };
+        println!("{}{note}", row.tag);
+        for step in row.steps() {
+            println!("    {}", exec::display_command(&step.args, &step.env));
+        }
+    }
+}
+
+/// Installs (or names) what the selected rows need from the system before any build starts.
+fn ensure_system_packages(rows: &[&Row], no_rocks: bool) -> Result<()> {
     if rows.iter().any(|r| r.rocks) && !no_rocks {
         sysdeps::ensure_libclang()?;
     }
@@ -202,53 +226,42 @@ pub fn run(args: &Args) -> Result<Report> {
     {
         sysdeps::ensure_postgres()?;
     }
+    Ok(())
+}
 
-    let mut outcomes = Vec::new();
-    for row in &rows {
-        if row.rocks && no_rocks {
-            outcomes.push((row.tag, Outcome::Skipped("builds RocksDB; --no-rocks")));
-            continue;
-        }
-        println!("\n== row {} ({})", row.tag, exec::utc_clock());
-        exec::flush();
-        let mut tally = Tally::default();
-        let mut steps = Vec::new();
-        for step in row.steps() {
-            let failed_before = tally.failed;
-            let finished = exec::run_cargo(&root, &step.args, &step.env, Watch::Stdout, |line| {
-                if let Some(t) = parse_test_result(line) {
-                    tally += t;
-                }
-            })?;
-            tally.failed += uncounted_failure(finished.success, tally.failed - failed_before);
-            steps.push((step.name, finished.success, finished.duration));
-        }
-        let ok = steps.iter().all(|(_, ok, _)| *ok);
-        outcomes.push((row.tag, Outcome::Ran { ok, steps, tally }));
+/// Runs every step of one row, summing the test counts its output reports.
+fn run_row(root: &std::path::Path, row: &Row) -> Result<Outcome> {
+    println!("\n== row {} ({})", row.tag, exec::utc_clock());
+    exec::flush();
+    let mut tally = Tally::default();
+    let mut steps = Vec::new();
+    for step in row.steps() {
+        let failed_before = tally.failed;
+        let finished = exec::run_cargo(root, &step.args, &step.env, Watch::Stdout, |line| {
+            if let Some(t) = parse_test_result(line) {
+                tally += t;
+            }
+        })?;
+        tally.failed += uncounted_failure(finished.success, tally.failed - failed_before);
+        steps.push((step.name, finished.success, finished.duration));
     }
+    let ok = steps.iter().all(|(_, ok, _)| *ok);
+    Ok(Outcome::Ran { ok, steps, tally })
+}
 
+/// Prints one line per row and the closing `N passed, M failed` line.
+fn summarize(outcomes: &[(&'static str, Outcome)]) -> Report {
     let mut report = Report::default();
     let (mut n_ok, mut n_skipped) = (0, 0);
     println!("\n== test matrix summary");
-    for (tag, outcome) in &outcomes {
+    for (tag, outcome) in outcomes {
         match outcome {
             Outcome::Skipped(why) => {
                 n_skipped += 1;
                 println!("  skipped  {tag:<14} ({why})");
             }
             Outcome::Ran { ok, steps, tally } => {
-                let times: Vec<String> = steps
-                    .iter()
-                    .map(|(name, ok, d)| {
-                        format!("{name} {}{}", human(*d), if *ok { "" } else { " FAILED" })
-                    })
-                    .collect();
-                let verdict = if *ok { "ok" } else { "FAILED" };
-                let tests = match row_kind(tag) {
-                    Some(Fmt) => String::new(),
-                    _ => format!("tests: {tally}"),
-                };
-                println!("  {verdict:<8} {tag:<14} {:<40} {tests}", times.join(", "));
+                println!("  {}", row_line(tag, *ok, steps, tally));
                 report.tally += *tally;
                 if *ok {
                     n_ok += 1;
@@ -263,7 +276,21 @@ pub fn run(args: &Args) -> Result<Report> {
         report.failures.len()
     );
     println!("{}", report.tally);
-    Ok(report)
+    report
+}
+
+/// One row's summary: verdict, tag, each step's time, and the row's test counts.
+fn row_line(tag: &str, ok: bool, steps: &[(&str, bool, Duration)], tally: &Tally) -> String {
+    let times: Vec<String> = steps
+        .iter()
+        .map(|(name, ok, d)| format!("{name} {}{}", human(*d), if *ok { "" } else { " FAILED" }))
+        .collect();
+    let verdict = if ok { "ok" } else { "FAILED" };
+    let tests = match row_kind(tag) {
+        Some(Fmt) => String::new(),
+        _ => format!("tests: {tally}"),
+    };
+    format!("{verdict:<8} {tag:<14} {:<40} {tests}", times.join(", "))
 }
 
 /// A step that failed without a failing test (it did not build, lint or format) counts as
