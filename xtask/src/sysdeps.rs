@@ -158,6 +158,41 @@ fn llvm_lib_dirs() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The PyPI requirement of the S3 rows' local server.
+pub const MOTO_REQUIREMENT: &str = "moto[server]";
+
+/// The S3 route's tests start `moto_server` (an S3-compatible server from PyPI) with the
+/// Python named by `MSITE_PYTHON` (default `python3`). When it lacks moto, moto is installed
+/// with that Python's pip (into a virtualenv or the user's site when not root); otherwise this
+/// stops naming what to install.
+pub fn ensure_moto() -> Result<()> {
+    let python = std::env::var("MSITE_PYTHON").unwrap_or_else(|_| "python3".into());
+    if has_moto(&python) {
+        println!("moto_server: {python} has moto");
+        return Ok(());
+    }
+    println!("moto_server is missing: `{python} -m pip install '{MOTO_REQUIREMENT}'`");
+    let status = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", MOTO_REQUIREMENT])
+        .stdin(Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) || !has_moto(&python) {
+        bail!(
+            "the S3 rows start moto_server, and `{python} -m pip install '{MOTO_REQUIREMENT}'` did not install it: install it by hand (or point MSITE_PYTHON at a Python that has it)"
+        );
+    }
+    Ok(())
+}
+
+fn has_moto(python: &str) -> bool {
+    Command::new(python)
+        .args(["-c", "import moto.server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Whether this process runs as root (the `Uid:` line of `/proc/self/status`).
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

@@ -71,7 +71,7 @@ pub const MATRIX: &[Row] = &[
     Row { tag: "store-sqlite", kind: TestClippy, args: &["-p", "msite-store-sqlite"], env: &[], rocks: false },
     Row { tag: "store-postgres", kind: TestClippy, args: &["-p", "msite-store-postgres"], env: &[], rocks: false },
     Row { tag: "backends",     kind: TestClippy, args: &["-p", "msite-backends", "--features", "sqlite,postgres,mem"], env: &[], rocks: false },
-    Row { tag: "cli-sqlite",   kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "sqlite", "--features", "serve"], env: &[], rocks: false },
+    Row { tag: "cli-sqlite",   kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "sqlite", "--features", "serve", "--features", "s3"], env: &[], rocks: false },
     Row { tag: "cli-postgres", kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "postgres"], env: &[], rocks: false },
     Row { tag: "sim",          kind: TestClippy, args: &["-p", "msite-sim"], env: &[], rocks: false },
     Row { tag: "model",        kind: TestClippy, args: &["-p", "msite-model"], env: &[], rocks: false },
@@ -100,6 +100,14 @@ impl Row {
                 || *a == "--all-features"
                 || a.split(',').any(|f| f == "postgres")
         })
+    }
+
+    /// Whether the row's tests start moto_server (the S3 route: the `s3` feature, or every
+    /// feature).
+    pub fn needs_moto(&self) -> bool {
+        self.args
+            .iter()
+            .any(|a| *a == "--all-features" || a.split(',').any(|f| f == "s3"))
     }
 
     fn steps(&self) -> Vec<Step> {
@@ -225,6 +233,12 @@ fn ensure_system_packages(rows: &[&Row], no_rocks: bool) -> Result<()> {
         .any(|r| r.needs_postgres() && !(r.rocks && no_rocks))
     {
         sysdeps::ensure_postgres()?;
+    }
+    if rows
+        .iter()
+        .any(|r| r.needs_moto() && !(r.rocks && no_rocks))
+    {
+        sysdeps::ensure_moto()?;
     }
     Ok(())
 }

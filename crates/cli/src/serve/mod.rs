@@ -12,6 +12,8 @@
 //! and export is atomic; an interrupted upload stays resumable); the daemon binds only the
 //! addresses its routes file lists.
 
+#[cfg(feature = "s3")]
+pub mod bucket;
 pub mod receive;
 pub mod routes;
 pub mod ship;
@@ -300,12 +302,81 @@ fn new_cert(ctx: &Ctx, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One round for cron: import, export for every route, ship once; the exit code tells.
+/// One round for cron: take the bucket inbox, import, export for every route, ship once; the
+/// exit code tells.
 fn once(ctx: &Ctx, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let (inbox_lines, inbox_refused, inbox_errors) = take_inbox_once(&shared)?;
+    for line in inbox_lines {
+        ctx.say(line);
+    }
     let mut w = worker::Worker::new(ctx, shared.clone(), true);
-    let report = w.round(true, true);
+    let mut report = w.round(true, true);
+    report.refused += inbox_refused;
+    report.errors.extend(inbox_errors);
     ctx.say(report.summary());
     report.into_result()
+}
+
+/// `--once` with an `[s3] inbox`: one look into it; (lines, refused, errors).
+#[cfg(feature = "s3")]
+fn take_inbox_once(shared: &Shared) -> anyhow::Result<(Vec<String>, usize, Vec<String>)> {
+    let Some(url) = &shared.routes.s3.inbox else {
+        return Ok((Vec::new(), 0, Vec::new()));
+    };
+    let report = bucket::Bucket::open(url, &shared.routes.s3)?.take_inbox(shared);
+    Ok((report.lines(), report.refused.len(), report.errors))
+}
+
+#[cfg(not(feature = "s3"))]
+fn take_inbox_once(_: &Shared) -> anyhow::Result<(Vec<String>, usize, Vec<String>)> {
+    // The routes file refuses an inbox in a build without S3.
+    Ok((Vec::new(), 0, Vec::new()))
+}
+
+/// The daemon's inbox thread: takes the bucket inbox every `poll` until the daemon stops, and
+/// wakes the worker when something arrived.
+#[cfg(feature = "s3")]
+fn spawn_inbox(shared: &Arc<Shared>) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    let Some(url) = shared.routes.s3.inbox.clone() else {
+        return Ok(None);
+    };
+    let bucket = bucket::Bucket::open(&url, &shared.routes.s3)?;
+    let shared = shared.clone();
+    let t = std::thread::Builder::new()
+        .name("msite-inbox".into())
+        .spawn(move || {
+            while !shared.stopping() {
+                let report = bucket.take_inbox(&shared);
+                for e in &report.errors {
+                    tracing::warn!(inbox = %url, error = %e, "bucket inbox");
+                }
+                if !report.kept.is_empty() {
+                    for (name, bay) in &report.kept {
+                        tracing::info!(packet = %name, bay, "received from the bucket");
+                    }
+                    shared.wake();
+                    shared.wake_shippers();
+                }
+                sleep_unless_stopping(&shared, shared.routes.poll);
+            }
+        })
+        .context("cannot start the inbox thread")?;
+    Ok(Some(t))
+}
+
+#[cfg(not(feature = "s3"))]
+fn spawn_inbox(_: &Arc<Shared>) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    Ok(None)
+}
+
+/// Sleeps for `d`, in short steps so a stop is seen within 100 ms.
+#[cfg(feature = "s3")]
+fn sleep_unless_stopping(shared: &Shared, d: std::time::Duration) {
+    let step = std::time::Duration::from_millis(100);
+    let start = std::time::Instant::now();
+    while !shared.stopping() && start.elapsed() < d {
+        std::thread::sleep(step.min(d));
+    }
 }
 
 /// The daemon: the HTTP server on the tokio runtime, the worker on its own thread, both
@@ -342,6 +413,7 @@ fn daemon(ctx: &Ctx, shared: Arc<Shared>, wakes: Wakes) -> anyhow::Result<()> {
             .context("cannot start the worker thread")?
     };
     threads.push(worker);
+    threads.extend(spawn_inbox(&shared)?);
     let served = rt.block_on(receive::serve(shared.clone(), listeners));
     shared.stop.store(true, Ordering::Relaxed);
     shared.wake();

@@ -221,7 +221,7 @@ fn authorize(s: &Shared, h: &HeaderMap, peer: &Peer) -> Result<(), (StatusCode, 
 }
 
 /// Whether `name` is a plain part file name.
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     name.len() <= MAX_NAME
         && name.ends_with(".msp")
         && !name.starts_with('.')
@@ -264,7 +264,7 @@ pub fn remove_stale_uploads(s: &Shared) {
 }
 
 /// The size of `name` if it is kept already (in either bay).
-fn kept_size(s: &Shared, name: &str) -> Option<u64> {
+pub(super) fn kept_size(s: &Shared, name: &str) -> Option<u64> {
     [s.paths.incoming(), s.paths.outgoing()]
         .iter()
         .find_map(|d| std::fs::metadata(d.join(name)).ok().map(|m| m.len()))
@@ -420,7 +420,7 @@ async fn append(path: &Path, body: Body, have: u64, total: u64) -> anyhow::Resul
 
 /// Checks a complete upload and moves it into the bay it belongs to; the reason when refused
 /// (the upload is removed then: the sender's next export carries what it held).
-fn keep(s: &Shared, name: &str, upload: &Path) -> Result<&'static str, String> {
+pub(super) fn keep(s: &Shared, name: &str, upload: &Path) -> Result<&'static str, String> {
     let res = check(s, upload);
     let bay = match res {
         Ok(bay) => bay,

@@ -1,8 +1,10 @@
 //! The routes file (`routes.toml`, msite's `shipping.conf`): what `msite serve` listens on, the
 //! family's shared push token, and per sibling how its packets travel — directly to its daemon's
-//! URL, through a hub (another sibling's route), or into a directory (a mounted share).
+//! URL, through a hub (another sibling's route), into a directory (a mounted share), or into an
+//! S3-compatible bucket (`[s3]`: the endpoint, and the bucket this site takes its own packets
+//! from).
 //!
-//! Rules the parser keeps: every sibling has exactly one way (`url`, `via` or `dir`); a `via`
+//! Rules the parser keeps: every sibling has exactly one way (`url`, `via`, `dir` or `s3`); a `via`
 //! names a sibling that has a `url` or a `dir` (one hop, so no loop); listen addresses are
 //! socket addresses (never a wildcard the file does not spell out); the token is at least 16
 //! characters; an `https://` route needs the sibling's pinned `cert` and this site's own
@@ -29,6 +31,18 @@ struct RawFile {
     serve: RawServe,
     #[serde(default)]
     sibling: BTreeMap<String, RawSibling>,
+    #[serde(default)]
+    s3: RawS3,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    endpoint: Option<String>,
+    region: Option<String>,
+    #[serde(default)]
+    allow_http: bool,
+    inbox: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +68,7 @@ struct RawSibling {
     url: Option<String>,
     via: Option<String>,
     dir: Option<PathBuf>,
+    s3: Option<String>,
     cert: Option<PathBuf>,
     export_every: Option<String>,
     expiry: Option<String>,
@@ -68,6 +83,24 @@ pub enum Way {
     Via(String),
     /// Copied into a directory (the sibling's incoming bay on a mounted share).
     Dir(PathBuf),
+    /// Put into an S3-compatible bucket (`s3://BUCKET/PREFIX`), under `PREFIX/SIBLING/`, where
+    /// the sibling's daemon takes it from.
+    Bucket(String),
+}
+
+/// The `[s3]` table: how buckets are reached (credentials come from the environment:
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, as every S3 tool reads them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    /// The S3-compatible server (`https://…`; none: AWS itself).
+    pub endpoint: Option<String>,
+    /// The region (none: from the environment, or `us-east-1`).
+    pub region: Option<String>,
+    /// Whether an `http://` endpoint is allowed (a server on a trusted network or loopback).
+    pub allow_http: bool,
+    /// The bucket this site takes its packets from (`s3://BUCKET/PREFIX`: the objects under
+    /// `PREFIX/THIS-SITE/`).
+    pub inbox: Option<String>,
 }
 
 /// One sibling's route.
@@ -107,6 +140,8 @@ pub struct Routes {
     pub ship_rate: Option<u64>,
     /// Per sibling name.
     pub siblings: BTreeMap<String, Route>,
+    /// How buckets are reached, and this site's own.
+    pub s3: S3Settings,
 }
 
 impl Routes {
@@ -141,8 +176,11 @@ impl Routes {
             Some(f) => Some(read_token(&base.join(f))?),
             None => None,
         };
-        let needs_token =
-            !listen.is_empty() || siblings.values().any(|r| !matches!(r.way, Way::Dir(_)));
+        let s3 = s3_settings(raw.s3, &siblings)?;
+        let needs_token = !listen.is_empty()
+            || siblings
+                .values()
+                .any(|r| matches!(r.way, Way::Url(_) | Way::Via(_)));
         if needs_token && token.is_none() {
             bail!("[serve] token_file is missing: pushing and receiving over HTTP need the family's shared token");
         }
@@ -161,6 +199,7 @@ impl Routes {
             poll: dur(s.poll.as_deref(), "poll", 1)?,
             retry_max: dur(s.retry_max.as_deref(), "retry_max", 300)?,
             siblings,
+            s3,
         })
     }
 
@@ -184,9 +223,14 @@ fn sibling(
     every: Duration,
     expiry: Duration,
 ) -> anyhow::Result<Route> {
-    let ways = [r.url.is_some(), r.via.is_some(), r.dir.is_some()];
+    let ways = [
+        r.url.is_some(),
+        r.via.is_some(),
+        r.dir.is_some(),
+        r.s3.is_some(),
+    ];
     if ways.iter().filter(|w| **w).count() != 1 {
-        bail!("sibling {name}: give exactly one of url, via and dir");
+        bail!("sibling {name}: give exactly one of url, via, dir and s3");
     }
     let way = if let Some(u) = &r.url {
         let u = u.trim_end_matches('/');
@@ -196,6 +240,8 @@ fn sibling(
         Way::Url(u.to_string())
     } else if let Some(v) = &r.via {
         Way::Via(v.clone())
+    } else if let Some(b) = &r.s3 {
+        Way::Bucket(bucket_url(b).map_err(|e| anyhow::anyhow!("sibling {name}: {e}"))?)
     } else {
         Way::Dir(base.join(r.dir.as_ref().expect("one way is set")))
     };
@@ -204,6 +250,52 @@ fn sibling(
         export_every: dur(r.export_every.as_deref(), "export_every", every.as_secs())?,
         expiry: dur(r.expiry.as_deref(), "expiry", expiry.as_secs())?,
         cert: r.cert.as_ref().map(|c| base.join(c)),
+    })
+}
+
+/// Checks an `s3://BUCKET[/PREFIX]` URL; returns it without a trailing `/`.
+fn bucket_url(url: &str) -> anyhow::Result<String> {
+    let url = url.trim_end_matches('/');
+    let Some(rest) = url.strip_prefix("s3://") else {
+        bail!("`{url}` must be a bucket URL like s3://BUCKET/PREFIX");
+    };
+    let bucket = rest.split('/').next().unwrap_or("");
+    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c);
+    if bucket.len() < 3 || !bucket.chars().all(plain) {
+        bail!("`{url}` does not name a bucket (3-63 lower-case letters, digits, dots and dashes)");
+    }
+    Ok(url.to_string())
+}
+
+/// The `[s3]` table: an `http://` endpoint needs `allow_http`, a bucket route or inbox needs a
+/// build with the `s3` feature.
+fn s3_settings(raw: RawS3, siblings: &BTreeMap<String, Route>) -> anyhow::Result<S3Settings> {
+    let inbox = raw
+        .inbox
+        .as_deref()
+        .map(bucket_url)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("[s3] inbox: {e}"))?;
+    if let Some(e) = &raw.endpoint {
+        if !e.starts_with("http://") && !e.starts_with("https://") {
+            bail!(
+                "[s3] endpoint `{e}` must start with https:// (or http:// with allow_http = true)"
+            );
+        }
+        if e.starts_with("http://") && !raw.allow_http {
+            bail!("[s3] endpoint `{e}` is plain HTTP: set allow_http = true if that is meant (loopback or a trusted network only)");
+        }
+    }
+    let uses_buckets =
+        inbox.is_some() || siblings.values().any(|r| matches!(r.way, Way::Bucket(_)));
+    if uses_buckets && !cfg!(feature = "s3") {
+        bail!("this msite was built without S3 routes: rebuild it with `cargo build --release -p msite-cli --features s3`");
+    }
+    Ok(S3Settings {
+        endpoint: raw.endpoint.map(|e| e.trim_end_matches('/').to_string()),
+        region: raw.region,
+        allow_http: raw.allow_http,
+        inbox,
     })
 }
 
@@ -339,6 +431,15 @@ mod tests {
                 "[sibling.a]\ndir = \"x\"\nurl = \"http://h:1\"\n",
                 "exactly one",
             ),
+            ("[sibling.a]\ns3 = \"http://b/p\"\n", "bucket URL"),
+            (
+                "[sibling.a]\ns3 = \"s3://B_/p\"\n",
+                "does not name a bucket",
+            ),
+            (
+                "[s3]\nendpoint = \"http://127.0.0.1:9000\"\n",
+                "allow_http = true",
+            ),
             ("[sibling.a]\nvia = \"b\"\n", "no route of its own"),
             (
                 "[sibling.a]\ndir = \"x\"\n[sibling.b]\nvia = \"a\"\n[sibling.c]\nvia = \"b\"\n",
@@ -374,6 +475,32 @@ mod tests {
             let e = format!("{:#}", parse(text).unwrap_err());
             assert!(e.contains(want), "{text:?}: {e}");
         }
+    }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn bucket_routes_need_no_token() {
+        let r = parse(
+            "[s3]\nendpoint = \"http://127.0.0.1:9000/\"\nallow_http = true\ninbox = \"s3://family-bay/msite/\"\n\
+             [sibling.boston]\ns3 = \"s3://family-bay/msite\"\n[sibling.bangalore]\nvia = \"boston\"\n",
+        );
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(
+            e.contains("token_file is missing"),
+            "a via route pushes over HTTP: {e}"
+        );
+        let r = parse(
+            "[s3]\nendpoint = \"http://127.0.0.1:9000/\"\nallow_http = true\ninbox = \"s3://family-bay/msite/\"\n\
+             [sibling.boston]\ns3 = \"s3://family-bay/msite\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r.siblings["boston"].way,
+            Way::Bucket("s3://family-bay/msite".into())
+        );
+        assert_eq!(r.s3.inbox.as_deref(), Some("s3://family-bay/msite"));
+        assert_eq!(r.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(r.token.is_none());
     }
 
     #[test]

@@ -81,6 +81,9 @@ impl ShipReport {
 pub struct Shipper {
     /// One HTTP agent per first hop (each pins its own certificate).
     agents: BTreeMap<String, ureq::Agent>,
+    /// One bucket client per bucket URL (made on first use).
+    #[cfg(feature = "s3")]
+    buckets: BTreeMap<String, super::bucket::Bucket>,
     backoff: BTreeMap<PathBuf, Backoff>,
     retry_max: Duration,
 }
@@ -90,6 +93,8 @@ impl Shipper {
     pub fn new(routes: &Routes) -> Shipper {
         Shipper {
             agents: BTreeMap::new(),
+            #[cfg(feature = "s3")]
+            buckets: BTreeMap::new(),
             backoff: BTreeMap::new(),
             retry_max: routes.retry_max,
         }
@@ -104,6 +109,22 @@ impl Shipper {
         let a = super::tls::agent(&s.routes, pinned)?;
         self.agents.insert(hop.to_string(), a.clone());
         Ok(a)
+    }
+
+    /// Puts `file` into the bucket at `url`, under first hop `hop`'s prefix.
+    #[cfg(feature = "s3")]
+    fn put_into_bucket(
+        &mut self,
+        s: &Shared,
+        url: &str,
+        hop: &str,
+        file: &Path,
+    ) -> anyhow::Result<()> {
+        if !self.buckets.contains_key(url) {
+            let b = super::bucket::Bucket::open(url, &s.routes.s3)?;
+            self.buckets.insert(url.to_string(), b);
+        }
+        self.buckets[url].put_part(hop, file, s)
     }
 
     /// Ships the parts whose first hop is `hop` until the daemon stops: a pass on every
@@ -157,6 +178,8 @@ impl Shipper {
         }
         let res = match way {
             Way::Url(base) => self.agent(s, &hop).and_then(|a| push(&a, s, &base, file)),
+            #[cfg(feature = "s3")]
+            Way::Bucket(url) => self.put_into_bucket(s, &url, &hop, file),
             _ => copy_or_refuse(&hop, &way, file),
         };
         match res {
@@ -242,6 +265,9 @@ fn copy_or_refuse(hop: &str, way: &Way, file: &Path) -> anyhow::Result<()> {
         Way::Dir(dir) => copy_into(dir, file),
         Way::Url(_) => bail!("route to {hop} needs an HTTP agent"),
         Way::Via(_) => bail!("route to {hop} goes through another hub"),
+        Way::Bucket(_) => {
+            bail!("route to {hop} is a bucket, and this msite was built without the s3 feature")
+        }
     }
 }
 

@@ -30,6 +30,8 @@ use tempfile::TempDir;
 struct Lab {
     root: TempDir,
     backend: Option<&'static str>,
+    /// Environment for every msite process of the lab (e.g. an S3 server's credentials).
+    envs: Vec<(String, String)>,
     /// The lab's PostgreSQL server, when PostgreSQL is the build's default backend; stopped
     /// when the lab is dropped (declared last: dropped after the sites' processes ended).
     #[cfg(feature = "postgres")]
@@ -41,6 +43,7 @@ impl Lab {
         Lab {
             root: tempfile::tempdir().expect("temp dir"),
             backend: None,
+            envs: Vec::new(),
             #[cfg(feature = "postgres")]
             server: (msite_cli::backend::BackendKind::default_kind()
                 == Some(msite_cli::backend::BackendKind::Postgres))
@@ -60,7 +63,9 @@ impl Lab {
 
     fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("msite").expect("the msite binary");
-        c.current_dir(self.root.path()).env_remove("RUST_LOG");
+        c.current_dir(self.root.path())
+            .env_remove("RUST_LOG")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)));
         #[cfg(feature = "postgres")]
         if let Some(server) = &self.server {
             c.env("MSITE_PG_SERVER", server.server_conninfo());

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use super::{packets_in, Lab};
 
+#[cfg(feature = "s3")]
+mod bucket;
+
 /// The most polls of one wait (250 ms apart: generous, the machine may be loaded).
 const POLLS: usize = 1200;
 /// The pause between two polls (the polls open stores too: leave the daemons room).
@@ -29,6 +32,7 @@ impl Daemon {
         let child = Command::new(assert_cmd::cargo::cargo_bin("msite"))
             .current_dir(lab.path(""))
             .args(["-C", site, "serve"])
+            .envs(lab.envs.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "msite_cli=info,warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
