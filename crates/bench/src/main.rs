@@ -7,7 +7,7 @@
 //! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
 //!
 //! Options: `--quick` (sizes ÷ 10), `--no-rocks`,
-//! `--only tree,inc,ceiling,restore,mem,branch,big,history`, `--runs N`, `--work-dir DIR`
+//! `--only tree,inc,ceiling,restore,mem,branch,big,history,ship`, `--runs N`, `--work-dir DIR`
 //! (default: a temporary directory, removed at the end), `--history-bundle PATH` (default
 //! `../shared/data/serde-history.bundle` beside the workspace), `--history-commits N` (replay
 //! only the oldest N first-parent commits; `--quick` replays 250).
@@ -16,6 +16,7 @@ mod backend;
 mod branch;
 mod git;
 mod history;
+mod ship;
 mod util;
 mod workloads;
 
@@ -73,7 +74,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big,history] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big,history,ship] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
                 );
                 std::process::exit(0);
             }
@@ -105,6 +106,13 @@ fn main() -> Result<()> {
     }
     if args.first().map(String::as_str) == Some("__prep") {
         return workloads::prep_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("__msite") {
+        // The shipping rows' daemons and commands: this binary as `msite`.
+        let code = msite_cli::main_with_args(
+            std::iter::once("msite".to_string()).chain(args[1..].iter().cloned()),
+        );
+        std::process::exit(code);
     }
     let opts = parse(&args)?;
     #[cfg(feature = "postgres")]
@@ -263,18 +271,39 @@ fn main() -> Result<()> {
         results.insert(b.to_string(), Value::Object(r));
     }
 
+    let mut shipping = Value::Null;
+    let mut extra_rows = Vec::new();
+    if want("ship") {
+        let bytes = (1u64 << 30) / div;
+        let t = step(
+            "shipping: one large packet, msite serve vs rsync --daemon",
+            || ship::throughput(&w, bytes, sizes.runs),
+        );
+        let i = step("shipping: three idle daemons", || {
+            ship::idle(&w, if opts.quick { 20 } else { 60 })
+        });
+        let (t, i) = (
+            t.unwrap_or_else(|e| json!({ "error": format!("{e:#}") })),
+            i.unwrap_or_else(|e| json!({ "error": format!("{e:#}") })),
+        );
+        extra_rows = ship::rows(&t, Some(&i));
+        shipping = json!({ "throughput": t, "idle": i });
+    }
+
     let command = format!(
         "cargo xtask bench{}{}",
         if opts.quick { " --quick" } else { "" },
         if opts.no_rocks { " --no-rocks" } else { "" }
     );
-    let rows = table_rows(&results, &base);
+    let mut rows = table_rows(&results, &base);
+    rows.extend(extra_rows);
     let table = render(&rows);
     println!("\n`{command}` ({git_version}, {} cores)\n", cores());
     println!("{table}");
     let report = json!({
         "command": command, "quick": opts.quick, "git": git_version,
-        "sizes": format!("{sizes:?}"), "baselines": base, "results": results, "rows": rows,
+        "sizes": format!("{sizes:?}"), "baselines": base, "results": results,
+        "shipping": shipping, "rows": rows,
     });
     let out = out_dir().join(if opts.quick {
         "results-quick.json"
