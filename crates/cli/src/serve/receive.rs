@@ -75,10 +75,8 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>) -> anyhow::
         let app = router(shared.clone());
         tasks.push(match &acceptor {
             Some(a) => {
-                let tls = super::tls::TlsListener {
-                    tcp: l,
-                    acceptor: a.clone(),
-                };
+                let tls =
+                    super::tls::TlsListener::new(l, a.clone(), shared.routes.handshake_timeout);
                 spawn_server(tls, app, rx.clone())
             }
             None => spawn_server(l, app, rx.clone()),

@@ -60,6 +60,7 @@ struct RawServe {
     expiry: Option<String>,
     retry_max: Option<String>,
     ship_rate: Option<String>,
+    handshake_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +139,8 @@ pub struct Routes {
     pub retry_max: Duration,
     /// The most bytes per second one shipment sends (none: as fast as the link goes).
     pub ship_rate: Option<u64>,
+    /// The longest a client's TLS handshake may take before its connection is dropped.
+    pub handshake_timeout: Duration,
     /// Per sibling name.
     pub siblings: BTreeMap<String, Route>,
     /// How buckets are reached, and this site's own.
@@ -198,6 +201,7 @@ impl Routes {
             max_packet_size,
             poll: dur(s.poll.as_deref(), "poll", 1)?,
             retry_max: dur(s.retry_max.as_deref(), "retry_max", 300)?,
+            handshake_timeout: dur(s.handshake_timeout.as_deref(), "handshake_timeout", 10)?,
             siblings,
             s3,
         })

@@ -6,8 +6,9 @@
 //! siblings. rustls with ring as the only crypto provider.
 //!
 //! Rules kept: a pinned certificate is trusted only as itself (no other certificate chains to a
-//! self-signed leaf); a site with `tls_cert` listens with TLS only; a handshake that fails or
-//! stalls (10 s) drops that connection and nothing else.
+//! self-signed leaf); a site with `tls_cert` listens with TLS only; handshakes run side by side
+//! (at most [`MAX_HANDSHAKES`] at once), so a client that stalls its handshake holds up no other
+//! connection, and one that fails or outlasts `handshake_timeout` is dropped alone.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -29,8 +30,9 @@ pub const CERT_FILE: &str = "tls/site.pem";
 /// The private key beside it (mode 0600).
 pub const KEY_FILE: &str = "tls/site.key";
 
-/// The longest a TLS handshake may take.
-const HANDSHAKE: Duration = Duration::from_secs(10);
+/// The most TLS handshakes in progress at once; further connections wait in the kernel's
+/// accept queue until one ends.
+pub const MAX_HANDSHAKES: usize = 64;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -170,12 +172,44 @@ pub fn agent(routes: &Routes, pinned: Option<&Path>) -> anyhow::Result<ureq::Age
         .into())
 }
 
-/// A TCP listener whose connections are TLS: what `axum::serve` is given on a TLS site.
+/// A TCP listener whose connections are TLS: what `axum::serve` is given on a TLS site. Each
+/// accepted connection's handshake runs as a task of its own; `accept` hands axum whichever
+/// handshake completes first.
 pub struct TlsListener {
-    /// The TCP side.
-    pub tcp: TcpListener,
-    /// The TLS side.
-    pub acceptor: TlsAcceptor,
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+    handshakes: tokio::task::JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+}
+
+impl TlsListener {
+    /// Connections of `tcp` through `acceptor`, each handshake given at most `timeout`.
+    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor, timeout: Duration) -> Self {
+        TlsListener {
+            tcp,
+            acceptor,
+            timeout,
+            handshakes: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// Starts the handshake of a new connection.
+    fn start(&mut self, tcp: TcpStream, addr: SocketAddr) {
+        let (acceptor, timeout) = (self.acceptor.clone(), self.timeout);
+        self.handshakes.spawn(async move {
+            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Some((tls, addr)),
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %addr, error = %e, "TLS handshake refused");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %addr, "TLS handshake timed out");
+                    None
+                }
+            }
+        });
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -184,18 +218,20 @@ impl axum::serve::Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let (tcp, addr) = match self.tcp.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+            let room = self.handshakes.len() < MAX_HANDSHAKES;
+            tokio::select! {
+                accepted = self.tcp.accept(), if room => match accepted {
+                    Ok((tcp, addr)) => self.start(tcp, addr),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(done) = self.handshakes.join_next() => {
+                    if let Ok(Some(ready)) = done {
+                        return ready;
+                    }
                 }
-            };
-            match tokio::time::timeout(HANDSHAKE, self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::warn!(peer = %addr, error = %e, "TLS handshake refused"),
-                Err(_) => tracing::warn!(peer = %addr, "TLS handshake timed out"),
             }
         }
     }

@@ -646,7 +646,8 @@ fn tls_with_pinned_certificates_carries_packets_and_refuses_strangers() {
     let err = lab.fails(1, &["-C", "boston", "serve", "--new-cert"]);
     assert!(err.contains("already exists"), "{err}");
     let (pb, ps) = (free_port(), free_port());
-    let tls = "tls_cert = \"tls/site.pem\"\ntls_key = \"tls/site.key\"";
+    // Handshakes may take a day: a stalled one must not hold up the others (below).
+    let tls = "tls_cert = \"tls/site.pem\"\ntls_key = \"tls/site.key\"\nhandshake_timeout = \"1d\"";
     let https = |port: u16, peer: &str| {
         format!("url = \"https://127.0.0.1:{port}\"\ncert = \"../{peer}/tls/site.pem\"")
     };
@@ -666,6 +667,16 @@ fn tls_with_pinned_certificates_carries_packets_and_refuses_strangers() {
     );
     let boston = Daemon::start(&lab, "boston", "boston.log");
     let sanfran = Daemon::start(&lab, "sanfran", "sanfran.log");
+    // Clients that connect and never say a word, open for the whole test: each one's handshake
+    // waits its day, and every other connection is served meanwhile.
+    let mut stalled = Vec::new();
+    for port in [ps, ps, pb] {
+        wait_for("the daemon to listen", &[&boston, &sanfran], || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(|c| stalled.push(c))
+                .is_ok()
+        });
+    }
     lab.write("f", "over TLS\n");
     ok_soon(&lab, &["-C", "boston", "checkin", "f", "f"]);
     wait_for(
@@ -693,6 +704,11 @@ fn tls_with_pinned_certificates_carries_packets_and_refuses_strangers() {
         sanfran.log().contains("TLS handshake refused"),
         "{}",
         sanfran.log()
+    );
+    assert_eq!(
+        stalled.len(),
+        3,
+        "the stalled clients stayed connected throughout"
     );
 }
 
