@@ -3,7 +3,9 @@
 //! Builds `msite-bench` in release mode and runs it: every workload on both engines plus the
 //! git and raw-engine baselines, in one run. The Markdown table goes to stdout, the JSON to
 //! `target/msite-bench/` (`$CARGO_TARGET_DIR/msite-bench/`). `--no-rocks` skips RocksDB (and
-//! its C++ build). See `BENCHMARKS.md` for what each row measures.
+//! its C++ build); PostgreSQL runs too when its server programs are installed (the bench starts
+//! a scratch server on the same machine), unless `--no-postgres`. See `BENCHMARKS.md` for what
+//! each row measures.
 
 use std::process::Command;
 
@@ -18,9 +20,12 @@ pub struct Args {
     /// Sizes divided by ten: a smoke run (a few minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Only the SQLite engine (no RocksDB build).
+    /// Leave out RocksDB (and its C++ build).
     #[arg(long)]
     pub no_rocks: bool,
+    /// Leave out PostgreSQL (otherwise it runs when `initdb` is found).
+    #[arg(long)]
+    pub no_postgres: bool,
     /// Further arguments for msite-bench (`--only tree,inc`, `--runs N`, `--work-dir DIR`).
     #[arg(last = true)]
     pub extra: Vec<String>,
@@ -33,6 +38,16 @@ pub fn run(args: &Args) -> Result<Report> {
         .args(["run", "--release", "-p", "msite-bench"]);
     if !args.no_rocks {
         cmd.args(["--features", "rocks"]);
+    }
+    if !args.no_postgres {
+        match crate::sysdeps::find_initdb() {
+            Some(_) => {
+                cmd.args(["--features", "postgres"]);
+            }
+            None => println!(
+                "xtask bench: no PostgreSQL server programs (initdb) found: the postgres rows are left out"
+            ),
+        }
     }
     cmd.arg("--");
     if args.quick {

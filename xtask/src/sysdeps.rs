@@ -72,7 +72,7 @@ pub fn ensure_postgres() -> Result<()> {
 }
 
 /// `initdb` in `MSITE_PG_BINDIR`, on `PATH`, or in `/usr/lib/postgresql/N/bin`.
-fn find_initdb() -> Option<PathBuf> {
+pub fn find_initdb() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("MSITE_PG_BINDIR")
         .map(PathBuf::from)
         .into_iter()
