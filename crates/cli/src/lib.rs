@@ -26,10 +26,12 @@
 
 pub mod backend;
 pub mod cmd;
+pub mod history;
 pub mod packets;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod site;
+pub mod status;
 pub mod util;
 
 use std::sync::LazyLock;

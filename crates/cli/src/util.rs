@@ -124,6 +124,27 @@ pub fn bounded_list(items: impl IntoIterator<Item = String>, sep: &str, max: usi
     text
 }
 
+/// Parses a duration: `90`, `90s`, `5m`, `2h`, `7d` (at least one second).
+pub fn parse_duration(t: &str) -> Result<std::time::Duration, String> {
+    let t = t.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{t}` is not a duration like 30s, 5m, 2h or 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit in `{t}`; use s, m, h or d")),
+    };
+    if n == 0 {
+        return Err("give a duration of at least 1s".into());
+    }
+    Ok(std::time::Duration::from_secs(n.saturating_mul(mult)))
+}
+
 /// `1 entry`, `3 entries`.
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })

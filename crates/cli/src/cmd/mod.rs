@@ -6,6 +6,7 @@ pub mod backup;
 pub mod demo;
 pub mod family;
 pub mod restore;
+pub mod status;
 pub mod sync;
 pub mod tools;
 pub mod vob;
@@ -126,6 +127,8 @@ pub enum Command {
     Lsepoch(sync::Lsepoch),
     /// Set what this replica believes a sibling holds (its estimate row).
     Chepoch(sync::Chepoch),
+    /// Show the family at a glance: siblings behind, packets waiting and refused, restoration.
+    Status(status::Status),
 
     // Backup and restore.
     /// Back up the site's store while it stays in use.
@@ -198,6 +201,7 @@ impl Command {
             Command::Lspacket(a) => a.run(ctx),
             Command::Lsepoch(a) => a.run(ctx),
             Command::Chepoch(a) => a.run(ctx),
+            Command::Status(a) => a.run(ctx),
             Command::Backup(a) => a.run(ctx),
             Command::Restore(a) => a.run(ctx),
             Command::Restorereplica(a) => a.run(ctx),

@@ -31,6 +31,7 @@ use serde_json::json;
 
 use super::names;
 use crate::backend::AnyStore;
+use crate::history::{self, Direction, Outcome, Record};
 use crate::packets::{self, Group};
 use crate::site::{Ctx, Site};
 use crate::util::{self, Exit, EXIT_ERROR, EXIT_WAITING};
@@ -182,6 +183,7 @@ impl Export {
                     for p in &parts {
                         ctx.say(format!("  {}", p.display()));
                     }
+                    record_export(&site, &name, &parts, bytes);
                     for w in warnings {
                         ctx.say(format!("  warning: {w}"));
                     }
@@ -194,6 +196,36 @@ impl Export {
         }
         Ok(written)
     }
+}
+
+/// Records an exported packet in the site's history.
+fn record_export(site: &Site, to: &str, parts: &[PathBuf], bytes: u64) {
+    let first = parts.first().map(|p| file_name(p)).unwrap_or_default();
+    let rec = Record::now(
+        Direction::Out,
+        Some(to),
+        &first,
+        bytes,
+        Outcome::Exported,
+        None,
+    );
+    history::record(&site.paths.dir, rec);
+}
+
+/// A file's name as text (for messages and the history).
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| util::esc(&n.to_string_lossy()))
+        .unwrap_or_default()
+}
+
+/// The bytes `files` hold together (what is there now).
+fn size_of(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 #[cfg(feature = "serve")]
@@ -454,11 +486,20 @@ fn refuse(
     ctx: &Ctx,
     site: &Site,
     (name, files, movable): (&str, &[PathBuf], bool),
-    why: String,
+    (why, sender): (String, Option<&str>),
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let full = util::esc(&why);
     let why = util::bounded_line(&full, 400);
+    let rec = Record::now(
+        Direction::In,
+        sender,
+        name,
+        size_of(files),
+        Outcome::Refused,
+        Some(&why),
+    );
+    history::record(&site.paths.dir, rec);
     if movable {
         move_refused(site, files, &full)?;
         ctx.say(format!(
@@ -545,7 +586,9 @@ fn import_groups(
                         return Err(stop(&name, err, why));
                     }
                     let why = store_failure_reason(&err);
-                    refuse(ctx, &site, (&name, &files, movable), why, &mut tally)?;
+                    let sender = util::esc(&sender_name(&site.replica, &g.header));
+                    let place = (name.as_str(), files.as_slice(), movable);
+                    refuse(ctx, &site, place, (why, Some(&sender)), &mut tally)?;
                     site = reopen(ctx, site)?;
                     store_failed = true;
                     continue;
@@ -620,7 +663,14 @@ fn import_one(
             return match verdict(e) {
                 Verdict::Refuse(why) => {
                     reported.remove(&name);
-                    refuse(ctx, site, (&name, &files, movable), why, tally)?;
+                    let sender = util::esc(&sender_name(r, &g.header));
+                    refuse(
+                        ctx,
+                        site,
+                        (&name, &files, movable),
+                        (why, Some(&sender)),
+                        tally,
+                    )?;
                     Ok(Step::Refused)
                 }
                 Verdict::StoreFailed(err) => Ok(Step::StoreFailed(err)),
@@ -632,6 +682,7 @@ fn import_one(
             }
         }
     };
+    let bytes = size_of(&files);
     let step = match outcome {
         ImportOutcome::Applied {
             applied,
@@ -656,6 +707,13 @@ fn import_one(
         }
     };
     reported.remove(&name);
+    let done = match step {
+        Step::Applied => Outcome::Applied,
+        _ => Outcome::Already,
+    };
+    let sender = util::esc(&sender_name(r, &g.header));
+    let rec = Record::now(Direction::In, Some(&sender), &name, bytes, done, None);
+    history::record(&site.paths.dir, rec);
     if movable {
         remove_files(ctx, &files);
     }
@@ -748,7 +806,7 @@ fn refuse_non_packets(
             ctx,
             site,
             (&name, std::slice::from_ref(&path), movable),
-            why,
+            (why, None),
             tally,
         )?;
     }
@@ -867,7 +925,7 @@ fn row_text(m: &serde_json::Map<String, serde_json::Value>) -> String {
 
 /// Whether the packet could be imported at `site` now, as a verdict code and a sentence:
 /// core's assessment ([`Replica::assess`], the checks import runs), worded for a listing.
-fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
+pub(crate) fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
     let r = &site.replica;
     let h = &g.header;
     let id = PacketId(g.lp.packet_id.0);

@@ -14,6 +14,7 @@
 
 #[cfg(feature = "s3")]
 pub mod bucket;
+pub mod page;
 pub mod receive;
 pub mod routes;
 pub mod ship;

@@ -58,9 +58,9 @@ pub async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-/// The endpoints (the status page of issue 23 will add its routes here).
+/// The endpoints: packet uploads, and the read-only status views ([`super::page`]).
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    super::page::routes(Router::new())
         .route("/v1/health", get(health))
         .route("/v1/packets/{name}", get(progress).put(upload))
         .with_state(shared)
@@ -356,7 +356,12 @@ async fn upload(
         Ok(got) if got < at.total => answer(StatusCode::ACCEPTED, got, false),
         Ok(got) => {
             tracing::debug!(packet = %name, bytes = got, "all bytes arrived; checking the part");
-            finish(s.clone(), name, path, got).await
+            let sender = h
+                .get(SENDER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            finish(s.clone(), (name, sender), path, got).await
         }
         Err(e) => {
             tracing::warn!(packet = %name, error = %e, "upload broken off; it resumes on the next attempt");
@@ -366,7 +371,12 @@ async fn upload(
 }
 
 /// Checks and keeps a complete upload (off the async threads: it reads the whole part).
-async fn finish(s: Arc<Shared>, name: String, path: PathBuf, got: u64) -> Response {
+async fn finish(
+    s: Arc<Shared>,
+    (name, sender): (String, String),
+    path: PathBuf,
+    got: u64,
+) -> Response {
     let (s2, n2) = (s.clone(), name.clone());
     match tokio::task::spawn_blocking(move || keep(&s2, &n2, &path)).await {
         Ok(Ok(bay)) => {
@@ -377,6 +387,16 @@ async fn finish(s: Arc<Shared>, name: String, path: PathBuf, got: u64) -> Respon
         }
         Ok(Err(why)) => {
             tracing::warn!(packet = %name, reason = %why, "refused a pushed packet");
+            // The pusher is authenticated and named in the routes file: its name is safe.
+            let rec = crate::history::Record::now(
+                crate::history::Direction::In,
+                Some(&sender),
+                &name,
+                got,
+                crate::history::Outcome::Refused,
+                Some(&format!("refused at the door: {why}")),
+            );
+            crate::history::record(&s.paths.dir, rec);
             refuse(StatusCode::UNPROCESSABLE_ENTITY, why)
         }
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),

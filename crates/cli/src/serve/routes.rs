@@ -61,6 +61,7 @@ struct RawServe {
     retry_max: Option<String>,
     ship_rate: Option<String>,
     handshake_timeout: Option<String>,
+    late_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +142,8 @@ pub struct Routes {
     pub ship_rate: Option<u64>,
     /// The longest a client's TLS handshake may take before its connection is dropped.
     pub handshake_timeout: Duration,
+    /// How long a sibling may go unheard before the status page marks it late.
+    pub late_after: Duration,
     /// Per sibling name.
     pub siblings: BTreeMap<String, Route>,
     /// How buckets are reached, and this site's own.
@@ -202,6 +205,7 @@ impl Routes {
             poll: dur(s.poll.as_deref(), "poll", 1)?,
             retry_max: dur(s.retry_max.as_deref(), "retry_max", 300)?,
             handshake_timeout: dur(s.handshake_timeout.as_deref(), "handshake_timeout", 10)?,
+            late_after: dur(s.late_after.as_deref(), "late_after", 86_400)?,
             siblings,
             s3,
         })
@@ -372,26 +376,10 @@ fn size(text: Option<&str>, key: &str) -> anyhow::Result<Option<u64>> {
 
 /// Parses a duration: `90`, `90s`, `5m`, `2h`, `7d`; `None` gives `default_secs`.
 fn dur(text: Option<&str>, key: &str, default_secs: u64) -> anyhow::Result<Duration> {
-    let Some(t) = text else {
-        return Ok(Duration::from_secs(default_secs));
-    };
-    let t = t.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{key}: `{t}` is not a duration like 30s, 5m, 2h or 7d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("{key}: unknown unit in `{t}`; use s, m, h or d"),
-    };
-    if n == 0 {
-        bail!("{key}: give a duration of at least 1s");
+    match text {
+        None => Ok(Duration::from_secs(default_secs)),
+        Some(t) => crate::util::parse_duration(t).map_err(|e| anyhow::anyhow!("{key}: {e}")),
     }
-    Ok(Duration::from_secs(n.saturating_mul(mult)))
 }
 
 #[cfg(test)]

@@ -185,6 +185,7 @@ impl Shipper {
         match res {
             Ok(()) => {
                 tracing::info!(packet = %name, to = %to, via = %hop, "shipped");
+                record_shipped(s, file, &name, &to, &hop);
                 self.backoff.remove(file);
                 if let Err(e) = std::fs::remove_file(file) {
                     tracing::warn!(packet = %name, error = %e, "shipped, but cannot remove it from the outgoing bay");
@@ -215,6 +216,22 @@ impl Shipper {
             }
         }
     }
+}
+
+/// Records a delivered part in the site's history (before it leaves the outgoing bay).
+fn record_shipped(s: &Shared, file: &Path, name: &str, to: &str, hop: &str) {
+    use crate::history::{Direction, Outcome, Record};
+    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let via = (hop != to).then(|| format!("via {hop}"));
+    let rec = Record::now(
+        Direction::Out,
+        Some(to),
+        &crate::util::esc(name),
+        bytes,
+        Outcome::Shipped,
+        via.as_deref(),
+    );
+    crate::history::record(&s.paths.dir, rec);
 }
 
 fn file_name(f: &Path) -> String {
