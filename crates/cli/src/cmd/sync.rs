@@ -486,14 +486,15 @@ fn refuse(
     ctx: &Ctx,
     site: &Site,
     (name, files, movable): (&str, &[PathBuf], bool),
-    (why, sender): (String, Option<&str>),
+    (why, header): (String, Option<&wire::Header>),
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let full = util::esc(&why);
     let why = util::bounded_line(&full, 400);
+    let sender = header.map(|h| util::esc(&sender_name(&site.replica, h)));
     let rec = Record::now(
         Direction::In,
-        sender,
+        sender.as_deref(),
         name,
         size_of(files),
         Outcome::Refused,
@@ -586,9 +587,8 @@ fn import_groups(
                         return Err(stop(&name, err, why));
                     }
                     let why = store_failure_reason(&err);
-                    let sender = util::esc(&sender_name(&site.replica, &g.header));
                     let place = (name.as_str(), files.as_slice(), movable);
-                    refuse(ctx, &site, place, (why, Some(&sender)), &mut tally)?;
+                    refuse(ctx, &site, place, (why, Some(&g.header)), &mut tally)?;
                     site = reopen(ctx, site)?;
                     store_failed = true;
                     continue;
@@ -663,14 +663,8 @@ fn import_one(
             return match verdict(e) {
                 Verdict::Refuse(why) => {
                     reported.remove(&name);
-                    let sender = util::esc(&sender_name(r, &g.header));
-                    refuse(
-                        ctx,
-                        site,
-                        (&name, &files, movable),
-                        (why, Some(&sender)),
-                        tally,
-                    )?;
+                    let place = (name.as_str(), files.as_slice(), movable);
+                    refuse(ctx, site, place, (why, Some(&g.header)), tally)?;
                     Ok(Step::Refused)
                 }
                 Verdict::StoreFailed(err) => Ok(Step::StoreFailed(err)),
@@ -707,17 +701,22 @@ fn import_one(
         }
     };
     reported.remove(&name);
-    let done = match step {
-        Step::Applied => Outcome::Applied,
-        _ => Outcome::Already,
-    };
-    let sender = util::esc(&sender_name(r, &g.header));
-    let rec = Record::now(Direction::In, Some(&sender), &name, bytes, done, None);
-    history::record(&site.paths.dir, rec);
+    record_import(site, g, &name, bytes, &step);
     if movable {
         remove_files(ctx, &files);
     }
     Ok(step)
+}
+
+/// Records an imported packet in the site's history.
+fn record_import(site: &Site, g: &Group, name: &str, bytes: u64, step: &Step) {
+    let done = match step {
+        Step::Applied => Outcome::Applied,
+        _ => Outcome::Already,
+    };
+    let sender = util::esc(&sender_name(&site.replica, &g.header));
+    let rec = Record::now(Direction::In, Some(&sender), name, bytes, done, None);
+    history::record(&site.paths.dir, rec);
 }
 
 fn sender_name(r: &Replica<AnyStore>, h: &wire::Header) -> String {

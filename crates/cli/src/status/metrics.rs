@@ -51,7 +51,15 @@ pub fn render(doc: &StatusDoc) -> String {
             );
         }
     }
-    family(&mut out, "msite_packets_waiting", "Packets in the incoming bay that must wait (for another packet, their other parts, or the end of a lock), per sender.");
+    packets(&mut out, doc, &me);
+    exchanges(&mut out, doc, &me);
+    restoration(&mut out, doc, &me);
+    out
+}
+
+/// Packets waiting (per sender and in all), refused and queued to ship.
+fn packets(out: &mut String, doc: &StatusDoc, me: &str) {
+    family(out, "msite_packets_waiting", "Packets in the incoming bay that must wait (for another packet, their other parts, or the end of a lock), per sender.");
     for s in &doc.siblings {
         let _ = writeln!(
             out,
@@ -61,7 +69,7 @@ pub fn render(doc: &StatusDoc) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "msite_packets_waiting_total",
         "Packets in the incoming bay that must wait.",
     );
@@ -71,7 +79,7 @@ pub fn render(doc: &StatusDoc) -> String {
         doc.waiting_total
     );
     family(
-        &mut out,
+        out,
         "msite_packets_refused_total",
         "Packets in the refused bay (each with a .reason file).",
     );
@@ -81,7 +89,7 @@ pub fn render(doc: &StatusDoc) -> String {
         doc.refused_total
     );
     family(
-        &mut out,
+        out,
         "msite_packets_outgoing",
         "Part files in the outgoing bay, waiting to be shipped.",
     );
@@ -90,9 +98,6 @@ pub fn render(doc: &StatusDoc) -> String {
         "msite_packets_outgoing{{replica=\"{me}\"}} {}",
         doc.outgoing_total
     );
-    exchanges(&mut out, doc, &me);
-    restoration(&mut out, doc, &me);
-    out
 }
 
 /// The last successful exchange and the late flag, per sibling.

@@ -17,6 +17,7 @@ mod postgres;
 mod restore_safety;
 #[cfg(feature = "serve")]
 mod serve;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

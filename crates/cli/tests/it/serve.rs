@@ -17,16 +17,16 @@ const POLLS: usize = 1200;
 /// The pause between two polls (the polls open stores too: leave the daemons room).
 const PAUSE: Duration = Duration::from_millis(250);
 
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
 /// A running `msite serve`, its log in `LOGNAME.log` of the lab.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn start(lab: &Lab, site: &str, log: &str) -> Daemon {
+    pub(crate) fn start(lab: &Lab, site: &str, log: &str) -> Daemon {
         let log = lab.path(log);
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(assert_cmd::cargo::cargo_bin("msite"))
@@ -45,12 +45,12 @@ impl Daemon {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM, then the exit code.
-    fn terminate(mut self) -> Option<i32> {
+    pub(crate) fn terminate(mut self) -> Option<i32> {
         let mut child = self.child.take().expect("running");
         let pid = child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
@@ -76,7 +76,7 @@ impl Drop for Daemon {
 }
 
 /// A loopback port nobody listens on now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -84,7 +84,13 @@ fn free_port() -> u16 {
 }
 
 /// Writes `site`'s routes file: listening on `port`, with `siblings` as (name, TOML value).
-fn routes(lab: &Lab, site: &str, port: Option<u16>, extra: &str, siblings: &[(&str, String)]) {
+pub(crate) fn routes(
+    lab: &Lab,
+    site: &str,
+    port: Option<u16>,
+    extra: &str,
+    siblings: &[(&str, String)],
+) {
     std::fs::write(lab.path("token"), TOKEN).expect("token");
     let listen = port
         .map(|p| format!("listen = [\"127.0.0.1:{p}\"]\n"))
@@ -98,12 +104,12 @@ fn routes(lab: &Lab, site: &str, port: Option<u16>, extra: &str, siblings: &[(&s
     std::fs::write(lab.path(&format!("{site}/routes.toml")), text).expect("routes");
 }
 
-fn url(port: u16) -> String {
+pub(crate) fn url(port: u16) -> String {
     format!("url = \"http://127.0.0.1:{port}\"")
 }
 
 /// Polls `cond` until it holds; panics with `what` and the daemons' logs otherwise.
-fn wait_for(what: &str, daemons: &[&Daemon], mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, daemons: &[&Daemon], mut cond: impl FnMut() -> bool) {
     for _ in 0..POLLS {
         if cond() {
             return;
@@ -126,7 +132,7 @@ fn digest(lab: &Lab, site: &str) -> Option<String> {
 }
 
 /// `msite ARGS` retried while a daemon holds the store; its stdout.
-fn ok_soon(lab: &Lab, args: &[&str]) -> String {
+pub(crate) fn ok_soon(lab: &Lab, args: &[&str]) -> String {
     for _ in 0..POLLS {
         let out = lab.run(args);
         if out.status.success() {
@@ -143,13 +149,13 @@ fn ok_soon(lab: &Lab, args: &[&str]) -> String {
     panic!("msite {} never got the store", args.join(" "));
 }
 
-fn converged(lab: &Lab, sites: &[&str]) -> bool {
+pub(crate) fn converged(lab: &Lab, sites: &[&str]) -> bool {
     let d: Vec<Option<String>> = sites.iter().map(|s| digest(lab, s)).collect();
     d[0].is_some() && d.iter().all(|x| *x == d[0])
 }
 
 /// A hub family whose spokes reach each other through boston; returns the ports.
-fn hub_with_routes(lab: &Lab) -> [u16; 3] {
+pub(crate) fn hub_with_routes(lab: &Lab) -> [u16; 3] {
     let ports = [free_port(), free_port(), free_port()];
     routes(
         lab,
