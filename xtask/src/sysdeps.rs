@@ -1,6 +1,7 @@
 //! What the machine must have before a row runs: libclang, which `librocksdb-sys`'s bindgen
 //! loads when a RocksDB row builds, and PostgreSQL's server programs, which the PostgreSQL
-//! rows' tests start (scratch servers in temporary directories).
+//! rows' tests start (scratch servers in temporary directories), and Chromium, in which the
+//! `msite-cli` rows with the `serve` feature load the status page (headless).
 //!
 //! [`ensure_postgres`] looks for `initdb` where `msite-store-postgres` looks
 //! (`MSITE_PG_BINDIR`, `PATH`, Debian's `/usr/lib/postgresql/N/bin`); when it is missing and we
@@ -69,6 +70,47 @@ pub fn ensure_postgres() -> Result<()> {
             "`apt-get install {POSTGRES_PACKAGE}` succeeded but `initdb` is still not found; set MSITE_PG_BINDIR to the directory holding it"
         ),
     }
+}
+
+/// The Debian package that provides the headless browser of the status page tests.
+pub const CHROMIUM_PACKAGE: &str = "chromium";
+
+/// Makes sure a Chromium can be found where the status page tests look (`MSITE_CHROMIUM`,
+/// or `chromium`, `chromium-browser`, `google-chrome` on `PATH`), installing
+/// [`CHROMIUM_PACKAGE`] when we may; otherwise it stops naming the package (the tests would
+/// fail, never skip).
+pub fn ensure_chromium() -> Result<()> {
+    if let Some(found) = find_chromium() {
+        println!("Chromium: {}", found.display());
+        return Ok(());
+    }
+    if !is_root() || !has_command("apt-get") {
+        bail!(
+            "the msite-cli rows with `serve` load the status page in headless Chromium, and this machine has none: install it (Debian/Ubuntu: `sudo apt-get install {CHROMIUM_PACKAGE}`) or set MSITE_CHROMIUM to the browser"
+        );
+    }
+    println!("Chromium is missing: installing {CHROMIUM_PACKAGE} with apt-get (we are root)");
+    apt_install(CHROMIUM_PACKAGE)?;
+    match find_chromium() {
+        Some(found) => {
+            println!("Chromium: {}", found.display());
+            Ok(())
+        }
+        None => bail!(
+            "`apt-get install {CHROMIUM_PACKAGE}` succeeded but no `chromium` is on PATH; set MSITE_CHROMIUM to the browser"
+        ),
+    }
+}
+
+/// The browser the status page tests would run.
+fn find_chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MSITE_CHROMIUM") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|d| ["chromium", "chromium-browser", "google-chrome"].map(|n| d.join(n)))
+        .find(|p| p.is_file())
 }
 
 /// `initdb` in `MSITE_PG_BINDIR`, on `PATH`, or in `/usr/lib/postgresql/N/bin`.

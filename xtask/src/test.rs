@@ -8,7 +8,9 @@
 //! cold on two cores); `--no-rocks` or `MSITE_SKIP_ROCKS=1` skips them for a fast inner loop.
 //! Before the first of them, [`sysdeps::ensure_libclang`] installs libclang (as root) or stops
 //! with the package to install; before the rows whose tests start PostgreSQL servers,
-//! [`sysdeps::ensure_postgres`] does the same for the server programs.
+//! [`sysdeps::ensure_postgres`] does the same for the server programs, and before the rows
+//! that load the status page in a browser ([`Row::needs_chromium`]),
+//! [`sysdeps::ensure_chromium`] for Chromium.
 //!
 //! The run ends with a summary (each row's result and durations) and, as its very last line,
 //! `N passed, M failed`, summed from cargo test's `test result:` lines, plus one failure for
@@ -108,6 +110,21 @@ impl Row {
         self.args
             .iter()
             .any(|a| *a == "--all-features" || a.split(',').any(|f| f == "s3"))
+    }
+
+    /// Whether the row's tests load `msite serve`'s status page in headless Chromium: the
+    /// `msite-cli` rows with the `serve` feature (by default, named, through `s3`, or every
+    /// feature).
+    pub fn needs_chromium(&self) -> bool {
+        let cli = self.args.contains(&"msite-cli");
+        let all = self.args.contains(&"--all-features");
+        let defaults = !self.args.contains(&"--no-default-features");
+        // `s3` turns `serve` on.
+        let named = self
+            .args
+            .iter()
+            .any(|a| a.split(',').any(|f| f == "serve" || f == "s3"));
+        (cli || all) && (all || defaults || named)
     }
 
     fn steps(&self) -> Vec<Step> {
@@ -240,6 +257,12 @@ fn ensure_system_packages(rows: &[&Row], no_rocks: bool) -> Result<()> {
     {
         sysdeps::ensure_moto()?;
     }
+    if rows
+        .iter()
+        .any(|r| r.needs_chromium() && !(r.rocks && no_rocks))
+    {
+        sysdeps::ensure_chromium()?;
+    }
     Ok(())
 }
 
@@ -368,6 +391,16 @@ mod tests {
         assert_eq!(uncounted_failure(false, 0), 1, "a build or lint error");
         assert_eq!(uncounted_failure(false, 3), 0, "already counted by libtest");
         assert_eq!(uncounted_failure(true, 0), 0);
+    }
+
+    #[test]
+    fn the_rows_that_run_the_status_page_tests_require_chromium() {
+        let needing: Vec<&str> = MATRIX
+            .iter()
+            .filter(|r| r.needs_chromium())
+            .map(|r| r.tag)
+            .collect();
+        assert_eq!(needing, ["cli-sqlite", "all-features"]);
     }
 
     #[test]

@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn the_file_stays_bounded_and_keeps_the_newest() {
         let d = tempfile::tempdir().unwrap();
-        let batch: Vec<Record> = (0..KEEP as u64 * 4).map(rec).collect();
+        let batch: Vec<Record> = (0..KEEP as u64 * 10).map(rec).collect();
         for chunk in batch.chunks(500) {
             append(d.path(), chunk).unwrap();
         }
@@ -243,7 +243,7 @@ mod tests {
             "{}",
             recs.len()
         );
-        assert_eq!(recs.last().unwrap().bytes, KEEP as u64 * 4 - 1);
+        assert_eq!(recs.last().unwrap().bytes, KEEP as u64 * 10 - 1);
     }
 
     #[test]
