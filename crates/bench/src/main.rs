@@ -7,7 +7,7 @@
 //! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
 //!
 //! Options: `--quick` (sizes ÷ 10), `--no-rocks`,
-//! `--only tree,inc,ceiling,restore,mem,branch,big,history,ship`, `--runs N`, `--work-dir DIR`
+//! `--only tree,inc,ceiling,restore,mem,branch,big,history,ship,status`, `--runs N`, `--work-dir DIR`
 //! (default: a temporary directory, removed at the end), `--history-bundle PATH` (default
 //! `../shared/data/serde-history.bundle` beside the workspace), `--history-commits N` (replay
 //! only the oldest N first-parent commits; `--quick` replays 250).
@@ -17,6 +17,7 @@ mod branch;
 mod git;
 mod history;
 mod ship;
+mod status_page;
 mod util;
 mod workloads;
 
@@ -74,7 +75,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big,history,ship] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big,history,ship,status] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
                 );
                 std::process::exit(0);
             }
@@ -212,6 +213,16 @@ fn main() -> Result<()> {
             },
         )?;
         base.insert("git_inc_secs".into(), json!(t));
+    }
+
+    if want("status") {
+        let dir = root.join("status-history");
+        std::fs::create_dir_all(&dir).context("creating the history directory")?;
+        let t = step(
+            "status page: render for 50 replicas vs the JSON document",
+            || status_page::measure(&dir, 51),
+        )?;
+        base.insert("status".into(), t);
     }
 
     let mut results = serde_json::Map::new();
@@ -422,6 +433,9 @@ fn table_rows(
     let git_tree = base.get("git_tree_secs").and_then(Value::as_f64);
     let git_inc = base.get("git_inc_secs").and_then(Value::as_f64);
     let err = |v: &Value| v.get("error").and_then(Value::as_str).map(str::to_string);
+    if let Some(t) = base.get("status") {
+        rows.push(status_row(t));
+    }
     for (b, r) in results {
         if let Some(t) = r.get("tree") {
             if let Some(e) = err(t) {
@@ -619,6 +633,36 @@ fn table_rows(
         }
     }
     rows
+}
+
+/// The status page row: the three views rendered against the JSON document alone (the page
+/// must stay interactive: goal ≤ 50 ms for the three).
+fn status_row(t: &Value) -> Value {
+    let (Some(p), Some(j)) = (f(t, "page_secs"), f(t, "json_secs")) else {
+        return row(
+            "Status page",
+            "-",
+            "no figures".into(),
+            "-".into(),
+            None,
+            "≤ 50 ms",
+            None,
+        );
+    };
+    row(
+        &format!(
+            "Status page, {} replicas: render /, /epoch, /history ({} of {} recorded packets kept, {} KiB; read in {}) vs the JSON document alone (median of {})",
+            t["replicas"], t["history_records_kept"], t["recorded"],
+            t["history_bytes"].as_u64().unwrap_or(0) / 1024,
+            secs(f(t, "history_read_secs").unwrap_or(0.0)), t["runs"]
+        ),
+        "-",
+        secs(p),
+        secs(j),
+        Some(p / j),
+        "page ≤ 50 ms",
+        Some(p <= 0.05),
+    )
 }
 
 /// The real-history rows, each msite against git on the same commits: (what, msite's figure,
