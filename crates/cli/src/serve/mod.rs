@@ -93,6 +93,8 @@ pub struct Shared {
     pub wake: std::sync::mpsc::SyncSender<()>,
     /// Wake the shippers (a new part in the outgoing bay, a stop).
     pub ship_wakes: Vec<std::sync::mpsc::SyncSender<()>>,
+    /// The last status document the views computed, and when ([`page`]).
+    pub status: Mutex<Option<(std::time::Instant, crate::status::StatusDoc)>>,
 }
 
 /// The receiving ends of the wake-ups: the worker's, and one per first hop for its shipper.
@@ -229,6 +231,7 @@ pub fn shared(ctx: &Ctx, routes: Routes) -> anyhow::Result<(Arc<Shared>, Wakes)>
         stop: AtomicBool::new(false),
         wake: tx,
         ship_wakes,
+        status: Mutex::default(),
     };
     let wakes = Wakes {
         worker: rx,

@@ -35,13 +35,28 @@ pub fn routes(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
         .route("/metrics", get(metrics))
 }
 
-/// Computes the status document (off the async threads).
+/// How long a computed status document is served again: a dashboard and a scraper polling
+/// together open the store at most once a second, leaving it to the worker's imports.
+const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The status document, computed off the async threads (or the one computed less than
+/// [`FRESH`] ago).
 async fn doc(s: &Arc<Shared>) -> Result<StatusDoc, Response> {
     let s = s.clone();
     let res = tokio::task::spawn_blocking(move || {
+        let mut cached = s.status.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, d)) = cached.as_ref().filter(|(at, _)| at.elapsed() < FRESH) {
+            tracing::trace!(
+                age_ms = at.elapsed().as_millis() as u64,
+                "status served again"
+            );
+            return Ok(d.clone());
+        }
         let ctx = crate::site::Ctx::buffered(s.paths.dir.clone());
         let site = super::open_patiently(&ctx)?;
-        status::collect(&site, &status::Options::now(s.routes.late_after))
+        let d = status::collect(&site, &status::Options::now(s.routes.late_after))?;
+        *cached = Some((std::time::Instant::now(), d.clone()));
+        Ok(d)
     })
     .await;
     match res {
