@@ -279,3 +279,56 @@ pub fn render_history(replica: &str, recs: &[Record], unreadable: usize) -> Stri
     };
     frame(replica, "packet history", body)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A document whose every text is hostile markup.
+    fn hostile() -> StatusDoc {
+        let evil = "<script>alert(1)</script>";
+        let x = json!({ "time": "t", "at_ms": 1, "packet": evil, "bytes": 1, "result": "refused", "detail": evil });
+        serde_json::from_value(json!({
+            "format": 1, "generated": "g", "generated_ms": 0, "family": evil, "family_id": "00",
+            "replica": evil, "late_after_s": 1,
+            "restore": { "state": "rolled_back", "locked": true, "reason": evil, "incarnation": null,
+                         "awaiting": [evil], "siblings_restoring": [evil] },
+            "siblings": [{ "name": evil, "id": "00", "last_in": x, "last_out": x, "last_ok": null,
+                "last_ok_ms": null, "they_lack": 0, "we_lack": 0, "waiting": 0, "refused": 0,
+                "awaited": true, "heard": "late", "key_fingerprint": null }],
+            "incoming": [{ "packet": evil, "sender": evil, "bytes": 0, "verdict": "waiting", "here": evil }],
+            "incoming_total": 1, "waiting_total": 1,
+            "refused": [{ "file": evil, "sender": evil, "reason": evil, "time": "t" }],
+            "refused_total": 1, "outgoing_total": 0,
+            "epoch": { "origins": [evil], "rows": [{ "replica": evil, "own": true, "cells": [1] }] },
+            "history_unreadable": 0
+        }))
+        .expect("a status document")
+    }
+
+    #[test]
+    fn every_text_from_disk_is_escaped() {
+        let d = hostile();
+        let rec = Record::now(
+            Direction::In,
+            Some("<b>x</b>"),
+            "<script>",
+            1,
+            history::Outcome::Refused,
+            Some("<i>"),
+        );
+        for page in [
+            render_status(&d),
+            render_epoch(&d),
+            render_history("<r>", &[rec], 0),
+        ] {
+            assert!(!page.contains("<script>") && !page.contains("<b>") && !page.contains("<i>"));
+            assert!(page.contains("&lt;script&gt;"), "{page}");
+        }
+        let page = render_status(&d);
+        assert!(page.contains("Rolled back: &lt;script&gt;"), "{page}");
+        assert!(page.contains("<tr class=\"late\">"), "{page}");
+    }
+}
