@@ -75,6 +75,9 @@ pub fn update_header() -> Header {
         created_ms: 1_700_000_200_000,
         new_replica: Id::default(),
         comment: "nightly sync".into(),
+        keys: vec![],
+        heads: vec![],
+        signature: msite_packet::wire::NO_SIGNATURE,
     }
 }
 

@@ -87,8 +87,23 @@ impl Raw {
     }
 }
 
+/// The header as format 1.0 encodes it: its twelve fields, without the 1.2 ones (§6).
 fn header_bytes() -> Vec<u8> {
-    rmp_serde::to_vec(&update_header()).unwrap()
+    let h = update_header();
+    let first = (h.family, h.family_name, h.sender, h.sender_name);
+    let rest = (h.sender_incarnation, h.targets, h.bases, h.sender_row);
+    let last = (h.controls, h.created_ms, h.new_replica, h.comment);
+    // A struct is an array of its fields: the three tuples' elements, flattened.
+    let mut out = vec![0x9c];
+    for part in [
+        rmp_serde::to_vec(&first).unwrap(),
+        rmp_serde::to_vec(&rest).unwrap(),
+        rmp_serde::to_vec(&last).unwrap(),
+    ] {
+        assert_eq!(part[0], 0x94, "a four-element array");
+        out.extend_from_slice(&part[1..]);
+    }
+    out
 }
 
 fn decode_all(bytes: &[u8]) -> Result<(PacketInfo, Header, Vec<Record>), DecodeError> {
@@ -150,9 +165,9 @@ fn encoder_output_is_the_spec_layout() {
     assert!(ours == raw.build());
 }
 
-/// A target as a hypothetical format 1.1 might carry it: one field appended.
+/// A target as a hypothetical format 1.3 might carry it: one field appended.
 #[derive(Serialize)]
-struct Target11 {
+struct TargetNext {
     replica: Id,
     incarnation: u64,
     packet_seq: u64,
@@ -162,27 +177,31 @@ struct Target11 {
     region: String,
 }
 
-/// The header of a hypothetical format 1.1: a nested and a top-level field appended.
+/// The header of a hypothetical format 1.3: a nested and a top-level field appended.
 #[derive(Serialize)]
-struct Header11 {
+struct HeaderNext {
     family: Id,
     family_name: String,
     sender: Id,
     sender_name: String,
     sender_incarnation: u64,
-    targets: Vec<Target11>,
+    targets: Vec<TargetNext>,
     bases: Vec<Base>,
     sender_row: Row,
     controls: Vec<Control>,
     created_ms: u64,
     new_replica: Id,
     comment: String,
-    signature: (u32, String),
+    keys: Vec<KeyCell>,
+    heads: Vec<SignedHead>,
+    #[serde(with = "msite_packet::wire::hexbytes")]
+    signature: [u8; 64],
+    region: (u32, String),
 }
 
-fn header11() -> Vec<u8> {
+fn header_next() -> Vec<u8> {
     let h = update_header();
-    let h11 = Header11 {
+    let next = HeaderNext {
         family: h.family,
         family_name: h.family_name,
         sender: h.sender,
@@ -191,7 +210,7 @@ fn header11() -> Vec<u8> {
         targets: h
             .targets
             .into_iter()
-            .map(|t| Target11 {
+            .map(|t| TargetNext {
                 replica: t.replica,
                 incarnation: t.incarnation,
                 packet_seq: t.packet_seq,
@@ -207,9 +226,12 @@ fn header11() -> Vec<u8> {
         created_ms: h.created_ms,
         new_replica: h.new_replica,
         comment: h.comment,
-        signature: (7, "sig".into()),
+        keys: h.keys,
+        heads: h.heads,
+        signature: h.signature,
+        region: (7, "emea".into()),
     };
-    rmp_serde::to_vec(&h11).unwrap()
+    rmp_serde::to_vec(&next).unwrap()
 }
 
 #[test]
@@ -221,17 +243,17 @@ fn newer_minor_version_is_read_skipping_what_is_unknown() {
         Op::MkBrType { name: "dev".into() },
     ));
     let mut raw = Raw::new(
-        header11(),
+        header_next(),
         &[
             rec(0x10, b"a record type of a newer minor version"),
             rec(1, &e),
             rec(0x11, &[]),
         ],
     );
-    raw.minor = 2;
+    raw.minor = 3;
     raw.flags = 0x01;
     let (info, header, recs) = decode_all(&raw.build()).unwrap();
-    assert_eq!(info.version, FormatVersion { major: 1, minor: 2 });
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 3 });
     assert_eq!(header, update_header());
     assert_eq!(recs, vec![Record::Entry(e.clone())]);
     // The same content claiming to be 1.0 is refused: 1.0 has no such fields or records.
