@@ -1055,6 +1055,11 @@ impl Lspacket {
             }
             None => (None, None),
         };
+        let id = PacketId(g.lp.packet_id.0);
+        let signature = match site {
+            Some(s) => s.replica.signature_status(h, g.lp.kind, &id)?,
+            None => msite_core::sync::signature_status_listed(h, g.lp.kind, &id),
+        };
         let per_origin: Vec<serde_json::Value> = c
             .per_origin
             .iter()
@@ -1085,6 +1090,7 @@ impl Lspacket {
             "created": util::utc_time(h.created_ms),
             "verified": c.verified,
             "problem": c.problem,
+            "signature": signature_json(&signature, site.is_some()),
             "importable_here": verdict,
             "here": here,
             "entry_list": if self.long {
@@ -1092,6 +1098,25 @@ impl Lspacket {
             } else { None },
         }))
     }
+}
+
+/// Whether a packet's signature verifies, as `lspacket --json` gives it: `status` is
+/// `verified`, `unsigned` or `invalid`; `keys` says whose keys it was checked with (`site`:
+/// the ones pinned at the site, `listed`: the ones the packet itself lists).
+fn signature_json(s: &msite_core::sync::SignatureStatus, at_site: bool) -> serde_json::Value {
+    use msite_core::sync::SignatureStatus as S;
+    let (status, key, detail) = match s {
+        S::Verified { key } => ("verified", Some(key.clone()), None),
+        S::Unsigned => ("unsigned", None, None),
+        S::Invalid(why) => ("invalid", None, Some(why.clone())),
+    };
+    json!({
+        "status": status,
+        "key_fingerprint": key,
+        "detail": detail,
+        "keys": if at_site { "site" } else { "listed" },
+        "text": s.to_string(),
+    })
 }
 
 /// The control records a packet carries, as `lspacket --json` lists them.
@@ -1252,6 +1277,15 @@ fn say_contents(ctx: &Ctx, d: &serde_json::Value) {
         "  created: {}, {} bytes",
         d["created"].as_str().unwrap_or("?"),
         d["bytes"]
+    ));
+    ctx.say(format!(
+        "  signature: {}{}",
+        d["signature"]["text"].as_str().unwrap_or("?"),
+        if d["signature"]["keys"] == "listed" {
+            " (checked with the keys the packet lists; run inside a site to check with its keys)"
+        } else {
+            ""
+        }
     ));
     ctx.say(format!(
         "  verified: {}",

@@ -27,7 +27,7 @@ pub use export::ExportPlan;
 pub use import::ImportOutcome;
 pub use packet::{ExportOutcome, Incoming, RecordSink};
 pub(crate) use trust::ensure_signing_key;
-pub use trust::fingerprint;
+pub use trust::{fingerprint, signature_status_listed, SignatureStatus};
 
 use std::collections::BTreeMap;
 

@@ -275,56 +275,14 @@ impl<S: Store> crate::replica::Replica<S> {
         packet_id: &PacketId,
         src: &str,
     ) -> Result<Heads> {
-        let sender = ReplicaId(h.sender.0);
-        let sender_name = self.sender_name(h);
-        let key = key_for(&self.store, h, &sender, &sender_name, &sender_name)?;
-        if h.signature == wire::NO_SIGNATURE {
-            return Err(unauthentic(
-                &sender_name,
-                format!(
-                    "{src} is unsigned, but this replica accepts only packets signed by {sender_name}'s key {}",
-                    fingerprint(&key)
-                ),
-            ));
-        }
-        let msg = sign::header_message(&wire::Id(packet_id.0), kind, h);
-        if !verifies(&key, &msg, &h.signature) {
-            return Err(unauthentic(
-                &sender_name,
-                format!(
-                    "the signature of {src} does not verify with {sender_name}'s key {}",
-                    fingerprint(&key)
-                ),
-            ));
-        }
-        for k in &h.keys {
-            let who = ReplicaId(k.replica.0);
-            key_for(&self.store, h, &who, &self.replica_name(&who), &sender_name)?;
-        }
-        self.check_heads(h, &sender_name)
-    }
-
-    /// Each chain head in the header, verified with its origin's key.
-    fn check_heads(&self, h: &wire::Header, sender_name: &str) -> Result<Heads> {
-        let mut heads = Heads::new();
-        for head in &h.heads {
-            let o = ReplicaId(head.origin.0);
-            let name = self.replica_name(&o);
-            let key = key_for(&self.store, h, &o, &name, sender_name)?;
-            let msg = sign::head_message(&h.family, &head.origin, head.number, &head.hash);
-            if !verifies(&key, &msg, &head.signature) {
-                return Err(unauthentic(
-                    sender_name,
-                    format!(
-                        "the packet's chain head {} of {name} is not signed by {name}'s key {}",
-                        head.number,
-                        fingerprint(&key)
-                    ),
-                ));
+        let name = |r: &ReplicaId| {
+            if r.0 == h.sender.0 {
+                self.sender_name(h)
+            } else {
+                self.replica_name(r)
             }
-            heads.insert((o, head.number), head.hash);
-        }
-        Ok(heads)
+        };
+        check_header(&self.store, h, kind, packet_id, src, &name)
     }
 
     /// Pins the keys an authentic header lists that were not known here, and stores its
@@ -365,6 +323,122 @@ fn prune_heads<S: Store>(txn: &mut Txn<'_, S>, o: &ReplicaId, newest: u64) -> Re
         }
     }
     Ok(())
+}
+
+/// The sender's signature of a header, with the keys pinned in `r` (or listed), then every
+/// chain head with its origin's key; `name` names replicas in refusals.
+fn check_header<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    kind: wire::Kind,
+    packet_id: &PacketId,
+    src: &str,
+    name: &dyn Fn(&ReplicaId) -> String,
+) -> Result<Heads> {
+    let sender = ReplicaId(h.sender.0);
+    let sender_name = name(&sender);
+    let key = key_for(r, h, &sender, &sender_name, &sender_name)?;
+    if h.signature == wire::NO_SIGNATURE {
+        return Err(unauthentic(
+            &sender_name,
+            format!(
+                "{src} is unsigned, but this replica accepts only packets signed by {sender_name}'s key {}",
+                fingerprint(&key)
+            ),
+        ));
+    }
+    let msg = sign::header_message(&wire::Id(packet_id.0), kind, h);
+    if !verifies(&key, &msg, &h.signature) {
+        return Err(unauthentic(
+            &sender_name,
+            format!(
+                "the signature of {src} does not verify with {sender_name}'s key {}",
+                fingerprint(&key)
+            ),
+        ));
+    }
+    for k in &h.keys {
+        let who = ReplicaId(k.replica.0);
+        key_for(r, h, &who, &name(&who), &sender_name)?;
+    }
+    check_heads(r, h, &sender_name, name)
+}
+
+/// Each chain head in the header, verified with its origin's key.
+fn check_heads<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    sender_name: &str,
+    name: &dyn Fn(&ReplicaId) -> String,
+) -> Result<Heads> {
+    let mut heads = Heads::new();
+    for head in &h.heads {
+        let o = ReplicaId(head.origin.0);
+        let origin = name(&o);
+        let key = key_for(r, h, &o, &origin, sender_name)?;
+        let msg = sign::head_message(&h.family, &head.origin, head.number, &head.hash);
+        if !verifies(&key, &msg, &head.signature) {
+            return Err(unauthentic(
+                sender_name,
+                format!(
+                    "the packet's chain head {} of {origin} is not signed by {origin}'s key {}",
+                    head.number,
+                    fingerprint(&key)
+                ),
+            ));
+        }
+        heads.insert((o, head.number), head.hash);
+    }
+    Ok(heads)
+}
+
+/// The signature status of a header checked against the keys in `r`.
+fn status_of<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    kind: wire::Kind,
+    packet_id: &PacketId,
+    name: &dyn Fn(&ReplicaId) -> String,
+) -> Result<SignatureStatus> {
+    if h.signature == wire::NO_SIGNATURE {
+        return Ok(SignatureStatus::Unsigned);
+    }
+    match check_header(r, h, kind, packet_id, "the packet", name) {
+        Ok(_) => {
+            let sender = ReplicaId(h.sender.0);
+            let key = key_for(r, h, &sender, "", "")?;
+            Ok(SignatureStatus::Verified {
+                key: fingerprint(&key),
+            })
+        }
+        Err(CoreError::Refused(Refusal::Unauthentic { detail, .. })) => {
+            Ok(SignatureStatus::Invalid(detail))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A view of an empty store: a packet checked without a site has only the keys it lists.
+struct NoKeys;
+
+impl ReadView for NoKeys {
+    fn get(&self, _: Keyspace, _: &[u8]) -> crate::store::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn scan(
+        &self,
+        _: Keyspace,
+        _: crate::store::KeyRange,
+    ) -> crate::store::Result<crate::store::ScanIter<'_>> {
+        Ok(Box::new(std::iter::empty()))
+    }
+    fn last(
+        &self,
+        _: Keyspace,
+        _: crate::store::KeyRange,
+    ) -> crate::store::Result<Option<crate::store::KeyValue>> {
+        Ok(None)
+    }
 }
 
 /// A stored head of origin `o` from its Peers key and value.
@@ -445,4 +519,61 @@ impl HeadCheck {
             )),
         }
     }
+}
+
+/// Whether a packet's signature verifies, as `lspacket` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureStatus {
+    /// The sender's signature and every chain head verify, with the key of `key`'s
+    /// fingerprint (pinned at the site, or, without one, the key the packet lists).
+    Verified {
+        /// The fingerprint of the sender's key used.
+        key: String,
+    },
+    /// The packet carries no signature (format 1.0 or 1.1, or a 1.2 header without one).
+    Unsigned,
+    /// A signature does not verify, or a key differs from the one pinned: the sentence says
+    /// which.
+    Invalid(String),
+}
+
+impl std::fmt::Display for SignatureStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignatureStatus::Verified { key } => write!(f, "verifies (sender's key {key})"),
+            SignatureStatus::Unsigned => f.write_str("unsigned (refused at import)"),
+            SignatureStatus::Invalid(why) => write!(f, "does not verify: {why}"),
+        }
+    }
+}
+
+impl<S: Store> crate::replica::Replica<S> {
+    /// Whether the packet's signature and chain heads verify with the keys pinned here (keys
+    /// not pinned yet: as the packet lists them).
+    pub fn signature_status(
+        &self,
+        h: &wire::Header,
+        kind: wire::Kind,
+        packet_id: &PacketId,
+    ) -> Result<SignatureStatus> {
+        status_of(&self.store, h, kind, packet_id, &|r| self.replica_name(r))
+    }
+}
+
+/// Whether the packet's signature and chain heads verify with the keys the packet itself
+/// lists (no site: a check of consistency; compare the fingerprint out of band).
+pub fn signature_status_listed(
+    h: &wire::Header,
+    kind: wire::Kind,
+    packet_id: &PacketId,
+) -> SignatureStatus {
+    let name = |r: &ReplicaId| {
+        if r.0 == h.sender.0 && !h.sender_name.is_empty() {
+            h.sender_name.clone()
+        } else {
+            r.short()
+        }
+    };
+    status_of(&NoKeys, h, kind, packet_id, &name)
+        .unwrap_or_else(|e| SignatureStatus::Invalid(e.to_string()))
 }
