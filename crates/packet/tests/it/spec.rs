@@ -442,3 +442,28 @@ fn content_pieces_decode_in_format_1_1_only() {
         ));
     }
 }
+
+#[test]
+fn signed_header_fields_are_refused_in_an_older_minor_version() {
+    // Format 1.2's header fields (keys, chain heads, signature) in a packet claiming 1.1 or
+    // 1.0 are malformed: an older writer never writes them.
+    let mut h = update_header();
+    h.keys = vec![KeyCell {
+        replica: id(2),
+        key: [5; 32],
+    }];
+    h.signature = [6; 64];
+    for minor in [0, 1] {
+        let mut raw = Raw::new(rmp_serde::to_vec(&h).unwrap(), &[]);
+        raw.minor = minor;
+        match decode_all(&raw.build()).unwrap_err() {
+            DecodeError::Malformed { reason, .. } => assert!(reason.contains("1.2"), "{reason}"),
+            e => panic!("expected Malformed, got {e:?}"),
+        }
+    }
+    let mut raw = Raw::new(rmp_serde::to_vec(&h).unwrap(), &[]);
+    raw.minor = 2;
+    let (info, header, _) = decode_all(&raw.build()).unwrap();
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 2 });
+    assert_eq!(header, h);
+}
