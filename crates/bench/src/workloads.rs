@@ -480,7 +480,8 @@ fn verify_secs<B: Backend>(c: &Rep<B>, files: &[PathBuf]) -> Result<f64> {
     let pkt = Incoming::from_files(files)?;
     let mut times = Vec::new();
     for _ in 0..21 {
-        let (status, t) = timed(|| Ok(c.signature_status(&pkt.header, pkt.kind, &pkt.packet_id)?))?;
+        let (status, t) =
+            timed(|| Ok(c.signature_status(&pkt.header, pkt.kind, &pkt.packet_id)?))?;
         if !matches!(status, msite_core::sync::SignatureStatus::Verified { .. }) {
             bail!("the ceiling packet's signature does not verify: {status}");
         }

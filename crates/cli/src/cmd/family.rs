@@ -345,7 +345,9 @@ pub fn replica_infos(r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaInfo>> 
                 |h| json!({ "incarnation": h.incarnation, "row": names::row_json(r, &h.row) }),
             ),
             completed_incarnation: r.completed_incarnation(&obj.id)?,
-            key_fingerprint: r.public_key(&obj.id)?.map(|k| msite_core::sync::fingerprint(&k)),
+            key_fingerprint: r
+                .public_key(&obj.id)?
+                .map(|k| msite_core::sync::fingerprint(&k)),
             annotations,
         });
     }

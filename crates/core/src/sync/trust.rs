@@ -194,6 +194,21 @@ impl<S: Store> crate::replica::Replica<S> {
             .to_bytes();
     }
 
+    /// This replica's signature of its own chain head at `number` with hash `hash`, whatever
+    /// it holds: what a replica running other code can sign. For the forgery tests.
+    #[cfg(feature = "testkit")]
+    pub fn sign_head_for_test(&self, number: u64, hash: &Hash) -> wire::SignedHead {
+        let origin = wire::Id(self.me.0);
+        let msg = sign::head_message(&wire::Id(self.family.0), &origin, number, hash);
+        let sk = self.signing_key().expect("a signing key");
+        wire::SignedHead {
+            origin,
+            number,
+            hash: *hash,
+            signature: sk.sign(&msg).to_bytes(),
+        }
+    }
+
     /// The chain heads covering `ranges` (origin, first, last number carried): for our own
     /// entries, heads signed now at the last one and every [`OWN_HEAD_EVERY`] entries; for
     /// other origins, the heads held here within the range whose hash is still our entry's.
