@@ -446,7 +446,7 @@ pub fn ceiling<B: Backend>(w: &Work, inputs: &Inputs, sizes: &Sizes) -> Result<V
     let pkt = w.fresh("pkt");
     let ((files, bytes, entries), t_exp) =
         timed(|| parts(&a.export_to_dir(&c.id(), &pkt, None)?))?;
-    let t_verify = verify_secs(&c, &files)?;
+    let t_verify = verify_secs::<B>(&c, &files)?;
     let (out, t_imp) = timed(|| Ok(c.import(Incoming::from_files(&files)?)?))?;
     let applied = match out {
         ImportOutcome::Applied { applied, .. } => applied,
