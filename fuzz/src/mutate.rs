@@ -250,6 +250,7 @@ fn mutate_controls(u: &mut Unstructured<'_>, h: &mut wire::Header, f: &Family) -
             replica: replica(u, f)?,
             incarnation: u.int_in_range(0u64..=3)?,
             row: row(u, f)?,
+            signature: wire::NO_SIGNATURE,
         }
     } else {
         wire::Control::ProvisionalAck {
@@ -257,6 +258,7 @@ fn mutate_controls(u: &mut Unstructured<'_>, h: &mut wire::Header, f: &Family) -
             replica: replica(u, f)?,
             incarnation: u.int_in_range(0u64..=3)?,
             held: u.int_in_range(0u64..=12)?,
+            signature: wire::NO_SIGNATURE,
         }
     };
     h.controls.push(c);
@@ -393,10 +395,12 @@ fn op(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {
             replica: replica(u, f)?,
             incarnation: u.int_in_range(0u64..=3)?,
             held: u.int_in_range(0u64..=12)?,
+            signature: wire::NO_SIGNATURE,
         },
         _ => wire::Op::RestoreComplete {
             incarnation: u.int_in_range(0u64..=3)?,
             row: row(u, f)?,
+            signature: wire::NO_SIGNATURE,
         },
     })
 }

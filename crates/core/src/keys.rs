@@ -97,6 +97,17 @@ pub mod peers {
     pub const PUBLIC_KEY: u8 = 14;
     /// A chain head signed by its origin (tag, origin, number): hash then signature.
     pub const HEAD: u8 = 15;
+    /// A control record's signature by its owner (tag, BLAKE3 of the signed message), kept
+    /// to relay the control with it.
+    pub const CONTROL_SIG: u8 = 16;
+}
+
+/// Peers key of the owner's signature of a control record whose signed message hashes to
+/// `message_hash`.
+pub fn control_sig(message_hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = vec![peers::CONTROL_SIG];
+    k.extend_from_slice(message_hash);
+    k
 }
 
 /// Peers key of the stored chain head of `origin` at `number`.

@@ -48,8 +48,69 @@ pub fn head_message(
     m
 }
 
+/// Domain separation of a control record's signature.
+const CONTROL_DOMAIN: &[u8] = b"msite control v1\0";
+
+/// The bytes the owner of a control record signs ([`wire::Control::owner`]): the domain,
+/// the family and the control's msgpack encoding with its signature all zeros.
+pub fn control_message(family: &wire::Id, control: &wire::Control) -> Vec<u8> {
+    let mut unsigned = control.clone();
+    *unsigned.signature_mut() = wire::NO_SIGNATURE;
+    let body = rmp_serde::to_vec(&unsigned).expect("a control always encodes");
+    let mut m = Vec::with_capacity(CONTROL_DOMAIN.len() + 16 + body.len());
+    m.extend_from_slice(CONTROL_DOMAIN);
+    m.extend_from_slice(&family.0);
+    m.extend_from_slice(&body);
+    m
+}
+
+/// A control record as format 1.0 encodes it: without the 1.2 signature.
+#[derive(Serialize)]
+enum ControlV10<'a> {
+    RestoreRequest {
+        replica: &'a wire::Id,
+        incarnation: u64,
+        row: &'a [wire::RowCell],
+    },
+    ProvisionalAck {
+        acker: &'a wire::Id,
+        replica: &'a wire::Id,
+        incarnation: u64,
+        held: u64,
+    },
+}
+
+impl<'a> From<&'a wire::Control> for ControlV10<'a> {
+    fn from(c: &'a wire::Control) -> Self {
+        match c {
+            wire::Control::RestoreRequest {
+                replica,
+                incarnation,
+                row,
+                ..
+            } => ControlV10::RestoreRequest {
+                replica,
+                incarnation: *incarnation,
+                row,
+            },
+            wire::Control::ProvisionalAck {
+                acker,
+                replica,
+                incarnation,
+                held,
+                ..
+            } => ControlV10::ProvisionalAck {
+                acker,
+                replica,
+                incarnation: *incarnation,
+                held: *held,
+            },
+        }
+    }
+}
+
 /// The header as a 1.0 or 1.1 writer encodes it: the twelve fields of format 1.0, without
-/// the fields 1.2 appended (which must then be empty).
+/// the fields 1.2 appended (which must then be empty), its controls without their signatures.
 #[derive(Serialize)]
 struct HeaderV10<'a> {
     family: &'a wire::Id,
@@ -60,7 +121,7 @@ struct HeaderV10<'a> {
     targets: &'a [wire::Target],
     bases: &'a [wire::Base],
     sender_row: &'a [wire::RowCell],
-    controls: &'a [wire::Control],
+    controls: Vec<ControlV10<'a>>,
     created_ms: u64,
     new_replica: &'a wire::Id,
     comment: &'a str,
@@ -68,7 +129,12 @@ struct HeaderV10<'a> {
 
 /// Whether the header uses a field of minor version 1.2.
 pub(crate) fn uses_signed_fields(h: &wire::Header) -> bool {
-    !h.keys.is_empty() || !h.heads.is_empty() || h.signature != wire::NO_SIGNATURE
+    !h.keys.is_empty()
+        || !h.heads.is_empty()
+        || h.signature != wire::NO_SIGNATURE
+        || h.controls
+            .iter()
+            .any(|c| *c.signature() != wire::NO_SIGNATURE)
 }
 
 /// The header's bytes in a packet of minor version `minor`.
@@ -88,7 +154,7 @@ pub(crate) fn encode_header(
         targets: &h.targets,
         bases: &h.bases,
         sender_row: &h.sender_row,
-        controls: &h.controls,
+        controls: h.controls.iter().map(ControlV10::from).collect(),
         created_ms: h.created_ms,
         new_replica: &h.new_replica,
         comment: &h.comment,

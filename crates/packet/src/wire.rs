@@ -104,6 +104,10 @@ pub enum Control {
         incarnation: u64,
         /// Its own row as restored.
         row: Row,
+        /// (1.2) The restoring replica's signature over [`crate::sign::control_message`]
+        /// (all zeros: unsigned), so that a relay cannot forge or alter it.
+        #[serde(default = "no_signature", with = "hexbytes")]
+        signature: Signature,
     },
     /// An acknowledgement of a restore request by a replica that is itself recovering and so
     /// may not create a numbered entry yet.
@@ -116,7 +120,38 @@ pub enum Control {
         incarnation: u64,
         /// How many of the restoring replica's own entries the acker held.
         held: u64,
+        /// (1.2) The acker's signature over [`crate::sign::control_message`] (all zeros:
+        /// unsigned).
+        #[serde(default = "no_signature", with = "hexbytes")]
+        signature: Signature,
     },
+}
+
+impl Control {
+    /// The replica whose statement the control is, and which signs it: the restoring
+    /// replica of a request, the acker of a provisional acknowledgement.
+    pub fn owner(&self) -> Id {
+        match self {
+            Control::RestoreRequest { replica, .. } => *replica,
+            Control::ProvisionalAck { acker, .. } => *acker,
+        }
+    }
+
+    /// The control's signature field.
+    pub fn signature(&self) -> &Signature {
+        match self {
+            Control::RestoreRequest { signature, .. }
+            | Control::ProvisionalAck { signature, .. } => signature,
+        }
+    }
+
+    /// The control's signature field, to set.
+    pub fn signature_mut(&mut self) -> &mut Signature {
+        match self {
+            Control::RestoreRequest { signature, .. }
+            | Control::ProvisionalAck { signature, .. } => signature,
+        }
+    }
 }
 
 /// The kind of an object that has a master.

@@ -1124,10 +1124,10 @@ fn controls_json(n: &Namer<'_>, controls: &[wire::Control]) -> Vec<serde_json::V
     controls
         .iter()
         .map(|ctl| match ctl {
-            wire::Control::RestoreRequest { replica, incarnation, row } => json!({
+            wire::Control::RestoreRequest { replica, incarnation, row, .. } => json!({
                 "type": "restore_request", "replica": n.name(&replica.0), "incarnation": incarnation, "row": n.row(row)
             }),
-            wire::Control::ProvisionalAck { acker, replica, incarnation, held } => json!({
+            wire::Control::ProvisionalAck { acker, replica, incarnation, held, .. } => json!({
                 "type": "provisional_ack", "acker": n.name(&acker.0), "replica": n.name(&replica.0),
                 "incarnation": incarnation, "held": held
             }),

@@ -29,6 +29,7 @@ impl<S: Store> Replica<S> {
                     replica,
                     incarnation,
                     row,
+                    ..
                 } => {
                     let req = HeldRequest {
                         replica: ReplicaId(replica.0),
@@ -42,6 +43,7 @@ impl<S: Store> Replica<S> {
                     replica,
                     incarnation,
                     held,
+                    ..
                 } => {
                     let a = ProvisionalAck {
                         acker: ReplicaId(acker.0),
@@ -66,9 +68,11 @@ impl<S: Store> Replica<S> {
                 replica,
                 incarnation,
                 row,
+                ..
             } = c
             {
                 if replica.0 == sender.0 {
+                    self.take_control_signature(&mut txn, c);
                     let req = HeldRequest {
                         replica: sender,
                         incarnation: *incarnation,

@@ -50,6 +50,7 @@ impl<S: Store> Replica<S> {
                 replica: wire::Id(r.replica.0),
                 incarnation: r.incarnation,
                 row: r.row.to_wire(),
+                signature: wire::NO_SIGNATURE,
             })
         };
         if let Some(r) = &own_request {
@@ -64,9 +65,10 @@ impl<S: Store> Replica<S> {
                 replica: wire::Id(a.replica.0),
                 incarnation: a.incarnation,
                 held: a.held,
+                signature: wire::NO_SIGNATURE,
             });
         }
-        Ok(out)
+        self.sign_controls(out)
     }
 
     /// Whether this recovering replica's packets also carry entries: only while it holds

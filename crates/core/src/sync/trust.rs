@@ -300,6 +300,40 @@ impl<S: Store> crate::replica::Replica<S> {
         check_header(&self.store, h, kind, packet_id, src, &name)
     }
 
+    /// The controls of a packet about to be planned, signed: our own by us, others' with the
+    /// signature their owner made, as received. A control whose owner's signature is not held
+    /// here (learned before signatures existed) is not relayed: its owner sends it again.
+    pub(super) fn sign_controls(&self, controls: Vec<wire::Control>) -> Result<Vec<wire::Control>> {
+        let family = wire::Id(self.family.0);
+        let mut out = Vec::with_capacity(controls.len());
+        for mut c in controls {
+            let msg = sign::control_message(&family, &c);
+            if c.owner().0 == self.me.0 {
+                *c.signature_mut() = self.signing_key()?.sign(&msg).to_bytes();
+            } else {
+                let k = keys::control_sig(blake3::hash(&msg).as_bytes());
+                match self.store.get(Keyspace::Peers, &k)? {
+                    Some(v) => match v.try_into() {
+                        Ok(sig) => *c.signature_mut() = sig,
+                        Err(_) => continue,
+                    },
+                    None => continue,
+                }
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// Keeps the owner's signature of control `c` (verified with the header), to relay it.
+    pub(super) fn take_control_signature(&self, txn: &mut Txn<'_, S>, c: &wire::Control) {
+        if *c.signature() != wire::NO_SIGNATURE {
+            let msg = sign::control_message(&wire::Id(self.family.0), c);
+            let k = keys::control_sig(blake3::hash(&msg).as_bytes());
+            txn.put(Keyspace::Peers, &k, c.signature());
+        }
+    }
+
     /// Pins the keys an authentic header lists that were not known here, and stores its
     /// chain heads of other origins (for relaying), keeping one older head per
     /// [`OWN_HEAD_EVERY`] entries of each origin besides the newest.
@@ -321,6 +355,9 @@ impl<S: Store> crate::replica::Replica<S> {
             v.extend_from_slice(&head.signature);
             txn.put(Keyspace::Peers, &keys::head(&o, head.number), &v);
             prune_heads(txn, &o, head.number)?;
+        }
+        for c in &h.controls {
+            self.take_control_signature(txn, c);
         }
         Ok(())
     }
@@ -376,7 +413,37 @@ fn check_header<R: ReadView + ?Sized>(
         let who = ReplicaId(k.replica.0);
         key_for(r, h, &who, &name(&who), &sender_name)?;
     }
+    check_controls(r, h, &sender_name, name)?;
     check_heads(r, h, &sender_name, name)
+}
+
+/// Each control record, verified with its owner's key: a relay cannot forge or alter another
+/// replica's restore request or provisional acknowledgement.
+fn check_controls<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    sender_name: &str,
+    name: &dyn Fn(&ReplicaId) -> String,
+) -> Result<()> {
+    for c in &h.controls {
+        let owner = ReplicaId(c.owner().0);
+        let who = name(&owner);
+        let key = key_for(r, h, &owner, &who, sender_name)?;
+        let what = match c {
+            wire::Control::RestoreRequest { .. } => "restore request",
+            wire::Control::ProvisionalAck { .. } => "provisional acknowledgement",
+        };
+        if !verifies(&key, &sign::control_message(&h.family, c), c.signature()) {
+            return Err(unauthentic(
+                sender_name,
+                format!(
+                    "the {what} of {who} the packet carries is not signed by {who}'s key {}",
+                    fingerprint(&key)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Each chain head in the header, verified with its origin's key.

@@ -135,6 +135,7 @@ fn any_control() -> impl Strategy<Value = Control> {
                 replica,
                 incarnation,
                 row,
+                signature: NO_SIGNATURE,
             }
         }),
         (any_id(), any_id(), any_u64(), any_u64()).prop_map(
@@ -142,7 +143,8 @@ fn any_control() -> impl Strategy<Value = Control> {
                 acker,
                 replica,
                 incarnation,
-                held
+                held,
+                signature: NO_SIGNATURE,
             }
         ),
     ]
@@ -223,6 +225,9 @@ fn any_signed_header() -> impl Strategy<Value = Header> {
         h.keys = keys;
         h.heads = heads;
         h.signature = s;
+        for c in &mut h.controls {
+            *c.signature_mut() = s;
+        }
         h
     })
 }

@@ -87,12 +87,56 @@ impl Raw {
     }
 }
 
+/// A control record as format 1.0 encodes it (variant name → its four or three fields).
+#[derive(Serialize)]
+enum Control10 {
+    RestoreRequest {
+        replica: Id,
+        incarnation: u64,
+        row: Row,
+    },
+    ProvisionalAck {
+        acker: Id,
+        replica: Id,
+        incarnation: u64,
+        held: u64,
+    },
+}
+
+fn control10(c: Control) -> Control10 {
+    match c {
+        Control::RestoreRequest {
+            replica,
+            incarnation,
+            row,
+            ..
+        } => Control10::RestoreRequest {
+            replica,
+            incarnation,
+            row,
+        },
+        Control::ProvisionalAck {
+            acker,
+            replica,
+            incarnation,
+            held,
+            ..
+        } => Control10::ProvisionalAck {
+            acker,
+            replica,
+            incarnation,
+            held,
+        },
+    }
+}
+
 /// The header as format 1.0 encodes it: its twelve fields, without the 1.2 ones (§6).
 fn header_bytes() -> Vec<u8> {
     let h = update_header();
     let first = (h.family, h.family_name, h.sender, h.sender_name);
     let rest = (h.sender_incarnation, h.targets, h.bases, h.sender_row);
-    let last = (h.controls, h.created_ms, h.new_replica, h.comment);
+    let controls: Vec<Control10> = h.controls.into_iter().map(control10).collect();
+    let last = (controls, h.created_ms, h.new_replica, h.comment);
     // A struct is an array of its fields: the three tuples' elements, flattened.
     let mut out = vec![0x9c];
     for part in [

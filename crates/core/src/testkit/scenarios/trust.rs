@@ -279,3 +279,33 @@ pub fn case_key_swapped_in_the_creation_packet_is_refused<F: StoreFactory>(facto
     );
     let _ = &mut f;
 }
+
+/// A restore request a hub relays for a restoring sibling, altered by the hub (its row
+/// lowered, so that the others would believe the sibling lost more) and the packet signed with
+/// the hub's own key, is refused naming the sibling whose signature it lacks; the genuine
+/// relayed request applies.
+pub fn case_relayed_restore_request_altered_by_the_hub_is_refused<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 36);
+    f.settle(&hub(3));
+    let backup = f.backup(1);
+    f.sites[1].mkbrtype("lost").unwrap();
+    f.settle(&hub(3));
+    f.restore(1, &backup);
+    f.sites[1].restorereplica(&[], false).unwrap();
+    f.sync(1, 0).expect("r1's request reaches the hub");
+    let genuine = f.export(0, 2).expect("the hub relays the request");
+    let mut forged = Decoded::new(&genuine);
+    let mut altered = false;
+    for c in &mut forged.header.controls {
+        if let wire::Control::RestoreRequest { replica, row, .. } = c {
+            if replica.0 == f.id(1).0 {
+                row.iter_mut().for_each(|cell| cell.number = 0);
+                altered = true;
+            }
+        }
+    }
+    assert!(altered, "the hub's packet relays r1's request");
+    f.sites[0].sign_header_for_test(&mut forged.header, forged.kind, &forged.id);
+    refused_unchanged(&f, 2, forged.encode(), "restore request of r1");
+    assert!(f.import(2, genuine).is_ok());
+}
