@@ -285,7 +285,7 @@ impl<'r, S: Store> EntryApply<'r, S> {
         // a refusal later in the packet must not leave unauthenticated entries behind.
         let due =
             self.applied.is_multiple_of(PREFIX_COMMIT_ENTRIES) || txn.size() > PREFIX_COMMIT_BYTES;
-        if due && self.heads.settled() {
+        if self.heads.prefix_now(due) {
             txn.commit_prefix(WriteOptions::NO_SYNC)?;
         }
         Ok(())

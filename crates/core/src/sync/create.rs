@@ -198,7 +198,7 @@ impl<S: Store> Replica<S> {
             held.insert(e.origin, e.number);
             let due = ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES)
                 || txn.size() > PREFIX_COMMIT_BYTES;
-            if due && check.settled() {
+            if check.prefix_now(due) {
                 txn.commit_prefix(WriteOptions::NO_SYNC)?;
             }
         }

@@ -542,6 +542,8 @@ pub(super) struct HeadCheck {
     heads: Heads,
     /// Per origin: the last number applied that no head covers yet.
     pending: BTreeMap<ReplicaId, u64>,
+    /// A prefix commit is due, waiting for every origin to reach a head.
+    due: bool,
     sender: String,
 }
 
@@ -551,6 +553,7 @@ impl HeadCheck {
         HeadCheck {
             heads,
             pending: BTreeMap::new(),
+            due: false,
             sender: sender.to_string(),
         }
     }
@@ -581,9 +584,15 @@ impl HeadCheck {
         }
     }
 
-    /// Whether every entry applied so far is covered by a head (a prefix may be committed).
-    pub(super) fn settled(&self) -> bool {
-        self.pending.is_empty()
+    /// Whether to commit a prefix now: `due` (the apply loop's count or size rule) is kept
+    /// until every entry applied so far is covered by a head, and the prefix committed then.
+    pub(super) fn prefix_now(&mut self, due: bool) -> bool {
+        self.due |= due;
+        let now = self.due && self.pending.is_empty();
+        if now {
+            self.due = false;
+        }
+        now
     }
 
     /// After the last record: refuses the packet if an origin's entries end past its last
@@ -658,4 +667,52 @@ pub fn signature_status_listed(
     };
     status_of(&NoKeys, h, kind, packet_id, &name)
         .unwrap_or_else(|e| SignatureStatus::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rid(b: u8) -> ReplicaId {
+        ReplicaId([b; 16])
+    }
+
+    #[test]
+    fn a_prefix_waits_until_every_origin_reaches_a_head() {
+        let mut heads = Heads::new();
+        heads.insert((rid(1), 2), [2; 32]);
+        heads.insert((rid(2), 1), [7; 32]);
+        let mut c = HeadCheck::new(heads, "s");
+        c.entry(rid(1), 1, &[1; 32], "a").unwrap();
+        assert!(!c.prefix_now(true), "entry 1 of a is not at a head yet");
+        c.entry(rid(1), 2, &[2; 32], "a").unwrap();
+        assert!(
+            c.prefix_now(false),
+            "the due commit happens once a reaches its head"
+        );
+        assert!(!c.prefix_now(false), "and only once");
+        c.entry(rid(2), 1, &[7; 32], "b").unwrap();
+        c.finish(|_| "x".into()).unwrap();
+    }
+
+    #[test]
+    fn an_entry_that_differs_from_its_head_or_ends_past_it_is_refused() {
+        let mut heads = Heads::new();
+        heads.insert((rid(1), 2), [2; 32]);
+        let mut c = HeadCheck::new(heads.clone(), "hub");
+        let err = c.entry(rid(1), 2, &[9; 32], "a").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("differs from the chain head a signed"),
+            "{err}"
+        );
+        let mut c = HeadCheck::new(heads, "hub");
+        c.entry(rid(1), 2, &[2; 32], "a").unwrap();
+        c.entry(rid(1), 3, &[3; 32], "a").unwrap();
+        let err = c.finish(|_| "a".into()).unwrap_err();
+        assert!(
+            err.to_string().contains("entry 3 of a is not covered"),
+            "{err}"
+        );
+    }
 }
