@@ -805,7 +805,8 @@ fn watch(ctx: &Ctx, mut site: Site, max_seconds: Option<u64>) -> anyhow::Result<
 #[command(
     long_about = "Shows what packet files hold: kind, family, sender, targets, base and sender's \
 rows, entries per origin, restore requests carried, parts and format version, after verifying \
-every checksum. Run inside a site (or with -C), it also says whether each packet can be \
+every checksum, and whether its signature verifies (with the keys the site pinned; outside a \
+site, with the keys the packet lists). Run inside a site (or with -C), it also says whether each packet can be \
 imported there now, must wait (and for what), or would be refused (and why). Without FILE, \
 inside a site (or with -C), it lists every packet in the incoming bay, then every packet in the \
 outgoing bay, each described the same way under a line naming its bay (or saying it is empty). \

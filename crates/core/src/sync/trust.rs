@@ -338,16 +338,7 @@ impl<S: Store> crate::replica::Replica<S> {
     /// chain heads of other origins (for relaying), keeping one older head per
     /// [`OWN_HEAD_EVERY`] entries of each origin besides the newest.
     pub(super) fn take_keys_and_heads(&self, txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
-        for k in &h.keys {
-            let who = ReplicaId(k.replica.0);
-            if public_key_in(txn, &who)?.is_none() {
-                txn.put(
-                    Keyspace::Peers,
-                    &keys::peer(keys::peers::PUBLIC_KEY, &who),
-                    &k.key,
-                );
-            }
-        }
+        pin_listed_keys(txn, h)?;
         for head in h.heads.iter().filter(|x| x.origin.0 != self.me.0) {
             let o = ReplicaId(head.origin.0);
             let mut v = Vec::with_capacity(96);
@@ -361,6 +352,22 @@ impl<S: Store> crate::replica::Replica<S> {
         }
         Ok(())
     }
+}
+
+/// Pins the keys an authentic header lists for replicas whose key is not pinned yet (a pinned
+/// key is never replaced: the header's check refused a different one).
+pub(super) fn pin_listed_keys<S: Store>(txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
+    for k in &h.keys {
+        let who = ReplicaId(k.replica.0);
+        if public_key_in(txn, &who)?.is_none() {
+            txn.put(
+                Keyspace::Peers,
+                &keys::peer(keys::peers::PUBLIC_KEY, &who),
+                &k.key,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Removes the heads of origin `o` below `newest` in the same run of [`OWN_HEAD_EVERY`]
