@@ -144,9 +144,15 @@ fn decode(bytes: &[u8]) -> Res<Packet> {
 }
 
 impl Family {
-    /// Signs `p`'s header with its sender's key when the sender is `a` or `b` (`c`, the
-    /// importer, and strangers have no key here: their headers stay as they are).
+    /// Signs `p`'s controls owned by `a` or `b` with their owner's key, and its header with
+    /// its sender's key when the sender is `a` or `b` (`c`, the importer, and strangers have no
+    /// key here: what they would sign stays as it is).
     pub fn resign(&self, p: &mut Packet) {
+        for c in &mut p.header.controls {
+            for s in &self.signers {
+                s.sign_control_for_test(c);
+            }
+        }
         if let Some(s) = self.signers.iter().find(|s| s.id().0 == p.header.sender.0) {
             s.sign_header_for_test(&mut p.header, p.kind, &p.packet_id);
         }

@@ -395,12 +395,10 @@ fn op(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {
             replica: replica(u, f)?,
             incarnation: u.int_in_range(0u64..=3)?,
             held: u.int_in_range(0u64..=12)?,
-            signature: wire::NO_SIGNATURE,
         },
         _ => wire::Op::RestoreComplete {
             incarnation: u.int_in_range(0u64..=3)?,
             row: row(u, f)?,
-            signature: wire::NO_SIGNATURE,
         },
     })
 }

@@ -209,6 +209,20 @@ impl<S: Store> crate::replica::Replica<S> {
         }
     }
 
+    /// Signs control `c` as its owner would, when this replica is its owner. For the forgery
+    /// tests and the fuzzer.
+    #[cfg(feature = "testkit")]
+    pub fn sign_control_for_test(&self, c: &mut wire::Control) {
+        if c.owner().0 == self.me.0 {
+            let msg = sign::control_message(&wire::Id(self.family.0), c);
+            *c.signature_mut() = self
+                .signing_key()
+                .expect("a signing key")
+                .sign(&msg)
+                .to_bytes();
+        }
+    }
+
     /// The chain heads covering `ranges` (origin, first, last number carried): for our own
     /// entries, heads signed now at the last one and every [`OWN_HEAD_EVERY`] entries; for
     /// other origins, the heads held here within the range whose hash is still our entry's.
