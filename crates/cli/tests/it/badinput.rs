@@ -1021,3 +1021,51 @@ matrix!(
     a_second_process_on_a_site_gets_the_lock_error_on_rocks,
     two_processes
 );
+
+/// A packet whose acknowledgement was raised after boston signed it (the header written again
+/// with every checksum valid, but not signed again) is refused in one sentence naming boston
+/// and the fingerprint of boston's key, moved to the refused bay, and changes nothing;
+/// `lspacket` says its signature does not verify.
+fn forged_ack(backend: Option<&'static str>) {
+    let lab = family(backend);
+    let part = fresh_packet(&lab, "ack", "held");
+    let r = msite_packet::open(&part).expect("open");
+    let (kind, id) = (r.info().kind, r.info().packet_id);
+    let mut header = r.header().clone();
+    let records: Vec<msite_packet::Record> =
+        r.records().collect::<Result<_, _>>().expect("records");
+    header.targets[0].applied_seq += 5;
+    let dir = lab.path("forged-ack");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut opts = msite_packet::WriteOptions::new(id);
+    opts.minor = msite_packet::format::FORMAT_MINOR;
+    let mut w =
+        msite_packet::PacketWriter::create(&dir, "forged", kind, &header, opts).expect("writer");
+    for rec in &records {
+        w.push_record(rec).expect("record");
+    }
+    let forged = w.finish().expect("finish").parts.pop().expect("a part");
+    let f = forged.display().to_string();
+    let (out, _) = expect(&lab, 0, &["-C", "sanfran", "lspacket", &f]);
+    assert!(out.contains("signature: does not verify"), "{out}");
+    let fp = lab.json(&["-C", "boston", "lsreplica", "--json"])["replicas"][0]["key_fingerprint"]
+        .as_str()
+        .expect("boston's key")
+        .to_string();
+    let digest = lab.digest("sanfran");
+    std::fs::rename(&forged, bay(&lab, "sanfran").join("forged.msp")).expect("move");
+    let (out, _) = expect(&lab, 1, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(out.contains("packet not authentic"), "{out}");
+    assert!(out.contains(&fp) && out.contains("boston"), "{out}");
+    assert!(
+        refused(&lab).contains(&"forged.msp".to_string()),
+        "{:?}",
+        refused(&lab)
+    );
+    still_healthy(&lab, "sanfran", &digest);
+}
+matrix!(
+    a_forged_acknowledgement_is_refused_naming_the_senders_key,
+    a_forged_acknowledgement_is_refused_naming_the_senders_key_on_rocks,
+    forged_ack
+);
