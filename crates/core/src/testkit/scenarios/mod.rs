@@ -309,6 +309,7 @@ macro_rules! protocol_scenario_tests {
             packet_signed_by_an_unknown_key_is_refused => case_packet_signed_by_an_unknown_key_is_refused,
             key_swapped_in_the_creation_packet_is_refused => case_key_swapped_in_the_creation_packet_is_refused,
             relayed_restore_request_altered_by_the_hub_is_refused => case_relayed_restore_request_altered_by_the_hub_is_refused,
+            replayed_old_signed_packet_changes_nothing => case_replayed_old_signed_packet_changes_nothing,
         }
     };
 }

@@ -309,3 +309,23 @@ pub fn case_relayed_restore_request_altered_by_the_hub_is_refused<F: StoreFactor
     refused_unchanged(&f, 2, forged.encode(), "restore request of r1");
     assert!(f.import(2, genuine).is_ok());
 }
+
+/// An old signed packet replayed after newer ones (its signature still verifies) changes
+/// nothing: the packet id was recorded when it applied; and its header copied into a new packet
+/// id, to dodge that record, no longer verifies.
+pub fn case_replayed_old_signed_packet_changes_nothing<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 2, 37);
+    f.settle(&[(0, 1)]);
+    f.sites[0].mkbrtype("one").unwrap();
+    let old = f.export(0, 1).unwrap();
+    assert!(applied(&f.import(1, old.clone()).unwrap()));
+    f.sites[0].mkbrtype("two").unwrap();
+    f.settle(&[(0, 1)]);
+    let digest = f.sites[1].digest().unwrap();
+    let again = f.import(1, old.clone()).unwrap();
+    assert_eq!(again, ImportOutcome::AlreadyApplied);
+    assert_eq!(f.sites[1].digest().unwrap(), digest);
+    let mut moved = Decoded::new(&old);
+    moved.id = wire::Id([0x5a; 16]);
+    refused_unchanged(&f, 1, moved.encode(), "does not verify");
+}
