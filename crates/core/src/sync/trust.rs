@@ -6,7 +6,8 @@
 //! it carries is covered by a chain head that the entry's *origin* signed, so a relay can
 //! neither forge nor alter, reorder or replace another origin's entries: the per-origin hash
 //! chains link each entry to the signed head, and one signature check per head authenticates
-//! everything before it.
+//! everything before it. Control records a replica relays for others (restore requests,
+//! provisional acknowledgements) carry their owner's signature, kept here to relay them.
 
 use std::collections::BTreeMap;
 
