@@ -23,23 +23,10 @@ fn family() -> &'static Family {
     FAMILY.get_or_init(|| family::build().expect("the fuzz family builds"))
 }
 
-fn write_seeds(dir: &str) {
-    let dir = std::path::Path::new(dir);
-    std::fs::create_dir_all(dir).expect("seed directory");
-    for (i, p) in family().raw.iter().enumerate() {
-        std::fs::write(dir.join(format!("packet-{}.msp", i + 1)), p).expect("write seed");
-    }
-    // Short structured inputs: their bytes pick the packets, mutations and encodings.
-    let structured: [&[u8]; 2] = [&[2, 0, 0, 0, 1, 0, 0, 2, 0, 0], &[1, 2, 0, 0, 0, 0, 0]];
-    for (i, s) in structured.iter().enumerate() {
-        std::fs::write(dir.join(format!("structured-{}", i + 1)), s).expect("write seed");
-    }
-}
-
 fuzz_target!(
     init: {
         if let Ok(dir) = std::env::var("MSITE_FUZZ_WRITE_SEEDS") {
-            write_seeds(&dir);
+            family().write_seeds(std::path::Path::new(&dir)).expect("write the seeds");
             std::process::exit(0);
         }
         family();

@@ -49,7 +49,13 @@ pub fn packet(u: &mut Unstructured<'_>, f: &Family) -> arbitrary::Result<Vec<Vec
     if u.ratio(1u8, 4)? {
         p.packet_id = wire::Id(u.arbitrary()?);
     }
+    // Mostly signed again by the sender (a relay's forgery, or an honest sender's odd packet):
+    // then the mutation meets the checks behind the signature; otherwise the signature's own.
+    if !u.ratio(1u8, 4)? {
+        f.resign(&mut p);
+    }
     let mut opts = WriteOptions::new(p.packet_id);
+    opts.minor = msite_packet::format::FORMAT_MINOR;
     opts.zstd_level = 0;
     opts.chunk_size = u.int_in_range(64usize..=4096)?;
     if u.ratio(1u8, 4)? {

@@ -47,6 +47,9 @@ pub struct Family {
     pub entry_hashes: Vec<wire::Hash>,
     /// The content the packets carry.
     pub blobs: Vec<(wire::Hash, Vec<u8>)>,
+    /// `a` and `b`, kept to sign mutated headers as their sender would (a mutation then
+    /// reaches the checks behind the signature, as a malicious relay's packet would).
+    pub signers: Vec<Rep>,
 }
 
 type Rep = Replica<MemStore>;
@@ -119,6 +122,7 @@ pub fn build() -> Res<Family> {
         objects: Vec::new(),
         entry_hashes: Vec::new(),
         blobs: Vec::new(),
+        signers: vec![a, b],
     };
     family.collect_contents();
     Ok(family)
@@ -140,6 +144,38 @@ fn decode(bytes: &[u8]) -> Res<Packet> {
 }
 
 impl Family {
+    /// Signs `p`'s controls owned by `a` or `b` with their owner's key, and its header with
+    /// its sender's key when the sender is `a` or `b` (`c`, the importer, and strangers have no
+    /// key here: what they would sign stays as it is).
+    pub fn resign(&self, p: &mut Packet) {
+        for c in &mut p.header.controls {
+            for s in &self.signers {
+                s.sign_control_for_test(c);
+            }
+        }
+        if let Some(s) = self.signers.iter().find(|s| s.id().0 == p.header.sender.0) {
+            s.sign_header_for_test(&mut p.header, p.kind, &p.packet_id);
+        }
+    }
+
+    /// Writes the seed corpus into `dir`: the family's real packets and a few structured
+    /// inputs (their bytes pick the packets, mutations and encodings).
+    pub fn write_seeds(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (i, p) in self.raw.iter().enumerate() {
+            std::fs::write(dir.join(format!("packet-{}.msp", i + 1)), p)?;
+        }
+        let structured: [&[u8]; 3] = [
+            &[2, 0, 0, 0, 1, 0, 0, 2, 0, 0],
+            &[1, 2, 0, 0, 0, 0, 0],
+            &[0, 1, 9, 3, 0, 1, 1, 0, 0, 0],
+        ];
+        for (i, s) in structured.iter().enumerate() {
+            std::fs::write(dir.join(format!("structured-{}", i + 1)), s)?;
+        }
+        Ok(())
+    }
+
     /// Fills `objects`, `entry_hashes` and `blobs` from the packets.
     fn collect_contents(&mut self) {
         for rec in self.packets.iter().flat_map(|p| &p.records) {

@@ -3,7 +3,7 @@
 //! Each mutation changes one thing the protocol reads: a record dropped, duplicated, moved or
 //! cut off; an entry's field (origin, number, incarnation, chain link, operation); a new entry;
 //! a blob's bytes; a header field (incarnations, targets and their reports, bases, the sender
-//! row, control records). Entry hashes are recomputed unless the input asks to keep a stale
+//! row, control records, the keys, signed chain heads and signature of format 1.2). Entry hashes are recomputed unless the input asks to keep a stale
 //! one, and [`rechain`] can relink every origin's entries in the packet, so that a mutation
 //! reaches the apply logic instead of the first hash check.
 
@@ -15,7 +15,7 @@ use crate::family::{Family, Packet};
 /// Applies one mutation chosen by `u`.
 pub fn mutate(u: &mut Unstructured<'_>, p: &mut Packet, f: &Family) -> Result<()> {
     let n = p.records.len();
-    match u.int_in_range(0u8..=8)? {
+    match u.int_in_range(0u8..=9)? {
         0 if n > 0 => {
             let i = u.choose_index(n)?;
             p.records.remove(i);
@@ -38,7 +38,8 @@ pub fn mutate(u: &mut Unstructured<'_>, p: &mut Packet, f: &Family) -> Result<()
         5 => insert_entry(u, p, f)?,
         6 => mutate_blob(u, p)?,
         7 => mutate_header(u, &mut p.header, f)?,
-        _ => mutate_controls(u, &mut p.header, f)?,
+        8 => mutate_controls(u, &mut p.header, f)?,
+        _ => mutate_trust(u, &mut p.header, f)?,
     }
     Ok(())
 }
@@ -181,6 +182,52 @@ fn mutate_header(u: &mut Unstructured<'_>, h: &mut wire::Header, f: &Family) -> 
     Ok(())
 }
 
+/// One change to what format 1.2 signs with: a head dropped, moved, given another hash or
+/// origin; a key replaced, dropped or given to another replica; the signature cleared or
+/// damaged. (`drive` signs the header again afterwards, unless the input asks not to.)
+fn mutate_trust(u: &mut Unstructured<'_>, h: &mut wire::Header, f: &Family) -> Result<()> {
+    match u.int_in_range(0u8..=7)? {
+        0 if !h.heads.is_empty() => {
+            let i = u.choose_index(h.heads.len())?;
+            h.heads.remove(i);
+        }
+        1 => {
+            if let Some(x) = pick(u, &mut h.heads)? {
+                x.number = number(u, x.number)?;
+            }
+        }
+        2 => {
+            if let Some(x) = pick(u, &mut h.heads)? {
+                x.hash = hash(u, f)?;
+            }
+        }
+        3 => {
+            if let Some(x) = pick(u, &mut h.heads)? {
+                x.origin = replica(u, f)?;
+            }
+        }
+        4 => {
+            if let Some(k) = pick(u, &mut h.keys)? {
+                k.key = u.arbitrary()?;
+            }
+        }
+        5 if !h.keys.is_empty() => {
+            let i = u.choose_index(h.keys.len())?;
+            h.keys.remove(i);
+        }
+        6 => {
+            if let Some(k) = pick(u, &mut h.keys)? {
+                k.replica = replica(u, f)?;
+            }
+        }
+        _ => {
+            let i = u.choose_index(64)?;
+            h.signature[i] ^= u.int_in_range(1u8..=255)?;
+        }
+    }
+    Ok(())
+}
+
 fn mutate_target(u: &mut Unstructured<'_>, t: &mut wire::Target) -> Result<()> {
     match u.int_in_range(0u8..=4)? {
         0 => t.incarnation = number(u, t.incarnation)?,
@@ -203,6 +250,7 @@ fn mutate_controls(u: &mut Unstructured<'_>, h: &mut wire::Header, f: &Family) -
             replica: replica(u, f)?,
             incarnation: u.int_in_range(0u64..=3)?,
             row: row(u, f)?,
+            signature: wire::NO_SIGNATURE,
         }
     } else {
         wire::Control::ProvisionalAck {
@@ -210,6 +258,7 @@ fn mutate_controls(u: &mut Unstructured<'_>, h: &mut wire::Header, f: &Family) -
             replica: replica(u, f)?,
             incarnation: u.int_in_range(0u64..=3)?,
             held: u.int_in_range(0u64..=12)?,
+            signature: wire::NO_SIGNATURE,
         }
     };
     h.controls.push(c);

@@ -64,3 +64,18 @@ fn pseudo_random_structured_inputs_keep_every_check() {
     assert!(counts.get("applied").copied().unwrap_or(0) > 0, "{counts:?}");
     assert!(counts.get("refused").copied().unwrap_or(0) > 0, "{counts:?}");
 }
+
+#[test]
+fn the_seed_packets_are_the_familys_packets() {
+    // The seeds are what the exporters write today (format 1.2, signed): regenerate them with
+    // `MSITE_FUZZ_WRITE_SEEDS` when the family or the format changes.
+    let f = family::build().expect("the fuzz family builds");
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/import_packet");
+    if let Ok(dir) = std::env::var("MSITE_FUZZ_WRITE_SEEDS") {
+        f.write_seeds(Path::new(&dir)).expect("write the seeds");
+    }
+    for (i, p) in f.raw.iter().enumerate() {
+        let stored = std::fs::read(seeds.join(format!("packet-{}.msp", i + 1))).expect("seed");
+        assert!(stored == *p, "seed packet-{} is stale", i + 1);
+    }
+}

@@ -498,6 +498,18 @@ fn table_rows(
                     "≥ 0.5",
                     Some(ratio >= 0.5),
                 ));
+                if let Some(unverified) = f(t, "import_rate_unverified") {
+                    let ratio = imp / unverified;
+                    rows.push(row(
+                        "Import rate with signature checks vs without (same packet)",
+                        b,
+                        format!("{imp:.0} entries/s"),
+                        format!("{unverified:.0} entries/s"),
+                        Some(ratio),
+                        "≥ 0.95",
+                        Some(ratio >= 0.95),
+                    ));
+                }
                 let bpe =
                     f(t, "packet_bytes").unwrap_or(0.0) / f(t, "packet_entries").unwrap_or(1.0);
                 rows.push(row(

@@ -12,6 +12,8 @@ pub trait Env: Send + Sync {
     fn now_ms(&self) -> u64;
     /// 16 random bytes (family, replica and packet ids).
     fn random_id(&self) -> [u8; 16];
+    /// 32 random bytes: the seed of a new Ed25519 signing key.
+    fn secret_key(&self) -> [u8; 32];
 }
 
 /// The real clock and operating-system randomness.
@@ -28,6 +30,13 @@ impl Env for SystemEnv {
 
     fn random_id(&self) -> [u8; 16] {
         *uuid::Uuid::new_v4().as_bytes()
+    }
+
+    fn secret_key(&self) -> [u8; 32] {
+        use rand_core::RngCore;
+        let mut k = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut k);
+        k
     }
 }
 
@@ -74,6 +83,14 @@ impl Env for SimEnv {
         let mut out = [0u8; 16];
         out[..8].copy_from_slice(&self.next_u64().to_le_bytes());
         out[8..].copy_from_slice(&self.next_u64().to_le_bytes());
+        out
+    }
+
+    fn secret_key(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for c in out.chunks_mut(8) {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
         out
     }
 }

@@ -145,6 +145,14 @@ pub enum Refusal {
         /// What we hold.
         ours: u64,
     },
+    /// The packet is unsigned, or a signature in it does not verify with the key this
+    /// replica holds (docs/protocol.md, "Trust").
+    Unauthentic {
+        /// The sender the header names.
+        sender: String,
+        /// What does not verify, naming the key expected.
+        detail: String,
+    },
     /// Other.
     Other(String),
 }
@@ -218,6 +226,10 @@ impl std::fmt::Display for Refusal {
             Refusal::RolledBack { sender, theirs, ours } => write!(
                 f,
                 "this replica has lost entries of its own: {sender} holds its entries up to {theirs}, but it holds only up to {ours} (it was restored from a copy without `msite restore`); it now refuses local changes — run `msite restorereplica` to recover them"
+            ),
+            Refusal::Unauthentic { sender, detail } => write!(
+                f,
+                "packet not authentic: {detail}; nothing of it was applied — compare the key fingerprints with `msite lsreplica --long` at {sender} and here"
             ),
             Refusal::Other(s) => f.write_str(s),
         }

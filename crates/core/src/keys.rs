@@ -93,6 +93,28 @@ pub mod peers {
     /// least a probe, so that a sibling put back to a copy older than a restoration learns it
     /// from our header (K27, K28).
     pub const ANSWER_STALE: u8 = 13;
+    /// A replica's Ed25519 public key, pinned by the first authentic header that listed it.
+    pub const PUBLIC_KEY: u8 = 14;
+    /// A chain head signed by its origin (tag, origin, number): hash then signature.
+    pub const HEAD: u8 = 15;
+    /// A control record's signature by its owner (tag, BLAKE3 of the signed message), kept
+    /// to relay the control with it.
+    pub const CONTROL_SIG: u8 = 16;
+}
+
+/// Peers key of the owner's signature of a control record whose signed message hashes to
+/// `message_hash`.
+pub fn control_sig(message_hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = vec![peers::CONTROL_SIG];
+    k.extend_from_slice(message_hash);
+    k
+}
+
+/// Peers key of the stored chain head of `origin` at `number`.
+pub fn head(origin: &ReplicaId, number: u64) -> Vec<u8> {
+    let mut k = peer(peers::HEAD, origin);
+    k.extend_from_slice(&number.to_be_bytes());
+    k
 }
 
 /// Peers key of a restore complete of `replica` numbered `number`.

@@ -361,6 +361,7 @@ impl<S: Store> Replica<S> {
             replica_name: replica_name.into(),
         };
         r.append_local(&mut txn, &mut ap, op)?;
+        crate::sync::ensure_signing_key(&mut txn, r.env.as_ref(), &me)?;
         txn.commit(WriteOptions::SYNC)?;
         Ok(r)
     }

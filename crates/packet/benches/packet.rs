@@ -38,6 +38,9 @@ fn header() -> Header {
         created_ms: 0,
         new_replica: Id::default(),
         comment: String::new(),
+        keys: vec![],
+        heads: vec![],
+        signature: msite_packet::wire::NO_SIGNATURE,
     }
 }
 

@@ -24,6 +24,12 @@ pub(crate) fn decode_header(
     }
     .map_err(|source| DecodeError::msgpack("header", source))?;
     drop(de);
+    if version.minor < crate::format::MINOR_SIGNED && crate::sign::uses_signed_fields(&h) {
+        return Err(DecodeError::malformed(
+            crate::format::ENVELOPE_LEN as u64,
+            "header fields of minor version 1.2 in an older packet",
+        ));
+    }
     let rest = rest.len();
     if rest != 0 {
         return Err(DecodeError::malformed(

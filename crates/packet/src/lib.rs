@@ -22,6 +22,7 @@
 //!     sender: wire::Id([2; 16]), sender_name: "boston".into(), sender_incarnation: 0,
 //!     targets: vec![], bases: vec![], sender_row: vec![], controls: vec![],
 //!     created_ms: 0, new_replica: wire::Id::default(), comment: String::new(),
+//!     keys: vec![], heads: vec![], signature: wire::NO_SIGNATURE,
 //! };
 //! let mut e = wire::Entry {
 //!     origin: wire::Id([2; 16]), number: 1, incarnation: 0, time_ms: 0, prev: [0; 32],
@@ -49,6 +50,7 @@ pub mod format;
 mod lenient;
 mod parts;
 mod read;
+pub mod sign;
 mod summary;
 pub mod wire;
 mod write;

@@ -104,6 +104,10 @@ pub enum Control {
         incarnation: u64,
         /// Its own row as restored.
         row: Row,
+        /// (1.2) The restoring replica's signature over [`crate::sign::control_message`]
+        /// (all zeros: unsigned), so that a relay cannot forge or alter it.
+        #[serde(default = "no_signature", with = "hexbytes")]
+        signature: Signature,
     },
     /// An acknowledgement of a restore request by a replica that is itself recovering and so
     /// may not create a numbered entry yet.
@@ -116,7 +120,38 @@ pub enum Control {
         incarnation: u64,
         /// How many of the restoring replica's own entries the acker held.
         held: u64,
+        /// (1.2) The acker's signature over [`crate::sign::control_message`] (all zeros:
+        /// unsigned).
+        #[serde(default = "no_signature", with = "hexbytes")]
+        signature: Signature,
     },
+}
+
+impl Control {
+    /// The replica whose statement the control is, and which signs it: the restoring
+    /// replica of a request, the acker of a provisional acknowledgement.
+    pub fn owner(&self) -> Id {
+        match self {
+            Control::RestoreRequest { replica, .. } => *replica,
+            Control::ProvisionalAck { acker, .. } => *acker,
+        }
+    }
+
+    /// The control's signature field.
+    pub fn signature(&self) -> &Signature {
+        match self {
+            Control::RestoreRequest { signature, .. }
+            | Control::ProvisionalAck { signature, .. } => signature,
+        }
+    }
+
+    /// The control's signature field, to set.
+    pub fn signature_mut(&mut self) -> &mut Signature {
+        match self {
+            Control::RestoreRequest { signature, .. }
+            | Control::ProvisionalAck { signature, .. } => signature,
+        }
+    }
 }
 
 /// The kind of an object that has a master.
@@ -326,6 +361,57 @@ pub struct Header {
     pub new_replica: Id,
     /// Free-form comment.
     pub comment: String,
+    /// (1.2) Every public key the sender knows, one per replica, sorted by replica
+    /// (`SPEC.md` §8).
+    #[serde(default)]
+    pub keys: Vec<KeyCell>,
+    /// (1.2) Origin-signed chain heads covering the entries the packet carries, sorted by
+    /// origin and number (`SPEC.md` §8).
+    #[serde(default)]
+    pub heads: Vec<SignedHead>,
+    /// (1.2) The sender's Ed25519 signature over [`crate::sign::header_message`]; all zeros
+    /// ([`NO_SIGNATURE`]) in an unsigned packet.
+    #[serde(default = "no_signature", with = "hexbytes")]
+    pub signature: Signature,
+}
+
+/// An Ed25519 public key (32 bytes).
+pub type PublicKey = [u8; 32];
+
+/// An Ed25519 signature (64 bytes).
+pub type Signature = [u8; 64];
+
+/// The signature field of an unsigned header.
+pub const NO_SIGNATURE: Signature = [0; 64];
+
+fn no_signature() -> Signature {
+    NO_SIGNATURE
+}
+
+/// (1.2) A replica's public signing key, as a packet header lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCell {
+    /// The replica.
+    pub replica: Id,
+    /// Its Ed25519 public key.
+    #[serde(with = "hexbytes")]
+    pub key: PublicKey,
+}
+
+/// (1.2) An origin's signature over the head of its hash chain: entry `number` of `origin`
+/// has hash `hash` (signed over [`crate::sign::head_message`] by the origin's key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedHead {
+    /// The origin replica.
+    pub origin: Id,
+    /// The entry number.
+    pub number: u64,
+    /// The hash of the origin's entry at `number`.
+    #[serde(with = "hexbytes")]
+    pub hash: Hash,
+    /// The origin's signature.
+    #[serde(with = "hexbytes")]
+    pub signature: Signature,
 }
 
 /// Serde helpers for fixed-size byte strings: msgpack `bin` in binary formats, lowercase hex in

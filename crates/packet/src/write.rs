@@ -181,9 +181,18 @@ impl<S: Sink> Encoder<S> {
         opts: WriteOptions,
     ) -> Result<Self, EncodeError> {
         opts.validate()?;
-        let header_bytes = rmp_serde::to_vec(header).map_err(|source| EncodeError::Msgpack {
-            what: "header",
-            source,
+        if opts.minor < format::MINOR_SIGNED && crate::sign::uses_signed_fields(header) {
+            return Err(EncodeError::InvalidOptions(format!(
+                "a header with keys, chain heads or a signature needs minor version {}, not {}",
+                format::MINOR_SIGNED,
+                opts.minor
+            )));
+        }
+        let header_bytes = crate::sign::encode_header(header, opts.minor).map_err(|source| {
+            EncodeError::Msgpack {
+                what: "header",
+                source,
+            }
         })?;
         if header_bytes.len() as u64 > u64::from(format::MAX_HEADER_LEN) {
             return Err(EncodeError::HeaderTooLarge {

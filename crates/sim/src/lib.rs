@@ -5,7 +5,7 @@
 //! [`backend`]; wrapped in [`FaultyStore`](msite_core::testkit::FaultyStore) for crash
 //! injection), a
 //! topology, a workload of every kind of change, and faults — lost, duplicated, delayed,
-//! reordered and corrupted packets, crashes at any write of an import, an export or a local
+//! reordered, corrupted and forged packets (a malicious relay), crashes at any write of an import, an export or a local
 //! change, backups, restores (default, `--wait-for`, `--override`, several at once, from older
 //! backups) and snapshot rollbacks. Everything goes through the real protocol code and the
 //! real packet format. After the random phase the family is healed (everything delivered,
@@ -193,6 +193,10 @@ pub struct Stats {
     pub reordered: u64,
     /// Corrupted packets delivered.
     pub corrupted: u64,
+    /// Packets forged in flight (a relayed entry altered by its malicious sender, which signs
+    /// the packet again; or an acknowledgement raised by a third party) and refused as not
+    /// authentic.
+    pub forged: u64,
     /// Crashes injected (a failed write, then a restart).
     pub crashes: u64,
     /// Imports that waited for prerequisites.
@@ -245,6 +249,7 @@ impl Stats {
             delayed,
             reordered,
             corrupted,
+            forged,
             crashes,
             waits,
             stale,
@@ -263,7 +268,7 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "restores={} lost={} duplicated={} reordered={} corrupted={} crashes={} rollbacks={} overrides={} \
+            "restores={} lost={} duplicated={} reordered={} corrupted={} forged={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
              refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
              unconvergeable={} destroyed={} steps={}",
@@ -272,6 +277,7 @@ impl fmt::Display for Stats {
             self.duplicated,
             self.reordered,
             self.corrupted,
+            self.forged,
             self.crashes,
             self.rollbacks,
             self.overrides,

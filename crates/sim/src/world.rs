@@ -242,6 +242,8 @@ struct Packet {
     parts: Vec<Vec<u8>>,
     born: usize,
     corrupt: bool,
+    /// Forged by a malicious relay or a third party (see `forge`); also `corrupt`.
+    forged: bool,
 }
 
 struct Backup<T> {
@@ -1194,6 +1196,7 @@ impl<B: SimBackend> World<B> {
             parts,
             born: self.step,
             corrupt: false,
+            forged: false,
         })
     }
 
@@ -1229,8 +1232,77 @@ impl<B: SimBackend> World<B> {
         self.links.entry(key).or_default().extend(copies);
     }
 
+    /// Forges a packet in flight as a malicious relay would: the last carried entry of another
+    /// origin that the target does not hold yet is altered, its hash and the origin's chain in
+    /// the packet recomputed, and the header signed again with the sender's own key. A packet
+    /// that relays nothing new gets its acknowledgement raised instead, by a third party who
+    /// cannot sign. Returns what was done, or None when the packet cannot be read.
+    fn forge(&self, p: &mut Packet) -> Option<String> {
+        use msite_packet::{decode_entry, encode_entry, entry_hash, Record};
+        let (info, mut header, mut records) =
+            msite_packet::decode_parts(p.parts.iter().map(|b| b.as_slice())).ok()?;
+        let sender = header.sender;
+        let target = self.rep(p.to);
+        let victim = records.iter().rev().find_map(|r| match r {
+            Record::Entry(b) => decode_entry(b).ok().filter(|e| {
+                e.origin != sender
+                    && target
+                        .own_row()
+                        .is_ok_and(|row| row.get(&ReplicaId(e.origin.0)) < e.number)
+            }),
+            _ => None,
+        });
+        let what = match victim {
+            Some(v) => {
+                let mut relink = None;
+                for r in &mut records {
+                    let Record::Entry(b) = r else { continue };
+                    let Ok(mut e) = decode_entry(b) else { continue };
+                    if e.origin != v.origin || e.number < v.number {
+                        continue;
+                    }
+                    if e.number == v.number {
+                        e.time_ms ^= 1;
+                    } else if let Some(prev) = relink {
+                        e.prev = prev;
+                    }
+                    e.hash = entry_hash(&e);
+                    relink = Some(e.hash);
+                    *b = encode_entry(&e);
+                }
+                let kind = info.kind;
+                self.rep(p.from)
+                    .sign_header_for_test(&mut header, kind, &info.packet_id);
+                format!(
+                    "entry {} of a relayed origin altered by its sender",
+                    v.number
+                )
+            }
+            None => {
+                header.targets.first_mut()?.applied_seq += 1;
+                "acknowledgement raised by a third party".to_string()
+            }
+        };
+        let mut opts = msite_packet::WriteOptions::new(info.packet_id);
+        opts.minor = msite_packet::format::FORMAT_MINOR;
+        let mut w = msite_packet::MemPacketWriter::new(info.kind, &header, opts).ok()?;
+        for r in &records {
+            w.push_record(r).ok()?;
+        }
+        p.parts = w.finish().ok()?.0;
+        Some(what)
+    }
+
     fn corrupt(&mut self, p: &mut Packet) {
         p.corrupt = true;
+        if self.rng.gen_bool(0.25) {
+            if let Some(what) = self.forge(p) {
+                p.forged = true;
+                let serial = p.serial;
+                self.ev(|_| format!("packet #{serial} forged: {what}"));
+                return;
+            }
+        }
         let k = self.rng.gen_range(0..p.parts.len());
         let how = self.rng.gen_range(0..4);
         let what = {
@@ -1550,6 +1622,12 @@ impl<B: SimBackend> World<B> {
             }
             CoreError::Malformed(_) | CoreError::Unreadable(_) | CoreError::Entry(_)
                 if pkt.corrupt => {}
+            // A forgery is refused as not authentic: the origin's signed chain head no longer
+            // matches the altered entry, or the raised acknowledgement breaks the sender's
+            // signature.
+            CoreError::Refused(Refusal::Unauthentic { .. }) if pkt.forged => {
+                self.stats.forged += 1;
+            }
             other => self.violation(format!(
                 "import of packet #{serial} from {fname} at {tn} failed: {other}"
             )),

@@ -229,8 +229,9 @@ impl MkreplicaImport {
 /// `msite lsreplica`.
 #[derive(Debug, Args)]
 #[command(
-    long_about = "Lists the replicas this site knows. --long adds each one's id, master and \
-incarnation, and the restoration state: `replica is recovering` for this replica while it \
+    long_about = "Lists the replicas this site knows. --long adds each one's id, master, \
+incarnation and signing-key fingerprint (compare it out of band with the one the replica's own \
+site shows), and the restoration state: `replica is recovering` for this replica while it \
 recovers from a backup, `replica is expected to send recovery update` for each sibling it \
 still waits for, and restore requests this site holds and propagates for others.",
     after_help = "Example:\n  msite -C sanfran lsreplica\n  msite -C sanfran lsreplica --long\n  msite -C sanfran lsreplica --json"
@@ -269,6 +270,9 @@ pub struct ReplicaInfo {
     pub held_restore_request: Option<serde_json::Value>,
     /// The incarnation of its last completed restoration known here (0: none).
     pub completed_incarnation: u64,
+    /// The fingerprint of its public signing key as pinned here (null: no key known yet, until
+    /// a packet of it arrives), for comparing out of band.
+    pub key_fingerprint: Option<String>,
     /// The annotations `--long` prints, in order.
     pub annotations: Vec<String>,
 }
@@ -341,6 +345,9 @@ pub fn replica_infos(r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaInfo>> 
                 |h| json!({ "incarnation": h.incarnation, "row": names::row_json(r, &h.row) }),
             ),
             completed_incarnation: r.completed_incarnation(&obj.id)?,
+            key_fingerprint: r
+                .public_key(&obj.id)?
+                .map(|k| msite_core::sync::fingerprint(&k)),
             annotations,
         });
     }
@@ -394,6 +401,12 @@ impl Lsreplica {
             ctx.say(format!(
                 "  incarnation: {}",
                 incarnation_text(i.incarnation)
+            ));
+            ctx.say(format!(
+                "  signing key: {}",
+                i.key_fingerprint
+                    .as_deref()
+                    .unwrap_or("not known here yet (pinned from its first packet)")
             ));
             for a in &i.annotations {
                 ctx.say(format!("  {}", util::esc(a)));
@@ -527,6 +540,7 @@ pub fn describe(site: &Site, selector: &str) -> anyhow::Result<serde_json::Value
                 "created_by": format!("{}:{}", r.replica_name(&o.created_by.origin), o.created_by.number),
                 "incarnation": r.incarnation_of(&id)?,
                 "this_replica": id == r.id(),
+                "key_fingerprint": r.public_key(&id)?.map(|k| msite_core::sync::fingerprint(&k)),
                 "annotations": info.map(|i| i.annotations).unwrap_or_default(),
             })
         }

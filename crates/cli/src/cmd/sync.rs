@@ -862,7 +862,8 @@ fn watch(ctx: &Ctx, mut site: Site, max_seconds: Option<u64>) -> anyhow::Result<
 #[command(
     long_about = "Shows what packet files hold: kind, family, sender, targets, base and sender's \
 rows, entries per origin, restore requests carried, parts and format version, after verifying \
-every checksum. Run inside a site (or with -C), it also says whether each packet can be \
+every checksum, and whether its signature verifies (with the keys the site pinned; outside a \
+site, with the keys the packet lists). Run inside a site (or with -C), it also says whether each packet can be \
 imported there now, must wait (and for what), or would be refused (and why). Without FILE, \
 inside a site (or with -C), it lists every packet in the incoming bay, then every packet in the \
 outgoing bay, each described the same way under a line naming its bay (or saying it is empty). \
@@ -1112,6 +1113,11 @@ impl Lspacket {
             }
             None => (None, None),
         };
+        let id = PacketId(g.lp.packet_id.0);
+        let signature = match site {
+            Some(s) => s.replica.signature_status(h, g.lp.kind, &id)?,
+            None => msite_core::sync::signature_status_listed(h, g.lp.kind, &id),
+        };
         let per_origin: Vec<serde_json::Value> = c
             .per_origin
             .iter()
@@ -1142,6 +1148,7 @@ impl Lspacket {
             "created": util::utc_time(h.created_ms),
             "verified": c.verified,
             "problem": c.problem,
+            "signature": signature_json(&signature, site.is_some()),
             "importable_here": verdict,
             "here": here,
             "entry_list": if self.long {
@@ -1151,15 +1158,34 @@ impl Lspacket {
     }
 }
 
+/// Whether a packet's signature verifies, as `lspacket --json` gives it: `status` is
+/// `verified`, `unsigned` or `invalid`; `keys` says whose keys it was checked with (`site`:
+/// the ones pinned at the site, `listed`: the ones the packet itself lists).
+fn signature_json(s: &msite_core::sync::SignatureStatus, at_site: bool) -> serde_json::Value {
+    use msite_core::sync::SignatureStatus as S;
+    let (status, key, detail) = match s {
+        S::Verified { key } => ("verified", Some(key.clone()), None),
+        S::Unsigned => ("unsigned", None, None),
+        S::Invalid(why) => ("invalid", None, Some(why.clone())),
+    };
+    json!({
+        "status": status,
+        "key_fingerprint": key,
+        "detail": detail,
+        "keys": if at_site { "site" } else { "listed" },
+        "text": s.to_string(),
+    })
+}
+
 /// The control records a packet carries, as `lspacket --json` lists them.
 fn controls_json(n: &Namer<'_>, controls: &[wire::Control]) -> Vec<serde_json::Value> {
     controls
         .iter()
         .map(|ctl| match ctl {
-            wire::Control::RestoreRequest { replica, incarnation, row } => json!({
+            wire::Control::RestoreRequest { replica, incarnation, row, .. } => json!({
                 "type": "restore_request", "replica": n.name(&replica.0), "incarnation": incarnation, "row": n.row(row)
             }),
-            wire::Control::ProvisionalAck { acker, replica, incarnation, held } => json!({
+            wire::Control::ProvisionalAck { acker, replica, incarnation, held, .. } => json!({
                 "type": "provisional_ack", "acker": n.name(&acker.0), "replica": n.name(&replica.0),
                 "incarnation": incarnation, "held": held
             }),
@@ -1309,6 +1335,15 @@ fn say_contents(ctx: &Ctx, d: &serde_json::Value) {
         "  created: {}, {} bytes",
         d["created"].as_str().unwrap_or("?"),
         d["bytes"]
+    ));
+    ctx.say(format!(
+        "  signature: {}{}",
+        d["signature"]["text"].as_str().unwrap_or("?"),
+        if d["signature"]["keys"] == "listed" {
+            " (checked with the keys the packet lists; run inside a site to check with its keys)"
+        } else {
+            ""
+        }
     ));
     ctx.say(format!(
         "  verified: {}",

@@ -356,7 +356,7 @@ fn a_million_parts(backend: Option<&'static str>) {
     std::fs::remove_file(&fake).expect("remove");
     // A header listing 30,000 origins in its rows and 30,000 targets: every list printed is
     // cut to a few items and a count.
-    let long = rewrite_header(&part, &lab.path("long"), |h| {
+    let long = rewrite_header(&lab, &part, &lab.path("long"), |h| {
         for k in 0..30_000u32 {
             let mut id = [0xa5; 16];
             id[..4].copy_from_slice(&k.to_le_bytes());
@@ -560,7 +560,7 @@ fn control_characters(backend: Option<&'static str>) {
     // A header carrying control characters (as a hostile sibling could write) is listed
     // escaped, inside a site and outside.
     let part = fresh_packet(&lab, "hdr", "held");
-    let evil = rewrite_header(&part, &lab.path("evil"), |h| {
+    let evil = rewrite_header(&lab, &part, &lab.path("evil"), |h| {
         h.family_name = "proj\u{1b}[2J\nforged line".into();
         h.sender_name = "bos\u{1b}[31mton".into();
     });
@@ -582,16 +582,19 @@ matrix!(
 /// The packet `part` written again into `dir` with its header changed by `f` (and a new
 /// packet id): what a sibling running other code could send.
 fn rewrite_header(
+    lab: &Lab,
     part: &Path,
     dir: &Path,
     f: impl FnOnce(&mut msite_packet::wire::Header),
 ) -> PathBuf {
-    rewrite(part, dir, f, |_| {})
+    rewrite(lab, part, dir, f, |_| {})
 }
 
-/// The packet `part` written again into `dir` with its header changed by `f` and its records
-/// by `g` (and a packet id made from `dir`'s name).
+/// The packet `part` (boston's) written again into `dir` with its header changed by `f` and
+/// its records by `g` (and a packet id made from `dir`'s name), signed with boston's key: what
+/// boston would send if it ran other code.
 fn rewrite(
+    lab: &Lab,
     part: &Path,
     dir: &Path,
     f: impl FnOnce(&mut msite_packet::wire::Header),
@@ -609,7 +612,25 @@ fn rewrite(
         id[i % 16] = id[i % 16].rotate_left(3) ^ b;
     }
     std::fs::create_dir_all(dir).expect("mkdir");
-    let opts = msite_packet::WriteOptions::new(msite_packet::wire::Id(id));
+    let id = msite_packet::wire::Id(id);
+    let env: std::sync::Arc<dyn msite_core::Env> = std::sync::Arc::new(msite_core::SystemEnv);
+    let boston = msite_cli::site::open_site(&lab.path("boston"), env).expect("boston's site");
+    // boston's chain heads name the hashes of its entries as rewritten, signed again.
+    for head in &mut header.heads {
+        let entry = records.iter().find_map(|r| match r {
+            msite_packet::Record::Entry(b) => msite_packet::decode_entry(b)
+                .ok()
+                .filter(|e| e.origin == head.origin && e.number == head.number),
+            _ => None,
+        });
+        if let (Some(e), true) = (entry, head.origin.0 == boston.replica.id().0) {
+            *head = boston.replica.sign_head_for_test(e.number, &e.hash);
+        }
+    }
+    boston.replica.sign_header_for_test(&mut header, kind, &id);
+    drop(boston);
+    let mut opts = msite_packet::WriteOptions::new(id);
+    opts.minor = msite_packet::format::FORMAT_MINOR;
     let mut w =
         msite_packet::PacketWriter::create(dir, "rewritten", kind, &header, opts).expect("writer");
     for rec in &records {
@@ -628,6 +649,7 @@ fn foreign_control_name(backend: Option<&'static str>) {
     let part = fresh_packet(&lab, "plain", "held");
     let evil = "evil\n\u{1b}[31m.c";
     let forged = rewrite(
+        &lab,
         &part,
         &lab.path("forged"),
         |_| {},
@@ -998,4 +1020,52 @@ matrix!(
     a_second_process_on_a_site_gets_the_lock_error,
     a_second_process_on_a_site_gets_the_lock_error_on_rocks,
     two_processes
+);
+
+/// A packet whose acknowledgement was raised after boston signed it (the header written again
+/// with every checksum valid, but not signed again) is refused in one sentence naming boston
+/// and the fingerprint of boston's key, moved to the refused bay, and changes nothing;
+/// `lspacket` says its signature does not verify.
+fn forged_ack(backend: Option<&'static str>) {
+    let lab = family(backend);
+    let part = fresh_packet(&lab, "ack", "held");
+    let r = msite_packet::open(&part).expect("open");
+    let (kind, id) = (r.info().kind, r.info().packet_id);
+    let mut header = r.header().clone();
+    let records: Vec<msite_packet::Record> =
+        r.records().collect::<Result<_, _>>().expect("records");
+    header.targets[0].applied_seq += 5;
+    let dir = lab.path("forged-ack");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut opts = msite_packet::WriteOptions::new(id);
+    opts.minor = msite_packet::format::FORMAT_MINOR;
+    let mut w =
+        msite_packet::PacketWriter::create(&dir, "forged", kind, &header, opts).expect("writer");
+    for rec in &records {
+        w.push_record(rec).expect("record");
+    }
+    let forged = w.finish().expect("finish").parts.pop().expect("a part");
+    let f = forged.display().to_string();
+    let (out, _) = expect(&lab, 0, &["-C", "sanfran", "lspacket", &f]);
+    assert!(out.contains("signature: does not verify"), "{out}");
+    let fp = lab.json(&["-C", "boston", "lsreplica", "--json"])["replicas"][0]["key_fingerprint"]
+        .as_str()
+        .expect("boston's key")
+        .to_string();
+    let digest = lab.digest("sanfran");
+    std::fs::rename(&forged, bay(&lab, "sanfran").join("forged.msp")).expect("move");
+    let (out, _) = expect(&lab, 1, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(out.contains("packet not authentic"), "{out}");
+    assert!(out.contains(&fp) && out.contains("boston"), "{out}");
+    assert!(
+        refused(&lab).contains(&"forged.msp".to_string()),
+        "{:?}",
+        refused(&lab)
+    );
+    still_healthy(&lab, "sanfran", &digest);
+}
+matrix!(
+    a_forged_acknowledgement_is_refused_naming_the_senders_key,
+    a_forged_acknowledgement_is_refused_naming_the_senders_key_on_rocks,
+    forged_ack
 );

@@ -483,9 +483,26 @@ fn every_listing_speaks_json() {
     ] {
         assert!(p.get(k).is_some(), "lspacket --json lacks {k}");
     }
-    // Outside any site: no verdict.
+    // The signature verifies with boston's key as sanfran pinned it, which is the key boston
+    // itself shows (lsreplica, describe).
+    let fp = lab.json(&["-C", "boston", "lsreplica", "--json"])["replicas"][0]["key_fingerprint"]
+        .clone();
+    assert!(fp.as_str().is_some_and(|s| s.len() == 39), "{fp}");
+    assert_eq!(p["signature"]["status"], "verified");
+    assert_eq!(p["signature"]["keys"], "site");
+    assert_eq!(p["signature"]["key_fingerprint"], fp);
+    let at_sanfran = lab.json(&["-C", "sanfran", "describe", "replica:boston", "--json"]);
+    assert_eq!(at_sanfran["key_fingerprint"], fp);
+    let long = lab.ok(&["-C", "sanfran", "lsreplica", "--long"]);
+    assert!(
+        long.contains(&format!("signing key: {}", fp.as_str().unwrap())),
+        "{long}"
+    );
+    // Outside any site: no verdict; the signature is checked with the keys the packet lists.
     let v = lab.json(&["lspacket", &f, "--json"]);
     assert_eq!(v["packets"][0]["importable_here"], Value::Null);
+    assert_eq!(v["packets"][0]["signature"]["status"], "verified");
+    assert_eq!(v["packets"][0]["signature"]["keys"], "listed");
 }
 
 #[test]

@@ -21,6 +21,8 @@ use crate::replica::{Appender, Replica, StoredEntry};
 use crate::store::{Keyspace, Store, WriteOptions};
 use crate::txn::Txn;
 
+use super::trust::HeadCheck;
+
 /// Entries applied between two prefix commits of one import.
 pub(super) const PREFIX_COMMIT_ENTRIES: u64 = 50_000;
 
@@ -76,6 +78,8 @@ pub(super) struct EntryApply<'r, S: Store> {
     pub(super) grants: Vec<(ObjectRef, ReplicaId)>,
     /// Things the operator should know.
     pub(super) notes: Vec<String>,
+    /// The origin-signed chain heads every applied entry must reach.
+    pub(super) heads: HeadCheck,
 }
 
 impl<'r, S: Store> EntryApply<'r, S> {
@@ -105,6 +109,7 @@ impl<'r, S: Store> EntryApply<'r, S> {
             skipped: 0,
             grants: Vec::new(),
             notes: Vec::new(),
+            heads: HeadCheck::new(Default::default(), sender_name),
         }
     }
 
@@ -133,7 +138,8 @@ impl<'r, S: Store> EntryApply<'r, S> {
                 }
             }
         }
-        self.intake.idle()
+        self.intake.idle()?;
+        self.heads.finish(|o| self.replica.replica_name(o))
     }
 
     /// One entry: skipped when held, otherwise checked and applied.
@@ -146,6 +152,8 @@ impl<'r, S: Store> EntryApply<'r, S> {
             return self.skip_held(txn, &e);
         }
         self.check_next(txn, &e, held)?;
+        let name = self.replica.replica_name(&e.origin);
+        self.heads.entry(e.origin, e.number, &e.hash, &name)?;
         self.apply(txn, ap, &e, bytes)
     }
 
@@ -273,7 +281,11 @@ impl<'r, S: Store> EntryApply<'r, S> {
         self.held.insert(e.origin, e.number);
         self.last_hash.insert(e.origin, e.hash);
         self.applied += 1;
-        if self.applied.is_multiple_of(PREFIX_COMMIT_ENTRIES) || txn.size() > PREFIX_COMMIT_BYTES {
+        // A prefix is committed only where every applied entry is covered by a signed head:
+        // a refusal later in the packet must not leave unauthenticated entries behind.
+        let due =
+            self.applied.is_multiple_of(PREFIX_COMMIT_ENTRIES) || txn.size() > PREFIX_COMMIT_BYTES;
+        if self.heads.prefix_now(due) {
             txn.commit_prefix(WriteOptions::NO_SYNC)?;
         }
         Ok(())

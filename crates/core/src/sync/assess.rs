@@ -90,6 +90,10 @@ impl<S: Store> Replica<S> {
             Ok(t) => t,
             Err(refused) => return Ok(Assessment::Refused(refused)),
         };
+        // Nothing of a header is believed before its signature verifies (PROTOCOL "Trust").
+        if let Err(unsigned) = self.check_signature(h, kind, packet_id, src) {
+            return Ok(Assessment::Refused(unsigned));
+        }
         let st = self.status()?;
         if let Some(locked) = self.import_lock(&st) {
             return Ok(Assessment::Refused(locked));

@@ -29,6 +29,7 @@ impl<S: Store> Replica<S> {
                     replica,
                     incarnation,
                     row,
+                    ..
                 } => {
                     let req = HeldRequest {
                         replica: ReplicaId(replica.0),
@@ -42,6 +43,7 @@ impl<S: Store> Replica<S> {
                     replica,
                     incarnation,
                     held,
+                    ..
                 } => {
                     let a = ProvisionalAck {
                         acker: ReplicaId(acker.0),
@@ -66,9 +68,13 @@ impl<S: Store> Replica<S> {
                 replica,
                 incarnation,
                 row,
+                ..
             } = c
             {
                 if replica.0 == sender.0 {
+                    // Relayed later with its signature, and with the key that checks it.
+                    self.take_control_signature(&mut txn, c);
+                    super::trust::pin_listed_keys(&mut txn, h)?;
                     let req = HeldRequest {
                         replica: sender,
                         incarnation: *incarnation,

@@ -17,6 +17,7 @@ use crate::txn::Txn;
 use super::apply::{take_content, PREFIX_COMMIT_BYTES, PREFIX_COMMIT_ENTRIES};
 use super::export::ExportPlan;
 use super::packet::Incoming;
+use super::trust::HeadCheck;
 
 impl<S: Store> Replica<S> {
     /// Creates replica `name` (mastered here) and plans its creation packet: every entry
@@ -42,6 +43,7 @@ impl<S: Store> Replica<S> {
         };
         let controls = self.controls(None)?;
         let mut header = self.header(st.incarnation, to, Vec::new(), &own, controls)?;
+        header.heads = self.heads_for(&ranges)?;
         header.new_replica = wire::Id(new_id.0);
         header.comment = comment;
         Ok(ExportPlan {
@@ -125,14 +127,21 @@ impl<S: Store> Replica<S> {
         let me = ReplicaId(h.new_replica.0);
         let family = crate::ids::FamilyId(h.family.0);
         let r = Replica::create_empty(store, env, family, &h.family_name, me)?;
+        // The family's keys come with the packet: its signature and chain heads are checked
+        // with the keys it lists (the new replica knows no others yet).
+        let heads = r.check_signature(&h, pkt.kind, &pkt.packet_id, &pkt.source)?;
+        let mut check = HeadCheck::new(heads, &r.sender_name(&h));
         let mut txn = Txn::new(&r.store);
         let mut ap = Appender::load(&txn)?;
-        if !r.take_creation_records(&mut txn, &mut ap, &mut pkt)? {
+        if !r.take_creation_records(&mut txn, &mut ap, &mut pkt, &mut check)? {
             return Err(CoreError::Malformed(format!(
                 "{}: the packet does not create the replica it names",
                 pkt.source
             )));
         }
+        check.finish(|o| r.replica_name(o))?;
+        r.take_keys_and_heads(&mut txn, &h)?;
+        crate::sync::trust::ensure_signing_key(&mut txn, r.env.as_ref(), &me)?;
         take_incarnations(&mut txn, &h.comment);
         let sender = ReplicaId(h.sender.0);
         crate::restore::raise_estimate(&mut txn, &sender, &Row::from_wire(&h.sender_row))?;
@@ -157,6 +166,7 @@ impl<S: Store> Replica<S> {
         txn: &mut Txn<'_, S>,
         ap: &mut Appender,
         pkt: &mut Incoming<'_>,
+        check: &mut HeadCheck,
     ) -> Result<bool> {
         let mut held: BTreeMap<ReplicaId, u64> = BTreeMap::new();
         let mut found_self = false;
@@ -179,14 +189,16 @@ impl<S: Store> Replica<S> {
                     pkt.source
                 )));
             }
+            check.entry(e.origin, e.number, &e.hash, &self.replica_name(&e.origin))?;
             if let Op::CreateReplica { replica, .. } = &e.op {
                 found_self |= *replica == self.me;
             }
             ap.store_entry(txn, &e, &bytes)?;
             self.on_entry(txn, &e)?;
             held.insert(e.origin, e.number);
-            if ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES) || txn.size() > PREFIX_COMMIT_BYTES
-            {
+            let due = ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES)
+                || txn.size() > PREFIX_COMMIT_BYTES;
+            if check.prefix_now(due) {
                 txn.commit_prefix(WriteOptions::NO_SYNC)?;
             }
         }

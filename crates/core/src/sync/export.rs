@@ -50,6 +50,7 @@ impl<S: Store> Replica<S> {
                 replica: wire::Id(r.replica.0),
                 incarnation: r.incarnation,
                 row: r.row.to_wire(),
+                signature: wire::NO_SIGNATURE,
             })
         };
         if let Some(r) = &own_request {
@@ -64,9 +65,10 @@ impl<S: Store> Replica<S> {
                 replica: wire::Id(a.replica.0),
                 incarnation: a.incarnation,
                 held: a.held,
+                signature: wire::NO_SIGNATURE,
             });
         }
-        Ok(out)
+        self.sign_controls(out)
     }
 
     /// Whether this recovering replica's packets also carry entries: only while it holds
@@ -122,6 +124,9 @@ impl<S: Store> Replica<S> {
         let controls = self.controls(own_request)?;
         let recovering = st.recovering.is_some();
         let mut base = self.export_base(target, recovering, &own, &send, target_recovering)?;
+        // Other origins' entries travel only up to a head their origin signed (the rest
+        // waits for the origin's next head), and the estimate advances only that far.
+        let own = self.signed_row(&own)?;
         let (ranges, entry_count) = ranges_above(&own, &base.row);
         let content = !ranges.is_empty() || !controls.is_empty() || base.probe;
         if !content
@@ -152,7 +157,8 @@ impl<S: Store> Replica<S> {
             applied_seq: recv.applied,
             seen_seq: recv.seen,
         };
-        let header = self.header(st.incarnation, to, bases, &own, controls)?;
+        let mut header = self.header(st.incarnation, to, bases, &own, controls)?;
+        header.heads = self.heads_for(&ranges)?;
         // No estimate advances while either side recovers.
         let advance_to = (!target_recovering && !recovering).then_some(own);
         Ok(Some(ExportPlan {
@@ -192,7 +198,20 @@ impl<S: Store> Replica<S> {
             created_ms: self.env.now_ms(),
             new_replica: wire::Id::default(),
             comment: String::new(),
+            keys: Vec::new(),
+            heads: Vec::new(),
+            signature: wire::NO_SIGNATURE,
         })
+    }
+
+    /// The own row, each other origin's cell lowered to the last head its origin signed
+    /// that is held here.
+    fn signed_row(&self, own: &Row) -> Result<Row> {
+        let mut out = Row::default();
+        for (o, n) in &own.0 {
+            out.set(*o, self.signed_up_to(o, *n)?);
+        }
+        Ok(out)
     }
 
     /// Where the packet to `target` starts, and why it is sent. While this replica recovers,

@@ -172,6 +172,7 @@ impl<S: Store> Replica<S> {
         let mut ap = Appender::load(&txn)?;
         let limit = self.max_version_bytes()?;
         pkt.set_content_limit(limit);
+        let heads = self.check_signature(h, pkt.kind, &pkt.packet_id, &pkt.source)?;
         let mut run = EntryApply::new(
             self,
             &own,
@@ -181,7 +182,9 @@ impl<S: Store> Replica<S> {
             carries_own_request(h),
             recovering,
         );
+        run.heads = super::trust::HeadCheck::new(heads, &sender_name);
         run.run(&mut txn, &mut ap, &mut pkt.records)?;
+        self.take_keys_and_heads(&mut txn, h)?;
         let mut notes = std::mem::take(&mut run.notes);
         self.apply_controls(&mut txn, &mut ap, &h.controls, &mut notes)?;
         self.take_news(&mut txn, h, &me_t, &sender_name, st.incarnation, &mut notes)?;

@@ -10,6 +10,7 @@
 //! - [`controls`]: restore requests, provisional acknowledgements and mastership requests a
 //!   packet carries.
 //! - [`create`]: replica creation (§7).
+//! - [`trust`]: signing keys, packet signatures and origin-signed chain heads.
 
 mod ack;
 mod apply;
@@ -19,11 +20,14 @@ mod create;
 mod export;
 mod import;
 mod packet;
+mod trust;
 
 pub use assess::{Assessment, Need};
 pub use export::ExportPlan;
 pub use import::ImportOutcome;
 pub use packet::{ExportOutcome, Incoming, RecordSink};
+pub(crate) use trust::ensure_signing_key;
+pub use trust::{fingerprint, signature_status_listed, SignatureStatus};
 
 use std::collections::BTreeMap;
 

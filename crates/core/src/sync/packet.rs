@@ -366,7 +366,8 @@ impl<S: Store> Replica<S> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
         let opts = self.export_options(max_size);
-        let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &plan.header, opts)
+        let header = self.signed_header(&plan.header, plan.kind, &opts.packet_id)?;
+        let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &header, opts)
             .map_err(enc_err)?;
         // Record the export (its sequence number, the new estimate) before the packet is
         // complete: a crash in between leaves at most an unreadable, unfinished part, that is a
@@ -405,7 +406,8 @@ impl<S: Store> Replica<S> {
         max_size: Option<u64>,
     ) -> Result<Vec<Vec<u8>>> {
         let opts = self.export_options(max_size);
-        let mut w = MemPacketWriter::new(plan.kind, &plan.header, opts).map_err(enc_err)?;
+        let header = self.signed_header(&plan.header, plan.kind, &opts.packet_id)?;
+        let mut w = MemPacketWriter::new(plan.kind, &header, opts).map_err(enc_err)?;
         // Recorded before the packet is complete, as in `write_plan_to_dir`.
         self.commit_export(plan)?;
         self.write_records(plan, &mut w)?;

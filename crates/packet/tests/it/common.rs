@@ -64,17 +64,22 @@ pub fn update_header() -> Header {
                     origin: id(4),
                     number: 99,
                 }],
+                signature: NO_SIGNATURE,
             },
             Control::ProvisionalAck {
                 acker: id(2),
                 replica: id(4),
                 incarnation: 1_700_000_123_456,
                 held: 101,
+                signature: NO_SIGNATURE,
             },
         ],
         created_ms: 1_700_000_200_000,
         new_replica: Id::default(),
         comment: "nightly sync".into(),
+        keys: vec![],
+        heads: vec![],
+        signature: msite_packet::wire::NO_SIGNATURE,
     }
 }
 

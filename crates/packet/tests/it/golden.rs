@@ -242,6 +242,7 @@ pub fn goldens() -> Vec<Golden> {
 
     let split = records_of(&checkins(id(2), 1, 24, 300));
     let pieces = piece_records();
+    let signed = signed_golden(update.clone());
 
     vec![
         Golden {
@@ -278,6 +279,7 @@ pub fn goldens() -> Vec<Golden> {
             },
             parts: 3,
         },
+        signed,
         Golden {
             stem: "pieces",
             kind: Kind::Update,
@@ -291,6 +293,47 @@ pub fn goldens() -> Vec<Golden> {
             parts: 1,
         },
     ]
+}
+
+/// The Ed25519 key the `signed` fixture is signed with (the sender, `id(2)`).
+pub fn signed_fixture_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[0x42; 32])
+}
+
+/// Format 1.2: the update packet with the sender's key listed, a chain head at its last
+/// entry signed by the origin, and the header signed by the sender (SPEC §8), all with
+/// [`signed_fixture_key`].
+fn signed_golden(records: Vec<Record>) -> Golden {
+    use ed25519_dalek::Signer;
+    let key = signed_fixture_key();
+    let mut header = update_header();
+    header.keys = vec![KeyCell {
+        replica: id(2),
+        key: key.verifying_key().to_bytes(),
+    }];
+    let last = update_entries().pop().expect("entries");
+    let msg = sign::head_message(&header.family, &last.origin, last.number, &last.hash);
+    header.heads = vec![SignedHead {
+        origin: last.origin,
+        number: last.number,
+        hash: last.hash,
+        signature: key.sign(&msg).to_bytes(),
+    }];
+    let opts = WriteOptions {
+        chunk_size: 1024,
+        minor: 2,
+        ..WriteOptions::new(id(0x75))
+    };
+    let msg = sign::header_message(&opts.packet_id, Kind::Update, &header);
+    header.signature = key.sign(&msg).to_bytes();
+    Golden {
+        stem: "signed",
+        kind: Kind::Update,
+        header,
+        records,
+        opts,
+        parts: 1,
+    }
 }
 
 /// Format 1.1: one content carried as three content pieces, then the entry that refers to it.
@@ -435,4 +478,32 @@ fn golden_update_entries_decode_to_exact_values() {
     for e in &es {
         assert_eq!(entry_hash(e), e.hash);
     }
+}
+
+#[test]
+fn the_signed_fixtures_signatures_verify_over_the_spec_messages() {
+    // SPEC §8's messages, built here from the decoded fixture: the header signature and the
+    // chain head verify with the key the header lists, and fail once a signed byte changes.
+    use ed25519_dalek::{Signature, Verifier};
+    let r = open(fixtures().join("signed.msp")).unwrap();
+    let (h, pid) = (r.header().clone(), r.info().packet_id);
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&h.keys[0].key).unwrap();
+    assert_eq!(vk, signed_fixture_key().verifying_key());
+    let msg = sign::header_message(&pid, Kind::Update, &h);
+    vk.verify(&msg, &Signature::from_bytes(&h.signature))
+        .unwrap();
+    let head = h.heads[0];
+    let hm = sign::head_message(&h.family, &head.origin, head.number, &head.hash);
+    vk.verify(&hm, &Signature::from_bytes(&head.signature))
+        .unwrap();
+    let mut acked = h.clone();
+    acked.targets[0].applied_seq += 1;
+    let forged = sign::header_message(&pid, Kind::Update, &acked);
+    assert!(vk
+        .verify(&forged, &Signature::from_bytes(&h.signature))
+        .is_err());
+    let other = sign::header_message(&pid, Kind::ReplicaCreation, &h);
+    assert!(vk
+        .verify(&other, &Signature::from_bytes(&h.signature))
+        .is_err());
 }

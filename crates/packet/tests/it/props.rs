@@ -135,6 +135,7 @@ fn any_control() -> impl Strategy<Value = Control> {
                 replica,
                 incarnation,
                 row,
+                signature: NO_SIGNATURE,
             }
         }),
         (any_id(), any_id(), any_u64(), any_u64()).prop_map(
@@ -142,7 +143,8 @@ fn any_control() -> impl Strategy<Value = Control> {
                 acker,
                 replica,
                 incarnation,
-                held
+                held,
+                signature: NO_SIGNATURE,
             }
         ),
     ]
@@ -200,8 +202,34 @@ fn any_header() -> impl Strategy<Value = Header> {
                 created_ms,
                 new_replica,
                 comment,
+                keys: vec![],
+                heads: vec![],
+                signature: NO_SIGNATURE,
             },
         )
+}
+
+/// A header of format 1.2: keys, chain heads and a signature besides the 1.0 fields.
+fn any_signed_header() -> impl Strategy<Value = Header> {
+    let key = (any_id(), any::<[u8; 32]>()).prop_map(|(replica, key)| KeyCell { replica, key });
+    let sig = vec(any::<u8>(), 64).prop_map(|v| <[u8; 64]>::try_from(v).unwrap());
+    let head = (any_id(), any_u64(), any_hash(), sig.clone()).prop_map(
+        |(origin, number, hash, signature)| SignedHead {
+            origin,
+            number,
+            hash,
+            signature,
+        },
+    );
+    (any_header(), vec(key, 0..4), vec(head, 0..4), sig).prop_map(|(mut h, keys, heads, s)| {
+        h.keys = keys;
+        h.heads = heads;
+        h.signature = s;
+        for c in &mut h.controls {
+            *c.signature_mut() = s;
+        }
+        h
+    })
 }
 
 fn any_record() -> impl Strategy<Value = Record> {
@@ -263,6 +291,25 @@ proptest! {
         prop_assert_eq!(got, records.clone());
         // Deterministic.
         prop_assert!(encode_to_vec(kind, &decode_from_slice(&bytes).unwrap().1, records, &opts).unwrap() == bytes);
+    }
+
+    #[test]
+    fn signed_packet_round_trip(
+        kind in any_kind(),
+        header in any_signed_header(),
+        records in vec(any_record(), 0..10),
+        id in any::<[u8; 16]>(),
+    ) {
+        let opts = WriteOptions { minor: 2, ..WriteOptions::new(Id(id)) };
+        let bytes = encode_to_vec(kind, &header, records.clone(), &opts).unwrap();
+        let (info, h, got) = decode_from_slice(&bytes).unwrap();
+        prop_assert_eq!(info.version, FormatVersion { major: 1, minor: 2 });
+        prop_assert_eq!(h, header.clone());
+        prop_assert_eq!(got, records.clone());
+        // A 1.1 writer cannot carry the signed fields; it refuses rather than drop them.
+        let old = WriteOptions { minor: 1, ..WriteOptions::new(Id(id)) };
+        let signed = !header.keys.is_empty() || !header.heads.is_empty() || header.signature != NO_SIGNATURE;
+        prop_assert_eq!(encode_to_vec(kind, &header, records, &old).is_err(), signed);
     }
 
     #[test]

@@ -87,8 +87,67 @@ impl Raw {
     }
 }
 
+/// A control record as format 1.0 encodes it (variant name → its four or three fields).
+#[derive(Serialize)]
+enum Control10 {
+    RestoreRequest {
+        replica: Id,
+        incarnation: u64,
+        row: Row,
+    },
+    ProvisionalAck {
+        acker: Id,
+        replica: Id,
+        incarnation: u64,
+        held: u64,
+    },
+}
+
+fn control10(c: Control) -> Control10 {
+    match c {
+        Control::RestoreRequest {
+            replica,
+            incarnation,
+            row,
+            ..
+        } => Control10::RestoreRequest {
+            replica,
+            incarnation,
+            row,
+        },
+        Control::ProvisionalAck {
+            acker,
+            replica,
+            incarnation,
+            held,
+            ..
+        } => Control10::ProvisionalAck {
+            acker,
+            replica,
+            incarnation,
+            held,
+        },
+    }
+}
+
+/// The header as format 1.0 encodes it: its twelve fields, without the 1.2 ones (§6).
 fn header_bytes() -> Vec<u8> {
-    rmp_serde::to_vec(&update_header()).unwrap()
+    let h = update_header();
+    let first = (h.family, h.family_name, h.sender, h.sender_name);
+    let rest = (h.sender_incarnation, h.targets, h.bases, h.sender_row);
+    let controls: Vec<Control10> = h.controls.into_iter().map(control10).collect();
+    let last = (controls, h.created_ms, h.new_replica, h.comment);
+    // A struct is an array of its fields: the three tuples' elements, flattened.
+    let mut out = vec![0x9c];
+    for part in [
+        rmp_serde::to_vec(&first).unwrap(),
+        rmp_serde::to_vec(&rest).unwrap(),
+        rmp_serde::to_vec(&last).unwrap(),
+    ] {
+        assert_eq!(part[0], 0x94, "a four-element array");
+        out.extend_from_slice(&part[1..]);
+    }
+    out
 }
 
 fn decode_all(bytes: &[u8]) -> Result<(PacketInfo, Header, Vec<Record>), DecodeError> {
@@ -150,9 +209,9 @@ fn encoder_output_is_the_spec_layout() {
     assert!(ours == raw.build());
 }
 
-/// A target as a hypothetical format 1.1 might carry it: one field appended.
+/// A target as a hypothetical format 1.3 might carry it: one field appended.
 #[derive(Serialize)]
-struct Target11 {
+struct TargetNext {
     replica: Id,
     incarnation: u64,
     packet_seq: u64,
@@ -162,27 +221,31 @@ struct Target11 {
     region: String,
 }
 
-/// The header of a hypothetical format 1.1: a nested and a top-level field appended.
+/// The header of a hypothetical format 1.3: a nested and a top-level field appended.
 #[derive(Serialize)]
-struct Header11 {
+struct HeaderNext {
     family: Id,
     family_name: String,
     sender: Id,
     sender_name: String,
     sender_incarnation: u64,
-    targets: Vec<Target11>,
+    targets: Vec<TargetNext>,
     bases: Vec<Base>,
     sender_row: Row,
     controls: Vec<Control>,
     created_ms: u64,
     new_replica: Id,
     comment: String,
-    signature: (u32, String),
+    keys: Vec<KeyCell>,
+    heads: Vec<SignedHead>,
+    #[serde(with = "msite_packet::wire::hexbytes")]
+    signature: [u8; 64],
+    region: (u32, String),
 }
 
-fn header11() -> Vec<u8> {
+fn header_next() -> Vec<u8> {
     let h = update_header();
-    let h11 = Header11 {
+    let next = HeaderNext {
         family: h.family,
         family_name: h.family_name,
         sender: h.sender,
@@ -191,7 +254,7 @@ fn header11() -> Vec<u8> {
         targets: h
             .targets
             .into_iter()
-            .map(|t| Target11 {
+            .map(|t| TargetNext {
                 replica: t.replica,
                 incarnation: t.incarnation,
                 packet_seq: t.packet_seq,
@@ -207,9 +270,12 @@ fn header11() -> Vec<u8> {
         created_ms: h.created_ms,
         new_replica: h.new_replica,
         comment: h.comment,
-        signature: (7, "sig".into()),
+        keys: h.keys,
+        heads: h.heads,
+        signature: h.signature,
+        region: (7, "emea".into()),
     };
-    rmp_serde::to_vec(&h11).unwrap()
+    rmp_serde::to_vec(&next).unwrap()
 }
 
 #[test]
@@ -221,17 +287,17 @@ fn newer_minor_version_is_read_skipping_what_is_unknown() {
         Op::MkBrType { name: "dev".into() },
     ));
     let mut raw = Raw::new(
-        header11(),
+        header_next(),
         &[
             rec(0x10, b"a record type of a newer minor version"),
             rec(1, &e),
             rec(0x11, &[]),
         ],
     );
-    raw.minor = 2;
+    raw.minor = 3;
     raw.flags = 0x01;
     let (info, header, recs) = decode_all(&raw.build()).unwrap();
-    assert_eq!(info.version, FormatVersion { major: 1, minor: 2 });
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 3 });
     assert_eq!(header, update_header());
     assert_eq!(recs, vec![Record::Entry(e.clone())]);
     // The same content claiming to be 1.0 is refused: 1.0 has no such fields or records.
@@ -419,4 +485,29 @@ fn content_pieces_decode_in_format_1_1_only() {
             DecodeError::Malformed { .. }
         ));
     }
+}
+
+#[test]
+fn signed_header_fields_are_refused_in_an_older_minor_version() {
+    // Format 1.2's header fields (keys, chain heads, signature) in a packet claiming 1.1 or
+    // 1.0 are malformed: an older writer never writes them.
+    let mut h = update_header();
+    h.keys = vec![KeyCell {
+        replica: id(2),
+        key: [5; 32],
+    }];
+    h.signature = [6; 64];
+    for minor in [0, 1] {
+        let mut raw = Raw::new(rmp_serde::to_vec(&h).unwrap(), &[]);
+        raw.minor = minor;
+        match decode_all(&raw.build()).unwrap_err() {
+            DecodeError::Malformed { reason, .. } => assert!(reason.contains("1.2"), "{reason}"),
+            e => panic!("expected Malformed, got {e:?}"),
+        }
+    }
+    let mut raw = Raw::new(rmp_serde::to_vec(&h).unwrap(), &[]);
+    raw.minor = 2;
+    let (info, header, _) = decode_all(&raw.build()).unwrap();
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 2 });
+    assert_eq!(header, h);
 }

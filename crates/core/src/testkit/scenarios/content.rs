@@ -34,12 +34,19 @@ fn blob_keys<S: Store>(r: &Replica<S>) -> usize {
         .count()
 }
 
-/// The same packet written as format 1.0: every content as one blob record.
-fn as_format_1_0(parts: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    use msite_packet::{decode_from_slice, MemPacketWriter, Record, WriteOptions};
-    let (info, header, _) = decode_from_slice(&parts[0]).expect("a packet");
-    let mut w = MemPacketWriter::new(info.kind, &header, WriteOptions::new(info.packet_id))
-        .expect("a writer");
+/// The same packet with every content as one blob record, written as format 1.`minor`: a
+/// 1.0 packet cannot carry the header's keys, chain heads and signature, so it is unsigned.
+fn as_blob_records(parts: Vec<Vec<u8>>, minor: u16) -> Vec<Vec<u8>> {
+    use msite_packet::{decode_from_slice, wire, MemPacketWriter, Record, WriteOptions};
+    let (info, mut header, _) = decode_from_slice(&parts[0]).expect("a packet");
+    if minor < msite_packet::format::MINOR_SIGNED {
+        header.keys.clear();
+        header.heads.clear();
+        header.signature = wire::NO_SIGNATURE;
+    }
+    let mut opts = WriteOptions::new(info.packet_id);
+    opts.minor = minor;
+    let mut w = MemPacketWriter::new(info.kind, &header, opts).expect("a writer");
     let mut whole = Vec::new();
     for r in parts
         .iter()
@@ -86,8 +93,9 @@ pub fn case_big_version_replicates_with_equal_digests<F: StoreFactory>(factory: 
     f.assert_converged();
 }
 
-/// A format 1.0 packet carrying a version of several chunks as one blob record imports (read
-/// in pieces) and gives the same content and digest.
+/// A packet carrying a version of several chunks as one blob record (as format 1.0 writers
+/// did) imports (read in pieces) and gives the same content and digest. The same packet as
+/// format 1.0, which cannot be signed, is refused and changes nothing.
 pub fn case_big_blob_record_of_format_1_0_imports<F: StoreFactory>(factory: &F) {
     let f = Family::new(factory, 2, 13);
     f.settle(&[(0, 1)]);
@@ -95,7 +103,17 @@ pub fn case_big_blob_record_of_format_1_0_imports<F: StoreFactory>(factory: &F) 
     f.sites[0]
         .checkin("old.bin", "main", &data, "u", "")
         .unwrap();
-    let parts = as_format_1_0(f.export(0, 1).unwrap());
+    let genuine = f.export(0, 1).unwrap();
+    let before = f.sites[1].digest().unwrap();
+    let unsigned = as_blob_records(genuine.clone(), 0);
+    let err = f.import(1, unsigned).expect_err("an unsigned 1.0 packet");
+    assert!(err.to_string().contains("is unsigned"), "{err}");
+    assert_eq!(
+        f.sites[1].digest().unwrap(),
+        before,
+        "the refusal changed nothing"
+    );
+    let parts = as_blob_records(genuine, msite_packet::format::FORMAT_MINOR);
     assert_eq!(pieces(&parts), 0, "the packet carries one blob record");
     assert!(applied(&f.import(1, parts).unwrap()));
     assert!(cat_at(&f, 1, "old.bin") == data, "content differs at r1");

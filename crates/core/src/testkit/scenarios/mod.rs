@@ -21,10 +21,12 @@
 mod content;
 mod restore;
 mod sync;
+mod trust;
 
 pub use content::*;
 pub use restore::*;
 pub use sync::*;
+pub use trust::*;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -301,6 +303,13 @@ macro_rules! protocol_scenario_tests {
             restoring_a_backup_taken_while_recovering_starts_a_new_incarnation => case_restoring_a_backup_taken_while_recovering_starts_a_new_incarnation,
             crash_at_any_write_of_the_procedure_resumes => case_crash_at_any_write_of_the_procedure_resumes,
             sibling_known_only_to_the_lost_store_is_awaited_when_named_by_id => case_sibling_known_only_to_the_lost_store_is_awaited_when_named_by_id,
+            content_forged_with_hashes_recomputed_is_refused => case_content_forged_with_hashes_recomputed_is_refused,
+            forged_acknowledgement_is_refused => case_forged_acknowledgement_is_refused,
+            relayed_entry_altered_by_the_hub_is_refused => case_relayed_entry_altered_by_the_hub_is_refused,
+            packet_signed_by_an_unknown_key_is_refused => case_packet_signed_by_an_unknown_key_is_refused,
+            key_swapped_in_the_creation_packet_is_refused => case_key_swapped_in_the_creation_packet_is_refused,
+            relayed_restore_request_altered_by_the_hub_is_refused => case_relayed_restore_request_altered_by_the_hub_is_refused,
+            replayed_old_signed_packet_changes_nothing => case_replayed_old_signed_packet_changes_nothing,
         }
     };
 }

@@ -1,0 +1,740 @@
+//! Signed packets and origin-authenticated history (docs/protocol.md, "Trust").
+//!
+//! Every replica holds an Ed25519 signing key in its store (Meta, never in a packet); the
+//! public keys are replicated state, listed in every packet header and pinned by the first
+//! authentic header that names them. A packet's header is signed by its sender; every entry
+//! it carries is covered by a chain head that the entry's *origin* signed, so a relay can
+//! neither forge nor alter, reorder or replace another origin's entries: the per-origin hash
+//! chains link each entry to the signed head, and one signature check per head authenticates
+//! everything before it. Control records a replica relays for others (restore requests,
+//! provisional acknowledgements) carry their owner's signature, kept here to relay them.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use msite_packet::{sign, wire};
+
+use crate::error::{CoreError, Refusal, Result};
+use crate::ids::{Hash, PacketId, ReplicaId};
+use crate::keys;
+use crate::store::{Keyspace, ReadView, Store};
+use crate::txn::Txn;
+
+/// Meta: this replica's Ed25519 secret key (32 bytes). A backup of the store holds it.
+pub(crate) const SIGNING_KEY: &[u8] = b"signing_key";
+
+/// Own entries between two chain heads this replica signs in one packet: an importer commits
+/// a large packet in prefixes only where every origin's last entry is at a verified head.
+const OWN_HEAD_EVERY: u64 = 25_000;
+
+/// The fingerprint operators compare out of band: the first 16 bytes of BLAKE3 of the public
+/// key, as eight groups of four hex digits.
+pub fn fingerprint(key: &wire::PublicKey) -> String {
+    let h = blake3::hash(key);
+    let hex = crate::ids::hex(&h.as_bytes()[..16]);
+    hex.as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The chain heads a packet's header vouches for, by origin and number, each verified with
+/// its origin's key.
+pub(super) type Heads = BTreeMap<(ReplicaId, u64), Hash>;
+
+/// Generates this replica's signing key into `txn` unless the store has one (stores made
+/// before keys existed get theirs when first opened), and pins its public key.
+pub(crate) fn ensure_signing_key<S: Store>(
+    txn: &mut Txn<'_, S>,
+    env: &dyn crate::env::Env,
+    me: &ReplicaId,
+) -> Result<()> {
+    if txn.get(Keyspace::Meta, SIGNING_KEY)?.is_some() {
+        return Ok(());
+    }
+    let sk = SigningKey::from_bytes(&env.secret_key());
+    txn.put(Keyspace::Meta, SIGNING_KEY, &sk.to_bytes());
+    txn.put(
+        Keyspace::Peers,
+        &keys::peer(keys::peers::PUBLIC_KEY, me),
+        sk.verifying_key().as_bytes(),
+    );
+    Ok(())
+}
+
+/// The public key pinned here for `r`, if any.
+pub(crate) fn public_key_in<R: ReadView + ?Sized>(
+    r: &R,
+    who: &ReplicaId,
+) -> Result<Option<wire::PublicKey>> {
+    Ok(
+        r.get(Keyspace::Peers, &keys::peer(keys::peers::PUBLIC_KEY, who))?
+            .and_then(|v| v.try_into().ok()),
+    )
+}
+
+fn unauthentic(sender: &str, detail: String) -> CoreError {
+    CoreError::Refused(Refusal::Unauthentic {
+        sender: sender.to_string(),
+        detail,
+    })
+}
+
+fn verifies(key: &wire::PublicKey, msg: &[u8], sig: &wire::Signature) -> bool {
+    let Ok(vk) = VerifyingKey::from_bytes(key) else {
+        return false;
+    };
+    vk.verify(msg, &ed25519_dalek::Signature::from_bytes(sig))
+        .is_ok()
+}
+
+/// The key to check `who`'s signatures with: the one pinned here, else the one the header
+/// lists (trusted on first use, see docs/protocol.md). A header that lists another key for a
+/// replica whose key is pinned here is refused: keys are never replaced by a packet.
+fn key_for<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    who: &ReplicaId,
+    name: &str,
+    sender: &str,
+) -> Result<wire::PublicKey> {
+    let listed = h.keys.iter().find(|k| k.replica.0 == who.0).map(|k| k.key);
+    match (public_key_in(r, who)?, listed) {
+        (Some(pinned), Some(l)) if pinned != l => Err(unauthentic(
+            sender,
+            format!(
+                "the packet lists key {} for {name}, but this replica holds key {} for it (a key swapped in transit)",
+                fingerprint(&l),
+                fingerprint(&pinned)
+            ),
+        )),
+        (Some(pinned), _) => Ok(pinned),
+        (None, Some(l)) => Ok(l),
+        (None, None) => Err(unauthentic(
+            sender,
+            format!("no public key of {name} is known here or listed in the packet"),
+        )),
+    }
+}
+
+impl<S: Store> crate::replica::Replica<S> {
+    /// This replica's signing key; a store made before keys existed gets one now (its first
+    /// export), which its siblings pin from that packet's header.
+    fn signing_key(&self) -> Result<SigningKey> {
+        if self.store.get(Keyspace::Meta, SIGNING_KEY)?.is_none() {
+            let mut txn = Txn::new(&self.store);
+            ensure_signing_key(&mut txn, self.env.as_ref(), &self.me)?;
+            txn.commit(crate::store::WriteOptions::SYNC)?;
+        }
+        let v = self.store.get(Keyspace::Meta, SIGNING_KEY)?;
+        let bytes: [u8; 32] = v.and_then(|v| v.try_into().ok()).ok_or_else(|| {
+            CoreError::Codec(crate::codec::CodecError {
+                what: "signing key",
+            })
+        })?;
+        Ok(SigningKey::from_bytes(&bytes))
+    }
+
+    /// The public key of replica `r` as pinned here.
+    pub fn public_key(&self, r: &ReplicaId) -> Result<Option<wire::PublicKey>> {
+        public_key_in(&self.store, r)
+    }
+
+    /// Every public key pinned here, sorted by replica.
+    pub(super) fn known_keys(&self) -> Result<Vec<wire::KeyCell>> {
+        let prefix = [keys::peers::PUBLIC_KEY];
+        let mut out = Vec::new();
+        for kv in self
+            .store
+            .scan(Keyspace::Peers, crate::store::KeyRange::prefix(&prefix))?
+        {
+            let (k, v) = kv?;
+            if let (Ok(id), Ok(key)) = (k[1..].try_into(), v.try_into()) {
+                out.push(wire::KeyCell {
+                    replica: wire::Id(id),
+                    key,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Signs a planned header for the packet `packet_id`: the keys known here, then the
+    /// sender's signature over the whole header (its chain heads included).
+    pub(super) fn signed_header(
+        &self,
+        h: &wire::Header,
+        kind: wire::Kind,
+        packet_id: &wire::Id,
+    ) -> Result<wire::Header> {
+        let mut h = h.clone();
+        h.keys = self.known_keys()?;
+        h.signature = wire::NO_SIGNATURE;
+        let sk = self.signing_key()?;
+        h.signature = sk
+            .sign(&sign::header_message(packet_id, kind, &h))
+            .to_bytes();
+        Ok(h)
+    }
+
+    /// Signs `h` as this replica would for packet `packet_id` (keys listed as they are in
+    /// `h`): what a relay, which holds its own key, can do to a header it alters. For the
+    /// forgery scenarios.
+    #[cfg(feature = "testkit")]
+    pub fn sign_header_for_test(
+        &self,
+        h: &mut wire::Header,
+        kind: wire::Kind,
+        packet_id: &wire::Id,
+    ) {
+        h.signature = wire::NO_SIGNATURE;
+        let sk = self.signing_key().expect("a signing key");
+        h.signature = sk
+            .sign(&sign::header_message(packet_id, kind, h))
+            .to_bytes();
+    }
+
+    /// This replica's signature of its own chain head at `number` with hash `hash`, whatever
+    /// it holds: what a replica running other code can sign. For the forgery tests.
+    #[cfg(feature = "testkit")]
+    pub fn sign_head_for_test(&self, number: u64, hash: &Hash) -> wire::SignedHead {
+        let origin = wire::Id(self.me.0);
+        let msg = sign::head_message(&wire::Id(self.family.0), &origin, number, hash);
+        let sk = self.signing_key().expect("a signing key");
+        wire::SignedHead {
+            origin,
+            number,
+            hash: *hash,
+            signature: sk.sign(&msg).to_bytes(),
+        }
+    }
+
+    /// Signs control `c` as its owner would, when this replica is its owner. For the forgery
+    /// tests and the fuzzer.
+    #[cfg(feature = "testkit")]
+    pub fn sign_control_for_test(&self, c: &mut wire::Control) {
+        if c.owner().0 == self.me.0 {
+            let msg = sign::control_message(&wire::Id(self.family.0), c);
+            *c.signature_mut() = self
+                .signing_key()
+                .expect("a signing key")
+                .sign(&msg)
+                .to_bytes();
+        }
+    }
+
+    /// The chain heads covering `ranges` (origin, first, last number carried): for our own
+    /// entries, heads signed now at the last one and every [`OWN_HEAD_EVERY`] entries; for
+    /// other origins, the heads held here within the range whose hash is still our entry's.
+    pub(super) fn heads_for(
+        &self,
+        ranges: &[(ReplicaId, u64, u64)],
+    ) -> Result<Vec<wire::SignedHead>> {
+        let mut out = Vec::new();
+        for (o, from, to) in ranges {
+            if *o == self.me {
+                let mut at: Vec<u64> = (*from..=*to)
+                    .filter(|n| n.is_multiple_of(OWN_HEAD_EVERY))
+                    .collect();
+                if at.last() != Some(to) {
+                    at.push(*to);
+                }
+                for n in at {
+                    out.push(self.sign_own_head(n)?);
+                }
+            } else {
+                out.extend(self.stored_heads(o, *from, *to)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn sign_own_head(&self, number: u64) -> Result<wire::SignedHead> {
+        let hash = Self::entry_hash_at(&self.store, &self.me, number)?.ok_or_else(|| {
+            CoreError::Invalid(format!("entry {number} of this replica is missing"))
+        })?;
+        let origin = wire::Id(self.me.0);
+        let msg = sign::head_message(&wire::Id(self.family.0), &origin, number, &hash);
+        Ok(wire::SignedHead {
+            origin,
+            number,
+            hash,
+            signature: self.signing_key()?.sign(&msg).to_bytes(),
+        })
+    }
+
+    /// The heads of origin `o` stored here for numbers `from..=to` that still name the
+    /// entries held here.
+    fn stored_heads(&self, o: &ReplicaId, from: u64, to: u64) -> Result<Vec<wire::SignedHead>> {
+        let mut out = Vec::new();
+        let prefix = keys::peer(keys::peers::HEAD, o);
+        for kv in self
+            .store
+            .scan(Keyspace::Peers, crate::store::KeyRange::prefix(&prefix))?
+        {
+            let (k, v) = kv?;
+            let Some(head) = decode_head(o, &k, &v) else {
+                continue;
+            };
+            let held = Self::entry_hash_at(&self.store, o, head.number)?;
+            if (from..=to).contains(&head.number) && held == Some(head.hash) {
+                out.push(head);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest number of origin `o` up to `held` that a stored head covers (for our own
+    /// entries: `held`): an export carries another origin's entries only up to there, and
+    /// the rest waits for the origin's next signed head.
+    pub(super) fn signed_up_to(&self, o: &ReplicaId, held: u64) -> Result<u64> {
+        if *o == self.me {
+            return Ok(held);
+        }
+        let heads = self.stored_heads(o, 1, held)?;
+        Ok(heads.iter().map(|h| h.number).max().unwrap_or(0))
+    }
+
+    /// Checks a header's signature and its chain heads (PROTOCOL "Trust"); returns the heads,
+    /// verified. Nothing is stored.
+    pub(super) fn check_signature(
+        &self,
+        h: &wire::Header,
+        kind: wire::Kind,
+        packet_id: &PacketId,
+        src: &str,
+    ) -> Result<Heads> {
+        let name = |r: &ReplicaId| {
+            if r.0 == h.sender.0 {
+                self.sender_name(h)
+            } else {
+                self.replica_name(r)
+            }
+        };
+        check_header(&self.store, h, kind, packet_id, src, &name)
+    }
+
+    /// The controls of a packet about to be planned, signed: our own by us, others' with the
+    /// signature their owner made, as received. A control whose owner's signature is not held
+    /// here (learned before signatures existed) is not relayed: its owner sends it again.
+    pub(super) fn sign_controls(&self, controls: Vec<wire::Control>) -> Result<Vec<wire::Control>> {
+        let family = wire::Id(self.family.0);
+        let mut out = Vec::with_capacity(controls.len());
+        for mut c in controls {
+            let msg = sign::control_message(&family, &c);
+            if c.owner().0 == self.me.0 {
+                *c.signature_mut() = self.signing_key()?.sign(&msg).to_bytes();
+            } else {
+                let k = keys::control_sig(blake3::hash(&msg).as_bytes());
+                match self.store.get(Keyspace::Peers, &k)? {
+                    Some(v) => match v.try_into() {
+                        Ok(sig) => *c.signature_mut() = sig,
+                        Err(_) => continue,
+                    },
+                    None => continue,
+                }
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// Keeps the owner's signature of control `c` (verified with the header), to relay it.
+    pub(super) fn take_control_signature(&self, txn: &mut Txn<'_, S>, c: &wire::Control) {
+        if *c.signature() != wire::NO_SIGNATURE {
+            let msg = sign::control_message(&wire::Id(self.family.0), c);
+            let k = keys::control_sig(blake3::hash(&msg).as_bytes());
+            txn.put(Keyspace::Peers, &k, c.signature());
+        }
+    }
+
+    /// Pins the keys an authentic header lists that were not known here, and stores its
+    /// chain heads of other origins (for relaying), keeping one older head per
+    /// [`OWN_HEAD_EVERY`] entries of each origin besides the newest.
+    pub(super) fn take_keys_and_heads(&self, txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
+        pin_listed_keys(txn, h)?;
+        for head in h.heads.iter().filter(|x| x.origin.0 != self.me.0) {
+            let o = ReplicaId(head.origin.0);
+            let mut v = Vec::with_capacity(96);
+            v.extend_from_slice(&head.hash);
+            v.extend_from_slice(&head.signature);
+            txn.put(Keyspace::Peers, &keys::head(&o, head.number), &v);
+            prune_heads(txn, &o, head.number)?;
+        }
+        for c in &h.controls {
+            self.take_control_signature(txn, c);
+        }
+        Ok(())
+    }
+}
+
+/// Pins the keys an authentic header lists for replicas whose key is not pinned yet (a pinned
+/// key is never replaced: the header's check refused a different one).
+pub(super) fn pin_listed_keys<S: Store>(txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
+    for k in &h.keys {
+        let who = ReplicaId(k.replica.0);
+        if public_key_in(txn, &who)?.is_none() {
+            txn.put(
+                Keyspace::Peers,
+                &keys::peer(keys::peers::PUBLIC_KEY, &who),
+                &k.key,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Removes the heads of origin `o` below `newest` in the same run of [`OWN_HEAD_EVERY`]
+/// numbers: each run keeps its highest head, so the heads held grow with the origin's
+/// history divided by that run, not with the packets received.
+fn prune_heads<S: Store>(txn: &mut Txn<'_, S>, o: &ReplicaId, newest: u64) -> Result<()> {
+    for (k, v) in txn.scan_prefix(Keyspace::Peers, &keys::peer(keys::peers::HEAD, o))? {
+        if let Some(old) = decode_head(o, &k, &v) {
+            if old.number < newest && old.number / OWN_HEAD_EVERY == newest / OWN_HEAD_EVERY {
+                txn.delete(Keyspace::Peers, &k);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sender's signature of a header, with the keys pinned in `r` (or listed), then every
+/// chain head with its origin's key; `name` names replicas in refusals.
+fn check_header<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    kind: wire::Kind,
+    packet_id: &PacketId,
+    src: &str,
+    name: &dyn Fn(&ReplicaId) -> String,
+) -> Result<Heads> {
+    let sender = ReplicaId(h.sender.0);
+    let sender_name = name(&sender);
+    let key = key_for(r, h, &sender, &sender_name, &sender_name)?;
+    if h.signature == wire::NO_SIGNATURE {
+        return Err(unauthentic(
+            &sender_name,
+            format!(
+                "{src} is unsigned, but this replica accepts only packets signed by {sender_name}'s key {}",
+                fingerprint(&key)
+            ),
+        ));
+    }
+    let msg = sign::header_message(&wire::Id(packet_id.0), kind, h);
+    if !verifies(&key, &msg, &h.signature) {
+        return Err(unauthentic(
+            &sender_name,
+            format!(
+                "the signature of {src} does not verify with {sender_name}'s key {}",
+                fingerprint(&key)
+            ),
+        ));
+    }
+    for k in &h.keys {
+        let who = ReplicaId(k.replica.0);
+        key_for(r, h, &who, &name(&who), &sender_name)?;
+    }
+    check_controls(r, h, &sender_name, name)?;
+    check_heads(r, h, &sender_name, name)
+}
+
+/// Each control record, verified with its owner's key: a relay cannot forge or alter another
+/// replica's restore request or provisional acknowledgement.
+fn check_controls<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    sender_name: &str,
+    name: &dyn Fn(&ReplicaId) -> String,
+) -> Result<()> {
+    for c in &h.controls {
+        let owner = ReplicaId(c.owner().0);
+        let who = name(&owner);
+        let key = key_for(r, h, &owner, &who, sender_name)?;
+        let what = match c {
+            wire::Control::RestoreRequest { .. } => "restore request",
+            wire::Control::ProvisionalAck { .. } => "provisional acknowledgement",
+        };
+        if !verifies(&key, &sign::control_message(&h.family, c), c.signature()) {
+            return Err(unauthentic(
+                sender_name,
+                format!(
+                    "the {what} of {who} the packet carries is not signed by {who}'s key {}",
+                    fingerprint(&key)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each chain head in the header, verified with its origin's key.
+fn check_heads<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    sender_name: &str,
+    name: &dyn Fn(&ReplicaId) -> String,
+) -> Result<Heads> {
+    let mut heads = Heads::new();
+    for head in &h.heads {
+        let o = ReplicaId(head.origin.0);
+        let origin = name(&o);
+        let key = key_for(r, h, &o, &origin, sender_name)?;
+        let msg = sign::head_message(&h.family, &head.origin, head.number, &head.hash);
+        if !verifies(&key, &msg, &head.signature) {
+            return Err(unauthentic(
+                sender_name,
+                format!(
+                    "the packet's chain head {} of {origin} is not signed by {origin}'s key {}",
+                    head.number,
+                    fingerprint(&key)
+                ),
+            ));
+        }
+        heads.insert((o, head.number), head.hash);
+    }
+    Ok(heads)
+}
+
+/// The signature status of a header checked against the keys in `r`.
+fn status_of<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    kind: wire::Kind,
+    packet_id: &PacketId,
+    name: &dyn Fn(&ReplicaId) -> String,
+) -> Result<SignatureStatus> {
+    if h.signature == wire::NO_SIGNATURE {
+        return Ok(SignatureStatus::Unsigned);
+    }
+    match check_header(r, h, kind, packet_id, "the packet", name) {
+        Ok(_) => {
+            let sender = ReplicaId(h.sender.0);
+            let key = key_for(r, h, &sender, "", "")?;
+            Ok(SignatureStatus::Verified {
+                key: fingerprint(&key),
+            })
+        }
+        Err(CoreError::Refused(Refusal::Unauthentic { detail, .. })) => {
+            Ok(SignatureStatus::Invalid(detail))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A view of an empty store: a packet checked without a site has only the keys it lists.
+struct NoKeys;
+
+impl ReadView for NoKeys {
+    fn get(&self, _: Keyspace, _: &[u8]) -> crate::store::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn scan(
+        &self,
+        _: Keyspace,
+        _: crate::store::KeyRange,
+    ) -> crate::store::Result<crate::store::ScanIter<'_>> {
+        Ok(Box::new(std::iter::empty()))
+    }
+    fn last(
+        &self,
+        _: Keyspace,
+        _: crate::store::KeyRange,
+    ) -> crate::store::Result<Option<crate::store::KeyValue>> {
+        Ok(None)
+    }
+}
+
+/// A stored head of origin `o` from its Peers key and value.
+fn decode_head(o: &ReplicaId, k: &[u8], v: &[u8]) -> Option<wire::SignedHead> {
+    let number = u64::from_be_bytes(k.get(17..25)?.try_into().ok()?);
+    Some(wire::SignedHead {
+        origin: wire::Id(o.0),
+        number,
+        hash: v.get(..32)?.try_into().ok()?,
+        signature: v.get(32..96)?.try_into().ok()?,
+    })
+}
+
+/// The chain-head check of one packet's entries, as they apply: an entry at a head's number
+/// must have the head's hash, and each origin's last applied entry must be at a head. With
+/// the hash chain (each entry names its predecessor's hash, checked on apply), that proves
+/// every applied entry is the origin's own, unaltered and in its place.
+pub(super) struct HeadCheck {
+    heads: Heads,
+    /// Per origin: the last number applied that no head covers yet.
+    pending: BTreeMap<ReplicaId, u64>,
+    /// A prefix commit is due, waiting for every origin to reach a head.
+    due: bool,
+    sender: String,
+}
+
+impl HeadCheck {
+    /// A check against `heads` (verified) of a packet from `sender`.
+    pub(super) fn new(heads: Heads, sender: &str) -> Self {
+        HeadCheck {
+            heads,
+            pending: BTreeMap::new(),
+            due: false,
+            sender: sender.to_string(),
+        }
+    }
+
+    /// Before entry `number` of `origin` (hash `hash`, named `name`) is applied.
+    pub(super) fn entry(
+        &mut self,
+        origin: ReplicaId,
+        number: u64,
+        hash: &Hash,
+        name: &str,
+    ) -> Result<()> {
+        match self.heads.get(&(origin, number)) {
+            Some(signed) if signed != hash => Err(unauthentic(
+                &self.sender,
+                format!(
+                    "entry {number} of {name} differs from the chain head {name} signed (altered in transit)"
+                ),
+            )),
+            Some(_) => {
+                self.pending.remove(&origin);
+                Ok(())
+            }
+            None => {
+                self.pending.insert(origin, number);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether to commit a prefix now: `due` (the apply loop's count or size rule) is kept
+    /// until every entry applied so far is covered by a head, and the prefix committed then.
+    pub(super) fn prefix_now(&mut self, due: bool) -> bool {
+        self.due |= due;
+        let now = self.due && self.pending.is_empty();
+        if now {
+            self.due = false;
+        }
+        now
+    }
+
+    /// After the last record: refuses the packet if an origin's entries end past its last
+    /// signed head (`name` names origins).
+    pub(super) fn finish(&self, name: impl Fn(&ReplicaId) -> String) -> Result<()> {
+        match self.pending.iter().next() {
+            None => Ok(()),
+            Some((o, n)) => Err(unauthentic(
+                &self.sender,
+                format!(
+                    "entry {n} of {} is not covered by a chain head {} signed",
+                    name(o),
+                    name(o)
+                ),
+            )),
+        }
+    }
+}
+
+/// Whether a packet's signature verifies, as `lspacket` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureStatus {
+    /// The sender's signature and every chain head verify, with the key of `key`'s
+    /// fingerprint (pinned at the site, or, without one, the key the packet lists).
+    Verified {
+        /// The fingerprint of the sender's key used.
+        key: String,
+    },
+    /// The packet carries no signature (format 1.0 or 1.1, or a 1.2 header without one).
+    Unsigned,
+    /// A signature does not verify, or a key differs from the one pinned: the sentence says
+    /// which.
+    Invalid(String),
+}
+
+impl std::fmt::Display for SignatureStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignatureStatus::Verified { key } => write!(f, "verifies (sender's key {key})"),
+            SignatureStatus::Unsigned => f.write_str("unsigned (refused at import)"),
+            SignatureStatus::Invalid(why) => write!(f, "does not verify: {why}"),
+        }
+    }
+}
+
+impl<S: Store> crate::replica::Replica<S> {
+    /// Whether the packet's signature and chain heads verify with the keys pinned here (keys
+    /// not pinned yet: as the packet lists them).
+    pub fn signature_status(
+        &self,
+        h: &wire::Header,
+        kind: wire::Kind,
+        packet_id: &PacketId,
+    ) -> Result<SignatureStatus> {
+        status_of(&self.store, h, kind, packet_id, &|r| self.replica_name(r))
+    }
+}
+
+/// Whether the packet's signature and chain heads verify with the keys the packet itself
+/// lists (no site: a check of consistency; compare the fingerprint out of band).
+pub fn signature_status_listed(
+    h: &wire::Header,
+    kind: wire::Kind,
+    packet_id: &PacketId,
+) -> SignatureStatus {
+    let name = |r: &ReplicaId| {
+        if r.0 == h.sender.0 && !h.sender_name.is_empty() {
+            h.sender_name.clone()
+        } else {
+            r.short()
+        }
+    };
+    status_of(&NoKeys, h, kind, packet_id, &name)
+        .unwrap_or_else(|e| SignatureStatus::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rid(b: u8) -> ReplicaId {
+        ReplicaId([b; 16])
+    }
+
+    #[test]
+    fn a_prefix_waits_until_every_origin_reaches_a_head() {
+        let mut heads = Heads::new();
+        heads.insert((rid(1), 2), [2; 32]);
+        heads.insert((rid(2), 1), [7; 32]);
+        let mut c = HeadCheck::new(heads, "s");
+        c.entry(rid(1), 1, &[1; 32], "a").unwrap();
+        assert!(!c.prefix_now(true), "entry 1 of a is not at a head yet");
+        c.entry(rid(1), 2, &[2; 32], "a").unwrap();
+        assert!(
+            c.prefix_now(false),
+            "the due commit happens once a reaches its head"
+        );
+        assert!(!c.prefix_now(false), "and only once");
+        c.entry(rid(2), 1, &[7; 32], "b").unwrap();
+        c.finish(|_| "x".into()).unwrap();
+    }
+
+    #[test]
+    fn an_entry_that_differs_from_its_head_or_ends_past_it_is_refused() {
+        let mut heads = Heads::new();
+        heads.insert((rid(1), 2), [2; 32]);
+        let mut c = HeadCheck::new(heads.clone(), "hub");
+        let err = c.entry(rid(1), 2, &[9; 32], "a").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("differs from the chain head a signed"),
+            "{err}"
+        );
+        let mut c = HeadCheck::new(heads, "hub");
+        c.entry(rid(1), 2, &[2; 32], "a").unwrap();
+        c.entry(rid(1), 3, &[3; 32], "a").unwrap();
+        let err = c.finish(|_| "a".into()).unwrap_err();
+        assert!(
+            err.to_string().contains("entry 3 of a is not covered"),
+            "{err}"
+        );
+    }
+}

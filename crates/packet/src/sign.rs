@@ -1,0 +1,162 @@
+//! What signatures sign (`SPEC.md` §8): the byte strings a sender and an origin sign, and the
+//! header encoding an older minor version writes. The cryptography itself (Ed25519) is the
+//! protocol's; the format only fixes the messages, so that every implementation signs the
+//! same bytes.
+
+use serde::Serialize;
+
+use crate::wire;
+
+/// Domain separation of a header signature.
+const HEADER_DOMAIN: &[u8] = b"msite packet header v1.2\0";
+/// Domain separation of a chain-head signature.
+const HEAD_DOMAIN: &[u8] = b"msite chain head v1\0";
+
+/// The bytes a sender signs for a packet: the domain, the logical packet id, the kind (`1`
+/// update, `2` creation) and the positional msgpack encoding of the header with its signature
+/// field all zeros. The header names the family, sender and targets and carries the bases,
+/// rows, controls, keys and the signed chain heads that cover every carried entry.
+pub fn header_message(packet_id: &wire::Id, kind: wire::Kind, header: &wire::Header) -> Vec<u8> {
+    let mut unsigned = header.clone();
+    unsigned.signature = wire::NO_SIGNATURE;
+    let body = rmp_serde::to_vec(&unsigned).expect("a header always encodes");
+    let mut m = Vec::with_capacity(HEADER_DOMAIN.len() + 17 + body.len());
+    m.extend_from_slice(HEADER_DOMAIN);
+    m.extend_from_slice(&packet_id.0);
+    m.push(match kind {
+        wire::Kind::Update => 1,
+        wire::Kind::ReplicaCreation => 2,
+    });
+    m.extend_from_slice(&body);
+    m
+}
+
+/// The bytes an origin signs for the head of its chain: the domain, the family, the origin,
+/// the number (u64 LE) and the entry's hash.
+pub fn head_message(
+    family: &wire::Id,
+    origin: &wire::Id,
+    number: u64,
+    hash: &wire::Hash,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(HEAD_DOMAIN.len() + 72);
+    m.extend_from_slice(HEAD_DOMAIN);
+    m.extend_from_slice(&family.0);
+    m.extend_from_slice(&origin.0);
+    m.extend_from_slice(&number.to_le_bytes());
+    m.extend_from_slice(hash);
+    m
+}
+
+/// Domain separation of a control record's signature.
+const CONTROL_DOMAIN: &[u8] = b"msite control v1\0";
+
+/// The bytes the owner of a control record signs ([`wire::Control::owner`]): the domain,
+/// the family and the control's msgpack encoding with its signature all zeros.
+pub fn control_message(family: &wire::Id, control: &wire::Control) -> Vec<u8> {
+    let mut unsigned = control.clone();
+    *unsigned.signature_mut() = wire::NO_SIGNATURE;
+    let body = rmp_serde::to_vec(&unsigned).expect("a control always encodes");
+    let mut m = Vec::with_capacity(CONTROL_DOMAIN.len() + 16 + body.len());
+    m.extend_from_slice(CONTROL_DOMAIN);
+    m.extend_from_slice(&family.0);
+    m.extend_from_slice(&body);
+    m
+}
+
+/// A control record as format 1.0 encodes it: without the 1.2 signature.
+#[derive(Serialize)]
+enum ControlV10<'a> {
+    RestoreRequest {
+        replica: &'a wire::Id,
+        incarnation: u64,
+        row: &'a [wire::RowCell],
+    },
+    ProvisionalAck {
+        acker: &'a wire::Id,
+        replica: &'a wire::Id,
+        incarnation: u64,
+        held: u64,
+    },
+}
+
+impl<'a> From<&'a wire::Control> for ControlV10<'a> {
+    fn from(c: &'a wire::Control) -> Self {
+        match c {
+            wire::Control::RestoreRequest {
+                replica,
+                incarnation,
+                row,
+                ..
+            } => ControlV10::RestoreRequest {
+                replica,
+                incarnation: *incarnation,
+                row,
+            },
+            wire::Control::ProvisionalAck {
+                acker,
+                replica,
+                incarnation,
+                held,
+                ..
+            } => ControlV10::ProvisionalAck {
+                acker,
+                replica,
+                incarnation: *incarnation,
+                held: *held,
+            },
+        }
+    }
+}
+
+/// The header as a 1.0 or 1.1 writer encodes it: the twelve fields of format 1.0, without
+/// the fields 1.2 appended (which must then be empty), its controls without their signatures.
+#[derive(Serialize)]
+struct HeaderV10<'a> {
+    family: &'a wire::Id,
+    family_name: &'a str,
+    sender: &'a wire::Id,
+    sender_name: &'a str,
+    sender_incarnation: u64,
+    targets: &'a [wire::Target],
+    bases: &'a [wire::Base],
+    sender_row: &'a [wire::RowCell],
+    controls: Vec<ControlV10<'a>>,
+    created_ms: u64,
+    new_replica: &'a wire::Id,
+    comment: &'a str,
+}
+
+/// Whether the header uses a field of minor version 1.2.
+pub(crate) fn uses_signed_fields(h: &wire::Header) -> bool {
+    !h.keys.is_empty()
+        || !h.heads.is_empty()
+        || h.signature != wire::NO_SIGNATURE
+        || h.controls
+            .iter()
+            .any(|c| *c.signature() != wire::NO_SIGNATURE)
+}
+
+/// The header's bytes in a packet of minor version `minor`.
+pub(crate) fn encode_header(
+    h: &wire::Header,
+    minor: u16,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    if minor >= crate::format::MINOR_SIGNED {
+        return rmp_serde::to_vec(h);
+    }
+    rmp_serde::to_vec(&HeaderV10 {
+        family: &h.family,
+        family_name: &h.family_name,
+        sender: &h.sender,
+        sender_name: &h.sender_name,
+        sender_incarnation: h.sender_incarnation,
+        targets: &h.targets,
+        bases: &h.bases,
+        sender_row: &h.sender_row,
+        controls: h.controls.iter().map(ControlV10::from).collect(),
+        created_ms: h.created_ms,
+        new_replica: &h.new_replica,
+        comment: &h.comment,
+    })
+}
