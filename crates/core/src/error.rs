@@ -145,6 +145,20 @@ pub enum Refusal {
         /// What we hold.
         ours: u64,
     },
+    /// The packet (or the export) needs entries its sender has dropped by retention: a gap
+    /// this sender can never fill (docs/protocol.md §8).
+    BehindRetention {
+        /// The replica that lacks the entries.
+        replica: String,
+        /// Their origin.
+        origin: String,
+        /// The first entry missing.
+        first: u64,
+        /// The last entry dropped.
+        last: u64,
+        /// The replica that dropped them.
+        keeper: String,
+    },
     /// Other.
     Other(String),
 }
@@ -218,6 +232,16 @@ impl std::fmt::Display for Refusal {
             Refusal::RolledBack { sender, theirs, ours } => write!(
                 f,
                 "this replica has lost entries of its own: {sender} holds its entries up to {theirs}, but it holds only up to {ours} (it was restored from a copy without `msite restore`); it now refuses local changes — run `msite restorereplica` to recover them"
+            ),
+            Refusal::BehindRetention {
+                replica,
+                origin,
+                first,
+                last,
+                keeper,
+            } => write!(
+                f,
+                "replica {replica} needs entries {first}..{last} of origin {origin}, which this family no longer keeps ({keeper} dropped them by retention); re-create it from a fresh creation packet"
             ),
             Refusal::Other(s) => f.write_str(s),
         }

@@ -710,6 +710,10 @@ impl<S: Store> Replica<S> {
         if ours.incarnation >= theirs.incarnation {
             return Ok(None);
         }
+        self.check_history_whole(
+            "give up entries a newer restoration retired",
+            "re-create it from a fresh creation packet",
+        )?;
         let start = keys::oplog(&o, theirs.number);
         let mut removed = 0u64;
         let mut last = theirs.number;

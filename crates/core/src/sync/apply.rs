@@ -219,13 +219,8 @@ impl<'r, S: Store> EntryApply<'r, S> {
         }
         let prev = match self.last_hash.get(&e.origin) {
             Some(h) => *h,
-            None => match held {
-                0 => ZERO_HASH,
-                n => match txn.get(Keyspace::Oplog, &keys::oplog(&e.origin, n))? {
-                    Some(v) => StoredEntry::decode(&v)?.hash,
-                    None => ZERO_HASH,
-                },
-            },
+            // The held entry, or the chain's base when retention dropped it.
+            None => Replica::<S>::entry_hash_at(txn, &e.origin, held)?.unwrap_or(ZERO_HASH),
         };
         if e.prev != prev {
             return Err(CoreError::Refused(Refusal::Divergent {

@@ -22,6 +22,10 @@ impl<S: Store> Replica<S> {
     /// Creates replica `name` (mastered here) and plans its creation packet: every entry
     /// and every content held here, and the incarnations known here.
     pub fn plan_mkreplica(&self, name: &str) -> Result<ExportPlan> {
+        self.check_history_whole(
+            "make a creation packet",
+            "make new replicas at a sibling that keeps its whole history (creation from a snapshot of the object base is not built yet)",
+        )?;
         let new_id = self.append_create_replica(name)?;
         let own = self.own_row()?;
         let mut ranges = Vec::new();
@@ -55,6 +59,7 @@ impl<S: Store> Replica<S> {
             report: (0, 0),
             entry_count,
             reason: "replica creation",
+            refusals: Vec::new(),
         })
     }
 

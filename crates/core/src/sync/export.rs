@@ -40,6 +40,9 @@ pub struct ExportPlan {
     /// Why the packet is sent (for messages): "update", "resend", "acknowledgement",
     /// "restore request", "replica creation".
     pub reason: &'static str,
+    /// Entries the target needs that retention dropped here, one refusal each (the packet
+    /// carries what follows them; the target refuses it with the same message).
+    pub refusals: Vec<String>,
 }
 
 impl<S: Store> Replica<S> {
@@ -76,7 +79,7 @@ impl<S: Store> Replica<S> {
         Ok(!held_requests_in(&self.store)?.is_empty())
     }
 
-    pub(super) fn check_exportable(&self) -> Result<()> {
+    pub(crate) fn check_exportable(&self) -> Result<()> {
         let st = self.status()?;
         if st.restored {
             return Err(CoreError::Locked(format!(
@@ -122,6 +125,7 @@ impl<S: Store> Replica<S> {
         let controls = self.controls(own_request)?;
         let recovering = st.recovering.is_some();
         let mut base = self.export_base(target, recovering, &own, &send, target_recovering)?;
+        let refusals = self.clamp_to_retained(target, &mut base.row, &own)?;
         let (ranges, entry_count) = ranges_above(&own, &base.row);
         let content = !ranges.is_empty() || !controls.is_empty() || base.probe;
         if !content
@@ -152,7 +156,8 @@ impl<S: Store> Replica<S> {
             applied_seq: recv.applied,
             seen_seq: recv.seen,
         };
-        let header = self.header(st.incarnation, to, bases, &own, controls)?;
+        let mut header = self.header(st.incarnation, to, bases, &own, controls)?;
+        header.comment = crate::retain::retained_comment(&self.store)?;
         // No estimate advances while either side recovers.
         let advance_to = (!target_recovering && !recovering).then_some(own);
         Ok(Some(ExportPlan {
@@ -166,6 +171,7 @@ impl<S: Store> Replica<S> {
             report: (recv.applied, recv.seen),
             entry_count,
             reason: base.reason,
+            refusals,
         }))
     }
 
@@ -314,6 +320,10 @@ impl<S: Store> Replica<S> {
     fn bases_at(&self, at: impl Iterator<Item = (ReplicaId, u64)>) -> Result<Vec<wire::Base>> {
         let mut bases = Vec::new();
         for (o, b) in at.filter(|(_, b)| *b > 0) {
+            if self.dropped_by_retention(&o, b)? {
+                // Below the chain's base: no hash to offer (every sibling held it).
+                continue;
+            }
             let hash = Self::entry_hash_at(&self.store, &o, b)?.unwrap_or(ZERO_HASH);
             bases.push(wire::Base {
                 origin: wire::Id(o.0),

@@ -20,10 +20,12 @@
 
 mod content;
 mod restore;
+mod retain;
 mod sync;
 
 pub use content::*;
 pub use restore::*;
+pub use retain::*;
 pub use sync::*;
 
 use std::cell::Cell;
@@ -301,6 +303,11 @@ macro_rules! protocol_scenario_tests {
             restoring_a_backup_taken_while_recovering_starts_a_new_incarnation => case_restoring_a_backup_taken_while_recovering_starts_a_new_incarnation,
             crash_at_any_write_of_the_procedure_resumes => case_crash_at_any_write_of_the_procedure_resumes,
             sibling_known_only_to_the_lost_store_is_awaited_when_named_by_id => case_sibling_known_only_to_the_lost_store_is_awaited_when_named_by_id,
+            scrub_keeps_the_digest_and_later_entries_chain_on => case_scrub_keeps_the_digest_and_later_entries_chain_on,
+            scrub_keeps_what_a_sibling_or_the_window_still_needs => case_scrub_keeps_what_a_sibling_or_the_window_still_needs,
+            restore_from_a_backup_within_the_window_recovers => case_restore_from_a_backup_within_the_window_recovers,
+            restore_from_a_backup_older_than_the_window_is_refused_on_both_sides => case_restore_from_a_backup_older_than_the_window_is_refused_on_both_sides,
+            sibling_put_back_behind_retention_is_refused_on_both_sides => case_sibling_put_back_behind_retention_is_refused_on_both_sides,
         }
     };
 }
