@@ -345,8 +345,13 @@ impl<S: Store> Replica<S> {
     /// was kept and why. Refused while the replica is restored, rolled back or recovering:
     /// then what it holds is not settled.
     pub fn scrub(&self, dry_run: bool) -> Result<ScrubReport> {
+        self.scrub_with_window(self.retention_window()?, dry_run)
+    }
+
+    /// [`Replica::scrub`] under `window` rather than the stored one (what `scrub --keep W
+    /// --dry-run` shows before the window is set).
+    pub fn scrub_with_window(&self, window: Option<u64>, dry_run: bool) -> Result<ScrubReport> {
         self.check_scrubbable()?;
-        let window = self.retention_window()?;
         let own = self.own_row()?;
         let floor = self.acknowledged_floor(&own)?;
         let now = self.env.now_ms();
