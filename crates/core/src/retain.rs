@@ -3,8 +3,8 @@
 //!
 //! The rule: a replica drops entry `(origin, n)` only when
 //! 1. every sibling it knows of has acknowledged holding it, by its own report (the sender row
-//!    of its latest packet applied here; a sibling that holds a restore request counts only
-//!    its request's row; one that never reported holds nothing), and
+//!    of its latest packet applied here; a sibling whose restore request is held here, or
+//!    that never reported, holds nothing), and
 //! 2. every sibling had already acknowledged it one *restore window* ago (the operator's
 //!    setting, `policy` key [`WINDOW`]; absent: nothing is ever dropped). Each scrub records
 //!    the acknowledged row with the local time ([`FLOOR_PREFIX`]); a scrub drops at most what
@@ -278,17 +278,23 @@ impl<S: Store> Replica<S> {
         Ok(retained_base(&self.store, origin)?.is_some_and(|(d, _)| n < d))
     }
 
-    /// Refuses `what` (something that needs every entry from the first, such as a creation
-    /// packet or rebuilding the object base) once retention has dropped any.
-    pub(crate) fn check_history_whole(&self, what: &str, next: &str) -> Result<()> {
+    /// Why `what` (something that needs every entry from the first, such as a creation
+    /// packet or rebuilding the object base) cannot be done once retention has dropped any
+    /// (None: the whole history is here).
+    pub(crate) fn history_dropped(&self, what: &str, next: &str) -> Result<Option<String>> {
         let Some((o, n)) = retained_bases(&self.store)?.into_iter().next() else {
-            return Ok(());
+            return Ok(None);
         };
-        Err(CoreError::Refused(Refusal::Other(format!(
+        Ok(Some(format!(
             "replica {} cannot {what}: that needs its whole oplog, and retention dropped entries 1..{n} of origin {} (`msite scrub`); {next}",
             self.name(),
             self.replica_name(&o)
-        ))))
+        )))
+    }
+
+    /// The chain base of `origin`: the number and hash of its last entry dropped here.
+    pub fn chain_base(&self, origin: &ReplicaId) -> Result<Option<(u64, Hash)>> {
+        retained_base(&self.store, origin)
     }
 
     /// Checks every origin's hash chain from its retained base (or its first entry) to the
@@ -429,21 +435,21 @@ impl<S: Store> Replica<S> {
     /// Per origin, the least any sibling acknowledges by its own latest report (a sibling
     /// holding a restore request: its request's row; one that never reported: nothing).
     fn acknowledged_floor(&self, own: &Row) -> Result<Floor> {
-        let requests: BTreeMap<ReplicaId, Row> = held_requests_in(&self.store)?
+        let recovering: std::collections::BTreeSet<ReplicaId> = held_requests_in(&self.store)?
             .into_iter()
-            .map(|r| (r.replica, r.row))
+            .map(|r| r.replica)
             .collect();
         let mut floor = Floor {
             row: own.clone(),
             limiter: BTreeMap::new(),
         };
         for s in self.known_siblings()? {
-            let mut acked = self.reported_row(&s)?.unwrap_or_default();
-            if let Some(req) = requests.get(&s) {
-                for (o, n) in acked.0.iter_mut() {
-                    *n = (*n).min(req.get(o));
-                }
-            }
+            // A recovering sibling's copy may hold entries a newer restoration retired, which
+            // it gives up (K13): it counts as holding nothing until it completes.
+            let acked = match recovering.contains(&s) {
+                true => Row::default(),
+                false => self.reported_row(&s)?.unwrap_or_default(),
+            };
             for (o, n) in floor.row.0.iter_mut() {
                 if acked.get(o) < *n {
                     *n = acked.get(o);
@@ -523,8 +529,10 @@ impl<S: Store> Replica<S> {
 
     /// Raises the export `base` for `target` to each origin's chain base, since the entries
     /// below it are gone; a target known to hold them is fine (its hash is compared at the
-    /// base), one not known to returns the refusal, which the caller shows: the packet still
-    /// carries what follows, and the target refuses it with the same message.
+    /// base). For one that lacks them by its restore request (exact: what its copy holds)
+    /// this returns the refusal; for one whose last report says less (which may be an old
+    /// packet arriving late) a warning that says so. The caller shows them; the packet still
+    /// carries what follows, and a target that lacks the entries refuses it, naming them.
     pub(crate) fn clamp_to_retained(
         &self,
         target: &ReplicaId,
@@ -535,22 +543,32 @@ impl<S: Store> Replica<S> {
         if bases.is_empty() {
             return Ok(Vec::new());
         }
-        let known = self.known_held_by(target)?;
+        let (exact, known) = self.known_held_by(target)?;
         let mut refusals = Vec::new();
         for (o, d) in bases {
             let b = base.get(&o);
             if b >= d || own.get(&o) <= b {
                 continue;
             }
-            if known.get(&o) < d {
+            // A target that never said what it holds (made after the scrub from a sibling)
+            // may well hold them: it refuses the packet itself if it does not.
+            if known.as_ref().is_some_and(|k| k.get(&o) < d) {
+                let known = known.as_ref().map_or(0, |k| k.get(&o));
                 let r = Refusal::BehindRetention {
                     replica: self.replica_name(target),
                     origin: self.replica_name(&o),
-                    first: known.get(&o).max(b) + 1,
+                    first: known.max(b) + 1,
                     last: d,
                     keeper: self.name(),
                 };
-                refusals.push(r.to_string());
+                refusals.push(match exact {
+                    true => r.to_string(),
+                    false => format!(
+                        "{} last reported holding {} only up to {known}, and this replica no longer keeps entries up to {d}: if it lacks them it refuses this packet, saying so, and must be re-created from a fresh creation packet",
+                        self.replica_name(target),
+                        self.replica_name(&o)
+                    ),
+                });
             }
             base.set(o, d);
         }
@@ -558,15 +576,15 @@ impl<S: Store> Replica<S> {
     }
 
     /// What `target` holds by its own word: its restore request's row while it holds one
-    /// here, else its latest report.
-    fn known_held_by(&self, target: &ReplicaId) -> Result<Row> {
+    /// here (exact: true), else its latest report (None: it never said).
+    fn known_held_by(&self, target: &ReplicaId) -> Result<(bool, Option<Row>)> {
         if let Some(r) = held_requests_in(&self.store)?
             .into_iter()
             .find(|r| r.replica == *target)
         {
-            return Ok(r.row);
+            return Ok((true, Some(r.row)));
         }
-        Ok(self.reported_row(target)?.unwrap_or_default())
+        Ok((false, self.reported_row(target)?))
     }
 
     /// A packet that must wait for entries its sender no longer keeps (its comment names

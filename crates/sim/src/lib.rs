@@ -217,6 +217,12 @@ pub struct Stats {
     /// Entries whose every copy was destroyed by restores of several replicas (exempt from
     /// the no-loss check).
     pub destroyed: u64,
+    /// Scrubs run (oplog retention, docs/protocol.md §8).
+    pub scrubs: u64,
+    /// Oplog entries the scrubs dropped.
+    pub scrubbed: u64,
+    /// Exports and imports refused as needing entries retention dropped.
+    pub behind_retention: u64,
 }
 
 impl Stats {
@@ -254,7 +260,10 @@ impl Stats {
             learned_from_stale,
             lossy,
             unconvergeable,
-            destroyed
+            destroyed,
+            scrubs,
+            scrubbed,
+            behind_retention
         );
     }
 }
@@ -266,7 +275,7 @@ impl fmt::Display for Stats {
             "restores={} lost={} duplicated={} reordered={} corrupted={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
              refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
-             unconvergeable={} destroyed={} steps={}",
+             unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} steps={}",
             self.restores,
             self.lost,
             self.duplicated,
@@ -296,6 +305,9 @@ impl fmt::Display for Stats {
             self.lossy,
             self.unconvergeable,
             self.destroyed,
+            self.scrubs,
+            self.scrubbed,
+            self.behind_retention,
             self.steps
         )
     }

@@ -181,6 +181,9 @@ pub struct Params {
     pub p_split: f64,
     /// 0: no restores; 1: default-mode restores; 2: every kind (override, wait-for, rollback).
     pub restores: u8,
+    /// The restore window sites scrub with (None: no scrubs). Drawn from its own generator,
+    /// so a schedule without scrubs is the same as before scrubs existed.
+    pub retain_ms: Option<u64>,
 }
 
 impl Params {
@@ -215,6 +218,7 @@ impl Params {
             p_crash,
             p_split,
             restores,
+            retain_ms: draw_retention(cfg.seed),
         };
         if let Some(cap) = cfg.replicas {
             p.max_sites = p.max_sites.min(cap.max(2));
@@ -234,6 +238,19 @@ impl Params {
     }
 }
 
+/// The restore window of a schedule's scrubs: none in half the schedules, else 0 (drop what
+/// every sibling holds; no backup is then young enough to restore from), or a window of 30 s
+/// or 2 min of simulated time (a step advances the clock by up to 5 s).
+fn draw_retention(seed: u64) -> Option<u64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5c4b_0b1e_7e7a_1a11);
+    match rng.gen_range(0..20) {
+        0..=9 => None,
+        10..=12 => Some(0),
+        13..=15 => Some(30_000),
+        _ => Some(120_000),
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Packet {
     serial: u64,
@@ -246,6 +263,9 @@ struct Packet {
 
 struct Backup<T> {
     step: usize,
+    /// The simulated time it was taken (the operator restores only backups younger than
+    /// half the restore window when scrubs run).
+    at_ms: u64,
     store: T,
 }
 
@@ -782,8 +802,15 @@ impl<B: SimBackend> World<B> {
                     return;
                 }
             };
-            let mut prev = [0u8; 32];
+            // A scrubbed prefix: the chain continues from the retained base.
+            let (base, mut prev) = self
+                .rep(i)
+                .chain_base(&o)
+                .ok()
+                .flatten()
+                .unwrap_or((0, [0u8; 32]));
             for (k, e) in entries.iter().enumerate() {
+                let k = k + base as usize;
                 if e.number != k as u64 + 1 || e.origin != o || e.prev != prev {
                     let name = self.name_of(&o);
                     self.violation(format!(
@@ -797,7 +824,7 @@ impl<B: SimBackend> World<B> {
                 }
                 prev = e.hash;
             }
-            if entries.len() as u64 != own.get(&o) {
+            if entries.len() as u64 + base != own.get(&o) {
                 let name = self.name_of(&o);
                 self.violation(format!(
                     "{} {when}: own row says {name} {} but the oplog holds {} entries",
@@ -807,6 +834,31 @@ impl<B: SimBackend> World<B> {
                 ));
             }
         }
+    }
+
+    /// `msite scrub` at site `i` under the schedule's restore window, with the faults of any
+    /// mutating call. A locked or recovering replica refuses; the state digest must not change.
+    fn scrub(&mut self, i: usize) {
+        let Some(w) = self.p.retain_ms else { return };
+        let before = self.rep(i).digest().ok();
+        let name = self.sites[i].name.clone();
+        match self.mutate(i, "scrub", true, |r| r.scrub_with_window(Some(w), false)) {
+            None => {}
+            Some(Ok(report)) => {
+                self.stats.scrubs += 1;
+                self.stats.scrubbed += report.entries_dropped;
+                let dropped = report.entries_dropped;
+                self.ev(|_| format!("scrub at {name}: dropped {dropped} entries"));
+                if self.rep(i).digest().ok() != before {
+                    self.violation(format!("scrub at {name} changed its digest"));
+                }
+            }
+            Some(Err(CoreError::Locked(m))) => {
+                self.ev(|_| format!("scrub at {name} refused: {m}"));
+            }
+            Some(Err(e)) => self.violation(format!("scrub at {name} failed: {e}")),
+        }
+        self.check_integrity(i, "after a scrub");
     }
 
     // ---------------------------------------------------------------- crashes
@@ -873,7 +925,8 @@ impl<B: SimBackend> World<B> {
         self.env.advance(self.rng.gen_range(0..5000));
         let can_grow = self.sites.len() < self.p.max_sites;
         let r = self.p.restores;
-        let acts: [(u32, u32); 12] = [
+        let scrubs = if self.p.retain_ms.is_some() { 3 } else { 0 };
+        let acts: [(u32, u32); 13] = [
             (0, 30),                           // local change
             (1, 22),                           // export
             (2, 25),                           // deliver
@@ -886,6 +939,7 @@ impl<B: SimBackend> World<B> {
             (9, 3),                            // operator repairs locked replicas
             (10, if r > 0 { 1 } else { 0 }),   // restorereplica again while recovering
             (11, 2),                           // a quiet step
+            (12, scrubs),                      // scrub (oplog retention)
         ];
         let total: u32 = acts.iter().map(|a| a.1).sum();
         let mut x = self.rng.gen_range(0..total);
@@ -928,7 +982,8 @@ impl<B: SimBackend> World<B> {
                 match self.backend.backup(rep.store().inner()) {
                     Ok(store) => {
                         let step = self.step;
-                        self.sites[i].backups.push(Backup { step, store });
+                        let at_ms = self.env.now_ms();
+                        self.sites[i].backups.push(Backup { step, at_ms, store });
                         self.stats.backups += 1;
                         self.ev(|w| format!("backup of {}", w.sites[i].name));
                     }
@@ -960,6 +1015,10 @@ impl<B: SimBackend> World<B> {
                 self.mkreplica(from, true);
             }
             9 => self.repair_locked(true),
+            12 => {
+                let i = self.rng.gen_range(0..n);
+                self.scrub(i);
+            }
             10 => {
                 let recovering: Vec<usize> = (0..n)
                     .filter(|&i| matches!(self.rep(i).status(), Ok(st) if st.recovering.is_some()))
@@ -1173,6 +1232,16 @@ impl<B: SimBackend> World<B> {
         self.serial += 1;
         self.stats.packets += 1;
         let serial = self.serial;
+        for r in &plan.refusals {
+            // A refusal on a restore request's row is exact; a warning on a report may come
+            // from an old packet arriving late (the import side says if entries are missing).
+            self.stats.behind_retention += 1;
+            if r.contains("which this family no longer keeps") {
+                self.violation(format!("export #{serial} {an} -> {bn}: {r}"));
+            } else {
+                self.ev(|_| format!("export #{serial} {an} -> {bn}: {r}"));
+            }
+        }
         let seq = plan
             .header
             .targets
@@ -1537,6 +1606,14 @@ impl<B: SimBackend> World<B> {
                 // the sender must give them up and the family converge.
                 self.stats.retired_relays += 1;
             }
+            CoreError::Refused(r @ Refusal::BehindRetention { .. }) => {
+                // The operator restores only backups younger than half the window: a sibling
+                // behind retention means the rule dropped what a sibling could still need.
+                self.stats.behind_retention += 1;
+                self.violation(format!(
+                    "packet #{serial} from {fname} refused at {tn}: {r}"
+                ));
+            }
             CoreError::Refused(Refusal::Other(m)) if m.contains("export to the siblings again") => {
                 // A recovering store older than a restoration the family knows moved its
                 // request to a newer incarnation; the packet is dropped.
@@ -1616,10 +1693,20 @@ impl<B: SimBackend> World<B> {
     /// (the store is marked restored) followed by `restorereplica` (now or later), `None` is a
     /// snapshot rollback (a copied directory: no mark, no restorereplica).
     fn restore(&mut self, i: usize, mode: Option<Mode>) {
-        if self.sites[i].backups.is_empty() {
+        // With scrubs, the operator keeps backups for half the restore window: a site restored
+        // from one recovers if its request reaches the siblings within the other half
+        // (docs/protocol.md §8).
+        let now = self.env.now_ms();
+        let usable: Vec<usize> = (0..self.sites[i].backups.len())
+            .filter(|&b| match self.p.retain_ms {
+                Some(w) => self.sites[i].backups[b].at_ms + w / 2 >= now,
+                None => true,
+            })
+            .collect();
+        if usable.is_empty() {
             return;
         }
-        let b = self.rng.gen_range(0..self.sites[i].backups.len());
+        let b = usable[self.rng.gen_range(0..usable.len())];
         let from_step = self.sites[i].backups[b].step;
         let copy = match self.backend.restore(&self.sites[i].backups[b].store) {
             Ok(s) => s,
