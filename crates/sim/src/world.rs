@@ -982,7 +982,10 @@ impl<B: SimBackend> World<B> {
                 match self.backend.backup(rep.store().inner()) {
                     Ok(store) => {
                         let step = self.step;
-                        let at_ms = self.env.now_ms();
+                        let at_ms = match self.p.retain_ms {
+                            Some(_) => self.env.now_ms(),
+                            None => 0,
+                        };
                         self.sites[i].backups.push(Backup { step, at_ms, store });
                         self.stats.backups += 1;
                         self.ev(|w| format!("backup of {}", w.sites[i].name));
@@ -1689,20 +1692,26 @@ impl<B: SimBackend> World<B> {
 
     // ---------------------------------------------------------------- restores
 
+    /// The backups of site `i` its operator would restore from. With scrubs, the operator
+    /// keeps backups for half the restore window: a site restored from one recovers if its
+    /// request reaches the siblings within the other half (docs/protocol.md §8).
+    fn usable_backups(&self, i: usize) -> Vec<usize> {
+        let all = 0..self.sites[i].backups.len();
+        // (The simulated clock ticks at every reading: read it only when scrubs run, so a
+        // schedule without them is the one it was before scrubs existed.)
+        let Some(w) = self.p.retain_ms else {
+            return all.collect();
+        };
+        let now = self.env.now_ms();
+        all.filter(|&b| self.sites[i].backups[b].at_ms + w / 2 >= now)
+            .collect()
+    }
+
     /// Replaces replica `i` by a copy of one of its backups: `Some(mode)` is `msite restore`
     /// (the store is marked restored) followed by `restorereplica` (now or later), `None` is a
     /// snapshot rollback (a copied directory: no mark, no restorereplica).
     fn restore(&mut self, i: usize, mode: Option<Mode>) {
-        // With scrubs, the operator keeps backups for half the restore window: a site restored
-        // from one recovers if its request reaches the siblings within the other half
-        // (docs/protocol.md §8).
-        let now = self.env.now_ms();
-        let usable: Vec<usize> = (0..self.sites[i].backups.len())
-            .filter(|&b| match self.p.retain_ms {
-                Some(w) => self.sites[i].backups[b].at_ms + w / 2 >= now,
-                None => true,
-            })
-            .collect();
+        let usable = self.usable_backups(i);
         if usable.is_empty() {
             return;
         }
