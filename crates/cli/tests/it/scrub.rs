@@ -47,3 +47,31 @@ fn scrub_refuses_a_window_it_cannot_read() {
     let err = lab.fails(1, &["-C", "boston", "scrub", "--keep", "30"]);
     assert!(err.contains("is not a duration; write e.g. 30d"), "{err}");
 }
+
+#[cfg(feature = "serve")]
+#[test]
+fn serve_scrubs_when_a_window_is_set() {
+    let lab = Lab::hub(None);
+    lab.write("a.c", "int a;\n");
+    lab.ok(&["-C", "boston", "checkin", "a.c", "a.c"]);
+    lab.settle();
+    std::fs::write(lab.path("token"), "0123456789abcdef0123456789abcdef").expect("token");
+    let routes = "[serve]\ntoken_file = \"../token\"\n[sibling.sanfran]\ndir = \"../sanfran/bays/incoming\"\n";
+    std::fs::write(lab.path("boston/routes.toml"), routes).expect("routes");
+    // No window: the daemon drops nothing.
+    let out = lab.ok(&["-C", "boston", "serve", "--once"]);
+    assert!(!out.contains("Scrubbed"), "{out}");
+    lab.ok(&["-C", "boston", "scrub", "--keep", "0", "--dry-run"]);
+    let digest = lab.digest("boston");
+    lab.ok(&["-C", "boston", "scrub", "--keep", "0"]);
+    lab.write("b.c", "int b;\n");
+    lab.ok(&["-C", "sanfran", "checkin", "b.c", "b.c"]);
+    lab.settle();
+    let out = lab.ok(&["-C", "boston", "serve", "--once"]);
+    assert!(
+        out.contains("oplog entries every sibling holds (retention)"),
+        "{out}"
+    );
+    assert_ne!(lab.digest("boston"), digest, "b.c arrived");
+    assert_eq!(lab.digest("boston"), lab.digest("sanfran"));
+}
