@@ -221,8 +221,12 @@ pub struct Stats {
     pub scrubs: u64,
     /// Oplog entries the scrubs dropped.
     pub scrubbed: u64,
-    /// Exports and imports refused as needing entries retention dropped.
+    /// Exports and imports refused as needing entries retention dropped (exact refusals are
+    /// violations; this counts the warnings on a sibling's report too).
     pub behind_retention: u64,
+    /// Restores (`msite restore` + `restorereplica`) after a scrub dropped entries in the
+    /// same schedule.
+    pub restores_after_scrub: u64,
 }
 
 impl Stats {
@@ -263,7 +267,8 @@ impl Stats {
             destroyed,
             scrubs,
             scrubbed,
-            behind_retention
+            behind_retention,
+            restores_after_scrub
         );
     }
 }
@@ -275,7 +280,7 @@ impl fmt::Display for Stats {
             "restores={} lost={} duplicated={} reordered={} corrupted={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
              refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
-             unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} steps={}",
+             unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} restores_after_scrub={} steps={}",
             self.restores,
             self.lost,
             self.duplicated,
@@ -308,6 +313,7 @@ impl fmt::Display for Stats {
             self.scrubs,
             self.scrubbed,
             self.behind_retention,
+            self.restores_after_scrub,
             self.steps
         )
     }

@@ -239,15 +239,16 @@ impl Params {
 }
 
 /// The restore window of a schedule's scrubs: none in half the schedules, else 0 (drop what
-/// every sibling holds; no backup is then young enough to restore from), or a window of 30 s
-/// or 2 min of simulated time (a step advances the clock by up to 5 s).
+/// every sibling holds; no backup is then young enough to restore from), or a window of 15 s
+/// or 45 s of simulated time (a step advances the clock by up to 5 s, 2.5 s on average, so a
+/// schedule of up to 160 steps sees scrubs drop entries and sites restored after it).
 fn draw_retention(seed: u64) -> Option<u64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5c4b_0b1e_7e7a_1a11);
     match rng.gen_range(0..20) {
         0..=9 => None,
         10..=12 => Some(0),
-        13..=15 => Some(30_000),
-        _ => Some(120_000),
+        13..=15 => Some(15_000),
+        _ => Some(45_000),
     }
 }
 
@@ -317,6 +318,8 @@ pub struct World<B: SimBackend> {
     verbose: bool,
     ledger: Ledger,
     lossy: Vec<String>,
+    /// Whether a scrub has dropped entries in this schedule (restores after it are counted).
+    scrubbed_any: bool,
     /// Origins some import reported a conflict for.
     reported: BTreeSet<ReplicaId>,
     /// (sender, target) site pairs between which a packet was ever delivered (applied or not).
@@ -378,6 +381,7 @@ impl<B: SimBackend> World<B> {
             verbose: cfg.verbose,
             ledger: Ledger::default(),
             lossy: Vec::new(),
+            scrubbed_any: false,
             reported: BTreeSet::new(),
             exchanged: BTreeSet::new(),
             seed: cfg.seed,
@@ -847,6 +851,7 @@ impl<B: SimBackend> World<B> {
             Some(Ok(report)) => {
                 self.stats.scrubs += 1;
                 self.stats.scrubbed += report.entries_dropped;
+                self.scrubbed_any |= report.entries_dropped > 0;
                 let dropped = report.entries_dropped;
                 self.ev(|_| format!("scrub at {name}: dropped {dropped} entries"));
                 if self.rep(i).digest().ok() != before {
@@ -925,7 +930,7 @@ impl<B: SimBackend> World<B> {
         self.env.advance(self.rng.gen_range(0..5000));
         let can_grow = self.sites.len() < self.p.max_sites;
         let r = self.p.restores;
-        let scrubs = if self.p.retain_ms.is_some() { 3 } else { 0 };
+        let scrubs = if self.p.retain_ms.is_some() { 10 } else { 0 };
         let acts: [(u32, u32); 13] = [
             (0, 30),                           // local change
             (1, 22),                           // export
@@ -1791,6 +1796,9 @@ impl<B: SimBackend> World<B> {
             }
             Some(m) => {
                 self.stats.restores += 1;
+                if self.scrubbed_any {
+                    self.stats.restores_after_scrub += 1;
+                }
                 self.sites[i].undetected_rollback = false;
                 if let Err(e) = self.rep(i).mark_restored() {
                     self.violation(format!("mark_restored at {name} failed: {e}"));
@@ -2033,14 +2041,20 @@ impl<B: SimBackend> World<B> {
         for s in &self.sites {
             let r = s.rep.as_ref().expect("replica present");
             for o in &ids {
-                for e in r.entries_of(o).unwrap_or_default() {
-                    match held.get(&(e.origin, e.number)) {
-                        Some(h) if *h != e.hash => {
-                            out.insert((e.origin, e.number));
+                // A scrubbed prefix still names its last entry by hash (the chain's base).
+                let base = r.chain_base(o).ok().flatten();
+                let entries = r.entries_of(o).unwrap_or_default();
+                let pairs = base
+                    .into_iter()
+                    .chain(entries.iter().map(|e| (e.number, e.hash)));
+                for (number, hash) in pairs {
+                    match held.get(&(*o, number)) {
+                        Some(h) if *h != hash => {
+                            out.insert((*o, number));
                         }
                         Some(_) => {}
                         None => {
-                            held.insert((e.origin, e.number), e.hash);
+                            held.insert((*o, number), hash);
                         }
                     }
                 }
