@@ -308,6 +308,7 @@ macro_rules! protocol_scenario_tests {
             restore_from_a_backup_within_the_window_recovers => case_restore_from_a_backup_within_the_window_recovers,
             restore_from_a_backup_older_than_the_window_is_refused_on_both_sides => case_restore_from_a_backup_older_than_the_window_is_refused_on_both_sides,
             sibling_put_back_behind_retention_is_refused_on_both_sides => case_sibling_put_back_behind_retention_is_refused_on_both_sides,
+            a_resend_from_below_the_chain_base_is_skipped => case_a_resend_from_below_the_chain_base_is_skipped,
         }
     };
 }

@@ -257,3 +257,33 @@ pub fn case_sibling_put_back_behind_retention_is_refused_on_both_sides<F: StoreF
     assert!(err.contains("keeps its whole history"), "{err}");
     f.mkreplica(1, "r3");
 }
+
+/// A sibling that resends entries this replica dropped (its estimate lowered, as after a lost
+/// packet) gets them skipped, not refused as divergent: every sibling held them, and what
+/// follows continues the retained chain base (found by the simulator, seed 533).
+pub fn case_a_resend_from_below_the_chain_base_is_skipped<F: StoreFactory>(factory: &F) {
+    let f = busy_family(factory, 306);
+    f.sites[1].set_retention_window(Some(0)).unwrap();
+    assert!(f.sites[1].scrub(false).unwrap().entries_dropped > 0);
+    let r0 = f.id(0);
+    f.sites[2].chepoch(&f.id(1), &[(r0, 0)]).unwrap();
+    f.sites[0].checkin("f0", "main", b"next", "u", "").unwrap();
+    f.sync(0, 2);
+    let digest = f.sites[1].digest().unwrap();
+    let parts = f
+        .export(2, 1)
+        .expect("a packet from the start of r0's history");
+    match f.import(1, parts) {
+        Ok(ImportOutcome::Applied {
+            applied, skipped, ..
+        }) => {
+            assert!(applied >= 1, "the new entry applies");
+            assert!(skipped > 0, "the dropped ones are skipped");
+        }
+        other => panic!("expected the packet to apply, got {other:?}"),
+    }
+    assert_ne!(f.sites[1].digest().unwrap(), digest);
+    f.settle(&mesh(3));
+    f.assert_converged();
+    assert!(f.sites[1].verify_chains().unwrap() > 0);
+}
