@@ -601,3 +601,11 @@ fn k12_replica_created_after_a_restore_completed_does_not_take_up_its_request() 
         );
     }
 }
+
+/// Retention (docs/protocol.md §8): a fork of r0's history in a lossy schedule, whose entries
+/// one side had scrubbed, was hidden from the final checks, which then saw a family that never
+/// converged; live conflicts now compare chain bases too.
+#[test]
+fn retention_a_scrubbed_fork_is_still_seen() {
+    passes(1501, None, None);
+}
