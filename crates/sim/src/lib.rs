@@ -227,6 +227,10 @@ pub struct Stats {
     /// Restores (`msite restore` + `restorereplica`) after a scrub dropped entries in the
     /// same schedule.
     pub restores_after_scrub: u64,
+    /// Schedules where a site restored (or rolled back) from a copy asked for it more than a
+    /// restore window after the copy was taken, and a scrub had dropped what it lacks: outside
+    /// the retention guarantee (lossy; told to re-create the site; convergence not checked).
+    pub beyond_window: u64,
 }
 
 impl Stats {
@@ -268,7 +272,8 @@ impl Stats {
             scrubs,
             scrubbed,
             behind_retention,
-            restores_after_scrub
+            restores_after_scrub,
+            beyond_window
         );
     }
 }
@@ -280,7 +285,7 @@ impl fmt::Display for Stats {
             "restores={} lost={} duplicated={} reordered={} corrupted={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
              refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
-             unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} restores_after_scrub={} steps={}",
+             unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} restores_after_scrub={} beyond_window={} steps={}",
             self.restores,
             self.lost,
             self.duplicated,
@@ -314,6 +319,7 @@ impl fmt::Display for Stats {
             self.scrubbed,
             self.behind_retention,
             self.restores_after_scrub,
+            self.beyond_window,
             self.steps
         )
     }

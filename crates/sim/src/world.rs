@@ -290,6 +290,10 @@ struct Site<B: SimBackend> {
     recovering_when_observed: bool,
     /// The site whose replica made this one (`mkreplica`); its operator knows.
     created_by: Option<usize>,
+    /// When the copy this site runs on was taken (restored or rolled back; retention only).
+    copy_taken_ms: Option<u64>,
+    /// When a scrub here last dropped entries.
+    scrub_dropped_ms: Option<u64>,
     /// Restored (marked); `restorereplica` not yet run, with this mode.
     pending: Option<Mode>,
     /// The store is a copy put back by a restore or rollback, and `restorereplica` has not
@@ -320,6 +324,9 @@ pub struct World<B: SimBackend> {
     lossy: Vec<String>,
     /// Whether a scrub has dropped entries in this schedule (restores after it are counted).
     scrubbed_any: bool,
+    /// A site needs entries a scrub dropped after its copy was a window old: outside the
+    /// retention guarantee, so it cannot converge (see `behind_retention`).
+    beyond_window: bool,
     /// Origins some import reported a conflict for.
     reported: BTreeSet<ReplicaId>,
     /// (sender, target) site pairs between which a packet was ever delivered (applied or not).
@@ -382,6 +389,7 @@ impl<B: SimBackend> World<B> {
             ledger: Ledger::default(),
             lossy: Vec::new(),
             scrubbed_any: false,
+            beyond_window: false,
             reported: BTreeSet::new(),
             exchanged: BTreeSet::new(),
             seed: cfg.seed,
@@ -477,6 +485,8 @@ impl<B: SimBackend> World<B> {
             incarnations_before_rollback: BTreeMap::new(),
             recovering_when_observed: false,
             created_by: None,
+            copy_taken_ms: None,
+            scrub_dropped_ms: None,
             pending: None,
             pending_copy: false,
             forgot_siblings: false,
@@ -633,6 +643,12 @@ impl<B: SimBackend> World<B> {
         // row of that origin goes down. Whether it gave up the right ones is for the other
         // checks (no reuse, no loss, convergence) to say.
         let recovering_now = matches!(self.rep(i).status(), Ok(s) if s.recovering.is_some());
+        // A copy stops mattering to retention once its site is back in normal operation.
+        let normal = matches!(self.rep(i).status(),
+            Ok(s) if s.recovering.is_none() && !s.restored && s.rolled_back.is_none());
+        if normal && !self.sites[i].undetected_rollback {
+            self.sites[i].copy_taken_ms = None;
+        }
         let recovering = recovering_now || self.sites[i].recovering_when_observed;
         self.sites[i].recovering_when_observed = recovering_now;
         for (o, from) in &observed.0 {
@@ -852,6 +868,9 @@ impl<B: SimBackend> World<B> {
                 self.stats.scrubs += 1;
                 self.stats.scrubbed += report.entries_dropped;
                 self.scrubbed_any |= report.entries_dropped > 0;
+                if report.entries_dropped > 0 {
+                    self.sites[i].scrub_dropped_ms = Some(self.env.now_ms());
+                }
                 let dropped = report.entries_dropped;
                 self.ev(|_| format!("scrub at {name}: dropped {dropped} entries"));
                 if self.rep(i).digest().ok() != before {
@@ -864,6 +883,36 @@ impl<B: SimBackend> World<B> {
             Some(Err(e)) => self.violation(format!("scrub at {name} failed: {e}")),
         }
         self.check_integrity(i, "after a scrub");
+    }
+
+    /// Site `keeper` dropped entries site `behind` needs. The operator restores only backups
+    /// younger than half the window, but the guarantee also needs the restore request to
+    /// reach the siblings before the copy is a window old (docs/protocol.md §8): a site locked
+    /// as rolled back long before its operator ran `restorereplica` may miss it. Then the
+    /// keeper's last dropping scrub came more than a window after the copy was taken, the
+    /// site is told to be re-created, and the schedule is outside the guarantee (lossy, not
+    /// converging); anything else is a violation.
+    fn behind_retention(&mut self, keeper: usize, behind: usize, what: String) {
+        let w = self.p.retain_ms.unwrap_or(0);
+        let late = match (
+            self.sites[behind].copy_taken_ms,
+            self.sites[keeper].scrub_dropped_ms,
+        ) {
+            (Some(copy), Some(dropped)) => dropped > copy + w,
+            _ => false,
+        };
+        if !late {
+            self.violation(what);
+            return;
+        }
+        if !self.beyond_window {
+            self.stats.beyond_window += 1;
+        }
+        self.beyond_window = true;
+        let name = self.sites[behind].name.clone();
+        self.set_lossy(format!(
+            "{name}'s restore request came more than a window after its copy was taken: {what}"
+        ));
     }
 
     // ---------------------------------------------------------------- crashes
@@ -1245,7 +1294,7 @@ impl<B: SimBackend> World<B> {
             // from an old packet arriving late (the import side says if entries are missing).
             self.stats.behind_retention += 1;
             if r.contains("which this family no longer keeps") {
-                self.violation(format!("export #{serial} {an} -> {bn}: {r}"));
+                self.behind_retention(a, b, format!("export #{serial} {an} -> {bn}: {r}"));
             } else {
                 self.ev(|_| format!("export #{serial} {an} -> {bn}: {r}"));
             }
@@ -1615,12 +1664,9 @@ impl<B: SimBackend> World<B> {
                 self.stats.retired_relays += 1;
             }
             CoreError::Refused(r @ Refusal::BehindRetention { .. }) => {
-                // The operator restores only backups younger than half the window: a sibling
-                // behind retention means the rule dropped what a sibling could still need.
                 self.stats.behind_retention += 1;
-                self.violation(format!(
-                    "packet #{serial} from {fname} refused at {tn}: {r}"
-                ));
+                let what = format!("packet #{serial} from {fname} refused at {tn}: {r}");
+                self.behind_retention(pkt.from, to, what);
             }
             CoreError::Refused(Refusal::Other(m)) if m.contains("export to the siblings again") => {
                 // A recovering store older than a restoration the family knows moved its
@@ -1722,6 +1768,9 @@ impl<B: SimBackend> World<B> {
         }
         let b = usable[self.rng.gen_range(0..usable.len())];
         let from_step = self.sites[i].backups[b].step;
+        if self.p.retain_ms.is_some() {
+            self.sites[i].copy_taken_ms = Some(self.sites[i].backups[b].at_ms);
+        }
         let copy = match self.backend.restore(&self.sites[i].backups[b].store) {
             Ok(s) => s,
             Err(e) => {
@@ -1995,7 +2044,9 @@ impl<B: SimBackend> World<B> {
         if self.violations.len() > 20 {
             return;
         }
-        if !settled && !self.live_conflicts_reported() {
+        // A site behind retention outside the window keeps asking and being refused (the
+        // operator re-creates it; the simulator does not).
+        if !settled && !self.live_conflicts_reported() && !self.beyond_window {
             self.violation(format!(
                 "did not converge: packets still moving after {HEAL_ROUNDS} heal rounds"
             ));
@@ -2401,6 +2452,13 @@ impl<B: SimBackend> World<B> {
             self.stats.unconvergeable = 1;
             self.ev(|_| {
                 "live conflicts (reported): convergence and completion not checked".to_string()
+            });
+            return;
+        }
+        if self.beyond_window {
+            self.stats.unconvergeable = 1;
+            self.ev(|_| {
+                "a site is behind retention, outside the window: convergence and completion not checked".to_string()
             });
             return;
         }
