@@ -136,6 +136,20 @@ pub enum Refusal {
         /// number each: forks the refusal reports too (K35).
         also: Vec<(String, u64)>,
     },
+    /// The packet (or the export) needs entries its sender has dropped by retention: a gap
+    /// this sender can never fill (docs/protocol.md §9).
+    BehindRetention {
+        /// The replica that lacks the entries.
+        replica: String,
+        /// Their origin.
+        origin: String,
+        /// The first entry missing.
+        first: u64,
+        /// The last entry dropped.
+        last: u64,
+        /// The replica that dropped them.
+        keeper: String,
+    },
     /// This replica has lost entries of its own (restored without restorereplica).
     RolledBack {
         /// Sender that holds more.
@@ -223,6 +237,16 @@ impl std::fmt::Display for Refusal {
                     "{sender} is recovering, and its copy of {origin}'s history differs from this replica's at entry {number} (its store is older than a restoration of {origin}{also}); nothing was applied: {sender} gives up its copy when it imports this replica's next packet, or reports the divergence if its copy is the newer"
                 )
             }
+            Refusal::BehindRetention {
+                replica,
+                origin,
+                first,
+                last,
+                keeper,
+            } => write!(
+                f,
+                "replica {replica} needs entries {first}..{last} of origin {origin}, which this family no longer keeps ({keeper} dropped them by retention); re-create it from a fresh creation packet"
+            ),
             Refusal::RolledBack { sender, theirs, ours } => write!(
                 f,
                 "this replica has lost entries of its own: {sender} holds its entries up to {theirs}, but it holds only up to {ours} (it was restored from a copy without `msite restore`); it now refuses local changes — run `msite restorereplica` to recover them"

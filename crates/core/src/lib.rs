@@ -20,6 +20,7 @@ pub mod model;
 pub mod packed;
 pub mod replica;
 pub mod restore;
+pub mod retain;
 pub mod sync;
 pub mod txn;
 pub mod vob;

@@ -504,7 +504,9 @@ impl<S: Store> Replica<S> {
         }
         match r.get(Keyspace::Oplog, &keys::oplog(origin, number))? {
             Some(v) => Ok(Some(StoredEntry::decode(&v)?.hash)),
-            None => Ok(None),
+            // A dropped prefix keeps its last entry's hash as the chain's base (retain.rs).
+            None => Ok(crate::retain::retained_base(r, origin)?
+                .and_then(|(n, h)| (n == number).then_some(h))),
         }
     }
 
@@ -591,14 +593,11 @@ impl<S: Store> Replica<S> {
         let prev = if own == 0 {
             ZERO_HASH
         } else {
-            let v = txn
-                .get(Keyspace::Oplog, &keys::oplog(&self.me, own))?
-                .ok_or_else(|| {
-                    CoreError::Codec(crate::codec::CodecError {
-                        what: "own row points past the oplog",
-                    })
-                })?;
-            StoredEntry::decode(&v)?.hash
+            Self::entry_hash_at(txn, &self.me, own)?.ok_or_else(|| {
+                CoreError::Codec(crate::codec::CodecError {
+                    what: "own row points past the oplog",
+                })
+            })?
         };
         let inc = get_u64(
             txn,

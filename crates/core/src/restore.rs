@@ -710,6 +710,12 @@ impl<S: Store> Replica<S> {
         if ours.incarnation >= theirs.incarnation {
             return Ok(None);
         }
+        if let Some(why) = self.history_dropped(
+            "give up entries a newer restoration retired",
+            "re-create it from a fresh creation packet",
+        )? {
+            return Err(CoreError::Refused(crate::error::Refusal::Other(why)));
+        }
         let start = keys::oplog(&o, theirs.number);
         let mut removed = 0u64;
         let mut last = theirs.number;

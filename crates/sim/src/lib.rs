@@ -221,6 +221,20 @@ pub struct Stats {
     /// Entries whose every copy was destroyed by restores of several replicas (exempt from
     /// the no-loss check).
     pub destroyed: u64,
+    /// Scrubs run (oplog retention, docs/protocol.md §9).
+    pub scrubs: u64,
+    /// Oplog entries the scrubs dropped.
+    pub scrubbed: u64,
+    /// Exports and imports refused as needing entries retention dropped (exact refusals are
+    /// violations; this counts the warnings on a sibling's report too).
+    pub behind_retention: u64,
+    /// Restores (`msite restore` + `restorereplica`) after a scrub dropped entries in the
+    /// same schedule.
+    pub restores_after_scrub: u64,
+    /// Schedules where a site restored (or rolled back) from a copy asked for it more than a
+    /// restore window after the copy was taken, and a scrub had dropped what it lacks: outside
+    /// the retention guarantee (lossy; told to re-create the site; convergence not checked).
+    pub beyond_window: u64,
 }
 
 impl Stats {
@@ -259,7 +273,12 @@ impl Stats {
             learned_from_stale,
             lossy,
             unconvergeable,
-            destroyed
+            destroyed,
+            scrubs,
+            scrubbed,
+            behind_retention,
+            restores_after_scrub,
+            beyond_window
         );
     }
 }
@@ -271,7 +290,7 @@ impl fmt::Display for Stats {
             "restores={} lost={} duplicated={} reordered={} corrupted={} forged={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
              refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
-             unconvergeable={} destroyed={} steps={}",
+             unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} restores_after_scrub={} beyond_window={} steps={}",
             self.restores,
             self.lost,
             self.duplicated,
@@ -302,6 +321,11 @@ impl fmt::Display for Stats {
             self.lossy,
             self.unconvergeable,
             self.destroyed,
+            self.scrubs,
+            self.scrubbed,
+            self.behind_retention,
+            self.restores_after_scrub,
+            self.beyond_window,
             self.steps
         )
     }

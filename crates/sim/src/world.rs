@@ -181,6 +181,9 @@ pub struct Params {
     pub p_split: f64,
     /// 0: no restores; 1: default-mode restores; 2: every kind (override, wait-for, rollback).
     pub restores: u8,
+    /// The restore window sites scrub with (None: no scrubs). Drawn from its own generator,
+    /// so a schedule without scrubs is the same as before scrubs existed.
+    pub retain_ms: Option<u64>,
 }
 
 impl Params {
@@ -215,6 +218,7 @@ impl Params {
             p_crash,
             p_split,
             restores,
+            retain_ms: draw_retention(cfg.seed),
         };
         if let Some(cap) = cfg.replicas {
             p.max_sites = p.max_sites.min(cap.max(2));
@@ -234,6 +238,20 @@ impl Params {
     }
 }
 
+/// The restore window of a schedule's scrubs: none in half the schedules, else 0 (drop what
+/// every sibling holds; no backup is then young enough to restore from), or a window of 15 s
+/// or 45 s of simulated time (a step advances the clock by up to 5 s, 2.5 s on average, so a
+/// schedule of up to 160 steps sees scrubs drop entries and sites restored after it).
+fn draw_retention(seed: u64) -> Option<u64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5c4b_0b1e_7e7a_1a11);
+    match rng.gen_range(0..20) {
+        0..=9 => None,
+        10..=12 => Some(0),
+        13..=15 => Some(15_000),
+        _ => Some(45_000),
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Packet {
     serial: u64,
@@ -248,6 +266,9 @@ struct Packet {
 
 struct Backup<T> {
     step: usize,
+    /// The simulated time it was taken (the operator restores only backups younger than
+    /// half the restore window when scrubs run).
+    at_ms: u64,
     store: T,
 }
 
@@ -271,6 +292,10 @@ struct Site<B: SimBackend> {
     recovering_when_observed: bool,
     /// The site whose replica made this one (`mkreplica`); its operator knows.
     created_by: Option<usize>,
+    /// When the copy this site runs on was taken (restored or rolled back; retention only).
+    copy_taken_ms: Option<u64>,
+    /// When a scrub here last dropped entries.
+    scrub_dropped_ms: Option<u64>,
     /// Restored (marked); `restorereplica` not yet run, with this mode.
     pending: Option<Mode>,
     /// The store is a copy put back by a restore or rollback, and `restorereplica` has not
@@ -299,6 +324,11 @@ pub struct World<B: SimBackend> {
     verbose: bool,
     ledger: Ledger,
     lossy: Vec<String>,
+    /// Whether a scrub has dropped entries in this schedule (restores after it are counted).
+    scrubbed_any: bool,
+    /// A site needs entries a scrub dropped after its copy was a window old: outside the
+    /// retention guarantee, so it cannot converge (see `behind_retention`).
+    beyond_window: bool,
     /// Origins some import reported a conflict for.
     reported: BTreeSet<ReplicaId>,
     /// (sender, target) site pairs between which a packet was ever delivered (applied or not).
@@ -360,6 +390,8 @@ impl<B: SimBackend> World<B> {
             verbose: cfg.verbose,
             ledger: Ledger::default(),
             lossy: Vec::new(),
+            scrubbed_any: false,
+            beyond_window: false,
             reported: BTreeSet::new(),
             exchanged: BTreeSet::new(),
             seed: cfg.seed,
@@ -455,6 +487,8 @@ impl<B: SimBackend> World<B> {
             incarnations_before_rollback: BTreeMap::new(),
             recovering_when_observed: false,
             created_by: None,
+            copy_taken_ms: None,
+            scrub_dropped_ms: None,
             pending: None,
             pending_copy: false,
             forgot_siblings: false,
@@ -611,6 +645,12 @@ impl<B: SimBackend> World<B> {
         // row of that origin goes down. Whether it gave up the right ones is for the other
         // checks (no reuse, no loss, convergence) to say.
         let recovering_now = matches!(self.rep(i).status(), Ok(s) if s.recovering.is_some());
+        // A copy stops mattering to retention once its site is back in normal operation.
+        let normal = matches!(self.rep(i).status(),
+            Ok(s) if s.recovering.is_none() && !s.restored && s.rolled_back.is_none());
+        if normal && !self.sites[i].undetected_rollback {
+            self.sites[i].copy_taken_ms = None;
+        }
         let recovering = recovering_now || self.sites[i].recovering_when_observed;
         self.sites[i].recovering_when_observed = recovering_now;
         for (o, from) in &observed.0 {
@@ -784,8 +824,15 @@ impl<B: SimBackend> World<B> {
                     return;
                 }
             };
-            let mut prev = [0u8; 32];
+            // A scrubbed prefix: the chain continues from the retained base.
+            let (base, mut prev) = self
+                .rep(i)
+                .chain_base(&o)
+                .ok()
+                .flatten()
+                .unwrap_or((0, [0u8; 32]));
             for (k, e) in entries.iter().enumerate() {
+                let k = k + base as usize;
                 if e.number != k as u64 + 1 || e.origin != o || e.prev != prev {
                     let name = self.name_of(&o);
                     self.violation(format!(
@@ -799,7 +846,7 @@ impl<B: SimBackend> World<B> {
                 }
                 prev = e.hash;
             }
-            if entries.len() as u64 != own.get(&o) {
+            if entries.len() as u64 + base != own.get(&o) {
                 let name = self.name_of(&o);
                 self.violation(format!(
                     "{} {when}: own row says {name} {} but the oplog holds {} entries",
@@ -809,6 +856,65 @@ impl<B: SimBackend> World<B> {
                 ));
             }
         }
+    }
+
+    /// `msite scrub` at site `i` under the schedule's restore window, with the faults of any
+    /// mutating call. A locked or recovering replica refuses; the state digest must not change.
+    fn scrub(&mut self, i: usize) {
+        let Some(w) = self.p.retain_ms else { return };
+        let before = self.rep(i).digest().ok();
+        let name = self.sites[i].name.clone();
+        match self.mutate(i, "scrub", true, |r| r.scrub_with_window(Some(w), false)) {
+            None => {}
+            Some(Ok(report)) => {
+                self.stats.scrubs += 1;
+                self.stats.scrubbed += report.entries_dropped;
+                self.scrubbed_any |= report.entries_dropped > 0;
+                if report.entries_dropped > 0 {
+                    self.sites[i].scrub_dropped_ms = Some(self.env.now_ms());
+                }
+                let dropped = report.entries_dropped;
+                self.ev(|_| format!("scrub at {name}: dropped {dropped} entries"));
+                if self.rep(i).digest().ok() != before {
+                    self.violation(format!("scrub at {name} changed its digest"));
+                }
+            }
+            Some(Err(CoreError::Locked(m))) => {
+                self.ev(|_| format!("scrub at {name} refused: {m}"));
+            }
+            Some(Err(e)) => self.violation(format!("scrub at {name} failed: {e}")),
+        }
+        self.check_integrity(i, "after a scrub");
+    }
+
+    /// Site `keeper` dropped entries site `behind` needs. The operator restores only backups
+    /// younger than half the window, but the guarantee also needs the restore request to
+    /// reach the siblings before the copy is a window old (docs/protocol.md §9): a site locked
+    /// as rolled back long before its operator ran `restorereplica` may miss it. Then the
+    /// keeper's last dropping scrub came more than a window after the copy was taken, the
+    /// site is told to be re-created, and the schedule is outside the guarantee (lossy, not
+    /// converging); anything else is a violation.
+    fn behind_retention(&mut self, keeper: usize, behind: usize, what: String) {
+        let w = self.p.retain_ms.unwrap_or(0);
+        let late = match (
+            self.sites[behind].copy_taken_ms,
+            self.sites[keeper].scrub_dropped_ms,
+        ) {
+            (Some(copy), Some(dropped)) => dropped > copy + w,
+            _ => false,
+        };
+        if !late {
+            self.violation(what);
+            return;
+        }
+        if !self.beyond_window {
+            self.stats.beyond_window += 1;
+        }
+        self.beyond_window = true;
+        let name = self.sites[behind].name.clone();
+        self.set_lossy(format!(
+            "{name}'s restore request came more than a window after its copy was taken: {what}"
+        ));
     }
 
     // ---------------------------------------------------------------- crashes
@@ -875,7 +981,8 @@ impl<B: SimBackend> World<B> {
         self.env.advance(self.rng.gen_range(0..5000));
         let can_grow = self.sites.len() < self.p.max_sites;
         let r = self.p.restores;
-        let acts: [(u32, u32); 12] = [
+        let scrubs = if self.p.retain_ms.is_some() { 10 } else { 0 };
+        let acts: [(u32, u32); 13] = [
             (0, 30),                           // local change
             (1, 22),                           // export
             (2, 25),                           // deliver
@@ -888,6 +995,7 @@ impl<B: SimBackend> World<B> {
             (9, 3),                            // operator repairs locked replicas
             (10, if r > 0 { 1 } else { 0 }),   // restorereplica again while recovering
             (11, 2),                           // a quiet step
+            (12, scrubs),                      // scrub (oplog retention)
         ];
         let total: u32 = acts.iter().map(|a| a.1).sum();
         let mut x = self.rng.gen_range(0..total);
@@ -930,7 +1038,11 @@ impl<B: SimBackend> World<B> {
                 match self.backend.backup(rep.store().inner()) {
                     Ok(store) => {
                         let step = self.step;
-                        self.sites[i].backups.push(Backup { step, store });
+                        let at_ms = match self.p.retain_ms {
+                            Some(_) => self.env.now_ms(),
+                            None => 0,
+                        };
+                        self.sites[i].backups.push(Backup { step, at_ms, store });
                         self.stats.backups += 1;
                         self.ev(|w| format!("backup of {}", w.sites[i].name));
                     }
@@ -962,6 +1074,10 @@ impl<B: SimBackend> World<B> {
                 self.mkreplica(from, true);
             }
             9 => self.repair_locked(true),
+            12 => {
+                let i = self.rng.gen_range(0..n);
+                self.scrub(i);
+            }
             10 => {
                 let recovering: Vec<usize> = (0..n)
                     .filter(|&i| matches!(self.rep(i).status(), Ok(st) if st.recovering.is_some()))
@@ -1175,6 +1291,16 @@ impl<B: SimBackend> World<B> {
         self.serial += 1;
         self.stats.packets += 1;
         let serial = self.serial;
+        for r in &plan.refusals {
+            // A refusal on a restore request's row is exact; a warning on a report may come
+            // from an old packet arriving late (the import side says if entries are missing).
+            self.stats.behind_retention += 1;
+            if r.contains("which this family no longer keeps") {
+                self.behind_retention(a, b, format!("export #{serial} {an} -> {bn}: {r}"));
+            } else {
+                self.ev(|_| format!("export #{serial} {an} -> {bn}: {r}"));
+            }
+        }
         let seq = plan
             .header
             .targets
@@ -1609,6 +1735,11 @@ impl<B: SimBackend> World<B> {
                 // the sender must give them up and the family converge.
                 self.stats.retired_relays += 1;
             }
+            CoreError::Refused(r @ Refusal::BehindRetention { .. }) => {
+                self.stats.behind_retention += 1;
+                let what = format!("packet #{serial} from {fname} refused at {tn}: {r}");
+                self.behind_retention(pkt.from, to, what);
+            }
             CoreError::Refused(Refusal::Other(m)) if m.contains("export to the siblings again") => {
                 // A recovering store older than a restoration the family knows moved its
                 // request to a newer incarnation; the packet is dropped.
@@ -1690,15 +1821,34 @@ impl<B: SimBackend> World<B> {
 
     // ---------------------------------------------------------------- restores
 
+    /// The backups of site `i` its operator would restore from. With scrubs, the operator
+    /// keeps backups for half the restore window: a site restored from one recovers if its
+    /// request reaches the siblings within the other half (docs/protocol.md §9).
+    fn usable_backups(&self, i: usize) -> Vec<usize> {
+        let all = 0..self.sites[i].backups.len();
+        // (The simulated clock ticks at every reading: read it only when scrubs run, so a
+        // schedule without them is the one it was before scrubs existed.)
+        let Some(w) = self.p.retain_ms else {
+            return all.collect();
+        };
+        let now = self.env.now_ms();
+        all.filter(|&b| self.sites[i].backups[b].at_ms + w / 2 >= now)
+            .collect()
+    }
+
     /// Replaces replica `i` by a copy of one of its backups: `Some(mode)` is `msite restore`
     /// (the store is marked restored) followed by `restorereplica` (now or later), `None` is a
     /// snapshot rollback (a copied directory: no mark, no restorereplica).
     fn restore(&mut self, i: usize, mode: Option<Mode>) {
-        if self.sites[i].backups.is_empty() {
+        let usable = self.usable_backups(i);
+        if usable.is_empty() {
             return;
         }
-        let b = self.rng.gen_range(0..self.sites[i].backups.len());
+        let b = usable[self.rng.gen_range(0..usable.len())];
         let from_step = self.sites[i].backups[b].step;
+        if self.p.retain_ms.is_some() {
+            self.sites[i].copy_taken_ms = Some(self.sites[i].backups[b].at_ms);
+        }
         let copy = match self.backend.restore(&self.sites[i].backups[b].store) {
             Ok(s) => s,
             Err(e) => {
@@ -1773,6 +1923,9 @@ impl<B: SimBackend> World<B> {
             }
             Some(m) => {
                 self.stats.restores += 1;
+                if self.scrubbed_any {
+                    self.stats.restores_after_scrub += 1;
+                }
                 self.sites[i].undetected_rollback = false;
                 if let Err(e) = self.rep(i).mark_restored() {
                     self.violation(format!("mark_restored at {name} failed: {e}"));
@@ -1969,7 +2122,9 @@ impl<B: SimBackend> World<B> {
         if self.violations.len() > 20 {
             return;
         }
-        if !settled && !self.live_conflicts_reported() {
+        // A site behind retention outside the window keeps asking and being refused (the
+        // operator re-creates it; the simulator does not).
+        if !settled && !self.live_conflicts_reported() && !self.beyond_window {
             self.violation(format!(
                 "did not converge: packets still moving after {HEAL_ROUNDS} heal rounds"
             ));
@@ -2015,14 +2170,20 @@ impl<B: SimBackend> World<B> {
         for s in &self.sites {
             let r = s.rep.as_ref().expect("replica present");
             for o in &ids {
-                for e in r.entries_of(o).unwrap_or_default() {
-                    match held.get(&(e.origin, e.number)) {
-                        Some(h) if *h != e.hash => {
-                            out.insert((e.origin, e.number));
+                // A scrubbed prefix still names its last entry by hash (the chain's base).
+                let base = r.chain_base(o).ok().flatten();
+                let entries = r.entries_of(o).unwrap_or_default();
+                let pairs = base
+                    .into_iter()
+                    .chain(entries.iter().map(|e| (e.number, e.hash)));
+                for (number, hash) in pairs {
+                    match held.get(&(*o, number)) {
+                        Some(h) if *h != hash => {
+                            out.insert((*o, number));
                         }
                         Some(_) => {}
                         None => {
-                            held.insert((e.origin, e.number), e.hash);
+                            held.insert((*o, number), hash);
                         }
                     }
                 }
@@ -2369,6 +2530,13 @@ impl<B: SimBackend> World<B> {
             self.stats.unconvergeable = 1;
             self.ev(|_| {
                 "live conflicts (reported): convergence and completion not checked".to_string()
+            });
+            return;
+        }
+        if self.beyond_window {
+            self.stats.unconvergeable = 1;
+            self.ev(|_| {
+                "a site is behind retention, outside the window: convergence and completion not checked".to_string()
             });
             return;
         }

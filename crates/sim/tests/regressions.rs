@@ -601,3 +601,19 @@ fn k12_replica_created_after_a_restore_completed_does_not_take_up_its_request() 
         );
     }
 }
+
+/// Retention (docs/protocol.md §9): a fork of r0's history in a lossy schedule, whose entries
+/// one side had scrubbed, was hidden from the final checks, which then saw a family that never
+/// converged; live conflicts now compare chain bases too.
+#[test]
+fn retention_a_scrubbed_fork_is_still_seen() {
+    passes(1501, None, None);
+}
+
+/// Retention: a site rolled back to a young copy but restored only at the heal, long after
+/// the copy was a window old, needs entries its sibling dropped meanwhile: outside the
+/// guarantee, it is refused on both sides (re-create it) and not expected to converge.
+#[test]
+fn retention_a_request_later_than_the_window_is_refused_not_a_violation() {
+    passes(110441, None, None);
+}

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod demo;
 pub mod family;
 pub mod restore;
+pub mod scrub;
 pub mod status;
 pub mod sync;
 pub mod tools;
@@ -139,6 +140,8 @@ pub enum Command {
     Restorereplica(backup::Restorereplica),
     /// Check the store's integrity with the storage engine's own checker.
     Check(backup::Check),
+    /// Drop the oplog history every sibling holds (retention); the files stay as they are.
+    Scrub(scrub::Scrub),
 
     // The versioned object base.
     /// Create an element (a versioned file) with a `main` branch.
@@ -206,6 +209,7 @@ impl Command {
             Command::Restore(a) => a.run(ctx),
             Command::Restorereplica(a) => a.run(ctx),
             Command::Check(a) => a.run(ctx),
+            Command::Scrub(a) => a.run(ctx),
             Command::Mkelem(a) => a.run(ctx),
             Command::Checkin(a) => a.run(ctx),
             Command::Import(a) => a.run(ctx),

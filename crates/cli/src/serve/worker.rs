@@ -12,7 +12,9 @@
 //! operator's command holds it) skips the round's import and exports, which the next round does;
 //! the bay is imported when its files or the entries held changed since the last import (or
 //! every 30 s), so packets that must wait are not re-read every second; the stop flag is looked
-//! at between steps, never inside one.
+//! at between steps, never inside one; when the operator set a restore window (`msite scrub
+//! --keep`), the first round and then one round an hour scrub the oplog (docs/protocol.md §9),
+//! logging what was kept and why; a scrub the replica refuses (it recovers) waits an hour.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -28,6 +30,10 @@ use crate::util::{Exit, EXIT_ERROR};
 /// How long packets that wait in the incoming bay, with nothing changed, wait before the
 /// import looks at them again.
 const IMPORT_AGAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often the daemon scrubs when a restore window is set: retention is in no hurry, and a
+/// scrub reads every sibling's state.
+const SCRUB_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The names and sizes of what the incoming bay holds under packet names; `None` when empty.
 fn bay_signature(dir: &std::path::Path) -> Option<u64> {
@@ -53,6 +59,8 @@ pub struct RoundReport {
     pub refused: usize,
     /// Packets written for siblings.
     pub exported: usize,
+    /// Oplog entries the round's scrub dropped.
+    pub scrubbed: u64,
     /// The shipping pass.
     pub ship: ShipReport,
     /// Steps that failed, with why.
@@ -64,6 +72,12 @@ impl RoundReport {
     pub fn summary(&self) -> String {
         let mut lines: Vec<String> = self.errors.iter().map(|e| format!("error: {e}")).collect();
         lines.extend(self.ship.lines());
+        if self.scrubbed > 0 {
+            lines.push(format!(
+                "Scrubbed {} oplog entries every sibling holds (retention).",
+                self.scrubbed
+            ));
+        }
         lines.push(format!(
             "Round done: {} imported, {} refused, {} exported, {} shipped, {} failed to ship, {} undeliverable.",
             self.imported,
@@ -104,6 +118,8 @@ pub struct Worker {
     /// The bay and the entries held after the last import, and when it ran.
     last_import: Option<(Option<u64>, Option<u64>, Instant)>,
     exported_at: BTreeMap<String, Instant>,
+    /// When the last scrub ran (or was found not wanted).
+    scrubbed_at: Option<Instant>,
     /// Whether rounds ship too (`--once`); otherwise the shippers are woken.
     ships: bool,
 }
@@ -121,6 +137,7 @@ impl Worker {
             held_at_export: None,
             last_import: None,
             exported_at: BTreeMap::new(),
+            scrubbed_at: None,
             ships,
         }
     }
@@ -146,6 +163,9 @@ impl Worker {
         }
         if report.errors.is_empty() && !self.shared.stopping() {
             self.export(all_exports, &mut report);
+        }
+        if report.errors.is_empty() && !self.shared.stopping() {
+            self.scrub(&mut report);
         }
         if self.ships && !self.shared.stopping() {
             report.ship = self.shipper.ship_bay(&self.shared, all_ships, None);
@@ -229,6 +249,37 @@ impl Worker {
                 }
             },
         }
+    }
+
+    /// Scrubs when a restore window is set and the last scrub is an hour old. A busy store
+    /// is tried again next round; a refusal (the replica recovers) or a failure is logged and
+    /// tried again in an hour, and fails no round: retention can wait.
+    fn scrub(&mut self, report: &mut RoundReport) {
+        if self.scrubbed_at.is_some_and(|t| t.elapsed() < SCRUB_EVERY) {
+            return;
+        }
+        let res = self.ctx.open().and_then(|site| {
+            let r = &site.replica;
+            match r.retention_window()? {
+                Some(_) => Ok(Some(r.scrub(false)?)),
+                None => Ok(None),
+            }
+        });
+        match res {
+            Err(e) if super::store_busy(&e) => return,
+            Err(e) => {
+                let why = crate::error_text(&e);
+                tracing::warn!(site = %self.shared.me.1, error = %why, "scrub not done");
+            }
+            Ok(None) => {}
+            Ok(Some(s)) => {
+                report.scrubbed += s.entries_dropped;
+                for line in &s.origins {
+                    tracing::info!(site = %self.shared.me.1, "scrub: {line}");
+                }
+            }
+        }
+        self.scrubbed_at = Some(Instant::now());
     }
 
     fn export(&mut self, all: bool, report: &mut RoundReport) {

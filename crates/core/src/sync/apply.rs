@@ -15,10 +15,9 @@ use msite_packet::Record;
 use crate::content;
 use crate::error::{CoreError, Refusal, Result};
 use crate::ids::{Hash, ReplicaId, ZERO_HASH};
-use crate::keys;
 use crate::model::{Entry, ObjectRef, Op, Row};
-use crate::replica::{Appender, Replica, StoredEntry};
-use crate::store::{Keyspace, Store, WriteOptions};
+use crate::replica::{Appender, Replica};
+use crate::store::{Store, WriteOptions};
 use crate::txn::Txn;
 
 use super::trust::HeadCheck;
@@ -183,8 +182,14 @@ impl<'r, S: Store> EntryApply<'r, S> {
     /// number is a fork, unless a recovering sender relays an entry a newer restoration of
     /// its origin replaced (the sender gives it up when it receives ours).
     fn skip_held(&mut self, txn: &Txn<'_, S>, e: &Entry) -> Result<()> {
-        let ours = match txn.get(Keyspace::Oplog, &keys::oplog(&e.origin, e.number))? {
-            Some(v) => StoredEntry::decode(&v)?.hash,
+        let ours = match Replica::<S>::entry_hash_at(txn, &e.origin, e.number)? {
+            Some(h) => h,
+            // Dropped here by retention once every sibling held it (a resend from below our
+            // chain's base): nothing to compare; what follows continues the retained base.
+            None if self.replica.dropped_by_retention(&e.origin, e.number)? => {
+                self.skipped += 1;
+                return Ok(());
+            }
             None => ZERO_HASH,
         };
         if ours == e.hash {
@@ -227,13 +232,8 @@ impl<'r, S: Store> EntryApply<'r, S> {
         }
         let prev = match self.last_hash.get(&e.origin) {
             Some(h) => *h,
-            None => match held {
-                0 => ZERO_HASH,
-                n => match txn.get(Keyspace::Oplog, &keys::oplog(&e.origin, n))? {
-                    Some(v) => StoredEntry::decode(&v)?.hash,
-                    None => ZERO_HASH,
-                },
-            },
+            // The held entry, or the chain's base when retention dropped it.
+            None => Replica::<S>::entry_hash_at(txn, &e.origin, held)?.unwrap_or(ZERO_HASH),
         };
         if e.prev != prev {
             return Err(CoreError::Refused(Refusal::Divergent {

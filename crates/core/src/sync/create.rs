@@ -23,6 +23,12 @@ impl<S: Store> Replica<S> {
     /// Creates replica `name` (mastered here) and plans its creation packet: every entry
     /// and every content held here, and the incarnations known here.
     pub fn plan_mkreplica(&self, name: &str) -> Result<ExportPlan> {
+        if let Some(why) = self.history_dropped(
+            "make a creation packet",
+            "make new replicas at a sibling that keeps its whole history (creation from a snapshot of the object base is not built yet)",
+        )? {
+            return Err(crate::error::CoreError::Invalid(why));
+        }
         let new_id = self.append_create_replica(name)?;
         let own = self.own_row()?;
         let mut ranges = Vec::new();
@@ -57,6 +63,7 @@ impl<S: Store> Replica<S> {
             report: (0, 0),
             entry_count,
             reason: "replica creation",
+            refusals: Vec::new(),
         })
     }
 

@@ -40,6 +40,9 @@ pub struct ExportPlan {
     /// Why the packet is sent (for messages): "update", "resend", "acknowledgement",
     /// "restore request", "replica creation".
     pub reason: &'static str,
+    /// Entries the target needs that retention dropped here, one refusal each (the packet
+    /// carries what follows them; the target refuses it with the same message).
+    pub refusals: Vec<String>,
 }
 
 impl<S: Store> Replica<S> {
@@ -78,7 +81,7 @@ impl<S: Store> Replica<S> {
         Ok(!held_requests_in(&self.store)?.is_empty())
     }
 
-    pub(super) fn check_exportable(&self) -> Result<()> {
+    pub(crate) fn check_exportable(&self) -> Result<()> {
         let st = self.status()?;
         if st.restored {
             return Err(CoreError::Locked(format!(
@@ -124,6 +127,7 @@ impl<S: Store> Replica<S> {
         let controls = self.controls(own_request)?;
         let recovering = st.recovering.is_some();
         let mut base = self.export_base(target, recovering, &own, &send, target_recovering)?;
+        let refusals = self.clamp_to_retained(target, &mut base.row, &own)?;
         // Other origins' entries travel only up to a head their origin signed (the rest
         // waits for the origin's next head), and the estimate advances only that far.
         let own = self.signed_row(&own)?;
@@ -159,6 +163,7 @@ impl<S: Store> Replica<S> {
         };
         let mut header = self.header(st.incarnation, to, bases, &own, controls)?;
         header.heads = self.heads_for(&ranges)?;
+        header.comment = crate::retain::retained_comment(&self.store)?;
         // No estimate advances while either side recovers.
         let advance_to = (!target_recovering && !recovering).then_some(own);
         Ok(Some(ExportPlan {
@@ -172,6 +177,7 @@ impl<S: Store> Replica<S> {
             report: (recv.applied, recv.seen),
             entry_count,
             reason: base.reason,
+            refusals,
         }))
     }
 
@@ -333,6 +339,10 @@ impl<S: Store> Replica<S> {
     fn bases_at(&self, at: impl Iterator<Item = (ReplicaId, u64)>) -> Result<Vec<wire::Base>> {
         let mut bases = Vec::new();
         for (o, b) in at.filter(|(_, b)| *b > 0) {
+            if self.dropped_by_retention(&o, b)? {
+                // Below the chain's base: no hash to offer (every sibling held it).
+                continue;
+            }
             let hash = Self::entry_hash_at(&self.store, &o, b)?.unwrap_or(ZERO_HASH);
             bases.push(wire::Base {
                 origin: wire::Id(o.0),

@@ -112,6 +112,10 @@ impl<S: Store> Replica<S> {
             Assessment::AlreadyApplied => Ok(ImportOutcome::AlreadyApplied),
             Assessment::Waiting(needs) => {
                 self.note_waiting(&h)?;
+                if let Some(r) = self.behind_senders_retention(&h, &needs) {
+                    // The sender no longer keeps what this packet waits for.
+                    return Err(CoreError::Refused(r));
+                }
                 Ok(ImportOutcome::Waiting(needs))
             }
             Assessment::Refused(CoreError::Refused(r @ Refusal::StaleTarget { .. })) => {

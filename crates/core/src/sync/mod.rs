@@ -50,6 +50,13 @@ impl<S: Store> Replica<S> {
         Ok(out)
     }
 
+    /// What `target` holds by its own latest report (its packet's sender row), if it ever
+    /// reported on our current incarnation (retention counts only what siblings say).
+    pub(crate) fn reported_row(&self, target: &ReplicaId) -> Result<Option<Row>> {
+        let send = Self::send_state(&self.store, target)?;
+        Ok(send.have_report.then_some(send.reported_row))
+    }
+
     /// Local apply sequence of the last applied entry (for tests).
     pub fn last_lsn(&self) -> Result<u64> {
         Ok(get_u64(&self.store, Keyspace::Meta, keys::NEXT_LSN)?.saturating_sub(1))

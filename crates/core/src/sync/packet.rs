@@ -382,7 +382,12 @@ impl<S: Store> Replica<S> {
             entries,
             blobs,
             bytes: written.bytes,
-            warnings: written.warnings,
+            // Entries retention dropped that the target needs: said on every export.
+            warnings: written
+                .warnings
+                .into_iter()
+                .chain(plan.refusals.iter().cloned())
+                .collect(),
             reason: plan.reason,
         })
     }

@@ -20,11 +20,13 @@
 
 mod content;
 mod restore;
+mod retain;
 mod sync;
 mod trust;
 
 pub use content::*;
 pub use restore::*;
+pub use retain::*;
 pub use sync::*;
 pub use trust::*;
 
@@ -310,6 +312,12 @@ macro_rules! protocol_scenario_tests {
             key_swapped_in_the_creation_packet_is_refused => case_key_swapped_in_the_creation_packet_is_refused,
             relayed_restore_request_altered_by_the_hub_is_refused => case_relayed_restore_request_altered_by_the_hub_is_refused,
             replayed_old_signed_packet_changes_nothing => case_replayed_old_signed_packet_changes_nothing,
+            scrub_keeps_the_digest_and_later_entries_chain_on => case_scrub_keeps_the_digest_and_later_entries_chain_on,
+            scrub_keeps_what_a_sibling_or_the_window_still_needs => case_scrub_keeps_what_a_sibling_or_the_window_still_needs,
+            restore_from_a_backup_within_the_window_recovers => case_restore_from_a_backup_within_the_window_recovers,
+            restore_from_a_backup_older_than_the_window_is_refused_on_both_sides => case_restore_from_a_backup_older_than_the_window_is_refused_on_both_sides,
+            sibling_put_back_behind_retention_is_refused_on_both_sides => case_sibling_put_back_behind_retention_is_refused_on_both_sides,
+            a_resend_from_below_the_chain_base_is_skipped => case_a_resend_from_below_the_chain_base_is_skipped,
         }
     };
 }

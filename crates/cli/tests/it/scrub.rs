@@ -1,0 +1,77 @@
+//! `msite scrub` end to end: off by default, --dry-run changes nothing, a scrub drops history
+//! without changing the digest, says per origin what it kept and why, and refuses bad input.
+
+use super::Lab;
+
+#[test]
+fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
+    let lab = Lab::hub(None);
+    lab.write("a.c", "int a;\n");
+    lab.ok(&["-C", "boston", "checkin", "a.c", "a.c"]);
+    lab.settle();
+    let off = lab.ok(&["-C", "boston", "scrub"]);
+    assert!(
+        off.contains("restore window never (retention off); dropped 0 oplog entries"),
+        "{off}"
+    );
+    assert!(off.contains("because no restore window is set"), "{off}");
+    let digest = lab.digest("boston");
+    let dry = lab.ok(&["-C", "boston", "scrub", "--keep", "0", "--dry-run"]);
+    assert!(dry.contains("would drop"), "{dry}");
+    assert!(dry.contains("origin boston: dropped 1.."), "{dry}");
+    // The dry run stored nothing: the window is still off.
+    let still_off = lab.json(&["-C", "boston", "scrub", "--dry-run", "--json"]);
+    assert_eq!(still_off["window_ms"], serde_json::Value::Null);
+    assert_eq!(still_off["entries_dropped"], 0);
+    let done = lab.json(&["-C", "boston", "scrub", "--keep", "0", "--json"]);
+    assert_eq!(done["window_ms"], 0);
+    assert!(done["entries_dropped"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(lab.digest("boston"), digest);
+    // Later work still replicates through the scrubbed hub, to one digest.
+    lab.write("b.c", "int b;\n");
+    lab.ok(&["-C", "sanfran", "checkin", "b.c", "b.c"]);
+    lab.settle();
+    let d = lab.digest("boston");
+    assert_eq!(lab.digest("sanfran"), d);
+    assert_eq!(lab.digest("bangalore"), d);
+    assert_eq!(lab.ok(&["-C", "bangalore", "cat", "a.c"]), "int a;\n");
+    // A new replica needs the whole history: made at a sibling that keeps it.
+    let err = lab.fails(1, &["-C", "boston", "mkreplica", "export", "delhi"]);
+    assert!(err.contains("keeps its whole history"), "{err}");
+    lab.mkreplica("sanfran", "delhi");
+}
+
+#[test]
+fn scrub_refuses_a_window_it_cannot_read() {
+    let lab = Lab::hub(None);
+    let err = lab.fails(1, &["-C", "boston", "scrub", "--keep", "30"]);
+    assert!(err.contains("is not a duration; write e.g. 30d"), "{err}");
+}
+
+#[cfg(feature = "serve")]
+#[test]
+fn serve_scrubs_when_a_window_is_set() {
+    let lab = Lab::hub(None);
+    lab.write("a.c", "int a;\n");
+    lab.ok(&["-C", "boston", "checkin", "a.c", "a.c"]);
+    lab.settle();
+    std::fs::write(lab.path("token"), "0123456789abcdef0123456789abcdef").expect("token");
+    let routes = "[serve]\ntoken_file = \"../token\"\n[sibling.sanfran]\ndir = \"../sanfran/bays/incoming\"\n";
+    std::fs::write(lab.path("boston/routes.toml"), routes).expect("routes");
+    // No window: the daemon drops nothing.
+    let out = lab.ok(&["-C", "boston", "serve", "--once"]);
+    assert!(!out.contains("Scrubbed"), "{out}");
+    lab.ok(&["-C", "boston", "scrub", "--keep", "0", "--dry-run"]);
+    let digest = lab.digest("boston");
+    lab.ok(&["-C", "boston", "scrub", "--keep", "0"]);
+    lab.write("b.c", "int b;\n");
+    lab.ok(&["-C", "sanfran", "checkin", "b.c", "b.c"]);
+    lab.settle();
+    let out = lab.ok(&["-C", "boston", "serve", "--once"]);
+    assert!(
+        out.contains("oplog entries every sibling holds (retention)"),
+        "{out}"
+    );
+    assert_ne!(lab.digest("boston"), digest, "b.c arrived");
+    assert_eq!(lab.digest("boston"), lab.digest("sanfran"));
+}
