@@ -145,6 +145,21 @@ pub enum Refusal {
         /// What we hold.
         ours: u64,
     },
+    /// A sibling holds a different entry under one of this replica's own numbers, made on the
+    /// same timeline (not one an `--override` restoration of this replica retired): this
+    /// replica numbered it twice, so it was put back to an older copy without `msite restore`
+    /// and has lost entries of its own (ARCHITECTURE.md invariant 8).
+    OwnFork {
+        /// The sender that holds the other entry.
+        sender: String,
+        /// This replica's name (the origin of the two entries).
+        origin: String,
+        /// The number used twice.
+        number: u64,
+        /// Other origins whose histories differ in the packet, with the first differing
+        /// number each (K14).
+        also: Vec<(String, u64)>,
+    },
     /// Other.
     Other(String),
 }
@@ -157,12 +172,23 @@ fn also_differ(also: &[(String, u64)]) -> String {
 }
 
 impl Refusal {
+    /// The number of the first fork a refusal that reports forks names.
+    pub(crate) fn first_fork_number(&self) -> Option<u64> {
+        match self {
+            Refusal::Divergent { number, .. }
+            | Refusal::SenderHoldsRetired { number, .. }
+            | Refusal::OwnFork { number, .. } => Some(*number),
+            _ => None,
+        }
+    }
+
     /// The first fork's origin and the other forks, for the refusals that report forks
     /// (divergent, and a sender holding retired entries).
     pub(crate) fn forks_mut(&mut self) -> Option<(&str, &mut Vec<(String, u64)>)> {
         match self {
             Refusal::Divergent { origin, also, .. }
-            | Refusal::SenderHoldsRetired { origin, also, .. } => Some((origin.as_str(), also)),
+            | Refusal::SenderHoldsRetired { origin, also, .. }
+            | Refusal::OwnFork { origin, also, .. } => Some((origin.as_str(), also)),
             _ => None,
         }
     }
@@ -219,6 +245,18 @@ impl std::fmt::Display for Refusal {
                 f,
                 "this replica has lost entries of its own: {sender} holds its entries up to {theirs}, but it holds only up to {ours} (it was restored from a copy without `msite restore`); it now refuses local changes — run `msite restorereplica` to recover them"
             ),
+            Refusal::OwnFork {
+                sender,
+                origin,
+                number,
+                also,
+            } => {
+                let also = also_differ(also);
+                write!(
+                    f,
+                    "this replica has lost entries of its own: {sender} holds a different entry {number} of origin {origin} (this replica), so this replica numbered {number} twice — it was put back to an older copy without `msite restore`{also}; nothing was applied and it now refuses local changes and imports — run `msite restorereplica` (docs/protocol.md, 'Rollback')"
+                )
+            }
             Refusal::Other(s) => f.write_str(s),
         }
     }

@@ -114,8 +114,8 @@ impl<S: Store> Replica<S> {
         if !needs.is_empty() {
             return Ok(Assessment::Waiting(needs));
         }
-        if let Some(refused) = self.diverges_at_base(h, sender_name)? {
-            return Ok(Assessment::Refused(refused));
+        if let Some(a) = self.diverges_at_base(h, &st, sender_name)? {
+            return Ok(a);
         }
         Ok(Assessment::Importable)
     }
@@ -256,15 +256,35 @@ impl<S: Store> Replica<S> {
     /// Step 5, divergence at the base: every origin whose entry at the base differs from ours
     /// is named. From a recovering sender it is not a fork: its store is a restored copy that
     /// holds entries a newer restoration retired, which it gives up when our next packet
-    /// reaches it (K13).
-    fn diverges_at_base(&self, h: &wire::Header, sender: String) -> Result<Option<CoreError>> {
+    /// reaches it (K13). A different entry under one of our own numbers that no restoration
+    /// of ours retired shows that this replica numbered it twice: it is rolled back
+    /// (invariant 8), whoever the sender.
+    fn diverges_at_base(
+        &self,
+        h: &wire::Header,
+        st: &Status,
+        sender: String,
+    ) -> Result<Option<Assessment>> {
         let mut forks = Vec::new();
+        let mut own_fork = None;
         for b in &h.bases {
             let o = ReplicaId(b.origin.0);
             let ours = Self::entry_hash_at(&self.store, &o, b.number)?;
             if ours != Some(b.hash) {
-                forks.push((self.replica_name(&o), b.number));
+                if o == self.me && st.recovering.is_none() && self.own_number_reused(b.number)? {
+                    own_fork = Some(b.number);
+                } else {
+                    forks.push((self.replica_name(&o), b.number));
+                }
             }
+        }
+        if let Some(number) = own_fork {
+            return Ok(Some(Assessment::RolledBack(Refusal::OwnFork {
+                sender,
+                origin: self.name(),
+                number,
+                also: forks,
+            })));
         }
         if forks.is_empty() {
             return Ok(None);
@@ -285,6 +305,6 @@ impl<S: Store> Replica<S> {
                 also: forks,
             }
         };
-        Ok(Some(CoreError::Refused(refusal)))
+        Ok(Some(Assessment::Refused(CoreError::Refused(refusal))))
     }
 }
