@@ -277,7 +277,11 @@ impl<S: Store> Replica<S> {
     /// Locks the replica as rolled back in `txn`, for `reason` (what showed it): local changes,
     /// exports and imports are refused until `restorereplica` (invariant 8).
     pub(crate) fn lock_rolled_back(txn: &mut Txn<'_, S>, reason: &str) {
-        txn.put(Keyspace::Meta, keys::ROLLED_BACK, &Enc::new().str(reason).done());
+        txn.put(
+            Keyspace::Meta,
+            keys::ROLLED_BACK,
+            &Enc::new().str(reason).done(),
+        );
     }
 
     /// Whether a packet's base naming a different entry under our own `number` (whose

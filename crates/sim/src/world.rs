@@ -130,6 +130,9 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
 pub const MAX_SITES: usize = 7;
 /// Heal rounds (every link, both ways) before "did not converge".
 pub const HEAL_ROUNDS: usize = 80;
+
+/// The time between two heal rounds: an hour, as scheduled exports would run.
+const HEAL_ROUND_MS: u64 = 60 * 60 * 1000;
 /// A packet delivered after this many steps in flight counts as delayed.
 const DELAYED_STEPS: usize = 8;
 /// Packets kept in an incoming bay (older ones are deleted, as an operator would).
@@ -181,6 +184,9 @@ pub struct Params {
     pub p_split: f64,
     /// 0: no restores; 1: default-mode restores; 2: every kind (override, wait-for, rollback).
     pub restores: u8,
+    /// Every replica's resend interval (ms): short ones resend in the random phase, the
+    /// default only after the heal's day (docs/protocol.md §5, "Resends").
+    pub resend_ms: u64,
 }
 
 impl Params {
@@ -202,6 +208,8 @@ impl Params {
             4..=6 => 1,
             _ => 2,
         };
+        let resend_ms =
+            [10_000, 60_000, 600_000, msite_core::keys::DEFAULT_RESEND_MS][rng.gen_range(0..4)];
         let mut p = Params {
             initial,
             max_sites,
@@ -215,6 +223,7 @@ impl Params {
             p_crash,
             p_split,
             restores,
+            resend_ms,
         };
         if let Some(cap) = cfg.replicas {
             p.max_sites = p.max_sites.min(cap.max(2));
@@ -440,6 +449,7 @@ impl<B: SimBackend> World<B> {
         if self.rng.gen_bool(0.1) {
             let _ = rep.set_reqmaster_policy(ReqMasterPolicy::Deny);
         }
+        let _ = rep.set_resend_ms(None, self.p.resend_ms);
         self.sites.push(Site {
             name,
             id,
@@ -1528,6 +1538,14 @@ impl<B: SimBackend> World<B> {
                 }
             }
             CoreError::Refused(Refusal::RolledBack { .. }) => self.on_rollback_detected(to, serial),
+            CoreError::Refused(Refusal::OwnFork { also, .. }) => {
+                // The importer numbered one of its numbers twice: it locks itself as rolled
+                // back; the other forks it names are reported too.
+                self.stats.own_forks += 1;
+                let name = self.sites[to].name.clone();
+                self.mark_reported(&name, &also);
+                self.on_rollback_detected(to, serial);
+            }
             CoreError::Refused(Refusal::SenderHoldsRetired { origin, also, .. }) => {
                 // The refusal names the origins whose histories differ: the operator is told.
                 self.mark_reported(&origin, &also);
@@ -1841,9 +1859,15 @@ impl<B: SimBackend> World<B> {
     // ---------------------------------------------------------------- healing
 
     /// Exports along every link, both ways, until nothing moves (true) or `HEAL_ROUNDS` pass.
+    /// A round is the operators' scheduled exports, an hour apart: packets a sibling has not
+    /// acknowledged are resent once the resend interval has passed (docs/protocol.md §5),
+    /// also while other packets keep moving.
     fn heal_rounds(&mut self, first_round: usize) -> bool {
         for round in 0..HEAL_ROUNDS {
             self.step = self.p.steps + 2 + first_round + round;
+            if round > 0 {
+                self.env.advance(HEAL_ROUND_MS);
+            }
             self.repair_locked(false);
             let mut moved = false;
             let edges: Vec<(usize, usize)> = self.edges.iter().copied().collect();

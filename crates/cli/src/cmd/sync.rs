@@ -211,7 +211,7 @@ const SIBLINGS_NAMED: usize = 10;
 
 /// The sibling `--to NAME` names; an unknown name is answered with the siblings this replica
 /// knows (a bounded list) and where to see them all.
-fn sibling_by_name(r: &Replica<AnyStore>, name: &str) -> anyhow::Result<ReplicaId> {
+pub(super) fn sibling_by_name(r: &Replica<AnyStore>, name: &str) -> anyhow::Result<ReplicaId> {
     match r.view().replica_by_name(name) {
         Err(CoreError::NotFound(_)) => {}
         other => return Ok(other?),

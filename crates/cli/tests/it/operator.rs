@@ -314,3 +314,42 @@ fn incarnations_are_printed_as_utc_times_and_kept_as_numbers_in_json() {
     assert!(err.contains("stale"), "{err}");
     shows_incarnation_as_time(&err, inc);
 }
+
+#[test]
+fn the_resend_interval_is_shown_and_set_for_all_siblings_or_one() {
+    let lab = Lab::hub(None);
+    let (out, _) = expect(&lab, 0, &["-C", "boston", "resend-interval"]);
+    assert!(
+        out.contains(
+            "boston resends unacknowledged entries to its siblings after 6h (the default)"
+        ),
+        "{out}"
+    );
+    let (out, _) = expect(&lab, 0, &["-C", "boston", "resend-interval", "90m"]);
+    assert!(
+        out.contains("to its siblings after 90m, or at once"),
+        "{out}"
+    );
+    let to = ["-C", "boston", "resend-interval", "--to", "sanfran"];
+    let (out, _) = expect(&lab, 0, &to);
+    assert!(out.contains("to sanfran after 90m"), "{out}");
+    let (out, _) = expect(&lab, 0, &[&to[..], &["1d"]].concat());
+    assert!(out.contains("to sanfran after 1d"), "{out}");
+    let (out, _) = expect(
+        &lab,
+        0,
+        &["-C", "boston", "resend-interval", "--to", "bangalore"],
+    );
+    assert!(out.contains("to bangalore after 90m"), "{out}");
+    let (_, err) = expect(&lab, 2, &["-C", "boston", "resend-interval", "6"]);
+    assert!(
+        err.contains("no time unit") && err.contains("like 6h"),
+        "{err}"
+    );
+    let (_, err) = expect(
+        &lab,
+        1,
+        &["-C", "boston", "resend-interval", "--to", "nosuch"],
+    );
+    assert!(err.contains("`msite lsreplica`"), "{err}");
+}

@@ -5,9 +5,10 @@
 //! For each entry, in this order: a recovering replica gives up what a newer restoration of
 //! the entry's origin retired; an entry already held is skipped when its hash matches ours,
 //! and is a fork otherwise (of our own origin and not retired by a restoration of ours, it
-//! shows that this replica numbered it twice: rolled back); a new entry must be the next of its origin, continue the origin's
-//! hash chain, not be one of our own (that shows we lost it), and have its content here or in
-//! the packet. A refusal names every fork the rest of the packet shows.
+//! shows that this replica numbered it twice: rolled back); a new entry must be the next of
+//! its origin, continue the origin's hash chain, not be one of our own (that shows we lost
+//! it), and have its content here or in the packet. A refusal names every fork the rest of
+//! the packet shows.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -126,9 +127,12 @@ impl<'r, S: Store> EntryApply<'r, S> {
                 }
                 Record::Entry(bytes) => {
                     if let Err(err) = self.entry(txn, ap, &bytes) {
-                        let err = self
-                            .replica
-                            .with_later_forks(err, records, &self.given_up, &self.sender_name)?;
+                        let err = self.replica.with_later_forks(
+                            err,
+                            records,
+                            &self.given_up,
+                            &self.sender_name,
+                        )?;
                         return Err(err);
                     }
                 }
