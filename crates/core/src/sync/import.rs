@@ -270,7 +270,7 @@ impl<S: Store> Replica<S> {
         &self,
         records: &mut dyn Iterator<Item = Result<Record>>,
         reported: &[&str],
-    ) -> Result<(Vec<(String, u64)>, Option<u64>)> {
+    ) -> Result<(Forks, Option<u64>)> {
         let mut seen: BTreeSet<String> = reported.iter().map(|s| s.to_string()).collect();
         let mut out = Vec::new();
         let mut own_fork = None;
@@ -311,6 +311,9 @@ impl<S: Store> Replica<S> {
         Ok(!self.holds_newer(&Txn::new(&self.store), theirs)?)
     }
 }
+
+/// Origins whose histories differ, each with the first number where they do.
+type Forks = Vec<(String, u64)>;
 
 /// Why a refusal locks this replica as rolled back, as the lock records it (`msite status`
 /// and every refused command show it), or `None` when it does not show that this replica
