@@ -108,6 +108,18 @@ pub enum Refusal {
         /// The sender's incarnation recorded here.
         expected: u64,
     },
+    /// Relays a restore request of a third replica older than the one held here (PROTOCOL
+    /// §6.4): its sender has not seen the newer restoration yet.
+    StaleRequest {
+        /// Sender.
+        sender: String,
+        /// The replica whose restore request it relays.
+        replica: String,
+        /// The relayed request's incarnation.
+        had: u64,
+        /// The incarnation of the request held here.
+        held: u64,
+    },
     /// The sender's history of an origin differs from ours.
     Divergent {
         /// Origin.
@@ -216,6 +228,12 @@ impl std::fmt::Display for Refusal {
                 "stale packet: it was built by {sender} at incarnation {}, but {sender} has since been restored (incarnation {}); nothing was applied",
                 incarnation_text(*had),
                 incarnation_text(*expected)
+            ),
+            Refusal::StaleRequest { sender, replica, had, held } => write!(
+                f,
+                "stale packet from {sender}: it relays the restore request of {replica} for incarnation {}, but this replica holds a newer one (incarnation {}); nothing was applied, and {sender} gets the newer request with this replica's next packet",
+                incarnation_text(*had),
+                incarnation_text(*held)
             ),
             Refusal::Divergent {
                 origin,

@@ -1139,6 +1139,17 @@ pub(crate) fn raise_estimate<S: Store>(
 }
 
 /// The restore requests of other replicas held here, from any view (a transaction included).
+/// The restore request of `replica` held here for propagation, if any.
+pub(crate) fn held_request_of<R: ReadView + ?Sized>(
+    r: &R,
+    replica: &ReplicaId,
+) -> Result<Option<HeldRequest>> {
+    match r.get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, replica))? {
+        Some(v) => Ok(Some(dec_request(*replica, &v)?)),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn held_requests_in<R: ReadView + ?Sized>(r: &R) -> Result<Vec<HeldRequest>> {
     let mut out = Vec::new();
     for kv in r.scan(Keyspace::Peers, KeyRange::prefix(&[keys::peers::REQUEST]))? {

@@ -1374,7 +1374,9 @@ impl<B: SimBackend> World<B> {
         let stale_target_refusal = matches!(
             res,
             None | Some(Err(CoreError::Refused(
-                Refusal::StaleTarget { .. } | Refusal::SenderHoldsRetired { .. }
+                Refusal::StaleTarget { .. }
+                    | Refusal::StaleRequest { .. }
+                    | Refusal::SenderHoldsRetired { .. }
             ))) | Some(Ok(ImportOutcome::Waiting(_)))
         );
         let learned = stale_target_refusal
@@ -1520,7 +1522,8 @@ impl<B: SimBackend> World<B> {
         self.ev(|_| format!("import #{serial} at {tn}: refused: {msg}"));
         match e {
             CoreError::Refused(Refusal::StaleTarget { .. })
-            | CoreError::Refused(Refusal::StaleSender { .. }) => {
+            | CoreError::Refused(Refusal::StaleSender { .. })
+            | CoreError::Refused(Refusal::StaleRequest { .. }) => {
                 self.stats.stale += 1;
             }
             CoreError::Refused(Refusal::Divergent {

@@ -926,9 +926,11 @@ fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
 fn refusal_verdict(kind: wire::Kind, e: CoreError) -> (&'static str, String) {
     match e {
         _ if kind == wire::Kind::ReplicaCreation => ("creation", e.to_string()),
-        CoreError::Refused(r @ (Refusal::StaleTarget { .. } | Refusal::StaleSender { .. })) => {
-            ("stale", format!("refused: {r}"))
-        }
+        CoreError::Refused(
+            r @ (Refusal::StaleTarget { .. }
+            | Refusal::StaleSender { .. }
+            | Refusal::StaleRequest { .. }),
+        ) => ("stale", format!("refused: {r}")),
         CoreError::Refused(r @ Refusal::NotAddressed { .. }) => ("not_addressed", r.to_string()),
         CoreError::Locked(m) => ("locked", format!("not now: {m}")),
         e => ("refused", format!("refused: {e}")),

@@ -106,6 +106,9 @@ impl<S: Store> Replica<S> {
         if let Some(a) = self.check_incarnations(h, me_t, &st, &sender_name)? {
             return Ok(a);
         }
+        if let Some(refusal) = self.relays_older_request(h, &sender_name)? {
+            return Ok(Assessment::Refused(CoreError::Refused(refusal)));
+        }
         let own = self.own_row()?;
         if let Some(refusal) = self.shows_rollback(h, &own, &st, &sender_name) {
             return Ok(Assessment::RolledBack(refusal));
@@ -210,6 +213,40 @@ impl<S: Store> Replica<S> {
                     expected: recorded,
                 },
             ))));
+        }
+        Ok(None)
+    }
+
+    /// Step 3, restore requests (PROTOCOL §6.4): a packet that relays a third replica's
+    /// restore request older than the one held here is stale, as the seed refuses it; its
+    /// sender has not seen the newer restoration, and our next packet to it carries the newer
+    /// request. (Our own request and the sender's are judged by the incarnation checks; a
+    /// request of a restoration already completed here is simply over.)
+    fn relays_older_request(&self, h: &wire::Header, sender: &str) -> Result<Option<Refusal>> {
+        for c in &h.controls {
+            let wire::Control::RestoreRequest {
+                replica,
+                incarnation,
+                ..
+            } = c
+            else {
+                continue;
+            };
+            let r = ReplicaId(replica.0);
+            if r == self.me || replica.0 == h.sender.0 {
+                continue;
+            }
+            let Some(held) = crate::restore::held_request_of(&self.store, &r)? else {
+                continue;
+            };
+            if held.incarnation > *incarnation {
+                return Ok(Some(Refusal::StaleRequest {
+                    sender: sender.to_string(),
+                    replica: self.replica_name(&r),
+                    had: *incarnation,
+                    held: held.incarnation,
+                }));
+            }
         }
         Ok(None)
     }

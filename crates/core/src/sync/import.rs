@@ -116,6 +116,17 @@ impl<S: Store> Replica<S> {
                 self.note_waiting(&h)?;
                 Ok(ImportOutcome::Waiting(needs))
             }
+            Assessment::Refused(CoreError::Refused(r @ Refusal::StaleRequest { .. })) => {
+                // Built by a sender that has not seen a newer restoration of a third replica;
+                // everything about the sender itself is current. It teaches what a waiting
+                // packet does (its own request, that we saw it, its report on our packets):
+                // without the report, a sender whose copies of our packets wait for one it
+                // lost never gets it again, and keeps relaying the old request (found by the
+                // simulator). Our answer carries the newer request.
+                self.note_waiting(&h)?;
+                self.answer_stale(&sender)?;
+                Err(CoreError::Refused(r))
+            }
             Assessment::Refused(CoreError::Refused(r @ Refusal::StaleTarget { .. })) => {
                 // The packet was built before our restore was known to its sender, but the
                 // sender's own restore request in it is news about the sender, not content
@@ -344,6 +355,7 @@ fn names_siblings(a: &Assessment) -> bool {
             | Assessment::RolledBack(_)
             | Assessment::Refused(CoreError::Refused(
                 Refusal::StaleTarget { .. }
+                    | Refusal::StaleRequest { .. }
                     | Refusal::StaleSender { .. }
                     | Refusal::Divergent { .. }
                     | Refusal::SenderHoldsRetired { .. }

@@ -293,6 +293,7 @@ macro_rules! protocol_scenario_tests {
             snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_sibling => case_snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_sibling,
             rolled_back_site_that_numbered_again_locks_itself_at_a_base => case_rolled_back_site_that_numbered_again_locks_itself_at_a_base,
             rolled_back_site_that_numbered_again_locks_itself_on_a_relayed_entry => case_rolled_back_site_that_numbered_again_locks_itself_on_a_relayed_entry,
+            an_older_restore_request_relayed_by_a_third_replica_is_refused_as_stale => case_an_older_restore_request_relayed_by_a_third_replica_is_refused_as_stale,
             sibling_created_after_the_backup_joins_the_awaited_set => case_sibling_created_after_the_backup_joins_the_awaited_set,
             two_replicas_restoring_at_once_both_complete => case_two_replicas_restoring_at_once_both_complete,
             a_sibling_restored_after_acknowledging_answers_when_its_own_restoration_completes => case_a_sibling_restored_after_acknowledging_answers_when_its_own_restoration_completes,

@@ -233,6 +233,54 @@ pub fn case_rolled_back_site_that_numbered_again_locks_itself_on_a_relayed_entry
     assert_eq!(before, f.sites[1].digest().unwrap());
 }
 
+/// A third replica that relays an older restore request of a sibling than the one held
+/// here is refused as stale (PROTOCOL §6.4), changing nothing; our next packet gives it the
+/// newer request, and the family completes the restoration and converges.
+pub fn case_an_older_restore_request_relayed_by_a_third_replica_is_refused_as_stale<
+    F: StoreFactory,
+>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 3, 42);
+    f.settle(&mesh(3));
+    let backup = f.backup(2);
+    f.restore(2, &backup);
+    f.sites[2].restorereplica(&[], false).unwrap();
+    let older = f.sites[2].status().unwrap().incarnation;
+    let p = f.export(2, 1).unwrap();
+    assert!(applied(&f.import(1, p).unwrap()));
+    // Lost again before anything else moved; the newer request reaches r0 only.
+    f.restore(2, &backup);
+    f.sites[2].restorereplica(&[], false).unwrap();
+    let newer = f.sites[2].status().unwrap().incarnation;
+    assert!(newer > older);
+    let p = f.export(2, 0).unwrap();
+    assert!(applied(&f.import(0, p).unwrap()));
+    f.sites[1].checkin("c", "main", b"1", "u", "").unwrap();
+    let relay = f.export(1, 0).unwrap();
+    let before = (f.sites[0].digest().unwrap(), f.sites[0].own_row().unwrap());
+    match f.import(0, relay).unwrap_err() {
+        CoreError::Refused(Refusal::StaleRequest {
+            sender,
+            replica,
+            had,
+            held,
+        }) => {
+            assert_eq!((sender.as_str(), replica.as_str()), ("r1", "r2"));
+            assert_eq!((had, held), (older, newer));
+        }
+        other => panic!("expected a stale refusal, got {other}"),
+    }
+    assert_eq!(
+        before,
+        (f.sites[0].digest().unwrap(), f.sites[0].own_row().unwrap())
+    );
+    f.settle(&mesh(3));
+    assert!(f.sites[2].status().unwrap().recovering.is_none());
+    f.assert_converged();
+    assert_no_reuse(&f);
+}
+
 /// Sibling created after the backup joins the awaited set.
 pub fn case_sibling_created_after_the_backup_joins_the_awaited_set<F: StoreFactory>(factory: &F) {
     let mut f = Family::new(factory, 2, 24);
