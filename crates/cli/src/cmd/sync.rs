@@ -905,6 +905,12 @@ fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, String)> {
                 "refused: it shows that this replica lost entries of its own ({sender} holds them up to {theirs}, this replica only up to {ours}); importing it locks this replica until `msite restorereplica`"
             ),
         ),
+        Assessment::RolledBack(Refusal::OwnFork { sender, number, .. }) => (
+            "rolled_back",
+            format!(
+                "refused: it shows that this replica numbered {number} of its own twice ({sender} holds a different entry {number}: it was put back to an older copy without `msite restore`); importing it locks this replica until `msite restorereplica`"
+            ),
+        ),
         Assessment::RolledBack(r) => ("rolled_back", format!("refused: {r}")),
         Assessment::NewerIncarnationKnown {
             known,

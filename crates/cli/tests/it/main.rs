@@ -809,6 +809,16 @@ fn a_rolled_back_site_that_numbered_again_locks_itself_on_its_own_fork() {
     lab.write("b", "b\n");
     lab.ok(&["-C", "boston", "checkin", "b", "b"]);
     lab.send("boston", "sanfran");
+    let ls = lab.ok(&["-C", "sanfran", "lspacket"]);
+    assert!(
+        ls.contains("numbered") && ls.contains("twice") && ls.contains("importing it locks"),
+        "{ls}"
+    );
+    let v = lab.json(&["-C", "sanfran", "lsreplica", "--json"]);
+    assert_eq!(
+        v["replicas"][0]["state"], "normal",
+        "lspacket changed nothing"
+    );
     let err = lab.fails(1, &["-C", "sanfran", "syncreplica", "import"]);
     assert!(
         err.contains("numbered") && err.contains("twice") && err.contains("`msite restorereplica`"),
