@@ -106,8 +106,10 @@ impl<S: Store> Replica<S> {
         if let Some(a) = self.check_incarnations(h, me_t, &st, &sender_name)? {
             return Ok(a);
         }
-        if let Some(refusal) = self.relays_older_request(h, &sender_name)? {
-            return Ok(Assessment::Refused(CoreError::Refused(refusal)));
+        if st.recovering.is_none() {
+            if let Some(refusal) = self.relays_older_request(h, &sender_name)? {
+                return Ok(Assessment::Refused(CoreError::Refused(refusal)));
+            }
         }
         let own = self.own_row()?;
         if let Some(refusal) = self.shows_rollback(h, &own, &st, &sender_name) {
@@ -221,7 +223,10 @@ impl<S: Store> Replica<S> {
     /// restore request older than the one held here is stale, as the seed refuses it; its
     /// sender has not seen the newer restoration, and our next packet to it carries the newer
     /// request. (Our own request and the sender's are judged by the incarnation checks; a
-    /// request of a restoration already completed here is simply over.)
+    /// request of a restoration already completed here is simply over.) Not while this
+    /// replica recovers: it needs the sender's packets to complete, and the sender may refuse
+    /// ours until they arrive (a recovering copy holding retired entries, K13), so the older
+    /// request is ignored instead (seed 50032171 deadlocked).
     fn relays_older_request(&self, h: &wire::Header, sender: &str) -> Result<Option<Refusal>> {
         for c in &h.controls {
             let wire::Control::RestoreRequest {
