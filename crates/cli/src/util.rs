@@ -37,6 +37,48 @@ impl fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
+/// Parses a duration in milliseconds: `90s`, `30m`, `6h`, `2d` (a unit is required).
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: u64 = num.parse().map_err(|_| {
+        format!("`{s}` is not a duration; write a whole number with s, m, h or d, like 6h")
+    })?;
+    let mult: u64 = match unit.trim() {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "`{s}` has no time unit; write a whole number with s, m, h or d, like 6h"
+            ))
+        }
+    };
+    match value.checked_mul(mult) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(format!(
+            "`{s}` is not a usable interval; give one from 1s up, like 6h"
+        )),
+    }
+}
+
+/// A duration in milliseconds in the largest unit that divides it: `6h`, `90m`, `1500ms`.
+pub fn duration_text(ms: u64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Parses a size: `1000`, `64K`, `10M`, `1G`, `2.5MiB`, `512kb` (K = 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();

@@ -108,6 +108,18 @@ pub enum Refusal {
         /// The sender's incarnation recorded here.
         expected: u64,
     },
+    /// Relays a restore request of a third replica older than the one held here (PROTOCOL
+    /// §6.4): its sender has not seen the newer restoration yet.
+    StaleRequest {
+        /// Sender.
+        sender: String,
+        /// The replica whose restore request it relays.
+        replica: String,
+        /// The relayed request's incarnation.
+        had: u64,
+        /// The incarnation of the request held here.
+        held: u64,
+    },
     /// The sender's history of an origin differs from ours.
     Divergent {
         /// Origin.
@@ -167,6 +179,21 @@ pub enum Refusal {
         /// What does not verify, naming the key expected.
         detail: String,
     },
+    /// A sibling holds a different entry under one of this replica's own numbers, made on the
+    /// same timeline (not one an `--override` restoration of this replica retired): this
+    /// replica numbered it twice, so it was put back to an older copy without `msite restore`
+    /// and has lost entries of its own (ARCHITECTURE.md invariant 8).
+    OwnFork {
+        /// The sender that holds the other entry.
+        sender: String,
+        /// This replica's name (the origin of the two entries).
+        origin: String,
+        /// The number used twice.
+        number: u64,
+        /// Other origins whose histories differ in the packet, with the first differing
+        /// number each (K14).
+        also: Vec<(String, u64)>,
+    },
     /// Other.
     Other(String),
 }
@@ -179,12 +206,23 @@ fn also_differ(also: &[(String, u64)]) -> String {
 }
 
 impl Refusal {
+    /// The number of the first fork a refusal that reports forks names.
+    pub(crate) fn first_fork_number(&self) -> Option<u64> {
+        match self {
+            Refusal::Divergent { number, .. }
+            | Refusal::SenderHoldsRetired { number, .. }
+            | Refusal::OwnFork { number, .. } => Some(*number),
+            _ => None,
+        }
+    }
+
     /// The first fork's origin and the other forks, for the refusals that report forks
     /// (divergent, and a sender holding retired entries).
     pub(crate) fn forks_mut(&mut self) -> Option<(&str, &mut Vec<(String, u64)>)> {
         match self {
             Refusal::Divergent { origin, also, .. }
-            | Refusal::SenderHoldsRetired { origin, also, .. } => Some((origin.as_str(), also)),
+            | Refusal::SenderHoldsRetired { origin, also, .. }
+            | Refusal::OwnFork { origin, also, .. } => Some((origin.as_str(), also)),
             _ => None,
         }
     }
@@ -212,6 +250,12 @@ impl std::fmt::Display for Refusal {
                 "stale packet: it was built by {sender} at incarnation {}, but {sender} has since been restored (incarnation {}); nothing was applied",
                 incarnation_text(*had),
                 incarnation_text(*expected)
+            ),
+            Refusal::StaleRequest { sender, replica, had, held } => write!(
+                f,
+                "stale packet from {sender}: it relays the restore request of {replica} for incarnation {}, but this replica holds a newer one (incarnation {}); nothing was applied, and {sender} gets the newer request with this replica's next packet",
+                incarnation_text(*had),
+                incarnation_text(*held)
             ),
             Refusal::Divergent {
                 origin,
@@ -255,6 +299,18 @@ impl std::fmt::Display for Refusal {
                 f,
                 "packet not authentic: {detail}; nothing of it was applied — compare the key fingerprints with `msite lsreplica --long` at {sender} and here"
             ),
+            Refusal::OwnFork {
+                sender,
+                origin,
+                number,
+                also,
+            } => {
+                let also = also_differ(also);
+                write!(
+                    f,
+                    "this replica has lost entries of its own: {sender} holds a different entry {number} of origin {origin} (this replica), so this replica numbered {number} twice — it was put back to an older copy without `msite restore`{also}; nothing was applied and it now refuses local changes and imports — run `msite restorereplica` (docs/protocol.md, 'Rollback')"
+                )
+            }
             Refusal::Other(s) => f.write_str(s),
         }
     }

@@ -20,6 +20,12 @@ pub const KEEPALIVE: &[u8] = b"policy.keepalive_ms";
 /// Meta: the largest version this replica accepts, in bytes (absent:
 /// [`crate::content::DEFAULT_MAX_VERSION_BYTES`]).
 pub const MAX_VERSION_BYTES: &[u8] = b"policy.max_version_bytes";
+/// Meta: the resend interval in milliseconds (absent: [`DEFAULT_RESEND_MS`]).
+pub const RESEND: &[u8] = b"policy.resend_ms";
+/// Six hours: after this long without a packet carrying entries to a sibling that has not
+/// acknowledged them all, an export with nothing new resends them (docs/protocol.md §5,
+/// "Resends").
+pub const DEFAULT_RESEND_MS: u64 = 6 * 60 * 60 * 1000;
 /// One day: after this long without a packet to a sibling, an export with nothing new sends
 /// a probe anyway (docs/protocol.md, "Keepalive").
 pub const DEFAULT_KEEPALIVE_MS: u64 = 24 * 60 * 60 * 1000;
@@ -93,6 +99,13 @@ pub mod peers {
     /// least a probe, so that a sibling put back to a copy older than a restoration learns it
     /// from our header (K27, K28).
     pub const ANSWER_STALE: u8 = 13;
+    /// When this replica last wrote a packet carrying entries to a target (ms since the Unix
+    /// epoch): an unacknowledged packet is resent without a reported gap only a resend
+    /// interval after it.
+    pub const LAST_ENTRIES: u8 = 17;
+    /// The resend interval for one target, in milliseconds (absent: the replica's own,
+    /// Meta [`super::RESEND`]).
+    pub const RESEND: u8 = 18;
     /// A replica's Ed25519 public key, pinned by the first authentic header that listed it.
     pub const PUBLIC_KEY: u8 = 14;
     /// A chain head signed by its origin (tag, origin, number): hash then signature.

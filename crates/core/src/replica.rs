@@ -1101,6 +1101,50 @@ impl<S: Store> Replica<S> {
         })
     }
 
+    /// Sets the resend interval, for every sibling (`target` None) or for one: an export
+    /// with nothing new resends entries a sibling has not acknowledged only this long after
+    /// the last packet that carried entries to it, unless the sibling reported a gap
+    /// (docs/protocol.md §5, "Resends"). Local, not replicated.
+    pub fn set_resend_ms(&self, target: Option<&ReplicaId>, ms: u64) -> Result<()> {
+        let key = match target {
+            Some(t) => keys::peer(keys::peers::RESEND, t),
+            None => keys::RESEND.to_vec(),
+        };
+        let space = match target {
+            Some(_) => Keyspace::Peers,
+            None => Keyspace::Meta,
+        };
+        crate::store::StoreExt::put_one(
+            &self.store,
+            space,
+            &key,
+            &ms.max(1).to_be_bytes(),
+            WriteOptions::SYNC,
+        )?;
+        Ok(())
+    }
+
+    /// The replica's resend interval in milliseconds, for siblings without one of their own
+    /// (absent: [`keys::DEFAULT_RESEND_MS`]).
+    pub fn site_resend_ms(&self) -> Result<u64> {
+        Ok(match self.store.get(Keyspace::Meta, keys::RESEND)? {
+            Some(v) => be_u64(&v)?,
+            None => keys::DEFAULT_RESEND_MS,
+        })
+    }
+
+    /// The resend interval in milliseconds for `target` (its own if set, else the
+    /// replica's, else [`keys::DEFAULT_RESEND_MS`]).
+    pub fn resend_ms(&self, target: &ReplicaId) -> Result<u64> {
+        let own = self
+            .store
+            .get(Keyspace::Peers, &keys::peer(keys::peers::RESEND, target))?;
+        match own {
+            Some(v) => Ok(be_u64(&v)?),
+            None => self.site_resend_ms(),
+        }
+    }
+
     /// Sets the policy for mastership requests that reach this replica.
     pub fn set_reqmaster_policy(&self, p: ReqMasterPolicy) -> Result<()> {
         use crate::store::StoreExt;

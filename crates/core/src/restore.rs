@@ -269,11 +269,30 @@ impl<S: Store> Replica<S> {
 
     /// Marks the replica rolled back (a sibling showed it lost entries of its own).
     pub(crate) fn mark_rolled_back(&self, reason: &str) -> Result<()> {
-        use crate::store::StoreExt;
-        let v = Enc::new().str(reason).done();
-        self.store
-            .put_one(Keyspace::Meta, keys::ROLLED_BACK, &v, WriteOptions::SYNC)?;
-        Ok(())
+        let mut txn = Txn::new(&self.store);
+        Self::lock_rolled_back(&mut txn, reason);
+        Ok(txn.commit(WriteOptions::SYNC)?)
+    }
+
+    /// Locks the replica as rolled back in `txn`, for `reason` (what showed it): local changes,
+    /// exports and imports are refused until `restorereplica` (invariant 8).
+    pub(crate) fn lock_rolled_back(txn: &mut Txn<'_, S>, reason: &str) {
+        txn.put(
+            Keyspace::Meta,
+            keys::ROLLED_BACK,
+            &Enc::new().str(reason).done(),
+        );
+    }
+
+    /// Whether a packet's base naming a different entry under our own `number` (whose
+    /// incarnation the base does not say) shows that this replica numbered it twice: no
+    /// restoration of ours began a new timeline at or below it, so both entries belong to the
+    /// timeline this replica is on, and only a copy put back without `msite restore` numbers
+    /// one number twice. Otherwise the other entry may be one an `--override` restoration of
+    /// ours retired: a fork, not a rollback.
+    pub(crate) fn own_number_reused(&self, number: u64) -> Result<bool> {
+        let txn = Txn::new(&self.store);
+        Ok(Self::restore_complete_within(&txn, &self.me, 0, number)?.is_none())
     }
 
     /// Restore requests held for propagation.
@@ -1126,6 +1145,17 @@ pub(crate) fn raise_estimate<S: Store>(
 }
 
 /// The restore requests of other replicas held here, from any view (a transaction included).
+/// The restore request of `replica` held here for propagation, if any.
+pub(crate) fn held_request_of<R: ReadView + ?Sized>(
+    r: &R,
+    replica: &ReplicaId,
+) -> Result<Option<HeldRequest>> {
+    match r.get(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, replica))? {
+        Some(v) => Ok(Some(dec_request(*replica, &v)?)),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn held_requests_in<R: ReadView + ?Sized>(r: &R) -> Result<Vec<HeldRequest>> {
     let mut out = Vec::new();
     for kv in r.scan(Keyspace::Peers, KeyRange::prefix(&[keys::peers::REQUEST]))? {

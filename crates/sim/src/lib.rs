@@ -210,6 +210,9 @@ pub struct Stats {
     pub retired_relays: u64,
     /// Rollbacks detected by an import.
     pub rollback_detections: u64,
+    /// Of those, the ones an import found as a different entry under one of the importer's
+    /// own numbers (a rolled-back replica that numbered again; `Refusal::OwnFork`).
+    pub own_forks: u64,
     /// Restore requests learned from packets refused as stale for their target.
     pub learned_from_stale: u64,
     /// Schedules where entries may be lost by design (override, `--wait-for`, a rolled-back
@@ -270,6 +273,7 @@ impl Stats {
             divergent,
             retired_relays,
             rollback_detections,
+            own_forks,
             learned_from_stale,
             lossy,
             unconvergeable,
@@ -289,7 +293,7 @@ impl fmt::Display for Stats {
             f,
             "restores={} lost={} duplicated={} reordered={} corrupted={} forged={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
-             refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
+             refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} own_forks={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
              unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} restores_after_scrub={} beyond_window={} steps={}",
             self.restores,
             self.lost,
@@ -315,6 +319,7 @@ impl fmt::Display for Stats {
             self.divergent,
             self.retired_relays,
             self.rollback_detections,
+            self.own_forks,
             self.learned_from_stale,
             self.operator_fixes,
             self.named_created,

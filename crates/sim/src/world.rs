@@ -130,6 +130,9 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
 pub const MAX_SITES: usize = 7;
 /// Heal rounds (every link, both ways) before "did not converge".
 pub const HEAL_ROUNDS: usize = 80;
+
+/// The time between two heal rounds: an hour, as scheduled exports would run.
+const HEAL_ROUND_MS: u64 = 60 * 60 * 1000;
 /// A packet delivered after this many steps in flight counts as delayed.
 const DELAYED_STEPS: usize = 8;
 /// Packets kept in an incoming bay (older ones are deleted, as an operator would).
@@ -184,6 +187,9 @@ pub struct Params {
     /// The restore window sites scrub with (None: no scrubs). Drawn from its own generator,
     /// so a schedule without scrubs is the same as before scrubs existed.
     pub retain_ms: Option<u64>,
+    /// Every replica's resend interval (ms): short ones resend in the random phase, the
+    /// default only after the heal's day (docs/protocol.md §5, "Resends").
+    pub resend_ms: u64,
 }
 
 impl Params {
@@ -205,6 +211,8 @@ impl Params {
             4..=6 => 1,
             _ => 2,
         };
+        let resend_ms =
+            [10_000, 60_000, 600_000, msite_core::keys::DEFAULT_RESEND_MS][rng.gen_range(0..4)];
         let mut p = Params {
             initial,
             max_sites,
@@ -219,6 +227,7 @@ impl Params {
             p_split,
             restores,
             retain_ms: draw_retention(cfg.seed),
+            resend_ms,
         };
         if let Some(cap) = cfg.replicas {
             p.max_sites = p.max_sites.min(cap.max(2));
@@ -474,6 +483,7 @@ impl<B: SimBackend> World<B> {
         if self.rng.gen_bool(0.1) {
             let _ = rep.set_reqmaster_policy(ReqMasterPolicy::Deny);
         }
+        let _ = rep.set_resend_ms(None, self.p.resend_ms);
         self.sites.push(Site {
             name,
             id,
@@ -1562,7 +1572,9 @@ impl<B: SimBackend> World<B> {
         let stale_target_refusal = matches!(
             res,
             None | Some(Err(CoreError::Refused(
-                Refusal::StaleTarget { .. } | Refusal::SenderHoldsRetired { .. }
+                Refusal::StaleTarget { .. }
+                    | Refusal::StaleRequest { .. }
+                    | Refusal::SenderHoldsRetired { .. }
             ))) | Some(Ok(ImportOutcome::Waiting(_)))
         );
         let learned = stale_target_refusal
@@ -1708,7 +1720,8 @@ impl<B: SimBackend> World<B> {
         self.ev(|_| format!("import #{serial} at {tn}: refused: {msg}"));
         match e {
             CoreError::Refused(Refusal::StaleTarget { .. })
-            | CoreError::Refused(Refusal::StaleSender { .. }) => {
+            | CoreError::Refused(Refusal::StaleSender { .. })
+            | CoreError::Refused(Refusal::StaleRequest { .. }) => {
                 self.stats.stale += 1;
             }
             CoreError::Refused(Refusal::Divergent {
@@ -1726,6 +1739,14 @@ impl<B: SimBackend> World<B> {
                 }
             }
             CoreError::Refused(Refusal::RolledBack { .. }) => self.on_rollback_detected(to, serial),
+            CoreError::Refused(Refusal::OwnFork { also, .. }) => {
+                // The importer numbered one of its numbers twice: it locks itself as rolled
+                // back; the other forks it names are reported too.
+                self.stats.own_forks += 1;
+                let name = self.sites[to].name.clone();
+                self.mark_reported(&name, &also);
+                self.on_rollback_detected(to, serial);
+            }
             CoreError::Refused(Refusal::SenderHoldsRetired { origin, also, .. }) => {
                 // The refusal names the origins whose histories differ: the operator is told.
                 self.mark_reported(&origin, &also);
@@ -2072,9 +2093,15 @@ impl<B: SimBackend> World<B> {
     // ---------------------------------------------------------------- healing
 
     /// Exports along every link, both ways, until nothing moves (true) or `HEAL_ROUNDS` pass.
+    /// A round is the operators' scheduled exports, an hour apart: packets a sibling has not
+    /// acknowledged are resent once the resend interval has passed (docs/protocol.md §5),
+    /// also while other packets keep moving.
     fn heal_rounds(&mut self, first_round: usize) -> bool {
         for round in 0..HEAL_ROUNDS {
             self.step = self.p.steps + 2 + first_round + round;
+            if round > 0 {
+                self.env.advance(HEAL_ROUND_MS);
+            }
             self.repair_locked(false);
             let mut moved = false;
             let edges: Vec<(usize, usize)> = self.edges.iter().copied().collect();

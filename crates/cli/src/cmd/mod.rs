@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod demo;
 pub mod family;
+pub mod resend;
 pub mod restore;
 pub mod scrub;
 pub mod status;
@@ -175,6 +176,9 @@ pub enum Command {
     ReqmasterPolicy(vob::ReqmasterPolicy),
     /// List mastership requests waiting for the operator (policy `manual`).
     Lsreqmaster(vob::Lsreqmaster),
+    /// Show or set how long an export waits before resending unacknowledged entries.
+    #[command(name = "resend-interval")]
+    ResendInterval(resend::ResendInterval),
     /// Print the digest of the replicated state (equal digests mean equal content).
     Digest(vob::Digest),
 
@@ -225,6 +229,7 @@ impl Command {
             Command::Reqmaster(a) => a.run(ctx),
             Command::ReqmasterPolicy(a) => a.run(ctx),
             Command::Lsreqmaster(a) => a.run(ctx),
+            Command::ResendInterval(a) => a.run(ctx),
             Command::Digest(a) => a.run(ctx),
             Command::Completions(a) => a.run(ctx),
             Command::Man(a) => a.run(ctx),

@@ -243,7 +243,7 @@ const SIBLINGS_NAMED: usize = 10;
 
 /// The sibling `--to NAME` names; an unknown name is answered with the siblings this replica
 /// knows (a bounded list) and where to see them all.
-fn sibling_by_name(r: &Replica<AnyStore>, name: &str) -> anyhow::Result<ReplicaId> {
+pub(super) fn sibling_by_name(r: &Replica<AnyStore>, name: &str) -> anyhow::Result<ReplicaId> {
     match r.view().replica_by_name(name) {
         Err(CoreError::NotFound(_)) => {}
         other => return Ok(other?),
@@ -963,6 +963,12 @@ pub(crate) fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, St
                 "refused: it shows that this replica lost entries of its own ({sender} holds them up to {theirs}, this replica only up to {ours}); importing it locks this replica until `msite restorereplica`"
             ),
         ),
+        Assessment::RolledBack(Refusal::OwnFork { sender, number, .. }) => (
+            "rolled_back",
+            format!(
+                "refused: it shows that this replica numbered {number} of its own twice ({sender} holds a different entry {number}: it was put back to an older copy without `msite restore`); importing it locks this replica until `msite restorereplica`"
+            ),
+        ),
         Assessment::RolledBack(r) => ("rolled_back", format!("refused: {r}")),
         Assessment::NewerIncarnationKnown {
             known,
@@ -984,9 +990,11 @@ pub(crate) fn assess(site: &Site, g: &Group) -> anyhow::Result<(&'static str, St
 fn refusal_verdict(kind: wire::Kind, e: CoreError) -> (&'static str, String) {
     match e {
         _ if kind == wire::Kind::ReplicaCreation => ("creation", e.to_string()),
-        CoreError::Refused(r @ (Refusal::StaleTarget { .. } | Refusal::StaleSender { .. })) => {
-            ("stale", format!("refused: {r}"))
-        }
+        CoreError::Refused(
+            r @ (Refusal::StaleTarget { .. }
+            | Refusal::StaleSender { .. }
+            | Refusal::StaleRequest { .. }),
+        ) => ("stale", format!("refused: {r}")),
         CoreError::Refused(r @ Refusal::NotAddressed { .. }) => ("not_addressed", r.to_string()),
         CoreError::Locked(m) => ("locked", format!("not now: {m}")),
         e => ("refused", format!("refused: {e}")),

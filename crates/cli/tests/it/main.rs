@@ -814,6 +814,54 @@ fn a_replica_rolled_back_by_a_copy_refuses_changes() {
     assert!(err.contains("restorereplica"), "{err}");
 }
 
+/// A site put back by a file copy that then makes a change reuses one of its own numbers;
+/// the next packet of a sibling that holds the other entry locks it as rolled back, and the
+/// message names `restorereplica` (invariant 8).
+#[cfg(any(feature = "sqlite", feature = "rocks", not(feature = "postgres")))]
+#[test]
+fn a_rolled_back_site_that_numbered_again_locks_itself_on_its_own_fork() {
+    let lab = Lab::hub(None);
+    lab.settle();
+    copy_dir(&lab.path("sanfran/store"), &lab.path("sanfran-copy"));
+    lab.ok(&["-C", "sanfran", "mkbrtype", "sf"]);
+    lab.send("sanfran", "boston");
+    lab.import("boston");
+    std::fs::remove_dir_all(lab.path("sanfran/store")).expect("rm");
+    copy_dir(&lab.path("sanfran-copy"), &lab.path("sanfran/store"));
+    // Nothing tells sanfran yet: it numbers its next change as it numbered sf.
+    lab.ok(&["-C", "sanfran", "mkbrtype", "other"]);
+    lab.write("b", "b\n");
+    lab.ok(&["-C", "boston", "checkin", "b", "b"]);
+    lab.send("boston", "sanfran");
+    let ls = lab.ok(&["-C", "sanfran", "lspacket"]);
+    assert!(
+        ls.contains("numbered") && ls.contains("twice") && ls.contains("importing it locks"),
+        "{ls}"
+    );
+    let v = lab.json(&["-C", "sanfran", "lsreplica", "--json"]);
+    assert_eq!(
+        v["replicas"][0]["state"], "normal",
+        "lspacket changed nothing"
+    );
+    let err = lab.fails(1, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(
+        err.contains("numbered") && err.contains("twice") && err.contains("`msite restorereplica`"),
+        "{err}"
+    );
+    let v = lab.json(&["-C", "sanfran", "lsreplica", "--json"]);
+    assert_eq!(v["replicas"][0]["state"], "rolled_back");
+    let err = lab.fails(1, &["-C", "sanfran", "mkbrtype", "third"]);
+    assert!(
+        err.contains("twice") && err.contains("restorereplica"),
+        "{err}"
+    );
+    let err = lab.fails(
+        1,
+        &["-C", "sanfran", "syncreplica", "export", "--to", "boston"],
+    );
+    assert!(err.contains("restorereplica"), "{err}");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read dir").flatten() {
@@ -936,6 +984,7 @@ fn every_command_explains_itself_with_an_example() {
         &["reqmaster"],
         &["reqmaster-policy"],
         &["lsreqmaster"],
+        &["resend-interval"],
         &["digest"],
         &["completions"],
         &["man"],

@@ -314,3 +314,93 @@ fn incarnations_are_printed_as_utc_times_and_kept_as_numbers_in_json() {
     assert!(err.contains("stale"), "{err}");
     shows_incarnation_as_time(&err, inc);
 }
+
+#[test]
+fn the_resend_interval_is_shown_and_set_for_all_siblings_or_one() {
+    let lab = Lab::hub(None);
+    let (out, _) = expect(&lab, 0, &["-C", "boston", "resend-interval"]);
+    assert!(
+        out.contains(
+            "boston resends unacknowledged entries to its siblings after 6h (the default)"
+        ),
+        "{out}"
+    );
+    let (out, _) = expect(&lab, 0, &["-C", "boston", "resend-interval", "90m"]);
+    assert!(
+        out.contains("to its siblings after 90m, or at once"),
+        "{out}"
+    );
+    let to = ["-C", "boston", "resend-interval", "--to", "sanfran"];
+    let (out, _) = expect(&lab, 0, &to);
+    assert!(out.contains("to sanfran after 90m"), "{out}");
+    let (out, _) = expect(&lab, 0, &[&to[..], &["1d"]].concat());
+    assert!(out.contains("to sanfran after 1d"), "{out}");
+    let (out, _) = expect(
+        &lab,
+        0,
+        &["-C", "boston", "resend-interval", "--to", "bangalore"],
+    );
+    assert!(out.contains("to bangalore after 90m"), "{out}");
+    let (_, err) = expect(&lab, 2, &["-C", "boston", "resend-interval", "6"]);
+    assert!(
+        err.contains("no time unit") && err.contains("like 6h"),
+        "{err}"
+    );
+    let (_, err) = expect(
+        &lab,
+        1,
+        &["-C", "boston", "resend-interval", "--to", "nosuch"],
+    );
+    assert!(err.contains("`msite lsreplica`"), "{err}");
+}
+
+#[test]
+fn an_older_restore_request_relayed_by_a_third_replica_is_refused_as_stale() {
+    let lab = family();
+    lab.ok(&["-C", "sanfran", "backup", "bk"]);
+    // sanfran's first restoration: its request reaches boston only.
+    std::fs::remove_dir_all(lab.path("sanfran/store")).expect("lose sanfran's store");
+    lab.ok(&["restore", "bk", "sanfran"]);
+    lab.ok(&["-C", "sanfran", "restorereplica"]);
+    let older = own_incarnation(&lab, "sanfran");
+    lab.send("sanfran", "boston");
+    lab.import("boston");
+    // Lost again; the second restoration's request reaches bangalore only.
+    std::fs::remove_dir_all(lab.path("sanfran/store")).expect("lose sanfran's store again");
+    lab.ok(&["restore", "bk", "sanfran"]);
+    lab.ok(&["-C", "sanfran", "restorereplica"]);
+    let newer = own_incarnation(&lab, "sanfran");
+    assert!(newer > older);
+    lab.send("sanfran", "bangalore");
+    lab.import("bangalore");
+    // boston relays the older request to bangalore: refused as stale, with both times.
+    lab.send("boston", "bangalore");
+    let out = lab.run(&["-C", "bangalore", "syncreplica", "import"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("stale packet from boston: it relays the restore request of sanfran"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&msite_core::incarnation_text(older)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&msite_core::incarnation_text(newer)),
+        "{text}"
+    );
+    assert!(
+        text.contains("0 applied, 0 already applied, 0 waiting, 1 refused."),
+        "{text}"
+    );
+    // bangalore's answer gives boston the newer request; then everything settles.
+    lab.send("bangalore", "boston");
+    lab.import("boston");
+    lab.settle();
+    let v = lab.json(&["-C", "sanfran", "lsreplica", "--json"]);
+    assert_eq!(v["replicas"][0]["state"], "normal", "{v}");
+}

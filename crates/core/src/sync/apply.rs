@@ -4,9 +4,11 @@
 //!
 //! For each entry, in this order: a recovering replica gives up what a newer restoration of
 //! the entry's origin retired; an entry already held is skipped when its hash matches ours,
-//! and is a fork otherwise; a new entry must be the next of its origin, continue the origin's
-//! hash chain, not be one of our own (that shows we lost it), and have its content here or in
-//! the packet. A refusal names every fork the rest of the packet shows.
+//! and is a fork otherwise (of our own origin and not retired by a restoration of ours, it
+//! shows that this replica numbered it twice: rolled back); a new entry must be the next of
+//! its origin, continue the origin's hash chain, not be one of our own (that shows we lost
+//! it), and have its content here or in the packet. A refusal names every fork the rest of
+//! the packet shows.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -129,9 +131,12 @@ impl<'r, S: Store> EntryApply<'r, S> {
                 }
                 Record::Entry(bytes) => {
                     if let Err(err) = self.entry(txn, ap, &bytes) {
-                        let err = self
-                            .replica
-                            .with_later_forks(err, records, &self.given_up)?;
+                        let err = self.replica.with_later_forks(
+                            err,
+                            records,
+                            &self.given_up,
+                            &self.sender_name,
+                        )?;
                         return Err(err);
                     }
                 }
@@ -197,6 +202,16 @@ impl<'r, S: Store> EntryApply<'r, S> {
             return Ok(());
         }
         let origin = self.replica.replica_name(&e.origin);
+        if e.origin == self.replica.me && !self.recovering && !self.replica.holds_newer(txn, e)? {
+            // Not an entry an `--override` restoration of ours retired (ours would be of a
+            // later incarnation): this replica numbered it twice, so it was rolled back.
+            return Err(CoreError::Refused(Refusal::OwnFork {
+                sender: self.sender_name.clone(),
+                origin,
+                number: e.number,
+                also: Vec::new(),
+            }));
+        }
         if self.sender_recovering && self.replica.holds_newer(txn, e)? {
             return Err(CoreError::Refused(Refusal::SenderHoldsRetired {
                 sender: self.sender_name.clone(),
@@ -236,6 +251,13 @@ impl<'r, S: Store> EntryApply<'r, S> {
             None => Replica::<S>::entry_hash_at(txn, &e.origin, held)?.unwrap_or(ZERO_HASH),
         };
         if e.prev != prev {
+            if self.own_beyond_row(e)? {
+                return Err(CoreError::Refused(Refusal::RolledBack {
+                    sender: self.sender_name.clone(),
+                    theirs: e.number,
+                    ours: held,
+                }));
+            }
             return Err(CoreError::Refused(Refusal::Divergent {
                 origin: name(),
                 number: e.number,
@@ -262,6 +284,15 @@ impl<'r, S: Store> EntryApply<'r, S> {
             }
         }
         Ok(())
+    }
+
+    /// Whether `e`, an entry beyond our row whose chain does not continue ours, is one of our
+    /// own from our present timeline (not older than our incarnation, so no restoration of
+    /// ours retired it): we lost it and what it continues, so we are rolled back.
+    fn own_beyond_row(&self, e: &Entry) -> Result<bool> {
+        Ok(e.origin == self.replica.me
+            && !self.recovering
+            && e.incarnation >= self.replica.status()?.incarnation)
     }
 
     /// Stores the entry and applies its effects. A very large packet commits in consistent

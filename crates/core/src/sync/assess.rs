@@ -110,6 +110,11 @@ impl<S: Store> Replica<S> {
         if let Some(a) = self.check_incarnations(h, me_t, &st, &sender_name)? {
             return Ok(a);
         }
+        if st.recovering.is_none() {
+            if let Some(refusal) = self.relays_older_request(h, &sender_name)? {
+                return Ok(Assessment::Refused(CoreError::Refused(refusal)));
+            }
+        }
         let own = self.own_row()?;
         if let Some(refusal) = self.shows_rollback(h, &own, &st, &sender_name) {
             return Ok(Assessment::RolledBack(refusal));
@@ -118,8 +123,8 @@ impl<S: Store> Replica<S> {
         if !needs.is_empty() {
             return Ok(Assessment::Waiting(needs));
         }
-        if let Some(refused) = self.diverges_at_base(h, sender_name)? {
-            return Ok(Assessment::Refused(refused));
+        if let Some(a) = self.diverges_at_base(h, &st, sender_name)? {
+            return Ok(a);
         }
         Ok(Assessment::Importable)
     }
@@ -218,6 +223,43 @@ impl<S: Store> Replica<S> {
         Ok(None)
     }
 
+    /// Step 3, restore requests (PROTOCOL §6.4): a packet that relays a third replica's
+    /// restore request older than the one held here is stale, as the seed refuses it; its
+    /// sender has not seen the newer restoration, and our next packet to it carries the newer
+    /// request. (Our own request and the sender's are judged by the incarnation checks; a
+    /// request of a restoration already completed here is simply over.) Not while this
+    /// replica recovers: it needs the sender's packets to complete, and the sender may refuse
+    /// ours until they arrive (a recovering copy holding retired entries, K13), so the older
+    /// request is ignored instead (seed 50032171 deadlocked).
+    fn relays_older_request(&self, h: &wire::Header, sender: &str) -> Result<Option<Refusal>> {
+        for c in &h.controls {
+            let wire::Control::RestoreRequest {
+                replica,
+                incarnation,
+                ..
+            } = c
+            else {
+                continue;
+            };
+            let r = ReplicaId(replica.0);
+            if r == self.me || replica.0 == h.sender.0 {
+                continue;
+            }
+            let Some(held) = crate::restore::held_request_of(&self.store, &r)? else {
+                continue;
+            };
+            if held.incarnation > *incarnation {
+                return Ok(Some(Refusal::StaleRequest {
+                    sender: sender.to_string(),
+                    replica: self.replica_name(&r),
+                    had: *incarnation,
+                    held: held.incarnation,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// No silent rollback: the sender holds more of our own entries than we do. Not from a
     /// recovering sender's row (nor while we recover): its store is a restored copy, which may
     /// hold our entries that our last restoration retired (K13).
@@ -260,9 +302,17 @@ impl<S: Store> Replica<S> {
     /// Step 5, divergence at the base: every origin whose entry at the base differs from ours
     /// is named. From a recovering sender it is not a fork: its store is a restored copy that
     /// holds entries a newer restoration retired, which it gives up when our next packet
-    /// reaches it (K13).
-    fn diverges_at_base(&self, h: &wire::Header, sender: String) -> Result<Option<CoreError>> {
+    /// reaches it (K13). A different entry under one of our own numbers that no restoration
+    /// of ours retired shows that this replica numbered it twice: it is rolled back
+    /// (invariant 8), whoever the sender.
+    fn diverges_at_base(
+        &self,
+        h: &wire::Header,
+        st: &Status,
+        sender: String,
+    ) -> Result<Option<Assessment>> {
         let mut forks = Vec::new();
+        let mut own_fork = None;
         for b in &h.bases {
             let o = ReplicaId(b.origin.0);
             let ours = Self::entry_hash_at(&self.store, &o, b.number)?;
@@ -272,8 +322,20 @@ impl<S: Store> Replica<S> {
                 continue;
             }
             if ours != Some(b.hash) {
-                forks.push((self.replica_name(&o), b.number));
+                if o == self.me && st.recovering.is_none() && self.own_number_reused(b.number)? {
+                    own_fork = Some(b.number);
+                } else {
+                    forks.push((self.replica_name(&o), b.number));
+                }
             }
+        }
+        if let Some(number) = own_fork {
+            return Ok(Some(Assessment::RolledBack(Refusal::OwnFork {
+                sender,
+                origin: self.name(),
+                number,
+                also: forks,
+            })));
         }
         if forks.is_empty() {
             return Ok(None);
@@ -294,6 +356,6 @@ impl<S: Store> Replica<S> {
                 also: forks,
             }
         };
-        Ok(Some(CoreError::Refused(refusal)))
+        Ok(Some(Assessment::Refused(CoreError::Refused(refusal))))
     }
 }

@@ -246,7 +246,7 @@ impl<S: Store> Replica<S> {
             return Ok(base);
         }
         let unacknowledged = send.last_seq > send.applied;
-        if send.have_report && unacknowledged {
+        if send.have_report && unacknowledged && self.resend_due(target)? {
             if let Some(floor) = self.resend_floor(target, own, send)? {
                 base.reason = "resend";
                 base.row = floor;
@@ -269,6 +269,21 @@ impl<S: Store> Replica<S> {
             base.reason = reason;
         }
         Ok(base)
+    }
+
+    /// Whether unacknowledged entries go to `target` again on an export with nothing new:
+    /// only a resend interval after the last packet that carried entries to it. A gap the
+    /// target reports lowers our estimate of it (`sync/ack.rs`), so what it lost goes at the
+    /// next export whatever the time; without one, the packets may only be on their way, and
+    /// resending them at every export would multiply traffic by the number of exports between
+    /// two replies. The interval bounds how long a packet lost without a later one is missed.
+    fn resend_due(&self, target: &ReplicaId) -> Result<bool> {
+        let last = get_u64(
+            &self.store,
+            Keyspace::Peers,
+            &keys::peer(keys::peers::LAST_ENTRIES, target),
+        )?;
+        Ok(self.env.now_ms().saturating_sub(last) >= self.resend_ms(target)?)
     }
 
     /// With packets unacknowledged: what the target is known to hold (its last report,
@@ -381,12 +396,7 @@ impl<S: Store> Replica<S> {
                     txn.put(Keyspace::Epochs, &keys::estimate(t, o), &n.to_be_bytes());
                 }
             }
-            txn.put(
-                Keyspace::Peers,
-                &keys::peer(keys::peers::LAST_SENT, t),
-                &self.env.now_ms().to_be_bytes(),
-            );
-            txn.delete(Keyspace::Peers, &keys::peer(keys::peers::ANSWER_STALE, t));
+            self.record_sent(&mut txn, plan);
             let mut recv = Self::recv_state(&self.store, t)?;
             recv.reported_applied = plan.report.0;
             recv.reported_seen = plan.report.1;
@@ -407,6 +417,27 @@ impl<S: Store> Replica<S> {
         }
         txn.commit(WriteOptions::SYNC)?;
         Ok(())
+    }
+
+    /// Records when the plan's packet went to its target (the keepalive counts from it) and,
+    /// if it carries entries, when entries last did (the resend interval counts from that);
+    /// it answers any stale packet of the target.
+    fn record_sent(&self, txn: &mut Txn<'_, S>, plan: &ExportPlan) {
+        let t = &plan.target;
+        let now = self.env.now_ms().to_be_bytes();
+        txn.put(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::LAST_SENT, t),
+            &now,
+        );
+        if plan.entry_count > 0 {
+            txn.put(
+                Keyspace::Peers,
+                &keys::peer(keys::peers::LAST_ENTRIES, t),
+                &now,
+            );
+        }
+        txn.delete(Keyspace::Peers, &keys::peer(keys::peers::ANSWER_STALE, t));
     }
 
     /// The sender row of a packet: the own row, plus a cell with number 0 for every other

@@ -38,45 +38,47 @@ pub enum ImportOutcome {
 }
 
 impl<S: Store> Replica<S> {
-    /// Imports one logical packet (PROTOCOL §4). A refused packet changes nothing.
+    /// Imports one logical packet (PROTOCOL §4). A refused packet changes nothing, except
+    /// what [`Replica::after_refusal`] writes.
     pub fn import(&self, pkt: Incoming<'_>) -> Result<ImportOutcome> {
         let h = pkt.header.clone();
         let res = self.import_packet(pkt);
-        if let Err(CoreError::Refused(Refusal::RolledBack {
-            sender,
-            theirs,
-            ours,
-        })) = &res
-        {
-            // Whether the sender's row showed it or an entry of our own the packet carries
-            // (whose chain continues ours), the lock must outlive this refusal: otherwise the
-            // replica keeps exporting and nobody runs `restorereplica`, and restorations
-            // awaiting it never complete.
-            self.mark_rolled_back(&format!(
-                "{sender} holds this replica's entries up to {theirs} but it holds only up to {ours} (restored without `msite restore`)"
-            ))?;
-        }
-        if let Err(CoreError::Refused(Refusal::SenderHoldsRetired { .. })) = &res {
-            // The sender's own restore request is news about the sender, as for a stale
-            // packet: without it we never send the sender the newer history that makes it
-            // give up the retired entries (K13).
-            self.learn_sender_request(&h)?;
-        }
-        if let Err(CoreError::Refused(Refusal::Divergent { .. } | Refusal::RolledBack { .. })) =
-            &res
-        {
-            // A packet refused for its content still has an authentic header: the sender's
-            // incarnation is news about the sender (K1). Without it, after a restore with
-            // `--override` or a partial `--wait-for`, the replica that reports the fork keeps
-            // believing the sender's old incarnation, and its packets are refused as stale.
-            let k = keys::peer(keys::peers::INCARNATION, &ReplicaId(h.sender.0));
-            let mut txn = Txn::new(&self.store);
-            if h.sender_incarnation > get_u64(&txn, Keyspace::Peers, &k)? {
-                txn.put(Keyspace::Peers, &k, &h.sender_incarnation.to_be_bytes());
-                txn.commit(WriteOptions::SYNC)?;
-            }
+        if let Err(CoreError::Refused(r)) = &res {
+            self.after_refusal(&h, r)?;
         }
         res
+    }
+
+    /// What a refused packet still does, in one write: a refusal that shows this replica
+    /// lost entries of its own locks it as rolled back (invariant 8: otherwise it keeps
+    /// numbering and exporting, nobody runs `restorereplica`, and restorations awaiting it
+    /// never complete); a refusal for content teaches the sender's incarnation (K1: without
+    /// it, after a restore with `--override` or a partial `--wait-for`, the replica that
+    /// reports the fork keeps believing the sender's old incarnation, and its packets are
+    /// refused as stale); one for holding retired entries teaches the sender's own restore
+    /// request (K13: without it we never send the sender the newer history that makes it give
+    /// them up).
+    fn after_refusal(&self, h: &wire::Header, r: &Refusal) -> Result<()> {
+        if let Refusal::SenderHoldsRetired { .. } = r {
+            self.learn_sender_request(h)?;
+        }
+        let mut txn = Txn::new(&self.store);
+        if let Some(reason) = rollback_reason(r) {
+            Self::lock_rolled_back(&mut txn, &reason);
+        }
+        if matches!(
+            r,
+            Refusal::Divergent { .. } | Refusal::RolledBack { .. } | Refusal::OwnFork { .. }
+        ) {
+            let k = keys::peer(keys::peers::INCARNATION, &ReplicaId(h.sender.0));
+            if h.sender_incarnation > get_u64(&txn, Keyspace::Peers, &k)? {
+                txn.put(Keyspace::Peers, &k, &h.sender_incarnation.to_be_bytes());
+            }
+        }
+        if !txn.is_empty() {
+            txn.commit(WriteOptions::SYNC)?;
+        }
+        Ok(())
     }
 
     /// A packet of `sender` was refused as stale (for an older incarnation of the sender or
@@ -118,6 +120,17 @@ impl<S: Store> Replica<S> {
                 }
                 Ok(ImportOutcome::Waiting(needs))
             }
+            Assessment::Refused(CoreError::Refused(r @ Refusal::StaleRequest { .. })) => {
+                // Built by a sender that has not seen a newer restoration of a third replica;
+                // everything about the sender itself is current. It teaches what a waiting
+                // packet does (its own request, that we saw it, its report on our packets):
+                // without the report, a sender whose copies of our packets wait for one it
+                // lost never gets it again, and keeps relaying the old request (found by the
+                // simulator). Our answer carries the newer request.
+                self.note_waiting(&h)?;
+                self.answer_stale(&sender)?;
+                Err(CoreError::Refused(r))
+            }
             Assessment::Refused(CoreError::Refused(r @ Refusal::StaleTarget { .. })) => {
                 // The packet was built before our restore was known to its sender, but the
                 // sender's own restore request in it is news about the sender, not content
@@ -130,10 +143,17 @@ impl<S: Store> Replica<S> {
             }
             Assessment::Refused(CoreError::Refused(r @ Refusal::StaleSender { .. })) => {
                 self.answer_stale(&sender)?;
-                Err(self.with_later_forks(CoreError::Refused(r), &mut pkt.records, &[])?)
+                Err(self.with_later_forks(
+                    CoreError::Refused(r),
+                    &mut pkt.records,
+                    &[],
+                    &self.sender_name(&h),
+                )?)
             }
             // Forks the carried entries show beyond the bases are reported too (K14).
-            Assessment::Refused(e) => Err(self.with_later_forks(e, &mut pkt.records, &[])?),
+            Assessment::Refused(e) => {
+                Err(self.with_later_forks(e, &mut pkt.records, &[], &self.sender_name(&h))?)
+            }
             // Marked rolled back by `import`, as for a carried entry that shows it.
             Assessment::RolledBack(refusal) => Err(CoreError::Refused(refusal)),
             Assessment::NewerIncarnationKnown {
@@ -216,13 +236,16 @@ impl<S: Store> Replica<S> {
     /// origin whose entries in the rest of the packet differ from ours, so each fork the packet
     /// shows is reported, not only the first (K14), and then the origins in `given_up`: entries
     /// of theirs the packet had made this recovering replica give up before the refusal, which
-    /// discards that as well (K29).
-    /// Other errors pass through.
+    /// discards that as well (K29). When the rest of the packet shows `sender` holding a
+    /// different entry under one of our own numbers that no restoration of ours retired, the
+    /// refusal becomes [`Refusal::OwnFork`] (this replica is rolled back; invariant 8), naming
+    /// the other forks. Other errors pass through.
     pub(super) fn with_later_forks(
         &self,
         mut err: CoreError,
         records: &mut dyn Iterator<Item = Result<Record>>,
         given_up: &[(String, u64)],
+        sender: &str,
     ) -> Result<CoreError> {
         let CoreError::Refused(refusal) = &mut err else {
             return Ok(err);
@@ -232,27 +255,44 @@ impl<S: Store> Replica<S> {
         };
         let mut named: Vec<&str> = vec![origin];
         named.extend(also.iter().map(|(o, _)| o.as_str()));
-        let more = self.later_forks(records, &named)?;
+        let (more, own_fork) = self.later_forks(records, &named)?;
         also.extend(more);
         for (o, n) in given_up {
             if o != origin && !also.iter().any(|(a, _)| a == o) {
                 also.push((o.clone(), *n));
             }
         }
-        Ok(err)
+        let Some(number) = own_fork else {
+            return Ok(err);
+        };
+        let mut others = vec![(origin.to_string(), 0)];
+        others.extend(std::mem::take(also));
+        if let Some(first) = refusal.first_fork_number() {
+            others[0].1 = first;
+        }
+        Ok(CoreError::Refused(Refusal::OwnFork {
+            sender: sender.to_string(),
+            origin: self.name(),
+            number,
+            also: others,
+        }))
     }
 
     /// After a packet is found divergent at the origins named in `reported`: the other
     /// origins whose entries in the rest of the packet differ from the ones held here, so that
-    /// the refusal reports every fork the packet shows, not only the first (K14). Nothing is
+    /// the refusal reports every fork the packet shows, not only the first (K14), and the
+    /// first of our own numbers under which it carries a different entry that no restoration
+    /// of ours retired (made on our timeline: this replica numbered it twice). Nothing is
     /// applied.
     pub(super) fn later_forks(
         &self,
         records: &mut dyn Iterator<Item = Result<Record>>,
         reported: &[&str],
-    ) -> Result<Vec<(String, u64)>> {
+    ) -> Result<(Forks, Option<u64>)> {
         let mut seen: BTreeSet<String> = reported.iter().map(|s| s.to_string()).collect();
         let mut out = Vec::new();
+        let mut own_fork = None;
+        let me = self.name();
         for rec in records {
             let Ok(Record::Entry(bytes)) = rec else {
                 continue;
@@ -260,15 +300,55 @@ impl<S: Store> Replica<S> {
             let Ok(e) = Entry::decode_verified(&bytes) else {
                 continue;
             };
-            if let Some(ours) = Self::entry_hash_at(&self.store, &e.origin, e.number)? {
-                let name = self.replica_name(&e.origin);
-                if ours != e.hash && !seen.contains(&name) {
-                    seen.insert(name.clone());
-                    out.push((name, e.number));
-                }
+            let Some(ours) = Self::entry_hash_at(&self.store, &e.origin, e.number)? else {
+                continue;
+            };
+            if ours == e.hash {
+                continue;
+            }
+            if own_fork.is_none() && !seen.contains(&me) && self.own_entry_reused(&e)? {
+                own_fork = Some(e.number);
+                continue;
+            }
+            let name = self.replica_name(&e.origin);
+            if !seen.contains(&name) {
+                seen.insert(name.clone());
+                out.push((name, e.number));
             }
         }
-        Ok(out)
+        Ok((out, own_fork))
+    }
+
+    /// Whether `theirs`, a different entry than ours under one of our own numbers, shows
+    /// that this replica numbered it twice: we do not recover, and ours is not of a later
+    /// incarnation (which would make theirs one a restoration of ours retired).
+    fn own_entry_reused(&self, theirs: &Entry) -> Result<bool> {
+        if theirs.origin != self.me || self.status()?.recovering.is_some() {
+            return Ok(false);
+        }
+        Ok(!self.holds_newer(&Txn::new(&self.store), theirs)?)
+    }
+}
+
+/// Origins whose histories differ, each with the first number where they do.
+type Forks = Vec<(String, u64)>;
+
+/// Why a refusal locks this replica as rolled back, as the lock records it (`msite status`
+/// and every refused command show it), or `None` when it does not show that this replica
+/// lost entries of its own.
+fn rollback_reason(r: &Refusal) -> Option<String> {
+    match r {
+        Refusal::RolledBack {
+            sender,
+            theirs,
+            ours,
+        } => Some(format!(
+            "{sender} holds this replica's entries up to {theirs} but it holds only up to {ours} (restored without `msite restore`)"
+        )),
+        Refusal::OwnFork { sender, number, .. } => Some(format!(
+            "{sender} holds a different entry {number} of this replica's own, so it numbered {number} twice (put back to an older copy without `msite restore`)"
+        )),
+        _ => None,
     }
 }
 
@@ -282,6 +362,7 @@ fn names_siblings(a: &Assessment) -> bool {
             | Assessment::RolledBack(_)
             | Assessment::Refused(CoreError::Refused(
                 Refusal::StaleTarget { .. }
+                    | Refusal::StaleRequest { .. }
                     | Refusal::StaleSender { .. }
                     | Refusal::Divergent { .. }
                     | Refusal::SenderHoldsRetired { .. }

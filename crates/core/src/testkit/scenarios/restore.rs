@@ -168,6 +168,119 @@ pub fn case_snapshot_rollback_that_writes_first_is_refused_as_divergent_by_the_s
     assert_eq!(before, f.sites[0].digest().unwrap());
 }
 
+/// Site `i` is locked as rolled back by `err`, a refusal naming its own fork: the message
+/// tells the operator to run `restorereplica`, and local changes and exports are refused.
+fn locked_by_own_fork<F: StoreFactory>(f: &Family<'_, F>, i: usize, err: &CoreError) {
+    assert!(
+        matches!(err, CoreError::Refused(Refusal::OwnFork { origin, .. }) if *origin == f.names[i]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("msite restorereplica"), "{err}");
+    let reason = f.sites[i].status().unwrap().rolled_back;
+    assert!(reason.is_some_and(|r| r.contains("twice")));
+    assert!(matches!(
+        f.sites[i].checkin("z", "main", b"z", "u", ""),
+        Err(CoreError::Locked(_))
+    ));
+    assert!(f.sites[i].export_to_parts(&f.id(0), None).is_err());
+}
+
+/// A site put back by a file copy that checks in again reuses one of its own numbers; the
+/// sibling's next packet, whose base names the other entry under that number, locks it as
+/// rolled back (invariant 8), and the packet changes nothing else.
+pub fn case_rolled_back_site_that_numbered_again_locks_itself_at_a_base<F: StoreFactory>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 2, 40);
+    f.settle(&[(0, 1)]);
+    let snap = f.backup(1);
+    f.sites[1].checkin("a", "main", b"1", "u", "").unwrap();
+    f.settle(&[(0, 1)]);
+    f.snapshot_rollback(1, &snap);
+    f.sites[1].checkin("a", "main", b"other", "u", "").unwrap();
+    assert!(f.sites[1].status().unwrap().rolled_back.is_none());
+    f.sites[0].checkin("b", "main", b"x", "u", "").unwrap();
+    let p = f.export(0, 1).unwrap();
+    let before = f.sites[1].digest().unwrap();
+    let own = f.sites[1].own_row().unwrap();
+    let err = f.import(1, p.clone()).unwrap_err();
+    locked_by_own_fork(&f, 1, &err);
+    assert_eq!(before, f.sites[1].digest().unwrap());
+    assert_eq!(own, f.sites[1].own_row().unwrap());
+    // The lock holds for the next import too.
+    assert!(matches!(f.import(1, p), Err(CoreError::Locked(m)) if m.contains("restorereplica")));
+}
+
+/// The same, when the other entry arrives as an entry a third replica relays (it never
+/// talked to the rolled-back site, so it sends all it holds of it): the entry under the
+/// reused number locks the site.
+pub fn case_rolled_back_site_that_numbered_again_locks_itself_on_a_relayed_entry<
+    F: StoreFactory,
+>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 3, 41);
+    f.settle(&hub(3));
+    let snap = f.backup(1);
+    f.sites[1].checkin("a", "main", b"1", "u", "").unwrap();
+    f.settle(&hub(3));
+    f.snapshot_rollback(1, &snap);
+    f.sites[1].checkin("a", "main", b"other", "u", "").unwrap();
+    let p = f.export(2, 1).unwrap();
+    let before = f.sites[1].digest().unwrap();
+    let err = f.import(1, p).unwrap_err();
+    locked_by_own_fork(&f, 1, &err);
+    assert_eq!(before, f.sites[1].digest().unwrap());
+}
+
+/// A third replica that relays an older restore request of a sibling than the one held
+/// here is refused as stale (PROTOCOL §6.4), changing nothing; our next packet gives it the
+/// newer request, and the family completes the restoration and converges.
+pub fn case_an_older_restore_request_relayed_by_a_third_replica_is_refused_as_stale<
+    F: StoreFactory,
+>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 3, 42);
+    f.settle(&mesh(3));
+    let backup = f.backup(2);
+    f.restore(2, &backup);
+    f.sites[2].restorereplica(&[], false).unwrap();
+    let older = f.sites[2].status().unwrap().incarnation;
+    let p = f.export(2, 1).unwrap();
+    assert!(applied(&f.import(1, p).unwrap()));
+    // Lost again before anything else moved; the newer request reaches r0 only.
+    f.restore(2, &backup);
+    f.sites[2].restorereplica(&[], false).unwrap();
+    let newer = f.sites[2].status().unwrap().incarnation;
+    assert!(newer > older);
+    let p = f.export(2, 0).unwrap();
+    assert!(applied(&f.import(0, p).unwrap()));
+    f.sites[1].checkin("c", "main", b"1", "u", "").unwrap();
+    let relay = f.export(1, 0).unwrap();
+    let before = (f.sites[0].digest().unwrap(), f.sites[0].own_row().unwrap());
+    match f.import(0, relay).unwrap_err() {
+        CoreError::Refused(Refusal::StaleRequest {
+            sender,
+            replica,
+            had,
+            held,
+        }) => {
+            assert_eq!((sender.as_str(), replica.as_str()), ("r1", "r2"));
+            assert_eq!((had, held), (older, newer));
+        }
+        other => panic!("expected a stale refusal, got {other}"),
+    }
+    assert_eq!(
+        before,
+        (f.sites[0].digest().unwrap(), f.sites[0].own_row().unwrap())
+    );
+    f.settle(&mesh(3));
+    assert!(f.sites[2].status().unwrap().recovering.is_none());
+    f.assert_converged();
+    assert_no_reuse(&f);
+}
+
 /// Sibling created after the backup joins the awaited set.
 pub fn case_sibling_created_after_the_backup_joins_the_awaited_set<F: StoreFactory>(factory: &F) {
     let mut f = Family::new(factory, 2, 24);

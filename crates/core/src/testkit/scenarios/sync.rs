@@ -68,7 +68,11 @@ pub fn case_lost_packet_is_resent_without_an_operator<F: StoreFactory>(factory: 
     f.settle(&[(0, 1)]);
     f.sites[0].checkin("x", "main", b"1", "u", "").unwrap();
     let _lost = f.export(0, 1).unwrap();
-    // The last packet is lost and nothing new happens: exchanging both ways heals it.
+    // The last packet is lost and nothing new happens: no report can show the gap, so the
+    // next exports resend it once the resend interval has passed since it was sent.
+    f.settle(&[(0, 1)]);
+    assert_ne!(f.sites[0].digest().unwrap(), f.sites[1].digest().unwrap());
+    f.env.advance(crate::keys::DEFAULT_RESEND_MS);
     f.settle(&[(0, 1)]);
     f.assert_converged();
     // A lost packet followed by a later one: the later one waits, the report shows the gap.
@@ -83,6 +87,74 @@ pub fn case_lost_packet_is_resent_without_an_operator<F: StoreFactory>(factory: 
         f.sites[1].cat(&VersionSel::parse("x").unwrap()).unwrap(),
         b"3"
     );
+}
+
+/// `n` bytes that zstd cannot shrink, different for each `seed`.
+fn incompressible(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// 24 exports of a hub to a spoke between two replies, a new 16 KiB version before every
+/// third: every export with nothing new sends nothing (the packets may only be on their
+/// way), so the bytes shipped stay within a small factor of the new versions' bytes
+/// (before, each such export re-shipped every unacknowledged entry: ten times as much
+/// here). The spoke's reply acknowledges them all, and then nothing more is sent.
+pub fn case_exports_between_two_replies_send_no_resend_storm<F: StoreFactory>(factory: &F) {
+    const VERSION: usize = 16 << 10;
+    let f = Family::new(factory, 2, 9);
+    f.settle(&[(0, 1)]);
+    let (mut shipped, mut new) = (0usize, 0usize);
+    for k in 0..24u64 {
+        if k % 3 == 0 {
+            let body = incompressible(k, VERSION);
+            f.sites[0].checkin("big", "main", &body, "u", "").unwrap();
+            new += VERSION;
+        }
+        let Some(p) = f.export(0, 1) else {
+            assert!(k % 3 != 0, "export {k} carried no new version");
+            continue;
+        };
+        shipped += p.iter().map(Vec::len).sum::<usize>();
+        assert!(applied(&f.import(1, p).unwrap()));
+    }
+    assert!(
+        shipped <= new + new / 4,
+        "{shipped} bytes shipped for {new} bytes of new versions"
+    );
+    assert!(f.sync(1, 0).is_some(), "the spoke's reply");
+    assert_eq!(f.sites[0].unacknowledged(&f.id(1)).unwrap(), 0);
+    assert!(f.export(0, 1).is_none(), "an acknowledged link still sends");
+    f.assert_converged();
+}
+
+/// A reply that shows a gap (a later packet seen, an earlier one lost) makes the next export
+/// resend at once, without waiting for the resend interval.
+pub fn case_a_reported_gap_is_resent_at_once<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 2, 10);
+    f.settle(&[(0, 1)]);
+    for k in 0..3u64 {
+        f.sites[0]
+            .checkin("x", "main", format!("{k}").as_bytes(), "u", "")
+            .unwrap();
+        let p = f.export(0, 1).unwrap();
+        if k != 1 {
+            let _ = f.import(1, p).unwrap();
+        }
+    }
+    // The reply reports packet 3 seen but packet 2 not applied: the next export resends.
+    f.sync(1, 0).unwrap();
+    let resend = f.export(0, 1).expect("the gap is resent at once");
+    assert!(applied(&f.import(1, resend).unwrap()));
+    f.settle(&[(0, 1)]);
+    f.assert_converged();
 }
 
 /// Settled exchange sends nothing.
