@@ -112,10 +112,16 @@ impl AnyStore {
     }
 
     /// Makes a new store directory `dest` from a backup written by [`Store::backup`] of a
-    /// store of backend `kind`.
-    pub fn restore_backup_as(kind: BackendKind, backup: &Path, dest: &Path) -> anyhow::Result<()> {
+    /// store of backend `kind`; a networked engine puts the store where `url` says (default:
+    /// beside the backed-up one).
+    pub fn restore_backup_as(
+        kind: BackendKind,
+        backup: &Path,
+        dest: &Path,
+        url: Option<&str>,
+    ) -> anyhow::Result<()> {
         kind.ensure_compiled()?;
-        let res = crate::with_engine!(kind, E => E::restore_backup(backup, dest))
+        let res = crate::with_engine!(kind, E => E::restore_backup_to(backup, dest, url))
             .unwrap_or_else(|absent| Err(Error::Invalid(absent.to_string())));
         res.map_err(|e| {
             anyhow::Error::new(e).context(format!(

@@ -33,6 +33,19 @@ pub trait Engine: Store + Sized {
         }
     }
 
+    /// Makes a new store directory `dest` from `backup`; `url` names where a networked engine
+    /// puts the restored store (another server, when the old one is lost). An embedded engine
+    /// keeps it in `dest` and refuses a `url`.
+    fn restore_backup_to(backup: &Path, dest: &Path, url: Option<&str>) -> Result<()> {
+        match url {
+            None => Self::restore_backup(backup, dest),
+            Some(_) => Err(msite_core::store::Error::Invalid(format!(
+                "the {} backend keeps its store in the site directory; --url is only for networked backends (postgres)",
+                Self::KIND
+            ))),
+        }
+    }
+
     /// The directory the store lives in (`None` for a store held only in memory).
     fn dir(&self) -> Option<PathBuf>;
 
@@ -130,6 +143,10 @@ impl Engine for crate::PgStore {
             Some(url) => crate::PgStore::create(dir, url),
             None => crate::PgStore::open(dir),
         }
+    }
+
+    fn restore_backup_to(backup: &Path, dest: &Path, url: Option<&str>) -> Result<()> {
+        crate::PgStore::restore_backup_to(backup, dest, url)
     }
 
     fn dir(&self) -> Option<PathBuf> {

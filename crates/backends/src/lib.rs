@@ -234,7 +234,20 @@ mod tests {
             drop(snap);
             store.backup(&dir.path().join("backup")).unwrap();
             drop(store);
-            AnyStore::restore_backup_as(k, &dir.path().join("backup"), &dir.path().join("r"))
+            if !k.networked() {
+                let err = AnyStore::restore_backup_as(
+                    k,
+                    &dir.path().join("backup"),
+                    &dir.path().join("elsewhere"),
+                    Some("host=/tmp dbname=x"),
+                )
+                .unwrap_err();
+                assert!(
+                    format!("{err:#}").contains("--url is only for networked"),
+                    "{err:#}"
+                );
+            }
+            AnyStore::restore_backup_as(k, &dir.path().join("backup"), &dir.path().join("r"), None)
                 .unwrap();
             let restored = AnyStore::open(k, &dir.path().join("r")).unwrap();
             assert_eq!(

@@ -105,6 +105,11 @@ impl ConnSettings {
             .unwrap_or_else(|| self.user())
     }
 
+    /// The database the connection string names, if it names one.
+    pub fn explicit_dbname(&self) -> Option<String> {
+        self.config.get_dbname().map(str::to_string)
+    }
+
     /// The user named (libpq's default: the operating-system user).
     pub fn user(&self) -> String {
         self.config

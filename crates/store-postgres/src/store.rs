@@ -66,6 +66,14 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
+    /// Restores `backup` into a new database and makes `dest` the store directory that names
+    /// it: on the server `url` names (its `dbname`, if given, is the new database's name), or
+    /// by default on the backed-up store's server under a fresh name.
+    pub fn restore_backup_to(backup: &Path, dest: &Path, url: Option<&str>) -> Result<()> {
+        let server = url.map(ConnSettings::parse).transpose()?;
+        crate::vendor::restore(backup, dest, server.as_ref())
+    }
+
     /// Open the store whose connection settings are in `dir` (`DIR/conninfo`). A missing or
     /// empty `dir` gets a new store in a new database on the server named by
     /// `$MSITE_PG_SERVER` (a connection string without a database), if it is set; otherwise
@@ -427,6 +435,6 @@ impl Store for PgStore {
     }
 
     fn restore_backup(backup: &Path, dest: &Path) -> Result<()> {
-        crate::vendor::restore(backup, dest, None)
+        Self::restore_backup_to(backup, dest, None)
     }
 }

@@ -50,8 +50,10 @@ pub(crate) fn backup(settings: &ConnSettings, dest: &Path) -> Result<()> {
     settings.write_as(dest, SOURCE_FILE)
 }
 
-/// Restore the backup in `backup` into a new database on `server` (default: the server of
-/// the backed-up store) and write the new store's connection settings into `dest`.
+/// Restore the backup in `backup` into a new database and write the new store's connection
+/// settings into `dest`. The database is on `server` (default: the server of the backed-up
+/// store), named as `server` names it if it does, else after the backed-up one with `_r_` and
+/// a random suffix; it must not exist yet.
 pub(crate) fn restore(backup: &Path, dest: &Path, server: Option<&ConnSettings>) -> Result<()> {
     let source = match ConnSettings::read_from(backup, SOURCE_FILE)? {
         Some(s) if backup.join(DUMP_DIR).join("toc.dat").is_file() => s,
@@ -63,15 +65,16 @@ pub(crate) fn restore(backup: &Path, dest: &Path, server: Option<&ConnSettings>)
         }
     };
     prepare_empty_dir(dest)?;
+    let name = match server.and_then(ConnSettings::explicit_dbname) {
+        Some(named) => named,
+        None => fresh_name(&source),
+    };
     let server = server.unwrap_or(&source);
-    let mut base: String = source.dbname().chars().take(40).collect();
-    if let Some(cut) = base.find("_r_") {
-        base.truncate(cut); // a restore of a restore keeps the original name
+    if database_exists(server, &name) {
+        return Err(Error::Invalid(format!(
+            "the database {name} exists already on that server; name a new one (dbname=… in --url) or drop it first"
+        )));
     }
-    let name = format!(
-        "{base}_r_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
     create_database(server, &name)?;
     let target = server.with_dbname(&name);
     let out = Command::new(tools::find("pg_restore").map_err(Error::Invalid)?)
@@ -95,6 +98,30 @@ pub(crate) fn restore(backup: &Path, dest: &Path, server: Option<&ConnSettings>)
         return Err(err);
     }
     target.write(dest)
+}
+
+/// A new database name after the backed-up store's: `NAME_r_` and 12 random hex digits (a
+/// restore of a restore keeps the original name).
+fn fresh_name(source: &ConnSettings) -> String {
+    let mut base: String = source.dbname().chars().take(40).collect();
+    if let Some(cut) = base.find("_r_") {
+        base.truncate(cut);
+    }
+    format!(
+        "{base}_r_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Whether database `name` exists on `server` (false when that cannot be told).
+fn database_exists(server: &ConnSettings, name: &str) -> bool {
+    let Ok(mut admin) = Conn::connect(&server.with_dbname("postgres")) else {
+        return false;
+    };
+    admin
+        .client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .is_ok_and(|row| row.is_some())
 }
 
 /// Check every table and its index with amcheck; damage is [`Error::Corruption`]. On an

@@ -264,7 +264,7 @@ recovering or locked is replaced without --force.\n\n\
 The restored store is marked restored: it refuses local changes, exports and imports until \
 `msite restorereplica` starts the restoration procedure, which recovers what the backup lacks \
 from the siblings.",
-    after_help = "Example:\n  msite restore /backups/sanfran-2024-06-01 /srv/msite/sanfran\n  msite -C /srv/msite/sanfran restorereplica\n  msite restore --force /backups/sanfran-2024-06-01 sanfran   # replace a store in normal operation"
+    after_help = "Example:\n  msite restore /backups/sanfran-2024-06-01 /srv/msite/sanfran\n  msite -C /srv/msite/sanfran restorereplica\n  msite restore --force /backups/sanfran-2024-06-01 sanfran   # replace a store in normal operation\n  msite restore /backups/sanfran-2024-06-01 sanfran --url 'host=db2.sanfran.example dbname=msite_sanfran'   # PostgreSQL, onto another server"
 )]
 pub struct Restore {
     /// The backup directory (written by `msite backup`).
@@ -274,6 +274,10 @@ pub struct Restore {
     /// Replace a store in normal operation (its own changes no sibling holds are lost).
     #[arg(long)]
     pub force: bool,
+    /// PostgreSQL: the server (and, with dbname=…, the new database) to restore into, when the
+    /// backed-up store's server is lost (default: a new database beside the old one).
+    #[arg(long, value_name = "CONNINFO")]
+    pub url: Option<String>,
 }
 
 impl Restore {
@@ -297,7 +301,7 @@ impl Restore {
                 return Err(restore::refuse_healthy(&dir, name, unheld));
             }
         }
-        let staged = restore::stage(ctx, kind, &self.backup, &m, &paths)?;
+        let staged = restore::stage(ctx, kind, &self.backup, &m, &paths, self.url.as_deref())?;
         self.say_old(ctx, &dir, &old);
         // Closed before it is renamed: an engine may reach its files by path when closing.
         drop(held_open);

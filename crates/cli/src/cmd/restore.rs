@@ -198,10 +198,11 @@ pub fn stage(
     backup: &Path,
     m: &Manifest,
     paths: &SitePaths,
+    url: Option<&str>,
 ) -> anyhow::Result<Staged> {
     let staging = paths.restore_staging();
     let pb = crate::util::spinner(ctx, format!("restoring {}", m.replica_name));
-    let res = build_staged(ctx, kind, backup, m, &staging);
+    let res = build_staged(ctx, kind, backup, m, &staging, url);
     pb.finish_and_clear();
     let res = res.and_then(|staged| {
         sync_dir(&staging)?;
@@ -229,8 +230,9 @@ fn build_staged(
     backup: &Path,
     m: &Manifest,
     staging: &Path,
+    url: Option<&str>,
 ) -> anyhow::Result<Staged> {
-    AnyStore::restore_backup_as(kind, &backup.join("store"), staging)?;
+    AnyStore::restore_backup_as(kind, &backup.join("store"), staging, url)?;
     let store = AnyStore::open(kind, staging)?;
     store
         .check_integrity()

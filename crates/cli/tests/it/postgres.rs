@@ -108,3 +108,97 @@ fn the_seed_procedure_works_end_to_end_on_postgres() {
     drop(lab);
     drop(server);
 }
+
+#[test]
+fn a_store_whose_server_is_lost_is_restored_onto_another_server() {
+    let start = || {
+        ScratchServer::start(ScratchOptions {
+            no_fsync: true,
+            ..Default::default()
+        })
+        .expect("a scratch PostgreSQL server")
+    };
+    let (hub_server, lost_server, new_server) = (start(), start(), start());
+    let lab = Lab::new();
+    lab.ok(&with_url(
+        &["init", "boston", "--family", "proj", "--replica", "boston"],
+        &hub_server.conninfo("site_boston"),
+    ));
+    lab.ok(&[
+        "-C",
+        "boston",
+        "mkreplica",
+        "export",
+        "sanfran",
+        "--out",
+        "t",
+    ]);
+    let pkt = crate::packets_in(&lab.path("t"))
+        .pop()
+        .expect("a creation packet");
+    lab.ok(&with_url(
+        &["mkreplica", "import", &pkt.to_string_lossy(), "sanfran"],
+        &lost_server.conninfo("site_sanfran"),
+    ));
+    lab.ok(&["-C", "sanfran", "mkbrtype", "sf"]);
+    let f = lab.write("w/a.c", "int a;\n");
+    lab.ok(&["-C", "sanfran", "checkin", "a.c", &f, "--branch", "sf"]);
+    lab.send("sanfran", "boston");
+    lab.import("boston");
+    lab.ok(&["-C", "sanfran", "backup", "bk"]);
+    let f = lab.write("w/b.c", "int b; /* after the backup */\n");
+    lab.ok(&["-C", "sanfran", "checkin", "b.c", &f, "--branch", "sf"]);
+    lab.send("sanfran", "boston");
+    lab.import("boston");
+
+    // sanfran's database server is gone for good.
+    drop(lost_server);
+    let err = lab.fails(1, &["restore", "bk", "sanfran"]);
+    assert!(err.contains("was not restored"), "{err}");
+    // A database that exists already is never restored over.
+    new_server
+        .execute("postgres", "CREATE DATABASE taken")
+        .expect("create a database");
+    let err = lab.fails(
+        1,
+        &[
+            "restore",
+            "bk",
+            "sanfran",
+            "--url",
+            &new_server.conninfo("taken"),
+        ],
+    );
+    assert!(err.contains("exists already"), "{err}");
+    let url = new_server.conninfo("site_sanfran_2");
+    let out = lab.ok(&["restore", "bk", "sanfran", "--url", &url]);
+    assert!(out.contains("msite restorereplica"), "{out}");
+    let conninfo = std::fs::read_to_string(lab.path("sanfran/store/conninfo")).expect("conninfo");
+    assert_eq!(
+        conninfo.trim(),
+        url,
+        "the store now lives on the new server"
+    );
+    lab.ok(&["-C", "sanfran", "check"]);
+    lab.ok(&["-C", "sanfran", "restorereplica"]);
+    let mut unlocked = false;
+    for _ in 0..4 {
+        lab.send("sanfran", "boston");
+        lab.import("boston");
+        lab.send("boston", "sanfran");
+        if lab
+            .import("sanfran")
+            .contains("Database sanfran is unlocked after restoration.")
+        {
+            unlocked = true;
+            break;
+        }
+    }
+    assert!(unlocked, "sanfran was never unlocked");
+    assert_eq!(
+        lab.ok(&["-C", "sanfran", "cat", "b.c@@sf/1"]),
+        "int b; /* after the backup */\n",
+        "the version made after the backup came back from boston"
+    );
+    drop(lab);
+}
