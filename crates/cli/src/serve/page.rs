@@ -138,6 +138,20 @@ fn frame(replica: &str, title: &str, body: Markup) -> String {
     .into_string()
 }
 
+/// The siblings' signing-key fingerprints as pinned here, for comparison out of band.
+fn keys_note(d: &StatusDoc) -> Markup {
+    html! {
+        p #keys { small {
+            "Signing keys pinned here (compare with `msite lsreplica --long` at each site): "
+            @for (i, s) in d.siblings.iter().enumerate() {
+                @if i > 0 { "; " }
+                (s.name) " " (s.key_fingerprint.as_deref().unwrap_or("not known yet"))
+            }
+            "."
+        } }
+    }
+}
+
 /// The status page.
 pub fn render_status(d: &StatusDoc) -> String {
     let body = html! {
@@ -148,7 +162,7 @@ pub fn render_status(d: &StatusDoc) -> String {
         (restore_section(d))
         h2 { "Siblings" }
         (sibling_table(d))
-        p { small { "Signing keys: packets are not signed yet, so no key fingerprints are shown (the status document's key_fingerprint is null)." } }
+        (keys_note(d))
         h2 { "Incoming bay" }
         p #incoming-summary { (d.incoming_total) " packet(s), " (d.waiting_total) " waiting; outgoing bay: " (d.outgoing_total) " part file(s)." }
         (incoming_table(d))

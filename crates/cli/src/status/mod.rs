@@ -341,7 +341,7 @@ fn sibling_row(
         refused: 0,
         awaited: false,
         heard: heard.to_string(),
-        key_fingerprint: None,
+        key_fingerprint: r.public_key(id)?.map(|k| msite_core::sync::fingerprint(&k)),
         name,
     })
 }
