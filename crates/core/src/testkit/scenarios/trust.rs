@@ -160,7 +160,8 @@ pub fn case_content_forged_with_hashes_recomputed_is_refused<F: StoreFactory>(fa
 }
 
 /// An acknowledgement forged into a sibling's packet (claiming it applied a packet it never
-/// received) is refused, and the next export still carries the unacknowledged change.
+/// received) is refused, and the export after the resend interval still carries the
+/// unacknowledged change.
 pub fn case_forged_acknowledgement_is_refused<F: StoreFactory>(factory: &F) {
     let f = Family::new(factory, 2, 32);
     f.settle(&[(0, 1)]);
@@ -173,6 +174,9 @@ pub fn case_forged_acknowledgement_is_refused<F: StoreFactory>(factory: &F) {
     ack.header.targets[0].applied_seq = seq;
     ack.header.targets[0].seen_seq = seq;
     refused_unchanged(&f, 0, ack.encode(), &fingerprint_of(&f, 1));
+    // Nobody reported a gap: the lost change is resent once the resend interval has passed
+    // (docs/protocol.md §5, "Resends"), which a forged acknowledgement would have prevented.
+    f.env.advance(crate::keys::DEFAULT_RESEND_MS);
     let resent = f.export(0, 1).expect("the change is sent again");
     assert!(applied(&f.import(1, resent).unwrap()));
     f.settle(&[(0, 1)]);
