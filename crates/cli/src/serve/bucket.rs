@@ -114,7 +114,7 @@ impl Bucket {
 
     /// Puts part file `file` for replica `site` (its first hop) into the bucket.
     pub fn put_part(&self, site: &str, file: &Path, shared: &Shared) -> anyhow::Result<()> {
-        let name = file_name(file);
+        let name = super::ship::file_name(file);
         let key = self.key(site, &name);
         let size = std::fs::metadata(file)?.len();
         let f = std::fs::File::open(file)?;
@@ -305,10 +305,4 @@ async fn write_chunks(
         w.wait_for_capacity(IN_FLIGHT).await?;
         w.write(&buf[..n]);
     }
-}
-
-fn file_name(f: &Path) -> String {
-    f.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

@@ -234,7 +234,8 @@ fn record_shipped(s: &Shared, file: &Path, name: &str, to: &str, hop: &str) {
     crate::history::record(&s.paths.dir, rec);
 }
 
-fn file_name(f: &Path) -> String {
+/// The file name of part `f`, as the bays and receivers name it.
+pub(super) fn file_name(f: &Path) -> String {
     f.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()

@@ -15,6 +15,21 @@ fn with_url<'a>(args: &[&'a str], url: &'a str) -> Vec<&'a str> {
     v
 }
 
+/// Up to `rounds` rounds of `hops` (export, then import at the receiver); whether an import at
+/// sanfran said it was unlocked.
+fn rounds_until_unlocked(lab: &Lab, hops: &[(&str, &str)], rounds: usize) -> bool {
+    for _ in 0..rounds {
+        for (from, to) in hops {
+            lab.send(from, to);
+            let out = lab.import(to);
+            if *to == "sanfran" && out.contains("Database sanfran is unlocked after restoration.") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 #[test]
 fn the_seed_procedure_works_end_to_end_on_postgres() {
     let server = ScratchServer::start(ScratchOptions {
@@ -78,23 +93,13 @@ fn the_seed_procedure_works_end_to_end_on_postgres() {
     );
     lab.ok(&["-C", "sanfran", "check"]);
     lab.ok(&["-C", "sanfran", "restorereplica"]);
-    let mut unlocked = false;
-    for _ in 0..6 {
-        lab.send("sanfran", "boston");
-        lab.import("boston");
-        lab.send("boston", "bangalore");
-        lab.import("bangalore");
-        lab.send("bangalore", "boston");
-        lab.import("boston");
-        lab.send("boston", "sanfran");
-        if lab
-            .import("sanfran")
-            .contains("Database sanfran is unlocked after restoration.")
-        {
-            unlocked = true;
-            break;
-        }
-    }
+    let hops = [
+        ("sanfran", "boston"),
+        ("boston", "bangalore"),
+        ("bangalore", "boston"),
+        ("boston", "sanfran"),
+    ];
+    let unlocked = rounds_until_unlocked(&lab, &hops, 6);
     assert!(unlocked, "sanfran was never unlocked");
     lab.settle();
     assert_eq!(
@@ -181,19 +186,8 @@ fn a_store_whose_server_is_lost_is_restored_onto_another_server() {
     );
     lab.ok(&["-C", "sanfran", "check"]);
     lab.ok(&["-C", "sanfran", "restorereplica"]);
-    let mut unlocked = false;
-    for _ in 0..4 {
-        lab.send("sanfran", "boston");
-        lab.import("boston");
-        lab.send("boston", "sanfran");
-        if lab
-            .import("sanfran")
-            .contains("Database sanfran is unlocked after restoration.")
-        {
-            unlocked = true;
-            break;
-        }
-    }
+    let hops = [("sanfran", "boston"), ("boston", "sanfran")];
+    let unlocked = rounds_until_unlocked(&lab, &hops, 4);
     assert!(unlocked, "sanfran was never unlocked");
     assert_eq!(
         lab.ok(&["-C", "sanfran", "cat", "b.c@@sf/1"]),
