@@ -1,11 +1,13 @@
 //! A site directory: `site.json` (who lives here and on which engine), `store/` (the engine's
 //! directory), and the bays `bays/incoming`, `bays/outgoing` (and `bays/refused`, made on
 //! demand). [`Ctx`] carries what every command needs: the site directory from `-C`, where output
-//! goes, and whether progress bars may be drawn.
+//! goes, whether progress bars may be drawn, and how long to wait for a store another process
+//! holds (`--wait`).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use msite_core::{Env, Replica, SystemEnv};
@@ -201,6 +203,9 @@ pub struct Ctx {
     pub indent: String,
     /// Whether progress bars may be drawn (stderr is a terminal and not `--quiet`).
     pub progress: bool,
+    /// How long [`Ctx::open`] waits while another process holds the site's store (zero: fail
+    /// at once).
+    pub lock_wait: Duration,
     sink: Sink,
     env: Arc<dyn Env>,
 }
@@ -212,6 +217,7 @@ impl Ctx {
             dir: dir.into(),
             indent: String::new(),
             progress: std::io::stderr().is_terminal(),
+            lock_wait: Duration::ZERO,
             sink: Sink::Stdout,
             env: Arc::new(SystemEnv),
         }
@@ -324,10 +330,46 @@ impl Ctx {
         Ok(())
     }
 
-    /// Opens the site in the context's directory.
-    pub fn open(&self) -> anyhow::Result<Site> {
-        open_site(&self.dir, self.env())
+    /// The same context, waiting up to `wait` for a store another process holds.
+    pub fn with_lock_wait(&self, wait: Duration) -> Self {
+        Ctx {
+            lock_wait: wait,
+            ..self.clone()
+        }
     }
+
+    /// Opens the site in the context's directory. While another process holds the store, tries
+    /// again (pauses growing from 5 ms to 100 ms) until [`Ctx::lock_wait`] has passed; the
+    /// processes waiting for one site take it in turn, in no particular order.
+    pub fn open(&self) -> anyhow::Result<Site> {
+        let deadline = Instant::now() + self.lock_wait;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match open_site(&self.dir, self.env()) {
+                Err(e) if store_busy(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(pause.min(deadline - Instant::now()));
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e) if store_busy(&e) && !self.lock_wait.is_zero() => {
+                    return Err(e.context(format!(
+                        "waited {} s for the store (`--wait SECONDS` waits longer)",
+                        self.lock_wait.as_secs_f64()
+                    )))
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Whether `e` says the store is held by another process.
+pub fn store_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<msite_core::store::Error>(),
+            Some(msite_core::store::Error::Locked { .. })
+        )
+    })
 }
 
 /// Opens the site in `dir`.

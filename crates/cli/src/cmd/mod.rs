@@ -72,6 +72,17 @@ pub struct Cli {
     /// Never draw progress bars (they are drawn only when stderr is a terminal anyway).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// While another process (a command, a daemon's round) holds the site's store, wait up to
+    /// SECONDS for it before giving up; 0 fails at once.
+    #[arg(
+        long = "wait",
+        value_name = "SECONDS",
+        global = true,
+        env = "MSITE_WAIT",
+        default_value = "10",
+        value_parser = parse_seconds
+    )]
+    pub wait: std::time::Duration,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -90,13 +101,21 @@ impl Cli {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<()> {
         let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-        let mut ctx = Ctx::new(dir);
+        let mut ctx = Ctx::new(dir).with_lock_wait(self.wait);
         if self.quiet {
             ctx.progress = false;
         }
         tracing::debug!(site = %ctx.dir.display(), command = ?self.command, "running");
         self.command.run(&ctx)
     }
+}
+
+/// `--wait`'s value: a number of seconds, 0 or more (fractions allowed).
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|x| std::time::Duration::try_from_secs_f64(x).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds (0 or more)"))
 }
 
 /// Every command.

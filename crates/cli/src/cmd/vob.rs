@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use msite_core::content::Source;
 use msite_core::{ReqMasterPolicy, VersionSel};
+use serde::Serialize;
 use serde_json::json;
 
 use super::names;
@@ -238,6 +239,39 @@ pub struct Ls {
     pub json: bool,
 }
 
+/// One element of `ls --json` (docs/cli-json.md), printed as text from the same fields.
+#[derive(Serialize)]
+struct ElementRow {
+    path: String,
+    master: String,
+    branches: Vec<BranchRow>,
+}
+
+/// One branch of an [`ElementRow`].
+#[derive(Serialize)]
+struct BranchRow {
+    brtype: String,
+    latest: u64,
+    master: String,
+}
+
+impl ElementRow {
+    /// `ls --long`'s line: the path, its master, and every branch with its latest version.
+    fn long_line(&self) -> String {
+        let brs: Vec<String> = self
+            .branches
+            .iter()
+            .map(|b| format!("{}/{}", util::esc(&b.brtype), b.latest))
+            .collect();
+        format!(
+            "{}  master={}  {}",
+            util::esc(&self.path),
+            util::esc(&self.master),
+            brs.join(" ")
+        )
+    }
+}
+
 impl Ls {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
@@ -245,43 +279,32 @@ impl Ls {
         let r = &site.replica;
         let v = r.view();
         let mut items = Vec::new();
-        for (name, el) in v.ls(&self.prefix)? {
-            let mut branches = Vec::new();
-            for b in v.branches(&el.id)? {
-                branches.push(json!({ "brtype": names::brtype(r, &b.brtype), "latest": b.latest, "master": r.replica_name(&b.master) }));
-            }
-            items.push(
-                json!({ "path": name, "master": r.replica_name(&el.master), "branches": branches }),
-            );
+        for (path, el) in v.ls(&self.prefix)? {
+            let branches = v
+                .branches(&el.id)?
+                .into_iter()
+                .map(|b| BranchRow {
+                    brtype: names::brtype(r, &b.brtype),
+                    latest: b.latest,
+                    master: r.replica_name(&b.master),
+                })
+                .collect();
+            let master = r.replica_name(&el.master);
+            items.push(ElementRow {
+                path,
+                master,
+                branches,
+            });
         }
         if self.json {
             return ctx.json(&json!({ "elements": items }));
         }
         for it in &items {
-            let path = util::esc(it["path"].as_str().unwrap_or_default());
-            if !self.long {
-                ctx.say(path);
-                continue;
-            }
-            let brs: Vec<String> = it["branches"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|b| {
-                            format!(
-                                "{}/{}",
-                                util::esc(b["brtype"].as_str().unwrap_or("?")),
-                                b["latest"]
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            ctx.say(format!(
-                "{path}  master={}  {}",
-                util::esc(it["master"].as_str().unwrap_or("?")),
-                brs.join(" ")
-            ));
+            ctx.say(if self.long {
+                it.long_line()
+            } else {
+                util::esc(&it.path)
+            });
         }
         Ok(())
     }
@@ -302,6 +325,41 @@ pub struct Lshistory {
     pub json: bool,
 }
 
+/// One version of `lshistory --json` (docs/cli-json.md), printed as text from the same fields.
+#[derive(Serialize)]
+struct VersionRow {
+    version: String,
+    brtype: String,
+    number: u64,
+    time: String,
+    author: String,
+    size: u64,
+    comment: String,
+    origin: String,
+    labels: Vec<String>,
+}
+
+impl VersionRow {
+    /// The text line: `PATH@@BRANCH/N  TIME  AUTHOR  SIZE  "COMMENT"  (LABELS)`.
+    fn line(&self, path: &str) -> String {
+        let comment = format!("\"{}\"", util::esc(&self.comment));
+        let labels = if self.labels.is_empty() {
+            String::new()
+        } else {
+            let l: Vec<String> = self.labels.iter().map(|x| util::esc(x)).collect();
+            format!("  ({})", l.join(", "))
+        };
+        format!(
+            "{}@@{}  {}  {}  {}  {comment}{labels}",
+            util::esc(path),
+            util::esc(&self.version),
+            self.time,
+            util::esc(&self.author),
+            util::human_size(self.size),
+        )
+    }
+}
+
 impl Lshistory {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
@@ -312,48 +370,28 @@ impl Lshistory {
         let labels = v.labels(&el.id)?;
         let mut versions = Vec::new();
         for ver in v.versions(&el.id)? {
-            let on: Vec<String> = labels
-                .iter()
-                .filter(|l| l.brtype == ver.brtype && l.version == ver.number)
-                .map(|l| names::lbtype(r, &l.lbtype))
-                .collect();
-            versions.push(json!({
-                "version": format!("{}/{}", names::brtype(r, &ver.brtype), ver.number),
-                "brtype": names::brtype(r, &ver.brtype),
-                "number": ver.number,
-                "time": util::utc_time(ver.time_ms),
-                "author": ver.author,
-                "size": ver.size,
-                "comment": ver.comment,
-                "origin": r.replica_name(&ver.entry.origin),
-                "labels": on,
-            }));
+            let brtype = names::brtype(r, &ver.brtype);
+            versions.push(VersionRow {
+                version: format!("{brtype}/{}", ver.number),
+                brtype,
+                number: ver.number,
+                time: util::utc_time(ver.time_ms),
+                author: ver.author.clone(),
+                size: ver.size,
+                comment: ver.comment.clone(),
+                origin: r.replica_name(&ver.entry.origin),
+                labels: labels
+                    .iter()
+                    .filter(|l| l.brtype == ver.brtype && l.version == ver.number)
+                    .map(|l| names::lbtype(r, &l.lbtype))
+                    .collect(),
+            });
         }
         if self.json {
             return ctx.json(&json!({ "path": el.path, "master": r.replica_name(&el.master), "removed": el.removed, "versions": versions }));
         }
         for ver in &versions {
-            let labels: Vec<String> = ver["labels"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(util::esc)).collect())
-                .unwrap_or_default();
-            ctx.say(format!(
-                "{}@@{}  {}  {}  {}  {}{}",
-                util::esc(&el.path),
-                util::esc(ver["version"].as_str().unwrap_or("?")),
-                ver["time"].as_str().unwrap_or("?"),
-                util::esc(ver["author"].as_str().unwrap_or("?")),
-                util::human_size(ver["size"].as_u64().unwrap_or(0)),
-                ver["comment"]
-                    .as_str()
-                    .map(|c| format!("\"{}\"", util::esc(c)))
-                    .unwrap_or_default(),
-                if labels.is_empty() {
-                    String::new()
-                } else {
-                    format!("  ({})", labels.join(", "))
-                }
-            ));
+            ctx.say(ver.line(&el.path));
         }
         Ok(())
     }

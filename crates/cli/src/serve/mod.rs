@@ -155,38 +155,15 @@ pub struct Identity {
     pub held: u64,
 }
 
-/// How often, and how far apart, the daemon tries a store that another process holds before
-/// it gives up for this round.
-const OPEN_TRIES: u32 = 20;
-const OPEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long the daemon waits for a store that another process (an operator's command) holds
+/// before it puts the step off to the next round.
+pub const DAEMON_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Whether `e` says the store is held by another process (an operator's command).
-pub fn store_busy(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<msite_core::store::Error>(),
-            Some(msite_core::store::Error::Locked { .. })
-        )
-    })
-}
-
-/// Opens the site in `ctx`, waiting a little while another process holds the store.
-pub fn open_patiently(ctx: &Ctx) -> anyhow::Result<crate::site::Site> {
-    let mut tries = 0;
-    loop {
-        match ctx.open() {
-            Err(e) if store_busy(&e) && tries < OPEN_TRIES => {
-                tries += 1;
-                std::thread::sleep(OPEN_PAUSE);
-            }
-            other => return other,
-        }
-    }
-}
+pub use crate::site::store_busy;
 
 /// The identity of the site in `ctx` (the store is opened and closed again).
 pub fn identity(ctx: &Ctx) -> anyhow::Result<Identity> {
-    let site = open_patiently(ctx)?;
+    let site = ctx.open()?;
     let r = &site.replica;
     let known = r
         .view()
@@ -276,6 +253,7 @@ impl Serve {
         if self.new_cert {
             return new_cert(ctx, &self.name);
         }
+        let ctx = &ctx.with_lock_wait(DAEMON_LOCK_WAIT);
         let routes = load_routes(ctx, self.routes.as_deref())?;
         let _lock = lock_site(ctx)?;
         let (shared, wakes) = shared(ctx, routes)?;

@@ -52,8 +52,9 @@ async fn doc(s: &Arc<Shared>) -> Result<StatusDoc, Response> {
             );
             return Ok(d.clone());
         }
-        let ctx = crate::site::Ctx::buffered(s.paths.dir.clone());
-        let site = super::open_patiently(&ctx)?;
+        let ctx =
+            crate::site::Ctx::buffered(s.paths.dir.clone()).with_lock_wait(super::DAEMON_LOCK_WAIT);
+        let site = ctx.open()?;
         let d = status::collect(&site, &status::Options::now(s.routes.late_after))?;
         *cached = Some((std::time::Instant::now(), d.clone()));
         Ok(d)

@@ -985,7 +985,8 @@ matrix!(
     mixed_parts
 );
 
-/// While one msite works on a site, a second is refused with the lock error.
+/// While one msite works on a site, a second is refused with the lock error: at once with
+/// `--wait 0`, after its wait with `--wait SECONDS`.
 fn two_processes(backend: Option<&'static str>) {
     use std::io::BufRead as _;
     let lab = family(backend);
@@ -1010,8 +1011,26 @@ fn two_processes(backend: Option<&'static str>) {
         .read_line(&mut first)
         .expect("read");
     assert!(first.starts_with("Watching"), "{first}");
-    let (_, err) = expect(&lab, 1, &["-C", "sanfran", "mkbrtype", "second"]);
+    let (_, err) = expect(
+        &lab,
+        1,
+        &["-C", "sanfran", "--wait", "0", "mkbrtype", "second"],
+    );
     assert!(err.contains("in use by another process"), "{err}");
+    assert!(!err.contains("waited"), "{err}");
+    let (_, err) = expect(
+        &lab,
+        1,
+        &["-C", "sanfran", "--wait", "0.3", "mkbrtype", "second"],
+    );
+    assert!(err.contains("waited 0.3 s for the store"), "{err}");
+    assert!(err.contains("in use by another process"), "{err}");
+    let (_, err) = expect(
+        &lab,
+        2,
+        &["-C", "sanfran", "--wait=-1", "mkbrtype", "second"],
+    );
+    assert!(err.contains("not a number of seconds"), "{err}");
     watcher.kill().expect("kill");
     watcher.wait().expect("wait");
     still_healthy(&lab, "sanfran", &digest);
@@ -1020,6 +1039,54 @@ matrix!(
     a_second_process_on_a_site_gets_the_lock_error,
     a_second_process_on_a_site_gets_the_lock_error_on_rocks,
     two_processes
+);
+
+/// Eight processes checking in to one site at once all succeed: each waits its turn for the
+/// store (`--wait`, 10 s by default, longer here for a loaded machine), none is refused, and
+/// every version is there once.
+fn eight_writers(backend: Option<&'static str>) {
+    let lab = family(backend);
+    for i in 0..8 {
+        for round in 0..3 {
+            lab.write(
+                &format!("w{i}r{round}.c"),
+                &format!("int w{i} = {round};\n"),
+            );
+        }
+    }
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let lab = &lab;
+            s.spawn(move || {
+                for round in 0..3 {
+                    let (el, file) = (format!("w{i}.c"), format!("w{i}r{round}.c"));
+                    let msg = format!("writer {i} round {round}");
+                    let args = [
+                        "-C", "sanfran", "--wait", "600", "checkin", &el, &file, "-m", &msg,
+                    ];
+                    let out = lab.run(&args);
+                    assert!(
+                        out.status.success(),
+                        "writer {i}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            });
+        }
+    });
+    for i in 0..8 {
+        let hist = lab.ok(&["-C", "sanfran", "lshistory", &format!("w{i}.c")]);
+        for round in 0..3 {
+            let msg = format!("writer {i} round {round}");
+            assert_eq!(hist.matches(&msg).count(), 1, "{hist}");
+        }
+    }
+    lab.ok(&["-C", "sanfran", "check"]);
+}
+matrix!(
+    eight_processes_checking_in_at_once_take_turns,
+    eight_processes_checking_in_at_once_take_turns_on_rocks,
+    eight_writers
 );
 
 /// A packet whose acknowledgement was raised after boston signed it (the header written again
