@@ -74,7 +74,7 @@ pub const MATRIX: &[Row] = &[
     Row { tag: "store-postgres", kind: TestClippy, args: &["-p", "msite-store-postgres"], env: &[], rocks: false },
     Row { tag: "backends",     kind: TestClippy, args: &["-p", "msite-backends", "--features", "sqlite,postgres,mem"], env: &[], rocks: false },
     Row { tag: "cli-sqlite",   kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "sqlite", "--features", "serve", "--features", "s3"], env: &[], rocks: false },
-    Row { tag: "cli-postgres", kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "postgres"], env: &[], rocks: false },
+    Row { tag: "cli-postgres", kind: TestClippy, args: &["-p", "msite-cli", "--no-default-features", "--features", "postgres,serve"], env: &[], rocks: false },
     Row { tag: "sim",          kind: TestClippy, args: &["-p", "msite-sim"], env: &[], rocks: false },
     Row { tag: "model",        kind: TestClippy, args: &["-p", "msite-model"], env: &[], rocks: false },
     Row { tag: "bench",        kind: TestClippy, args: &["-p", "msite-bench"], env: &[], rocks: false },

@@ -196,3 +196,79 @@ fn a_store_whose_server_is_lost_is_restored_onto_another_server() {
     );
     drop(lab);
 }
+
+/// Daemons carry on across a restart of a site's database server: while the server is down
+/// the site's daemon logs that its store cannot be opened and tries again each round, the
+/// packet shipped to it waits in its bay, and once the server is back the same daemon
+/// imports it (every round opens the store, so a connection lost with the old server is
+/// never reused).
+#[cfg(feature = "serve")]
+#[test]
+fn daemons_on_postgres_carry_on_after_the_server_restarts() {
+    use crate::serve::{converged, free_port, ok_soon, routes, url, wait_for, Daemon};
+    let start = || {
+        ScratchServer::start(ScratchOptions {
+            no_fsync: true,
+            ..Default::default()
+        })
+        .expect("a scratch PostgreSQL server")
+    };
+    let (hub_server, mut sf_server) = (start(), start());
+    let lab = Lab::new();
+    lab.ok(&with_url(
+        &["init", "boston", "--family", "proj", "--replica", "boston"],
+        &hub_server.conninfo("site_boston"),
+    ));
+    lab.ok(&[
+        "-C",
+        "boston",
+        "mkreplica",
+        "export",
+        "sanfran",
+        "--out",
+        "t",
+    ]);
+    let pkt = crate::packets_in(&lab.path("t"))
+        .pop()
+        .expect("a creation packet");
+    lab.ok(&with_url(
+        &["mkreplica", "import", &pkt.to_string_lossy(), "sanfran"],
+        &sf_server.conninfo("site_sanfran"),
+    ));
+    let (pb, ps) = (free_port(), free_port());
+    routes(&lab, "boston", Some(pb), "", &[("sanfran", url(ps))]);
+    routes(&lab, "sanfran", Some(ps), "", &[("boston", url(pb))]);
+    let boston = Daemon::start(&lab, "boston", "boston.log");
+    let sanfran = Daemon::start(&lab, "sanfran", "sanfran.log");
+    let both = [&boston, &sanfran];
+    wait_for("the daemons to start", &both, || {
+        both.iter().all(|d| d.log().contains("msite serve started"))
+    });
+
+    sf_server.stop().expect("stop sanfran's server");
+    lab.write("c.c", "int during_the_outage;\n");
+    ok_soon(&lab, &["-C", "boston", "checkin", "c.c", "c.c"]);
+    wait_for(
+        "sanfran's daemon to find its store unreachable",
+        &both,
+        || sanfran.log().contains("the store cannot be opened now"),
+    );
+    sf_server
+        .start_server()
+        .expect("start sanfran's server again");
+    wait_for(
+        "the change to reach sanfran after the restart",
+        &both,
+        || {
+            lab.run(&["-C", "sanfran", "cat", "c.c"]).stdout == b"int during_the_outage;\n"
+                && converged(&lab, &["boston", "sanfran"])
+        },
+    );
+    assert_eq!(
+        sanfran.terminate(),
+        Some(0),
+        "sanfran's daemon stops cleanly"
+    );
+    assert_eq!(boston.terminate(), Some(0));
+    drop(lab);
+}
