@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::util::{content, median, timed};
+use crate::util::{content, median, msite, timed};
 use crate::workloads::Work;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -33,25 +33,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Runs this binary as `msite ARGS` in `dir`; must succeed.
-fn msite(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(std::env::current_exe()?)
-        .arg("__msite")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .context("running msite")?;
-    if !out.status.success() {
-        bail!(
-            "msite {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Starts `msite -C site serve` in `dir`, its log in `site.log`.
@@ -382,7 +363,7 @@ pub fn rows(throughput: &Value, idle: Option<&Value>) -> Vec<Value> {
     let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
     if let (Some(m), Some(r)) = (f(throughput, "msite_mib_s"), f(throughput, "rsync_mib_s")) {
         let ratio = m / r;
-        out.push(crate::row(
+        out.push(crate::table::row(
             &format!(
                 "Shipping one {} MiB packet on loopback (ship_now to msite serve vs rsync to rsync --daemon), throughput",
                 throughput["packet_bytes"].as_u64().unwrap_or(0) >> 20
@@ -398,7 +379,7 @@ pub fn rows(throughput: &Value, idle: Option<&Value>) -> Vec<Value> {
     if let Some(i) = idle {
         if let (Some(cpu), Some(rss)) = (f(i, "cpu_percent_per_daemon"), f(i, "rss_mib_per_daemon"))
         {
-            out.push(crate::row(
+            out.push(crate::table::row(
                 &format!(
                     "Idle daemon, family of 3, {:.0} s (CPU of one core, resident memory)",
                     f(i, "wall_secs").unwrap_or(0.0)

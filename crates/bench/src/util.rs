@@ -2,9 +2,10 @@
 //! and the peak resident set size of this process.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 /// splitmix64: a fast deterministic generator for file content.
 pub fn splitmix(state: &mut u64) -> u64 {
@@ -101,4 +102,23 @@ pub fn secs(s: f64) -> String {
     } else {
         format!("{s:.3} s")
     }
+}
+
+/// Runs this binary as `msite ARGS` in `dir`; must succeed.
+pub fn msite(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(std::env::current_exe()?)
+        .arg("__msite")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .context("running msite")?;
+    if !out.status.success() {
+        bail!(
+            "msite {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
