@@ -772,78 +772,13 @@ impl<S: Store> Replica<S> {
         only_if_changed: bool,
     ) -> Result<(ObjId, u64, u8)> {
         let brtype = txn_resolve(txn, NameKind::BrType, brtype_name)?;
-        let mut created = false;
-        let elem = match txn_element_by_path(txn, path)? {
-            Some(id) => id,
-            None => {
-                let main = txn_resolve(txn, NameKind::BrType, "main")?;
-                created = true;
-                self.append_local(
-                    txn,
-                    ap,
-                    Op::MkElem {
-                        path: path.into(),
-                        main,
-                    },
-                )?
-                .id()
-            }
-        };
+        let (elem, created) = self.element_for_checkin(txn, ap, path)?;
+        let latest = self.latest_on_own_branch(txn, &elem, &brtype, path, brtype_name)?;
         let (hash, size) = (staged.hash, staged.size);
-        let branch_key = {
-            let mut k = vec![b'H'];
-            k.extend_from_slice(&elem.to_bytes());
-            k.extend_from_slice(&brtype.to_bytes());
-            k
-        };
-        let latest = match txn.get(Keyspace::State, &branch_key)? {
-            Some(v) => {
-                let mut d = Dec::new(&v, "branch");
-                let master = d.rid()?;
-                if master != self.me {
-                    return Err(CoreError::NotMaster {
-                        object: format!("branch {path}@@{brtype_name}"),
-                        master: self.replica_name(&master),
-                        me: self.name(),
-                    });
-                }
-                crate::vob::latest_version(&*txn, &elem, &brtype)?
-            }
-            None => {
-                let bt = txn.get(Keyspace::State, &{
-                    let mut k = vec![b'B'];
-                    k.extend_from_slice(&brtype.to_bytes());
-                    k
-                })?;
-                let master = match bt {
-                    Some(v) => {
-                        let mut d = Dec::new(&v, "type");
-                        d.str()?;
-                        d.rid()?
-                    }
-                    None => return Err(CoreError::NotFound(format!("brtype:{brtype_name}"))),
-                };
-                if master != self.me {
-                    return Err(CoreError::NotMaster {
-                        object: format!(
-                            "brtype:{brtype_name} (needed to start a branch on {path})"
-                        ),
-                        master: self.replica_name(&master),
-                        me: self.name(),
-                    });
-                }
-                0
-            }
-        };
         if only_if_changed && latest > 0 {
-            let mut vk = vec![b'V'];
-            vk.extend_from_slice(&elem.to_bytes());
-            vk.extend_from_slice(&brtype.to_bytes());
-            vk.extend_from_slice(&latest.to_be_bytes());
-            if let Some(v) = txn.get(Keyspace::State, &vk)? {
-                if v.len() >= 32 && v[..32] == hash {
-                    return Ok((elem, latest, 0));
-                }
+            let held = View::new(&*txn).version(&elem, &brtype, latest)?;
+            if held.is_some_and(|v| v.content == hash) {
+                return Ok((elem, latest, 0));
             }
         }
         staged.put_head(txn)?;
@@ -862,6 +797,56 @@ impl<S: Store> Replica<S> {
             },
         )?;
         Ok((elem, version, if created { 2 } else { 1 }))
+    }
+
+    /// The element at `path`, made (an `MkElem` entry) when there is none; whether it was made.
+    fn element_for_checkin(
+        &self,
+        txn: &mut Txn<'_, S>,
+        ap: &mut Appender,
+        path: &str,
+    ) -> Result<(ObjId, bool)> {
+        if let Some(id) = txn_element_by_path(txn, path)? {
+            return Ok((id, false));
+        }
+        let main = txn_resolve(txn, NameKind::BrType, "main")?;
+        let op = Op::MkElem {
+            path: path.into(),
+            main,
+        };
+        Ok((self.append_local(txn, ap, op)?.id(), true))
+    }
+
+    /// The latest version on the branch `brtype` of `elem` (0: the branch has none yet),
+    /// refused unless this replica masters the branch or, for a branch not yet started, its
+    /// branch type.
+    fn latest_on_own_branch(
+        &self,
+        txn: &Txn<'_, S>,
+        elem: &ObjId,
+        brtype: &ObjId,
+        path: &str,
+        brtype_name: &str,
+    ) -> Result<u64> {
+        let view = View::new(txn);
+        let (master, object, latest) = match view.branch(elem, brtype)? {
+            Some(b) => (b.master, format!("branch {path}@@{brtype_name}"), b.latest),
+            None => {
+                let t = view
+                    .type_obj(NameKind::BrType, brtype)?
+                    .ok_or_else(|| CoreError::NotFound(format!("brtype:{brtype_name}")))?;
+                let object = format!("brtype:{brtype_name} (needed to start a branch on {path})");
+                (t.master, object, 0)
+            }
+        };
+        if master != self.me {
+            return Err(CoreError::NotMaster {
+                object,
+                master: self.replica_name(&master),
+                me: self.name(),
+            });
+        }
+        Ok(latest)
     }
 
     /// Checks in a whole directory tree in one transaction: new elements for new files, new
