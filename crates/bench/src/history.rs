@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::backend::Backend;
 use crate::git;
-use crate::util::{median, timed};
+use crate::util::{dir_bytes, median, timed};
 use crate::workloads::Work;
 
 /// Commits between two syncs from A to B.
@@ -93,21 +93,6 @@ fn files_under(dir: &Path) -> Result<BTreeSet<String>> {
         }
     }
     Ok(out)
-}
-
-/// The bytes of every file under `p` (a store directory, a git object directory).
-fn dir_bytes(p: &Path) -> Result<u64> {
-    let mut total = 0;
-    for e in std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))? {
-        let e = e?;
-        let m = e.metadata()?;
-        total += if m.is_dir() {
-            dir_bytes(&e.path())?
-        } else {
-            m.len()
-        };
-    }
-    Ok(total)
 }
 
 /// The bytes of a written packet and its part files.

@@ -7,7 +7,7 @@
 //! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
 //!
 //! Options: `--quick` (sizes ÷ 10), `--no-rocks`,
-//! `--only tree,inc,ceiling,restore,mem,branch,big,history,ship,status,writers`, `--runs N`, `--work-dir DIR`
+//! `--only tree,inc,ceiling,restore,mem,branch,big,history,ship,status,writers,retain`, `--runs N`, `--work-dir DIR`
 //! (default: a temporary directory, removed at the end), `--history-bundle PATH` (default
 //! `../shared/data/serde-history.bundle` beside the workspace), `--history-commits N` (replay
 //! only the oldest N first-parent commits; `--quick` replays 250).
@@ -16,6 +16,7 @@ mod backend;
 mod branch;
 mod git;
 mod history;
+mod retention;
 mod ship;
 mod status_page;
 mod table;
@@ -77,7 +78,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big,history,ship,status,writers] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big,history,ship,status,writers,retain] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
                 );
                 std::process::exit(0);
             }
@@ -348,6 +349,11 @@ impl Run {
             "big",
             "one big version (child processes)",
             &|| with_backend!(b, B => workloads::big_version::<B>(w, sizes.big_bytes)),
+        );
+        run(
+            "retain",
+            "a week with retention on and off",
+            &|| with_backend!(b, B => retention::week::<B>(w)),
         );
         if let Some(h) = history {
             run(

@@ -106,6 +106,11 @@ pub fn table_rows(
                 .unwrap_or_default(),
         );
         rows.extend(on("restore").map(|t| restore_row(b, t)));
+        rows.extend(
+            on("retain")
+                .map(|t| crate::retention::rows(t, b))
+                .unwrap_or_default(),
+        );
     }
     rows.retain(|r| !r.is_null());
     rows

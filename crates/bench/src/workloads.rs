@@ -110,6 +110,17 @@ pub(crate) fn mkreplica_at<B: Backend>(
     name: &str,
     dir: &Path,
 ) -> Result<Rep<B>> {
+    mkreplica_with_env::<B>(w, a, name, dir, env())
+}
+
+/// Creates replica `name` from `a` in a new store at `dir`, with its own environment.
+pub(crate) fn mkreplica_with_env<B: Backend>(
+    w: &Work,
+    a: &Rep<B>,
+    name: &str,
+    dir: &Path,
+    env: Arc<dyn Env>,
+) -> Result<Rep<B>> {
     let pkt = w.fresh("pkt");
     let plan = a.plan_mkreplica(name).context("plan_mkreplica")?;
     let out = a
@@ -117,7 +128,7 @@ pub(crate) fn mkreplica_at<B: Backend>(
         .context("writing the creation packet")?;
     let (files, _, _) = parts(&out)?;
     let store = B::open_store(dir)?;
-    let r = Replica::create_from_packet(store, env(), Incoming::from_files(&files)?)
+    let r = Replica::create_from_packet(store, env, Incoming::from_files(&files)?)
         .context("create_from_packet")?;
     rm(&pkt);
     Ok(r)
@@ -138,7 +149,7 @@ fn transfer<S: Store>(w: &Work, a: &Replica<S>, b: &Replica<S>) -> Result<Option
 }
 
 /// Exchanges packets both ways until neither side has anything to send.
-fn settle<S: Store>(w: &Work, a: &Replica<S>, b: &Replica<S>) -> Result<()> {
+pub(crate) fn settle<S: Store>(w: &Work, a: &Replica<S>, b: &Replica<S>) -> Result<()> {
     for _ in 0..20 {
         let moved = transfer(w, a, b)?.is_some() | transfer(w, b, a)?.is_some();
         if !moved {
