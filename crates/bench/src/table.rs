@@ -85,32 +85,21 @@ pub fn table_rows(
     let git_tree = f_in(base, "git_tree_secs");
     let git_inc = f_in(base, "git_inc_secs");
     for (b, r) in results {
-        let on = |k: &str| r.get(k);
-        rows.extend(on("tree").map(|t| tree_row(b, t, git_tree)));
-        rows.extend(on("inc").map(|t| inc_row(b, t, git_inc)));
-        rows.extend(
-            on("ceiling")
-                .map(|t| ceiling_rows(b, t))
-                .unwrap_or_default(),
-        );
-        rows.extend(on("mem").map(|t| memory_rows(b, t)).unwrap_or_default());
-        rows.extend(on("branch").map(|t| branch_row(b, t)));
-        rows.extend(
-            on("big")
-                .map(|t| big_version_rows(t, b))
-                .unwrap_or_default(),
-        );
-        rows.extend(
-            on("history")
-                .map(|t| history_rows(t, b))
-                .unwrap_or_default(),
-        );
-        rows.extend(on("restore").map(|t| restore_row(b, t)));
-        rows.extend(
-            on("retain")
-                .map(|t| crate::retention::rows(t, b))
-                .unwrap_or_default(),
-        );
+        type Rows<'a> = &'a dyn Fn(&Value) -> Vec<Value>;
+        let workloads: [(&str, Rows<'_>); 9] = [
+            ("tree", &|t| vec![tree_row(b, t, git_tree)]),
+            ("inc", &|t| vec![inc_row(b, t, git_inc)]),
+            ("ceiling", &|t| ceiling_rows(b, t)),
+            ("mem", &|t| memory_rows(b, t)),
+            ("branch", &|t| vec![branch_row(b, t)]),
+            ("big", &|t| big_version_rows(t, b)),
+            ("history", &|t| history_rows(t, b)),
+            ("restore", &|t| vec![restore_row(b, t)]),
+            ("retain", &|t| crate::retention::rows(t, b)),
+        ];
+        for (name, rows_of) in workloads {
+            rows.extend(r.get(name).map(rows_of).unwrap_or_default());
+        }
     }
     rows.retain(|r| !r.is_null());
     rows
