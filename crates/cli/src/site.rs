@@ -339,7 +339,7 @@ impl Ctx {
     }
 
     /// Opens the site in the context's directory. While another process holds the store, tries
-    /// again (pauses growing from 5 ms to 100 ms) until [`Ctx::lock_wait`] has passed; the
+    /// again (pauses growing from 5 ms to 20 ms: a store is often held for only milliseconds) until [`Ctx::lock_wait`] has passed; the
     /// processes waiting for one site take it in turn, in no particular order.
     pub fn open(&self) -> anyhow::Result<Site> {
         let deadline = Instant::now() + self.lock_wait;
@@ -348,7 +348,7 @@ impl Ctx {
             match open_site(&self.dir, self.env()) {
                 Err(e) if store_busy(&e) && Instant::now() < deadline => {
                     std::thread::sleep(pause.min(deadline - Instant::now()));
-                    pause = (pause * 2).min(Duration::from_millis(100));
+                    pause = (pause * 2).min(Duration::from_millis(20));
                 }
                 Err(e) if store_busy(&e) && !self.lock_wait.is_zero() => {
                     return Err(e.context(format!(
