@@ -21,6 +21,7 @@ pub mod packed;
 pub mod replica;
 pub mod restore;
 pub mod retain;
+pub mod retire;
 pub mod sync;
 pub mod txn;
 pub mod vob;

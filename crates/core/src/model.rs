@@ -275,6 +275,13 @@ pub enum Op {
         /// The replica's own row at completion.
         row: Row,
     },
+    /// A replica retired for good (`crate::retire`).
+    RmReplica {
+        /// The retired replica.
+        replica: ReplicaId,
+        /// The last of its entries the family keeps.
+        last: u64,
+    },
 }
 
 impl Op {
@@ -294,6 +301,7 @@ impl Op {
             Op::ReqMaster { .. } => "reqmaster",
             Op::RestoreAck { .. } => "ackrestorereplica",
             Op::RestoreComplete { .. } => "restore_complete",
+            Op::RmReplica { .. } => "rmreplica",
         }
     }
 
@@ -378,6 +386,10 @@ impl Op {
                 incarnation: *incarnation,
                 row: row.to_wire(),
             },
+            Op::RmReplica { replica, last } => wire::Op::RmReplica {
+                replica: wire::Id(replica.0),
+                last: *last,
+            },
         }
     }
 
@@ -461,6 +473,10 @@ impl Op {
             wire::Op::RestoreComplete { incarnation, row } => Op::RestoreComplete {
                 incarnation: *incarnation,
                 row: Row::from_wire(row),
+            },
+            wire::Op::RmReplica { replica, last } => Op::RmReplica {
+                replica: ReplicaId(replica.0),
+                last: *last,
             },
         }
     }

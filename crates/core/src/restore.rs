@@ -45,7 +45,7 @@ pub struct Recovering {
 }
 
 impl Recovering {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut e = Enc::new().u64(self.incarnation);
         e = self
             .row
@@ -339,6 +339,10 @@ impl<S: Store> Replica<S> {
             siblings.extend(rec.acks.keys().copied());
         }
         siblings.remove(&self.me);
+        // A retired replica is no sibling any more (docs/protocol.md §10).
+        for r in self.retired()? {
+            siblings.remove(&r);
+        }
         Ok(siblings)
     }
 
@@ -911,7 +915,7 @@ impl<S: Store> Replica<S> {
     /// lost with the store), yet it may hold entries of ours that the restore lost; completing
     /// without its acknowledgement would number them again (K3).
     pub(crate) fn note_sibling(&self, txn: &mut Txn<'_, S>, sibling: &ReplicaId) -> Result<()> {
-        if *sibling == self.me {
+        if *sibling == self.me || crate::retire::retirement_in(&*txn, sibling)?.is_some() {
             return Ok(());
         }
         let hk = keys::peer(keys::peers::HEARD, sibling);
@@ -1005,6 +1009,7 @@ impl<S: Store> Replica<S> {
     pub(crate) fn on_entry(&self, txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
         let origin = &e.origin;
         match &e.op {
+            Op::RmReplica { replica, .. } => self.on_retired(txn, replica)?,
             Op::RestoreAck {
                 replica,
                 incarnation,

@@ -156,6 +156,7 @@ impl<'r, S: Store> EntryApply<'r, S> {
             return self.skip_held(txn, &e);
         }
         self.check_next(txn, &e, held)?;
+        self.replica.check_retirement_entry(txn, &e, &self.held)?;
         let name = self.replica.replica_name(&e.origin);
         self.heads.entry(e.origin, e.number, &e.hash, &name)?;
         self.apply(txn, ap, &e, bytes)

@@ -21,12 +21,14 @@
 mod content;
 mod restore;
 mod retain;
+mod retire;
 mod sync;
 mod trust;
 
 pub use content::*;
 pub use restore::*;
 pub use retain::*;
+pub use retire::*;
 pub use sync::*;
 pub use trust::*;
 
@@ -323,6 +325,11 @@ macro_rules! protocol_scenario_tests {
             restore_from_a_backup_older_than_the_window_is_refused_on_both_sides => case_restore_from_a_backup_older_than_the_window_is_refused_on_both_sides,
             sibling_put_back_behind_retention_is_refused_on_both_sides => case_sibling_put_back_behind_retention_is_refused_on_both_sides,
             a_resend_from_below_the_chain_base_is_skipped => case_a_resend_from_below_the_chain_base_is_skipped,
+            retired_replica_is_not_awaited_by_a_later_restoration => case_retired_replica_is_not_awaited_by_a_later_restoration,
+            retention_scrubs_past_a_retired_replicas_old_acknowledgement => case_retention_scrubs_past_a_retired_replicas_old_acknowledgement,
+            chmaster_all_from_needs_the_retirement_and_replicates => case_chmaster_all_from_needs_the_retirement_and_replicates,
+            packets_from_a_retired_replica_are_refused_with_state_unchanged => case_packets_from_a_retired_replica_are_refused_with_state_unchanged,
+            a_replica_retires_itself_once_it_masters_nothing => case_a_replica_retires_itself_once_it_masters_nothing,
         }
     };
 }
