@@ -352,7 +352,7 @@ fn name(u: &mut Unstructured<'_>) -> Result<String> {
 }
 
 fn op(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {
-    Ok(match u.int_in_range(0u8..=13)? {
+    Ok(match u.int_in_range(0u8..=14)? {
         0 => wire::Op::CreateFamily {
             family: wire::Id(u.arbitrary()?),
             family_name: name(u)?,
@@ -400,9 +400,13 @@ fn op(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {
             incarnation: u.int_in_range(0u64..=3)?,
             row: row(u, f)?,
         },
-        _ => wire::Op::RmReplica {
+        13 => wire::Op::RmReplica {
             replica: replica(u, f)?,
             last: u.int_in_range(0u64..=12)?,
+        },
+        _ => wire::Op::DenyMaster {
+            object: object_ref(u, f)?,
+            requester: replica(u, f)?,
         },
     })
 }

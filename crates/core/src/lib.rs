@@ -12,6 +12,7 @@ pub mod testkit;
 
 pub mod codec;
 pub mod content;
+pub mod denied;
 pub mod env;
 pub mod error;
 pub mod ids;

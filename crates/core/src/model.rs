@@ -282,6 +282,13 @@ pub enum Op {
         /// The last of its entries the family keeps.
         last: u64,
     },
+    /// The master refused a mastership request (policy `deny`): the requester is told.
+    DenyMaster {
+        /// The object.
+        object: ObjectRef,
+        /// The replica whose request was refused.
+        requester: ReplicaId,
+    },
 }
 
 impl Op {
@@ -302,6 +309,7 @@ impl Op {
             Op::RestoreAck { .. } => "ackrestorereplica",
             Op::RestoreComplete { .. } => "restore_complete",
             Op::RmReplica { .. } => "rmreplica",
+            Op::DenyMaster { .. } => "denymaster",
         }
     }
 
@@ -390,6 +398,10 @@ impl Op {
                 replica: wire::Id(replica.0),
                 last: *last,
             },
+            Op::DenyMaster { object, requester } => wire::Op::DenyMaster {
+                object: object.to_wire(),
+                requester: wire::Id(requester.0),
+            },
         }
     }
 
@@ -477,6 +489,10 @@ impl Op {
             wire::Op::RmReplica { replica, last } => Op::RmReplica {
                 replica: ReplicaId(replica.0),
                 last: *last,
+            },
+            wire::Op::DenyMaster { object, requester } => Op::DenyMaster {
+                object: ObjectRef::from_wire(object),
+                requester: ReplicaId(requester.0),
             },
         }
     }

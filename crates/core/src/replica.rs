@@ -1078,6 +1078,8 @@ impl<S: Store> Replica<S> {
                     requester: r.me,
                 },
             )?;
+            // Asking again replaces an earlier refusal's notice.
+            crate::denied::clear(t, &object);
             Ok(())
         })?;
         Ok(self.replica_name(&master))

@@ -1010,6 +1010,9 @@ impl<S: Store> Replica<S> {
         let origin = &e.origin;
         match &e.op {
             Op::RmReplica { replica, .. } => self.on_retired(txn, replica)?,
+            Op::DenyMaster { object, requester } if *requester == self.me => {
+                crate::denied::record(txn, object, &e.origin, e.time_ms);
+            }
             Op::RestoreAck {
                 replica,
                 incarnation,

@@ -379,7 +379,10 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
         }
         Op::ChMaster { object, master } => set_master(txn, object, *master)?,
         Op::RmReplica { replica, last } => crate::retire::apply(txn, e, replica, *last)?,
-        Op::ReqMaster { .. } | Op::RestoreAck { .. } | Op::RestoreComplete { .. } => {}
+        Op::ReqMaster { .. }
+        | Op::DenyMaster { .. }
+        | Op::RestoreAck { .. }
+        | Op::RestoreComplete { .. } => {}
     }
     Ok(())
 }

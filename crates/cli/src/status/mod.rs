@@ -76,6 +76,34 @@ pub struct StatusDoc {
     /// not in `siblings`; their packets are refused.
     #[serde(default)]
     pub retired: Vec<String>,
+    /// This replica's mastership requests that their master refused (policy `deny`), until
+    /// it asks again.
+    #[serde(default)]
+    pub mastership_denied: Vec<DeniedRequest>,
+}
+
+/// A mastership request of this replica that its master refused.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeniedRequest {
+    /// The object, as a selector (`brtype:NAME`, `elem:PATH`, …).
+    pub object: String,
+    /// The master that refused it.
+    pub by: String,
+    /// When it refused (UTC, the master's clock).
+    pub time: String,
+}
+
+/// The refused mastership requests of the replica.
+fn denied(site: &Site) -> anyhow::Result<Vec<DeniedRequest>> {
+    let r = &site.replica;
+    Ok(r.denied_requests()?
+        .into_iter()
+        .map(|d| DeniedRequest {
+            object: util::esc(&r.describe_object(&d.object)),
+            by: r.replica_name(&d.master),
+            time: util::utc_time(d.time_ms),
+        })
+        .collect())
 }
 
 /// This replica's restoration state.
@@ -266,6 +294,7 @@ pub fn collect(site: &Site, opts: &Options) -> anyhow::Result<StatusDoc> {
         epoch,
         history_unreadable,
         retired,
+        mastership_denied: denied(site)?,
     })
 }
 

@@ -20,6 +20,14 @@ pub fn lines(doc: &StatusDoc) -> Vec<String> {
             names.join(", ")
         ));
     }
+    for d in &doc.mastership_denied {
+        out.push(format!(
+            "Mastership of {} was refused by {} at {} (its policy is deny); ask its operator.",
+            d.object,
+            util::esc(&d.by),
+            d.time
+        ));
+    }
     out.push(format!(
         "Incoming bay: {}, {} waiting; outgoing bay: {}; refused bay: {}.",
         util::count(doc.incoming_total as u64, "packet", "packets"),

@@ -114,3 +114,30 @@ fn a_packet_of_a_retired_replica_is_refused_and_changes_nothing() {
     assert_eq!(lab.digest("boston"), before);
     assert_eq!(packets_in(&lab.path("boston/bays/refused")).len(), 1);
 }
+
+#[test]
+fn the_requester_of_a_denied_mastership_request_is_told() {
+    let lab = family();
+    lab.ok(&["-C", "boston", "reqmaster-policy", "deny"]);
+    lab.ok(&["-C", "sanfran", "reqmaster", "brtype:main"]);
+    assert_eq!(lab.send("sanfran", "boston").len(), 1);
+    let out = lab.import("boston");
+    assert!(
+        out.contains("sanfran is told with the next packets"),
+        "{out}"
+    );
+    assert_eq!(lab.send("boston", "sanfran").len(), 1);
+    let out = lab.import("sanfran");
+    assert!(
+        out.contains("boston refused this replica's request for mastership of brtype:main"),
+        "{out}"
+    );
+    let text = lab.ok(&["-C", "sanfran", "status"]);
+    assert!(
+        text.contains("Mastership of brtype:main was refused by boston"),
+        "{text}"
+    );
+    let st = lab.json(&["-C", "sanfran", "status", "--json"]);
+    assert_eq!(st["mastership_denied"][0]["by"], "boston", "{st}");
+    assert_eq!(st["mastership_denied"][0]["object"], "brtype:main", "{st}");
+}

@@ -310,6 +310,11 @@ impl<'r, S: Store> EntryApply<'r, S> {
         if let Op::ReqMaster { object, requester } = &e.op {
             self.grants.push((*object, *requester));
         }
+        if let Op::DenyMaster { object, requester } = &e.op {
+            if *requester == self.replica.me {
+                self.notes.push(self.replica.denied_note(object, &e.origin));
+            }
+        }
         self.held.insert(e.origin, e.number);
         self.last_hash.insert(e.origin, e.hash);
         self.applied += 1;

@@ -19,6 +19,7 @@
 //! ```
 
 mod content;
+mod mastership;
 mod restore;
 mod retain;
 mod retire;
@@ -26,6 +27,7 @@ mod sync;
 mod trust;
 
 pub use content::*;
+pub use mastership::*;
 pub use restore::*;
 pub use retain::*;
 pub use retire::*;
@@ -330,6 +332,7 @@ macro_rules! protocol_scenario_tests {
             chmaster_all_from_needs_the_retirement_and_replicates => case_chmaster_all_from_needs_the_retirement_and_replicates,
             packets_from_a_retired_replica_are_refused_with_state_unchanged => case_packets_from_a_retired_replica_are_refused_with_state_unchanged,
             a_replica_retires_itself_once_it_masters_nothing => case_a_replica_retires_itself_once_it_masters_nothing,
+            a_denied_mastership_request_is_reported_to_the_requester => case_a_denied_mastership_request_is_reported_to_the_requester,
         }
     };
 }
