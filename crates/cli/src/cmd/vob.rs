@@ -549,7 +549,9 @@ impl Chmaster {
 #[command(
     long_about = "Asks the master of an object for its mastership. The request travels in \
 packets; the master grants it on import when its policy is `allow` (the default), refuses it \
-with `deny`, or keeps it for its operator with `manual` (see `msite reqmaster-policy`).",
+with `deny` (the refusal travels back: this replica's import says so and `msite status` shows \
+it until you ask again), or keeps it for its operator with `manual` (see \
+`msite reqmaster-policy`).",
     after_help = "Example:\n  msite -C sanfran reqmaster brtype:release\n  msite -C sanfran syncreplica export --to boston"
 )]
 pub struct Reqmaster {
