@@ -280,6 +280,22 @@ pub struct ReplicaInfo {
     pub retired: Option<serde_json::Value>,
 }
 
+/// A retired replica's `retired` field and annotation (`msite rmreplica`).
+fn retired_info(
+    r: &Replica<AnyStore>,
+    id: &msite_core::ReplicaId,
+    annotations: &mut Vec<String>,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    Ok(r.retirement(id)?.map(|x| {
+        let by = r.retired_by_name(&x);
+        annotations.push(format!(
+            "retired by {by}: the family keeps its entries up to {} and refuses its packets",
+            x.last
+        ));
+        json!({ "by": by, "last": x.last })
+    }))
+}
+
 /// Collects what `lsreplica` shows.
 pub fn replica_infos(r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaInfo>> {
     let st = r.status()?;
@@ -327,14 +343,7 @@ pub fn replica_infos(r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaInfo>> 
                 );
             }
         }
-        let retired = r.retirement(&obj.id)?.map(|x| {
-            let by = r.retired_by_name(&x);
-            annotations.push(format!(
-                "retired by {by}: the family keeps its entries up to {} and refuses its packets",
-                x.last
-            ));
-            json!({ "by": by, "last": x.last })
-        });
+        let retired = retired_info(r, &obj.id, &mut annotations)?;
         let held_req = held.iter().find(|h| h.replica == obj.id);
         if let Some(h) = held_req {
             annotations.push(format!(

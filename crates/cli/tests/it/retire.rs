@@ -40,6 +40,11 @@ fn a_retired_replica_is_forgotten_and_its_objects_taken_over() {
     // boston may now change what only sanfran could.
     lab.write("sf.c", "int sf2;\n");
     lab.ok(&["-C", "boston", "checkin", "sf.c", "sf.c"]);
+    listings_show_the_retirement(&lab);
+}
+
+/// lsreplica, status and export at boston after sanfran's retirement; bangalore takes it.
+fn listings_show_the_retirement(lab: &Lab) {
     let ls = lab.ok(&["-C", "boston", "lsreplica"]);
     let line = ls
         .lines()
@@ -67,7 +72,7 @@ fn a_retired_replica_is_forgotten_and_its_objects_taken_over() {
         .ok(&["-C", "boston", "status"])
         .contains("Retired (msite rmreplica"));
     let (_, err) = expect(
-        &lab,
+        lab,
         1,
         &["-C", "boston", "syncreplica", "export", "--to", "sanfran"],
     );
