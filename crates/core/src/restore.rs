@@ -552,6 +552,10 @@ impl<S: Store> Replica<S> {
         req: &HeldRequest,
         notes: &mut Vec<String>,
     ) -> Result<()> {
+        // A retired replica's restoration concerns nobody (docs/protocol.md §10).
+        if req.replica != self.me && crate::retire::retirement_in(&*txn, &req.replica)?.is_some() {
+            return Ok(());
+        }
         if req.replica == self.me {
             // Our own request, echoed back by a sibling. One newer than ours means this store
             // is older than a restoration the family already saw (a clock that went back):

@@ -142,8 +142,11 @@ impl<S: Store> Replica<S> {
             self.check_nobody_holds_more(&id, name)?;
         }
         let last = self.own_row()?.get(&id);
-        let e = self
-            .local_change(|r, t, ap| r.append_local(t, ap, Op::RmReplica { replica: id, last }))?;
+        let e = self.local_change(|r, t, ap| {
+            let e = r.append_local(t, ap, Op::RmReplica { replica: id, last })?;
+            r.on_retired(t, &id)?;
+            Ok(e)
+        })?;
         Ok(Retirement {
             replica: id,
             last,
@@ -301,8 +304,10 @@ impl<S: Store> Replica<S> {
     }
 
     /// A retirement applied here: a restoration in progress stops awaiting the retired
-    /// replica (it will never answer).
+    /// replica (it will never answer), and a restore request of it held here is no longer
+    /// propagated (nobody waits for that restoration any more).
     pub(crate) fn on_retired(&self, txn: &mut Txn<'_, S>, replica: &ReplicaId) -> Result<()> {
+        txn.delete(Keyspace::Peers, &keys::peer(keys::peers::REQUEST, replica));
         if let Some(mut rec) = Self::recovering_in(txn)? {
             if rec.awaited.remove(replica).is_some() {
                 txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());

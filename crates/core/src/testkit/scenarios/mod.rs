@@ -333,6 +333,7 @@ macro_rules! protocol_scenario_tests {
             packets_from_a_retired_replica_are_refused_with_state_unchanged => case_packets_from_a_retired_replica_are_refused_with_state_unchanged,
             a_replica_retires_itself_once_it_masters_nothing => case_a_replica_retires_itself_once_it_masters_nothing,
             a_denied_mastership_request_is_reported_to_the_requester => case_a_denied_mastership_request_is_reported_to_the_requester,
+            a_retired_replicas_restore_request_is_no_longer_propagated => case_a_retired_replicas_restore_request_is_no_longer_propagated,
         }
     };
 }

@@ -227,3 +227,28 @@ pub fn case_a_replica_retires_itself_once_it_masters_nothing<F: StoreFactory>(fa
     let r = refused_unchanged(&f, 0, last);
     assert!(matches!(r, Refusal::SenderRetired { .. }), "{r}");
 }
+
+/// A restoration of a replica that is then retired concerns nobody: the retiring replica and
+/// every one that applies the retirement stop holding and propagating its restore request.
+pub fn case_a_retired_replicas_restore_request_is_no_longer_propagated<F: StoreFactory>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 3, 760);
+    f.settle(&hub(3));
+    let backup = f.backup(2);
+    f.restore(2, &backup);
+    f.sites[2].restorereplica(&[], false).unwrap();
+    f.sync(2, 0);
+    f.sync(0, 1);
+    let held = |i: usize| f.sites[i].held_requests().unwrap().len();
+    assert_eq!((held(0), held(1)), (1, 1), "r0 and r1 hold r2's request");
+    f.sites[0].rmreplica("r2").unwrap();
+    assert_eq!(held(0), 0, "the retiring replica dropped the request");
+    f.settle(&[(0, 1)]);
+    assert_eq!(held(1), 0, "the retirement dropped it at r1");
+    let from_r2 = f.export(2, 1).expect("r2 still sends its request");
+    let r = refused_unchanged(&f, 1, from_r2);
+    assert!(matches!(r, Refusal::SenderRetired { .. }), "{r}");
+    assert_eq!(held(1), 0, "a refused packet of r2 teaches nothing");
+    assert_live_converged(&f, &[0, 1]);
+}
