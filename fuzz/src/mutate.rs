@@ -352,7 +352,7 @@ fn name(u: &mut Unstructured<'_>) -> Result<String> {
 }
 
 fn op(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {
-    Ok(match u.int_in_range(0u8..=12)? {
+    Ok(match u.int_in_range(0u8..=14)? {
         0 => wire::Op::CreateFamily {
             family: wire::Id(u.arbitrary()?),
             family_name: name(u)?,
@@ -396,9 +396,17 @@ fn op(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {
             incarnation: u.int_in_range(0u64..=3)?,
             held: u.int_in_range(0u64..=12)?,
         },
-        _ => wire::Op::RestoreComplete {
+        12 => wire::Op::RestoreComplete {
             incarnation: u.int_in_range(0u64..=3)?,
             row: row(u, f)?,
+        },
+        13 => wire::Op::RmReplica {
+            replica: replica(u, f)?,
+            last: u.int_in_range(0u64..=12)?,
+        },
+        _ => wire::Op::DenyMaster {
+            object: object_ref(u, f)?,
+            requester: replica(u, f)?,
         },
     })
 }

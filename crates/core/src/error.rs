@@ -194,6 +194,25 @@ pub enum Refusal {
         /// number each (K14).
         also: Vec<(String, u64)>,
     },
+    /// The sender was retired (`msite rmreplica`): the family takes nothing more from it.
+    SenderRetired {
+        /// The sender.
+        sender: String,
+        /// The replica whose `rmreplica` retired it.
+        by: String,
+    },
+    /// An entry of a retired replica past the last one the family keeps, or a retirement
+    /// that would leave this replica holding such entries (docs/protocol.md §10).
+    PastRetirement {
+        /// The retired replica.
+        replica: String,
+        /// The last entry of it the family keeps.
+        last: u64,
+        /// The entry past it (one the packet carries, or the highest held here).
+        number: u64,
+        /// The replica whose `rmreplica` retired it.
+        by: String,
+    },
     /// Other.
     Other(String),
 }
@@ -311,6 +330,14 @@ impl std::fmt::Display for Refusal {
                     "this replica has lost entries of its own: {sender} holds a different entry {number} of origin {origin} (this replica), so this replica numbered {number} twice — it was put back to an older copy without `msite restore`{also}; nothing was applied and it now refuses local changes and imports — run `msite restorereplica` (docs/protocol.md, 'Rollback')"
                 )
             }
+            Refusal::SenderRetired { sender, by } => write!(
+                f,
+                "replica {sender} was retired by {by} (`msite rmreplica`), so its packets are refused and nothing of this one was applied; if {sender} is still in use, its operator must stop it (its work since the retirement reaches the family only by hand)"
+            ),
+            Refusal::PastRetirement { replica, last, number, by } => write!(
+                f,
+                "entry {number} of replica {replica} comes after its retirement by {by}, which keeps its entries up to {last} only: {replica} kept working after it was retired; nothing of this packet was applied — see docs/protocol.md, 'Retiring a replica'"
+            ),
             Refusal::Other(s) => f.write_str(s),
         }
     }

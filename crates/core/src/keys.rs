@@ -113,6 +113,9 @@ pub mod peers {
     /// A control record's signature by its owner (tag, BLAKE3 of the signed message), kept
     /// to relay the control with it.
     pub const CONTROL_SIG: u8 = 16;
+    /// A mastership request of this replica that its master refused (tag, object): the
+    /// master's id and when it refused, until this replica asks again (`crate::denied`).
+    pub const DENIED: u8 = 19;
 }
 
 /// Peers key of the owner's signature of a control record whose signed message hashes to

@@ -12,6 +12,7 @@ pub mod testkit;
 
 pub mod codec;
 pub mod content;
+pub mod denied;
 pub mod env;
 pub mod error;
 pub mod ids;
@@ -21,6 +22,7 @@ pub mod packed;
 pub mod replica;
 pub mod restore;
 pub mod retain;
+pub mod retire;
 pub mod sync;
 pub mod txn;
 pub mod vob;

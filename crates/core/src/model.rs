@@ -275,6 +275,20 @@ pub enum Op {
         /// The replica's own row at completion.
         row: Row,
     },
+    /// A replica retired for good (`crate::retire`).
+    RmReplica {
+        /// The retired replica.
+        replica: ReplicaId,
+        /// The last of its entries the family keeps.
+        last: u64,
+    },
+    /// The master refused a mastership request (policy `deny`): the requester is told.
+    DenyMaster {
+        /// The object.
+        object: ObjectRef,
+        /// The replica whose request was refused.
+        requester: ReplicaId,
+    },
 }
 
 impl Op {
@@ -294,6 +308,8 @@ impl Op {
             Op::ReqMaster { .. } => "reqmaster",
             Op::RestoreAck { .. } => "ackrestorereplica",
             Op::RestoreComplete { .. } => "restore_complete",
+            Op::RmReplica { .. } => "rmreplica",
+            Op::DenyMaster { .. } => "denymaster",
         }
     }
 
@@ -378,6 +394,14 @@ impl Op {
                 incarnation: *incarnation,
                 row: row.to_wire(),
             },
+            Op::RmReplica { replica, last } => wire::Op::RmReplica {
+                replica: wire::Id(replica.0),
+                last: *last,
+            },
+            Op::DenyMaster { object, requester } => wire::Op::DenyMaster {
+                object: object.to_wire(),
+                requester: wire::Id(requester.0),
+            },
         }
     }
 
@@ -461,6 +485,14 @@ impl Op {
             wire::Op::RestoreComplete { incarnation, row } => Op::RestoreComplete {
                 incarnation: *incarnation,
                 row: Row::from_wire(row),
+            },
+            wire::Op::RmReplica { replica, last } => Op::RmReplica {
+                replica: ReplicaId(replica.0),
+                last: *last,
+            },
+            wire::Op::DenyMaster { object, requester } => Op::DenyMaster {
+                object: ObjectRef::from_wire(object),
+                requester: ReplicaId(requester.0),
             },
         }
     }

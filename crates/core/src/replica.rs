@@ -562,7 +562,10 @@ impl<S: Store> Replica<S> {
                 self.awaited_names(rec)
             )));
         }
-        Ok(())
+        match self.retired_lock()? {
+            Some(locked) => Err(locked),
+            None => Ok(()),
+        }
     }
 
     /// The siblings a recovering replica still waits for, as a bounded list of names.
@@ -627,7 +630,7 @@ impl<S: Store> Replica<S> {
         Ok(out)
     }
 
-    fn require_master(&self, object: &ObjectRef, what: &str) -> Result<()> {
+    pub(crate) fn require_master(&self, object: &ObjectRef, what: &str) -> Result<()> {
         let master = self.view().master_of(object)?;
         if master != self.me {
             return Err(CoreError::NotMaster {
@@ -1060,6 +1063,8 @@ impl<S: Store> Replica<S> {
                     requester: r.me,
                 },
             )?;
+            // Asking again replaces an earlier refusal's notice.
+            crate::denied::clear(t, &object);
             Ok(())
         })?;
         Ok(self.replica_name(&master))

@@ -45,7 +45,7 @@ pub struct Recovering {
 }
 
 impl Recovering {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut e = Enc::new().u64(self.incarnation);
         e = self
             .row
@@ -339,6 +339,10 @@ impl<S: Store> Replica<S> {
             siblings.extend(rec.acks.keys().copied());
         }
         siblings.remove(&self.me);
+        // A retired replica is no sibling any more (docs/protocol.md §10).
+        for r in self.retired()? {
+            siblings.remove(&r);
+        }
         Ok(siblings)
     }
 
@@ -548,6 +552,10 @@ impl<S: Store> Replica<S> {
         req: &HeldRequest,
         notes: &mut Vec<String>,
     ) -> Result<()> {
+        // A retired replica's restoration concerns nobody (docs/protocol.md §10).
+        if req.replica != self.me && crate::retire::retirement_in(&*txn, &req.replica)?.is_some() {
+            return Ok(());
+        }
         if req.replica == self.me {
             // Our own request, echoed back by a sibling. One newer than ours means this store
             // is older than a restoration the family already saw (a clock that went back):
@@ -911,7 +919,7 @@ impl<S: Store> Replica<S> {
     /// lost with the store), yet it may hold entries of ours that the restore lost; completing
     /// without its acknowledgement would number them again (K3).
     pub(crate) fn note_sibling(&self, txn: &mut Txn<'_, S>, sibling: &ReplicaId) -> Result<()> {
-        if *sibling == self.me {
+        if *sibling == self.me || crate::retire::retirement_in(&*txn, sibling)?.is_some() {
             return Ok(());
         }
         let hk = keys::peer(keys::peers::HEARD, sibling);
@@ -1005,6 +1013,10 @@ impl<S: Store> Replica<S> {
     pub(crate) fn on_entry(&self, txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
         let origin = &e.origin;
         match &e.op {
+            Op::RmReplica { replica, .. } => self.on_retired(txn, replica)?,
+            Op::DenyMaster { object, requester } if *requester == self.me => {
+                crate::denied::record(txn, object, &e.origin, e.time_ms);
+            }
             Op::RestoreAck {
                 replica,
                 incarnation,

@@ -378,7 +378,11 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
             );
         }
         Op::ChMaster { object, master } => set_master(txn, object, *master)?,
-        Op::ReqMaster { .. } | Op::RestoreAck { .. } | Op::RestoreComplete { .. } => {}
+        Op::RmReplica { replica, last } => crate::retire::apply(txn, e, replica, *last)?,
+        Op::ReqMaster { .. }
+        | Op::DenyMaster { .. }
+        | Op::RestoreAck { .. }
+        | Op::RestoreComplete { .. } => {}
     }
     Ok(())
 }
@@ -841,6 +845,54 @@ impl<'a, R: ReadView + ?Sized> View<'a, R> {
             let (k, v) = kv?;
             if let Some(bt) = ObjId::from_bytes(&k[p.len()..]) {
                 out.push(dec_branch(self.r, *elem, bt, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every object `master` masters, in key order (replica objects, types, elements, then
+    /// branches): what `msite chmaster --all --from` takes over. One scan of each kind.
+    pub fn mastered_by(&self, master: &ReplicaId) -> Result<Vec<ObjectRef>> {
+        let mut out: Vec<ObjectRef> = self
+            .replicas()?
+            .into_iter()
+            .filter(|r| r.master == *master)
+            .map(|r| ObjectRef::Replica(r.id))
+            .collect();
+        for (kind, wrap) in [
+            (
+                NameKind::BrType,
+                ObjectRef::BrType as fn(ObjId) -> ObjectRef,
+            ),
+            (NameKind::LbType, ObjectRef::LbType),
+        ] {
+            let types = self.types(kind)?.into_iter();
+            out.extend(types.filter(|t| t.master == *master).map(|t| wrap(t.id)));
+        }
+        let elements = self.elements()?.into_iter();
+        out.extend(
+            elements
+                .filter(|e| e.master == *master)
+                .map(|e| ObjectRef::Element(e.id)),
+        );
+        out.extend(self.branches_mastered_by(master)?);
+        Ok(out)
+    }
+
+    /// Every branch `master` masters: one scan of the branch records (which hold only the
+    /// master), without reading any branch's versions.
+    fn branches_mastered_by(&self, master: &ReplicaId) -> Result<Vec<ObjectRef>> {
+        let mut out = Vec::new();
+        for kv in self.r.scan(Keyspace::State, KeyRange::prefix(&[BRANCH]))? {
+            let (k, v) = kv?;
+            let (Some(elem), Some(brtype)) = (
+                k.get(1..25).and_then(ObjId::from_bytes),
+                k.get(25..).and_then(ObjId::from_bytes),
+            ) else {
+                continue;
+            };
+            if Dec::new(&v, "branch").rid()? == *master {
+                out.push(ObjectRef::Branch { elem, brtype });
             }
         }
         Ok(out)

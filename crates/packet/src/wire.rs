@@ -301,6 +301,22 @@ pub enum Op {
         /// The replica's own row at completion.
         row: Row,
     },
+    /// Retire a replica for good (`msite rmreplica`, docs/protocol.md §10). Added after
+    /// format 1.2 was first written: an msite without it cannot decode such an entry (SPEC §5).
+    RmReplica {
+        /// The retired replica.
+        replica: Id,
+        /// The last of its entries the family keeps: later ones are refused everywhere.
+        last: u64,
+    },
+    /// The master refused a mastership request (policy `deny`), so the requester is told.
+    /// Added after format 1.2 was first written, like `RmReplica` (SPEC §5).
+    DenyMaster {
+        /// The object.
+        object: ObjectRef,
+        /// The replica whose request was refused.
+        requester: Id,
+    },
 }
 
 /// One oplog entry as it travels. `hash` is BLAKE3 over the canonical encoding of every other

@@ -275,6 +275,25 @@ pub struct ReplicaInfo {
     pub key_fingerprint: Option<String>,
     /// The annotations `--long` prints, in order.
     pub annotations: Vec<String>,
+    /// When the family retired it (`msite rmreplica`): `{"by": NAME, "last": N}`, the
+    /// replica whose entry retired it and the last of its entries the family keeps; else null.
+    pub retired: Option<serde_json::Value>,
+}
+
+/// A retired replica's `retired` field and annotation (`msite rmreplica`).
+fn retired_info(
+    r: &Replica<AnyStore>,
+    id: &msite_core::ReplicaId,
+    annotations: &mut Vec<String>,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    Ok(r.retirement(id)?.map(|x| {
+        let by = r.retired_by_name(&x);
+        annotations.push(format!(
+            "retired by {by}: the family keeps its entries up to {} and refuses its packets",
+            x.last
+        ));
+        json!({ "by": by, "last": x.last })
+    }))
 }
 
 /// Collects what `lsreplica` shows.
@@ -324,6 +343,7 @@ pub fn replica_infos(r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaInfo>> 
                 );
             }
         }
+        let retired = retired_info(r, &obj.id, &mut annotations)?;
         let held_req = held.iter().find(|h| h.replica == obj.id);
         if let Some(h) = held_req {
             annotations.push(format!(
@@ -349,6 +369,7 @@ pub fn replica_infos(r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaInfo>> 
                 .public_key(&obj.id)?
                 .map(|k| msite_core::sync::fingerprint(&k)),
             annotations,
+            retired,
         });
     }
     Ok(out)
@@ -604,4 +625,47 @@ pub fn describe(site: &Site, selector: &str) -> anyhow::Result<serde_json::Value
             })
         }
     })
+}
+
+/// `msite rmreplica`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Retires replica NAME for good: a site that is closed, or whose storage is lost \
+with no backup worth restoring. The retirement travels in packets like any change; every \
+replica that takes it forgets NAME: no restoration waits for it, retention (`msite scrub`) \
+no longer waits for its acknowledgement, nothing is exported to it, and its packets are \
+refused. The family keeps NAME's entries up to what this replica holds of them now.
+
+Run it at the replica that masters replica:NAME (the one that created it, unless mastership \
+was handed on), after NAME stopped and its last packets were imported here. A replica may \
+also retire itself, once it masters nothing: hand its objects to live siblings first \
+(`msite chmaster`), then export one last time. Objects a retired replica still masters are \
+taken over with `msite chmaster --all --from NAME`. `msite lsreplica` keeps listing NAME, \
+marked retired.",
+    after_help = "Examples:\n  # sanfran is closed for good; boston created it\n  msite -C boston rmreplica sanfran\n  msite -C boston chmaster --all --from sanfran\n  msite -C boston syncreplica export --all\n\n  # bangalore closes itself down after handing over its branch type\n  msite -C bangalore chmaster brtype:rel boston\n  msite -C bangalore rmreplica bangalore\n  msite -C bangalore syncreplica export --all"
+)]
+pub struct Rmreplica {
+    /// The replica to retire (`msite lsreplica` lists them).
+    pub name: String,
+}
+
+impl Rmreplica {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let site = ctx.open()?;
+        let r = &site.replica;
+        let done = r.rmreplica(&self.name)?;
+        let name = util::esc(&self.name);
+        ctx.say(format!(
+            "Retired replica {name}: the family keeps its entries up to {} and refuses its packets from now on; the retirement reaches the siblings with the next packets (msite syncreplica export --all).",
+            done.last
+        ));
+        let left = r.view().mastered_by(&done.replica)?.len();
+        if left > 0 && done.replica != r.id() {
+            ctx.say(format!(
+                "{name} still masters {left} object(s); take them over with `msite chmaster --all --from {name}`."
+            ));
+        }
+        Ok(())
+    }
 }

@@ -132,6 +132,8 @@ pub enum Command {
     Mkreplica(family::Mkreplica),
     /// List the replicas of the family.
     Lsreplica(family::Lsreplica),
+    /// Retire a replica for good: the family forgets it and refuses its packets.
+    Rmreplica(family::Rmreplica),
     /// Describe one object: replica:NAME, brtype:NAME, lbtype:NAME, elem:PATH, branch:PATH@@BR.
     Describe(family::Describe),
 
@@ -222,6 +224,7 @@ impl Command {
             Command::Init(a) => a.run(ctx),
             Command::Mkreplica(a) => a.run(ctx),
             Command::Lsreplica(a) => a.run(ctx),
+            Command::Rmreplica(a) => a.run(ctx),
             Command::Describe(a) => a.run(ctx),
             Command::Syncreplica(a) => a.run(ctx),
             Command::Lspacket(a) => a.run(ctx),

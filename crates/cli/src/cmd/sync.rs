@@ -115,6 +115,8 @@ impl Export {
         if self.out.is_some() {
             crate::site::remove_unfinished(r, &out);
         }
+        // Retired replicas get nothing (docs/protocol.md §10); --to NAME says so.
+        let retired = r.retired()?;
         let targets: Vec<ReplicaId> = match &self.to {
             Some(name) => vec![sibling_by_name(r, name)?],
             None => r
@@ -123,6 +125,7 @@ impl Export {
                 .into_iter()
                 .map(|x| x.id)
                 .filter(|id| *id != r.id())
+                .filter(|id| !retired.contains(id))
                 .collect(),
         };
         if targets.is_empty() {

@@ -532,24 +532,51 @@ impl Rmname {
 #[command(
     long_about = "Hands mastership of an object mastered here to replica REPLICA. The change \
 travels in packets; from then on only REPLICA may change the object. SELECTOR is brtype:NAME, \
-lbtype:NAME, elem:PATH, branch:PATH@@BRTYPE or replica:NAME.",
-    after_help = "Example:\n  msite -C boston chmaster brtype:release bangalore\n  msite -C boston chmaster branch:src/main.c@@main sanfran"
+lbtype:NAME, elem:PATH, branch:PATH@@BRTYPE or replica:NAME.
+
+With --all --from NAME, this replica takes over every object that NAME masters. NAME must be \
+retired first (`msite rmreplica NAME`), and this must be the replica that masters \
+replica:NAME: then no other site can take the same objects at once.",
+    after_help = "Examples:\n  msite -C boston chmaster brtype:release bangalore\n  msite -C boston chmaster branch:src/main.c@@main sanfran\n  # sanfran is closed for good: retire it, then take over what it mastered\n  msite -C boston rmreplica sanfran\n  msite -C boston chmaster --all --from sanfran"
 )]
 pub struct Chmaster {
     /// The object.
-    pub selector: String,
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub selector: Option<String>,
     /// The new master.
-    pub replica: String,
+    #[arg(required_unless_present = "all")]
+    pub replica: Option<String>,
+    /// Take over every object the retired replica --from NAME masters.
+    #[arg(long, requires = "from")]
+    pub all: bool,
+    /// With --all: the retired replica whose objects this replica takes over.
+    #[arg(long, value_name = "NAME", requires = "all")]
+    pub from: Option<String>,
 }
 
 impl Chmaster {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let site = ctx.open()?;
-        site.replica.chmaster(&self.selector, &self.replica)?;
+        let r = &site.replica;
+        if let (true, Some(from)) = (self.all, &self.from) {
+            let moved = r.chmaster_all_from(from)?;
+            let from = crate::util::esc(from);
+            ctx.say(match moved.len() {
+                0 => format!("{from} masters nothing; nothing to take over."),
+                n => format!(
+                    "{n} object(s) that {from} mastered are now mastered by {}; the change reaches the siblings with the next packets.",
+                    r.name()
+                ),
+            });
+            return Ok(());
+        }
+        let (Some(selector), Some(replica)) = (self.selector, self.replica) else {
+            anyhow::bail!("chmaster needs SELECTOR REPLICA, or --all --from NAME");
+        };
+        r.chmaster(&selector, &replica)?;
         ctx.say(format!(
-            "{} is now mastered by {}; the change reaches it with the next packets.",
-            self.selector, self.replica
+            "{selector} is now mastered by {replica}; the change reaches it with the next packets."
         ));
         Ok(())
     }
@@ -560,7 +587,9 @@ impl Chmaster {
 #[command(
     long_about = "Asks the master of an object for its mastership. The request travels in \
 packets; the master grants it on import when its policy is `allow` (the default), refuses it \
-with `deny`, or keeps it for its operator with `manual` (see `msite reqmaster-policy`).",
+with `deny` (the refusal travels back: this replica's import says so and `msite status` shows \
+it until you ask again), or keeps it for its operator with `manual` (see \
+`msite reqmaster-policy`).",
     after_help = "Example:\n  msite -C sanfran reqmaster brtype:release\n  msite -C sanfran syncreplica export --to boston"
 )]
 pub struct Reqmaster {

@@ -72,6 +72,38 @@ pub struct StatusDoc {
     pub epoch: Epoch,
     /// Lines of the history file that could not be read (skipped).
     pub history_unreadable: usize,
+    /// Replicas the family retired (`msite rmreplica`), by name: no siblings any more, so
+    /// not in `siblings`; their packets are refused.
+    #[serde(default)]
+    pub retired: Vec<String>,
+    /// This replica's mastership requests that their master refused (policy `deny`), until
+    /// it asks again.
+    #[serde(default)]
+    pub mastership_denied: Vec<DeniedRequest>,
+}
+
+/// A mastership request of this replica that its master refused.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeniedRequest {
+    /// The object, as a selector (`brtype:NAME`, `elem:PATH`, …).
+    pub object: String,
+    /// The master that refused it.
+    pub by: String,
+    /// When it refused (UTC, the master's clock).
+    pub time: String,
+}
+
+/// The refused mastership requests of the replica.
+fn denied(site: &Site) -> anyhow::Result<Vec<DeniedRequest>> {
+    let r = &site.replica;
+    Ok(r.denied_requests()?
+        .into_iter()
+        .map(|d| DeniedRequest {
+            object: util::esc(&r.describe_object(&d.object)),
+            by: r.replica_name(&d.master),
+            time: util::utc_time(d.time_ms),
+        })
+        .collect())
 }
 
 /// This replica's restoration state.
@@ -226,7 +258,11 @@ pub fn collect(site: &Site, opts: &Options) -> anyhow::Result<StatusDoc> {
     let epoch = epoch(site)?;
     let outgoing_total = packets::bay_files(&site.paths.outgoing())?.len();
     let mut siblings = Vec::new();
-    for x in r.view().replicas()?.into_iter().filter(|x| x.id != r.id()) {
+    let retired_ids = r.retired()?;
+    let mut retired: Vec<String> = retired_ids.iter().map(|id| r.replica_name(id)).collect();
+    retired.sort();
+    let live = |x: &msite_core::vob::ReplicaObj| x.id != r.id() && !retired_ids.contains(&x.id);
+    for x in r.view().replicas()?.into_iter().filter(live) {
         let mut row = sibling_row(site, &x.id, &records, opts)?;
         let name = row.name.clone();
         let from = |s: &Option<String>| s.as_deref() == Some(name.as_str());
@@ -257,6 +293,8 @@ pub fn collect(site: &Site, opts: &Options) -> anyhow::Result<StatusDoc> {
         outgoing_total,
         epoch,
         history_unreadable,
+        retired,
+        mastership_denied: denied(site)?,
     })
 }
 

@@ -13,6 +13,21 @@ const SHOWN: usize = 10;
 pub fn lines(doc: &StatusDoc) -> Vec<String> {
     let mut out = vec![header(doc)];
     out.extend(siblings(doc));
+    if !doc.retired.is_empty() {
+        let names: Vec<String> = doc.retired.iter().map(|n| util::esc(n)).collect();
+        out.push(format!(
+            "Retired (msite rmreplica; their packets are refused): {}.",
+            names.join(", ")
+        ));
+    }
+    for d in &doc.mastership_denied {
+        out.push(format!(
+            "Mastership of {} was refused by {} at {} (its policy is deny); ask its operator.",
+            d.object,
+            util::esc(&d.by),
+            d.time
+        ));
+    }
     out.push(format!(
         "Incoming bay: {}, {} waiting; outgoing bay: {}; refused bay: {}.",
         util::count(doc.incoming_total as u64, "packet", "packets"),

@@ -15,6 +15,7 @@ mod operator;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod restore_safety;
+mod retire;
 mod scrub;
 #[cfg(feature = "serve")]
 mod serve;

@@ -156,6 +156,7 @@ impl<'r, S: Store> EntryApply<'r, S> {
             return self.skip_held(txn, &e);
         }
         self.check_next(txn, &e, held)?;
+        self.replica.check_retirement_entry(txn, &e, &self.held)?;
         let name = self.replica.replica_name(&e.origin);
         self.heads.entry(e.origin, e.number, &e.hash, &name)?;
         self.apply(txn, ap, &e, bytes)
@@ -308,6 +309,11 @@ impl<'r, S: Store> EntryApply<'r, S> {
         self.replica.on_entry(txn, e)?;
         if let Op::ReqMaster { object, requester } = &e.op {
             self.grants.push((*object, *requester));
+        }
+        if let Op::DenyMaster { object, requester } = &e.op {
+            if *requester == self.replica.me {
+                self.notes.push(self.replica.denied_note(object, &e.origin));
+            }
         }
         self.held.insert(e.origin, e.number);
         self.last_hash.insert(e.origin, e.hash);

@@ -68,7 +68,7 @@ pub enum Assessment {
 
 impl<S: Store> Replica<S> {
     /// The sender's name as its header gives it, else as this replica knows it.
-    pub(super) fn sender_name(&self, h: &wire::Header) -> String {
+    pub(crate) fn sender_name(&self, h: &wire::Header) -> String {
         if h.sender_name.is_empty() {
             self.replica_name(&ReplicaId(h.sender.0))
         } else {
@@ -97,6 +97,9 @@ impl<S: Store> Replica<S> {
         let st = self.status()?;
         if let Some(locked) = self.import_lock(&st) {
             return Ok(Assessment::Refused(locked));
+        }
+        if let Some(retired) = self.retired_sender(h)? {
+            return Ok(Assessment::Refused(CoreError::Refused(retired)));
         }
         // 8. Importing the same packet again does nothing.
         if self

@@ -122,9 +122,7 @@ impl<S: Store> Replica<S> {
                     notes.push(format!("granted mastership requested by {who}"));
                 }
                 crate::replica::ReqMasterPolicy::Deny => {
-                    notes.push(format!(
-                        "refused a mastership request from {who} (policy: deny)"
-                    ));
+                    notes.push(self.deny_master(object, requester, &who)?);
                 }
                 _ => {
                     let mut k = crate::replica::master_request_prefix(object);

@@ -111,6 +111,7 @@ impl<S: Store> Replica<S> {
                 self.name()
             )));
         }
+        self.check_target_live(target)?;
         let st = self.status()?;
         let own = self.own_row()?;
         let send = Self::send_state(&self.store, target)?;

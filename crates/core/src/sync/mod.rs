@@ -42,8 +42,9 @@ impl<S: Store> Replica<S> {
     /// The epoch matrix: own row, then each sibling's estimate row.
     pub fn epoch_matrix(&self) -> Result<Vec<(ReplicaId, Row)>> {
         let mut out = vec![(self.me, self.own_row()?)];
+        let retired = self.retired()?;
         for r in self.view().replicas()? {
-            if r.id != self.me {
+            if r.id != self.me && !retired.contains(&r.id) {
                 out.push((r.id, self.estimate(&r.id)?));
             }
         }

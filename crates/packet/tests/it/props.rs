@@ -102,6 +102,8 @@ fn any_op() -> impl Strategy<Value = Op> {
         }),
         (any_u64(), any_row())
             .prop_map(|(incarnation, row)| Op::RestoreComplete { incarnation, row }),
+        (any_id(), any_u64()).prop_map(|(replica, last)| Op::RmReplica { replica, last }),
+        (any_oref(), any_id()).prop_map(|(object, requester)| Op::DenyMaster { object, requester }),
     ]
 }
 

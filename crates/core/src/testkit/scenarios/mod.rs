@@ -19,14 +19,18 @@
 //! ```
 
 mod content;
+mod mastership;
 mod restore;
 mod retain;
+mod retire;
 mod sync;
 mod trust;
 
 pub use content::*;
+pub use mastership::*;
 pub use restore::*;
 pub use retain::*;
+pub use retire::*;
 pub use sync::*;
 pub use trust::*;
 
@@ -323,6 +327,13 @@ macro_rules! protocol_scenario_tests {
             restore_from_a_backup_older_than_the_window_is_refused_on_both_sides => case_restore_from_a_backup_older_than_the_window_is_refused_on_both_sides,
             sibling_put_back_behind_retention_is_refused_on_both_sides => case_sibling_put_back_behind_retention_is_refused_on_both_sides,
             a_resend_from_below_the_chain_base_is_skipped => case_a_resend_from_below_the_chain_base_is_skipped,
+            retired_replica_is_not_awaited_by_a_later_restoration => case_retired_replica_is_not_awaited_by_a_later_restoration,
+            retention_scrubs_past_a_retired_replicas_old_acknowledgement => case_retention_scrubs_past_a_retired_replicas_old_acknowledgement,
+            chmaster_all_from_needs_the_retirement_and_replicates => case_chmaster_all_from_needs_the_retirement_and_replicates,
+            packets_from_a_retired_replica_are_refused_with_state_unchanged => case_packets_from_a_retired_replica_are_refused_with_state_unchanged,
+            a_replica_retires_itself_once_it_masters_nothing => case_a_replica_retires_itself_once_it_masters_nothing,
+            a_denied_mastership_request_is_reported_to_the_requester => case_a_denied_mastership_request_is_reported_to_the_requester,
+            a_retired_replicas_restore_request_is_no_longer_propagated => case_a_retired_replicas_restore_request_is_no_longer_propagated,
         }
     };
 }
