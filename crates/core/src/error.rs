@@ -216,6 +216,12 @@ impl Refusal {
         }
     }
 
+    /// Whether the refusal shows a fork (divergent, own fork, or a sender holding retired
+    /// entries).
+    pub(crate) fn forks_shown(&self) -> bool {
+        self.first_fork_number().is_some()
+    }
+
     /// The first fork's origin and the other forks, for the refusals that report forks
     /// (divergent, and a sender holding retired entries).
     pub(crate) fn forks_mut(&mut self) -> Option<(&str, &mut Vec<(String, u64)>)> {

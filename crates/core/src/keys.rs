@@ -113,6 +113,11 @@ pub mod peers {
     /// A control record's signature by its owner (tag, BLAKE3 of the signed message), kept
     /// to relay the control with it.
     pub const CONTROL_SIG: u8 = 16;
+    /// A fork repair decision (tag, origin, number; `fork.rs`).
+    pub const FORK_DECISION: u8 = 29;
+    /// An entry a fork decision gave up here, with its content, kept until the operator
+    /// writes it out (tag, origin, number; `fork.rs`).
+    pub const GIVEN_UP: u8 = 30;
 }
 
 /// Peers key of the owner's signature of a control record whose signed message hashes to

@@ -735,9 +735,40 @@ impl<S: Store> Replica<S> {
         )? {
             return Err(CoreError::Refused(crate::error::Refusal::Other(why)));
         }
-        let start = keys::oplog(&o, theirs.number);
+        let (removed, last) =
+            self.give_up_from(txn, &o, theirs.number, arriving_blobs, true, &mut |_, _| {
+                Ok(())
+            })?;
+        Ok(Some(format!(
+            "this store held {removed} entries of {} (numbers {}..={last}) that its restoration of incarnation {} replaced: the store is older than that restoration; they were removed and the newer history applied",
+            self.replica_name(&o),
+            theirs.number,
+            incarnation_text(theirs.incarnation)
+        )))
+    }
+
+    /// Gives up every entry of origin `o` numbered `from` or above (the machinery shared by
+    /// retired entries, K13, and fork repair, `fork.rs`): each is shown to `visit` before it
+    /// goes, the own row of `o` drops to `from - 1`, no estimate counts them any more,
+    /// provisional acknowledgements that counted them are lowered (and, on `retired`, the
+    /// acknowledgements of our own restoration: nobody can give retired entries back), and
+    /// the object base is rebuilt from the remaining oplog in apply order. Returns how many
+    /// entries went and the last number among them. Refused as divergent (the caller drops
+    /// the transaction) when this replica's own creation is among them or another origin's
+    /// entry builds on them.
+    pub(crate) fn give_up_from(
+        &self,
+        txn: &mut Txn<'_, S>,
+        o: &ReplicaId,
+        from: u64,
+        arriving_blobs: &std::collections::HashSet<crate::ids::Hash>,
+        retired: bool,
+        visit: &mut dyn FnMut(&Txn<'_, S>, &StoredEntry) -> Result<()>,
+    ) -> Result<(u64, u64)> {
+        let o = *o;
+        let start = keys::oplog(&o, from);
         let mut removed = 0u64;
-        let mut last = theirs.number;
+        let mut last = from;
         let mut removed_blobs = std::collections::BTreeSet::new();
         for (k, v) in txn.scan_prefix(Keyspace::Oplog, &o.0)? {
             if k.as_slice() >= start.as_slice() {
@@ -750,13 +781,14 @@ impl<S: Store> Replica<S> {
                         // restoration (one with --override): a fork, not a retired copy.
                         return Err(CoreError::Refused(crate::error::Refusal::Divergent {
                             origin: self.replica_name(&o),
-                            number: theirs.number,
+                            number: from,
                             detail: "the entries it replaced include this replica's own creation"
                                 .into(),
                             also: Vec::new(),
                         }));
                     }
                 }
+                visit(txn, &stored)?;
                 removed_blobs.extend(stored.blob);
                 txn.delete(Keyspace::Oplog, &k);
                 removed += 1;
@@ -765,7 +797,7 @@ impl<S: Store> Replica<S> {
                 }
             }
         }
-        match theirs.number - 1 {
+        match from - 1 {
             0 => txn.delete(Keyspace::Epochs, &keys::own(&o)),
             n => txn.put(Keyspace::Epochs, &keys::own(&o), &n.to_be_bytes()),
         }
@@ -773,7 +805,7 @@ impl<S: Store> Replica<S> {
         // here from us: our estimates of them must not count them, or our next packets take
         // their retired copies for the newer entries and are refused as divergent at the base.
         // Lowering an estimate only resends.
-        let cap = theirs.number - 1;
+        let cap = from - 1;
         for (k, v) in txn.scan_prefix(Keyspace::Epochs, keys::ESTIMATES_PREFIX)? {
             let counts_them = k.len() == 1 + 2 * o.0.len() && k[1 + o.0.len()..] == o.0;
             if counts_them && crate::codec::be_u64(&v)? > cap {
@@ -787,17 +819,17 @@ impl<S: Store> Replica<S> {
             if let Some(v) = txn.get(Keyspace::Peers, &k)? {
                 let mut d = Dec::new(&v, "provisional ack");
                 let (inc, held) = (d.u64()?, d.u64()?);
-                let cap = theirs.number - 1;
+                let cap = from - 1;
                 if held > cap {
                     txn.put(Keyspace::Peers, &k, &Enc::new().u64(inc).u64(cap).done());
                 }
             }
         }
-        if o == self.me {
+        if o == self.me && retired {
             // An acknowledgement that counted our entries from the replaced timeline asks for
             // entries nobody can give back any more.
             if let Some(mut rec) = Self::recovering_in(txn)? {
-                let cap = theirs.number - 1;
+                let cap = from - 1;
                 for held in rec.awaited.values_mut().flatten() {
                     *held = (*held).min(cap);
                 }
@@ -834,7 +866,7 @@ impl<S: Store> Replica<S> {
                 // transaction, so nothing of this attempt is kept.
                 return Err(CoreError::Refused(crate::error::Refusal::Divergent {
                     origin: self.replica_name(&o),
-                    number: theirs.number,
+                    number: from,
                     detail: format!(
                         "entry {} of {} held here builds on the entries it replaced ({err})",
                         e.number,
@@ -844,12 +876,7 @@ impl<S: Store> Replica<S> {
                 }));
             }
         }
-        Ok(Some(format!(
-            "this store held {removed} entries of {} (numbers {}..={last}) that its restoration of incarnation {} replaced: the store is older than that restoration; they were removed and the newer history applied",
-            self.replica_name(&o),
-            theirs.number,
-            incarnation_text(theirs.incarnation)
-        )))
+        Ok((removed, last))
     }
 
     /// Moves this recovering replica's request past incarnation `known` (a newer request of

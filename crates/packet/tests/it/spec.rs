@@ -240,6 +240,7 @@ struct HeaderNext {
     heads: Vec<SignedHead>,
     #[serde(with = "msite_packet::wire::hexbytes")]
     signature: [u8; 64],
+    fork_decisions: Vec<msite_packet::wire::ForkDecision>,
     region: (u32, String),
 }
 
@@ -273,6 +274,7 @@ fn header_next() -> Vec<u8> {
         keys: h.keys,
         heads: h.heads,
         signature: h.signature,
+        fork_decisions: h.fork_decisions,
         region: (7, "emea".into()),
     };
     rmp_serde::to_vec(&next).unwrap()
@@ -294,10 +296,10 @@ fn newer_minor_version_is_read_skipping_what_is_unknown() {
             rec(0x11, &[]),
         ],
     );
-    raw.minor = 3;
+    raw.minor = 4;
     raw.flags = 0x01;
     let (info, header, recs) = decode_all(&raw.build()).unwrap();
-    assert_eq!(info.version, FormatVersion { major: 1, minor: 3 });
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 4 });
     assert_eq!(header, update_header());
     assert_eq!(recs, vec![Record::Entry(e.clone())]);
     // The same content claiming to be 1.0 is refused: 1.0 has no such fields or records.

@@ -19,12 +19,14 @@
 //! ```
 
 mod content;
+mod fork;
 mod restore;
 mod retain;
 mod sync;
 mod trust;
 
 pub use content::*;
+pub use fork::*;
 pub use restore::*;
 pub use retain::*;
 pub use sync::*;
@@ -323,6 +325,12 @@ macro_rules! protocol_scenario_tests {
             restore_from_a_backup_older_than_the_window_is_refused_on_both_sides => case_restore_from_a_backup_older_than_the_window_is_refused_on_both_sides,
             sibling_put_back_behind_retention_is_refused_on_both_sides => case_sibling_put_back_behind_retention_is_refused_on_both_sides,
             a_resend_from_below_the_chain_base_is_skipped => case_a_resend_from_below_the_chain_base_is_skipped,
+            fork_repair_keeps_timeline_a => case_fork_repair_keeps_timeline_a,
+            fork_repair_keeps_timeline_b => case_fork_repair_keeps_timeline_b,
+            fork_repair_keeps_the_given_up_content => case_fork_repair_keeps_the_given_up_content,
+            fork_repair_decision_is_relayed_through_a_hub => case_fork_repair_decision_is_relayed_through_a_hub,
+            fork_repair_accepts_the_packet_refused_before => case_fork_repair_accepts_the_packet_refused_before,
+            fork_repair_unblocks_restorereplica_after_an_own_fork => case_fork_repair_unblocks_restorereplica_after_an_own_fork,
         }
     };
 }
