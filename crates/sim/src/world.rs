@@ -419,6 +419,7 @@ impl<B: SimBackend> World<B> {
         w.stats.steps = w.p.steps as u64;
         if w.violations.is_empty() {
             w.heal();
+            w.repair_forks();
             w.final_checks();
         }
         if !w.lossy.is_empty() {
@@ -673,6 +674,10 @@ impl<B: SimBackend> World<B> {
                         to + 1
                     )
                 });
+            } else if own.get(o) < *from && self.gave_up_by_repair(i, o, own.get(o)) {
+                let (on, sn) = (self.name_of(o), self.sites[i].name.clone());
+                let to = own.get(o);
+                self.ev(|_| format!("  {sn} gave up {on} {}..={from} by a fork repair", to + 1));
             } else if own.get(o) < *from {
                 let name = self.name_of(o);
                 self.violation(format!(
@@ -748,6 +753,73 @@ impl<B: SimBackend> World<B> {
             }
         }
         self.sites[i].observed = own;
+    }
+
+    /// Whether site `i` holds a fork decision on `o` that gives up its entries above `to`.
+    fn gave_up_by_repair(&self, i: usize, o: &ReplicaId, to: u64) -> bool {
+        self.rep(i)
+            .fork_decisions()
+            .is_ok_and(|ds| ds.iter().any(|d| d.origin == *o && d.number <= to + 1))
+    }
+
+    // ---------------------------------------------------------------- fork repair
+
+    /// The operator repairs the forks that keep a lossy schedule from converging, as
+    /// docs/protocol.md "Divergence and fork repair" says: for each forked origin, at the first
+    /// number where live replicas differ, `msite repairfork` at a replica holding one of the
+    /// timelines, keeping it or the other (drawn); then the family heals again and must
+    /// converge (the final checks). A third timeline takes another pass.
+    fn repair_forks(&mut self) {
+        for _ in 0..3 {
+            if !self.violations.is_empty() || self.lossy.is_empty() {
+                return;
+            }
+            let mut first: BTreeMap<ReplicaId, u64> = BTreeMap::new();
+            for (o, k) in self.live_conflicts() {
+                let e = first.entry(o).or_insert(k);
+                *e = (*e).min(k);
+            }
+            if first.is_empty() {
+                return;
+            }
+            for (o, k) in first {
+                self.repair_one_fork(o, k);
+            }
+            self.heal();
+        }
+    }
+
+    /// `msite repairfork --origin o --number k` at a replica drawn among those holding an
+    /// entry there, keeping its timeline or the other one (drawn).
+    fn repair_one_fork(&mut self, o: ReplicaId, k: u64) {
+        let holders: Vec<usize> = (0..self.sites.len())
+            .filter(|&i| matches!(self.rep(i).entry(&o, k), Ok(Some(_))))
+            .collect();
+        let Some(&at) = holders.choose(&mut self.rng) else {
+            return;
+        };
+        let keep = if self.rng.gen_bool(0.5) {
+            msite_core::KeepTimeline::This
+        } else {
+            msite_core::KeepTimeline::Other
+        };
+        let (on, sn) = (self.name_of(&o), self.sites[at].name.clone());
+        self.ev(|_| {
+            format!("operator: repairfork --origin {on} --number {k} --keep {keep:?} at {sn}")
+        });
+        match self.rep(at).repair_fork(&o, k, keep) {
+            Ok(r) => {
+                self.stats.fork_repairs += 1;
+                self.ev(|_| {
+                    format!(
+                        "  gave up {} entries here, locked: {}",
+                        r.given_up, r.locked
+                    )
+                });
+                self.observe(at);
+            }
+            Err(e) => self.violation(format!("repairfork at {sn} failed: {e}")),
+        }
     }
 
     fn on_conflict(&mut self, i: usize, o: ReplicaId, k: u64, a: Hash, b: Hash) {

@@ -205,6 +205,7 @@ fn any_header() -> impl Strategy<Value = Header> {
                 keys: vec![],
                 heads: vec![],
                 signature: NO_SIGNATURE,
+                fork_decisions: vec![],
             },
         )
 }

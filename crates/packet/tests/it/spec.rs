@@ -513,3 +513,37 @@ fn signed_header_fields_are_refused_in_an_older_minor_version() {
     assert_eq!(info.version, FormatVersion { major: 1, minor: 2 });
     assert_eq!(header, h);
 }
+
+/// Format 1.3: a header's fork repair decisions round-trip; a header without any is a 1.2
+/// header byte for byte; a 1.2 writer refuses a header that carries one rather than drop it.
+#[test]
+fn fork_decisions_need_minor_1_3_and_round_trip() {
+    let plain = update_header();
+    let v12 = WriteOptions {
+        minor: 2,
+        ..WriteOptions::new(id(9))
+    };
+    let v13 = WriteOptions {
+        minor: 3,
+        ..WriteOptions::new(id(9))
+    };
+    let a = encode_to_vec(Kind::Update, &plain, vec![], &v12).unwrap();
+    let b = encode_to_vec(Kind::Update, &plain, vec![], &v13).unwrap();
+    // Same header bytes: only the envelope's version differs.
+    assert_eq!(a.len(), b.len());
+    let mut with = plain.clone();
+    with.fork_decisions.push(ForkDecision {
+        origin: id(4),
+        number: 42,
+        hash: h(7),
+        keep: false,
+        decided_by: id(2),
+        decided_ms: 1_700_000_300_000,
+    });
+    let bytes = encode_to_vec(Kind::Update, &with, vec![], &v13).unwrap();
+    let (info, got, _) = decode_from_slice(&bytes).unwrap();
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 3 });
+    assert_eq!(got, with);
+    let err = encode_to_vec(Kind::Update, &with, vec![], &v12).unwrap_err();
+    assert!(err.to_string().contains("fork repair decisions"), "{err}");
+}
