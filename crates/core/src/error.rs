@@ -272,7 +272,7 @@ impl std::fmt::Display for Refusal {
                 let also = also_differ(also);
                 write!(
                     f,
-                    "divergent history: entry {number} of origin {origin} differs between the sender and this replica ({detail}{also}); nothing was applied — a replica was restored without `msite restorereplica` or with --override; find which and see docs/protocol.md, 'Divergence'"
+                    "divergent history: entry {number} of origin {origin} differs between the sender and this replica ({detail}{also}); nothing was applied — a replica was restored without `msite restorereplica` or with --override; decide which timeline the family keeps and run `msite repairfork --origin {origin} --number {number} --keep this|other` (docs/protocol.md, 'Divergence and fork repair')"
                 )
             }
             Refusal::SenderHoldsRetired {

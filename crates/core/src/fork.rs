@@ -342,7 +342,28 @@ impl<S: Store> Replica<S> {
             Some(held) if d.gives_up(&held) => self.give_up_timeline(txn, d)?,
             _ => 0,
         };
-        if given_up > 0 && d.origin == self.me && Self::recovering_in(txn)?.is_none() {
+        if d.origin == self.me {
+            self.own_fork_decided(txn, d, given_up)?;
+        }
+        Ok(given_up)
+    }
+
+    /// A decision on our own origin: while we recover, the acknowledgements received may
+    /// count entries of the given-up timeline (a sibling answered before it gave them up), so
+    /// the request moves to a new incarnation and every sibling answers again with what it
+    /// holds now (the decision travels in the same headers, ahead of the request). Otherwise,
+    /// having given up entries of our own, we lock until `restorereplica` gets the kept ones.
+    fn own_fork_decided(
+        &self,
+        txn: &mut Txn<'_, S>,
+        d: &ForkDecision,
+        given_up: u64,
+    ) -> Result<()> {
+        if let Some(mut rec) = Self::recovering_in(txn)? {
+            let inc = rec.incarnation;
+            self.move_request_past(txn, &mut rec, inc);
+            crate::restore::restart_packet_sequences(txn)?;
+        } else if given_up > 0 {
             Self::lock_rolled_back(
                 txn,
                 &format!(
@@ -351,7 +372,7 @@ impl<S: Store> Replica<S> {
                 ),
             );
         }
-        Ok(given_up)
+        Ok(())
     }
 
     /// Every sibling's estimate of `origin` drops below `number`: the next export to each

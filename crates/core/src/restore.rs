@@ -883,7 +883,12 @@ impl<S: Store> Replica<S> {
     /// it that the family holds, or a restoration of it already completed): a new incarnation
     /// `max(known, now) + 1`, and the acknowledgements cleared, since they answered the old
     /// one. Returns the new incarnation.
-    fn move_request_past(&self, txn: &mut Txn<'_, S>, rec: &mut Recovering, known: u64) -> u64 {
+    pub(crate) fn move_request_past(
+        &self,
+        txn: &mut Txn<'_, S>,
+        rec: &mut Recovering,
+        known: u64,
+    ) -> u64 {
         rec.incarnation = known.max(self.env.now_ms()) + 1;
         for held in rec.awaited.values_mut() {
             *held = None;
@@ -1129,7 +1134,7 @@ impl<S: Store> Replica<S> {
 
 /// Packet sequences restart under a new incarnation: the sending state and export log
 /// towards every sibling are dropped.
-fn restart_packet_sequences<S: Store>(txn: &mut Txn<'_, S>) -> Result<()> {
+pub(crate) fn restart_packet_sequences<S: Store>(txn: &mut Txn<'_, S>) -> Result<()> {
     for tag in [keys::peers::SEND, keys::peers::EXPORT_LOG] {
         for (k, _) in txn.scan_prefix(Keyspace::Peers, &[tag])? {
             txn.delete(Keyspace::Peers, &k);

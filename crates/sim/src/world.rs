@@ -1628,8 +1628,13 @@ impl<B: SimBackend> World<B> {
                 .incarnations_before_rollback
                 .get(&sender)
                 .is_some_and(|known| *known > hdr_sender_inc);
+        let before_decisions = self.rep(to).fork_decisions().ok();
         let res = self.mutate(to, "import", faults, |r| r.import(inc));
         let after_own = self.rep(to).own_row().ok();
+        // A fork repair decision the header carries is adopted before the packet is assessed
+        // (docs/protocol.md "Divergence and fork repair"): a refused or stale packet may give
+        // up entries that way, and only that way.
+        let adopted = self.rep(to).fork_decisions().ok() != before_decisions;
         if forgot_sender_restore
             && (after_own != before_own || self.rep(to).digest().ok() != before_digest)
         {
@@ -1663,7 +1668,7 @@ impl<B: SimBackend> World<B> {
             // under a number its earlier self used, as for a local change; K26).
             self.observe(to);
         }
-        if stale && after_own != before_own && !learned {
+        if stale && after_own != before_own && !learned && !adopted {
             self.violation(format!(
                 "stale packet #{serial} from {fname} changed {tn} (target incarnation in header {hdr_target_inc:?}, {tn} had {my_inc}; sender incarnation {hdr_sender_inc}, recorded {recorded_sender_inc})"
             ));
@@ -1679,7 +1684,7 @@ impl<B: SimBackend> World<B> {
         let unchanged = |w: &Self, what: &str| -> Option<String> {
             let own = w.rep(to).own_row().ok();
             let dig = w.rep(to).digest().ok();
-            if !learned && (own != before_own || dig != before_digest) {
+            if !learned && !adopted && (own != before_own || dig != before_digest) {
                 Some(format!(
                     "packet #{serial} from {fname} {what} but changed {tn}'s own row or state"
                 ))
