@@ -67,13 +67,14 @@ fn a_fork_after_override_is_repaired_and_the_given_up_change_is_written_out() {
     ]);
     assert!(out.contains("Decided"), "{out}");
     lab.send("boston", "sanfran");
-    lab.import("sanfran");
-    let st = lab.ok(&["-C", "sanfran", "status"]);
-    assert!(
-        st.contains("fork repair"),
-        "sanfran is locked by the repair: {st}"
-    );
+    // sanfran adopts the decision, gives up its own timeline and locks itself.
+    let err = lab.fails(1, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(err.contains("fork repair gave up"), "{err}");
+    assert!(err.contains("restorereplica"), "{err}");
     lab.ok(&["-C", "sanfran", "restorereplica"]);
+    // The packet that locked it predates the restoration: refused as stale, moved aside.
+    let err = lab.fails(1, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(err.contains("stale packet from boston"), "{err}");
     lab.settle();
     // What sanfran gave up is written out, its content byte for byte.
     let out = lab.ok(&["-C", "sanfran", "repairfork", "--dump", "given-up"]);
