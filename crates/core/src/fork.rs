@@ -206,7 +206,14 @@ impl<S: Store> Replica<S> {
             decided_ms: self.env.now_ms(),
         };
         let mut txn = Txn::new(&self.store);
-        let given_up = self.adopt_decision(&mut txn, &decision)?;
+        let given_up = self.adopt_decision(&mut txn, &decision).map_err(|e| match e {
+            CoreError::Refused(r) => CoreError::Invalid(format!(
+                "replica {} cannot give up its timeline of {} from {number} ({r}); keep it (`--keep this`), or decide at a replica that can; nothing changed",
+                self.name(),
+                self.replica_name(origin)
+            )),
+            other => other,
+        })?;
         let locked = given_up > 0 && *origin == self.me && Self::recovering_in(&txn)?.is_none();
         txn.commit(WriteOptions::SYNC)?;
         Ok(ForkRepair {

@@ -798,27 +798,38 @@ impl<B: SimBackend> World<B> {
         let Some(&at) = holders.choose(&mut self.rng) else {
             return;
         };
-        let keep = if self.rng.gen_bool(0.5) {
-            msite_core::KeepTimeline::This
-        } else {
-            msite_core::KeepTimeline::Other
-        };
+        let (this, other) = (
+            msite_core::KeepTimeline::This,
+            msite_core::KeepTimeline::Other,
+        );
+        let first = if self.rng.gen_bool(0.5) { this } else { other };
         let (on, sn) = (self.name_of(&o), self.sites[at].name.clone());
-        self.ev(|_| {
-            format!("operator: repairfork --origin {on} --number {k} --keep {keep:?} at {sn}")
-        });
-        match self.rep(at).repair_fork(&o, k, keep) {
-            Ok(r) => {
-                self.stats.fork_repairs += 1;
-                self.ev(|_| {
-                    format!(
-                        "  gave up {} entries here, locked: {}",
-                        r.given_up, r.locked
-                    )
-                });
-                self.observe(at);
+        let mut last_err = None;
+        // A site cannot give up the timeline that created it; told so, the operator keeps it.
+        for keep in [first, if first == this { other } else { this }] {
+            self.ev(|_| {
+                format!("operator: repairfork --origin {on} --number {k} --keep {keep:?} at {sn}")
+            });
+            match self.rep(at).repair_fork(&o, k, keep) {
+                Ok(r) => {
+                    self.stats.fork_repairs += 1;
+                    self.ev(|_| {
+                        format!(
+                            "  gave up {} entries here, locked: {}",
+                            r.given_up, r.locked
+                        )
+                    });
+                    self.observe(at);
+                    return;
+                }
+                Err(e) => {
+                    self.ev(|_| format!("  refused: {e}"));
+                    last_err = Some(e);
+                }
             }
-            Err(e) => self.violation(format!("repairfork at {sn} failed: {e}")),
+        }
+        if let Some(e) = last_err {
+            self.violation(format!("repairfork at {sn} failed both ways: {e}"));
         }
     }
 
