@@ -29,9 +29,11 @@
 //! local change before a sibling's packet reveals the rollback may lose entries by design.
 //! Such a schedule is *lossy*: "no loss" is not checked, and a reused number is allowed only
 //! if some import reported it (a divergent or rolled-back refusal naming that origin). When
-//! two live replicas still hold different entries under one number at the end, the family
-//! cannot converge; convergence and completion are then not checked (counted as
-//! `unconvergeable`).
+//! two live replicas still hold different entries under one number after healing, the
+//! operator repairs the fork (`msite repairfork` at the first differing number, at a replica
+//! holding one timeline, keeping it or the other; counted as `fork_repairs`) and the family
+//! heals again. Only if live conflicts remain after that is convergence and completion not
+//! checked (counted as `unconvergeable`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
