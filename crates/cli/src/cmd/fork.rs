@@ -9,7 +9,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use msite_core::{Entry, GivenUp, KeepTimeline, Op, Replica, ReplicaId};
 
@@ -43,7 +43,8 @@ number on, keeps them with their content, and then accepts the kept timeline. A 
 up changes of its own is locked until `msite restorereplica` gets the kept ones back.\n\n\
 Nothing is dropped silently: --dump DIR writes every entry given up at this site (one text file \
 each, and the content of each check-in) to re-apply by hand. Giving up entries here asks for \
---yes after listing them.",
+--yes after listing them. Without arguments it lists the decisions this site holds and how many \
+given-up entries wait to be written out.",
     after_help = "Example:\n  msite -C boston syncreplica import   # refused: divergent history: sanfran 42\n  msite -C boston repairfork --origin sanfran --number 42 --keep this\n  msite -C boston syncreplica export --all\n  msite -C sanfran syncreplica import   # gives up its timeline B, then: msite -C sanfran restorereplica\n  msite -C sanfran repairfork --dump given-up   # the changes of timeline B, to re-apply by hand"
 )]
 pub struct Repairfork {
@@ -80,7 +81,7 @@ impl Repairfork {
             }
             self.decide(ctx, r, &origin, number, keep)?;
         } else if self.dump.is_none() {
-            bail!("say which fork to repair (--origin NAME --number N --keep this|other) or where to write the given-up entries (--dump DIR); see `msite repairfork --help`");
+            show_decisions(ctx, r)?;
         }
         let given = r.given_up_entries()?;
         match &self.dump {
@@ -164,6 +165,26 @@ impl Repairfork {
         }
         Ok(())
     }
+}
+
+/// Without arguments: the fork decisions this site holds (and carries in every packet).
+fn show_decisions(ctx: &Ctx, r: &Replica<AnyStore>) -> anyhow::Result<()> {
+    let ds = r.fork_decisions()?;
+    if ds.is_empty() {
+        ctx.say("No fork decisions. To repair a fork: msite repairfork --origin NAME --number N --keep this|other");
+    }
+    for d in ds {
+        let hash: String = d.hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let verb = if d.keep { "keeps" } else { "gives up" };
+        ctx.say(format!(
+            "Fork of {} at {}: the family {verb} the timeline whose entry there is {hash}… (decided at {}, {}).",
+            util::esc(&r.replica_name(&d.origin)),
+            d.number,
+            util::esc(&r.replica_name(&d.decided_by)),
+            msite_core::utc_millis(d.decided_ms)
+        ));
+    }
+    Ok(())
 }
 
 /// A replica by name, or by id (one this store knows only by id).

@@ -66,6 +66,11 @@ fn a_fork_after_override_is_repaired_and_the_given_up_change_is_written_out() {
         "this",
     ]);
     assert!(out.contains("Decided"), "{out}");
+    let out = lab.ok(&["-C", "boston", "repairfork"]);
+    assert!(
+        out.contains(&format!("Fork of sanfran at {n}: the family keeps")),
+        "{out}"
+    );
     lab.send("boston", "sanfran");
     // sanfran adopts the decision, gives up its own timeline and locks itself.
     let err = lab.fails(1, &["-C", "sanfran", "syncreplica", "import"]);
@@ -104,15 +109,15 @@ fn a_fork_after_override_is_repaired_and_the_given_up_change_is_written_out() {
 }
 
 #[test]
-fn repairfork_without_a_fork_or_a_dump_says_what_to_give() {
+fn repairfork_lists_decisions_and_refuses_a_fork_it_cannot_see() {
     let lab = Lab::hub(None);
     let err = lab.fails(2, &["-C", "boston", "repairfork", "--origin", "sanfran"]);
     assert!(
         err.contains("--number") || err.contains("required"),
         "{err}"
     );
-    let err = lab.fails(1, &["-C", "boston", "repairfork"]);
-    assert!(err.contains("--origin NAME --number N"), "{err}");
+    let out = lab.ok(&["-C", "boston", "repairfork"]);
+    assert!(out.contains("No fork decisions"), "{out}");
     let err = lab.fails(
         1,
         &[
