@@ -235,6 +235,12 @@ impl Refusal {
         }
     }
 
+    /// Whether the refusal shows a fork (divergent, own fork, or a sender holding retired
+    /// entries).
+    pub(crate) fn forks_shown(&self) -> bool {
+        self.first_fork_number().is_some()
+    }
+
     /// The first fork's origin and the other forks, for the refusals that report forks
     /// (divergent, and a sender holding retired entries).
     pub(crate) fn forks_mut(&mut self) -> Option<(&str, &mut Vec<(String, u64)>)> {
@@ -285,7 +291,7 @@ impl std::fmt::Display for Refusal {
                 let also = also_differ(also);
                 write!(
                     f,
-                    "divergent history: entry {number} of origin {origin} differs between the sender and this replica ({detail}{also}); nothing was applied — a replica was restored without `msite restorereplica` or with --override; find which and see docs/protocol.md, 'Divergence'"
+                    "divergent history: entry {number} of origin {origin} differs between the sender and this replica ({detail}{also}); nothing was applied — a replica was restored without `msite restorereplica` or with --override; decide which timeline the family keeps and run `msite repairfork --origin {origin} --number {number} --keep this|other` (docs/protocol.md, 'Divergence and fork repair')"
                 )
             }
             Refusal::SenderHoldsRetired {

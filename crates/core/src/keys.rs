@@ -116,6 +116,11 @@ pub mod peers {
     /// A mastership request of this replica that its master refused (tag, object): the
     /// master's id and when it refused, until this replica asks again (`crate::denied`).
     pub const DENIED: u8 = 19;
+    /// A fork repair decision (tag, origin, number; `fork.rs`).
+    pub const FORK_DECISION: u8 = 29;
+    /// An entry a fork decision gave up here, with its content, kept until the operator
+    /// writes it out (tag, origin, number; `fork.rs`).
+    pub const GIVEN_UP: u8 = 30;
 }
 
 /// Peers key of the owner's signature of a control record whose signed message hashes to

@@ -15,6 +15,7 @@ pub mod content;
 pub mod denied;
 pub mod env;
 pub mod error;
+pub mod fork;
 pub mod ids;
 pub mod keys;
 pub mod model;
@@ -29,6 +30,7 @@ pub mod vob;
 
 pub use env::{incarnation_text, utc_millis, utc_seconds, Env, SimEnv, SystemEnv};
 pub use error::{CoreError, Refusal, Result};
+pub use fork::{ForkDecision, ForkRepair, GivenUp, KeepTimeline};
 pub use ids::{FamilyId, Hash, ObjId, PacketId, ReplicaId};
 pub use model::{Entry, ObjectRef, Op, Row};
 pub use replica::{Replica, ReqMasterPolicy, Selector, TreeImport, VersionSel};

@@ -743,69 +743,124 @@ impl<S: Store> Replica<S> {
         )? {
             return Err(CoreError::Refused(crate::error::Refusal::Other(why)));
         }
-        let start = keys::oplog(&o, theirs.number);
-        let mut removed = 0u64;
-        let mut last = theirs.number;
-        let mut removed_blobs = std::collections::BTreeSet::new();
+        let (removed, last) =
+            self.give_up_from(txn, &o, theirs.number, arriving_blobs, true, &mut |_, _| {
+                Ok(())
+            })?;
+        Ok(Some(format!(
+            "this store held {removed} entries of {} (numbers {}..={last}) that its restoration of incarnation {} replaced: the store is older than that restoration; they were removed and the newer history applied",
+            self.replica_name(&o),
+            theirs.number,
+            incarnation_text(theirs.incarnation)
+        )))
+    }
+
+    /// Gives up every entry of origin `o` numbered `from` or above (the machinery shared by
+    /// retired entries, K13, and fork repair, `fork.rs`): each is shown to `visit` before it
+    /// goes, the own row of `o` drops to `from - 1`, no estimate counts them any more,
+    /// provisional acknowledgements that counted them are lowered (and, on `retired`, the
+    /// acknowledgements of our own restoration: nobody can give retired entries back), and
+    /// the object base is rebuilt from the remaining oplog in apply order. Returns how many
+    /// entries went and the last number among them. Refused as divergent (the caller drops
+    /// the transaction) when this replica's own creation is among them or another origin's
+    /// entry builds on them.
+    pub(crate) fn give_up_from(
+        &self,
+        txn: &mut Txn<'_, S>,
+        o: &ReplicaId,
+        from: u64,
+        arriving_blobs: &std::collections::HashSet<crate::ids::Hash>,
+        retired: bool,
+        visit: &mut dyn FnMut(&Txn<'_, S>, &StoredEntry) -> Result<()>,
+    ) -> Result<(u64, u64)> {
+        let (removed, last, removed_blobs) = self.remove_entries_from(txn, o, from, visit)?;
+        match from - 1 {
+            0 => txn.delete(Keyspace::Epochs, &keys::own(o)),
+            n => txn.put(Keyspace::Epochs, &keys::own(o), &n.to_be_bytes()),
+        }
+        self.lower_counts_of(txn, o, from - 1, retired)?;
+        self.rebuild_without(txn, o, from, removed_blobs, arriving_blobs)?;
+        Ok((removed, last))
+    }
+
+    /// Deletes the entries of `o` numbered `from` or above, each shown to `visit` first.
+    /// Returns how many, the last number, and the content they referred to.
+    fn remove_entries_from(
+        &self,
+        txn: &mut Txn<'_, S>,
+        o: &ReplicaId,
+        from: u64,
+        visit: &mut dyn FnMut(&Txn<'_, S>, &StoredEntry) -> Result<()>,
+    ) -> Result<(u64, u64, BTreeSet<crate::ids::Hash>)> {
+        let start = keys::oplog(o, from);
+        let (mut removed, mut last) = (0u64, from);
+        let mut removed_blobs = BTreeSet::new();
         for (k, v) in txn.scan_prefix(Keyspace::Oplog, &o.0)? {
-            if k.as_slice() >= start.as_slice() {
-                let stored = StoredEntry::decode(&v)?;
-                if let Op::CreateReplica { replica, .. } =
-                    Entry::decode_verified(&stored.canonical)?.op
-                {
-                    if replica == self.me {
-                        // Our own creation reached us, so that timeline outlived the
-                        // restoration (one with --override): a fork, not a retired copy.
-                        return Err(CoreError::Refused(crate::error::Refusal::Divergent {
-                            origin: self.replica_name(&o),
-                            number: theirs.number,
-                            detail: "the entries it replaced include this replica's own creation"
-                                .into(),
-                            also: Vec::new(),
-                        }));
-                    }
-                }
-                removed_blobs.extend(stored.blob);
-                txn.delete(Keyspace::Oplog, &k);
-                removed += 1;
-                if let Ok(b) = <[u8; 8]>::try_from(&k[16..]) {
-                    last = last.max(u64::from_be_bytes(b));
+            if k.as_slice() < start.as_slice() {
+                continue;
+            }
+            let stored = StoredEntry::decode(&v)?;
+            if let Op::CreateReplica { replica, .. } = Entry::decode_verified(&stored.canonical)?.op
+            {
+                if replica == self.me {
+                    // Our own creation reached us, so that timeline outlived the
+                    // restoration (one with --override): a fork, not a retired copy.
+                    return Err(CoreError::Refused(crate::error::Refusal::Divergent {
+                        origin: self.replica_name(o),
+                        number: from,
+                        detail: "the entries it replaced include this replica's own creation"
+                            .into(),
+                        also: Vec::new(),
+                    }));
                 }
             }
+            visit(txn, &stored)?;
+            removed_blobs.extend(stored.blob);
+            txn.delete(Keyspace::Oplog, &k);
+            removed += 1;
+            if let Ok(b) = <[u8; 8]>::try_from(&k[16..]) {
+                last = last.max(u64::from_be_bytes(b));
+            }
         }
-        match theirs.number - 1 {
-            0 => txn.delete(Keyspace::Epochs, &keys::own(&o)),
-            n => txn.put(Keyspace::Epochs, &keys::own(&o), &n.to_be_bytes()),
-        }
+        Ok((removed, last, removed_blobs))
+    }
+
+    /// No count of what we hold of `o` goes above `cap` any more: our estimates of every
+    /// sibling, our provisional acknowledgement of `o`'s restoration, and (on `retired`) the
+    /// acknowledgements our own restoration received.
+    fn lower_counts_of(
+        &self,
+        txn: &mut Txn<'_, S>,
+        o: &ReplicaId,
+        cap: u64,
+        retired: bool,
+    ) -> Result<()> {
         // While recovering we relay what we hold, so siblings may hold the entries given up
         // here from us: our estimates of them must not count them, or our next packets take
         // their retired copies for the newer entries and are refused as divergent at the base.
         // Lowering an estimate only resends.
-        let cap = theirs.number - 1;
         for (k, v) in txn.scan_prefix(Keyspace::Epochs, keys::ESTIMATES_PREFIX)? {
             let counts_them = k.len() == 1 + 2 * o.0.len() && k[1 + o.0.len()..] == o.0;
             if counts_them && crate::codec::be_u64(&v)? > cap {
                 txn.put(Keyspace::Epochs, &k, &cap.to_be_bytes());
             }
         }
-        if o != self.me {
+        if *o != self.me {
             // Our provisional acknowledgement of `o`'s restoration counted the entries given up
             // here: it now says what we hold.
-            let k = keys::peer2(keys::peers::PROV_ACK, &o, &self.me);
+            let k = keys::peer2(keys::peers::PROV_ACK, o, &self.me);
             if let Some(v) = txn.get(Keyspace::Peers, &k)? {
                 let mut d = Dec::new(&v, "provisional ack");
                 let (inc, held) = (d.u64()?, d.u64()?);
-                let cap = theirs.number - 1;
                 if held > cap {
                     txn.put(Keyspace::Peers, &k, &Enc::new().u64(inc).u64(cap).done());
                 }
             }
         }
-        if o == self.me {
+        if *o == self.me && retired {
             // An acknowledgement that counted our entries from the replaced timeline asks for
             // entries nobody can give back any more.
             if let Some(mut rec) = Self::recovering_in(txn)? {
-                let cap = theirs.number - 1;
                 for held in rec.awaited.values_mut().flatten() {
                     *held = (*held).min(cap);
                 }
@@ -815,7 +870,20 @@ impl<S: Store> Replica<S> {
                 txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
             }
         }
-        // Rebuild the object base from what remains, in apply order.
+        Ok(())
+    }
+
+    /// Rebuilds the object base from the remaining oplog in apply order, and deletes the
+    /// content only the removed entries referred to (unless the packet being imported carries
+    /// it). Refused as divergent when a remaining entry builds on the removed ones.
+    fn rebuild_without(
+        &self,
+        txn: &mut Txn<'_, S>,
+        o: &ReplicaId,
+        from: u64,
+        mut removed_blobs: BTreeSet<crate::ids::Hash>,
+        arriving_blobs: &std::collections::HashSet<crate::ids::Hash>,
+    ) -> Result<()> {
         for (k, _) in txn.scan_prefix(Keyspace::State, &[])? {
             txn.delete(Keyspace::State, &k);
         }
@@ -829,7 +897,10 @@ impl<S: Store> Replica<S> {
         }
         // Content only the removed entries referred to goes with them (the state digest
         // covers which content a replica holds).
-        for b in removed_blobs.difference(&arriving_blobs.iter().copied().collect()) {
+        for b in removed_blobs
+            .iter()
+            .filter(|b| !arriving_blobs.contains(*b))
+        {
             crate::content::delete_in(txn, b)?;
         }
         kept.sort_unstable_by_key(|(lsn, _)| *lsn);
@@ -841,8 +912,8 @@ impl<S: Store> Replica<S> {
                 // replaced them). That is a fork, reported as such; the caller drops the
                 // transaction, so nothing of this attempt is kept.
                 return Err(CoreError::Refused(crate::error::Refusal::Divergent {
-                    origin: self.replica_name(&o),
-                    number: theirs.number,
+                    origin: self.replica_name(o),
+                    number: from,
                     detail: format!(
                         "entry {} of {} held here builds on the entries it replaced ({err})",
                         e.number,
@@ -852,19 +923,19 @@ impl<S: Store> Replica<S> {
                 }));
             }
         }
-        Ok(Some(format!(
-            "this store held {removed} entries of {} (numbers {}..={last}) that its restoration of incarnation {} replaced: the store is older than that restoration; they were removed and the newer history applied",
-            self.replica_name(&o),
-            theirs.number,
-            incarnation_text(theirs.incarnation)
-        )))
+        Ok(())
     }
 
     /// Moves this recovering replica's request past incarnation `known` (a newer request of
     /// it that the family holds, or a restoration of it already completed): a new incarnation
     /// `max(known, now) + 1`, and the acknowledgements cleared, since they answered the old
     /// one. Returns the new incarnation.
-    fn move_request_past(&self, txn: &mut Txn<'_, S>, rec: &mut Recovering, known: u64) -> u64 {
+    pub(crate) fn move_request_past(
+        &self,
+        txn: &mut Txn<'_, S>,
+        rec: &mut Recovering,
+        known: u64,
+    ) -> u64 {
         rec.incarnation = known.max(self.env.now_ms()) + 1;
         for held in rec.awaited.values_mut() {
             *held = None;
@@ -1114,7 +1185,7 @@ impl<S: Store> Replica<S> {
 
 /// Packet sequences restart under a new incarnation: the sending state and export log
 /// towards every sibling are dropped.
-fn restart_packet_sequences<S: Store>(txn: &mut Txn<'_, S>) -> Result<()> {
+pub(crate) fn restart_packet_sequences<S: Store>(txn: &mut Txn<'_, S>) -> Result<()> {
     for tag in [keys::peers::SEND, keys::peers::EXPORT_LOG] {
         for (k, _) in txn.scan_prefix(Keyspace::Peers, &[tag])? {
             txn.delete(Keyspace::Peers, &k);

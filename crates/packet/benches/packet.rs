@@ -41,6 +41,7 @@ fn header() -> Header {
         keys: vec![],
         heads: vec![],
         signature: msite_packet::wire::NO_SIGNATURE,
+        fork_decisions: vec![],
     }
 }
 

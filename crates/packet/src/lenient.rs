@@ -30,6 +30,12 @@ pub(crate) fn decode_header(
             "header fields of minor version 1.2 in an older packet",
         ));
     }
+    if version.minor < crate::format::MINOR_FORK_DECISIONS && !h.fork_decisions.is_empty() {
+        return Err(DecodeError::malformed(
+            crate::format::ENVELOPE_LEN as u64,
+            "fork repair decisions (minor version 1.3) in an older packet",
+        ));
+    }
     let rest = rest.len();
     if rest != 0 {
         return Err(DecodeError::malformed(

@@ -389,6 +389,33 @@ pub struct Header {
     /// ([`NO_SIGNATURE`]) in an unsigned packet.
     #[serde(default = "no_signature", with = "hexbytes")]
     pub signature: Signature,
+    /// (1.3) Fork repair decisions the sender holds (`SPEC.md` §3): every packet carries them
+    /// all, so that every replica of the family gives up the same timeline. Omitted when
+    /// empty, so a header without any is byte for byte a 1.2 header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fork_decisions: Vec<ForkDecision>,
+}
+
+/// (1.3) An operator's decision between two timelines of one origin (`msite repairfork`):
+/// at `(origin, number)` the family keeps the entry whose hash is `hash` (`keep`) or gives
+/// up the entry whose hash is `hash` (`!keep`), with everything the origin numbered after it
+/// on that timeline. A later `(decided_ms, decided_by)` supersedes an earlier decision for the
+/// same `(origin, number)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkDecision {
+    /// The origin whose history forked.
+    pub origin: Id,
+    /// The first number under which the two timelines hold different entries.
+    pub number: u64,
+    /// The hash of the deciding replica's entry `(origin, number)`.
+    #[serde(with = "hexbytes")]
+    pub hash: Hash,
+    /// Whether the timeline of `hash` is the one kept (otherwise it is the one given up).
+    pub keep: bool,
+    /// The replica where the operator decided.
+    pub decided_by: Id,
+    /// When, in ms since the Unix epoch at the deciding replica.
+    pub decided_ms: u64,
 }
 
 /// An Ed25519 public key (32 bytes).

@@ -188,6 +188,13 @@ impl<S: Sink> Encoder<S> {
                 opts.minor
             )));
         }
+        if opts.minor < format::MINOR_FORK_DECISIONS && !header.fork_decisions.is_empty() {
+            return Err(EncodeError::InvalidOptions(format!(
+                "a header with fork repair decisions needs minor version {}, not {}",
+                format::MINOR_FORK_DECISIONS,
+                opts.minor
+            )));
+        }
         let header_bytes = crate::sign::encode_header(header, opts.minor).map_err(|source| {
             EncodeError::Msgpack {
                 what: "header",

@@ -215,6 +215,9 @@ pub struct Stats {
     pub own_forks: u64,
     /// Restore requests learned from packets refused as stale for their target.
     pub learned_from_stale: u64,
+    /// Forks the operator repaired after healing (`msite repairfork`, one decision each),
+    /// after which the family must converge.
+    pub fork_repairs: u64,
     /// Schedules where entries may be lost by design (override, `--wait-for`, a rolled-back
     /// replica writing before detection).
     pub lossy: u64,
@@ -275,6 +278,7 @@ impl Stats {
             rollback_detections,
             own_forks,
             learned_from_stale,
+            fork_repairs,
             lossy,
             unconvergeable,
             destroyed,
@@ -293,7 +297,7 @@ impl fmt::Display for Stats {
             f,
             "restores={} lost={} duplicated={} reordered={} corrupted={} forged={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
-             refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} own_forks={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
+             refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} own_forks={} fork_repairs={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
              unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} restores_after_scrub={} beyond_window={} steps={}",
             self.restores,
             self.lost,
@@ -320,6 +324,7 @@ impl fmt::Display for Stats {
             self.retired_relays,
             self.rollback_detections,
             self.own_forks,
+            self.fork_repairs,
             self.learned_from_stale,
             self.operator_fixes,
             self.named_created,

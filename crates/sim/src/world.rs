@@ -29,9 +29,11 @@
 //! local change before a sibling's packet reveals the rollback may lose entries by design.
 //! Such a schedule is *lossy*: "no loss" is not checked, and a reused number is allowed only
 //! if some import reported it (a divergent or rolled-back refusal naming that origin). When
-//! two live replicas still hold different entries under one number at the end, the family
-//! cannot converge; convergence and completion are then not checked (counted as
-//! `unconvergeable`).
+//! two live replicas still hold different entries under one number after healing, the
+//! operator repairs the fork (`msite repairfork` at the first differing number, at a replica
+//! holding one timeline, keeping it or the other; counted as `fork_repairs`) and the family
+//! heals again. Only if live conflicts remain after that is convergence and completion not
+//! checked (counted as `unconvergeable`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -419,6 +421,7 @@ impl<B: SimBackend> World<B> {
         w.stats.steps = w.p.steps as u64;
         if w.violations.is_empty() {
             w.heal();
+            w.repair_forks();
             w.final_checks();
         }
         if !w.lossy.is_empty() {
@@ -673,6 +676,10 @@ impl<B: SimBackend> World<B> {
                         to + 1
                     )
                 });
+            } else if own.get(o) < *from && self.gave_up_by_repair(i, o, own.get(o)) {
+                let (on, sn) = (self.name_of(o), self.sites[i].name.clone());
+                let to = own.get(o);
+                self.ev(|_| format!("  {sn} gave up {on} {}..={from} by a fork repair", to + 1));
             } else if own.get(o) < *from {
                 let name = self.name_of(o);
                 self.violation(format!(
@@ -748,6 +755,84 @@ impl<B: SimBackend> World<B> {
             }
         }
         self.sites[i].observed = own;
+    }
+
+    /// Whether site `i` holds a fork decision on `o` that gives up its entries above `to`.
+    fn gave_up_by_repair(&self, i: usize, o: &ReplicaId, to: u64) -> bool {
+        self.rep(i)
+            .fork_decisions()
+            .is_ok_and(|ds| ds.iter().any(|d| d.origin == *o && d.number <= to + 1))
+    }
+
+    // ---------------------------------------------------------------- fork repair
+
+    /// The operator repairs the forks that keep a lossy schedule from converging, as
+    /// docs/protocol.md "Divergence and fork repair" says: for each forked origin, at the first
+    /// number where live replicas differ, `msite repairfork` at a replica holding one of the
+    /// timelines, keeping it or the other (drawn); then the family heals again and must
+    /// converge (the final checks). A third timeline takes another pass.
+    fn repair_forks(&mut self) {
+        for _ in 0..3 {
+            if !self.violations.is_empty() || self.lossy.is_empty() {
+                return;
+            }
+            let mut first: BTreeMap<ReplicaId, u64> = BTreeMap::new();
+            for (o, k) in self.live_conflicts() {
+                let e = first.entry(o).or_insert(k);
+                *e = (*e).min(k);
+            }
+            if first.is_empty() {
+                return;
+            }
+            for (o, k) in first {
+                self.repair_one_fork(o, k);
+            }
+            self.heal();
+        }
+    }
+
+    /// `msite repairfork --origin o --number k` at a replica drawn among those holding an
+    /// entry there, keeping its timeline or the other one (drawn).
+    fn repair_one_fork(&mut self, o: ReplicaId, k: u64) {
+        let holders: Vec<usize> = (0..self.sites.len())
+            .filter(|&i| matches!(self.rep(i).entry(&o, k), Ok(Some(_))))
+            .collect();
+        let Some(&at) = holders.choose(&mut self.rng) else {
+            return;
+        };
+        let (this, other) = (
+            msite_core::KeepTimeline::This,
+            msite_core::KeepTimeline::Other,
+        );
+        let first = if self.rng.gen_bool(0.5) { this } else { other };
+        let (on, sn) = (self.name_of(&o), self.sites[at].name.clone());
+        let mut last_err = None;
+        // A site cannot give up the timeline that created it; told so, the operator keeps it.
+        for keep in [first, if first == this { other } else { this }] {
+            self.ev(|_| {
+                format!("operator: repairfork --origin {on} --number {k} --keep {keep:?} at {sn}")
+            });
+            match self.rep(at).repair_fork(&o, k, keep) {
+                Ok(r) => {
+                    self.stats.fork_repairs += 1;
+                    self.ev(|_| {
+                        format!(
+                            "  gave up {} entries here, locked: {}",
+                            r.given_up, r.locked
+                        )
+                    });
+                    self.observe(at);
+                    return;
+                }
+                Err(e) => {
+                    self.ev(|_| format!("  refused: {e}"));
+                    last_err = Some(e);
+                }
+            }
+        }
+        if let Some(e) = last_err {
+            self.violation(format!("repairfork at {sn} failed both ways: {e}"));
+        }
     }
 
     fn on_conflict(&mut self, i: usize, o: ReplicaId, k: u64, a: Hash, b: Hash) {
@@ -1556,8 +1641,13 @@ impl<B: SimBackend> World<B> {
                 .incarnations_before_rollback
                 .get(&sender)
                 .is_some_and(|known| *known > hdr_sender_inc);
+        let before_decisions = self.rep(to).fork_decisions().ok();
         let res = self.mutate(to, "import", faults, |r| r.import(inc));
         let after_own = self.rep(to).own_row().ok();
+        // A fork repair decision the header carries is adopted before the packet is assessed
+        // (docs/protocol.md "Divergence and fork repair"): a refused or stale packet may give
+        // up entries that way, and only that way.
+        let adopted = self.rep(to).fork_decisions().ok() != before_decisions;
         if forgot_sender_restore
             && (after_own != before_own || self.rep(to).digest().ok() != before_digest)
         {
@@ -1591,7 +1681,7 @@ impl<B: SimBackend> World<B> {
             // under a number its earlier self used, as for a local change; K26).
             self.observe(to);
         }
-        if stale && after_own != before_own && !learned {
+        if stale && after_own != before_own && !learned && !adopted {
             self.violation(format!(
                 "stale packet #{serial} from {fname} changed {tn} (target incarnation in header {hdr_target_inc:?}, {tn} had {my_inc}; sender incarnation {hdr_sender_inc}, recorded {recorded_sender_inc})"
             ));
@@ -1607,7 +1697,7 @@ impl<B: SimBackend> World<B> {
         let unchanged = |w: &Self, what: &str| -> Option<String> {
             let own = w.rep(to).own_row().ok();
             let dig = w.rep(to).digest().ok();
-            if !learned && (own != before_own || dig != before_digest) {
+            if !learned && !adopted && (own != before_own || dig != before_digest) {
                 Some(format!(
                     "packet #{serial} from {fname} {what} but changed {tn}'s own row or state"
                 ))

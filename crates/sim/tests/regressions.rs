@@ -620,3 +620,29 @@ fn retention_a_scrubbed_fork_is_still_seen() {
 fn retention_a_request_later_than_the_window_is_refused_not_a_violation() {
     passes(110441, None, None);
 }
+
+/// Fork repair (issue #18 item 3): schedules that end in a reported fork (after `--override`
+/// or a snapshot rollback) get `repairfork` after healing, and must then converge. Seeds 167,
+/// 197 and 311 found a recovering origin waiting for answers that counted the given-up
+/// timeline, and a refused packet's adopted decision taken for a change; 2811 a site that
+/// cannot give up the timeline that created it.
+#[test]
+fn reported_forks_are_repaired_and_the_family_converges() {
+    for seed in [167, 197, 311, 2811] {
+        let out = run_schedule(&Config {
+            seed,
+            steps: None,
+            replicas: None,
+            verbose: false,
+            profile: Profile::All,
+            backend: Default::default(),
+        });
+        assert!(
+            out.violations.is_empty(),
+            "seed {seed}:\n{}",
+            out.violations.join("\n")
+        );
+        assert!(out.stats.fork_repairs >= 1, "seed {seed} repairs a fork");
+        assert_eq!(out.stats.unconvergeable, 0, "seed {seed} converges");
+    }
+}

@@ -11,11 +11,12 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use msite_core::incarnation_text;
 use msite_core::store::Store;
+use msite_core::Replica;
 use serde::{Deserialize, Serialize};
 
 use super::names;
 use super::restore::{self, Existing};
-use crate::backend::BackendKind;
+use crate::backend::{AnyStore, BackendKind};
 use crate::site::{open_site, Ctx, SiteConfig, SitePaths, SITE_FILE, SITE_FORMAT};
 use crate::util;
 
@@ -383,8 +384,9 @@ lacks. Until then the replica is locked: only `msite syncreplica import` changes
 last awaited sibling's update is imported, it prints `Database NAME is unlocked after \
 restoration.`\n\n\
 Run again while recovering to change the awaited set (the incarnation stays). --override \
-completes at once without waiting: entries the backup lacks may then be lost, and the hash \
-chains report any conflict they cause.",
+completes at once without waiting: it lists the siblings it stops waiting for and asks for \
+--yes when none has answered. Entries the backup lacks may then be lost, and a number may be \
+used twice: the hash chains report such a fork, and `msite repairfork` repairs it.",
     after_help = "Example:\n  msite -C sanfran restorereplica\n  msite -C sanfran syncreplica export --to boston\n  msite -C sanfran restorereplica --wait-for boston   # amend: wait for boston only\n  msite -C sanfran restorereplica --also-wait-for 3f6d0c1e2a4b5c6d7e8f90a1b2c3d4e5   # and for a replica made here after the backup (its id)"
 )]
 pub struct Restorereplica {
@@ -398,9 +400,13 @@ pub struct Restorereplica {
     /// know and which no other sibling may have heard of yet.
     #[arg(long, value_name = "ID", num_args = 1.., conflicts_with = "wait_for")]
     pub also_wait_for: Vec<String>,
-    /// Complete now without waiting (entries not yet recovered may be lost).
+    /// Complete now without waiting (entries not yet recovered may be lost). Lists the
+    /// siblings it stops waiting for; asks for --yes when none of them has answered.
     #[arg(long = "override")]
     pub override_: bool,
+    /// With --override: complete even though no sibling has answered.
+    #[arg(long, requires = "override_")]
+    pub yes: bool,
 }
 
 impl Restorereplica {
@@ -425,6 +431,9 @@ its name: give its id instead (`msite -C SITE lsreplica --long` at that site sho
             }
             Ok(ids)
         };
+        if self.override_ && !self.override_confirmed(ctx, r)? {
+            return Ok(());
+        }
         let start = if self.also_wait_for.is_empty() {
             r.restorereplica(&resolve(&self.wait_for)?, self.override_)?
         } else {
@@ -455,6 +464,44 @@ its name: give its id instead (`msite -C SITE lsreplica --long` at that site sho
             ));
         }
         Ok(())
+    }
+}
+
+impl Restorereplica {
+    /// `--override`: says which siblings the restoration stops waiting for and what each one
+    /// answered; false (nothing changed) when none answered and `--yes` was not given.
+    fn override_confirmed(&self, ctx: &Ctx, r: &Replica<AnyStore>) -> anyhow::Result<bool> {
+        let st = r.status()?;
+        let rec = st
+            .recovering
+            .filter(|_| !st.restored && st.rolled_back.is_none());
+        let (awaited, acks) = match rec {
+            Some(rec) => (rec.awaited.keys().copied().collect(), rec.acks),
+            None => (
+                r.known_siblings()?.into_iter().collect::<Vec<_>>(),
+                Default::default(),
+            ),
+        };
+        if awaited.is_empty() {
+            return Ok(true);
+        }
+        let name = util::esc(&r.name());
+        let own = r.own_row()?.get(&r.id());
+        ctx.say(format!(
+            "--override completes the restoration of {name} without waiting for:"
+        ));
+        for s in &awaited {
+            let sib = util::esc(&r.replica_name(s));
+            ctx.say(match acks.get(s) {
+                Some(held) => format!("  {sib}: answered, holds {name}'s changes up to {held} (this store has {own})"),
+                None => format!("  {sib}: no answer yet; changes of {name} it holds above {own} would be numbered again here (a fork: `msite repairfork`)"),
+            });
+        }
+        if acks.is_empty() && !self.yes {
+            ctx.say("No sibling has answered: nothing changed. Run again with --yes to complete anyway.");
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 

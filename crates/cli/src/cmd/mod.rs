@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod demo;
 pub mod family;
+pub mod fork;
 pub mod resend;
 pub mod restore;
 pub mod scrub;
@@ -160,6 +161,8 @@ pub enum Command {
     Restore(backup::Restore),
     /// Start (or amend) the restoration of a replica restored from backup.
     Restorereplica(backup::Restorereplica),
+    /// Repair a fork: keep one of two timelines of a replica's history, give up the other.
+    Repairfork(fork::Repairfork),
     /// Check the store's integrity with the storage engine's own checker.
     Check(backup::Check),
     /// Drop the oplog history every sibling holds (retention); the files stay as they are.
@@ -234,6 +237,7 @@ impl Command {
             Command::Backup(a) => a.run(ctx),
             Command::Restore(a) => a.run(ctx),
             Command::Restorereplica(a) => a.run(ctx),
+            Command::Repairfork(a) => a.run(ctx),
             Command::Check(a) => a.run(ctx),
             Command::Scrub(a) => a.run(ctx),
             Command::Mkelem(a) => a.run(ctx),

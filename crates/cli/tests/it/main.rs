@@ -9,6 +9,7 @@
 
 mod badinput;
 mod bigcontent;
+mod forkrepair;
 #[cfg(unix)]
 mod kill9;
 mod operator;

@@ -81,6 +81,8 @@ pub(super) struct EntryApply<'r, S: Store> {
     pub(super) notes: Vec<String>,
     /// The origin-signed chain heads every applied entry must reach.
     pub(super) heads: HeadCheck,
+    /// The fork repair decisions held here: an entry of a timeline one gives up is refused.
+    pub(super) decisions: Vec<crate::fork::ForkDecision>,
 }
 
 impl<'r, S: Store> EntryApply<'r, S> {
@@ -111,6 +113,7 @@ impl<'r, S: Store> EntryApply<'r, S> {
             grants: Vec::new(),
             notes: Vec::new(),
             heads: HeadCheck::new(Default::default(), sender_name),
+            decisions: Vec::new(),
         }
     }
 
@@ -151,6 +154,7 @@ impl<'r, S: Store> EntryApply<'r, S> {
         self.intake.idle()?;
         let e = Entry::decode_verified(bytes)
             .map_err(|e| CoreError::Malformed(format!("{}: {e}", self.src)))?;
+        self.check_decisions(&e)?;
         let held = self.held_after_retiring(txn, &e)?;
         if e.number <= held {
             return self.skip_held(txn, &e);
@@ -160,6 +164,28 @@ impl<'r, S: Store> EntryApply<'r, S> {
         let name = self.replica.replica_name(&e.origin);
         self.heads.entry(e.origin, e.number, &e.hash, &name)?;
         self.apply(txn, ap, &e, bytes)
+    }
+
+    /// An entry of a timeline that a fork decision held here gives up is refused as
+    /// divergent (`fork.rs`): the sender gets the decision in our answer and gives it up.
+    fn check_decisions(&self, e: &Entry) -> Result<()> {
+        let Some(d) = self
+            .decisions
+            .iter()
+            .find(|d| d.origin == e.origin && d.number == e.number && d.gives_up(&e.hash))
+        else {
+            return Ok(());
+        };
+        Err(CoreError::Refused(Refusal::Divergent {
+            origin: self.replica.replica_name(&e.origin),
+            number: e.number,
+            detail: format!(
+                "{} sent the timeline that the fork repair decided at {} gives up; it gives it up when it gets the decision",
+                self.sender_name,
+                self.replica.replica_name(&d.decided_by)
+            ),
+            also: Vec::new(),
+        }))
     }
 
     /// The number held of the entry's origin. A recovering store may be older than a

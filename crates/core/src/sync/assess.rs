@@ -134,7 +134,7 @@ impl<S: Store> Replica<S> {
 
     /// Steps 1–2: an update packet (not a replica-creation one) of our family, addressed to
     /// us (our entry among its targets), not written by us.
-    fn addressed_here<'h>(
+    pub(super) fn addressed_here<'h>(
         &self,
         h: &'h wire::Header,
         kind: wire::Kind,

@@ -208,6 +208,7 @@ impl<S: Store> Replica<S> {
             keys: Vec::new(),
             heads: Vec::new(),
             signature: wire::NO_SIGNATURE,
+            fork_decisions: self.fork_decisions_wire()?,
         })
     }
 

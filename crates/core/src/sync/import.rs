@@ -66,6 +66,11 @@ impl<S: Store> Replica<S> {
         if let Some(reason) = rollback_reason(r) {
             Self::lock_rolled_back(&mut txn, &reason);
         }
+        if r.forks_shown() && !crate::fork::decisions_in(&txn)?.is_empty() {
+            // The sender may not know a fork decision held here: our answer carries it.
+            let k = keys::peer(keys::peers::ANSWER_STALE, &ReplicaId(h.sender.0));
+            txn.put(Keyspace::Peers, &k, &[1]);
+        }
         if matches!(
             r,
             Refusal::Divergent { .. } | Refusal::RolledBack { .. } | Refusal::OwnFork { .. }
@@ -101,7 +106,32 @@ impl<S: Store> Replica<S> {
     /// The §4 pipeline: the header's checks (steps 1–5, [`Replica::assess`]), what any
     /// authentic header addressed to us teaches, then the packet applied, kept waiting or
     /// refused.
-    pub(super) fn import_packet(&self, mut pkt: Incoming<'_>) -> Result<ImportOutcome> {
+    pub(super) fn import_packet(&self, pkt: Incoming<'_>) -> Result<ImportOutcome> {
+        let adopted = self.adopt_decisions_of(&pkt)?;
+        let mut out = self.import_assessed(pkt);
+        if let Ok(ImportOutcome::Applied { notes, .. }) = &mut out {
+            notes.splice(0..0, adopted);
+        }
+        out
+    }
+
+    /// The fork repair decisions an authentic packet addressed to us carries, adopted before
+    /// its assessment (`fork.rs`): a packet refused as divergent before the decision applies
+    /// after it. Returns notes for the operator.
+    fn adopt_decisions_of(&self, pkt: &Incoming<'_>) -> Result<Vec<String>> {
+        let h = &pkt.header;
+        if h.fork_decisions.is_empty()
+            || self.addressed_here(h, pkt.kind, &pkt.source).is_err()
+            || self
+                .check_signature(h, pkt.kind, &pkt.packet_id, &pkt.source)
+                .is_err()
+        {
+            return Ok(Vec::new());
+        }
+        self.adopt_carried_decisions(h)
+    }
+
+    fn import_assessed(&self, mut pkt: Incoming<'_>) -> Result<ImportOutcome> {
         let h = pkt.header.clone();
         let src = pkt.source.clone();
         let sender = ReplicaId(h.sender.0);
@@ -207,6 +237,7 @@ impl<S: Store> Replica<S> {
             recovering,
         );
         run.heads = super::trust::HeadCheck::new(heads, &sender_name);
+        run.decisions = crate::fork::decisions_in(&txn)?;
         run.run(&mut txn, &mut ap, &mut pkt.records)?;
         self.take_keys_and_heads(&mut txn, h)?;
         let mut notes = std::mem::take(&mut run.notes);

@@ -80,6 +80,7 @@ pub fn update_header() -> Header {
         keys: vec![],
         heads: vec![],
         signature: msite_packet::wire::NO_SIGNATURE,
+        fork_decisions: vec![],
     }
 }
 

@@ -240,6 +240,7 @@ struct HeaderNext {
     heads: Vec<SignedHead>,
     #[serde(with = "msite_packet::wire::hexbytes")]
     signature: [u8; 64],
+    fork_decisions: Vec<msite_packet::wire::ForkDecision>,
     region: (u32, String),
 }
 
@@ -273,6 +274,7 @@ fn header_next() -> Vec<u8> {
         keys: h.keys,
         heads: h.heads,
         signature: h.signature,
+        fork_decisions: h.fork_decisions,
         region: (7, "emea".into()),
     };
     rmp_serde::to_vec(&next).unwrap()
@@ -294,10 +296,10 @@ fn newer_minor_version_is_read_skipping_what_is_unknown() {
             rec(0x11, &[]),
         ],
     );
-    raw.minor = 3;
+    raw.minor = 4;
     raw.flags = 0x01;
     let (info, header, recs) = decode_all(&raw.build()).unwrap();
-    assert_eq!(info.version, FormatVersion { major: 1, minor: 3 });
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 4 });
     assert_eq!(header, update_header());
     assert_eq!(recs, vec![Record::Entry(e.clone())]);
     // The same content claiming to be 1.0 is refused: 1.0 has no such fields or records.
@@ -510,4 +512,38 @@ fn signed_header_fields_are_refused_in_an_older_minor_version() {
     let (info, header, _) = decode_all(&raw.build()).unwrap();
     assert_eq!(info.version, FormatVersion { major: 1, minor: 2 });
     assert_eq!(header, h);
+}
+
+/// Format 1.3: a header's fork repair decisions round-trip; a header without any is a 1.2
+/// header byte for byte; a 1.2 writer refuses a header that carries one rather than drop it.
+#[test]
+fn fork_decisions_need_minor_1_3_and_round_trip() {
+    let plain = update_header();
+    let v12 = WriteOptions {
+        minor: 2,
+        ..WriteOptions::new(id(9))
+    };
+    let v13 = WriteOptions {
+        minor: 3,
+        ..WriteOptions::new(id(9))
+    };
+    let a = encode_to_vec(Kind::Update, &plain, vec![], &v12).unwrap();
+    let b = encode_to_vec(Kind::Update, &plain, vec![], &v13).unwrap();
+    // Same header bytes: only the envelope's version differs.
+    assert_eq!(a.len(), b.len());
+    let mut with = plain.clone();
+    with.fork_decisions.push(ForkDecision {
+        origin: id(4),
+        number: 42,
+        hash: h(7),
+        keep: false,
+        decided_by: id(2),
+        decided_ms: 1_700_000_300_000,
+    });
+    let bytes = encode_to_vec(Kind::Update, &with, vec![], &v13).unwrap();
+    let (info, got, _) = decode_from_slice(&bytes).unwrap();
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 3 });
+    assert_eq!(got, with);
+    let err = encode_to_vec(Kind::Update, &with, vec![], &v12).unwrap_err();
+    assert!(err.to_string().contains("fork repair decisions"), "{err}");
 }

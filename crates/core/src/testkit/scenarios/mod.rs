@@ -20,6 +20,7 @@
 
 mod content;
 mod mastership;
+mod fork;
 mod restore;
 mod retain;
 mod retire;
@@ -28,6 +29,7 @@ mod trust;
 
 pub use content::*;
 pub use mastership::*;
+pub use fork::*;
 pub use restore::*;
 pub use retain::*;
 pub use retire::*;
@@ -334,6 +336,12 @@ macro_rules! protocol_scenario_tests {
             a_replica_retires_itself_once_it_masters_nothing => case_a_replica_retires_itself_once_it_masters_nothing,
             a_denied_mastership_request_is_reported_to_the_requester => case_a_denied_mastership_request_is_reported_to_the_requester,
             a_retired_replicas_restore_request_is_no_longer_propagated => case_a_retired_replicas_restore_request_is_no_longer_propagated,
+            fork_repair_keeps_timeline_a => case_fork_repair_keeps_timeline_a,
+            fork_repair_keeps_timeline_b => case_fork_repair_keeps_timeline_b,
+            fork_repair_keeps_the_given_up_content => case_fork_repair_keeps_the_given_up_content,
+            fork_repair_decision_is_relayed_through_a_hub => case_fork_repair_decision_is_relayed_through_a_hub,
+            fork_repair_accepts_the_packet_refused_before => case_fork_repair_accepts_the_packet_refused_before,
+            fork_repair_unblocks_restorereplica_after_an_own_fork => case_fork_repair_unblocks_restorereplica_after_an_own_fork,
         }
     };
 }
