@@ -80,8 +80,6 @@ fn document() -> StatusDoc {
         siblings: (1..REPLICAS).map(sibling).collect(),
         retired: vec![],
         mastership_denied: vec![],
-        retired: vec![],
-        mastership_denied: vec![],
         incoming: (0..max)
             .map(|i| BayPacket {
                 packet: format!("sync_site{:02}_to_site00_{i}.msp", i % REPLICAS),
