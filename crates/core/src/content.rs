@@ -467,6 +467,40 @@ impl Intake {
         done.ok_or_else(|| self.malformed("a content record ends early"))
     }
 
+    /// A content-delta record: the content `hash` of `size` bytes as a zstd `frame` against the
+    /// content `base`, which must be here (or earlier in this packet). The content is rebuilt
+    /// and its hash checked before anything of it goes into `txn`. Returns the hash.
+    pub fn delta<S: Store>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        (hash, base): (Hash, Hash),
+        size: u64,
+        frame: &[u8],
+    ) -> Result<Hash> {
+        self.idle()?;
+        self.check_limit(size)?;
+        if size > CHUNK_LEN as u64 {
+            return Err(self.malformed("a content delta is larger than one chunk"));
+        }
+        let Some(b) = packed::small(&*txn, &base)? else {
+            return Err(CoreError::Refused(Refusal::Other(format!(
+                "{}: version content {} arrives as a delta against content {}, which this replica does not hold; nothing was applied: if this replica was restored from a backup run `msite restorereplica`, otherwise send the sender a packet from here (so that it learns what this replica holds) and import its next packet",
+                self.source,
+                crate::ids::hex(&hash[..8]),
+                crate::ids::hex(&base[..8])
+            ))));
+        };
+        let Some(data) = packed::undelta(&hash, size as usize, &b, frame) else {
+            return Err(self.malformed(&format!(
+                "the delta of version content {} against {} does not rebuild content with that hash",
+                crate::ids::hex(&hash[..8]),
+                crate::ids::hex(&base[..8])
+            )));
+        };
+        packed::store_received(txn, &hash, data, (&base, frame))?;
+        Ok(hash)
+    }
+
     /// A content piece. Returns the hash once the whole content is verified and in `txn`.
     pub fn piece<S: Store>(
         &mut self,
