@@ -91,7 +91,11 @@ pub fn case_delta_shipped_when_the_target_holds_the_base<F: StoreFactory>(factor
             _ => 0,
         })
         .sum();
-    assert!(frame * 20 < v2.len(), "a delta of {frame} bytes for {}", v2.len());
+    assert!(
+        frame * 20 < v2.len(),
+        "a delta of {frame} bytes for {}",
+        v2.len()
+    );
     assert!(applied(&f.import(1, parts).unwrap()));
     assert!(cat(&f, 1, "f.txt") == v2, "v2 differs at r1");
     assert!(cat(&f, 1, "f.txt@@main/1") == v1, "v1 differs at r1");
@@ -132,9 +136,7 @@ pub fn case_content_goes_whole_when_the_base_is_not_known_held<F: StoreFactory>(
 /// A delta against content the receiver does not hold is refused, naming both contents and
 /// what to do, and changes nothing; a delta that does not rebuild the content its hash names
 /// is refused too. The genuine packet then applies.
-pub fn case_delta_with_a_missing_base_or_corrupt_frame_is_refused<F: StoreFactory>(
-    factory: &F,
-) {
+pub fn case_delta_with_a_missing_base_or_corrupt_frame_is_refused<F: StoreFactory>(factory: &F) {
     let f = Family::new(factory, 2, 33);
     let (_, v2) = acknowledged_v1(&f);
     let genuine = f.export(0, 1).unwrap();
@@ -155,7 +157,10 @@ pub fn case_delta_with_a_missing_base_or_corrupt_frame_is_refused<F: StoreFactor
     assert!(matches!(err, CoreError::Refused(_)), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("0707070707070707"), "names the base: {msg}");
-    assert!(msg.contains(&crate::ids::hex(&hash(&v2)[..8])), "names v2: {msg}");
+    assert!(
+        msg.contains(&crate::ids::hex(&hash(&v2)[..8])),
+        "names v2: {msg}"
+    );
     assert!(msg.contains("nothing was applied"), "{msg}");
     let corrupt = rewrite(genuine.clone(), |r| match r {
         Record::Delta {
@@ -177,7 +182,11 @@ pub fn case_delta_with_a_missing_base_or_corrupt_frame_is_refused<F: StoreFactor
     });
     let err = f.import(1, corrupt).expect_err("a corrupt delta");
     assert!(err.to_string().contains("does not rebuild"), "{err}");
-    assert_eq!(f.sites[1].digest().unwrap(), before, "the refusals changed nothing");
+    assert_eq!(
+        f.sites[1].digest().unwrap(),
+        before,
+        "the refusals changed nothing"
+    );
     assert_eq!(f.sites[1].own_row().unwrap(), row, "no entry applied");
     assert!(applied(&f.import(1, genuine).unwrap()));
     assert!(cat(&f, 1, "f.txt") == v2, "v2 differs at r1");
