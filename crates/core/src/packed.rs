@@ -375,7 +375,7 @@ pub(crate) fn undelta(hash: &Hash, size: usize, base: &[u8], frame: &[u8]) -> Op
 pub(crate) fn store_received<S: Store>(
     txn: &mut Txn<'_, S>,
     hash: &Hash,
-    data: Vec<u8>,
+    data: &[u8],
     (base, frame): (&Hash, &[u8]),
 ) -> Result<()> {
     if txn.get(Keyspace::Blobs, hash)?.is_some() || get_packed(&*txn, hash)?.is_some() {
@@ -397,6 +397,56 @@ pub(crate) fn store_received<S: Store>(
             txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), v);
             Ok(())
         }
-        _ => store_whole(txn, hash, data),
+        _ => store_whole(txn, hash, data.to_vec()),
+    }
+}
+
+/// Whole small contents recently rebuilt or read, by hash, up to [`BaseCache::LIMIT`] bytes
+/// (the oldest go first): the versions of one file in one packet are each other's bases, so an
+/// import or export that keeps them decodes each base's chain once, not once per version.
+#[derive(Default)]
+pub(crate) struct BaseCache {
+    map: std::collections::HashMap<Hash, std::sync::Arc<Vec<u8>>>,
+    order: std::collections::VecDeque<Hash>,
+    bytes: usize,
+}
+
+impl BaseCache {
+    /// The bytes the cache holds at most.
+    pub const LIMIT: usize = 8 << 20;
+
+    /// The small content `hash`, from the cache or read from `r` (and then kept).
+    pub(crate) fn get<R: ReadView + ?Sized>(
+        &mut self,
+        r: &R,
+        hash: &Hash,
+    ) -> Result<Option<std::sync::Arc<Vec<u8>>>> {
+        if let Some(v) = self.map.get(hash) {
+            return Ok(Some(v.clone()));
+        }
+        let Some(v) = small(r, hash)? else {
+            return Ok(None);
+        };
+        let v = std::sync::Arc::new(v);
+        self.keep(*hash, v.clone());
+        Ok(Some(v))
+    }
+
+    /// Keeps `data` as the content `hash`.
+    pub(crate) fn keep(&mut self, hash: Hash, data: std::sync::Arc<Vec<u8>>) {
+        if data.len() > CHUNK_LEN || self.map.contains_key(&hash) {
+            return;
+        }
+        self.bytes += data.len();
+        self.map.insert(hash, data);
+        self.order.push_back(hash);
+        while self.bytes > Self::LIMIT {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(v) = self.map.remove(&old) {
+                self.bytes -= v.len();
+            }
+        }
     }
 }

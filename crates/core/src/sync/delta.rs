@@ -12,8 +12,8 @@
 //! - A delta is sent only where it is smaller than the content; otherwise the content goes
 //!   whole. Content larger than a chunk always goes whole (in pieces).
 //! - A stored delta against the same base is shipped as it is (its frame decompresses with
-//!   the base as prefix); otherwise one base is read from the store and a delta computed, so
-//!   memory stays at a few chunk-sized buffers.
+//!   the base as prefix); otherwise the base is read from the store (or from the export's
+//!   [`packed::BaseCache`], at most 8 MiB) and a delta computed.
 //! - The importer rebuilds the content from its own copy of the base and checks the content's
 //!   BLAKE3 hash before anything is applied (`content::Intake::delta`); entries, their hashes
 //!   and signatures name the content hash, never its encoding, so relayed entries stay
@@ -36,6 +36,8 @@ pub(super) struct DeltaBases<'a> {
     pub(super) held: Option<&'a Row>,
     /// Contents sent earlier in this packet.
     pub(super) sent: &'a HashSet<Hash>,
+    /// Bases read, and versions rebuilt, earlier in this export.
+    pub(super) cache: &'a mut packed::BaseCache,
 }
 
 impl DeltaBases<'_> {
@@ -76,7 +78,7 @@ pub(super) fn send_as_delta<R: ReadView + ?Sized>(
     r: &R,
     h: &Hash,
     canonical: &[u8],
-    bases: &DeltaBases<'_>,
+    bases: &mut DeltaBases<'_>,
     sink: &mut dyn RecordSink,
 ) -> Result<bool> {
     let Some(base) = bases.base_for(r, canonical)?.filter(|b| b != h) else {
@@ -90,9 +92,12 @@ pub(super) fn send_as_delta<R: ReadView + ?Sized>(
             }
         }
     }
-    let (Some(data), Some(b)) = (packed::small(r, h)?, packed::small(r, &base)?) else {
+    let (Some(data), Some(b)) = (packed::small(r, h)?, bases.cache.get(r, &base)?) else {
         return Ok(false);
     };
+    let data = std::sync::Arc::new(data);
+    // The next version of the file names this one as its base.
+    bases.cache.keep(*h, data.clone());
     if !packed::worth_delta(&data, &b) {
         return Ok(false);
     }

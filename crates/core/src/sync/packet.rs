@@ -276,6 +276,7 @@ impl<S: Store> Replica<S> {
         let snap = self.store.snapshot()?;
         let mut blobs_sent: HashSet<Hash> = HashSet::new();
         let mut blob_count = 0u64;
+        let mut cache = crate::packed::BaseCache::default();
         let mut iters = Vec::new();
         let mut heap = BinaryHeap::new();
         for (o, from, to) in &plan.ranges {
@@ -298,11 +299,12 @@ impl<S: Store> Replica<S> {
             let (it, slot) = &mut iters[idx];
             let Some(s) = slot.take() else { continue };
             if let Some(h) = s.blob.filter(|h| !blobs_sent.contains(h)) {
-                let bases = DeltaBases {
+                let mut bases = DeltaBases {
                     held: plan.delta_held.as_ref(),
                     sent: &blobs_sent,
+                    cache: &mut cache,
                 };
-                if !send_as_delta(&snap, &h, &s.canonical, &bases, sink)? {
+                if !send_as_delta(&snap, &h, &s.canonical, &mut bases, sink)? {
                     send_content(&snap, &h, sink)?;
                 }
                 blobs_sent.insert(h);
