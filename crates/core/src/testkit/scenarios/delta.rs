@@ -193,3 +193,26 @@ pub fn case_delta_with_a_missing_base_or_corrupt_frame_is_refused<F: StoreFactor
     f.settle(&[(0, 1)]);
     f.assert_converged();
 }
+
+/// A packet to a replica that is restoring (its holdings are uncertain: the backup may lack
+/// what it acknowledged) carries content whole, even where the target had acknowledged the
+/// base; the restoration completes and the family converges.
+pub fn case_packet_to_a_restoring_replica_carries_whole_content<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 2, 34);
+    let (_, v2) = acknowledged_v1(&f);
+    let backup = f.backup(1);
+    f.restore(1, &backup);
+    f.sites[1].restorereplica(&[], false).unwrap();
+    f.sync(1, 0);
+    let parts = f.export(0, 1).unwrap();
+    let (deltas, whole) = contents(&parts);
+    assert!(
+        deltas.is_empty(),
+        "a delta to a restoring replica: {deltas:?}"
+    );
+    assert_eq!(whole, vec![hash(&v2)], "v2 goes whole");
+    f.import(1, parts).unwrap();
+    f.settle(&[(0, 1)]);
+    f.assert_converged();
+    assert!(cat(&f, 1, "f.txt") == v2, "v2 differs at r1");
+}

@@ -288,6 +288,7 @@ macro_rules! protocol_scenario_tests {
             delta_shipped_when_the_target_holds_the_base => case_delta_shipped_when_the_target_holds_the_base,
             content_goes_whole_when_the_base_is_not_known_held => case_content_goes_whole_when_the_base_is_not_known_held,
             delta_with_a_missing_base_or_corrupt_frame_is_refused => case_delta_with_a_missing_base_or_corrupt_frame_is_refused,
+            packet_to_a_restoring_replica_carries_whole_content => case_packet_to_a_restoring_replica_carries_whole_content,
             waiting_packet_names_what_it_needs_then_applies => case_waiting_packet_names_what_it_needs_then_applies,
             lost_packet_is_resent_without_an_operator => case_lost_packet_is_resent_without_an_operator,
             settled_exchange_sends_nothing => case_settled_exchange_sends_nothing,
