@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     for rec in recs.by_ref() {
         match rec {
             Ok(Record::Entry(b)) => check_entry(&b),
-            Ok(Record::Blob { .. } | Record::BlobPiece { .. }) => {}
+            Ok(Record::Blob { .. } | Record::BlobPiece { .. } | Record::Delta { .. }) => {}
             Err(_) => break,
         }
     }

@@ -70,12 +70,22 @@ fn export(from: &Rep, to: &Rep) -> Res<Vec<u8>> {
         .ok_or_else(|| msite_core::CoreError::Invalid("the family exported nothing".into()))
 }
 
+/// Version `n` of `src/x.c`: versions share all but their first line, so that the second
+/// travels as a delta against the first (format 1.3) in the packet that carries both.
+fn x_version(n: &str) -> Vec<u8> {
+    let mut v = format!("x {n}\n").into_bytes();
+    for i in 0..8 {
+        v.extend_from_slice(format!("int x_{i}(void) {{ return {i}; }}\n").as_bytes());
+    }
+    v
+}
+
 fn work_at_a(a: &Rep) -> Res<()> {
     a.mkbrtype("dev_a")?;
     a.mklbtype("REL")?;
-    a.checkin("src/x.c", "main", b"x one\n", "ann", "first")?;
+    a.checkin("src/x.c", "main", &x_version("one"), "ann", "first")?;
     a.checkin("src/y.c", "main", b"y\n", "ann", "y")?;
-    a.checkin("src/x.c", "main", b"x two\n", "ann", "second")?;
+    a.checkin("src/x.c", "main", &x_version("two"), "ann", "second")?;
     a.mklabel("REL", &VersionSel::parse("src/x.c@@main/1")?)?;
     Ok(())
 }

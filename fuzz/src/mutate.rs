@@ -2,7 +2,7 @@
 //!
 //! Each mutation changes one thing the protocol reads: a record dropped, duplicated, moved or
 //! cut off; an entry's field (origin, number, incarnation, chain link, operation); a new entry;
-//! a blob's bytes; a header field (incarnations, targets and their reports, bases, the sender
+//! a blob's bytes or a delta's frame, base or size; a header field (incarnations, targets and their reports, bases, the sender
 //! row, control records, the keys, signed chain heads and signature of format 1.2). Entry hashes are recomputed unless the input asks to keep a stale
 //! one, and [`rechain`] can relink every origin's entries in the packet, so that a mutation
 //! reaches the apply logic instead of the first hash check.
@@ -36,7 +36,7 @@ pub fn mutate(u: &mut Unstructured<'_>, p: &mut Packet, f: &Family) -> Result<()
         }
         4 => mutate_entry(u, p, f)?,
         5 => insert_entry(u, p, f)?,
-        6 => mutate_blob(u, p)?,
+        6 => mutate_blob(u, p, f)?,
         7 => mutate_header(u, &mut p.header, f)?,
         8 => mutate_controls(u, &mut p.header, f)?,
         _ => mutate_trust(u, &mut p.header, f)?,
@@ -130,20 +130,35 @@ fn insert_entry(u: &mut Unstructured<'_>, p: &mut Packet, f: &Family) -> Result<
     Ok(())
 }
 
-fn mutate_blob(u: &mut Unstructured<'_>, p: &mut Packet) -> Result<()> {
+/// Changes a content record: a blob's bytes (and perhaps its hash to match), or a delta's
+/// frame, base (another content the family carries, or any hash) or declared size.
+fn mutate_blob(u: &mut Unstructured<'_>, p: &mut Packet, f: &Family) -> Result<()> {
     let idx: Vec<usize> = (0..p.records.len())
-        .filter(|i| matches!(p.records[*i], Record::Blob { .. }))
+        .filter(|i| matches!(p.records[*i], Record::Blob { .. } | Record::Delta { .. }))
         .collect();
     if idx.is_empty() {
         return Ok(());
     }
     let i = idx[u.choose_index(idx.len())?];
-    if let Record::Blob { hash, bytes } = &mut p.records[i] {
-        let new: Vec<u8> = u.arbitrary()?;
-        *bytes = new;
-        if u.arbitrary()? {
-            *hash = *blake3::hash(bytes).as_bytes();
+    match &mut p.records[i] {
+        Record::Blob { hash, bytes } => {
+            let new: Vec<u8> = u.arbitrary()?;
+            *bytes = new;
+            if u.arbitrary()? {
+                *hash = *blake3::hash(bytes).as_bytes();
+            }
         }
+        Record::Delta {
+            base, size, frame, ..
+        } => match u.int_in_range(0u8..=2)? {
+            0 => *frame = u.arbitrary()?,
+            1 if !f.blobs.is_empty() && u.arbitrary()? => {
+                *base = f.blobs[u.choose_index(f.blobs.len())?].0;
+            }
+            1 => *base = u.arbitrary()?,
+            _ => *size = u.arbitrary()?,
+        },
+        _ => {}
     }
     Ok(())
 }

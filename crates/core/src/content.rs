@@ -406,6 +406,8 @@ pub(crate) struct Intake {
     limit: u64,
     source: String,
     cur: Option<Arriving>,
+    /// Bases of deltas, and contents rebuilt from deltas (the next version's base).
+    bases: packed::BaseCache,
 }
 
 impl Intake {
@@ -415,6 +417,7 @@ impl Intake {
             limit,
             source: source.to_string(),
             cur: None,
+            bases: packed::BaseCache::default(),
         }
     }
 
@@ -455,8 +458,10 @@ impl Intake {
                 return Err(self.malformed("a content record does not match its hash"));
             }
             // Content is keyed by its hash: writing it again is harmless, and cheaper than
-            // reading first.
-            packed::store_whole(txn, &hash, bytes)?;
+            // reading first. Kept as the base a later delta of the packet may name.
+            let kept = std::sync::Arc::new(bytes);
+            self.bases.keep(hash, kept.clone());
+            packed::store_whole(txn, &hash, kept.to_vec())?;
             return Ok(hash);
         }
         let total = bytes.len() as u64;
@@ -465,6 +470,41 @@ impl Intake {
             done = self.piece(txn, hash, total, (i * CHUNK_LEN) as u64, piece)?;
         }
         done.ok_or_else(|| self.malformed("a content record ends early"))
+    }
+
+    /// A content-delta record: the content `hash` of `size` bytes as a zstd `frame` against the
+    /// content `base`, which must be here (or earlier in this packet). The content is rebuilt
+    /// and its hash checked before anything of it goes into `txn`. Returns the hash.
+    pub fn delta<S: Store>(
+        &mut self,
+        txn: &mut Txn<'_, S>,
+        (hash, base): (Hash, Hash),
+        size: u64,
+        frame: &[u8],
+    ) -> Result<Hash> {
+        self.idle()?;
+        self.check_limit(size)?;
+        if size > CHUNK_LEN as u64 {
+            return Err(self.malformed("a content delta is larger than one chunk"));
+        }
+        let Some(b) = self.bases.get(&*txn, &base)? else {
+            return Err(CoreError::Refused(Refusal::Other(format!(
+                "{}: version content {} arrives as a delta against content {}, which this replica does not hold; nothing was applied: if this replica was restored from a backup run `msite restorereplica`, otherwise send the sender a packet from here (so that it learns what this replica holds) and import its next packet",
+                self.source,
+                crate::ids::hex(&hash[..8]),
+                crate::ids::hex(&base[..8])
+            ))));
+        };
+        let Some(data) = packed::undelta(&hash, size as usize, &b, frame) else {
+            return Err(self.malformed(&format!(
+                "the delta of version content {} against {} does not rebuild content with that hash",
+                crate::ids::hex(&hash[..8]),
+                crate::ids::hex(&base[..8])
+            )));
+        };
+        packed::store_received(txn, &hash, &data, (&base, frame))?;
+        self.bases.keep(hash, std::sync::Arc::new(data));
+        Ok(hash)
     }
 
     /// A content piece. Returns the hash once the whole content is verified and in `txn`.

@@ -334,3 +334,119 @@ pub(crate) fn delete_small<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash) -> Resul
     txn.delete(Keyspace::Blobs, hash);
     Ok(())
 }
+
+/// The base and the zstd frame of the packed value `v`, when it is a delta: what a packet can
+/// carry as is to a target that holds the base (the frame decompresses with the base content as
+/// its prefix, whatever depth the base has here).
+pub(crate) fn delta_of(v: &[u8]) -> Result<Option<(Hash, &[u8])>> {
+    let h = header(v)?;
+    Ok(h.base.map(|(b, _)| (b, h.frame)))
+}
+
+/// `data` as one zstd frame with `base` as its reference prefix (a packet's delta record).
+pub(crate) fn delta_frame(data: &[u8], base: &[u8]) -> Result<Vec<u8>> {
+    compress(data, Some(base), Vec::new())
+}
+
+/// Whether a delta of `data` against `base` is worth trying (see [`related`]).
+pub(crate) fn worth_delta(data: &[u8], base: &[u8]) -> bool {
+    data.len() <= CHUNK_LEN && base.len() <= CHUNK_LEN && related(data, base)
+}
+
+/// The whole small content `hash`, plain or packed, if present and at most [`CHUNK_LEN`] bytes.
+pub(crate) fn small<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<Option<Vec<u8>>> {
+    Ok(read_small(r, hash, MAX_DEPTH)?.filter(|v| v.len() <= CHUNK_LEN))
+}
+
+/// Rebuilds content of `size` bytes from the zstd `frame` and its `base` content; `None` when
+/// the frame does not decompress to `size` bytes whose BLAKE3 hash is `hash`. The output
+/// buffer is `size` bytes, which the caller has bounded.
+pub(crate) fn undelta(hash: &Hash, size: usize, base: &[u8], frame: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(size);
+    let mut d = zstd::zstd_safe::DCtx::create();
+    d.ref_prefix(base).ok()?;
+    let n = d.decompress(&mut out, frame).ok()?;
+    (n == size && *blake3::hash(&out).as_bytes() == *hash).then_some(out)
+}
+
+/// Stores the received small content `hash` (`data`, verified by the caller), which arrived as
+/// `frame`, a delta against `base`: as that delta when `base` is here and its chain has room,
+/// else whole (see [`store_whole`]). Content already present is left as it is.
+pub(crate) fn store_received<S: Store>(
+    txn: &mut Txn<'_, S>,
+    hash: &Hash,
+    data: &[u8],
+    (base, frame): (&Hash, &[u8]),
+) -> Result<()> {
+    if txn.get(Keyspace::Blobs, hash)?.is_some() || get_packed(&*txn, hash)?.is_some() {
+        return Ok(());
+    }
+    let depth = match (txn.get(Keyspace::Blobs, base)?, get_packed(&*txn, base)?) {
+        (Some(_), _) => Some(0),
+        (None, Some(v)) => Some(depth_of(Some(&v))?),
+        (None, None) => None,
+    };
+    match depth.filter(|d| *d < MAX_DEPTH && base != hash) {
+        Some(d) if !has_dependents(txn, hash)? => {
+            let mut v = vec![DELTA];
+            v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            v.extend_from_slice(base);
+            v.push(d + 1);
+            v.extend_from_slice(frame);
+            txn.put(Keyspace::Blobs, &dependent_key(base, hash), &[]);
+            txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), v);
+            Ok(())
+        }
+        _ => store_whole(txn, hash, data.to_vec()),
+    }
+}
+
+/// Whole small contents recently rebuilt or read, by hash, up to [`BaseCache::LIMIT`] bytes
+/// (the oldest go first): the versions of one file in one packet are each other's bases, so an
+/// import or export that keeps them decodes each base's chain once, not once per version.
+#[derive(Default)]
+pub(crate) struct BaseCache {
+    map: std::collections::HashMap<Hash, std::sync::Arc<Vec<u8>>>,
+    order: std::collections::VecDeque<Hash>,
+    bytes: usize,
+}
+
+impl BaseCache {
+    /// The bytes the cache holds at most.
+    pub const LIMIT: usize = 8 << 20;
+
+    /// The small content `hash`, from the cache or read from `r` (and then kept).
+    pub(crate) fn get<R: ReadView + ?Sized>(
+        &mut self,
+        r: &R,
+        hash: &Hash,
+    ) -> Result<Option<std::sync::Arc<Vec<u8>>>> {
+        if let Some(v) = self.map.get(hash) {
+            return Ok(Some(v.clone()));
+        }
+        let Some(v) = small(r, hash)? else {
+            return Ok(None);
+        };
+        let v = std::sync::Arc::new(v);
+        self.keep(*hash, v.clone());
+        Ok(Some(v))
+    }
+
+    /// Keeps `data` as the content `hash`.
+    pub(crate) fn keep(&mut self, hash: Hash, data: std::sync::Arc<Vec<u8>>) {
+        if data.len() > CHUNK_LEN || self.map.contains_key(&hash) {
+            return;
+        }
+        self.bytes += data.len();
+        self.map.insert(hash, data);
+        self.order.push_back(hash);
+        while self.bytes > Self::LIMIT {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(v) = self.map.remove(&old) {
+                self.bytes -= v.len();
+            }
+        }
+    }
+}

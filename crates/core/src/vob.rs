@@ -302,6 +302,24 @@ fn dec_version(k: &[u8], v: &[u8]) -> Result<VersionObj> {
     Ok(out)
 }
 
+/// The content hash and the creating entry of version `version - 1` of `elem` on `brtype`,
+/// if there is one: the base of a new version's delta (see [`pack_version`]).
+pub(crate) fn previous_version<R: ReadView + ?Sized>(
+    r: &R,
+    elem: &ObjId,
+    brtype: &ObjId,
+    version: u64,
+) -> Result<Option<(Hash, ObjId)>> {
+    let Some(p) = version.checked_sub(1).filter(|p| *p > 0) else {
+        return Ok(None);
+    };
+    let k = version_key(elem, brtype, p);
+    match r.get(Keyspace::State, &k)? {
+        Some(v) => dec_version(&k, &v).map(|v| Some((v.content, v.entry))),
+        None => Ok(None),
+    }
+}
+
 fn missing(what: &str, id: &ObjId) -> CoreError {
     CoreError::Malformed(format!(
         "an entry refers to {what} {}:{} which this replica does not hold",

@@ -105,6 +105,7 @@ fn decode_verify(bytes: &[u8]) -> u64 {
         match rec.expect("valid packet") {
             Record::Entry(b) => n += b.len() as u64,
             Record::Blob { bytes, .. } | Record::BlobPiece { bytes, .. } => n += bytes.len() as u64,
+            Record::Delta { frame, .. } => n += frame.len() as u64,
         }
     }
     n

@@ -1,6 +1,7 @@
 //! Byte-level constants and the hand-framed envelope (`SPEC.md` §2).
 //!
-//! Everything here is fixed for format major version 1 (minor 1 adds the content-piece record).
+//! Everything here is fixed for format major version 1 (minor 1 adds the content-piece record,
+//! minor 2 signatures, minor 3 the content-delta record).
 //! The envelope is 48 bytes:
 //!
 //! | offset | size | field |
@@ -40,6 +41,8 @@ pub const MINOR_BLOB_PIECES: u16 = 1;
 pub const MINOR_SIGNED: u16 = 2;
 /// The first minor version whose header carries fork repair decisions (`SPEC.md` §3).
 pub const MINOR_FORK_DECISIONS: u16 = 3;
+/// The first minor version with content-delta records ([`REC_DELTA`]).
+pub const MINOR_DELTAS: u16 = 3;
 
 /// Length of the envelope.
 pub const ENVELOPE_LEN: usize = 48;
@@ -78,6 +81,12 @@ pub const REC_BLOB: u8 = 0x02;
 /// u64 LE, offset of the piece u64 LE, then the piece's bytes). Critical: a reader that drops
 /// it would lose content.
 pub const REC_BLOB_PIECE: u8 = 0x83;
+/// Record tag of content carried as a delta (format 1.3; payload: 32-byte hash of the content,
+/// 32-byte hash of the base content, content size u64 LE, then one zstd frame compressed with
+/// the base content as its reference prefix). Critical: a reader that drops it would lose content.
+pub const REC_DELTA: u8 = 0x84;
+/// Length of a delta record's fixed payload prefix (hash, base, size).
+pub const DELTA_PREFIX_LEN: usize = 72;
 /// Length of a content-piece record's fixed payload prefix (hash, total, offset).
 pub const BLOB_PIECE_PREFIX_LEN: usize = 48;
 /// Record tags with this bit set must be understood: a reader that does not know one refuses

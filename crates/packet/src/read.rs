@@ -43,6 +43,18 @@ pub enum Record {
         /// The piece's bytes.
         bytes: Vec<u8>,
     },
+    /// Version content as a delta against other content (format 1.3): one zstd frame that
+    /// decompresses, with the base content as its reference prefix, to `size` bytes.
+    Delta {
+        /// BLAKE3 of the content as the sender claims it (not verified here).
+        hash: Hash,
+        /// BLAKE3 of the base content the receiver must hold (or have received before).
+        base: Hash,
+        /// The content's size in bytes.
+        size: u64,
+        /// The zstd frame.
+        frame: Vec<u8>,
+    },
 }
 
 /// What the envelope says about a part.
@@ -71,6 +83,8 @@ pub struct ReadStats {
     pub blobs: u64,
     /// Content-piece records.
     pub blob_pieces: u64,
+    /// Content-delta records (also counted in `blobs`).
+    pub deltas: u64,
     /// Bytes of blob contents.
     pub blob_bytes: u64,
     /// Unknown, skippable records skipped (newer minor version).
@@ -645,6 +659,37 @@ impl<R: Read> Records<R> {
         })
     }
 
+    /// The rest of a delta record of payload length `len` starting at stream offset `at`: its
+    /// declared size is checked against the content limit before its frame is read.
+    fn delta(&mut self, len: usize, at: u64) -> Result<Record, DecodeError> {
+        if len < format::DELTA_PREFIX_LEN {
+            return Err(DecodeError::malformed(
+                at,
+                "content-delta record shorter than its fixed fields",
+            ));
+        }
+        let mut fixed = [0u8; format::DELTA_PREFIX_LEN];
+        self.take_array(&mut fixed)?;
+        let (mut hash, mut base, mut size) = ([0u8; 32], [0u8; 32], [0u8; 8]);
+        hash.copy_from_slice(&fixed[..32]);
+        base.copy_from_slice(&fixed[32..64]);
+        size.copy_from_slice(&fixed[64..]);
+        let size = u64::from_le_bytes(size);
+        self.check_content_len(size, at + 1 + 64)?;
+        let n = len - format::DELTA_PREFIX_LEN;
+        let mut frame = self.record_buf(n);
+        self.take(n, Some(&mut frame))?;
+        self.stats.deltas += 1;
+        self.stats.blobs += 1;
+        self.stats.blob_bytes += n as u64;
+        Ok(Record::Delta {
+            hash,
+            base,
+            size,
+            frame,
+        })
+    }
+
     /// The next piece of the blob record being split (see
     /// [`PacketReader::set_blob_piece_len`]).
     fn next_split_piece(&mut self) -> Result<Record, DecodeError> {
@@ -723,6 +768,9 @@ impl<R: Read> Records<R> {
                 }
                 format::REC_BLOB_PIECE if self.r.env.version.minor >= format::MINOR_BLOB_PIECES => {
                     return self.blob_piece(len, at).map(Some);
+                }
+                format::REC_DELTA if self.r.env.version.minor >= format::MINOR_DELTAS => {
+                    return self.delta(len, at).map(Some);
                 }
                 t if t & format::REC_CRITICAL != 0 => {
                     return Err(DecodeError::UnknownCriticalRecord { tag: t });

@@ -140,7 +140,7 @@ impl<R: Read> Iterator for Entries<R> {
                     self.failed = r.is_err();
                     return Some(r);
                 }
-                Ok(Record::Blob { .. } | Record::BlobPiece { .. }) => {}
+                Ok(Record::Blob { .. } | Record::BlobPiece { .. } | Record::Delta { .. }) => {}
                 Err(e) => {
                     self.failed = true;
                     return Some(Err(e));

@@ -105,6 +105,8 @@ pub struct Stats {
     pub blobs: u64,
     /// Content-piece records written.
     pub blob_pieces: u64,
+    /// Content-delta records written (also counted in `blobs`).
+    pub deltas: u64,
     /// Total bytes of all parts.
     pub bytes: u64,
     /// Total payload bytes of all records (entry bytes, blob hashes and contents).
@@ -448,6 +450,26 @@ impl<S: Sink> Encoder<S> {
         Ok(())
     }
 
+    fn push_delta(
+        &mut self,
+        hash: &Hash,
+        base: &Hash,
+        size: u64,
+        frame: &[u8],
+    ) -> Result<(), EncodeError> {
+        if self.opts.minor < format::MINOR_DELTAS {
+            return Err(EncodeError::InvalidOptions(format!(
+                "content deltas need format 1.{} or newer, and this packet is written as 1.{}",
+                format::MINOR_DELTAS,
+                self.opts.minor
+            )));
+        }
+        self.push(format::REC_DELTA, &[hash, base, &size.to_le_bytes(), frame])?;
+        self.stats.blobs += 1;
+        self.stats.deltas += 1;
+        Ok(())
+    }
+
     fn push_record(&mut self, r: &Record) -> Result<(), EncodeError> {
         match r {
             Record::Entry(b) => self.push_entry(b),
@@ -458,6 +480,12 @@ impl<S: Sink> Encoder<S> {
                 offset,
                 bytes,
             } => self.push_blob_piece(hash, *total, *offset, bytes),
+            Record::Delta {
+                hash,
+                base,
+                size,
+                frame,
+            } => self.push_delta(hash, base, *size, frame),
         }
     }
 
@@ -543,6 +571,18 @@ impl MemPacketWriter {
         bytes: &[u8],
     ) -> Result<(), EncodeError> {
         self.enc.push_blob_piece(hash, total, offset, bytes)
+    }
+
+    /// Appends a content-delta record: the content `hash` of `size` bytes as one zstd `frame`
+    /// compressed with the content `base` as its reference prefix (format 1.3; `SPEC.md` §4).
+    pub fn push_delta(
+        &mut self,
+        hash: &Hash,
+        base: &Hash,
+        size: u64,
+        frame: &[u8],
+    ) -> Result<(), EncodeError> {
+        self.enc.push_delta(hash, base, size, frame)
     }
 
     /// Appends a record.
@@ -740,6 +780,18 @@ impl PacketWriter {
         bytes: &[u8],
     ) -> Result<(), EncodeError> {
         self.enc.push_blob_piece(hash, total, offset, bytes)
+    }
+
+    /// Appends a content-delta record: the content `hash` of `size` bytes as one zstd `frame`
+    /// compressed with the content `base` as its reference prefix (format 1.3; `SPEC.md` §4).
+    pub fn push_delta(
+        &mut self,
+        hash: &Hash,
+        base: &Hash,
+        size: u64,
+        frame: &[u8],
+    ) -> Result<(), EncodeError> {
+        self.enc.push_delta(hash, base, size, frame)
     }
 
     /// Appends a record.

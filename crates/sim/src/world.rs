@@ -51,6 +51,10 @@ use crate::backend::SimBackend;
 use crate::ledger::Ledger;
 use crate::{Config, Outcome, Stats};
 
+/// The body every small checked-in version shares after its own first line (so that a new
+/// version is related to the one before it, and packets carry it as a delta).
+const SHARED_BODY: &[u8] = b"fn shared() {\n    // the same lines in every version of every file\n    let a = 1;\n    let b = 2;\n    let c = a + b;\n    println!(\"{c}\");\n}\n// end of the shared body of simulated versions\n";
+
 /// A replica of the family, on its backend's store under the fault-injecting wrapper.
 type Rep<B> = msite_core::Replica<FaultyStore<<B as SimBackend>::Store>>;
 
@@ -1265,7 +1269,11 @@ impl<B: SimBackend> World<B> {
                 .map(|_| self.rng.gen())
                 .collect()
         } else {
-            format!("{me}-{}-{}", self.step, self.rng.gen::<u16>()).into_bytes()
+            // A unique first line over a body every small version shares, as versions of
+            // one file do: packets carry them as deltas against versions the target holds.
+            let mut v = format!("{me}-{}-{}\n", self.step, self.rng.gen::<u16>()).into_bytes();
+            v.extend_from_slice(SHARED_BODY);
+            v
         };
         let kind = self.rng.gen_range(0..100);
         let (what, r): (String, Option<Result<(), CoreError>>) = match kind {

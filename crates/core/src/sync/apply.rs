@@ -31,7 +31,7 @@ pub(super) const PREFIX_COMMIT_ENTRIES: u64 = 50_000;
 /// import bounded whatever the packet's size.
 pub(super) const PREFIX_COMMIT_BYTES: usize = 16 << 20;
 
-/// Feeds a content record (`Blob` or `BlobPiece`) to `intake`, then commits a consistent
+/// Feeds a content record (`Blob`, `BlobPiece` or `Delta`) to `intake`, then commits a consistent
 /// prefix once the transaction holds more than [`PREFIX_COMMIT_BYTES`]. Returns the hash of the
 /// content the record completed, if it completed one. Other records are not content: no-op.
 pub(super) fn take_content<S: Store>(
@@ -47,6 +47,12 @@ pub(super) fn take_content<S: Store>(
             offset,
             bytes,
         } => intake.piece(txn, hash, total, offset, &bytes)?,
+        Record::Delta {
+            hash,
+            base,
+            size,
+            frame,
+        } => Some(intake.delta(txn, (hash, base), size, &frame)?),
         _ => None,
     };
     if txn.size() > PREFIX_COMMIT_BYTES {
@@ -127,7 +133,7 @@ impl<'r, S: Store> EntryApply<'r, S> {
     ) -> Result<()> {
         while let Some(rec) = records.next() {
             match rec? {
-                rec @ (Record::Blob { .. } | Record::BlobPiece { .. }) => {
+                rec @ (Record::Blob { .. } | Record::BlobPiece { .. } | Record::Delta { .. }) => {
                     if let Some(h) = take_content(txn, &mut self.intake, rec)? {
                         self.blobs_seen.insert(h);
                     }

@@ -58,6 +58,7 @@ impl<S: Store> Replica<S> {
             header,
             ranges,
             all_blobs: true,
+            delta_held: None,
             seq: 0,
             advance_to: Some(own),
             report: (0, 0),

@@ -32,6 +32,9 @@ pub struct ExportPlan {
     pub header: wire::Header,
     pub(super) ranges: Vec<(ReplicaId, u64, u64)>,
     pub(super) all_blobs: bool,
+    /// What the target holds by its latest report, when content may go as deltas against
+    /// versions it holds (`sync/delta.rs`); None: only against content earlier in the packet.
+    pub(super) delta_held: Option<Row>,
     pub(super) seq: u64,
     pub(super) advance_to: Option<Row>,
     pub(super) report: (u64, u64),
@@ -167,12 +170,18 @@ impl<S: Store> Replica<S> {
         header.comment = crate::retain::retained_comment(&self.store)?;
         // No estimate advances while either side recovers.
         let advance_to = (!target_recovering && !recovering).then_some(own);
+        // Deltas against what the target holds only while neither side recovers, as above.
+        let delta_held = match advance_to {
+            Some(_) => self.reported_row(target)?,
+            None => None,
+        };
         Ok(Some(ExportPlan {
             target: *target,
             kind: wire::Kind::Update,
             header,
             ranges,
             all_blobs: false,
+            delta_held,
             seq,
             advance_to,
             report: (recv.applied, recv.seen),

@@ -2,6 +2,7 @@
 //!
 //! - [`packet`]: writing a plan's records into part files or memory, reading a packet's parts
 //!   back as one stream ([`Incoming`]).
+//! - [`delta`]: which content travels as a delta against a base the target holds.
 //! - [`export`]: planning the next update packet to a target ([`ExportPlan`]).
 //! - [`assess`]: the checks of §4 steps 1–5 on a header ([`Assessment`]).
 //! - [`import`]: importing a packet, refused or applied ([`ImportOutcome`]): the pipeline.
@@ -17,6 +18,7 @@ mod apply;
 mod assess;
 mod controls;
 mod create;
+mod delta;
 mod export;
 mod import;
 mod packet;

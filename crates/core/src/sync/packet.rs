@@ -15,6 +15,7 @@ use crate::keys;
 use crate::replica::{Replica, StoredEntry};
 use crate::store::{KeyRange, Keyspace, ReadView, Store};
 
+use super::delta::{send_as_delta, DeltaBases};
 use super::export::ExportPlan;
 
 /// Where packet records go: a part-file writer or an in-memory one.
@@ -25,6 +26,8 @@ pub trait RecordSink {
     fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()>;
     /// Appends a piece of larger content (`bytes` at `offset` of `total`).
     fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()>;
+    /// Appends content of `size` bytes as a zstd `frame` against the content `base`.
+    fn delta(&mut self, hash: &Hash, base: &Hash, size: u64, frame: &[u8]) -> Result<()>;
 }
 
 pub(super) fn enc_err(e: msite_packet::EncodeError) -> CoreError {
@@ -42,6 +45,9 @@ impl RecordSink for PacketWriter {
         self.push_blob_piece(hash, total, offset, bytes)
             .map_err(enc_err)
     }
+    fn delta(&mut self, hash: &Hash, base: &Hash, size: u64, frame: &[u8]) -> Result<()> {
+        self.push_delta(hash, base, size, frame).map_err(enc_err)
+    }
 }
 
 impl RecordSink for MemPacketWriter {
@@ -54,6 +60,9 @@ impl RecordSink for MemPacketWriter {
     fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()> {
         self.push_blob_piece(hash, total, offset, bytes)
             .map_err(enc_err)
+    }
+    fn delta(&mut self, hash: &Hash, base: &Hash, size: u64, frame: &[u8]) -> Result<()> {
+        self.push_delta(hash, base, size, frame).map_err(enc_err)
     }
 }
 
@@ -257,8 +266,8 @@ impl<S: Store> Replica<S> {
 
     /// Streams the plan's records into `sink`, in apply order, each content just before the
     /// first entry that names it (so that the versions of one file lie close together, where
-    /// the packet's compression window sees them); a creation packet then carries the content
-    /// no entry named.
+    /// the packet's compression window sees them), as a delta where the target holds its base
+    /// (`sync/delta.rs`); a creation packet then carries the content no entry named.
     pub fn write_records(
         &self,
         plan: &ExportPlan,
@@ -267,6 +276,7 @@ impl<S: Store> Replica<S> {
         let snap = self.store.snapshot()?;
         let mut blobs_sent: HashSet<Hash> = HashSet::new();
         let mut blob_count = 0u64;
+        let mut cache = crate::packed::BaseCache::default();
         let mut iters = Vec::new();
         let mut heap = BinaryHeap::new();
         for (o, from, to) in &plan.ranges {
@@ -288,11 +298,17 @@ impl<S: Store> Replica<S> {
         while let Some(Reverse((_, idx))) = heap.pop() {
             let (it, slot) = &mut iters[idx];
             let Some(s) = slot.take() else { continue };
-            if let Some(h) = s.blob {
-                if blobs_sent.insert(h) {
+            if let Some(h) = s.blob.filter(|h| !blobs_sent.contains(h)) {
+                let mut bases = DeltaBases {
+                    held: plan.delta_held.as_ref(),
+                    sent: &blobs_sent,
+                    cache: &mut cache,
+                };
+                if !send_as_delta(&snap, &h, &s.canonical, &mut bases, sink)? {
                     send_content(&snap, &h, sink)?;
-                    blob_count += 1;
                 }
+                blobs_sent.insert(h);
+                blob_count += 1;
             }
             sink.entry(&s.canonical)?;
             entries += 1;

@@ -292,6 +292,53 @@ pub fn goldens() -> Vec<Golden> {
             },
             parts: 1,
         },
+        Golden {
+            stem: "delta",
+            kind: Kind::Update,
+            header: update_header(),
+            records: delta_records(),
+            opts: WriteOptions {
+                chunk_size: 1024,
+                minor: 3,
+                ..WriteOptions::new(id(0x76))
+            },
+            parts: 1,
+        },
+    ]
+}
+
+/// Format 1.3: version 1 of a file whole, its entry, version 2 as a delta against version 1,
+/// its entry.
+fn delta_records() -> Vec<Record> {
+    let (v1, v2, delta) = crate::delta::versions_and_delta();
+    let checkin = |number: u64, prev: Hash, data: &[u8]| {
+        let op = Op::Checkin {
+            elem: ObjId {
+                origin: id(2),
+                number: 1,
+            },
+            brtype: ObjId {
+                origin: id(2),
+                number: 2,
+            },
+            version: number,
+            content: *blake3::hash(data).as_bytes(),
+            size: data.len() as u64,
+            author: "alice".into(),
+            comment: String::new(),
+        };
+        entry(id(2), number, prev, op)
+    };
+    let e1 = checkin(1, [0; 32], &v1);
+    let e2 = checkin(2, e1.hash, &v2);
+    vec![
+        Record::Blob {
+            hash: *blake3::hash(&v1).as_bytes(),
+            bytes: v1,
+        },
+        Record::Entry(encode_entry(&e1)),
+        delta,
+        Record::Entry(encode_entry(&e2)),
     ]
 }
 

@@ -2,6 +2,7 @@
 
 mod badinput;
 mod common;
+mod delta;
 mod entry;
 mod files;
 mod golden;

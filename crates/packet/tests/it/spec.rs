@@ -296,6 +296,7 @@ fn newer_minor_version_is_read_skipping_what_is_unknown() {
             rec(0x11, &[]),
         ],
     );
+    // A minor version newer than this reader's (1.3 added fork decisions and content deltas).
     raw.minor = 4;
     raw.flags = 0x01;
     let (info, header, recs) = decode_all(&raw.build()).unwrap();
@@ -546,4 +547,43 @@ fn fork_decisions_need_minor_1_3_and_round_trip() {
     assert_eq!(got, with);
     let err = encode_to_vec(Kind::Update, &with, vec![], &v12).unwrap_err();
     assert!(err.to_string().contains("fork repair decisions"), "{err}");
+}
+/// A content-delta record written from `SPEC.md` §4: hash, base, size u64 LE, frame.
+fn delta(size: u64, frame: &[u8]) -> Vec<u8> {
+    let mut p = vec![0xab; 32];
+    p.extend_from_slice(&[0xcd; 32]);
+    p.extend_from_slice(&size.to_le_bytes());
+    p.extend_from_slice(frame);
+    rec(0x84, &p)
+}
+
+#[test]
+fn content_deltas_decode_in_format_1_3_only() {
+    let mut raw = Raw::new(header_bytes(), &[delta(9, b"zstd frame")]);
+    raw.minor = 3;
+    let (info, _, recs) = decode_all(&raw.build()).unwrap();
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 3 });
+    let want = Record::Delta {
+        hash: [0xab; 32],
+        base: [0xcd; 32],
+        size: 9,
+        frame: b"zstd frame".to_vec(),
+    };
+    assert_eq!(recs, vec![want]);
+    // Formats 1.0 to 1.2 have no such record: a critical tag they do not know, so a 1.2
+    // reader refuses a 1.3 packet carrying one rather than drop content.
+    for minor in 0..3 {
+        raw.minor = minor;
+        assert!(matches!(
+            decode_all(&raw.build()).unwrap_err(),
+            DecodeError::UnknownCriticalRecord { tag: 0x84 }
+        ));
+    }
+    // A delta record shorter than its fixed fields is malformed.
+    let mut raw = Raw::new(header_bytes(), &[rec(0x84, &[0; 71])]);
+    raw.minor = 3;
+    assert!(matches!(
+        decode_all(&raw.build()).unwrap_err(),
+        DecodeError::Malformed { .. }
+    ));
 }

@@ -21,6 +21,7 @@
 mod content;
 mod mastership;
 mod fork;
+mod delta;
 mod restore;
 mod retain;
 mod retire;
@@ -30,6 +31,7 @@ mod trust;
 pub use content::*;
 pub use mastership::*;
 pub use fork::*;
+pub use delta::*;
 pub use restore::*;
 pub use retain::*;
 pub use retire::*;
@@ -112,15 +114,20 @@ impl<'a, F: StoreFactory> Family<'a, F> {
 
     /// Creates a replica from site `from`.
     pub fn mkreplica(&mut self, from: usize, name: &str) -> usize {
+        self.mkreplica_keeping_packet(from, name).0
+    }
+
+    /// Creates a replica from site `from`; returns its index and the creation packet's parts.
+    pub fn mkreplica_keeping_packet(&mut self, from: usize, name: &str) -> (usize, Vec<Vec<u8>>) {
         let plan = self.sites[from].plan_mkreplica(name).unwrap();
         let parts = self.sites[from].write_plan_to_parts(&plan, None).unwrap();
-        let pkt = Incoming::from_parts(parts, "creation").unwrap();
+        let pkt = Incoming::from_parts(parts.clone(), "creation").unwrap();
         let dir = self.fresh_path(name);
         let r = Replica::create_from_packet(self.open_at(&dir), env_arc(&self.env), pkt).unwrap();
         self.sites.push(r);
         self.names.push(name.into());
         self.dirs.push(dir);
-        self.sites.len() - 1
+        (self.sites.len() - 1, parts)
     }
 
     /// Closes site `i`'s store and opens it again from its directory: what a process that
@@ -284,6 +291,10 @@ macro_rules! protocol_scenario_tests {
             big_version_replicates_with_equal_digests => case_big_version_replicates_with_equal_digests,
             content_over_the_receivers_limit_is_refused => case_content_over_the_receivers_limit_is_refused,
             big_blob_record_of_format_1_0_imports => case_big_blob_record_of_format_1_0_imports,
+            delta_shipped_when_the_target_holds_the_base => case_delta_shipped_when_the_target_holds_the_base,
+            content_goes_whole_when_the_base_is_not_known_held => case_content_goes_whole_when_the_base_is_not_known_held,
+            delta_with_a_missing_base_or_corrupt_frame_is_refused => case_delta_with_a_missing_base_or_corrupt_frame_is_refused,
+            packet_to_a_restoring_replica_carries_whole_content => case_packet_to_a_restoring_replica_carries_whole_content,
             waiting_packet_names_what_it_needs_then_applies => case_waiting_packet_names_what_it_needs_then_applies,
             lost_packet_is_resent_without_an_operator => case_lost_packet_is_resent_without_an_operator,
             settled_exchange_sends_nothing => case_settled_exchange_sends_nothing,
