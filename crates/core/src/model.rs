@@ -275,6 +275,22 @@ pub enum Op {
         /// The replica's own row at completion.
         row: Row,
     },
+    /// The origin's new signing key (`msite rekey`), proved by the key it replaces.
+    RotateKey {
+        /// The new public key, in force for the origin's entries after this one.
+        key: wire::PublicKey,
+        /// The replaced key's signature of `sign::rekey_message`.
+        proof: wire::Signature,
+    },
+    /// The origin vouches for a new key of another replica (`msite vouch`).
+    VouchKey {
+        /// The replica given the key.
+        replica: ReplicaId,
+        /// The new public key.
+        key: wire::PublicKey,
+        /// The last entry of `replica` the old key covers.
+        from: u64,
+    },
 }
 
 impl Op {
@@ -294,6 +310,8 @@ impl Op {
             Op::ReqMaster { .. } => "reqmaster",
             Op::RestoreAck { .. } => "ackrestorereplica",
             Op::RestoreComplete { .. } => "restore_complete",
+            Op::RotateKey { .. } => "rekey",
+            Op::VouchKey { .. } => "vouch",
         }
     }
 
@@ -378,6 +396,15 @@ impl Op {
                 incarnation: *incarnation,
                 row: row.to_wire(),
             },
+            Op::RotateKey { key, proof } => wire::Op::RotateKey {
+                key: *key,
+                proof: *proof,
+            },
+            Op::VouchKey { replica, key, from } => wire::Op::VouchKey {
+                replica: wire::Id(replica.0),
+                key: *key,
+                from: *from,
+            },
         }
     }
 
@@ -461,6 +488,15 @@ impl Op {
             wire::Op::RestoreComplete { incarnation, row } => Op::RestoreComplete {
                 incarnation: *incarnation,
                 row: Row::from_wire(row),
+            },
+            wire::Op::RotateKey { key, proof } => Op::RotateKey {
+                key: *key,
+                proof: *proof,
+            },
+            wire::Op::VouchKey { replica, key, from } => Op::VouchKey {
+                replica: ReplicaId(replica.0),
+                key: *key,
+                from: *from,
             },
         }
     }

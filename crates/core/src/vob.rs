@@ -378,7 +378,12 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
             );
         }
         Op::ChMaster { object, master } => set_master(txn, object, *master)?,
-        Op::ReqMaster { .. } | Op::RestoreAck { .. } | Op::RestoreComplete { .. } => {}
+        // Protocol effects only (restore.rs, sync/trust.rs).
+        Op::ReqMaster { .. }
+        | Op::RestoreAck { .. }
+        | Op::RestoreComplete { .. }
+        | Op::RotateKey { .. }
+        | Op::VouchKey { .. } => {}
     }
     Ok(())
 }

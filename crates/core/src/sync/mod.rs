@@ -11,6 +11,7 @@
 //!   packet carries.
 //! - [`create`]: replica creation (§7).
 //! - [`trust`]: signing keys, packet signatures and origin-signed chain heads.
+//! - [`rekey`]: key rotation (`msite rekey`) and vouching for a lost key (`msite vouch`).
 
 mod ack;
 mod apply;
@@ -20,6 +21,7 @@ mod create;
 mod export;
 mod import;
 mod packet;
+mod rekey;
 mod trust;
 
 pub use assess::{Assessment, Need};
