@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod demo;
 pub mod family;
+pub mod keys;
 pub mod resend;
 pub mod restore;
 pub mod scrub;
@@ -131,6 +132,10 @@ pub enum Command {
     Chepoch(sync::Chepoch),
     /// Show the family at a glance: siblings behind, packets waiting and refused, restoration.
     Status(status::Status),
+    /// Give this replica a new signing key (announced to the siblings, or after losing it).
+    Rekey(keys::Rekey),
+    /// Vouch for a sibling's new signing key after it lost its own.
+    Vouch(keys::Vouch),
 
     // Backup and restore.
     /// Back up the site's store while it stays in use.
@@ -204,6 +209,8 @@ impl Command {
             Command::Mkreplica(a) => a.run(ctx),
             Command::Lsreplica(a) => a.run(ctx),
             Command::Describe(a) => a.run(ctx),
+            Command::Rekey(a) => a.run(ctx),
+            Command::Vouch(a) => a.run(ctx),
             Command::Syncreplica(a) => a.run(ctx),
             Command::Lspacket(a) => a.run(ctx),
             Command::Lsepoch(a) => a.run(ctx),

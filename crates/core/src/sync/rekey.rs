@@ -180,8 +180,8 @@ impl<S: Store> Replica<S> {
     /// `msite rekey --lost`: a new signing key for this replica whose old key is lost (a
     /// backup older than its last rekey) or compromised, announced by no entry: its siblings
     /// refuse its packets until one of them vouches for the new key (`msite vouch`). Returns
-    /// the new public key in hex, for the vouching operator.
-    pub fn rekey_lost(&self) -> Result<String> {
+    /// the new key's fingerprint and the public key in hex, for the vouching operator.
+    pub fn rekey_lost(&self) -> Result<(String, String)> {
         let new = SigningKey::from_bytes(&self.env.secret_key());
         let pk = new.verifying_key().to_bytes();
         let mut txn = Txn::new(&self.store);
@@ -189,7 +189,7 @@ impl<S: Store> Replica<S> {
         txn.put(Keyspace::Meta, SIGNING_KEY, &new.to_bytes());
         replace_key(&mut txn, &self.me, &pk, own)?;
         txn.commit(crate::store::WriteOptions::SYNC)?;
-        Ok(crate::ids::hex(&pk))
+        Ok((fingerprint(&pk), crate::ids::hex(&pk)))
     }
 
     /// `msite vouch NAME --key PUBLICKEY`: this replica vouches that replica `name`'s key is

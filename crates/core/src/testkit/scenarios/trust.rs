@@ -386,13 +386,14 @@ pub fn case_forged_rotation_is_refused<F: StoreFactory>(factory: &F) {
 pub fn case_lost_key_is_vouched_for_by_a_sibling<F: StoreFactory>(factory: &F) {
     let f = Family::new(factory, 3, 40);
     f.settle(&hub(3));
-    let hex = f.sites[1].rekey_lost().unwrap();
+    let (lost_fp, hex) = f.sites[1].rekey_lost().unwrap();
     f.sites[1].mkbrtype("later").unwrap();
     let refused = f.export(1, 0).expect("r1's change");
     refused_unchanged(&f, 0, refused, "a key swapped in transit");
     let bad = f.sites[0].vouch("r0", &hex).unwrap_err();
     assert!(bad.to_string().contains("cannot vouch for its own key"), "{bad}");
     let (fp, _) = f.sites[0].vouch("r1", &hex).unwrap();
+    assert_eq!(fp, lost_fp, "the vouch names the key r1 made");
     f.settle(&hub(3));
     // The refused change is resent after the resend interval (docs/protocol.md §5).
     f.env.advance(crate::keys::DEFAULT_RESEND_MS);
