@@ -75,3 +75,49 @@ impl Vouch {
         Ok(())
     }
 }
+
+/// `msite identity`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Prints this site's age recipient (`age1…`): give it to the operators of the \
+siblings, who seal the packets they send here with `syncreplica export --encrypt-to`. The \
+identity that opens them is kept in this site's store (made at first use; backups hold it).\n\n\
+With --new FILE, makes a new identity in FILE (readable by you only) without any site, and prints \
+its recipient: what the operator of a site not made yet sends to the creator for `mkreplica \
+export --encrypt-to`, then gives to `mkreplica import --identity FILE`.",
+    after_help = "Example:\n  msite -C sanfran identity\n  msite identity --new ~/sanfran.age    # before the site exists"
+)]
+pub struct Identity {
+    /// Make a new identity in FILE instead of showing the site's.
+    #[arg(long, value_name = "FILE")]
+    pub new: Option<std::path::PathBuf>,
+}
+
+impl Identity {
+    /// Runs the command.
+    pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let id = match &self.new {
+            Some(path) => new_identity_file(path)?,
+            None => crate::seal::site_identity(&ctx.open()?.replica)?,
+        };
+        ctx.say(id.to_public().to_string());
+        Ok(())
+    }
+}
+
+/// Writes a new age identity to `path` (mode 0600 on Unix; refuses to overwrite).
+fn new_identity_file(path: &std::path::Path) -> anyhow::Result<age::x25519::Identity> {
+    use age::secrecy::ExposeSecret;
+    use std::io::Write;
+    let id = age::x25519::Identity::generate();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(|e| {
+        anyhow::anyhow!("cannot create {}: {e}; choose a new file name", path.display())
+    })?;
+    writeln!(f, "# public key: {}", id.to_public())?;
+    writeln!(f, "{}", id.to_string().expose_secret())?;
+    Ok(id)
+}

@@ -136,6 +136,8 @@ pub enum Command {
     Rekey(keys::Rekey),
     /// Vouch for a sibling's new signing key after it lost its own.
     Vouch(keys::Vouch),
+    /// Print this site's age recipient, for sealed packets (or make an identity file).
+    Identity(keys::Identity),
 
     // Backup and restore.
     /// Back up the site's store while it stays in use.
@@ -211,6 +213,7 @@ impl Command {
             Command::Describe(a) => a.run(ctx),
             Command::Rekey(a) => a.run(ctx),
             Command::Vouch(a) => a.run(ctx),
+            Command::Identity(a) => a.run(ctx),
             Command::Syncreplica(a) => a.run(ctx),
             Command::Lspacket(a) => a.run(ctx),
             Command::Lsepoch(a) => a.run(ctx),

@@ -230,3 +230,32 @@ fn parse_key(hex: &str) -> Option<wire::PublicKey> {
     ed25519_dalek::VerifyingKey::from_bytes(&out).ok()?;
     Some(out)
 }
+
+/// Meta: this site's identity for sealed packets (an age secret key, as text), made at its
+/// first use; a backup holds it. msite-core only keeps it: the sealing is the CLI's.
+const SEALING_IDENTITY: &[u8] = b"sealing_identity";
+
+impl<S: Store> Replica<S> {
+    /// This site's identity for sealed packets; `make` makes one when the store has none yet.
+    pub fn sealing_identity(&self, make: impl FnOnce() -> String) -> Result<String> {
+        if let Some(v) = self.store.get(Keyspace::Meta, SEALING_IDENTITY)? {
+            return String::from_utf8(v).map_err(|_| {
+                CoreError::Codec(crate::codec::CodecError {
+                    what: "sealing identity",
+                })
+            });
+        }
+        let id = make();
+        self.set_sealing_identity(&id)?;
+        Ok(id)
+    }
+
+    /// Keeps `identity` as this site's identity for sealed packets (the one a creation packet
+    /// was sealed to, so that later packets to this site can use the same recipient).
+    pub fn set_sealing_identity(&self, identity: &str) -> Result<()> {
+        let mut txn = Txn::new(&self.store);
+        txn.put(Keyspace::Meta, SEALING_IDENTITY, identity.as_bytes());
+        txn.commit(crate::store::WriteOptions::SYNC)?;
+        Ok(())
+    }
+}
