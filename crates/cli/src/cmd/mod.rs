@@ -43,7 +43,7 @@ Exit codes:
 Example: see the whole product at work in a temporary directory
   msite demo
   msite init boston --family proj --replica boston
-  msite -C boston mkreplica export sanfran";
+  msite -C boston mkreplica export sanfran --encrypt-to age1…(msite identity --new at sanfran)";
 
 /// The `msite` command line.
 #[derive(Debug, Parser)]
@@ -109,7 +109,7 @@ pub enum Command {
     /// Create a replica: `export` here, then `import` at the new site.
     #[command(
         subcommand,
-        after_help = "Example:\n  msite -C boston mkreplica export sanfran\n  msite mkreplica import boston/bays/outgoing/repl_boston_to_sanfran_*.msp sanfran"
+        after_help = "Example:\n  msite identity --new sanfran.age    # at the new site: prints its age1… recipient\n  msite -C boston mkreplica export sanfran --encrypt-to age1…\n  msite mkreplica import boston/bays/outgoing/repl_boston_to_sanfran_*.msp sanfran --identity sanfran.age"
     )]
     Mkreplica(family::Mkreplica),
     /// List the replicas of the family.
