@@ -51,7 +51,11 @@ pub fn label_of(path: &Path) -> anyhow::Result<SealedLabel> {
 
 /// Seals each of `parts` in place for `recipients` (streamed through a file beside it, then
 /// renamed over it, so a crash leaves either the plain or the sealed part).
-pub fn seal_parts(parts: &[PathBuf], recipients: &[String], for_names: &[String]) -> anyhow::Result<()> {
+pub fn seal_parts(
+    parts: &[PathBuf],
+    recipients: &[String],
+    for_names: &[String],
+) -> anyhow::Result<()> {
     let keys = sealed::parse_recipients(recipients)?;
     let label = SealedLabel {
         recipients: recipients.to_vec(),

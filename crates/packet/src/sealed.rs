@@ -99,7 +99,9 @@ pub fn read_label(r: &mut impl Read) -> Result<SealedLabel, SealError> {
         return Err(SealError::Damaged("not a sealed file"));
     }
     if u16::from_le_bytes([fixed[8], fixed[9]]) != SEALED_VERSION {
-        return Err(SealError::Damaged("unknown sealed envelope version; upgrade msite"));
+        return Err(SealError::Damaged(
+            "unknown sealed envelope version; upgrade msite",
+        ));
     }
     let len = u32::from_le_bytes([fixed[10], fixed[11], fixed[12], fixed[13]]);
     if len > MAX_LABEL {
@@ -159,7 +161,10 @@ mod tests {
         let plain: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let sealed = sealed_for(&id, &plain);
         assert!(is_sealed(&sealed));
-        assert!(!sealed.windows(64).any(|w| w == &plain[1000..1064]), "encrypted");
+        assert!(
+            !sealed.windows(64).any(|w| w == &plain[1000..1064]),
+            "encrypted"
+        );
         let label = read_label(&mut &sealed[..]).unwrap();
         assert_eq!(label.for_names, vec!["sanfran".to_string()]);
         let (_, mut r) = unseal(&sealed[..], &[id]).unwrap();

@@ -157,8 +157,16 @@ impl MkreplicaExport {
                     util::human_size(bytes)
                 ));
                 if !self.encrypt_to.is_empty() {
-                    crate::seal::seal_parts(&parts, &self.encrypt_to, std::slice::from_ref(&self.name))?;
-                    ctx.say(format!("  sealed for {} ({})", self.name, self.encrypt_to.join(", ")));
+                    crate::seal::seal_parts(
+                        &parts,
+                        &self.encrypt_to,
+                        std::slice::from_ref(&self.name),
+                    )?;
+                    ctx.say(format!(
+                        "  sealed for {} ({})",
+                        self.name,
+                        self.encrypt_to.join(", ")
+                    ));
                 }
                 for p in &parts {
                     ctx.say(format!("  {}", p.display()));
@@ -169,7 +177,11 @@ impl MkreplicaExport {
                         .first()
                         .map(|p| p.display().to_string())
                         .unwrap_or_default(),
-                    if self.encrypt_to.is_empty() { "" } else { " --identity FILE" }
+                    if self.encrypt_to.is_empty() {
+                        ""
+                    } else {
+                        " --identity FILE"
+                    }
                 ));
             }
             ExportOutcome::Nothing => ctx.say("Nothing was written."),

@@ -115,7 +115,10 @@ fn new_identity_file(path: &std::path::Path) -> anyhow::Result<age::x25519::Iden
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let mut f = opts.open(path).map_err(|e| {
-        anyhow::anyhow!("cannot create {}: {e}; choose a new file name", path.display())
+        anyhow::anyhow!(
+            "cannot create {}: {e}; choose a new file name",
+            path.display()
+        )
     })?;
     writeln!(f, "# public key: {}", id.to_public())?;
     writeln!(f, "{}", id.to_string().expose_secret())?;

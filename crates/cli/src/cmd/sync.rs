@@ -111,8 +111,22 @@ impl Export {
         Ok(())
     }
 
+    /// With --encrypt-to: seals the parts just written for `name` (SPEC §9).
+    fn seal(&self, ctx: &Ctx, parts: &[PathBuf], name: &str) -> anyhow::Result<()> {
+        if !self.encrypt_to.is_empty() {
+            crate::seal::seal_parts(parts, &self.encrypt_to, &[name.to_string()])?;
+            ctx.say(format!(
+                "  sealed for {name} ({})",
+                self.encrypt_to.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
     /// Exports and returns what was written.
     pub fn export(self, ctx: &Ctx) -> anyhow::Result<Vec<Exported>> {
+        // Bad recipients are refused before anything is written in the clear.
+        msite_packet::sealed::parse_recipients(&self.encrypt_to)?;
         let site = ctx.open()?;
         let r = &site.replica;
         let out = self.out.clone().unwrap_or_else(|| site.paths.outgoing());
@@ -184,10 +198,7 @@ impl Export {
                             String::new()
                         }
                     ));
-                    if !self.encrypt_to.is_empty() {
-                        crate::seal::seal_parts(&parts, &self.encrypt_to, std::slice::from_ref(&name))?;
-                        ctx.say(format!("  sealed for {name} ({})", self.encrypt_to.join(", ")));
-                    }
+                    self.seal(ctx, &parts, &name)?;
                     for p in &parts {
                         ctx.say(format!("  {}", p.display()));
                     }
@@ -787,13 +798,19 @@ fn split_sealed(
     site: Option<&Site>,
     files: &[PathBuf],
 ) -> anyhow::Result<(Vec<PathBuf>, Vec<serde_json::Value>)> {
-    let (sealed, plain): (Vec<_>, Vec<_>) =
-        files.iter().cloned().partition(|p| crate::seal::is_sealed_file(p));
+    let (sealed, plain): (Vec<_>, Vec<_>) = files
+        .iter()
+        .cloned()
+        .partition(|p| crate::seal::is_sealed_file(p));
     if sealed.is_empty() {
         return Ok((plain, Vec::new()));
     }
     let mine = match site {
-        Some(s) => Some(crate::seal::site_identity(&s.replica)?.to_public().to_string()),
+        Some(s) => Some(
+            crate::seal::site_identity(&s.replica)?
+                .to_public()
+                .to_string(),
+        ),
         None => None,
     };
     let docs = sealed
@@ -818,7 +835,12 @@ fn say_sealed(ctx: &Ctx, sealed: &[serde_json::Value]) {
         }
         let list = |k: &str| {
             d[k].as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
                 .unwrap_or_default()
         };
         let here = match d["opens_here"].as_bool() {
@@ -1139,8 +1161,10 @@ impl Lspacket {
             .map(|g| self.describe(site.as_ref(), g, (None, true)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if self.json {
-            return ctx.json(&json!({ "packets": docs, "unreadable": unreadable_json(&bad, None),
-                "sealed": sealed }));
+            return ctx.json(
+                &json!({ "packets": docs, "unreadable": unreadable_json(&bad, None),
+                "sealed": sealed }),
+            );
         }
         say_sealed(ctx, &sealed);
         say_unreadable(ctx, &bad);

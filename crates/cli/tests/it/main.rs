@@ -149,7 +149,14 @@ impl Lab {
             .pop()
             .expect("a creation packet");
         let pkt = pkt.to_string_lossy().into_owned();
-        let mut args = vec!["mkreplica", "import", pkt.as_str(), name, "--identity", &id_file];
+        let mut args = vec![
+            "mkreplica",
+            "import",
+            pkt.as_str(),
+            name,
+            "--identity",
+            &id_file,
+        ];
         if let Some(b) = self.backend {
             args.extend(["--backend", b]);
         }

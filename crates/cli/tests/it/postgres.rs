@@ -48,7 +48,16 @@ fn the_seed_procedure_works_end_to_end_on_postgres() {
     ));
     for (name, url) in [("sanfran", &urls[1]), ("bangalore", &urls[2])] {
         let out = format!("transfer-{name}");
-        lab.ok(&["-C", "boston", "mkreplica", "export", name, "--out", &out, "--no-encrypt"]);
+        lab.ok(&[
+            "-C",
+            "boston",
+            "mkreplica",
+            "export",
+            name,
+            "--out",
+            &out,
+            "--no-encrypt",
+        ]);
         let pkt = crate::packets_in(&lab.path(&out))
             .pop()
             .expect("a creation packet");

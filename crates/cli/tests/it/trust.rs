@@ -13,7 +13,16 @@ fn recipient(lab: &Lab, site: &str) -> String {
 fn send_sealed(lab: &Lab, from: &str, to: &str, rcpt: &str) -> Vec<PathBuf> {
     let bay = format!("{to}/bays/incoming");
     let before = packets_in(&lab.path(&bay));
-    let args = ["-C", from, "syncreplica", "export", "--to", to, "--out", &bay];
+    let args = [
+        "-C",
+        from,
+        "syncreplica",
+        "export",
+        "--to",
+        to,
+        "--out",
+        &bay,
+    ];
     lab.ok(&[&args[..], &["--encrypt-to", rcpt]].concat());
     packets_in(&lab.path(&bay))
         .into_iter()
@@ -33,7 +42,10 @@ fn a_sealed_update_packet_imports_at_its_site_only() {
         "the sealed packet shows no name in the clear"
     );
     let listed = lab.ok(&["-C", "sanfran", "lspacket"]);
-    assert!(listed.contains("sealed packet (age) for sanfran"), "{listed}");
+    assert!(
+        listed.contains("sealed packet (age) for sanfran"),
+        "{listed}"
+    );
     assert!(listed.contains("this site's identity opens it"), "{listed}");
     let json = lab.json(&["-C", "sanfran", "lspacket", "--json"]);
     assert_eq!(json["sealed"][0]["for"][0], "sanfran", "{json}");
@@ -59,8 +71,22 @@ fn a_creation_packet_must_be_sealed_or_say_no_encrypt() {
     let lab = Lab::new();
     lab.init("boston", "proj");
     let err = lab.fails(2, &["-C", "boston", "mkreplica", "export", "delhi"]);
-    assert!(err.contains("--encrypt-to") && err.contains("--no-encrypt"), "{err}");
-    let bad = lab.fails(1, &["-C", "boston", "mkreplica", "export", "delhi", "--encrypt-to", "nope"]);
+    assert!(
+        err.contains("--encrypt-to") && err.contains("--no-encrypt"),
+        "{err}"
+    );
+    let bad = lab.fails(
+        1,
+        &[
+            "-C",
+            "boston",
+            "mkreplica",
+            "export",
+            "delhi",
+            "--encrypt-to",
+            "nope",
+        ],
+    );
     assert!(bad.contains("nope is not an age recipient"), "{bad}");
     let rcpt = lab.ok(&["identity", "--new", "delhi.age"]);
     let args = ["-C", "boston", "mkreplica", "export", "delhi", "--out", "t"];
@@ -69,12 +95,36 @@ fn a_creation_packet_must_be_sealed_or_say_no_encrypt() {
     let pkt = pkt.to_string_lossy().into_owned();
     let err = lab.fails(1, &["mkreplica", "import", &pkt, "delhi"]);
     assert!(err.contains("--identity FILE"), "{err}");
-    assert!(!lab.path("delhi/store").exists(), "no site made without the identity");
+    assert!(
+        !lab.path("delhi/store").exists(),
+        "no site made without the identity"
+    );
     lab.ok(&["identity", "--new", "other.age"]);
-    let err = lab.fails(1, &["mkreplica", "import", &pkt, "delhi", "--identity", "other.age"]);
+    let err = lab.fails(
+        1,
+        &[
+            "mkreplica",
+            "import",
+            &pkt,
+            "delhi",
+            "--identity",
+            "other.age",
+        ],
+    );
     assert!(err.contains("not among the recipients"), "{err}");
-    lab.ok(&["mkreplica", "import", &pkt, "delhi", "--identity", "delhi.age"]);
-    assert_eq!(recipient(&lab, "delhi"), rcpt.trim(), "the new site keeps the identity");
+    lab.ok(&[
+        "mkreplica",
+        "import",
+        &pkt,
+        "delhi",
+        "--identity",
+        "delhi.age",
+    ]);
+    assert_eq!(
+        recipient(&lab, "delhi"),
+        rcpt.trim(),
+        "the new site keeps the identity"
+    );
 }
 
 #[test]
@@ -99,7 +149,11 @@ fn a_large_sealed_packet_imports() {
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 6 << 20);
     let out = lab.import("sanfran");
     assert!(out.contains("1 applied"), "{out}");
-    let cat = lab.cmd().args(["-C", "sanfran", "cat", "big.bin@@main/1"]).output().unwrap();
+    let cat = lab
+        .cmd()
+        .args(["-C", "sanfran", "cat", "big.bin@@main/1"])
+        .output()
+        .unwrap();
     assert!(cat.stdout == big, "the content arrives whole");
 }
 
@@ -108,12 +162,20 @@ fn rekey_reaches_the_siblings_and_vouch_restores_a_lost_key() {
     let lab = Lab::hub(None);
     lab.settle();
     let out = lab.ok(&["-C", "sanfran", "rekey"]);
-    let fp = out.split_whitespace().nth(5).unwrap().trim_end_matches(';').to_string();
+    let fp = out
+        .split_whitespace()
+        .nth(5)
+        .unwrap()
+        .trim_end_matches(';')
+        .to_string();
     lab.ok(&["-C", "sanfran", "mkbrtype", "after_rekey"]);
     lab.settle();
     for site in ["boston", "bangalore"] {
         let long = lab.ok(&["-C", site, "lsreplica", "--long"]);
-        assert!(long.contains(&fp), "{site} holds sanfran's new key {fp}:\n{long}");
+        assert!(
+            long.contains(&fp),
+            "{site} holds sanfran's new key {fp}:\n{long}"
+        );
     }
     let lost = lab.ok(&["-C", "bangalore", "rekey", "--lost"]);
     let key = lost.lines().last().unwrap().trim().to_string();

@@ -65,11 +65,20 @@ pub(crate) fn key_at<R: ReadView + ?Sized>(
 
 /// Makes `key` the key in force for `who`, keeping the one it replaces for entries up to
 /// `until`.
-fn replace_key<S: Store>(txn: &mut Txn<'_, S>, who: &ReplicaId, key: &wire::PublicKey, until: u64) -> Result<()> {
+fn replace_key<S: Store>(
+    txn: &mut Txn<'_, S>,
+    who: &ReplicaId,
+    key: &wire::PublicKey,
+    until: u64,
+) -> Result<()> {
     if let Some(old) = public_key_in(txn, who)? {
         txn.put(Keyspace::Peers, &old_key_key(who, until), &old);
     }
-    txn.put(Keyspace::Peers, &keys::peer(keys::peers::PUBLIC_KEY, who), key);
+    txn.put(
+        Keyspace::Peers,
+        &keys::peer(keys::peers::PUBLIC_KEY, who),
+        key,
+    );
     Ok(())
 }
 
@@ -141,7 +150,10 @@ impl<S: Store> Replica<S> {
         // of the origin's keys differs, as after `rekey --lost`): either way the proof needs a
         // key the origin held, and the entry's place in its chain is covered by the heads.
         let replaced = old_keys(txn, &e.origin)?.into_iter().map(|(_, k)| k);
-        if std::iter::once(old).chain(replaced).any(|k| verifies(&k, &msg, proof)) {
+        if std::iter::once(old)
+            .chain(replaced)
+            .any(|k| verifies(&k, &msg, proof))
+        {
             return Ok(());
         }
         Err(forged(
@@ -168,7 +180,13 @@ impl<S: Store> Replica<S> {
                 0 => crate::ids::ZERO_HASH,
                 n => Self::entry_hash_at(t, &r.me, n)?.unwrap_or(crate::ids::ZERO_HASH),
             };
-            let msg = sign::rekey_message(&wire::Id(r.family.0), &wire::Id(r.me.0), own + 1, &prev, &pk);
+            let msg = sign::rekey_message(
+                &wire::Id(r.family.0),
+                &wire::Id(r.me.0),
+                own + 1,
+                &prev,
+                &pk,
+            );
             let proof = old.sign(&msg).to_bytes();
             let e = r.append_local(t, ap, Op::RotateKey { key: pk, proof })?;
             t.put(Keyspace::Meta, SIGNING_KEY, &new.to_bytes());
@@ -210,7 +228,15 @@ impl<S: Store> Replica<S> {
         })?;
         let from = get_u64(&self.store, Keyspace::Epochs, &keys::own(&who))?;
         self.local_change(|r, t, ap| {
-            r.append_local(t, ap, Op::VouchKey { replica: who, key, from })?;
+            r.append_local(
+                t,
+                ap,
+                Op::VouchKey {
+                    replica: who,
+                    key,
+                    from,
+                },
+            )?;
             replace_key(t, &who, &key, from)
         })?;
         Ok((fingerprint(&key), from))

@@ -536,13 +536,13 @@ fn check_heads<R: ReadView + ?Sized>(
                 announced.entry(o).or_insert(key);
             } else {
                 return Err(unauthentic(
-                sender_name,
-                format!(
-                    "the packet's chain head {} of {origin} is not signed by {origin}'s key {}",
-                    head.number,
-                    fingerprint(&key)
-                ),
-            ));
+                    sender_name,
+                    format!(
+                        "the packet's chain head {} of {origin} is not signed by {origin}'s key {}",
+                        head.number,
+                        fingerprint(&key)
+                    ),
+                ));
             }
         }
         heads.insert((o, head.number), head.hash);

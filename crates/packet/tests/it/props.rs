@@ -108,8 +108,11 @@ fn any_op() -> impl Strategy<Value = Op> {
             proof[32..].copy_from_slice(&b);
             Op::RotateKey { key, proof }
         }),
-        (any_id(), any::<[u8; 32]>(), any_u64())
-            .prop_map(|(replica, key, from)| Op::VouchKey { replica, key, from }),
+        (any_id(), any::<[u8; 32]>(), any_u64()).prop_map(|(replica, key, from)| Op::VouchKey {
+            replica,
+            key,
+            from
+        }),
     ]
 }
 

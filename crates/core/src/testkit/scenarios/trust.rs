@@ -351,7 +351,11 @@ pub fn case_packet_signed_by_a_rotated_key_is_refused<F: StoreFactory>(factory: 
     refused_unchanged(&f, 2, signed_by_old, &new_fp);
     f.assert_converged();
     for i in 0..3 {
-        assert_eq!(fingerprint_of_at(&f, i, 1), new_fp, "site {i} holds r1's new key");
+        assert_eq!(
+            fingerprint_of_at(&f, i, 1),
+            new_fp,
+            "site {i} holds r1's new key"
+        );
     }
 }
 
@@ -376,7 +380,11 @@ pub fn case_forged_rotation_is_refused<F: StoreFactory>(factory: &F) {
         }
     }
     refused_unchanged(&f, 0, forged.encode(), "r1");
-    assert_eq!(fingerprint_of_at(&f, 0, 1), fp, "the hub still holds r1's old key");
+    assert_eq!(
+        fingerprint_of_at(&f, 0, 1),
+        fp,
+        "the hub still holds r1's old key"
+    );
     assert!(applied(&f.import(0, genuine).unwrap()));
 }
 
@@ -391,7 +399,10 @@ pub fn case_lost_key_is_vouched_for_by_a_sibling<F: StoreFactory>(factory: &F) {
     let refused = f.export(1, 0).expect("r1's change");
     refused_unchanged(&f, 0, refused, "a key swapped in transit");
     let bad = f.sites[0].vouch("r0", &hex).unwrap_err();
-    assert!(bad.to_string().contains("cannot vouch for its own key"), "{bad}");
+    assert!(
+        bad.to_string().contains("cannot vouch for its own key"),
+        "{bad}"
+    );
     let (fp, _) = f.sites[0].vouch("r1", &hex).unwrap();
     assert_eq!(fp, lost_fp, "the vouch names the key r1 made");
     f.settle(&hub(3));
@@ -400,7 +411,11 @@ pub fn case_lost_key_is_vouched_for_by_a_sibling<F: StoreFactory>(factory: &F) {
     f.settle(&hub(3));
     f.assert_converged();
     for i in 0..3 {
-        assert_eq!(fingerprint_of_at(&f, i, 1), fp, "site {i} holds the vouched key");
+        assert_eq!(
+            fingerprint_of_at(&f, i, 1),
+            fp,
+            "site {i} holds the vouched key"
+        );
     }
 }
 
