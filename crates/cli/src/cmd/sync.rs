@@ -856,12 +856,15 @@ fn say_sealed(ctx: &Ctx, sealed: &[serde_json::Value]) {
     }
 }
 
+/// Files refused before import, each with the sentence why.
+type Refusals = Vec<(PathBuf, String)>;
+
 /// Unseals the sealed files among `files` in place with this site's identity (SPEC §9); returns
 /// the files to import and those that could not be unsealed, each with the sentence why.
 fn unseal_files(
     site: &Site,
     files: Vec<PathBuf>,
-) -> anyhow::Result<(Vec<PathBuf>, Vec<(PathBuf, String)>)> {
+) -> anyhow::Result<(Vec<PathBuf>, Refusals)> {
     if !files.iter().any(|p| crate::seal::is_sealed_file(p)) {
         return Ok((files, Vec::new()));
     }
