@@ -861,10 +861,7 @@ type Refusals = Vec<(PathBuf, String)>;
 
 /// Unseals the sealed files among `files` in place with this site's identity (SPEC §9); returns
 /// the files to import and those that could not be unsealed, each with the sentence why.
-fn unseal_files(
-    site: &Site,
-    files: Vec<PathBuf>,
-) -> anyhow::Result<(Vec<PathBuf>, Refusals)> {
+fn unseal_files(site: &Site, files: Vec<PathBuf>) -> anyhow::Result<(Vec<PathBuf>, Refusals)> {
     if !files.iter().any(|p| crate::seal::is_sealed_file(p)) {
         return Ok((files, Vec::new()));
     }
