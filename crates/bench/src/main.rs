@@ -7,7 +7,7 @@
 //! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
 //!
 //! Options: `--quick` (sizes ÷ 10), `--no-rocks`,
-//! `--only tree,inc,ceiling,restore,mem,branch,big,history,ship,status`, `--runs N`, `--work-dir DIR`
+//! `--only tree,inc,ceiling,restore,mem,sealed,branch,big,history,ship,status`, `--runs N`, `--work-dir DIR`
 //! (default: a temporary directory, removed at the end), `--history-bundle PATH` (default
 //! `../shared/data/serde-history.bundle` beside the workspace), `--history-commits N` (replay
 //! only the oldest N first-parent commits; `--quick` replays 250).
@@ -75,7 +75,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big,history,ship,status] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,sealed,branch,big,history,ship,status] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
                 );
                 std::process::exit(0);
             }
@@ -173,7 +173,7 @@ fn main() -> Result<()> {
         })?;
     }
     let mem = root.join("in-mem");
-    if want("mem") {
+    if want("mem") || want("sealed") {
         step("generating the memory workload's files", || {
             write_tree(&mem, sizes.mem_bytes >> 20, 1 << 20, 3)
         })?;
@@ -266,6 +266,11 @@ fn main() -> Result<()> {
             "mem",
             "memory (child processes)",
             &|| with_backend!(*b, B => workloads::memory::<B>(&w, &mem)),
+        );
+        run(
+            "sealed",
+            "sealed packet vs plain, peak RSS (child processes)",
+            &|| with_backend!(*b, B => workloads::sealed::<B>(&w, &mem)),
         );
         run(
             "big",
@@ -622,6 +627,9 @@ fn table_rows(
         if let Some(t) = r.get("big") {
             rows.extend(big_version_rows(t, b));
         }
+        if let Some(t) = r.get("sealed") {
+            rows.extend(sealed_rows(t, b));
+        }
         if let Some(t) = r.get("history") {
             rows.extend(history_rows(t, b));
         }
@@ -749,6 +757,41 @@ fn history_rows(t: &Value, b: &str) -> Vec<Value> {
 }
 
 /// Peak RSS of checking in, exporting and importing one big version.
+/// The sealed-packet rows: peak RSS of sealing a packet, and of unsealing and importing it
+/// against the plain import of the same content in the same run (goal: within 10 % or 16 MiB).
+fn sealed_rows(t: &Value, b: &str) -> Vec<Value> {
+    const GOAL: &str = "sealed ≤ plain + max(10 %, 16 MiB)";
+    if let Some(e) = t["error"].as_str() {
+        let e = format!("error: {e}");
+        return vec![row("Sealed packet", b, e, "-".into(), None, GOAL, None)];
+    }
+    let mib = |v: &Value| v["vm_hwm_kib"].as_f64().unwrap_or(0.0) / 1024.0;
+    let bytes = t["plain"]["export"]["bytes"].as_f64().unwrap_or(0.0) / 1048576.0;
+    let (plain, sealed) = (mib(&t["plain"]["import"]), mib(&t["sealed"]["import"]));
+    let seal = &t["sealed"]["seal"];
+    let took = |v: &Value| secs(v["secs"].as_f64().unwrap_or(0.0));
+    vec![
+        row(
+            &format!("Peak RSS, sealing a {bytes:.0} MiB packet (age)"),
+            b,
+            format!("{:.0} MiB ({})", mib(seal), took(seal)),
+            "-".into(),
+            None,
+            "≤ 150 MiB",
+            Some(mib(seal) <= 150.0),
+        ),
+        row(
+            "Peak RSS, unsealing + import vs plain import",
+            b,
+            format!("{sealed:.0} MiB ({})", took(&t["sealed"]["import"])),
+            format!("{plain:.0} MiB ({})", took(&t["plain"]["import"])),
+            (plain > 0.0).then(|| sealed / plain),
+            GOAL,
+            Some(sealed <= plain + (plain * 0.1).max(16.0)),
+        ),
+    ]
+}
+
 fn big_version_rows(t: &Value, b: &str) -> Vec<Value> {
     if let Some(e) = t["error"].as_str() {
         let what = "Big version";
