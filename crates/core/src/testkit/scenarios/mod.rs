@@ -320,6 +320,7 @@ macro_rules! protocol_scenario_tests {
             packet_signed_by_a_rotated_key_is_refused => case_packet_signed_by_a_rotated_key_is_refused,
             forged_rotation_is_refused => case_forged_rotation_is_refused,
             lost_key_is_vouched_for_by_a_sibling => case_lost_key_is_vouched_for_by_a_sibling,
+            rotated_keys_reach_a_replica_made_later => case_rotated_keys_reach_a_replica_made_later,
             scrub_keeps_the_digest_and_later_entries_chain_on => case_scrub_keeps_the_digest_and_later_entries_chain_on,
             scrub_keeps_what_a_sibling_or_the_window_still_needs => case_scrub_keeps_what_a_sibling_or_the_window_still_needs,
             restore_from_a_backup_within_the_window_recovers => case_restore_from_a_backup_within_the_window_recovers,

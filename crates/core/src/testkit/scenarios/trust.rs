@@ -422,3 +422,25 @@ pub fn case_lost_key_is_vouched_for_by_a_sibling<F: StoreFactory>(factory: &F) {
 fn fingerprint_of_at<F: StoreFactory>(f: &Family<'_, F>, at: usize, of: usize) -> String {
     crate::sync::fingerprint(&f.sites[at].public_key(&f.id(of)).unwrap().expect("a key"))
 }
+
+/// Keys rotated before a replica is made reach it in its creation packet: r1 rotates twice,
+/// then the hub makes r3, which pins r1's current key, converges with the family, and keeps
+/// accepting r1's packets relayed by the hub; a third rotation reaches r3 as well.
+pub fn case_rotated_keys_reach_a_replica_made_later<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 41);
+    f.settle(&hub(3));
+    f.sites[1].rekey().unwrap();
+    f.sites[1].mkbrtype("one").unwrap();
+    let fp = f.sites[1].rekey().unwrap();
+    f.settle(&hub(3));
+    let r3 = f.mkreplica(0, "r3");
+    assert_eq!(fingerprint_of_at(&f, r3, 1), fp, "r3 pins r1's current key");
+    let edges = hub(4);
+    f.settle(&edges);
+    f.assert_converged();
+    let fp = f.sites[1].rekey().unwrap();
+    f.sites[1].mkbrtype("two").unwrap();
+    f.settle(&edges);
+    f.assert_converged();
+    assert_eq!(fingerprint_of_at(&f, r3, 1), fp, "r3 follows r1's next rotation");
+}
