@@ -937,7 +937,10 @@ fn watch(ctx: &Ctx, mut site: Site, max_seconds: Option<u64>) -> anyhow::Result<
     let mut last_waiting = Vec::new();
     loop {
         let bay = packets::bay_entries(&incoming)?;
-        let (groups, bad) = packets::group_files(&bay.files);
+        // A sealed file still being copied fails to unseal; it is refused only once settled.
+        let (files, sealed_refused) = unseal_files(&site, bay.files)?;
+        let (groups, mut bad) = packets::group_files(&files);
+        bad.extend(sealed_refused);
         refuse_non_packets(ctx, &site, bay.odd, bad, true, &mut total)?;
         if groups.is_empty() {
             last_waiting.clear();
