@@ -442,5 +442,9 @@ pub fn case_rotated_keys_reach_a_replica_made_later<F: StoreFactory>(factory: &F
     f.sites[1].mkbrtype("two").unwrap();
     f.settle(&edges);
     f.assert_converged();
-    assert_eq!(fingerprint_of_at(&f, r3, 1), fp, "r3 follows r1's next rotation");
+    assert_eq!(
+        fingerprint_of_at(&f, r3, 1),
+        fp,
+        "r3 follows r1's next rotation"
+    );
 }
