@@ -4,7 +4,8 @@
 //! The input is read as one packet part: envelope, header, then every record (which verifies
 //! every chunk, the trailer and the end of input). Every entry record that decodes must be
 //! canonical: re-encoding it gives the same bytes, and the hash computed from the bytes equals
-//! the hash computed from the decoded value. The input is also fed to `decode_entry` directly.
+//! the hash computed from the decoded value. The input is also fed to `decode_entry` directly,
+//! and to the sealed envelope's label reader (SPEC §9), which must refuse, not panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +22,7 @@ fn check_entry(bytes: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     check_entry(data);
+    let _ = msite_packet::sealed::read_label(&mut &data[..]);
     let Ok(r) = PacketReader::new(data) else { return };
     let _ = r.header();
     let mut recs = r.records();

@@ -367,7 +367,7 @@ fn name(u: &mut Unstructured<'_>) -> Result<String> {
 }
 
 fn op(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {
-    Ok(match u.int_in_range(0u8..=14)? {
+    Ok(match u.int_in_range(0u8..=16)? {
         0 => wire::Op::CreateFamily {
             family: wire::Id(u.arbitrary()?),
             family_name: name(u)?,
@@ -419,11 +419,27 @@ fn op(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {
             replica: replica(u, f)?,
             last: u.int_in_range(0u64..=12)?,
         },
-        _ => wire::Op::DenyMaster {
+        14 => wire::Op::DenyMaster {
             object: object_ref(u, f)?,
             requester: replica(u, f)?,
         },
+        // Key changes (issue #20): a rotation with an arbitrary key and proof, a vouch.
+        15 => wire::Op::RotateKey {
+            key: u.arbitrary()?,
+            proof: signature(u)?,
+        },
+        _ => wire::Op::VouchKey {
+            replica: replica(u, f)?,
+            key: u.arbitrary()?,
+            from: u.int_in_range(0u64..=12)?,
+        },
     })
+}
+
+fn signature(u: &mut Unstructured<'_>) -> Result<wire::Signature> {
+    let mut s = [0u8; 64];
+    u.fill_buffer(&mut s)?;
+    Ok(s)
 }
 
 fn checkin(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {

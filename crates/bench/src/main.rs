@@ -7,7 +7,7 @@
 //! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
 //!
 //! Options: `--quick` (sizes ÷ 10), `--no-rocks`,
-//! `--only tree,inc,ceiling,restore,mem,branch,big,history,ship,status,writers,retain`, `--runs N`, `--work-dir DIR`
+//! `--only tree,inc,ceiling,restore,mem,sealed,branch,big,history,ship,status,writers,retain`, `--runs N`, `--work-dir DIR`
 //! (default: a temporary directory, removed at the end), `--history-bundle PATH` (default
 //! `../shared/data/serde-history.bundle` beside the workspace), `--history-commits N` (replay
 //! only the oldest N first-parent commits; `--quick` replays 250).
@@ -78,7 +78,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,branch,big,history,ship,status,writers,retain] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,sealed,branch,big,history,ship,status,writers,retain] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
                 );
                 std::process::exit(0);
             }
@@ -232,7 +232,7 @@ impl Run {
                 write_tree(&inputs.small, SMALL_FILES, FILE_SIZE, 2)
             })?;
         }
-        if self.want("mem") {
+        if self.want("mem") || self.want("sealed") {
             step("generating the memory workload's files", || {
                 write_tree(
                     &self.root.join("in-mem"),
@@ -344,6 +344,11 @@ impl Run {
             "mem",
             "memory (child processes)",
             &|| with_backend!(b, B => workloads::memory::<B>(w, &mem)),
+        );
+        run(
+            "sealed",
+            "sealed packet vs plain, peak RSS (child processes)",
+            &|| with_backend!(b, B => workloads::sealed::<B>(w, &mem)),
         );
         run(
             "big",

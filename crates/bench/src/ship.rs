@@ -91,7 +91,16 @@ fn family(dir: &Path, names: &[&str]) -> Result<()> {
         let out = format!("transfer-{n}");
         msite(
             dir,
-            &["-C", names[0], "mkreplica", "export", n, "--out", &out],
+            &[
+                "-C",
+                names[0],
+                "mkreplica",
+                "export",
+                n,
+                "--out",
+                &out,
+                "--no-encrypt",
+            ],
         )?;
         let pkt = packet_files(&dir.join(&out));
         let pkt = pkt.first().context("no creation packet")?;

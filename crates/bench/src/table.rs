@@ -86,13 +86,14 @@ pub fn table_rows(
     let git_inc = f_in(base, "git_inc_secs");
     for (b, r) in results {
         type Rows<'a> = &'a dyn Fn(&Value) -> Vec<Value>;
-        let workloads: [(&str, Rows<'_>); 9] = [
+        let workloads: [(&str, Rows<'_>); 10] = [
             ("tree", &|t| vec![tree_row(b, t, git_tree)]),
             ("inc", &|t| vec![inc_row(b, t, git_inc)]),
             ("ceiling", &|t| ceiling_rows(b, t)),
             ("mem", &|t| memory_rows(b, t)),
             ("branch", &|t| vec![branch_row(b, t)]),
             ("big", &|t| big_version_rows(t, b)),
+            ("sealed", &|t| sealed_rows(t, b)),
             ("history", &|t| history_rows(t, b)),
             ("restore", &|t| vec![restore_row(b, t)]),
             ("retain", &|t| crate::retention::rows(t, b)),
@@ -404,6 +405,41 @@ fn history_rows(t: &Value, b: &str) -> Vec<Value> {
             row(&format!("{n} {what}"), b, a, c, Some(ratio), &goal, met)
         })
         .collect()
+}
+
+/// The sealed-packet rows: peak RSS of sealing a packet, and of unsealing and importing it
+/// against the plain import of the same content in the same run (goal: within 10 % or 16 MiB).
+fn sealed_rows(t: &Value, b: &str) -> Vec<Value> {
+    const GOAL: &str = "sealed ≤ plain + max(10 %, 16 MiB)";
+    if let Some(e) = t["error"].as_str() {
+        let e = format!("error: {e}");
+        return vec![row("Sealed packet", b, e, "-".into(), None, GOAL, None)];
+    }
+    let mib = |v: &Value| v["vm_hwm_kib"].as_f64().unwrap_or(0.0) / 1024.0;
+    let bytes = t["plain"]["export"]["bytes"].as_f64().unwrap_or(0.0) / 1048576.0;
+    let (plain, sealed) = (mib(&t["plain"]["import"]), mib(&t["sealed"]["import"]));
+    let seal = &t["sealed"]["seal"];
+    let took = |v: &Value| secs(v["secs"].as_f64().unwrap_or(0.0));
+    vec![
+        row(
+            &format!("Peak RSS, sealing a {bytes:.0} MiB packet (age)"),
+            b,
+            format!("{:.0} MiB ({})", mib(seal), took(seal)),
+            "-".into(),
+            None,
+            "≤ 150 MiB",
+            Some(mib(seal) <= 150.0),
+        ),
+        row(
+            "Peak RSS, unsealing + import vs plain import",
+            b,
+            format!("{sealed:.0} MiB ({})", took(&t["sealed"]["import"])),
+            format!("{plain:.0} MiB ({})", took(&t["plain"]["import"])),
+            (plain > 0.0).then(|| sealed / plain),
+            GOAL,
+            Some(sealed <= plain + (plain * 0.1).max(16.0)),
+        ),
+    ]
 }
 
 /// Peak RSS of checking in, exporting and importing one big version.

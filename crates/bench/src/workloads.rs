@@ -568,6 +568,68 @@ pub fn memory<B: Backend>(w: &Work, mem: &Path) -> Result<Value> {
     Ok(json!({ "export": export, "import": import }))
 }
 
+/// Sealed packets: the memory workload's packet for B, exported plain and imported by one
+/// child, then the same content exported for C, sealed by a child and unsealed and imported
+/// by another; each child reports its `VmHWM`, so the sealed import's peak compares with the
+/// plain one of the same run.
+pub fn sealed<B: Backend>(w: &Work, mem: &Path) -> Result<Value> {
+    use age::secrecy::ExposeSecret;
+    let a_dir = w.fresh("seal-a");
+    let a: Rep<B> = Replica::init(B::open_store(&a_dir)?, env(), "bench", "a")?;
+    let (b_dir, c_dir) = (w.fresh("seal-b"), w.fresh("seal-c"));
+    let b = mkreplica_at::<B>(w, &a, "b", &b_dir)?;
+    settle(w, &a, &b)?;
+    let c = mkreplica_at::<B>(w, &a, "c", &c_dir)?;
+    settle(w, &a, &c)?;
+    let ids = (b.id().to_hex(), c.id().to_hex());
+    drop((b, c));
+    import_tree(&a, mem)?;
+    drop(a);
+    let exe = std::env::current_exe().context("finding the bench executable")?;
+    let plain = export_import::<B>(&exe, w, &a_dir, &b_dir, &ids.0, None)?;
+    let id = age::x25519::Identity::generate();
+    let secret = id.to_string().expose_secret().to_string();
+    let key = w.fresh("seal-key");
+    std::fs::write(&key, format!("{secret}\n")).context("writing the identity")?;
+    let rcpt = id.to_public().to_string();
+    let sealed = export_import::<B>(&exe, w, &a_dir, &c_dir, &ids.1, Some((&rcpt, &key)))?;
+    for d in [&a_dir, &b_dir, &c_dir, &key] {
+        rm(d);
+    }
+    Ok(json!({ "plain": plain, "sealed": sealed }))
+}
+
+/// Exports from `a_dir` for `target` and imports at `to_dir`, each in a child; with `seal`
+/// (recipient, identity file) a child seals the parts between, and the import unseals them.
+fn export_import<B: Backend>(
+    exe: &Path,
+    w: &Work,
+    a_dir: &Path,
+    to_dir: &Path,
+    target: &str,
+    seal: Option<(&str, &Path)>,
+) -> Result<Value> {
+    let pkt = w.fresh("seal-pkt");
+    let export = child(exe, &["export", B::NAME, path(a_dir)?, target, path(&pkt)?])?;
+    let files: Vec<String> = crate::util::files_in(&pkt)?
+        .iter()
+        .map(|f| path(f).map(str::to_string))
+        .collect::<Result<_>>()?;
+    let mut out = json!({ "export": export });
+    let mut args = vec!["import".to_string(), B::NAME.into(), path(to_dir)?.into()];
+    if let Some((rcpt, key)) = seal {
+        let mut s = vec!["seal".to_string(), B::NAME.into(), rcpt.into()];
+        s.extend(files.iter().cloned());
+        out["seal"] = child(exe, &s.iter().map(String::as_str).collect::<Vec<_>>())?;
+        args[0] = "import-sealed".into();
+        args.push(path(key)?.into());
+    }
+    args.extend(files);
+    out["import"] = child(exe, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    rm(&pkt);
+    Ok(out)
+}
+
 /// One big version: a sparse file of `bytes` (zeros, as a disk image or a preallocated file
 /// would be) checked in at A, exported for B and imported there, each step in a child
 /// process that reports its `VmHWM`.
@@ -667,6 +729,30 @@ fn child(exe: &Path, args: &[&str]) -> Result<Value> {
     serde_json::from_slice(&out.stdout).context("parsing the child's report")
 }
 
+/// Unseals each part with the identity in `key` into a directory beside it, as `syncreplica
+/// import` does, and imports the packet: one `VmHWM` for both.
+fn import_sealed<B: Backend>(dir: &str, key: &str, files: &[String]) -> Result<Value> {
+    let b: Rep<B> = Replica::open(B::open_store(Path::new(dir))?, env())?;
+    let id = msite_cli::seal::parse_identity(&std::fs::read_to_string(key)?)?;
+    let (out, t) = timed(|| {
+        let mut plain = Vec::new();
+        for f in files {
+            let dest = PathBuf::from(format!("{f}.plain"));
+            msite_cli::seal::unseal_to(Path::new(f), &dest, &id)?;
+            plain.push(dest);
+        }
+        let out = b.import(Incoming::from_files(&plain)?)?;
+        plain.iter().for_each(|p| rm(p));
+        Ok(out)
+    })?;
+    let applied = match out {
+        ImportOutcome::Applied { applied, .. } => applied,
+        other => bail!("the sealed packet was not applied: {other:?}"),
+    };
+    Ok(json!({"secs": t.as_secs_f64(), "applied": applied,
+              "vm_hwm_kib": crate::util::vm_hwm_kib()?}))
+}
+
 /// The hidden subcommand: `export BACKEND A_DIR TARGET_HEX PKT_DIR` or
 /// `import BACKEND B_DIR PART...`; prints `{"secs", "vm_hwm_kib", ...}`.
 pub fn child_main(args: &[String]) -> Result<()> {
@@ -709,8 +795,15 @@ fn child_run<B: Backend>(what: &str, rest: &[String]) -> Result<Value> {
             Ok(json!({"secs": t.as_secs_f64(), "applied": applied,
                       "vm_hwm_kib": crate::util::vm_hwm_kib()?}))
         }
+        ("seal", [rcpt, files @ ..]) => {
+            let files: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+            let names = ["bench".to_string()];
+            let (_, t) = timed(|| msite_cli::seal::seal_parts(&files, std::slice::from_ref(rcpt), &names))?;
+            Ok(json!({"secs": t.as_secs_f64(), "vm_hwm_kib": crate::util::vm_hwm_kib()?}))
+        }
+        ("import-sealed", [dir, key, files @ ..]) => import_sealed::<B>(dir, key, files),
         _ => bail!(
-            "usage: __child export BACKEND DIR TARGET PKT | import BACKEND DIR PART... | checkin BACKEND DIR FILE"
+            "usage: __child export BACKEND DIR TARGET PKT | import BACKEND DIR PART... | checkin BACKEND DIR FILE | seal BACKEND RECIPIENT PART... | import-sealed BACKEND DIR IDENTITY PART..."
         ),
     }
 }

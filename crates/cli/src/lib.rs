@@ -28,6 +28,7 @@ pub mod backend;
 pub mod cmd;
 pub mod history;
 pub mod packets;
+pub mod seal;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod site;

@@ -289,6 +289,22 @@ pub enum Op {
         /// The replica whose request was refused.
         requester: ReplicaId,
     },
+    /// The origin's new signing key (`msite rekey`), proved by the key it replaces.
+    RotateKey {
+        /// The new public key, in force for the origin's entries after this one.
+        key: wire::PublicKey,
+        /// The replaced key's signature of `sign::rekey_message`.
+        proof: wire::Signature,
+    },
+    /// The origin vouches for a new key of another replica (`msite vouch`).
+    VouchKey {
+        /// The replica given the key.
+        replica: ReplicaId,
+        /// The new public key.
+        key: wire::PublicKey,
+        /// The last entry of `replica` the old key covers.
+        from: u64,
+    },
 }
 
 impl Op {
@@ -310,6 +326,8 @@ impl Op {
             Op::RestoreComplete { .. } => "restore_complete",
             Op::RmReplica { .. } => "rmreplica",
             Op::DenyMaster { .. } => "denymaster",
+            Op::RotateKey { .. } => "rekey",
+            Op::VouchKey { .. } => "vouch",
         }
     }
 
@@ -402,6 +420,15 @@ impl Op {
                 object: object.to_wire(),
                 requester: wire::Id(requester.0),
             },
+            Op::RotateKey { key, proof } => wire::Op::RotateKey {
+                key: *key,
+                proof: *proof,
+            },
+            Op::VouchKey { replica, key, from } => wire::Op::VouchKey {
+                replica: wire::Id(replica.0),
+                key: *key,
+                from: *from,
+            },
         }
     }
 
@@ -493,6 +520,15 @@ impl Op {
             wire::Op::DenyMaster { object, requester } => Op::DenyMaster {
                 object: ObjectRef::from_wire(object),
                 requester: ReplicaId(requester.0),
+            },
+            wire::Op::RotateKey { key, proof } => Op::RotateKey {
+                key: *key,
+                proof: *proof,
+            },
+            wire::Op::VouchKey { replica, key, from } => Op::VouchKey {
+                replica: ReplicaId(replica.0),
+                key: *key,
+                from: *from,
             },
         }
     }

@@ -397,10 +397,13 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
         }
         Op::ChMaster { object, master } => set_master(txn, object, *master)?,
         Op::RmReplica { replica, last } => crate::retire::apply(txn, e, replica, *last)?,
+        // Protocol effects only (restore.rs, sync/trust.rs).
         Op::ReqMaster { .. }
         | Op::DenyMaster { .. }
         | Op::RestoreAck { .. }
-        | Op::RestoreComplete { .. } => {}
+        | Op::RestoreComplete { .. }
+        | Op::RotateKey { .. }
+        | Op::VouchKey { .. } => {}
     }
     Ok(())
 }

@@ -11,6 +11,7 @@
 //!   verifying iterator of [`Record`]s.
 //! - Parts: [`group_parts`] groups part files into logical packets and reports missing or
 //!   duplicated parts; [`LogicalPacket::records`] reads a complete logical packet in order.
+//! - Sealing: [`sealed`] wraps a part file in age encryption, its label readable (`SPEC.md` §9).
 //! - Inspection: [`summarize`] / [`verify`] and [`entries`] for `msite lspacket`.
 //!
 //! ```
@@ -50,6 +51,7 @@ pub mod format;
 mod lenient;
 mod parts;
 mod read;
+pub mod sealed;
 pub mod sign;
 mod summary;
 pub mod wire;

@@ -48,6 +48,30 @@ pub fn head_message(
     m
 }
 
+/// Domain separation of a key rotation's proof.
+const REKEY_DOMAIN: &[u8] = b"msite rekey v1\0";
+
+/// The bytes the old key signs in a key rotation ([`wire::Op::RotateKey`]): the domain, the
+/// family, the origin, the rotation entry's number (u64 LE), the hash of the entry before it
+/// and the new key. The number and the previous hash bind the proof to its place in the chain,
+/// so it cannot be copied into another entry.
+pub fn rekey_message(
+    family: &wire::Id,
+    origin: &wire::Id,
+    number: u64,
+    prev: &wire::Hash,
+    key: &wire::PublicKey,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(REKEY_DOMAIN.len() + 104);
+    m.extend_from_slice(REKEY_DOMAIN);
+    m.extend_from_slice(&family.0);
+    m.extend_from_slice(&origin.0);
+    m.extend_from_slice(&number.to_le_bytes());
+    m.extend_from_slice(prev);
+    m.extend_from_slice(key);
+    m
+}
+
 /// Domain separation of a control record's signature.
 const CONTROL_DOMAIN: &[u8] = b"msite control v1\0";
 

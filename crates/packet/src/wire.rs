@@ -317,6 +317,29 @@ pub enum Op {
         /// The replica whose request was refused.
         requester: Id,
     },
+    /// The origin's new signing key (`msite rekey`): in force for the origin's entries after
+    /// this one. `proof` is the signature of [`crate::sign::rekey_message`] by the key it
+    /// replaces (SPEC §8).
+    RotateKey {
+        /// The new Ed25519 public key.
+        #[serde(with = "hexbytes")]
+        key: PublicKey,
+        /// The old key's signature of the rotation.
+        #[serde(with = "hexbytes")]
+        proof: Signature,
+    },
+    /// The origin vouches for a new signing key of another replica whose key was lost or
+    /// compromised (`msite vouch`): in force for that replica's entries after `from`.
+    VouchKey {
+        /// The replica given the key.
+        replica: Id,
+        /// The new Ed25519 public key.
+        #[serde(with = "hexbytes")]
+        key: PublicKey,
+        /// The last entry of that replica the old key covers: its entries after it must be
+        /// signed with `key`.
+        from: u64,
+    },
 }
 
 /// One oplog entry as it travels. `hash` is BLAKE3 over the canonical encoding of every other

@@ -364,7 +364,16 @@ fn create_family(s: &mut Script, b: &[&str]) -> anyhow::Result<()> {
     )?;
     for spoke in SPOKES {
         let out = format!("transfer/{spoke}");
-        s.msite(&["-C", HUB, "mkreplica", "export", spoke, "--out", &out])?;
+        s.msite(&[
+            "-C",
+            HUB,
+            "mkreplica",
+            "export",
+            spoke,
+            "--out",
+            &out,
+            "--no-encrypt",
+        ])?;
         let files = packets::bay_files(&s.root.join(&out))?;
         let Some(pkt) = files.first() else {
             bail!("mkreplica export wrote no packet into {out}")

@@ -107,10 +107,14 @@ impl Mkreplica {
 /// `msite mkreplica export`.
 #[derive(Debug, Args)]
 #[command(
+    group(clap::ArgGroup::new("sealing").required(true).args(["encrypt_to", "no_encrypt"])),
     long_about = "Creates the replica object NAME, mastered by this replica, and writes a creation \
-packet holding everything the new replica needs (the whole history and content). Ship the packet \
-to the new site and run `msite mkreplica import` there.",
-    after_help = "Example:\n  msite -C boston mkreplica export sanfran\n  msite -C boston mkreplica export bangalore --out /mnt/usb"
+packet holding everything the new replica needs (the whole history and content). The packet \
+carries the whole database, so it is sealed (encrypted with age) to the recipient the new site's \
+operator gives you: they run `msite identity --new FILE` and send you the `age1…` line it prints. \
+--no-encrypt writes it in the clear. Ship the packet to the new site and run `msite mkreplica \
+import` there (with --identity FILE for a sealed one).",
+    after_help = "Example:\n  msite -C boston mkreplica export sanfran --encrypt-to age1…(from sanfran's operator)\n  msite -C boston mkreplica export bangalore --out /mnt/usb --no-encrypt"
 )]
 pub struct MkreplicaExport {
     /// The new replica's name (unique in the family).
@@ -118,6 +122,12 @@ pub struct MkreplicaExport {
     /// Where to write the packet (default: the outgoing bay).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Seal the packet to this age recipient (`age1…`); repeat for several.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+    /// Write the creation packet unencrypted (anyone holding it can read the database).
+    #[arg(long)]
+    pub no_encrypt: bool,
 }
 
 impl MkreplicaExport {
@@ -127,6 +137,7 @@ impl MkreplicaExport {
         let out = self.out.unwrap_or_else(|| site.paths.outgoing());
         let r = &site.replica;
         crate::site::remove_unfinished(r, &out);
+        msite_packet::sealed::parse_recipients(&self.encrypt_to)?;
         let plan = r.plan_mkreplica(&self.name)?;
         let pb = util::spinner(ctx, format!("writing the creation packet of {}", self.name));
         let outcome = r.write_plan_to_dir(&plan, &out, None);
@@ -145,15 +156,32 @@ impl MkreplicaExport {
                     util::count(entries, "entry", "entries"),
                     util::human_size(bytes)
                 ));
+                if !self.encrypt_to.is_empty() {
+                    crate::seal::seal_parts(
+                        &parts,
+                        &self.encrypt_to,
+                        std::slice::from_ref(&self.name),
+                    )?;
+                    ctx.say(format!(
+                        "  sealed for {} ({})",
+                        self.name,
+                        self.encrypt_to.join(", ")
+                    ));
+                }
                 for p in &parts {
                     ctx.say(format!("  {}", p.display()));
                 }
                 ctx.say(format!(
-                    "Ship it to the new site and run there: msite mkreplica import {} DIR",
+                    "Ship it to the new site and run there: msite mkreplica import {} DIR{}",
                     parts
                         .first()
                         .map(|p| p.display().to_string())
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    if self.encrypt_to.is_empty() {
+                        ""
+                    } else {
+                        " --identity FILE"
+                    }
                 ));
             }
             ExportOutcome::Nothing => ctx.say("Nothing was written."),
@@ -186,6 +214,10 @@ pub struct MkreplicaImport {
     /// default 4G). Kept in the store, so backups and restores keep it.
     #[arg(long, value_name = "SIZE", value_parser = util::parse_size)]
     pub max_version_size: Option<u64>,
+    /// The age identity file (`msite identity --new FILE`) that opens a sealed creation
+    /// packet; the new site keeps it as its identity.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 impl MkreplicaImport {
@@ -193,7 +225,8 @@ impl MkreplicaImport {
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let kind = backend_or_default(self.backend)?;
         ensure_no_site(&self.dir)?;
-        let files = packets::with_sibling_parts(std::slice::from_ref(&self.packet));
+        let mut files = packets::with_sibling_parts(std::slice::from_ref(&self.packet));
+        let (identity, _plain) = unseal_creation(&mut files, self.identity.as_deref())?;
         let pkt = Incoming::from_files(&files)?;
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
@@ -213,6 +246,9 @@ impl MkreplicaImport {
         if let Some(n) = self.max_version_size {
             r.set_max_version_bytes(n)?;
         }
+        if let Some(id) = identity {
+            r.set_sealing_identity(&id)?;
+        }
         paths.make_bays()?;
         SiteConfig::of(&r, kind).write(&self.dir)?;
         ctx.say(format!(
@@ -224,6 +260,37 @@ impl MkreplicaImport {
         ));
         Ok(())
     }
+}
+
+/// Unseals the sealed parts among `files` into a temporary directory with the identity file
+/// `identity` (replacing their paths); returns the identity's text and the directory, which
+/// must live until the packet is read.
+fn unseal_creation(
+    files: &mut [PathBuf],
+    identity: Option<&std::path::Path>,
+) -> anyhow::Result<(Option<String>, Option<tempfile::TempDir>)> {
+    if !files.iter().any(|p| crate::seal::is_sealed_file(p)) {
+        return Ok((None, None));
+    }
+    let Some(path) = identity else {
+        let label = crate::seal::label_of(&files[0])?;
+        anyhow::bail!(
+            "{} is sealed for {}; give the identity file made for it with --identity FILE",
+            files[0].display(),
+            label.for_names.join(", ")
+        );
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the identity file {}", path.display()))?;
+    let id = crate::seal::parse_identity(&text)
+        .with_context(|| format!("{} is not an age identity file", path.display()))?;
+    let tmp = tempfile::tempdir()?;
+    for f in files.iter_mut().filter(|p| crate::seal::is_sealed_file(p)) {
+        let dest = tmp.path().join(f.file_name().unwrap_or_default());
+        crate::seal::unseal_to(f, &dest, &id)?;
+        *f = dest;
+    }
+    Ok((Some(text), Some(tmp)))
 }
 
 /// `msite lsreplica`.

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod demo;
 pub mod family;
 pub mod fork;
+pub mod keys;
 pub mod resend;
 pub mod restore;
 pub mod scrub;
@@ -43,7 +44,7 @@ Exit codes:
 Example: see the whole product at work in a temporary directory
   msite demo
   msite init boston --family proj --replica boston
-  msite -C boston mkreplica export sanfran";
+  msite -C boston mkreplica export sanfran --encrypt-to age1…(msite identity --new at sanfran)";
 
 /// The `msite` command line.
 #[derive(Debug, Parser)]
@@ -128,7 +129,7 @@ pub enum Command {
     /// Create a replica: `export` here, then `import` at the new site.
     #[command(
         subcommand,
-        after_help = "Example:\n  msite -C boston mkreplica export sanfran\n  msite mkreplica import boston/bays/outgoing/repl_boston_to_sanfran_*.msp sanfran"
+        after_help = "Example:\n  msite identity --new sanfran.age    # at the new site: prints its age1… recipient\n  msite -C boston mkreplica export sanfran --encrypt-to age1…\n  msite mkreplica import boston/bays/outgoing/repl_boston_to_sanfran_*.msp sanfran --identity sanfran.age"
     )]
     Mkreplica(family::Mkreplica),
     /// List the replicas of the family.
@@ -153,6 +154,12 @@ pub enum Command {
     Chepoch(sync::Chepoch),
     /// Show the family at a glance: siblings behind, packets waiting and refused, restoration.
     Status(status::Status),
+    /// Give this replica a new signing key (announced to the siblings, or after losing it).
+    Rekey(keys::Rekey),
+    /// Vouch for a sibling's new signing key after it lost its own.
+    Vouch(keys::Vouch),
+    /// Print this site's age recipient, for sealed packets (or make an identity file).
+    Identity(keys::Identity),
 
     // Backup and restore.
     /// Back up the site's store while it stays in use.
@@ -229,6 +236,9 @@ impl Command {
             Command::Lsreplica(a) => a.run(ctx),
             Command::Rmreplica(a) => a.run(ctx),
             Command::Describe(a) => a.run(ctx),
+            Command::Rekey(a) => a.run(ctx),
+            Command::Vouch(a) => a.run(ctx),
+            Command::Identity(a) => a.run(ctx),
             Command::Syncreplica(a) => a.run(ctx),
             Command::Lspacket(a) => a.run(ctx),
             Command::Lsepoch(a) => a.run(ctx),

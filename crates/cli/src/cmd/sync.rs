@@ -64,7 +64,7 @@ holding what this replica believes the sibling lacks, into the outgoing bay (or 
 Ship the files to the sibling's incoming bay by any means. When there is nothing to send, no \
 file is written and the command says so. A lost packet is resent by itself on a later export \
 once the sibling's packets show it missing.",
-    after_help = "Example:\n  msite -C boston syncreplica export --to sanfran\n  msite -C boston syncreplica export --all --max-size 10M\n  msite -C sanfran syncreplica export --to boston --out /mnt/usb\n  msite -C sanfran syncreplica export --all --ship"
+    after_help = "Example:\n  msite -C boston syncreplica export --to sanfran\n  msite -C boston syncreplica export --all --max-size 10M\n  msite -C sanfran syncreplica export --to boston --out /mnt/usb\n  msite -C sanfran syncreplica export --all --ship\n  msite -C boston syncreplica export --to sanfran --encrypt-to age1…(sanfran's `msite identity`)"
 )]
 pub struct Export {
     /// The sibling to write for (`msite lsreplica` lists them); or --all.
@@ -85,6 +85,10 @@ pub struct Export {
     /// With --ship: the routes file (default: routes.toml in the site directory).
     #[arg(long, value_name = "FILE", requires = "ship")]
     pub routes: Option<PathBuf>,
+    /// Seal (encrypt) each packet with age to RECIPIENT (`age1…`, what `msite identity`
+    /// prints at the target site); repeat for several. Only that site can then import it.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
 }
 
 /// What one export wrote, for callers that route packets (the demo).
@@ -107,8 +111,22 @@ impl Export {
         Ok(())
     }
 
+    /// With --encrypt-to: seals the parts just written for `name` (SPEC §9).
+    fn seal(&self, ctx: &Ctx, parts: &[PathBuf], name: &str) -> anyhow::Result<()> {
+        if !self.encrypt_to.is_empty() {
+            crate::seal::seal_parts(parts, &self.encrypt_to, &[name.to_string()])?;
+            ctx.say(format!(
+                "  sealed for {name} ({})",
+                self.encrypt_to.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
     /// Exports and returns what was written.
     pub fn export(self, ctx: &Ctx) -> anyhow::Result<Vec<Exported>> {
+        // Bad recipients are refused before anything is written in the clear.
+        msite_packet::sealed::parse_recipients(&self.encrypt_to)?;
         let site = ctx.open()?;
         let r = &site.replica;
         let out = self.out.clone().unwrap_or_else(|| site.paths.outgoing());
@@ -183,6 +201,7 @@ impl Export {
                             String::new()
                         }
                     ));
+                    self.seal(ctx, &parts, &name)?;
                     for p in &parts {
                         ctx.say(format!("  {}", p.display()));
                     }
@@ -764,7 +783,9 @@ impl Import {
             ));
             return Ok(Tally::default());
         }
-        let (groups, bad) = packets::group_files(&bay.files);
+        let (files, sealed_refused) = unseal_files(&site, bay.files)?;
+        let (groups, mut bad) = packets::group_files(&files);
+        bad.extend(sealed_refused);
         let mut pre = Tally::default();
         refuse_non_packets(ctx, &site, bay.odd, bad, false, &mut pre)?;
         let (_, mut tally) = import_groups(ctx, site, groups, &mut BTreeMap::new())?;
@@ -772,6 +793,88 @@ impl Import {
         ctx.say(summary(&tally));
         tally.into_result()
     }
+}
+
+/// Splits the sealed files off `files`: each described from its readable label (who it is
+/// for), and whether this site's identity is among its recipients.
+fn split_sealed(
+    site: Option<&Site>,
+    files: &[PathBuf],
+) -> anyhow::Result<(Vec<PathBuf>, Vec<serde_json::Value>)> {
+    let (sealed, plain): (Vec<_>, Vec<_>) = files
+        .iter()
+        .cloned()
+        .partition(|p| crate::seal::is_sealed_file(p));
+    if sealed.is_empty() {
+        return Ok((plain, Vec::new()));
+    }
+    let mine = match site {
+        Some(s) => Some(
+            crate::seal::site_identity(&s.replica)?
+                .to_public()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let docs = sealed
+        .iter()
+        .map(|p| match crate::seal::label_of(p) {
+            Ok(l) => json!({ "file": p.display().to_string(), "for": l.for_names,
+                "recipients": l.recipients,
+                "opens_here": mine.as_ref().map(|m| l.recipients.contains(m)) }),
+            Err(e) => json!({ "file": p.display().to_string(), "error": format!("{e:#}") }),
+        })
+        .collect();
+    Ok((plain, docs))
+}
+
+/// One paragraph per sealed file: who it is for, and whether it opens here.
+fn say_sealed(ctx: &Ctx, sealed: &[serde_json::Value]) {
+    for d in sealed {
+        let file = d["file"].as_str().unwrap_or_default();
+        if let Some(e) = d["error"].as_str() {
+            ctx.say(format!("{file}: a damaged sealed packet: {e}"));
+            continue;
+        }
+        let list = |k: &str| {
+            d[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        let here = match d["opens_here"].as_bool() {
+            Some(true) => "; this site's identity opens it (syncreplica import unseals it)",
+            Some(false) => "; this site's identity is not among its recipients",
+            None => "",
+        };
+        ctx.say(format!(
+            "{file}: sealed packet (age) for {} (recipients {}){here}",
+            list("for"),
+            list("recipients")
+        ));
+    }
+}
+
+/// Files refused before import, each with the sentence why.
+type Refusals = Vec<(PathBuf, String)>;
+
+/// Unseals the sealed files among `files` in place with this site's identity (SPEC §9); returns
+/// the files to import and those that could not be unsealed, each with the sentence why.
+fn unseal_files(site: &Site, files: Vec<PathBuf>) -> anyhow::Result<(Vec<PathBuf>, Refusals)> {
+    if !files.iter().any(|p| crate::seal::is_sealed_file(p)) {
+        return Ok((files, Vec::new()));
+    }
+    let id = crate::seal::site_identity(&site.replica)?;
+    let refused = crate::seal::unseal_in_place(&files, &id);
+    let files = files
+        .into_iter()
+        .filter(|p| !refused.iter().any(|(r, _)| r == p))
+        .collect();
+    Ok((files, refused))
 }
 
 /// Refuses what is not a packet: `odd` bay entries that are no regular file (never opened)
@@ -837,7 +940,10 @@ fn watch(ctx: &Ctx, mut site: Site, max_seconds: Option<u64>) -> anyhow::Result<
     let mut last_waiting = Vec::new();
     loop {
         let bay = packets::bay_entries(&incoming)?;
-        let (groups, bad) = packets::group_files(&bay.files);
+        // A sealed file still being copied fails to unseal; it is refused only once settled.
+        let (files, sealed_refused) = unseal_files(&site, bay.files)?;
+        let (groups, mut bad) = packets::group_files(&files);
+        bad.extend(sealed_refused);
         refuse_non_packets(ctx, &site, bay.odd, bad, true, &mut total)?;
         if groups.is_empty() {
             last_waiting.clear();
@@ -1045,7 +1151,8 @@ impl Lspacket {
             return self.list_bays(ctx, &site);
         }
         packets::check_given(&self.files)?;
-        let (groups, bad) = packets::group_files(&self.files);
+        let (files, sealed) = split_sealed(site.as_ref(), &self.files)?;
+        let (groups, bad) = packets::group_files(&files);
         if let Some((p, why)) = bad.first() {
             if groups.is_empty() && bad.len() == 1 {
                 anyhow::bail!(
@@ -1060,9 +1167,12 @@ impl Lspacket {
             .map(|g| self.describe(site.as_ref(), g, (None, true)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if self.json {
-            return ctx
-                .json(&json!({ "packets": docs, "unreadable": unreadable_json(&bad, None) }));
+            return ctx.json(
+                &json!({ "packets": docs, "unreadable": unreadable_json(&bad, None),
+                "sealed": sealed }),
+            );
         }
+        say_sealed(ctx, &sealed);
         say_unreadable(ctx, &bad);
         for (g, d) in groups.iter().zip(&docs) {
             say_packet(ctx, g, d);
@@ -1075,9 +1185,11 @@ impl Lspacket {
     fn list_bays(&self, ctx: &Ctx, site: &Site) -> anyhow::Result<()> {
         let mut all_docs = Vec::new();
         let mut all_bad = Vec::new();
+        let mut all_sealed = Vec::new();
         for (bay, dir, assessed) in bays(site) {
             let entries = packets::bay_entries(&dir)?;
-            let (groups, mut bad) = packets::group_files(&entries.files);
+            let (files, sealed) = split_sealed(Some(site), &entries.files)?;
+            let (groups, mut bad) = packets::group_files(&files);
             bad.extend(
                 entries
                     .odd
@@ -1091,16 +1203,20 @@ impl Lspacket {
             if self.json {
                 all_bad.extend(unreadable_json(&bad, Some(bay)));
                 all_docs.extend(docs);
+                all_sealed.extend(sealed);
                 continue;
             }
-            say_bay(ctx, bay, &dir, groups.len(), bad.len());
+            say_bay(ctx, bay, &dir, groups.len() + sealed.len(), bad.len());
+            say_sealed(ctx, &sealed);
             say_unreadable(ctx, &bad);
             for (g, d) in groups.iter().zip(&docs) {
                 say_packet(ctx, g, d);
             }
         }
         if self.json {
-            return ctx.json(&json!({ "packets": all_docs, "unreadable": all_bad }));
+            return ctx.json(
+                &json!({ "packets": all_docs, "unreadable": all_bad, "sealed": all_sealed }),
+            );
         }
         Ok(())
     }

@@ -333,6 +333,7 @@ impl Worker {
             max_size: self.shared.routes.part_size,
             ship: false,
             routes: None,
+            encrypt_to: Vec::new(),
         };
         let res = run.export(&self.ctx);
         self.log_output();

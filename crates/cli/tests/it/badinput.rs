@@ -530,7 +530,14 @@ fn control_characters(backend: Option<&'static str>) {
             "\\u{1b}",
         ),
         (
-            vec!["-C", "boston", "mkreplica", "export", "tok\nyo"],
+            vec![
+                "-C",
+                "boston",
+                "mkreplica",
+                "export",
+                "tok\nyo",
+                "--no-encrypt",
+            ],
             "\\n",
         ),
     ] {

@@ -46,6 +46,7 @@ fn family_with_a_small_site() -> Lab {
         "sanfran",
         "--out",
         "t",
+        "--no-encrypt",
     ]);
     let pkt = packets_in(&lab.path("t")).pop().expect("a creation packet");
     let pkt = pkt.to_string_lossy().into_owned();

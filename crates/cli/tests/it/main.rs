@@ -21,6 +21,7 @@ mod scrub;
 #[cfg(feature = "serve")]
 mod serve;
 mod status;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -130,13 +131,34 @@ impl Lab {
 
     /// Creates replica `name` at `creator` and makes its site.
     fn mkreplica(&self, creator: &str, name: &str) {
+        // Sealed, as by default: the new site's operator makes an identity file first.
         let out = format!("transfer-{name}");
-        self.ok(&["-C", creator, "mkreplica", "export", name, "--out", &out]);
+        let id_file = format!("{name}.age");
+        let recipient = self.ok(&["identity", "--new", &id_file]);
+        let recipient = recipient.trim();
+        self.ok(&[
+            "-C",
+            creator,
+            "mkreplica",
+            "export",
+            name,
+            "--out",
+            &out,
+            "--encrypt-to",
+            recipient,
+        ]);
         let pkt = packets_in(&self.path(&out))
             .pop()
             .expect("a creation packet");
         let pkt = pkt.to_string_lossy().into_owned();
-        let mut args = vec!["mkreplica", "import", pkt.as_str(), name];
+        let mut args = vec![
+            "mkreplica",
+            "import",
+            pkt.as_str(),
+            name,
+            "--identity",
+            &id_file,
+        ];
         if let Some(b) = self.backend {
             args.extend(["--backend", b]);
         }
@@ -961,6 +983,9 @@ fn every_command_explains_itself_with_an_example() {
         &["mkreplica", "import"],
         &["lsreplica"],
         &["describe"],
+        &["rekey"],
+        &["vouch"],
+        &["identity"],
         &["syncreplica"],
         &["syncreplica", "export"],
         &["syncreplica", "import"],

@@ -236,7 +236,14 @@ fn a_locked_replica_reports_its_lock_before_mastership() {
         &["-C", "sanfran", "rmname", "seed.c"],
         &["-C", "sanfran", "mklbtype", "REL"],
         &["-C", "sanfran", "mkbrtype", "main"],
-        &["-C", "sanfran", "mkreplica", "export", "bangalore"],
+        &[
+            "-C",
+            "sanfran",
+            "mkreplica",
+            "export",
+            "bangalore",
+            "--no-encrypt",
+        ],
     ] {
         let (_, err) = expect(&lab, 1, args);
         assert!(err.contains("locked while it recovers"), "{args:?}: {err}");

@@ -48,7 +48,16 @@ fn the_seed_procedure_works_end_to_end_on_postgres() {
     ));
     for (name, url) in [("sanfran", &urls[1]), ("bangalore", &urls[2])] {
         let out = format!("transfer-{name}");
-        lab.ok(&["-C", "boston", "mkreplica", "export", name, "--out", &out]);
+        lab.ok(&[
+            "-C",
+            "boston",
+            "mkreplica",
+            "export",
+            name,
+            "--out",
+            &out,
+            "--no-encrypt",
+        ]);
         let pkt = crate::packets_in(&lab.path(&out))
             .pop()
             .expect("a creation packet");
@@ -137,6 +146,7 @@ fn a_store_whose_server_is_lost_is_restored_onto_another_server() {
         "sanfran",
         "--out",
         "t",
+        "--no-encrypt",
     ]);
     let pkt = crate::packets_in(&lab.path("t"))
         .pop()

@@ -36,7 +36,17 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
     assert_eq!(lab.digest("bangalore"), d);
     assert_eq!(lab.ok(&["-C", "bangalore", "cat", "a.c"]), "int a;\n");
     // A new replica needs the whole history: made at a sibling that keeps it.
-    let err = lab.fails(1, &["-C", "boston", "mkreplica", "export", "delhi"]);
+    let err = lab.fails(
+        1,
+        &[
+            "-C",
+            "boston",
+            "mkreplica",
+            "export",
+            "delhi",
+            "--no-encrypt",
+        ],
+    );
     assert!(err.contains("keeps its whole history"), "{err}");
     lab.mkreplica("sanfran", "delhi");
 }

@@ -339,6 +339,9 @@ impl<'r, S: Store> EntryApply<'r, S> {
     ) -> Result<()> {
         ap.store_entry(txn, e, bytes)?;
         self.replica.on_entry(txn, e)?;
+        if let Some((who, key)) = self.replica.apply_key_entry(txn, e, &self.sender_name)? {
+            self.heads.key_applied(&who, &key);
+        }
         if let Op::ReqMaster { object, requester } = &e.op {
             self.grants.push((*object, *requester));
         }

@@ -203,6 +203,9 @@ impl<S: Store> Replica<S> {
             }
             ap.store_entry(txn, &e, &bytes)?;
             self.on_entry(txn, &e)?;
+            if let Some((who, key)) = self.apply_key_entry(txn, &e, &pkt.source)? {
+                check.key_applied(&who, &key);
+            }
             held.insert(e.origin, e.number);
             let due = ap.next_lsn.is_multiple_of(PREFIX_COMMIT_ENTRIES)
                 || txn.size() > PREFIX_COMMIT_BYTES;

@@ -12,6 +12,7 @@
 //!   packet carries.
 //! - [`create`]: replica creation (§7).
 //! - [`trust`]: signing keys, packet signatures and origin-signed chain heads.
+//! - [`rekey`]: key rotation (`msite rekey`) and vouching for a lost key (`msite vouch`).
 
 mod ack;
 mod apply;
@@ -22,6 +23,7 @@ mod delta;
 mod export;
 mod import;
 mod packet;
+mod rekey;
 mod trust;
 
 pub use assess::{Assessment, Need};

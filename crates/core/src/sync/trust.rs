@@ -39,9 +39,17 @@ pub fn fingerprint(key: &wire::PublicKey) -> String {
         .join("-")
 }
 
-/// The chain heads a packet's header vouches for, by origin and number, each verified with
-/// its origin's key.
-pub(super) type Heads = BTreeMap<(ReplicaId, u64), Hash>;
+/// What a verified header vouches for: its chain heads, by origin and number, each verified
+/// with its origin's key; and the keys it announced (a replica's key this replica does not
+/// hold yet, listed after the one it holds) that verified something, which the packet's
+/// entries must then bring in force (a `RotateKey` or `VouchKey` applied).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Heads {
+    /// Verified chain heads.
+    pub(super) at: BTreeMap<(ReplicaId, u64), Hash>,
+    /// Keys used on announcement, by replica.
+    pub(super) announced: BTreeMap<ReplicaId, wire::PublicKey>,
+}
 
 /// Generates this replica's signing key into `txn` unless the store has one (stores made
 /// before keys existed get theirs when first opened), and pins its public key.
@@ -81,7 +89,7 @@ fn unauthentic(sender: &str, detail: String) -> CoreError {
     })
 }
 
-fn verifies(key: &wire::PublicKey, msg: &[u8], sig: &wire::Signature) -> bool {
+pub(super) fn verifies(key: &wire::PublicKey, msg: &[u8], sig: &wire::Signature) -> bool {
     let Ok(vk) = VerifyingKey::from_bytes(key) else {
         return false;
     };
@@ -89,39 +97,64 @@ fn verifies(key: &wire::PublicKey, msg: &[u8], sig: &wire::Signature) -> bool {
         .is_ok()
 }
 
-/// The key to check `who`'s signatures with: the one pinned here, else the one the header
+/// The keys a header lists for `who`, oldest first (the last is the one in force at the
+/// sender).
+fn listed_for(h: &wire::Header, who: &ReplicaId) -> Vec<wire::PublicKey> {
+    h.keys
+        .iter()
+        .filter(|k| k.replica.0 == who.0)
+        .map(|k| k.key)
+        .collect()
+}
+
+/// The key to check `who`'s signatures with now: the one pinned here, else the last the header
 /// lists (trusted on first use, see docs/protocol.md). A header that lists another key for a
-/// replica whose key is pinned here is refused: keys are never replaced by a packet.
+/// replica whose key is pinned here is refused (a key swapped in transit), unless it lists the
+/// pinned key before it: a rotation this replica has not applied yet, which the key then
+/// serves provisionally (recorded in `announced`; the packet's entries must bring it in force).
+/// A header listing a key the replica rotated out is behind, not forged: the pinned key serves.
 fn key_for<R: ReadView + ?Sized>(
     r: &R,
     h: &wire::Header,
     who: &ReplicaId,
     name: &str,
     sender: &str,
+    announced: &mut BTreeMap<ReplicaId, wire::PublicKey>,
 ) -> Result<wire::PublicKey> {
-    let listed = h.keys.iter().find(|k| k.replica.0 == who.0).map(|k| k.key);
-    match (public_key_in(r, who)?, listed) {
-        (Some(pinned), Some(l)) if pinned != l => Err(unauthentic(
-            sender,
-            format!(
-                "the packet lists key {} for {name}, but this replica holds key {} for it (a key swapped in transit)",
-                fingerprint(&l),
-                fingerprint(&pinned)
-            ),
-        )),
-        (Some(pinned), _) => Ok(pinned),
-        (None, Some(l)) => Ok(l),
-        (None, None) => Err(unauthentic(
-            sender,
-            format!("no public key of {name} is known here or listed in the packet"),
-        )),
+    let listed = listed_for(h, who);
+    let Some(pinned) = public_key_in(r, who)? else {
+        return listed.last().copied().ok_or_else(|| {
+            unauthentic(
+                sender,
+                format!("no public key of {name} is known here or listed in the packet"),
+            )
+        });
+    };
+    let Some(&last) = listed.last() else {
+        return Ok(pinned);
+    };
+    let replaced = super::rekey::old_keys(r, who)?;
+    if last == pinned || replaced.iter().any(|(_, k)| *k == last) {
+        return Ok(pinned);
     }
+    if listed.contains(&pinned) {
+        announced.insert(*who, last);
+        return Ok(last);
+    }
+    Err(unauthentic(
+        sender,
+        format!(
+            "the packet lists key {} for {name}, but this replica holds key {} for it (a key swapped in transit)",
+            fingerprint(&last),
+            fingerprint(&pinned)
+        ),
+    ))
 }
 
 impl<S: Store> crate::replica::Replica<S> {
     /// This replica's signing key; a store made before keys existed gets one now (its first
     /// export), which its siblings pin from that packet's header.
-    fn signing_key(&self) -> Result<SigningKey> {
+    pub(super) fn signing_key(&self) -> Result<SigningKey> {
         if self.store.get(Keyspace::Meta, SIGNING_KEY)?.is_none() {
             let mut txn = Txn::new(&self.store);
             ensure_signing_key(&mut txn, self.env.as_ref(), &self.me)?;
@@ -141,7 +174,9 @@ impl<S: Store> crate::replica::Replica<S> {
         public_key_in(&self.store, r)
     }
 
-    /// Every public key pinned here, sorted by replica.
+    /// Every public key pinned here, sorted by replica; each replica's replaced keys come
+    /// first, oldest first, so the last listed is the one in force (a receiver that holds an
+    /// older one sees the rotation announced).
     pub(super) fn known_keys(&self) -> Result<Vec<wire::KeyCell>> {
         let prefix = [keys::peers::PUBLIC_KEY];
         let mut out = Vec::new();
@@ -151,10 +186,11 @@ impl<S: Store> crate::replica::Replica<S> {
         {
             let (k, v) = kv?;
             if let (Ok(id), Ok(key)) = (k[1..].try_into(), v.try_into()) {
-                out.push(wire::KeyCell {
-                    replica: wire::Id(id),
-                    key,
-                });
+                let replica = wire::Id(id);
+                for (_, old) in super::rekey::old_keys(&self.store, &ReplicaId(id))? {
+                    out.push(wire::KeyCell { replica, key: old });
+                }
+                out.push(wire::KeyCell { replica, key });
             }
         }
         Ok(out)
@@ -372,7 +408,8 @@ impl<S: Store> crate::replica::Replica<S> {
 /// Pins the keys an authentic header lists for replicas whose key is not pinned yet (a pinned
 /// key is never replaced: the header's check refused a different one).
 pub(super) fn pin_listed_keys<S: Store>(txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
-    for k in &h.keys {
+    // The last key listed for a replica is the one in force at the sender.
+    for k in h.keys.iter().rev() {
         let who = ReplicaId(k.replica.0);
         if public_key_in(txn, &who)?.is_none() {
             txn.put(
@@ -411,7 +448,8 @@ fn check_header<R: ReadView + ?Sized>(
 ) -> Result<Heads> {
     let sender = ReplicaId(h.sender.0);
     let sender_name = name(&sender);
-    let key = key_for(r, h, &sender, &sender_name, &sender_name)?;
+    let mut announced = BTreeMap::new();
+    let key = key_for(r, h, &sender, &sender_name, &sender_name, &mut announced)?;
     if h.signature == wire::NO_SIGNATURE {
         return Err(unauthentic(
             &sender_name,
@@ -433,10 +471,11 @@ fn check_header<R: ReadView + ?Sized>(
     }
     for k in &h.keys {
         let who = ReplicaId(k.replica.0);
-        key_for(r, h, &who, &name(&who), &sender_name)?;
+        key_for(r, h, &who, &name(&who), &sender_name, &mut BTreeMap::new())?;
     }
-    check_controls(r, h, &sender_name, name)?;
-    check_heads(r, h, &sender_name, name)
+    check_controls(r, h, &sender_name, name, &mut announced)?;
+    let at = check_heads(r, h, &sender_name, name, &mut announced)?;
+    Ok(Heads { at, announced })
 }
 
 /// Each control record, verified with its owner's key: a relay cannot forge or alter another
@@ -446,11 +485,12 @@ fn check_controls<R: ReadView + ?Sized>(
     h: &wire::Header,
     sender_name: &str,
     name: &dyn Fn(&ReplicaId) -> String,
+    announced: &mut BTreeMap<ReplicaId, wire::PublicKey>,
 ) -> Result<()> {
     for c in &h.controls {
         let owner = ReplicaId(c.owner().0);
         let who = name(&owner);
-        let key = key_for(r, h, &owner, &who, sender_name)?;
+        let key = key_for(r, h, &owner, &who, sender_name, announced)?;
         let what = match c {
             wire::Control::RestoreRequest { .. } => "restore request",
             wire::Control::ProvisionalAck { .. } => "provisional acknowledgement",
@@ -468,32 +508,63 @@ fn check_controls<R: ReadView + ?Sized>(
     Ok(())
 }
 
-/// Each chain head in the header, verified with its origin's key.
+/// Each chain head in the header, verified with its origin's key: the key that covers that
+/// entry here (a head from before a rotation keeps its old key's signature), or the key in
+/// force now (an origin signs every head it exports with its current key), or a key the header
+/// announces for the origin after the one held here (provisional, as for [`key_for`]).
 fn check_heads<R: ReadView + ?Sized>(
     r: &R,
     h: &wire::Header,
     sender_name: &str,
     name: &dyn Fn(&ReplicaId) -> String,
-) -> Result<Heads> {
-    let mut heads = Heads::new();
+    announced: &mut BTreeMap<ReplicaId, wire::PublicKey>,
+) -> Result<BTreeMap<(ReplicaId, u64), Hash>> {
+    let mut heads = BTreeMap::new();
     for head in &h.heads {
         let o = ReplicaId(head.origin.0);
         let origin = name(&o);
-        let key = key_for(r, h, &o, &origin, sender_name)?;
+        let key = key_for(r, h, &o, &origin, sender_name, announced)?;
         let msg = sign::head_message(&h.family, &head.origin, head.number, &head.hash);
-        if !verifies(&key, &msg, &head.signature) {
-            return Err(unauthentic(
-                sender_name,
-                format!(
-                    "the packet's chain head {} of {origin} is not signed by {origin}'s key {}",
-                    head.number,
-                    fingerprint(&key)
-                ),
-            ));
+        let held: Vec<_> = std::iter::once(key)
+            .chain(super::rekey::key_at(r, &o, head.number)?)
+            .collect();
+        let provisional = provisional_keys(r, h, &o)?;
+        let by = |k: &&wire::PublicKey| verifies(k, &msg, &head.signature);
+        if held.iter().find(by).is_none() {
+            if provisional.iter().find(by).is_some() {
+                // Signed with a key announced after the one held: the entries must bring it in.
+                announced.entry(o).or_insert(key);
+            } else {
+                return Err(unauthentic(
+                    sender_name,
+                    format!(
+                        "the packet's chain head {} of {origin} is not signed by {origin}'s key {}",
+                        head.number,
+                        fingerprint(&key)
+                    ),
+                ));
+            }
         }
         heads.insert((o, head.number), head.hash);
     }
     Ok(heads)
+}
+
+/// The keys a header lists for `o` after the one pinned here (rotations not applied here
+/// yet), or every key it lists when none is pinned (first use).
+fn provisional_keys<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    o: &ReplicaId,
+) -> Result<Vec<wire::PublicKey>> {
+    let listed = listed_for(h, o);
+    Ok(match public_key_in(r, o)? {
+        None => listed,
+        Some(pinned) => match listed.iter().position(|k| *k == pinned) {
+            Some(i) => listed[i + 1..].to_vec(),
+            None => Vec::new(),
+        },
+    })
 }
 
 /// The signature status of a header checked against the keys in `r`.
@@ -510,7 +581,7 @@ fn status_of<R: ReadView + ?Sized>(
     match check_header(r, h, kind, packet_id, "the packet", name) {
         Ok(_) => {
             let sender = ReplicaId(h.sender.0);
-            let key = key_for(r, h, &sender, "", "")?;
+            let key = key_for(r, h, &sender, "", "", &mut BTreeMap::new())?;
             Ok(SignatureStatus::Verified {
                 key: fingerprint(&key),
             })
@@ -561,7 +632,9 @@ fn decode_head(o: &ReplicaId, k: &[u8], v: &[u8]) -> Option<wire::SignedHead> {
 /// the hash chain (each entry names its predecessor's hash, checked on apply), that proves
 /// every applied entry is the origin's own, unaltered and in its place.
 pub(super) struct HeadCheck {
-    heads: Heads,
+    heads: BTreeMap<(ReplicaId, u64), Hash>,
+    /// Keys the header used on announcement, each still to be brought in force by an entry.
+    announced: BTreeMap<ReplicaId, wire::PublicKey>,
     /// Per origin: the last number applied that no head covers yet.
     pending: BTreeMap<ReplicaId, u64>,
     /// A prefix commit is due, waiting for every origin to reach a head.
@@ -573,7 +646,8 @@ impl HeadCheck {
     /// A check against `heads` (verified) of a packet from `sender`.
     pub(super) fn new(heads: Heads, sender: &str) -> Self {
         HeadCheck {
-            heads,
+            heads: heads.at,
+            announced: heads.announced,
             pending: BTreeMap::new(),
             due: false,
             sender: sender.to_string(),
@@ -610,16 +684,34 @@ impl HeadCheck {
     /// until every entry applied so far is covered by a head, and the prefix committed then.
     pub(super) fn prefix_now(&mut self, due: bool) -> bool {
         self.due |= due;
-        let now = self.due && self.pending.is_empty();
+        let now = self.due && self.pending.is_empty() && self.announced.is_empty();
         if now {
             self.due = false;
         }
         now
     }
 
+    /// After an entry brought `key` in force for `who` (a rotation or a vouch applied).
+    pub(super) fn key_applied(&mut self, who: &ReplicaId, key: &wire::PublicKey) {
+        if self.announced.get(who) == Some(key) {
+            self.announced.remove(who);
+        }
+    }
+
     /// After the last record: refuses the packet if an origin's entries end past its last
-    /// signed head (`name` names origins).
+    /// signed head, or a key the header announced was not brought in force by its entries
+    /// (`name` names replicas).
     pub(super) fn finish(&self, name: impl Fn(&ReplicaId) -> String) -> Result<()> {
+        if let Some((who, key)) = self.announced.iter().next() {
+            let who = name(who);
+            return Err(unauthentic(
+                &self.sender,
+                format!(
+                    "the packet uses key {} for {who}, but carries no rotation of {who}'s key to it (a key swapped in transit)",
+                    fingerprint(key)
+                ),
+            ));
+        }
         match self.pending.iter().next() {
             None => Ok(()),
             Some((o, n)) => Err(unauthentic(
@@ -701,9 +793,9 @@ mod tests {
 
     #[test]
     fn a_prefix_waits_until_every_origin_reaches_a_head() {
-        let mut heads = Heads::new();
-        heads.insert((rid(1), 2), [2; 32]);
-        heads.insert((rid(2), 1), [7; 32]);
+        let mut heads = Heads::default();
+        heads.at.insert((rid(1), 2), [2; 32]);
+        heads.at.insert((rid(2), 1), [7; 32]);
         let mut c = HeadCheck::new(heads, "s");
         c.entry(rid(1), 1, &[1; 32], "a").unwrap();
         assert!(!c.prefix_now(true), "entry 1 of a is not at a head yet");
@@ -719,8 +811,8 @@ mod tests {
 
     #[test]
     fn an_entry_that_differs_from_its_head_or_ends_past_it_is_refused() {
-        let mut heads = Heads::new();
-        heads.insert((rid(1), 2), [2; 32]);
+        let mut heads = Heads::default();
+        heads.at.insert((rid(1), 2), [2; 32]);
         let mut c = HeadCheck::new(heads.clone(), "hub");
         let err = c.entry(rid(1), 2, &[9; 32], "a").unwrap_err();
         assert!(

@@ -104,6 +104,17 @@ fn any_op() -> impl Strategy<Value = Op> {
             .prop_map(|(incarnation, row)| Op::RestoreComplete { incarnation, row }),
         (any_id(), any_u64()).prop_map(|(replica, last)| Op::RmReplica { replica, last }),
         (any_oref(), any_id()).prop_map(|(object, requester)| Op::DenyMaster { object, requester }),
+        (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(key, a, b)| {
+            let mut proof = [0; 64];
+            proof[..32].copy_from_slice(&a);
+            proof[32..].copy_from_slice(&b);
+            Op::RotateKey { key, proof }
+        }),
+        (any_id(), any::<[u8; 32]>(), any_u64()).prop_map(|(replica, key, from)| Op::VouchKey {
+            replica,
+            key,
+            from
+        }),
     ]
 }
 

@@ -333,3 +333,118 @@ pub fn case_replayed_old_signed_packet_changes_nothing<F: StoreFactory>(factory:
     moved.id = wire::Id([0x5a; 16]);
     refused_unchanged(&f, 1, moved.encode(), "does not verify");
 }
+
+/// After `msite rekey` at r1, a packet r1 signed with its rotated-out key (written before the
+/// rotation, imported after it) is refused at the hub, naming r1 and its new key, with the
+/// state unchanged; r1's packets signed with the new key apply, directly and relayed through
+/// the hub, and every site holds the new key.
+pub fn case_packet_signed_by_a_rotated_key_is_refused<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 3, 38);
+    f.settle(&hub(3));
+    let old_fp = fingerprint_of(&f, 1);
+    f.sites[1].mkbrtype("before").unwrap();
+    let signed_by_old = f.export(1, 2).expect("a packet with r1's change");
+    let new_fp = f.sites[1].rekey().unwrap();
+    assert_ne!(new_fp, old_fp, "rekey makes a new key");
+    f.sites[1].mkbrtype("after").unwrap();
+    f.settle(&hub(3));
+    refused_unchanged(&f, 2, signed_by_old, &new_fp);
+    f.assert_converged();
+    for i in 0..3 {
+        assert_eq!(
+            fingerprint_of_at(&f, i, 1),
+            new_fp,
+            "site {i} holds r1's new key"
+        );
+    }
+}
+
+/// A rotation whose proof is not signed by the rotating replica's key is refused: a hub that
+/// slips a `RotateKey` of r1 into r1's chain cannot sign r1's chain head over it.
+pub fn case_forged_rotation_is_refused<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 2, 39);
+    f.settle(&[(0, 1)]);
+    let fp = fingerprint_of(&f, 1);
+    f.sites[1].rekey().unwrap();
+    let genuine = f.export(1, 0).expect("the rotation");
+    let mut forged = Decoded::new(&genuine);
+    let attacker = SigningKey::from_bytes(&[11; 32]).verifying_key().to_bytes();
+    for r in &mut forged.records {
+        if let Record::Entry(bytes) = r {
+            let mut e = decode_entry(bytes).expect("an entry");
+            if let wire::Op::RotateKey { key, .. } = &mut e.op {
+                *key = attacker;
+                e.hash = entry_hash(&e);
+                *bytes = encode_entry(&e);
+            }
+        }
+    }
+    refused_unchanged(&f, 0, forged.encode(), "r1");
+    assert_eq!(
+        fingerprint_of_at(&f, 0, 1),
+        fp,
+        "the hub still holds r1's old key"
+    );
+    assert!(applied(&f.import(0, genuine).unwrap()));
+}
+
+/// The lost-key procedure: r1 makes a key no entry announces (`rekey --lost`, as after losing
+/// it); its packets are refused until the hub's operator vouches for the key (`msite vouch`);
+/// then r1's packets apply everywhere, the vouch relayed by the hub to r2.
+pub fn case_lost_key_is_vouched_for_by_a_sibling<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 3, 40);
+    f.settle(&hub(3));
+    let (lost_fp, hex) = f.sites[1].rekey_lost().unwrap();
+    f.sites[1].mkbrtype("later").unwrap();
+    let refused = f.export(1, 0).expect("r1's change");
+    refused_unchanged(&f, 0, refused, "a key swapped in transit");
+    let bad = f.sites[0].vouch("r0", &hex).unwrap_err();
+    assert!(
+        bad.to_string().contains("cannot vouch for its own key"),
+        "{bad}"
+    );
+    let (fp, _) = f.sites[0].vouch("r1", &hex).unwrap();
+    assert_eq!(fp, lost_fp, "the vouch names the key r1 made");
+    f.settle(&hub(3));
+    // The refused change is resent after the resend interval (docs/protocol.md §5).
+    f.env.advance(crate::keys::DEFAULT_RESEND_MS);
+    f.settle(&hub(3));
+    f.assert_converged();
+    for i in 0..3 {
+        assert_eq!(
+            fingerprint_of_at(&f, i, 1),
+            fp,
+            "site {i} holds the vouched key"
+        );
+    }
+}
+
+fn fingerprint_of_at<F: StoreFactory>(f: &Family<'_, F>, at: usize, of: usize) -> String {
+    crate::sync::fingerprint(&f.sites[at].public_key(&f.id(of)).unwrap().expect("a key"))
+}
+
+/// Keys rotated before a replica is made reach it in its creation packet: r1 rotates twice,
+/// then the hub makes r3, which pins r1's current key, converges with the family, and keeps
+/// accepting r1's packets relayed by the hub; a third rotation reaches r3 as well.
+pub fn case_rotated_keys_reach_a_replica_made_later<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 41);
+    f.settle(&hub(3));
+    f.sites[1].rekey().unwrap();
+    f.sites[1].mkbrtype("one").unwrap();
+    let fp = f.sites[1].rekey().unwrap();
+    f.settle(&hub(3));
+    let r3 = f.mkreplica(0, "r3");
+    assert_eq!(fingerprint_of_at(&f, r3, 1), fp, "r3 pins r1's current key");
+    let edges = hub(4);
+    f.settle(&edges);
+    f.assert_converged();
+    let fp = f.sites[1].rekey().unwrap();
+    f.sites[1].mkbrtype("two").unwrap();
+    f.settle(&edges);
+    f.assert_converged();
+    assert_eq!(
+        fingerprint_of_at(&f, r3, 1),
+        fp,
+        "r3 follows r1's next rotation"
+    );
+}

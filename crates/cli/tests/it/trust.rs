@@ -1,0 +1,190 @@
+//! Sealed packets and signing keys at the command line (issue #20): sealed update and creation
+//! packets, `lspacket` on them, a packet sealed for another site refused with a clear message,
+//! a large sealed packet imported, and `rekey` reaching the siblings.
+
+use super::*;
+
+/// The recipient `msite identity` prints for `site`.
+fn recipient(lab: &Lab, site: &str) -> String {
+    lab.ok(&["-C", site, "identity"]).trim().to_string()
+}
+
+/// Exports from `from` to `to`, sealed to `rcpt`, into `to`'s incoming bay.
+fn send_sealed(lab: &Lab, from: &str, to: &str, rcpt: &str) -> Vec<PathBuf> {
+    let bay = format!("{to}/bays/incoming");
+    let before = packets_in(&lab.path(&bay));
+    let args = [
+        "-C",
+        from,
+        "syncreplica",
+        "export",
+        "--to",
+        to,
+        "--out",
+        &bay,
+    ];
+    lab.ok(&[&args[..], &["--encrypt-to", rcpt]].concat());
+    packets_in(&lab.path(&bay))
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect()
+}
+
+#[test]
+fn a_sealed_update_packet_imports_at_its_site_only() {
+    let lab = Lab::hub(None);
+    lab.settle();
+    lab.ok(&["-C", "boston", "mkbrtype", "secret_branch"]);
+    let files = send_sealed(&lab, "boston", "sanfran", &recipient(&lab, "sanfran"));
+    let raw = std::fs::read(&files[0]).unwrap();
+    assert!(
+        !raw.windows(13).any(|w| w == b"secret_branch"),
+        "the sealed packet shows no name in the clear"
+    );
+    let listed = lab.ok(&["-C", "sanfran", "lspacket"]);
+    assert!(
+        listed.contains("sealed packet (age) for sanfran"),
+        "{listed}"
+    );
+    assert!(listed.contains("this site's identity opens it"), "{listed}");
+    let json = lab.json(&["-C", "sanfran", "lspacket", "--json"]);
+    assert_eq!(json["sealed"][0]["for"][0], "sanfran", "{json}");
+    assert_eq!(json["sealed"][0]["opens_here"], true, "{json}");
+    let out = lab.import("sanfran");
+    assert!(out.contains("1 applied"), "{out}");
+    lab.ok(&["-C", "boston", "mkbrtype", "second"]);
+    let wrong = recipient(&lab, "bangalore");
+    send_sealed(&lab, "boston", "sanfran", &wrong);
+    let before = lab.digest("sanfran");
+    let err = lab.fails(1, &["-C", "sanfran", "syncreplica", "import"]);
+    assert!(
+        err.contains("sealed for sanfran") && err.contains(&wrong),
+        "the refusal names who it is sealed for: {err}"
+    );
+    assert!(err.contains("not among the recipients"), "{err}");
+    assert_eq!(lab.digest("sanfran"), before, "nothing applied");
+    assert_eq!(packets_in(&lab.path("sanfran/bays/refused")).len(), 1);
+}
+
+#[test]
+fn a_creation_packet_must_be_sealed_or_say_no_encrypt() {
+    let lab = Lab::new();
+    lab.init("boston", "proj");
+    let err = lab.fails(2, &["-C", "boston", "mkreplica", "export", "delhi"]);
+    assert!(
+        err.contains("--encrypt-to") && err.contains("--no-encrypt"),
+        "{err}"
+    );
+    let bad = lab.fails(
+        1,
+        &[
+            "-C",
+            "boston",
+            "mkreplica",
+            "export",
+            "delhi",
+            "--encrypt-to",
+            "nope",
+        ],
+    );
+    assert!(bad.contains("nope is not an age recipient"), "{bad}");
+    let rcpt = lab.ok(&["identity", "--new", "delhi.age"]);
+    let args = ["-C", "boston", "mkreplica", "export", "delhi", "--out", "t"];
+    lab.ok(&[&args[..], &["--encrypt-to", rcpt.trim()]].concat());
+    let pkt = packets_in(&lab.path("t")).pop().unwrap();
+    let pkt = pkt.to_string_lossy().into_owned();
+    let err = lab.fails(1, &["mkreplica", "import", &pkt, "delhi"]);
+    assert!(err.contains("--identity FILE"), "{err}");
+    assert!(
+        !lab.path("delhi/store").exists(),
+        "no site made without the identity"
+    );
+    lab.ok(&["identity", "--new", "other.age"]);
+    let err = lab.fails(
+        1,
+        &[
+            "mkreplica",
+            "import",
+            &pkt,
+            "delhi",
+            "--identity",
+            "other.age",
+        ],
+    );
+    assert!(err.contains("not among the recipients"), "{err}");
+    lab.ok(&[
+        "mkreplica",
+        "import",
+        &pkt,
+        "delhi",
+        "--identity",
+        "delhi.age",
+    ]);
+    assert_eq!(
+        recipient(&lab, "delhi"),
+        rcpt.trim(),
+        "the new site keeps the identity"
+    );
+}
+
+#[test]
+fn a_large_sealed_packet_imports() {
+    let lab = Lab::hub(None);
+    lab.settle();
+    // About 6 MiB of content that does not compress, in one packet.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..6 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(lab.path("big.bin"), &big).unwrap();
+    lab.ok(&["-C", "boston", "mkelem", "big.bin"]);
+    let src = lab.path("big.bin").to_string_lossy().into_owned();
+    lab.ok(&["-C", "boston", "checkin", "big.bin", &src, "-m", "big"]);
+    let files = send_sealed(&lab, "boston", "sanfran", &recipient(&lab, "sanfran"));
+    assert!(std::fs::metadata(&files[0]).unwrap().len() > 6 << 20);
+    let out = lab.import("sanfran");
+    assert!(out.contains("1 applied"), "{out}");
+    let cat = lab
+        .cmd()
+        .args(["-C", "sanfran", "cat", "big.bin@@main/1"])
+        .output()
+        .unwrap();
+    assert!(cat.stdout == big, "the content arrives whole");
+}
+
+#[test]
+fn rekey_reaches_the_siblings_and_vouch_restores_a_lost_key() {
+    let lab = Lab::hub(None);
+    lab.settle();
+    let out = lab.ok(&["-C", "sanfran", "rekey"]);
+    let fp = out
+        .split_whitespace()
+        .nth(5)
+        .unwrap()
+        .trim_end_matches(';')
+        .to_string();
+    lab.ok(&["-C", "sanfran", "mkbrtype", "after_rekey"]);
+    lab.settle();
+    for site in ["boston", "bangalore"] {
+        let long = lab.ok(&["-C", site, "lsreplica", "--long"]);
+        assert!(
+            long.contains(&fp),
+            "{site} holds sanfran's new key {fp}:\n{long}"
+        );
+    }
+    let lost = lab.ok(&["-C", "bangalore", "rekey", "--lost"]);
+    let key = lost.lines().last().unwrap().trim().to_string();
+    assert_eq!(key.len(), 64, "{lost}");
+    let err = lab.fails(1, &["-C", "boston", "vouch", "boston", "--key", &key]);
+    assert!(err.contains("cannot vouch for its own key"), "{err}");
+    lab.ok(&["-C", "boston", "vouch", "bangalore", "--key", &key]);
+    lab.ok(&["-C", "bangalore", "mkbrtype", "after_loss"]);
+    lab.settle();
+    assert_eq!(lab.digest("boston"), lab.digest("bangalore"));
+    assert_eq!(lab.digest("boston"), lab.digest("sanfran"));
+}
