@@ -19,9 +19,9 @@
 //! ```
 
 mod content;
-mod mastership;
-mod fork;
 mod delta;
+mod fork;
+mod mastership;
 mod restore;
 mod retain;
 mod retire;
@@ -29,9 +29,9 @@ mod sync;
 mod trust;
 
 pub use content::*;
-pub use mastership::*;
-pub use fork::*;
 pub use delta::*;
+pub use fork::*;
+pub use mastership::*;
 pub use restore::*;
 pub use retain::*;
 pub use retire::*;
