@@ -237,6 +237,7 @@ fn daemons_on_postgres_carry_on_after_the_server_restarts() {
         "sanfran",
         "--out",
         "t",
+        "--no-encrypt",
     ]);
     let pkt = crate::packets_in(&lab.path("t"))
         .pop()
