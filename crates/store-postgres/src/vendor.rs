@@ -1,5 +1,5 @@
-//! The vendor tools: `backup` is `pg_dump` (directory format), `restore_backup` is
-//! `pg_restore` into a new database, `check_integrity` runs amcheck's `verify_heapam` and
+//! The vendor tools: `backup` is `pg_dump` (custom format, streamed through msite into the
+//! backup directory), `restore_backup` is `pg_restore` into a new database, `check_integrity` runs amcheck's `verify_heapam` and
 //! `bt_index_check` (the functions `pg_amcheck` runs) over every table and index.
 //!
 //! Why `pg_dump` and not `pg_basebackup`: a store is one database, not a cluster. `pg_dump`
@@ -9,9 +9,16 @@
 //! version or a later one. `pg_basebackup` copies every database of the cluster and is
 //! restored by starting a new server on the copy: the operator's tool for the whole server,
 //! which msite does not own.
+//!
+//! Why the dump streams through msite: `pg_dump` writes to its standard output and msite
+//! writes the file. A backup killed half-way (`kill -9` of msite) then stops `pg_dump` too, at
+//! its next write into the closed pipe; it never writes into the backup directory itself, so
+//! no orphaned `pg_dump` can keep filling a partial backup that the next `msite backup` is
+//! removing or making again.
 
+use std::io::Read as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 use msite_core::store::{prepare_empty_dir, Error, Keyspace, Result};
 use postgres::error::SqlState;
@@ -22,7 +29,10 @@ use crate::settings::ConnSettings;
 use crate::store::{create_database, quote_ident};
 use crate::tools;
 
-/// The dump inside a backup directory (`pg_dump --format=directory`).
+/// The dump inside a backup directory (`pg_dump --format=custom`).
+const DUMP_FILE: &str = "dump.pgdump";
+/// The dump of backups made before the dump was streamed (`pg_dump --format=directory`);
+/// still restored.
 const DUMP_DIR: &str = "dump";
 /// The connection settings of the backed-up store, inside a backup directory.
 const SOURCE_FILE: &str = "source-conninfo";
@@ -32,22 +42,54 @@ const MAX_QUOTED: usize = 2000;
 /// Write a `pg_dump` of the store's tables and its connection settings into `dest`.
 pub(crate) fn backup(settings: &ConnSettings, dest: &Path) -> Result<()> {
     prepare_empty_dir(dest)?;
-    let dump = dest.join(DUMP_DIR);
-    let out = Command::new(tools::find("pg_dump").map_err(Error::Invalid)?)
-        .arg("--format=directory")
+    let dump = dest.join(DUMP_FILE);
+    let mut child = Command::new(tools::find("pg_dump").map_err(Error::Invalid)?)
+        .arg("--format=custom")
         .arg("--no-owner")
         .arg("--no-privileges")
         .arg("--table=kv_*")
-        .arg("--file")
-        .arg(&dump)
         .arg("--dbname")
         .arg(settings.conninfo())
-        .output()?;
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&dump);
-        return Err(tool_failed("pg_dump", &out));
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let copied = copy_synced(child.stdout.as_mut().expect("piped"), &dump);
+    let status = child.wait()?;
+    let stderr = errors.join().unwrap_or_default();
+    if !status.success() {
+        let _ = std::fs::remove_file(&dump);
+        return Err(tool_failed("pg_dump", status, &stderr));
     }
+    copied?;
     settings.write_as(dest, SOURCE_FILE)
+}
+
+/// Copy `from` into a new file `to` and sync it.
+fn copy_synced(from: &mut impl std::io::Read, to: &Path) -> Result<()> {
+    let mut file = std::fs::File::create(to)?;
+    std::io::copy(from, &mut file)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The dump in backup directory `backup`: the streamed file, or an older backup's directory.
+fn dump_in(backup: &Path) -> Option<std::path::PathBuf> {
+    let file = backup.join(DUMP_FILE);
+    let dir = backup.join(DUMP_DIR);
+    if file.is_file() {
+        Some(file)
+    } else if dir.join("toc.dat").is_file() {
+        Some(dir)
+    } else {
+        None
+    }
 }
 
 /// Restore the backup in `backup` into a new database and write the new store's connection
@@ -55,8 +97,11 @@ pub(crate) fn backup(settings: &ConnSettings, dest: &Path) -> Result<()> {
 /// store), named as `server` names it if it does, else after the backed-up one with `_r_` and
 /// a random suffix; it must not exist yet.
 pub(crate) fn restore(backup: &Path, dest: &Path, server: Option<&ConnSettings>) -> Result<()> {
-    let source = match ConnSettings::read_from(backup, SOURCE_FILE)? {
-        Some(s) if backup.join(DUMP_DIR).join("toc.dat").is_file() => s,
+    let (source, dump) = match (
+        ConnSettings::read_from(backup, SOURCE_FILE)?,
+        dump_in(backup),
+    ) {
+        (Some(s), Some(dump)) => (s, dump),
         _ => {
             return Err(Error::Invalid(format!(
                 "{} holds no PostgreSQL store backup",
@@ -86,10 +131,10 @@ pub(crate) fn restore(backup: &Path, dest: &Path, server: Option<&ConnSettings>)
         ])
         .arg("--dbname")
         .arg(target.conninfo())
-        .arg(backup.join(DUMP_DIR))
+        .arg(dump)
         .output()?;
     if !out.status.success() {
-        let err = tool_failed("pg_restore", &out);
+        let err = tool_failed_output("pg_restore", &out);
         if let Ok(mut admin) = Conn::connect(&server.with_dbname("postgres")) {
             let _ = admin
                 .client
@@ -180,10 +225,15 @@ fn read_everything(conn: &mut Conn) -> Result<()> {
     Ok(())
 }
 
+/// [`tool_failed`] of a finished program's output.
+fn tool_failed_output(name: &str, out: &Output) -> Error {
+    tool_failed(name, out.status, &out.stderr)
+}
+
 /// The error of a PostgreSQL program that failed: its name, exit status and (bounded,
 /// control characters escaped) error output.
-fn tool_failed(name: &str, out: &Output) -> Error {
-    let text = String::from_utf8_lossy(&out.stderr);
+fn tool_failed(name: &str, status: ExitStatus, stderr: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(stderr);
     let text = text.trim();
     let mut quoted: String = text
         .chars()
@@ -199,5 +249,5 @@ fn tool_failed(name: &str, out: &Output) -> Error {
     if text.chars().count() > MAX_QUOTED {
         quoted.push('…');
     }
-    other(format!("{name} failed ({}): {quoted}", out.status))
+    other(format!("{name} failed ({status}): {quoted}"))
 }

@@ -79,8 +79,8 @@ fn the_seed_procedure_works_end_to_end_on_postgres() {
     lab.ok(&["-C", "sanfran", "check"]);
     lab.ok(&["-C", "sanfran", "backup", "bk"]);
     assert!(
-        lab.path("bk/store/dump/toc.dat").is_file(),
-        "pg_dump's directory format"
+        lab.path("bk/store/dump.pgdump").is_file(),
+        "pg_dump's custom format, streamed into the backup"
     );
     // Work after the backup reaches the hub, then the store is lost: its database dropped.
     let f = lab.write("w/b.c", "int b; /* after the backup */\n");
