@@ -400,7 +400,7 @@ mod tests {
             .filter(|r| r.needs_chromium())
             .map(|r| r.tag)
             .collect();
-        assert_eq!(needing, ["cli-sqlite", "all-features"]);
+        assert_eq!(needing, ["cli-sqlite", "cli-postgres", "all-features"]);
     }
 
     #[test]
