@@ -123,22 +123,22 @@ fn the_seed_procedure_works_end_to_end_on_postgres() {
     drop(server);
 }
 
-#[test]
-fn a_store_whose_server_is_lost_is_restored_onto_another_server() {
-    let start = || {
-        ScratchServer::start(ScratchOptions {
-            no_fsync: true,
-            ..Default::default()
-        })
-        .expect("a scratch PostgreSQL server")
-    };
-    let (hub_server, lost_server, new_server) = (start(), start(), start());
-    let lab = Lab::new();
+/// A scratch PostgreSQL server of the test's own (Unix socket only, no fsync).
+fn scratch_server() -> ScratchServer {
+    ScratchServer::start(ScratchOptions {
+        no_fsync: true,
+        ..Default::default()
+    })
+    .expect("a scratch PostgreSQL server")
+}
+
+/// boston made on `hub`, and sanfran made from boston's creation packet on `sf`.
+fn boston_and_sanfran(lab: &Lab, hub: &ScratchServer, sf: &ScratchServer) {
     lab.ok(&with_url(
         &["init", "boston", "--family", "proj", "--replica", "boston"],
-        &hub_server.conninfo("site_boston"),
+        &hub.conninfo("site_boston"),
     ));
-    lab.ok(&[
+    let export = [
         "-C",
         "boston",
         "mkreplica",
@@ -147,14 +147,23 @@ fn a_store_whose_server_is_lost_is_restored_onto_another_server() {
         "--out",
         "t",
         "--no-encrypt",
-    ]);
+    ];
+    lab.ok(&export);
     let pkt = crate::packets_in(&lab.path("t"))
         .pop()
         .expect("a creation packet");
     lab.ok(&with_url(
         &["mkreplica", "import", &pkt.to_string_lossy(), "sanfran"],
-        &lost_server.conninfo("site_sanfran"),
+        &sf.conninfo("site_sanfran"),
     ));
+}
+
+#[test]
+fn a_store_whose_server_is_lost_is_restored_onto_another_server() {
+    let (hub_server, lost_server, new_server) =
+        (scratch_server(), scratch_server(), scratch_server());
+    let lab = Lab::new();
+    boston_and_sanfran(&lab, &hub_server, &lost_server);
     lab.ok(&["-C", "sanfran", "mkbrtype", "sf"]);
     let f = lab.write("w/a.c", "int a;\n");
     lab.ok(&["-C", "sanfran", "checkin", "a.c", &f, "--branch", "sf"]);
@@ -216,36 +225,9 @@ fn a_store_whose_server_is_lost_is_restored_onto_another_server() {
 #[test]
 fn daemons_on_postgres_carry_on_after_the_server_restarts() {
     use crate::serve::{converged, free_port, ok_soon, routes, url, wait_for, Daemon};
-    let start = || {
-        ScratchServer::start(ScratchOptions {
-            no_fsync: true,
-            ..Default::default()
-        })
-        .expect("a scratch PostgreSQL server")
-    };
-    let (hub_server, mut sf_server) = (start(), start());
+    let (hub_server, mut sf_server) = (scratch_server(), scratch_server());
     let lab = Lab::new();
-    lab.ok(&with_url(
-        &["init", "boston", "--family", "proj", "--replica", "boston"],
-        &hub_server.conninfo("site_boston"),
-    ));
-    lab.ok(&[
-        "-C",
-        "boston",
-        "mkreplica",
-        "export",
-        "sanfran",
-        "--out",
-        "t",
-        "--no-encrypt",
-    ]);
-    let pkt = crate::packets_in(&lab.path("t"))
-        .pop()
-        .expect("a creation packet");
-    lab.ok(&with_url(
-        &["mkreplica", "import", &pkt.to_string_lossy(), "sanfran"],
-        &sf_server.conninfo("site_sanfran"),
-    ));
+    boston_and_sanfran(&lab, &hub_server, &sf_server);
     let (pb, ps) = (free_port(), free_port());
     routes(&lab, "boston", Some(pb), "", &[("sanfran", url(ps))]);
     routes(&lab, "sanfran", Some(ps), "", &[("boston", url(pb))]);
