@@ -40,6 +40,9 @@
 //!   fixed family of three replicas (no `mkreplica`), full mesh. Amending (`restorereplica`
 //!   again while recovering) is an action of the model, but with a fixed waiting set it
 //!   changes nothing in the correct protocol; it matters for [`Mutation::AmendForgetsAcks`].
+//! - Oplog retention (`retain`): scrubs and a restore window of one tick, with the window's
+//!   premise built into the actions (a store is put back only from a copy of the current
+//!   window, and the window waits for restore requests to reach every sibling).
 //! - A replica that is recovering and receives a packet naming a newer incarnation of itself
 //!   (core: `on_newer_incarnation` moves the request to a newer incarnation) is not modelled:
 //!   incarnations come from a global clock and a restored store always takes a new one, so
@@ -54,6 +57,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use stateright::{Model, Property};
+
+pub mod retain;
+
+use retain::Prerequisites;
 
 /// Number of replicas.
 pub const N: usize = 3;
@@ -220,6 +227,15 @@ pub struct Store {
     /// Ghost: how many restores from backup this store's history went through (a snapshot
     /// rollback brings back the count of the snapshot).
     pub restores: u8,
+    /// Per sibling, the row of its latest packet about our current incarnation (its report of
+    /// what it holds, §5); `None`: it never reported.
+    pub reported: [Option<Row>; N],
+    /// Per origin, entries `1..=dropped` are scrubbed (the last one kept as the chain base).
+    pub dropped: Row,
+    /// Retention's floor records: `(tick, row every sibling acknowledged then)`.
+    pub floors: Vec<(u8, Row)>,
+    /// Ghost: the tick this copy was taken (meaningful for backups).
+    pub taken_at: u8,
 }
 
 impl Store {
@@ -235,6 +251,10 @@ impl Store {
             restored: false,
             rolled_back: false,
             restores: 0,
+            reported: [None; N],
+            dropped: [0; N],
+            floors: Vec::new(),
+            taken_at: 0,
         }
     }
 
@@ -298,6 +318,8 @@ pub struct Packet {
     pub prov: Vec<ProvAck>,
     /// Ghost: how many restores from backup the target's store had when the packet was built.
     pub target_restores: u8,
+    /// Per origin, the sender's last scrubbed entry (the header comment `retained=`).
+    pub retained: Row,
 }
 
 impl fmt::Display for Packet {
@@ -359,6 +381,14 @@ pub struct State {
     pub undetected_rollback: [bool; N],
     /// Ghost: a packet built before its target's restore changed the target's state.
     pub stale_applied: bool,
+    /// The retention clock, in restore windows (see `retain`).
+    pub time: u8,
+    /// Scrubs done (in total).
+    pub scrubs: u8,
+    /// Windows passed.
+    pub ticks: u8,
+    /// Ghost: a replica needed entries its sender no longer kept.
+    pub behind: bool,
 }
 
 /// An action of the model.
@@ -382,6 +412,10 @@ pub enum Action {
     RestoreReplica(Rid),
     /// A file-system snapshot rollback to the backup, without `msite restore`.
     Rollback(Rid),
+    /// `msite scrub` under a one-window restore window.
+    Scrub(Rid),
+    /// A restore window passes.
+    Tick,
 }
 
 impl fmt::Display for Action {
@@ -396,6 +430,8 @@ impl fmt::Display for Action {
             Action::Restore(r) => write!(f, "restore {} from its backup", name(*r)),
             Action::RestoreReplica(r) => write!(f, "restorereplica at {}", name(*r)),
             Action::Rollback(r) => write!(f, "snapshot rollback of {} to its backup", name(*r)),
+            Action::Scrub(r) => write!(f, "scrub at {}", name(*r)),
+            Action::Tick => write!(f, "a restore window passes"),
         }
     }
 }
@@ -422,11 +458,15 @@ pub enum Mutation {
     /// acknowledgement from any recovering sibling, even one whose restoration began after
     /// its own (whose earlier self may have acknowledged more before it lost its store).
     ProvisionalFromYounger,
+    /// Scrub drops what every sibling acknowledges now, ignoring the restore window.
+    ScrubWithoutWindow,
+    /// Scrub trusts the estimates (what was sent) instead of the siblings' reports.
+    ScrubByEstimate,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 7] = [
+    pub const ALL: [Mutation; 9] = [
         Mutation::NoEstimateRollback,
         Mutation::CompleteWithoutWaiting,
         Mutation::NoStaleCheck,
@@ -434,6 +474,8 @@ impl Mutation {
         Mutation::AmendRestoredStore,
         Mutation::AmendForgetsAcks,
         Mutation::ProvisionalFromYounger,
+        Mutation::ScrubWithoutWindow,
+        Mutation::ScrubByEstimate,
     ];
 
     /// Its name on the command line.
@@ -446,6 +488,8 @@ impl Mutation {
             Mutation::AmendRestoredStore => "amend-restored-store",
             Mutation::AmendForgetsAcks => "amend-forgets-acks",
             Mutation::ProvisionalFromYounger => "provisional-from-younger",
+            Mutation::ScrubWithoutWindow => "scrub-without-window",
+            Mutation::ScrubByEstimate => "scrub-by-estimate",
         }
     }
 }
@@ -467,6 +511,10 @@ pub struct Bounds {
     pub packets: u8,
     /// Replicas that may write, back up, restore, roll back (others only sync).
     pub actors: Vec<Rid>,
+    /// Scrubs in total (any replica may scrub).
+    pub scrubs: u8,
+    /// Restore windows that may pass.
+    pub ticks: u8,
 }
 
 impl Default for Bounds {
@@ -479,6 +527,8 @@ impl Default for Bounds {
             in_flight: 2,
             packets: 6,
             actors: vec![0, 1, 2],
+            scrubs: 0,
+            ticks: 0,
         }
     }
 }
@@ -496,7 +546,15 @@ impl fmt::Display for Bounds {
             self.packets,
             self.in_flight,
             actors.join(",")
-        )
+        )?;
+        if self.scrubs > 0 || self.ticks > 0 {
+            write!(
+                f,
+                ", scrubs <= {}, restore windows passing <= {}",
+                self.scrubs, self.ticks
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -541,10 +599,25 @@ pub fn suite() -> Vec<(&'static str, Bounds)> {
                 actors: vec![0],
                 rollbacks: 1,
                 packets: 5,
-                ..b
+                ..b.clone()
             },
         ),
+        ("scrubbed prefix", scrubbed_prefix()),
     ]
+}
+
+/// The retention configuration of the suite: B writes, backs up and is restored while any
+/// replica scrubs twice and a restore window may pass. It finds both retention
+/// mutations (`ScrubWithoutWindow`, `ScrubByEstimate`).
+pub fn scrubbed_prefix() -> Bounds {
+    Bounds {
+        writes: 1,
+        actors: vec![1],
+        packets: 4,
+        scrubs: 2,
+        ticks: 1,
+        ..Bounds::default()
+    }
 }
 
 /// Counters filled while checking.
@@ -595,6 +668,10 @@ pub mod props {
     pub const NO_LOSS: &str = "no loss";
     /// From every state, healing (no new faults) completes every restore and converges.
     pub const COMPLETION: &str = "every restore can complete (heal)";
+    /// No replica ever needs entries its sender no longer keeps (retention, §9).
+    pub const NEVER_BEHIND: &str = "never behind retention";
+    /// Reachability: a scrub dropped an entry.
+    pub const SOME_SCRUBBED: &str = "sometimes: a scrub drops an entry";
     /// Reachability: some restore completed.
     pub const SOME_COMPLETE: &str = "sometimes: a restore completes";
     /// Reachability: a lost entry of the restoring replica came back from a sibling.
@@ -639,6 +716,10 @@ impl ProtocolModel {
             life: [0; N],
             undetected_rollback: [false; N],
             stale_applied: false,
+            time: 0,
+            scrubs: 0,
+            ticks: 0,
+            behind: false,
         }
     }
 
@@ -679,6 +760,9 @@ impl ProtocolModel {
         } else {
             r.est[t as usize]
         };
+        let mut base = base;
+        let lacks = r.requests[t as usize].is_some_and(|q| r.lacks_retained(&q.row));
+        r.clamp_to_retained(&mut base);
         let mut entries = Vec::new();
         for o in 0..N {
             for n in base[o]..own[o] {
@@ -705,6 +789,7 @@ impl ProtocolModel {
             requests,
             prov,
             target_restores,
+            retained: r.dropped,
         };
         if !target_recovering && r.recovering.is_none() {
             for o in 0..N {
@@ -713,6 +798,8 @@ impl ProtocolModel {
                 }
             }
         }
+        // The exact refusal: the target's restore request shows it lacks scrubbed entries.
+        s.behind |= lacks;
         Some(p)
     }
 
@@ -752,13 +839,13 @@ impl ProtocolModel {
             r.rolled_back = true;
             return Outcome::Refused("sender holds more of our entries: rolled back");
         }
-        for b in p.bases.iter().flatten() {
-            if own[b.origin as usize] < b.number {
-                return Outcome::Waiting;
-            }
+        match retain::prerequisites(&own, p) {
+            Prerequisites::Held => {}
+            Prerequisites::Wait => return Outcome::Waiting,
+            Prerequisites::BehindRetention => return Outcome::Refused(retain::BEHIND_RETENTION),
         }
         for b in p.bases.iter().flatten() {
-            if r.entry(b.origin, b.number) != Some(b) {
+            if r.hash_known(b.origin, b.number) && r.entry(b.origin, b.number) != Some(b) {
                 return Outcome::Refused("divergent at the base");
             }
         }
@@ -768,7 +855,7 @@ impl ProtocolModel {
         for e in &p.entries {
             let h = n.log[e.origin as usize].len() as u8;
             if e.number <= h {
-                if n.entry(e.origin, e.number) != Some(e) {
+                if n.hash_known(e.origin, e.number) && n.entry(e.origin, e.number) != Some(e) {
                     return Outcome::Refused("divergent entry under a held number");
                 }
                 continue;
@@ -796,6 +883,7 @@ impl ProtocolModel {
         if p.sender_inc > n.inc[p.from as usize] {
             n.inc[p.from as usize] = p.sender_inc;
         }
+        n.take_report(me, p);
         if recovering {
             self.maybe_complete(&mut n, me, life, false);
         }
@@ -983,6 +1071,9 @@ impl ProtocolModel {
         {
             s.stale_applied = true;
         }
+        if out == Outcome::Refused(retain::BEHIND_RETENTION) {
+            s.behind = true;
+        }
         out
     }
 
@@ -1160,16 +1251,23 @@ impl Model for ProtocolModel {
             if actor && s.backups_taken[iu] < b.backups && !r.is_locked() {
                 actions.push(Action::Backup(i));
             }
-            if actor && s.backups[iu].is_some() && total_restores < b.restores && !r.restored {
+            let young_backup = matches!(&s.backups[iu], Some(c) if c.taken_at == s.time);
+            if actor && young_backup && total_restores < b.restores && !r.restored {
                 actions.push(Action::Restore(i));
             }
             // On a locked store it starts a new restoration; while recovering it amends one.
             if r.is_locked() || r.recovering.is_some() {
                 actions.push(Action::RestoreReplica(i));
             }
-            if actor && s.backups[iu].is_some() && s.rollbacks < b.rollbacks && !r.is_locked() {
+            if actor && young_backup && s.rollbacks < b.rollbacks && !r.is_locked() {
                 actions.push(Action::Rollback(i));
             }
+            if self.can_scrub(s, i) {
+                actions.push(Action::Scrub(i));
+            }
+        }
+        if self.can_tick(s) {
+            actions.push(Action::Tick);
         }
         for p in &s.net {
             actions.push(Action::Deliver(p.clone()));
@@ -1206,7 +1304,9 @@ impl Model for ProtocolModel {
                 s.net.remove(&p);
             }
             Action::Backup(i) => {
-                s.backups[i as usize] = Some(s.reps[i as usize].clone());
+                let mut copy = s.reps[i as usize].clone();
+                copy.taken_at = s.time;
+                s.backups[i as usize] = Some(copy);
                 s.backups_taken[i as usize] += 1;
             }
             Action::Restore(i) => {
@@ -1218,6 +1318,14 @@ impl Model for ProtocolModel {
                 s.life[i as usize] += 1;
             }
             Action::RestoreReplica(i) => self.restorereplica(&mut s, i),
+            Action::Scrub(i) => {
+                self.scrub(&mut s, i);
+                s.scrubs += 1;
+            }
+            Action::Tick => {
+                s.time += 1;
+                s.ticks += 1;
+            }
             Action::Rollback(i) => {
                 s.reps[i as usize] = s.backups[i as usize].clone()?;
                 s.rollbacks += 1;
@@ -1236,10 +1344,11 @@ impl Model for ProtocolModel {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        vec![
+        let mut props = vec![
             Property::always(props::NO_REUSE, |_, s: &State| no_reuse(s)),
             Property::always(props::NO_STALE_APPLY, |_, s: &State| !s.stale_applied),
             Property::always(props::NO_LOSS, |_, s: &State| no_loss(s)),
+            Property::always(props::NEVER_BEHIND, |_, s: &State| retain::never_behind(s)),
             Property::always(props::COMPLETION, |m: &ProtocolModel, s: &State| {
                 m.stats.healed.fetch_add(1, Ordering::Relaxed);
                 match m.heal(s) {
@@ -1267,7 +1376,13 @@ impl Model for ProtocolModel {
             Property::sometimes(props::SOME_TWO_RECOVERING, |_, s: &State| {
                 s.reps.iter().filter(|r| r.recovering.is_some()).count() >= 2
             }),
-        ]
+        ];
+        if self.bounds.scrubs > 0 {
+            props.push(Property::sometimes(props::SOME_SCRUBBED, |_, s: &State| {
+                s.reps.iter().any(|r| r.dropped.iter().any(|d| *d > 0))
+            }));
+        }
+        props
     }
 }
 
@@ -1317,6 +1432,9 @@ pub fn describe(s: &State) -> String {
                 acks.join(",")
             ));
         }
+        if r.dropped.iter().any(|d| *d > 0) {
+            out.push_str(&format!(" scrubbed {}", row_str(&r.dropped)));
+        }
         if r.restored {
             out.push_str(" RESTORED");
         }
@@ -1343,6 +1461,9 @@ pub fn describe(s: &State) -> String {
     }
     for p in &s.net {
         out.push_str(&format!("  in flight: {p}\n"));
+    }
+    if s.time > 0 {
+        out.push_str(&format!("  restore windows passed: {}\n", s.time));
     }
     out
 }

@@ -2,7 +2,9 @@
 //! number of states explored, each property's verdict and any counterexample path.
 //!
 //! Usage: `msite-model [--writes N] [--backups N] [--restores N] [--rollbacks N] [--packets N]
-//! [--in-flight N] [--actors A,B,C] [--threads N] [--depth N] [--mutation NAME]`. Without bounds it checks a
+//! [--in-flight N] [--scrubs N] [--ticks N] [--actors A,B,C] [--threads N] [--depth N]
+//! [--mutation NAME]`. `--scrubs` bounds `msite scrub` runs and `--ticks` the restore windows
+//! that pass (retention, `msite_model::retain`). Without bounds it checks a
 //! built-in suite of configurations ([`msite_model::suite`]). Exits 1 when a safety or completion property
 //! is violated (reachability properties are informative), 2 on bad arguments. `--mutation`
 //! checks a deliberately broken protocol (see [`msite_model::Mutation`]), with the suite or
@@ -44,6 +46,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--rollbacks" => b.rollbacks = num(val()?)?,
             "--packets" => b.packets = num(val()?)?,
             "--in-flight" => b.in_flight = num(val()?)? as usize,
+            "--scrubs" => b.scrubs = num(val()?)?,
+            "--ticks" => b.ticks = num(val()?)?,
             "--threads" => threads = num(val()?)?.max(1) as usize,
             "--depth" => {
                 depth = Some(
@@ -103,7 +107,7 @@ fn main() -> ExitCode {
             if !e.is_empty() {
                 eprintln!("msite-model: {e}");
             }
-            eprintln!("usage: msite-model [--writes N] [--backups N] [--restores N] [--rollbacks N] [--packets N] [--in-flight N] [--actors A,B,C] [--threads N] [--depth N] [--mutation NAME]");
+            eprintln!("usage: msite-model [--writes N] [--backups N] [--restores N] [--rollbacks N] [--packets N] [--in-flight N] [--scrubs N] [--ticks N] [--actors A,B,C] [--threads N] [--depth N] [--mutation NAME]");
             eprintln!("without bounds, checks the built-in suite of configurations");
             return ExitCode::from(2);
         }

@@ -14,6 +14,8 @@ fn small() -> Bounds {
         in_flight: 2,
         packets: 4,
         actors: vec![0],
+        scrubs: 0,
+        ticks: 0,
     }
 }
 
@@ -353,6 +355,8 @@ fn backup_while_recovering_small() -> Bounds {
         in_flight: 2,
         packets: 4,
         actors: vec![0],
+        scrubs: 0,
+        ticks: 0,
     }
 }
 
@@ -466,4 +470,115 @@ fn provisional_answer_from_a_younger_restoration_does_not_complete() {
     let s = younger_restoration_answers_provisionally(&m);
     assert!(s.reps[0].recovering.is_none(), "{}", describe(&s));
     assert!(!no_reuse(&s), "{}", describe(&s));
+}
+
+/// B writes B1 and sends it to A and C; A and C each write and send theirs to the other
+/// (the model has no empty packets, so a report travels with an entry). A and C then hold
+/// both siblings' reports of holding B1. B backed up before writing.
+fn siblings_report_b1(m: &ProtocolModel) -> State {
+    let mut s = m.initial();
+    s = step(m, &s, Action::Backup(1));
+    s = step(m, &s, Action::Write(1));
+    s = export_deliver(m, &s, 1, 0);
+    s = export_deliver(m, &s, 1, 2);
+    s = step(m, &s, Action::Write(0));
+    s = export_deliver(m, &s, 0, 2);
+    s = step(m, &s, Action::Write(2));
+    export_deliver(m, &s, 2, 0)
+}
+
+fn retention_bounds() -> Bounds {
+    Bounds {
+        scrubs: 4,
+        ticks: 1,
+        ..small()
+    }
+}
+
+#[test]
+fn a_scrub_drops_only_what_every_sibling_acknowledged_a_window_ago() {
+    let m = ProtocolModel::new(retention_bounds());
+    let mut s = siblings_report_b1(&m);
+    s = step(&m, &s, Action::Scrub(0));
+    assert_eq!(
+        s.reps[0].dropped, [0; N],
+        "the first scrub starts the clock"
+    );
+    s = step(&m, &s, Action::Tick);
+    s = step(&m, &s, Action::Scrub(0));
+    assert_eq!(
+        s.reps[0].dropped,
+        [0, 1, 0],
+        "only B1: B has not reported A1"
+    );
+    assert!(
+        !step_enabled(&m, &s, Action::Restore(1)),
+        "B's backup is a window old: the premise forbids restoring from it"
+    );
+    // A backup taken now holds what A dropped; B restored from it recovers.
+    s = step(&m, &s, Action::Backup(1));
+    s = step(&m, &s, Action::Restore(1));
+    s = step(&m, &s, Action::RestoreReplica(1));
+    let (h, _) = m.heal(&s).expect("heals");
+    assert!(healed(&h) && retain::never_behind(&h), "{}", describe(&h));
+}
+
+/// A and C scrub without a window passing; B is then restored from its backup.
+fn scrub_at_once_then_restore(m: &ProtocolModel) -> State {
+    let mut s = siblings_report_b1(m);
+    s = step(m, &s, Action::Scrub(0));
+    s = step(m, &s, Action::Scrub(2));
+    s = step(m, &s, Action::Restore(1));
+    step(m, &s, Action::RestoreReplica(1))
+}
+
+#[test]
+fn scrubbing_without_the_window_is_caught() {
+    let m = ProtocolModel::new(retention_bounds());
+    let s = scrub_at_once_then_restore(&m);
+    assert_eq!(s.reps[0].dropped, [0; N]);
+    let (h, _) = m.heal(&s).expect("heals");
+    assert!(healed(&h), "{}", describe(&h));
+
+    let m = ProtocolModel::mutated(retention_bounds(), Mutation::ScrubWithoutWindow);
+    let s = scrub_at_once_then_restore(&m);
+    assert_eq!(s.reps[0].dropped, [0, 1, 0], "{}", describe(&s));
+    assert_eq!(s.reps[2].dropped, [0, 1, 0], "{}", describe(&s));
+    let e = m.heal(&s).expect_err("B cannot get B1 back");
+    assert_eq!(e.1, "a replica is still recovering", "{}", describe(&e.0));
+}
+
+/// B writes, exports to A and C (both packets are lost) and scrubs across a window.
+fn scrub_with_packets_lost(m: &ProtocolModel) -> State {
+    let mut s = m.initial();
+    s = step(m, &s, Action::Write(1));
+    s = step(m, &s, Action::Export(1, 0));
+    s = step(m, &s, Action::Export(1, 2));
+    s = step(m, &s, Action::Scrub(1));
+    s = step(m, &s, Action::Tick);
+    s = step(m, &s, Action::Scrub(1));
+    for p in s.net.clone() {
+        s = step(m, &s, Action::Lose(p));
+    }
+    s
+}
+
+#[test]
+fn scrubbing_by_estimate_is_caught() {
+    let m = ProtocolModel::new(retention_bounds());
+    let s = scrub_with_packets_lost(&m);
+    assert_eq!(s.reps[1].dropped, [0; N], "nobody reported B1");
+    let (h, _) = m.heal(&s).expect("heals");
+    assert!(healed(&h), "{}", describe(&h));
+
+    let m = ProtocolModel::mutated(retention_bounds(), Mutation::ScrubByEstimate);
+    let s = scrub_with_packets_lost(&m);
+    assert_eq!(s.reps[1].dropped, [0, 1, 0], "{}", describe(&s));
+    let e = m.heal(&s).expect_err("A and C never get B1");
+    assert_eq!(
+        e.1,
+        "no replica is recovering but the replicas did not converge",
+        "{}",
+        describe(&e.0)
+    );
 }
