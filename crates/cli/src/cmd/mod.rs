@@ -7,6 +7,7 @@ pub mod demo;
 pub mod family;
 pub mod fork;
 pub mod keys;
+pub mod lspacket;
 pub mod resend;
 pub mod restore;
 pub mod scrub;
@@ -147,7 +148,7 @@ pub enum Command {
     )]
     Syncreplica(sync::Syncreplica),
     /// Show what packet files or the bays hold, and whether they can be imported here.
-    Lspacket(sync::Lspacket),
+    Lspacket(lspacket::Lspacket),
     /// Show the epoch matrix: what this replica holds and believes its siblings hold.
     Lsepoch(sync::Lsepoch),
     /// Set what this replica believes a sibling holds (its estimate row).

@@ -407,7 +407,7 @@ fn incoming(site: &Site) -> anyhow::Result<(Vec<BayPacket>, usize)> {
     let mut out = Vec::new();
     for g in groups.iter().take(MAX_LISTED) {
         let (verdict, here) = if g.complete() {
-            crate::cmd::sync::assess(site, g)?
+            crate::cmd::lspacket::assess(site, g)?
         } else {
             (
                 "incomplete",
