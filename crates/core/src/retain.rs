@@ -119,6 +119,28 @@ impl std::fmt::Display for OriginScrub {
     }
 }
 
+/// Where a sibling stands against this replica's retention (`msite status` warns with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiblingRetention {
+    /// This replica has dropped nothing.
+    Whole,
+    /// By its own word the sibling holds everything this replica dropped (or it never said).
+    Covered,
+    /// By its own word it lacks entries `first..=last` of `origin`, which this replica no
+    /// longer keeps: it must be re-created if it really lacks them. `exact`: its restore
+    /// request says so (it does lack them); otherwise its last report does.
+    Behind {
+        /// The origin's name.
+        origin: String,
+        /// The first entry it lacks.
+        first: u64,
+        /// The last entry dropped here.
+        last: u64,
+        /// Whether a restore request (not only a report) says so.
+        exact: bool,
+    },
+}
+
 /// What `msite scrub` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScrubReport {
@@ -585,6 +607,28 @@ impl<S: Store> Replica<S> {
             return Ok((true, Some(r.row)));
         }
         Ok((false, self.reported_row(target)?))
+    }
+
+    /// Where `sibling` stands against this replica's retention: whether what it holds, by
+    /// its restore request or its last report, reaches every chain base here.
+    pub fn sibling_retention(&self, sibling: &ReplicaId) -> Result<SiblingRetention> {
+        let bases = retained_bases(&self.store)?;
+        if bases.is_empty() {
+            return Ok(SiblingRetention::Whole);
+        }
+        let (exact, Some(known)) = self.known_held_by(sibling)? else {
+            return Ok(SiblingRetention::Covered);
+        };
+        let behind = bases.into_iter().find(|(o, d)| known.get(o) < *d);
+        Ok(match behind {
+            None => SiblingRetention::Covered,
+            Some((o, d)) => SiblingRetention::Behind {
+                origin: self.replica_name(&o),
+                first: known.get(&o) + 1,
+                last: d,
+                exact,
+            },
+        })
     }
 
     /// A packet that must wait for entries its sender no longer keeps (its comment names

@@ -115,6 +115,7 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}\
 th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left;vertical-align:top}\
 th{background:#eee}td.n{text-align:right}\
 tr.late td{background:#fff3cd}tr.never td{background:#f8d7da}\
+td.at_risk{background:#fff3cd}td.behind{background:#f8d7da}\
 .state-normal{color:#155724}.state-locked{color:#721c24;font-weight:bold}\
 nav a{margin-right:1em}small{color:#555}";
 
@@ -213,7 +214,7 @@ fn sibling_table(d: &StatusDoc) -> Markup {
     html! {
         @if d.siblings.is_empty() { p { "No siblings yet." } } @else {
             table #siblings {
-                tr { th { "Sibling" } th { "Heard" } th { "Last in" } th { "Last out" } th { "They lack" } th { "We lack" } th { "Waiting" } th { "Refused" } th { "Restore" } }
+                tr { th { "Sibling" } th { "Heard" } th { "Last in" } th { "Last out" } th { "They lack" } th { "We lack" } th { "Waiting" } th { "Refused" } th { "Restore" } th { "Retention" } }
                 @for s in &d.siblings {
                     tr class=(s.heard) {
                         td { (s.name) }
@@ -225,6 +226,10 @@ fn sibling_table(d: &StatusDoc) -> Markup {
                         td.n { (s.waiting) }
                         td.n { (s.refused) }
                         td { @if s.awaited { "awaited" } @else { "-" } }
+                        td class=(s.retention.state) {
+                            (s.retention.state)
+                            @if let Some(note) = &s.retention.note { br; small { (note) } }
+                        }
                     }
                 }
             }
@@ -312,7 +317,8 @@ mod tests {
                          "awaiting": [evil], "siblings_restoring": [evil] },
             "siblings": [{ "name": evil, "id": "00", "last_in": x, "last_out": x, "last_ok": null,
                 "last_ok_ms": null, "they_lack": 0, "we_lack": 0, "waiting": 0, "refused": 0,
-                "awaited": true, "heard": "late", "key_fingerprint": null }],
+                "awaited": true, "heard": "late", "key_fingerprint": null,
+                "retention": { "state": "behind", "note": evil } }],
             "incoming": [{ "packet": evil, "sender": evil, "bytes": 0, "verdict": "waiting", "here": evil }],
             "incoming_total": 1, "waiting_total": 1,
             "refused": [{ "file": evil, "sender": evil, "reason": evil, "time": "t" }],

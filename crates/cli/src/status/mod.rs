@@ -153,6 +153,92 @@ pub struct SiblingRow {
     pub heard: String,
     /// The fingerprint of its signing key; always null until packets are signed.
     pub key_fingerprint: Option<String>,
+    /// Where it stands against this replica's oplog retention.
+    #[serde(default)]
+    pub retention: RetentionStanding,
+}
+
+/// Where a sibling stands against this replica's retention (docs/protocol.md §9).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RetentionStanding {
+    /// `off` (no restore window here), `ok`, `at_risk` (not heard from for more than half
+    /// the window: a restore request of its may come after entries it needs are dropped) or
+    /// `behind` (by its own word it lacks entries this replica no longer keeps; also when
+    /// retention is off now but dropped them earlier).
+    pub state: String,
+    /// The sentence for the operator, unless `off` or `ok`.
+    pub note: Option<String>,
+}
+
+impl RetentionStanding {
+    fn new(state: &str, note: Option<String>) -> Self {
+        RetentionStanding {
+            state: state.to_string(),
+            note,
+        }
+    }
+}
+
+/// Where sibling `name` stands against retention here, given when it was last heard from.
+fn retention_standing(
+    site: &Site,
+    id: &ReplicaId,
+    name: &str,
+    heard_ms: Option<u64>,
+    now_ms: u64,
+) -> anyhow::Result<RetentionStanding> {
+    let r = &site.replica;
+    let silent_ms = heard_ms.map(|at| now_ms.saturating_sub(at));
+    Ok(classify_retention(
+        name,
+        r.sibling_retention(id)?,
+        r.retention_window()?,
+        silent_ms,
+    ))
+}
+
+/// The standing of sibling `name` from where its word puts it, the restore window here
+/// (None: off) and how long it has been silent (None: never heard from).
+fn classify_retention(
+    name: &str,
+    sibling: msite_core::retain::SiblingRetention,
+    window_ms: Option<u64>,
+    silent_ms: Option<u64>,
+) -> RetentionStanding {
+    use msite_core::retain::{window_text, SiblingRetention};
+    if let SiblingRetention::Behind {
+        origin,
+        first,
+        last,
+        exact,
+    } = sibling
+    {
+        let by = match exact {
+            true => "its restore request",
+            false => "its last report",
+        };
+        let note = format!(
+            "{} lacks entries {first}..{last} of origin {} by {by}, and this replica no longer keeps them (retention): if it does lack them, re-create it from a fresh creation packet",
+            util::esc(name),
+            util::esc(&origin)
+        );
+        return RetentionStanding::new("behind", Some(note));
+    }
+    let Some(window) = window_ms else {
+        return RetentionStanding::new("off", None);
+    };
+    // A window of 0 drops what every sibling holds at once: no silence is too long for it.
+    if window == 0 || silent_ms.is_none_or(|s| s <= window / 2) {
+        return RetentionStanding::new("ok", None);
+    }
+    RetentionStanding::new(
+        "at_risk",
+        Some(format!(
+            "{} has not been heard from for more than half the restore window ({}): if it is restored from a backup now, its restore request may arrive after this replica dropped entries it needs, and it would have to be re-created",
+            util::esc(name),
+            window_text(Some(window))
+        )),
+    )
 }
 
 /// One packet exchanged, from the history.
@@ -380,6 +466,7 @@ fn sibling_row(
         awaited: false,
         heard: heard.to_string(),
         key_fingerprint: r.public_key(id)?.map(|k| msite_core::sync::fingerprint(&k)),
+        retention: retention_standing(site, id, &name, last_in.map(|x| x.at_ms), opts.now_ms)?,
         name,
     })
 }
@@ -552,4 +639,60 @@ fn epoch(site: &Site) -> anyhow::Result<Epoch> {
         origins: origins.iter().map(|o| r.replica_name(o)).collect(),
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use msite_core::retain::SiblingRetention;
+
+    use super::*;
+
+    const DAY: u64 = 86_400_000;
+
+    #[test]
+    fn a_sibling_silent_for_more_than_half_the_window_is_at_risk() {
+        let standing = |window, silent| {
+            classify_retention("sanfran", SiblingRetention::Covered, window, silent).state
+        };
+        assert_eq!(standing(None, Some(30 * DAY)), "off");
+        assert_eq!(standing(Some(DAY), Some(DAY / 2)), "ok");
+        assert_eq!(
+            standing(Some(DAY), None),
+            "ok",
+            "never heard: holds nothing back"
+        );
+        assert_eq!(standing(Some(0), Some(30 * DAY)), "ok");
+        let at_risk = classify_retention("sanfran", SiblingRetention::Whole, Some(DAY), Some(DAY));
+        assert_eq!(at_risk.state, "at_risk");
+        let note = at_risk.note.unwrap();
+        assert!(
+            note.contains(
+                "sanfran has not been heard from for more than half the restore window (1d)"
+            ),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn a_sibling_behind_is_named_with_its_entries_even_with_retention_off_now() {
+        let behind = SiblingRetention::Behind {
+            origin: "boston\u{1b}[31m".into(),
+            first: 1200,
+            last: 1400,
+            exact: false,
+        };
+        let s = classify_retention("sanfran", behind, None, None);
+        assert_eq!(s.state, "behind");
+        let note = s.note.unwrap();
+        assert!(
+            note.contains(
+                "sanfran lacks entries 1200..1400 of origin boston\\u{1b}[31m by its last report"
+            ),
+            "{note}"
+        );
+        assert!(
+            !note.contains('\u{1b}'),
+            "no raw control characters: {note}"
+        );
+    }
 }

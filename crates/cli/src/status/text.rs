@@ -13,6 +13,11 @@ const SHOWN: usize = 10;
 pub fn lines(doc: &StatusDoc) -> Vec<String> {
     let mut out = vec![header(doc)];
     out.extend(siblings(doc));
+    for s in &doc.siblings {
+        if let Some(note) = &s.retention.note {
+            out.push(format!("Retention: {note}."));
+        }
+    }
     if !doc.retired.is_empty() {
         let names: Vec<String> = doc.retired.iter().map(|n| util::esc(n)).collect();
         out.push(format!(

@@ -85,3 +85,49 @@ fn serve_scrubs_when_a_window_is_set() {
     assert_ne!(lab.digest("boston"), digest, "b.c arrived");
     assert_eq!(lab.digest("boston"), lab.digest("sanfran"));
 }
+
+/// A spoke restored from a backup older than what the hub dropped is shown as behind
+/// retention by the hub's status, with the way out; the other spoke is not.
+#[test]
+fn status_shows_a_sibling_behind_retention() {
+    let lab = Lab::hub(None);
+    lab.ok(&["-C", "sanfran", "backup", "bk"]);
+    lab.write("a.c", "int a;\n");
+    lab.ok(&["-C", "boston", "checkin", "a.c", "a.c"]);
+    lab.settle();
+    let off = lab.json(&["-C", "boston", "status", "--json"]);
+    assert_eq!(off["siblings"][0]["retention"]["state"], "off", "{off}");
+    lab.ok(&["-C", "boston", "scrub", "--keep", "0"]);
+    let ok = lab.json(&["-C", "boston", "status", "--json"]);
+    assert_eq!(ok["siblings"][1]["retention"]["state"], "ok", "{ok}");
+    std::fs::remove_dir_all(lab.path("sanfran/store")).expect("rm store");
+    lab.ok(&["restore", "bk", "sanfran"]);
+    lab.ok(&["-C", "sanfran", "restorereplica"]);
+    lab.send("sanfran", "boston");
+    lab.import("boston");
+    let v = lab.json(&["-C", "boston", "status", "--json"]);
+    let row = |name: &str| {
+        v["siblings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no sibling {name}: {v}"))
+    };
+    assert_eq!(row("bangalore")["retention"]["state"], "ok", "{v}");
+    let sanfran = row("sanfran");
+    assert_eq!(sanfran["retention"]["state"], "behind", "{v}");
+    let note = sanfran["retention"]["note"].as_str().unwrap();
+    assert!(
+        note.contains("sanfran lacks entries")
+            && note.contains("of origin boston by its restore request"),
+        "{note}"
+    );
+    assert!(
+        note.contains("re-create it from a fresh creation packet"),
+        "{note}"
+    );
+    let text = lab.ok(&["-C", "boston", "status"]);
+    assert!(text.contains("Retention: sanfran lacks entries"), "{text}");
+}

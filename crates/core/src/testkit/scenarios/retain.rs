@@ -1,7 +1,7 @@
 //! Oplog retention (docs/protocol.md §9): what `msite scrub` drops, that the object base and
 //! the hash chains survive it, and the refusal a sibling behind retention gets on both sides.
 
-use crate::retain::{Kept, ScrubReport};
+use crate::retain::{Kept, ScrubReport, SiblingRetention};
 use crate::{CoreError, ImportOutcome, Refusal};
 
 use super::*;
@@ -158,10 +158,14 @@ pub fn case_restore_from_a_backup_older_than_the_window_is_refused_on_both_sides
     let backup_row = f.sites[1].own_row().unwrap();
     f.sites[0].checkin("f0", "main", b"after", "u", "").unwrap();
     f.settle(&mesh(3));
+    let standing =
+        |f: &Family<'_, F>, sibling: usize| f.sites[0].sibling_retention(&f.id(sibling)).unwrap();
+    assert_eq!(standing(&f, 1), SiblingRetention::Whole);
     for i in [0, 2] {
         f.sites[i].set_retention_window(Some(0)).unwrap();
         f.sites[i].scrub(false).unwrap();
     }
+    assert_eq!(standing(&f, 1), SiblingRetention::Covered);
     f.restore(1, &backup);
     f.sites[1].restorereplica(&[], false).unwrap();
     let digest = f.sites[1].digest().unwrap();
@@ -170,11 +174,17 @@ pub fn case_restore_from_a_backup_older_than_the_window_is_refused_on_both_sides
         f.import(0, req),
         Ok(ImportOutcome::Applied { .. })
     ));
+    let first = backup_row.get(&f.id(0)) + 1;
+    assert!(
+        matches!(standing(&f, 1), SiblingRetention::Behind { origin, first: n, exact: true, .. } if origin == "r0" && n == first),
+        "{:?}",
+        standing(&f, 1)
+    );
+    assert_eq!(standing(&f, 2), SiblingRetention::Covered);
     let plan = f.sites[0]
         .plan_export(&f.id(1))
         .unwrap()
         .expect("an answer");
-    let first = backup_row.get(&f.id(0)) + 1;
     let expected = format!("replica r1 needs entries {first}..");
     let said = plan.refusals.join("\n");
     assert!(said.contains(&expected), "{said}");
