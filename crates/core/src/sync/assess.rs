@@ -233,7 +233,7 @@ impl<S: Store> Replica<S> {
     /// request of a restoration already completed here is simply over.) Not while this
     /// replica recovers: it needs the sender's packets to complete, and the sender may refuse
     /// ours until they arrive (a recovering copy holding retired entries, K13), so the older
-    /// request is ignored instead (seed 50032171 deadlocked).
+    /// request is ignored instead: refusing it there could leave both waiting for ever.
     fn relays_older_request(&self, h: &wire::Header, sender: &str) -> Result<Option<Refusal>> {
         for c in &h.controls {
             let wire::Control::RestoreRequest {
