@@ -121,6 +121,9 @@ pub mod peers {
     /// An entry a fork decision gave up here, with its content, kept until the operator
     /// writes it out (tag, origin, number; `fork.rs`).
     pub const GIVEN_UP: u8 = 30;
+    /// The newest signed report of a sibling's own row received here (tag, replica), kept
+    /// to relay to a restoring replica (`sync/reports.rs`).
+    pub const REPORT: u8 = 40;
 }
 
 /// Peers key of the owner's signature of a control record whose signed message hashes to

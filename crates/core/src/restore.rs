@@ -106,6 +106,17 @@ impl Recovering {
         })
     }
 
+    /// This restoration amended by `restorereplica`: the incarnation is kept, the awaited set
+    /// becomes `awaited_ids`, and acknowledgements already received still count.
+    fn amended(mut self, awaited_ids: &[ReplicaId], explicit: bool) -> Self {
+        self.awaited = awaited_ids
+            .iter()
+            .map(|id| (*id, self.acks.get(id).copied()))
+            .collect();
+        self.explicit = explicit;
+        self
+    }
+
     /// Records an acknowledgement from `acker` for this incarnation.
     /// A numbered acknowledgement: the acker's own answer, in its own oplog order, so it
     /// supersedes provisional ones (which may have counted entries the acker has since given
@@ -398,69 +409,19 @@ impl<S: Store> Replica<S> {
         also: &[ReplicaId],
         override_: bool,
     ) -> Result<RestoreStart> {
-        for w in wait_for.iter().chain(also) {
-            if *w == self.me {
-                return Err(CoreError::Invalid(
-                    "a replica cannot wait for itself".into(),
-                ));
-            }
+        if wait_for.iter().chain(also).any(|w| *w == self.me) {
+            return Err(CoreError::Invalid(
+                "a replica cannot wait for itself".into(),
+            ));
         }
         let mut txn = Txn::new(&self.store);
-        // A store put back from a backup (or found rolled back) always starts a new
-        // restoration, even when the backup was taken while an earlier one was in progress:
-        // amending that record would keep an incarnation whose old packets still pass, and the
-        // siblings, which saw this replica get further under it, would never resend.
-        let copied = txn.get(Keyspace::Meta, keys::RESTORED)?.is_some()
-            || txn.get(Keyspace::Meta, keys::ROLLED_BACK)?.is_some();
-        let existing = if copied {
-            None
-        } else {
-            Self::recovering_in(&txn)?
-        };
+        let existing = Self::restoration_to_amend(&txn)?;
         let amended = existing.is_some();
-        let mut siblings = self.known_siblings()?;
-        siblings.extend(also.iter().copied());
-        let siblings: Vec<ReplicaId> = siblings.into_iter().collect();
-        let awaited_ids: Vec<ReplicaId> = if wait_for.is_empty() {
-            siblings
-        } else {
-            wait_for.to_vec()
-        };
+        let awaited_ids = self.awaited_ids(wait_for, also)?;
+        let explicit = !wait_for.is_empty();
         let rec = match existing {
-            Some(mut rec) => {
-                // Amend: keep the incarnation; the awaited set becomes the new one, keeping
-                // acknowledgements already received.
-                let mut awaited = BTreeMap::new();
-                for id in &awaited_ids {
-                    awaited.insert(*id, rec.acks.get(id).copied());
-                }
-                rec.awaited = awaited;
-                rec.explicit = !wait_for.is_empty();
-                rec
-            }
-            None => {
-                let recorded = get_u64(
-                    &txn,
-                    Keyspace::Peers,
-                    &keys::peer(keys::peers::INCARNATION, &self.me),
-                )?;
-                let incarnation = self.env.now_ms().max(recorded + 1);
-                let row = crate::replica::read_row(&self.store, keys::OWN_PREFIX)?;
-                txn.put(
-                    Keyspace::Peers,
-                    &keys::peer(keys::peers::INCARNATION, &self.me),
-                    &incarnation.to_be_bytes(),
-                );
-                restart_packet_sequences(&mut txn)?;
-                Recovering {
-                    incarnation,
-                    row,
-                    explicit: !wait_for.is_empty(),
-                    awaited: awaited_ids.iter().map(|id| (*id, None)).collect(),
-                    acks: BTreeMap::new(),
-                    numbered: BTreeSet::new(),
-                }
-            }
+            Some(rec) => rec.amended(&awaited_ids, explicit),
+            None => self.new_restoration(&mut txn, &awaited_ids, explicit)?,
         };
         txn.delete(Keyspace::Meta, keys::RESTORED);
         txn.delete(Keyspace::Meta, keys::ROLLED_BACK);
@@ -477,6 +438,56 @@ impl<S: Store> Replica<S> {
             amended,
             awaiting,
             completed,
+        })
+    }
+
+    /// The restoration `restorereplica` amends: the one in progress, unless the store was put
+    /// back from a backup or found rolled back. Such a store always starts a new restoration,
+    /// even when the backup was taken while an earlier one was in progress: amending that
+    /// record would keep an incarnation whose old packets still pass, and the siblings, which
+    /// saw this replica get further under it, would never resend.
+    fn restoration_to_amend(txn: &Txn<'_, S>) -> Result<Option<Recovering>> {
+        let copied = txn.get(Keyspace::Meta, keys::RESTORED)?.is_some()
+            || txn.get(Keyspace::Meta, keys::ROLLED_BACK)?.is_some();
+        if copied {
+            Ok(None)
+        } else {
+            Self::recovering_in(txn)
+        }
+    }
+
+    /// The siblings a restoration awaits: `wait_for` when given, else every sibling this store
+    /// knows of and `also`.
+    fn awaited_ids(&self, wait_for: &[ReplicaId], also: &[ReplicaId]) -> Result<Vec<ReplicaId>> {
+        if !wait_for.is_empty() {
+            return Ok(wait_for.to_vec());
+        }
+        let mut siblings = self.known_siblings()?;
+        siblings.extend(also.iter().copied());
+        Ok(siblings.into_iter().collect())
+    }
+
+    /// A new restoration: incarnation `max(now, recorded + 1)`, the own row as restored, every
+    /// awaited sibling without an acknowledgement yet, and packet sequences restarted.
+    fn new_restoration(
+        &self,
+        txn: &mut Txn<'_, S>,
+        awaited_ids: &[ReplicaId],
+        explicit: bool,
+    ) -> Result<Recovering> {
+        let inc_key = keys::peer(keys::peers::INCARNATION, &self.me);
+        let recorded = get_u64(&*txn, Keyspace::Peers, &inc_key)?;
+        let incarnation = self.env.now_ms().max(recorded + 1);
+        let row = crate::replica::read_row(&self.store, keys::OWN_PREFIX)?;
+        txn.put(Keyspace::Peers, &inc_key, &incarnation.to_be_bytes());
+        restart_packet_sequences(txn)?;
+        Ok(Recovering {
+            incarnation,
+            row,
+            explicit,
+            awaited: awaited_ids.iter().map(|id| (*id, None)).collect(),
+            acks: BTreeMap::new(),
+            numbered: BTreeSet::new(),
         })
     }
 
@@ -521,8 +532,13 @@ impl<S: Store> Replica<S> {
             &keys::peer(keys::peers::COMPLETED, &self.me),
             &rec.incarnation.to_be_bytes(),
         );
-        // Our own provisional acknowledgements were answers given while we could not number
-        // entries; numbered acknowledgements replace them for requests still held.
+        self.number_provisional_acks(txn, ap)?;
+        Ok(true)
+    }
+
+    /// Our own provisional acknowledgements were answers given while we could not number
+    /// entries; at completion numbered acknowledgements replace them for requests still held.
+    fn number_provisional_acks(&self, txn: &mut Txn<'_, S>, ap: &mut Appender) -> Result<()> {
         let held = held_requests_in(txn)?;
         for (k, _) in txn.scan_prefix(Keyspace::Peers, &[keys::peers::PROV_ACK])? {
             if k.len() == 33 && k[17..33] == self.me.0 {
@@ -541,10 +557,12 @@ impl<S: Store> Replica<S> {
                 },
             )?;
         }
-        Ok(true)
+        Ok(())
     }
 
-    /// Handles a restore request received in a packet (directly or relayed).
+    /// Handles a restore request received in a packet (directly or relayed): a request that
+    /// is news is held for propagation, the estimate of its replica rolls back to its row,
+    /// and it is acknowledged (provisionally while this replica recovers itself).
     pub(crate) fn on_request(
         &self,
         txn: &mut Txn<'_, S>,
@@ -552,24 +570,55 @@ impl<S: Store> Replica<S> {
         req: &HeldRequest,
         notes: &mut Vec<String>,
     ) -> Result<()> {
-        // A retired replica's restoration concerns nobody (docs/protocol.md §10).
-        if req.replica != self.me && crate::retire::retirement_in(&*txn, &req.replica)?.is_some() {
+        if req.replica == self.me {
+            return self.on_own_request_echoed(txn, req, notes);
+        }
+        if !self.request_is_news(txn, req)? {
             return Ok(());
         }
-        if req.replica == self.me {
-            // Our own request, echoed back by a sibling. One newer than ours means this store
-            // is older than a restoration the family already saw (a clock that went back):
-            // move our request past it, or the siblings would ignore it as superseded.
-            if let Some(mut rec) = Self::recovering_in(txn)? {
-                if req.incarnation > rec.incarnation {
-                    let now_uses = self.move_request_past(txn, &mut rec, req.incarnation);
-                    notes.push(format!(
-                        "the family holds a newer restore request of this replica; this restoration now uses incarnation {}",
-                        incarnation_text(now_uses)
-                    ));
-                }
+        let key = keys::peer(keys::peers::REQUEST, &req.replica);
+        txn.put(Keyspace::Peers, &key, &enc_request(req));
+        txn.put(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::INCARNATION, &req.replica),
+            &req.incarnation.to_be_bytes(),
+        );
+        Self::roll_estimate_back(txn, req)?;
+        // Its reports about our packets restart under its new incarnation.
+        txn.delete(
+            Keyspace::Peers,
+            &keys::peer(keys::peers::RECV, &req.replica),
+        );
+        self.acknowledge_request(txn, ap, req, notes)
+    }
+
+    /// Our own request, echoed back by a sibling. One newer than ours means this store is
+    /// older than a restoration the family already saw (a clock that went back): move our
+    /// request past it, or the siblings would ignore it as superseded.
+    fn on_own_request_echoed(
+        &self,
+        txn: &mut Txn<'_, S>,
+        req: &HeldRequest,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        if let Some(mut rec) = Self::recovering_in(txn)? {
+            if req.incarnation > rec.incarnation {
+                let now_uses = self.move_request_past(txn, &mut rec, req.incarnation);
+                notes.push(format!(
+                    "the family holds a newer restore request of this replica; this restoration now uses incarnation {}",
+                    incarnation_text(now_uses)
+                ));
             }
-            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Whether another replica's request changes anything here. Not when that replica is
+    /// retired (its restoration concerns nobody, docs/protocol.md §10), when that restoration
+    /// is over (never resurrect it), or when the same request or a newer one is held.
+    fn request_is_news(&self, txn: &Txn<'_, S>, req: &HeldRequest) -> Result<bool> {
+        if crate::retire::retirement_in(txn, &req.replica)?.is_some() {
+            return Ok(false);
         }
         let completed = get_u64(
             txn,
@@ -577,31 +626,26 @@ impl<S: Store> Replica<S> {
             &keys::peer(keys::peers::COMPLETED, &req.replica),
         )?;
         if req.incarnation <= completed {
-            return Ok(()); // that restoration is over: never resurrect it
+            return Ok(false);
         }
-        let key = keys::peer(keys::peers::REQUEST, &req.replica);
-        if let Some(v) = txn.get(Keyspace::Peers, &key)? {
-            let held = dec_request(req.replica, &v)?;
-            if held.incarnation >= req.incarnation {
-                return Ok(()); // the same request, or one a newer request superseded
-            }
-        }
-        txn.put(Keyspace::Peers, &key, &enc_request(req));
-        txn.put(
-            Keyspace::Peers,
-            &keys::peer(keys::peers::INCARNATION, &req.replica),
-            &req.incarnation.to_be_bytes(),
-        );
-        // Roll the estimate back to what the replica now holds.
+        Ok(match held_request_of(txn, &req.replica)? {
+            Some(held) => held.incarnation < req.incarnation,
+            None => true,
+        })
+    }
+
+    /// Rolls the estimate of the requesting replica back to what it now holds: its request's
+    /// row, but not past a restore complete within it. The restored copy may be older than a
+    /// restoration of that origin that retired what the copy holds from that restoration's
+    /// restore complete on (K13). Without the hashes of the copy we cannot tell, so give back
+    /// from the earliest such restore complete within the carried row: where the copy holds
+    /// the same entries they are skipped, where it holds retired ones the replica sees the
+    /// newer timeline and replaces them.
+    fn roll_estimate_back(txn: &mut Txn<'_, S>, req: &HeldRequest) -> Result<()> {
         for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(&req.replica))? {
             txn.delete(Keyspace::Epochs, &k);
         }
         for (o, n) in &req.row.0 {
-            // The restored copy may be older than a restoration of `o` that retired what the
-            // copy holds from that restoration's restore complete on (K13). Without the hashes
-            // of the copy we cannot tell, so give back from the earliest such restore complete
-            // within the carried row: where the copy holds the same entries they are skipped,
-            // where it holds retired ones the replica sees the newer timeline and replaces them.
             let n = match Self::restore_complete_within(txn, o, 0, *n)? {
                 Some(c) => c - 1,
                 None => *n,
@@ -612,11 +656,19 @@ impl<S: Store> Replica<S> {
                 &n.to_be_bytes(),
             );
         }
-        // Its reports about our packets restart under its new incarnation.
-        txn.delete(
-            Keyspace::Peers,
-            &keys::peer(keys::peers::RECV, &req.replica),
-        );
+        Ok(())
+    }
+
+    /// Acknowledges a restore request with how many of its replica's entries we hold: a
+    /// numbered `RestoreAck`, or, while this replica recovers and may number nothing, a
+    /// provisional acknowledgement.
+    fn acknowledge_request(
+        &self,
+        txn: &mut Txn<'_, S>,
+        ap: &mut Appender,
+        req: &HeldRequest,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
         let held = get_u64(txn, Keyspace::Epochs, &keys::own(&req.replica))?;
         let name = self.replica_name(&req.replica);
         if Self::recovering_in(txn)?.is_some() {
@@ -1082,7 +1134,6 @@ impl<S: Store> Replica<S> {
 
     /// Protocol effects of applying an entry (beyond the object base).
     pub(crate) fn on_entry(&self, txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
-        let origin = &e.origin;
         match &e.op {
             Op::RmReplica { replica, .. } => self.on_retired(txn, replica)?,
             Op::DenyMaster { object, requester } if *requester == self.me => {
@@ -1095,89 +1146,130 @@ impl<S: Store> Replica<S> {
             } if *replica == self.me => {
                 if let Some(mut rec) = Self::recovering_in(txn)? {
                     if rec.incarnation == *incarnation {
-                        rec.record_numbered_ack(*origin, *held);
+                        rec.record_numbered_ack(e.origin, *held);
                         txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
                     }
                 }
             }
             Op::RestoreComplete { incarnation, row } => {
-                txn.put(
-                    Keyspace::Peers,
-                    &keys::restore_complete_at(origin, e.number),
-                    &[],
-                );
-                lower_estimates_below(txn, origin, e.number)?;
-                // Our own restore complete, given back while we recover under that (or an
-                // older) incarnation: that restoration already completed, and this store is a
-                // copy taken before it did (a snapshot rollback; K15). The siblings ignore a
-                // request they saw complete, so move to a new incarnation, as for a newer
-                // incarnation known elsewhere.
-                if let Some(mut rec) = Self::recovering_in(txn)?.filter(|_| *origin == self.me) {
-                    if rec.incarnation <= *incarnation {
-                        self.move_request_past(txn, &mut rec, *incarnation);
-                        restart_packet_sequences(txn)?;
-                    }
-                }
-                let ck = keys::peer(keys::peers::COMPLETED, origin);
-                if *incarnation > get_u64(txn, Keyspace::Peers, &ck)? {
-                    txn.put(Keyspace::Peers, &ck, &incarnation.to_be_bytes());
-                }
-                let rk = keys::peer(keys::peers::REQUEST, origin);
-                let mut newer_request = false;
-                if let Some(v) = txn.get(Keyspace::Peers, &rk)? {
-                    if dec_request(*origin, &v)?.incarnation <= *incarnation {
-                        txn.delete(Keyspace::Peers, &rk);
-                    } else {
-                        newer_request = true;
-                    }
-                }
-                for (k, v) in
-                    txn.scan_prefix(Keyspace::Peers, &keys::peer(keys::peers::PROV_ACK, origin))?
-                {
-                    let inc = Dec::new(&v, "provisional ack").u64()?;
-                    if inc <= *incarnation {
-                        txn.delete(Keyspace::Peers, &k);
-                    }
-                }
-                if *origin != self.me && !newer_request {
-                    // An older restoration's restore complete, arriving after a newer request
-                    // of the same replica, says nothing about what it holds now: the newer
-                    // request's row governs: an estimate above what the replica holds makes
-                    // every packet to it wait for entries it lost (K16).
-                    //
-                    // The carried row is exactly what the replica held when it completed. Set
-                    // the estimate to it rather than only raising: a sibling that never saw
-                    // the request (a partial --wait-for or --override restore) would otherwise
-                    // keep believing the replica holds entries it lost.
-                    for (k, _) in
-                        txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(origin))?
-                    {
-                        txn.delete(Keyspace::Epochs, &k);
-                    }
-                    for (o, n) in &row.0 {
-                        txn.put(
-                            Keyspace::Epochs,
-                            &keys::estimate(origin, o),
-                            &n.to_be_bytes(),
-                        );
-                    }
-                }
+                self.on_restore_complete(txn, &e.origin, e.number, *incarnation, row)?
             }
             Op::CreateReplica { replica, row, .. } if *replica != self.me => {
-                raise_estimate(txn, replica, row)?;
-                if let Some(mut rec) = Self::recovering_in(txn)? {
-                    // Not one whose acknowledgement already came (it may arrive before the
-                    // creation entry; K3).
-                    if !rec.explicit
-                        && !rec.awaited.contains_key(replica)
-                        && !rec.acks.contains_key(replica)
-                    {
-                        rec.awaited.insert(*replica, None);
-                        txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
-                    }
-                }
+                self.on_replica_created(txn, replica, row)?
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// A restore complete of `origin` numbered `number` is applied: the completed incarnation
+    /// is recorded, the request and provisional acknowledgements it ends are forgotten, and
+    /// the estimate of `origin` is set to the carried row.
+    fn on_restore_complete(
+        &self,
+        txn: &mut Txn<'_, S>,
+        origin: &ReplicaId,
+        number: u64,
+        incarnation: u64,
+        row: &Row,
+    ) -> Result<()> {
+        txn.put(
+            Keyspace::Peers,
+            &keys::restore_complete_at(origin, number),
+            &[],
+        );
+        lower_estimates_below(txn, origin, number)?;
+        // Our own restore complete, given back while we recover under that (or an older)
+        // incarnation: that restoration already completed, and this store is a copy taken
+        // before it did (a snapshot rollback; K15). The siblings ignore a request they saw
+        // complete, so move to a new incarnation, as for a newer incarnation known elsewhere.
+        if let Some(mut rec) = Self::recovering_in(txn)?.filter(|_| *origin == self.me) {
+            if rec.incarnation <= incarnation {
+                self.move_request_past(txn, &mut rec, incarnation);
+                restart_packet_sequences(txn)?;
+            }
+        }
+        let ck = keys::peer(keys::peers::COMPLETED, origin);
+        if incarnation > get_u64(txn, Keyspace::Peers, &ck)? {
+            txn.put(Keyspace::Peers, &ck, &incarnation.to_be_bytes());
+        }
+        let newer_request = Self::forget_completed_request(txn, origin, incarnation)?;
+        if *origin != self.me && !newer_request {
+            Self::set_estimate_to_completed_row(txn, origin, row)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `origin`'s request and the provisional acknowledgements of it up to the
+    /// completed `incarnation`. Returns whether a newer request of `origin` stays held.
+    fn forget_completed_request(
+        txn: &mut Txn<'_, S>,
+        origin: &ReplicaId,
+        incarnation: u64,
+    ) -> Result<bool> {
+        let rk = keys::peer(keys::peers::REQUEST, origin);
+        let mut newer_request = false;
+        if let Some(held) = held_request_of(&*txn, origin)? {
+            if held.incarnation <= incarnation {
+                txn.delete(Keyspace::Peers, &rk);
+            } else {
+                newer_request = true;
+            }
+        }
+        for (k, v) in
+            txn.scan_prefix(Keyspace::Peers, &keys::peer(keys::peers::PROV_ACK, origin))?
+        {
+            let inc = Dec::new(&v, "provisional ack").u64()?;
+            if inc <= incarnation {
+                txn.delete(Keyspace::Peers, &k);
+            }
+        }
+        Ok(newer_request)
+    }
+
+    /// Sets the estimate of `origin` to the row its restore complete carries: exactly what the
+    /// replica held when it completed. Set rather than only raised: a sibling that never saw
+    /// the request (a partial `--wait-for` or `--override` restore) would otherwise keep
+    /// believing the replica holds entries it lost. Not called when a newer request of
+    /// `origin` is held: an older restoration's restore complete arriving after it says
+    /// nothing about what the replica holds now, the newer request's row governs, and an
+    /// estimate above what the replica holds makes every packet to it wait (K16).
+    fn set_estimate_to_completed_row(
+        txn: &mut Txn<'_, S>,
+        origin: &ReplicaId,
+        row: &Row,
+    ) -> Result<()> {
+        for (k, _) in txn.scan_prefix(Keyspace::Epochs, &keys::estimate_prefix(origin))? {
+            txn.delete(Keyspace::Epochs, &k);
+        }
+        for (o, n) in &row.0 {
+            txn.put(
+                Keyspace::Epochs,
+                &keys::estimate(origin, o),
+                &n.to_be_bytes(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Another replica's creation entry is applied: its estimate rises to the row it started
+    /// with, and a restoration in default mode awaits it (unless its acknowledgement already
+    /// came: it may arrive before the creation entry, K3).
+    fn on_replica_created(
+        &self,
+        txn: &mut Txn<'_, S>,
+        replica: &ReplicaId,
+        row: &Row,
+    ) -> Result<()> {
+        raise_estimate(txn, replica, row)?;
+        if let Some(mut rec) = Self::recovering_in(txn)? {
+            if !rec.explicit
+                && !rec.awaited.contains_key(replica)
+                && !rec.acks.contains_key(replica)
+            {
+                rec.awaited.insert(*replica, None);
+                txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
+            }
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'M', b'S', b'P', 0x0d, 0x0a, 0x1a, 0x0a];
 /// The major format version this code writes and reads.
 pub const FORMAT_MAJOR: u16 = 1;
 /// The minor format version this code writes by default (and the newest it fully understands).
-pub const FORMAT_MINOR: u16 = 3;
+pub const FORMAT_MINOR: u16 = 4;
 /// The first minor version with content-piece records ([`REC_BLOB_PIECE`]).
 pub const MINOR_BLOB_PIECES: u16 = 1;
 /// The first minor version whose header carries keys, signed chain heads and the sender's
@@ -43,6 +43,8 @@ pub const MINOR_SIGNED: u16 = 2;
 pub const MINOR_FORK_DECISIONS: u16 = 3;
 /// The first minor version with content-delta records ([`REC_DELTA`]).
 pub const MINOR_DELTAS: u16 = 3;
+/// The first minor version whose targets carry signed reports (`SPEC.md` §3).
+pub const MINOR_REPORTS: u16 = 4;
 
 /// Length of the envelope.
 pub const ENVELOPE_LEN: usize = 48;

@@ -88,6 +88,27 @@ pub fn control_message(family: &wire::Id, control: &wire::Control) -> Vec<u8> {
     m
 }
 
+/// Domain separation of a report's signature.
+const REPORT_DOMAIN: &[u8] = b"msite report v1\0";
+
+/// The bytes a replica signs for a report of its own row ([`wire::SignedReport`], 1.4): the
+/// domain, the family and the report's msgpack encoding with its signature all zeros.
+pub fn report_message(family: &wire::Id, report: &wire::SignedReport) -> Vec<u8> {
+    let mut unsigned = report.clone();
+    unsigned.signature = wire::NO_SIGNATURE;
+    let body = rmp_serde::to_vec(&unsigned).expect("a report always encodes");
+    let mut m = Vec::with_capacity(REPORT_DOMAIN.len() + 16 + body.len());
+    m.extend_from_slice(REPORT_DOMAIN);
+    m.extend_from_slice(&family.0);
+    m.extend_from_slice(&body);
+    m
+}
+
+/// Whether a header carries reports (a field of minor version 1.4).
+pub fn uses_reports(h: &wire::Header) -> bool {
+    !h.reports.is_empty()
+}
+
 /// A control record as format 1.0 encodes it: without the 1.2 signature.
 #[derive(Serialize)]
 enum ControlV10<'a> {

@@ -373,8 +373,9 @@ pub enum Kind {
     ReplicaCreation,
 }
 
-/// The header of a packet (every physical part carries the same header).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The header of a packet (every physical part carries the same header). Serialized by hand
+/// (below) so that the optional trailing fields stay positional.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Header {
     /// The family.
     pub family: Id,
@@ -415,8 +416,74 @@ pub struct Header {
     /// (1.3) Fork repair decisions the sender holds (`SPEC.md` §3): every packet carries them
     /// all, so that every replica of the family gives up the same timeline. Omitted when
     /// empty, so a header without any is byte for byte a 1.2 header.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub fork_decisions: Vec<ForkDecision>,
+    /// (1.4) Rows that replicas stated about themselves, each signed by its replica
+    /// (`SPEC.md` §3): the sender's own, and those of siblings the sender relays to a
+    /// restoring target. Omitted when empty (and then `fork_decisions` is omitted when empty
+    /// too, so a header without either is a 1.2 header byte for byte); when present,
+    /// `fork_decisions` is written even when empty, to keep its position.
+    #[serde(default)]
+    pub reports: Vec<SignedReport>,
+}
+
+impl Serialize for Header {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        /// The signature as `#[serde(with = "hexbytes")]` writes it.
+        struct Sig<'a>(&'a Signature);
+        impl Serialize for Sig<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                hexbytes::serialize(self.0, s)
+            }
+        }
+        let reports = !self.reports.is_empty();
+        let decisions = reports || !self.fork_decisions.is_empty();
+        let mut st =
+            s.serialize_struct("Header", 15 + usize::from(decisions) + usize::from(reports))?;
+        st.serialize_field("family", &self.family)?;
+        st.serialize_field("family_name", &self.family_name)?;
+        st.serialize_field("sender", &self.sender)?;
+        st.serialize_field("sender_name", &self.sender_name)?;
+        st.serialize_field("sender_incarnation", &self.sender_incarnation)?;
+        st.serialize_field("targets", &self.targets)?;
+        st.serialize_field("bases", &self.bases)?;
+        st.serialize_field("sender_row", &self.sender_row)?;
+        st.serialize_field("controls", &self.controls)?;
+        st.serialize_field("created_ms", &self.created_ms)?;
+        st.serialize_field("new_replica", &self.new_replica)?;
+        st.serialize_field("comment", &self.comment)?;
+        st.serialize_field("keys", &self.keys)?;
+        st.serialize_field("heads", &self.heads)?;
+        st.serialize_field("signature", &Sig(&self.signature))?;
+        match decisions {
+            true => st.serialize_field("fork_decisions", &self.fork_decisions)?,
+            false => st.skip_field("fork_decisions")?,
+        }
+        match reports {
+            true => st.serialize_field("reports", &self.reports)?,
+            false => st.skip_field("reports")?,
+        }
+        st.end()
+    }
+}
+
+/// (1.4) A replica's statement of its own row ("this replica holds these entries"), signed by
+/// its key over [`crate::sign::report_message`], so that a relay can carry it to siblings that
+/// receive no packet of that replica, and cannot alter it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReport {
+    /// The replica whose row it is (and whose key signed it).
+    pub replica: Id,
+    /// The replica's incarnation when it made the statement.
+    pub incarnation: u64,
+    /// When it made the statement, ms since the Unix epoch at that replica.
+    pub made_ms: u64,
+    /// Its own row then.
+    pub row: Row,
+    /// The replica's signature.
+    #[serde(with = "hexbytes")]
+    pub signature: Signature,
 }
 
 /// (1.3) An operator's decision between two timelines of one origin (`msite repairfork`):

@@ -168,6 +168,8 @@ impl<S: Store> Replica<S> {
         let mut header = self.header(st.incarnation, to, bases, &own, controls)?;
         header.heads = self.heads_for(&ranges)?;
         header.comment = crate::retain::retained_comment(&self.store)?;
+        header.reports =
+            self.reports_for(target, st.incarnation, &own, recovering, target_recovering)?;
         // No estimate advances while either side recovers.
         let advance_to = (!target_recovering && !recovering).then_some(own);
         // Deltas against what the target holds only while neither side recovers, as above.
@@ -218,6 +220,7 @@ impl<S: Store> Replica<S> {
             heads: Vec::new(),
             signature: wire::NO_SIGNATURE,
             fork_decisions: self.fork_decisions_wire()?,
+            reports: Vec::new(),
         })
     }
 

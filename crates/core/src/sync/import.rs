@@ -243,6 +243,7 @@ impl<S: Store> Replica<S> {
         let mut notes = std::mem::take(&mut run.notes);
         self.apply_controls(&mut txn, &mut ap, &h.controls, &mut notes)?;
         self.take_news(&mut txn, h, &me_t, &sender_name, st.incarnation, &mut notes)?;
+        self.take_reports(&mut txn, &ReplicaId(h.sender.0), &h.reports)?;
         txn.put(Keyspace::Peers, &keys::imported(&pkt.packet_id), &[]);
         let unlocked = recovering && self.maybe_complete(&mut txn, &mut ap, false)?;
         if unlocked {

@@ -13,6 +13,8 @@
 //! - [`create`]: replica creation (§7).
 //! - [`trust`]: signing keys, packet signatures and origin-signed chain heads.
 //! - [`rekey`]: key rotation (`msite rekey`) and vouching for a lost key (`msite vouch`).
+//! - [`reports`]: siblings' signed statements of their rows, relayed to a restoring replica so
+//!   that its estimates of siblings it never hears from directly rise on evidence.
 
 mod ack;
 mod apply;
@@ -24,6 +26,7 @@ mod export;
 mod import;
 mod packet;
 mod rekey;
+mod reports;
 mod trust;
 
 pub use assess::{Assessment, Need};

@@ -219,6 +219,7 @@ fn any_header() -> impl Strategy<Value = Header> {
                 heads: vec![],
                 signature: NO_SIGNATURE,
                 fork_decisions: vec![],
+                reports: vec![],
             },
         )
 }

@@ -209,7 +209,7 @@ fn encoder_output_is_the_spec_layout() {
     assert!(ours == raw.build());
 }
 
-/// A target as a hypothetical format 1.3 might carry it: one field appended.
+/// A target as a hypothetical format 1.5 might carry it: one field appended.
 #[derive(Serialize)]
 struct TargetNext {
     replica: Id,
@@ -221,7 +221,7 @@ struct TargetNext {
     region: String,
 }
 
-/// The header of a hypothetical format 1.3: a nested and a top-level field appended.
+/// The header of a hypothetical format 1.5: a nested and a top-level field appended.
 #[derive(Serialize)]
 struct HeaderNext {
     family: Id,
@@ -241,6 +241,7 @@ struct HeaderNext {
     #[serde(with = "msite_packet::wire::hexbytes")]
     signature: [u8; 64],
     fork_decisions: Vec<msite_packet::wire::ForkDecision>,
+    reports: Vec<msite_packet::wire::SignedReport>,
     region: (u32, String),
 }
 
@@ -275,6 +276,7 @@ fn header_next() -> Vec<u8> {
         heads: h.heads,
         signature: h.signature,
         fork_decisions: h.fork_decisions,
+        reports: h.reports,
         region: (7, "emea".into()),
     };
     rmp_serde::to_vec(&next).unwrap()
@@ -296,11 +298,11 @@ fn newer_minor_version_is_read_skipping_what_is_unknown() {
             rec(0x11, &[]),
         ],
     );
-    // A minor version newer than this reader's (1.3 added fork decisions and content deltas).
-    raw.minor = 4;
+    // A minor version newer than this reader's (1.4 added signed reports).
+    raw.minor = 5;
     raw.flags = 0x01;
     let (info, header, recs) = decode_all(&raw.build()).unwrap();
-    assert_eq!(info.version, FormatVersion { major: 1, minor: 4 });
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 5 });
     assert_eq!(header, update_header());
     assert_eq!(recs, vec![Record::Entry(e.clone())]);
     // The same content claiming to be 1.0 is refused: 1.0 has no such fields or records.
@@ -586,4 +588,60 @@ fn content_deltas_decode_in_format_1_3_only() {
         decode_all(&raw.build()).unwrap_err(),
         DecodeError::Malformed { .. }
     ));
+}
+
+/// Format 1.4: a header's signed reports round-trip and keep `fork_decisions` in its place
+/// (written empty when only reports are present); a header without reports is a 1.3 header
+/// byte for byte; a 1.3 writer refuses reports rather than drop them, and a reader refuses a
+/// 1.3 packet that carries them.
+#[test]
+fn reports_need_minor_1_4_and_round_trip() {
+    let opts = |minor| WriteOptions {
+        minor,
+        ..WriteOptions::new(id(9))
+    };
+    let plain = update_header();
+    let a = encode_to_vec(Kind::Update, &plain, vec![], &opts(3)).unwrap();
+    let b = encode_to_vec(Kind::Update, &plain, vec![], &opts(4)).unwrap();
+    assert_eq!(a.len(), b.len(), "no reports: the same header bytes");
+    let mut with = plain.clone();
+    with.reports.push(SignedReport {
+        replica: id(5),
+        incarnation: 3,
+        made_ms: 1_700_000_400_000,
+        row: vec![RowCell {
+            origin: id(5),
+            number: 12,
+        }],
+        signature: [6; 64],
+    });
+    let bytes = encode_to_vec(Kind::Update, &with, vec![], &opts(4)).unwrap();
+    let (info, got, _) = decode_from_slice(&bytes).unwrap();
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 4 });
+    assert_eq!(got, with);
+    assert!(got.fork_decisions.is_empty());
+    // The reports are field 16 of a 17-element array (fork_decisions written empty at 15).
+    let raw = rmp_serde::to_vec(&with).unwrap();
+    assert_eq!(raw[0], 0xdc, "an array16 of 17 fields");
+    assert_eq!(raw[1..3], [0, 17]);
+    let err = encode_to_vec(Kind::Update, &with, vec![], &opts(3)).unwrap_err();
+    assert!(err.to_string().contains("signed reports"), "{err}");
+    let mut old = Raw::new(raw, &[]);
+    old.minor = 3;
+    match decode_all(&old.build()).unwrap_err() {
+        DecodeError::Malformed { reason, .. } => assert!(reason.contains("1.4"), "{reason}"),
+        e => panic!("expected Malformed, got {e:?}"),
+    }
+    // With decisions and reports both, both round-trip.
+    let mut both = with.clone();
+    both.fork_decisions.push(ForkDecision {
+        origin: id(4),
+        number: 42,
+        hash: h(7),
+        keep: true,
+        decided_by: id(2),
+        decided_ms: 1_700_000_300_000,
+    });
+    let bytes = encode_to_vec(Kind::Update, &both, vec![], &opts(4)).unwrap();
+    assert_eq!(decode_from_slice(&bytes).unwrap().1, both);
 }

@@ -35,7 +35,8 @@ fn blob_keys<S: Store>(r: &Replica<S>) -> usize {
 }
 
 /// The same packet with every content as one blob record, written as format 1.`minor`: a
-/// 1.0 packet cannot carry the header's keys, chain heads and signature, so it is unsigned.
+/// 1.0 packet cannot carry the header's keys, chain heads and signature, so it is unsigned
+/// (nor, before 1.4, its sender's signed report).
 fn as_blob_records(parts: Vec<Vec<u8>>, minor: u16) -> Vec<Vec<u8>> {
     use msite_packet::{decode_from_slice, wire, MemPacketWriter, Record, WriteOptions};
     let (info, mut header, _) = decode_from_slice(&parts[0]).expect("a packet");
@@ -43,6 +44,9 @@ fn as_blob_records(parts: Vec<Vec<u8>>, minor: u16) -> Vec<Vec<u8>> {
         header.keys.clear();
         header.heads.clear();
         header.signature = wire::NO_SIGNATURE;
+    }
+    if minor < msite_packet::format::MINOR_REPORTS {
+        header.reports.clear();
     }
     let mut opts = WriteOptions::new(info.packet_id);
     opts.minor = minor;

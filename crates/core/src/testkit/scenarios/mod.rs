@@ -22,6 +22,7 @@ mod content;
 mod delta;
 mod fork;
 mod mastership;
+mod reports;
 mod restore;
 mod retain;
 mod retire;
@@ -32,6 +33,7 @@ pub use content::*;
 pub use delta::*;
 pub use fork::*;
 pub use mastership::*;
+pub use reports::*;
 pub use restore::*;
 pub use retain::*;
 pub use retire::*;
@@ -357,6 +359,8 @@ macro_rules! protocol_scenario_tests {
             fork_repair_decision_is_relayed_through_a_hub => case_fork_repair_decision_is_relayed_through_a_hub,
             fork_repair_accepts_the_packet_refused_before => case_fork_repair_accepts_the_packet_refused_before,
             fork_repair_unblocks_restorereplica_after_an_own_fork => case_fork_repair_unblocks_restorereplica_after_an_own_fork,
+            direct_export_after_a_restoration_sends_only_what_is_new => case_direct_export_after_a_restoration_sends_only_what_is_new,
+            a_report_the_relay_made_up_raises_no_estimate => case_a_report_the_relay_made_up_raises_no_estimate,
         }
     };
 }

@@ -90,7 +90,7 @@ pub fn case_lost_packet_is_resent_without_an_operator<F: StoreFactory>(factory: 
 }
 
 /// `n` bytes that zstd cannot shrink, different for each `seed`.
-fn incompressible(seed: u64, n: usize) -> Vec<u8> {
+pub(super) fn incompressible(seed: u64, n: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
