@@ -42,6 +42,7 @@ fn header() -> Header {
         heads: vec![],
         signature: msite_packet::wire::NO_SIGNATURE,
         fork_decisions: vec![],
+        snapshot: 0,
     }
 }
 

@@ -33,7 +33,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'M', b'S', b'P', 0x0d, 0x0a, 0x1a, 0x0a];
 /// The major format version this code writes and reads.
 pub const FORMAT_MAJOR: u16 = 1;
 /// The minor format version this code writes by default (and the newest it fully understands).
-pub const FORMAT_MINOR: u16 = 3;
+pub const FORMAT_MINOR: u16 = 4;
 /// The first minor version with content-piece records ([`REC_BLOB_PIECE`]).
 pub const MINOR_BLOB_PIECES: u16 = 1;
 /// The first minor version whose header carries keys, signed chain heads and the sender's
@@ -43,6 +43,13 @@ pub const MINOR_SIGNED: u16 = 2;
 pub const MINOR_FORK_DECISIONS: u16 = 3;
 /// The first minor version with content-delta records ([`REC_DELTA`]).
 pub const MINOR_DELTAS: u16 = 3;
+/// The first minor version with snapshot creation: the header's `snapshot` field and the
+/// object-base row and snapshot-end records ([`REC_ROW`], [`REC_SNAPSHOT_END`]).
+pub const MINOR_SNAPSHOT: u16 = 4;
+/// The minor version msite's exporter writes for update and history creation packets (a 1.3
+/// reader reads them as its own); snapshot creation packets are written as
+/// [`MINOR_SNAPSHOT`].
+pub const MINOR_UPDATE: u16 = 3;
 
 /// Length of the envelope.
 pub const ENVELOPE_LEN: usize = 48;
@@ -85,6 +92,18 @@ pub const REC_BLOB_PIECE: u8 = 0x83;
 /// 32-byte hash of the base content, content size u64 LE, then one zstd frame compressed with
 /// the base content as its reference prefix). Critical: a reader that drops it would lose content.
 pub const REC_DELTA: u8 = 0x84;
+/// Record tag of one row of the object base in a snapshot creation packet (format 1.4;
+/// payload: the row's space (1 byte), key length u32 LE, the key, then the value). Critical:
+/// a reader that drops it would make a replica with holes in its state.
+pub const REC_ROW: u8 = 0x85;
+/// Record tag of the end of a snapshot (format 1.4; payload: the number of row records u64
+/// LE, the BLAKE3 of their payloads (each preceded by its length u32 LE), the sender's
+/// Ed25519 signature over [`crate::sign::snapshot_message`]). Critical, and the last record.
+pub const REC_SNAPSHOT_END: u8 = 0x86;
+/// Length of a snapshot-end record's payload.
+pub const SNAPSHOT_END_LEN: usize = 8 + 32 + 64;
+/// Length of a row record's fixed payload prefix (space, key length).
+pub const ROW_PREFIX_LEN: usize = 5;
 /// Length of a delta record's fixed payload prefix (hash, base, size).
 pub const DELTA_PREFIX_LEN: usize = 72;
 /// Length of a content-piece record's fixed payload prefix (hash, total, offset).

@@ -23,7 +23,7 @@
 //!     sender: wire::Id([2; 16]), sender_name: "boston".into(), sender_incarnation: 0,
 //!     targets: vec![], bases: vec![], sender_row: vec![], controls: vec![],
 //!     created_ms: 0, new_replica: wire::Id::default(), comment: String::new(),
-//!     keys: vec![], heads: vec![], signature: wire::NO_SIGNATURE, fork_decisions: vec![],
+//!     keys: vec![], heads: vec![], signature: wire::NO_SIGNATURE, fork_decisions: vec![], snapshot: 0,
 //! };
 //! let mut e = wire::Entry {
 //!     origin: wire::Id([2; 16]), number: 1, incarnation: 0, time_ms: 0, prev: [0; 32],

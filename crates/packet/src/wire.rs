@@ -374,7 +374,12 @@ pub enum Kind {
 }
 
 /// The header of a packet (every physical part carries the same header).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized by hand ([`Header::serialize`]): the fields from 1.3 on are left out at the end
+/// of the array while they and every field after them hold their defaults, so a header that
+/// uses none of them is byte for byte the older minor's header, and a field is never read at
+/// another field's position.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Header {
     /// The family.
     pub family: Id,
@@ -415,8 +420,69 @@ pub struct Header {
     /// (1.3) Fork repair decisions the sender holds (`SPEC.md` §3): every packet carries them
     /// all, so that every replica of the family gives up the same timeline. Omitted when
     /// empty, so a header without any is byte for byte a 1.2 header.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub fork_decisions: Vec<ForkDecision>,
+    /// (1.4) Non-zero in a snapshot creation packet: the layout version of the object base
+    /// rows it carries (records `85`, `86`; `SPEC.md` §4, "1.4: snapshot creation"). Zero
+    /// (left out) in every other packet.
+    #[serde(default)]
+    pub snapshot: u64,
+}
+
+/// Fields of [`Header`] up to `fork_decisions` (1.3): the 1.2 header's fifteen fields.
+const HEADER_FIXED_FIELDS: usize = 15;
+
+impl Header {
+    /// How many fields the header's array holds: the fifteen of 1.2, then each later field up
+    /// to the last one that is not at its default.
+    fn field_count(&self) -> usize {
+        if self.snapshot != 0 {
+            HEADER_FIXED_FIELDS + 2
+        } else if !self.fork_decisions.is_empty() {
+            HEADER_FIXED_FIELDS + 1
+        } else {
+            HEADER_FIXED_FIELDS
+        }
+    }
+}
+
+/// Writes the signature as [`hexbytes`] does, inside a struct.
+struct SigField<'a>(&'a Signature);
+
+impl Serialize for SigField<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        hexbytes::serialize(self.0, s)
+    }
+}
+
+impl Serialize for Header {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let n = self.field_count();
+        let mut st = s.serialize_struct("Header", n)?;
+        st.serialize_field("family", &self.family)?;
+        st.serialize_field("family_name", &self.family_name)?;
+        st.serialize_field("sender", &self.sender)?;
+        st.serialize_field("sender_name", &self.sender_name)?;
+        st.serialize_field("sender_incarnation", &self.sender_incarnation)?;
+        st.serialize_field("targets", &self.targets)?;
+        st.serialize_field("bases", &self.bases)?;
+        st.serialize_field("sender_row", &self.sender_row)?;
+        st.serialize_field("controls", &self.controls)?;
+        st.serialize_field("created_ms", &self.created_ms)?;
+        st.serialize_field("new_replica", &self.new_replica)?;
+        st.serialize_field("comment", &self.comment)?;
+        st.serialize_field("keys", &self.keys)?;
+        st.serialize_field("heads", &self.heads)?;
+        st.serialize_field("signature", &SigField(&self.signature))?;
+        if n > HEADER_FIXED_FIELDS {
+            st.serialize_field("fork_decisions", &self.fork_decisions)?;
+        }
+        if n > HEADER_FIXED_FIELDS + 1 {
+            st.serialize_field("snapshot", &self.snapshot)?;
+        }
+        st.end()
+    }
 }
 
 /// (1.3) An operator's decision between two timelines of one origin (`msite repairfork`):

@@ -81,6 +81,7 @@ pub fn update_header() -> Header {
         heads: vec![],
         signature: msite_packet::wire::NO_SIGNATURE,
         fork_decisions: vec![],
+        snapshot: 0,
     }
 }
 

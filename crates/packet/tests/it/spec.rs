@@ -241,6 +241,7 @@ struct HeaderNext {
     #[serde(with = "msite_packet::wire::hexbytes")]
     signature: [u8; 64],
     fork_decisions: Vec<msite_packet::wire::ForkDecision>,
+    snapshot: u64,
     region: (u32, String),
 }
 
@@ -275,6 +276,7 @@ fn header_next() -> Vec<u8> {
         heads: h.heads,
         signature: h.signature,
         fork_decisions: h.fork_decisions,
+        snapshot: h.snapshot,
         region: (7, "emea".into()),
     };
     rmp_serde::to_vec(&next).unwrap()
@@ -296,11 +298,11 @@ fn newer_minor_version_is_read_skipping_what_is_unknown() {
             rec(0x11, &[]),
         ],
     );
-    // A minor version newer than this reader's (1.3 added fork decisions and content deltas).
-    raw.minor = 4;
+    // A minor version newer than this reader's (1.4 added snapshot creation).
+    raw.minor = 5;
     raw.flags = 0x01;
     let (info, header, recs) = decode_all(&raw.build()).unwrap();
-    assert_eq!(info.version, FormatVersion { major: 1, minor: 4 });
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 5 });
     assert_eq!(header, update_header());
     assert_eq!(recs, vec![Record::Entry(e.clone())]);
     // The same content claiming to be 1.0 is refused: 1.0 has no such fields or records.
