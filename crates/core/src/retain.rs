@@ -168,7 +168,12 @@ pub(crate) fn retained_bases<R: ReadView + ?Sized>(r: &R) -> Result<BTreeMap<Rep
     Ok(out)
 }
 
-fn base_key(origin: &ReplicaId) -> Vec<u8> {
+/// The value of a chain base: the number and hash of the last entry below the oplog.
+pub(crate) fn base_value(n: u64, hash: &Hash) -> Vec<u8> {
+    Enc::new().u64(n).raw(hash).done()
+}
+
+pub(crate) fn base_key(origin: &ReplicaId) -> Vec<u8> {
     let mut k = BASE_PREFIX.to_vec();
     k.extend_from_slice(&origin.0);
     k
@@ -519,8 +524,7 @@ impl<S: Store> Replica<S> {
             for n in start..=end {
                 txn.delete(Keyspace::Oplog, &keys::oplog(origin, n));
             }
-            let v = Enc::new().u64(end).raw(&hash).done();
-            txn.put(Keyspace::Meta, &base_key(origin), &v);
+            txn.put(Keyspace::Meta, &base_key(origin), &base_value(end, &hash));
             txn.commit(WriteOptions::SYNC)?;
             start = end + 1;
         }
