@@ -200,10 +200,10 @@ impl<S: Store> Replica<S> {
         pkt: &mut Incoming<'_>,
         heads: super::trust::Heads,
     ) -> Result<(Txn<'s, S>, Appender)> {
-        let own = self.load_snapshot(pkt)?;
+        let (own, next_lsn) = self.load_snapshot(pkt)?;
         for ((o, n), hash) in &heads.at {
-            let base = crate::retain::retained_base(&self.store, o)?;
-            if own.get(o) == *n && base.is_none_or(|(_, h)| h != *hash) {
+            let held = Self::entry_hash_at(&self.store, o, *n)?;
+            if own.get(o) == *n && held != Some(*hash) {
                 return Err(CoreError::Malformed(format!(
                     "{}: the chain base of {} differs from the head its origin signed; the new store is left unusable: remove it and ask the creator for a new packet",
                     pkt.source,
@@ -221,6 +221,7 @@ impl<S: Store> Replica<S> {
         for (o, n) in &own.0 {
             txn.put(Keyspace::Epochs, &keys::own(o), &n.to_be_bytes());
         }
+        txn.put(Keyspace::Meta, keys::NEXT_LSN, &next_lsn.to_be_bytes());
         txn.delete(Keyspace::Meta, super::snapshot::CREATING);
         let ap = Appender::load(&txn)?;
         Ok((txn, ap))

@@ -11,11 +11,16 @@
 //! set; a signed snapshot-end record closes the rows (count, hash, signature), so a damaged,
 //! truncated or forged snapshot is refused before the new store is opened.
 //!
-//! No oplog entry travels: the new replica is a replica whose oplog starts at the heads, as if
-//! retention had dropped everything it holds (retain.rs's chain base), so its creation costs
-//! what the tree costs, whatever the length of the history. A sibling that needs entries from
-//! below those heads is served by a sibling that keeps them, or refused as behind retention
-//! (retain.rs), never given a gap.
+//! The history does not travel: the new replica's oplog starts at a chain base per origin, as
+//! if retention had dropped everything below it (retain.rs), so its creation costs what the
+//! tree costs, not what the history does. Only the entries some sibling of the creator has not
+//! acknowledged yet travel (as oplog rows, above the base): every sibling the creator knows
+//! holds what lies below, so the new replica can relay whatever a sibling may still lack from
+//! it, as a history-made one would (in a chain of sites, a snapshot replica that could not
+//! would cut the sites behind it off). A sibling that still needs entries from below the base
+//! (restored from an old copy, or unknown to the creator) waits for them from a sibling that
+//! keeps them; what the family dropped ([`crate::retain::DROPPED_PREFIX`], inherited from the
+//! creator) it is refused as behind retention, never given a gap.
 //!
 //! The importer bulk-loads the rows ([`Store::bulk_load`]) between a synced mark
 //! ([`CREATING`]) and the synced commit that writes the identity and removes it: a store whose
@@ -28,8 +33,8 @@ use crate::codec::{be_u64, Enc};
 use crate::error::{CoreError, Result};
 use crate::ids::{Hash, ReplicaId};
 use crate::keys;
-use crate::model::Row;
-use crate::replica::Replica;
+use crate::model::{Entry, Row};
+use crate::replica::{Replica, StoredEntry};
 use crate::store::{self, KeyRange, Keyspace, ReadView, Store, StoreExt, WriteOptions};
 
 use super::export::ExportPlan;
@@ -51,8 +56,11 @@ mod space {
     pub const BLOBS: u8 = 2;
     /// A Peers row of one of [`super::PEER_TAGS`].
     pub const PEERS: u8 = 3;
-    /// A chain base: key the origin (16 bytes), value the number (u64 BE) and hash (32).
+    /// A chain base: key the origin (16 bytes), value the number (u64 BE), the hash (32) and
+    /// the creator's dropped mark (u64 BE; retain.rs [`crate::retain::DROPPED_PREFIX`]).
     pub const BASE: u8 = 4;
+    /// An oplog record above a chain base, as stored (key: origin and number).
+    pub const OPLOG: u8 = 5;
 }
 
 /// The Peers rows entries leave outside the object base, which a replica made from the
@@ -82,9 +90,16 @@ impl<S: Store> Replica<S> {
     pub fn plan_mkreplica_snapshot(&self, name: &str) -> Result<ExportPlan> {
         let new_id = self.append_create_replica(name)?;
         let own = self.own_row()?;
-        let ranges: Vec<(ReplicaId, u64, u64)> = own.0.iter().map(|(o, n)| (*o, *n, *n)).collect();
-        let mut plan = self.creation_plan(new_id, &own, Vec::new())?;
-        plan.header.heads = self.heads_for(&ranges)?;
+        let acked = self.acknowledged_row_but(&own, &new_id)?;
+        let mut tail = Vec::new();
+        for (o, n) in &own.0 {
+            let kept = crate::retain::retained_base(&self.store, o)?.map_or(0, |(b, _)| b);
+            tail.push((*o, acked.get(o).min(*n).max(kept) + 1, *n));
+        }
+        let at_heads: Vec<(ReplicaId, u64, u64)> =
+            own.0.iter().map(|(o, n)| (*o, *n, *n)).collect();
+        let mut plan = self.creation_plan(new_id, &own, tail)?;
+        plan.header.heads = self.heads_for(&at_heads)?;
         plan.header.snapshot = LAYOUT;
         plan.snapshot = true;
         Ok(plan)
@@ -99,7 +114,9 @@ impl<S: Store> Replica<S> {
         packet_id: &wire::Id,
     ) -> Result<u64> {
         let snap = self.store.snapshot()?;
-        if crate::replica::read_row(&snap, keys::OWN_PREFIX)? != Row::from_wire(&plan.header.sender_row) {
+        if crate::replica::read_row(&snap, keys::OWN_PREFIX)?
+            != Row::from_wire(&plan.header.sender_row)
+        {
             return Err(CoreError::Invalid(format!(
                 "replica {} changed while its creation packet was being written; run `msite mkreplica export` again",
                 self.name()
@@ -124,15 +141,28 @@ impl<S: Store> Replica<S> {
                 out.row(space::PEERS, &k, &v)?;
             }
         }
-        for (o, n) in &Row::from_wire(&plan.header.sender_row).0 {
+        for (o, from, _) in &plan.ranges {
+            let n = &(from - 1);
             let hash = Self::entry_hash_at(&snap, o, *n)?.ok_or_else(|| {
                 CoreError::Invalid(format!(
                     "entry {n} of {} is neither in the oplog nor its chain base; run `msite check`",
                     self.replica_name(o)
                 ))
             })?;
-            let v = Enc::new().raw(&n.to_be_bytes()).raw(&hash).done();
+            let mark = crate::retain::dropped_mark(&snap, o)?;
+            let v = Enc::new()
+                .raw(&n.to_be_bytes())
+                .raw(&hash)
+                .raw(&mark.to_be_bytes())
+                .done();
             out.row(space::BASE, &o.0, &v)?;
+        }
+        for (o, from, to) in plan.ranges.iter().filter(|(_, f, t)| f <= t) {
+            let range = KeyRange::between(keys::oplog(o, *from), keys::oplog(o, to + 1));
+            for kv in snap.scan(Keyspace::Oplog, range)? {
+                let (k, v) = kv?;
+                out.row(space::OPLOG, &k, &v)?;
+            }
         }
         let (rows, hash) = out.hasher.finish();
         let msg = sign::snapshot_message(&wire::Id(self.family.0), packet_id, rows, &hash);
@@ -143,8 +173,9 @@ impl<S: Store> Replica<S> {
 
     /// Loads the rows of a snapshot creation packet into the new replica's store (marked
     /// [`CREATING`] first), checking their count, hash and the sender's signature; returns the
-    /// own row its chain bases make. The caller writes the identity and removes the mark.
-    pub(super) fn load_snapshot(&self, pkt: &mut Incoming<'_>) -> Result<Row> {
+    /// own row its chain bases and oplog records make, and the next apply sequence number.
+    /// The caller writes them and the identity, and removes the mark.
+    pub(super) fn load_snapshot(&self, pkt: &mut Incoming<'_>) -> Result<(Row, u64)> {
         let h = pkt.header.clone();
         if h.snapshot != LAYOUT {
             return Err(CoreError::Invalid(format!(
@@ -171,6 +202,9 @@ impl<S: Store> Replica<S> {
             key,
             hasher: sign::SnapshotHasher::new(),
             own: Row::default(),
+            last: Default::default(),
+            next_lsn: 1,
+            pending: None,
             ended: false,
             failed: None,
         };
@@ -193,7 +227,7 @@ impl<S: Store> Replica<S> {
                 "its chain bases differ from its sender's row",
             ));
         }
-        Ok(load.own)
+        Ok((load.own, load.next_lsn))
     }
 }
 
@@ -226,6 +260,12 @@ struct SnapshotIn {
     key: wire::PublicKey,
     hasher: sign::SnapshotHasher,
     own: Row,
+    /// Per origin, the number and hash the next oplog record must continue.
+    last: std::collections::BTreeMap<ReplicaId, (u64, Hash)>,
+    /// The apply sequence after the carried oplog records (theirs are the creator's).
+    next_lsn: u64,
+    /// A second row a record makes (a chain base's dropped mark), loaded next.
+    pending: Option<(Keyspace, Vec<u8>, Vec<u8>)>,
     ended: bool,
     /// Why the stream stopped (the load returns an error; this is the one to report).
     failed: Option<CoreError>,
@@ -238,6 +278,9 @@ impl SnapshotIn {
     fn next(&mut self, records: &mut dyn Iterator<Item = Result<Record>>) -> Option<LoadRow> {
         if self.failed.is_some() {
             return None;
+        }
+        if let Some(row) = self.pending.take() {
+            return Some(Ok(row));
         }
         match self.step(records) {
             Ok(row) => row.map(Ok),
@@ -269,6 +312,9 @@ impl SnapshotIn {
                 if space == space::BASE {
                     return self.base(key, value).map(Some);
                 }
+                if space == space::OPLOG {
+                    return self.oplog(key, value).map(Some);
+                }
                 let ks = ks_of(space, &key).ok_or_else(|| {
                     incomplete(&self.src, &format!("a row of unknown space {space}"))
                 })?;
@@ -280,7 +326,16 @@ impl SnapshotIn {
                 signature,
             } => {
                 self.end(rows, &hash, &signature)?;
-                Ok(None)
+                // Read on to the end of the packet: its parts' trailers (record counts and
+                // hashes) are checked only there.
+                match records.next() {
+                    None => Ok(None),
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(_)) => Err(incomplete(
+                        &self.src,
+                        "records follow its snapshot-end record",
+                    )),
+                }
             }
             _ => Err(incomplete(
                 &self.src,
@@ -289,21 +344,59 @@ impl SnapshotIn {
         }
     }
 
-    /// A chain base: the own row's cell and the retained base of retain.rs.
+    /// A chain base: the own row's cell, the retained base of retain.rs and (next) the dropped
+    /// mark: what the family may no longer keep, which is the creator's, not the base.
     fn base(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(Keyspace, Vec<u8>, Vec<u8>)> {
         let bad = || incomplete(&self.src, "a malformed chain base");
         let origin = ReplicaId(key.as_slice().try_into().map_err(|_| bad())?);
-        if value.len() != 40 {
+        if value.len() != 48 {
             return Err(bad());
         }
         let n = be_u64(&value[..8]).map_err(|_| bad())?;
-        let hash: Hash = value[8..].try_into().map_err(|_| bad())?;
+        let hash: Hash = value[8..40].try_into().map_err(|_| bad())?;
+        let mark = be_u64(&value[40..]).map_err(|_| bad())?;
+        if mark > n || self.own.get(&origin) > 0 {
+            return Err(bad());
+        }
         self.own.set(origin, n);
+        self.last.insert(origin, (n, hash));
+        self.pending = Some((
+            Keyspace::Meta,
+            crate::retain::dropped_key(&origin),
+            mark.to_be_bytes().to_vec(),
+        ));
         Ok((
             Keyspace::Meta,
             crate::retain::base_key(&origin),
             crate::retain::base_value(n, &hash),
         ))
+    }
+
+    /// An oplog record above its origin's chain base: the next of its chain, its hash right.
+    fn oplog(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(Keyspace, Vec<u8>, Vec<u8>)> {
+        let bad = |why: &str| incomplete(&self.src, why);
+        let stored = StoredEntry::decode(&value).map_err(|_| bad("a malformed oplog record"))?;
+        let e = Entry::decode_verified(&stored.canonical)
+            .map_err(|e| bad(&format!("an oplog record holds a damaged entry: {e}")))?;
+        let (n, prev) = self
+            .last
+            .get(&e.origin)
+            .copied()
+            .unwrap_or((0, crate::ids::ZERO_HASH));
+        let blob = match &e.op {
+            crate::model::Op::Checkin { content, .. } => Some(*content),
+            _ => None,
+        };
+        if key != keys::oplog(&e.origin, e.number) || e.number != n + 1 || e.prev != prev {
+            return Err(bad("its oplog records do not continue their chains"));
+        }
+        if stored.hash != e.hash || stored.blob != blob {
+            return Err(bad("an oplog record disagrees with its entry"));
+        }
+        self.last.insert(e.origin, (e.number, e.hash));
+        self.own.set(e.origin, e.number);
+        self.next_lsn = self.next_lsn.max(stored.lsn + 1);
+        Ok((Keyspace::Oplog, key, value))
     }
 
     fn end(&mut self, rows: u64, hash: &Hash, signature: &wire::Signature) -> Result<()> {

@@ -346,7 +346,7 @@ fn snapshot_golden() -> Golden {
         Record::Row {
             space: 4,
             key: id(2).0.to_vec(),
-            value: [[0, 0, 0, 0, 0, 0, 0, 3].as_slice(), &[9; 32]].concat(),
+            value: [[0, 0, 0, 0, 0, 0, 0, 3].as_slice(), &[9; 32], &[0; 8]].concat(),
         },
     ];
     let opts = WriteOptions {
