@@ -246,6 +246,9 @@ pub struct Stats {
     pub snapshot_creations: u64,
     /// Damaged snapshot creation packets refused (none may make a replica).
     pub damaged_snapshots: u64,
+    /// Imports refused because the importer must give up entries its missing history would
+    /// let it rebuild without (a snapshot-made or scrubbed replica; told to re-create it).
+    pub recreate_needed: u64,
 }
 
 impl Stats {
@@ -293,7 +296,8 @@ impl Stats {
             restores_after_scrub,
             beyond_window,
             snapshot_creations,
-            damaged_snapshots
+            damaged_snapshots,
+            recreate_needed
         );
     }
 }
@@ -306,7 +310,7 @@ impl fmt::Display for Stats {
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
              refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} own_forks={} fork_repairs={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
              unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} restores_after_scrub={} beyond_window={} \
-             snapshot_creations={} damaged_snapshots={} steps={}",
+             snapshot_creations={} damaged_snapshots={} recreate_needed={} steps={}",
             self.restores,
             self.lost,
             self.duplicated,
@@ -346,6 +350,7 @@ impl fmt::Display for Stats {
             self.beyond_window,
             self.snapshot_creations,
             self.damaged_snapshots,
+            self.recreate_needed,
             self.steps
         )
     }

@@ -80,3 +80,14 @@ pub fn held_from<S: Store>(
         _ => (observed + 1, None),
     }
 }
+
+/// Whether a refusal says the importer must give up entries (a forked timeline, or entries a
+/// newer restoration retired) but cannot rebuild its object base without the history it was
+/// made without (or scrubbed): a replica made from a snapshot cannot undo what its snapshot
+/// holds. The operator is told to re-create it; the schedule is then outside what the family
+/// can repair by itself (lossy, convergence not checked), which the summary counts as
+/// `recreate_needed`.
+pub fn needs_recreation(message: &str) -> bool {
+    message.contains("that needs its whole oplog")
+        && message.contains("re-create it from a fresh creation packet")
+}

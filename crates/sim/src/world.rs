@@ -1898,6 +1898,13 @@ impl<B: SimBackend> World<B> {
             CoreError::Refused(Refusal::Unauthentic { .. }) if pkt.forged => {
                 self.stats.forged += 1;
             }
+            CoreError::Refused(Refusal::Other(m)) if crate::snapshot::needs_recreation(&m) => {
+                self.stats.recreate_needed += 1;
+                self.beyond_window = true;
+                self.set_lossy(format!(
+                    "packet #{serial} from {fname} refused at {tn}: {m}"
+                ));
+            }
             other => self.violation(format!(
                 "import of packet #{serial} from {fname} at {tn} failed: {other}"
             )),

@@ -141,7 +141,7 @@ impl<S: Store> Replica<S> {
                 out.row(space::PEERS, &k, &v)?;
             }
         }
-        for (o, from, _) in &plan.ranges {
+        for (o, from, _) in plan.ranges.iter().filter(|(_, f, _)| *f > 1) {
             let n = &(from - 1);
             let hash = Self::entry_hash_at(&snap, o, *n)?.ok_or_else(|| {
                 CoreError::Invalid(format!(
