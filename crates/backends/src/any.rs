@@ -237,6 +237,10 @@ impl Store for AnyStore {
         each!(AnyStore, *self, ref s => any_snapshot(s))
     }
 
+    fn bulk_load(&self, rows: msite_core::store::BulkRows<'_>) -> Result<u64> {
+        each!(AnyStore, *self, ref s => s.bulk_load(rows))
+    }
+
     fn backup(&self, dest: &Path) -> Result<()> {
         each!(AnyStore, *self, ref s => s.backup(dest))
     }

@@ -47,6 +47,7 @@ fn sibling(i: usize) -> SiblingRow {
         awaited: i.is_multiple_of(7),
         heard: ["ok", "late", "never"][i % 3].into(),
         key_fingerprint: None,
+        retention: Default::default(),
     }
 }
 

@@ -87,7 +87,9 @@ pub fn table_rows(
     for (b, r) in results {
         type Rows<'a> = &'a dyn Fn(&Value) -> Vec<Value>;
         let workloads: [(&str, Rows<'_>); 10] = [
-            ("tree", &|t| vec![tree_row(b, t, git_tree)]),
+            ("tree", &|t| {
+                vec![tree_row(b, t, git_tree), tree_snapshot_row(b, t, git_tree)]
+            }),
             ("inc", &|t| vec![inc_row(b, t, git_inc)]),
             ("ceiling", &|t| ceiling_rows(b, t)),
             ("mem", &|t| memory_rows(b, t)),
@@ -145,8 +147,15 @@ fn secs_row(what: String, b: &str, m: Option<f64>, g: Option<f64>, limit: f64) -
 
 fn tree_row(b: &str, t: &Value, git: Option<f64>) -> Value {
     error_row("Tree replication", b, t, "≤ 0.5").unwrap_or_else(|| {
-        let what = format!("Tree replication, {} entries (mkreplica export + create_from_packet vs bundle + clone --bare)", t["entries"]);
+        let what = format!("Tree replication, {} entries (mkreplica export --history + create_from_packet vs bundle + clone --bare)", t["entries"]);
         secs_row(what, b, f(t, "secs"), git, 0.5)
+    })
+}
+
+fn tree_snapshot_row(b: &str, t: &Value, git: Option<f64>) -> Value {
+    error_row("Tree replication (snapshot)", b, t, "≤ 0.5").unwrap_or_else(|| {
+        let what = "Tree replication from a snapshot (mkreplica export + create_from_packet vs bundle + clone --bare)".to_string();
+        secs_row(what, b, f(t, "snapshot_secs"), git, 0.5)
     })
 }
 

@@ -165,43 +165,80 @@ fn import_tree<S: Store>(r: &Replica<S>, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Tree replication: `inputs.tree` checked in at A by `import_tree`; each run times
-/// `plan_mkreplica` + `write_plan_to_dir` at A plus `create_from_packet` into a new store.
+/// Tree replication: `inputs.tree` checked in at A; each run times a new replica both ways:
+/// the history creation packet (`plan_mkreplica`, `--history`) and the snapshot one
+/// (`plan_mkreplica_snapshot`, the default), each written at A plus `create_from_packet` into
+/// a new store.
 pub fn tree<B: Backend>(w: &Work, inputs: &Inputs, runs: usize) -> Result<Value> {
     let a: Rep<B> = Replica::init(B::open_store(&w.fresh("tree-a"))?, env(), "bench", "a")?;
     let ((), setup) = timed(|| import_tree(&a, &inputs.tree))?;
-    let (mut total, mut exp, mut imp) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut bytes, mut entries) = (0, 0);
+    let mut hist = Creations::default();
+    let mut snap = Creations::default();
     for k in 0..runs {
-        let pkt = w.fresh("pkt");
-        let (files, te) = timed(|| {
-            let plan = a.plan_mkreplica(&format!("b{k}"))?;
-            let out = a.write_plan_to_dir(&plan, &pkt, None)?;
-            let p = parts(&out)?;
-            Ok(p)
-        })?;
-        let dir = w.fresh("tree-b");
-        let (b, ti) = timed(|| {
-            let store = B::open_store(&dir)?;
-            Ok(Replica::create_from_packet(
-                store,
-                env(),
-                Incoming::from_files(&files.0)?,
-            )?)
-        })?;
-        drop(b);
-        (bytes, entries) = (files.1, files.2);
-        exp.push(te.as_secs_f64());
-        imp.push(ti.as_secs_f64());
-        total.push((te + ti).as_secs_f64());
-        rm(&pkt);
-        rm(&dir);
+        hist.add(create_once::<B>(w, &a, &format!("h{k}"), false)?);
+        snap.add(create_once::<B>(w, &a, &format!("s{k}"), true)?);
     }
     Ok(json!({
-        "secs": median(total), "export_secs": median(exp), "import_secs": median(imp),
-        "packet_bytes": bytes, "entries": entries, "runs": runs,
+        "secs": median(hist.total), "export_secs": median(hist.exp), "import_secs": median(hist.imp),
+        "packet_bytes": hist.bytes, "entries": hist.entries, "runs": runs,
+        "snapshot_secs": median(snap.total), "snapshot_export_secs": median(snap.exp),
+        "snapshot_import_secs": median(snap.imp), "snapshot_packet_bytes": snap.bytes,
         "setup_import_tree_secs": setup.as_secs_f64(),
     }))
+}
+
+/// The timings of one way of making replicas, over the runs.
+#[derive(Default)]
+struct Creations {
+    total: Vec<f64>,
+    exp: Vec<f64>,
+    imp: Vec<f64>,
+    bytes: u64,
+    entries: u64,
+}
+
+impl Creations {
+    fn add(
+        &mut self,
+        (te, ti, bytes, entries): (std::time::Duration, std::time::Duration, u64, u64),
+    ) {
+        self.exp.push(te.as_secs_f64());
+        self.imp.push(ti.as_secs_f64());
+        self.total.push((te + ti).as_secs_f64());
+        (self.bytes, self.entries) = (bytes, entries);
+    }
+}
+
+/// Makes replica `name` of `a` once (from a snapshot or the history): the export's and the
+/// import's time, the packet's bytes and entries.
+fn create_once<B: Backend>(
+    w: &Work,
+    a: &Rep<B>,
+    name: &str,
+    snapshot: bool,
+) -> Result<(std::time::Duration, std::time::Duration, u64, u64)> {
+    let pkt = w.fresh("pkt");
+    let (files, te) = timed(|| {
+        let plan = match snapshot {
+            true => a.plan_mkreplica_snapshot(name)?,
+            false => a.plan_mkreplica(name)?,
+        };
+        let out = a.write_plan_to_dir(&plan, &pkt, None)?;
+        parts(&out)
+    })?;
+    let dir = w.fresh("tree-b");
+    let (b, ti) = timed(|| {
+        let store = B::open_store(&dir)?;
+        Ok(Replica::create_from_packet(
+            store,
+            env(),
+            Incoming::from_files(&files.0)?,
+        )?)
+    })?;
+    drop(b);
+    rm(&pkt);
+    rm(&dir);
+    Ok((te, ti, files.1, files.2))
 }
 
 /// Incremental sync: `n` separate checkins at A after a base that every receiver holds;

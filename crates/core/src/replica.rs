@@ -368,6 +368,9 @@ impl<S: Store> Replica<S> {
 
     /// Opens the replica held in `store`.
     pub fn open(store: S, env: Arc<dyn Env>) -> Result<Self> {
+        if let Some(why) = crate::sync::interrupted_creation(&store)? {
+            return Err(CoreError::Invalid(why));
+        }
         let v = store.get(Keyspace::Meta, keys::IDENTITY)?.ok_or_else(|| {
             CoreError::NotFound("a replica in this store (the store is empty)".into())
         })?;

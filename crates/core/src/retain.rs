@@ -41,6 +41,11 @@ use crate::txn::Txn;
 pub const WINDOW: &[u8] = b"retain.window_ms";
 /// Meta prefix (++ origin): the number and hash of the last dropped entry of an origin.
 pub const BASE_PREFIX: &[u8] = b"retain.base.";
+/// Meta prefix (++ origin): the number up to which the family may no longer keep an origin's
+/// entries (u64 BE): what this replica's own scrubs dropped, or, for a replica made from a
+/// snapshot, what its creator's had (its chain base may lie above: the entries between are
+/// kept by its siblings, not by it). Absent: the chain base's number.
+pub const DROPPED_PREFIX: &[u8] = b"retain.dropped.";
 /// Meta prefix (++ local time, big-endian ms): the row every sibling had acknowledged then.
 pub const FLOOR_PREFIX: &[u8] = b"retain.floor.";
 /// Entries deleted per commit: each commit is a consistent prefix (entries and chain base).
@@ -190,7 +195,28 @@ pub(crate) fn retained_bases<R: ReadView + ?Sized>(r: &R) -> Result<BTreeMap<Rep
     Ok(out)
 }
 
-fn base_key(origin: &ReplicaId) -> Vec<u8> {
+/// The value of a chain base: the number and hash of the last entry below the oplog.
+pub(crate) fn base_value(n: u64, hash: &Hash) -> Vec<u8> {
+    Enc::new().u64(n).raw(hash).done()
+}
+
+/// The key of an origin's dropped mark ([`DROPPED_PREFIX`]).
+pub(crate) fn dropped_key(origin: &ReplicaId) -> Vec<u8> {
+    let mut k = DROPPED_PREFIX.to_vec();
+    k.extend_from_slice(&origin.0);
+    k
+}
+
+/// Up to which number the family may no longer keep `origin`'s entries, as far as this
+/// replica knows ([`DROPPED_PREFIX`]; 0: it keeps them all).
+pub(crate) fn dropped_mark<R: ReadView + ?Sized>(r: &R, origin: &ReplicaId) -> Result<u64> {
+    match r.get(Keyspace::Meta, &dropped_key(origin))? {
+        Some(v) => Ok(be_u64(&v)?),
+        None => Ok(retained_base(r, origin)?.map_or(0, |(n, _)| n)),
+    }
+}
+
+pub(crate) fn base_key(origin: &ReplicaId) -> Vec<u8> {
     let mut k = BASE_PREFIX.to_vec();
     k.extend_from_slice(&origin.0);
     k
@@ -205,14 +231,16 @@ fn floor_key(at_ms: u64) -> Vec<u8> {
 /// The header comment naming where a sender's history of each origin starts
 /// (`retained=ORIGIN:N,…`, ids in hex, N the last dropped entry); empty when nothing is dropped.
 pub(crate) fn retained_comment<R: ReadView + ?Sized>(r: &R) -> Result<String> {
-    let bases = retained_bases(r)?;
-    if bases.is_empty() {
+    let mut cells = Vec::new();
+    for o in retained_bases(r)?.keys() {
+        let n = dropped_mark(r, o)?;
+        if n > 0 {
+            cells.push(format!("{}:{n}", hex(&o.0)));
+        }
+    }
+    if cells.is_empty() {
         return Ok(String::new());
     }
-    let cells: Vec<String> = bases
-        .iter()
-        .map(|(o, n)| format!("{}:{n}", hex(&o.0)))
-        .collect();
     Ok(format!("{COMMENT_TAG}{}", cells.join(",")))
 }
 
@@ -457,6 +485,17 @@ impl<S: Store> Replica<S> {
     /// Per origin, the least any sibling acknowledges by its own latest report (a sibling
     /// holding a restore request: its request's row; one that never reported: nothing).
     fn acknowledged_floor(&self, own: &Row) -> Result<Floor> {
+        self.acknowledged_floor_but(own, None)
+    }
+
+    /// Per origin, the least every sibling but `skip` acknowledges (see
+    /// [`Replica::acknowledged_floor`]): what a snapshot of this replica may leave out of the
+    /// new replica's oplog (`skip`: the new replica, which holds everything in its object base).
+    pub(crate) fn acknowledged_row_but(&self, own: &Row, skip: &ReplicaId) -> Result<Row> {
+        Ok(self.acknowledged_floor_but(own, Some(skip))?.row)
+    }
+
+    fn acknowledged_floor_but(&self, own: &Row, skip: Option<&ReplicaId>) -> Result<Floor> {
         let recovering: std::collections::BTreeSet<ReplicaId> = held_requests_in(&self.store)?
             .into_iter()
             .map(|r| r.replica)
@@ -465,7 +504,11 @@ impl<S: Store> Replica<S> {
             row: own.clone(),
             limiter: BTreeMap::new(),
         };
-        for s in self.known_siblings()? {
+        for s in self
+            .known_siblings()?
+            .into_iter()
+            .filter(|s| Some(s) != skip)
+        {
             // A recovering sibling's copy may hold entries a newer restoration retired, which
             // it gives up (K13): it counts as holding nothing until it completes.
             let acked = match recovering.contains(&s) {
@@ -541,8 +584,8 @@ impl<S: Store> Replica<S> {
             for n in start..=end {
                 txn.delete(Keyspace::Oplog, &keys::oplog(origin, n));
             }
-            let v = Enc::new().u64(end).raw(&hash).done();
-            txn.put(Keyspace::Meta, &base_key(origin), &v);
+            txn.put(Keyspace::Meta, &base_key(origin), &base_value(end, &hash));
+            txn.put(Keyspace::Meta, &dropped_key(origin), &end.to_be_bytes());
             txn.commit(WriteOptions::SYNC)?;
             start = end + 1;
         }
@@ -572,21 +615,35 @@ impl<S: Store> Replica<S> {
             if b >= d || own.get(&o) <= b {
                 continue;
             }
+            let m = dropped_mark(&self.store, &o)?;
+            let k = known.as_ref().map(|k| k.get(&o));
+            if k.is_some_and(|k| k >= m && k < d) {
+                // Below a snapshot's chain base but above what the family dropped: the
+                // target's packet waits until a sibling that keeps them sends them.
+                refusals.push(format!(
+                    "{} holds {} only up to {}, and this replica (made from a snapshot) holds its entries only after {d}: {} gets {}..{d} from a sibling that keeps them before this packet applies",
+                    self.replica_name(target),
+                    self.replica_name(&o),
+                    k.unwrap_or(0),
+                    self.replica_name(target),
+                    k.unwrap_or(0) + 1
+                ));
+            }
             // A target that never said what it holds (made after the scrub from a sibling)
             // may well hold them: it refuses the packet itself if it does not.
-            if known.as_ref().is_some_and(|k| k.get(&o) < d) {
+            if known.as_ref().is_some_and(|k| k.get(&o) < m) {
                 let known = known.as_ref().map_or(0, |k| k.get(&o));
                 let r = Refusal::BehindRetention {
                     replica: self.replica_name(target),
                     origin: self.replica_name(&o),
                     first: known.max(b) + 1,
-                    last: d,
+                    last: m,
                     keeper: self.name(),
                 };
                 refusals.push(match exact {
                     true => r.to_string(),
                     false => format!(
-                        "{} last reported holding {} only up to {known}, and this replica no longer keeps entries up to {d}: if it lacks them it refuses this packet, saying so, and must be re-created from a fresh creation packet",
+                        "{} last reported holding {} only up to {known}, and this replica no longer keeps entries up to {m}: if it lacks them it refuses this packet, saying so, and must be re-created from a fresh creation packet",
                         self.replica_name(target),
                         self.replica_name(&o)
                     ),

@@ -382,11 +382,63 @@ pub trait Store: ReadView + Send + Sync + 'static {
     /// Run the engine's integrity checker over the whole store.
     fn check_integrity(&self) -> Result<()>;
 
+    /// Loads `rows` (keyspace, key, value) into a new store, as fast as the engine can while
+    /// staying safe; returns how many rows it wrote. Used to make a replica from a snapshot
+    /// creation packet (`sync/snapshot.rs`).
+    ///
+    /// The contract:
+    /// * **Input.** The rows come in *sorted runs*: within a run, one keyspace and strictly
+    ///   ascending keys; a run ends where the keyspace changes or a key does not ascend. The
+    ///   store holds none of the keys beforehand (callers load into a store made for it); a
+    ///   key given twice ends with the later value. The rows are streamed: a backend must not
+    ///   collect them all in memory (an engine that needs sorted files, such as RocksDB's SST
+    ///   ingestion, writes each run to a file as it goes and ingests the files at the end).
+    /// * **Errors.** The iterator may yield an error (the packet turned out damaged): the load
+    ///   stops and returns an error (that one, or its own); so does any engine failure.
+    /// * **Durability.** When it returns `Ok`, every row is as durable as after a synced
+    ///   [`Store::write`] and visible to reads. It is *not* atomic: after an error, a crash or a
+    ///   power failure the store may hold any subset of the rows. The caller marks the store as
+    ///   incomplete with a synced write before loading and clears the mark only in a synced
+    ///   write after the load returned `Ok` (what `create_from_packet` does), so an interrupted
+    ///   load is found and refused, never taken for a whole one.
+    /// * **Other writers.** None run during a load; reads may see part of it.
+    ///
+    /// The default writes batches of about [`BULK_BATCH_BYTES`] unsynced, then one empty synced
+    /// write, which makes them all durable (an empty synced batch does, by the contract above).
+    /// SQLite writes everything in one transaction; RocksDB keeps the default for now (SST
+    /// ingestion is to come); the PostgreSQL store keeps the default.
+    fn bulk_load(&self, rows: BulkRows<'_>) -> Result<u64> {
+        let mut batch = self.batch();
+        let (mut bytes, mut count) = (0usize, 0u64);
+        for row in rows {
+            let (ks, k, v) = row?;
+            bytes += k.len() + v.len();
+            batch.put(ks, &k, &v);
+            count += 1;
+            if bytes >= BULK_BATCH_BYTES {
+                self.write(
+                    std::mem::replace(&mut batch, self.batch()),
+                    WriteOptions::NO_SYNC,
+                )?;
+                bytes = 0;
+            }
+        }
+        self.write(batch, WriteOptions::NO_SYNC)?;
+        self.write(self.batch(), WriteOptions::SYNC)?;
+        Ok(count)
+    }
+
     /// Make a new store directory `dest` from a backup written by [`Store::backup`].
     fn restore_backup(backup: &Path, dest: &Path) -> Result<()>
     where
         Self: Sized;
 }
+
+/// The rows [`Store::bulk_load`] takes: (keyspace, key, value) in sorted runs.
+pub type BulkRows<'a> = &'a mut dyn Iterator<Item = Result<(Keyspace, Vec<u8>, Vec<u8>)>>;
+
+/// The size of the unsynced batches of the default [`Store::bulk_load`].
+pub const BULK_BATCH_BYTES: usize = 32 << 20;
 
 /// Conveniences over [`Store`]; implemented for every store, never by hand.
 pub trait StoreExt: Store {

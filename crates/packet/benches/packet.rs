@@ -43,6 +43,7 @@ fn header() -> Header {
         signature: msite_packet::wire::NO_SIGNATURE,
         fork_decisions: vec![],
         reports: vec![],
+        snapshot: 0,
     }
 }
 
@@ -107,6 +108,8 @@ fn decode_verify(bytes: &[u8]) -> u64 {
             Record::Entry(b) => n += b.len() as u64,
             Record::Blob { bytes, .. } | Record::BlobPiece { bytes, .. } => n += bytes.len() as u64,
             Record::Delta { frame, .. } => n += frame.len() as u64,
+            Record::Row { key, value, .. } => n += (key.len() + value.len()) as u64,
+            Record::SnapshotEnd { .. } => {}
         }
     }
     n

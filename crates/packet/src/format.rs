@@ -43,8 +43,14 @@ pub const MINOR_SIGNED: u16 = 2;
 pub const MINOR_FORK_DECISIONS: u16 = 3;
 /// The first minor version with content-delta records ([`REC_DELTA`]).
 pub const MINOR_DELTAS: u16 = 3;
-/// The first minor version whose targets carry signed reports (`SPEC.md` §3).
+/// The first minor version whose header carries signed reports (`SPEC.md` §3).
 pub const MINOR_REPORTS: u16 = 4;
+/// The first minor version with snapshot creation: the header's `snapshot` field and the
+/// object-base row and snapshot-end records ([`REC_ROW`], [`REC_SNAPSHOT_END`]).
+pub const MINOR_SNAPSHOT: u16 = 4;
+/// The minor version msite's exporter writes for update and history creation packets: 1.4,
+/// since every update packet carries its sender's signed report ([`MINOR_REPORTS`]).
+pub const MINOR_UPDATE: u16 = 4;
 
 /// Length of the envelope.
 pub const ENVELOPE_LEN: usize = 48;
@@ -87,6 +93,18 @@ pub const REC_BLOB_PIECE: u8 = 0x83;
 /// 32-byte hash of the base content, content size u64 LE, then one zstd frame compressed with
 /// the base content as its reference prefix). Critical: a reader that drops it would lose content.
 pub const REC_DELTA: u8 = 0x84;
+/// Record tag of one row of the object base in a snapshot creation packet (format 1.4;
+/// payload: the row's space (1 byte), key length u32 LE, the key, then the value). Critical:
+/// a reader that drops it would make a replica with holes in its state.
+pub const REC_ROW: u8 = 0x85;
+/// Record tag of the end of a snapshot (format 1.4; payload: the number of row records u64
+/// LE, the BLAKE3 of their payloads (each preceded by its length u32 LE), the sender's
+/// Ed25519 signature over [`crate::sign::snapshot_message`]). Critical, and the last record.
+pub const REC_SNAPSHOT_END: u8 = 0x86;
+/// Length of a snapshot-end record's payload.
+pub const SNAPSHOT_END_LEN: usize = 8 + 32 + 64;
+/// Length of a row record's fixed payload prefix (space, key length).
+pub const ROW_PREFIX_LEN: usize = 5;
 /// Length of a delta record's fixed payload prefix (hash, base, size).
 pub const DELTA_PREFIX_LEN: usize = 72;
 /// Length of a content-piece record's fixed payload prefix (hash, total, offset).

@@ -30,6 +30,12 @@ pub(crate) fn decode_header(
             "header fields of minor version 1.2 in an older packet",
         ));
     }
+    if version.minor < crate::format::MINOR_SNAPSHOT && h.snapshot != 0 {
+        return Err(DecodeError::malformed(
+            crate::format::ENVELOPE_LEN as u64,
+            "a snapshot creation header (minor version 1.4) in an older packet",
+        ));
+    }
     if version.minor < crate::format::MINOR_FORK_DECISIONS && !h.fork_decisions.is_empty() {
         return Err(DecodeError::malformed(
             crate::format::ENVELOPE_LEN as u64,

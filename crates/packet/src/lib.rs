@@ -24,7 +24,7 @@
 //!     targets: vec![], bases: vec![], sender_row: vec![], controls: vec![],
 //!     created_ms: 0, new_replica: wire::Id::default(), comment: String::new(),
 //!     keys: vec![], heads: vec![], signature: wire::NO_SIGNATURE, fork_decisions: vec![],
-//!     reports: vec![],
+//!     reports: vec![], snapshot: 0,
 //! };
 //! let mut e = wire::Entry {
 //!     origin: wire::Id([2; 16]), number: 1, incarnation: 0, time_ms: 0, prev: [0; 32],

@@ -55,6 +55,27 @@ pub enum Record {
         /// The zstd frame.
         frame: Vec<u8>,
     },
+    /// One row of the sender's object base in a snapshot creation packet (format 1.4). The
+    /// packet layer gives `space` no meaning (the protocol does: docs/protocol.md §7).
+    Row {
+        /// Which part of the object base the row belongs to.
+        space: u8,
+        /// The row's key.
+        key: Vec<u8>,
+        /// The row's value.
+        value: Vec<u8>,
+    },
+    /// The end of a snapshot (format 1.4): how many row records came before it, the hash of
+    /// their payloads ([`crate::sign::SnapshotHasher`]) and the sender's signature over them
+    /// ([`crate::sign::snapshot_message`]). Not checked here.
+    SnapshotEnd {
+        /// The number of row records before it.
+        rows: u64,
+        /// BLAKE3 of the row payloads, each preceded by its length.
+        hash: Hash,
+        /// The sender's Ed25519 signature.
+        signature: [u8; 64],
+    },
 }
 
 /// What the envelope says about a part.
@@ -85,6 +106,8 @@ pub struct ReadStats {
     pub blob_pieces: u64,
     /// Content-delta records (also counted in `blobs`).
     pub deltas: u64,
+    /// Object-base row records (format 1.4 snapshots).
+    pub rows: u64,
     /// Bytes of blob contents.
     pub blob_bytes: u64,
     /// Unknown, skippable records skipped (newer minor version).
@@ -690,6 +713,60 @@ impl<R: Read> Records<R> {
         })
     }
 
+    /// An object-base row record (format 1.4): space, key length, key, value.
+    fn row(&mut self, len: usize, at: u64) -> Result<Record, DecodeError> {
+        if len < format::ROW_PREFIX_LEN {
+            return Err(DecodeError::malformed(
+                at,
+                "row record shorter than its fixed fields",
+            ));
+        }
+        let mut fixed = [0u8; format::ROW_PREFIX_LEN];
+        self.take_array(&mut fixed)?;
+        let key_len = u32::from_le_bytes([fixed[1], fixed[2], fixed[3], fixed[4]]) as usize;
+        let rest = len - format::ROW_PREFIX_LEN;
+        if key_len > rest {
+            return Err(DecodeError::malformed(
+                at + 2,
+                format!("row record's key of {key_len} bytes runs past its {rest} bytes"),
+            ));
+        }
+        let mut key = self.record_buf(key_len);
+        self.take(key_len, Some(&mut key))?;
+        let mut value = self.record_buf(rest - key_len);
+        self.take(rest - key_len, Some(&mut value))?;
+        self.stats.rows += 1;
+        Ok(Record::Row {
+            space: fixed[0],
+            key,
+            value,
+        })
+    }
+
+    /// A snapshot-end record (format 1.4): row count, hash, signature.
+    fn snapshot_end(&mut self, len: usize, at: u64) -> Result<Record, DecodeError> {
+        if len != format::SNAPSHOT_END_LEN {
+            return Err(DecodeError::malformed(
+                at,
+                format!(
+                    "snapshot-end record of {len} bytes, not {}",
+                    format::SNAPSHOT_END_LEN
+                ),
+            ));
+        }
+        let mut b = [0u8; format::SNAPSHOT_END_LEN];
+        self.take_array(&mut b)?;
+        let (mut hash, mut signature) = ([0u8; 32], [0u8; 64]);
+        hash.copy_from_slice(&b[8..40]);
+        signature.copy_from_slice(&b[40..]);
+        let rows = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+        Ok(Record::SnapshotEnd {
+            rows,
+            hash,
+            signature,
+        })
+    }
+
     /// The next piece of the blob record being split (see
     /// [`PacketReader::set_blob_piece_len`]).
     fn next_split_piece(&mut self) -> Result<Record, DecodeError> {
@@ -771,6 +848,12 @@ impl<R: Read> Records<R> {
                 }
                 format::REC_DELTA if self.r.env.version.minor >= format::MINOR_DELTAS => {
                     return self.delta(len, at).map(Some);
+                }
+                format::REC_ROW if self.r.env.version.minor >= format::MINOR_SNAPSHOT => {
+                    return self.row(len, at).map(Some);
+                }
+                format::REC_SNAPSHOT_END if self.r.env.version.minor >= format::MINOR_SNAPSHOT => {
+                    return self.snapshot_end(len, at).map(Some);
                 }
                 t if t & format::REC_CRITICAL != 0 => {
                     return Err(DecodeError::UnknownCriticalRecord { tag: t });

@@ -11,6 +11,58 @@ use crate::wire;
 const HEADER_DOMAIN: &[u8] = b"msite packet header v1.2\0";
 /// Domain separation of a chain-head signature.
 const HEAD_DOMAIN: &[u8] = b"msite chain head v1\0";
+/// Domain separation of a snapshot signature (1.4).
+const SNAPSHOT_DOMAIN: &[u8] = b"msite snapshot v1\0";
+
+/// The running hash of a snapshot's row records (1.4): BLAKE3 over each row record's payload
+/// (space, key length, key, value), each preceded by the payload's length (u32 LE), in order.
+#[derive(Clone, Default)]
+pub struct SnapshotHasher {
+    h: blake3::Hasher,
+    rows: u64,
+}
+
+impl SnapshotHasher {
+    /// A hasher over no row yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one row record.
+    pub fn row(&mut self, space: u8, key: &[u8], value: &[u8]) {
+        let len = (crate::format::ROW_PREFIX_LEN + key.len() + value.len()) as u32;
+        self.h.update(&len.to_le_bytes());
+        self.h.update(&[space]);
+        self.h.update(&(key.len() as u32).to_le_bytes());
+        self.h.update(key);
+        self.h.update(value);
+        self.rows += 1;
+    }
+
+    /// The number of rows added and their hash.
+    pub fn finish(&self) -> (u64, wire::Hash) {
+        (self.rows, *self.h.finalize().as_bytes())
+    }
+}
+
+/// The bytes a sender signs at the end of a snapshot (1.4): the domain, the family, the
+/// logical packet id, the number of row records (u64 LE) and their hash
+/// ([`SnapshotHasher`]). With the header signature, which names the packet id, it covers every
+/// row the packet carries and that none is missing.
+pub fn snapshot_message(
+    family: &wire::Id,
+    packet_id: &wire::Id,
+    rows: u64,
+    hash: &wire::Hash,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SNAPSHOT_DOMAIN.len() + 16 + 16 + 8 + 32);
+    m.extend_from_slice(SNAPSHOT_DOMAIN);
+    m.extend_from_slice(&family.0);
+    m.extend_from_slice(&packet_id.0);
+    m.extend_from_slice(&rows.to_le_bytes());
+    m.extend_from_slice(hash);
+    m
+}
 
 /// The bytes a sender signs for a packet: the domain, the logical packet id, the kind (`1`
 /// update, `2` creation) and the positional msgpack encoding of the header with its signature

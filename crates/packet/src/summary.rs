@@ -140,7 +140,13 @@ impl<R: Read> Iterator for Entries<R> {
                     self.failed = r.is_err();
                     return Some(r);
                 }
-                Ok(Record::Blob { .. } | Record::BlobPiece { .. } | Record::Delta { .. }) => {}
+                Ok(
+                    Record::Blob { .. }
+                    | Record::BlobPiece { .. }
+                    | Record::Delta { .. }
+                    | Record::Row { .. }
+                    | Record::SnapshotEnd { .. },
+                ) => {}
                 Err(e) => {
                     self.failed = true;
                     return Some(Err(e));

@@ -373,8 +373,12 @@ pub enum Kind {
     ReplicaCreation,
 }
 
-/// The header of a packet (every physical part carries the same header). Serialized by hand
-/// (below) so that the optional trailing fields stay positional.
+/// The header of a packet (every physical part carries the same header).
+///
+/// Serialized by hand ([`Header::serialize`]): the fields from 1.3 on are left out at the end
+/// of the array while they and every field after them hold their defaults, so a header that
+/// uses none of them is byte for byte the older minor's header, and a field is never read at
+/// another field's position.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Header {
     /// The family.
@@ -420,27 +424,50 @@ pub struct Header {
     pub fork_decisions: Vec<ForkDecision>,
     /// (1.4) Rows that replicas stated about themselves, each signed by its replica
     /// (`SPEC.md` §3): the sender's own, and those of siblings the sender relays to a
-    /// restoring target. Omitted when empty (and then `fork_decisions` is omitted when empty
-    /// too, so a header without either is a 1.2 header byte for byte); when present,
-    /// `fork_decisions` is written even when empty, to keep its position.
+    /// restoring target. Left out while it and every later field are at their defaults
+    /// (see [`Header::serialize`]).
     #[serde(default)]
     pub reports: Vec<SignedReport>,
+    /// (1.4) Non-zero in a snapshot creation packet: the layout version of the object base
+    /// rows it carries (records `85`, `86`; `SPEC.md` §4, "1.4: snapshot creation"). Zero
+    /// (left out) in every other packet.
+    #[serde(default)]
+    pub snapshot: u64,
+}
+
+/// Fields of [`Header`] up to `signature`: the 1.2 header's fifteen fields.
+const HEADER_FIXED_FIELDS: usize = 15;
+
+impl Header {
+    /// How many fields the header's array holds: the fifteen of 1.2, then each later field up
+    /// to the last one that is not at its default.
+    fn field_count(&self) -> usize {
+        if self.snapshot != 0 {
+            HEADER_FIXED_FIELDS + 3
+        } else if !self.reports.is_empty() {
+            HEADER_FIXED_FIELDS + 2
+        } else if !self.fork_decisions.is_empty() {
+            HEADER_FIXED_FIELDS + 1
+        } else {
+            HEADER_FIXED_FIELDS
+        }
+    }
+}
+
+/// Writes the signature as [`hexbytes`] does, inside a struct.
+struct SigField<'a>(&'a Signature);
+
+impl Serialize for SigField<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        hexbytes::serialize(self.0, s)
+    }
 }
 
 impl Serialize for Header {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        /// The signature as `#[serde(with = "hexbytes")]` writes it.
-        struct Sig<'a>(&'a Signature);
-        impl Serialize for Sig<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                hexbytes::serialize(self.0, s)
-            }
-        }
-        let reports = !self.reports.is_empty();
-        let decisions = reports || !self.fork_decisions.is_empty();
-        let mut st =
-            s.serialize_struct("Header", 15 + usize::from(decisions) + usize::from(reports))?;
+        let n = self.field_count();
+        let mut st = s.serialize_struct("Header", n)?;
         st.serialize_field("family", &self.family)?;
         st.serialize_field("family_name", &self.family_name)?;
         st.serialize_field("sender", &self.sender)?;
@@ -455,14 +482,15 @@ impl Serialize for Header {
         st.serialize_field("comment", &self.comment)?;
         st.serialize_field("keys", &self.keys)?;
         st.serialize_field("heads", &self.heads)?;
-        st.serialize_field("signature", &Sig(&self.signature))?;
-        match decisions {
-            true => st.serialize_field("fork_decisions", &self.fork_decisions)?,
-            false => st.skip_field("fork_decisions")?,
+        st.serialize_field("signature", &SigField(&self.signature))?;
+        if n > HEADER_FIXED_FIELDS {
+            st.serialize_field("fork_decisions", &self.fork_decisions)?;
         }
-        match reports {
-            true => st.serialize_field("reports", &self.reports)?,
-            false => st.skip_field("reports")?,
+        if n > HEADER_FIXED_FIELDS + 1 {
+            st.serialize_field("reports", &self.reports)?;
+        }
+        if n > HEADER_FIXED_FIELDS + 2 {
+            st.serialize_field("snapshot", &self.snapshot)?;
         }
         st.end()
     }

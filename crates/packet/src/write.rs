@@ -107,6 +107,8 @@ pub struct Stats {
     pub blob_pieces: u64,
     /// Content-delta records written (also counted in `blobs`).
     pub deltas: u64,
+    /// Object-base row records written (format 1.4 snapshots).
+    pub rows: u64,
     /// Total bytes of all parts.
     pub bytes: u64,
     /// Total payload bytes of all records (entry bytes, blob hashes and contents).
@@ -187,6 +189,13 @@ impl<S: Sink> Encoder<S> {
             return Err(EncodeError::InvalidOptions(format!(
                 "a header with keys, chain heads or a signature needs minor version {}, not {}",
                 format::MINOR_SIGNED,
+                opts.minor
+            )));
+        }
+        if opts.minor < format::MINOR_SNAPSHOT && header.snapshot != 0 {
+            return Err(EncodeError::InvalidOptions(format!(
+                "a snapshot creation header needs minor version {}, not {}",
+                format::MINOR_SNAPSHOT,
                 opts.minor
             )));
         }
@@ -493,7 +502,42 @@ impl<S: Sink> Encoder<S> {
                 size,
                 frame,
             } => self.push_delta(hash, base, *size, frame),
+            Record::Row { space, key, value } => self.push_row(*space, key, value),
+            Record::SnapshotEnd {
+                rows,
+                hash,
+                signature,
+            } => {
+                self.needs_snapshot_minor("snapshot-end records")?;
+                self.push(
+                    format::REC_SNAPSHOT_END,
+                    &[&rows.to_le_bytes(), hash, signature],
+                )
+            }
         }
+    }
+
+    fn needs_snapshot_minor(&self, what: &str) -> Result<(), EncodeError> {
+        if self.opts.minor < format::MINOR_SNAPSHOT {
+            return Err(EncodeError::InvalidOptions(format!(
+                "{what} need format 1.{} or newer, and this packet is written as 1.{}",
+                format::MINOR_SNAPSHOT,
+                self.opts.minor
+            )));
+        }
+        Ok(())
+    }
+
+    fn push_row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<(), EncodeError> {
+        self.needs_snapshot_minor("object-base row records")?;
+        let key_len = u32::try_from(key.len()).map_err(|_| {
+            EncodeError::InvalidOptions(format!("a row key of {} bytes is too long", key.len()))
+        })?;
+        let mut fixed = [space, 0, 0, 0, 0];
+        fixed[1..].copy_from_slice(&key_len.to_le_bytes());
+        self.push(format::REC_ROW, &[&fixed, key, value])?;
+        self.stats.rows += 1;
+        Ok(())
     }
 
     /// Closes the last part (writing an empty part if nothing was pushed). Returns the sink,
@@ -595,6 +639,11 @@ impl MemPacketWriter {
     /// Appends a record.
     pub fn push_record(&mut self, r: &Record) -> Result<(), EncodeError> {
         self.enc.push_record(r)
+    }
+
+    /// Appends an object-base row record (format 1.4; `SPEC.md` §4).
+    pub fn push_row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<(), EncodeError> {
+        self.enc.push_row(space, key, value)
     }
 
     /// Finishes the packet: returns its parts, in order, and what was written.
@@ -804,6 +853,11 @@ impl PacketWriter {
     /// Appends a record.
     pub fn push_record(&mut self, r: &Record) -> Result<(), EncodeError> {
         self.enc.push_record(r)
+    }
+
+    /// Appends an object-base row record (format 1.4; `SPEC.md` §4).
+    pub fn push_row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<(), EncodeError> {
+        self.enc.push_row(space, key, value)
     }
 
     /// Finishes the packet and makes its part files appear under their final names. Refuses

@@ -17,6 +17,7 @@
 
 pub mod backend;
 pub mod ledger;
+pub mod snapshot;
 pub mod world;
 
 use std::fmt;
@@ -241,6 +242,13 @@ pub struct Stats {
     /// restore window after the copy was taken, and a scrub had dropped what it lacks: outside
     /// the retention guarantee (lossy; told to re-create the site; convergence not checked).
     pub beyond_window: u64,
+    /// Replicas made from a snapshot creation packet (the others from the history).
+    pub snapshot_creations: u64,
+    /// Damaged snapshot creation packets refused (none may make a replica).
+    pub damaged_snapshots: u64,
+    /// Imports refused because the importer must give up entries its missing history would
+    /// let it rebuild without (a snapshot-made or scrubbed replica; told to re-create it).
+    pub recreate_needed: u64,
 }
 
 impl Stats {
@@ -286,7 +294,10 @@ impl Stats {
             scrubbed,
             behind_retention,
             restores_after_scrub,
-            beyond_window
+            beyond_window,
+            snapshot_creations,
+            damaged_snapshots,
+            recreate_needed
         );
     }
 }
@@ -298,7 +309,8 @@ impl fmt::Display for Stats {
             "restores={} lost={} duplicated={} reordered={} corrupted={} forged={} crashes={} rollbacks={} overrides={} \
              wait_for={} amends={} delayed={} backups={} mkreplicas={} packets={} applied={} entries={} ops={} \
              refused_ops={} waits={} stale={} divergent={} retired_relays={} rollback_detections={} own_forks={} fork_repairs={} learned_from_stale={} operator_fixes={} named_created={} lossy={} \
-             unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} restores_after_scrub={} beyond_window={} steps={}",
+             unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} restores_after_scrub={} beyond_window={} \
+             snapshot_creations={} damaged_snapshots={} recreate_needed={} steps={}",
             self.restores,
             self.lost,
             self.duplicated,
@@ -336,6 +348,9 @@ impl fmt::Display for Stats {
             self.behind_retention,
             self.restores_after_scrub,
             self.beyond_window,
+            self.snapshot_creations,
+            self.damaged_snapshots,
+            self.recreate_needed,
             self.steps
         )
     }

@@ -572,7 +572,8 @@ impl<B: SimBackend> World<B> {
     /// Creates a replica from `from` (through the real creation packet). Returns whether it did.
     fn mkreplica(&mut self, from: usize, link: bool) -> bool {
         let name = format!("r{}", self.sites.len());
-        let plan = match self.rep(from).plan_mkreplica(&name) {
+        let how = crate::snapshot::draw(&mut self.rng);
+        let (plan, how) = match crate::snapshot::plan(self.rep(from), &name, how) {
             Ok(p) => p,
             Err(e) if is_refusal_of_local_change(&e) => {
                 self.ev(|w| {
@@ -600,6 +601,14 @@ impl<B: SimBackend> World<B> {
                 return false;
             }
         };
+        if how == crate::snapshot::Creation::Snapshot && self.rng.gen_bool(0.2) {
+            let (store, at) = (self.new_store(), self.rng.gen());
+            let env = env_arc(&self.env);
+            match crate::snapshot::damaged_copy_is_refused(&parts, store, env, at) {
+                Some(v) => self.violation(v),
+                None => self.stats.damaged_snapshots += 1,
+            }
+        }
         let pkt = match Incoming::from_parts(parts, "creation packet") {
             Ok(p) => p,
             Err(e) => {
@@ -622,6 +631,11 @@ impl<B: SimBackend> World<B> {
         let i = self.new_site(rep, fp, name.clone());
         self.sites[i].created_by = Some(from);
         self.stats.mkreplicas += 1;
+        if how == crate::snapshot::Creation::Snapshot {
+            // What the family dropped, the new replica knows as dropped (its creator's scrubs).
+            self.sites[i].scrub_dropped_ms = self.sites[from].scrub_dropped_ms;
+            self.stats.snapshot_creations += 1;
+        }
         self.ev(|w| format!("mkreplica {name} from {}", w.sites[from].name));
         if link {
             self.link(from, i, 0.0);
@@ -694,7 +708,13 @@ impl<B: SimBackend> World<B> {
             }
         }
         for (o, n) in &own.0 {
-            for k in observed.get(o) + 1..=*n {
+            let (from, base) = crate::snapshot::held_from(self.rep(i), o, observed.get(o));
+            if let Some((b, h)) = base {
+                if let Some(other) = self.ledger.record(me, (*o, b), h) {
+                    self.on_conflict(i, *o, b, other, h);
+                }
+            }
+            for k in from..=*n {
                 let e = match self.rep(i).entry(o, k) {
                     Ok(Some(e)) => e,
                     Ok(None) => {
@@ -1877,6 +1897,13 @@ impl<B: SimBackend> World<B> {
             // signature.
             CoreError::Refused(Refusal::Unauthentic { .. }) if pkt.forged => {
                 self.stats.forged += 1;
+            }
+            CoreError::Refused(Refusal::Other(m)) if crate::snapshot::needs_recreation(&m) => {
+                self.stats.recreate_needed += 1;
+                self.beyond_window = true;
+                self.set_lossy(format!(
+                    "packet #{serial} from {fname} refused at {tn}: {m}"
+                ));
             }
             other => self.violation(format!(
                 "import of packet #{serial} from {fname} at {tn} failed: {other}"

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use msite_core::store::{
-    prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, OpKind, PoisonFlag, ReadView,
+    prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, OpKind, PoisonFlag, ReadView,
     RecordedOp, Result, ScanIter, Store, WriteOptions,
 };
 use rusqlite::backup::{Backup, StepResult};
@@ -231,6 +231,35 @@ impl SqliteStore {
         check_expects(&tx, batch)?;
         write_ops(&tx, batch)?;
         tx.commit().r2e()
+    }
+
+    /// [`Store::bulk_load`]: every row in one `IMMEDIATE` transaction, each keyspace's insert
+    /// prepared once, committed with `synchronous = FULL`. The rows arrive sorted, so SQLite
+    /// appends to its B-trees; pages the cache cannot hold spill into the WAL, so memory stays
+    /// at the cache size. The mode stays WAL (no unjournaled writes: a crash rolls the whole
+    /// load back). Only the commit can poison the store: a damaged input rolls back.
+    fn bulk_load_locked(&self, w: &mut Writer, rows: BulkRows<'_>) -> Result<u64> {
+        if !w.synchronous_full {
+            w.conn.pragma_update(None, "synchronous", "FULL").r2e()?;
+            w.synchronous_full = true;
+        }
+        let tx = w
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .r2e()?;
+        let mut puts: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
+        let mut count = 0u64;
+        for row in rows {
+            let (ks, k, v) = row?;
+            prepared(&tx, &mut puts[ks as usize], sql(ks).put)?
+                .execute([&k, &v])
+                .r2e()?;
+            count += 1;
+        }
+        drop(puts);
+        let res = tx.commit().r2e();
+        self.poisoned.observe(WriteOptions::SYNC, &res);
+        res.map(|()| count)
     }
 
     /// An empty synced write makes earlier unsynced commits durable: they are all in the WAL.
@@ -495,6 +524,12 @@ impl Store for SqliteStore {
         let res = self.write_locked(&mut w, &batch, opts);
         self.poisoned.observe(opts, &res);
         res
+    }
+
+    fn bulk_load(&self, rows: BulkRows<'_>) -> Result<u64> {
+        let mut w = lock(&self.writer);
+        self.poisoned.check()?;
+        self.bulk_load_locked(&mut w, rows)
     }
 
     fn snapshot(&self) -> Result<SqliteSnapshot<'_>> {

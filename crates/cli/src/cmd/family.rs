@@ -109,12 +109,17 @@ impl Mkreplica {
 #[command(
     group(clap::ArgGroup::new("sealing").required(true).args(["encrypt_to", "no_encrypt"])),
     long_about = "Creates the replica object NAME, mastered by this replica, and writes a creation \
-packet holding everything the new replica needs (the whole history and content). The packet \
+packet holding everything the new replica needs: a snapshot of the database as it is now (every \
+element, version, label and content, and the few recent changes a sibling may still lack), \
+not its history, so it costs what the tree costs however long the history is, and it works \
+after `msite scrub` too. With --history it carries every change ever made instead (refused once \
+scrub dropped some). The new replica is the same either way; it only cannot hand a sibling the \
+changes made before its snapshot (a sibling that keeps them does). The packet \
 carries the whole database, so it is sealed (encrypted with age) to the recipient the new site's \
 operator gives you: they run `msite identity --new FILE` and send you the `age1…` line it prints. \
 --no-encrypt writes it in the clear. Ship the packet to the new site and run `msite mkreplica \
 import` there (with --identity FILE for a sealed one).",
-    after_help = "Example:\n  msite -C boston mkreplica export sanfran --encrypt-to age1…(from sanfran's operator)\n  msite -C boston mkreplica export bangalore --out /mnt/usb --no-encrypt"
+    after_help = "Example:\n  msite -C boston mkreplica export sanfran --encrypt-to age1…(from sanfran's operator)\n  msite -C boston mkreplica export bangalore --out /mnt/usb --no-encrypt\n  msite -C boston mkreplica export tokyo --history --no-encrypt   (every change, entry by entry)"
 )]
 pub struct MkreplicaExport {
     /// The new replica's name (unique in the family).
@@ -128,6 +133,10 @@ pub struct MkreplicaExport {
     /// Write the creation packet unencrypted (anyone holding it can read the database).
     #[arg(long)]
     pub no_encrypt: bool,
+    /// Carry the whole history, entry by entry, instead of a snapshot of the database (slower
+    /// and larger; refused once `msite scrub` dropped entries here).
+    #[arg(long)]
+    pub history: bool,
 }
 
 impl MkreplicaExport {
@@ -138,7 +147,10 @@ impl MkreplicaExport {
         let r = &site.replica;
         crate::site::remove_unfinished(r, &out);
         msite_packet::sealed::parse_recipients(&self.encrypt_to)?;
-        let plan = r.plan_mkreplica(&self.name)?;
+        let plan = match self.history {
+            true => r.plan_mkreplica(&self.name)?,
+            false => r.plan_mkreplica_snapshot(&self.name)?,
+        };
         let pb = util::spinner(ctx, format!("writing the creation packet of {}", self.name));
         let outcome = r.write_plan_to_dir(&plan, &out, None);
         pb.finish_and_clear();
@@ -146,14 +158,18 @@ impl MkreplicaExport {
             ExportOutcome::Written {
                 parts,
                 entries,
+                blobs,
                 bytes,
                 ..
             } => {
+                let what = match self.history {
+                    true => format!("history, {}", util::count(entries, "entry", "entries")),
+                    false => format!("snapshot, {}", util::count(blobs, "row", "rows")),
+                };
                 ctx.say(format!(
-                    "Created replica {} (mastered by {}); its creation packet ({}, {}):",
+                    "Created replica {} (mastered by {}); its creation packet ({what}, {}):",
                     self.name,
                     r.name(),
-                    util::count(entries, "entry", "entries"),
                     util::human_size(bytes)
                 ));
                 if !self.encrypt_to.is_empty() {

@@ -129,14 +129,26 @@ impl Lab {
         self.ok(&args);
     }
 
-    /// Creates replica `name` at `creator` and makes its site.
+    /// Creates replica `name` at `creator` and makes its site (a snapshot creation packet).
     fn mkreplica(&self, creator: &str, name: &str) {
+        self.mkreplica_with(creator, name, &[]);
+    }
+
+    /// Creates replica `name` at `creator` from a history creation packet and makes its site;
+    /// checks that the packet says it carries the history.
+    fn mkreplica_history(&self, creator: &str, name: &str) {
+        let said = self.mkreplica_with(creator, name, &["--history"]);
+        assert!(said.contains("(history, "), "{said}");
+    }
+
+    /// Creates replica `name` at `creator` with `extra` export options; what the export said.
+    fn mkreplica_with(&self, creator: &str, name: &str, extra: &[&str]) -> String {
         // Sealed, as by default: the new site's operator makes an identity file first.
         let out = format!("transfer-{name}");
         let id_file = format!("{name}.age");
         let recipient = self.ok(&["identity", "--new", &id_file]);
         let recipient = recipient.trim();
-        self.ok(&[
+        let mut export = vec![
             "-C",
             creator,
             "mkreplica",
@@ -146,7 +158,9 @@ impl Lab {
             &out,
             "--encrypt-to",
             recipient,
-        ]);
+        ];
+        export.extend_from_slice(extra);
+        let said = self.ok(&export);
         let pkt = packets_in(&self.path(&out))
             .pop()
             .expect("a creation packet");
@@ -163,6 +177,7 @@ impl Lab {
             args.extend(["--backend", b]);
         }
         self.ok(&args);
+        said
     }
 
     /// boston (hub) with spokes sanfran and bangalore.

@@ -35,7 +35,7 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
     assert_eq!(lab.digest("sanfran"), d);
     assert_eq!(lab.digest("bangalore"), d);
     assert_eq!(lab.ok(&["-C", "bangalore", "cat", "a.c"]), "int a;\n");
-    // A new replica needs the whole history: made at a sibling that keeps it.
+    // A history creation packet needs the whole history: refused here, naming the way out.
     let err = lab.fails(
         1,
         &[
@@ -44,11 +44,23 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
             "mkreplica",
             "export",
             "delhi",
+            "--history",
             "--no-encrypt",
         ],
     );
-    assert!(err.contains("keeps its whole history"), "{err}");
-    lab.mkreplica("sanfran", "delhi");
+    assert!(
+        err.contains(
+            "make a snapshot creation packet instead (`msite mkreplica export` without --history)"
+        ),
+        "{err}"
+    );
+    // The default, a snapshot, works after the scrub: the new site holds the same database.
+    lab.mkreplica("boston", "delhi");
+    assert_eq!(lab.digest("delhi"), lab.digest("boston"));
+    assert_eq!(lab.ok(&["-C", "delhi", "cat", "a.c"]), "int a;\n");
+    // And a history one at a sibling that keeps its history.
+    lab.mkreplica_history("sanfran", "tokyo");
+    assert_eq!(lab.ok(&["-C", "tokyo", "cat", "b.c"]), "int b;\n");
 }
 
 #[test]

@@ -138,6 +138,12 @@ impl<'r, S: Store> EntryApply<'r, S> {
                         self.blobs_seen.insert(h);
                     }
                 }
+                Record::Row { .. } | Record::SnapshotEnd { .. } => {
+                    return Err(CoreError::Malformed(format!(
+                        "{}: an update packet carries object-base rows, which only a snapshot creation packet may",
+                        self.src
+                    )));
+                }
                 Record::Entry(bytes) => {
                     if let Err(err) = self.entry(txn, ap, &bytes) {
                         let err = self.replica.with_later_forks(

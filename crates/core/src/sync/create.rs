@@ -20,23 +20,34 @@ use super::packet::Incoming;
 use super::trust::HeadCheck;
 
 impl<S: Store> Replica<S> {
-    /// Creates replica `name` (mastered here) and plans its creation packet: every entry
-    /// and every content held here, and the incarnations known here.
+    /// Creates replica `name` (mastered here) and plans its history creation packet: every
+    /// entry and every content held here, and the incarnations known here. Refused once
+    /// retention dropped entries here; [`Replica::plan_mkreplica_snapshot`] (the default of
+    /// `msite mkreplica export`) works then too.
     pub fn plan_mkreplica(&self, name: &str) -> Result<ExportPlan> {
         if let Some(why) = self.history_dropped(
-            "make a creation packet",
-            "make new replicas at a sibling that keeps its whole history (creation from a snapshot of the object base is not built yet)",
+            "make a history creation packet",
+            "make a snapshot creation packet instead (`msite mkreplica export` without --history)",
         )? {
             return Err(crate::error::CoreError::Invalid(why));
         }
         let new_id = self.append_create_replica(name)?;
         let own = self.own_row()?;
-        let mut ranges = Vec::new();
-        let mut entry_count = 0;
-        for (o, n) in &own.0 {
-            ranges.push((*o, 1, *n));
-            entry_count += n;
-        }
+        let ranges: Vec<(ReplicaId, u64, u64)> = own.0.iter().map(|(o, n)| (*o, 1, *n)).collect();
+        let mut plan = self.creation_plan(new_id, &own, ranges)?;
+        plan.header.heads = self.heads_for(&plan.ranges)?;
+        Ok(plan)
+    }
+
+    /// The creation plan of replica `new_id` holding `own`, carrying the entries of `ranges`
+    /// (none for a snapshot): header, controls and incarnations as both kinds carry them.
+    pub(super) fn creation_plan(
+        &self,
+        new_id: ReplicaId,
+        own: &Row,
+        ranges: Vec<(ReplicaId, u64, u64)>,
+    ) -> Result<ExportPlan> {
+        let entry_count = ranges.iter().map(|(_, from, to)| to + 1 - from).sum();
         let comment = self.incarnations_comment()?;
         let st = self.status()?;
         let to = wire::Target {
@@ -48,8 +59,7 @@ impl<S: Store> Replica<S> {
             seen_seq: 0,
         };
         let controls = self.controls(None)?;
-        let mut header = self.header(st.incarnation, to, Vec::new(), &own, controls)?;
-        header.heads = self.heads_for(&ranges)?;
+        let mut header = self.header(st.incarnation, to, Vec::new(), own, controls)?;
         header.new_replica = wire::Id(new_id.0);
         header.comment = comment;
         Ok(ExportPlan {
@@ -60,7 +70,8 @@ impl<S: Store> Replica<S> {
             all_blobs: true,
             delta_held: None,
             seq: 0,
-            advance_to: Some(own),
+            snapshot: false,
+            advance_to: Some(own.clone()),
             report: (0, 0),
             entry_count,
             reason: "replica creation",
@@ -70,7 +81,7 @@ impl<S: Store> Replica<S> {
 
     /// Appends the entry that creates replica `name` with a new id, mastered here, holding
     /// what this replica holds with this entry; a name must be new, printable, without `@`.
-    fn append_create_replica(&self, name: &str) -> Result<ReplicaId> {
+    pub(super) fn append_create_replica(&self, name: &str) -> Result<ReplicaId> {
         self.check_writable()?;
         crate::replica::no_control("replica name", name)?;
         if name.is_empty() || name.contains('\0') || name.contains('@') {
@@ -134,20 +145,17 @@ impl<S: Store> Replica<S> {
         }
         let me = ReplicaId(h.new_replica.0);
         let family = crate::ids::FamilyId(h.family.0);
+        if let Some(why) = super::snapshot::interrupted_creation(&store)? {
+            return Err(CoreError::Invalid(why));
+        }
         let r = Replica::create_empty(store, env, family, &h.family_name, me)?;
         // The family's keys come with the packet: its signature and chain heads are checked
         // with the keys it lists (the new replica knows no others yet).
         let heads = r.check_signature(&h, pkt.kind, &pkt.packet_id, &pkt.source)?;
-        let mut check = HeadCheck::new(heads, &r.sender_name(&h));
-        let mut txn = Txn::new(&r.store);
-        let mut ap = Appender::load(&txn)?;
-        if !r.take_creation_records(&mut txn, &mut ap, &mut pkt, &mut check)? {
-            return Err(CoreError::Malformed(format!(
-                "{}: the packet does not create the replica it names",
-                pkt.source
-            )));
-        }
-        check.finish(|o| r.replica_name(o))?;
+        let (mut txn, mut ap) = match h.snapshot {
+            0 => r.take_history(&mut pkt, heads)?,
+            _ => r.take_snapshot(&mut pkt, heads)?,
+        };
         r.take_keys_and_heads(&mut txn, &h)?;
         crate::sync::trust::ensure_signing_key(&mut txn, r.env.as_ref(), &me)?;
         take_incarnations(&mut txn, &h.comment);
@@ -162,6 +170,61 @@ impl<S: Store> Replica<S> {
         );
         txn.commit(WriteOptions::SYNC)?;
         Ok(r)
+    }
+
+    /// The history creation's records: every entry with its effects, and the content, in a
+    /// transaction (committed in prefixes) that the caller completes.
+    fn take_history<'s>(
+        &'s self,
+        pkt: &mut Incoming<'_>,
+        heads: super::trust::Heads,
+    ) -> Result<(Txn<'s, S>, Appender)> {
+        let mut check = HeadCheck::new(heads, &self.sender_name(&pkt.header));
+        let mut txn = Txn::new(&self.store);
+        let mut ap = Appender::load(&txn)?;
+        if !self.take_creation_records(&mut txn, &mut ap, pkt, &mut check)? {
+            return Err(CoreError::Malformed(format!(
+                "{}: the packet does not create the replica it names",
+                pkt.source
+            )));
+        }
+        check.finish(|o| self.replica_name(o))?;
+        Ok((txn, ap))
+    }
+
+    /// The snapshot creation's rows, bulk-loaded (`sync/snapshot.rs`); then a transaction,
+    /// which the caller completes, that writes the own row and removes the creation mark.
+    /// Every chain head the header names at a base must carry the base's hash.
+    fn take_snapshot<'s>(
+        &'s self,
+        pkt: &mut Incoming<'_>,
+        heads: super::trust::Heads,
+    ) -> Result<(Txn<'s, S>, Appender)> {
+        let (own, next_lsn) = self.load_snapshot(pkt)?;
+        for ((o, n), hash) in &heads.at {
+            let held = Self::entry_hash_at(&self.store, o, *n)?;
+            if own.get(o) == *n && held != Some(*hash) {
+                return Err(CoreError::Malformed(format!(
+                    "{}: the chain base of {} differs from the head its origin signed; the new store is left unusable: remove it and ask the creator for a new packet",
+                    pkt.source,
+                    self.replica_name(o)
+                )));
+            }
+        }
+        if !self.view().replicas()?.iter().any(|r| r.id == self.me) {
+            return Err(CoreError::Malformed(format!(
+                "{}: the snapshot does not hold the replica it creates",
+                pkt.source
+            )));
+        }
+        let mut txn = Txn::new(&self.store);
+        for (o, n) in &own.0 {
+            txn.put(Keyspace::Epochs, &keys::own(o), &n.to_be_bytes());
+        }
+        txn.put(Keyspace::Meta, keys::NEXT_LSN, &next_lsn.to_be_bytes());
+        txn.delete(Keyspace::Meta, super::snapshot::CREATING);
+        let ap = Appender::load(&txn)?;
+        Ok((txn, ap))
     }
 
     /// Stores every record of a creation packet (entries of each origin from 1, in order)
@@ -182,6 +245,12 @@ impl<S: Store> Replica<S> {
         for rec in &mut pkt.records {
             let bytes = match rec? {
                 Record::Entry(bytes) => bytes,
+                Record::Row { .. } | Record::SnapshotEnd { .. } => {
+                    return Err(CoreError::Malformed(format!(
+                        "{}: a history creation packet carries object-base rows, which only a snapshot creation packet may",
+                        pkt.source
+                    )));
+                }
                 rec => {
                     take_content(txn, &mut intake, rec)?;
                     continue;

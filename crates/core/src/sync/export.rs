@@ -36,6 +36,8 @@ pub struct ExportPlan {
     /// versions it holds (`sync/delta.rs`); None: only against content earlier in the packet.
     pub(super) delta_held: Option<Row>,
     pub(super) seq: u64,
+    /// A snapshot creation packet: rows of the object base, not entries (`sync/snapshot.rs`).
+    pub(super) snapshot: bool,
     pub(super) advance_to: Option<Row>,
     pub(super) report: (u64, u64),
     /// Entries the packet will carry.
@@ -185,6 +187,7 @@ impl<S: Store> Replica<S> {
             all_blobs: false,
             delta_held,
             seq,
+            snapshot: false,
             advance_to,
             report: (recv.applied, recv.seen),
             entry_count,
@@ -221,6 +224,7 @@ impl<S: Store> Replica<S> {
             signature: wire::NO_SIGNATURE,
             fork_decisions: self.fork_decisions_wire()?,
             reports: Vec::new(),
+            snapshot: 0,
         })
     }
 

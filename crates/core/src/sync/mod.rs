@@ -11,6 +11,7 @@
 //! - [`controls`]: restore requests, provisional acknowledgements and mastership requests a
 //!   packet carries.
 //! - [`create`]: replica creation (§7).
+//! - [`snapshot`]: snapshot creation: the object base as rows, bulk-loaded (§7, format 1.4).
 //! - [`trust`]: signing keys, packet signatures and origin-signed chain heads.
 //! - [`rekey`]: key rotation (`msite rekey`) and vouching for a lost key (`msite vouch`).
 //! - [`reports`]: siblings' signed statements of their rows, relayed to a restoring replica so
@@ -27,12 +28,14 @@ mod import;
 mod packet;
 mod rekey;
 mod reports;
+mod snapshot;
 mod trust;
 
 pub use assess::{Assessment, Need};
 pub use export::ExportPlan;
 pub use import::ImportOutcome;
 pub use packet::{ExportOutcome, Incoming, RecordSink};
+pub use snapshot::{interrupted_creation, CREATING};
 pub(crate) use trust::ensure_signing_key;
 pub use trust::{fingerprint, signature_status_listed, SignatureStatus};
 

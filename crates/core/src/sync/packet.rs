@@ -28,6 +28,10 @@ pub trait RecordSink {
     fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()>;
     /// Appends content of `size` bytes as a zstd `frame` against the content `base`.
     fn delta(&mut self, hash: &Hash, base: &Hash, size: u64, frame: &[u8]) -> Result<()>;
+    /// Appends one object-base row of a snapshot (`sync/snapshot.rs`).
+    fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Appends the snapshot end: the rows' count and hash, signed.
+    fn snapshot_end(&mut self, rows: u64, hash: &Hash, signature: &wire::Signature) -> Result<()>;
 }
 
 pub(super) fn enc_err(e: msite_packet::EncodeError) -> CoreError {
@@ -48,6 +52,17 @@ impl RecordSink for PacketWriter {
     fn delta(&mut self, hash: &Hash, base: &Hash, size: u64, frame: &[u8]) -> Result<()> {
         self.push_delta(hash, base, size, frame).map_err(enc_err)
     }
+    fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
+        self.push_row(space, key, value).map_err(enc_err)
+    }
+    fn snapshot_end(&mut self, rows: u64, hash: &Hash, signature: &wire::Signature) -> Result<()> {
+        let r = Record::SnapshotEnd {
+            rows,
+            hash: *hash,
+            signature: *signature,
+        };
+        self.push_record(&r).map_err(enc_err)
+    }
 }
 
 impl RecordSink for MemPacketWriter {
@@ -63,6 +78,17 @@ impl RecordSink for MemPacketWriter {
     }
     fn delta(&mut self, hash: &Hash, base: &Hash, size: u64, frame: &[u8]) -> Result<()> {
         self.push_delta(hash, base, size, frame).map_err(enc_err)
+    }
+    fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
+        self.push_row(space, key, value).map_err(enc_err)
+    }
+    fn snapshot_end(&mut self, rows: u64, hash: &Hash, signature: &wire::Signature) -> Result<()> {
+        let r = Record::SnapshotEnd {
+            rows,
+            hash: *hash,
+            signature: *signature,
+        };
+        self.push_record(&r).map_err(enc_err)
     }
 }
 
@@ -254,14 +280,36 @@ pub(super) const EXPORT_CHUNK_LEN: usize = 8 << 20;
 
 impl<S: Store> Replica<S> {
     /// The packet writer's options for an export (split at `max_size` bytes).
-    fn export_options(&self, max_size: Option<u64>) -> msite_packet::WriteOptions {
+    fn export_options(
+        &self,
+        plan: &ExportPlan,
+        max_size: Option<u64>,
+    ) -> msite_packet::WriteOptions {
         let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
-        opts.minor = msite_packet::format::FORMAT_MINOR;
+        // Update packets are 1.4 for their signed report; snapshot packets for their rows.
+        opts.minor = match plan.snapshot {
+            true => msite_packet::format::MINOR_SNAPSHOT,
+            false => msite_packet::format::MINOR_UPDATE,
+        };
         opts.max_part_size = max_size;
         opts.zstd_level = EXPORT_ZSTD_LEVEL;
         opts.chunk_size = EXPORT_CHUNK_LEN;
         opts.long_window = true;
         opts
+    }
+
+    /// Streams the plan's records into `sink`: a snapshot's rows, or the entries and content.
+    /// Returns the entries and contents written (rows count as contents).
+    fn write_body(
+        &self,
+        plan: &ExportPlan,
+        sink: &mut dyn RecordSink,
+        packet_id: &wire::Id,
+    ) -> Result<(u64, u64)> {
+        match plan.snapshot {
+            true => Ok((0, self.write_snapshot(plan, sink, packet_id)?)),
+            false => self.write_records(plan, sink),
+        }
     }
 
     /// Streams the plan's records into `sink`, in apply order, each content just before the
@@ -381,7 +429,8 @@ impl<S: Store> Replica<S> {
     ) -> Result<ExportOutcome> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CoreError::io(format!("creating {}", dir.display()), e))?;
-        let opts = self.export_options(max_size);
+        let opts = self.export_options(plan, max_size);
+        let packet_id = opts.packet_id;
         let header = self.signed_header(&plan.header, plan.kind, &opts.packet_id)?;
         let mut w = PacketWriter::create(dir, &self.stem(plan), plan.kind, &header, opts)
             .map_err(enc_err)?;
@@ -391,7 +440,7 @@ impl<S: Store> Replica<S> {
         // finished file whose sequence number the next export reuses, so that an
         // acknowledgement of the one would cover the other, lost, one.
         self.commit_export(plan)?;
-        let (entries, blobs) = self.write_records(plan, &mut w)?;
+        let (entries, blobs) = self.write_body(plan, &mut w, &packet_id)?;
         let written = w.finish().map_err(enc_err)?;
         Ok(ExportOutcome::Written {
             parts: written.parts,
@@ -426,12 +475,13 @@ impl<S: Store> Replica<S> {
         plan: &ExportPlan,
         max_size: Option<u64>,
     ) -> Result<Vec<Vec<u8>>> {
-        let opts = self.export_options(max_size);
+        let opts = self.export_options(plan, max_size);
+        let packet_id = opts.packet_id;
         let header = self.signed_header(&plan.header, plan.kind, &opts.packet_id)?;
         let mut w = MemPacketWriter::new(plan.kind, &header, opts).map_err(enc_err)?;
         // Recorded before the packet is complete, as in `write_plan_to_dir`.
         self.commit_export(plan)?;
-        self.write_records(plan, &mut w)?;
+        self.write_body(plan, &mut w, &packet_id)?;
         let (parts, _) = w.finish().map_err(enc_err)?;
         Ok(parts)
     }

@@ -97,6 +97,11 @@ pub(super) fn verifies(key: &wire::PublicKey, msg: &[u8], sig: &wire::Signature)
         .is_ok()
 }
 
+/// The key a header lists last for `who` (the one in force at the sender), if any.
+pub(super) fn listed_key(h: &wire::Header, who: &ReplicaId) -> Option<wire::PublicKey> {
+    listed_for(h, who).pop()
+}
+
 /// The keys a header lists for `who`, oldest first (the last is the one in force at the
 /// sender).
 fn listed_for(h: &wire::Header, who: &ReplicaId) -> Vec<wire::PublicKey> {

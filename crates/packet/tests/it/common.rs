@@ -82,6 +82,7 @@ pub fn update_header() -> Header {
         signature: msite_packet::wire::NO_SIGNATURE,
         fork_decisions: vec![],
         reports: vec![],
+        snapshot: 0,
     }
 }
 

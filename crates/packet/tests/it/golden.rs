@@ -243,6 +243,7 @@ pub fn goldens() -> Vec<Golden> {
     let split = records_of(&checkins(id(2), 1, 24, 300));
     let pieces = piece_records();
     let signed = signed_golden(update.clone());
+    let snapshot = snapshot_golden();
 
     vec![
         Golden {
@@ -304,7 +305,79 @@ pub fn goldens() -> Vec<Golden> {
             },
             parts: 1,
         },
+        snapshot,
     ]
+}
+
+/// Format 1.4: a snapshot creation packet of replica `id(5)` made by `id(2)`: its header
+/// marks the snapshot (layout 1) and names the chain head it starts from; the records are two
+/// object-base rows, a content row and a chain base, then the snapshot end signed with
+/// [`signed_fixture_key`] over the rows' hash.
+fn snapshot_golden() -> Golden {
+    use ed25519_dalek::Signer;
+    let key = signed_fixture_key();
+    let mut header = update_header();
+    header.targets = vec![];
+    header.bases = vec![];
+    header.controls = vec![];
+    header.new_replica = id(5);
+    header.comment = "mkreplica tokyo".into();
+    header.keys = vec![KeyCell {
+        replica: id(2),
+        key: key.verifying_key().to_bytes(),
+    }];
+    header.snapshot = 1;
+    let rows = vec![
+        Record::Row {
+            space: 1,
+            key: b"Rtokyo".to_vec(),
+            value: vec![5; 16],
+        },
+        Record::Row {
+            space: 1,
+            key: b"Vsome-version".to_vec(),
+            value: b"value".to_vec(),
+        },
+        Record::Row {
+            space: 2,
+            key: vec![7; 32],
+            value: blob(1),
+        },
+        Record::Row {
+            space: 4,
+            key: id(2).0.to_vec(),
+            value: [[0, 0, 0, 0, 0, 0, 0, 3].as_slice(), &[9; 32], &[0; 8]].concat(),
+        },
+    ];
+    let opts = WriteOptions {
+        chunk_size: 1024,
+        minor: 4,
+        ..WriteOptions::new(id(0x77))
+    };
+    let mut hasher = sign::SnapshotHasher::new();
+    for r in &rows {
+        if let Record::Row { space, key, value } = r {
+            hasher.row(*space, key, value);
+        }
+    }
+    let (count, hash) = hasher.finish();
+    let msg = sign::snapshot_message(&header.family, &opts.packet_id, count, &hash);
+    let mut records = rows;
+    records.push(Record::SnapshotEnd {
+        rows: count,
+        hash,
+        signature: key.sign(&msg).to_bytes(),
+    });
+    let msg = sign::header_message(&opts.packet_id, Kind::ReplicaCreation, &header);
+    header.signature = key.sign(&msg).to_bytes();
+    Golden {
+        stem: "snapshot",
+        kind: Kind::ReplicaCreation,
+        header,
+        records,
+        opts,
+        parts: 1,
+    }
 }
 
 /// Format 1.3: version 1 of a file whole, its entry, version 2 as a delta against version 1,
@@ -525,6 +598,38 @@ fn golden_update_entries_decode_to_exact_values() {
     for e in &es {
         assert_eq!(entry_hash(e), e.hash);
     }
+}
+
+#[test]
+fn the_snapshot_fixtures_end_verifies_over_its_rows() {
+    // SPEC §4 (1.4): the snapshot end's count and hash are those of the rows before it, and
+    // its signature verifies over the snapshot message; one changed row byte changes the hash.
+    use ed25519_dalek::{Signature, Verifier};
+    let r = open(fixtures().join("snapshot.msp")).unwrap();
+    let (h, pid) = (r.header().clone(), r.info().packet_id);
+    assert_eq!(h.snapshot, 1);
+    let recs: Vec<Record> = r.records().collect::<Result<_, _>>().unwrap();
+    let mut hasher = sign::SnapshotHasher::new();
+    let mut tampered = sign::SnapshotHasher::new();
+    for rec in &recs {
+        if let Record::Row { space, key, value } = rec {
+            hasher.row(*space, key, value);
+            tampered.row(*space, key, &[value.as_slice(), b"x"].concat());
+        }
+    }
+    let Some(Record::SnapshotEnd {
+        rows,
+        hash,
+        signature,
+    }) = recs.last()
+    else {
+        panic!("the snapshot fixture does not end with a snapshot-end record");
+    };
+    assert_eq!(hasher.finish(), (*rows, *hash));
+    assert_ne!(tampered.finish().1, *hash);
+    let vk = signed_fixture_key().verifying_key();
+    let msg = sign::snapshot_message(&h.family, &pid, *rows, hash);
+    vk.verify(&msg, &Signature::from_bytes(signature)).unwrap();
 }
 
 #[test]

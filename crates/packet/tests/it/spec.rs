@@ -242,6 +242,7 @@ struct HeaderNext {
     signature: [u8; 64],
     fork_decisions: Vec<msite_packet::wire::ForkDecision>,
     reports: Vec<msite_packet::wire::SignedReport>,
+    snapshot: u64,
     region: (u32, String),
 }
 
@@ -277,6 +278,7 @@ fn header_next() -> Vec<u8> {
         signature: h.signature,
         fork_decisions: h.fork_decisions,
         reports: h.reports,
+        snapshot: h.snapshot,
         region: (7, "emea".into()),
     };
     rmp_serde::to_vec(&next).unwrap()
@@ -298,7 +300,7 @@ fn newer_minor_version_is_read_skipping_what_is_unknown() {
             rec(0x11, &[]),
         ],
     );
-    // A minor version newer than this reader's (1.4 added signed reports).
+    // A minor version newer than this reader's (1.4 added signed reports and snapshot creation).
     raw.minor = 5;
     raw.flags = 0x01;
     let (info, header, recs) = decode_all(&raw.build()).unwrap();

@@ -26,6 +26,7 @@ mod reports;
 mod restore;
 mod retain;
 mod retire;
+mod snapshot;
 mod sync;
 mod trust;
 
@@ -37,6 +38,7 @@ pub use reports::*;
 pub use restore::*;
 pub use retain::*;
 pub use retire::*;
+pub use snapshot::*;
 pub use sync::*;
 pub use trust::*;
 
@@ -117,6 +119,46 @@ impl<'a, F: StoreFactory> Family<'a, F> {
     /// Creates a replica from site `from`.
     pub fn mkreplica(&mut self, from: usize, name: &str) -> usize {
         self.mkreplica_keeping_packet(from, name).0
+    }
+
+    /// Creates a replica from site `from` with a snapshot creation packet (the default of
+    /// `msite mkreplica export`); returns its index.
+    pub fn mkreplica_snapshot(&mut self, from: usize, name: &str) -> usize {
+        let parts = self.snapshot_packet(from, name);
+        self.create_from(name, parts).unwrap()
+    }
+
+    /// The snapshot creation packet of a new replica `name` made at site `from`.
+    pub fn snapshot_packet(&self, from: usize, name: &str) -> Vec<Vec<u8>> {
+        let plan = self.sites[from].plan_mkreplica_snapshot(name).unwrap();
+        self.sites[from].write_plan_to_parts(&plan, None).unwrap()
+    }
+
+    /// Makes a new site `name` from a creation packet's parts in a new store; its index, or
+    /// the error (the store then stays in the family's directory, returned for inspection).
+    pub fn create_from(
+        &mut self,
+        name: &str,
+        parts: Vec<Vec<u8>>,
+    ) -> Result<usize, (CoreError, PathBuf)> {
+        let dir = self.fresh_path(name);
+        let made = Incoming::from_parts(parts, "creation").and_then(|pkt| {
+            Replica::create_from_packet(self.open_at(&dir), env_arc(&self.env), pkt)
+        });
+        match made {
+            Ok(r) => {
+                self.sites.push(r);
+                self.names.push(name.into());
+                self.dirs.push(dir);
+                Ok(self.sites.len() - 1)
+            }
+            Err(e) => Err((e, dir)),
+        }
+    }
+
+    /// Opens the store at `dir` as a replica (what the next command at a site does).
+    pub fn open_replica(&self, dir: &Path) -> Result<Replica<F::Store>, CoreError> {
+        Replica::open(self.open_at(dir), env_arc(&self.env))
     }
 
     /// Creates a replica from site `from`; returns its index and the creation packet's parts.
@@ -361,6 +403,12 @@ macro_rules! protocol_scenario_tests {
             fork_repair_unblocks_restorereplica_after_an_own_fork => case_fork_repair_unblocks_restorereplica_after_an_own_fork,
             direct_export_after_a_restoration_sends_only_what_is_new => case_direct_export_after_a_restoration_sends_only_what_is_new,
             a_report_the_relay_made_up_raises_no_estimate => case_a_report_the_relay_made_up_raises_no_estimate,
+            snapshot_replica_is_indistinguishable_from_a_history_one => case_snapshot_replica_is_indistinguishable_from_a_history_one,
+            mastership_moves_to_and_from_a_snapshot_replica => case_mastership_moves_to_and_from_a_snapshot_replica,
+            snapshot_replica_restores_from_its_backup => case_snapshot_replica_restores_from_its_backup,
+            sibling_older_than_the_snapshot_is_served_or_refused => case_sibling_older_than_the_snapshot_is_served_or_refused,
+            snapshot_after_scrub => case_snapshot_after_scrub,
+            damaged_snapshot_is_refused_and_the_store_says_so => case_damaged_snapshot_is_refused_and_the_store_says_so,
         }
     };
 }

@@ -74,7 +74,7 @@ impl Decoded {
                     relink = Some(e.hash);
                     *bytes = encode_entry(&e);
                 }
-                Record::Blob { .. } | Record::BlobPiece { .. } | Record::Delta { .. } => {}
+                _ => {}
             }
         }
         for r in &mut self.records {
