@@ -99,7 +99,9 @@ impl<S: Store> Replica<S> {
         packet_id: &wire::Id,
     ) -> Result<u64> {
         let snap = self.store.snapshot()?;
-        if crate::replica::read_row(&snap, keys::OWN_PREFIX)? != Row::from_wire(&plan.header.sender_row) {
+        if crate::replica::read_row(&snap, keys::OWN_PREFIX)?
+            != Row::from_wire(&plan.header.sender_row)
+        {
             return Err(CoreError::Invalid(format!(
                 "replica {} changed while its creation packet was being written; run `msite mkreplica export` again",
                 self.name()
