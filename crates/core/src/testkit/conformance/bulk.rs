@@ -5,10 +5,13 @@
 
 use super::*;
 
+/// A row as [`Store::bulk_load`] takes it.
+type BulkRow = (Keyspace, Vec<u8>, Vec<u8>);
+
 /// Runs of rows as a snapshot's loader gives them: one keyspace and ascending keys per run,
 /// keyspaces met again later, a later run overwriting keys of an earlier one, values small and
 /// large (past RocksDB's blob threshold). Returns the rows and the store they must make.
-fn runs() -> (Vec<(Keyspace, Vec<u8>, Vec<u8>)>, Dump) {
+fn runs() -> (Vec<BulkRow>, Dump) {
     let mut rng = Rng::new(0xb01c);
     let mut rows = Vec::new();
     let plan: [(Keyspace, u32, u32, usize); 6] = [
