@@ -405,8 +405,8 @@ pub trait Store: ReadView + Send + Sync + 'static {
     ///
     /// The default writes batches of about [`BULK_BATCH_BYTES`] unsynced, then one empty synced
     /// write, which makes them all durable (an empty synced batch does, by the contract above).
-    /// SQLite writes everything in one transaction; RocksDB keeps the default for now (SST
-    /// ingestion is to come); the PostgreSQL store keeps the default.
+    /// SQLite writes everything in one transaction; RocksDB writes SST files and ingests them;
+    /// the PostgreSQL store keeps the default.
     fn bulk_load(&self, rows: BulkRows<'_>) -> Result<u64> {
         let mut batch = self.batch();
         let (mut bytes, mut count) = (0usize, 0u64);

@@ -31,6 +31,9 @@
 //!   values of 4 KiB and more in blob files (RocksDB's integrated BlobDB: written at flush,
 //!   never rewritten by compactions; uncompressed, no blob GC). Dropping the store flushes the
 //!   memtables, so a clean close leaves no WAL to replay at the next open.
+//! * **Bulk load** (a replica made from a snapshot): each sorted run is written to SST files
+//!   (`SstFileWriter`, at most 256 MiB each) and ingested into its column family as soon as
+//!   it is finished, bypassing the WAL and the memtables (`bulk.rs`).
 //! * **Exclusive open**: RocksDB's `LOCK` file; its error (from this or another process)
 //!   becomes [`Error::Locked`](msite_core::store::Error::Locked).
 //! * **Vendor tools**: `backup` uses the `BackupEngine` (flushes, then copies the files
@@ -41,6 +44,7 @@
 //!   [`Error::Corruption`](msite_core::store::Error::Corruption).
 
 mod batch;
+mod bulk;
 mod error;
 mod iter;
 mod snapshot;

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use msite_core::store::{
-    prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, PoisonFlag, ReadView, Result, ScanIter,
-    Store, WriteOptions,
+    prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, PoisonFlag, ReadView, Result,
+    ScanIter, Store, WriteOptions,
 };
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{
@@ -66,7 +66,7 @@ fn db_options() -> Options {
 /// The memtable budget shared by all column families.
 const DB_WRITE_BUFFER_BYTES: usize = 64 << 20;
 
-fn cf_options(ks: Keyspace) -> Options {
+pub(crate) fn cf_options(ks: Keyspace) -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(DBCompressionType::Lz4);
     // Flushes write L0 uncompressed, compactions into the levels below compress: compressing
@@ -170,6 +170,17 @@ impl RocksStore {
             .r2e()
     }
 
+    /// The database (the bulk loader ingests files into it).
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// Takes the writer lock: no other writer runs until the guard is dropped.
+    #[cfg(test)]
+    pub(crate) fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        lock(&self.writer)
+    }
+
     /// The column family of `ks`. Every keyspace's family is created on open, so the lookup
     /// only fails if the directory was tampered with while open.
     pub(crate) fn cf(&self, ks: Keyspace) -> Result<&ColumnFamily> {
@@ -261,6 +272,15 @@ impl Store for RocksStore {
         let res = self.write_locked(batch, opts);
         self.poisoned.observe(opts, &res);
         res
+    }
+
+    /// SST files ingested run by run (`bulk.rs`).
+    fn bulk_load(&self, rows: BulkRows<'_>) -> Result<u64> {
+        let _writer = lock(&self.writer);
+        self.poisoned.check()?;
+        Ok(self
+            .bulk_load_locked(rows, crate::bulk::SST_FILE_BYTES)?
+            .rows)
     }
 
     fn snapshot(&self) -> Result<RocksSnapshot<'_>> {

@@ -47,8 +47,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod bulk;
 mod content;
 
+pub use bulk::*;
 pub use content::*;
 
 use super::{FaultPlan, FaultyStore};
@@ -1751,6 +1753,9 @@ macro_rules! store_conformance_tests {
             versions_are_stored_as_deltas => case_versions_are_stored_as_deltas,
             deleting_a_delta_base_keeps_its_dependents => case_deleting_a_delta_base_keeps_its_dependents,
             damaged_packed_content_is_an_error => case_damaged_packed_content_is_an_error,
+            bulk_load_reads_back_every_run => case_bulk_load_reads_back_every_run,
+            bulk_load_stops_at_an_error => case_bulk_load_stops_at_an_error,
+            bulk_load_of_no_rows => case_bulk_load_of_no_rows,
         }
     };
 }

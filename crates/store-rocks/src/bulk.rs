@@ -1,0 +1,179 @@
+//! RocksDB's bulk path for [`Store::bulk_load`](msite_core::store::Store::bulk_load): each
+//! sorted run is written to SST files with `SstFileWriter` and ingested into its column
+//! family (moved, not copied), instead of going through the write-ahead log and the
+//! memtables.
+//!
+//! Rules the loader keeps:
+//! * A file holds one keyspace and strictly ascending keys; a new file starts where the run
+//!   ends, or where the file reaches [`SST_FILE_BYTES`], so memory and scratch space stay
+//!   bounded by one file whatever the size of the load.
+//! * Each file is ingested as soon as it is finished, in input order, so a key given again in
+//!   a later run gets a newer sequence number: the later value wins, as the contract says.
+//! * Ingestion syncs the file and the MANIFEST before it returns, so a load that returned is
+//!   durable. The scratch directory ([`BULK_DIR`]) is emptied before and removed after every
+//!   load; a crash leaves at most one unfinished file there, removed by the next load.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use msite_core::store::{BulkRows, Keyspace, Result};
+use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
+
+use crate::error::RocksResultExt;
+use crate::store::{cf_options, RocksStore};
+
+/// The scratch directory of a load, inside the store directory.
+pub(crate) const BULK_DIR: &str = "bulk-load.tmp";
+
+/// A file being written is finished (and ingested) once it reaches this size.
+pub(crate) const SST_FILE_BYTES: u64 = 256 << 20;
+
+/// What a load did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loaded {
+    /// Rows written.
+    pub rows: u64,
+    /// SST files ingested.
+    pub files: u64,
+}
+
+/// The file being written: its keyspace, writer, path and last key.
+struct OpenFile<'o> {
+    ks: Keyspace,
+    writer: SstFileWriter<'o>,
+    path: PathBuf,
+    last: Vec<u8>,
+}
+
+impl OpenFile<'_> {
+    /// Whether `(ks, key)` may go into this file (same run, ascending, not full).
+    fn takes(&self, ks: Keyspace, key: &[u8], max_bytes: u64) -> bool {
+        self.ks == ks && key > self.last.as_slice() && self.writer.file_size() < max_bytes
+    }
+}
+
+impl RocksStore {
+    /// Loads `rows` through SST files of at most about `max_bytes` each; the writer lock is
+    /// held by the caller.
+    pub(crate) fn bulk_load_locked(&self, rows: BulkRows<'_>, max_bytes: u64) -> Result<Loaded> {
+        let scratch = self.dir().join(BULK_DIR);
+        empty_dir(&scratch)?;
+        let res = self.load_files(rows, &scratch, max_bytes);
+        let _ = fs::remove_dir_all(&scratch);
+        res
+    }
+
+    fn load_files(&self, rows: BulkRows<'_>, scratch: &Path, max_bytes: u64) -> Result<Loaded> {
+        let opts: Vec<Options> = Keyspace::ALL.iter().map(|ks| cf_options(*ks)).collect();
+        let mut open: Option<OpenFile<'_>> = None;
+        let (mut count, mut files) = (0u64, 0u64);
+        for row in rows {
+            let (ks, key, value) = row?;
+            if !open.as_ref().is_some_and(|f| f.takes(ks, &key, max_bytes)) {
+                if let Some(f) = open.take() {
+                    self.ingest(f)?;
+                }
+                let path = scratch.join(format!("{files:08}.sst"));
+                files += 1;
+                let writer = SstFileWriter::create(&opts[ks as usize]);
+                writer.open(&path).r2e()?;
+                open = Some(OpenFile {
+                    ks,
+                    writer,
+                    path,
+                    last: Vec::new(),
+                });
+            }
+            let f = open.as_mut().expect("a file was opened just above");
+            f.writer.put(&key, &value).r2e()?;
+            f.last = key;
+            count += 1;
+        }
+        if let Some(f) = open {
+            self.ingest(f)?;
+        }
+        Ok(Loaded { rows: count, files })
+    }
+
+    /// Finishes `f` and moves it into its column family.
+    fn ingest(&self, mut f: OpenFile<'_>) -> Result<()> {
+        f.writer.finish().r2e()?;
+        let mut io = IngestExternalFileOptions::default();
+        io.set_move_files(true);
+        self.db()
+            .ingest_external_file_cf_opts(self.cf(f.ks)?, &io, vec![&f.path])
+            .r2e()
+    }
+}
+
+/// Makes `dir` an empty directory (removing what an interrupted load left).
+fn empty_dir(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use msite_core::store::{KeyRange, ReadView, Store};
+
+    use super::*;
+
+    /// `n` rows of 1000 bytes that do not compress (a value's first byte is its index).
+    fn rows(n: u32, ks: Keyspace) -> Vec<(Keyspace, Vec<u8>, Vec<u8>)> {
+        let mut rng = msite_core::testkit::conformance::Rng::new(u64::from(n));
+        (0..n)
+            .map(|i| {
+                let mut v = rng.bytes(1000);
+                v[0] = i as u8;
+                (ks, format!("k{i:08}").into_bytes(), v)
+            })
+            .collect()
+    }
+
+    /// A run larger than a file is split into several files, all ingested, none left over.
+    #[test]
+    fn a_large_run_goes_in_as_several_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let all = rows(2_000, Keyspace::State);
+        let mut it = all.clone().into_iter().map(Ok);
+        let writer = store.lock_writer();
+        let loaded = store.bulk_load_locked(&mut it, 64 << 10).unwrap();
+        drop(writer);
+        assert_eq!(loaded.rows, 2_000);
+        assert!(loaded.files >= 20, "2 MB in files of 64 KiB: {loaded:?}");
+        assert!(
+            !dir.path().join(BULK_DIR).exists(),
+            "the scratch dir is gone"
+        );
+        let back: Vec<_> = store
+            .scan(Keyspace::State, KeyRange::all())
+            .unwrap()
+            .map(|kv| kv.unwrap())
+            .collect();
+        let want: Vec<_> = all.into_iter().map(|(_, k, v)| (k, v)).collect();
+        assert_eq!(back, want);
+    }
+
+    /// What an interrupted load left in the scratch directory does not disturb the next.
+    #[test]
+    fn leftovers_of_an_interrupted_load_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let scratch = dir.path().join(BULK_DIR);
+        fs::create_dir_all(&scratch).unwrap();
+        fs::write(scratch.join("00000000.sst"), b"half a file").unwrap();
+        let mut it = rows(10, Keyspace::Meta).into_iter().map(Ok);
+        assert_eq!(store.bulk_load(&mut it).unwrap(), 10);
+        assert!(!scratch.exists());
+        assert_eq!(
+            store.get(Keyspace::Meta, b"k00000009").unwrap().unwrap()[0],
+            9
+        );
+    }
+}
