@@ -1751,6 +1751,9 @@ macro_rules! store_conformance_tests {
             versions_are_stored_as_deltas => case_versions_are_stored_as_deltas,
             deleting_a_delta_base_keeps_its_dependents => case_deleting_a_delta_base_keeps_its_dependents,
             damaged_packed_content_is_an_error => case_damaged_packed_content_is_an_error,
+            long_histories_restart_chains_as_deltas => case_long_histories_restart_chains_as_deltas,
+            a_drifted_version_restarts_whole => case_a_drifted_version_restarts_whole,
+            received_deltas_restart_full_chains => case_received_deltas_restart_full_chains,
         }
     };
 }
