@@ -10,6 +10,8 @@
 //! bundles `LAST..main` and B fetches it. At the end a new replica is made from the whole
 //! history (mkreplica packet + `create_from_packet` against `git bundle create --all` +
 //! `git clone --bare`), and B's store is measured against B's git objects after `git gc`.
+//! Each commit's check-in is also set against reading every file of its tree (the floor of
+//! any `import DIR` that looks at the files), timed just before it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -93,6 +95,17 @@ fn files_under(dir: &Path) -> Result<BTreeSet<String>> {
         }
     }
     Ok(out)
+}
+
+/// The files under `dir` (see [`files_under`]), each read whole: what any import of the tree
+/// that looks at every file costs at least.
+fn read_tree(dir: &Path) -> Result<BTreeSet<String>> {
+    let files = files_under(dir)?;
+    for f in &files {
+        let p = dir.join(f);
+        std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+    }
+    Ok(files)
 }
 
 /// The bytes of a written packet and its part files.
@@ -234,9 +247,11 @@ pub fn replay<B: Backend>(w: &Work, h: &History) -> Result<Value> {
     let mut g = GitPair::new(w, &wt)?;
     let (mut m, mut gs) = (Side::default(), Side::default());
     let (mut ack_bytes, mut rounds, mut before) = (0u64, 0u64, BTreeSet::new());
+    let mut read_secs = Vec::new();
     for (i, c) in h.commits.iter().enumerate() {
         checkout(h, &index, utf8(&wt)?, c)?;
-        let now = files_under(&wt)?;
+        let (now, t) = timed(|| read_tree(&wt))?;
+        read_secs.push(t.as_secs_f64());
         commit_both(&a, &g, &wt, c, before.difference(&now), (&mut m, &mut gs))?;
         before = now;
         if (i + 1) % SYNC_EVERY == 0 || i + 1 == h.commits.len() {
@@ -261,6 +276,7 @@ pub fn replay<B: Backend>(w: &Work, h: &History) -> Result<Value> {
     });
     Ok(json!({
         "commits": h.commits.len(), "rounds": rounds, "store": store,
+        "tree_read_secs_median": median(read_secs),
         "msite": side_json(&m, creation.0), "msite_ack_bytes": ack_bytes,
         "git": side_json(&gs, git_creation),
     }))

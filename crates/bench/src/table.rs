@@ -347,7 +347,7 @@ fn status_row(t: &Value) -> Value {
 
 /// The real-history rows, each msite against git on the same commits: (what, msite's figure,
 /// git's figure as JSON pointers into the result, in seconds or bytes, the ratio's limit).
-const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 6] = [
+const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 7] = [
     (
         "sync time (export + import vs bundle + fetch)",
         "/msite/sync_secs",
@@ -387,6 +387,13 @@ const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 6] = [
         "per-commit `import DIR` (+ rmname) vs `git add -A && git commit`, median",
         "/msite/commit_secs_median",
         "/git/commit_secs_median",
+        true,
+        None,
+    ),
+    (
+        "per-commit `import DIR` (+ rmname) vs reading every file of the tree, median",
+        "/msite/commit_secs_median",
+        "/tree_read_secs_median",
         true,
         None,
     ),

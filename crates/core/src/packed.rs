@@ -11,7 +11,11 @@
 //! - A delta is tried only when the version and its base share their first or last 16 bytes
 //!   (versions of one file edited in between do); otherwise the whole form stays.
 //! - A delta's chain (the delta, its base, the base's base, ...) is at most [`MAX_DEPTH`]
-//!   deltas long; a version whose base is that deep is stored whole.
+//!   deltas long. A version whose base is that deep *restarts* the chain: it is stored as a
+//!   delta against the root of its base's chain (the whole content the chain leads to, so its
+//!   depth is 1) when that delta costs at most 1/[`RESTART_SHARE`] of its whole form, else
+//!   whole (a new root). Roots are the only whole versions of a file edited little by little;
+//!   a file that drifted far from its root gets a new one.
 //! - Every base knows its dependents by a marker key `base ++ 'r' ++ dependent` (empty
 //!   value), so that deleting a base first stores its dependents whole.
 //! - Decoding verifies the BLAKE3 hash of what it rebuilt at every level of the chain.
@@ -33,6 +37,10 @@ pub const DEPENDENT: u8 = b'r';
 pub const MAX_DEPTH: u8 = 10;
 /// zstd level for stored content (the level packets use).
 const LEVEL: i32 = 3;
+/// A restarting delta (against the root of a full chain, see the module rules) is kept only
+/// when it is at most 1/`RESTART_SHARE` of the version's whole form: past that, a new whole
+/// root serves the restarts that follow better than deltas that keep growing with the drift.
+pub const RESTART_SHARE: usize = 2;
 
 /// Tag of a whole packed value: `0, size u32, frame`.
 const WHOLE: u8 = 0;
@@ -258,22 +266,96 @@ pub(crate) fn pack<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash, base: Option<&Ha
         }
         _ => return Ok(()),
     };
-    let Some((content, depth)) = load_base(txn, base)? else {
+    let Some(depth) = depth_at(&*txn, base)? else {
         return Ok(());
     };
-    if !related(&data, &content) {
-        return Ok(());
-    }
+    let delta = if depth >= MAX_DEPTH {
+        restart_delta(&*txn, hash, &data, base, stored)?
+    } else {
+        let v = next_delta(&*txn, &data, base, depth)?;
+        v.filter(|v| v.len() < stored).map(|v| (*base, v))
+    };
     // The dependents' scan (a range read) only once the delta has paid.
-    match encode_delta(&data, (base, &content, depth))? {
-        Some(v) if v.len() < stored && !has_dependents(txn, hash)? => {
-            txn.put(Keyspace::Blobs, &dependent_key(base, hash), &[]);
-            txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), v);
-            txn.delete(Keyspace::Blobs, hash);
+    if let Some((b, v)) = delta {
+        if !has_dependents(txn, hash)? {
+            put_delta(txn, hash, &b, v);
         }
-        _ => {}
     }
     Ok(())
+}
+
+/// `data` as a delta against `base` (at `depth`, below [`MAX_DEPTH`]), when the two are
+/// [`related`].
+fn next_delta<R: ReadView + ?Sized>(
+    r: &R,
+    data: &[u8],
+    base: &Hash,
+    depth: u8,
+) -> Result<Option<Vec<u8>>> {
+    let Some(content) = small(r, base)? else {
+        return Ok(None);
+    };
+    if !related(data, &content) {
+        return Ok(None);
+    }
+    encode_delta(data, (base, &content, depth))
+}
+
+/// `data` (the content `hash`, whose whole form takes `stored` bytes) as a delta against the
+/// root of the full chain behind `base`, when that costs at most 1/[`RESTART_SHARE`] of
+/// `stored` (module rules).
+fn restart_delta<R: ReadView + ?Sized>(
+    r: &R,
+    hash: &Hash,
+    data: &[u8],
+    base: &Hash,
+    stored: usize,
+) -> Result<Option<(Hash, Vec<u8>)>> {
+    let Some((root, content)) = chain_root(r, base)?.filter(|(root, _)| root != hash) else {
+        return Ok(None);
+    };
+    if !related(data, &content) {
+        return Ok(None);
+    }
+    let v = encode_delta(data, (&root, &content, 0))?;
+    let pays = |v: &Vec<u8>| v.len().saturating_mul(RESTART_SHARE) <= stored;
+    Ok(v.filter(pays).map(|v| (root, v)))
+}
+
+/// The root of the chain behind `base` (the whole content its deltas lead to) with its content,
+/// when it is present and small.
+fn chain_root<R: ReadView + ?Sized>(r: &R, base: &Hash) -> Result<Option<(Hash, Vec<u8>)>> {
+    let mut at = *base;
+    for _ in 0..=MAX_DEPTH {
+        let Some(v) = get_packed(r, &at)? else {
+            let plain = r.get(Keyspace::Blobs, &at)?;
+            return Ok(plain.filter(|p| p.len() <= CHUNK_LEN).map(|p| (at, p)));
+        };
+        match header(&v)?.base {
+            Some((b, _)) => at = b,
+            None => return Ok(Some((at, decode(r, &at, &v, 0)?))),
+        }
+    }
+    Err(corrupt("packed content chain longer than allowed"))
+}
+
+/// Writes the delta value `v` (against `base`) as the packed form of `hash`, dropping a plain
+/// copy, with the marker at `base`.
+fn put_delta<S: Store>(txn: &mut Txn<'_, S>, hash: &Hash, base: &Hash, v: Vec<u8>) {
+    txn.put(Keyspace::Blobs, &dependent_key(base, hash), &[]);
+    txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), v);
+    txn.delete(Keyspace::Blobs, hash);
+}
+
+/// The chain depth of the small content `hash` (0 when whole), when it is present and small.
+fn depth_at<R: ReadView + ?Sized>(r: &R, hash: &Hash) -> Result<Option<u8>> {
+    if let Some(v) = r.get(Keyspace::Blobs, hash)? {
+        return Ok((v.len() <= CHUNK_LEN).then_some(0));
+    }
+    match get_packed(r, hash)? {
+        Some(v) => depth_of(Some(&v)).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Whether a delta of `data` against `base` is worth trying: the two share their first or their
@@ -293,20 +375,6 @@ fn has_dependents<S: Store>(txn: &Txn<'_, S>, hash: &Hash) -> Result<bool> {
     let mut prefix = hash.to_vec();
     prefix.push(DEPENDENT);
     Ok(!txn.scan_prefix(Keyspace::Blobs, &prefix)?.is_empty())
-}
-
-/// A base's whole content and chain depth, when it is present and small.
-fn load_base<S: Store>(txn: &Txn<'_, S>, base: &Hash) -> Result<Option<(Vec<u8>, u8)>> {
-    if let Some(v) = txn.get(Keyspace::Blobs, base)? {
-        return Ok((v.len() <= CHUNK_LEN).then_some((v, 0)));
-    }
-    match get_packed(txn, base)? {
-        Some(v) => {
-            let depth = depth_of(Some(&v))?;
-            Ok(Some((decode(txn, base, &v, MAX_DEPTH)?, depth)))
-        }
-        None => Ok(None),
-    }
 }
 
 /// Removes the small content `hash` (plain or packed) in `txn`: its dependents are first
@@ -370,8 +438,9 @@ pub(crate) fn undelta(hash: &Hash, size: usize, base: &[u8], frame: &[u8]) -> Op
 }
 
 /// Stores the received small content `hash` (`data`, verified by the caller), which arrived as
-/// `frame`, a delta against `base`: as that delta when `base` is here and its chain has room,
-/// else whole (see [`store_whole`]). Content already present is left as it is.
+/// `frame`, a delta against `base`: as that delta when `base` is here and its chain has room;
+/// when the chain is full, as a restarting delta where that pays (module rules); else whole
+/// (see [`store_whole`]). Content already present is left as it is.
 pub(crate) fn store_received<S: Store>(
     txn: &mut Txn<'_, S>,
     hash: &Hash,
@@ -381,24 +450,31 @@ pub(crate) fn store_received<S: Store>(
     if txn.get(Keyspace::Blobs, hash)?.is_some() || get_packed(&*txn, hash)?.is_some() {
         return Ok(());
     }
-    let depth = match (txn.get(Keyspace::Blobs, base)?, get_packed(&*txn, base)?) {
-        (Some(_), _) => Some(0),
-        (None, Some(v)) => Some(depth_of(Some(&v))?),
-        (None, None) => None,
+    let depth = depth_at(&*txn, base)?.filter(|_| base != hash);
+    let Some(depth) = depth else {
+        return store_whole(txn, hash, data.to_vec());
     };
-    match depth.filter(|d| *d < MAX_DEPTH && base != hash) {
-        Some(d) if !has_dependents(txn, hash)? => {
-            let mut v = vec![DELTA];
-            v.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            v.extend_from_slice(base);
-            v.push(d + 1);
-            v.extend_from_slice(frame);
-            txn.put(Keyspace::Blobs, &dependent_key(base, hash), &[]);
-            txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), v);
-            Ok(())
-        }
-        _ => store_whole(txn, hash, data.to_vec()),
+    if has_dependents(txn, hash)? {
+        return store_whole(txn, hash, data.to_vec());
     }
+    if depth < MAX_DEPTH {
+        let mut v = vec![DELTA];
+        v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        v.extend_from_slice(base);
+        v.push(depth + 1);
+        v.extend_from_slice(frame);
+        put_delta(txn, hash, base, v);
+        return Ok(());
+    }
+    // The base ends a full chain: restart it (module rules).
+    let whole = encode_whole(data)?;
+    let stored = whole.as_ref().map_or(data.len(), Vec::len);
+    match (restart_delta(&*txn, hash, data, base, stored)?, whole) {
+        (Some((root, v)), _) => put_delta(txn, hash, &root, v),
+        (None, Some(w)) => txn.put_owned(Keyspace::Blobs, packed_key(hash).to_vec(), w),
+        (None, None) => txn.put(Keyspace::Blobs, hash, data),
+    }
+    Ok(())
 }
 
 /// Whole small contents recently rebuilt or read, by hash, up to [`BaseCache::LIMIT`] bytes

@@ -1756,6 +1756,9 @@ macro_rules! store_conformance_tests {
             bulk_load_reads_back_every_run => case_bulk_load_reads_back_every_run,
             bulk_load_stops_at_an_error => case_bulk_load_stops_at_an_error,
             bulk_load_of_no_rows => case_bulk_load_of_no_rows,
+            long_histories_restart_chains_as_deltas => case_long_histories_restart_chains_as_deltas,
+            a_drifted_version_restarts_whole => case_a_drifted_version_restarts_whole,
+            received_deltas_restart_full_chains => case_received_deltas_restart_full_chains,
         }
     };
 }

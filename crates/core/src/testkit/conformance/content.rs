@@ -221,10 +221,21 @@ pub fn case_versions_are_stored_as_deltas<F: StoreFactory>(h: &Harness<F>) {
         assert_eq!(delta[0], 1, "version 2 is a delta");
         assert_eq!(&delta[5..37], &v1[..], "against version 1");
         assert!(get(r.store(), Keyspace::Blobs, &packed::dependent_key(&v1, &v2)).is_some());
-        // The chain restarts: the version after the deepest delta is stored whole.
+        // The chain restarts: the version after the deepest delta is a delta against the
+        // chain's root (version 1), at depth 1.
         let restart = hash_of(&versions[usize::from(packed::MAX_DEPTH) + 1]);
-        let whole = get(r.store(), Keyspace::Blobs, &packed::packed_key(&restart)).unwrap();
-        assert_eq!(whole[0], 0, "a version past the deepest chain is whole");
+        let v = get(r.store(), Keyspace::Blobs, &packed::packed_key(&restart)).unwrap();
+        assert_eq!(
+            (v[0], &v[5..37], v[37]),
+            (1, &v1[..], 1),
+            "restart against the root"
+        );
+        assert!(get(
+            r.store(),
+            Keyspace::Blobs,
+            &packed::dependent_key(&v1, &restart)
+        )
+        .is_some());
         for (i, v) in versions.iter().enumerate() {
             let sel = VersionSel::parse(&format!("lib.rs@@main/{}", i + 1)).unwrap();
             assert!(r.cat(&sel).unwrap() == *v, "version {} differs", i + 1);
@@ -319,4 +330,133 @@ pub fn case_damaged_packed_content_is_an_error<F: StoreFactory>(h: &Harness<F>) 
         content::read_all(r.store(), &v2).is_err(),
         "a missing base is undetected"
     );
+}
+
+/// The packed value of `hash`: (tag, base, depth); base and depth are zero for whole content.
+fn packed_form(r: &(impl ReadView + ?Sized), hash: &Hash) -> (u8, Hash, u8) {
+    let v = get(r, Keyspace::Blobs, &packed::packed_key(hash)).expect("packed");
+    match v[0] {
+        1 => (1, v[5..37].try_into().unwrap(), v[37]),
+        tag => (tag, [0; 32], 0),
+    }
+}
+
+/// A long history of small edits keeps one whole version: each full chain restarts as a delta
+/// against the root, no chain is deeper than [`packed::MAX_DEPTH`], and every version reads
+/// back identical, also after reopening.
+pub fn case_long_histories_restart_chains_as_deltas<F: StoreFactory>(h: &Harness<F>) {
+    let max = usize::from(packed::MAX_DEPTH);
+    let n = 3 * max + 5;
+    let versions = {
+        let r = new_replica(h.open());
+        edited_versions(&r, n)
+    };
+    let r = Replica::open(h.open(), Arc::new(SimEnv::new(5))).expect("reopen");
+    let root = hash_of(&versions[0]);
+    assert_eq!(packed_form(r.store(), &root).0, 0, "version 1 is whole");
+    for (i, v) in versions.iter().enumerate().skip(1) {
+        let (tag, base, depth) = packed_form(r.store(), &hash_of(v));
+        assert_eq!(tag, 1, "version {} is a delta", i + 1);
+        assert!(
+            usize::from(depth) <= max,
+            "version {} at depth {depth}",
+            i + 1
+        );
+        // Versions max+2, 2max+2, ... (indices max+1, 2max+1, ...) restart against the
+        // root; the others follow their previous version.
+        let expect = if i > 1 && (i - 1) % max == 0 {
+            root
+        } else {
+            hash_of(&versions[i - 1])
+        };
+        assert_eq!(base, expect, "the base of version {}", i + 1);
+        assert_eq!(
+            usize::from(depth),
+            (i - 1) % max + 1,
+            "depth of version {}",
+            i + 1
+        );
+        let sel = VersionSel::parse(&format!("lib.rs@@main/{}", i + 1)).unwrap();
+        assert!(r.cat(&sel).unwrap() == *v, "version {} differs", i + 1);
+    }
+}
+
+/// Text-like content that drifts: version `v` replaces a new block of 150 lines with lines
+/// that do not compress, so each version is close to the previous one and far from the first.
+fn drifted(v: usize) -> Vec<u8> {
+    let mut out = b"// drifting file, same first line\n".to_vec();
+    for i in 0..2000usize {
+        let line = if i / 150 < v {
+            format!(
+                "let x{i} = \"{}\";\n",
+                crate::ids::hex(&hash_of(&i.to_be_bytes())[..12])
+            )
+        } else {
+            format!("fn item_{i}() -> u64 {{ {} }}\n", i * 31 % 97)
+        };
+        out.extend_from_slice(line.as_bytes());
+    }
+    out
+}
+
+/// A version that restarts a full chain of a file that drifted far from the chain's root is
+/// stored whole (a delta against the root would cost more than half of its whole form), and
+/// becomes the root of the chain after it.
+pub fn case_a_drifted_version_restarts_whole<F: StoreFactory>(h: &Harness<F>) {
+    let max = usize::from(packed::MAX_DEPTH);
+    let r = new_replica(h.open());
+    let versions: Vec<Vec<u8>> = (0..max + 3).map(drifted).collect();
+    for v in &versions {
+        r.checkin("drift.rs", "main", v, "u", "").expect("checkin");
+    }
+    let restart = hash_of(&versions[max + 1]);
+    assert_eq!(
+        packed_form(r.store(), &restart).0,
+        0,
+        "the restart is whole"
+    );
+    let after = packed_form(r.store(), &hash_of(&versions[max + 2]));
+    assert_eq!(
+        after,
+        (1, restart, 1),
+        "the next version follows the new root"
+    );
+    for (i, v) in versions.iter().enumerate() {
+        let sel = VersionSel::parse(&format!("drift.rs@@main/{}", i + 1)).unwrap();
+        assert!(r.cat(&sel).unwrap() == *v, "version {} differs", i + 1);
+    }
+}
+
+/// Content received as deltas (as an import stores them) follows its base while the chain has
+/// room and restarts full chains against their root, so a long received history keeps one
+/// whole version and reads back identical.
+pub fn case_received_deltas_restart_full_chains<F: StoreFactory>(h: &Harness<F>) {
+    let max = usize::from(packed::MAX_DEPTH);
+    let s = h.open();
+    let versions: Vec<Vec<u8>> = (0..2 * max + 4)
+        .map(|v| text(2000, Some(v * 7 % 2000), &format!("edit {v}")))
+        .collect();
+    let mut txn = Txn::new(&s);
+    packed::store_whole(&mut txn, &hash_of(&versions[0]), versions[0].clone()).unwrap();
+    for w in versions.windows(2) {
+        let (base, hash) = (hash_of(&w[0]), hash_of(&w[1]));
+        let frame = packed::delta_frame(&w[1], &w[0]).unwrap();
+        packed::store_received(&mut txn, &hash, &w[1], (&base, &frame)).unwrap();
+    }
+    txn.commit(WriteOptions::SYNC).unwrap();
+    let root = hash_of(&versions[0]);
+    for (i, v) in versions.iter().enumerate().skip(1) {
+        let (tag, base, depth) = packed_form(&s, &hash_of(v));
+        assert_eq!(tag, 1, "version {} is a delta", i + 1);
+        assert!(
+            usize::from(depth) <= max,
+            "version {} at depth {depth}",
+            i + 1
+        );
+        if i > 1 && (i - 1) % max == 0 {
+            assert_eq!((base, depth), (root, 1), "version {} restarts", i + 1);
+        }
+        let got = content::read_all(&s, &hash_of(v)).unwrap();
+        assert!(got.as_ref() == Some(v), "version {} differs", i + 1);
+    }
 }
