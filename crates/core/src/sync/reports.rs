@@ -13,8 +13,9 @@
 //!   estimate would keep entries from that sibling, a too-low one only costs bytes.
 //! - **Relayed to a restoring replica.** A replica keeps the newest report of each sibling
 //!   (by incarnation, then time), and its packets to a sibling whose restore request it holds
-//!   carry every report it keeps of the others: exactly the packets that the restoring replica
-//!   recovers from.
+//!   carry every report it keeps of the others that is still current here (made under the
+//!   incarnation recorded here, no restore request of that replica held): exactly the packets
+//!   that the restoring replica recovers from.
 //! - **Taken with care.** A report raises the estimate of its replica only when its signature
 //!   verifies with the key pinned here, the replica is not retired, no restore request of it is
 //!   held here (its request's row governs), its incarnation is the one recorded here, and then
@@ -97,12 +98,30 @@ impl<S: Store> Replica<S> {
             let retired = self.retired()?;
             for r in all_kept(&self.store)? {
                 let who = ReplicaId(r.replica.0);
-                if who != *target && who != self.me && !retired.contains(&who) {
+                if who != *target
+                    && who != self.me
+                    && !retired.contains(&who)
+                    && self.report_is_current(&r)?
+                {
                     out.push(r);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Whether a kept report still says what its replica holds, as far as this replica knows:
+    /// made under the incarnation recorded here, and no restore request of that replica held
+    /// (a restoration's store may hold less than its report before it).
+    fn report_is_current(&self, r: &wire::SignedReport) -> Result<bool> {
+        let who = ReplicaId(r.replica.0);
+        let recorded = get_u64(
+            &self.store,
+            Keyspace::Peers,
+            &keys::peer(keys::peers::INCARNATION, &who),
+        )?;
+        Ok(r.incarnation == recorded
+            && crate::restore::held_request_of(&self.store, &who)?.is_none())
     }
 
     /// This replica's report of its own row `own`, signed.
