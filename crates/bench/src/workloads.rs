@@ -122,13 +122,16 @@ pub(crate) fn mkreplica_with_env<B: Backend>(
     env: Arc<dyn Env>,
 ) -> Result<Rep<B>> {
     let pkt = w.fresh("pkt");
-    let plan = a.plan_mkreplica(name).context("plan_mkreplica")?;
+    let key = msite_core::SiteKey::generate(env.as_ref());
+    let plan = a
+        .plan_mkreplica(name, &key.public())
+        .context("plan_mkreplica")?;
     let out = a
         .write_plan_to_dir(&plan, &pkt, None)
         .context("writing the creation packet")?;
     let (files, _, _) = parts(&out)?;
     let store = B::open_store(dir)?;
-    let r = Replica::create_from_packet(store, env, Incoming::from_files(&files)?)
+    let r = Replica::create_from_packet(store, env, Incoming::from_files(&files)?, &key)
         .context("create_from_packet")?;
     rm(&pkt);
     Ok(r)
@@ -174,8 +177,9 @@ pub fn tree<B: Backend>(w: &Work, inputs: &Inputs, runs: usize) -> Result<Value>
     let (mut bytes, mut entries) = (0, 0);
     for k in 0..runs {
         let pkt = w.fresh("pkt");
+        let key = msite_core::SiteKey::generate(&msite_core::SystemEnv);
         let (files, te) = timed(|| {
-            let plan = a.plan_mkreplica(&format!("b{k}"))?;
+            let plan = a.plan_mkreplica(&format!("b{k}"), &key.public())?;
             let out = a.write_plan_to_dir(&plan, &pkt, None)?;
             let p = parts(&out)?;
             Ok(p)
@@ -187,6 +191,7 @@ pub fn tree<B: Backend>(w: &Work, inputs: &Inputs, runs: usize) -> Result<Value>
                 store,
                 env(),
                 Incoming::from_files(&files.0)?,
+                &key,
             )?)
         })?;
         drop(b);

@@ -572,7 +572,8 @@ impl<B: SimBackend> World<B> {
     /// Creates a replica from `from` (through the real creation packet). Returns whether it did.
     fn mkreplica(&mut self, from: usize, link: bool) -> bool {
         let name = format!("r{}", self.sites.len());
-        let plan = match self.rep(from).plan_mkreplica(&name) {
+        let key = msite_core::SiteKey::generate(&self.env);
+        let plan = match self.rep(from).plan_mkreplica(&name, &key.public()) {
             Ok(p) => p,
             Err(e) if is_refusal_of_local_change(&e) => {
                 self.ev(|w| {
@@ -612,6 +613,7 @@ impl<B: SimBackend> World<B> {
             FaultyStore::new(self.new_store(), fp.clone()),
             env_arc(&self.env),
             pkt,
+            &key,
         ) {
             Ok(r) => r,
             Err(e) => {

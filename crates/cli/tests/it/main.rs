@@ -129,13 +129,21 @@ impl Lab {
         self.ok(&args);
     }
 
+    /// A new site's identity file `file` (`msite identity --new`): the recipient and the
+    /// signing key it prints, for `mkreplica export --encrypt-to … --key …`.
+    fn new_identity(&self, file: &str) -> (String, String) {
+        let out = self.ok(&["identity", "--new", file]);
+        let mut lines = out.lines().map(|l| l.trim().to_string());
+        let recipient = lines.next().expect("a recipient");
+        (recipient, lines.next().expect("a signing key"))
+    }
+
     /// Creates replica `name` at `creator` and makes its site.
     fn mkreplica(&self, creator: &str, name: &str) {
         // Sealed, as by default: the new site's operator makes an identity file first.
         let out = format!("transfer-{name}");
         let id_file = format!("{name}.age");
-        let recipient = self.ok(&["identity", "--new", &id_file]);
-        let recipient = recipient.trim();
+        let (recipient, key) = self.new_identity(&id_file);
         self.ok(&[
             "-C",
             creator,
@@ -145,7 +153,9 @@ impl Lab {
             "--out",
             &out,
             "--encrypt-to",
-            recipient,
+            &recipient,
+            "--key",
+            &key,
         ]);
         let pkt = packets_in(&self.path(&out))
             .pop()
@@ -986,6 +996,7 @@ fn every_command_explains_itself_with_an_example() {
         &["rekey"],
         &["vouch"],
         &["identity"],
+        &["seal-policy"],
         &["syncreplica"],
         &["syncreplica", "export"],
         &["syncreplica", "import"],

@@ -36,6 +36,7 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
     assert_eq!(lab.digest("bangalore"), d);
     assert_eq!(lab.ok(&["-C", "bangalore", "cat", "a.c"]), "int a;\n");
     // A new replica needs the whole history: made at a sibling that keeps it.
+    let (_, key) = lab.new_identity("delhi-first.age");
     let err = lab.fails(
         1,
         &[
@@ -45,6 +46,8 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
             "export",
             "delhi",
             "--no-encrypt",
+            "--key",
+            &key,
         ],
     );
     assert!(err.contains("keeps its whole history"), "{err}");

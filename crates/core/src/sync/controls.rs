@@ -72,9 +72,8 @@ impl<S: Store> Replica<S> {
             } = c
             {
                 if replica.0 == sender.0 {
-                    // Relayed later with its signature, and with the key that checks it.
+                    // Relayed later with its signature (its key is pinned only by entries).
                     self.take_control_signature(&mut txn, c);
-                    super::trust::pin_listed_keys(&mut txn, h)?;
                     let req = HeldRequest {
                         replica: sender,
                         incarnation: *incarnation,

@@ -13,6 +13,8 @@
 //! - [`create`]: replica creation (§7).
 //! - [`trust`]: signing keys, packet signatures and origin-signed chain heads.
 //! - [`rekey`]: key rotation (`msite rekey`) and vouching for a lost key (`msite vouch`).
+//! - [`sitekey`]: a new replica's key, announced in the entries that create it.
+//! - [`sealing`]: the family's sealing policy and the replicas' age recipients.
 
 mod ack;
 mod apply;
@@ -24,12 +26,16 @@ mod export;
 mod import;
 mod packet;
 mod rekey;
+pub(crate) mod sealing;
+mod sitekey;
 mod trust;
 
 pub use assess::{Assessment, Need};
 pub use export::ExportPlan;
 pub use import::ImportOutcome;
 pub use packet::{ExportOutcome, Incoming, RecordSink};
+pub use sealing::SealPolicy;
+pub use sitekey::{parse_public_key, SiteKey};
 pub(crate) use trust::ensure_signing_key;
 pub use trust::{fingerprint, signature_status_listed, SignatureStatus};
 

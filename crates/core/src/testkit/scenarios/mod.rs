@@ -25,6 +25,8 @@ mod mastership;
 mod restore;
 mod retain;
 mod retire;
+mod sealing;
+mod sitekey;
 mod sync;
 mod trust;
 
@@ -35,6 +37,8 @@ pub use mastership::*;
 pub use restore::*;
 pub use retain::*;
 pub use retire::*;
+pub use sealing::*;
+pub use sitekey::*;
 pub use sync::*;
 pub use trust::*;
 
@@ -119,11 +123,15 @@ impl<'a, F: StoreFactory> Family<'a, F> {
 
     /// Creates a replica from site `from`; returns its index and the creation packet's parts.
     pub fn mkreplica_keeping_packet(&mut self, from: usize, name: &str) -> (usize, Vec<Vec<u8>>) {
-        let plan = self.sites[from].plan_mkreplica(name).unwrap();
+        let key = crate::SiteKey::generate(&self.env);
+        let plan = self.sites[from]
+            .plan_mkreplica(name, &key.public())
+            .unwrap();
         let parts = self.sites[from].write_plan_to_parts(&plan, None).unwrap();
         let pkt = Incoming::from_parts(parts.clone(), "creation").unwrap();
         let dir = self.fresh_path(name);
-        let r = Replica::create_from_packet(self.open_at(&dir), env_arc(&self.env), pkt).unwrap();
+        let r =
+            Replica::create_from_packet(self.open_at(&dir), env_arc(&self.env), pkt, &key).unwrap();
         self.sites.push(r);
         self.names.push(name.into());
         self.dirs.push(dir);
@@ -357,6 +365,12 @@ macro_rules! protocol_scenario_tests {
             fork_repair_decision_is_relayed_through_a_hub => case_fork_repair_decision_is_relayed_through_a_hub,
             fork_repair_accepts_the_packet_refused_before => case_fork_repair_accepts_the_packet_refused_before,
             fork_repair_unblocks_restorereplica_after_an_own_fork => case_fork_repair_unblocks_restorereplica_after_an_own_fork,
+            // trust2 (issue #20, rest)
+            new_replica_key_is_known_before_its_first_packet => case_new_replica_key_is_known_before_its_first_packet,
+            new_replica_key_swapped_in_the_creation_packet_is_refused => case_new_replica_key_swapped_in_the_creation_packet_is_refused,
+            recipients_are_replicated_through_relays => case_recipients_are_replicated_through_relays,
+            recipient_altered_by_a_relay_is_not_taken => case_recipient_altered_by_a_relay_is_not_taken,
+            seal_policy_converges_to_the_latest_setting => case_seal_policy_converges_to_the_latest_setting,
         }
     };
 }

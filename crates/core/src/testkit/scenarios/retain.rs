@@ -253,7 +253,10 @@ pub fn case_sibling_put_back_behind_retention_is_refused_on_both_sides<F: StoreF
         "a packet with a gap applied"
     );
     // Making a new replica needs the whole history: refused at r0, fine at r1.
-    let err = f.sites[0].plan_mkreplica("r3").unwrap_err().to_string();
+    let err = f.sites[0]
+        .plan_mkreplica("r3", &[7; 32])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("keeps its whole history"), "{err}");
     f.mkreplica(1, "r3");
 }
