@@ -243,6 +243,7 @@ fn mutate_trust(u: &mut Unstructured<'_>, h: &mut wire::Header, f: &Family) -> R
                 k.recipient = Some(wire::SignedRecipient {
                     recipient: name(u)?,
                     signature,
+                    introduction: None,
                 });
             }
         }

@@ -488,7 +488,8 @@ impl KeyCell {
 }
 
 /// (1.4) A replica's age recipient (`age1…`) with the replica's signature of
-/// [`crate::sign::recipient_message`] by the key of its cell.
+/// [`crate::sign::recipient_message`] by the key of its cell (an empty recipient announces
+/// none), and, on a sender's own cell, its introduction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedRecipient {
     /// The recipient.
@@ -496,6 +497,21 @@ pub struct SignedRecipient {
     /// The signature.
     #[serde(with = "hexbytes")]
     pub signature: Signature,
+    /// The creator's entry announcing the sender's key, with the creator's chain head at it:
+    /// what lets a sibling that has not received the creator's entries yet check the sender's
+    /// key (docs/protocol.md §8). Left out when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduction: Option<Introduction>,
+}
+
+/// (1.4) A replica's introduction: the canonical bytes of its creator's `VouchKey` entry
+/// that announced the replica's key (SPEC §5), and the creator's chain head at that entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Introduction {
+    /// The entry's canonical encoding.
+    pub entry: Vec<u8>,
+    /// The creator's signed head at the entry.
+    pub head: SignedHead,
 }
 
 /// (1.2) An origin's signature over the head of its hash chain: entry `number` of `origin`

@@ -152,6 +152,10 @@ impl MkreplicaExport {
             )
         })?;
         let plan = r.plan_mkreplica(&self.name, &key)?;
+        if let [only] = &self.encrypt_to[..] {
+            // The new site's recipient, until it announces it itself (`seal-policy`).
+            r.note_recipient(&plan.target, only)?;
+        }
         let pb = util::spinner(ctx, format!("writing the creation packet of {}", self.name));
         let outcome = r.write_plan_to_dir(&plan, &out, None);
         pb.finish_and_clear();

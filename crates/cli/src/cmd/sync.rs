@@ -154,6 +154,23 @@ impl Export {
         }
     }
 
+    /// The siblings to write for: --to NAME, or every sibling not retired (retired replicas
+    /// get nothing, docs/protocol.md §10; --to NAME says so).
+    fn targets(&self, r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaId>> {
+        let retired = r.retired()?;
+        Ok(match &self.to {
+            Some(name) => vec![sibling_by_name(r, name)?],
+            None => r
+                .view()
+                .replicas()?
+                .into_iter()
+                .map(|x| x.id)
+                .filter(|id| *id != r.id())
+                .filter(|id| !retired.contains(id))
+                .collect(),
+        })
+    }
+
     /// Exports and returns what was written.
     pub fn export(self, ctx: &Ctx) -> anyhow::Result<Vec<Exported>> {
         // Bad recipients are refused before anything is written in the clear.
@@ -166,19 +183,7 @@ impl Export {
         if self.out.is_some() {
             crate::site::remove_unfinished(r, &out);
         }
-        // Retired replicas get nothing (docs/protocol.md §10); --to NAME says so.
-        let retired = r.retired()?;
-        let targets: Vec<ReplicaId> = match &self.to {
-            Some(name) => vec![sibling_by_name(r, name)?],
-            None => r
-                .view()
-                .replicas()?
-                .into_iter()
-                .map(|x| x.id)
-                .filter(|id| *id != r.id())
-                .filter(|id| !retired.contains(id))
-                .collect(),
-        };
+        let targets = self.targets(r)?;
         if targets.is_empty() {
             ctx.say(format!(
                 "{} has no siblings yet; create one with `msite mkreplica export NAME`",

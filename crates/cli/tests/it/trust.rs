@@ -273,6 +273,11 @@ fn the_family_seal_policy_seals_every_export_to_its_target() {
     assert!(!out.contains("sealed for"), "{out}");
     let raw = std::fs::read(&packets_in(&lab.path("clear"))[0]).unwrap();
     assert!(raw.starts_with(b"\x89MSP"), "a plain part, in the clear");
+    // A replica made under the policy is sealed to at once: its creator keeps the recipient
+    // its creation packet was sealed to.
+    lab.mkreplica("boston", "delhi");
+    let out = lab.ok(&["-C", "boston", "syncreplica", "export", "--to", "delhi"]);
+    assert!(out.contains("sealed for delhi"), "{out}");
     lab.ok(&["-C", "sanfran", "seal-policy", "never"]);
     lab.settle();
     let policy = lab.json(&["-C", "boston", "seal-policy", "--json"]);

@@ -72,8 +72,9 @@ impl<S: Store> Replica<S> {
             } = c
             {
                 if replica.0 == sender.0 {
-                    // Relayed later with its signature (its key is pinned only by entries).
+                    // Relayed later with its signature, and with the key that checks it.
                     self.take_control_signature(&mut txn, c);
+                    super::trust::pin_listed_keys(&mut txn, h)?;
                     let req = HeldRequest {
                         replica: sender,
                         incarnation: *incarnation,

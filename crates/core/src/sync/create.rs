@@ -154,6 +154,7 @@ impl<S: Store> Replica<S> {
         check.finish(|o| r.replica_name(o))?;
         r.take_keys_and_heads(&mut txn, &h)?;
         r.take_own_signing_key(&mut txn, key, &pkt.source, &r.sender_name(&h))?;
+        r.keep_introduction(&mut txn, &h)?;
         take_incarnations(&mut txn, &h.comment);
         let sender = ReplicaId(h.sender.0);
         crate::restore::raise_estimate(&mut txn, &sender, &Row::from_wire(&h.sender_row))?;

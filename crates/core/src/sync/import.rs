@@ -135,6 +135,7 @@ impl<S: Store> Replica<S> {
         let h = pkt.header.clone();
         let src = pkt.source.clone();
         let sender = ReplicaId(h.sender.0);
+        self.pin_introduced(&h)?;
         let assessment = self.assess(&h, pkt.kind, &pkt.packet_id, &src)?;
         if names_siblings(&assessment) {
             self.note_siblings(&h)?;
@@ -143,10 +144,7 @@ impl<S: Store> Replica<S> {
             Assessment::Importable => self.apply_packet(pkt, &h),
             Assessment::AlreadyApplied => Ok(ImportOutcome::AlreadyApplied),
             Assessment::Waiting(needs) => {
-                // A header checked only with a key this store does not hold teaches nothing.
-                if self.public_key(&sender)?.is_some() {
-                    self.note_waiting(&h)?;
-                }
+                self.note_waiting(&h)?;
                 if let Some(r) = self.behind_senders_retention(&h, &needs) {
                     // The sender no longer keeps what this packet waits for.
                     return Err(CoreError::Refused(r));
@@ -242,15 +240,6 @@ impl<S: Store> Replica<S> {
         run.heads = super::trust::HeadCheck::new(heads, &sender_name);
         run.decisions = crate::fork::decisions_in(&txn)?;
         run.run(&mut txn, &mut ap, &mut pkt.records)?;
-        if let Some(who) = run.heads.waiting_for_key() {
-            // Nothing is committed: no prefix commits while a key is unconfirmed.
-            return Ok(ImportOutcome::Waiting(vec![super::Need {
-                origin: who,
-                origin_name: self.replica_name(&who),
-                needs: 1,
-                has: 0,
-            }]));
-        }
         self.take_keys_and_heads(&mut txn, h)?;
         let mut notes = std::mem::take(&mut run.notes);
         self.apply_controls(&mut txn, &mut ap, &h.controls, &mut notes)?;

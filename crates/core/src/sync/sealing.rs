@@ -97,6 +97,21 @@ impl<S: Store> Replica<S> {
         Ok(())
     }
 
+    /// Keeps `recipient` for replica `who` when none is known here: what the creator of a new
+    /// replica sealed its creation packet to. Used here only; it is relayed only once `who`
+    /// announces (and signs) it itself.
+    pub fn note_recipient(&self, who: &ReplicaId, recipient: &str) -> Result<()> {
+        if self.recipient_of(who)?.is_some() {
+            return Ok(());
+        }
+        let mut txn = Txn::new(&self.store);
+        let mut v = wire::NO_SIGNATURE.to_vec();
+        v.extend_from_slice(recipient.as_bytes());
+        txn.put(Keyspace::Peers, &keys::peer(RECIPIENT, who), &v);
+        txn.commit(crate::store::WriteOptions::SYNC)?;
+        Ok(())
+    }
+
     /// The age recipient of replica `r` known here (its own announcement, verified).
     pub fn recipient_of(&self, r: &ReplicaId) -> Result<Option<String>> {
         Ok(self.recipient_entry(r)?.map(|(_, text)| text))
@@ -126,7 +141,16 @@ impl<S: Store> Replica<S> {
                 .get(i + 1)
                 .is_none_or(|n| n.replica != cells[i].replica);
             let who = ReplicaId(cells[i].replica.0);
-            let Some((sig, text)) = self.recipient_entry(&who)?.filter(|_| last) else {
+            let introduction = match who == self.me {
+                true => self.introduction()?,
+                false => None,
+            };
+            let mut held = self.recipient_entry(&who)?;
+            if held.is_none() && introduction.is_some() {
+                // No recipient yet: an empty one, to carry the introduction.
+                held = Some((wire::NO_SIGNATURE, String::new()));
+            }
+            let Some((sig, text)) = held.filter(|_| last) else {
                 continue;
             };
             let msg = sign::recipient_message(&family, &cells[i].replica, &text);
@@ -140,6 +164,7 @@ impl<S: Store> Replica<S> {
             cells[i].recipient = Some(wire::SignedRecipient {
                 recipient: text,
                 signature: sig,
+                introduction,
             });
         }
         Ok(())
@@ -150,7 +175,9 @@ impl<S: Store> Replica<S> {
     /// entries applied); any other is left out, not refused (it may predate a rotation).
     pub(super) fn take_recipients(&self, txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
         for c in &h.keys {
-            let Some(r) = &c.recipient else { continue };
+            let Some(r) = c.recipient.as_ref().filter(|r| !r.recipient.is_empty()) else {
+                continue;
+            };
             let who = ReplicaId(c.replica.0);
             if who == self.me || public_key_in(txn, &who)? != Some(c.key) {
                 continue;

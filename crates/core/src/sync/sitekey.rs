@@ -12,11 +12,13 @@
 use ed25519_dalek::SigningKey;
 use msite_packet::wire;
 
-use super::trust::{fingerprint, public_key_in, SIGNING_KEY};
+use msite_packet::sign;
+
+use super::trust::{fingerprint, public_key_in, verifies, SIGNING_KEY};
 use crate::error::{CoreError, Refusal, Result};
 use crate::ids::ReplicaId;
 use crate::keys;
-use crate::model::Op;
+use crate::model::{Entry, Op};
 use crate::replica::{Appender, Replica};
 use crate::store::{Keyspace, Store};
 use crate::txn::Txn;
@@ -128,4 +130,93 @@ impl<S: Store> Replica<S> {
         );
         Ok(())
     }
+
+    /// At the new site: keeps the creator's entry announcing this replica's key, with the
+    /// creator's chain head at it from the creation header (`h`), as this replica's
+    /// introduction (sent in its own key cell, see [`Self::pin_introduced`]).
+    pub(super) fn keep_introduction(&self, txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
+        for head in h.heads.iter().filter(|x| x.origin.0 == h.sender.0) {
+            let key = keys::oplog(&ReplicaId(head.origin.0), head.number);
+            let Some(v) = txn.get(Keyspace::Oplog, &key)? else {
+                continue;
+            };
+            let canonical = crate::replica::StoredEntry::decode(&v)?.canonical;
+            let Ok(e) = Entry::decode_verified(&canonical) else {
+                continue;
+            };
+            if matches!(e.op, Op::VouchKey { replica, .. } if replica == self.me) {
+                // origin (16), number (8), hash (32), signature (64), then the entry.
+                let mut v = head.origin.0.to_vec();
+                v.extend_from_slice(&head.number.to_be_bytes());
+                v.extend_from_slice(&head.hash);
+                v.extend_from_slice(&head.signature);
+                v.extend_from_slice(&canonical);
+                txn.put(Keyspace::Meta, INTRODUCTION, &v);
+            }
+        }
+        Ok(())
+    }
+
+    /// This replica's introduction, if it was made with one.
+    pub(super) fn introduction(&self) -> Result<Option<wire::Introduction>> {
+        let Some(v) = self.store.get(Keyspace::Meta, INTRODUCTION)? else {
+            return Ok(None);
+        };
+        let head = || -> Option<wire::SignedHead> {
+            Some(wire::SignedHead {
+                origin: wire::Id(v.get(..16)?.try_into().ok()?),
+                number: u64::from_be_bytes(v.get(16..24)?.try_into().ok()?),
+                hash: v.get(24..56)?.try_into().ok()?,
+                signature: v.get(56..120)?.try_into().ok()?,
+            })
+        };
+        Ok(head().map(|head| wire::Introduction {
+            entry: v[120..].to_vec(),
+            head,
+        }))
+    }
+
+    /// Before an import: a sender of which no key is held here, whose own key cell carries
+    /// its introduction — its creator's `VouchKey` entry giving it that key, with the
+    /// creator's chain head at the entry, signed by the key held here for the creator — has
+    /// that key pinned now, as the entry will when it arrives: the creator's signature, not
+    /// first use, vouches for it. Anything else changes nothing.
+    pub(super) fn pin_introduced(&self, h: &wire::Header) -> Result<()> {
+        let sender = ReplicaId(h.sender.0);
+        if h.family.0 != self.family.0 || public_key_in(&self.store, &sender)?.is_some() {
+            return Ok(());
+        }
+        let Some(cell) = h.keys.iter().rev().find(|c| c.replica.0 == sender.0) else {
+            return Ok(());
+        };
+        let intro = cell
+            .recipient
+            .as_ref()
+            .and_then(|r| r.introduction.as_ref());
+        let Some(intro) = intro else { return Ok(()) };
+        let Ok(e) = Entry::decode_verified(&intro.entry) else {
+            return Ok(());
+        };
+        let gives = matches!(e.op, Op::VouchKey { replica, key, .. } if replica == sender && key == cell.key);
+        let head = &intro.head;
+        if !gives || head.origin.0 != e.origin.0 || head.number != e.number || head.hash != e.hash {
+            return Ok(());
+        }
+        let msg = sign::head_message(&h.family, &head.origin, head.number, &head.hash);
+        let by = super::rekey::key_at(&self.store, &e.origin, e.number)?;
+        let replaced = super::rekey::old_keys(&self.store, &e.origin)?;
+        let keys = by.into_iter().chain(replaced.into_iter().map(|(_, k)| k));
+        if keys
+            .into_iter()
+            .any(|k| verifies(&k, &msg, &head.signature))
+        {
+            let mut txn = Txn::new(&self.store);
+            super::rekey::replace_key(&mut txn, &sender, &cell.key, 0)?;
+            txn.commit(crate::store::WriteOptions::SYNC)?;
+        }
+        Ok(())
+    }
 }
+
+/// Meta: this replica's introduction (msgpack of `wire::Introduction`).
+const INTRODUCTION: &[u8] = b"introduction";

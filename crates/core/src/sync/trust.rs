@@ -409,9 +409,7 @@ impl<S: Store> crate::replica::Replica<S> {
     /// creation packet of this replica pins the keys its header lists (the family's keys as
     /// its creator held them); any other header's keys are pinned only by entries.
     pub(super) fn take_keys_and_heads(&self, txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
-        if h.new_replica.0 == self.me.0 {
-            pin_listed_keys(txn, h)?;
-        }
+        pin_listed_keys(txn, h)?;
         for head in h.heads.iter().filter(|x| x.origin.0 != self.me.0) {
             let o = ReplicaId(head.origin.0);
             let mut v = Vec::with_capacity(96);
@@ -684,6 +682,8 @@ pub(super) struct HeadCheck {
     announced: BTreeMap<ReplicaId, wire::PublicKey>,
     /// Replicas of which no key was held here when the packet came.
     unknown: std::collections::BTreeSet<ReplicaId>,
+    /// Of those, the ones the packet's entries gave another key than the one it used.
+    conflict: BTreeMap<ReplicaId, wire::PublicKey>,
     /// Per origin: the last number applied that no head covers yet.
     pending: BTreeMap<ReplicaId, u64>,
     /// A prefix commit is due, waiting for every origin to reach a head.
@@ -698,6 +698,7 @@ impl HeadCheck {
             heads: heads.at,
             announced: heads.announced,
             unknown: heads.unknown,
+            conflict: BTreeMap::new(),
             pending: BTreeMap::new(),
             due: false,
             sender: sender.to_string(),
@@ -743,26 +744,35 @@ impl HeadCheck {
 
     /// After an entry brought `key` in force for `who` (a rotation or a vouch applied).
     pub(super) fn key_applied(&mut self, who: &ReplicaId, key: &wire::PublicKey) {
-        if self.announced.get(who) == Some(key) {
-            self.announced.remove(who);
+        match self.announced.get(who) {
+            Some(k) if k == key => {
+                self.announced.remove(who);
+            }
+            Some(_) if self.unknown.contains(who) => {
+                self.conflict.insert(*who, *key);
+            }
+            _ => {}
         }
     }
 
-    /// A replica this store had no key of, whose key the packet used but did not bring in
-    /// force: the packet must wait until that replica's creation (the entry announcing its
-    /// key) arrives here, and nothing of it is believed until then.
-    pub(super) fn waiting_for_key(&self) -> Option<ReplicaId> {
-        self.announced
-            .keys()
-            .find(|w| self.unknown.contains(w))
-            .copied()
-    }
-
     /// After the last record: refuses the packet if an origin's entries end past its last
-    /// signed head, or a key the header announced was not brought in force by its entries
-    /// (`name` names replicas). A key of a replica not heard of yet is not refused here: the
-    /// caller makes the packet wait ([`Self::waiting_for_key`]).
+    /// signed head, or a key the header announced was not brought in force by its entries —
+    /// for a replica of which no key was held here, only when its entries gave it another key
+    /// (the creator's entry, a rotation or a vouch); otherwise that key is taken on first use
+    /// (`name` names replicas).
     pub(super) fn finish(&self, name: impl Fn(&ReplicaId) -> String) -> Result<()> {
+        if let Some((w, key)) = self.conflict.iter().next() {
+            let used = self.announced.get(w).copied();
+            let who = name(w);
+            return Err(unauthentic(
+                &self.sender,
+                format!(
+                    "the packet uses key {} for {who}, but its entries give {who} key {} (a key swapped in transit)",
+                    used.map(|k| fingerprint(&k)).unwrap_or_default(),
+                    fingerprint(key)
+                ),
+            ));
+        }
         let held = |w: &&ReplicaId| !self.unknown.contains(w);
         if let Some((who, key)) = self.announced.iter().find(|(w, _)| held(w)) {
             let who = name(who);
@@ -773,9 +783,6 @@ impl HeadCheck {
                     fingerprint(key)
                 ),
             ));
-        }
-        if self.waiting_for_key().is_some() {
-            return Ok(());
         }
         match self.pending.iter().next() {
             None => Ok(()),

@@ -328,6 +328,7 @@ fn recipients_golden(records: Vec<Record>) -> Golden {
     cell.recipient = Some(msite_packet::wire::SignedRecipient {
         recipient: FIXTURE_RECIPIENT.into(),
         signature: key.sign(&msg).to_bytes(),
+        introduction: None,
     });
     g.header.signature = [0; 64];
     let msg = sign::header_message(&g.opts.packet_id, Kind::Update, &g.header);

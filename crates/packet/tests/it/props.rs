@@ -232,6 +232,7 @@ fn any_signed_header() -> impl Strategy<Value = Header> {
         msite_packet::wire::SignedRecipient {
             recipient: r,
             signature,
+            introduction: None,
         }
     }));
     let key = (any_id(), any::<[u8; 32]>(), rcpt).prop_map(|(replica, key, recipient)| KeyCell {

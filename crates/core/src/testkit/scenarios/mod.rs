@@ -368,6 +368,7 @@ macro_rules! protocol_scenario_tests {
             // trust2 (issue #20, rest)
             new_replica_key_is_known_before_its_first_packet => case_new_replica_key_is_known_before_its_first_packet,
             new_replica_key_swapped_in_the_creation_packet_is_refused => case_new_replica_key_swapped_in_the_creation_packet_is_refused,
+            new_replica_is_introduced_by_its_creators_signed_entry => case_new_replica_is_introduced_by_its_creators_signed_entry,
             recipients_are_replicated_through_relays => case_recipients_are_replicated_through_relays,
             recipient_altered_by_a_relay_is_not_taken => case_recipient_altered_by_a_relay_is_not_taken,
             seal_policy_converges_to_the_latest_setting => case_seal_policy_converges_to_the_latest_setting,

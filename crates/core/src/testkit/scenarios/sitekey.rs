@@ -32,8 +32,8 @@ fn resigned_as(d: &mut Decoded, who: &ReplicaId, attacker: &SigningKey, heads: b
 /// The hub makes r3 with the key r3's site made; r2 learns that key from the hub's entries
 /// before r3 sends anything. A packet of r3 signed by another key is refused at r2 naming
 /// r3's key; at r1, which has not heard of r3 yet, it is refused when its chain heads do not
-/// verify, and held back (waiting, nothing applied) when the hub's entries it carries give r3
-/// a key other than the one it used; r3's genuine packets apply everywhere after.
+/// verify, and when the hub's entries it carries give r3 a key other than the one it used;
+/// r3's genuine packets apply everywhere after.
 pub fn case_new_replica_key_is_known_before_its_first_packet<F: StoreFactory>(factory: &F) {
     let mut f = Family::new(factory, 3, 60);
     f.settle(&hub(3));
@@ -57,15 +57,14 @@ pub fn case_new_replica_key_is_known_before_its_first_packet<F: StoreFactory>(fa
     let mut forged = Decoded::new(&to_r1);
     resigned_as(&mut forged, &f.id(r3), &attacker, false);
     refused_unchanged(&f, 1, forged.encode(), "chain head");
-    // Heads re-signed too: the hub's entries give r3 another key, which r1 does not hold
-    // yet either; the packet waits (nothing of it believed) rather than apply.
+    // Heads re-signed too: the hub's entries the packet carries give r3 another key.
     resigned_as(&mut forged, &f.id(r3), &attacker, true);
-    let digest = f.sites[1].digest().unwrap();
-    match f.import(1, forged.encode()).unwrap() {
-        ImportOutcome::Waiting(needs) => assert_eq!(needs[0].origin, f.id(r3)),
-        other => panic!("a packet with an unconfirmed key was not held back: {other:?}"),
-    }
-    assert_eq!(f.sites[1].digest().unwrap(), digest, "nothing applied");
+    refused_unchanged(
+        &f,
+        1,
+        forged.encode(),
+        &format!("key {expected} (a key swapped"),
+    );
     assert_eq!(f.sites[1].public_key(&f.id(r3)).unwrap(), None);
     assert!(applied(&f.import(2, to_r2).unwrap()));
     assert!(applied(&f.import(1, to_r1).unwrap()));
@@ -123,4 +122,42 @@ pub fn case_new_replica_key_swapped_in_the_creation_packet_is_refused<F: StoreFa
     }
     let made = create(genuine, &key).expect("the genuine packet").unwrap();
     assert_eq!(made, Some(key.public()));
+}
+
+/// A replica restored from a backup sends only restore requests while it recovers; a sibling
+/// that never received the entries of its creator (so holds no key of it) checks its key from
+/// the introduction in its key cell — its creator's entry announcing the key, under the
+/// creator's signed chain head — instead of waiting for entries that will not come. A header
+/// whose cell lists another key is not introduced by that entry: the packet does not apply,
+/// and the sibling holds no key of it.
+pub fn case_new_replica_is_introduced_by_its_creators_signed_entry<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 65);
+    f.settle(&mesh(3));
+    let r3 = f.mkreplica(1, "r3");
+    f.settle(&[(1, r3)]);
+    let backup = f.backup(r3);
+    f.sites[r3].mkbrtype("lost").unwrap();
+    f.settle(&[(1, r3)]);
+    f.restore(r3, &backup);
+    f.sites[r3].restorereplica(&[], false).unwrap();
+    let genuine = f.export(r3, 2).expect("r3's restore request");
+    let key = f.sites[r3]
+        .public_key(&f.id(r3))
+        .unwrap()
+        .expect("r3's key");
+    let attacker = SigningKey::from_bytes(&[23; 32]);
+    let mut forged = Decoded::new(&genuine);
+    resigned_as(&mut forged, &f.id(r3), &attacker, true);
+    let digest = f.sites[2].digest().unwrap();
+    let outcome = f.import(2, forged.encode());
+    assert!(
+        !matches!(outcome, Ok(ImportOutcome::Applied { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(f.sites[2].digest().unwrap(), digest);
+    assert_eq!(f.sites[2].public_key(&f.id(r3)).unwrap(), None);
+    assert!(applied(&f.import(2, genuine).unwrap()));
+    assert_eq!(f.sites[2].public_key(&f.id(r3)).unwrap(), Some(key));
+    let held = |i: usize| f.sites[i].own_row().unwrap().get(&f.id(1));
+    assert!(held(2) < held(1), "r2 still lacks r1's entries creating r3");
 }
