@@ -3,7 +3,8 @@
 //! Each mutation changes one thing the protocol reads: a record dropped, duplicated, moved or
 //! cut off; an entry's field (origin, number, incarnation, chain link, operation); a new entry;
 //! a blob's bytes or a delta's frame, base or size; a header field (incarnations, targets and their reports, bases, the sender
-//! row, control records, the keys, signed chain heads and signature of format 1.2). Entry hashes are recomputed unless the input asks to keep a stale
+//! row, control records, the keys, signed chain heads and signature of format 1.2, the age
+//! recipients of 1.4). Entry hashes are recomputed unless the input asks to keep a stale
 //! one, and [`rechain`] can relink every origin's entries in the packet, so that a mutation
 //! reaches the apply logic instead of the first hash check.
 
@@ -201,7 +202,7 @@ fn mutate_header(u: &mut Unstructured<'_>, h: &mut wire::Header, f: &Family) -> 
 /// origin; a key replaced, dropped or given to another replica; the signature cleared or
 /// damaged. (`drive` signs the header again afterwards, unless the input asks not to.)
 fn mutate_trust(u: &mut Unstructured<'_>, h: &mut wire::Header, f: &Family) -> Result<()> {
-    match u.int_in_range(0u8..=7)? {
+    match u.int_in_range(0u8..=9)? {
         0 if !h.heads.is_empty() => {
             let i = u.choose_index(h.heads.len())?;
             h.heads.remove(i);
@@ -233,6 +234,22 @@ fn mutate_trust(u: &mut Unstructured<'_>, h: &mut wire::Header, f: &Family) -> R
         6 => {
             if let Some(k) = pick(u, &mut h.keys)? {
                 k.replica = replica(u, f)?;
+            }
+        }
+        // trust2 (1.4): a replica's age recipient and its signature.
+        7 => {
+            if let Some(k) = pick(u, &mut h.keys)? {
+                let signature = k.recipient.as_ref().map_or(Ok([0; 64]), |_| signature(u))?;
+                k.recipient = Some(wire::SignedRecipient {
+                    recipient: name(u)?,
+                    signature,
+                    introduction: None,
+                });
+            }
+        }
+        8 => {
+            if let Some(r) = pick(u, &mut h.keys)?.and_then(|k| k.recipient.as_mut()) {
+                r.signature = signature(u)?;
             }
         }
         _ => {
@@ -367,7 +384,7 @@ fn name(u: &mut Unstructured<'_>) -> Result<String> {
 }
 
 fn op(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {
-    Ok(match u.int_in_range(0u8..=16)? {
+    Ok(match u.int_in_range(0u8..=17)? {
         0 => wire::Op::CreateFamily {
             family: wire::Id(u.arbitrary()?),
             family_name: name(u)?,
@@ -428,10 +445,14 @@ fn op(u: &mut Unstructured<'_>, f: &Family) -> Result<wire::Op> {
             key: u.arbitrary()?,
             proof: signature(u)?,
         },
-        _ => wire::Op::VouchKey {
+        16 => wire::Op::VouchKey {
             replica: replica(u, f)?,
             key: u.arbitrary()?,
             from: u.int_in_range(0u64..=12)?,
+        },
+        // trust2 (1.4): the family's sealing policy.
+        _ => wire::Op::SealPolicy {
+            always: u.arbitrary()?,
         },
     })
 }

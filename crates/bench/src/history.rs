@@ -295,11 +295,12 @@ fn side_json(s: &Side, creation: Value) -> Value {
 fn creation<B: Backend>(w: &Work, a: &Replica<B::S>) -> Result<(Value, u64)> {
     let (pkt, dir) = (w.fresh("hist-mk-pkt"), w.fresh("hist-new"));
     let ((bytes, r), t) = timed(|| {
-        let plan = a.plan_mkreplica("c")?;
+        let key = msite_core::SiteKey::generate(&msite_core::SystemEnv);
+        let plan = a.plan_mkreplica("c", &key.public())?;
         let (parts, bytes) = written(&a.write_plan_to_dir(&plan, &pkt, None)?)?;
         let env = std::sync::Arc::new(msite_core::SystemEnv);
-        let r =
-            Replica::create_from_packet(B::open_store(&dir)?, env, Incoming::from_files(&parts)?)?;
+        let store = B::open_store(&dir)?;
+        let r = Replica::create_from_packet(store, env, Incoming::from_files(&parts)?, &key)?;
         Ok((bytes, r))
     })?;
     if r.digest()? != a.digest()? {

@@ -122,13 +122,16 @@ pub(crate) fn mkreplica_with_env<B: Backend>(
     env: Arc<dyn Env>,
 ) -> Result<Rep<B>> {
     let pkt = w.fresh("pkt");
-    let plan = a.plan_mkreplica(name).context("plan_mkreplica")?;
+    let key = msite_core::SiteKey::generate(env.as_ref());
+    let plan = a
+        .plan_mkreplica(name, &key.public())
+        .context("plan_mkreplica")?;
     let out = a
         .write_plan_to_dir(&plan, &pkt, None)
         .context("writing the creation packet")?;
     let (files, _, _) = parts(&out)?;
     let store = B::open_store(dir)?;
-    let r = Replica::create_from_packet(store, env, Incoming::from_files(&files)?)
+    let r = Replica::create_from_packet(store, env, Incoming::from_files(&files)?, &key)
         .context("create_from_packet")?;
     rm(&pkt);
     Ok(r)
@@ -218,10 +221,11 @@ fn create_once<B: Backend>(
     snapshot: bool,
 ) -> Result<(std::time::Duration, std::time::Duration, u64, u64)> {
     let pkt = w.fresh("pkt");
+    let key = msite_core::SiteKey::generate(&msite_core::SystemEnv);
     let (files, te) = timed(|| {
         let plan = match snapshot {
-            true => a.plan_mkreplica_snapshot(name)?,
-            false => a.plan_mkreplica(name)?,
+            true => a.plan_mkreplica_snapshot(name, &key.public())?,
+            false => a.plan_mkreplica(name, &key.public())?,
         };
         let out = a.write_plan_to_dir(&plan, &pkt, None)?;
         parts(&out)
@@ -233,6 +237,7 @@ fn create_once<B: Backend>(
             store,
             env(),
             Incoming::from_files(&files.0)?,
+            &key,
         )?)
     })?;
     drop(b);

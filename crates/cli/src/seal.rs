@@ -24,6 +24,14 @@ pub fn site_identity(r: &Replica<AnyStore>) -> anyhow::Result<age::x25519::Ident
     parse_identity(&text).context("the sealing identity kept in this store is damaged")
 }
 
+/// Keeps this site's recipient as the one its packets announce (docs/protocol.md §8,
+/// "Sealing as a family policy"): siblings seal to it when the family's policy says so.
+pub fn announce_recipient(r: &Replica<AnyStore>) -> anyhow::Result<()> {
+    let rcpt = site_identity(r)?.to_public().to_string();
+    r.set_own_recipient(&rcpt)?;
+    Ok(())
+}
+
 /// An identity from an age identity file's text (the first `AGE-SECRET-KEY-1…` line).
 pub fn parse_identity(text: &str) -> anyhow::Result<age::x25519::Identity> {
     let line = text

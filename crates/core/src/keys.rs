@@ -124,6 +124,20 @@ pub mod peers {
     /// The newest signed report of a sibling's own row received here (tag, replica), kept
     /// to relay to a restoring replica (`sync/reports.rs`).
     pub const REPORT: u8 = 40;
+    /// A key a replica's rotation replaced (tag, replica, number; `sync/rekey.rs`).
+    pub const OLD_KEY: u8 = 31;
+    /// A replica's age recipient, signed by its key (tag, replica; `sync/sealing.rs`).
+    pub const RECIPIENT: u8 = 41;
+    /// The family's sealing policy (tag, sixteen zero bytes; `sync/sealing.rs`).
+    pub const SEAL_POLICY: u8 = 42;
+
+    /// Every tag above: each names one kind of row, so no two may be equal.
+    pub const ALL: [u8; 25] = [
+        INCARNATION, SEND, EXPORT_LOG, RECV, REQUEST, COMPLETED, PROV_ACK, IMPORTED,
+        MASTER_REQUEST, HEARD, RESTORE_COMPLETE_AT, LAST_SENT, ANSWER_STALE, LAST_ENTRIES, RESEND,
+        PUBLIC_KEY, HEAD, CONTROL_SIG, DENIED, FORK_DECISION, GIVEN_UP, REPORT, OLD_KEY,
+        RECIPIENT, SEAL_POLICY,
+    ];
 }
 
 /// Peers key of the owner's signature of a control record whose signed message hashes to
@@ -174,4 +188,16 @@ pub fn imported(id: &PacketId) -> Vec<u8> {
     let mut k = vec![peers::IMPORTED];
     k.extend_from_slice(&id.0);
     k
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_peers_tag_names_one_kind_of_row() {
+        let mut tags = super::peers::ALL.to_vec();
+        tags.sort_unstable();
+        let n = tags.len();
+        tags.dedup();
+        assert_eq!(tags.len(), n, "two Peers tags are equal: {:?}", super::peers::ALL);
+    }
 }

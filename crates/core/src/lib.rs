@@ -35,4 +35,7 @@ pub use ids::{FamilyId, Hash, ObjId, PacketId, ReplicaId};
 pub use model::{Entry, ObjectRef, Op, Row};
 pub use replica::{Replica, ReqMasterPolicy, Selector, TreeImport, VersionSel};
 pub use restore::{HeldRequest, ProvisionalAck, Recovering, RestoreStart, Status, UnheldOwn};
-pub use sync::{Assessment, ExportOutcome, ExportPlan, ImportOutcome, Incoming, Need, RecordSink};
+pub use sync::{
+    Assessment, ExportOutcome, ExportPlan, ImportOutcome, Incoming, Need, RecordSink, SealPolicy,
+    SiteKey,
+};

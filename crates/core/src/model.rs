@@ -305,6 +305,11 @@ pub enum Op {
         /// The last entry of `replica` the old key covers.
         from: u64,
     },
+    /// The family's sealing policy (`msite seal-policy`; `sync/sealing.rs`).
+    SealPolicy {
+        /// Whether every export seals its packet to the target's recipient.
+        always: bool,
+    },
 }
 
 impl Op {
@@ -328,6 +333,7 @@ impl Op {
             Op::DenyMaster { .. } => "denymaster",
             Op::RotateKey { .. } => "rekey",
             Op::VouchKey { .. } => "vouch",
+            Op::SealPolicy { .. } => "seal-policy",
         }
     }
 
@@ -429,6 +435,7 @@ impl Op {
                 key: *key,
                 from: *from,
             },
+            Op::SealPolicy { always } => wire::Op::SealPolicy { always: *always },
         }
     }
 
@@ -530,6 +537,7 @@ impl Op {
                 key: *key,
                 from: *from,
             },
+            wire::Op::SealPolicy { always } => Op::SealPolicy { always: *always },
         }
     }
 }

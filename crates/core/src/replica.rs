@@ -1423,7 +1423,7 @@ mod tests {
             r.checkin("a.c", "main", b"x", "me\u{1b}", "c").unwrap_err(),
             r.checkin("a.c", "main", b"x", "me", "c\u{1b}[31m")
                 .unwrap_err(),
-            r.plan_mkreplica("tok\tyo").unwrap_err(),
+            r.plan_mkreplica("tok\tyo", &[7; 32]).unwrap_err(),
         ];
         for (e, shown) in errors
             .iter()

@@ -404,6 +404,7 @@ pub fn apply<S: Store>(txn: &mut Txn<'_, S>, e: &Entry) -> Result<()> {
         | Op::RestoreComplete { .. }
         | Op::RotateKey { .. }
         | Op::VouchKey { .. } => {}
+        Op::SealPolicy { always } => crate::sync::sealing::apply(txn, e, *always)?,
     }
     Ok(())
 }

@@ -51,6 +51,10 @@ pub const MINOR_SNAPSHOT: u16 = 4;
 /// The minor version msite's exporter writes for update and history creation packets: 1.4,
 /// since every update packet carries its sender's signed report ([`MINOR_REPORTS`]).
 pub const MINOR_UPDATE: u16 = 4;
+// trust2 fields
+/// The first minor version whose key cells carry replicas' age recipients (`SPEC.md` §8,
+/// "1.4: replicated age recipients").
+pub const MINOR_RECIPIENTS: u16 = 4;
 
 /// Length of the envelope.
 pub const ENVELOPE_LEN: usize = 48;

@@ -48,6 +48,12 @@ pub(crate) fn decode_header(
             "signed reports (minor version 1.4) in an older packet",
         ));
     }
+    if version.minor < crate::format::MINOR_RECIPIENTS && crate::sign::uses_recipients(&h) {
+        return Err(DecodeError::malformed(
+            crate::format::ENVELOPE_LEN as u64,
+            "age recipients (minor version 1.4) in an older packet",
+        ));
+    }
     let rest = rest.len();
     if rest != 0 {
         return Err(DecodeError::malformed(

@@ -100,6 +100,20 @@ pub fn head_message(
     m
 }
 
+/// Domain separation of a replica's announcement of its age recipient (1.4).
+const RECIPIENT_DOMAIN: &[u8] = b"msite recipient v1\0";
+
+/// The bytes a replica signs to announce its age recipient ([`wire::KeyCell::recipient`]):
+/// the domain, the family, the replica and the recipient's UTF-8 text.
+pub fn recipient_message(family: &wire::Id, replica: &wire::Id, recipient: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(RECIPIENT_DOMAIN.len() + 32 + recipient.len());
+    m.extend_from_slice(RECIPIENT_DOMAIN);
+    m.extend_from_slice(&family.0);
+    m.extend_from_slice(&replica.0);
+    m.extend_from_slice(recipient.as_bytes());
+    m
+}
+
 /// Domain separation of a key rotation's proof.
 const REKEY_DOMAIN: &[u8] = b"msite rekey v1\0";
 
@@ -232,6 +246,11 @@ pub(crate) fn uses_signed_fields(h: &wire::Header) -> bool {
         || h.controls
             .iter()
             .any(|c| *c.signature() != wire::NO_SIGNATURE)
+}
+
+/// Whether the header uses a field of minor version 1.4 (trust2: recipients in key cells).
+pub(crate) fn uses_recipients(h: &wire::Header) -> bool {
+    h.keys.iter().any(|k| k.recipient.is_some())
 }
 
 /// The header's bytes in a packet of minor version `minor`.

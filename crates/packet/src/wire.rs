@@ -340,6 +340,13 @@ pub enum Op {
         /// signed with `key`.
         from: u64,
     },
+    /// The family's sealing policy (`msite seal-policy`): with `always`, every export seals
+    /// its packet to the target's replicated age recipient. The latest `(time_ms, origin)`
+    /// wins.
+    SealPolicy {
+        /// Whether every packet is sealed.
+        always: bool,
+    },
 }
 
 /// One oplog entry as it travels. `hash` is BLAKE3 over the canonical encoding of every other
@@ -550,13 +557,56 @@ fn no_signature() -> Signature {
 }
 
 /// (1.2) A replica's public signing key, as a packet header lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyCell {
     /// The replica.
     pub replica: Id,
     /// Its Ed25519 public key.
     #[serde(with = "hexbytes")]
     pub key: PublicKey,
+    // trust2 fields (1.4): the replica's age recipient, announced by the replica itself.
+    /// (1.4) The replica's age recipient for sealed packets, signed by it, on the cell of its
+    /// key in force; left out of the cell when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<SignedRecipient>,
+}
+
+impl KeyCell {
+    /// A cell without a recipient.
+    pub fn new(replica: Id, key: PublicKey) -> KeyCell {
+        KeyCell {
+            replica,
+            key,
+            recipient: None,
+        }
+    }
+}
+
+/// (1.4) A replica's age recipient (`age1…`) with the replica's signature of
+/// [`crate::sign::recipient_message`] by the key of its cell (an empty recipient announces
+/// none), and, on a sender's own cell, its introduction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRecipient {
+    /// The recipient.
+    pub recipient: String,
+    /// The signature.
+    #[serde(with = "hexbytes")]
+    pub signature: Signature,
+    /// The creator's entry announcing the sender's key, with the creator's chain head at it:
+    /// what lets a sibling that has not received the creator's entries yet check the sender's
+    /// key (docs/protocol.md §8). Left out when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduction: Option<Introduction>,
+}
+
+/// (1.4) A replica's introduction: the canonical bytes of its creator's `VouchKey` entry
+/// that announced the replica's key (SPEC §5), and the creator's chain head at that entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Introduction {
+    /// The entry's canonical encoding.
+    pub entry: Vec<u8>,
+    /// The creator's signed head at the entry.
+    pub head: SignedHead,
 }
 
 /// (1.2) An origin's signature over the head of its hash chain: entry `number` of `origin`

@@ -213,6 +213,13 @@ impl<S: Sink> Encoder<S> {
                 opts.minor
             )));
         }
+        if opts.minor < format::MINOR_RECIPIENTS && crate::sign::uses_recipients(header) {
+            return Err(EncodeError::InvalidOptions(format!(
+                "a header with age recipients needs minor version {}, not {}",
+                format::MINOR_RECIPIENTS,
+                opts.minor
+            )));
+        }
         let header_bytes = crate::sign::encode_header(header, opts.minor).map_err(|source| {
             EncodeError::Msgpack {
                 what: "header",

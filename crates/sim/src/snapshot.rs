@@ -34,16 +34,17 @@ pub fn draw(rng: &mut ChaCha8Rng) -> Creation {
 pub fn plan<S: Store>(
     r: &Replica<S>,
     name: &str,
+    key: &msite_packet::wire::PublicKey,
     how: Creation,
 ) -> msite_core::Result<(ExportPlan, Creation)> {
     if how == Creation::History {
-        match r.plan_mkreplica(name) {
+        match r.plan_mkreplica(name, key) {
             Err(CoreError::Invalid(m)) if m.contains("make a snapshot creation packet instead") => {
             }
             other => return other.map(|p| (p, Creation::History)),
         }
     }
-    r.plan_mkreplica_snapshot(name)
+    r.plan_mkreplica_snapshot(name, key)
         .map(|p| (p, Creation::Snapshot))
 }
 
@@ -54,6 +55,7 @@ pub fn damaged_copy_is_refused<S: Store>(
     parts: &[Vec<u8>],
     store: S,
     env: Arc<dyn Env>,
+    key: &msite_core::SiteKey,
     at: usize,
 ) -> Option<String> {
     let mut bad = parts.to_vec();
@@ -62,7 +64,7 @@ pub fn damaged_copy_is_refused<S: Store>(
     let i = body + at % (last.len() - body);
     last[i] ^= 0x5a;
     let made = Incoming::from_parts(bad, "damaged creation packet")
-        .and_then(|pkt| Replica::create_from_packet(store, env, pkt));
+        .and_then(|pkt| Replica::create_from_packet(store, env, pkt, key));
     made.is_ok()
         .then(|| format!("a creation packet with byte {i} changed made a replica"))
 }

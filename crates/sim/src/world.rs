@@ -572,8 +572,9 @@ impl<B: SimBackend> World<B> {
     /// Creates a replica from `from` (through the real creation packet). Returns whether it did.
     fn mkreplica(&mut self, from: usize, link: bool) -> bool {
         let name = format!("r{}", self.sites.len());
+        let key = msite_core::SiteKey::generate(&self.env);
         let how = crate::snapshot::draw(&mut self.rng);
-        let (plan, how) = match crate::snapshot::plan(self.rep(from), &name, how) {
+        let (plan, how) = match crate::snapshot::plan(self.rep(from), &name, &key.public(), how) {
             Ok(p) => p,
             Err(e) if is_refusal_of_local_change(&e) => {
                 self.ev(|w| {
@@ -604,7 +605,7 @@ impl<B: SimBackend> World<B> {
         if how == crate::snapshot::Creation::Snapshot && self.rng.gen_bool(0.2) {
             let (store, at) = (self.new_store(), self.rng.gen());
             let env = env_arc(&self.env);
-            match crate::snapshot::damaged_copy_is_refused(&parts, store, env, at) {
+            match crate::snapshot::damaged_copy_is_refused(&parts, store, env, &key, at) {
                 Some(v) => self.violation(v),
                 None => self.stats.damaged_snapshots += 1,
             }
@@ -621,6 +622,7 @@ impl<B: SimBackend> World<B> {
             FaultyStore::new(self.new_store(), fp.clone()),
             env_arc(&self.env),
             pkt,
+            &key,
         ) {
             Ok(r) => r,
             Err(e) => {

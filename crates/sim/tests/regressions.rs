@@ -414,12 +414,14 @@ fn crash_while_exporting_never_ships_a_packet_whose_sequence_is_reused() {
         "r0",
     )
     .unwrap();
-    let creation = r0.plan_mkreplica("r1").unwrap();
+    let key = msite_core::SiteKey::generate(e.as_ref());
+    let creation = r0.plan_mkreplica("r1", &key.public()).unwrap();
     let parts = r0.write_plan_to_parts(&creation, None).unwrap();
     let r1: R = Replica::create_from_packet(
         FaultyStore::new(MemStore::new(), FaultPlan::new()),
         e.clone(),
         Incoming::from_parts(parts, "creation").unwrap(),
+        &key,
     )
     .unwrap();
     let sync = |a: &R, b: &R| {
@@ -483,12 +485,14 @@ fn k1_directed_two_replicas_of_two_restored_at_once_both_complete() {
     let env = SimEnv::new(9);
     let e: Arc<dyn Env> = Arc::new(env.clone());
     let r0: R = Replica::init(MemStore::new(), e.clone(), "fam", "r0").unwrap();
-    let creation = r0.plan_mkreplica("r1").unwrap();
+    let key = msite_core::SiteKey::generate(e.as_ref());
+    let creation = r0.plan_mkreplica("r1", &key.public()).unwrap();
     let parts = r0.write_plan_to_parts(&creation, None).unwrap();
     let r1: R = Replica::create_from_packet(
         MemStore::new(),
         e.clone(),
         Incoming::from_parts(parts, "c").unwrap(),
+        &key,
     )
     .unwrap();
     let sync = |a: &R, b: &R| -> bool {
@@ -550,12 +554,14 @@ fn k12_replica_created_after_a_restore_completed_does_not_take_up_its_request() 
     let e: Arc<dyn Env> = Arc::new(env.clone());
     let r0: R = Replica::init(MemStore::new(), e.clone(), "fam", "r0").unwrap();
     let make = |from: &R, name: &str| -> R {
-        let plan = from.plan_mkreplica(name).unwrap();
+        let key = msite_core::SiteKey::generate(e.as_ref());
+        let plan = from.plan_mkreplica(name, &key.public()).unwrap();
         let parts = from.write_plan_to_parts(&plan, None).unwrap();
         Replica::create_from_packet(
             MemStore::new(),
             e.clone(),
             Incoming::from_parts(parts, "c").unwrap(),
+            &key,
         )
         .unwrap()
     };

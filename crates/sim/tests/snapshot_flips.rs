@@ -6,14 +6,15 @@
 use std::sync::Arc;
 
 use msite_core::testkit::MemStore;
-use msite_core::{Env, Incoming, Replica, SimEnv};
+use msite_core::{Env, Incoming, Replica, SimEnv, SiteKey};
 
 #[test]
 fn no_changed_byte_of_a_snapshot_packet_makes_a_replica() {
     let e: Arc<dyn Env> = Arc::new(SimEnv::new(5));
     let r0 = Replica::init(MemStore::new(), e.clone(), "fam", "r0").unwrap();
     r0.checkin("a", "main", b"hello", "u", "").unwrap();
-    let plan = r0.plan_mkreplica_snapshot("r1").unwrap();
+    let key = SiteKey::from_secret([3; 32]);
+    let plan = r0.plan_mkreplica_snapshot("r1", &key.public()).unwrap();
     let parts = r0.write_plan_to_parts(&plan, None).unwrap();
     let n = parts[0].len();
     let accepted: Vec<usize> = (msite_packet::format::ENVELOPE_LEN..n)
@@ -21,7 +22,7 @@ fn no_changed_byte_of_a_snapshot_packet_makes_a_replica() {
             let mut p = parts.clone();
             p[0][i] ^= 0x5a;
             Incoming::from_parts(p, "changed")
-                .and_then(|pkt| Replica::create_from_packet(MemStore::new(), e.clone(), pkt))
+                .and_then(|pkt| Replica::create_from_packet(MemStore::new(), e.clone(), pkt, &key))
                 .is_ok()
         })
         .collect();
@@ -33,6 +34,7 @@ fn no_changed_byte_of_a_snapshot_packet_makes_a_replica() {
         MemStore::new(),
         e,
         Incoming::from_parts(parts, "whole").unwrap(),
+        &key,
     )
     .unwrap();
 }

@@ -11,7 +11,7 @@
 //! is the courier's job: moving packet files from one site's outgoing bay to the incoming bay
 //! of the replica each one is addressed to.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser};
@@ -364,6 +364,10 @@ fn create_family(s: &mut Script, b: &[&str]) -> anyhow::Result<()> {
     )?;
     for spoke in SPOKES {
         let out = format!("transfer/{spoke}");
+        let id_file = format!("transfer/{spoke}.age");
+        std::fs::create_dir_all(s.root.join("transfer"))?;
+        s.msite(&["identity", "--new", &id_file])?;
+        let key = new_site_key(&s.root.join(&id_file))?;
         s.msite(&[
             "-C",
             HUB,
@@ -373,6 +377,8 @@ fn create_family(s: &mut Script, b: &[&str]) -> anyhow::Result<()> {
             "--out",
             &out,
             "--no-encrypt",
+            "--key",
+            &key,
         ])?;
         let files = packets::bay_files(&s.root.join(&out))?;
         let Some(pkt) = files.first() else {
@@ -384,9 +390,25 @@ fn create_family(s: &mut Script, b: &[&str]) -> anyhow::Result<()> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
-        s.msite(&[&["mkreplica", "import", rel.as_str(), spoke], b].concat())?;
+        let import = [
+            "mkreplica",
+            "import",
+            rel.as_str(),
+            spoke,
+            "--identity",
+            &id_file,
+        ];
+        s.msite(&[&import[..], b].concat())?;
     }
     s.msite(&["-C", "sanfran", "lsreplica"])
+}
+
+/// The public signing key (hex) of the identity file `msite identity --new` made at `path`.
+fn new_site_key(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let key = super::keys::signing_key_of(&text)
+        .ok_or_else(|| anyhow::anyhow!("{} holds no signing key", path.display()))?;
+    Ok(msite_core::ids::hex(&key.public()))
 }
 
 /// boston imports and labels a generated tree; one sync round carries it to the spokes.

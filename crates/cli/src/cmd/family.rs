@@ -114,12 +114,15 @@ element, version, label and content, and the few recent changes a sibling may st
 not its history, so it costs what the tree costs however long the history is, and it works \
 after `msite scrub` too. With --history it carries every change ever made instead (refused once \
 scrub dropped some). The new replica is the same either way; it only cannot hand a sibling the \
-changes made before its snapshot (a sibling that keeps them does). The packet \
-carries the whole database, so it is sealed (encrypted with age) to the recipient the new site's \
-operator gives you: they run `msite identity --new FILE` and send you the `age1…` line it prints. \
---no-encrypt writes it in the clear. Ship the packet to the new site and run `msite mkreplica \
-import` there (with --identity FILE for a sealed one).",
-    after_help = "Example:\n  msite -C boston mkreplica export sanfran --encrypt-to age1…(from sanfran's operator)\n  msite -C boston mkreplica export bangalore --out /mnt/usb --no-encrypt\n  msite -C boston mkreplica export tokyo --history --no-encrypt   (every change, entry by entry)"
+changes made before its snapshot (a sibling that keeps them does). The new site's operator \
+first runs `msite identity --new FILE` and sends you the two lines it prints: the `age1…` \
+recipient for --encrypt-to and the signing key for --key. The key is written into this \
+replica's history with the entry that creates NAME, so every sibling knows it before NAME sends \
+anything and refuses a packet of NAME signed by any other key. The packet carries the whole \
+database, so it is sealed (encrypted with age) to the recipient; --no-encrypt writes it in the \
+clear. Ship the packet to the new site and run `msite mkreplica import PACKET DIR --identity \
+FILE` there.",
+    after_help = "Example:\n  msite identity --new sanfran.age        # at the new site: prints RECIPIENT and KEY\n  msite -C boston mkreplica export sanfran --encrypt-to age1…(RECIPIENT) --key 3f1c…(KEY)\n  msite -C boston mkreplica export bangalore --out /mnt/usb --no-encrypt --key 9a0b…\n  msite -C boston mkreplica export tokyo --history --no-encrypt --key 5d2e…   (every change, entry by entry)"
 )]
 pub struct MkreplicaExport {
     /// The new replica's name (unique in the family).
@@ -137,6 +140,10 @@ pub struct MkreplicaExport {
     /// and larger; refused once `msite scrub` dropped entries here).
     #[arg(long)]
     pub history: bool,
+    /// The new replica's signing key: the 64 hex digits `msite identity --new` printed at the
+    /// new site.
+    #[arg(long, value_name = "KEY", required = true)]
+    pub key: String,
 }
 
 impl MkreplicaExport {
@@ -147,10 +154,20 @@ impl MkreplicaExport {
         let r = &site.replica;
         crate::site::remove_unfinished(r, &out);
         msite_packet::sealed::parse_recipients(&self.encrypt_to)?;
+        let key = msite_core::sync::parse_public_key(&self.key).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} is not a signing key; give the 64 hex digits `msite identity --new` printed at the new site",
+                self.key
+            )
+        })?;
         let plan = match self.history {
-            true => r.plan_mkreplica(&self.name)?,
-            false => r.plan_mkreplica_snapshot(&self.name)?,
+            true => r.plan_mkreplica(&self.name, &key)?,
+            false => r.plan_mkreplica_snapshot(&self.name, &key)?,
         };
+        if let [only] = &self.encrypt_to[..] {
+            // The new site's recipient, until it announces it itself (`seal-policy`).
+            r.note_recipient(&plan.target, only)?;
+        }
         let pb = util::spinner(ctx, format!("writing the creation packet of {}", self.name));
         let outcome = r.write_plan_to_dir(&plan, &out, None);
         pb.finish_and_clear();
@@ -193,11 +210,7 @@ impl MkreplicaExport {
                         .first()
                         .map(|p| p.display().to_string())
                         .unwrap_or_default(),
-                    if self.encrypt_to.is_empty() {
-                        ""
-                    } else {
-                        " --identity FILE"
-                    }
+                    " --identity FILE"
                 ));
             }
             ExportOutcome::Nothing => ctx.say("Nothing was written."),
@@ -243,13 +256,14 @@ impl MkreplicaImport {
         ensure_no_site(&self.dir)?;
         let mut files = packets::with_sibling_parts(std::slice::from_ref(&self.packet));
         let (identity, _plain) = unseal_creation(&mut files, self.identity.as_deref())?;
+        let key = site_key_of(&files[0], self.identity.as_deref(), identity.as_deref())?;
         let pkt = Incoming::from_files(&files)?;
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let paths = SitePaths::new(&self.dir);
         let store = AnyStore::create(kind, &paths.store(), self.url.as_deref())?;
         let pb = util::spinner(ctx, "making the new replica");
-        let made = Replica::create_from_packet(store, ctx.env(), pkt);
+        let made = Replica::create_from_packet(store, ctx.env(), pkt, &key);
         pb.finish_and_clear();
         let r = match made {
             Ok(r) => r,
@@ -286,7 +300,11 @@ fn unseal_creation(
     identity: Option<&std::path::Path>,
 ) -> anyhow::Result<(Option<String>, Option<tempfile::TempDir>)> {
     if !files.iter().any(|p| crate::seal::is_sealed_file(p)) {
-        return Ok((None, None));
+        let text = match identity {
+            Some(path) => Some(read_identity(path)?),
+            None => None,
+        };
+        return Ok((text, None));
     }
     let Some(path) = identity else {
         let label = crate::seal::label_of(&files[0])?;
@@ -296,8 +314,7 @@ fn unseal_creation(
             label.for_names.join(", ")
         );
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the identity file {}", path.display()))?;
+    let text = read_identity(path)?;
     let id = crate::seal::parse_identity(&text)
         .with_context(|| format!("{} is not an age identity file", path.display()))?;
     let tmp = tempfile::tempdir()?;
@@ -307,6 +324,32 @@ fn unseal_creation(
         *f = dest;
     }
     Ok((Some(text), Some(tmp)))
+}
+
+fn read_identity(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the identity file {}", path.display()))
+}
+
+/// The new site's signing key, from the identity file `path` (whose text is `text`) that
+/// `msite identity --new` made: the key the creator announced with `mkreplica export --key`.
+fn site_key_of(
+    packet: &std::path::Path,
+    path: Option<&std::path::Path>,
+    text: Option<&str>,
+) -> anyhow::Result<msite_core::SiteKey> {
+    let (Some(path), Some(text)) = (path, text) else {
+        anyhow::bail!(
+            "{} makes a new site, whose signing key is in the identity file `msite identity --new FILE` made; give it with --identity FILE",
+            packet.display()
+        );
+    };
+    super::keys::signing_key_of(text).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} holds no msite signing key (made by an older msite or by age-keygen); make one with `msite identity --new FILE` and ask the creator for a creation packet made with the key it prints",
+            path.display()
+        )
+    })
 }
 
 /// `msite lsreplica`.

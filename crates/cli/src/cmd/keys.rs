@@ -3,6 +3,8 @@
 
 use clap::Args;
 
+use msite_core::SiteKey;
+
 use super::Ctx;
 
 /// `msite rekey`.
@@ -82,31 +84,74 @@ impl Vouch {
     long_about = "Prints this site's age recipient (`age1…`): give it to the operators of the \
 siblings, who seal the packets they send here with `syncreplica export --encrypt-to`. The \
 identity that opens them is kept in this site's store (made at first use; backups hold it).\n\n\
-With --new FILE, makes a new identity in FILE (readable by you only) without any site, and prints \
-its recipient: what the operator of a site not made yet sends to the creator for `mkreplica \
-export --encrypt-to`, then gives to `mkreplica import --identity FILE`.",
-    after_help = "Example:\n  msite -C sanfran identity\n  msite identity --new ~/sanfran.age    # before the site exists"
+With --new FILE, makes a new identity in FILE (readable by you only) without any site: an age \
+identity and the new site's signing key. It prints two lines, the recipient and the signing \
+key's public half (64 hex digits), which the operator of a site not made yet sends to the \
+creator for `mkreplica export NAME --encrypt-to RECIPIENT --key KEY`, then gives FILE to \
+`mkreplica import --identity FILE`. The siblings learn the key from the creator's entries, so \
+no packet of the new replica signed by another key is ever accepted.",
+    after_help = "Example:\n  msite -C sanfran identity\n  msite identity --new ~/sanfran.age    # before the site exists; prints the recipient and the key\n  msite identity --new ~/sanfran.age --json"
 )]
 pub struct Identity {
     /// Make a new identity in FILE instead of showing the site's.
     #[arg(long, value_name = "FILE")]
     pub new: Option<std::path::PathBuf>,
+    /// One JSON document on stdout (see docs/cli-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `msite identity --json`.
+#[derive(Debug, serde::Serialize)]
+pub struct IdentityInfo {
+    /// The age recipient (`age1…`) that seals packets for this site.
+    pub recipient: String,
+    /// The signing key's public half, 64 hex digits (`mkreplica export --key`).
+    pub key: String,
+    /// The signing key's fingerprint, as `lsreplica --long` shows it.
+    pub fingerprint: String,
 }
 
 impl Identity {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let id = match &self.new {
-            Some(path) => new_identity_file(path)?,
-            None => crate::seal::site_identity(&ctx.open()?.replica)?,
+        let (id, key) = match &self.new {
+            Some(path) => {
+                let key = SiteKey::generate(ctx.env().as_ref());
+                (new_identity_file(path, &key)?, key.public())
+            }
+            None => {
+                let site = ctx.open()?;
+                let key = site.replica.public_key(&site.replica.id())?;
+                let id = crate::seal::site_identity(&site.replica)?;
+                (id, key.unwrap_or_default())
+            }
         };
-        ctx.say(id.to_public().to_string());
+        let info = IdentityInfo {
+            recipient: id.to_public().to_string(),
+            key: msite_core::ids::hex(&key),
+            fingerprint: msite_core::sync::fingerprint(&key),
+        };
+        if self.json {
+            return ctx.json(&info);
+        }
+        ctx.say(&info.recipient);
+        if self.new.is_some() {
+            ctx.say(&info.key);
+        }
         Ok(())
     }
 }
 
-/// Writes a new age identity to `path` (mode 0600 on Unix; refuses to overwrite).
-fn new_identity_file(path: &std::path::Path) -> anyhow::Result<age::x25519::Identity> {
+/// The line of an identity file that keeps the new site's signing key (a comment to age).
+const SIGNING_KEY_LINE: &str = "# msite signing key (secret): ";
+
+/// Writes a new age identity and signing key to `path` (mode 0600 on Unix; refuses to
+/// overwrite).
+fn new_identity_file(
+    path: &std::path::Path,
+    key: &SiteKey,
+) -> anyhow::Result<age::x25519::Identity> {
     use age::secrecy::ExposeSecret;
     use std::io::Write;
     let id = age::x25519::Identity::generate();
@@ -121,6 +166,32 @@ fn new_identity_file(path: &std::path::Path) -> anyhow::Result<age::x25519::Iden
         )
     })?;
     writeln!(f, "# public key: {}", id.to_public())?;
+    writeln!(
+        f,
+        "# msite signing key (public): {}",
+        msite_core::ids::hex(&key.public())
+    )?;
+    writeln!(
+        f,
+        "{SIGNING_KEY_LINE}{}",
+        msite_core::ids::hex(key.secret())
+    )?;
     writeln!(f, "{}", id.to_string().expose_secret())?;
     Ok(id)
+}
+
+/// The signing key an identity file made by `msite identity --new` keeps.
+pub fn signing_key_of(text: &str) -> Option<SiteKey> {
+    let hex = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(SIGNING_KEY_LINE.trim_end()))?
+        .trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(SiteKey::from_secret(out))
 }

@@ -11,6 +11,7 @@ pub mod lspacket;
 pub mod resend;
 pub mod restore;
 pub mod scrub;
+pub mod sealpolicy;
 pub mod status;
 pub mod sync;
 pub mod tools;
@@ -45,7 +46,7 @@ Exit codes:
 Example: see the whole product at work in a temporary directory
   msite demo
   msite init boston --family proj --replica boston
-  msite -C boston mkreplica export sanfran --encrypt-to age1…(msite identity --new at sanfran)";
+  msite -C boston mkreplica export sanfran --encrypt-to age1… --key 3f1c…(both from msite identity --new at sanfran)";
 
 /// The `msite` command line.
 #[derive(Debug, Parser)]
@@ -130,7 +131,7 @@ pub enum Command {
     /// Create a replica: `export` here, then `import` at the new site.
     #[command(
         subcommand,
-        after_help = "Example:\n  msite identity --new sanfran.age    # at the new site: prints its age1… recipient\n  msite -C boston mkreplica export sanfran --encrypt-to age1…\n  msite mkreplica import boston/bays/outgoing/repl_boston_to_sanfran_*.msp sanfran --identity sanfran.age"
+        after_help = "Example:\n  msite identity --new sanfran.age    # at the new site: prints its age1… recipient and its signing key\n  msite -C boston mkreplica export sanfran --encrypt-to age1… --key 3f1c…\n  msite mkreplica import boston/bays/outgoing/repl_boston_to_sanfran_*.msp sanfran --identity sanfran.age"
     )]
     Mkreplica(family::Mkreplica),
     /// List the replicas of the family.
@@ -159,8 +160,11 @@ pub enum Command {
     Rekey(keys::Rekey),
     /// Vouch for a sibling's new signing key after it lost its own.
     Vouch(keys::Vouch),
-    /// Print this site's age recipient, for sealed packets (or make an identity file).
+    /// Print this site's age recipient, for sealed packets (or make a new site's identity file).
     Identity(keys::Identity),
+    /// Show or set the family's sealing policy (seal every packet to its target, or not).
+    #[command(name = "seal-policy")]
+    SealPolicy(sealpolicy::SealPolicy),
 
     // Backup and restore.
     /// Back up the site's store while it stays in use.
@@ -240,6 +244,7 @@ impl Command {
             Command::Rekey(a) => a.run(ctx),
             Command::Vouch(a) => a.run(ctx),
             Command::Identity(a) => a.run(ctx),
+            Command::SealPolicy(a) => a.run(ctx),
             Command::Syncreplica(a) => a.run(ctx),
             Command::Lspacket(a) => a.run(ctx),
             Command::Lsepoch(a) => a.run(ctx),

@@ -60,7 +60,11 @@ impl Syncreplica {
 holding what this replica believes the sibling lacks, into the outgoing bay (or --out DIR). \
 Ship the files to the sibling's incoming bay by any means. When there is nothing to send, no \
 file is written and the command says so. A lost packet is resent by itself on a later export \
-once the sibling's packets show it missing.",
+once the sibling's packets show it missing.\n\nSealing: with --encrypt-to, each packet is sealed (encrypted \
+with age) to the recipients given. Without it, when the family's policy seals every packet \
+(`msite seal-policy always`), each packet is sealed to its target's own recipient, which every \
+replica announces in its packets; --no-encrypt writes it in the clear this once. A target whose \
+recipient is not known here yet gets nothing, and the command says so.",
     after_help = "Example:\n  msite -C boston syncreplica export --to sanfran\n  msite -C boston syncreplica export --all --max-size 10M\n  msite -C sanfran syncreplica export --to boston --out /mnt/usb\n  msite -C sanfran syncreplica export --all --ship\n  msite -C boston syncreplica export --to sanfran --encrypt-to age1…(sanfran's `msite identity`)"
 )]
 pub struct Export {
@@ -86,6 +90,9 @@ pub struct Export {
     /// prints at the target site); repeat for several. Only that site can then import it.
     #[arg(long, value_name = "RECIPIENT")]
     pub encrypt_to: Vec<String>,
+    /// Write the packets in the clear even when the family's policy seals every packet.
+    #[arg(long, conflicts_with = "encrypt_to")]
+    pub no_encrypt: bool,
 }
 
 /// What one export wrote, for callers that route packets (the demo).
@@ -108,31 +115,47 @@ impl Export {
         Ok(())
     }
 
-    /// With --encrypt-to: seals the parts just written for `name` (SPEC §9).
-    fn seal(&self, ctx: &Ctx, parts: &[PathBuf], name: &str) -> anyhow::Result<()> {
-        if !self.encrypt_to.is_empty() {
-            crate::seal::seal_parts(parts, &self.encrypt_to, &[name.to_string()])?;
-            ctx.say(format!(
-                "  sealed for {name} ({})",
-                self.encrypt_to.join(", ")
-            ));
+    /// Seals the parts just written for `name` to `recipients` (SPEC §9), if any.
+    fn seal(
+        &self,
+        ctx: &Ctx,
+        parts: &[PathBuf],
+        name: &str,
+        recipients: &[String],
+    ) -> anyhow::Result<()> {
+        if !recipients.is_empty() {
+            crate::seal::seal_parts(parts, recipients, &[name.to_string()])?;
+            ctx.say(format!("  sealed for {name} ({})", recipients.join(", ")));
         }
         Ok(())
     }
 
-    /// Exports and returns what was written.
-    pub fn export(self, ctx: &Ctx) -> anyhow::Result<Vec<Exported>> {
-        // Bad recipients are refused before anything is written in the clear.
-        msite_packet::sealed::parse_recipients(&self.encrypt_to)?;
-        let site = ctx.open()?;
-        let r = &site.replica;
-        let out = self.out.clone().unwrap_or_else(|| site.paths.outgoing());
-        if self.out.is_some() {
-            crate::site::remove_unfinished(r, &out);
+    /// The recipients to seal a packet for `t` to: --encrypt-to's; else, when the family's
+    /// policy seals every packet (and not --no-encrypt), `t`'s replicated recipient, or an
+    /// error naming the way out when it is not known here yet.
+    fn recipients_for(
+        &self,
+        r: &Replica<AnyStore>,
+        t: &ReplicaId,
+        name: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let always = r.seal_policy()?.is_some_and(|p| p.always);
+        if !self.encrypt_to.is_empty() || self.no_encrypt || !always {
+            return Ok(self.encrypt_to.clone());
         }
-        // Retired replicas get nothing (docs/protocol.md §10); --to NAME says so.
+        match r.recipient_of(t)? {
+            Some(rcpt) => Ok(vec![rcpt]),
+            None => anyhow::bail!(
+                "the family seals every packet (`msite seal-policy`), but no age recipient of {name} is known here yet, so nothing was written for it; {name} announces its recipient in its packets: import one from it, or give --encrypt-to (what `msite identity` prints at {name}) or --no-encrypt"
+            ),
+        }
+    }
+
+    /// The siblings to write for: --to NAME, or every sibling not retired (retired replicas
+    /// get nothing, docs/protocol.md §10; --to NAME says so).
+    fn targets(&self, r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaId>> {
         let retired = r.retired()?;
-        let targets: Vec<ReplicaId> = match &self.to {
+        Ok(match &self.to {
             Some(name) => vec![sibling_by_name(r, name)?],
             None => r
                 .view()
@@ -142,7 +165,22 @@ impl Export {
                 .filter(|id| *id != r.id())
                 .filter(|id| !retired.contains(id))
                 .collect(),
-        };
+        })
+    }
+
+    /// Exports and returns what was written.
+    pub fn export(self, ctx: &Ctx) -> anyhow::Result<Vec<Exported>> {
+        // Bad recipients are refused before anything is written in the clear.
+        msite_packet::sealed::parse_recipients(&self.encrypt_to)?;
+        let site = ctx.open()?;
+        let r = &site.replica;
+        // Every packet announces this site's recipient, so siblings can seal to it.
+        crate::seal::announce_recipient(r)?;
+        let out = self.out.clone().unwrap_or_else(|| site.paths.outgoing());
+        if self.out.is_some() {
+            crate::site::remove_unfinished(r, &out);
+        }
+        let targets = self.targets(r)?;
         if targets.is_empty() {
             ctx.say(format!(
                 "{} has no siblings yet; create one with `msite mkreplica export NAME`",
@@ -150,8 +188,16 @@ impl Export {
             ));
         }
         let mut written = Vec::new();
+        let mut unsealable = Vec::new();
         for t in targets {
             let name = util::esc(&r.replica_name(&t));
+            let recipients = match self.recipients_for(r, &t, &name) {
+                Ok(x) => x,
+                Err(e) => {
+                    unsealable.push(format!("{e:#}"));
+                    continue;
+                }
+            };
             let Some(plan) = r.plan_export(&t)? else {
                 ctx.say(format!("Nothing to send to {name}."));
                 written.push(Exported {
@@ -198,7 +244,7 @@ impl Export {
                             String::new()
                         }
                     ));
-                    self.seal(ctx, &parts, &name)?;
+                    self.seal(ctx, &parts, &name, &recipients)?;
                     for p in &parts {
                         ctx.say(format!("  {}", p.display()));
                     }
@@ -212,6 +258,9 @@ impl Export {
                     });
                 }
             }
+        }
+        if !unsealable.is_empty() {
+            anyhow::bail!("{}", unsealable.join("; and "));
         }
         Ok(written)
     }

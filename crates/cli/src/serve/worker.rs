@@ -334,6 +334,7 @@ impl Worker {
             ship: false,
             routes: None,
             encrypt_to: Vec::new(),
+            no_encrypt: false,
         };
         let res = run.export(&self.ctx);
         self.log_output();

@@ -509,6 +509,7 @@ fn control_characters(backend: Option<&'static str>) {
     let lab = family(backend);
     let digest = lab.digest("boston");
     let f = lab.write("w/ctl.c", "int c;\n");
+    let (_, key) = lab.new_identity("tokyo.age");
     for (args, shown) in [
         (vec!["-C", "boston", "mkbrtype", "evil\nname"], "\\n"),
         (vec!["-C", "boston", "mklbtype", "red\u{1b}[31m"], "\\u{1b}"),
@@ -537,6 +538,8 @@ fn control_characters(backend: Option<&'static str>) {
                 "export",
                 "tok\nyo",
                 "--no-encrypt",
+                "--key",
+                &key,
             ],
             "\\n",
         ),

@@ -38,6 +38,7 @@ fn one_line(stderr: &str) -> &str {
 fn family_with_a_small_site() -> Lab {
     let lab = Lab::new();
     lab.init("boston", "proj");
+    let (_, key) = lab.new_identity("sanfran.age");
     lab.ok(&[
         "-C",
         "boston",
@@ -47,6 +48,8 @@ fn family_with_a_small_site() -> Lab {
         "--out",
         "t",
         "--no-encrypt",
+        "--key",
+        &key,
     ]);
     let pkt = packets_in(&lab.path("t")).pop().expect("a creation packet");
     let pkt = pkt.to_string_lossy().into_owned();
@@ -57,6 +60,8 @@ fn family_with_a_small_site() -> Lab {
         "sanfran",
         "--max-version-size",
         LIMIT,
+        "--identity",
+        "sanfran.age",
     ]);
     lab.mkreplica("boston", "bangalore");
     lab.settle();

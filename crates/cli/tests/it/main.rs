@@ -129,6 +129,15 @@ impl Lab {
         self.ok(&args);
     }
 
+    /// A new site's identity file `file` (`msite identity --new`): the recipient and the
+    /// signing key it prints, for `mkreplica export --encrypt-to … --key …`.
+    fn new_identity(&self, file: &str) -> (String, String) {
+        let out = self.ok(&["identity", "--new", file]);
+        let mut lines = out.lines().map(|l| l.trim().to_string());
+        let recipient = lines.next().expect("a recipient");
+        (recipient, lines.next().expect("a signing key"))
+    }
+
     /// Creates replica `name` at `creator` and makes its site (a snapshot creation packet).
     fn mkreplica(&self, creator: &str, name: &str) {
         self.mkreplica_with(creator, name, &[]);
@@ -146,8 +155,7 @@ impl Lab {
         // Sealed, as by default: the new site's operator makes an identity file first.
         let out = format!("transfer-{name}");
         let id_file = format!("{name}.age");
-        let recipient = self.ok(&["identity", "--new", &id_file]);
-        let recipient = recipient.trim();
+        let (recipient, key) = self.new_identity(&id_file);
         let mut export = vec![
             "-C",
             creator,
@@ -157,7 +165,9 @@ impl Lab {
             "--out",
             &out,
             "--encrypt-to",
-            recipient,
+            &recipient,
+            "--key",
+            &key,
         ];
         export.extend_from_slice(extra);
         let said = self.ok(&export);
@@ -1001,6 +1011,7 @@ fn every_command_explains_itself_with_an_example() {
         &["rekey"],
         &["vouch"],
         &["identity"],
+        &["seal-policy"],
         &["syncreplica"],
         &["syncreplica", "export"],
         &["syncreplica", "import"],

@@ -229,6 +229,7 @@ fn a_locked_replica_reports_its_lock_before_mastership() {
     );
     assert!(!err.contains("mastered by"), "{err}");
     // Every other local change too, whatever it would have found in the object base.
+    let (_, key) = lab.new_identity("bangalore2.age");
     for args in [
         &["-C", "sanfran", "rmlabel", "REL", "seed.c"][..],
         &["-C", "sanfran", "chmaster", "lbtype:REL", "bangalore"],
@@ -243,6 +244,8 @@ fn a_locked_replica_reports_its_lock_before_mastership() {
             "export",
             "bangalore",
             "--no-encrypt",
+            "--key",
+            &key,
         ],
     ] {
         let (_, err) = expect(&lab, 1, args);

@@ -48,6 +48,8 @@ fn the_seed_procedure_works_end_to_end_on_postgres() {
     ));
     for (name, url) in [("sanfran", &urls[1]), ("bangalore", &urls[2])] {
         let out = format!("transfer-{name}");
+        let id_file = format!("{name}.age");
+        let (_, key) = lab.new_identity(&id_file);
         lab.ok(&[
             "-C",
             "boston",
@@ -57,12 +59,15 @@ fn the_seed_procedure_works_end_to_end_on_postgres() {
             "--out",
             &out,
             "--no-encrypt",
+            "--key",
+            &key,
         ]);
         let pkt = crate::packets_in(&lab.path(&out))
             .pop()
             .expect("a creation packet");
         let pkt = pkt.to_string_lossy().into_owned();
-        lab.ok(&with_url(&["mkreplica", "import", &pkt, name], url));
+        let import = ["mkreplica", "import", &pkt, name, "--identity", &id_file];
+        lab.ok(&with_url(&import, url));
     }
     // The site's store directory holds the connection string, no password.
     let conninfo = std::fs::read_to_string(lab.path("sanfran/store/conninfo")).expect("conninfo");
@@ -138,6 +143,7 @@ fn boston_and_sanfran(lab: &Lab, hub: &ScratchServer, sf: &ScratchServer) {
         &["init", "boston", "--family", "proj", "--replica", "boston"],
         &hub.conninfo("site_boston"),
     ));
+    let (_, key) = lab.new_identity("sanfran.age");
     let export = [
         "-C",
         "boston",
@@ -147,13 +153,22 @@ fn boston_and_sanfran(lab: &Lab, hub: &ScratchServer, sf: &ScratchServer) {
         "--out",
         "t",
         "--no-encrypt",
+        "--key",
+        &key,
     ];
     lab.ok(&export);
     let pkt = crate::packets_in(&lab.path("t"))
         .pop()
         .expect("a creation packet");
     lab.ok(&with_url(
-        &["mkreplica", "import", &pkt.to_string_lossy(), "sanfran"],
+        &[
+            "mkreplica",
+            "import",
+            &pkt.to_string_lossy(),
+            "sanfran",
+            "--identity",
+            "sanfran.age",
+        ],
         &sf.conninfo("site_sanfran"),
     ));
 }

@@ -36,6 +36,7 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
     assert_eq!(lab.digest("bangalore"), d);
     assert_eq!(lab.ok(&["-C", "bangalore", "cat", "a.c"]), "int a;\n");
     // A history creation packet needs the whole history: refused here, naming the way out.
+    let (_, key) = lab.new_identity("delhi-first.age");
     let err = lab.fails(
         1,
         &[
@@ -46,6 +47,8 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
             "delhi",
             "--history",
             "--no-encrypt",
+            "--key",
+            &key,
         ],
     );
     assert!(

@@ -75,22 +75,21 @@ fn a_creation_packet_must_be_sealed_or_say_no_encrypt() {
         err.contains("--encrypt-to") && err.contains("--no-encrypt"),
         "{err}"
     );
+    let (rcpt, key) = lab.new_identity("delhi.age");
+    let args = ["-C", "boston", "mkreplica", "export", "delhi", "--out", "t"];
     let bad = lab.fails(
         1,
-        &[
-            "-C",
-            "boston",
-            "mkreplica",
-            "export",
-            "delhi",
-            "--encrypt-to",
-            "nope",
-        ],
+        &[&args[..], &["--encrypt-to", "nope", "--key", &key]].concat(),
     );
     assert!(bad.contains("nope is not an age recipient"), "{bad}");
-    let rcpt = lab.ok(&["identity", "--new", "delhi.age"]);
-    let args = ["-C", "boston", "mkreplica", "export", "delhi", "--out", "t"];
-    lab.ok(&[&args[..], &["--encrypt-to", rcpt.trim()]].concat());
+    let err = lab.fails(2, &[&args[..], &["--encrypt-to", &rcpt]].concat());
+    assert!(
+        err.contains("--key"),
+        "the new replica's key is required: {err}"
+    );
+    let bad = lab.fails(1, &[&args[..], &["--no-encrypt", "--key", "nope"]].concat());
+    assert!(bad.contains("nope is not a signing key"), "{bad}");
+    lab.ok(&[&args[..], &["--encrypt-to", &rcpt, "--key", &key]].concat());
     let pkt = packets_in(&lab.path("t")).pop().unwrap();
     let pkt = pkt.to_string_lossy().into_owned();
     let err = lab.fails(1, &["mkreplica", "import", &pkt, "delhi"]);
@@ -99,7 +98,40 @@ fn a_creation_packet_must_be_sealed_or_say_no_encrypt() {
         !lab.path("delhi/store").exists(),
         "no site made without the identity"
     );
-    lab.ok(&["identity", "--new", "other.age"]);
+    lab.new_identity("other.age");
+    let import = ["mkreplica", "import", &pkt, "delhi", "--identity"];
+    let err = lab.fails(1, &[&import[..], &["other.age"]].concat());
+    assert!(err.contains("not among the recipients"), "{err}");
+    lab.ok(&[&import[..], &["delhi.age"]].concat());
+    assert_eq!(
+        recipient(&lab, "delhi"),
+        rcpt,
+        "the new site keeps the identity"
+    );
+    let id = lab.json(&["-C", "delhi", "identity", "--json"]);
+    assert_eq!(
+        id["key"],
+        key.as_str(),
+        "delhi signs with the key of its file"
+    );
+    let listed = lab.ok(&["-C", "boston", "lsreplica", "--long"]);
+    let fp = id["fingerprint"].as_str().unwrap();
+    assert!(listed.contains(fp), "boston holds delhi's key: {listed}");
+}
+
+/// The creation packet carries the key the new site's operator gave: a site made with another
+/// identity file is refused, naming both keys' fingerprints, and no site is left behind.
+#[test]
+fn a_creation_packet_for_another_key_is_refused() {
+    let lab = Lab::new();
+    lab.init("boston", "proj");
+    let delhi = lab.json(&["identity", "--new", "delhi.age", "--json"]);
+    let key = delhi["key"].as_str().unwrap();
+    let args = ["-C", "boston", "mkreplica", "export", "delhi", "--out", "t"];
+    lab.ok(&[&args[..], &["--no-encrypt", "--key", key]].concat());
+    let pkt = packets_in(&lab.path("t")).pop().unwrap();
+    let pkt = pkt.to_string_lossy().into_owned();
+    let other = lab.json(&["identity", "--new", "other.age", "--json"]);
     let err = lab.fails(
         1,
         &[
@@ -111,7 +143,10 @@ fn a_creation_packet_must_be_sealed_or_say_no_encrypt() {
             "other.age",
         ],
     );
-    assert!(err.contains("not among the recipients"), "{err}");
+    for fp in [&delhi["fingerprint"], &other["fingerprint"]] {
+        assert!(err.contains(fp.as_str().unwrap()), "{err} names {fp}");
+    }
+    assert!(!lab.path("delhi/store").exists(), "no site left behind");
     lab.ok(&[
         "mkreplica",
         "import",
@@ -120,11 +155,19 @@ fn a_creation_packet_must_be_sealed_or_say_no_encrypt() {
         "--identity",
         "delhi.age",
     ]);
-    assert_eq!(
-        recipient(&lab, "delhi"),
-        rcpt.trim(),
-        "the new site keeps the identity"
-    );
+    lab.ok(&["-C", "delhi", "mkbrtype", "from_delhi"]);
+    lab.ok(&[
+        "-C",
+        "delhi",
+        "syncreplica",
+        "export",
+        "--to",
+        "boston",
+        "--out",
+        "boston/bays/incoming",
+    ]);
+    let out = lab.import("boston");
+    assert!(out.contains("1 applied"), "{out}");
 }
 
 #[test]
@@ -187,4 +230,56 @@ fn rekey_reaches_the_siblings_and_vouch_restores_a_lost_key() {
     lab.settle();
     assert_eq!(lab.digest("boston"), lab.digest("bangalore"));
     assert_eq!(lab.digest("boston"), lab.digest("sanfran"));
+}
+
+/// `seal-policy always` at one site reaches the family; then every export seals each packet to
+/// its target's recipient, which the sites announced in their packets, without --encrypt-to;
+/// `--no-encrypt` writes one in the clear; `never` turns it off everywhere.
+#[test]
+fn the_family_seal_policy_seals_every_export_to_its_target() {
+    let lab = Lab::hub(None);
+    lab.settle();
+    let shown = lab.ok(&["-C", "sanfran", "seal-policy"]);
+    assert!(shown.contains("has no sealing policy"), "{shown}");
+    lab.ok(&["-C", "bangalore", "seal-policy", "always"]);
+    lab.settle();
+    let policy = lab.json(&["-C", "sanfran", "seal-policy", "--json"]);
+    assert_eq!(policy["policy"], "always", "{policy}");
+    assert_eq!(policy["set_by"], "bangalore", "{policy}");
+    lab.ok(&["-C", "boston", "mkbrtype", "secret_branch"]);
+    let bay = "sanfran/bays/incoming";
+    let out = lab.ok(&[
+        "-C",
+        "boston",
+        "syncreplica",
+        "export",
+        "--to",
+        "sanfran",
+        "--out",
+        bay,
+    ]);
+    let sanfran = recipient(&lab, "sanfran");
+    assert!(
+        out.contains(&format!("sealed for sanfran ({sanfran})")),
+        "{out}"
+    );
+    let files = packets_in(&lab.path(bay));
+    let raw = std::fs::read(&files[0]).unwrap();
+    assert!(raw.starts_with(b"\x89MSE"), "a sealed envelope (SPEC §9)");
+    assert!(lab.import("sanfran").contains("1 applied"));
+    lab.ok(&["-C", "boston", "mkbrtype", "open_branch"]);
+    let args = ["-C", "boston", "syncreplica", "export", "--to", "bangalore"];
+    let out = lab.ok(&[&args[..], &["--out", "clear", "--no-encrypt"]].concat());
+    assert!(!out.contains("sealed for"), "{out}");
+    let raw = std::fs::read(&packets_in(&lab.path("clear"))[0]).unwrap();
+    assert!(raw.starts_with(b"\x89MSP"), "a plain part, in the clear");
+    // A replica made under the policy is sealed to at once: its creator keeps the recipient
+    // its creation packet was sealed to.
+    lab.mkreplica("boston", "delhi");
+    let out = lab.ok(&["-C", "boston", "syncreplica", "export", "--to", "delhi"]);
+    assert!(out.contains("sealed for delhi"), "{out}");
+    lab.ok(&["-C", "sanfran", "seal-policy", "never"]);
+    lab.settle();
+    let policy = lab.json(&["-C", "boston", "seal-policy", "--json"]);
+    assert_eq!(policy["policy"], "never", "{policy}");
 }

@@ -20,18 +20,19 @@ use super::packet::Incoming;
 use super::trust::HeadCheck;
 
 impl<S: Store> Replica<S> {
-    /// Creates replica `name` (mastered here) and plans its history creation packet: every
-    /// entry and every content held here, and the incarnations known here. Refused once
-    /// retention dropped entries here; [`Replica::plan_mkreplica_snapshot`] (the default of
-    /// `msite mkreplica export`) works then too.
-    pub fn plan_mkreplica(&self, name: &str) -> Result<ExportPlan> {
+    /// Creates replica `name` (mastered here), whose signing key is `key` (made at the new
+    /// site, `SiteKey`), and plans its history creation packet: every entry and every content
+    /// held here, and the incarnations known here. Refused once retention dropped entries
+    /// here; [`Replica::plan_mkreplica_snapshot`] (the default of `msite mkreplica export`)
+    /// works then too.
+    pub fn plan_mkreplica(&self, name: &str, key: &wire::PublicKey) -> Result<ExportPlan> {
         if let Some(why) = self.history_dropped(
             "make a history creation packet",
             "make a snapshot creation packet instead (`msite mkreplica export` without --history)",
         )? {
             return Err(crate::error::CoreError::Invalid(why));
         }
-        let new_id = self.append_create_replica(name)?;
+        let new_id = self.append_create_replica(name, key)?;
         let own = self.own_row()?;
         let ranges: Vec<(ReplicaId, u64, u64)> = own.0.iter().map(|(o, n)| (*o, 1, *n)).collect();
         let mut plan = self.creation_plan(new_id, &own, ranges)?;
@@ -80,8 +81,13 @@ impl<S: Store> Replica<S> {
     }
 
     /// Appends the entry that creates replica `name` with a new id, mastered here, holding
-    /// what this replica holds with this entry; a name must be new, printable, without `@`.
-    pub(super) fn append_create_replica(&self, name: &str) -> Result<ReplicaId> {
+    /// what this replica holds with this entry, then the entry giving it `key`; a name must
+    /// be new, printable, without `@`.
+    pub(super) fn append_create_replica(
+        &self,
+        name: &str,
+        key: &wire::PublicKey,
+    ) -> Result<ReplicaId> {
         self.check_writable()?;
         crate::replica::no_control("replica name", name)?;
         if name.is_empty() || name.contains('\0') || name.contains('@') {
@@ -110,7 +116,7 @@ impl<S: Store> Replica<S> {
                     row,
                 },
             )?;
-            Ok(())
+            r.announce_new_replica_key(t, ap, new_id, key)
         })?;
         Ok(new_id)
     }
@@ -130,11 +136,13 @@ impl<S: Store> Replica<S> {
 
     /// Makes a new replica in `store` from a replica-creation packet: its entries with their
     /// protocol effects, as import applies them, the incarnations and controls it carries,
-    /// our estimate of its sender, then the identity, in one transaction.
+    /// our estimate of its sender, then the identity, in one transaction. `key` is the new
+    /// site's signing key: the packet's creation entries must announce its public half.
     pub fn create_from_packet(
         store: S,
         env: std::sync::Arc<dyn crate::env::Env>,
         mut pkt: Incoming<'_>,
+        key: &super::SiteKey,
     ) -> Result<Replica<S>> {
         let h = pkt.header.clone();
         if pkt.kind != wire::Kind::ReplicaCreation {
@@ -157,7 +165,8 @@ impl<S: Store> Replica<S> {
             _ => r.take_snapshot(&mut pkt, heads)?,
         };
         r.take_keys_and_heads(&mut txn, &h)?;
-        crate::sync::trust::ensure_signing_key(&mut txn, r.env.as_ref(), &me)?;
+        r.take_own_signing_key(&mut txn, key, &pkt.source, &r.sender_name(&h))?;
+        r.keep_introduction(&mut txn, &h)?;
         take_incarnations(&mut txn, &h.comment);
         let sender = ReplicaId(h.sender.0);
         crate::restore::raise_estimate(&mut txn, &sender, &Row::from_wire(&h.sender_row))?;

@@ -135,6 +135,7 @@ impl<S: Store> Replica<S> {
         let h = pkt.header.clone();
         let src = pkt.source.clone();
         let sender = ReplicaId(h.sender.0);
+        self.pin_introduced(&h)?;
         let assessment = self.assess(&h, pkt.kind, &pkt.packet_id, &src)?;
         if names_siblings(&assessment) {
             self.note_siblings(&h)?;

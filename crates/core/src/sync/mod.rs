@@ -16,6 +16,8 @@
 //! - [`rekey`]: key rotation (`msite rekey`) and vouching for a lost key (`msite vouch`).
 //! - [`reports`]: siblings' signed statements of their rows, relayed to a restoring replica so
 //!   that its estimates of siblings it never hears from directly rise on evidence.
+//! - [`sitekey`]: a new replica's key, announced in the entries that create it.
+//! - [`sealing`]: the family's sealing policy and the replicas' age recipients.
 
 mod ack;
 mod apply;
@@ -29,6 +31,8 @@ mod packet;
 mod rekey;
 mod reports;
 mod snapshot;
+pub(crate) mod sealing;
+mod sitekey;
 mod trust;
 
 pub use assess::{Assessment, Need};
@@ -36,6 +40,8 @@ pub use export::ExportPlan;
 pub use import::ImportOutcome;
 pub use packet::{ExportOutcome, Incoming, RecordSink};
 pub use snapshot::{interrupted_creation, CREATING};
+pub use sealing::SealPolicy;
+pub use sitekey::{parse_public_key, SiteKey};
 pub(crate) use trust::ensure_signing_key;
 pub use trust::{fingerprint, signature_status_listed, SignatureStatus};
 

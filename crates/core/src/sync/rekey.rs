@@ -20,7 +20,7 @@ use crate::store::{KeyRange, Keyspace, ReadView, Store};
 use crate::txn::Txn;
 
 /// Peers tag of a replaced key: (tag, replica, last number it covers, u64 BE) → the key.
-pub(crate) const OLD_KEY: u8 = 30;
+pub(crate) const OLD_KEY: u8 = crate::keys::peers::OLD_KEY;
 
 fn old_key_prefix(who: &ReplicaId) -> Vec<u8> {
     keys::peer(OLD_KEY, who)
@@ -65,7 +65,7 @@ pub(crate) fn key_at<R: ReadView + ?Sized>(
 
 /// Makes `key` the key in force for `who`, keeping the one it replaces for entries up to
 /// `until`.
-fn replace_key<S: Store>(
+pub(super) fn replace_key<S: Store>(
     txn: &mut Txn<'_, S>,
     who: &ReplicaId,
     key: &wire::PublicKey,
@@ -221,7 +221,7 @@ impl<S: Store> Replica<S> {
                 "a replica cannot vouch for its own key; run `msite rekey` at {name}, or have a sibling vouch for it"
             )));
         }
-        let key = parse_key(key_hex).ok_or_else(|| {
+        let key = super::sitekey::parse_public_key(key_hex).ok_or_else(|| {
             CoreError::Invalid(format!(
                 "{key_hex} is not a public key; give the 64 hex digits `msite rekey --lost` printed at {name}"
             ))
@@ -241,20 +241,6 @@ impl<S: Store> Replica<S> {
         })?;
         Ok((fingerprint(&key), from))
     }
-}
-
-/// A public key from 64 hex digits.
-fn parse_key(hex: &str) -> Option<wire::PublicKey> {
-    let hex = hex.trim();
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    ed25519_dalek::VerifyingKey::from_bytes(&out).ok()?;
-    Some(out)
 }
 
 /// Meta: this site's identity for sealed packets (an age secret key, as text), made at its

@@ -65,13 +65,15 @@ mod space {
 
 /// The Peers rows entries leave outside the object base, which a replica made from the
 /// history holds too: incarnations, completed restorations and where each began (K13), public
-/// keys and the keys rotations replaced.
-const PEER_TAGS: [u8; 5] = [
+/// keys and the keys rotations replaced, age recipients and the family's sealing policy.
+const PEER_TAGS: [u8; 7] = [
     keys::peers::INCARNATION,
     keys::peers::COMPLETED,
     keys::peers::RESTORE_COMPLETE_AT,
     keys::peers::PUBLIC_KEY,
-    super::rekey::OLD_KEY,
+    keys::peers::OLD_KEY,
+    keys::peers::RECIPIENT,
+    keys::peers::SEAL_POLICY,
 ];
 
 fn ks_of(space: u8, key: &[u8]) -> Option<Keyspace> {
@@ -84,11 +86,11 @@ fn ks_of(space: u8, key: &[u8]) -> Option<Keyspace> {
 }
 
 impl<S: Store> Replica<S> {
-    /// Creates replica `name` (mastered here) and plans its snapshot creation packet: the
-    /// object base as it is once the creation entry is applied, not the history. Works on a
-    /// scrubbed replica too.
-    pub fn plan_mkreplica_snapshot(&self, name: &str) -> Result<ExportPlan> {
-        let new_id = self.append_create_replica(name)?;
+    /// Creates replica `name` (mastered here), whose signing key is `key`, and plans its
+    /// snapshot creation packet: the object base as it is once the creation entries are
+    /// applied, not the history. Works on a scrubbed replica too.
+    pub fn plan_mkreplica_snapshot(&self, name: &str, key: &wire::PublicKey) -> Result<ExportPlan> {
+        let new_id = self.append_create_replica(name, key)?;
         let own = self.own_row()?;
         let acked = self.acknowledged_row_but(&own, &new_id)?;
         let mut tail = Vec::new();

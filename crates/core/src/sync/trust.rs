@@ -49,6 +49,8 @@ pub(super) struct Heads {
     pub(super) at: BTreeMap<(ReplicaId, u64), Hash>,
     /// Keys used on announcement, by replica.
     pub(super) announced: BTreeMap<ReplicaId, wire::PublicKey>,
+    /// The replicas among them of which no key at all is held here (not yet heard of).
+    pub(super) unknown: std::collections::BTreeSet<ReplicaId>,
 }
 
 /// Generates this replica's signing key into `txn` unless the store has one (stores made
@@ -112,28 +114,35 @@ fn listed_for(h: &wire::Header, who: &ReplicaId) -> Vec<wire::PublicKey> {
         .collect()
 }
 
-/// The key to check `who`'s signatures with now: the one pinned here, else the last the header
-/// lists (trusted on first use, see docs/protocol.md). A header that lists another key for a
-/// replica whose key is pinned here is refused (a key swapped in transit), unless it lists the
-/// pinned key before it: a rotation this replica has not applied yet, which the key then
-/// serves provisionally (recorded in `announced`; the packet's entries must bring it in force).
-/// A header listing a key the replica rotated out is behind, not forged: the pinned key serves.
+/// The key to check `who`'s signatures with now: the one pinned here. A key not pinned here is
+/// never trusted on first use (docs/protocol.md §8): the last one the header lists serves
+/// provisionally (recorded in `announced`), and the packet's entries must bring it in force
+/// (the creator's entry announcing a new replica's key, a rotation or a vouch) — except in a
+/// creation packet, whose keys are its new replica's starting point (`creation`). A header
+/// that lists another key for a replica whose key is pinned here is refused (a key swapped in
+/// transit), unless it lists the pinned key before it: a rotation this replica has not applied
+/// yet, which the key then serves provisionally too. A header listing a key the replica
+/// rotated out is behind, not forged: the pinned key serves.
 fn key_for<R: ReadView + ?Sized>(
     r: &R,
     h: &wire::Header,
     who: &ReplicaId,
-    name: &str,
-    sender: &str,
+    (name, sender): (&str, &str),
+    creation: bool,
     announced: &mut BTreeMap<ReplicaId, wire::PublicKey>,
 ) -> Result<wire::PublicKey> {
     let listed = listed_for(h, who);
     let Some(pinned) = public_key_in(r, who)? else {
-        return listed.last().copied().ok_or_else(|| {
+        let last = listed.last().copied().ok_or_else(|| {
             unauthentic(
                 sender,
                 format!("no public key of {name} is known here or listed in the packet"),
             )
-        });
+        })?;
+        if !creation {
+            announced.insert(*who, last);
+        }
+        return Ok(last);
     };
     let Some(&last) = listed.last() else {
         return Ok(pinned);
@@ -193,11 +202,12 @@ impl<S: Store> crate::replica::Replica<S> {
             if let (Ok(id), Ok(key)) = (k[1..].try_into(), v.try_into()) {
                 let replica = wire::Id(id);
                 for (_, old) in super::rekey::old_keys(&self.store, &ReplicaId(id))? {
-                    out.push(wire::KeyCell { replica, key: old });
+                    out.push(wire::KeyCell::new(replica, old));
                 }
-                out.push(wire::KeyCell { replica, key });
+                out.push(wire::KeyCell::new(replica, key));
             }
         }
+        self.attach_recipients(&mut out)?;
         Ok(out)
     }
 
@@ -309,6 +319,11 @@ impl<S: Store> crate::replica::Replica<S> {
     /// entries held here.
     fn stored_heads(&self, o: &ReplicaId, from: u64, to: u64) -> Result<Vec<wire::SignedHead>> {
         let mut out = Vec::new();
+        // Relayed only with the origin's key, which the header lists: without it, the
+        // receiver could not check them, and the entries wait for the key.
+        if self.public_key(o)?.is_none() {
+            return Ok(out);
+        }
         let prefix = keys::peer(keys::peers::HEAD, o);
         for kv in self
             .store
@@ -364,6 +379,10 @@ impl<S: Store> crate::replica::Replica<S> {
         let mut out = Vec::with_capacity(controls.len());
         for mut c in controls {
             let msg = sign::control_message(&family, &c);
+            // A control is relayed only with its owner's key, which the header lists.
+            if self.public_key(&ReplicaId(c.owner().0))?.is_none() {
+                continue;
+            }
             if c.owner().0 == self.me.0 {
                 *c.signature_mut() = self.signing_key()?.sign(&msg).to_bytes();
             } else {
@@ -390,9 +409,10 @@ impl<S: Store> crate::replica::Replica<S> {
         }
     }
 
-    /// Pins the keys an authentic header lists that were not known here, and stores its
-    /// chain heads of other origins (for relaying), keeping one older head per
-    /// [`OWN_HEAD_EVERY`] entries of each origin besides the newest.
+    /// Stores an authentic header's chain heads of other origins (for relaying), keeping one
+    /// older head per [`OWN_HEAD_EVERY`] entries of each origin besides the newest. Only the
+    /// creation packet of this replica pins the keys its header lists (the family's keys as
+    /// its creator held them); any other header's keys are pinned only by entries.
     pub(super) fn take_keys_and_heads(&self, txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
         pin_listed_keys(txn, h)?;
         for head in h.heads.iter().filter(|x| x.origin.0 != self.me.0) {
@@ -406,7 +426,7 @@ impl<S: Store> crate::replica::Replica<S> {
         for c in &h.controls {
             self.take_control_signature(txn, c);
         }
-        Ok(())
+        self.take_recipients(txn, h)
     }
 }
 
@@ -454,7 +474,15 @@ fn check_header<R: ReadView + ?Sized>(
     let sender = ReplicaId(h.sender.0);
     let sender_name = name(&sender);
     let mut announced = BTreeMap::new();
-    let key = key_for(r, h, &sender, &sender_name, &sender_name, &mut announced)?;
+    let creation = kind == wire::Kind::ReplicaCreation;
+    let key = key_for(
+        r,
+        h,
+        &sender,
+        (&sender_name, &sender_name),
+        creation,
+        &mut announced,
+    )?;
     if h.signature == wire::NO_SIGNATURE {
         return Err(unauthentic(
             &sender_name,
@@ -476,11 +504,28 @@ fn check_header<R: ReadView + ?Sized>(
     }
     for k in &h.keys {
         let who = ReplicaId(k.replica.0);
-        key_for(r, h, &who, &name(&who), &sender_name, &mut BTreeMap::new())?;
+        key_for(
+            r,
+            h,
+            &who,
+            (&name(&who), &sender_name),
+            true,
+            &mut BTreeMap::new(),
+        )?;
     }
-    check_controls(r, h, &sender_name, name, &mut announced)?;
-    let at = check_heads(r, h, &sender_name, name, &mut announced)?;
-    Ok(Heads { at, announced })
+    check_controls(r, h, (&sender_name, creation), name, &mut announced)?;
+    let at = check_heads(r, h, (&sender_name, creation), name, &mut announced)?;
+    let mut unknown = std::collections::BTreeSet::new();
+    for who in announced.keys() {
+        if public_key_in(r, who)?.is_none() {
+            unknown.insert(*who);
+        }
+    }
+    Ok(Heads {
+        at,
+        announced,
+        unknown,
+    })
 }
 
 /// Each control record, verified with its owner's key: a relay cannot forge or alter another
@@ -488,14 +533,14 @@ fn check_header<R: ReadView + ?Sized>(
 fn check_controls<R: ReadView + ?Sized>(
     r: &R,
     h: &wire::Header,
-    sender_name: &str,
+    (sender_name, creation): (&str, bool),
     name: &dyn Fn(&ReplicaId) -> String,
     announced: &mut BTreeMap<ReplicaId, wire::PublicKey>,
 ) -> Result<()> {
     for c in &h.controls {
         let owner = ReplicaId(c.owner().0);
         let who = name(&owner);
-        let key = key_for(r, h, &owner, &who, sender_name, announced)?;
+        let key = key_for(r, h, &owner, (&who, sender_name), creation, announced)?;
         let what = match c {
             wire::Control::RestoreRequest { .. } => "restore request",
             wire::Control::ProvisionalAck { .. } => "provisional acknowledgement",
@@ -520,7 +565,7 @@ fn check_controls<R: ReadView + ?Sized>(
 fn check_heads<R: ReadView + ?Sized>(
     r: &R,
     h: &wire::Header,
-    sender_name: &str,
+    (sender_name, creation): (&str, bool),
     name: &dyn Fn(&ReplicaId) -> String,
     announced: &mut BTreeMap<ReplicaId, wire::PublicKey>,
 ) -> Result<BTreeMap<(ReplicaId, u64), Hash>> {
@@ -528,7 +573,7 @@ fn check_heads<R: ReadView + ?Sized>(
     for head in &h.heads {
         let o = ReplicaId(head.origin.0);
         let origin = name(&o);
-        let key = key_for(r, h, &o, &origin, sender_name, announced)?;
+        let key = key_for(r, h, &o, (&origin, sender_name), creation, announced)?;
         let msg = sign::head_message(&h.family, &head.origin, head.number, &head.hash);
         let held: Vec<_> = std::iter::once(key)
             .chain(super::rekey::key_at(r, &o, head.number)?)
@@ -586,7 +631,7 @@ fn status_of<R: ReadView + ?Sized>(
     match check_header(r, h, kind, packet_id, "the packet", name) {
         Ok(_) => {
             let sender = ReplicaId(h.sender.0);
-            let key = key_for(r, h, &sender, "", "", &mut BTreeMap::new())?;
+            let key = key_for(r, h, &sender, ("", ""), true, &mut BTreeMap::new())?;
             Ok(SignatureStatus::Verified {
                 key: fingerprint(&key),
             })
@@ -640,6 +685,10 @@ pub(super) struct HeadCheck {
     heads: BTreeMap<(ReplicaId, u64), Hash>,
     /// Keys the header used on announcement, each still to be brought in force by an entry.
     announced: BTreeMap<ReplicaId, wire::PublicKey>,
+    /// Replicas of which no key was held here when the packet came.
+    unknown: std::collections::BTreeSet<ReplicaId>,
+    /// Of those, the ones the packet's entries gave another key than the one it used.
+    conflict: BTreeMap<ReplicaId, wire::PublicKey>,
     /// Per origin: the last number applied that no head covers yet.
     pending: BTreeMap<ReplicaId, u64>,
     /// A prefix commit is due, waiting for every origin to reach a head.
@@ -653,6 +702,8 @@ impl HeadCheck {
         HeadCheck {
             heads: heads.at,
             announced: heads.announced,
+            unknown: heads.unknown,
+            conflict: BTreeMap::new(),
             pending: BTreeMap::new(),
             due: false,
             sender: sender.to_string(),
@@ -698,21 +749,42 @@ impl HeadCheck {
 
     /// After an entry brought `key` in force for `who` (a rotation or a vouch applied).
     pub(super) fn key_applied(&mut self, who: &ReplicaId, key: &wire::PublicKey) {
-        if self.announced.get(who) == Some(key) {
-            self.announced.remove(who);
+        match self.announced.get(who) {
+            Some(k) if k == key => {
+                self.announced.remove(who);
+            }
+            Some(_) if self.unknown.contains(who) => {
+                self.conflict.insert(*who, *key);
+            }
+            _ => {}
         }
     }
 
     /// After the last record: refuses the packet if an origin's entries end past its last
-    /// signed head, or a key the header announced was not brought in force by its entries
+    /// signed head, or a key the header announced was not brought in force by its entries —
+    /// for a replica of which no key was held here, only when its entries gave it another key
+    /// (the creator's entry, a rotation or a vouch); otherwise that key is taken on first use
     /// (`name` names replicas).
     pub(super) fn finish(&self, name: impl Fn(&ReplicaId) -> String) -> Result<()> {
-        if let Some((who, key)) = self.announced.iter().next() {
+        if let Some((w, key)) = self.conflict.iter().next() {
+            let used = self.announced.get(w).copied();
+            let who = name(w);
+            return Err(unauthentic(
+                &self.sender,
+                format!(
+                    "the packet uses key {} for {who}, but its entries give {who} key {} (a key swapped in transit)",
+                    used.map(|k| fingerprint(&k)).unwrap_or_default(),
+                    fingerprint(key)
+                ),
+            ));
+        }
+        let held = |w: &&ReplicaId| !self.unknown.contains(w);
+        if let Some((who, key)) = self.announced.iter().find(|(w, _)| held(w)) {
             let who = name(who);
             return Err(unauthentic(
                 &self.sender,
                 format!(
-                    "the packet uses key {} for {who}, but carries no rotation of {who}'s key to it (a key swapped in transit)",
+                    "the packet uses key {} for {who}, but carries no entry giving {who} that key (its creation, a rotation or a vouch): a key swapped in transit",
                     fingerprint(key)
                 ),
             ));

@@ -34,12 +34,14 @@ pub fn mkreplica_in_memory(
     name: &str,
     env: Arc<dyn Env>,
 ) -> crate::Result<Replica<MemStore>> {
-    let plan = from.plan_mkreplica(name)?;
+    let key = crate::SiteKey::generate(env.as_ref());
+    let plan = from.plan_mkreplica(name, &key.public())?;
     let parts = from.write_plan_to_parts(&plan, None)?;
     Replica::create_from_packet(
         MemStore::new(),
         env,
         Incoming::from_parts(parts, "creation")?,
+        &key,
     )
 }
 

@@ -244,6 +244,7 @@ pub fn goldens() -> Vec<Golden> {
     let pieces = piece_records();
     let signed = signed_golden(update.clone());
     let snapshot = snapshot_golden();
+    let recipients = recipients_golden(update.clone());
 
     vec![
         Golden {
@@ -306,6 +307,7 @@ pub fn goldens() -> Vec<Golden> {
             parts: 1,
         },
         snapshot,
+        recipients,
     ]
 }
 
@@ -325,6 +327,7 @@ fn snapshot_golden() -> Golden {
     header.keys = vec![KeyCell {
         replica: id(2),
         key: key.verifying_key().to_bytes(),
+        recipient: None,
     }];
     header.snapshot = 1;
     let rows = vec![
@@ -380,6 +383,33 @@ fn snapshot_golden() -> Golden {
     }
 }
 
+/// The age recipient the `recipients` fixture announces for its sender.
+pub const FIXTURE_RECIPIENT: &str =
+    "age1gzlkqvnht4yefn7thg3634sx94ppagtcqxk8pydhkknhsf67ketspam832";
+
+/// Format 1.4 (trust2): the `signed` packet whose sender's key cell also announces its age
+/// recipient, signed by that key over `sign::recipient_message` (SPEC §8, "1.4: replicated
+/// age recipients"), with [`signed_fixture_key`].
+fn recipients_golden(records: Vec<Record>) -> Golden {
+    use ed25519_dalek::Signer;
+    let mut g = signed_golden(records);
+    let key = signed_fixture_key();
+    g.stem = "recipients";
+    g.opts.minor = 4;
+    g.opts.packet_id = id(0x78);
+    let cell = &mut g.header.keys[0];
+    let msg = sign::recipient_message(&g.header.family, &cell.replica, FIXTURE_RECIPIENT);
+    cell.recipient = Some(msite_packet::wire::SignedRecipient {
+        recipient: FIXTURE_RECIPIENT.into(),
+        signature: key.sign(&msg).to_bytes(),
+        introduction: None,
+    });
+    g.header.signature = [0; 64];
+    let msg = sign::header_message(&g.opts.packet_id, Kind::Update, &g.header);
+    g.header.signature = key.sign(&msg).to_bytes();
+    g
+}
+
 /// Format 1.3: version 1 of a file whole, its entry, version 2 as a delta against version 1,
 /// its entry.
 fn delta_records() -> Vec<Record> {
@@ -427,10 +457,7 @@ fn signed_golden(records: Vec<Record>) -> Golden {
     use ed25519_dalek::Signer;
     let key = signed_fixture_key();
     let mut header = update_header();
-    header.keys = vec![KeyCell {
-        replica: id(2),
-        key: key.verifying_key().to_bytes(),
-    }];
+    header.keys = vec![KeyCell::new(id(2), key.verifying_key().to_bytes())];
     let last = update_entries().pop().expect("entries");
     let msg = sign::head_message(&header.family, &last.origin, last.number, &last.hash);
     header.heads = vec![SignedHead {
@@ -658,4 +685,27 @@ fn the_signed_fixtures_signatures_verify_over_the_spec_messages() {
     assert!(vk
         .verify(&other, &Signature::from_bytes(&h.signature))
         .is_err());
+}
+
+#[test]
+fn the_recipients_fixtures_recipient_verifies_over_the_spec_message() {
+    // SPEC §8 (1.4): the recipient in the sender's key cell is signed by that key over
+    // `recipient_message`; a changed recipient no longer verifies; the header signature
+    // covers the cell.
+    use ed25519_dalek::{Signature, Verifier};
+    let r = open(fixtures().join("recipients.msp")).unwrap();
+    assert_eq!(r.info().version.minor, 4);
+    let (h, pid) = (r.header().clone(), r.info().packet_id);
+    let cell = &h.keys[0];
+    let rcpt = cell.recipient.as_ref().expect("a recipient");
+    assert_eq!(rcpt.recipient, FIXTURE_RECIPIENT);
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&cell.key).unwrap();
+    let sig = Signature::from_bytes(&rcpt.signature);
+    let msg = sign::recipient_message(&h.family, &cell.replica, &rcpt.recipient);
+    vk.verify(&msg, &sig).unwrap();
+    let other = sign::recipient_message(&h.family, &cell.replica, "age1other");
+    assert!(vk.verify(&other, &sig).is_err());
+    let msg = sign::header_message(&pid, Kind::Update, &h);
+    vk.verify(&msg, &Signature::from_bytes(&h.signature))
+        .unwrap();
 }

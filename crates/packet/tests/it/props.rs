@@ -115,6 +115,7 @@ fn any_op() -> impl Strategy<Value = Op> {
             key,
             from
         }),
+        any::<bool>().prop_map(|always| Op::SealPolicy { always }),
     ]
 }
 
@@ -227,7 +228,19 @@ fn any_header() -> impl Strategy<Value = Header> {
 
 /// A header of format 1.2: keys, chain heads and a signature besides the 1.0 fields.
 fn any_signed_header() -> impl Strategy<Value = Header> {
-    let key = (any_id(), any::<[u8; 32]>()).prop_map(|(replica, key)| KeyCell { replica, key });
+    let rcpt = proptest::option::of(("[a-z0-9]{0,12}", any::<[u8; 32]>()).prop_map(|(r, s)| {
+        let mut signature = [0; 64];
+        signature[..32].copy_from_slice(&s);
+        msite_packet::wire::SignedRecipient {
+            recipient: r,
+            signature,
+            introduction: None,
+        }
+    }));
+    let key = (any_id(), any::<[u8; 32]>(), rcpt).prop_map(|(replica, key, recipient)| KeyCell {
+        recipient,
+        ..KeyCell::new(replica, key)
+    });
     let sig = vec(any::<u8>(), 64).prop_map(|v| <[u8; 64]>::try_from(v).unwrap());
     let head = (any_id(), any_u64(), any_hash(), sig.clone()).prop_map(
         |(origin, number, hash, signature)| SignedHead {
@@ -316,10 +329,15 @@ proptest! {
         records in vec(any_record(), 0..10),
         id in any::<[u8; 16]>(),
     ) {
-        let opts = WriteOptions { minor: 2, ..WriteOptions::new(Id(id)) };
+        // Recipients in key cells (1.4) need 1.4; a 1.2 or 1.3 writer refuses them.
+        let recipients = header.keys.iter().any(|k| k.recipient.is_some());
+        let minor = if recipients { 4 } else { 2 };
+        let opts = WriteOptions { minor, ..WriteOptions::new(Id(id)) };
         let bytes = encode_to_vec(kind, &header, records.clone(), &opts).unwrap();
+        let three = WriteOptions { minor: 3, ..WriteOptions::new(Id(id)) };
+        prop_assert_eq!(encode_to_vec(kind, &header, records.clone(), &three).is_err(), recipients);
         let (info, h, got) = decode_from_slice(&bytes).unwrap();
-        prop_assert_eq!(info.version, FormatVersion { major: 1, minor: 2 });
+        prop_assert_eq!(info.version, FormatVersion { major: 1, minor });
         prop_assert_eq!(h, header.clone());
         prop_assert_eq!(got, records.clone());
         // A 1.1 writer cannot carry the signed fields; it refuses rather than drop them.
@@ -360,7 +378,7 @@ proptest! {
         // A packet claiming a newer minor version is decoded with the tolerant decoder; on a
         // header without extra fields it must give the same value.
         let mut raw = Raw::new(rmp_serde::to_vec(&header).unwrap(), &[rec(1, b"e")]);
-        raw.minor = 5;
+        raw.minor = msite_packet::FORMAT_MINOR + 1;
         let (_, h, recs) = decode_from_slice(&raw.build()).unwrap();
         prop_assert_eq!(h, header);
         prop_assert_eq!(recs, vec![Record::Entry(b"e".to_vec())]);

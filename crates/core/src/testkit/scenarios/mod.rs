@@ -27,6 +27,8 @@ mod restore;
 mod retain;
 mod retire;
 mod snapshot;
+mod sealing;
+mod sitekey;
 mod sync;
 mod trust;
 
@@ -39,6 +41,8 @@ pub use restore::*;
 pub use retain::*;
 pub use retire::*;
 pub use snapshot::*;
+pub use sealing::*;
+pub use sitekey::*;
 pub use sync::*;
 pub use trust::*;
 
@@ -128,9 +132,19 @@ impl<'a, F: StoreFactory> Family<'a, F> {
         self.create_from(name, parts).unwrap()
     }
 
-    /// The snapshot creation packet of a new replica `name` made at site `from`.
+    /// The signing key the new site `name` makes for itself (`msite identity --new`); the
+    /// same for the same name, so a packet and the site made from it agree.
+    pub fn site_key(name: &str) -> crate::SiteKey {
+        crate::SiteKey::from_secret(*blake3::hash(name.as_bytes()).as_bytes())
+    }
+
+    /// The snapshot creation packet of a new replica `name` made at site `from`, with the
+    /// key [`Family::site_key`] gives it.
     pub fn snapshot_packet(&self, from: usize, name: &str) -> Vec<Vec<u8>> {
-        let plan = self.sites[from].plan_mkreplica_snapshot(name).unwrap();
+        let key = Self::site_key(name).public();
+        let plan = self.sites[from]
+            .plan_mkreplica_snapshot(name, &key)
+            .unwrap();
         self.sites[from].write_plan_to_parts(&plan, None).unwrap()
     }
 
@@ -143,7 +157,8 @@ impl<'a, F: StoreFactory> Family<'a, F> {
     ) -> Result<usize, (CoreError, PathBuf)> {
         let dir = self.fresh_path(name);
         let made = Incoming::from_parts(parts, "creation").and_then(|pkt| {
-            Replica::create_from_packet(self.open_at(&dir), env_arc(&self.env), pkt)
+            let key = Self::site_key(name);
+            Replica::create_from_packet(self.open_at(&dir), env_arc(&self.env), pkt, &key)
         });
         match made {
             Ok(r) => {
@@ -163,11 +178,15 @@ impl<'a, F: StoreFactory> Family<'a, F> {
 
     /// Creates a replica from site `from`; returns its index and the creation packet's parts.
     pub fn mkreplica_keeping_packet(&mut self, from: usize, name: &str) -> (usize, Vec<Vec<u8>>) {
-        let plan = self.sites[from].plan_mkreplica(name).unwrap();
+        let key = crate::SiteKey::generate(&self.env);
+        let plan = self.sites[from]
+            .plan_mkreplica(name, &key.public())
+            .unwrap();
         let parts = self.sites[from].write_plan_to_parts(&plan, None).unwrap();
         let pkt = Incoming::from_parts(parts.clone(), "creation").unwrap();
         let dir = self.fresh_path(name);
-        let r = Replica::create_from_packet(self.open_at(&dir), env_arc(&self.env), pkt).unwrap();
+        let r =
+            Replica::create_from_packet(self.open_at(&dir), env_arc(&self.env), pkt, &key).unwrap();
         self.sites.push(r);
         self.names.push(name.into());
         self.dirs.push(dir);
@@ -409,6 +428,13 @@ macro_rules! protocol_scenario_tests {
             sibling_older_than_the_snapshot_is_served_or_refused => case_sibling_older_than_the_snapshot_is_served_or_refused,
             snapshot_after_scrub => case_snapshot_after_scrub,
             damaged_snapshot_is_refused_and_the_store_says_so => case_damaged_snapshot_is_refused_and_the_store_says_so,
+            // trust2 (issue #20, rest)
+            new_replica_key_is_known_before_its_first_packet => case_new_replica_key_is_known_before_its_first_packet,
+            new_replica_key_swapped_in_the_creation_packet_is_refused => case_new_replica_key_swapped_in_the_creation_packet_is_refused,
+            new_replica_is_introduced_by_its_creators_signed_entry => case_new_replica_is_introduced_by_its_creators_signed_entry,
+            recipients_are_replicated_through_relays => case_recipients_are_replicated_through_relays,
+            recipient_altered_by_a_relay_is_not_taken => case_recipient_altered_by_a_relay_is_not_taken,
+            seal_policy_converges_to_the_latest_setting => case_seal_policy_converges_to_the_latest_setting,
         }
     };
 }

@@ -264,7 +264,10 @@ pub fn case_sibling_put_back_behind_retention_is_refused_on_both_sides<F: StoreF
     );
     // A history creation packet needs the whole history: refused at r0 (a snapshot works, see
     // snapshot.rs), fine at r1.
-    let err = f.sites[0].plan_mkreplica("r3").unwrap_err().to_string();
+    let err = f.sites[0]
+        .plan_mkreplica("r3", &[7; 32])
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("make a snapshot creation packet instead"),
         "{err}"

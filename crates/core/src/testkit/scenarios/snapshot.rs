@@ -182,7 +182,7 @@ pub fn case_snapshot_after_scrub<F: StoreFactory>(factory: &F) {
     }
     f.sites[0].set_retention_window(Some(0)).unwrap();
     assert!(f.sites[0].scrub(false).unwrap().entries_dropped > 0);
-    assert!(f.sites[0].plan_mkreplica("hist").is_err());
+    assert!(f.sites[0].plan_mkreplica("hist", &[7; 32]).is_err());
     let s = f.mkreplica_snapshot(0, "snap");
     assert_eq!(f.sites[s].digest().unwrap(), f.sites[0].digest().unwrap());
     f.sites[s].checkin("g", "main", b"s", "u", "").unwrap();

@@ -14,15 +14,15 @@ use super::*;
 
 /// A decoded packet: its kind, id, header and records, re-encoded by [`Decoded::encode`]
 /// with every checksum and hash of the format recomputed.
-struct Decoded {
-    kind: wire::Kind,
-    id: wire::Id,
-    header: wire::Header,
-    records: Vec<Record>,
+pub(super) struct Decoded {
+    pub(super) kind: wire::Kind,
+    pub(super) id: wire::Id,
+    pub(super) header: wire::Header,
+    pub(super) records: Vec<Record>,
 }
 
 impl Decoded {
-    fn new(parts: &[Vec<u8>]) -> Self {
+    pub(super) fn new(parts: &[Vec<u8>]) -> Self {
         let (info, header, _) = decode_from_slice(&parts[0]).expect("a packet");
         let records = parts
             .iter()
@@ -36,7 +36,7 @@ impl Decoded {
         }
     }
 
-    fn encode(&self) -> Vec<Vec<u8>> {
+    pub(super) fn encode(&self) -> Vec<Vec<u8>> {
         let mut opts = WriteOptions::new(self.id);
         opts.minor = format::FORMAT_MINOR;
         let mut w = MemPacketWriter::new(self.kind, &self.header, opts).expect("a writer");
@@ -91,7 +91,7 @@ impl Decoded {
 
 /// The import of `parts` at site `b` is refused as not authentic, its message naming `word`,
 /// and site `b`'s digest and own row are unchanged.
-fn refused_unchanged<F: StoreFactory>(
+pub(super) fn refused_unchanged<F: StoreFactory>(
     f: &Family<'_, F>,
     b: usize,
     parts: Vec<Vec<u8>>,
@@ -119,7 +119,7 @@ fn refused_unchanged<F: StoreFactory>(
     );
 }
 
-fn fingerprint_of<F: StoreFactory>(f: &Family<'_, F>, i: usize) -> String {
+pub(super) fn fingerprint_of<F: StoreFactory>(f: &Family<'_, F>, i: usize) -> String {
     crate::sync::fingerprint(&f.sites[i].public_key(&f.id(i)).unwrap().expect("a key"))
 }
 
@@ -248,7 +248,8 @@ pub fn case_packet_signed_by_an_unknown_key_is_refused<F: StoreFactory>(factory:
 pub fn case_key_swapped_in_the_creation_packet_is_refused<F: StoreFactory>(factory: &F) {
     let mut f = Family::new(factory, 1, 35);
     f.sites[0].mkbrtype("dev").unwrap();
-    let plan = f.sites[0].plan_mkreplica("r1").unwrap();
+    let key = crate::SiteKey::generate(&f.env);
+    let plan = f.sites[0].plan_mkreplica("r1", &key.public()).unwrap();
     let genuine = f.sites[0].write_plan_to_parts(&plan, None).unwrap();
     let mut forged = Decoded::new(&genuine);
     let attacker = SigningKey::from_bytes(&[9; 32]);
@@ -259,7 +260,7 @@ pub fn case_key_swapped_in_the_creation_packet_is_refused<F: StoreFactory>(facto
         let dir = tempfile::tempdir().unwrap();
         let store = factory.open(dir.path()).unwrap();
         let pkt = Incoming::from_parts(parts, "creation").unwrap();
-        Replica::create_from_packet(store, env_arc(&f.env), pkt).map(|_| ())
+        Replica::create_from_packet(store, env_arc(&f.env), pkt, &key).map(|_| ())
     };
     let err = create(forged.encode()).expect_err("a swapped key");
     assert!(err.to_string().contains("does not verify"), "{err}");
@@ -270,16 +271,18 @@ pub fn case_key_swapped_in_the_creation_packet_is_refused<F: StoreFactory>(facto
     assert!(err.to_string().contains("chain head"), "{err}");
     let pkt = Incoming::from_parts(genuine, "creation").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let r1 = Replica::create_from_packet(factory.open(dir.path()).unwrap(), env_arc(&f.env), pkt);
+    let store = factory.open(dir.path()).unwrap();
+    let r1 = Replica::create_from_packet(store, env_arc(&f.env), pkt, &key);
     let r1 = r1.expect("the genuine creation packet");
     assert_eq!(
         r1.public_key(&f.id(0)).unwrap(),
         f.sites[0].public_key(&f.id(0)).unwrap(),
         "the new replica pins the creator's key"
     );
-    assert!(
-        r1.public_key(&r1.id()).unwrap().is_some(),
-        "the new replica has its own key"
+    assert_eq!(
+        r1.public_key(&r1.id()).unwrap(),
+        Some(key.public()),
+        "the new replica signs with the key its site made"
     );
     let _ = &mut f;
 }
@@ -419,7 +422,11 @@ pub fn case_lost_key_is_vouched_for_by_a_sibling<F: StoreFactory>(factory: &F) {
     }
 }
 
-fn fingerprint_of_at<F: StoreFactory>(f: &Family<'_, F>, at: usize, of: usize) -> String {
+pub(super) fn fingerprint_of_at<F: StoreFactory>(
+    f: &Family<'_, F>,
+    at: usize,
+    of: usize,
+) -> String {
     crate::sync::fingerprint(&f.sites[at].public_key(&f.id(of)).unwrap().expect("a key"))
 }
 
