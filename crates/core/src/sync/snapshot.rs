@@ -141,15 +141,31 @@ impl<S: Store> Replica<S> {
                 out.row(space::PEERS, &k, &v)?;
             }
         }
+        self.write_chains(&snap, plan, &mut out)?;
+        let (rows, hash) = out.hasher.finish();
+        let msg = sign::snapshot_message(&wire::Id(self.family.0), packet_id, rows, &hash);
+        let signature = self.signing_key()?.sign(&msg).to_bytes();
+        out.sink.snapshot_end(rows, &hash, &signature)?;
+        Ok(rows)
+    }
+
+    /// The chain bases (number, hash, dropped mark) of every origin the creator holds, then
+    /// the oplog records above them (the plan's ranges).
+    fn write_chains<R: ReadView + ?Sized>(
+        &self,
+        snap: &R,
+        plan: &ExportPlan,
+        out: &mut SnapshotOut<'_>,
+    ) -> Result<()> {
         for (o, from, _) in plan.ranges.iter().filter(|(_, f, _)| *f > 1) {
             let n = &(from - 1);
-            let hash = Self::entry_hash_at(&snap, o, *n)?.ok_or_else(|| {
+            let hash = Self::entry_hash_at(snap, o, *n)?.ok_or_else(|| {
                 CoreError::Invalid(format!(
                     "entry {n} of {} is neither in the oplog nor its chain base; run `msite check`",
                     self.replica_name(o)
                 ))
             })?;
-            let mark = crate::retain::dropped_mark(&snap, o)?;
+            let mark = crate::retain::dropped_mark(snap, o)?;
             let v = Enc::new()
                 .raw(&n.to_be_bytes())
                 .raw(&hash)
@@ -164,11 +180,7 @@ impl<S: Store> Replica<S> {
                 out.row(space::OPLOG, &k, &v)?;
             }
         }
-        let (rows, hash) = out.hasher.finish();
-        let msg = sign::snapshot_message(&wire::Id(self.family.0), packet_id, rows, &hash);
-        let signature = self.signing_key()?.sign(&msg).to_bytes();
-        out.sink.snapshot_end(rows, &hash, &signature)?;
-        Ok(rows)
+        Ok(())
     }
 
     /// Loads the rows of a snapshot creation packet into the new replica's store (marked
