@@ -107,6 +107,8 @@ fn decode_verify(bytes: &[u8]) -> u64 {
             Record::Entry(b) => n += b.len() as u64,
             Record::Blob { bytes, .. } | Record::BlobPiece { bytes, .. } => n += bytes.len() as u64,
             Record::Delta { frame, .. } => n += frame.len() as u64,
+            Record::Row { key, value, .. } => n += (key.len() + value.len()) as u64,
+            Record::SnapshotEnd { .. } => {}
         }
     }
     n

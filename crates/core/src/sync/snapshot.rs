@@ -220,9 +220,10 @@ impl<S: Store> Replica<S> {
             ended: false,
             failed: None,
         };
-        let mut rows = std::iter::from_fn(|| load.next(&mut pkt.records));
-        let loaded = self.store.bulk_load(&mut rows);
-        drop(rows);
+        let loaded = {
+            let mut rows = std::iter::from_fn(|| load.next(&mut pkt.records));
+            self.store.bulk_load(&mut rows)
+        };
         if let Some(e) = load.failed.take() {
             return Err(e);
         }
@@ -277,13 +278,15 @@ struct SnapshotIn {
     /// The apply sequence after the carried oplog records (theirs are the creator's).
     next_lsn: u64,
     /// A second row a record makes (a chain base's dropped mark), loaded next.
-    pending: Option<(Keyspace, Vec<u8>, Vec<u8>)>,
+    pending: Option<KeyValueIn>,
     ended: bool,
     /// Why the stream stopped (the load returns an error; this is the one to report).
     failed: Option<CoreError>,
 }
 
-type LoadRow = store::Result<(Keyspace, Vec<u8>, Vec<u8>)>;
+/// A row to load: keyspace, key, value.
+type KeyValueIn = (Keyspace, Vec<u8>, Vec<u8>);
+type LoadRow = store::Result<KeyValueIn>;
 
 impl SnapshotIn {
     /// The next row to load (None at the end), or the error that stops the load.
@@ -308,7 +311,7 @@ impl SnapshotIn {
     fn step(
         &mut self,
         records: &mut dyn Iterator<Item = Result<Record>>,
-    ) -> Result<Option<(Keyspace, Vec<u8>, Vec<u8>)>> {
+    ) -> Result<Option<KeyValueIn>> {
         let Some(rec) = records.next() else {
             return Ok(None);
         };
@@ -358,7 +361,7 @@ impl SnapshotIn {
 
     /// A chain base: the own row's cell, the retained base of retain.rs and (next) the dropped
     /// mark: what the family may no longer keep, which is the creator's, not the base.
-    fn base(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(Keyspace, Vec<u8>, Vec<u8>)> {
+    fn base(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<KeyValueIn> {
         let bad = || incomplete(&self.src, "a malformed chain base");
         let origin = ReplicaId(key.as_slice().try_into().map_err(|_| bad())?);
         if value.len() != 48 {
@@ -385,7 +388,7 @@ impl SnapshotIn {
     }
 
     /// An oplog record above its origin's chain base: the next of its chain, its hash right.
-    fn oplog(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(Keyspace, Vec<u8>, Vec<u8>)> {
+    fn oplog(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<KeyValueIn> {
         let bad = |why: &str| incomplete(&self.src, why);
         let stored = StoredEntry::decode(&value).map_err(|_| bad("a malformed oplog record"))?;
         let e = Entry::decode_verified(&stored.canonical)
