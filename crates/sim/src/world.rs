@@ -572,7 +572,7 @@ impl<B: SimBackend> World<B> {
     /// Creates a replica from `from` (through the real creation packet). Returns whether it did.
     fn mkreplica(&mut self, from: usize, link: bool) -> bool {
         let name = format!("r{}", self.sites.len());
-        let how = crate::snapshot::draw(&mut self.rng);
+        let (how, damaged_at) = crate::snapshot::draw(self.seed, self.sites.len());
         let (plan, how) = match crate::snapshot::plan(self.rep(from), &name, how) {
             Ok(p) => p,
             Err(e) if is_refusal_of_local_change(&e) => {
@@ -601,8 +601,8 @@ impl<B: SimBackend> World<B> {
                 return false;
             }
         };
-        if how == crate::snapshot::Creation::Snapshot && self.rng.gen_bool(0.2) {
-            let (store, at) = (self.new_store(), self.rng.gen());
+        if let (crate::snapshot::Creation::Snapshot, Some(at)) = (how, damaged_at) {
+            let store = self.new_store();
             let env = env_arc(&self.env);
             match crate::snapshot::damaged_copy_is_refused(&parts, store, env, at) {
                 Some(v) => self.violation(v),
