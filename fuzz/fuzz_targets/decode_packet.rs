@@ -30,6 +30,9 @@ fuzz_target!(|data: &[u8]| {
         match rec {
             Ok(Record::Entry(b)) => check_entry(&b),
             Ok(Record::Blob { .. } | Record::BlobPiece { .. } | Record::Delta { .. }) => {}
+            // 1.4 snapshot records: the reader bounded the key by the payload; the fixture
+            // `snapshot` seeds them.
+            Ok(Record::Row { .. } | Record::SnapshotEnd { .. }) => {}
             Err(_) => break,
         }
     }

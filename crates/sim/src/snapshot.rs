@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use msite_core::store::Store;
 use msite_core::{CoreError, Env, ExportPlan, Hash, Incoming, Replica, ReplicaId};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// How a new replica is made.
@@ -21,26 +21,31 @@ pub enum Creation {
     Snapshot,
 }
 
-/// Half the replicas are made from a snapshot.
-pub fn draw(rng: &mut ChaCha8Rng) -> Creation {
+/// How the `n`th replica of schedule `seed` is made, and where (if at all) a damaged copy of
+/// its snapshot packet is tried first: half the replicas from a snapshot, a fifth of those
+/// after a damaged copy. Drawn from a generator of its own, so that the schedule's other
+/// draws are those it had before creation had two ways (pinned seeds keep their schedules).
+pub fn draw(seed: u64, n: usize) -> (Creation, Option<usize>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x736e_6170_7368_6f74 ^ (n as u64) << 48);
     match rng.gen_bool(0.5) {
-        true => Creation::Snapshot,
-        false => Creation::History,
+        true => (Creation::Snapshot, rng.gen_bool(0.2).then(|| rng.gen())),
+        false => (Creation::History, None),
     }
 }
 
-/// The creation plan of `name` at `r`, made `how` (a snapshot where the history is gone);
-/// with the way actually used.
+/// The creation plan of `name` at `r`, made `how` (a snapshot where the history is gone and
+/// `snapshots` allows one); with the way actually used.
 pub fn plan<S: Store>(
     r: &Replica<S>,
     name: &str,
     key: &msite_packet::wire::PublicKey,
     how: Creation,
+    snapshots: bool,
 ) -> msite_core::Result<(ExportPlan, Creation)> {
     if how == Creation::History {
         match r.plan_mkreplica(name, key) {
-            Err(CoreError::Invalid(m)) if m.contains("make a snapshot creation packet instead") => {
-            }
+            Err(CoreError::Invalid(m))
+                if snapshots && m.contains("make a snapshot creation packet instead") => {}
             other => return other.map(|p| (p, Creation::History)),
         }
     }

@@ -196,6 +196,8 @@ pub struct Params {
     /// Every replica's resend interval (ms): short ones resend in the random phase, the
     /// default only after the heal's day (docs/protocol.md §5, "Resends").
     pub resend_ms: u64,
+    /// Whether new replicas are made from snapshots too (profile `snapshots`).
+    pub snapshots: bool,
 }
 
 impl Params {
@@ -234,6 +236,7 @@ impl Params {
             restores,
             retain_ms: draw_retention(cfg.seed),
             resend_ms,
+            snapshots: false,
         };
         if let Some(cap) = cfg.replicas {
             p.max_sites = p.max_sites.min(cap.max(2));
@@ -248,6 +251,7 @@ impl Params {
             crate::Profile::Sync => p.restores = 0,
             crate::Profile::DefaultRestores => p.restores = 1,
             crate::Profile::Crashy => p.p_crash = 0.25,
+            crate::Profile::Snapshots => p.snapshots = true,
         }
         p
     }
@@ -573,8 +577,17 @@ impl<B: SimBackend> World<B> {
     fn mkreplica(&mut self, from: usize, link: bool) -> bool {
         let name = format!("r{}", self.sites.len());
         let key = msite_core::SiteKey::generate(&self.env);
-        let how = crate::snapshot::draw(&mut self.rng);
-        let (plan, how) = match crate::snapshot::plan(self.rep(from), &name, &key.public(), how) {
+        let (how, damaged_at) = match self.p.snapshots {
+            true => crate::snapshot::draw(self.seed, self.sites.len()),
+            false => (crate::snapshot::Creation::History, None),
+        };
+        let (plan, how) = match crate::snapshot::plan(
+            self.rep(from),
+            &name,
+            &key.public(),
+            how,
+            self.p.snapshots,
+        ) {
             Ok(p) => p,
             Err(e) if is_refusal_of_local_change(&e) => {
                 self.ev(|w| {
@@ -602,8 +615,8 @@ impl<B: SimBackend> World<B> {
                 return false;
             }
         };
-        if how == crate::snapshot::Creation::Snapshot && self.rng.gen_bool(0.2) {
-            let (store, at) = (self.new_store(), self.rng.gen());
+        if let (crate::snapshot::Creation::Snapshot, Some(at)) = (how, damaged_at) {
+            let store = self.new_store();
             let env = env_arc(&self.env);
             match crate::snapshot::damaged_copy_is_refused(&parts, store, env, &key, at) {
                 Some(v) => self.violation(v),

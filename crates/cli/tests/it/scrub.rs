@@ -61,9 +61,16 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
     lab.mkreplica("boston", "delhi");
     assert_eq!(lab.digest("delhi"), lab.digest("boston"));
     assert_eq!(lab.ok(&["-C", "delhi", "cat", "a.c"]), "int a;\n");
-    // And a history one at a sibling that keeps its history.
-    lab.mkreplica_history("sanfran", "tokyo");
-    assert_eq!(lab.ok(&["-C", "tokyo", "cat", "b.c"]), "int b;\n");
+}
+
+#[test]
+fn mkreplica_history_still_makes_a_replica_from_every_entry() {
+    let lab = Lab::hub(None);
+    lab.write("a.c", "int a;\n");
+    lab.ok(&["-C", "boston", "checkin", "a.c", "a.c"]);
+    lab.mkreplica_history("boston", "tokyo");
+    assert_eq!(lab.digest("tokyo"), lab.digest("boston"));
+    assert_eq!(lab.ok(&["-C", "tokyo", "cat", "a.c"]), "int a;\n");
 }
 
 #[test]

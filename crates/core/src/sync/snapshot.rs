@@ -143,15 +143,31 @@ impl<S: Store> Replica<S> {
                 out.row(space::PEERS, &k, &v)?;
             }
         }
+        self.write_chains(&snap, plan, &mut out)?;
+        let (rows, hash) = out.hasher.finish();
+        let msg = sign::snapshot_message(&wire::Id(self.family.0), packet_id, rows, &hash);
+        let signature = self.signing_key()?.sign(&msg).to_bytes();
+        out.sink.snapshot_end(rows, &hash, &signature)?;
+        Ok(rows)
+    }
+
+    /// The chain bases (number, hash, dropped mark) of every origin the creator holds, then
+    /// the oplog records above them (the plan's ranges).
+    fn write_chains<R: ReadView + ?Sized>(
+        &self,
+        snap: &R,
+        plan: &ExportPlan,
+        out: &mut SnapshotOut<'_>,
+    ) -> Result<()> {
         for (o, from, _) in plan.ranges.iter().filter(|(_, f, _)| *f > 1) {
             let n = &(from - 1);
-            let hash = Self::entry_hash_at(&snap, o, *n)?.ok_or_else(|| {
+            let hash = Self::entry_hash_at(snap, o, *n)?.ok_or_else(|| {
                 CoreError::Invalid(format!(
                     "entry {n} of {} is neither in the oplog nor its chain base; run `msite check`",
                     self.replica_name(o)
                 ))
             })?;
-            let mark = crate::retain::dropped_mark(&snap, o)?;
+            let mark = crate::retain::dropped_mark(snap, o)?;
             let v = Enc::new()
                 .raw(&n.to_be_bytes())
                 .raw(&hash)
@@ -166,11 +182,7 @@ impl<S: Store> Replica<S> {
                 out.row(space::OPLOG, &k, &v)?;
             }
         }
-        let (rows, hash) = out.hasher.finish();
-        let msg = sign::snapshot_message(&wire::Id(self.family.0), packet_id, rows, &hash);
-        let signature = self.signing_key()?.sign(&msg).to_bytes();
-        out.sink.snapshot_end(rows, &hash, &signature)?;
-        Ok(rows)
+        Ok(())
     }
 
     /// Loads the rows of a snapshot creation packet into the new replica's store (marked
@@ -210,9 +222,10 @@ impl<S: Store> Replica<S> {
             ended: false,
             failed: None,
         };
-        let mut rows = std::iter::from_fn(|| load.next(&mut pkt.records));
-        let loaded = self.store.bulk_load(&mut rows);
-        drop(rows);
+        let loaded = {
+            let mut rows = std::iter::from_fn(|| load.next(&mut pkt.records));
+            self.store.bulk_load(&mut rows)
+        };
         if let Some(e) = load.failed.take() {
             return Err(e);
         }
@@ -267,13 +280,15 @@ struct SnapshotIn {
     /// The apply sequence after the carried oplog records (theirs are the creator's).
     next_lsn: u64,
     /// A second row a record makes (a chain base's dropped mark), loaded next.
-    pending: Option<(Keyspace, Vec<u8>, Vec<u8>)>,
+    pending: Option<KeyValueIn>,
     ended: bool,
     /// Why the stream stopped (the load returns an error; this is the one to report).
     failed: Option<CoreError>,
 }
 
-type LoadRow = store::Result<(Keyspace, Vec<u8>, Vec<u8>)>;
+/// A row to load: keyspace, key, value.
+type KeyValueIn = (Keyspace, Vec<u8>, Vec<u8>);
+type LoadRow = store::Result<KeyValueIn>;
 
 impl SnapshotIn {
     /// The next row to load (None at the end), or the error that stops the load.
@@ -298,7 +313,7 @@ impl SnapshotIn {
     fn step(
         &mut self,
         records: &mut dyn Iterator<Item = Result<Record>>,
-    ) -> Result<Option<(Keyspace, Vec<u8>, Vec<u8>)>> {
+    ) -> Result<Option<KeyValueIn>> {
         let Some(rec) = records.next() else {
             return Ok(None);
         };
@@ -348,7 +363,7 @@ impl SnapshotIn {
 
     /// A chain base: the own row's cell, the retained base of retain.rs and (next) the dropped
     /// mark: what the family may no longer keep, which is the creator's, not the base.
-    fn base(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(Keyspace, Vec<u8>, Vec<u8>)> {
+    fn base(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<KeyValueIn> {
         let bad = || incomplete(&self.src, "a malformed chain base");
         let origin = ReplicaId(key.as_slice().try_into().map_err(|_| bad())?);
         if value.len() != 48 {
@@ -375,7 +390,7 @@ impl SnapshotIn {
     }
 
     /// An oplog record above its origin's chain base: the next of its chain, its hash right.
-    fn oplog(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(Keyspace, Vec<u8>, Vec<u8>)> {
+    fn oplog(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<KeyValueIn> {
         let bad = |why: &str| incomplete(&self.src, why);
         let stored = StoredEntry::decode(&value).map_err(|_| bad("a malformed oplog record"))?;
         let e = Entry::decode_verified(&stored.canonical)

@@ -74,7 +74,11 @@ impl Decoded {
                     relink = Some(e.hash);
                     *bytes = encode_entry(&e);
                 }
-                _ => {}
+                Record::Blob { .. }
+                | Record::BlobPiece { .. }
+                | Record::Delta { .. }
+                | Record::Row { .. }
+                | Record::SnapshotEnd { .. } => {}
             }
         }
         for r in &mut self.records {
