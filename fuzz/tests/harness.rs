@@ -67,7 +67,7 @@ fn pseudo_random_structured_inputs_keep_every_check() {
 
 #[test]
 fn the_seed_packets_are_the_familys_packets() {
-    // The seeds are what the exporters write today (format 1.3, signed): regenerate them with
+    // The seeds are what the exporters write today (format 1.4, signed, with reports): regenerate them with
     // `MSITE_FUZZ_WRITE_SEEDS` when the family or the format changes.
     let f = family::build().expect("the fuzz family builds");
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/import_packet");

@@ -133,10 +133,31 @@ pub mod peers {
 
     /// Every tag above: each names one kind of row, so no two may be equal.
     pub const ALL: [u8; 25] = [
-        INCARNATION, SEND, EXPORT_LOG, RECV, REQUEST, COMPLETED, PROV_ACK, IMPORTED,
-        MASTER_REQUEST, HEARD, RESTORE_COMPLETE_AT, LAST_SENT, ANSWER_STALE, LAST_ENTRIES, RESEND,
-        PUBLIC_KEY, HEAD, CONTROL_SIG, DENIED, FORK_DECISION, GIVEN_UP, REPORT, OLD_KEY,
-        RECIPIENT, SEAL_POLICY,
+        INCARNATION,
+        SEND,
+        EXPORT_LOG,
+        RECV,
+        REQUEST,
+        COMPLETED,
+        PROV_ACK,
+        IMPORTED,
+        MASTER_REQUEST,
+        HEARD,
+        RESTORE_COMPLETE_AT,
+        LAST_SENT,
+        ANSWER_STALE,
+        LAST_ENTRIES,
+        RESEND,
+        PUBLIC_KEY,
+        HEAD,
+        CONTROL_SIG,
+        DENIED,
+        FORK_DECISION,
+        GIVEN_UP,
+        REPORT,
+        OLD_KEY,
+        RECIPIENT,
+        SEAL_POLICY,
     ];
 }
 
@@ -198,6 +219,11 @@ mod tests {
         tags.sort_unstable();
         let n = tags.len();
         tags.dedup();
-        assert_eq!(tags.len(), n, "two Peers tags are equal: {:?}", super::peers::ALL);
+        assert_eq!(
+            tags.len(),
+            n,
+            "two Peers tags are equal: {:?}",
+            super::peers::ALL
+        );
     }
 }

@@ -30,18 +30,18 @@ mod import;
 mod packet;
 mod rekey;
 mod reports;
-mod snapshot;
 pub(crate) mod sealing;
 mod sitekey;
+mod snapshot;
 mod trust;
 
 pub use assess::{Assessment, Need};
 pub use export::ExportPlan;
 pub use import::ImportOutcome;
 pub use packet::{ExportOutcome, Incoming, RecordSink};
-pub use snapshot::{interrupted_creation, CREATING};
 pub use sealing::SealPolicy;
 pub use sitekey::{parse_public_key, SiteKey};
+pub use snapshot::{interrupted_creation, CREATING};
 pub(crate) use trust::ensure_signing_key;
 pub use trust::{fingerprint, signature_status_listed, SignatureStatus};
 

@@ -22,6 +22,10 @@ use crate::txn::Txn;
 /// Peers tag of a replaced key: (tag, replica, last number it covers, u64 BE) → the key.
 pub(crate) const OLD_KEY: u8 = crate::keys::peers::OLD_KEY;
 
+/// The tag replaced keys had until it was found shared with `keys::peers::GIVEN_UP`; stores
+/// written then keep theirs under it, so they are still read.
+const LEGACY_OLD_KEY: u8 = 30;
+
 fn old_key_prefix(who: &ReplicaId) -> Vec<u8> {
     keys::peer(OLD_KEY, who)
 }
@@ -38,13 +42,18 @@ pub(crate) fn old_keys<R: ReadView + ?Sized>(
     who: &ReplicaId,
 ) -> Result<Vec<(u64, wire::PublicKey)>> {
     let mut out = Vec::new();
-    for kv in r.scan(Keyspace::Peers, KeyRange::prefix(&old_key_prefix(who)))? {
-        let (k, v) = kv?;
-        let until = k.get(17..25).and_then(|b| b.try_into().ok());
-        if let (Some(until), Ok(key)) = (until.map(u64::from_be_bytes), v.try_into()) {
-            out.push((until, key));
+    for tag in [OLD_KEY, LEGACY_OLD_KEY] {
+        for kv in r.scan(Keyspace::Peers, KeyRange::prefix(&keys::peer(tag, who)))? {
+            let (k, v) = kv?;
+            let until = k.get(17..25).and_then(|b| b.try_into().ok());
+            // Only a 32-byte value is a key: under the legacy tag, fork repair's given-up
+            // entries (`GIVEN_UP`) share the layout and are longer.
+            if let (Some(until), Ok(key)) = (until.map(u64::from_be_bytes), v.try_into()) {
+                out.push((until, key));
+            }
         }
     }
+    out.sort_by_key(|(until, _)| *until);
     Ok(out)
 }
 
@@ -269,5 +278,36 @@ impl<S: Store> Replica<S> {
         txn.put(Keyspace::Meta, SEALING_IDENTITY, identity.as_bytes());
         txn.commit(crate::store::WriteOptions::SYNC)?;
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::store::StoreExt;
+    use crate::store::WriteOptions;
+    use crate::testkit::MemStore;
+
+    /// Keys replaced under the legacy tag are still found; a given-up entry sharing that
+    /// layout is not taken for a key.
+    #[test]
+    fn replaced_keys_under_the_legacy_tag_are_still_read() {
+        let s = MemStore::new();
+        let who = ReplicaId([7; 16]);
+        let row = |tag: u8, until: u64| {
+            let mut k = keys::peer(tag, &who);
+            k.extend_from_slice(&until.to_be_bytes());
+            k
+        };
+        let put = |k: &[u8], v: &[u8]| s.put_one(Keyspace::Peers, k, v, WriteOptions::SYNC);
+        put(&row(LEGACY_OLD_KEY, 5), &[1; 32]).unwrap();
+        put(&row(LEGACY_OLD_KEY, 6), &[9; 200]).unwrap();
+        put(&row(OLD_KEY, 9), &[2; 32]).unwrap();
+        assert_eq!(
+            old_keys(&s, &who).unwrap(),
+            vec![(5, [1; 32]), (9, [2; 32])]
+        );
+        assert_eq!(key_at(&s, &who, 3).unwrap(), Some([1; 32]));
+        assert_eq!(key_at(&s, &who, 7).unwrap(), Some([2; 32]));
     }
 }

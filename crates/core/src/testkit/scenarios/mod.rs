@@ -26,9 +26,9 @@ mod reports;
 mod restore;
 mod retain;
 mod retire;
-mod snapshot;
 mod sealing;
 mod sitekey;
+mod snapshot;
 mod sync;
 mod trust;
 
@@ -40,9 +40,9 @@ pub use reports::*;
 pub use restore::*;
 pub use retain::*;
 pub use retire::*;
-pub use snapshot::*;
 pub use sealing::*;
 pub use sitekey::*;
+pub use snapshot::*;
 pub use sync::*;
 pub use trust::*;
 

@@ -59,11 +59,12 @@ pub fn case_snapshot_replica_is_indistinguishable_from_a_history_one<F: StoreFac
     assert_eq!(f.sites[s].digest().unwrap(), f.sites[0].digest().unwrap());
     assert_eq!(f.sites[s].own_row().unwrap(), f.sites[0].own_row().unwrap());
     // Its oplog holds only what some sibling of the creator has not acknowledged: of r0, the
-    // entry that created it; of r1, nothing.
+    // entries that created it and gave it its key; of r1, nothing.
     assert!(f.sites[s].entries_of(&f.id(1)).unwrap().is_empty());
     let r0_held = f.sites[s].entries_of(&f.id(0)).unwrap();
-    assert_eq!(r0_held.len(), 1);
+    assert_eq!(r0_held.len(), 2);
     assert!(matches!(r0_held[0].op, crate::Op::CreateReplica { .. }));
+    assert!(matches!(r0_held[1].op, crate::Op::VouchKey { .. }));
     let ids: Vec<ReplicaId> = (0..3).map(|i| f.id(i)).collect();
     let h = f.mkreplica(0, "hist");
     assert_eq!(
