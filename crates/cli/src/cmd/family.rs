@@ -109,12 +109,13 @@ impl Mkreplica {
 #[command(
     group(clap::ArgGroup::new("sealing").required(true).args(["encrypt_to", "no_encrypt"])),
     long_about = "Creates the replica object NAME, mastered by this replica, and writes a creation \
-packet holding everything the new replica needs: a snapshot of the database as it is now (every \
-element, version, label and content, and the few recent changes a sibling may still lack), \
-not its history, so it costs what the tree costs however long the history is, and it works \
-after `msite scrub` too. With --history it carries every change ever made instead (refused once \
-scrub dropped some). The new replica is the same either way; it only cannot hand a sibling the \
-changes made before its snapshot (a sibling that keeps them does). The new site's operator \
+packet holding everything the new replica needs: every change ever made (refused once `msite \
+scrub` dropped some). With --snapshot it carries a snapshot of the database as it is now \
+instead (every element, version, label and content, and the few recent changes a sibling may \
+still lack), so it costs what the tree costs however long the history is, and it works after a \
+scrub too. A replica made from a snapshot cannot hand a sibling the changes made before it, and \
+cannot give up entries (`msite repairfork`, or a sibling's restoration that retires entries): \
+it must then be re-created. The new site's operator \
 first runs `msite identity --new FILE` and sends you the two lines it prints: the `age1…` \
 recipient for --encrypt-to and the signing key for --key. The key is written into this \
 replica's history with the entry that creates NAME, so every sibling knows it before NAME sends \
@@ -122,7 +123,7 @@ anything and refuses a packet of NAME signed by any other key. The packet carrie
 database, so it is sealed (encrypted with age) to the recipient; --no-encrypt writes it in the \
 clear. Ship the packet to the new site and run `msite mkreplica import PACKET DIR --identity \
 FILE` there.",
-    after_help = "Example:\n  msite identity --new sanfran.age        # at the new site: prints RECIPIENT and KEY\n  msite -C boston mkreplica export sanfran --encrypt-to age1…(RECIPIENT) --key 3f1c…(KEY)\n  msite -C boston mkreplica export bangalore --out /mnt/usb --no-encrypt --key 9a0b…\n  msite -C boston mkreplica export tokyo --history --no-encrypt --key 5d2e…   (every change, entry by entry)"
+    after_help = "Example:\n  msite identity --new sanfran.age        # at the new site: prints RECIPIENT and KEY\n  msite -C boston mkreplica export sanfran --encrypt-to age1…(RECIPIENT) --key 3f1c…(KEY)\n  msite -C boston mkreplica export bangalore --out /mnt/usb --no-encrypt --key 9a0b…\n  msite -C boston mkreplica export tokyo --snapshot --no-encrypt --key 5d2e…   (the database as it is now)"
 )]
 pub struct MkreplicaExport {
     /// The new replica's name (unique in the family).
@@ -136,10 +137,11 @@ pub struct MkreplicaExport {
     /// Write the creation packet unencrypted (anyone holding it can read the database).
     #[arg(long)]
     pub no_encrypt: bool,
-    /// Carry the whole history, entry by entry, instead of a snapshot of the database (slower
-    /// and larger; refused once `msite scrub` dropped entries here).
+    /// Carry a snapshot of the database as it is now instead of the whole history (faster
+    /// and smaller on a long history; works after `msite scrub`; the new replica cannot give
+    /// up entries and must be re-created when a fork repair or a restoration needs it to).
     #[arg(long)]
-    pub history: bool,
+    pub snapshot: bool,
     /// The new replica's signing key: the 64 hex digits `msite identity --new` printed at the
     /// new site.
     #[arg(long, value_name = "KEY", required = true)]
@@ -160,9 +162,9 @@ impl MkreplicaExport {
                 self.key
             )
         })?;
-        let plan = match self.history {
-            true => r.plan_mkreplica(&self.name, &key)?,
-            false => r.plan_mkreplica_snapshot(&self.name, &key)?,
+        let plan = match self.snapshot {
+            true => r.plan_mkreplica_snapshot(&self.name, &key)?,
+            false => r.plan_mkreplica(&self.name, &key)?,
         };
         if let [only] = &self.encrypt_to[..] {
             // The new site's recipient, until it announces it itself (`seal-policy`).
@@ -179,9 +181,9 @@ impl MkreplicaExport {
                 bytes,
                 ..
             } => {
-                let what = match self.history {
-                    true => format!("history, {}", util::count(entries, "entry", "entries")),
-                    false => format!("snapshot, {}", util::count(blobs, "row", "rows")),
+                let what = match self.snapshot {
+                    true => format!("snapshot, {}", util::count(blobs, "row", "rows")),
+                    false => format!("history, {}", util::count(entries, "entry", "entries")),
                 };
                 ctx.say(format!(
                     "Created replica {} (mastered by {}); its creation packet ({what}, {}):",

@@ -45,7 +45,6 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
             "mkreplica",
             "export",
             "delhi",
-            "--history",
             "--no-encrypt",
             "--key",
             &key,
@@ -53,22 +52,22 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
     );
     assert!(
         err.contains(
-            "make a snapshot creation packet instead (`msite mkreplica export` without --history)"
+            "make a snapshot creation packet instead (`msite mkreplica export --snapshot`)"
         ),
         "{err}"
     );
-    // The default, a snapshot, works after the scrub: the new site holds the same database.
-    lab.mkreplica("boston", "delhi");
+    // A snapshot works after the scrub: the new site holds the same database.
+    lab.mkreplica_snapshot("boston", "delhi");
     assert_eq!(lab.digest("delhi"), lab.digest("boston"));
     assert_eq!(lab.ok(&["-C", "delhi", "cat", "a.c"]), "int a;\n");
 }
 
 #[test]
-fn mkreplica_history_still_makes_a_replica_from_every_entry() {
+fn mkreplica_snapshot_makes_a_replica_of_the_database_as_it_is() {
     let lab = Lab::hub(None);
     lab.write("a.c", "int a;\n");
     lab.ok(&["-C", "boston", "checkin", "a.c", "a.c"]);
-    lab.mkreplica_history("boston", "tokyo");
+    lab.mkreplica_snapshot("boston", "tokyo");
     assert_eq!(lab.digest("tokyo"), lab.digest("boston"));
     assert_eq!(lab.ok(&["-C", "tokyo", "cat", "a.c"]), "int a;\n");
 }

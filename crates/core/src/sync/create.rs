@@ -23,12 +23,12 @@ impl<S: Store> Replica<S> {
     /// Creates replica `name` (mastered here), whose signing key is `key` (made at the new
     /// site, `SiteKey`), and plans its history creation packet: every entry and every content
     /// held here, and the incarnations known here. Refused once retention dropped entries
-    /// here; [`Replica::plan_mkreplica_snapshot`] (the default of `msite mkreplica export`)
+    /// here; [`Replica::plan_mkreplica_snapshot`] (`msite mkreplica export --snapshot`)
     /// works then too.
     pub fn plan_mkreplica(&self, name: &str, key: &wire::PublicKey) -> Result<ExportPlan> {
         if let Some(why) = self.history_dropped(
             "make a history creation packet",
-            "make a snapshot creation packet instead (`msite mkreplica export` without --history)",
+            "make a snapshot creation packet instead (`msite mkreplica export --snapshot`)",
         )? {
             return Err(crate::error::CoreError::Invalid(why));
         }

@@ -125,7 +125,7 @@ impl<'a, F: StoreFactory> Family<'a, F> {
         self.mkreplica_keeping_packet(from, name).0
     }
 
-    /// Creates a replica from site `from` with a snapshot creation packet (the default of
+    /// Creates a replica from site `from` with a snapshot creation packet (`--snapshot` of
     /// `msite mkreplica export`); returns its index.
     pub fn mkreplica_snapshot(&mut self, from: usize, name: &str) -> usize {
         let parts = self.snapshot_packet(from, name);
