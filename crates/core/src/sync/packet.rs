@@ -38,59 +38,51 @@ pub(super) fn enc_err(e: msite_packet::EncodeError) -> CoreError {
     CoreError::Unreadable(format!("cannot write the packet: {e}"))
 }
 
-impl RecordSink for PacketWriter {
-    fn entry(&mut self, canonical: &[u8]) -> Result<()> {
-        self.push_entry(canonical).map_err(enc_err)
-    }
-    fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()> {
-        self.push_blob(hash, bytes).map_err(enc_err)
-    }
-    fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()> {
-        self.push_blob_piece(hash, total, offset, bytes)
-            .map_err(enc_err)
-    }
-    fn delta(&mut self, hash: &Hash, base: &Hash, size: u64, frame: &[u8]) -> Result<()> {
-        self.push_delta(hash, base, size, frame).map_err(enc_err)
-    }
-    fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
-        self.push_row(space, key, value).map_err(enc_err)
-    }
-    fn snapshot_end(&mut self, rows: u64, hash: &Hash, signature: &wire::Signature) -> Result<()> {
-        let r = Record::SnapshotEnd {
-            rows,
-            hash: *hash,
-            signature: *signature,
-        };
-        self.push_record(&r).map_err(enc_err)
-    }
+/// Both packet writers of `msite-packet` have the same `push_*` methods; each is a sink by
+/// forwarding to them.
+macro_rules! record_sink_for {
+    ($($writer:ty),*) => {$(
+        impl RecordSink for $writer {
+            fn entry(&mut self, canonical: &[u8]) -> Result<()> {
+                self.push_entry(canonical).map_err(enc_err)
+            }
+            fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()> {
+                self.push_blob(hash, bytes).map_err(enc_err)
+            }
+            fn blob_piece(
+                &mut self,
+                hash: &Hash,
+                total: u64,
+                offset: u64,
+                bytes: &[u8],
+            ) -> Result<()> {
+                self.push_blob_piece(hash, total, offset, bytes)
+                    .map_err(enc_err)
+            }
+            fn delta(&mut self, hash: &Hash, base: &Hash, size: u64, frame: &[u8]) -> Result<()> {
+                self.push_delta(hash, base, size, frame).map_err(enc_err)
+            }
+            fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
+                self.push_row(space, key, value).map_err(enc_err)
+            }
+            fn snapshot_end(
+                &mut self,
+                rows: u64,
+                hash: &Hash,
+                signature: &wire::Signature,
+            ) -> Result<()> {
+                let r = Record::SnapshotEnd {
+                    rows,
+                    hash: *hash,
+                    signature: *signature,
+                };
+                self.push_record(&r).map_err(enc_err)
+            }
+        }
+    )*};
 }
 
-impl RecordSink for MemPacketWriter {
-    fn entry(&mut self, canonical: &[u8]) -> Result<()> {
-        self.push_entry(canonical).map_err(enc_err)
-    }
-    fn blob(&mut self, hash: &Hash, bytes: &[u8]) -> Result<()> {
-        self.push_blob(hash, bytes).map_err(enc_err)
-    }
-    fn blob_piece(&mut self, hash: &Hash, total: u64, offset: u64, bytes: &[u8]) -> Result<()> {
-        self.push_blob_piece(hash, total, offset, bytes)
-            .map_err(enc_err)
-    }
-    fn delta(&mut self, hash: &Hash, base: &Hash, size: u64, frame: &[u8]) -> Result<()> {
-        self.push_delta(hash, base, size, frame).map_err(enc_err)
-    }
-    fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
-        self.push_row(space, key, value).map_err(enc_err)
-    }
-    fn snapshot_end(&mut self, rows: u64, hash: &Hash, signature: &wire::Signature) -> Result<()> {
-        let r = Record::SnapshotEnd {
-            rows,
-            hash: *hash,
-            signature: *signature,
-        };
-        self.push_record(&r).map_err(enc_err)
-    }
-}
+record_sink_for!(PacketWriter, MemPacketWriter);
 
 /// Sends the content `h` held in `r`: one blob record when it fits in a chunk, otherwise
 /// pieces of a chunk each, read one at a time.
