@@ -179,24 +179,6 @@ impl RetentionStanding {
     }
 }
 
-/// Where sibling `name` stands against retention here, given when it was last heard from.
-fn retention_standing(
-    site: &Site,
-    id: &ReplicaId,
-    name: &str,
-    heard_ms: Option<u64>,
-    now_ms: u64,
-) -> anyhow::Result<RetentionStanding> {
-    let r = &site.replica;
-    let silent_ms = heard_ms.map(|at| now_ms.saturating_sub(at));
-    Ok(classify_retention(
-        name,
-        r.sibling_retention(id)?,
-        r.retention_window()?,
-        silent_ms,
-    ))
-}
-
 /// The standing of sibling `name` from where its word puts it, the restore window here
 /// (None: off) and how long it has been silent (None: never heard from).
 fn classify_retention(
@@ -348,8 +330,9 @@ pub fn collect(site: &Site, opts: &Options) -> anyhow::Result<StatusDoc> {
     let mut retired: Vec<String> = retired_ids.iter().map(|id| r.replica_name(id)).collect();
     retired.sort();
     let live = |x: &msite_core::vob::ReplicaObj| x.id != r.id() && !retired_ids.contains(&x.id);
+    let window_ms = r.retention_window()?;
     for x in r.view().replicas()?.into_iter().filter(live) {
-        let mut row = sibling_row(site, &x.id, &records, opts)?;
+        let mut row = sibling_row(site, &x.id, &records, opts, window_ms)?;
         let name = row.name.clone();
         let from = |s: &Option<String>| s.as_deref() == Some(name.as_str());
         row.waiting = incoming
@@ -422,6 +405,7 @@ fn sibling_row(
     id: &ReplicaId,
     records: &[Record],
     opts: &Options,
+    window_ms: Option<u64>,
 ) -> anyhow::Result<SiblingRow> {
     let r = &site.replica;
     let name = r.replica_name(id);
@@ -466,7 +450,12 @@ fn sibling_row(
         awaited: false,
         heard: heard.to_string(),
         key_fingerprint: r.public_key(id)?.map(|k| msite_core::sync::fingerprint(&k)),
-        retention: retention_standing(site, id, &name, last_in.map(|x| x.at_ms), opts.now_ms)?,
+        retention: classify_retention(
+            &name,
+            r.sibling_retention(id)?,
+            window_ms,
+            last_in.map(|x| opts.now_ms.saturating_sub(x.at_ms)),
+        ),
         name,
     })
 }
