@@ -116,16 +116,7 @@ fn still_healthy(lab: &Lab, site: &str, digest: &str) {
 fn fresh_packet(lab: &Lab, tag: &str, out: &str) -> PathBuf {
     let f = lab.write(&format!("w/{tag}.c"), &format!("int {tag};\n"));
     lab.ok(&["-C", "boston", "checkin", &format!("{tag}.c"), &f]);
-    lab.ok(&[
-        "-C",
-        "boston",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran",
-        "--out",
-        out,
-    ]);
+    lab.export_to_dir("boston", "sanfran", out);
     let mut parts = packets_in(&lab.path(out));
     assert_eq!(parts.len(), 1, "one part: {parts:?}");
     parts.pop().expect("a part")
@@ -782,16 +773,7 @@ fn leftovers(backend: Option<&'static str>) {
     assert!(!own[0].exists() && !own[1].exists());
     assert!(own[2].exists(), "only the export into usb/ clears usb/");
     lab.ok(&["-C", "sanfran", "mkbrtype", "sf_more"]);
-    lab.ok(&[
-        "-C",
-        "sanfran",
-        "syncreplica",
-        "export",
-        "--to",
-        "boston",
-        "--out",
-        "usb",
-    ]);
+    lab.export_to_dir("sanfran", "boston", "usb");
     assert!(!own[2].exists());
     for p in &others {
         assert!(p.exists(), "{} is not sanfran's and must stay", p.display());
@@ -888,16 +870,7 @@ fn foreign(backend: Option<&'static str>) {
     lab.init("tokyo", "other");
     lab.mkreplica("tokyo", "sanfran2");
     lab.ok(&["-C", "tokyo", "mkbrtype", "tk"]);
-    lab.ok(&[
-        "-C",
-        "tokyo",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran2",
-        "--out",
-        "sanfran/bays/incoming",
-    ]);
+    lab.export_to_dir("tokyo", "sanfran2", "sanfran/bays/incoming");
     let (_, err) = expect(&lab, 1, &["-C", "sanfran", "syncreplica", "import"]);
     assert!(err.contains("belongs to family other"), "{err}");
     still_healthy(&lab, "sanfran", &digest);

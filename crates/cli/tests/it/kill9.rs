@@ -212,16 +212,7 @@ fn deliver(lab: &Lab, packet: &Path, site: &str) {
 
 /// Writes `from`'s update packet for `to` into `dir` and returns it (one part).
 fn export_to(lab: &Lab, from: &str, to: &str, dir: &str) -> std::path::PathBuf {
-    lab.ok(&[
-        "-C",
-        from,
-        "syncreplica",
-        "export",
-        "--to",
-        to,
-        "--out",
-        dir,
-    ]);
+    lab.export_to_dir(from, to, dir);
     let mut files = packets_in(&lab.path(dir));
     assert_eq!(files.len(), 1, "one packet in {dir}");
     files.remove(0)
@@ -294,16 +285,7 @@ fn converge(lab: &Lab, a: &str, b: &str) {
         }
         for (from, to, name) in [(a, b, "b"), (b, a, "a")] {
             let bay = format!("{to}/bays/incoming");
-            lab.ok(&[
-                "-C",
-                from,
-                "syncreplica",
-                "export",
-                "--to",
-                name,
-                "--out",
-                &bay,
-            ]);
+            lab.export_to_dir(from, name, &bay);
             lab.import(to);
         }
     }

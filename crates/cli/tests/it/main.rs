@@ -202,10 +202,8 @@ impl Lab {
         lab
     }
 
-    /// Exports from `from` to `to` straight into `to`'s incoming bay; returns the files.
-    fn send(&self, from: &str, to: &str) -> Vec<PathBuf> {
-        let before = packets_in(&self.path(&format!("{to}/bays/incoming")));
-        let bay = format!("{to}/bays/incoming");
+    /// `syncreplica export` from `from` to `to`, written into `dir`; what it printed.
+    fn export_to_dir(&self, from: &str, to: &str, dir: &str) -> String {
         self.ok(&[
             "-C",
             from,
@@ -214,8 +212,15 @@ impl Lab {
             "--to",
             to,
             "--out",
-            &bay,
-        ]);
+            dir,
+        ])
+    }
+
+    /// Exports from `from` to `to` straight into `to`'s incoming bay; returns the files.
+    fn send(&self, from: &str, to: &str) -> Vec<PathBuf> {
+        let before = packets_in(&self.path(&format!("{to}/bays/incoming")));
+        let bay = format!("{to}/bays/incoming");
+        self.export_to_dir(from, to, &bay);
         packets_in(&self.path(&bay))
             .into_iter()
             .filter(|p| !before.contains(p))
@@ -614,16 +619,7 @@ fn a_packet_that_must_wait_exits_3_and_applies_later() {
     lab.write("a", "1\n");
     lab.ok(&["-C", "boston", "checkin", "a", "a"]);
     // Two packets to sanfran; the first is held back.
-    lab.ok(&[
-        "-C",
-        "boston",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran",
-        "--out",
-        "held",
-    ]);
+    lab.export_to_dir("boston", "sanfran", "held");
     lab.write("a", "2\n");
     lab.ok(&["-C", "boston", "checkin", "a", "a"]);
     let second = lab.send("boston", "sanfran");
@@ -724,16 +720,7 @@ fn restore_procedure(backend: Option<&'static str>) {
     // A packet built for sanfran before its restore, left in a drawer.
     lab.write("b", "boston\n");
     lab.ok(&["-C", "boston", "checkin", "b", "b"]);
-    lab.ok(&[
-        "-C",
-        "boston",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran",
-        "--out",
-        "drawer",
-    ]);
+    lab.export_to_dir("boston", "sanfran", "drawer");
     // Storage lost; restore refuses what is not a backup of this replica.
     std::fs::remove_dir_all(lab.path("sanfran/store")).expect("rm store");
     std::fs::create_dir_all(lab.path("notabackup")).expect("mkdir");

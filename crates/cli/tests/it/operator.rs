@@ -169,16 +169,7 @@ fn importing_given_files_prints_the_summary_line() {
     let lab = family();
     lab.write("g.c", "int given;\n");
     lab.ok(&["-C", "boston", "checkin", "g.c", "g.c"]);
-    lab.ok(&[
-        "-C",
-        "boston",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran",
-        "--out",
-        "given",
-    ]);
+    lab.export_to_dir("boston", "sanfran", "given");
     let file = packets_in(&lab.path("given")).remove(0);
     let file = file.display().to_string();
     let (out, _) = expect(&lab, 0, &["-C", "sanfran", "syncreplica", "import", &file]);
@@ -275,16 +266,7 @@ fn incarnations_are_printed_as_utc_times_and_kept_as_numbers_in_json() {
     lab.ok(&["-C", "sanfran", "backup", "bk"]);
     // A packet for sanfran from before its restore, kept aside.
     lab.ok(&["-C", "boston", "mkbrtype", "late"]);
-    lab.ok(&[
-        "-C",
-        "boston",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran",
-        "--out",
-        "drawer",
-    ]);
+    lab.export_to_dir("boston", "sanfran", "drawer");
     std::fs::remove_dir_all(lab.path("sanfran/store")).expect("lose sanfran's store");
     lab.ok(&["restore", "bk", "sanfran"]);
     let (out, _) = expect(&lab, 0, &["-C", "sanfran", "restorereplica"]);

@@ -728,16 +728,7 @@ fn sigterm_during_an_import_leaves_nothing_half_applied() {
     lab.ok(&["-C", "boston", "checkin", "big.bin", "big.bin"]);
     // The packet arrives by hand (a courier), the daemon imports it.
     let bay = "sanfran/bays/incoming";
-    lab.ok(&[
-        "-C",
-        "boston",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran",
-        "--out",
-        bay,
-    ]);
+    lab.export_to_dir("boston", "sanfran", bay);
     routes(&lab, "sanfran", None, "", &[("boston", url(free_port()))]);
     let sanfran = Daemon::start(&lab, "sanfran", "sanfran-1.log");
     wait_for("the import to start", &[&sanfran], || {

@@ -22,16 +22,7 @@ fn drive_to_interesting_states(lab: &Lab) {
     lab.ok(&["-C", "boston", "mkbrtype", "lost"]);
     let lost = lab.path("lost");
     std::fs::create_dir_all(&lost).expect("mkdir");
-    lab.ok(&[
-        "-C",
-        "boston",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran",
-        "--out",
-        "lost",
-    ]);
+    lab.export_to_dir("boston", "sanfran", "lost");
     lab.ok(&["-C", "boston", "mkbrtype", "after_lost"]);
     lab.send("boston", "sanfran");
     lab.write(
@@ -326,16 +317,7 @@ mod browser {
         lab.ok(&["-C", "sanfran", "restorereplica"]);
         lab.ok(&["-C", "bangalore", "mkbrtype", "bg_lost"]);
         std::fs::create_dir_all(lab.path("lost")).expect("mkdir");
-        lab.ok(&[
-            "-C",
-            "bangalore",
-            "syncreplica",
-            "export",
-            "--to",
-            "boston",
-            "--out",
-            "lost",
-        ]);
+        lab.export_to_dir("bangalore", "boston", "lost");
         lab.ok(&["-C", "bangalore", "mkbrtype", "bg_waits"]);
         lab.send("bangalore", "boston");
         lab.write(

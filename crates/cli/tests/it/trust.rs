@@ -156,16 +156,7 @@ fn a_creation_packet_for_another_key_is_refused() {
         "delhi.age",
     ]);
     lab.ok(&["-C", "delhi", "mkbrtype", "from_delhi"]);
-    lab.ok(&[
-        "-C",
-        "delhi",
-        "syncreplica",
-        "export",
-        "--to",
-        "boston",
-        "--out",
-        "boston/bays/incoming",
-    ]);
+    lab.export_to_dir("delhi", "boston", "boston/bays/incoming");
     let out = lab.import("boston");
     assert!(out.contains("1 applied"), "{out}");
 }
@@ -248,16 +239,7 @@ fn the_family_seal_policy_seals_every_export_to_its_target() {
     assert_eq!(policy["set_by"], "bangalore", "{policy}");
     lab.ok(&["-C", "boston", "mkbrtype", "secret_branch"]);
     let bay = "sanfran/bays/incoming";
-    let out = lab.ok(&[
-        "-C",
-        "boston",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran",
-        "--out",
-        bay,
-    ]);
+    let out = lab.export_to_dir("boston", "sanfran", bay);
     let sanfran = recipient(&lab, "sanfran");
     assert!(
         out.contains(&format!("sealed for sanfran ({sanfran})")),
