@@ -1049,6 +1049,12 @@ impl<S: Store> Replica<S> {
         if txn.get(Keyspace::Peers, &hk)?.is_none() {
             txn.put(Keyspace::Peers, &hk, &[]);
         }
+        Self::await_if_recovering(txn, sibling)
+    }
+
+    /// While this replica recovers with the default awaited set, a sibling it learns of
+    /// is awaited too, unless it already answered.
+    fn await_if_recovering(txn: &mut Txn<'_, S>, sibling: &ReplicaId) -> Result<()> {
         if let Some(mut rec) = Self::recovering_in(txn)? {
             if !rec.explicit
                 && !rec.awaited.contains_key(sibling)
@@ -1262,16 +1268,7 @@ impl<S: Store> Replica<S> {
         row: &Row,
     ) -> Result<()> {
         raise_estimate(txn, replica, row)?;
-        if let Some(mut rec) = Self::recovering_in(txn)? {
-            if !rec.explicit
-                && !rec.awaited.contains_key(replica)
-                && !rec.acks.contains_key(replica)
-            {
-                rec.awaited.insert(*replica, None);
-                txn.put(Keyspace::Meta, keys::RECOVERING, &rec.encode());
-            }
-        }
-        Ok(())
+        Self::await_if_recovering(txn, replica)
     }
 }
 
