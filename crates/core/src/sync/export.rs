@@ -19,7 +19,7 @@ use crate::restore::{held_requests_in, prov_acks_in, HeldRequest};
 use crate::store::{Keyspace, Store, WriteOptions};
 use crate::txn::Txn;
 
-use super::ack::SendState;
+use super::ack::{RecvState, SendState};
 
 /// A packet to write: header plus the ranges of entries it carries.
 #[derive(Debug, Clone)]
@@ -108,15 +108,12 @@ impl<S: Store> Replica<S> {
     /// Any id but our own is a valid address, also a target this replica has not heard of
     /// yet (its creation entry is still on its way, or this store predates it): it needs our
     /// requests and acknowledgements as much as anyone. Names are resolved by the caller.
+    ///
+    /// The steps: check the target; read both sides' state; choose the base and clamp it to
+    /// what retention keeps; cut the ranges at signed heads; stop if there is nothing to say;
+    /// then number the packet, choose its bases and build its header.
     pub fn plan_export(&self, target: &ReplicaId) -> Result<Option<ExportPlan>> {
-        self.check_exportable()?;
-        if *target == self.me {
-            return Err(CoreError::Invalid(format!(
-                "replica {} cannot send a packet to itself",
-                self.name()
-            )));
-        }
-        self.check_target_live(target)?;
+        self.check_export_target(target)?;
         let st = self.status()?;
         let own = self.own_row()?;
         let send = Self::send_state(&self.store, target)?;
@@ -139,34 +136,13 @@ impl<S: Store> Replica<S> {
         let own = self.signed_row(&own)?;
         let (ranges, entry_count) = ranges_above(&own, &base.row);
         let content = !ranges.is_empty() || !controls.is_empty() || base.probe;
-        if !content
-            && recv.reported
-            && recv.applied == recv.reported_applied
-            && recv.seen == recv.reported_seen
-        {
+        if !content && nothing_to_acknowledge(&recv) {
             return Ok(None);
         }
-        if !content {
-            base.reason = "acknowledgement";
-        } else if ranges.is_empty() && !base.probe {
-            base.reason = "restore request";
-        }
+        base.reason = reason_without_entries(&base, content, ranges.is_empty());
         let seq = if content { send.last_seq + 1 } else { 0 };
-        let mut bases = Vec::new();
-        if !ranges.is_empty() || base.probe {
-            bases = self.prerequisites(&base.row, &own)?;
-        }
-        if ranges.is_empty() && !base.probe && send.have_report && !recovering {
-            bases.extend(self.known_bases(&base.row, &own, &send.reported_row)?);
-        }
-        let to = wire::Target {
-            replica: wire::Id(target.0),
-            incarnation: self.incarnation_of(target)?,
-            packet_seq: seq,
-            ack_incarnation: recv.sender_inc,
-            applied_seq: recv.applied,
-            seen_seq: recv.seen,
-        };
+        let bases = self.export_bases(&base, &own, ranges.is_empty(), &send, recovering)?;
+        let to = self.export_target(target, seq, &recv)?;
         let mut header = self.header(st.incarnation, to, bases, &own, controls)?;
         header.heads = self.heads_for(&ranges)?;
         header.comment = crate::retain::retained_comment(&self.store)?;
@@ -194,6 +170,58 @@ impl<S: Store> Replica<S> {
             reason: base.reason,
             refusals,
         }))
+    }
+
+    /// Refuses an export from a replica that may not export, to itself, or to a retired
+    /// sibling.
+    fn check_export_target(&self, target: &ReplicaId) -> Result<()> {
+        self.check_exportable()?;
+        if *target == self.me {
+            return Err(CoreError::Invalid(format!(
+                "replica {} cannot send a packet to itself",
+                self.name()
+            )));
+        }
+        self.check_target_live(target)
+    }
+
+    /// The bases of the packet: the prerequisites of what it carries (entries or a probe);
+    /// for a packet without entries, also the bases the target is known to hold, unless we
+    /// recover (see [`Self::known_bases`]).
+    fn export_bases(
+        &self,
+        base: &ExportBase,
+        own: &Row,
+        no_entries: bool,
+        send: &SendState,
+        recovering: bool,
+    ) -> Result<Vec<wire::Base>> {
+        let mut bases = Vec::new();
+        if !no_entries || base.probe {
+            bases = self.prerequisites(&base.row, own)?;
+        }
+        if no_entries && !base.probe && send.have_report && !recovering {
+            bases.extend(self.known_bases(&base.row, own, &send.reported_row)?);
+        }
+        Ok(bases)
+    }
+
+    /// The packet's address: `target` at the incarnation we know, the packet's number `seq`,
+    /// and our acknowledgement of what it sent us (`recv`).
+    fn export_target(
+        &self,
+        target: &ReplicaId,
+        seq: u64,
+        recv: &RecvState,
+    ) -> Result<wire::Target> {
+        Ok(wire::Target {
+            replica: wire::Id(target.0),
+            incarnation: self.incarnation_of(target)?,
+            packet_seq: seq,
+            ack_incarnation: recv.sender_inc,
+            applied_seq: recv.applied,
+            seen_seq: recv.seen,
+        })
     }
 
     /// The header of a packet from this replica (incarnation `incarnation`) to `to`, with
@@ -485,6 +513,25 @@ struct ExportBase {
     reason: &'static str,
     /// A numbered packet whose base is sent even without entries, so the target reports.
     probe: bool,
+}
+
+/// Whether a packet with nothing new would tell the target nothing either: it has heard from
+/// us before, and our last report already acknowledged everything it sent.
+fn nothing_to_acknowledge(recv: &RecvState) -> bool {
+    recv.reported && recv.applied == recv.reported_applied && recv.seen == recv.reported_seen
+}
+
+/// Why a packet is sent once its contents are known: without anything new it is an
+/// acknowledgement; with controls but no entries and no probe, a restore request; otherwise
+/// the reason its base gave.
+fn reason_without_entries(base: &ExportBase, content: bool, no_entries: bool) -> &'static str {
+    if !content {
+        "acknowledgement"
+    } else if no_entries && !base.probe {
+        "restore request"
+    } else {
+        base.reason
+    }
 }
 
 /// For each origin where `own` is above `base`: the range of entries the packet carries,
