@@ -2,13 +2,13 @@
 //! writable, append an entry to the own oplog in one durable transaction).
 //!
 //! The other concerns of a replica live beside this file, one each:
-//! - [`oplog`]: how an entry is stored (record layout, the appender) and read back;
-//! - [`epochs`]: the own row, estimate rows and recorded incarnations;
-//! - [`names`]: selectors, version selectors and the rules for names, paths and texts;
-//! - [`changes`]: the local changes of the versioned object base (types, elements, check-ins,
+//! - `oplog.rs`: how an entry is stored (record layout, the appender) and read back;
+//! - `epochs.rs`: the own row, estimate rows and recorded incarnations;
+//! - `names.rs`: selectors, version selectors and the rules for names, paths and texts;
+//! - `changes.rs`: the local changes of the versioned object base (types, elements, check-ins,
 //!   labels) and reading a version's content;
-//! - [`mastership`]: handing over and asking for mastership, and the policy for requests;
-//! - [`settings`]: local, unreplicated settings (keepalive, resends, version size, policy).
+//! - `mastership.rs`: handing over and asking for mastership, and the policy for requests;
+//! - `settings.rs`: local, unreplicated settings (keepalive, resends, version size, policy).
 //!
 //! Synchronisation lives in [`crate::sync`], restoration in [`crate::restore`].
 
