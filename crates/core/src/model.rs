@@ -337,57 +337,12 @@ impl Op {
         }
     }
 
-    /// To the wire form. Each family of operations converts in its own function, next to
-    /// its inverse in [`Op::from_wire`]; this match only sorts an operation into its family.
+    /// To the wire form.
     pub fn to_wire(&self) -> wire::Op {
-        match self {
-            Op::CreateFamily { .. }
-            | Op::CreateReplica { .. }
-            | Op::RestoreAck { .. }
-            | Op::RestoreComplete { .. }
-            | Op::RmReplica { .. } => self.replica_op_to_wire(),
-            Op::MkBrType { .. }
-            | Op::MkLbType { .. }
-            | Op::MkElem { .. }
-            | Op::Checkin { .. }
-            | Op::MkLabel { .. }
-            | Op::RmLabel { .. }
-            | Op::RmName { .. } => self.vob_op_to_wire(),
-            Op::ChMaster { .. } | Op::ReqMaster { .. } | Op::DenyMaster { .. } => {
-                self.mastership_op_to_wire()
-            }
-            Op::RotateKey { .. } | Op::VouchKey { .. } | Op::SealPolicy { .. } => {
-                self.key_op_to_wire()
-            }
-        }
-    }
-
-    /// From the wire form; the families as in [`Op::to_wire`].
-    pub fn from_wire(w: &wire::Op) -> Op {
-        match w {
-            wire::Op::CreateFamily { .. }
-            | wire::Op::CreateReplica { .. }
-            | wire::Op::RestoreAck { .. }
-            | wire::Op::RestoreComplete { .. }
-            | wire::Op::RmReplica { .. } => Op::replica_op_from_wire(w),
-            wire::Op::MkBrType { .. }
-            | wire::Op::MkLbType { .. }
-            | wire::Op::MkElem { .. }
-            | wire::Op::Checkin { .. }
-            | wire::Op::MkLabel { .. }
-            | wire::Op::RmLabel { .. }
-            | wire::Op::RmName { .. } => Op::vob_op_from_wire(w),
-            wire::Op::ChMaster { .. }
-            | wire::Op::ReqMaster { .. }
-            | wire::Op::DenyMaster { .. } => Op::mastership_op_from_wire(w),
-            wire::Op::RotateKey { .. }
-            | wire::Op::VouchKey { .. }
-            | wire::Op::SealPolicy { .. } => Op::key_op_from_wire(w),
-        }
-    }
-
-    /// The wire form of an operation on replicas (creation, restoration, retirement).
-    fn replica_op_to_wire(&self) -> wire::Op {
+        let w = |o: &ObjId| wire::ObjId {
+            origin: wire::Id(o.origin.0),
+            number: o.number,
+        };
         match self {
             Op::CreateFamily {
                 family,
@@ -402,6 +357,53 @@ impl Op {
                 replica: wire::Id(replica.0),
                 name: name.clone(),
                 row: row.to_wire(),
+            },
+            Op::MkBrType { name } => wire::Op::MkBrType { name: name.clone() },
+            Op::MkLbType { name } => wire::Op::MkLbType { name: name.clone() },
+            Op::MkElem { path, main } => wire::Op::MkElem {
+                path: path.clone(),
+                main: w(main),
+            },
+            Op::Checkin {
+                elem,
+                brtype,
+                version,
+                content,
+                size,
+                author,
+                comment,
+            } => wire::Op::Checkin {
+                elem: w(elem),
+                brtype: w(brtype),
+                version: *version,
+                content: *content,
+                size: *size,
+                author: author.clone(),
+                comment: comment.clone(),
+            },
+            Op::MkLabel {
+                lbtype,
+                elem,
+                brtype,
+                version,
+            } => wire::Op::MkLabel {
+                lbtype: w(lbtype),
+                elem: w(elem),
+                brtype: w(brtype),
+                version: *version,
+            },
+            Op::RmLabel { lbtype, elem } => wire::Op::RmLabel {
+                lbtype: w(lbtype),
+                elem: w(elem),
+            },
+            Op::RmName { elem } => wire::Op::RmName { elem: w(elem) },
+            Op::ChMaster { object, master } => wire::Op::ChMaster {
+                object: object.to_wire(),
+                master: wire::Id(master.0),
+            },
+            Op::ReqMaster { object, requester } => wire::Op::ReqMaster {
+                object: object.to_wire(),
+                requester: wire::Id(requester.0),
             },
             Op::RestoreAck {
                 replica,
@@ -420,12 +422,29 @@ impl Op {
                 replica: wire::Id(replica.0),
                 last: *last,
             },
-            _ => unreachable!("Op::to_wire sorts operations into their families"),
+            Op::DenyMaster { object, requester } => wire::Op::DenyMaster {
+                object: object.to_wire(),
+                requester: wire::Id(requester.0),
+            },
+            Op::RotateKey { key, proof } => wire::Op::RotateKey {
+                key: *key,
+                proof: *proof,
+            },
+            Op::VouchKey { replica, key, from } => wire::Op::VouchKey {
+                replica: wire::Id(replica.0),
+                key: *key,
+                from: *from,
+            },
+            Op::SealPolicy { always } => wire::Op::SealPolicy { always: *always },
         }
     }
 
-    /// The inverse of [`Op::replica_op_to_wire`].
-    fn replica_op_from_wire(w: &wire::Op) -> Op {
+    /// From the wire form.
+    pub fn from_wire(w: &wire::Op) -> Op {
+        let o = |x: &wire::ObjId| ObjId {
+            origin: ReplicaId(x.origin.0),
+            number: x.number,
+        };
         match w {
             wire::Op::CreateFamily {
                 family,
@@ -440,6 +459,53 @@ impl Op {
                 replica: ReplicaId(replica.0),
                 name: name.clone(),
                 row: Row::from_wire(row),
+            },
+            wire::Op::MkBrType { name } => Op::MkBrType { name: name.clone() },
+            wire::Op::MkLbType { name } => Op::MkLbType { name: name.clone() },
+            wire::Op::MkElem { path, main } => Op::MkElem {
+                path: path.clone(),
+                main: o(main),
+            },
+            wire::Op::Checkin {
+                elem,
+                brtype,
+                version,
+                content,
+                size,
+                author,
+                comment,
+            } => Op::Checkin {
+                elem: o(elem),
+                brtype: o(brtype),
+                version: *version,
+                content: *content,
+                size: *size,
+                author: author.clone(),
+                comment: comment.clone(),
+            },
+            wire::Op::MkLabel {
+                lbtype,
+                elem,
+                brtype,
+                version,
+            } => Op::MkLabel {
+                lbtype: o(lbtype),
+                elem: o(elem),
+                brtype: o(brtype),
+                version: *version,
+            },
+            wire::Op::RmLabel { lbtype, elem } => Op::RmLabel {
+                lbtype: o(lbtype),
+                elem: o(elem),
+            },
+            wire::Op::RmName { elem } => Op::RmName { elem: o(elem) },
+            wire::Op::ChMaster { object, master } => Op::ChMaster {
+                object: ObjectRef::from_wire(object),
+                master: ReplicaId(master.0),
+            },
+            wire::Op::ReqMaster { object, requester } => Op::ReqMaster {
+                object: ObjectRef::from_wire(object),
+                requester: ReplicaId(requester.0),
             },
             wire::Op::RestoreAck {
                 replica,
@@ -458,164 +524,10 @@ impl Op {
                 replica: ReplicaId(replica.0),
                 last: *last,
             },
-            _ => unreachable!("Op::from_wire sorts operations into their families"),
-        }
-    }
-
-    /// The wire form of an operation on the object base (types, elements, versions, labels).
-    fn vob_op_to_wire(&self) -> wire::Op {
-        match self {
-            Op::MkBrType { name } => wire::Op::MkBrType { name: name.clone() },
-            Op::MkLbType { name } => wire::Op::MkLbType { name: name.clone() },
-            Op::MkElem { path, main } => wire::Op::MkElem {
-                path: path.clone(),
-                main: oid_to_wire(main),
-            },
-            Op::Checkin {
-                elem,
-                brtype,
-                version,
-                content,
-                size,
-                author,
-                comment,
-            } => wire::Op::Checkin {
-                elem: oid_to_wire(elem),
-                brtype: oid_to_wire(brtype),
-                version: *version,
-                content: *content,
-                size: *size,
-                author: author.clone(),
-                comment: comment.clone(),
-            },
-            Op::MkLabel {
-                lbtype,
-                elem,
-                brtype,
-                version,
-            } => wire::Op::MkLabel {
-                lbtype: oid_to_wire(lbtype),
-                elem: oid_to_wire(elem),
-                brtype: oid_to_wire(brtype),
-                version: *version,
-            },
-            Op::RmLabel { lbtype, elem } => wire::Op::RmLabel {
-                lbtype: oid_to_wire(lbtype),
-                elem: oid_to_wire(elem),
-            },
-            Op::RmName { elem } => wire::Op::RmName {
-                elem: oid_to_wire(elem),
-            },
-            _ => unreachable!("Op::to_wire sorts operations into their families"),
-        }
-    }
-
-    /// The inverse of [`Op::vob_op_to_wire`].
-    fn vob_op_from_wire(w: &wire::Op) -> Op {
-        match w {
-            wire::Op::MkBrType { name } => Op::MkBrType { name: name.clone() },
-            wire::Op::MkLbType { name } => Op::MkLbType { name: name.clone() },
-            wire::Op::MkElem { path, main } => Op::MkElem {
-                path: path.clone(),
-                main: oid_from_wire(main),
-            },
-            wire::Op::Checkin {
-                elem,
-                brtype,
-                version,
-                content,
-                size,
-                author,
-                comment,
-            } => Op::Checkin {
-                elem: oid_from_wire(elem),
-                brtype: oid_from_wire(brtype),
-                version: *version,
-                content: *content,
-                size: *size,
-                author: author.clone(),
-                comment: comment.clone(),
-            },
-            wire::Op::MkLabel {
-                lbtype,
-                elem,
-                brtype,
-                version,
-            } => Op::MkLabel {
-                lbtype: oid_from_wire(lbtype),
-                elem: oid_from_wire(elem),
-                brtype: oid_from_wire(brtype),
-                version: *version,
-            },
-            wire::Op::RmLabel { lbtype, elem } => Op::RmLabel {
-                lbtype: oid_from_wire(lbtype),
-                elem: oid_from_wire(elem),
-            },
-            wire::Op::RmName { elem } => Op::RmName {
-                elem: oid_from_wire(elem),
-            },
-            _ => unreachable!("Op::from_wire sorts operations into their families"),
-        }
-    }
-
-    /// The wire form of an operation on mastership (handing over, asking, refusing).
-    fn mastership_op_to_wire(&self) -> wire::Op {
-        match self {
-            Op::ChMaster { object, master } => wire::Op::ChMaster {
-                object: object.to_wire(),
-                master: wire::Id(master.0),
-            },
-            Op::ReqMaster { object, requester } => wire::Op::ReqMaster {
-                object: object.to_wire(),
-                requester: wire::Id(requester.0),
-            },
-            Op::DenyMaster { object, requester } => wire::Op::DenyMaster {
-                object: object.to_wire(),
-                requester: wire::Id(requester.0),
-            },
-            _ => unreachable!("Op::to_wire sorts operations into their families"),
-        }
-    }
-
-    /// The inverse of [`Op::mastership_op_to_wire`].
-    fn mastership_op_from_wire(w: &wire::Op) -> Op {
-        match w {
-            wire::Op::ChMaster { object, master } => Op::ChMaster {
-                object: ObjectRef::from_wire(object),
-                master: ReplicaId(master.0),
-            },
-            wire::Op::ReqMaster { object, requester } => Op::ReqMaster {
-                object: ObjectRef::from_wire(object),
-                requester: ReplicaId(requester.0),
-            },
             wire::Op::DenyMaster { object, requester } => Op::DenyMaster {
                 object: ObjectRef::from_wire(object),
                 requester: ReplicaId(requester.0),
             },
-            _ => unreachable!("Op::from_wire sorts operations into their families"),
-        }
-    }
-
-    /// The wire form of an operation on keys and sealing (rotation, vouching, policy).
-    fn key_op_to_wire(&self) -> wire::Op {
-        match self {
-            Op::RotateKey { key, proof } => wire::Op::RotateKey {
-                key: *key,
-                proof: *proof,
-            },
-            Op::VouchKey { replica, key, from } => wire::Op::VouchKey {
-                replica: wire::Id(replica.0),
-                key: *key,
-                from: *from,
-            },
-            Op::SealPolicy { always } => wire::Op::SealPolicy { always: *always },
-            _ => unreachable!("Op::to_wire sorts operations into their families"),
-        }
-    }
-
-    /// The inverse of [`Op::key_op_to_wire`].
-    fn key_op_from_wire(w: &wire::Op) -> Op {
-        match w {
             wire::Op::RotateKey { key, proof } => Op::RotateKey {
                 key: *key,
                 proof: *proof,
@@ -626,24 +538,7 @@ impl Op {
                 from: *from,
             },
             wire::Op::SealPolicy { always } => Op::SealPolicy { always: *always },
-            _ => unreachable!("Op::from_wire sorts operations into their families"),
         }
-    }
-}
-
-/// An object id in the wire form.
-fn oid_to_wire(o: &ObjId) -> wire::ObjId {
-    wire::ObjId {
-        origin: wire::Id(o.origin.0),
-        number: o.number,
-    }
-}
-
-/// An object id from the wire form.
-fn oid_from_wire(x: &wire::ObjId) -> ObjId {
-    ObjId {
-        origin: ReplicaId(x.origin.0),
-        number: x.number,
     }
 }
 
