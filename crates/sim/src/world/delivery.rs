@@ -1,0 +1,371 @@
+//! Delivery: a packet imported at its target, checked against what the import may change,
+//! the refusals it may meet, and the incoming bay of packets to import again.
+
+use msite_core::{CoreError, ImportOutcome, Incoming, Refusal, ReplicaId, Row};
+
+use super::{short, Packet, World};
+use crate::backend::SimBackend;
+
+/// Packets kept in an incoming bay (older ones are deleted, as an operator would).
+const BAY_LIMIT: usize = 64;
+
+impl<B: SimBackend> World<B> {
+    /// Imports `pkt` at its target and checks what the import did.
+    pub(super) fn deliver(&mut self, pkt: Packet, faults: bool) {
+        let to = pkt.to;
+        self.exchanged.insert((pkt.from, to));
+        let tn = self.sites[to].name.clone();
+        let fname = self.sites[pkt.from].name.clone();
+        let serial = pkt.serial;
+        if pkt.corrupt {
+            self.stats.corrupted += 1;
+        }
+        let before_own = self.rep(to).own_row().ok();
+        let before_digest = self.rep(to).digest().ok();
+        let before_status = self.rep(to).status().ok();
+        let inc = match Incoming::from_parts(pkt.parts.clone(), &format!("packet #{serial}")) {
+            Ok(i) => i,
+            Err(e) => {
+                if pkt.corrupt {
+                    self.ev(|_| {
+                        format!(
+                            "import #{serial} at {tn}: corrupted packet refused ({})",
+                            short(&e)
+                        )
+                    });
+                } else {
+                    self.violation(format!(
+                        "packet #{serial} from {fname} to {tn} is unreadable: {e}"
+                    ));
+                }
+                return;
+            }
+        };
+        let me = self.sites[to].id;
+        let sender = ReplicaId(inc.header.sender.0);
+        let hdr_target_inc = inc
+            .header
+            .targets
+            .iter()
+            .find(|t| t.replica.0 == me.0)
+            .map(|t| t.incarnation);
+        let hdr_sender_inc = inc.header.sender_incarnation;
+        let my_inc = before_status.as_ref().map(|s| s.incarnation).unwrap_or(0);
+        let recorded_sender_inc = self.rep(to).incarnation_of(&sender).unwrap_or(0);
+        let stale =
+            hdr_target_inc.is_some_and(|h| h < my_inc) || hdr_sender_inc < recorded_sender_inc;
+
+        let has_sender_request = inc.header.controls.iter().any(|c| {
+            matches!(c, msite_packet::wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0)
+        });
+        // A replica put back to a snapshot that forgot the sender's newer incarnation, before
+        // any packet showed it its rollback, cannot tell a packet the sender built before its
+        // restore from a current one (K25): applying it is a consequence of the rollback, like
+        // a local change before detection; the fork it may make must then be reported.
+        let forgot_sender_restore = self.sites[to].undetected_rollback
+            && self.sites[to]
+                .incarnations_before_rollback
+                .get(&sender)
+                .is_some_and(|known| *known > hdr_sender_inc);
+        let before_decisions = self.rep(to).fork_decisions().ok();
+        let res = self.mutate(to, "import", faults, |r| r.import(inc));
+        let after_own = self.rep(to).own_row().ok();
+        // A fork repair decision the header carries is adopted before the packet is assessed
+        // (docs/protocol.md "Divergence and fork repair"): a refused or stale packet may give
+        // up entries that way, and only that way.
+        let adopted = self.rep(to).fork_decisions().ok() != before_decisions;
+        if forgot_sender_restore
+            && (after_own != before_own || self.rep(to).digest().ok() != before_digest)
+        {
+            self.set_lossy(format!(
+                "{tn}, rolled back by a snapshot that forgot {fname}'s restoration, applied packet #{serial} {fname} built before it"
+            ));
+        }
+        // A packet refused as stale for its target, or for relaying retired entries (K13), or
+        // one that must wait, may still teach the sender's own restore request (core's design since the simulator found two
+        // replicas restored at once refusing each other forever, docs/protocol.md §4): the
+        // only change allowed is this replica's numbered acknowledgement of that request.
+        let stale_target_refusal = matches!(
+            res,
+            None | Some(Err(CoreError::Refused(
+                Refusal::StaleTarget { .. }
+                    | Refusal::StaleRequest { .. }
+                    | Refusal::SenderHoldsRetired { .. }
+            ))) | Some(Ok(ImportOutcome::Waiting(_)))
+        );
+        let learned = stale_target_refusal
+            && has_sender_request
+            && after_own != before_own
+            && self.only_acks_of(to, before_own.as_ref(), &sender);
+        if learned {
+            self.stats.learned_from_stale += 1;
+            self.ev(|_| {
+                format!("  {tn} learned {fname}'s restore request from the stale packet #{serial}")
+            });
+            // The acknowledgement is an entry of this replica's own: record it now (a replica
+            // rolled back by a snapshot that no packet has shown its rollback yet may number it
+            // under a number its earlier self used, as for a local change; K26).
+            self.observe(to);
+        }
+        if stale && after_own != before_own && !learned && !adopted {
+            self.violation(format!(
+                "stale packet #{serial} from {fname} changed {tn} (target incarnation in header {hdr_target_inc:?}, {tn} had {my_inc}; sender incarnation {hdr_sender_inc}, recorded {recorded_sender_inc})"
+            ));
+        }
+        let Some(res) = res else {
+            // Crashed: the packet file stays in the incoming bay.
+            if !pkt.corrupt {
+                self.push_bay(to, pkt);
+            }
+            self.observe(to);
+            return;
+        };
+        let unchanged = |w: &Self, what: &str| -> Option<String> {
+            let own = w.rep(to).own_row().ok();
+            let dig = w.rep(to).digest().ok();
+            if !learned && !adopted && (own != before_own || dig != before_digest) {
+                Some(format!(
+                    "packet #{serial} from {fname} {what} but changed {tn}'s own row or state"
+                ))
+            } else {
+                None
+            }
+        };
+        match res {
+            Ok(ImportOutcome::Applied {
+                applied,
+                unlocked,
+                notes,
+                ..
+            }) => {
+                if pkt.corrupt {
+                    self.violation(format!(
+                        "corrupted packet #{serial} from {fname} was applied at {tn}"
+                    ));
+                }
+                self.stats.applied += 1;
+                self.stats.entries_applied += applied;
+                self.ev(|w| {
+                    let awaited = match w.rep(to).status().ok().and_then(|s| s.recovering) {
+                        Some(rc) => format!(
+                            " [still recovering, awaiting {}]",
+                            rc.awaited
+                                .iter()
+                                .map(|(a, h)| format!("{}={h:?}", w.name_of(a)))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        None => String::new(),
+                    };
+                    format!(
+                        "import #{serial} at {tn}: applied {applied}{}; {}{awaited}",
+                        if unlocked { ", UNLOCKED" } else { "" },
+                        notes.join(" | ")
+                    )
+                });
+                self.observe(to);
+            }
+            Ok(ImportOutcome::AlreadyApplied) => {
+                self.ev(|_| format!("import #{serial} at {tn}: already applied"));
+                if let Some(v) = unchanged(self, "was already applied") {
+                    self.violation(v);
+                }
+            }
+            Ok(ImportOutcome::Waiting(needs)) => {
+                self.stats.waits += 1;
+                self.ev(|_| {
+                    format!(
+                        "import #{serial} at {tn}: waits ({})",
+                        needs
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                });
+                if let Some(v) = unchanged(self, "waited") {
+                    self.violation(v);
+                }
+                if !pkt.corrupt {
+                    self.push_bay(to, pkt);
+                }
+            }
+            Err(e) => {
+                if let Some(v) = unchanged(self, &format!("was refused ({})", short(&e))) {
+                    self.violation(v);
+                }
+                self.on_import_error(
+                    to,
+                    pkt,
+                    e,
+                    before_status.and_then(|s| s.rolled_back).is_some(),
+                );
+            }
+        }
+    }
+
+    /// Whether every entry `i` holds beyond `before` is its own acknowledgement of `sender`'s
+    /// restore request.
+    pub(super) fn only_acks_of(&self, i: usize, before: Option<&Row>, sender: &ReplicaId) -> bool {
+        let me = self.sites[i].id;
+        let Ok(now) = self.rep(i).own_row() else {
+            return false;
+        };
+        let before = before.cloned().unwrap_or_default();
+        for (o, n) in &now.0 {
+            let from = before.get(o);
+            if *n > from && *o != me {
+                return false;
+            }
+            for k in from + 1..=*n {
+                match self.rep(i).entry(o, k) {
+                    Ok(Some(e)) if matches!(&e.op, msite_core::Op::RestoreAck { replica, .. } if replica == sender) =>
+                        {}
+                    _ => return false,
+                }
+            }
+        }
+        true
+    }
+
+    pub(super) fn on_import_error(
+        &mut self,
+        to: usize,
+        pkt: Packet,
+        e: CoreError,
+        was_rolled_back: bool,
+    ) {
+        let tn = self.sites[to].name.clone();
+        let fname = self.sites[pkt.from].name.clone();
+        let serial = pkt.serial;
+        let msg = short(&e);
+        self.ev(|_| format!("import #{serial} at {tn}: refused: {msg}"));
+        match e {
+            CoreError::Refused(Refusal::StaleTarget { .. })
+            | CoreError::Refused(Refusal::StaleSender { .. })
+            | CoreError::Refused(Refusal::StaleRequest { .. }) => {
+                self.stats.stale += 1;
+            }
+            CoreError::Refused(Refusal::Divergent {
+                origin,
+                number,
+                also,
+                ..
+            }) => {
+                self.stats.divergent += 1;
+                self.mark_reported(&origin, &also);
+                if self.lossy.is_empty() && !pkt.corrupt {
+                    self.violation(format!(
+                        "packet #{serial} from {fname} refused at {tn} as divergent ({origin} {number}) in a schedule that loses nothing"
+                    ));
+                }
+            }
+            CoreError::Refused(Refusal::RolledBack { .. }) => self.on_rollback_detected(to, serial),
+            CoreError::Refused(Refusal::OwnFork { also, .. }) => {
+                // The importer numbered one of its numbers twice: it locks itself as rolled
+                // back; the other forks it names are reported too.
+                self.stats.own_forks += 1;
+                let name = self.sites[to].name.clone();
+                self.mark_reported(&name, &also);
+                self.on_rollback_detected(to, serial);
+            }
+            CoreError::Refused(Refusal::SenderHoldsRetired { origin, also, .. }) => {
+                // The refusal names the origins whose histories differ: the operator is told.
+                self.mark_reported(&origin, &also);
+                // A recovering sender relayed entries a newer restoration replaced (K13); core
+                // says so only for a packet carrying the sender's own restore request and an
+                // entry older (by incarnation) than ours. What follows is checked as usual:
+                // the sender must give them up and the family converge.
+                self.stats.retired_relays += 1;
+            }
+            CoreError::Refused(r @ Refusal::BehindRetention { .. }) => {
+                self.stats.behind_retention += 1;
+                let what = format!("packet #{serial} from {fname} refused at {tn}: {r}");
+                self.behind_retention(pkt.from, to, what);
+            }
+            CoreError::Refused(Refusal::Other(m)) if m.contains("export to the siblings again") => {
+                // A recovering store older than a restoration the family knows moved its
+                // request to a newer incarnation; the packet is dropped.
+            }
+            CoreError::Locked(_) => {
+                let now = self.rep(to).status().ok().and_then(|s| s.rolled_back);
+                if now.is_some() && !was_rolled_back {
+                    self.on_rollback_detected(to, serial);
+                }
+                self.push_bay(to, pkt);
+            }
+            CoreError::Malformed(_) | CoreError::Unreadable(_) | CoreError::Entry(_)
+                if pkt.corrupt => {}
+            // A forgery is refused as not authentic: the origin's signed chain head no longer
+            // matches the altered entry, or the raised acknowledgement breaks the sender's
+            // signature.
+            CoreError::Refused(Refusal::Unauthentic { .. }) if pkt.forged => {
+                self.stats.forged += 1;
+            }
+            CoreError::Refused(Refusal::Other(m)) if crate::snapshot::needs_recreation(&m) => {
+                self.stats.recreate_needed += 1;
+                self.beyond_window = true;
+                self.set_lossy(format!(
+                    "packet #{serial} from {fname} refused at {tn}: {m}"
+                ));
+            }
+            other => self.violation(format!(
+                "import of packet #{serial} from {fname} at {tn} failed: {other}"
+            )),
+        }
+    }
+
+    /// Records the forks a refusal names (`origin`, then `also`) as reported. A store that
+    /// lost a replica's object names it by its short id.
+    pub(super) fn mark_reported(&mut self, origin: &str, also: &[(String, u64)]) {
+        for name in std::iter::once(origin).chain(also.iter().map(|(o, _)| o.as_str())) {
+            if let Some(s) = self
+                .sites
+                .iter()
+                .find(|s| s.name == name || s.id.short() == name)
+            {
+                self.reported.insert(s.id);
+            }
+        }
+    }
+
+    pub(super) fn on_rollback_detected(&mut self, to: usize, serial: u64) {
+        self.stats.rollback_detections += 1;
+        let tn = self.sites[to].name.clone();
+        self.reported.insert(self.sites[to].id);
+        if !self.sites[to].snapshot_rolled && self.lossy.is_empty() {
+            self.violation(format!(
+                "{tn} refused packet #{serial} as a rollback, but it was never rolled back"
+            ));
+        }
+        self.sites[to].undetected_rollback = false;
+    }
+
+    pub(super) fn push_bay(&mut self, i: usize, pkt: Packet) {
+        let bay = &mut self.sites[i].bay;
+        if bay.iter().any(|p| p.serial == pkt.serial) {
+            return;
+        }
+        bay.push(pkt);
+        if bay.len() > BAY_LIMIT {
+            bay.remove(0);
+        }
+    }
+
+    /// Retries the packets in `i`'s incoming bay until a pass applies nothing.
+    pub(super) fn settle_bay(&mut self, i: usize, faults: bool) {
+        loop {
+            let bay = std::mem::take(&mut self.sites[i].bay);
+            if bay.is_empty() {
+                return;
+            }
+            let before = self.stats.applied;
+            for pkt in bay {
+                self.deliver(pkt, faults);
+            }
+            if self.stats.applied == before {
+                return;
+            }
+        }
+    }
+}
