@@ -1,6 +1,6 @@
 //! Diagnosis: the known protocol bugs, and the tags a failing schedule's end state matches.
 
-use msite_core::Row;
+use msite_core::{ReplicaId, Row};
 
 use super::World;
 use crate::backend::SimBackend;
@@ -79,29 +79,72 @@ pub const KNOWN_BUGS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The replicas' statuses at the end of a failing schedule, as diagnosis reads them.
+struct EndState {
+    st: Vec<Option<msite_core::Status>>,
+}
+
+impl EndState {
+    /// The incarnation replica `i` is recovering to, if it is recovering.
+    fn rec_inc(&self, i: usize) -> Option<u64> {
+        self.st[i]
+            .as_ref()
+            .and_then(|s| s.recovering.as_ref().map(|r| r.incarnation))
+    }
+
+    /// Replica `i`'s incarnation (0 when its status could not be read).
+    fn inc(&self, i: usize) -> u64 {
+        self.st[i].as_ref().map(|s| s.incarnation).unwrap_or(0)
+    }
+
+    /// Replica `i`'s restoration in progress, if any.
+    fn recovering(&self, i: usize) -> Option<msite_core::Recovering> {
+        self.st[i].as_ref().and_then(|s| s.recovering.clone())
+    }
+}
+
 impl<B: SimBackend> World<B> {
     /// Tags the violations with the known protocol bugs whose signature the end state shows.
+    /// Each tag's rule is one step below; a fixed bug's tag becomes a violation of its own.
     pub(super) fn diagnose(&mut self) {
         let n = self.sites.len();
-        let st: Vec<Option<msite_core::Status>> =
-            (0..n).map(|i| self.rep(i).status().ok()).collect();
-        let rec_inc = |i: usize| {
-            st[i]
-                .as_ref()
-                .and_then(|s| s.recovering.as_ref().map(|r| r.incarnation))
+        let end = EndState {
+            st: (0..n).map(|i| self.rep(i).status().ok()).collect(),
         };
+        self.diagnose_unlearned_restores(&end);
+        self.diagnose_cleared_flags(&end);
+        // K7: a replica restored from a backup taken while it recovered kept that recovery's
+        // incarnation, so its siblings' estimates of it stay too high.
+        if self.sites.iter().any(|s| s.amended_copy) {
+            self.known.insert("K7");
+        }
+        let own_rows: Vec<Option<Row>> = (0..n).map(|i| self.rep(i).own_row().ok()).collect();
+        if own_rows.iter().any(|r| *r != own_rows[0]) {
+            self.diagnose_high_estimates(&end, &own_rows);
+        }
+        self.diagnose_recovering_origins(&end);
+        self.diagnose_unreported_forks();
+        self.diagnose_unrelayed_acks(&end);
+        self.diagnose_unknown_neighbours(&end);
+        self.diagnose_old_incarnations(&end);
+        self.report_known_tags();
+    }
+
+    /// K1 and K2: a neighbour never learned a recovering replica's restore (its packets to it
+    /// are stale); K1 when the replica does not know the neighbour's own newer incarnation
+    /// either, K2 when the replica does not know the neighbour at all.
+    fn diagnose_unlearned_restores(&mut self, end: &EndState) {
         let edges: Vec<(usize, usize)> = self.edges.iter().copied().collect();
         for (a, b) in edges {
             for (r, nb) in [(a, b), (b, a)] {
-                let Some(inc) = rec_inc(r) else { continue };
+                let Some(inc) = end.rec_inc(r) else { continue };
                 let nb_knows = self.rep(nb).incarnation_of(&self.sites[r].id).unwrap_or(0);
                 if nb_knows >= inc {
                     continue;
                 }
-                // `nb` never learned of `r`'s restore and its packets to `r` are stale.
                 let r_knows_nb =
                     matches!(self.rep(r).view().replica(&self.sites[nb].id), Ok(Some(_)));
-                if let Some(nb_inc) = rec_inc(nb) {
+                if let Some(nb_inc) = end.rec_inc(nb) {
                     let r_sees = self.rep(r).incarnation_of(&self.sites[nb].id).unwrap_or(0);
                     if r_sees < nb_inc {
                         self.known.insert("K1");
@@ -112,10 +155,13 @@ impl<B: SimBackend> World<B> {
                 }
             }
         }
-        // K5: a recovering replica awaits a sibling whose acknowledgement of this very
-        // incarnation it already holds (an amend re-added a flag that had been cleared).
-        for (i, sti) in st.iter().enumerate() {
-            let Some(rc) = sti.as_ref().and_then(|s| s.recovering.clone()) else {
+    }
+
+    /// K5: a recovering replica awaits a sibling whose acknowledgement of this very
+    /// incarnation it already holds (an amend re-added a flag that had been cleared).
+    fn diagnose_cleared_flags(&mut self, end: &EndState) {
+        for i in 0..end.st.len() {
+            let Some(rc) = end.recovering(i) else {
                 continue;
             };
             let me = self.sites[i].id;
@@ -123,97 +169,75 @@ impl<B: SimBackend> World<B> {
                 if held.is_some() {
                     continue;
                 }
-                let acked = self
-                    .rep(i)
-                    .entries_of(sib)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|e| {
-                        matches!(&e.op, msite_core::Op::RestoreAck { replica, incarnation, .. }
-                        if *replica == me && *incarnation == rc.incarnation)
-                    });
-                if acked {
+                if self.holds_ack_of(i, sib, me, rc.incarnation) {
                     self.known.insert("K5");
                 }
             }
         }
-        // K7: a replica restored from a backup taken while it recovered kept that recovery's
-        // incarnation, so its siblings' estimates of it stay too high.
-        if self.sites.iter().any(|s| s.amended_copy) {
-            self.known.insert("K7");
-        }
-        // K8: the family did not converge and a replica believes a neighbour holds entries
-        // the neighbour does not hold (an estimate never rolled back after a restore).
-        let own_rows: Vec<Option<Row>> = (0..n).map(|i| self.rep(i).own_row().ok()).collect();
-        if own_rows.iter().any(|r| *r != own_rows[0]) {
-            for &(a, b) in &self.edges {
-                for (x, y) in [(a, b), (b, a)] {
-                    let (Ok(est), Some(Some(own))) =
-                        (self.rep(x).estimate(&self.sites[y].id), own_rows.get(y))
-                    else {
-                        continue;
-                    };
-                    if est.0.iter().any(|(o, k)| *k > own.get(o)) && rec_inc(y).is_none() {
-                        self.known.insert("K8");
-                    }
+    }
+
+    /// Whether replica `at` holds an acknowledgement by `acker` of `replica`'s restoration
+    /// `incarnation`.
+    fn holds_ack_of(&self, at: usize, acker: &ReplicaId, replica: ReplicaId, inc: u64) -> bool {
+        self.rep(at)
+            .entries_of(acker)
+            .unwrap_or_default()
+            .iter()
+            .any(|e| {
+                matches!(&e.op, msite_core::Op::RestoreAck { replica: r, incarnation, .. }
+                if *r == replica && *incarnation == inc)
+            })
+    }
+
+    /// In a family that did not converge, a replica believes a neighbour holds entries the
+    /// neighbour does not hold: K8 when the neighbour is not recovering (an estimate never
+    /// rolled back after a restore); K10 when neither recovers and packets to it are still
+    /// unacknowledged (the sender waits for a report, and the neighbour, having reported
+    /// once, has nothing more to say); K11 when either was rolled back by a snapshot (a
+    /// rollback that lost only other origins' entries is never detected, and acknowledgement
+    /// state only ever rises).
+    fn diagnose_high_estimates(&mut self, end: &EndState, own_rows: &[Option<Row>]) {
+        let edges: Vec<(usize, usize)> = self.edges.iter().copied().collect();
+        for (a, b) in edges {
+            for (x, y) in [(a, b), (b, a)] {
+                let unacked = self.rep(x).unacknowledged(&self.sites[y].id).unwrap_or(0);
+                let (Ok(est), Some(Some(own))) =
+                    (self.rep(x).estimate(&self.sites[y].id), own_rows.get(y))
+                else {
+                    continue;
+                };
+                if !est.0.iter().any(|(o, k)| *k > own.get(o)) {
+                    continue;
+                }
+                if end.rec_inc(y).is_none() {
+                    self.known.insert("K8");
+                }
+                if unacked > 0 && end.rec_inc(x).is_none() && end.rec_inc(y).is_none() {
+                    self.known.insert("K10");
+                }
+                if self.sites[y].snapshot_rolled || self.sites[x].snapshot_rolled {
+                    self.known.insert("K11");
                 }
             }
         }
-        // K10: the family did not converge, a replica still has unacknowledged packets to a
-        // neighbour and believes the neighbour holds more than it does: it waits for a report
-        // before resending, and the neighbour, having reported once, has nothing more to say.
-        if own_rows.iter().any(|r| *r != own_rows[0]) {
-            for &(a, b) in &self.edges {
-                for (x, y) in [(a, b), (b, a)] {
-                    let unacked = self.rep(x).unacknowledged(&self.sites[y].id).unwrap_or(0);
-                    let (Ok(est), Some(Some(own))) =
-                        (self.rep(x).estimate(&self.sites[y].id), own_rows.get(y))
-                    else {
-                        continue;
-                    };
-                    if unacked > 0
-                        && est.0.iter().any(|(o, k)| *k > own.get(o))
-                        && rec_inc(x).is_none()
-                        && rec_inc(y).is_none()
-                    {
-                        self.known.insert("K10");
-                    }
-                }
-            }
-        }
-        // K11: the family did not converge and a replica believes a neighbour that was rolled
-        // back by a snapshot holds more than it does (a rollback that lost only other origins'
-        // entries is never detected, and acknowledgement state only ever rises).
-        if own_rows.iter().any(|r| *r != own_rows[0]) {
-            for &(a, b) in &self.edges {
-                for (x, y) in [(a, b), (b, a)] {
-                    let (Ok(est), Some(Some(own))) =
-                        (self.rep(x).estimate(&self.sites[y].id), own_rows.get(y))
-                    else {
-                        continue;
-                    };
-                    if (self.sites[y].snapshot_rolled || self.sites[x].snapshot_rolled)
-                        && est.0.iter().any(|(o, k)| *k > own.get(o))
-                    {
-                        self.known.insert("K11");
-                    }
-                }
-            }
-        }
-        // K13: live replicas hold different entries under a number of a replica that is still
-        // recovering (its backup predates its previous restoration and revived own entries
-        // that restoration had lost and renumbered).
+    }
+
+    /// K13: live replicas hold different entries under a number of a replica that is still
+    /// recovering (its backup predates its previous restoration and revived own entries that
+    /// restoration had lost and renumbered). K15: a recovering replica whose restoration a
+    /// sibling already saw complete (a store put back from a copy of an older recovery): the
+    /// sibling ignores its request for ever.
+    fn diagnose_recovering_origins(&mut self, end: &EndState) {
         for (o, _) in self.live_conflicts() {
             if let Some(oi) = self.sites.iter().position(|s| s.id == o) {
-                if rec_inc(oi).is_some() {
+                if end.rec_inc(oi).is_some() {
                     self.known.insert("K13");
                 }
             }
         }
-        // K15: a recovering replica whose restoration a sibling already saw complete (a store
-        // put back from a copy of an older recovery): the sibling ignores its request for ever.
-        for (i, sti) in st.iter().enumerate() {
-            let Some(rc) = sti.as_ref().and_then(|s| s.recovering.clone()) else {
+        let n = end.st.len();
+        for i in 0..n {
+            let Some(rc) = end.recovering(i) else {
                 continue;
             };
             let me = self.sites[i].id;
@@ -224,8 +248,11 @@ impl<B: SimBackend> World<B> {
                 self.known.insert("K15");
             }
         }
-        // K14: live replicas hold different entries under a number (a lossy restore reused
-        // it) and no import ever reported it: no packet carried that origin's entries across.
+    }
+
+    /// K14: live replicas hold different entries under a number (a lossy restore reused it)
+    /// and no import ever reported it: no packet carried that origin's entries across.
+    fn diagnose_unreported_forks(&mut self) {
         if !self.lossy.is_empty() {
             for (o, _) in self.live_conflicts() {
                 if !self.reported.contains(&o) {
@@ -233,68 +260,75 @@ impl<B: SimBackend> World<B> {
                 }
             }
         }
-        // K6: a replica acknowledged a recovering replica's request with a numbered entry, but
-        // the acknowledgement never reached it while another replica recovers too (a recovering
-        // replica's packets carry its request only, so it relays nobody's entries).
-        let recovering_count = (0..n).filter(|&i| rec_inc(i).is_some()).count();
-        if recovering_count >= 2 {
-            for (i, sti) in st.iter().enumerate() {
-                let Some(rc) = sti.as_ref().and_then(|s| s.recovering.clone()) else {
+    }
+
+    /// K6: a replica acknowledged a recovering replica's request with a numbered entry, but
+    /// the acknowledgement never reached it while another replica recovers too (a recovering
+    /// replica's packets carry its request only, so it relays nobody's entries).
+    fn diagnose_unrelayed_acks(&mut self, end: &EndState) {
+        let n = end.st.len();
+        let recovering_count = (0..n).filter(|&i| end.rec_inc(i).is_some()).count();
+        if recovering_count < 2 {
+            return;
+        }
+        for i in 0..n {
+            let Some(rc) = end.recovering(i) else {
+                continue;
+            };
+            let me = self.sites[i].id;
+            for (sib, held) in &rc.awaited {
+                let Some(j) = self.sites.iter().position(|s| s.id == *sib) else {
                     continue;
                 };
-                let me = self.sites[i].id;
-                for (sib, held) in &rc.awaited {
-                    let Some(j) = self.sites.iter().position(|s| s.id == *sib) else {
-                        continue;
-                    };
-                    if held.is_some() || rec_inc(j).is_some() {
-                        continue;
-                    }
-                    let acked_there = self.rep(j).entries_of(sib).unwrap_or_default().iter().any(
-                        |e| {
-                            matches!(&e.op, msite_core::Op::RestoreAck { replica, incarnation, .. }
-                            if *replica == me && *incarnation == rc.incarnation)
-                        },
-                    );
-                    if acked_there {
-                        self.known.insert("K6");
-                    }
+                if held.is_some() || end.rec_inc(j).is_some() {
+                    continue;
+                }
+                if self.holds_ack_of(j, sib, me, rc.incarnation) {
+                    self.known.insert("K6");
                 }
             }
         }
-        // K4: the family did not converge and a replica cannot export to a neighbour it does
-        // not know (so it cannot acknowledge that neighbour's packets, and a lost one is never
-        // resent).
+    }
+
+    /// A replica does not know a linked neighbour: K2 when either of them recovers (the
+    /// request or its acknowledgement cannot cross); K4 when neither does and the family did
+    /// not converge (it cannot acknowledge that neighbour's packets, and a lost one is never
+    /// resent).
+    fn diagnose_unknown_neighbours(&mut self, end: &EndState) {
+        let n = end.st.len();
         let rows: Vec<Option<Row>> = (0..n).map(|i| self.rep(i).own_row().ok()).collect();
-        for &(a, b) in &self.edges {
+        let diverged = rows.iter().any(|r| *r != rows[0]);
+        let edges: Vec<(usize, usize)> = self.edges.iter().copied().collect();
+        for (a, b) in edges {
             for (x, y) in [(a, b), (b, a)] {
                 let knows = matches!(self.rep(x).view().replica(&self.sites[y].id), Ok(Some(_)));
-                if !knows && (rec_inc(x).is_some() || rec_inc(y).is_some()) {
+                let either_recovers = end.rec_inc(x).is_some() || end.rec_inc(y).is_some();
+                if !knows && either_recovers {
                     self.known.insert("K2");
                 }
-            }
-        }
-        if rows.iter().any(|r| *r != rows[0]) {
-            for &(a, b) in &self.edges {
-                for (x, y) in [(a, b), (b, a)] {
-                    let knows =
-                        matches!(self.rep(x).view().replica(&self.sites[y].id), Ok(Some(_)));
-                    if !knows && rec_inc(x).is_none() && rec_inc(y).is_none() {
-                        self.known.insert("K4");
-                    }
+                if !knows && !either_recovers && diverged {
+                    self.known.insert("K4");
                 }
             }
         }
-        // K1 in general: after healing, a replica still does not know a neighbour's current
-        // incarnation (the neighbour restored, whether still recovering or completed).
-        for &(a, b) in &self.edges {
-            let inc = |i: usize| st[i].as_ref().map(|s| s.incarnation).unwrap_or(0);
+    }
+
+    /// K1 in general: after healing, a replica still does not know a neighbour's current
+    /// incarnation (the neighbour restored, whether still recovering or completed).
+    fn diagnose_old_incarnations(&mut self, end: &EndState) {
+        let edges: Vec<(usize, usize)> = self.edges.iter().copied().collect();
+        for (a, b) in edges {
             let a_sees_b = self.rep(a).incarnation_of(&self.sites[b].id).unwrap_or(0);
             let b_sees_a = self.rep(b).incarnation_of(&self.sites[a].id).unwrap_or(0);
-            if a_sees_b < inc(b) || b_sees_a < inc(a) {
+            if a_sees_b < end.inc(b) || b_sees_a < end.inc(a) {
                 self.known.insert("K1");
             }
         }
+    }
+
+    /// Reports each matched tag as a violation line: a fixed bug's symptom explains nothing
+    /// (a regression, or a new bug) and its tag is dropped; an open bug's tag stays.
+    fn report_known_tags(&mut self) {
         let tags: Vec<&str> = self.known.iter().copied().collect();
         for t in tags {
             let what = KNOWN_BUGS
@@ -303,7 +337,6 @@ impl<B: SimBackend> World<B> {
                 .map(|k| k.1)
                 .unwrap_or("");
             if FIXED_BUGS.contains(&t) {
-                // A fixed bug's symptom explains nothing: a regression, or a new bug.
                 self.known.remove(t);
                 self.violations.push(format!(
                     "diagnosis: the symptoms resemble {t}, which is fixed (a regression, or a new bug): {what}"
