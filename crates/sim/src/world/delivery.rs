@@ -1,7 +1,9 @@
 //! Delivery: a packet imported at its target, checked against what the import may change,
 //! the refusals it may meet, and the incoming bay of packets to import again.
 
-use msite_core::{CoreError, ImportOutcome, Incoming, Refusal, ReplicaId, Row};
+use msite_core::{
+    CoreError, ForkDecision, Hash, ImportOutcome, Incoming, Refusal, ReplicaId, Row, Status,
+};
 
 use super::{short, Packet, World};
 use crate::backend::SimBackend;
@@ -9,23 +11,91 @@ use crate::backend::SimBackend;
 /// Packets kept in an incoming bay (older ones are deleted, as an operator would).
 const BAY_LIMIT: usize = 64;
 
+/// What a target held before an import: its own row, digest and status.
+struct Before {
+    own: Option<Row>,
+    digest: Option<Hash>,
+    status: Option<Status>,
+}
+
+/// A delivered packet as messages name it: target, sender and serial.
+struct Delivery {
+    tn: String,
+    fname: String,
+    serial: u64,
+}
+
+/// What a packet's header says, against what its target knew before the import.
+struct HeaderFacts {
+    sender: ReplicaId,
+    hdr_target_inc: Option<u64>,
+    hdr_sender_inc: u64,
+    my_inc: u64,
+    recorded_sender_inc: u64,
+    /// The header believes an older incarnation of the target or of the sender.
+    stale: bool,
+    /// The header carries the sender's own restore request.
+    has_sender_request: bool,
+    /// The target, rolled back by a snapshot not yet detected, forgot the sender's newer
+    /// incarnation (see `header_facts`).
+    forgot_sender_restore: bool,
+}
+
+/// What a packet the target did not apply may still have changed.
+#[derive(Clone, Copy)]
+struct Allowed {
+    /// The target learned the sender's restore request (its acknowledgement only).
+    learned: bool,
+    /// The target adopted a fork repair decision the header carried.
+    adopted: bool,
+}
+
 impl<B: SimBackend> World<B> {
-    /// Imports `pkt` at its target and checks what the import did.
+    /// Imports `pkt` at its target and checks what the import did: whatever the outcome, a
+    /// stale packet changes nothing but what [`Self::check_import_effects`] allows, and a
+    /// packet not applied changes nothing at all ([`Self::check_outcome`]).
     pub(super) fn deliver(&mut self, pkt: Packet, faults: bool) {
         let to = pkt.to;
         self.exchanged.insert((pkt.from, to));
-        let tn = self.sites[to].name.clone();
-        let fname = self.sites[pkt.from].name.clone();
-        let serial = pkt.serial;
+        let d = Delivery {
+            tn: self.sites[to].name.clone(),
+            fname: self.sites[pkt.from].name.clone(),
+            serial: pkt.serial,
+        };
         if pkt.corrupt {
             self.stats.corrupted += 1;
         }
-        let before_own = self.rep(to).own_row().ok();
-        let before_digest = self.rep(to).digest().ok();
-        let before_status = self.rep(to).status().ok();
-        let inc = match Incoming::from_parts(pkt.parts.clone(), &format!("packet #{serial}")) {
-            Ok(i) => i,
+        let before = Before {
+            own: self.rep(to).own_row().ok(),
+            digest: self.rep(to).digest().ok(),
+            status: self.rep(to).status().ok(),
+        };
+        let Some(inc) = self.read_packet(&pkt, &d) else {
+            return;
+        };
+        let facts = self.header_facts(to, &inc, &before);
+        let before_decisions = self.rep(to).fork_decisions().ok();
+        let res = self.mutate(to, "import", faults, |r| r.import(inc));
+        let allowed = self.check_import_effects(to, &d, &before, &facts, before_decisions, &res);
+        let Some(res) = res else {
+            // Crashed: the packet file stays in the incoming bay.
+            if !pkt.corrupt {
+                self.push_bay(to, pkt);
+            }
+            self.observe(to);
+            return;
+        };
+        self.check_outcome(pkt, res, &d, &before, allowed);
+    }
+
+    /// Reads a packet's parts. Only a corrupted packet may be unreadable (it is then refused
+    /// and dropped); any other unreadable packet is a violation.
+    fn read_packet(&mut self, pkt: &Packet, d: &Delivery) -> Option<Incoming<'static>> {
+        let serial = d.serial;
+        match Incoming::from_parts(pkt.parts.clone(), &format!("packet #{serial}")) {
+            Ok(i) => Some(i),
             Err(e) => {
+                let (tn, fname) = (&d.tn, &d.fname);
                 if pkt.corrupt {
                     self.ev(|_| {
                         format!(
@@ -38,9 +108,21 @@ impl<B: SimBackend> World<B> {
                         "packet #{serial} from {fname} to {tn} is unreadable: {e}"
                     ));
                 }
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// What the header of a packet for site `to` says, against what `to` knew before the
+    /// import. A packet is stale when the header believes an older incarnation of its target
+    /// than the target has, or of its sender than the target recorded.
+    ///
+    /// A replica put back to a snapshot that forgot the sender's newer incarnation, before
+    /// any packet showed it its rollback, cannot tell a packet the sender built before its
+    /// restore from a current one (K25): applying it is a consequence of the rollback, like
+    /// a local change before detection (`forgot_sender_restore`); the fork it may make must
+    /// then be reported.
+    fn header_facts(&self, to: usize, inc: &Incoming<'_>, before: &Before) -> HeaderFacts {
         let me = self.sites[to].id;
         let sender = ReplicaId(inc.header.sender.0);
         let hdr_target_inc = inc
@@ -50,41 +132,87 @@ impl<B: SimBackend> World<B> {
             .find(|t| t.replica.0 == me.0)
             .map(|t| t.incarnation);
         let hdr_sender_inc = inc.header.sender_incarnation;
-        let my_inc = before_status.as_ref().map(|s| s.incarnation).unwrap_or(0);
+        let my_inc = before.status.as_ref().map(|s| s.incarnation).unwrap_or(0);
         let recorded_sender_inc = self.rep(to).incarnation_of(&sender).unwrap_or(0);
         let stale =
             hdr_target_inc.is_some_and(|h| h < my_inc) || hdr_sender_inc < recorded_sender_inc;
-
         let has_sender_request = inc.header.controls.iter().any(|c| {
             matches!(c, msite_packet::wire::Control::RestoreRequest { replica, .. } if replica.0 == sender.0)
         });
-        // A replica put back to a snapshot that forgot the sender's newer incarnation, before
-        // any packet showed it its rollback, cannot tell a packet the sender built before its
-        // restore from a current one (K25): applying it is a consequence of the rollback, like
-        // a local change before detection; the fork it may make must then be reported.
         let forgot_sender_restore = self.sites[to].undetected_rollback
             && self.sites[to]
                 .incarnations_before_rollback
                 .get(&sender)
                 .is_some_and(|known| *known > hdr_sender_inc);
-        let before_decisions = self.rep(to).fork_decisions().ok();
-        let res = self.mutate(to, "import", faults, |r| r.import(inc));
+        HeaderFacts {
+            sender,
+            hdr_target_inc,
+            hdr_sender_inc,
+            my_inc,
+            recorded_sender_inc,
+            stale,
+            has_sender_request,
+            forgot_sender_restore,
+        }
+    }
+
+    /// Checks what an import changed, whatever its outcome, and returns the changes a packet
+    /// not applied may still make. A fork repair decision the header carries is adopted
+    /// before the packet is assessed (docs/protocol.md "Divergence and fork repair"): a
+    /// refused or stale packet may give up entries that way, and only that way. A stale
+    /// packet changes the own row only by a learned restore request or an adopted decision.
+    fn check_import_effects(
+        &mut self,
+        to: usize,
+        d: &Delivery,
+        before: &Before,
+        facts: &HeaderFacts,
+        before_decisions: Option<Vec<ForkDecision>>,
+        res: &Option<Result<ImportOutcome, CoreError>>,
+    ) -> Allowed {
+        let (tn, fname, serial) = (&d.tn, &d.fname, d.serial);
         let after_own = self.rep(to).own_row().ok();
-        // A fork repair decision the header carries is adopted before the packet is assessed
-        // (docs/protocol.md "Divergence and fork repair"): a refused or stale packet may give
-        // up entries that way, and only that way.
         let adopted = self.rep(to).fork_decisions().ok() != before_decisions;
-        if forgot_sender_restore
-            && (after_own != before_own || self.rep(to).digest().ok() != before_digest)
+        if facts.forgot_sender_restore
+            && (after_own != before.own || self.rep(to).digest().ok() != before.digest)
         {
             self.set_lossy(format!(
                 "{tn}, rolled back by a snapshot that forgot {fname}'s restoration, applied packet #{serial} {fname} built before it"
             ));
         }
-        // A packet refused as stale for its target, or for relaying retired entries (K13), or
-        // one that must wait, may still teach the sender's own restore request (core's design since the simulator found two
-        // replicas restored at once refusing each other forever, docs/protocol.md §4): the
-        // only change allowed is this replica's numbered acknowledgement of that request.
+        let learned = self.learned_sender_request(to, d, before, facts, res, &after_own);
+        if facts.stale && after_own != before.own && !learned && !adopted {
+            let HeaderFacts {
+                hdr_target_inc,
+                my_inc,
+                hdr_sender_inc,
+                recorded_sender_inc,
+                ..
+            } = facts;
+            self.violation(format!(
+                "stale packet #{serial} from {fname} changed {tn} (target incarnation in header {hdr_target_inc:?}, {tn} had {my_inc}; sender incarnation {hdr_sender_inc}, recorded {recorded_sender_inc})"
+            ));
+        }
+        Allowed { learned, adopted }
+    }
+
+    /// Whether the import learned the sender's own restore request from a packet it did not
+    /// apply. A packet refused as stale for its target, or for relaying retired entries
+    /// (K13), or one that must wait, may still teach the sender's own restore request (so
+    /// that two replicas restored at once do not refuse each other forever, docs/protocol.md
+    /// §4): the only change allowed is this replica's numbered acknowledgement of that
+    /// request. That acknowledgement is an entry of this replica's own and is recorded at
+    /// once (a replica rolled back by a snapshot that no packet has shown its rollback yet
+    /// may number it under a number its earlier self used, as for a local change; K26).
+    fn learned_sender_request(
+        &mut self,
+        to: usize,
+        d: &Delivery,
+        before: &Before,
+        facts: &HeaderFacts,
+        res: &Option<Result<ImportOutcome, CoreError>>,
+        after_own: &Option<Row>,
+    ) -> bool {
         let stale_target_refusal = matches!(
             res,
             None | Some(Err(CoreError::Refused(
@@ -94,80 +222,44 @@ impl<B: SimBackend> World<B> {
             ))) | Some(Ok(ImportOutcome::Waiting(_)))
         );
         let learned = stale_target_refusal
-            && has_sender_request
-            && after_own != before_own
-            && self.only_acks_of(to, before_own.as_ref(), &sender);
+            && facts.has_sender_request
+            && *after_own != before.own
+            && self.only_acks_of(to, before.own.as_ref(), &facts.sender);
         if learned {
+            let (tn, fname, serial) = (&d.tn, &d.fname, d.serial);
             self.stats.learned_from_stale += 1;
             self.ev(|_| {
                 format!("  {tn} learned {fname}'s restore request from the stale packet #{serial}")
             });
-            // The acknowledgement is an entry of this replica's own: record it now (a replica
-            // rolled back by a snapshot that no packet has shown its rollback yet may number it
-            // under a number its earlier self used, as for a local change; K26).
             self.observe(to);
         }
-        if stale && after_own != before_own && !learned && !adopted {
-            self.violation(format!(
-                "stale packet #{serial} from {fname} changed {tn} (target incarnation in header {hdr_target_inc:?}, {tn} had {my_inc}; sender incarnation {hdr_sender_inc}, recorded {recorded_sender_inc})"
-            ));
-        }
-        let Some(res) = res else {
-            // Crashed: the packet file stays in the incoming bay.
-            if !pkt.corrupt {
-                self.push_bay(to, pkt);
-            }
-            self.observe(to);
-            return;
-        };
-        let unchanged = |w: &Self, what: &str| -> Option<String> {
-            let own = w.rep(to).own_row().ok();
-            let dig = w.rep(to).digest().ok();
-            if !learned && !adopted && (own != before_own || dig != before_digest) {
-                Some(format!(
-                    "packet #{serial} from {fname} {what} but changed {tn}'s own row or state"
-                ))
-            } else {
-                None
-            }
-        };
+        learned
+    }
+
+    /// Checks an import's outcome: an applied packet must not be a corrupted one; a packet
+    /// already applied, waiting or refused must change nothing beyond what is `allowed`; a
+    /// waiting one goes to the incoming bay, a refused one to [`Self::on_import_error`].
+    fn check_outcome(
+        &mut self,
+        pkt: Packet,
+        res: Result<ImportOutcome, CoreError>,
+        d: &Delivery,
+        before: &Before,
+        allowed: Allowed,
+    ) {
+        let to = pkt.to;
+        let (tn, serial) = (&d.tn, d.serial);
         match res {
             Ok(ImportOutcome::Applied {
                 applied,
                 unlocked,
                 notes,
                 ..
-            }) => {
-                if pkt.corrupt {
-                    self.violation(format!(
-                        "corrupted packet #{serial} from {fname} was applied at {tn}"
-                    ));
-                }
-                self.stats.applied += 1;
-                self.stats.entries_applied += applied;
-                self.ev(|w| {
-                    let awaited = match w.rep(to).status().ok().and_then(|s| s.recovering) {
-                        Some(rc) => format!(
-                            " [still recovering, awaiting {}]",
-                            rc.awaited
-                                .iter()
-                                .map(|(a, h)| format!("{}={h:?}", w.name_of(a)))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                        None => String::new(),
-                    };
-                    format!(
-                        "import #{serial} at {tn}: applied {applied}{}; {}{awaited}",
-                        if unlocked { ", UNLOCKED" } else { "" },
-                        notes.join(" | ")
-                    )
-                });
-                self.observe(to);
-            }
+            }) => self.on_applied(&pkt, d, applied, unlocked, &notes),
             Ok(ImportOutcome::AlreadyApplied) => {
                 self.ev(|_| format!("import #{serial} at {tn}: already applied"));
-                if let Some(v) = unchanged(self, "was already applied") {
+                if let Some(v) = self.changed_anyway(to, d, before, allowed, "was already applied")
+                {
                     self.violation(v);
                 }
             }
@@ -183,7 +275,7 @@ impl<B: SimBackend> World<B> {
                             .join(", ")
                     )
                 });
-                if let Some(v) = unchanged(self, "waited") {
+                if let Some(v) = self.changed_anyway(to, d, before, allowed, "waited") {
                     self.violation(v);
                 }
                 if !pkt.corrupt {
@@ -191,17 +283,80 @@ impl<B: SimBackend> World<B> {
                 }
             }
             Err(e) => {
-                if let Some(v) = unchanged(self, &format!("was refused ({})", short(&e))) {
+                let what = format!("was refused ({})", short(&e));
+                if let Some(v) = self.changed_anyway(to, d, before, allowed, &what) {
                     self.violation(v);
                 }
-                self.on_import_error(
-                    to,
-                    pkt,
-                    e,
-                    before_status.and_then(|s| s.rolled_back).is_some(),
-                );
+                let was_rolled_back = before
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.rolled_back.as_ref())
+                    .is_some();
+                self.on_import_error(to, pkt, e, was_rolled_back);
             }
         }
+    }
+
+    /// A violation if a packet that was not applied (`what` it did instead) changed the
+    /// target's own row or state beyond what is `allowed`.
+    fn changed_anyway(
+        &self,
+        to: usize,
+        d: &Delivery,
+        before: &Before,
+        allowed: Allowed,
+        what: &str,
+    ) -> Option<String> {
+        let own = self.rep(to).own_row().ok();
+        let dig = self.rep(to).digest().ok();
+        if !allowed.learned && !allowed.adopted && (own != before.own || dig != before.digest) {
+            let (tn, fname, serial) = (&d.tn, &d.fname, d.serial);
+            Some(format!(
+                "packet #{serial} from {fname} {what} but changed {tn}'s own row or state"
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// An applied packet: a corrupted one must never be applied; what it brought is
+    /// recorded in the ledger.
+    fn on_applied(
+        &mut self,
+        pkt: &Packet,
+        d: &Delivery,
+        applied: u64,
+        unlocked: bool,
+        notes: &[String],
+    ) {
+        let to = pkt.to;
+        let (tn, fname, serial) = (&d.tn, &d.fname, d.serial);
+        if pkt.corrupt {
+            self.violation(format!(
+                "corrupted packet #{serial} from {fname} was applied at {tn}"
+            ));
+        }
+        self.stats.applied += 1;
+        self.stats.entries_applied += applied;
+        self.ev(|w| {
+            let awaited = match w.rep(to).status().ok().and_then(|s| s.recovering) {
+                Some(rc) => format!(
+                    " [still recovering, awaiting {}]",
+                    rc.awaited
+                        .iter()
+                        .map(|(a, h)| format!("{}={h:?}", w.name_of(a)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => String::new(),
+            };
+            format!(
+                "import #{serial} at {tn}: applied {applied}{}; {}{awaited}",
+                if unlocked { ", UNLOCKED" } else { "" },
+                notes.join(" | ")
+            )
+        });
+        self.observe(to);
     }
 
     /// Whether every entry `i` holds beyond `before` is its own acknowledgement of `sender`'s
