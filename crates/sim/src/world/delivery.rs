@@ -383,6 +383,9 @@ impl<B: SimBackend> World<B> {
         true
     }
 
+    /// Checks a refused import. A refusal ([`Self::on_refusal`]) is counted and may make the
+    /// schedule lossy; a locked target keeps the packet in its bay (and may have just detected
+    /// its rollback); a corrupted packet may be unreadable; any other error is a violation.
     pub(super) fn on_import_error(
         &mut self,
         to: usize,
@@ -396,52 +399,7 @@ impl<B: SimBackend> World<B> {
         let msg = short(&e);
         self.ev(|_| format!("import #{serial} at {tn}: refused: {msg}"));
         match e {
-            CoreError::Refused(Refusal::StaleTarget { .. })
-            | CoreError::Refused(Refusal::StaleSender { .. })
-            | CoreError::Refused(Refusal::StaleRequest { .. }) => {
-                self.stats.stale += 1;
-            }
-            CoreError::Refused(Refusal::Divergent {
-                origin,
-                number,
-                also,
-                ..
-            }) => {
-                self.stats.divergent += 1;
-                self.mark_reported(&origin, &also);
-                if self.lossy.is_empty() && !pkt.corrupt {
-                    self.violation(format!(
-                        "packet #{serial} from {fname} refused at {tn} as divergent ({origin} {number}) in a schedule that loses nothing"
-                    ));
-                }
-            }
-            CoreError::Refused(Refusal::RolledBack { .. }) => self.on_rollback_detected(to, serial),
-            CoreError::Refused(Refusal::OwnFork { also, .. }) => {
-                // The importer numbered one of its numbers twice: it locks itself as rolled
-                // back; the other forks it names are reported too.
-                self.stats.own_forks += 1;
-                let name = self.sites[to].name.clone();
-                self.mark_reported(&name, &also);
-                self.on_rollback_detected(to, serial);
-            }
-            CoreError::Refused(Refusal::SenderHoldsRetired { origin, also, .. }) => {
-                // The refusal names the origins whose histories differ: the operator is told.
-                self.mark_reported(&origin, &also);
-                // A recovering sender relayed entries a newer restoration replaced (K13); core
-                // says so only for a packet carrying the sender's own restore request and an
-                // entry older (by incarnation) than ours. What follows is checked as usual:
-                // the sender must give them up and the family converge.
-                self.stats.retired_relays += 1;
-            }
-            CoreError::Refused(r @ Refusal::BehindRetention { .. }) => {
-                self.stats.behind_retention += 1;
-                let what = format!("packet #{serial} from {fname} refused at {tn}: {r}");
-                self.behind_retention(pkt.from, to, what);
-            }
-            CoreError::Refused(Refusal::Other(m)) if m.contains("export to the siblings again") => {
-                // A recovering store older than a restoration the family knows moved its
-                // request to a newer incarnation; the packet is dropped.
-            }
+            CoreError::Refused(r) => self.on_refusal(to, &pkt, r),
             CoreError::Locked(_) => {
                 let now = self.rep(to).status().ok().and_then(|s| s.rolled_back);
                 if now.is_some() && !was_rolled_back {
@@ -451,13 +409,75 @@ impl<B: SimBackend> World<B> {
             }
             CoreError::Malformed(_) | CoreError::Unreadable(_) | CoreError::Entry(_)
                 if pkt.corrupt => {}
+            other => self.violation(format!(
+                "import of packet #{serial} from {fname} at {tn} failed: {other}"
+            )),
+        }
+    }
+
+    /// Checks a packet refused by the protocol (`r`). Divergence is allowed only in a lossy
+    /// schedule (or for a corrupted packet); a rolled-back or own-fork refusal is allowed only
+    /// at a replica a snapshot rolled back; the forks a refusal names are reported; a packet
+    /// behind retention must be outside the window; a forgery must be refused as not
+    /// authentic; a replica that must be re-created takes the schedule outside the guarantee.
+    fn on_refusal(&mut self, to: usize, pkt: &Packet, r: Refusal) {
+        let tn = self.sites[to].name.clone();
+        let fname = self.sites[pkt.from].name.clone();
+        let serial = pkt.serial;
+        match r {
+            Refusal::StaleTarget { .. }
+            | Refusal::StaleSender { .. }
+            | Refusal::StaleRequest { .. } => {
+                self.stats.stale += 1;
+            }
+            Refusal::Divergent {
+                origin,
+                number,
+                also,
+                ..
+            } => {
+                self.stats.divergent += 1;
+                self.mark_reported(&origin, &also);
+                if self.lossy.is_empty() && !pkt.corrupt {
+                    self.violation(format!(
+                        "packet #{serial} from {fname} refused at {tn} as divergent ({origin} {number}) in a schedule that loses nothing"
+                    ));
+                }
+            }
+            Refusal::RolledBack { .. } => self.on_rollback_detected(to, serial),
+            Refusal::OwnFork { also, .. } => {
+                // The importer numbered one of its numbers twice: it locks itself as rolled
+                // back; the other forks it names are reported too.
+                self.stats.own_forks += 1;
+                let name = self.sites[to].name.clone();
+                self.mark_reported(&name, &also);
+                self.on_rollback_detected(to, serial);
+            }
+            Refusal::SenderHoldsRetired { origin, also, .. } => {
+                // The refusal names the origins whose histories differ: the operator is told.
+                self.mark_reported(&origin, &also);
+                // A recovering sender relayed entries a newer restoration replaced (K13); core
+                // says so only for a packet carrying the sender's own restore request and an
+                // entry older (by incarnation) than ours. What follows is checked as usual:
+                // the sender must give them up and the family converge.
+                self.stats.retired_relays += 1;
+            }
+            r @ Refusal::BehindRetention { .. } => {
+                self.stats.behind_retention += 1;
+                let what = format!("packet #{serial} from {fname} refused at {tn}: {r}");
+                self.behind_retention(pkt.from, to, what);
+            }
+            Refusal::Other(m) if m.contains("export to the siblings again") => {
+                // A recovering store older than a restoration the family knows moved its
+                // request to a newer incarnation; the packet is dropped.
+            }
             // A forgery is refused as not authentic: the origin's signed chain head no longer
             // matches the altered entry, or the raised acknowledgement breaks the sender's
             // signature.
-            CoreError::Refused(Refusal::Unauthentic { .. }) if pkt.forged => {
+            Refusal::Unauthentic { .. } if pkt.forged => {
                 self.stats.forged += 1;
             }
-            CoreError::Refused(Refusal::Other(m)) if crate::snapshot::needs_recreation(&m) => {
+            Refusal::Other(m) if crate::snapshot::needs_recreation(&m) => {
                 self.stats.recreate_needed += 1;
                 self.beyond_window = true;
                 self.set_lossy(format!(
@@ -465,7 +485,8 @@ impl<B: SimBackend> World<B> {
                 ));
             }
             other => self.violation(format!(
-                "import of packet #{serial} from {fname} at {tn} failed: {other}"
+                "import of packet #{serial} from {fname} at {tn} failed: {}",
+                CoreError::Refused(other)
             )),
         }
     }
