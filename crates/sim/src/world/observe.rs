@@ -2,13 +2,15 @@
 //! (no reuse, no unexplained loss), entries every copy of which is gone are noted, and each
 //! replica's oplog is checked for integrity.
 
-use msite_core::{Hash, ReplicaId, Row};
+use msite_core::{Entry, Hash, ReplicaId, Row};
 
 use super::{short_hash, World};
 use crate::backend::SimBackend;
 
 impl<B: SimBackend> World<B> {
-    /// Records the entries `i` holds beyond what was last observed there.
+    /// Records the entries `i` holds beyond what was last observed there: no row of the
+    /// own row goes down unless explained ([`Self::check_rows_down`]), and every entry held
+    /// is recorded in the ledger, where one number naming two entries is a conflict.
     pub(super) fn observe(&mut self, i: usize) {
         let own = match self.rep(i).own_row() {
             Ok(r) => r,
@@ -27,12 +29,27 @@ impl<B: SimBackend> World<B> {
                 "{name}, rolled back by a snapshot, made an entry before detection"
             ));
         }
-        // A recovering replica whose store is older than a restoration of some origin gives
-        // up that origin's retired entries for the newer timeline (K13, docs/protocol.md): its
-        // row of that origin goes down. Whether it gave up the right ones is for the other
-        // checks (no reuse, no loss, convergence) to say.
+        let recovering = self.note_recovering(i);
+        self.check_rows_down(i, &own, &observed, recovering);
+        for (o, n) in &own.0 {
+            let (from, base) = crate::snapshot::held_from(self.rep(i), o, observed.get(o));
+            if let Some((b, h)) = base {
+                if let Some(other) = self.ledger.record(me, (*o, b), h) {
+                    self.on_conflict(i, *o, b, other, h);
+                }
+            }
+            for k in from..=*n {
+                self.record_entry(i, *o, k, *n);
+            }
+        }
+        self.sites[i].observed = own;
+    }
+
+    /// Whether site `i` is recovering now or was when last observed (an import that gives up
+    /// retired entries may also complete the restoration). A copy stops mattering to
+    /// retention once its site is back in normal operation.
+    fn note_recovering(&mut self, i: usize) -> bool {
         let recovering_now = matches!(self.rep(i).status(), Ok(s) if s.recovering.is_some());
-        // A copy stops mattering to retention once its site is back in normal operation.
         let normal = matches!(self.rep(i).status(),
             Ok(s) if s.recovering.is_none() && !s.restored && s.rolled_back.is_none());
         if normal && !self.sites[i].undetected_rollback {
@@ -40,6 +57,15 @@ impl<B: SimBackend> World<B> {
         }
         let recovering = recovering_now || self.sites[i].recovering_when_observed;
         self.sites[i].recovering_when_observed = recovering_now;
+        recovering
+    }
+
+    /// A row of `i`'s own row goes down only without a restore when explained: a recovering
+    /// replica whose store is older than a restoration of some origin gives up that origin's
+    /// retired entries for the newer timeline (K13, docs/protocol.md), and a fork repair
+    /// decision gives up the entries above its number. Whether it gave up the right ones is
+    /// for the other checks (no reuse, no loss, convergence) to say.
+    fn check_rows_down(&mut self, i: usize, own: &Row, observed: &Row, recovering: bool) {
         for (o, from) in &observed.0 {
             if own.get(o) < *from && recovering {
                 let (on, sn) = (self.name_of(o), self.sites[i].name.clone());
@@ -63,78 +89,78 @@ impl<B: SimBackend> World<B> {
                 ));
             }
         }
-        for (o, n) in &own.0 {
-            let (from, base) = crate::snapshot::held_from(self.rep(i), o, observed.get(o));
-            if let Some((b, h)) = base {
-                if let Some(other) = self.ledger.record(me, (*o, b), h) {
-                    self.on_conflict(i, *o, b, other, h);
-                }
+    }
+
+    /// Records entry `k` of origin `o` held at `i` (whose own row says `n`) in the ledger.
+    /// Every stored copy of an entry may have been thrown away by restores of several
+    /// replicas while a packet sent before them still carried it: no replica can know of a
+    /// packet in flight whose sender was restored since, so its origin may have numbered the
+    /// number again; such an entry coming back makes the schedule lossy (the fork must then
+    /// be reported).
+    fn record_entry(&mut self, i: usize, o: ReplicaId, k: u64, n: u64) {
+        let me = self.sites[i].id;
+        let e = match self.rep(i).entry(&o, k) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                let name = self.name_of(&o);
+                self.violation(format!(
+                    "{}: own row says {name} {n} but entry {k} is missing",
+                    self.sites[i].name
+                ));
+                return;
             }
-            for k in from..=*n {
-                let e = match self.rep(i).entry(o, k) {
-                    Ok(Some(e)) => e,
-                    Ok(None) => {
-                        let name = self.name_of(o);
-                        self.violation(format!(
-                            "{}: own row says {name} {n} but entry {k} is missing",
-                            self.sites[i].name
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        self.violation(format!(
-                            "{}: reading entry {k} failed: {e}",
-                            self.sites[i].name
-                        ));
-                        continue;
-                    }
-                };
-                if self.verbose {
-                    let op = match &e.op {
-                        msite_core::Op::RestoreAck {
-                            replica,
-                            incarnation,
-                            held,
-                        } => {
-                            format!(
-                                "RestoreAck({} inc {incarnation} held {held})",
-                                self.name_of(replica)
-                            )
-                        }
-                        msite_core::Op::RestoreComplete { incarnation, .. } => {
-                            format!("RestoreComplete(inc {incarnation})")
-                        }
-                        msite_core::Op::CreateReplica { name, .. } => {
-                            format!("CreateReplica({name})")
-                        }
-                        other => {
-                            let d = format!("{other:?}");
-                            d.split([' ', '{', '(']).next().unwrap_or("").to_string()
-                        }
-                    };
-                    let (on, sn) = (self.name_of(o), self.sites[i].name.clone());
-                    self.ev(|_| format!("  {sn} holds {on}:{k} {op} ({})", short_hash(&e.hash)));
-                }
-                let id = (*o, k);
-                if self.ledger.destroyed.contains(&id)
-                    && self.ledger.reached.get(&id) == Some(&e.hash)
-                    && self.ledger.resurfaced.insert(id)
-                {
-                    // Every stored copy was thrown away by restores of several replicas, but a
-                    // packet sent before them still carried it (seed 130204345): no replica can
-                    // know of a packet in flight whose sender was restored since, so its origin
-                    // may have numbered the number again; the fork must then be reported.
-                    let (on, sn) = (self.name_of(o), self.sites[i].name.clone());
-                    self.set_lossy(format!(
-                        "{on} {k}, whose every stored copy restores destroyed, came back to {sn} from a packet in flight"
-                    ));
-                }
-                if let Some(other) = self.ledger.record(me, id, e.hash) {
-                    self.on_conflict(i, *o, k, other, e.hash);
-                }
+            Err(e) => {
+                self.violation(format!(
+                    "{}: reading entry {k} failed: {e}",
+                    self.sites[i].name
+                ));
+                return;
             }
+        };
+        if self.verbose {
+            self.trace_held(i, &o, k, &e);
         }
-        self.sites[i].observed = own;
+        let id = (o, k);
+        if self.ledger.destroyed.contains(&id)
+            && self.ledger.reached.get(&id) == Some(&e.hash)
+            && self.ledger.resurfaced.insert(id)
+        {
+            let (on, sn) = (self.name_of(&o), self.sites[i].name.clone());
+            self.set_lossy(format!(
+                "{on} {k}, whose every stored copy restores destroyed, came back to {sn} from a packet in flight"
+            ));
+        }
+        if let Some(other) = self.ledger.record(me, id, e.hash) {
+            self.on_conflict(i, o, k, other, e.hash);
+        }
+    }
+
+    /// Traces that `i` holds entry `k` of `o`, naming its operation.
+    fn trace_held(&mut self, i: usize, o: &ReplicaId, k: u64, e: &Entry) {
+        let op = match &e.op {
+            msite_core::Op::RestoreAck {
+                replica,
+                incarnation,
+                held,
+            } => {
+                format!(
+                    "RestoreAck({} inc {incarnation} held {held})",
+                    self.name_of(replica)
+                )
+            }
+            msite_core::Op::RestoreComplete { incarnation, .. } => {
+                format!("RestoreComplete(inc {incarnation})")
+            }
+            msite_core::Op::CreateReplica { name, .. } => {
+                format!("CreateReplica({name})")
+            }
+            other => {
+                let d = format!("{other:?}");
+                d.split([' ', '{', '(']).next().unwrap_or("").to_string()
+            }
+        };
+        let (on, sn) = (self.name_of(o), self.sites[i].name.clone());
+        self.ev(|_| format!("  {sn} holds {on}:{k} {op} ({})", short_hash(&e.hash)));
     }
 
     /// Whether site `i` holds a fork decision on `o` that gives up its entries above `to`.
