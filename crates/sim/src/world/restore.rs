@@ -2,10 +2,10 @@
 //! `restorereplica`.
 
 use msite_core::testkit::FaultyStore;
-use msite_core::{Env, ReplicaId};
+use msite_core::{Env, ReplicaId, RestoreStart};
 use rand::Rng;
 
-use super::{env_arc, Mode, World};
+use super::{env_arc, Mode, Rep, World};
 use crate::backend::SimBackend;
 
 impl<B: SimBackend> World<B> {
@@ -24,9 +24,10 @@ impl<B: SimBackend> World<B> {
             .collect()
     }
 
-    /// Replaces replica `i` by a copy of one of its backups: `Some(mode)` is `msite restore`
-    /// (the store is marked restored) followed by `restorereplica` (now or later), `None` is a
-    /// snapshot rollback (a copied directory: no mark, no restorereplica).
+    /// Replaces replica `i` by a copy of one of its usable backups (drawn): `Some(mode)` is
+    /// `msite restore` (the store is marked restored) followed by `restorereplica` (now or
+    /// later), `None` is a snapshot rollback (a copied directory: no mark, no
+    /// restorereplica).
     pub(super) fn restore(&mut self, i: usize, mode: Option<Mode>) {
         let usable = self.usable_backups(i);
         if usable.is_empty() {
@@ -37,6 +38,33 @@ impl<B: SimBackend> World<B> {
         if self.p.retain_ms.is_some() {
             self.sites[i].copy_taken_ms = Some(self.sites[i].backups[b].at_ms);
         }
+        let Some(rep) = self.open_backup(i, b) else {
+            return;
+        };
+        let name = self.sites[i].name.clone();
+        self.remember_incarnations(i);
+        self.sites[i].rep = Some(rep);
+        self.sites[i].observed = self.rep(i).own_row().unwrap_or_default();
+        self.retire_forked_entries(i);
+        self.sites[i].pending = None;
+        self.sites[i].pending_copy = true;
+        self.note_destroyed();
+        match mode {
+            None => {
+                self.stats.rollbacks += 1;
+                self.sites[i].snapshot_rolled = true;
+                self.sites[i].undetected_rollback = true;
+                self.ev(|_| {
+                    format!("SNAPSHOT ROLLBACK of {name} to its backup of step {from_step}")
+                });
+            }
+            Some(m) => self.mark_and_restorereplica(i, m, &name, from_step),
+        }
+    }
+
+    /// A replica on a copy of backup `b` of site `i`, with the site's fault plan. A failure
+    /// to copy or open it is a violation.
+    fn open_backup(&mut self, i: usize, b: usize) -> Option<Rep<B>> {
         let copy = match self.backend.restore(&self.sites[i].backups[b].store) {
             Ok(s) => s,
             Err(e) => {
@@ -44,23 +72,27 @@ impl<B: SimBackend> World<B> {
                     "restoring the backup of {} failed: {e}",
                     self.sites[i].name
                 ));
-                return;
+                return None;
             }
         };
-        let rep = match msite_core::Replica::open(
+        match msite_core::Replica::open(
             FaultyStore::new(copy, self.sites[i].plan.clone()),
             env_arc(&self.env),
         ) {
-            Ok(r) => r,
+            Ok(r) => Some(r),
             Err(e) => {
                 self.violation(format!(
                     "opening the backup of {} failed: {e}",
                     self.sites[i].name
                 ));
-                return;
+                None
             }
-        };
-        let name = self.sites[i].name.clone();
+        }
+    }
+
+    /// Keeps, for each site, the highest incarnation replica `i` knew before its store is
+    /// replaced (a snapshot copy may have forgotten some; K25).
+    fn remember_incarnations(&mut self, i: usize) {
         let known_before: Vec<(ReplicaId, u64)> = self
             .sites
             .iter()
@@ -73,16 +105,15 @@ impl<B: SimBackend> World<B> {
                 .or_insert(0);
             *slot = (*slot).max(inc);
         }
-        self.sites[i].rep = Some(rep);
-        self.sites[i].observed = self.rep(i).own_row().unwrap_or_default();
-        // The copy may hold entries whose numbers their origin used again since (a
-        // restoration that did not recover them): such an entry is retired, not a new
-        // conflict, when it travels on (core gives it up, K13; the final checks see whether it
-        // did).
-        // Once the copy's chain of an origin differs from what reached the family, every later
-        // entry of the copy's chain is of that retired timeline too, reached or not (found by
-        // seed 130210128: an entry numbered after the fork point, revived and relayed by a
-        // recovering copy before it gave it up, was then counted as reached).
+    }
+
+    /// Records as retired the entries of the copy now at `i` that belong to a timeline the
+    /// family left. The copy may hold entries whose numbers their origin used again since (a
+    /// restoration that did not recover them): such an entry is retired, not a new conflict,
+    /// when it travels on (core gives it up, K13; the final checks see whether it did). Once
+    /// the copy's chain of an origin differs from what reached the family, every later entry
+    /// of the copy's chain is of that retired timeline too, reached or not.
+    fn retire_forked_entries(&mut self, i: usize) {
         let ids: Vec<ReplicaId> = self.sites.iter().map(|s| s.id).collect();
         for o in &ids {
             let mut forked = false;
@@ -97,39 +128,31 @@ impl<B: SimBackend> World<B> {
                 }
             }
         }
-        self.sites[i].pending = None;
-        self.sites[i].pending_copy = true;
-        self.note_destroyed();
-        match mode {
-            None => {
-                self.stats.rollbacks += 1;
-                self.sites[i].snapshot_rolled = true;
-                self.sites[i].undetected_rollback = true;
-                self.ev(|_| {
-                    format!("SNAPSHOT ROLLBACK of {name} to its backup of step {from_step}")
-                });
-            }
-            Some(m) => {
-                self.stats.restores += 1;
-                if self.scrubbed_any {
-                    self.stats.restores_after_scrub += 1;
-                }
-                self.sites[i].undetected_rollback = false;
-                if let Err(e) = self.rep(i).mark_restored() {
-                    self.violation(format!("mark_restored at {name} failed: {e}"));
-                }
-                self.ev(|_| {
-                    format!("RESTORE of {name} from its backup of step {from_step} ({m:?})")
-                });
-                if self.rng.gen_bool(0.7) {
-                    self.run_restorereplica(i, m, true);
-                } else {
-                    self.sites[i].pending = Some(m);
-                }
-            }
+    }
+
+    /// `msite restore` of site `i` (named `name`, from its backup of `from_step`): the store
+    /// is marked restored, and the operator runs `restorereplica` with mode `m` now (seven
+    /// times in ten) or later.
+    fn mark_and_restorereplica(&mut self, i: usize, m: Mode, name: &str, from_step: usize) {
+        self.stats.restores += 1;
+        if self.scrubbed_any {
+            self.stats.restores_after_scrub += 1;
+        }
+        self.sites[i].undetected_rollback = false;
+        if let Err(e) = self.rep(i).mark_restored() {
+            self.violation(format!("mark_restored at {name} failed: {e}"));
+        }
+        self.ev(|_| format!("RESTORE of {name} from its backup of step {from_step} ({m:?})"));
+        if self.rng.gen_bool(0.7) {
+            self.run_restorereplica(i, m, true);
+        } else {
+            self.sites[i].pending = Some(m);
         }
     }
 
+    /// The operator runs `restorereplica` at site `i` in mode `m`, naming the sites it
+    /// created that the restored store does not know ([`Self::also_wait_for`]). A crash
+    /// leaves it to run again later; otherwise [`Self::on_restorereplica_started`].
     pub(super) fn run_restorereplica(&mut self, i: usize, m: Mode, faults: bool) {
         let (wait, ov) = match &m {
             Mode::Default => (Vec::new(), false),
@@ -148,9 +171,27 @@ impl<B: SimBackend> World<B> {
             self.stats.wait_for += 1;
             self.set_lossy(format!("{name} restored with --wait-for"));
         }
-        // The documented procedure (PROTOCOL §6.9, docs/protocol.md K3): in default mode the
-        // operator also names, by id, the replicas this site created that the restored store
-        // does not list (made after the backup); nothing in the store can tell of them.
+        let also = self.also_wait_for(i, &m, &name);
+        match self.mutate(i, "restorereplica", faults, |r| {
+            if also.is_empty() {
+                r.restorereplica(&wait, ov)
+            } else {
+                r.restorereplica_also(&also, ov)
+            }
+        }) {
+            None => {
+                // Crashed: the operator runs it again later.
+                self.sites[i].pending = Some(m);
+            }
+            Some(Ok(start)) => self.on_restorereplica_started(i, &name, start),
+            Some(Err(e)) => self.violation(format!("restorereplica at {name} failed: {e}")),
+        }
+    }
+
+    /// The documented procedure (PROTOCOL §6.9, docs/protocol.md K3): in default mode the
+    /// operator also names, by id, the replicas site `i` created that the restored store does
+    /// not list (made after the backup); nothing in the store can tell of them.
+    fn also_wait_for(&mut self, i: usize, m: &Mode, name: &str) -> Vec<ReplicaId> {
         let also: Vec<ReplicaId> = if matches!(m, Mode::Default) {
             (0..self.sites.len())
                 .filter(|&j| self.sites[j].created_by == Some(i))
@@ -170,65 +211,58 @@ impl<B: SimBackend> World<B> {
                 )
             });
         }
-        match self.mutate(i, "restorereplica", faults, |r| {
-            if also.is_empty() {
-                r.restorereplica(&wait, ov)
-            } else {
-                r.restorereplica_also(&also, ov)
-            }
-        }) {
-            None => {
-                // Crashed: the operator runs it again later.
-                self.sites[i].pending = Some(m);
-            }
-            Some(Ok(start)) => {
-                let me = self.sites[i].id;
-                let others: Vec<ReplicaId> = self
-                    .sites
-                    .iter()
-                    .map(|s| s.id)
-                    .filter(|id| *id != me)
-                    .collect();
-                let forgot = others
-                    .iter()
-                    .any(|id| matches!(self.rep(i).view().replica(id), Ok(None)));
-                if forgot && !start.amended {
-                    self.sites[i].forgot_siblings = true;
-                    self.ev(|_| "its restored store does not know every sibling".to_string());
-                }
-                let amended_copy = start.amended && self.sites[i].pending_copy;
-                if amended_copy {
-                    self.sites[i].amended_copy = true;
-                    self.ev(|_| "restorereplica amended the recovery recorded in the backup (same incarnation)".to_string());
-                }
-                self.sites[i].pending_copy = false;
-                self.sites[i].pending = None;
-                if !amended_copy {
-                    self.sites[i].undetected_rollback = false;
-                }
-                // Amending the restoration recorded in a snapshot put back without `msite
-                // restore` detects nothing: the store still does not know that its earlier self
-                // completed that restoration, and may complete it again under the same number
-                // before a packet shows the rollback (the limit of docs/protocol.md, "snapshot
-                // rollback before detection"; the model keeps the rollback undetected here too).
-                // Found by the simulator, seed 180281979 (K34).
-                self.ev(|_| {
-                    format!(
-                        "restorereplica at {name}: incarnation {}, awaiting [{}]{}{}",
-                        start.incarnation,
-                        start.awaiting.join(", "),
-                        if start.amended { ", amended" } else { "" },
-                        if start.completed {
-                            ", completed at once"
-                        } else {
-                            ""
-                        }
-                    )
-                });
-                self.observe(i);
-            }
-            Some(Err(e)) => self.violation(format!("restorereplica at {name} failed: {e}")),
+        also
+    }
+
+    /// After `restorereplica` started (or amended) site `i`'s restoration: whether its store
+    /// forgot a sibling, whether it amended the recovery a copy recorded, and that its
+    /// restore is no longer pending. Amending the restoration recorded in a snapshot put back
+    /// without `msite restore` detects nothing: the store still does not know that its
+    /// earlier self completed that restoration, and may complete it again under the same
+    /// number before a packet shows the rollback (the limit of docs/protocol.md, "snapshot
+    /// rollback before detection"; the model keeps the rollback undetected here too; K34).
+    fn on_restorereplica_started(&mut self, i: usize, name: &str, start: RestoreStart) {
+        let me = self.sites[i].id;
+        let others: Vec<ReplicaId> = self
+            .sites
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| *id != me)
+            .collect();
+        let forgot = others
+            .iter()
+            .any(|id| matches!(self.rep(i).view().replica(id), Ok(None)));
+        if forgot && !start.amended {
+            self.sites[i].forgot_siblings = true;
+            self.ev(|_| "its restored store does not know every sibling".to_string());
         }
+        let amended_copy = start.amended && self.sites[i].pending_copy;
+        if amended_copy {
+            self.sites[i].amended_copy = true;
+            self.ev(|_| {
+                "restorereplica amended the recovery recorded in the backup (same incarnation)"
+                    .to_string()
+            });
+        }
+        self.sites[i].pending_copy = false;
+        self.sites[i].pending = None;
+        if !amended_copy {
+            self.sites[i].undetected_rollback = false;
+        }
+        self.ev(|_| {
+            format!(
+                "restorereplica at {name}: incarnation {}, awaiting [{}]{}{}",
+                start.incarnation,
+                start.awaiting.join(", "),
+                if start.amended { ", amended" } else { "" },
+                if start.completed {
+                    ", completed at once"
+                } else {
+                    ""
+                }
+            )
+        });
+        self.observe(i);
     }
 
     /// The operator runs `restorereplica` where a replica is locked (restored or rolled back).
