@@ -95,8 +95,7 @@ impl<B: SimBackend> World<B> {
     /// delivered between them. A fork between replicas that never exchange anything (every
     /// path between them is blocked, e.g. by another, reported fork, or by packets that wait
     /// for prerequisites an `--override` lost) is applied nowhere and no import can see it
-    /// (found by seed 140186951, a chain with six `--override` restorations); once they
-    /// exchange, it must be reported.
+    /// (K30); once they exchange, it must be reported.
     pub(super) fn fork_exposed(&self, o: &ReplicaId, k: u64) -> bool {
         let held: Vec<(usize, Hash)> = (0..self.sites.len())
             .filter_map(|i| match self.rep(i).entry(o, k) {
