@@ -100,7 +100,11 @@ impl<B: SimBackend> World<B> {
         }
     }
 
-    /// Creates a replica from `from` (through the real creation packet). Returns whether it did.
+    /// Creates a replica from `from` through the real creation packet (from history, or a
+    /// snapshot in the `snapshots` profile, where a damaged copy of it must be refused first
+    /// when drawn). A refusal at `from` makes nothing; any other failure is a violation.
+    /// With `link`, the new site is linked to `from` and maybe to another site. Returns
+    /// whether it made one.
     pub(super) fn mkreplica(&mut self, from: usize, link: bool) -> bool {
         let name = format!("r{}", self.sites.len());
         let key = msite_core::SiteKey::generate(&self.env);
@@ -108,54 +112,12 @@ impl<B: SimBackend> World<B> {
             true => crate::snapshot::draw(self.seed, self.sites.len()),
             false => (crate::snapshot::Creation::History, None),
         };
-        let (plan, how) = match crate::snapshot::plan(
-            self.rep(from),
-            &name,
-            &key.public(),
-            how,
-            self.p.snapshots,
-        ) {
-            Ok(p) => p,
-            Err(e) if is_refusal_of_local_change(&e) => {
-                self.ev(|w| {
-                    format!(
-                        "mkreplica {name} at {} refused: {}",
-                        w.sites[from].name,
-                        short(&e)
-                    )
-                });
-                return false;
-            }
-            Err(e) => {
-                self.violation(format!(
-                    "mkreplica {name} at {} failed: {e}",
-                    self.sites[from].name
-                ));
-                return false;
-            }
+        let Some((plan, how)) = self.plan_creation(from, &name, &key, how) else {
+            return false;
         };
         self.observe(from);
-        let parts = match self.rep(from).write_plan_to_parts(&plan, None) {
-            Ok(p) => p,
-            Err(e) => {
-                self.violation(format!("writing the creation packet of {name} failed: {e}"));
-                return false;
-            }
-        };
-        if let (crate::snapshot::Creation::Snapshot, Some(at)) = (how, damaged_at) {
-            let store = self.new_store();
-            let env = env_arc(&self.env);
-            match crate::snapshot::damaged_copy_is_refused(&parts, store, env, &key, at) {
-                Some(v) => self.violation(v),
-                None => self.stats.damaged_snapshots += 1,
-            }
-        }
-        let pkt = match Incoming::from_parts(parts, "creation packet") {
-            Ok(p) => p,
-            Err(e) => {
-                self.violation(format!("reading the creation packet of {name} failed: {e}"));
-                return false;
-            }
+        let Some(pkt) = self.write_creation(from, &name, &key, &plan, how, damaged_at) else {
+            return false;
         };
         let fp = FaultPlan::new();
         let rep = match msite_core::Replica::create_from_packet(
@@ -180,15 +142,87 @@ impl<B: SimBackend> World<B> {
         }
         self.ev(|w| format!("mkreplica {name} from {}", w.sites[from].name));
         if link {
-            self.link(from, i, 0.0);
-            if self.rng.gen_bool(0.5) {
-                let other = self.rng.gen_range(0..i);
-                if other != from {
-                    let ow = self.p.one_way;
-                    self.link(other, i, ow);
-                }
-            }
+            self.link_new_site(from, i);
         }
         true
+    }
+
+    /// `mkreplica` at `from` plans the creation packet of `name`: a refusal (the command may
+    /// refuse) is traced, any other error is a violation.
+    fn plan_creation(
+        &mut self,
+        from: usize,
+        name: &str,
+        key: &msite_core::SiteKey,
+        how: crate::snapshot::Creation,
+    ) -> Option<(msite_core::ExportPlan, crate::snapshot::Creation)> {
+        match crate::snapshot::plan(self.rep(from), name, &key.public(), how, self.p.snapshots) {
+            Ok(p) => Some(p),
+            Err(e) if is_refusal_of_local_change(&e) => {
+                self.ev(|w| {
+                    format!(
+                        "mkreplica {name} at {} refused: {}",
+                        w.sites[from].name,
+                        short(&e)
+                    )
+                });
+                None
+            }
+            Err(e) => {
+                self.violation(format!(
+                    "mkreplica {name} at {} failed: {e}",
+                    self.sites[from].name
+                ));
+                None
+            }
+        }
+    }
+
+    /// Writes the creation packet of `name` at `from` and reads it back. A snapshot creation
+    /// drawn as damaged (`damaged_at`) first checks that a damaged copy is refused.
+    fn write_creation(
+        &mut self,
+        from: usize,
+        name: &str,
+        key: &msite_core::SiteKey,
+        plan: &msite_core::ExportPlan,
+        how: crate::snapshot::Creation,
+        damaged_at: Option<usize>,
+    ) -> Option<Incoming<'static>> {
+        let parts = match self.rep(from).write_plan_to_parts(plan, None) {
+            Ok(p) => p,
+            Err(e) => {
+                self.violation(format!("writing the creation packet of {name} failed: {e}"));
+                return None;
+            }
+        };
+        if let (crate::snapshot::Creation::Snapshot, Some(at)) = (how, damaged_at) {
+            let store = self.new_store();
+            let env = env_arc(&self.env);
+            match crate::snapshot::damaged_copy_is_refused(&parts, store, env, key, at) {
+                Some(v) => self.violation(v),
+                None => self.stats.damaged_snapshots += 1,
+            }
+        }
+        match Incoming::from_parts(parts, "creation packet") {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.violation(format!("reading the creation packet of {name} failed: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Links new site `i` two-way to its creator `from`, and in half the cases to another
+    /// site too (drawn, with the schedule's chance of a one-way link).
+    fn link_new_site(&mut self, from: usize, i: usize) {
+        self.link(from, i, 0.0);
+        if self.rng.gen_bool(0.5) {
+            let other = self.rng.gen_range(0..i);
+            if other != from {
+                let ow = self.p.one_way;
+                self.link(other, i, ow);
+            }
+        }
     }
 }
