@@ -1,7 +1,7 @@
 //! Packets on the links: exports, the link's faults (loss, duplication, corruption and
 //! forgery) and taking a packet out of flight (maybe reordered).
 
-use msite_core::{CoreError, ReplicaId};
+use msite_core::{CoreError, ExportPlan, ReplicaId};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -13,7 +13,9 @@ const DELAYED_STEPS: usize = 8;
 
 impl<B: SimBackend> World<B> {
     /// Exports from `a` for `b` through `write_plan_to_parts`, which records the export the
-    /// way `write_plan_to_dir` does (a crash while it runs leaves no finished packet).
+    /// way `write_plan_to_dir` does (a crash while it runs leaves no finished packet). A
+    /// locked exporter or an unknown target exports nothing; any other failure is a
+    /// violation.
     pub(super) fn export(&mut self, a: usize, b: usize, faults: bool) -> Option<Packet> {
         let target = self.sites[b].id;
         let plan = match self.rep(a).plan_export(&target) {
@@ -28,47 +30,18 @@ impl<B: SimBackend> World<B> {
                 return None;
             }
         };
-        let mut max = None;
-        if faults && self.p.p_split > 0.0 && self.rng.gen_bool(self.p.p_split) {
-            max = Some(self.rng.gen_range(600..4000));
-        }
-        let (an, bn) = (self.sites[a].name.clone(), self.sites[b].name.clone());
-        let parts = match self.mutate(a, "export", faults, |r| {
-            match r.write_plan_to_parts(&plan, max) {
-                // A part size below what the header alone takes (refused before anything is
-                // recorded): one part.
-                Err(CoreError::Unreadable(m)) if max.is_some() && m.contains("too small") => {
-                    r.write_plan_to_parts(&plan, None)
-                }
-                other => other,
-            }
-        }) {
-            None => return None,
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
-                self.violation(format!("export {an} -> {bn} failed: {e}"));
-                return None;
-            }
-        };
+        let parts = self.write_export(a, b, &plan, faults)?;
         self.serial += 1;
         self.stats.packets += 1;
         let serial = self.serial;
-        for r in &plan.refusals {
-            // A refusal on a restore request's row is exact; a warning on a report may come
-            // from an old packet arriving late (the import side says if entries are missing).
-            self.stats.behind_retention += 1;
-            if r.contains("which this family no longer keeps") {
-                self.behind_retention(a, b, format!("export #{serial} {an} -> {bn}: {r}"));
-            } else {
-                self.ev(|_| format!("export #{serial} {an} -> {bn}: {r}"));
-            }
-        }
+        self.note_export_refusals(a, b, serial, &plan);
         let seq = plan
             .header
             .targets
             .first()
             .map(|t| t.packet_seq)
             .unwrap_or(0);
+        let (an, bn) = (self.sites[a].name.clone(), self.sites[b].name.clone());
         self.ev(|_| {
             format!(
                 "export #{serial} {an} -> {bn}: {} ({} entries, seq {seq}, {} part(s))",
@@ -86,6 +59,55 @@ impl<B: SimBackend> World<B> {
             corrupt: false,
             forged: false,
         })
+    }
+
+    /// Writes an export plan of `a` for `b` as a mutating call, split into small parts when
+    /// the schedule draws it (with faults). A part size below what the header alone takes is
+    /// refused before anything is recorded, and the packet is then written as one part.
+    /// `None`: it crashed or failed (a violation).
+    fn write_export(
+        &mut self,
+        a: usize,
+        b: usize,
+        plan: &ExportPlan,
+        faults: bool,
+    ) -> Option<Vec<Vec<u8>>> {
+        let mut max = None;
+        if faults && self.p.p_split > 0.0 && self.rng.gen_bool(self.p.p_split) {
+            max = Some(self.rng.gen_range(600..4000));
+        }
+        let (an, bn) = (self.sites[a].name.clone(), self.sites[b].name.clone());
+        match self.mutate(a, "export", faults, |r| {
+            match r.write_plan_to_parts(plan, max) {
+                Err(CoreError::Unreadable(m)) if max.is_some() && m.contains("too small") => {
+                    r.write_plan_to_parts(plan, None)
+                }
+                other => other,
+            }
+        }) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                self.violation(format!("export {an} -> {bn} failed: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Checks the refusals an export plan carries. A refusal on a restore request's row is
+    /// exact: the target is behind what the family keeps ([`Self::behind_retention`]); a
+    /// warning on a report may come from an old packet arriving late (the import side says
+    /// if entries are missing).
+    fn note_export_refusals(&mut self, a: usize, b: usize, serial: u64, plan: &ExportPlan) {
+        let (an, bn) = (self.sites[a].name.clone(), self.sites[b].name.clone());
+        for r in &plan.refusals {
+            self.stats.behind_retention += 1;
+            if r.contains("which this family no longer keeps") {
+                self.behind_retention(a, b, format!("export #{serial} {an} -> {bn}: {r}"));
+            } else {
+                self.ev(|_| format!("export #{serial} {an} -> {bn}: {r}"));
+            }
+        }
     }
 
     /// Puts a packet in flight, with the link's faults.
