@@ -195,36 +195,11 @@ fn is_refusal_of_local_change(e: &CoreError) -> bool {
 }
 
 impl<B: SimBackend> World<B> {
-    /// Runs the schedule `cfg` describes on stores of `backend`.
+    /// Runs the schedule `cfg` describes on stores of `backend`: the random phase (stopped
+    /// early after 20 violations), then, if nothing was violated, healing, fork repairs and
+    /// the final checks; a failing schedule's state is dumped and diagnosed.
     pub fn run(cfg: &Config, backend: B) -> Outcome {
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let p = Params::draw(&mut rng, cfg);
-        let mut w = World {
-            rng,
-            env: SimEnv::new(cfg.seed),
-            p,
-            sites: Vec::new(),
-            links: BTreeMap::new(),
-            edges: BTreeSet::new(),
-            step: 0,
-            serial: 0,
-            stats: Stats {
-                schedules: 1,
-                ..Default::default()
-            },
-            violations: Vec::new(),
-            trace: Vec::new(),
-            verbose: cfg.verbose,
-            ledger: Ledger::default(),
-            lossy: Vec::new(),
-            scrubbed_any: false,
-            beyond_window: false,
-            reported: BTreeSet::new(),
-            exchanged: BTreeSet::new(),
-            seed: cfg.seed,
-            known: BTreeSet::new(),
-            backend,
-        };
+        let mut w = World::new(cfg, backend);
         w.ev(|w| format!("params: {:?}", w.p));
         w.setup();
         for step in 0..w.p.steps {
@@ -255,6 +230,39 @@ impl<B: SimBackend> World<B> {
             steps: w.p.steps,
             replicas: w.p.max_sites,
             known: w.known.into_iter().collect(),
+        }
+    }
+
+    /// An empty family for `cfg`: the seed's generator, whose first draws are the schedule's
+    /// parameters, and the simulated clock.
+    fn new(cfg: &Config, backend: B) -> World<B> {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let p = Params::draw(&mut rng, cfg);
+        World {
+            rng,
+            env: SimEnv::new(cfg.seed),
+            p,
+            sites: Vec::new(),
+            links: BTreeMap::new(),
+            edges: BTreeSet::new(),
+            step: 0,
+            serial: 0,
+            stats: Stats {
+                schedules: 1,
+                ..Default::default()
+            },
+            violations: Vec::new(),
+            trace: Vec::new(),
+            verbose: cfg.verbose,
+            ledger: Ledger::default(),
+            lossy: Vec::new(),
+            scrubbed_any: false,
+            beyond_window: false,
+            reported: BTreeSet::new(),
+            exchanged: BTreeSet::new(),
+            seed: cfg.seed,
+            known: BTreeSet::new(),
+            backend,
         }
     }
 
