@@ -505,6 +505,9 @@ impl<B: SimBackend> World<B> {
         }
     }
 
+    /// Site `to` refused packet `serial` as showing its rollback: the rollback is detected
+    /// (and reported); only a replica a snapshot rolled back may be refused so, unless the
+    /// schedule is lossy.
     pub(super) fn on_rollback_detected(&mut self, to: usize, serial: u64) {
         self.stats.rollback_detections += 1;
         let tn = self.sites[to].name.clone();
@@ -517,6 +520,8 @@ impl<B: SimBackend> World<B> {
         self.sites[to].undetected_rollback = false;
     }
 
+    /// Keeps `pkt` in site `i`'s incoming bay to import again (once; the oldest is deleted
+    /// beyond `BAY_LIMIT`).
     pub(super) fn push_bay(&mut self, i: usize, pkt: Packet) {
         let bay = &mut self.sites[i].bay;
         if bay.iter().any(|p| p.serial == pkt.serial) {

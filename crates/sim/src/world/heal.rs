@@ -40,6 +40,10 @@ impl<B: SimBackend> World<B> {
         false
     }
 
+    /// Heals the family: locked replicas get `restorereplica`, every packet in flight and in
+    /// the bays is delivered, then heal rounds run until nothing moves, and again a day
+    /// later. Not settling is a violation unless live conflicts were reported or a site is
+    /// behind retention outside the window.
     pub(super) fn heal(&mut self) {
         self.ev(|_| "---- heal".to_string());
         self.step = self.p.steps + 1;

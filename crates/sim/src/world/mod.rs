@@ -72,6 +72,7 @@ pub const MAX_SITES: usize = 7;
 /// Heal rounds (every link, both ways) before "did not converge".
 pub const HEAL_ROUNDS: usize = 80;
 
+/// How a restored replica runs `restorereplica`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Mode {
     Default,
@@ -167,10 +168,12 @@ pub struct World<B: SimBackend> {
     backend: B,
 }
 
+/// The simulated environment as the replicas take it.
 fn env_arc(env: &SimEnv) -> Arc<dyn Env> {
     Arc::new(env.clone())
 }
 
+/// An error's message, cut to 160 characters for the trace.
 fn short(e: &CoreError) -> String {
     let s = e.to_string();
     if s.len() > 160 {
@@ -183,6 +186,8 @@ fn short(e: &CoreError) -> String {
     }
 }
 
+/// Whether a local command's error is one it may give (not master, exists, not found,
+/// locked, invalid) rather than a failure.
 fn is_refusal_of_local_change(e: &CoreError) -> bool {
     matches!(
         e,
@@ -266,6 +271,7 @@ impl<B: SimBackend> World<B> {
         }
     }
 
+    /// Traces an event (verbose runs only; `f` is not called otherwise).
     fn ev(&mut self, f: impl FnOnce(&Self) -> String) {
         if self.verbose {
             let s = f(self);
@@ -273,6 +279,7 @@ impl<B: SimBackend> World<B> {
         }
     }
 
+    /// Records a violation at the current step.
     fn violation(&mut self, s: String) {
         let s = format!("step {}: {s}", self.step);
         if self.verbose {
@@ -281,10 +288,12 @@ impl<B: SimBackend> World<B> {
         self.violations.push(s);
     }
 
+    /// Site `i`'s replica (always present between calls).
     fn rep(&self, i: usize) -> &Rep<B> {
         self.sites[i].rep.as_ref().expect("replica present")
     }
 
+    /// The site name of replica `id` (its short id if no site has it).
     fn name_of(&self, id: &ReplicaId) -> String {
         self.sites
             .iter()
@@ -293,12 +302,14 @@ impl<B: SimBackend> World<B> {
             .unwrap_or_else(|| id.short())
     }
 
+    /// Makes the schedule lossy from here on, for reason `why`.
     fn set_lossy(&mut self, why: String) {
         self.ev(|_| format!("schedule is lossy from here: {why}"));
         self.lossy.push(why);
     }
 }
 
+/// The first four bytes of a hash, in hex.
 fn short_hash(h: &Hash) -> String {
     h[..4].iter().map(|b| format!("{b:02x}")).collect()
 }

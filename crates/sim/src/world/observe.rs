@@ -170,6 +170,9 @@ impl<B: SimBackend> World<B> {
             .is_ok_and(|ds| ds.iter().any(|d| d.origin == *o && d.number <= to + 1))
     }
 
+    /// Number `k` of `o` names two entries (`a` first, `b` now at `i`): a violation in a
+    /// schedule that loses nothing (tagged K3 when the origin's restore could not know a
+    /// holder of the old entry); in a lossy schedule, allowed if an import reports it.
     pub(super) fn on_conflict(&mut self, i: usize, o: ReplicaId, k: u64, a: Hash, b: Hash) {
         let name = self.name_of(&o);
         let msg = format!(

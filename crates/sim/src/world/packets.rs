@@ -203,6 +203,9 @@ impl<B: SimBackend> World<B> {
         Some(what)
     }
 
+    /// Damages a packet in flight: a quarter of the time forged when it can be
+    /// ([`Self::forge`]), otherwise a bit flipped, a part truncated, a part missing or bytes
+    /// appended (drawn).
     pub(super) fn corrupt(&mut self, p: &mut Packet) {
         p.corrupt = true;
         if self.rng.gen_bool(0.25) {

@@ -55,6 +55,8 @@ pub struct Params {
 }
 
 impl Params {
+    /// Draws a schedule's parameters from the seed's generator, then applies the overrides
+    /// and the profile.
     pub(super) fn draw(rng: &mut ChaCha8Rng, cfg: &Config) -> Params {
         let initial = rng.gen_range(2..=MAX_SITES);
         let max_sites = rng.gen_range(initial..=MAX_SITES);
@@ -114,7 +116,7 @@ impl Params {
 /// The restore window of a schedule's scrubs: none in half the schedules, else 0 (drop what
 /// every sibling holds; no backup is then young enough to restore from), or a window of 15 s
 /// or 45 s of simulated time (a step advances the clock by up to 5 s, 2.5 s on average, so a
-
+/// schedule of up to 160 steps sees scrubs drop entries and sites restored after it).
 fn draw_retention(seed: u64) -> Option<u64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5c4b_0b1e_7e7a_1a11);
     match rng.gen_range(0..20) {

@@ -16,6 +16,8 @@ impl<B: SimBackend> World<B> {
         self.backend.new_store().expect("a new store")
     }
 
+    /// Adds a site running `rep` (a tenth of them deny mastership requests; every one
+    /// resends at the schedule's interval) and observes it.
     pub(super) fn new_site(&mut self, rep: Rep<B>, plan: FaultPlan, name: String) -> usize {
         let id = rep.id();
         if self.rng.gen_bool(0.1) {
@@ -47,6 +49,8 @@ impl<B: SimBackend> World<B> {
         i
     }
 
+    /// Links sites `a` and `b` (an edge of the heal); with probability `one_way` the link
+    /// runs one way only in the random phase (direction drawn).
     pub(super) fn link(&mut self, a: usize, b: usize, one_way: f64) {
         self.edges.insert((a.min(b), a.max(b)));
         if one_way > 0.0 && self.rng.gen_bool(one_way) {
@@ -63,6 +67,8 @@ impl<B: SimBackend> World<B> {
         }
     }
 
+    /// The first replica (`r0`, a new family), the other initial ones made from random
+    /// existing ones, and the links of the drawn topology.
     pub(super) fn setup(&mut self) {
         let plan = FaultPlan::new();
         let first = msite_core::Replica::init(

@@ -228,6 +228,9 @@ impl<B: SimBackend> World<B> {
         }
     }
 
+    /// The mode of a restore at site `i`: default unless the schedule draws every kind; then
+    /// six in ten default, two `--wait-for` a drawn set of the siblings it knows (default if
+    /// none is drawn), two `--override`.
     pub(super) fn draw_mode(&mut self, i: usize) -> Mode {
         if self.p.restores < 2 {
             return Mode::Default;
