@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use msite_sim::{run_schedule, shrink, Backend, Config, Profile, Stats};
+use msite_sim::{run_schedule, shrink, Backend, Config, Outcome, Profile, Stats};
 
 /// Deterministic simulator of msite's replication protocol.
 #[derive(Debug, Parser)]
@@ -62,6 +62,8 @@ fn scratch_postgres(backend: Backend) -> std::io::Result<Option<msite_backends::
     Ok(Some(server))
 }
 
+/// Runs the schedules, prints each failing one ([`report_failure`]) and the summary line;
+/// exits non-zero on any violation (2 when the backend is not built in).
 fn main() -> ExitCode {
     let args = Args::parse();
     if !args.backend.is_built() {
@@ -108,49 +110,73 @@ fn main() -> ExitCode {
             failures += 1;
             if out.known.is_empty() {
                 unknown += 1;
-                println!("VIOLATION seed={seed}");
-            } else {
-                for k in &out.known {
-                    *known.entry(k).or_default() += 1;
-                }
-                println!("VIOLATION seed={seed} (known bug {})", out.known.join(", "));
             }
-            for v in &out.violations {
-                println!("  {v}");
+            for k in &out.known {
+                *known.entry(k).or_default() += 1;
             }
-            let mut prof = if args.profile == Profile::All {
-                String::new()
-            } else {
-                format!(" --profile {}", args.profile)
-            };
-            // `cargo run` needs the backend's feature; `cargo xtask sim` adds it itself.
-            let features = if args.backend == Backend::Mem {
-                String::new()
-            } else {
-                prof.push_str(&format!(" --backend {}", args.backend));
-                format!(" --features {}", args.backend)
-            };
-            if prof.is_empty() {
-                println!("  replay: cargo xtask sim --seed {seed} --schedules 1 --verbose");
-            } else {
-                println!(
-                    "  replay: cargo run --release -p msite-sim{features} -- --seed {seed} --schedules 1{prof} --verbose"
-                );
-            }
-            if !args.no_shrink {
-                let (s, r) = shrink(seed, out.steps, out.replicas, args.profile, args.backend);
-                println!(
-                    "  shrunk: cargo run --release -p msite-sim{features} -- --seed {seed} --schedules 1 --steps {s} --replicas {r}{prof} --verbose"
-                );
-            }
+            report_failure(&args, seed, &out);
             if failures >= args.max_failures {
                 println!("stopping after {failures} failing schedules");
                 break;
             }
         }
     }
+    print_summary(&args, &total, failures, unknown, &known);
+    if failures > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Prints a failing schedule: its seed (and the known bugs it matches), its violations, a
+/// command that replays it and, unless `--no-shrink`, one that replays a shrunk schedule.
+fn report_failure(args: &Args, seed: u64, out: &Outcome) {
+    if out.known.is_empty() {
+        println!("VIOLATION seed={seed}");
+    } else {
+        println!("VIOLATION seed={seed} (known bug {})", out.known.join(", "));
+    }
+    for v in &out.violations {
+        println!("  {v}");
+    }
+    let mut prof = if args.profile == Profile::All {
+        String::new()
+    } else {
+        format!(" --profile {}", args.profile)
+    };
+    // `cargo run` needs the backend's feature; `cargo xtask sim` adds it itself.
+    let features = if args.backend == Backend::Mem {
+        String::new()
+    } else {
+        prof.push_str(&format!(" --backend {}", args.backend));
+        format!(" --features {}", args.backend)
+    };
+    if prof.is_empty() {
+        println!("  replay: cargo xtask sim --seed {seed} --schedules 1 --verbose");
+    } else {
+        println!(
+            "  replay: cargo run --release -p msite-sim{features} -- --seed {seed} --schedules 1{prof} --verbose"
+        );
+    }
+    if !args.no_shrink {
+        let (s, r) = shrink(seed, out.steps, out.replicas, args.profile, args.backend);
+        println!(
+            "  shrunk: cargo run --release -p msite-sim{features} -- --seed {seed} --schedules 1 --steps {s} --replicas {r}{prof} --verbose"
+        );
+    }
+}
+
+/// Prints the summary line. The in-memory summary stays as it always was; a real backend
+/// is named at the end.
+fn print_summary(
+    args: &Args,
+    total: &Stats,
+    failures: u64,
+    unknown: u64,
+    known: &std::collections::BTreeMap<&str, u64>,
+) {
     let known: Vec<String> = known.iter().map(|(k, n)| format!("{k}:{n}")).collect();
-    // The in-memory summary stays as it always was; a real backend is named at the end.
     let backend = if args.backend == Backend::Mem {
         String::new()
     } else {
@@ -161,9 +187,4 @@ fn main() -> ExitCode {
         total.schedules,
         known.join(",")
     );
-    if failures > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
 }

@@ -1,0 +1,142 @@
+//! Forks: the (origin, number) pairs live replicas hold differently, whether an import could
+//! have seen them, and the operator's `repairfork` of each.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use msite_core::{Hash, ReplicaId};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::World;
+use crate::backend::SimBackend;
+
+impl<B: SimBackend> World<B> {
+    /// The operator repairs the forks that keep a lossy schedule from converging, as
+    /// docs/protocol.md "Divergence and fork repair" says: for each forked origin, at the first
+    /// number where live replicas differ, `msite repairfork` at a replica holding one of the
+    /// timelines, keeping it or the other (drawn); then the family heals again and must
+    /// converge (the final checks). A third timeline takes another pass.
+    pub(super) fn repair_forks(&mut self) {
+        for _ in 0..3 {
+            if !self.violations.is_empty() || self.lossy.is_empty() {
+                return;
+            }
+            let mut first: BTreeMap<ReplicaId, u64> = BTreeMap::new();
+            for (o, k) in self.live_conflicts() {
+                let e = first.entry(o).or_insert(k);
+                *e = (*e).min(k);
+            }
+            if first.is_empty() {
+                return;
+            }
+            for (o, k) in first {
+                self.repair_one_fork(o, k);
+            }
+            self.heal();
+        }
+    }
+
+    /// `msite repairfork --origin o --number k` at a replica drawn among those holding an
+    /// entry there, keeping its timeline or the other one (drawn).
+    pub(super) fn repair_one_fork(&mut self, o: ReplicaId, k: u64) {
+        let holders: Vec<usize> = (0..self.sites.len())
+            .filter(|&i| matches!(self.rep(i).entry(&o, k), Ok(Some(_))))
+            .collect();
+        let Some(&at) = holders.choose(&mut self.rng) else {
+            return;
+        };
+        let (this, other) = (
+            msite_core::KeepTimeline::This,
+            msite_core::KeepTimeline::Other,
+        );
+        let first = if self.rng.gen_bool(0.5) { this } else { other };
+        let (on, sn) = (self.name_of(&o), self.sites[at].name.clone());
+        let mut last_err = None;
+        // A site cannot give up the timeline that created it; told so, the operator keeps it.
+        for keep in [first, if first == this { other } else { this }] {
+            self.ev(|_| {
+                format!("operator: repairfork --origin {on} --number {k} --keep {keep:?} at {sn}")
+            });
+            match self.rep(at).repair_fork(&o, k, keep) {
+                Ok(r) => {
+                    self.stats.fork_repairs += 1;
+                    self.ev(|_| {
+                        format!(
+                            "  gave up {} entries here, locked: {}",
+                            r.given_up, r.locked
+                        )
+                    });
+                    self.observe(at);
+                    return;
+                }
+                Err(e) => {
+                    self.ev(|_| format!("  refused: {e}"));
+                    last_err = Some(e);
+                }
+            }
+        }
+        if let Some(e) = last_err {
+            self.violation(format!("repairfork at {sn} failed both ways: {e}"));
+        }
+    }
+
+    /// Whether live replicas hold different entries under one number (so the family cannot
+    /// converge), every such conflict having been reported by an import.
+    pub(super) fn live_conflicts_reported(&mut self) -> bool {
+        let live = self.live_conflicts();
+        !live.is_empty()
+            && !self.lossy.is_empty()
+            && live
+                .iter()
+                .all(|(o, k)| self.reported.contains(o) || !self.fork_exposed(o, *k))
+    }
+
+    /// Whether two replicas holding different entries under `(o, k)` ever had a packet
+    /// delivered between them. A fork between replicas that never exchange anything (every
+    /// path between them is blocked, e.g. by another, reported fork, or by packets that wait
+    /// for prerequisites an `--override` lost) is applied nowhere and no import can see it
+    /// (K30); once they exchange, it must be reported.
+    pub(super) fn fork_exposed(&self, o: &ReplicaId, k: u64) -> bool {
+        let held: Vec<(usize, Hash)> = (0..self.sites.len())
+            .filter_map(|i| match self.rep(i).entry(o, k) {
+                Ok(Some(e)) => Some((i, e.hash)),
+                _ => None,
+            })
+            .collect();
+        held.iter().any(|(i, a)| {
+            held.iter().any(|(j, b)| {
+                a != b && (self.exchanged.contains(&(*i, *j)) || self.exchanged.contains(&(*j, *i)))
+            })
+        })
+    }
+
+    /// (origin, number) pairs that two live replicas hold with different hashes.
+    pub(super) fn live_conflicts(&self) -> Vec<(ReplicaId, u64)> {
+        let mut held: BTreeMap<(ReplicaId, u64), Hash> = BTreeMap::new();
+        let mut out = BTreeSet::new();
+        let ids: Vec<ReplicaId> = self.sites.iter().map(|s| s.id).collect();
+        for s in &self.sites {
+            let r = s.rep.as_ref().expect("replica present");
+            for o in &ids {
+                // A scrubbed prefix still names its last entry by hash (the chain's base).
+                let base = r.chain_base(o).ok().flatten();
+                let entries = r.entries_of(o).unwrap_or_default();
+                let pairs = base
+                    .into_iter()
+                    .chain(entries.iter().map(|e| (e.number, e.hash)));
+                for (number, hash) in pairs {
+                    match held.get(&(*o, number)) {
+                        Some(h) if *h != hash => {
+                            out.insert((*o, number));
+                        }
+                        Some(_) => {}
+                        None => {
+                            held.insert((*o, number), hash);
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
