@@ -109,12 +109,11 @@ pub(crate) fn url(port: u16) -> String {
 }
 
 /// Routes between boston and sanfran over HTTP, each listening on a free port with `extra`
-/// in its routes file; the ports (boston's, sanfran's).
-fn http_pair(lab: &Lab, extra: &str) -> (u16, u16) {
+/// in its routes file.
+fn http_pair(lab: &Lab, extra: &str) {
     let (pb, ps) = (free_port(), free_port());
     routes(lab, "boston", Some(pb), extra, &[("sanfran", url(ps))]);
     routes(lab, "sanfran", Some(ps), extra, &[("boston", url(pb))]);
-    (pb, ps)
 }
 
 /// Polls `cond` until it holds; panics with `what` and the daemons' logs otherwise.
@@ -251,7 +250,7 @@ fn three_daemons_in_a_hub_converge_with_no_operator_step() {
 fn a_sibling_down_for_a_while_gets_everything_when_it_comes_back() {
     let lab = Lab::pair();
     // Parts of at most 64 KiB: a packet travels in several parts, imported once all are in.
-    let (pb, ps) = http_pair(&lab, "part_size = \"64K\"");
+    http_pair(&lab, "part_size = \"64K\"");
     let boston = Daemon::start(&lab, "boston", "boston.log");
     let big = noise(200 << 10, 3);
     std::fs::write(lab.path("big"), &big).expect("write");
@@ -309,7 +308,7 @@ fn upload_size(lab: &Lab, site: &str) -> Option<u64> {
 fn a_daemon_killed_mid_upload_resumes_and_applies_once() {
     let lab = Lab::pair();
     // Slow shipping, so that the kills land in the middle of the upload.
-    let (pb, ps) = http_pair(&lab, "ship_rate = \"1M\"");
+    http_pair(&lab, "ship_rate = \"1M\"");
     let content = noise(6 << 20, 7);
     std::fs::write(lab.path("big.bin"), &content).expect("write");
     lab.ok(&["-C", "boston", "checkin", "big.bin", "big.bin"]);
