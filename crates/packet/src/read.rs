@@ -384,6 +384,70 @@ enum Frame {
     Trailer,
 }
 
+/// A chunk's fixed header as read (`SPEC.md` §4): tag, codec, two reserved bytes, length,
+/// stored length, checksum.
+struct ChunkHeader([u8; format::CHUNK_HEADER_LEN]);
+
+impl ChunkHeader {
+    fn u32_at(&self, o: usize) -> u32 {
+        let h = &self.0;
+        u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]])
+    }
+
+    fn codec(&self) -> u8 {
+        self.0[1]
+    }
+
+    /// The chunk's uncompressed length.
+    fn ulen(&self) -> u32 {
+        self.u32_at(4)
+    }
+
+    /// The chunk's stored (compressed) length.
+    fn clen(&self) -> u32 {
+        self.u32_at(8)
+    }
+
+    /// Refuses, for the chunk at part offset `at`: reserved bytes that are not zero (unless
+    /// the packet is of a newer minor version), a length or stored length over
+    /// [`format::MAX_CHUNK_LEN`], an empty chunk, an uncompressed chunk whose two lengths
+    /// differ, and an unknown codec; in that order.
+    fn check(&self, at: u64, newer_minor: bool) -> Result<(), DecodeError> {
+        let h = &self.0;
+        let (ulen, clen) = (self.ulen(), self.clen());
+        if !newer_minor && (h[2] != 0 || h[3] != 0) {
+            return Err(DecodeError::malformed(
+                at + 2,
+                "reserved chunk bytes are not zero",
+            ));
+        }
+        for (what, len, off) in [("chunk", ulen, 4), ("stored chunk", clen, 8)] {
+            if len > format::MAX_CHUNK_LEN {
+                return Err(DecodeError::TooLarge {
+                    what,
+                    len: len.into(),
+                    limit: format::MAX_CHUNK_LEN.into(),
+                    offset: at + off,
+                });
+            }
+        }
+        if ulen == 0 {
+            return Err(DecodeError::malformed(at + 4, "empty chunk"));
+        }
+        match self.codec() {
+            format::CODEC_NONE if clen != ulen => Err(DecodeError::malformed(
+                at + 8,
+                "stored length of an uncompressed chunk differs from its length",
+            )),
+            format::CODEC_NONE | format::CODEC_ZSTD => Ok(()),
+            c => Err(DecodeError::malformed(
+                at + 1,
+                format!("unknown chunk codec {c}"),
+            )),
+        }
+    }
+}
+
 impl<R: Read> Records<R> {
     /// The packet header.
     pub fn header(&self) -> &wire::Header {
@@ -427,16 +491,32 @@ impl<R: Read> Records<R> {
         self.r.env.version.minor > format::FORMAT_MINOR
     }
 
-    /// Reads the next frame; loads a chunk into `self.chunk`.
+    /// Reads the next frame; loads a chunk into `self.chunk`. A chunk's header is checked
+    /// whole before its data is read, its checksum before it is decompressed, and its
+    /// decompressed length against the header's.
     fn next_frame(&mut self) -> Result<Frame, DecodeError> {
         let at = self.r.input.offset;
+        let Some(h) = self.chunk_header(at)? else {
+            return Ok(Frame::Trailer);
+        };
+        h.check(at, self.newer_minor())?;
+        self.read_stored_chunk(&h, at)?;
+        self.unpack_chunk(&h, at)?;
+        self.pos = 0;
+        self.stats.chunks += 1;
+        Ok(Frame::Chunk)
+    }
+
+    /// The frame tag and, for a chunk, the rest of its header; `None` when the tag is the
+    /// trailer's. Any other tag is malformed.
+    fn chunk_header(&mut self, at: u64) -> Result<Option<ChunkHeader>, DecodeError> {
         let mut tag = [0u8; 1];
         self.r
             .input
             .exact(&mut tag, "body (expected a chunk or the trailer)", true)?;
         match tag[0] {
             format::FRAME_CHUNK => {}
-            format::FRAME_TRAILER => return Ok(Frame::Trailer),
+            format::FRAME_TRAILER => return Ok(None),
             t => {
                 return Err(DecodeError::malformed(
                     at,
@@ -447,85 +527,59 @@ impl<R: Read> Records<R> {
         let mut h = [0u8; format::CHUNK_HEADER_LEN];
         h[0] = tag[0];
         self.r.input.exact(&mut h[1..], "chunk header", true)?;
-        let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
-        let codec = h[1];
-        let ulen = u32_at(4);
-        let clen = u32_at(8);
-        if !self.newer_minor() && (h[2] != 0 || h[3] != 0) {
-            return Err(DecodeError::malformed(
-                at + 2,
-                "reserved chunk bytes are not zero",
-            ));
-        }
-        for (what, len, off) in [("chunk", ulen, 4), ("stored chunk", clen, 8)] {
-            if len > format::MAX_CHUNK_LEN {
-                return Err(DecodeError::TooLarge {
-                    what,
-                    len: len.into(),
-                    limit: format::MAX_CHUNK_LEN.into(),
-                    offset: at + off,
-                });
-            }
-        }
-        if ulen == 0 {
-            return Err(DecodeError::malformed(at + 4, "empty chunk"));
-        }
-        match codec {
-            format::CODEC_NONE if clen != ulen => {
-                return Err(DecodeError::malformed(
-                    at + 8,
-                    "stored length of an uncompressed chunk differs from its length",
-                ));
-            }
-            format::CODEC_NONE | format::CODEC_ZSTD => {}
-            c => {
-                return Err(DecodeError::malformed(
-                    at + 1,
-                    format!("unknown chunk codec {c}"),
-                ))
-            }
-        }
+        Ok(Some(ChunkHeader(h)))
+    }
+
+    /// Reads the chunk's stored bytes into `self.stored` (at most [`format::MAX_CHUNK_LEN`],
+    /// checked before) and verifies the chunk's checksum over its header and those bytes.
+    fn read_stored_chunk(&mut self, h: &ChunkHeader, at: u64) -> Result<(), DecodeError> {
         let mut stored = std::mem::take(&mut self.stored);
         let r = self
             .r
             .input
-            .exact_vec(&mut stored, clen as usize, "chunk data");
+            .exact_vec(&mut stored, h.clen() as usize, "chunk data");
         self.stored = stored;
         r?;
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..12]), &self.stored);
-        if format::VERIFY_CHECKSUMS && crc != u32_at(12) {
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h.0[..12]), &self.stored);
+        if format::VERIFY_CHECKSUMS && crc != h.u32_at(12) {
             return Err(DecodeError::Checksum {
                 what: "chunk",
                 offset: at,
             });
         }
-        if codec == format::CODEC_NONE {
+        Ok(())
+    }
+
+    /// Moves the verified stored bytes into `self.chunk`, decompressing a zstd chunk into a
+    /// buffer of the header's length; a chunk that decompresses to any other length is
+    /// refused.
+    fn unpack_chunk(&mut self, h: &ChunkHeader, at: u64) -> Result<(), DecodeError> {
+        if h.codec() == format::CODEC_NONE {
             std::mem::swap(&mut self.chunk, &mut self.stored);
-        } else {
-            let d = match self.decomp.as_mut() {
-                Some(d) => d,
-                None => self
-                    .decomp
-                    .insert(zstd::bulk::Decompressor::new().map_err(DecodeError::Io)?),
-            };
-            self.chunk.clear();
-            self.chunk.reserve(ulen as usize);
-            let n = d
-                .decompress_to_buffer(&self.stored, &mut self.chunk)
-                .map_err(|e| DecodeError::Decompress {
-                    offset: at,
-                    reason: e.to_string(),
-                })?;
-            if n != ulen as usize || self.chunk.len() != ulen as usize {
-                return Err(DecodeError::Decompress {
-                    offset: at,
-                    reason: format!("decompressed to {n} bytes, expected {ulen}"),
-                });
-            }
+            return Ok(());
         }
-        self.pos = 0;
-        self.stats.chunks += 1;
-        Ok(Frame::Chunk)
+        let ulen = h.ulen();
+        let d = match self.decomp.as_mut() {
+            Some(d) => d,
+            None => self
+                .decomp
+                .insert(zstd::bulk::Decompressor::new().map_err(DecodeError::Io)?),
+        };
+        self.chunk.clear();
+        self.chunk.reserve(ulen as usize);
+        let n = d
+            .decompress_to_buffer(&self.stored, &mut self.chunk)
+            .map_err(|e| DecodeError::Decompress {
+                offset: at,
+                reason: e.to_string(),
+            })?;
+        if n != ulen as usize || self.chunk.len() != ulen as usize {
+            return Err(DecodeError::Decompress {
+                offset: at,
+                reason: format!("decompressed to {n} bytes, expected {ulen}"),
+            });
+        }
+        Ok(())
     }
 
     /// Makes sure the current chunk has unread bytes; `Ok(false)` when the trailer follows.
@@ -790,6 +844,8 @@ impl<R: Read> Records<R> {
         })
     }
 
+    /// The next record, or `None` once the trailer has been verified. Unknown skippable
+    /// records of a newer minor version are skipped here.
     fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
         if self.split.is_some() {
             return self.next_split_piece().map(Some);
@@ -800,79 +856,100 @@ impl<R: Read> Records<R> {
                 return Ok(None);
             }
             let at = self.stream;
-            let mut prefix = [0u8; format::RECORD_PREFIX_LEN];
-            self.take_array(&mut prefix)?;
-            let tag = prefix[0];
-            let len = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
-            if len > format::MAX_RECORD_LEN {
-                return Err(DecodeError::TooLarge {
-                    what: "record",
-                    len: len.into(),
-                    limit: format::MAX_RECORD_LEN.into(),
-                    offset: at + 1,
-                });
-            }
-            let len = len as usize;
-            self.stream += (format::RECORD_PREFIX_LEN + len) as u64;
-            self.stats.records += 1;
-            match tag {
-                format::REC_ENTRY => {
-                    let mut payload = self.record_buf(len);
-                    self.take(len, Some(&mut payload))?;
-                    self.stats.entries += 1;
-                    return Ok(Some(Record::Entry(payload)));
-                }
-                format::REC_BLOB => {
-                    if len < 32 {
-                        return Err(DecodeError::malformed(
-                            at,
-                            "blob record shorter than its hash",
-                        ));
-                    }
-                    self.check_content_len((len - 32) as u64, at + 1)?;
-                    let mut hash = [0u8; 32];
-                    self.take_array(&mut hash)?;
-                    if len - 32 > self.r.piece_len {
-                        self.stats.blobs += 1;
-                        self.split = Some((hash, (len - 32) as u64, 0));
-                        return self.next_split_piece().map(Some);
-                    }
-                    let mut bytes = self.record_buf(len - 32);
-                    self.take(len - 32, Some(&mut bytes))?;
-                    self.stats.blobs += 1;
-                    self.stats.blob_bytes += bytes.len() as u64;
-                    return Ok(Some(Record::Blob { hash, bytes }));
-                }
-                format::REC_BLOB_PIECE if self.r.env.version.minor >= format::MINOR_BLOB_PIECES => {
-                    return self.blob_piece(len, at).map(Some);
-                }
-                format::REC_DELTA if self.r.env.version.minor >= format::MINOR_DELTAS => {
-                    return self.delta(len, at).map(Some);
-                }
-                format::REC_ROW if self.r.env.version.minor >= format::MINOR_SNAPSHOT => {
-                    return self.row(len, at).map(Some);
-                }
-                format::REC_SNAPSHOT_END if self.r.env.version.minor >= format::MINOR_SNAPSHOT => {
-                    return self.snapshot_end(len, at).map(Some);
-                }
-                t if t & format::REC_CRITICAL != 0 => {
-                    return Err(DecodeError::UnknownCriticalRecord { tag: t });
-                }
-                t if self.newer_minor() && t != 0 => {
-                    self.take(len, None)?;
-                    self.stats.skipped += 1;
-                }
-                t => {
-                    return Err(DecodeError::malformed(
-                        at,
-                        format!(
-                            "unknown record type {t:#04x} in a format {} packet",
-                            self.r.env.version
-                        ),
-                    ));
-                }
+            let (tag, len) = self.record_prefix(at)?;
+            if let Some(record) = self.record_body(tag, len, at)? {
+                return Ok(Some(record));
             }
         }
+    }
+
+    /// The tag and payload length of the record starting at stream offset `at`; a length over
+    /// [`format::MAX_RECORD_LEN`] is refused before the record is counted.
+    fn record_prefix(&mut self, at: u64) -> Result<(u8, usize), DecodeError> {
+        let mut prefix = [0u8; format::RECORD_PREFIX_LEN];
+        self.take_array(&mut prefix)?;
+        let tag = prefix[0];
+        let len = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+        if len > format::MAX_RECORD_LEN {
+            return Err(DecodeError::TooLarge {
+                what: "record",
+                len: len.into(),
+                limit: format::MAX_RECORD_LEN.into(),
+                offset: at + 1,
+            });
+        }
+        let len = len as usize;
+        self.stream += (format::RECORD_PREFIX_LEN + len) as u64;
+        self.stats.records += 1;
+        Ok((tag, len))
+    }
+
+    /// The payload of a record of type `tag`: a record type is known only from the minor
+    /// version that introduced it; an unknown critical one is refused, an unknown other one
+    /// is skipped (`None`) only in a packet of a newer minor version than this reader's.
+    fn record_body(&mut self, tag: u8, len: usize, at: u64) -> Result<Option<Record>, DecodeError> {
+        let minor = self.r.env.version.minor;
+        match tag {
+            format::REC_ENTRY => self.entry(len).map(Some),
+            format::REC_BLOB => self.blob(len, at).map(Some),
+            format::REC_BLOB_PIECE if minor >= format::MINOR_BLOB_PIECES => {
+                self.blob_piece(len, at).map(Some)
+            }
+            format::REC_DELTA if minor >= format::MINOR_DELTAS => self.delta(len, at).map(Some),
+            format::REC_ROW if minor >= format::MINOR_SNAPSHOT => self.row(len, at).map(Some),
+            format::REC_SNAPSHOT_END if minor >= format::MINOR_SNAPSHOT => {
+                self.snapshot_end(len, at).map(Some)
+            }
+            t if t & format::REC_CRITICAL != 0 => {
+                Err(DecodeError::UnknownCriticalRecord { tag: t })
+            }
+            t if self.newer_minor() && t != 0 => {
+                self.take(len, None)?;
+                self.stats.skipped += 1;
+                Ok(None)
+            }
+            t => Err(DecodeError::malformed(
+                at,
+                format!(
+                    "unknown record type {t:#04x} in a format {} packet",
+                    self.r.env.version
+                ),
+            )),
+        }
+    }
+
+    /// An entry record: its whole payload is the entry's canonical encoding.
+    fn entry(&mut self, len: usize) -> Result<Record, DecodeError> {
+        let mut payload = self.record_buf(len);
+        self.take(len, Some(&mut payload))?;
+        self.stats.entries += 1;
+        Ok(Record::Entry(payload))
+    }
+
+    /// A blob record of payload length `len` starting at stream offset `at`: hash, then
+    /// content. The content's length is checked against the limit before its bytes are read;
+    /// content longer than the piece length is yielded in pieces (see
+    /// [`PacketReader::set_blob_piece_len`]).
+    fn blob(&mut self, len: usize, at: u64) -> Result<Record, DecodeError> {
+        if len < 32 {
+            return Err(DecodeError::malformed(
+                at,
+                "blob record shorter than its hash",
+            ));
+        }
+        self.check_content_len((len - 32) as u64, at + 1)?;
+        let mut hash = [0u8; 32];
+        self.take_array(&mut hash)?;
+        if len - 32 > self.r.piece_len {
+            self.stats.blobs += 1;
+            self.split = Some((hash, (len - 32) as u64, 0));
+            return self.next_split_piece();
+        }
+        let mut bytes = self.record_buf(len - 32);
+        self.take(len - 32, Some(&mut bytes))?;
+        self.stats.blobs += 1;
+        self.stats.blob_bytes += bytes.len() as u64;
+        Ok(Record::Blob { hash, bytes })
     }
 }
 

@@ -157,6 +157,96 @@ fn compressor(opts: &WriteOptions) -> Result<zstd::bulk::Compressor<'static>, En
     Ok(c)
 }
 
+/// Refuses a header that uses a field newer than format minor version `minor`: each field
+/// needs at least the minor version that introduced it (`SPEC.md` §6: a writer writes what
+/// the receiver reads). The fields are checked in the order of this list; the first one
+/// missing is the error.
+fn check_header_minor(header: &wire::Header, minor: u16) -> Result<(), EncodeError> {
+    let needs = [
+        (
+            format::MINOR_SIGNED,
+            crate::sign::uses_signed_fields(header),
+            "a header with keys, chain heads or a signature",
+        ),
+        (
+            format::MINOR_SNAPSHOT,
+            header.snapshot != 0,
+            "a snapshot creation header",
+        ),
+        (
+            format::MINOR_FORK_DECISIONS,
+            !header.fork_decisions.is_empty(),
+            "a header with fork repair decisions",
+        ),
+        (
+            format::MINOR_REPORTS,
+            crate::sign::uses_reports(header),
+            "a header with signed reports",
+        ),
+        (
+            format::MINOR_RECIPIENTS,
+            crate::sign::uses_recipients(header),
+            "a header with age recipients",
+        ),
+    ];
+    for (needed, used, what) in needs {
+        if minor < needed && used {
+            return Err(EncodeError::InvalidOptions(format!(
+                "{what} needs minor version {needed}, not {minor}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The header's encoding for format minor version `minor`, refused if it is longer than
+/// [`format::MAX_HEADER_LEN`] (a reader refuses such a header).
+fn encode_header_bytes(header: &wire::Header, minor: u16) -> Result<Vec<u8>, EncodeError> {
+    let header_bytes =
+        crate::sign::encode_header(header, minor).map_err(|source| EncodeError::Msgpack {
+            what: "header",
+            source,
+        })?;
+    if header_bytes.len() as u64 > u64::from(format::MAX_HEADER_LEN) {
+        return Err(EncodeError::HeaderTooLarge {
+            len: header_bytes.len() as u64,
+            limit: format::MAX_HEADER_LEN.into(),
+        });
+    }
+    Ok(header_bytes)
+}
+
+/// Refuses a `max_part_size` that leaves fewer than 64 bytes of body once the envelope, a
+/// header of `header_len` bytes and the trailer are counted.
+fn check_part_size(opts: &WriteOptions, header_len: usize) -> Result<(), EncodeError> {
+    let fixed = fixed_part_overhead(header_len);
+    if let Some(max) = opts.max_part_size {
+        if max < fixed + 64 {
+            return Err(EncodeError::InvalidOptions(format!(
+                "max_part_size {max} is too small: envelope, header and trailer alone take {fixed} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The envelope every part starts from: part index and count 0 until a part is opened
+/// (index) and the packet is finished (count, patched at [`format::PATCH_OFFSET`]).
+fn first_envelope(kind: Kind, opts: &WriteOptions, header_len: usize) -> Envelope {
+    Envelope {
+        version: format::FormatVersion {
+            major: format::FORMAT_MAJOR,
+            minor: opts.minor,
+        },
+        kind,
+        flags: 0,
+        packet_id: opts.packet_id,
+        header_len: header_len as u32,
+        part_index: 0,
+        part_count: 0,
+    }
+}
+
 /// The shared encoder.
 struct Encoder<S: Sink> {
     sink: S,
@@ -178,6 +268,8 @@ struct Encoder<S: Sink> {
 }
 
 impl<S: Sink> Encoder<S> {
+    /// An encoder for one packet: the options and the header are checked, and the header is
+    /// encoded once, before any part is opened.
     fn new(
         sink: S,
         kind: Kind,
@@ -185,78 +277,15 @@ impl<S: Sink> Encoder<S> {
         opts: WriteOptions,
     ) -> Result<Self, EncodeError> {
         opts.validate()?;
-        if opts.minor < format::MINOR_SIGNED && crate::sign::uses_signed_fields(header) {
-            return Err(EncodeError::InvalidOptions(format!(
-                "a header with keys, chain heads or a signature needs minor version {}, not {}",
-                format::MINOR_SIGNED,
-                opts.minor
-            )));
-        }
-        if opts.minor < format::MINOR_SNAPSHOT && header.snapshot != 0 {
-            return Err(EncodeError::InvalidOptions(format!(
-                "a snapshot creation header needs minor version {}, not {}",
-                format::MINOR_SNAPSHOT,
-                opts.minor
-            )));
-        }
-        if opts.minor < format::MINOR_FORK_DECISIONS && !header.fork_decisions.is_empty() {
-            return Err(EncodeError::InvalidOptions(format!(
-                "a header with fork repair decisions needs minor version {}, not {}",
-                format::MINOR_FORK_DECISIONS,
-                opts.minor
-            )));
-        }
-        if opts.minor < format::MINOR_REPORTS && crate::sign::uses_reports(header) {
-            return Err(EncodeError::InvalidOptions(format!(
-                "a header with signed reports needs minor version {}, not {}",
-                format::MINOR_REPORTS,
-                opts.minor
-            )));
-        }
-        if opts.minor < format::MINOR_RECIPIENTS && crate::sign::uses_recipients(header) {
-            return Err(EncodeError::InvalidOptions(format!(
-                "a header with age recipients needs minor version {}, not {}",
-                format::MINOR_RECIPIENTS,
-                opts.minor
-            )));
-        }
-        let header_bytes = crate::sign::encode_header(header, opts.minor).map_err(|source| {
-            EncodeError::Msgpack {
-                what: "header",
-                source,
-            }
-        })?;
-        if header_bytes.len() as u64 > u64::from(format::MAX_HEADER_LEN) {
-            return Err(EncodeError::HeaderTooLarge {
-                len: header_bytes.len() as u64,
-                limit: format::MAX_HEADER_LEN.into(),
-            });
-        }
-        let fixed = fixed_part_overhead(header_bytes.len());
-        if let Some(max) = opts.max_part_size {
-            if max < fixed + 64 {
-                return Err(EncodeError::InvalidOptions(format!(
-                    "max_part_size {max} is too small: envelope, header and trailer alone take {fixed} bytes"
-                )));
-            }
-        }
+        check_header_minor(header, opts.minor)?;
+        let header_bytes = encode_header_bytes(header, opts.minor)?;
+        check_part_size(&opts, header_bytes.len())?;
         let compressor = if opts.zstd_level == 0 {
             None
         } else {
             Some(compressor(&opts)?)
         };
-        let envelope = Envelope {
-            version: format::FormatVersion {
-                major: format::FORMAT_MAJOR,
-                minor: opts.minor,
-            },
-            kind,
-            flags: 0,
-            packet_id: opts.packet_id,
-            header_len: header_bytes.len() as u32,
-            part_index: 0,
-            part_count: 0,
-        };
+        let envelope = first_envelope(kind, &opts, header_bytes.len());
         let stats = Stats {
             packet_id: opts.packet_id,
             ..Stats::default()

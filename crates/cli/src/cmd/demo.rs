@@ -267,32 +267,8 @@ impl Demo {
         if let Some(b) = self.backend {
             b.ensure_compiled()?;
         }
-        let temp;
-        let root: PathBuf = match &self.keep {
-            Some(dir) => {
-                if dir.exists()
-                    && std::fs::read_dir(dir)
-                        .map(|mut d| d.next().is_some())
-                        .unwrap_or(true)
-                {
-                    bail!(
-                        "{} is not empty; give --keep a new or empty directory",
-                        dir.display()
-                    );
-                }
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-                dir.canonicalize()
-                    .with_context(|| format!("cannot resolve {}", dir.display()))?
-            }
-            None => {
-                temp = tempfile::Builder::new()
-                    .prefix("msite-demo-")
-                    .tempdir()
-                    .context("cannot make a temporary directory")?;
-                temp.path().to_path_buf()
-            }
-        };
+        // A temporary root lives until the demo has run.
+        let (root, _temp) = self.root()?;
         let previous = std::env::current_dir().context("cannot read the current directory")?;
         std::env::set_current_dir(&root)
             .with_context(|| format!("cannot enter {}", root.display()))?;
@@ -307,29 +283,56 @@ impl Demo {
         };
         run_script(&mut s)?;
         if self.keep.is_some() {
-            s.say("");
-            s.say(format!(
-                "The three sites are kept in {}. Explore them:",
-                root.display()
-            ));
-            s.say(format!(
-                "  msite -C {} lsreplica --long",
-                root.join("sanfran").display()
-            ));
-            s.say(format!(
-                "  msite -C {} lsepoch",
-                root.join("boston").display()
-            ));
-            s.say(format!(
-                "  msite -C {} lshistory src/main.c",
-                root.join("bangalore").display()
-            ));
-            s.say(format!(
-                "  msite -C {} cat src/main.c@@sanfran_dev/3",
-                root.join("boston").display()
-            ));
+            say_kept(&s, &root);
         }
         Ok(())
+    }
+
+    /// The directory the demo's sites go in: --keep's, which must be new or empty, or a new
+    /// temporary one (returned too, as it is removed when dropped).
+    fn root(&self) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+        let Some(dir) = &self.keep else {
+            let temp = tempfile::Builder::new()
+                .prefix("msite-demo-")
+                .tempdir()
+                .context("cannot make a temporary directory")?;
+            return Ok((temp.path().to_path_buf(), Some(temp)));
+        };
+        if dir.exists()
+            && std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            bail!(
+                "{} is not empty; give --keep a new or empty directory",
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let root = dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        Ok((root, None))
+    }
+}
+
+/// Where the kept sites are, and commands to explore them.
+fn say_kept(s: &Script, root: &Path) {
+    s.say("");
+    s.say(format!(
+        "The three sites are kept in {}. Explore them:",
+        root.display()
+    ));
+    for (site, command) in [
+        ("sanfran", "lsreplica --long"),
+        ("boston", "lsepoch"),
+        ("bangalore", "lshistory src/main.c"),
+        ("boston", "cat src/main.c@@sanfran_dev/3"),
+    ] {
+        s.say(format!(
+            "  msite -C {} {command}",
+            root.join(site).display()
+        ));
     }
 }
 
@@ -440,30 +443,28 @@ fn parallel_work(s: &mut Script) -> anyhow::Result<()> {
         "work/main-boston.c",
         "int main(void) { return 0; /* boston v2 */ }\n",
     )?;
-    s.msite(&["-C", "sanfran", "mkbrtype", "sanfran_dev"])?;
-    s.msite(&[
-        "-C",
-        "sanfran",
-        "checkin",
-        "src/main.c",
-        "work/main-sanfran.c",
-        "--branch",
-        "sanfran_dev",
-        "-m",
-        "faster startup",
-    ])?;
-    s.msite(&["-C", "bangalore", "mkbrtype", "bangalore_dev"])?;
-    s.msite(&[
-        "-C",
-        "bangalore",
-        "checkin",
-        "src/module1.c",
-        "work/util-bangalore.c",
-        "--branch",
-        "bangalore_dev",
-        "-m",
-        "port to arm64",
-    ])?;
+    // Each spoke makes a branch type (which it then masters) and checks in on it.
+    let spoke_work = [
+        (
+            "sanfran",
+            "sanfran_dev",
+            "src/main.c",
+            "work/main-sanfran.c",
+            "faster startup",
+        ),
+        (
+            "bangalore",
+            "bangalore_dev",
+            "src/module1.c",
+            "work/util-bangalore.c",
+            "port to arm64",
+        ),
+    ];
+    for (site, brtype, elem, file, comment) in spoke_work {
+        s.msite(&["-C", site, "mkbrtype", brtype])?;
+        let on_branch = ["--branch", brtype, "-m", comment];
+        s.msite(&[&["-C", site, "checkin", elem, file][..], &on_branch].concat())?;
+    }
     s.msite(&[
         "-C",
         HUB,

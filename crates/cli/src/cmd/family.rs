@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use msite_core::vob::NameKind;
-use msite_core::{incarnation_text, ExportOutcome, Incoming, ObjectRef, Replica, Selector};
+use msite_core::{
+    incarnation_text, ExportOutcome, HeldRequest, Incoming, ObjId, ObjectRef, Replica, ReplicaId,
+    Selector, Status,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -152,16 +155,11 @@ impl MkreplicaExport {
     /// Runs the command.
     pub fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let site = ctx.open()?;
-        let out = self.out.unwrap_or_else(|| site.paths.outgoing());
+        let out = self.out.clone().unwrap_or_else(|| site.paths.outgoing());
         let r = &site.replica;
         crate::site::remove_unfinished(r, &out);
         msite_packet::sealed::parse_recipients(&self.encrypt_to)?;
-        let key = msite_core::sync::parse_public_key(&self.key).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} is not a signing key; give the 64 hex digits `msite identity --new` printed at the new site",
-                self.key
-            )
-        })?;
+        let key = self.signing_key()?;
         let plan = match self.snapshot {
             true => r.plan_mkreplica_snapshot(&self.name, &key)?,
             false => r.plan_mkreplica(&self.name, &key)?,
@@ -180,43 +178,61 @@ impl MkreplicaExport {
                 blobs,
                 bytes,
                 ..
-            } => {
-                let what = match self.snapshot {
-                    true => format!("snapshot, {}", util::count(blobs, "row", "rows")),
-                    false => format!("history, {}", util::count(entries, "entry", "entries")),
-                };
-                ctx.say(format!(
-                    "Created replica {} (mastered by {}); its creation packet ({what}, {}):",
-                    self.name,
-                    r.name(),
-                    util::human_size(bytes)
-                ));
-                if !self.encrypt_to.is_empty() {
-                    crate::seal::seal_parts(
-                        &parts,
-                        &self.encrypt_to,
-                        std::slice::from_ref(&self.name),
-                    )?;
-                    ctx.say(format!(
-                        "  sealed for {} ({})",
-                        self.name,
-                        self.encrypt_to.join(", ")
-                    ));
-                }
-                for p in &parts {
-                    ctx.say(format!("  {}", p.display()));
-                }
-                ctx.say(format!(
-                    "Ship it to the new site and run there: msite mkreplica import {} DIR{}",
-                    parts
-                        .first()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    " --identity FILE"
-                ));
-            }
+            } => self.say_written(ctx, r, &parts, (entries, blobs, bytes))?,
             ExportOutcome::Nothing => ctx.say("Nothing was written."),
         }
+        Ok(())
+    }
+
+    /// The new replica's public signing key, parsed from --key.
+    fn signing_key(&self) -> anyhow::Result<msite_packet::wire::PublicKey> {
+        msite_core::sync::parse_public_key(&self.key).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} is not a signing key; give the 64 hex digits `msite identity --new` printed at the new site",
+                self.key
+            )
+        })
+    }
+
+    /// Says what the creation packet `parts` holds (`counts`: entries, rows or blobs, bytes),
+    /// seals it to --encrypt-to's recipients if any, and says how the new site imports it.
+    fn say_written(
+        &self,
+        ctx: &Ctx,
+        r: &Replica<AnyStore>,
+        parts: &[PathBuf],
+        counts: (u64, u64, u64),
+    ) -> anyhow::Result<()> {
+        let (entries, blobs, bytes) = counts;
+        let what = match self.snapshot {
+            true => format!("snapshot, {}", util::count(blobs, "row", "rows")),
+            false => format!("history, {}", util::count(entries, "entry", "entries")),
+        };
+        ctx.say(format!(
+            "Created replica {} (mastered by {}); its creation packet ({what}, {}):",
+            self.name,
+            r.name(),
+            util::human_size(bytes)
+        ));
+        if !self.encrypt_to.is_empty() {
+            crate::seal::seal_parts(parts, &self.encrypt_to, std::slice::from_ref(&self.name))?;
+            ctx.say(format!(
+                "  sealed for {} ({})",
+                self.name,
+                self.encrypt_to.join(", ")
+            ));
+        }
+        for p in parts {
+            ctx.say(format!("  {}", p.display()));
+        }
+        ctx.say(format!(
+            "Ship it to the new site and run there: msite mkreplica import {} DIR{}",
+            parts
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            " --identity FILE"
+        ));
         Ok(())
     }
 }
@@ -428,79 +444,105 @@ fn retired_info(
 pub fn replica_infos(r: &Replica<AnyStore>) -> anyhow::Result<Vec<ReplicaInfo>> {
     let st = r.status()?;
     let held = r.held_requests()?;
-    let mut out = Vec::new();
     let mut replicas = r.view().replicas()?;
     // This replica first, then the others by name.
     replicas.sort_by_key(|x| (x.id != r.id(), r.replica_name(&x.id)));
-    for obj in replicas {
-        let me = obj.id == r.id();
-        let mut annotations = Vec::new();
-        let mut state = None;
-        let mut rolled_back_reason = None;
-        let mut recovering_incarnation = None;
-        if me {
-            state = Some("normal".to_string());
-            if st.restored {
-                state = Some("restored".into());
-                annotations.push("restored from backup: run msite restorereplica".to_string());
-            }
-            if let Some(reason) = &st.rolled_back {
-                state = Some("rolled_back".into());
-                rolled_back_reason = Some(reason.clone());
-                annotations.push(format!(
-                    "replica is rolled back: {reason}: run msite restorereplica"
-                ));
-            }
-            if let Some(rec) = &st.recovering {
-                state = Some("recovering".into());
-                recovering_incarnation = Some(rec.incarnation);
-                annotations.push("replica is recovering".to_string());
-            }
+    replicas
+        .iter()
+        .map(|obj| replica_info(r, &st, &held, &obj.id, &obj.master))
+        .collect()
+}
+
+/// What `lsreplica` shows of replica `id` (mastered by `master`): its annotations come in
+/// this order: this replica's own state, the wait for its recovery update, its retirement,
+/// the restore request of it held here.
+fn replica_info(
+    r: &Replica<AnyStore>,
+    st: &Status,
+    held: &[HeldRequest],
+    id: &ReplicaId,
+    master: &ReplicaId,
+) -> anyhow::Result<ReplicaInfo> {
+    let me = *id == r.id();
+    let mut annotations = Vec::new();
+    let own = if me {
+        own_state(st, &mut annotations)
+    } else {
+        OwnState::default()
+    };
+    let awaited = !me
+        && st
+            .recovering
+            .as_ref()
+            .is_some_and(|rec| rec.awaited.contains_key(id));
+    if awaited {
+        annotations.push("replica is expected to send recovery update".to_string());
+        if r.awaits_completion_of(id)? {
+            annotations.push(
+                "it is restoring too, since after this replica: it answers when its own restoration completes"
+                    .to_string(),
+            );
         }
-        let awaited = !me
-            && st
-                .recovering
-                .as_ref()
-                .is_some_and(|rec| rec.awaited.contains_key(&obj.id));
-        if awaited {
-            annotations.push("replica is expected to send recovery update".to_string());
-            if r.awaits_completion_of(&obj.id)? {
-                annotations.push(
-                    "it is restoring too, since after this replica: it answers when its own restoration completes"
-                        .to_string(),
-                );
-            }
-        }
-        let retired = retired_info(r, &obj.id, &mut annotations)?;
-        let held_req = held.iter().find(|h| h.replica == obj.id);
-        if let Some(h) = held_req {
-            annotations.push(format!(
-                "restore request (incarnation {}) held here and propagated until its restoration completes",
-                incarnation_text(h.incarnation)
-            ));
-        }
-        out.push(ReplicaInfo {
-            name: r.replica_name(&obj.id),
-            id: obj.id.to_hex(),
-            master: r.replica_name(&obj.master),
-            incarnation: r.incarnation_of(&obj.id)?,
-            this_replica: me,
-            state,
-            rolled_back_reason,
-            recovering_incarnation,
-            expected_to_send_recovery_update: awaited,
-            held_restore_request: held_req.map(
-                |h| json!({ "incarnation": h.incarnation, "row": names::row_json(r, &h.row) }),
-            ),
-            completed_incarnation: r.completed_incarnation(&obj.id)?,
-            key_fingerprint: r
-                .public_key(&obj.id)?
-                .map(|k| msite_core::sync::fingerprint(&k)),
-            annotations,
-            retired,
-        });
     }
-    Ok(out)
+    let retired = retired_info(r, id, &mut annotations)?;
+    let held_req = held.iter().find(|h| h.replica == *id);
+    if let Some(h) = held_req {
+        annotations.push(format!(
+            "restore request (incarnation {}) held here and propagated until its restoration completes",
+            incarnation_text(h.incarnation)
+        ));
+    }
+    Ok(ReplicaInfo {
+        name: r.replica_name(id),
+        id: id.to_hex(),
+        master: r.replica_name(master),
+        incarnation: r.incarnation_of(id)?,
+        this_replica: me,
+        state: own.state,
+        rolled_back_reason: own.rolled_back_reason,
+        recovering_incarnation: own.recovering_incarnation,
+        expected_to_send_recovery_update: awaited,
+        held_restore_request: held_req
+            .map(|h| json!({ "incarnation": h.incarnation, "row": names::row_json(r, &h.row) })),
+        completed_incarnation: r.completed_incarnation(id)?,
+        key_fingerprint: r.public_key(id)?.map(|k| msite_core::sync::fingerprint(&k)),
+        annotations,
+        retired,
+    })
+}
+
+/// This replica's state fields in `lsreplica` (all `None` for a sibling).
+#[derive(Default)]
+struct OwnState {
+    state: Option<String>,
+    rolled_back_reason: Option<String>,
+    recovering_incarnation: Option<u64>,
+}
+
+/// This replica's state from its status `st`, with an annotation for each way it is not
+/// normal; when several hold, the state is the last of restored, rolled back, recovering.
+fn own_state(st: &Status, annotations: &mut Vec<String>) -> OwnState {
+    let mut own = OwnState {
+        state: Some("normal".to_string()),
+        ..OwnState::default()
+    };
+    if st.restored {
+        own.state = Some("restored".into());
+        annotations.push("restored from backup: run msite restorereplica".to_string());
+    }
+    if let Some(reason) = &st.rolled_back {
+        own.state = Some("rolled_back".into());
+        own.rolled_back_reason = Some(reason.clone());
+        annotations.push(format!(
+            "replica is rolled back: {reason}: run msite restorereplica"
+        ));
+    }
+    if let Some(rec) = &st.recovering {
+        own.state = Some("recovering".into());
+        own.recovering_incarnation = Some(rec.incarnation);
+        annotations.push("replica is recovering".to_string());
+    }
+    own
 }
 
 impl Lsreplica {
@@ -510,78 +552,102 @@ impl Lsreplica {
         let r = &site.replica;
         let infos = replica_infos(r)?;
         if self.json {
-            // The awaited set by id too: a sibling named by id that this store has no replica
-            // object for (created after the backup) appears only here.
-            let recovering = r.status()?.recovering.map(|rec| {
-                let awaiting: Vec<_> = rec
-                    .awaited
-                    .keys()
-                    .map(|id| json!({ "name": r.replica_name(id), "id": id.to_hex() }))
-                    .collect();
-                json!({ "incarnation": rec.incarnation, "awaiting": awaiting })
-            });
-            return ctx.json(&json!({
-                "family": { "name": r.family_name(), "id": r.family().to_hex() },
-                "this_replica": r.name(),
-                "recovering": recovering,
-                "replicas": infos,
-            }));
+            return ctx.json(&lsreplica_json(r, infos)?);
         }
         for i in &infos {
-            if !self.long {
-                let mut line = util::esc(&i.name);
-                if i.this_replica {
-                    line.push_str("  (this replica)");
-                }
-                if !i.annotations.is_empty() {
-                    line.push_str(&format!("  [{}]", util::esc(&i.annotations.join("; "))));
-                }
-                ctx.say(line);
-                continue;
-            }
-            let this = if i.this_replica {
-                " (this replica)"
+            if self.long {
+                say_long(ctx, i);
             } else {
-                ""
-            };
-            ctx.say(format!("replica \"{}\"{this}", util::esc(&i.name)));
-            ctx.say(format!("  id: {}", i.id));
-            ctx.say(format!("  master replica: {}", util::esc(&i.master)));
-            ctx.say(format!(
-                "  incarnation: {}",
-                incarnation_text(i.incarnation)
-            ));
-            ctx.say(format!(
-                "  signing key: {}",
-                i.key_fingerprint
-                    .as_deref()
-                    .unwrap_or("not known here yet (pinned from its first packet)")
-            ));
-            for a in &i.annotations {
-                ctx.say(format!("  {}", util::esc(a)));
+                say_short(ctx, i);
             }
         }
         if self.long {
-            if let Some(rec) = r.status()?.recovering {
-                let waiting: Vec<String> = rec
-                    .awaited
-                    .keys()
-                    .map(|id| util::esc(&r.replica_name(id)))
-                    .collect();
-                ctx.say(format!(
-                    "{} is recovering (incarnation {}); waiting for recovery updates from: {}",
-                    util::esc(&r.name()),
-                    incarnation_text(rec.incarnation),
-                    if waiting.is_empty() {
-                        "nobody".to_string()
-                    } else {
-                        waiting.join(", ")
-                    }
-                ));
-            }
+            say_recovering(ctx, r)?;
         }
         Ok(())
     }
+}
+
+/// The `lsreplica --json` document.
+fn lsreplica_json(
+    r: &Replica<AnyStore>,
+    infos: Vec<ReplicaInfo>,
+) -> anyhow::Result<serde_json::Value> {
+    // The awaited set by id too: a sibling named by id that this store has no replica
+    // object for (created after the backup) appears only here.
+    let recovering = r.status()?.recovering.map(|rec| {
+        let awaiting: Vec<_> = rec
+            .awaited
+            .keys()
+            .map(|id| json!({ "name": r.replica_name(id), "id": id.to_hex() }))
+            .collect();
+        json!({ "incarnation": rec.incarnation, "awaiting": awaiting })
+    });
+    Ok(json!({
+        "family": { "name": r.family_name(), "id": r.family().to_hex() },
+        "this_replica": r.name(),
+        "recovering": recovering,
+        "replicas": infos,
+    }))
+}
+
+/// One replica on one line: its name, whether it is this replica, its annotations.
+fn say_short(ctx: &Ctx, i: &ReplicaInfo) {
+    let mut line = util::esc(&i.name);
+    if i.this_replica {
+        line.push_str("  (this replica)");
+    }
+    if !i.annotations.is_empty() {
+        line.push_str(&format!("  [{}]", util::esc(&i.annotations.join("; "))));
+    }
+    ctx.say(line);
+}
+
+/// One replica for `lsreplica --long`: a line for each field and annotation.
+fn say_long(ctx: &Ctx, i: &ReplicaInfo) {
+    let this = if i.this_replica {
+        " (this replica)"
+    } else {
+        ""
+    };
+    ctx.say(format!("replica \"{}\"{this}", util::esc(&i.name)));
+    ctx.say(format!("  id: {}", i.id));
+    ctx.say(format!("  master replica: {}", util::esc(&i.master)));
+    ctx.say(format!(
+        "  incarnation: {}",
+        incarnation_text(i.incarnation)
+    ));
+    ctx.say(format!(
+        "  signing key: {}",
+        i.key_fingerprint
+            .as_deref()
+            .unwrap_or("not known here yet (pinned from its first packet)")
+    ));
+    for a in &i.annotations {
+        ctx.say(format!("  {}", util::esc(a)));
+    }
+}
+
+/// While this replica recovers: which siblings' recovery updates it still waits for.
+fn say_recovering(ctx: &Ctx, r: &Replica<AnyStore>) -> anyhow::Result<()> {
+    if let Some(rec) = r.status()?.recovering {
+        let waiting: Vec<String> = rec
+            .awaited
+            .keys()
+            .map(|id| util::esc(&r.replica_name(id)))
+            .collect();
+        ctx.say(format!(
+            "{} is recovering (incarnation {}); waiting for recovery updates from: {}",
+            util::esc(&r.name()),
+            incarnation_text(rec.incarnation),
+            if waiting.is_empty() {
+                "nobody".to_string()
+            } else {
+                waiting.join(", ")
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// `msite describe`.
@@ -673,86 +739,107 @@ pub fn describe(site: &Site, selector: &str) -> anyhow::Result<serde_json::Value
     let r = &site.replica;
     let sel = Selector::parse(selector)?;
     let obj = r.resolve_selector(&sel)?;
-    let v = r.view();
-    let master = r.replica_name(&v.master_of(&obj)?);
-    Ok(match obj {
-        ObjectRef::Replica(id) => {
-            let o = v
-                .replica(&id)?
-                .ok_or_else(|| anyhow::anyhow!("replica:{} vanished", id.short()))?;
-            let info = replica_infos(r)?.into_iter().find(|i| i.id == id.to_hex());
-            json!({
-                "kind": "replica",
-                "name": r.replica_name(&id),
-                "id": id.to_hex(),
-                "master": master,
-                "created_by": format!("{}:{}", r.replica_name(&o.created_by.origin), o.created_by.number),
-                "incarnation": r.incarnation_of(&id)?,
-                "this_replica": id == r.id(),
-                "key_fingerprint": r.public_key(&id)?.map(|k| msite_core::sync::fingerprint(&k)),
-                "annotations": info.map(|i| i.annotations).unwrap_or_default(),
-            })
-        }
-        ObjectRef::BrType(id) | ObjectRef::LbType(id) => {
-            let kind = if matches!(obj, ObjectRef::BrType(_)) {
-                NameKind::BrType
-            } else {
-                NameKind::LbType
-            };
-            let name = if kind == NameKind::BrType {
-                names::brtype(r, &id)
-            } else {
-                names::lbtype(r, &id)
-            };
-            json!({
-                "kind": kind.label(),
-                "name": name,
-                "id": format!("{}:{}", r.replica_name(&id.origin), id.number),
-                "master": master,
-            })
-        }
-        ObjectRef::Element(id) => {
-            let el = v
-                .element(&id)?
-                .ok_or_else(|| anyhow::anyhow!("elem:{selector} vanished"))?;
-            let mut branches = Vec::new();
-            for b in v.branches(&id)? {
-                branches.push(json!({
-                    "brtype": names::brtype(r, &b.brtype),
-                    "master": r.replica_name(&b.master),
-                    "latest": b.latest,
-                }));
-            }
-            let mut labels = Vec::new();
-            for l in v.labels(&id)? {
-                labels.push(json!({
-                    "lbtype": names::lbtype(r, &l.lbtype),
-                    "version": format!("{}/{}", names::brtype(r, &l.brtype), l.version),
-                }));
-            }
-            json!({
-                "kind": "elem",
-                "path": el.path,
-                "id": format!("{}:{}", r.replica_name(&id.origin), id.number),
-                "master": master,
-                "removed": el.removed,
-                "branches": branches,
-                "labels": labels,
-            })
-        }
+    let master = r.replica_name(&r.view().master_of(&obj)?);
+    match obj {
+        ObjectRef::Replica(id) => describe_replica(r, &id, master),
+        ObjectRef::BrType(id) => Ok(describe_type(r, NameKind::BrType, &id, master)),
+        ObjectRef::LbType(id) => Ok(describe_type(r, NameKind::LbType, &id, master)),
+        ObjectRef::Element(id) => describe_element(r, &id, master, selector),
         ObjectRef::Branch { elem, brtype } => {
-            let b = v
+            let b = r
+                .view()
                 .branch(&elem, &brtype)?
                 .ok_or_else(|| anyhow::anyhow!("{selector} vanished"))?;
-            json!({
+            Ok(json!({
                 "kind": "branch",
                 "elem": names::elem(r, &elem),
                 "brtype": names::brtype(r, &brtype),
                 "master": master,
                 "latest": b.latest,
-            })
+            }))
         }
+    }
+}
+
+/// A replica's description: its `lsreplica` annotations included.
+fn describe_replica(
+    r: &Replica<AnyStore>,
+    id: &ReplicaId,
+    master: String,
+) -> anyhow::Result<serde_json::Value> {
+    let o = r
+        .view()
+        .replica(id)?
+        .ok_or_else(|| anyhow::anyhow!("replica:{} vanished", id.short()))?;
+    let info = replica_infos(r)?.into_iter().find(|i| i.id == id.to_hex());
+    Ok(json!({
+        "kind": "replica",
+        "name": r.replica_name(id),
+        "id": id.to_hex(),
+        "master": master,
+        "created_by": format!("{}:{}", r.replica_name(&o.created_by.origin), o.created_by.number),
+        "incarnation": r.incarnation_of(id)?,
+        "this_replica": *id == r.id(),
+        "key_fingerprint": r.public_key(id)?.map(|k| msite_core::sync::fingerprint(&k)),
+        "annotations": info.map(|i| i.annotations).unwrap_or_default(),
+    }))
+}
+
+/// A branch type's or label type's description (`kind` says which).
+fn describe_type(
+    r: &Replica<AnyStore>,
+    kind: NameKind,
+    id: &ObjId,
+    master: String,
+) -> serde_json::Value {
+    let name = if kind == NameKind::BrType {
+        names::brtype(r, id)
+    } else {
+        names::lbtype(r, id)
+    };
+    json!({
+        "kind": kind.label(),
+        "name": name,
+        "id": format!("{}:{}", r.replica_name(&id.origin), id.number),
+        "master": master,
     })
+}
+
+/// An element's description: its branches and labels.
+fn describe_element(
+    r: &Replica<AnyStore>,
+    id: &ObjId,
+    master: String,
+    selector: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let v = r.view();
+    let el = v
+        .element(id)?
+        .ok_or_else(|| anyhow::anyhow!("elem:{selector} vanished"))?;
+    let mut branches = Vec::new();
+    for b in v.branches(id)? {
+        branches.push(json!({
+            "brtype": names::brtype(r, &b.brtype),
+            "master": r.replica_name(&b.master),
+            "latest": b.latest,
+        }));
+    }
+    let mut labels = Vec::new();
+    for l in v.labels(id)? {
+        labels.push(json!({
+            "lbtype": names::lbtype(r, &l.lbtype),
+            "version": format!("{}/{}", names::brtype(r, &l.brtype), l.version),
+        }));
+    }
+    Ok(json!({
+        "kind": "elem",
+        "path": el.path,
+        "id": format!("{}:{}", r.replica_name(&id.origin), id.number),
+        "master": master,
+        "removed": el.removed,
+        "branches": branches,
+        "labels": labels,
+    }))
 }
 
 /// `msite rmreplica`.

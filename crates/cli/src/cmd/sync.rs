@@ -191,72 +191,11 @@ impl Export {
         let mut unsealable = Vec::new();
         for t in targets {
             let name = util::esc(&r.replica_name(&t));
-            let recipients = match self.recipients_for(r, &t, &name) {
-                Ok(x) => x,
-                Err(e) => {
-                    unsealable.push(format!("{e:#}"));
-                    continue;
+            match self.recipients_for(r, &t, &name) {
+                Ok(recipients) => {
+                    written.push(self.export_to(ctx, &site, &t, name, &recipients, &out)?)
                 }
-            };
-            let Some(plan) = r.plan_export(&t)? else {
-                ctx.say(format!("Nothing to send to {name}."));
-                written.push(Exported {
-                    target: name,
-                    parts: Vec::new(),
-                });
-                continue;
-            };
-            tracing::info!(target = %name, entries = plan.entry_count, reason = plan.reason, "exporting");
-            let pb = util::spinner(
-                ctx,
-                format!("exporting {} entries to {name}", plan.entry_count),
-            );
-            let res = r.write_plan_to_dir(&plan, &out, self.max_size);
-            pb.finish_and_clear();
-            match res? {
-                ExportOutcome::Nothing => {
-                    ctx.say(format!("Nothing to send to {name}."));
-                    written.push(Exported {
-                        target: name,
-                        parts: Vec::new(),
-                    });
-                }
-                ExportOutcome::Written {
-                    parts,
-                    entries,
-                    blobs,
-                    bytes,
-                    warnings,
-                    reason,
-                } => {
-                    let what = match reason {
-                        "update" => String::new(),
-                        other => format!(" [{other}]"),
-                    };
-                    ctx.say(format!(
-                        "Wrote a packet for {name}{what}: {}, {}, {}{}",
-                        util::count(entries, "entry", "entries"),
-                        util::count(blobs, "content blob", "content blobs"),
-                        util::human_size(bytes),
-                        if parts.len() > 1 {
-                            format!(", {} parts", parts.len())
-                        } else {
-                            String::new()
-                        }
-                    ));
-                    self.seal(ctx, &parts, &name, &recipients)?;
-                    for p in &parts {
-                        ctx.say(format!("  {}", p.display()));
-                    }
-                    record_export(&site, &name, &parts, bytes);
-                    for w in warnings {
-                        ctx.say(format!("  warning: {w}"));
-                    }
-                    written.push(Exported {
-                        target: name,
-                        parts,
-                    });
-                }
+                Err(e) => unsealable.push(format!("{e:#}")),
             }
         }
         if !unsealable.is_empty() {
@@ -264,6 +203,89 @@ impl Export {
         }
         Ok(written)
     }
+
+    /// Writes the packet for sibling `t` (named `name`) into `out`, sealed to `recipients`
+    /// if any, and says what it holds; a sibling that lacks nothing gets no packet.
+    fn export_to(
+        &self,
+        ctx: &Ctx,
+        site: &Site,
+        t: &ReplicaId,
+        name: String,
+        recipients: &[String],
+        out: &Path,
+    ) -> anyhow::Result<Exported> {
+        let r = &site.replica;
+        let Some(plan) = r.plan_export(t)? else {
+            return Ok(nothing_to_send(ctx, name));
+        };
+        tracing::info!(target = %name, entries = plan.entry_count, reason = plan.reason, "exporting");
+        let pb = util::spinner(
+            ctx,
+            format!("exporting {} entries to {name}", plan.entry_count),
+        );
+        let res = r.write_plan_to_dir(&plan, out, self.max_size);
+        pb.finish_and_clear();
+        let ExportOutcome::Written {
+            parts,
+            entries,
+            blobs,
+            bytes,
+            warnings,
+            reason,
+        } = res?
+        else {
+            return Ok(nothing_to_send(ctx, name));
+        };
+        ctx.say(wrote_line(
+            &name,
+            reason,
+            (entries, blobs, bytes),
+            parts.len(),
+        ));
+        self.seal(ctx, &parts, &name, recipients)?;
+        for p in &parts {
+            ctx.say(format!("  {}", p.display()));
+        }
+        record_export(site, &name, &parts, bytes);
+        for w in warnings {
+            ctx.say(format!("  warning: {w}"));
+        }
+        Ok(Exported {
+            target: name,
+            parts,
+        })
+    }
+}
+
+/// Says that sibling `name` gets no packet.
+fn nothing_to_send(ctx: &Ctx, name: String) -> Exported {
+    ctx.say(format!("Nothing to send to {name}."));
+    Exported {
+        target: name,
+        parts: Vec::new(),
+    }
+}
+
+/// The line saying what the packet for `name` holds (`counts`: entries, content blobs,
+/// bytes), with its reason unless it is a plain update and its part count if over one.
+fn wrote_line(name: &str, reason: &str, counts: (u64, u64, u64), parts: usize) -> String {
+    let (entries, blobs, bytes) = counts;
+    let what = match reason {
+        "update" => String::new(),
+        other => format!(" [{other}]"),
+    };
+    format!(
+        "Wrote a packet for {name}{what}: {}, {}, {}{}",
+        util::count(entries, "entry", "entries"),
+        util::count(blobs, "content blob", "content blobs"),
+        util::human_size(bytes),
+        if parts > 1 {
+            format!(", {parts} parts")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// Records an exported packet in the site's history.
@@ -285,15 +307,6 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| util::esc(&n.to_string_lossy()))
         .unwrap_or_default()
-}
-
-/// The bytes `files` hold together (what is there now).
-fn size_of(files: &[PathBuf]) -> u64 {
-    files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 #[cfg(feature = "serve")]
@@ -564,7 +577,7 @@ fn refuse(
         Direction::In,
         sender.as_deref(),
         name,
-        size_of(files),
+        util::files_size(files),
         Outcome::Refused,
         Some(&why),
     );
@@ -711,7 +724,8 @@ fn say_applied(ctx: &Ctx, name: &str, sender: &str, counts: (u64, u64), notes: &
     }
 }
 
-/// Imports one complete packet and reports the result.
+/// Imports one complete packet and reports the result. An applied or already applied
+/// packet is recorded in the history and leaves the incoming bay; a waiting one stays.
 fn import_one(
     ctx: &Ctx,
     site: &Site,
@@ -719,32 +733,19 @@ fn import_one(
     tally: &mut Tally,
     reported: &mut BTreeMap<String, String>,
 ) -> anyhow::Result<Step> {
-    let r = &site.replica;
     let (name, files, movable) = placement(site, g);
     tracing::info!(packet = %name, parts = files.len(), "importing");
     let pb = util::spinner(ctx, format!("importing {name}"));
-    let res = Incoming::from_files(&files).and_then(|pkt| r.import(pkt));
+    let res = Incoming::from_files(&files).and_then(|pkt| site.replica.import(pkt));
     pb.finish_and_clear();
     let outcome = match res {
         Ok(o) => o,
         Err(e) => {
-            return match verdict(e) {
-                Verdict::Refuse(why) => {
-                    reported.remove(&name);
-                    let place = (name.as_str(), files.as_slice(), movable);
-                    refuse(ctx, site, place, (why, Some(&g.header)), tally)?;
-                    Ok(Step::Refused)
-                }
-                Verdict::StoreFailed(err) => Ok(Step::StoreFailed(err)),
-                Verdict::Stop(e @ CoreError::Locked(_)) => Err(anyhow::anyhow!(
-                    "cannot import {name}: {}; the packets stay in the incoming bay",
-                    util::esc(&e.to_string())
-                )),
-                Verdict::Stop(e) => Err(stop(&name, e, "the site's store cannot be used")),
-            }
+            let place = (name.as_str(), files.as_slice(), movable);
+            return not_imported(ctx, site, g, place, e, tally, reported);
         }
     };
-    let bytes = size_of(&files);
+    let bytes = util::files_size(&files);
     let step = match outcome {
         ImportOutcome::Applied {
             applied,
@@ -754,7 +755,7 @@ fn import_one(
         } => {
             tally.applied += 1;
             tally.unlocked |= unlocked;
-            let sender = util::esc(&sender_name(r, &g.header));
+            let sender = util::esc(&sender_name(&site.replica, &g.header));
             say_applied(ctx, &name, &sender, (applied, skipped), &notes);
             Step::Applied
         }
@@ -774,6 +775,34 @@ fn import_one(
         remove_files(ctx, &files);
     }
     Ok(step)
+}
+
+/// What an import that failed with `e` means for the packet at `place` (name, files,
+/// whether they are in the incoming bay): a refused packet is moved aside and said so; a
+/// failed store is the caller's to handle; any other error stops the run, the packet staying.
+fn not_imported(
+    ctx: &Ctx,
+    site: &Site,
+    g: &Group,
+    place: (&str, &[PathBuf], bool),
+    e: CoreError,
+    tally: &mut Tally,
+    reported: &mut BTreeMap<String, String>,
+) -> anyhow::Result<Step> {
+    let name = place.0;
+    match verdict(e) {
+        Verdict::Refuse(why) => {
+            reported.remove(name);
+            refuse(ctx, site, place, (why, Some(&g.header)), tally)?;
+            Ok(Step::Refused)
+        }
+        Verdict::StoreFailed(err) => Ok(Step::StoreFailed(err)),
+        Verdict::Stop(e @ CoreError::Locked(_)) => Err(anyhow::anyhow!(
+            "cannot import {name}: {}; the packets stay in the incoming bay",
+            util::esc(&e.to_string())
+        )),
+        Verdict::Stop(e) => Err(stop(name, e, "the site's store cannot be used")),
+    }
 }
 
 /// Records an imported packet in the site's history.

@@ -494,7 +494,7 @@ fn incoming(site: &Site) -> anyhow::Result<(Vec<BayPacket>, usize)> {
         out.push(BayPacket {
             packet: util::bounded_line(&g.display(), MAX_TEXT),
             sender: Some(util::esc(&sender)),
-            bytes: size_of(&g.paths()),
+            bytes: util::files_size(&g.paths()),
             verdict: verdict.to_string(),
             here: util::bounded_line(&util::esc(&here), MAX_TEXT),
         });
@@ -519,14 +519,6 @@ fn incoming(site: &Site) -> anyhow::Result<(Vec<BayPacket>, usize)> {
         });
     }
     Ok((out, total))
-}
-
-fn size_of(files: &[PathBuf]) -> u64 {
-    files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 /// A file's name, escaped and bounded.

@@ -37,8 +37,7 @@ macro_rules! matrix {
 /// A settled hub family (boston, sanfran, bangalore) holding one element.
 fn family(backend: Option<&'static str>) -> Lab {
     let lab = Lab::hub(backend);
-    lab.write("seed.c", "int seed;\n");
-    lab.ok(&["-C", "boston", "checkin", "seed.c", "seed.c"]);
+    lab.checkin("boston", "seed.c", "int seed;\n");
     lab.settle();
     lab
 }

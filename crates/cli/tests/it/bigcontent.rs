@@ -11,15 +11,7 @@ const LIMIT_BYTES: usize = 1 << 20;
 
 /// Deterministic, incompressible content of `len` bytes.
 fn content(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    xorshift_bytes(len)
 }
 
 fn write_bytes(lab: &Lab, rel: &str, bytes: &[u8]) -> String {
@@ -38,21 +30,7 @@ fn one_line(stderr: &str) -> &str {
 fn family_with_a_small_site() -> Lab {
     let lab = Lab::new();
     lab.init("boston", "proj");
-    let (_, key) = lab.new_identity("sanfran.age");
-    lab.ok(&[
-        "-C",
-        "boston",
-        "mkreplica",
-        "export",
-        "sanfran",
-        "--out",
-        "t",
-        "--no-encrypt",
-        "--key",
-        &key,
-    ]);
-    let pkt = packets_in(&lab.path("t")).pop().expect("a creation packet");
-    let pkt = pkt.to_string_lossy().into_owned();
+    let (_, pkt) = lab.creation_packet("boston", "sanfran", "t", false, &[]);
     lab.ok(&[
         "mkreplica",
         "import",
@@ -71,16 +49,7 @@ fn family_with_a_small_site() -> Lab {
 #[test]
 fn a_checkin_over_the_site_limit_fails_with_one_line_and_changes_nothing() {
     let lab = Lab::new();
-    lab.ok(&[
-        "init",
-        "boston",
-        "--family",
-        "proj",
-        "--replica",
-        "boston",
-        "--max-version-size",
-        LIMIT,
-    ]);
+    lab.init_with("boston", "proj", &["--max-version-size", LIMIT]);
     let before = lab.digest("boston");
     let f = write_bytes(&lab, "big.bin", &content(LIMIT_BYTES + 1));
     let err = lab.fails(1, &["-C", "boston", "checkin", "big.bin", &f]);
@@ -132,9 +101,7 @@ fn a_packet_over_the_receivers_limit_is_moved_aside_and_the_next_one_applies() {
 
 #[test]
 fn a_version_of_a_few_mib_round_trips_through_export_import_and_cat() {
-    let lab = Lab::new();
-    lab.init("boston", "proj");
-    lab.mkreplica("boston", "sanfran");
+    let lab = Lab::pair();
     let data = content(3 * LIMIT_BYTES + 123);
     let f = write_bytes(&lab, "big.bin", &data);
     lab.ok(&["-C", "boston", "checkin", "data/big.bin", &f, "-m", "big"]);
@@ -149,16 +116,7 @@ fn a_version_of_a_few_mib_round_trips_through_export_import_and_cat() {
 #[test]
 fn standard_input_over_the_limit_is_refused_and_within_it_checks_in() {
     let lab = Lab::new();
-    lab.ok(&[
-        "init",
-        "boston",
-        "--family",
-        "proj",
-        "--replica",
-        "boston",
-        "--max-version-size",
-        LIMIT,
-    ]);
+    lab.init_with("boston", "proj", &["--max-version-size", LIMIT]);
     let before = lab.digest("boston");
     let out = lab
         .cmd()

@@ -45,12 +45,7 @@ fn a_fork_after_override_is_repaired_and_the_given_up_change_is_written_out() {
     lab.ok(&["-C", "sanfran", "checkin", "a", &b]);
     // The hub refuses sanfran's packet as divergent, naming the number and the command.
     lab.send("sanfran", "boston");
-    let out = lab.run(&["-C", "boston", "syncreplica", "import"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = lab.said(&["-C", "boston", "syncreplica", "import"]);
     assert!(text.contains("msite repairfork"), "{text}");
     let n = fork_number(&text, "sanfran");
     // The hub keeps the family's timeline (A).

@@ -164,14 +164,7 @@ fn kill_at(lab: &Lab, args: &[&str], when: &Moment, tally: &mut Tally) -> bool {
 fn write_tree(lab: &Lab, dir: &str, n: usize, size: usize) {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for i in 0..n {
-        let mut bytes = Vec::with_capacity(size);
-        while bytes.len() < size {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            bytes.extend_from_slice(&x.to_le_bytes());
-        }
-        bytes.truncate(size);
+        let bytes = super::xorshift_words(&mut x, size);
         let p = lab.path(&format!("{dir}/d{}/f{i}.bin", i % 16));
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, bytes).expect("write");

@@ -97,6 +97,16 @@ impl Lab {
         self.cmd().args(args).output().expect("run msite")
     }
 
+    /// `msite ARGS…`, whatever happens: what it printed, stdout then stderr.
+    fn said(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     /// `msite ARGS…` must fail with `code`; returns stderr (and checks stdout has no panic).
     fn fails(&self, code: i32, args: &[&str]) -> String {
         let out = self.run(args);
@@ -122,10 +132,16 @@ impl Lab {
     }
 
     fn init(&self, name: &str, family: &str) {
+        self.init_with(name, family, &[]);
+    }
+
+    /// `msite init NAME --family FAMILY --replica NAME` with the lab's backend and `extra`.
+    fn init_with(&self, name: &str, family: &str, extra: &[&str]) {
         let mut args = vec!["init", name, "--family", family, "--replica", name];
         if let Some(b) = self.backend {
             args.extend(["--backend", b]);
         }
+        args.extend_from_slice(extra);
         self.ok(&args);
     }
 
@@ -153,28 +169,9 @@ impl Lab {
     /// Creates replica `name` at `creator` with `extra` export options; what the export said.
     fn mkreplica_with(&self, creator: &str, name: &str, extra: &[&str]) -> String {
         // Sealed, as by default: the new site's operator makes an identity file first.
-        let out = format!("transfer-{name}");
         let id_file = format!("{name}.age");
-        let (recipient, key) = self.new_identity(&id_file);
-        let mut export = vec![
-            "-C",
-            creator,
-            "mkreplica",
-            "export",
-            name,
-            "--out",
-            &out,
-            "--encrypt-to",
-            &recipient,
-            "--key",
-            &key,
-        ];
-        export.extend_from_slice(extra);
-        let said = self.ok(&export);
-        let pkt = packets_in(&self.path(&out))
-            .pop()
-            .expect("a creation packet");
-        let pkt = pkt.to_string_lossy().into_owned();
+        let (said, pkt) =
+            self.creation_packet(creator, name, &format!("transfer-{name}"), true, extra);
         let mut args = vec![
             "mkreplica",
             "import",
@@ -188,6 +185,38 @@ impl Lab {
         }
         self.ok(&args);
         said
+    }
+
+    /// boston with one sibling, sanfran.
+    fn pair() -> Lab {
+        let lab = Lab::new();
+        lab.init("boston", "proj");
+        lab.mkreplica("boston", "sanfran");
+        lab
+    }
+
+    /// Writes the creation packet of replica `name` at `creator` into `out`, after making the
+    /// new site's identity file `NAME.age`: sealed to its recipient, or (`sealed` false) with
+    /// `--no-encrypt`; `extra`: more export options. What the export said, and the packet.
+    fn creation_packet(
+        &self,
+        creator: &str,
+        name: &str,
+        out: &str,
+        sealed: bool,
+        extra: &[&str],
+    ) -> (String, String) {
+        let (recipient, key) = self.new_identity(&format!("{name}.age"));
+        let seal = match sealed {
+            true => vec!["--encrypt-to", recipient.as_str()],
+            false => vec!["--no-encrypt"],
+        };
+        let export = ["-C", creator, "mkreplica", "export", name, "--out", out];
+        let said = self.ok(&[&export[..], &seal, &["--key", &key], extra].concat());
+        let pkt = packets_in(&self.path(out))
+            .pop()
+            .expect("a creation packet");
+        (said, pkt.to_string_lossy().into_owned())
     }
 
     /// boston (hub) with spokes sanfran and bangalore.
@@ -204,23 +233,25 @@ impl Lab {
 
     /// `syncreplica export` from `from` to `to`, written into `dir`; what it printed.
     fn export_to_dir(&self, from: &str, to: &str, dir: &str) -> String {
-        self.ok(&[
-            "-C",
-            from,
-            "syncreplica",
-            "export",
-            "--to",
-            to,
-            "--out",
-            dir,
-        ])
+        self.export_with(from, to, &["--out", dir])
+    }
+
+    /// `syncreplica export --to TO` at `from` with `extra` options; what it printed.
+    fn export_with(&self, from: &str, to: &str, extra: &[&str]) -> String {
+        let export = ["-C", from, "syncreplica", "export", "--to", to];
+        self.ok(&[&export[..], extra].concat())
     }
 
     /// Exports from `from` to `to` straight into `to`'s incoming bay; returns the files.
     fn send(&self, from: &str, to: &str) -> Vec<PathBuf> {
+        self.send_with(from, to, &[])
+    }
+
+    /// [`Lab::send`] with `extra` export options.
+    fn send_with(&self, from: &str, to: &str, extra: &[&str]) -> Vec<PathBuf> {
         let before = packets_in(&self.path(&format!("{to}/bays/incoming")));
         let bay = format!("{to}/bays/incoming");
-        self.export_to_dir(from, to, &bay);
+        self.export_with(from, to, &[&["--out", bay.as_str()][..], extra].concat());
         packets_in(&self.path(&bay))
             .into_iter()
             .filter(|p| !before.contains(p))
@@ -273,12 +304,46 @@ impl Lab {
         d
     }
 
+    /// Writes `content` to `rel` in the lab and checks it in at `site` as element `rel`.
+    fn checkin(&self, site: &str, rel: &str, content: &str) {
+        self.write(rel, content);
+        self.ok(&["-C", site, "checkin", rel, rel]);
+    }
+
     fn write(&self, rel: &str, content: &str) -> String {
         let p = self.path(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(&p, content).expect("write");
         rel.to_string()
     }
+}
+
+/// Bytes that zstd cannot shrink: `len` bytes of a xorshift stream that continues from `*x`,
+/// eight bytes a step (the same state gives the same bytes).
+fn xorshift_words(x: &mut u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Bytes that zstd cannot shrink: the low bytes of `len` steps of a xorshift stream from a
+/// fixed seed (the same length gives the same bytes).
+fn xorshift_bytes(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 fn packets_in(dir: &Path) -> Vec<PathBuf> {
@@ -579,8 +644,7 @@ fn errors_name_the_object_and_what_to_do() {
     let err = lab.fails(1, &["-C", "empty", "ls"]);
     assert!(err.contains("holds no msite site (no site.json); create one with `msite init` or `msite mkreplica import`"), "{err}");
     // Mastered elsewhere: names the master.
-    lab.write("f.c", "x\n");
-    lab.ok(&["-C", "boston", "checkin", "f.c", "f.c"]);
+    lab.checkin("boston", "f.c", "x\n");
     lab.settle();
     let err = lab.fails(1, &["-C", "sanfran", "checkin", "f.c", "f.c", "-m", "no"]);
     assert!(err.contains("mastered by replica boston"), "{err}");
@@ -596,8 +660,7 @@ fn errors_name_the_object_and_what_to_do() {
 #[test]
 fn lspacket_says_a_packet_imported_before_changes_nothing() {
     let lab = Lab::hub(None);
-    lab.write("a", "1\n");
-    lab.ok(&["-C", "boston", "checkin", "a", "a"]);
+    lab.checkin("boston", "a", "1\n");
     let sent = lab.send("boston", "sanfran");
     assert_eq!(sent.len(), 1);
     std::fs::create_dir_all(lab.path("copy")).expect("mkdir");
@@ -616,12 +679,10 @@ fn lspacket_says_a_packet_imported_before_changes_nothing() {
 #[test]
 fn a_packet_that_must_wait_exits_3_and_applies_later() {
     let lab = Lab::hub(None);
-    lab.write("a", "1\n");
-    lab.ok(&["-C", "boston", "checkin", "a", "a"]);
+    lab.checkin("boston", "a", "1\n");
     // Two packets to sanfran; the first is held back.
     lab.export_to_dir("boston", "sanfran", "held");
-    lab.write("a", "2\n");
-    lab.ok(&["-C", "boston", "checkin", "a", "a"]);
+    lab.checkin("boston", "a", "2\n");
     let second = lab.send("boston", "sanfran");
     assert_eq!(second.len(), 1);
     let out = lab.run(&["-C", "sanfran", "syncreplica", "import"]);
@@ -664,18 +725,7 @@ fn split_packets_are_grouped_and_imported_together() {
     lab.ok(&["-C", "boston", "import", "big"]);
     let files = {
         let bay = "sanfran/bays/incoming";
-        lab.ok(&[
-            "-C",
-            "boston",
-            "syncreplica",
-            "export",
-            "--to",
-            "sanfran",
-            "--out",
-            bay,
-            "--max-size",
-            "8K",
-        ]);
+        lab.export_with("boston", "sanfran", &["--out", bay, "--max-size", "8K"]);
         packets_in(&lab.path(bay))
     };
     assert!(files.len() > 1, "the packet was split: {files:?}");
@@ -718,8 +768,7 @@ fn restore_procedure(backend: Option<&'static str>) {
     lab.send("sanfran", "boston");
     lab.import("boston");
     // A packet built for sanfran before its restore, left in a drawer.
-    lab.write("b", "boston\n");
-    lab.ok(&["-C", "boston", "checkin", "b", "b"]);
+    lab.checkin("boston", "b", "boston\n");
     lab.export_to_dir("boston", "sanfran", "drawer");
     // Storage lost; restore refuses what is not a backup of this replica.
     std::fs::remove_dir_all(lab.path("sanfran/store")).expect("rm store");
@@ -832,8 +881,7 @@ fn a_replica_rolled_back_by_a_copy_refuses_changes() {
     lab.ok(&["-C", "sanfran", "mkbrtype", "sf"]);
     lab.send("sanfran", "boston");
     lab.import("boston");
-    lab.write("b", "b\n");
-    lab.ok(&["-C", "boston", "checkin", "b", "b"]);
+    lab.checkin("boston", "b", "b\n");
     std::fs::remove_dir_all(lab.path("sanfran/store")).expect("rm");
     copy_dir(&lab.path("sanfran-copy"), &lab.path("sanfran/store"));
     lab.send("boston", "sanfran");
@@ -866,8 +914,7 @@ fn a_rolled_back_site_that_numbered_again_locks_itself_on_its_own_fork() {
     copy_dir(&lab.path("sanfran-copy"), &lab.path("sanfran/store"));
     // Nothing tells sanfran yet: it numbers its next change as it numbered sf.
     lab.ok(&["-C", "sanfran", "mkbrtype", "other"]);
-    lab.write("b", "b\n");
-    lab.ok(&["-C", "boston", "checkin", "b", "b"]);
+    lab.checkin("boston", "b", "b\n");
     lab.send("boston", "sanfran");
     let ls = lab.ok(&["-C", "sanfran", "lspacket"]);
     assert!(
@@ -913,8 +960,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn watch_imports_packets_as_they_arrive() {
     let lab = Lab::hub(None);
-    lab.write("w", "watched\n");
-    lab.ok(&["-C", "boston", "checkin", "w", "w"]);
+    lab.checkin("boston", "w", "watched\n");
     lab.send("boston", "sanfran");
     let out = lab.ok(&[
         "-C",

@@ -10,8 +10,7 @@ use super::{packets_in, Lab};
 /// A settled hub family (boston, sanfran, bangalore) holding one element.
 fn family() -> Lab {
     let lab = Lab::hub(None);
-    lab.write("seed.c", "int seed;\n");
-    lab.ok(&["-C", "boston", "checkin", "seed.c", "seed.c"]);
+    lab.checkin("boston", "seed.c", "int seed;\n");
     lab.settle();
     lab
 }
@@ -19,8 +18,7 @@ fn family() -> Lab {
 /// sanfran with a packet from boston in its incoming bay and one for boston in its outgoing
 /// bay.
 fn sanfran_with_full_bays(lab: &Lab) {
-    lab.write("in.c", "int incoming;\n");
-    lab.ok(&["-C", "boston", "checkin", "in.c", "in.c"]);
+    lab.checkin("boston", "in.c", "int incoming;\n");
     assert_eq!(lab.send("boston", "sanfran").len(), 1);
     lab.ok(&["-C", "sanfran", "mkbrtype", "sf"]);
     lab.ok(&["-C", "sanfran", "syncreplica", "export", "--to", "boston"]);
@@ -167,8 +165,7 @@ fn export_to_an_unknown_sibling_names_the_known_ones_and_lsreplica() {
 #[test]
 fn importing_given_files_prints_the_summary_line() {
     let lab = family();
-    lab.write("g.c", "int given;\n");
-    lab.ok(&["-C", "boston", "checkin", "g.c", "g.c"]);
+    lab.checkin("boston", "g.c", "int given;\n");
     lab.export_to_dir("boston", "sanfran", "given");
     let file = packets_in(&lab.path("given")).remove(0);
     let file = file.display().to_string();
@@ -367,12 +364,7 @@ fn an_older_restore_request_relayed_by_a_third_replica_is_refused_as_stale() {
     lab.import("bangalore");
     // boston relays the older request to bangalore: refused as stale, with both times.
     lab.send("boston", "bangalore");
-    let out = lab.run(&["-C", "bangalore", "syncreplica", "import"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = lab.said(&["-C", "bangalore", "syncreplica", "import"]);
     assert!(
         text.contains("stale packet from boston: it relays the restore request of sanfran"),
         "{text}"

@@ -47,25 +47,9 @@ fn the_seed_procedure_works_end_to_end_on_postgres() {
         &urls[0],
     ));
     for (name, url) in [("sanfran", &urls[1]), ("bangalore", &urls[2])] {
-        let out = format!("transfer-{name}");
         let id_file = format!("{name}.age");
-        let (_, key) = lab.new_identity(&id_file);
-        lab.ok(&[
-            "-C",
-            "boston",
-            "mkreplica",
-            "export",
-            name,
-            "--out",
-            &out,
-            "--no-encrypt",
-            "--key",
-            &key,
-        ]);
-        let pkt = crate::packets_in(&lab.path(&out))
-            .pop()
-            .expect("a creation packet");
-        let pkt = pkt.to_string_lossy().into_owned();
+        let out = format!("transfer-{name}");
+        let (_, pkt) = lab.creation_packet("boston", name, &out, false, &[]);
         let import = ["mkreplica", "import", &pkt, name, "--identity", &id_file];
         lab.ok(&with_url(&import, url));
     }
@@ -143,28 +127,12 @@ fn boston_and_sanfran(lab: &Lab, hub: &ScratchServer, sf: &ScratchServer) {
         &["init", "boston", "--family", "proj", "--replica", "boston"],
         &hub.conninfo("site_boston"),
     ));
-    let (_, key) = lab.new_identity("sanfran.age");
-    let export = [
-        "-C",
-        "boston",
-        "mkreplica",
-        "export",
-        "sanfran",
-        "--out",
-        "t",
-        "--no-encrypt",
-        "--key",
-        &key,
-    ];
-    lab.ok(&export);
-    let pkt = crate::packets_in(&lab.path("t"))
-        .pop()
-        .expect("a creation packet");
+    let (_, pkt) = lab.creation_packet("boston", "sanfran", "t", false, &[]);
     lab.ok(&with_url(
         &[
             "mkreplica",
             "import",
-            &pkt.to_string_lossy(),
+            &pkt,
             "sanfran",
             "--identity",
             "sanfran.age",

@@ -8,11 +8,9 @@ use super::{packets_in, Lab};
 /// A settled hub family where sanfran masters a branch type and an element.
 fn family() -> Lab {
     let lab = Lab::hub(None);
-    lab.write("seed.c", "int seed;\n");
-    lab.ok(&["-C", "boston", "checkin", "seed.c", "seed.c"]);
+    lab.checkin("boston", "seed.c", "int seed;\n");
     lab.ok(&["-C", "sanfran", "mkbrtype", "sf"]);
-    lab.write("sf.c", "int sf;\n");
-    lab.ok(&["-C", "sanfran", "checkin", "sf.c", "sf.c"]);
+    lab.checkin("sanfran", "sf.c", "int sf;\n");
     lab.settle();
     lab
 }
@@ -38,8 +36,7 @@ fn a_retired_replica_is_forgotten_and_its_objects_taken_over() {
         "{out}"
     );
     // boston may now change what only sanfran could.
-    lab.write("sf.c", "int sf2;\n");
-    lab.ok(&["-C", "boston", "checkin", "sf.c", "sf.c"]);
+    lab.checkin("boston", "sf.c", "int sf2;\n");
     listings_show_the_retirement(&lab);
 }
 
@@ -106,8 +103,7 @@ fn a_packet_of_a_retired_replica_is_refused_and_changes_nothing() {
     let lab = family();
     lab.ok(&["-C", "boston", "rmreplica", "sanfran"]);
     // sanfran does not know yet, and works on.
-    lab.write("late.c", "int late;\n");
-    lab.ok(&["-C", "sanfran", "checkin", "late.c", "late.c"]);
+    lab.checkin("sanfran", "late.c", "int late;\n");
     let before = lab.digest("boston");
     assert_eq!(lab.send("sanfran", "boston").len(), 1);
     let (out, err) = expect(&lab, 1, &["-C", "boston", "syncreplica", "import"]);

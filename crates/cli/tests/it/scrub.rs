@@ -6,8 +6,7 @@ use super::Lab;
 #[test]
 fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
     let lab = Lab::hub(None);
-    lab.write("a.c", "int a;\n");
-    lab.ok(&["-C", "boston", "checkin", "a.c", "a.c"]);
+    lab.checkin("boston", "a.c", "int a;\n");
     lab.settle();
     let off = lab.ok(&["-C", "boston", "scrub"]);
     assert!(
@@ -28,8 +27,7 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
     assert!(done["entries_dropped"].as_u64().unwrap() > 0, "{done}");
     assert_eq!(lab.digest("boston"), digest);
     // Later work still replicates through the scrubbed hub, to one digest.
-    lab.write("b.c", "int b;\n");
-    lab.ok(&["-C", "sanfran", "checkin", "b.c", "b.c"]);
+    lab.checkin("sanfran", "b.c", "int b;\n");
     lab.settle();
     let d = lab.digest("boston");
     assert_eq!(lab.digest("sanfran"), d);
@@ -65,8 +63,7 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
 #[test]
 fn mkreplica_snapshot_makes_a_replica_of_the_database_as_it_is() {
     let lab = Lab::hub(None);
-    lab.write("a.c", "int a;\n");
-    lab.ok(&["-C", "boston", "checkin", "a.c", "a.c"]);
+    lab.checkin("boston", "a.c", "int a;\n");
     lab.mkreplica_snapshot("boston", "tokyo");
     assert_eq!(lab.digest("tokyo"), lab.digest("boston"));
     assert_eq!(lab.ok(&["-C", "tokyo", "cat", "a.c"]), "int a;\n");
@@ -83,8 +80,7 @@ fn scrub_refuses_a_window_it_cannot_read() {
 #[test]
 fn serve_scrubs_when_a_window_is_set() {
     let lab = Lab::hub(None);
-    lab.write("a.c", "int a;\n");
-    lab.ok(&["-C", "boston", "checkin", "a.c", "a.c"]);
+    lab.checkin("boston", "a.c", "int a;\n");
     lab.settle();
     std::fs::write(lab.path("token"), "0123456789abcdef0123456789abcdef").expect("token");
     let routes = "[serve]\ntoken_file = \"../token\"\n[sibling.sanfran]\ndir = \"../sanfran/bays/incoming\"\n";
@@ -95,8 +91,7 @@ fn serve_scrubs_when_a_window_is_set() {
     lab.ok(&["-C", "boston", "scrub", "--keep", "0", "--dry-run"]);
     let digest = lab.digest("boston");
     lab.ok(&["-C", "boston", "scrub", "--keep", "0"]);
-    lab.write("b.c", "int b;\n");
-    lab.ok(&["-C", "sanfran", "checkin", "b.c", "b.c"]);
+    lab.checkin("sanfran", "b.c", "int b;\n");
     lab.settle();
     let out = lab.ok(&["-C", "boston", "serve", "--once"]);
     assert!(
@@ -113,8 +108,7 @@ fn serve_scrubs_when_a_window_is_set() {
 fn status_shows_a_sibling_behind_retention() {
     let lab = Lab::hub(None);
     lab.ok(&["-C", "sanfran", "backup", "bk"]);
-    lab.write("a.c", "int a;\n");
-    lab.ok(&["-C", "boston", "checkin", "a.c", "a.c"]);
+    lab.checkin("boston", "a.c", "int a;\n");
     lab.settle();
     let off = lab.json(&["-C", "boston", "status", "--json"]);
     assert_eq!(off["siblings"][0]["retention"]["state"], "off", "{off}");

@@ -108,6 +108,14 @@ pub(crate) fn url(port: u16) -> String {
     format!("url = \"http://127.0.0.1:{port}\"")
 }
 
+/// Routes between boston and sanfran over HTTP, each listening on a free port with `extra`
+/// in its routes file.
+fn http_pair(lab: &Lab, extra: &str) {
+    let (pb, ps) = (free_port(), free_port());
+    routes(lab, "boston", Some(pb), extra, &[("sanfran", url(ps))]);
+    routes(lab, "sanfran", Some(ps), extra, &[("boston", url(pb))]);
+}
+
 /// Polls `cond` until it holds; panics with `what` and the daemons' logs otherwise.
 pub(crate) fn wait_for(what: &str, daemons: &[&Daemon], mut cond: impl FnMut() -> bool) {
     for _ in 0..POLLS {
@@ -240,14 +248,9 @@ fn three_daemons_in_a_hub_converge_with_no_operator_step() {
 
 #[test]
 fn a_sibling_down_for_a_while_gets_everything_when_it_comes_back() {
-    let lab = Lab::new();
-    lab.init("boston", "proj");
-    lab.mkreplica("boston", "sanfran");
-    let (pb, ps) = (free_port(), free_port());
+    let lab = Lab::pair();
     // Parts of at most 64 KiB: a packet travels in several parts, imported once all are in.
-    let small = "part_size = \"64K\"";
-    routes(&lab, "boston", Some(pb), small, &[("sanfran", url(ps))]);
-    routes(&lab, "sanfran", Some(ps), small, &[("boston", url(pb))]);
+    http_pair(&lab, "part_size = \"64K\"");
     let boston = Daemon::start(&lab, "boston", "boston.log");
     let big = noise(200 << 10, 3);
     std::fs::write(lab.path("big"), &big).expect("write");
@@ -288,15 +291,7 @@ fn a_sibling_down_for_a_while_gets_everything_when_it_comes_back() {
 
 /// Bytes that zstd cannot shrink (xorshift).
 fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    crate::xorshift_words(&mut seed, len)
 }
 
 /// The size of the upload of a part in `site`'s incoming bay, while one is under way.
@@ -311,14 +306,9 @@ fn upload_size(lab: &Lab, site: &str) -> Option<u64> {
 
 #[test]
 fn a_daemon_killed_mid_upload_resumes_and_applies_once() {
-    let lab = Lab::new();
-    lab.init("boston", "proj");
-    lab.mkreplica("boston", "sanfran");
-    let (pb, ps) = (free_port(), free_port());
+    let lab = Lab::pair();
     // Slow shipping, so that the kills land in the middle of the upload.
-    let slow = "ship_rate = \"1M\"";
-    routes(&lab, "boston", Some(pb), slow, &[("sanfran", url(ps))]);
-    routes(&lab, "sanfran", Some(ps), slow, &[("boston", url(pb))]);
+    http_pair(&lab, "ship_rate = \"1M\"");
     let content = noise(6 << 20, 7);
     std::fs::write(lab.path("big.bin"), &content).expect("write");
     lab.ok(&["-C", "boston", "checkin", "big.bin", "big.bin"]);
@@ -400,9 +390,7 @@ fn put_at(
 
 #[test]
 fn pushes_without_the_token_or_from_strangers_are_refused() {
-    let lab = Lab::new();
-    lab.init("boston", "proj");
-    lab.mkreplica("boston", "sanfran");
+    let lab = Lab::pair();
     let p = free_port();
     routes(
         &lab,
@@ -506,9 +494,7 @@ fn age(path: &Path, hours: u32) {
 
 #[test]
 fn export_ship_and_serve_once_carry_packets_for_cron_users() {
-    let lab = Lab::new();
-    lab.init("boston", "proj");
-    lab.mkreplica("boston", "sanfran");
+    let lab = Lab::pair();
     // boston ships into sanfran's incoming bay (a mounted share); sanfran runs from cron.
     routes(
         &lab,
@@ -524,17 +510,8 @@ fn export_ship_and_serve_once_carry_packets_for_cron_users() {
         "",
         &[("boston", "dir = \"../boston/bays/incoming\"".into())],
     );
-    lab.write("f", "one\n");
-    lab.ok(&["-C", "boston", "checkin", "f", "f"]);
-    let out = lab.ok(&[
-        "-C",
-        "boston",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran",
-        "--ship",
-    ]);
+    lab.checkin("boston", "f", "one\n");
+    let out = lab.export_with("boston", "sanfran", &["--ship"]);
     assert!(out.contains("Shipped sync_boston_to_sanfran_"), "{out}");
     assert!(packets_in(&lab.path("boston/bays/outgoing")).is_empty());
     let out = lab.ok(&["-C", "sanfran", "serve", "--once"]);
@@ -553,8 +530,7 @@ fn export_ship_and_serve_once_carry_packets_for_cron_users() {
         "expiry = \"1h\"",
         &[("sanfran", url(free_port()))],
     );
-    lab.write("g", "two\n");
-    lab.ok(&["-C", "boston", "checkin", "g", "g"]);
+    lab.checkin("boston", "g", "two\n");
     let err = lab.fails(1, &["-C", "boston", "serve", "--once"]);
     assert!(err.contains("1 shipment failed"), "{err}");
     let queued = packets_in(&lab.path("boston/bays/outgoing"));
@@ -641,9 +617,7 @@ fn agent_of(lab: &Lab, site: &str, pinned: &str) -> ureq::Agent {
 
 #[test]
 fn tls_with_pinned_certificates_carries_packets_and_refuses_strangers() {
-    let lab = Lab::new();
-    lab.init("boston", "proj");
-    lab.mkreplica("boston", "sanfran");
+    let lab = Lab::pair();
     lab.init("mallory", "other");
     lab.init("eve", "other");
     for s in ["boston", "sanfran", "mallory", "eve"] {
@@ -720,9 +694,7 @@ fn tls_with_pinned_certificates_carries_packets_and_refuses_strangers() {
 
 #[test]
 fn sigterm_during_an_import_leaves_nothing_half_applied() {
-    let lab = Lab::new();
-    lab.init("boston", "proj");
-    lab.mkreplica("boston", "sanfran");
+    let lab = Lab::pair();
     let content = noise(40 << 20, 11);
     std::fs::write(lab.path("big.bin"), &content).expect("write");
     lab.ok(&["-C", "boston", "checkin", "big.bin", "big.bin"]);

@@ -11,23 +11,7 @@ fn recipient(lab: &Lab, site: &str) -> String {
 
 /// Exports from `from` to `to`, sealed to `rcpt`, into `to`'s incoming bay.
 fn send_sealed(lab: &Lab, from: &str, to: &str, rcpt: &str) -> Vec<PathBuf> {
-    let bay = format!("{to}/bays/incoming");
-    let before = packets_in(&lab.path(&bay));
-    let args = [
-        "-C",
-        from,
-        "syncreplica",
-        "export",
-        "--to",
-        to,
-        "--out",
-        &bay,
-    ];
-    lab.ok(&[&args[..], &["--encrypt-to", rcpt]].concat());
-    packets_in(&lab.path(&bay))
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect()
+    lab.send_with(from, to, &["--encrypt-to", rcpt])
 }
 
 #[test]
@@ -166,15 +150,7 @@ fn a_large_sealed_packet_imports() {
     let lab = Lab::hub(None);
     lab.settle();
     // About 6 MiB of content that does not compress, in one packet.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let big: Vec<u8> = (0..6 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = xorshift_bytes(6 << 20);
     std::fs::write(lab.path("big.bin"), &big).unwrap();
     lab.ok(&["-C", "boston", "mkelem", "big.bin"]);
     let src = lab.path("big.bin").to_string_lossy().into_owned();

@@ -109,17 +109,8 @@ fn a_bucket_carries_packets_and_hostile_objects_stop_nothing() {
     let probe = Lab::new();
     let moto = Moto::start(&probe);
     let lab = two_sites_on_a_bucket(&moto, "max_packet_size = \"1M\"");
-    lab.write("f", "one\n");
-    lab.ok(&["-C", "boston", "checkin", "f", "f"]);
-    let out = lab.ok(&[
-        "-C",
-        "boston",
-        "syncreplica",
-        "export",
-        "--to",
-        "sanfran",
-        "--ship",
-    ]);
+    lab.checkin("boston", "f", "one\n");
+    let out = lab.export_with("boston", "sanfran", &["--ship"]);
     assert!(out.contains("Shipped sync_boston_to_sanfran_"), "{out}");
     assert!(packets_in(&lab.path("boston/bays/outgoing")).is_empty());
     let queued = moto.keys("bay/sanfran/");
