@@ -60,14 +60,21 @@ pub fn tree(work: &Path, tree: &Path, runs: usize) -> Result<f64> {
     let wt = tree.to_str().context("tree path is not UTF-8")?;
     run(&repo, &["--work-tree", wt, "add", "-A"])?;
     run(&repo, &["--work-tree", wt, "commit", "-q", "-m", "tree"])?;
+    bundle_and_clone(work, &repo, "git-tree", runs)
+}
+
+/// Times `git bundle create --all` of `repo` plus `git clone --bare` from the bundle, `runs`
+/// times (the files named after `tag` under `work`, removed after each run). Returns the
+/// median seconds.
+pub(crate) fn bundle_and_clone(work: &Path, repo: &Path, tag: &str, runs: usize) -> Result<f64> {
     let mut times = Vec::new();
     for k in 0..runs {
-        let bundle = work.join(format!("git-tree-{k}.bundle"));
-        let dest = work.join(format!("git-tree-clone-{k}"));
+        let bundle = work.join(format!("{tag}-{k}.bundle"));
+        let dest = work.join(format!("{tag}-clone-{k}"));
         let b = bundle.to_str().context("path is not UTF-8")?.to_string();
         let d = dest.to_str().context("path is not UTF-8")?.to_string();
         let ((), t) = timed(|| {
-            run(&repo, &["bundle", "create", "-q", &b, "--all"])?;
+            run(repo, &["bundle", "create", "-q", &b, "--all"])?;
             run(work, &["clone", "-q", "--bare", &b, &d])
         })?;
         times.push(t.as_secs_f64());

@@ -7,7 +7,7 @@
 //! to `$CARGO_TARGET_DIR/msite-bench/` (default `target/msite-bench/`).
 //!
 //! Options: `--quick` (sizes ÷ 10), `--no-rocks`,
-//! `--only tree,inc,ceiling,restore,mem,sealed,branch,big,history,ship,status,writers,retain`, `--runs N`, `--work-dir DIR`
+//! `--only tree,inc,ceiling,restore,mem,sealed,branch,big,history,ship,status,writers,retain,longhist`, `--runs N`, `--work-dir DIR`
 //! (default: a temporary directory, removed at the end), `--history-bundle PATH` (default
 //! `../shared/data/serde-history.bundle` beside the workspace), `--history-commits N` (replay
 //! only the oldest N first-parent commits; `--quick` replays 250).
@@ -16,6 +16,7 @@ mod backend;
 mod branch;
 mod git;
 mod history;
+mod longhist;
 mod retention;
 mod ship;
 mod status_page;
@@ -78,7 +79,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,sealed,branch,big,history,ship,status,writers,retain] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
+                    "usage: msite-bench [--quick] [--no-rocks] [--only tree,inc,ceiling,restore,mem,sealed,branch,big,history,ship,status,writers,retain,longhist] [--runs N] [--work-dir DIR] [--history-bundle PATH] [--history-commits N]"
                 );
                 std::process::exit(0);
             }
@@ -156,6 +157,10 @@ impl Run {
             ceiling_entries: 1_000_000 / div,
             mem_bytes: (1 << 30) / div,
             branch_versions: [1_000, 100_000 / div],
+            long_history: longhist::Shape {
+                files: 50_000 / div,
+                rounds: 20,
+            },
             big_bytes: (2 << 30) / div,
             runs: opts.runs.unwrap_or(3),
             empty_runs: 51,
@@ -279,6 +284,14 @@ impl Run {
             })?;
             base.insert("git_inc_secs".into(), json!(t));
         }
+        if self.want("longhist") {
+            let shape = self.sizes.long_history;
+            let t = step(
+                "git: long history (bundle create --all + clone --bare)",
+                || longhist::git_baseline(root, shape, runs),
+            )?;
+            base.insert("git_longhist_secs".into(), json!(t));
+        }
         if self.want("status") {
             let dir = root.join("status-history");
             std::fs::create_dir_all(&dir).context("creating the history directory")?;
@@ -354,6 +367,11 @@ impl Run {
             "big",
             "one big version (child processes)",
             &|| with_backend!(b, B => workloads::big_version::<B>(w, sizes.big_bytes)),
+        );
+        run(
+            "longhist",
+            "new replicas of a tree with a long history",
+            &|| with_backend!(b, B => longhist::measure::<B>(w, sizes.long_history, sizes.runs)),
         );
         run(
             "retain",

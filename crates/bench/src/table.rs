@@ -84,9 +84,10 @@ pub fn table_rows(
     }
     let git_tree = f_in(base, "git_tree_secs");
     let git_inc = f_in(base, "git_inc_secs");
+    let git_longhist = f_in(base, "git_longhist_secs");
     for (b, r) in results {
         type Rows<'a> = &'a dyn Fn(&Value) -> Vec<Value>;
-        let workloads: [(&str, Rows<'_>); 10] = [
+        let workloads: [(&str, Rows<'_>); 11] = [
             ("tree", &|t| {
                 vec![tree_row(b, t, git_tree), tree_snapshot_row(b, t, git_tree)]
             }),
@@ -99,6 +100,7 @@ pub fn table_rows(
             ("history", &|t| history_rows(t, b)),
             ("restore", &|t| vec![restore_row(b, t)]),
             ("retain", &|t| crate::retention::rows(t, b)),
+            ("longhist", &|t| crate::longhist::rows(t, b, git_longhist)),
         ];
         for (name, rows_of) in workloads {
             rows.extend(r.get(name).map(rows_of).unwrap_or_default());

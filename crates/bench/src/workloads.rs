@@ -28,6 +28,8 @@ pub struct Sizes {
     pub mem_bytes: u64,
     /// Versions on the one branch of each level of the check-in row (shortest, longest).
     pub branch_versions: [u64; 2],
+    /// The long-history workload's tree and rounds (`--quick` divides the files).
+    pub long_history: crate::longhist::Shape,
     /// Bytes of the big-version workload's one version.
     pub big_bytes: u64,
     /// Runs for whole-process medians.
@@ -79,7 +81,7 @@ fn rm(p: &Path) {
     let _ = std::fs::remove_dir_all(p);
 }
 
-fn env() -> Arc<dyn Env> {
+pub(crate) fn env() -> Arc<dyn Env> {
     Arc::new(SystemEnv)
 }
 
@@ -162,7 +164,7 @@ pub(crate) fn settle<S: Store>(w: &Work, a: &Replica<S>, b: &Replica<S>) -> Resu
     bail!("replicas {} and {} did not settle", a.name(), b.name())
 }
 
-fn import_tree<S: Store>(r: &Replica<S>, dir: &Path) -> Result<()> {
+pub(crate) fn import_tree<S: Store>(r: &Replica<S>, dir: &Path) -> Result<()> {
     r.import_tree(dir, "main", "bench", "bench", |_| {})
         .with_context(|| format!("import_tree {}", dir.display()))?;
     Ok(())
@@ -192,16 +194,16 @@ pub fn tree<B: Backend>(w: &Work, inputs: &Inputs, runs: usize) -> Result<Value>
 
 /// The timings of one way of making replicas, over the runs.
 #[derive(Default)]
-struct Creations {
-    total: Vec<f64>,
-    exp: Vec<f64>,
-    imp: Vec<f64>,
-    bytes: u64,
-    entries: u64,
+pub(crate) struct Creations {
+    pub total: Vec<f64>,
+    pub exp: Vec<f64>,
+    pub imp: Vec<f64>,
+    pub bytes: u64,
+    pub entries: u64,
 }
 
 impl Creations {
-    fn add(
+    pub fn add(
         &mut self,
         (te, ti, bytes, entries): (std::time::Duration, std::time::Duration, u64, u64),
     ) {
@@ -214,7 +216,7 @@ impl Creations {
 
 /// Makes replica `name` of `a` once (from a snapshot or the history): the export's and the
 /// import's time, the packet's bytes and entries.
-fn create_once<B: Backend>(
+pub(crate) fn create_once<B: Backend>(
     w: &Work,
     a: &Rep<B>,
     name: &str,
