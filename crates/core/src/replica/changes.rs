@@ -26,6 +26,20 @@ pub struct TreeImport {
     pub unchanged: u64,
 }
 
+/// The branch type of a check-in, resolved once per transaction (a check-in makes no
+/// branch types, so every file of one `import_tree` shares it), with its name for messages.
+pub(crate) struct BrType<'n> {
+    id: ObjId,
+    name: &'n str,
+}
+
+impl<'n> BrType<'n> {
+    fn resolve<S: Store>(txn: &Txn<'_, S>, name: &'n str) -> Result<Self> {
+        let id = txn_resolve(txn, NameKind::BrType, name)?;
+        Ok(BrType { id, name })
+    }
+}
+
 impl<S: Store> Replica<S> {
     /// Creates a branch type mastered here.
     pub fn mkbrtype(&self, name: &str) -> Result<ObjId> {
@@ -112,7 +126,8 @@ impl<S: Store> Replica<S> {
         let staged = content::stage(&self.store, src, &what, self.max_version_bytes()?)?;
         let hash = staged.hash;
         let out = self.local_change(|r, t, ap| {
-            r.checkin_in(t, ap, &path, brtype, staged, author, comment, false)
+            let brtype = BrType::resolve(t, brtype)?;
+            r.checkin_in(t, ap, &path, &brtype, staged, author, comment, false)
         });
         if out.is_err() {
             // Best effort: leftover chunks are invisible, this only frees their space.
@@ -130,13 +145,13 @@ impl<S: Store> Replica<S> {
         txn: &mut Txn<'_, S>,
         ap: &mut Appender,
         path: &str,
-        brtype_name: &str,
+        brtype: &BrType<'_>,
         staged: Staged,
         author: &str,
         comment: &str,
         only_if_changed: bool,
     ) -> Result<(ObjId, u64, u8)> {
-        let brtype = txn_resolve(txn, NameKind::BrType, brtype_name)?;
+        let (brtype_name, brtype) = (brtype.name, brtype.id);
         let (elem, created) = self.element_for_checkin(txn, ap, path)?;
         let latest = self.latest_on_own_branch(txn, &elem, &brtype, path, brtype_name)?;
         let (hash, size) = (staged.hash, staged.size);
@@ -229,11 +244,15 @@ impl<S: Store> Replica<S> {
         let limit = self.max_version_bytes()?;
         self.local_change(|r, t, ap| {
             let mut out = TreeImport::default();
+            if files.is_empty() {
+                return Ok(out);
+            }
+            let brtype = BrType::resolve(t, brtype)?;
             for (i, (rel, abs)) in files.iter().enumerate() {
                 let what = abs.display().to_string();
                 let staged = content::stage(&r.store, Source::File(abs), &what, limit)?;
                 match r
-                    .checkin_in(t, ap, rel, brtype, staged, author, comment, true)?
+                    .checkin_in(t, ap, rel, &brtype, staged, author, comment, true)?
                     .2
                 {
                     0 => out.unchanged += 1,
