@@ -6,30 +6,61 @@ use crate::content;
 use crate::error::Result;
 use crate::ids::ReplicaId;
 use crate::keys;
-use crate::store::{Keyspace, Store, WriteOptions};
+use crate::store::{Keyspace, ReadView, Store, StoreExt, WriteOptions};
 
 use super::{Replica, ReqMasterPolicy};
+
+/// A local setting held as a u64 (big-endian) under one key: the value read when it was never
+/// set is `default`.
+#[derive(Clone, Copy)]
+struct U64Setting {
+    space: Keyspace,
+    key: &'static [u8],
+    default: u64,
+}
+
+impl U64Setting {
+    const KEEPALIVE_MS: U64Setting = U64Setting {
+        space: Keyspace::Meta,
+        key: keys::KEEPALIVE,
+        default: keys::DEFAULT_KEEPALIVE_MS,
+    };
+    const RESEND_MS: U64Setting = U64Setting {
+        space: Keyspace::Meta,
+        key: keys::RESEND,
+        default: keys::DEFAULT_RESEND_MS,
+    };
+    const MAX_VERSION_BYTES: U64Setting = U64Setting {
+        space: Keyspace::Meta,
+        key: keys::MAX_VERSION_BYTES,
+        default: content::DEFAULT_MAX_VERSION_BYTES,
+    };
+
+    /// The value held in `r`, or the default.
+    fn get<R: ReadView + ?Sized>(self, r: &R) -> Result<u64> {
+        Ok(match r.get(self.space, self.key)? {
+            Some(v) => be_u64(&v)?,
+            None => self.default,
+        })
+    }
+
+    /// Writes `v`, durably.
+    fn set<S: Store>(self, store: &S, v: u64) -> Result<()> {
+        store.put_one(self.space, self.key, &v.to_be_bytes(), WriteOptions::SYNC)?;
+        Ok(())
+    }
+}
 
 impl<S: Store> Replica<S> {
     /// Sets the keepalive interval: after this long without a packet to a sibling, an export
     /// with nothing new sends a probe (docs/protocol.md, "Keepalive"). Local, not replicated.
     pub fn set_keepalive_ms(&self, ms: u64) -> Result<()> {
-        crate::store::StoreExt::put_one(
-            &self.store,
-            Keyspace::Meta,
-            keys::KEEPALIVE,
-            &ms.max(1).to_be_bytes(),
-            WriteOptions::SYNC,
-        )?;
-        Ok(())
+        U64Setting::KEEPALIVE_MS.set(&self.store, ms.max(1))
     }
 
     /// The keepalive interval in milliseconds.
     pub fn keepalive_ms(&self) -> Result<u64> {
-        Ok(match self.store.get(Keyspace::Meta, keys::KEEPALIVE)? {
-            Some(v) => be_u64(&v)?,
-            None => keys::DEFAULT_KEEPALIVE_MS,
-        })
+        U64Setting::KEEPALIVE_MS.get(&self.store)
     }
 
     /// Sets the resend interval, for every sibling (`target` None) or for one: an export
@@ -37,31 +68,20 @@ impl<S: Store> Replica<S> {
     /// the last packet that carried entries to it, unless the sibling reported a gap
     /// (docs/protocol.md §5, "Resends"). Local, not replicated.
     pub fn set_resend_ms(&self, target: Option<&ReplicaId>, ms: u64) -> Result<()> {
-        let key = match target {
-            Some(t) => keys::peer(keys::peers::RESEND, t),
-            None => keys::RESEND.to_vec(),
+        let Some(t) = target else {
+            return U64Setting::RESEND_MS.set(&self.store, ms.max(1));
         };
-        let space = match target {
-            Some(_) => Keyspace::Peers,
-            None => Keyspace::Meta,
-        };
-        crate::store::StoreExt::put_one(
-            &self.store,
-            space,
-            &key,
-            &ms.max(1).to_be_bytes(),
-            WriteOptions::SYNC,
-        )?;
+        let key = keys::peer(keys::peers::RESEND, t);
+        let v = ms.max(1).to_be_bytes();
+        self.store
+            .put_one(Keyspace::Peers, &key, &v, WriteOptions::SYNC)?;
         Ok(())
     }
 
     /// The replica's resend interval in milliseconds, for siblings without one of their own
     /// (absent: [`keys::DEFAULT_RESEND_MS`]).
     pub fn site_resend_ms(&self) -> Result<u64> {
-        Ok(match self.store.get(Keyspace::Meta, keys::RESEND)? {
-            Some(v) => be_u64(&v)?,
-            None => keys::DEFAULT_RESEND_MS,
-        })
+        U64Setting::RESEND_MS.get(&self.store)
     }
 
     /// The resend interval in milliseconds for `target` (its own if set, else the
@@ -79,29 +99,16 @@ impl<S: Store> Replica<S> {
     /// Sets the largest version this replica accepts, at check-in and import. Local, not
     /// replicated.
     pub fn set_max_version_bytes(&self, bytes: u64) -> Result<()> {
-        crate::store::StoreExt::put_one(
-            &self.store,
-            Keyspace::Meta,
-            keys::MAX_VERSION_BYTES,
-            &bytes.to_be_bytes(),
-            WriteOptions::SYNC,
-        )?;
-        Ok(())
+        U64Setting::MAX_VERSION_BYTES.set(&self.store, bytes)
     }
 
     /// The largest version this replica accepts, in bytes.
     pub fn max_version_bytes(&self) -> Result<u64> {
-        Ok(
-            match self.store.get(Keyspace::Meta, keys::MAX_VERSION_BYTES)? {
-                Some(v) => be_u64(&v)?,
-                None => content::DEFAULT_MAX_VERSION_BYTES,
-            },
-        )
+        U64Setting::MAX_VERSION_BYTES.get(&self.store)
     }
 
     /// Sets the policy for mastership requests that reach this replica.
     pub fn set_reqmaster_policy(&self, p: ReqMasterPolicy) -> Result<()> {
-        use crate::store::StoreExt;
         self.store.put_one(
             Keyspace::Meta,
             keys::REQMASTER_POLICY,
