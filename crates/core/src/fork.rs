@@ -11,6 +11,9 @@
 //!   holds (format 1.3), and a receiver adopts the ones it lacks *before* assessing the packet,
 //!   so a packet refused as divergent before the decision applies after it. A later
 //!   `(decided_ms, decided_by)` supersedes an earlier decision for the same `(origin, number)`.
+//! - A decision is signed by the replica where the operator made it, and a receiver adopts
+//!   only decisions whose signature verifies with the decider's key (`sync/decisions.rs`):
+//!   a relay carries decisions but cannot make one up or alter one.
 //! - Adopting a decision gives up the entries of `origin` numbered `number` and above where
 //!   this replica holds the given-up entry there, with the machinery that gives up retired
 //!   entries (`Replica::give_up_from`), and lowers every sibling's estimate of `origin` below
@@ -34,6 +37,7 @@ use crate::keys;
 use crate::model::Entry;
 use crate::replica::{Replica, StoredEntry};
 use crate::store::{KeyRange, Keyspace, ReadView, Store, WriteOptions};
+use crate::sync::DecisionCheck;
 use crate::txn::Txn;
 
 /// Peers tags of this module (chosen apart from the others in `keys::peers`).
@@ -59,6 +63,9 @@ pub struct ForkDecision {
     pub decided_by: ReplicaId,
     /// When (ms since the Unix epoch, at the deciding replica).
     pub decided_ms: u64,
+    /// The deciding replica's signature (`sync/decisions.rs`); all zeros in a decision made
+    /// before format 1.5.
+    pub signature: wire::Signature,
 }
 
 /// Which timeline `msite repairfork` keeps, seen from the replica where it runs.
@@ -105,13 +112,18 @@ impl ForkDecision {
         origin_number_key(tag::DECISION, &self.origin, self.number)
     }
 
+    /// The stored value: the signature is left out of an unsigned decision, as stores
+    /// written before format 1.5 hold it.
     fn encode(&self) -> Vec<u8> {
-        Enc::new()
+        let enc = Enc::new()
             .raw(&self.hash)
             .bool(self.keep)
             .rid(&self.decided_by)
-            .u64(self.decided_ms)
-            .done()
+            .u64(self.decided_ms);
+        match self.signature == wire::NO_SIGNATURE {
+            true => enc.done(),
+            false => enc.raw(&self.signature).done(),
+        }
     }
 
     fn decode(origin: ReplicaId, number: u64, v: &[u8]) -> Result<Self> {
@@ -120,6 +132,10 @@ impl ForkDecision {
         let keep = d.bool()?;
         let decided_by = d.rid()?;
         let decided_ms = d.u64()?;
+        let mut signature = wire::NO_SIGNATURE;
+        if !d.is_empty() {
+            signature.copy_from_slice(d.raw(64)?);
+        }
         d.end()?;
         Ok(ForkDecision {
             origin,
@@ -128,6 +144,7 @@ impl ForkDecision {
             keep,
             decided_by,
             decided_ms,
+            signature,
         })
     }
 
@@ -140,6 +157,7 @@ impl ForkDecision {
             keep: self.keep,
             decided_by: wire::Id(self.decided_by.0),
             decided_ms: self.decided_ms,
+            signature: self.signature,
         }
     }
 
@@ -152,6 +170,7 @@ impl ForkDecision {
             keep: w.keep,
             decided_by: ReplicaId(w.decided_by.0),
             decided_ms: w.decided_ms,
+            signature: w.signature,
         }
     }
 }
@@ -197,14 +216,16 @@ impl<S: Store> Replica<S> {
         keep: KeepTimeline,
     ) -> Result<ForkRepair> {
         let hash = self.held_at_fork(origin, number)?;
-        let decision = ForkDecision {
+        let mut decision = ForkDecision {
             origin: *origin,
             number,
             hash,
             keep: keep == KeepTimeline::This,
             decided_by: self.me,
             decided_ms: self.env.now_ms(),
+            signature: wire::NO_SIGNATURE,
         };
+        decision.signature = self.sign_decision(&decision.to_wire())?;
         let mut txn = Txn::new(&self.store);
         let given_up = self.adopt_decision(&mut txn, &decision).map_err(|e| match e {
             CoreError::Refused(r) => CoreError::Invalid(format!(
@@ -264,9 +285,21 @@ impl<S: Store> Replica<S> {
         decisions_in(&self.store)
     }
 
-    /// The decisions a packet header carries.
+    /// The decisions a packet header carries: every signed one held here, and this
+    /// replica's own, signed now if it was made before format 1.5. Another replica's unsigned
+    /// decision is not relayed (`sync/decisions.rs`): its decider sends it.
     pub(crate) fn fork_decisions_wire(&self) -> Result<Vec<wire::ForkDecision>> {
-        Ok(self.fork_decisions()?.iter().map(|d| d.to_wire()).collect())
+        let mut out = Vec::new();
+        for d in self.fork_decisions()? {
+            let mut w = d.to_wire();
+            if !w.is_signed() && d.decided_by == self.me {
+                w.signature = self.sign_decision(&w)?;
+            }
+            if w.is_signed() {
+                out.push(w);
+            }
+        }
+        Ok(out)
     }
 
     /// Entries given up here by fork decisions and not yet forgotten, in origin and number
@@ -303,13 +336,20 @@ impl<S: Store> Replica<S> {
     }
 
     /// Adopts the decisions an authentic header addressed to us carries that this replica
-    /// lacks (or that supersede its own), in one write, before the packet is assessed.
-    /// Returns notes for the operator.
+    /// lacks (or that supersede its own), in one write, before the packet is assessed. Only
+    /// decisions signed by their decider are adopted, and one whose signature does not verify
+    /// refuses the packet before any is (`sync/decisions.rs`). Returns notes for the operator.
     pub(crate) fn adopt_carried_decisions(&self, h: &wire::Header) -> Result<Vec<String>> {
+        let sender = self.replica_name(&ReplicaId(h.sender.0));
+        let mut authentic = Vec::new();
+        for w in &h.fork_decisions {
+            if self.check_decision(w, &sender)? == DecisionCheck::Authentic {
+                authentic.push(ForkDecision::from_wire(w));
+            }
+        }
         let mut txn = Txn::new(&self.store);
         let mut notes = Vec::new();
-        for w in &h.fork_decisions {
-            let d = ForkDecision::from_wire(w);
+        for d in authentic {
             let n = self.adopt_decision(&mut txn, &d)?;
             if n > 0 {
                 notes.push(format!(
@@ -400,10 +440,9 @@ impl<S: Store> Replica<S> {
     /// each (with its content) for the operator, and the origin's signed chain heads of the
     /// given-up timeline. Returns how many went.
     fn give_up_timeline(&self, txn: &mut Txn<'_, S>, d: &ForkDecision) -> Result<u64> {
-        if let Some(why) = self.history_dropped(
-            "give up entries of a forked timeline",
-            "re-create it from a fresh creation packet",
-        )? {
+        if let Some(why) =
+            self.cannot_give_up(&d.origin, d.number, "give up entries of a forked timeline")?
+        {
             return Err(CoreError::Refused(Refusal::Other(why)));
         }
         let mut kept: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();

@@ -33,7 +33,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'M', b'S', b'P', 0x0d, 0x0a, 0x1a, 0x0a];
 /// The major format version this code writes and reads.
 pub const FORMAT_MAJOR: u16 = 1;
 /// The minor format version this code writes by default (and the newest it fully understands).
-pub const FORMAT_MINOR: u16 = 4;
+pub const FORMAT_MINOR: u16 = 5;
 /// The first minor version with content-piece records ([`REC_BLOB_PIECE`]).
 pub const MINOR_BLOB_PIECES: u16 = 1;
 /// The first minor version whose header carries keys, signed chain heads and the sender's
@@ -55,6 +55,9 @@ pub const MINOR_UPDATE: u16 = 4;
 /// The first minor version whose key cells carry replicas' age recipients (`SPEC.md` §8,
 /// "1.4: replicated age recipients").
 pub const MINOR_RECIPIENTS: u16 = 4;
+/// The first minor version whose fork repair decisions carry their decider's signature
+/// (`SPEC.md` §6, "1.5: signed fork decisions").
+pub const MINOR_SIGNED_DECISIONS: u16 = 5;
 
 /// Length of the envelope.
 pub const ENVELOPE_LEN: usize = 48;

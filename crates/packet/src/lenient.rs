@@ -54,6 +54,14 @@ pub(crate) fn decode_header(
             "age recipients (minor version 1.4) in an older packet",
         ));
     }
+    if version.minor < crate::format::MINOR_SIGNED_DECISIONS
+        && crate::sign::uses_decision_signatures(&h)
+    {
+        return Err(DecodeError::malformed(
+            crate::format::ENVELOPE_LEN as u64,
+            "signed fork repair decisions (minor version 1.5) in an older packet",
+        ));
+    }
     let rest = rest.len();
     if rest != 0 {
         return Err(DecodeError::malformed(

@@ -146,9 +146,16 @@ const CONTROL_DOMAIN: &[u8] = b"msite control v1\0";
 pub fn control_message(family: &wire::Id, control: &wire::Control) -> Vec<u8> {
     let mut unsigned = control.clone();
     *unsigned.signature_mut() = wire::NO_SIGNATURE;
-    let body = rmp_serde::to_vec(&unsigned).expect("a control always encodes");
-    let mut m = Vec::with_capacity(CONTROL_DOMAIN.len() + 16 + body.len());
-    m.extend_from_slice(CONTROL_DOMAIN);
+    domain_family_body(CONTROL_DOMAIN, family, &unsigned)
+}
+
+/// `domain || family id || the msgpack encoding of value`: the message of every statement a
+/// replica signs for relays to carry (controls, reports, fork decisions). Encoding these
+/// types into a `Vec` cannot fail (fixed fields, no maps with non-string keys).
+fn domain_family_body<T: Serialize>(domain: &[u8], family: &wire::Id, value: &T) -> Vec<u8> {
+    let body = rmp_serde::to_vec(value).expect("a signed statement always encodes");
+    let mut m = Vec::with_capacity(domain.len() + 16 + body.len());
+    m.extend_from_slice(domain);
     m.extend_from_slice(&family.0);
     m.extend_from_slice(&body);
     m
@@ -162,12 +169,24 @@ const REPORT_DOMAIN: &[u8] = b"msite report v1\0";
 pub fn report_message(family: &wire::Id, report: &wire::SignedReport) -> Vec<u8> {
     let mut unsigned = report.clone();
     unsigned.signature = wire::NO_SIGNATURE;
-    let body = rmp_serde::to_vec(&unsigned).expect("a report always encodes");
-    let mut m = Vec::with_capacity(REPORT_DOMAIN.len() + 16 + body.len());
-    m.extend_from_slice(REPORT_DOMAIN);
-    m.extend_from_slice(&family.0);
-    m.extend_from_slice(&body);
-    m
+    domain_family_body(REPORT_DOMAIN, family, &unsigned)
+}
+
+/// Domain separation of a fork repair decision's signature (1.5).
+const DECISION_DOMAIN: &[u8] = b"msite fork decision v1\0";
+
+/// The bytes the deciding replica signs for a fork repair decision
+/// ([`wire::ForkDecision::signature`], 1.5): the domain, the family and the decision's msgpack
+/// encoding with its signature all zeros (so left out: the decision's six 1.3 fields).
+pub fn decision_message(family: &wire::Id, decision: &wire::ForkDecision) -> Vec<u8> {
+    let mut unsigned = decision.clone();
+    unsigned.signature = wire::NO_SIGNATURE;
+    domain_family_body(DECISION_DOMAIN, family, &unsigned)
+}
+
+/// Whether a header carries a signed fork repair decision (a field of minor version 1.5).
+pub fn uses_decision_signatures(h: &wire::Header) -> bool {
+    h.fork_decisions.iter().any(wire::ForkDecision::is_signed)
 }
 
 /// Whether a header carries reports (a field of minor version 1.4).

@@ -541,6 +541,24 @@ pub struct ForkDecision {
     pub decided_by: Id,
     /// When, in ms since the Unix epoch at the deciding replica.
     pub decided_ms: u64,
+    /// (1.5) The deciding replica's signature over [`crate::sign::decision_message`], so that
+    /// a relay can carry the decision but cannot make one up or alter it (docs/protocol.md
+    /// §6, "Divergence and fork repair"). All zeros ([`NO_SIGNATURE`]) in an unsigned
+    /// decision, which is then left out of the decision's array: an unsigned decision is a
+    /// 1.3 decision byte for byte.
+    #[serde(
+        default = "no_signature",
+        with = "hexbytes",
+        skip_serializing_if = "is_no_signature"
+    )]
+    pub signature: Signature,
+}
+
+impl ForkDecision {
+    /// Whether the decision carries its decider's signature (a field of minor version 1.5).
+    pub fn is_signed(&self) -> bool {
+        !is_no_signature(&self.signature)
+    }
 }
 
 /// An Ed25519 public key (32 bytes).
@@ -554,6 +572,10 @@ pub const NO_SIGNATURE: Signature = [0; 64];
 
 fn no_signature() -> Signature {
     NO_SIGNATURE
+}
+
+fn is_no_signature(s: &Signature) -> bool {
+    *s == NO_SIGNATURE
 }
 
 /// (1.2) A replica's public signing key, as a packet header lists it.

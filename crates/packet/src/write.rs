@@ -188,6 +188,11 @@ fn check_header_minor(header: &wire::Header, minor: u16) -> Result<(), EncodeErr
             crate::sign::uses_recipients(header),
             "a header with age recipients",
         ),
+        (
+            format::MINOR_SIGNED_DECISIONS,
+            crate::sign::uses_decision_signatures(header),
+            "a header with signed fork repair decisions",
+        ),
     ];
     for (needed, used, what) in needs {
         if minor < needed && used {

@@ -13,6 +13,7 @@
 //! - [`create`]: replica creation (§7).
 //! - [`snapshot`]: snapshot creation: the object base as rows, bulk-loaded (§7, format 1.4).
 //! - [`trust`]: signing keys, packet signatures and origin-signed chain heads.
+//! - [`decisions`]: fork repair decisions signed by their decider (format 1.5).
 //! - [`rekey`]: key rotation (`msite rekey`) and vouching for a lost key (`msite vouch`).
 //! - [`reports`]: siblings' signed statements of their rows, relayed to a restoring replica so
 //!   that its estimates of siblings it never hears from directly rise on evidence.
@@ -24,6 +25,7 @@ mod apply;
 mod assess;
 mod controls;
 mod create;
+mod decisions;
 mod delta;
 mod export;
 mod import;
@@ -32,10 +34,11 @@ mod rekey;
 mod reports;
 pub(crate) mod sealing;
 mod sitekey;
-mod snapshot;
+pub(crate) mod snapshot;
 mod trust;
 
 pub use assess::{Assessment, Need};
+pub(crate) use decisions::DecisionCheck;
 pub use export::ExportPlan;
 pub use import::ImportOutcome;
 pub use packet::{ExportOutcome, Incoming, RecordSink};
@@ -69,7 +72,7 @@ impl<S: Store> Replica<S> {
 
     /// What `target` holds by its own latest report (its packet's sender row), if it ever
     /// reported on our current incarnation (retention counts only what siblings say).
-    pub(crate) fn reported_row(&self, target: &ReplicaId) -> Result<Option<Row>> {
+    pub fn reported_row(&self, target: &ReplicaId) -> Result<Option<Row>> {
         let send = Self::send_state(&self.store, target)?;
         Ok(send.have_report.then_some(send.reported_row))
     }

@@ -278,10 +278,15 @@ impl<S: Store> Replica<S> {
         max_size: Option<u64>,
     ) -> msite_packet::WriteOptions {
         let mut opts = msite_packet::WriteOptions::new(wire::Id(self.env.random_id()));
-        // Update packets are 1.4 for their signed report; snapshot packets for their rows.
-        opts.minor = match plan.snapshot {
+        // Update packets are 1.4 for their signed report; snapshot packets for their rows;
+        // either is 1.5 when it carries signed fork repair decisions.
+        let minor = match plan.snapshot {
             true => msite_packet::format::MINOR_SNAPSHOT,
             false => msite_packet::format::MINOR_UPDATE,
+        };
+        opts.minor = match msite_packet::sign::uses_decision_signatures(&plan.header) {
+            true => minor.max(msite_packet::format::MINOR_SIGNED_DECISIONS),
+            false => minor,
         };
         opts.max_part_size = max_size;
         opts.zstd_level = EXPORT_ZSTD_LEVEL;

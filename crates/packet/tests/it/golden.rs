@@ -245,6 +245,7 @@ pub fn goldens() -> Vec<Golden> {
     let signed = signed_golden(update.clone());
     let snapshot = snapshot_golden();
     let recipients = recipients_golden(update.clone());
+    let decision = decision_golden(update.clone());
 
     vec![
         Golden {
@@ -308,6 +309,7 @@ pub fn goldens() -> Vec<Golden> {
         },
         snapshot,
         recipients,
+        decision,
     ]
 }
 
@@ -404,6 +406,40 @@ fn recipients_golden(records: Vec<Record>) -> Golden {
         signature: key.sign(&msg).to_bytes(),
         introduction: None,
     });
+    g.header.signature = [0; 64];
+    let msg = sign::header_message(&g.opts.packet_id, Kind::Update, &g.header);
+    g.header.signature = key.sign(&msg).to_bytes();
+    g
+}
+
+/// The decider of the `decision` fixture's decision: the `signed` fixture's sender, whose key
+/// is [`signed_fixture_key`].
+pub fn decision_fixture_decision(decided_by: Id) -> ForkDecision {
+    ForkDecision {
+        origin: id(4),
+        number: 42,
+        hash: h(7),
+        keep: true,
+        decided_by,
+        decided_ms: 1_700_000_500_000,
+        signature: NO_SIGNATURE,
+    }
+}
+
+/// Format 1.5: the `signed` packet carrying one fork repair decision of its sender, signed by
+/// the sender's key over `sign::decision_message` (SPEC §6, "1.5: signed fork decisions").
+fn decision_golden(records: Vec<Record>) -> Golden {
+    use ed25519_dalek::Signer;
+    let mut g = signed_golden(records);
+    let key = signed_fixture_key();
+    g.stem = "decision";
+    g.opts.minor = 5;
+    g.opts.packet_id = id(0x79);
+    let mut d = decision_fixture_decision(g.header.sender);
+    d.signature = key
+        .sign(&sign::decision_message(&g.header.family, &d))
+        .to_bytes();
+    g.header.fork_decisions = vec![d];
     g.header.signature = [0; 64];
     let msg = sign::header_message(&g.opts.packet_id, Kind::Update, &g.header);
     g.header.signature = key.sign(&msg).to_bytes();
@@ -708,4 +744,27 @@ fn the_recipients_fixtures_recipient_verifies_over_the_spec_message() {
     let msg = sign::header_message(&pid, Kind::Update, &h);
     vk.verify(&msg, &Signature::from_bytes(&h.signature))
         .unwrap();
+}
+
+#[test]
+fn the_decision_fixtures_decision_verifies_over_the_spec_message() {
+    // SPEC §6 (1.5): the decision is signed by its decider over `decision_message`; a decision
+    // altered in any field (here: the timeline kept) no longer verifies.
+    use ed25519_dalek::{Signature, Verifier};
+    let r = open(fixtures().join("decision.msp")).unwrap();
+    assert_eq!(r.info().version.minor, 5);
+    let h = r.header().clone();
+    let d = &h.fork_decisions[0];
+    assert_eq!(d.decided_by, h.sender);
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&h.keys[0].key).unwrap();
+    let sig = Signature::from_bytes(&d.signature);
+    vk.verify(&sign::decision_message(&h.family, d), &sig)
+        .unwrap();
+    let flipped = ForkDecision {
+        keep: !d.keep,
+        ..d.clone()
+    };
+    assert!(vk
+        .verify(&sign::decision_message(&h.family, &flipped), &sig)
+        .is_err());
 }

@@ -548,6 +548,7 @@ fn fork_decisions_need_minor_1_3_and_round_trip() {
         keep: false,
         decided_by: id(2),
         decided_ms: 1_700_000_300_000,
+        signature: msite_packet::wire::NO_SIGNATURE,
     });
     let bytes = encode_to_vec(Kind::Update, &with, vec![], &v13).unwrap();
     let (info, got, _) = decode_from_slice(&bytes).unwrap();
@@ -647,7 +648,55 @@ fn reports_need_minor_1_4_and_round_trip() {
         keep: true,
         decided_by: id(2),
         decided_ms: 1_700_000_300_000,
+        signature: msite_packet::wire::NO_SIGNATURE,
     });
     let bytes = encode_to_vec(Kind::Update, &both, vec![], &opts(4)).unwrap();
     assert_eq!(decode_from_slice(&bytes).unwrap().1, both);
+}
+
+/// Format 1.5: a fork decision's signature round-trips; an unsigned decision is the 1.3
+/// decision byte for byte (its six fields); a 1.4 writer refuses a signed decision rather
+/// than drop the signature, and a reader refuses a 1.4 packet that carries one.
+#[test]
+fn signed_decisions_need_minor_1_5_and_round_trip() {
+    let opts = |minor| WriteOptions {
+        minor,
+        ..WriteOptions::new(id(9))
+    };
+    let unsigned = ForkDecision {
+        origin: id(4),
+        number: 42,
+        hash: h(7),
+        keep: false,
+        decided_by: id(2),
+        decided_ms: 1_700_000_300_000,
+        signature: NO_SIGNATURE,
+    };
+    assert_eq!(rmp_serde::to_vec(&unsigned).unwrap()[0], 0x96, "six fields");
+    let signed = ForkDecision {
+        signature: [8; 64],
+        ..unsigned.clone()
+    };
+    assert_eq!(rmp_serde::to_vec(&signed).unwrap()[0], 0x97, "seven fields");
+    let mut with = update_header();
+    with.fork_decisions.push(signed);
+    let bytes = encode_to_vec(Kind::Update, &with, vec![], &opts(5)).unwrap();
+    let (info, got, _) = decode_from_slice(&bytes).unwrap();
+    assert_eq!(info.version, FormatVersion { major: 1, minor: 5 });
+    assert_eq!(got, with);
+    let err = encode_to_vec(Kind::Update, &with, vec![], &opts(4)).unwrap_err();
+    assert!(
+        err.to_string().contains("signed fork repair decisions"),
+        "{err}"
+    );
+    let mut old = Raw::new(rmp_serde::to_vec(&with).unwrap(), &[]);
+    old.minor = 4;
+    match decode_all(&old.build()).unwrap_err() {
+        DecodeError::Malformed { reason, .. } => assert!(reason.contains("1.5"), "{reason}"),
+        e => panic!("expected Malformed, got {e:?}"),
+    }
+    // An unsigned decision still needs only 1.3.
+    let mut plain = update_header();
+    plain.fork_decisions.push(unsigned);
+    encode_to_vec(Kind::Update, &plain, vec![], &opts(3)).unwrap();
 }

@@ -2,6 +2,9 @@
 //! two timelines of one origin, the operator keeps one, the family converges on it, and the
 //! entries of the other are kept for the operator with their content.
 
+use msite_packet::wire;
+
+use super::trust::{refused_unchanged, Decoded};
 use super::{hub, Family};
 use crate::testkit::conformance::StoreFactory;
 use crate::{CoreError, ImportOutcome, KeepTimeline, Refusal, VersionSel};
@@ -170,6 +173,56 @@ pub fn case_fork_repair_decision_is_relayed_through_a_hub<F: StoreFactory>(facto
     gave_up_content(&f, 2, b"timeline A");
 }
 
+/// A relay cannot alter a decision it relays or make one up (decisions are signed by their
+/// decider): the hub flips the timeline r1's decision keeps, or adds a decision attributed to
+/// r1 under a copied signature, and signs the packet as itself; r2 refuses both with its state
+/// unchanged. A made-up unsigned decision is not adopted. The genuine packet then applies.
+pub fn case_fork_decision_altered_or_made_up_by_a_relay_is_refused<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 64);
+    let (_, k) = fork_r1(&mut f, &hub(3));
+    f.sites[1]
+        .repair_fork(&f.id(1), k, KeepTimeline::This)
+        .unwrap();
+    exchange(&f, &[(0, 1)], 2);
+    let genuine = f.export(0, 2).expect("the hub relays the decision");
+    let relayed = Decoded::new(&genuine);
+    assert_eq!(relayed.header.fork_decisions.len(), 1);
+    assert!(relayed.header.fork_decisions[0].is_signed());
+
+    let mut flipped = relayed.clone();
+    flipped.header.fork_decisions[0].keep ^= true;
+    f.sites[0].sign_header_for_test(&mut flipped.header, flipped.kind, &flipped.id);
+    refused_unchanged(
+        &f,
+        2,
+        flipped.encode(),
+        "fork repair decision attributed to r1",
+    );
+
+    let mut made_up = relayed.clone();
+    let mut extra = made_up.header.fork_decisions[0].clone();
+    extra.number += 1;
+    made_up.header.fork_decisions.push(extra.clone());
+    f.sites[0].sign_header_for_test(&mut made_up.header, made_up.kind, &made_up.id);
+    refused_unchanged(&f, 2, made_up.encode(), "does not verify with r1's key");
+
+    let mut unsigned = relayed.clone();
+    extra.signature = wire::NO_SIGNATURE;
+    unsigned.header.fork_decisions = vec![extra];
+    f.sites[0].sign_header_for_test(&mut unsigned.header, unsigned.kind, &unsigned.id);
+    let _ = f.import(2, unsigned.encode());
+    assert!(
+        f.sites[2].fork_decisions().unwrap().is_empty(),
+        "an unsigned decision is not adopted"
+    );
+
+    f.import(2, genuine).expect("the genuine packet applies");
+    assert_eq!(f.sites[2].fork_decisions().unwrap().len(), 1);
+    f.settle(&hub(3));
+    f.assert_converged();
+    one_everywhere(&f, b"timeline B");
+}
+
 /// The packet refused as divergent before the repair is imported again after it and
 /// applies; one from the given-up timeline's side built later is refused until the decision
 /// reaches it.
@@ -229,4 +282,59 @@ pub fn case_fork_repair_unblocks_restorereplica_after_an_own_fork<F: StoreFactor
     f.assert_converged();
     one_everywhere(&f, b"family's");
     gave_up_content(&f, 1, b"numbered twice");
+}
+
+/// A replica made from a snapshot gives up a forked timeline that reached it after its
+/// snapshot: it rebuilds its object base from the snapshot's rows and the entries above them.
+/// The given-up check-in's content stays, since a version of the snapshot holds it too.
+pub fn case_fork_repair_at_a_snapshot_replica_above_its_base<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 2, 66);
+    f.sites[0]
+        .checkin("other", "main", b"timeline A", "u", "")
+        .unwrap();
+    let s = f.mkreplica_snapshot(0, "s");
+    let (_, k) = fork_r1(&mut f, &hub(3));
+    assert!(
+        f.sites[s].entry(&f.id(1), k).unwrap().is_some(),
+        "s holds A"
+    );
+    f.sites[1]
+        .repair_fork(&f.id(1), k, KeepTimeline::This)
+        .unwrap();
+    exchange(&f, &hub(3), 3);
+    f.settle(&hub(3));
+    f.assert_converged();
+    one_everywhere(&f, b"timeline B");
+    gave_up_content(&f, s, b"timeline A");
+    let other = f.sites[s].cat(&VersionSel::parse("other").unwrap());
+    assert_eq!(other.unwrap(), b"timeline A");
+}
+
+/// A replica made from a snapshot that holds the forked timeline in its snapshot rows cannot
+/// give it up (the history below is not there): it refuses the decision's packet, telling the
+/// operator to re-create it, and changes nothing; the other sites converge. (r2 never
+/// reports, so the snapshot carries the given-up entries as oplog records above its chain
+/// bases and the new replica knows which entry it holds there.)
+pub fn case_fork_repair_at_a_snapshot_replica_within_its_base<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 67);
+    let (_, k) = fork_r1(&mut f, &[(0, 1)]);
+    let s = f.mkreplica_snapshot(0, "s");
+    let before = f.sites[s].digest().unwrap();
+    f.sites[1]
+        .repair_fork(&f.id(1), k, KeepTimeline::This)
+        .unwrap();
+    exchange(&f, &[(0, 1)], 3);
+    f.settle(&[(0, 1)]);
+    let p = f.export(0, s).expect("r0 sends the decision");
+    match f.import(s, p) {
+        Err(CoreError::Refused(Refusal::Other(m))) => assert!(
+            m.contains("came with the snapshot it was made from")
+                && m.contains("re-create it from a fresh creation packet"),
+            "{m}"
+        ),
+        other => panic!("expected the re-create refusal, got {other:?}"),
+    }
+    assert_eq!(f.sites[s].digest().unwrap(), before);
+    assert!(f.sites[s].fork_decisions().unwrap().is_empty());
+    assert_eq!(f.sites[0].digest().unwrap(), f.sites[1].digest().unwrap());
 }
