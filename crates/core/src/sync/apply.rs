@@ -123,7 +123,8 @@ impl<'r, S: Store> EntryApply<'r, S> {
         }
     }
 
-    /// Applies every record of the packet into `txn`. A refusal as divergent or as holding
+    /// Applies every record of the packet into `txn`; the chain-head check's verdict
+    /// ([`HeadCheck::finish`]) is the caller's. A refusal as divergent or as holding
     /// retired entries also names the forks in the rest of `records` and the origins given up.
     pub(super) fn run(
         &mut self,
@@ -157,8 +158,7 @@ impl<'r, S: Store> EntryApply<'r, S> {
                 }
             }
         }
-        self.intake.idle()?;
-        self.heads.finish(|o| self.replica.replica_name(o))
+        self.intake.idle()
     }
 
     /// One entry: skipped when held, otherwise checked and applied.

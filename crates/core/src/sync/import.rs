@@ -240,6 +240,11 @@ impl<S: Store> Replica<S> {
         run.heads = super::trust::HeadCheck::new(heads, &sender_name);
         run.decisions = crate::fork::decisions_in(&txn)?;
         run.run(&mut txn, &mut ap, &mut pkt.records)?;
+        if let Some(needs) = self.awaiting_key_entry(&txn, h, &own, &run.heads)? {
+            // Dropped uncommitted: nothing of the packet applies before its keys are in force.
+            return Ok(ImportOutcome::Waiting(needs));
+        }
+        run.heads.finish(|o| self.replica_name(o))?;
         self.take_keys_and_heads(&mut txn, h)?;
         let mut notes = std::mem::take(&mut run.notes);
         self.apply_controls(&mut txn, &mut ap, &h.controls, &mut notes)?;
@@ -263,6 +268,37 @@ impl<S: Store> Replica<S> {
             notes,
             unlocked,
         })
+    }
+
+    /// A packet whose header used a key announced after the one held here (a rotation or a
+    /// vouch this replica has not applied), whose entries did not bring it in force, while its
+    /// sender holds entries this replica does not (in `txn`, the packet's entries applied):
+    /// the entry that brings the key may be among them, in a packet still on its way, so this
+    /// one waits for them, as a packet whose bases are missing does. Returns what it waits
+    /// for; `None` when nothing is awaited (then no entry will bring the key: it is refused).
+    fn awaiting_key_entry(
+        &self,
+        txn: &Txn<'_, S>,
+        h: &wire::Header,
+        own: &crate::model::Row,
+        heads: &super::trust::HeadCheck,
+    ) -> Result<Option<Vec<Need>>> {
+        if heads.unconfirmed().is_empty() {
+            return Ok(None);
+        }
+        let mut needs = Vec::new();
+        for (origin, theirs) in crate::model::Row::from_wire(&h.sender_row).0 {
+            let held = get_u64(txn, Keyspace::Epochs, &keys::own(&origin))?;
+            if theirs > held {
+                needs.push(Need {
+                    origin,
+                    origin_name: self.replica_name(&origin),
+                    needs: theirs,
+                    has: own.get(&origin),
+                });
+            }
+        }
+        Ok((!needs.is_empty()).then_some(needs))
     }
 
     /// A refusal as divergent, or as holding retired entries (K35), also names every other

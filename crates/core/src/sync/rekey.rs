@@ -72,6 +72,36 @@ pub(crate) fn key_at<R: ReadView + ?Sized>(
     public_key_in(r, who)
 }
 
+/// The keys `who` replaced by a rotation of its own (a `RotateKey` entry held here at the
+/// number the key covers up to), oldest first, each with that number. Unlike a key a vouch
+/// replaced (lost or compromised), such a key was only ever held by `who` until it rotated, so
+/// whatever it signed, `who` stated before that entry. A rotation entry retention dropped is
+/// not found: its key no longer serves for headers.
+pub(crate) fn rotated_keys<R: ReadView + ?Sized>(
+    r: &R,
+    who: &ReplicaId,
+) -> Result<Vec<(u64, wire::PublicKey)>> {
+    let mut out = Vec::new();
+    for (until, key) in old_keys(r, who)? {
+        if rotation_at(r, who, until)? {
+            out.push((until, key));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether entry `number` of `who` held here is a rotation of `who`'s key.
+fn rotation_at<R: ReadView + ?Sized>(r: &R, who: &ReplicaId, number: u64) -> Result<bool> {
+    let Some(v) = r.get(Keyspace::Oplog, &keys::oplog(who, number))? else {
+        return Ok(false);
+    };
+    let stored = crate::replica::StoredEntry::decode(&v)?;
+    Ok(matches!(
+        Entry::decode_verified(&stored.canonical).map(|e| e.op),
+        Ok(Op::RotateKey { .. })
+    ))
+}
+
 /// Makes `key` the key in force for `who`, keeping the one it replaces for entries up to
 /// `until`.
 pub(super) fn replace_key<S: Store>(

@@ -51,6 +51,8 @@ pub(super) struct Heads {
     pub(super) announced: BTreeMap<ReplicaId, wire::PublicKey>,
     /// The replicas among them of which no key at all is held here (not yet heard of).
     pub(super) unknown: std::collections::BTreeSet<ReplicaId>,
+    /// The key the sender's signature verified with.
+    pub(super) signed_by: wire::PublicKey,
 }
 
 /// Generates this replica's signing key into `txn` unless the store has one (stores made
@@ -434,7 +436,24 @@ impl<S: Store> crate::replica::Replica<S> {
 /// key is never replaced: the header's check refused a different one).
 pub(super) fn pin_listed_keys<S: Store>(txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
     // The last key listed for a replica is the one in force at the sender.
-    for k in h.keys.iter().rev() {
+    pin_first_unpinned(txn, h.keys.iter().rev())
+}
+
+/// Pins, for each replica whose key is not pinned yet, the first key a creation header lists
+/// for it (the oldest its creator knows), before the history's entries apply.
+pub(super) fn pin_oldest_listed_keys<S: Store>(
+    txn: &mut Txn<'_, S>,
+    h: &wire::Header,
+) -> Result<()> {
+    pin_first_unpinned(txn, h.keys.iter())
+}
+
+/// Pins, for each replica whose key is not pinned yet, the first of `cells` that names it.
+fn pin_first_unpinned<'a, S: Store>(
+    txn: &mut Txn<'_, S>,
+    cells: impl Iterator<Item = &'a wire::KeyCell>,
+) -> Result<()> {
+    for k in cells {
         let who = ReplicaId(k.replica.0);
         if public_key_in(txn, &who)?.is_none() {
             txn.put(
@@ -493,7 +512,11 @@ fn check_header<R: ReadView + ?Sized>(
         ));
     }
     let msg = sign::header_message(&wire::Id(packet_id.0), kind, h);
-    if !verifies(&key, &msg, &h.signature) {
+    let signed_by = if verifies(&key, &msg, &h.signature) {
+        key
+    } else if let Some(old) = key_of_its_time(r, h, &sender, &msg)? {
+        old
+    } else {
         return Err(unauthentic(
             &sender_name,
             format!(
@@ -501,7 +524,7 @@ fn check_header<R: ReadView + ?Sized>(
                 fingerprint(&key)
             ),
         ));
-    }
+    };
     for k in &h.keys {
         let who = ReplicaId(k.replica.0);
         key_for(
@@ -513,7 +536,8 @@ fn check_header<R: ReadView + ?Sized>(
             &mut BTreeMap::new(),
         )?;
     }
-    check_controls(r, h, (&sender_name, creation), name, &mut announced)?;
+    let signer = (sender, signed_by);
+    check_controls(r, h, (&sender_name, creation), signer, name, &mut announced)?;
     let at = check_heads(r, h, (&sender_name, creation), name, &mut announced)?;
     let mut unknown = std::collections::BTreeSet::new();
     for who in announced.keys() {
@@ -525,7 +549,27 @@ fn check_header<R: ReadView + ?Sized>(
         at,
         announced,
         unknown,
+        signed_by,
     })
+}
+
+/// A key `sender` rotated out that signed header `h` (message `msg`) in its own time: the
+/// header states that the sender holds its own entries only below the rotation entry that
+/// retired the key. Only the sender ever held that key, and it signed with it only before
+/// that entry (the rotation switches keys in the entry's own transaction), so such a header is
+/// a genuine packet made before the rotation and delivered late, which the protocol handles
+/// like any late packet; one that states an own entry at or past the rotation is not.
+fn key_of_its_time<R: ReadView + ?Sized>(
+    r: &R,
+    h: &wire::Header,
+    sender: &ReplicaId,
+    msg: &[u8],
+) -> Result<Option<wire::PublicKey>> {
+    let own = crate::model::Row::from_wire(&h.sender_row).get(sender);
+    Ok(super::rekey::rotated_keys(r, sender)?
+        .into_iter()
+        .find(|(until, k)| own < *until && verifies(k, msg, &h.signature))
+        .map(|(_, k)| k))
 }
 
 /// Each control record, verified with its owner's key: a relay cannot forge or alter another
@@ -534,6 +578,7 @@ fn check_controls<R: ReadView + ?Sized>(
     r: &R,
     h: &wire::Header,
     (sender_name, creation): (&str, bool),
+    (sender, signed_by): (ReplicaId, wire::PublicKey),
     name: &dyn Fn(&ReplicaId) -> String,
     announced: &mut BTreeMap<ReplicaId, wire::PublicKey>,
 ) -> Result<()> {
@@ -545,7 +590,12 @@ fn check_controls<R: ReadView + ?Sized>(
             wire::Control::RestoreRequest { .. } => "restore request",
             wire::Control::ProvisionalAck { .. } => "provisional acknowledgement",
         };
-        if !verifies(&key, &sign::control_message(&h.family, c), c.signature()) {
+        // The sender's own controls were signed with the key that signed its header (a key of
+        // their time, for a packet made before a rotation).
+        let also = (owner == sender).then_some(signed_by);
+        let msg = sign::control_message(&h.family, c);
+        let by = |k: &wire::PublicKey| verifies(k, &msg, c.signature());
+        if !std::iter::once(key).chain(also).any(|k| by(&k)) {
             return Err(unauthentic(
                 sender_name,
                 format!(
@@ -560,8 +610,10 @@ fn check_controls<R: ReadView + ?Sized>(
 
 /// Each chain head in the header, verified with its origin's key: the key that covers that
 /// entry here (a head from before a rotation keeps its old key's signature), or the key in
-/// force now (an origin signs every head it exports with its current key), or a key the header
-/// announces for the origin after the one held here (provisional, as for [`key_for`]).
+/// force now (an origin signs every head it exports with its current key), or a key the origin
+/// rotated out after that entry (it signed heads of its entries so far, old ones included,
+/// while that key was in force), or a key the header announces for the origin after the one
+/// held here (provisional, as for [`key_for`]).
 fn check_heads<R: ReadView + ?Sized>(
     r: &R,
     h: &wire::Header,
@@ -575,8 +627,13 @@ fn check_heads<R: ReadView + ?Sized>(
         let origin = name(&o);
         let key = key_for(r, h, &o, (&origin, sender_name), creation, announced)?;
         let msg = sign::head_message(&h.family, &head.origin, head.number, &head.hash);
+        let rotated = super::rekey::rotated_keys(r, &o)?
+            .into_iter()
+            .filter(|(until, _)| head.number <= *until)
+            .map(|(_, k)| k);
         let held: Vec<_> = std::iter::once(key)
             .chain(super::rekey::key_at(r, &o, head.number)?)
+            .chain(rotated)
             .collect();
         let provisional = provisional_keys(r, h, &o)?;
         let by = |k: &&wire::PublicKey| verifies(k, &msg, &head.signature);
@@ -629,13 +686,9 @@ fn status_of<R: ReadView + ?Sized>(
         return Ok(SignatureStatus::Unsigned);
     }
     match check_header(r, h, kind, packet_id, "the packet", name) {
-        Ok(_) => {
-            let sender = ReplicaId(h.sender.0);
-            let key = key_for(r, h, &sender, ("", ""), true, &mut BTreeMap::new())?;
-            Ok(SignatureStatus::Verified {
-                key: fingerprint(&key),
-            })
-        }
+        Ok(heads) => Ok(SignatureStatus::Verified {
+            key: fingerprint(&heads.signed_by),
+        }),
         Err(CoreError::Refused(Refusal::Unauthentic { detail, .. })) => {
             Ok(SignatureStatus::Invalid(detail))
         }
@@ -747,17 +800,30 @@ impl HeadCheck {
         now
     }
 
-    /// After an entry brought `key` in force for `who` (a rotation or a vouch applied).
+    /// After an entry brought `key` in force for `who` (a rotation or a vouch applied). What
+    /// counts is the key the entries leave in force: a new replica's key vouched by its
+    /// creator and then rotated by the replica ends at the rotation's key.
     pub(super) fn key_applied(&mut self, who: &ReplicaId, key: &wire::PublicKey) {
         match self.announced.get(who) {
             Some(k) if k == key => {
                 self.announced.remove(who);
+                self.conflict.remove(who);
             }
             Some(_) if self.unknown.contains(who) => {
                 self.conflict.insert(*who, *key);
             }
             _ => {}
         }
+    }
+
+    /// The replicas whose key the header used on announcement (a key held here listed before
+    /// it) that no entry of the packet has brought in force.
+    pub(super) fn unconfirmed(&self) -> Vec<ReplicaId> {
+        self.announced
+            .keys()
+            .filter(|w| !self.unknown.contains(w))
+            .copied()
+            .collect()
     }
 
     /// After the last record: refuses the packet if an origin's entries end past its last

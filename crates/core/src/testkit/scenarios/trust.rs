@@ -14,6 +14,7 @@ use super::*;
 
 /// A decoded packet: its kind, id, header and records, re-encoded by [`Decoded::encode`]
 /// with every checksum and hash of the format recomputed.
+#[derive(Clone)]
 pub(super) struct Decoded {
     pub(super) kind: wire::Kind,
     pub(super) id: wire::Id,
@@ -341,21 +342,31 @@ pub fn case_replayed_old_signed_packet_changes_nothing<F: StoreFactory>(factory:
     refused_unchanged(&f, 1, moved.encode(), "does not verify");
 }
 
-/// After `msite rekey` at r1, a packet r1 signed with its rotated-out key (written before the
-/// rotation, imported after it) is refused at the hub, naming r1 and its new key, with the
-/// state unchanged; r1's packets signed with the new key apply, directly and relayed through
-/// the hub, and every site holds the new key.
+/// After `msite rekey` at r1, a header r1's rotated-out key signs that states an own entry of
+/// r1 at or past the rotation is refused at r2, naming r1 and its new key, with the state
+/// unchanged: r1 signed with that key only before the rotation (only a copy of the old key can
+/// sign such a header). r1's packets signed with the new key apply, directly and relayed
+/// through the hub, and every site holds the new key.
 pub fn case_packet_signed_by_a_rotated_key_is_refused<F: StoreFactory>(factory: &F) {
     let f = Family::new(factory, 3, 38);
     f.settle(&hub(3));
     let old_fp = fingerprint_of(&f, 1);
     f.sites[1].mkbrtype("before").unwrap();
-    let signed_by_old = f.export(1, 2).expect("a packet with r1's change");
+    let genuine = f.export(1, 2).expect("a packet with r1's change");
+    let rotation = f.sites[1].own_row().unwrap().get(&f.id(1)) + 1;
+    let mut past = Decoded::new(&genuine);
+    past.id = wire::Id([0x6b; 16]);
+    for c in &mut past.header.sender_row {
+        if c.origin.0 == f.id(1).0 {
+            c.number = rotation;
+        }
+    }
+    f.sites[1].sign_header_for_test(&mut past.header, past.kind, &past.id);
     let new_fp = f.sites[1].rekey().unwrap();
     assert_ne!(new_fp, old_fp, "rekey makes a new key");
     f.sites[1].mkbrtype("after").unwrap();
     f.settle(&hub(3));
-    refused_unchanged(&f, 2, signed_by_old, &new_fp);
+    refused_unchanged(&f, 2, past.encode(), &new_fp);
     f.assert_converged();
     for i in 0..3 {
         assert_eq!(
@@ -364,6 +375,70 @@ pub fn case_packet_signed_by_a_rotated_key_is_refused<F: StoreFactory>(factory: 
             "site {i} holds r1's new key"
         );
     }
+}
+
+/// A packet r1 signed before its `msite rekey`, delivered to r2 after r2 applied the rotation
+/// (through the hub), is a late genuine packet, not a forgery: its header states only r1's
+/// entries before the rotation, which the rotated-out key covered. It imports like any late
+/// packet whose entries are all held (nothing new applies, the state is unchanged), and the
+/// family converges.
+pub fn case_packet_signed_before_a_rotation_applies_after_it<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 3, 42);
+    f.settle(&hub(3));
+    f.sites[1].mkbrtype("one").unwrap();
+    let late = f
+        .export(1, 2)
+        .expect("r1's change, signed with its old key");
+    let new_fp = f.sites[1].rekey().unwrap();
+    assert!(applied(
+        &f.sync(1, 0).expect("the rotation reaches the hub")
+    ));
+    assert!(applied(&f.sync(0, 2).expect("and r2")));
+    assert_eq!(
+        fingerprint_of_at(&f, 2, 1),
+        new_fp,
+        "r2 applied the rotation"
+    );
+    let digest = f.sites[2].digest().unwrap();
+    match f.import(2, late) {
+        Ok(ImportOutcome::Applied { applied: 0, .. }) => {}
+        other => panic!("the late packet signed before the rotation was not taken: {other:?}"),
+    }
+    assert_eq!(f.sites[2].digest().unwrap(), digest, "everything was held");
+    f.sites[1].mkbrtype("two").unwrap();
+    f.settle(&hub(3));
+    f.assert_converged();
+}
+
+/// A packet r1 signed with its new key that reaches r2 before the packet carrying the
+/// rotation waits (nothing of it applied: its key is not in force at r2 yet) instead of being
+/// refused; once the rotation applies, it applies too.
+pub fn case_packet_signed_with_a_new_key_waits_for_the_rotation<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 3, 43);
+    f.settle(&hub(3));
+    let new_fp = f.sites[1].rekey().unwrap();
+    let rotation = f.export(1, 2).expect("the rotation");
+    f.sites[0].mkbrtype("zero").unwrap();
+    assert!(applied(&f.sync(0, 1).expect("r0's change reaches r1")));
+    let early = f
+        .export(1, 2)
+        .expect("r1 relays r0's change, signed with its new key");
+    let digest = f.sites[2].digest().unwrap();
+    let row = f.sites[2].own_row().unwrap();
+    match f.import(2, early.clone()) {
+        Ok(ImportOutcome::Waiting(needs)) => assert!(
+            needs.iter().any(|n| n.origin == f.id(1)),
+            "it waits for r1's entries: {needs:?}"
+        ),
+        other => panic!("the early packet did not wait: {other:?}"),
+    }
+    assert_eq!(f.sites[2].digest().unwrap(), digest, "nothing applied");
+    assert_eq!(f.sites[2].own_row().unwrap(), row, "nothing applied");
+    assert!(applied(&f.import(2, rotation).unwrap()));
+    assert!(applied(&f.import(2, early).unwrap()), "it applies now");
+    assert_eq!(fingerprint_of_at(&f, 2, 1), new_fp);
+    f.settle(&hub(3));
+    f.assert_converged();
 }
 
 /// A rotation whose proof is not signed by the rotating replica's key is refused: a hub that
