@@ -661,7 +661,9 @@ impl<S: Store> Replica<S> {
 
     /// Acknowledges a restore request with how many of its replica's entries we hold: a
     /// numbered `RestoreAck`, or, while this replica recovers and may number nothing, a
-    /// provisional acknowledgement.
+    /// provisional acknowledgement. A replica that applied its own retirement numbers nothing
+    /// after it (its siblings would refuse the entry and every later packet of its, the last
+    /// one carrying the retirement included), and nobody awaits it: it does not acknowledge.
     fn acknowledge_request(
         &self,
         txn: &mut Txn<'_, S>,
@@ -671,7 +673,11 @@ impl<S: Store> Replica<S> {
     ) -> Result<()> {
         let held = get_u64(txn, Keyspace::Epochs, &keys::own(&req.replica))?;
         let name = self.replica_name(&req.replica);
-        if Self::recovering_in(txn)?.is_some() {
+        if crate::retire::retirement_in(&*txn, &self.me)?.is_some() {
+            notes.push(format!(
+                "received the restore request of {name}; not acknowledged: this replica is retired"
+            ));
+        } else if Self::recovering_in(txn)?.is_some() {
             let k = keys::peer2(keys::peers::PROV_ACK, &req.replica, &self.me);
             txn.put(
                 Keyspace::Peers,
@@ -789,9 +795,10 @@ impl<S: Store> Replica<S> {
         if ours.incarnation >= theirs.incarnation {
             return Ok(None);
         }
-        if let Some(why) = self.history_dropped(
+        if let Some(why) = self.cannot_give_up(
+            &o,
+            theirs.number,
             "give up entries a newer restoration retired",
-            "re-create it from a fresh creation packet",
         )? {
             return Err(CoreError::Refused(crate::error::Refusal::Other(why)));
         }
@@ -925,9 +932,10 @@ impl<S: Store> Replica<S> {
         Ok(())
     }
 
-    /// Rebuilds the object base from the remaining oplog in apply order, and deletes the
-    /// content only the removed entries referred to (unless the packet being imported carries
-    /// it). Refused as divergent when a remaining entry builds on the removed ones.
+    /// Rebuilds the object base from the snapshot base, if any, and the remaining oplog above
+    /// it in apply order, and deletes the content only the removed entries referred to (unless
+    /// the packet being imported carries it). Refused as divergent when a remaining entry
+    /// builds on the removed ones.
     fn rebuild_without(
         &self,
         txn: &mut Txn<'_, S>,
@@ -939,6 +947,10 @@ impl<S: Store> Replica<S> {
         for (k, _) in txn.scan_prefix(Keyspace::State, &[])? {
             txn.delete(Keyspace::State, &k);
         }
+        // A replica made from a snapshot starts from the snapshot's rows, which hold every
+        // entry at or below their row (cannot_give_up refused when the removed ones are there).
+        crate::sync::snapshot::restore_base(txn, &mut removed_blobs)?;
+        let base = crate::sync::snapshot::base_row(&*txn)?;
         let mut kept = Vec::new();
         for (_, v) in txn.scan_prefix(Keyspace::Oplog, &[])? {
             let s = StoredEntry::decode(&v)?;
@@ -958,6 +970,9 @@ impl<S: Store> Replica<S> {
         kept.sort_unstable_by_key(|(lsn, _)| *lsn);
         for (_, canonical) in kept {
             let e = Entry::decode_verified(&canonical)?;
+            if e.number <= base.get(&e.origin) {
+                continue;
+            }
             if let Err(err) = crate::vob::apply(txn, &e) {
                 // An entry of another origin builds on a replaced one: they had reached other
                 // replicas after all (a restoration with --override or a partial --wait-for

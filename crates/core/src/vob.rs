@@ -302,6 +302,14 @@ fn dec_version(k: &[u8], v: &[u8]) -> Result<VersionObj> {
     Ok(out)
 }
 
+/// The content a State row refers to, if it is a version row.
+pub(crate) fn version_content(k: &[u8], v: &[u8]) -> Result<Option<Hash>> {
+    if k.first() != Some(&VERSION) {
+        return Ok(None);
+    }
+    dec_version(k, v).map(|v| Some(v.content))
+}
+
 /// The content hash and the creating entry of version `version - 1` of `elem` on `brtype`,
 /// if there is one: the base of a new version's delta (see [`pack_version`]).
 pub(crate) fn previous_version<R: ReadView + ?Sized>(

@@ -191,6 +191,10 @@ impl<S: Store> Replica<S> {
         let mut check = HeadCheck::new(heads, &self.sender_name(&pkt.header));
         let mut txn = Txn::new(&self.store);
         let mut ap = Appender::load(&txn)?;
+        // Each replica's oldest listed key first: the history's rotations then bring the later
+        // ones in force, each checked with its proof, and keep every replaced key with the
+        // entries it covers, as at the siblings that applied them (which may still hold one).
+        super::trust::pin_oldest_listed_keys(&mut txn, &pkt.header)?;
         if !self.take_creation_records(&mut txn, &mut ap, pkt, &mut check)? {
             return Err(CoreError::Malformed(format!(
                 "{}: the packet does not create the replica it names",
@@ -231,6 +235,11 @@ impl<S: Store> Replica<S> {
             txn.put(Keyspace::Epochs, &keys::own(o), &n.to_be_bytes());
         }
         txn.put(Keyspace::Meta, keys::NEXT_LSN, &next_lsn.to_be_bytes());
+        txn.put(
+            Keyspace::Meta,
+            super::snapshot::BASE_ROW,
+            &super::snapshot::base_row_value(&own),
+        );
         txn.delete(Keyspace::Meta, super::snapshot::CREATING);
         let ap = Appender::load(&txn)?;
         Ok((txn, ap))

@@ -25,6 +25,12 @@
 //! The importer bulk-loads the rows ([`Store::bulk_load`]) between a synced mark
 //! ([`CREATING`]) and the synced commit that writes the identity and removes it: a store whose
 //! load was interrupted is found by [`Replica::open`]'s caller and never taken for a replica.
+//!
+//! The **snapshot base**: the importer keeps a local copy of the State rows it loaded
+//! ([`BASE_STATE`]) and the row they hold ([`BASE_ROW`]). Giving up entries (K13 retirements,
+//! fork repair) rebuilds the object base from it plus the held entries above that row
+//! ([`Replica::cannot_give_up`] says when it cannot: the entries to give up came with the
+//! snapshot, or retention dropped entries above the base).
 
 use ed25519_dalek::Signer;
 use msite_packet::{sign, wire, Record};
@@ -47,6 +53,48 @@ pub(crate) const LAYOUT: u64 = 1;
 /// Meta: present while a store is being made from a snapshot; removed by the commit that
 /// writes the identity. A store holding it is an interrupted creation.
 pub const CREATING: &[u8] = b"creating";
+
+/// Meta: the row the snapshot this replica was made from holds (its creator's own row): every
+/// entry at or below it is in the [`BASE_STATE`] rows, none above. Absent: made from the history.
+pub(crate) const BASE_ROW: &[u8] = b"snapshot.row";
+
+/// Meta prefix: the State rows of the snapshot this replica was made from, as loaded (the key
+/// is the prefix followed by the State key). Local: never sent, never changed.
+pub(crate) const BASE_STATE: &[u8] = b"snapshot.state.";
+
+/// The row of this replica's snapshot base (empty: it was made from the history).
+pub(crate) fn base_row<R: ReadView + ?Sized>(r: &R) -> Result<Row> {
+    match r.get(Keyspace::Meta, BASE_ROW)? {
+        None => Ok(Row::default()),
+        Some(v) => {
+            let mut d = crate::codec::Dec::new(&v, "snapshot base row");
+            let row = Row::decode(&mut d)?;
+            d.end()?;
+            Ok(row)
+        }
+    }
+}
+
+/// The snapshot base's encoded row, for [`BASE_ROW`].
+pub(crate) fn base_row_value(row: &Row) -> Vec<u8> {
+    row.encode(Enc::new()).done()
+}
+
+/// Writes the snapshot base's State rows back into State (which the caller emptied) and takes
+/// the content its versions refer to out of `removed`: that content stays.
+pub(crate) fn restore_base<S: Store>(
+    txn: &mut crate::txn::Txn<'_, S>,
+    removed: &mut std::collections::BTreeSet<Hash>,
+) -> Result<()> {
+    for (k, v) in txn.scan_prefix(Keyspace::Meta, BASE_STATE)? {
+        let key = &k[BASE_STATE.len()..];
+        if let Some(c) = crate::vob::version_content(key, &v)? {
+            removed.remove(&c);
+        }
+        txn.put(Keyspace::State, key, &v);
+    }
+    Ok(())
+}
 
 /// The row spaces of a snapshot (the row record's first byte).
 mod space {
@@ -105,6 +153,42 @@ impl<S: Store> Replica<S> {
         plan.header.snapshot = LAYOUT;
         plan.snapshot = true;
         Ok(plan)
+    }
+
+    /// Why this replica cannot give up the entries of `o` from `from` on (`what` says what
+    /// for; None: it can). Rebuilding the object base without them needs the snapshot base
+    /// (none for a replica made from the history) and every entry above it: refused when the
+    /// entries came with the snapshot (they are in its base rows) or retention dropped entries
+    /// above the base.
+    pub(crate) fn cannot_give_up(
+        &self,
+        o: &ReplicaId,
+        from: u64,
+        what: &str,
+    ) -> Result<Option<String>> {
+        let next = "re-create it from a fresh creation packet";
+        let base = base_row(&self.store)?;
+        if from <= base.get(o) {
+            return Ok(Some(format!(
+                "replica {} cannot {what}: that needs its whole oplog from entry {from} of origin {} on, and entries up to {} came with the snapshot it was made from, without their history; {next}",
+                self.name(),
+                self.replica_name(o),
+                base.get(o)
+            )));
+        }
+        let dropped = crate::retain::retained_bases(&self.store)?;
+        let Some((d, n)) = dropped.into_iter().find(|(d, n)| *n > base.get(d)) else {
+            return Ok(None);
+        };
+        let above = match base.0.is_empty() {
+            true => "",
+            false => " above the snapshot it was made from",
+        };
+        Ok(Some(format!(
+            "replica {} cannot {what}: that needs its whole oplog{above}, and retention dropped entries 1..{n} of origin {} (`msite scrub`); {next}",
+            self.name(),
+            self.replica_name(&d)
+        )))
     }
 
     /// Writes a snapshot plan's rows into `sink`, from one consistent view of the store, then
@@ -279,7 +363,8 @@ struct SnapshotIn {
     last: std::collections::BTreeMap<ReplicaId, (u64, Hash)>,
     /// The apply sequence after the carried oplog records (theirs are the creator's).
     next_lsn: u64,
-    /// A second row a record makes (a chain base's dropped mark), loaded next.
+    /// A second row a record makes (a chain base's dropped mark, a State row's base copy),
+    /// loaded next.
     pending: Option<KeyValueIn>,
     ended: bool,
     /// Why the stream stopped (the load returns an error; this is the one to report).
@@ -335,6 +420,10 @@ impl SnapshotIn {
                 let ks = ks_of(space, &key).ok_or_else(|| {
                     incomplete(&self.src, &format!("a row of unknown space {space}"))
                 })?;
+                if ks == Keyspace::State {
+                    let base = [BASE_STATE, &key].concat();
+                    self.pending = Some((Keyspace::Meta, base, value.clone()));
+                }
                 Ok(Some((ks, key, value)))
             }
             Record::SnapshotEnd {
