@@ -31,7 +31,9 @@ pub struct Args {
     /// Override the maximum number of replicas of each schedule (for replaying a shrunk one).
     #[arg(long, value_name = "R")]
     pub replicas: Option<u64>,
-    /// Narrow the schedules: all, sync (no restores), default-restores, crashy.
+    /// Narrow the schedules: all, sync (no restores), default-restores, crashy, snapshots,
+    /// rekey (key rotations), retire (replicas retired); the last three are not in the
+    /// default run.
     #[arg(long, value_name = "P")]
     pub profile: Option<String>,
     /// The replicas' store engine: mem (in memory), sqlite or rocks (real stores in temporary

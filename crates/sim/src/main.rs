@@ -30,7 +30,8 @@ struct Args {
     /// Override the maximum number of replicas of each schedule.
     #[arg(long)]
     replicas: Option<usize>,
-    /// Narrow the schedules: all, sync (no restores), default-restores, crashy.
+    /// Narrow the schedules: all, sync (no restores), default-restores, crashy, snapshots,
+    /// rekey (key rotations; not in the default run).
     #[arg(long, default_value = "all")]
     profile: Profile,
     /// The store engine: mem (in memory), sqlite or rocks (real stores in temporary

@@ -11,14 +11,14 @@ impl<B: SimBackend> World<B> {
     /// when reported, in a lossy schedule); unless some remain or a site is behind retention
     /// outside the window, convergence, completion and no loss.
     pub(super) fn final_checks(&mut self) {
-        let n = self.sites.len();
-        for i in 0..n {
+        let live = self.live_sites();
+        for &i in &live {
             self.check_integrity(i, "at the end");
             self.observe(i);
         }
-        let live = self.live_conflicts();
-        if !live.is_empty() {
-            self.check_live_conflicts(&live);
+        let conflicts = self.live_conflicts();
+        if !conflicts.is_empty() {
+            self.check_live_conflicts(&conflicts);
             return;
         }
         if self.beyond_window {
@@ -28,9 +28,9 @@ impl<B: SimBackend> World<B> {
             });
             return;
         }
-        let rows: Vec<Option<Row>> = (0..n).map(|i| self.rep(i).own_row().ok()).collect();
-        self.check_convergence(&rows);
-        for i in 0..n {
+        let rows: Vec<Option<Row>> = live.iter().map(|&i| self.rep(i).own_row().ok()).collect();
+        self.check_convergence(&live, &rows);
+        for &i in &live {
             self.check_completion(i);
         }
         self.check_no_loss(&rows);
@@ -60,21 +60,20 @@ impl<B: SimBackend> World<B> {
         });
     }
 
-    /// Convergence: every replica's own row equals the first one's (`rows`), and so does its
-    /// state digest.
-    fn check_convergence(&mut self, rows: &[Option<Row>]) {
-        let n = self.sites.len();
-        let digests: Vec<Option<Hash>> = (0..n).map(|i| self.rep(i).digest().ok()).collect();
-        for i in 1..n {
-            if rows[i] != rows[0] {
+    /// Convergence: every live replica's own row (`rows`, of the sites `live`) equals the
+    /// first one's, and so does its state digest.
+    fn check_convergence(&mut self, live: &[usize], rows: &[Option<Row>]) {
+        let digests: Vec<Option<Hash>> = live.iter().map(|&i| self.rep(i).digest().ok()).collect();
+        let first = self.sites[live[0]].name.clone();
+        for k in 1..live.len() {
+            let other = self.sites[live[k]].name.clone();
+            if rows[k] != rows[0] {
                 self.violation(format!(
-                    "not converged: own rows of {} and {} differ",
-                    self.sites[0].name, self.sites[i].name
+                    "not converged: own rows of {first} and {other} differ"
                 ));
-            } else if digests[i] != digests[0] {
+            } else if digests[k] != digests[0] {
                 self.violation(format!(
-                    "not converged: digests of {} and {} differ with equal own rows",
-                    self.sites[0].name, self.sites[i].name
+                    "not converged: digests of {first} and {other} differ with equal own rows"
                 ));
             }
         }

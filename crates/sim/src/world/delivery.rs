@@ -56,6 +56,9 @@ impl<B: SimBackend> World<B> {
     /// packet not applied changes nothing at all ([`Self::check_outcome`]).
     pub(super) fn deliver(&mut self, pkt: Packet, faults: bool) {
         let to = pkt.to;
+        if self.gone(to) {
+            return;
+        }
         self.exchanged.insert((pkt.from, to));
         let d = Delivery {
             tn: self.sites[to].name.clone(),
@@ -474,6 +477,10 @@ impl<B: SimBackend> World<B> {
             // A forgery is refused as not authentic: the origin's signed chain head no longer
             // matches the altered entry, or the raised acknowledgement breaks the sender's
             // signature.
+            // A retired replica's packets still in flight are refused whole (§10).
+            Refusal::SenderRetired { .. } if self.closing(pkt.from) => {
+                self.stats.from_retired += 1;
+            }
             Refusal::Unauthentic { .. } if pkt.forged => {
                 self.stats.forged += 1;
             }

@@ -39,7 +39,9 @@ impl<B: SimBackend> World<B> {
     /// `msite repairfork --origin o --number k` at a replica drawn among those holding an
     /// entry there, keeping its timeline or the other one (drawn).
     pub(super) fn repair_one_fork(&mut self, o: ReplicaId, k: u64) {
-        let holders: Vec<usize> = (0..self.sites.len())
+        let holders: Vec<usize> = self
+            .live_sites()
+            .into_iter()
             .filter(|&i| matches!(self.rep(i).entry(&o, k), Ok(Some(_))))
             .collect();
         let Some(&at) = holders.choose(&mut self.rng) else {
@@ -97,7 +99,9 @@ impl<B: SimBackend> World<B> {
     /// for prerequisites an `--override` lost) is applied nowhere and no import can see it
     /// (K30); once they exchange, it must be reported.
     pub(super) fn fork_exposed(&self, o: &ReplicaId, k: u64) -> bool {
-        let held: Vec<(usize, Hash)> = (0..self.sites.len())
+        let held: Vec<(usize, Hash)> = self
+            .live_sites()
+            .into_iter()
             .filter_map(|i| match self.rep(i).entry(o, k) {
                 Ok(Some(e)) => Some((i, e.hash)),
                 _ => None,
@@ -115,8 +119,8 @@ impl<B: SimBackend> World<B> {
         let mut held: BTreeMap<(ReplicaId, u64), Hash> = BTreeMap::new();
         let mut out = BTreeSet::new();
         let ids: Vec<ReplicaId> = self.sites.iter().map(|s| s.id).collect();
-        for s in &self.sites {
-            let r = s.rep.as_ref().expect("replica present");
+        for i in self.live_sites() {
+            let r = self.rep(i);
             for o in &ids {
                 // A scrubbed prefix still names its last entry by hash (the chain's base).
                 let base = r.chain_base(o).ok().flatten();

@@ -8,7 +8,7 @@
 //! be lost, duplicated or corrupted), a delivery of a random packet of a pool (so packets are
 //! delayed and reordered), a retry of the packets waiting in a replica's incoming bay, a
 //! backup, a restore or a snapshot rollback, a new replica, or an operator running
-//! `restorereplica` on a locked replica. Any write to a replica's store may fail (an armed
+//! `restorereplica` on a locked replica, and the retirement of a replica (see [`retire`]). Any write to a replica's store may fail (an armed
 //! [`FaultPlan`]); the replica is then restarted by reopening its store, and a packet whose
 //! import crashed stays in the incoming bay to be imported again.
 //!
@@ -47,6 +47,8 @@ mod params;
 mod replicas;
 mod restore;
 mod retention;
+mod retire;
+mod rotation;
 mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -164,6 +166,8 @@ pub struct World<B: SimBackend> {
     seed: u64,
     /// Known protocol bugs this schedule's violations match (see [`KNOWN_BUGS`]).
     known: BTreeSet<&'static str>,
+    /// The schedule's retirement of a replica, if it draws one.
+    retire: retire::Retire,
     /// Where the stores come from (last: dropped after the replicas, with their directories).
     backend: B,
 }
@@ -218,7 +222,9 @@ impl<B: SimBackend> World<B> {
         if w.violations.is_empty() {
             w.heal();
             w.repair_forks();
+            w.finish_retirement();
             w.final_checks();
+            w.check_retirement();
         }
         if !w.lossy.is_empty() {
             w.stats.lossy = 1;
@@ -243,6 +249,7 @@ impl<B: SimBackend> World<B> {
     fn new(cfg: &Config, backend: B) -> World<B> {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let p = Params::draw(&mut rng, cfg);
+        let retire = retire::Retire::draw(cfg.seed, p.steps, cfg.profile == crate::Profile::Retire);
         World {
             rng,
             env: SimEnv::new(cfg.seed),
@@ -267,6 +274,7 @@ impl<B: SimBackend> World<B> {
             exchanged: BTreeSet::new(),
             seed: cfg.seed,
             known: BTreeSet::new(),
+            retire,
             backend,
         }
     }

@@ -202,8 +202,10 @@ impl<B: SimBackend> World<B> {
 
     /// After a store was replaced: entries that reached a sibling but are now held nowhere.
     pub(super) fn note_destroyed(&mut self) {
-        let rows: Vec<Row> = (0..self.sites.len())
-            .filter_map(|i| self.rep(i).own_row().ok())
+        let live = self.live_sites();
+        let rows: Vec<(usize, Row)> = live
+            .iter()
+            .filter_map(|&i| self.rep(i).own_row().ok().map(|r| (i, r)))
             .collect();
         let mut gone = Vec::new();
         for (id, hash) in &self.ledger.reached {
@@ -212,9 +214,9 @@ impl<B: SimBackend> World<B> {
             }
             // Held means this very entry: a store put back from an older timeline may hold
             // another entry under the number.
-            let held = rows.iter().enumerate().any(|(i, r)| {
+            let held = rows.iter().any(|(i, r)| {
                 r.get(&id.0) >= id.1
-                    && matches!(self.rep(i).entry(&id.0, id.1), Ok(Some(e)) if e.hash == *hash)
+                    && matches!(self.rep(*i).entry(&id.0, id.1), Ok(Some(e)) if e.hash == *hash)
             });
             if !held {
                 gone.push(*id);

@@ -15,8 +15,12 @@ impl<B: SimBackend> World<B> {
     /// Exports from `a` for `b` through `write_plan_to_parts`, which records the export the
     /// way `write_plan_to_dir` does (a crash while it runs leaves no finished packet). A
     /// locked exporter or an unknown target exports nothing; any other failure is a
-    /// violation.
+    /// violation. Nothing is exported by or to a shut-down replica, to a replica `a` knows
+    /// retired, nor by a retired replica to a sibling that knows it (it would be refused).
     pub(super) fn export(&mut self, a: usize, b: usize, faults: bool) -> Option<Packet> {
+        if self.gone(a) || self.gone(b) || self.knows_retired(a, b) || self.knows_retired(b, a) {
+            return None;
+        }
         let target = self.sites[b].id;
         let plan = match self.rep(a).plan_export(&target) {
             Ok(Some(p)) => p,
@@ -142,10 +146,11 @@ impl<B: SimBackend> World<B> {
         self.links.entry(key).or_default().extend(copies);
     }
 
-    /// Forges a packet in flight as a malicious relay would: the last carried entry of another
-    /// origin that the target does not hold yet is altered, its hash and the origin's chain in
-    /// the packet recomputed, and the header signed again with the sender's own key. A packet
-    /// that relays nothing new gets its acknowledgement raised instead, by a third party who
+    /// Forges a packet in flight as a malicious relay would: the first fork repair decision
+    /// it carries is flipped; otherwise the last carried entry of another origin that the
+    /// target does not hold yet is altered, its hash and the origin's chain in the packet
+    /// recomputed. Either way the header is signed again with the sender's own key. A packet
+    /// that carries neither gets its acknowledgement raised instead, by a third party who
     /// cannot sign. Returns what was done, or None when the packet cannot be read.
     pub(super) fn forge(&self, p: &mut Packet) -> Option<String> {
         use msite_packet::{decode_entry, encode_entry, entry_hash, Record};
@@ -162,35 +167,44 @@ impl<B: SimBackend> World<B> {
             }),
             _ => None,
         });
-        let what = match victim {
-            Some(v) => {
-                let mut relink = None;
-                for r in &mut records {
-                    let Record::Entry(b) = r else { continue };
-                    let Ok(mut e) = decode_entry(b) else { continue };
-                    if e.origin != v.origin || e.number < v.number {
-                        continue;
+        let kind = info.kind;
+        let what = if let Some(d) = header.fork_decisions.first_mut() {
+            // A decision carried is altered by the relay, which signs the packet as itself
+            // but cannot sign as the decider.
+            d.keep ^= true;
+            self.rep(p.from)
+                .sign_header_for_test(&mut header, kind, &info.packet_id);
+            "the timeline a relayed fork repair decision keeps flipped by its sender".to_string()
+        } else {
+            match victim {
+                Some(v) => {
+                    let mut relink = None;
+                    for r in &mut records {
+                        let Record::Entry(b) = r else { continue };
+                        let Ok(mut e) = decode_entry(b) else { continue };
+                        if e.origin != v.origin || e.number < v.number {
+                            continue;
+                        }
+                        if e.number == v.number {
+                            e.time_ms ^= 1;
+                        } else if let Some(prev) = relink {
+                            e.prev = prev;
+                        }
+                        e.hash = entry_hash(&e);
+                        relink = Some(e.hash);
+                        *b = encode_entry(&e);
                     }
-                    if e.number == v.number {
-                        e.time_ms ^= 1;
-                    } else if let Some(prev) = relink {
-                        e.prev = prev;
-                    }
-                    e.hash = entry_hash(&e);
-                    relink = Some(e.hash);
-                    *b = encode_entry(&e);
+                    self.rep(p.from)
+                        .sign_header_for_test(&mut header, kind, &info.packet_id);
+                    format!(
+                        "entry {} of a relayed origin altered by its sender",
+                        v.number
+                    )
                 }
-                let kind = info.kind;
-                self.rep(p.from)
-                    .sign_header_for_test(&mut header, kind, &info.packet_id);
-                format!(
-                    "entry {} of a relayed origin altered by its sender",
-                    v.number
-                )
-            }
-            None => {
-                header.targets.first_mut()?.applied_seq += 1;
-                "acknowledgement raised by a third party".to_string()
+                None => {
+                    header.targets.first_mut()?.applied_seq += 1;
+                    "acknowledgement raised by a third party".to_string()
+                }
             }
         };
         let mut opts = msite_packet::WriteOptions::new(info.packet_id);

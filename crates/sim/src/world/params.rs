@@ -52,6 +52,8 @@ pub struct Params {
     pub resend_ms: u64,
     /// Whether new replicas are made from snapshots too (profile `snapshots`).
     pub snapshots: bool,
+    /// Whether replicas rotate their keys (profile `rekey`).
+    pub rekey: bool,
 }
 
 impl Params {
@@ -93,6 +95,7 @@ impl Params {
             retain_ms: draw_retention(cfg.seed),
             resend_ms,
             snapshots: false,
+            rekey: false,
         };
         if let Some(cap) = cfg.replicas {
             p.max_sites = p.max_sites.min(cap.max(2));
@@ -108,6 +111,8 @@ impl Params {
             crate::Profile::DefaultRestores => p.restores = 1,
             crate::Profile::Crashy => p.p_crash = 0.25,
             crate::Profile::Snapshots => p.snapshots = true,
+            crate::Profile::Rekey => p.rekey = true,
+            crate::Profile::Retire => {}
         }
         p
     }

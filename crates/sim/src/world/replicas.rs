@@ -112,6 +112,9 @@ impl<B: SimBackend> World<B> {
     /// With `link`, the new site is linked to `from` and maybe to another site. Returns
     /// whether it made one.
     pub(super) fn mkreplica(&mut self, from: usize, link: bool) -> bool {
+        if self.closing(from) {
+            return false;
+        }
         let name = format!("r{}", self.sites.len());
         let key = msite_core::SiteKey::generate(&self.env);
         let (how, damaged_at) = match self.p.snapshots {

@@ -29,11 +29,19 @@ impl<B: SimBackend> World<B> {
     /// later), `None` is a snapshot rollback (a copied directory: no mark, no
     /// restorereplica).
     pub(super) fn restore(&mut self, i: usize, mode: Option<Mode>) {
+        if self.not_restored(i) {
+            return;
+        }
         let usable = self.usable_backups(i);
         if usable.is_empty() {
             return;
         }
         let b = usable[self.rng.gen_range(0..usable.len())];
+        self.restore_from(i, b, mode);
+    }
+
+    /// Replaces replica `i` by a copy of its backup `b`, as [`Self::restore`] says.
+    pub(super) fn restore_from(&mut self, i: usize, b: usize, mode: Option<Mode>) {
         let from_step = self.sites[i].backups[b].step;
         if self.p.retain_ms.is_some() {
             self.sites[i].copy_taken_ms = Some(self.sites[i].backups[b].at_ms);
@@ -45,6 +53,7 @@ impl<B: SimBackend> World<B> {
         self.remember_incarnations(i);
         self.sites[i].rep = Some(rep);
         self.sites[i].observed = self.rep(i).own_row().unwrap_or_default();
+        self.note_restore_before_retirement(i);
         self.retire_forked_entries(i);
         self.sites[i].pending = None;
         self.sites[i].pending_copy = true;

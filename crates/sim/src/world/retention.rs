@@ -11,6 +11,9 @@ impl<B: SimBackend> World<B> {
     /// mutating call. A locked or recovering replica refuses; the state digest must not change.
     pub(super) fn scrub(&mut self, i: usize) {
         let Some(w) = self.p.retain_ms else { return };
+        if self.gone(i) {
+            return;
+        }
         let before = self.rep(i).digest().ok();
         let name = self.sites[i].name.clone();
         match self.mutate(i, "scrub", true, |r| r.scrub_with_window(Some(w), false)) {

@@ -130,31 +130,38 @@ impl<B: SimBackend> World<B> {
                 self.scrub(i);
             }
             10 => self.amend_a_recovery(n),
+            13 => {
+                let i = self.rng.gen_range(0..n);
+                self.rekey(i);
+            }
             _ => {}
         }
+        self.retire_step();
     }
 
     /// Draws the action of a step by weight. Restores happen only when the schedule drew
     /// them (snapshot rollbacks only with every kind), new replicas only below the maximum,
-    /// scrubs only with a restore window; 11 is a quiet step.
+    /// scrubs only with a restore window; 11 is a quiet step; 13 a key rotation, only in
+    /// profile `rekey`.
     fn draw_action(&mut self) -> u32 {
         let can_grow = self.sites.len() < self.p.max_sites;
         let r = self.p.restores;
         let scrubs = if self.p.retain_ms.is_some() { 10 } else { 0 };
-        let acts: [(u32, u32); 13] = [
-            (0, 30),                           // local change
-            (1, 22),                           // export
-            (2, 25),                           // deliver
-            (3, 3),                            // retry a bay
-            (4, if r > 0 { 4 } else { 0 }),    // backup
-            (5, if r > 0 { 3 } else { 0 }),    // restore
-            (6, if r > 0 { 1 } else { 0 }),    // restore several at once
-            (7, if r > 1 { 1 } else { 0 }),    // snapshot rollback
-            (8, if can_grow { 2 } else { 0 }), // mkreplica
-            (9, 3),                            // operator repairs locked replicas
-            (10, if r > 0 { 1 } else { 0 }),   // restorereplica again while recovering
-            (11, 2),                           // a quiet step
-            (12, scrubs),                      // scrub (oplog retention)
+        let acts: [(u32, u32); 14] = [
+            (0, 30),                                // local change
+            (1, 22),                                // export
+            (2, 25),                                // deliver
+            (3, 3),                                 // retry a bay
+            (4, if r > 0 { 4 } else { 0 }),         // backup
+            (5, if r > 0 { 3 } else { 0 }),         // restore
+            (6, if r > 0 { 1 } else { 0 }),         // restore several at once
+            (7, if r > 1 { 1 } else { 0 }),         // snapshot rollback
+            (8, if can_grow { 2 } else { 0 }),      // mkreplica
+            (9, 3),                                 // operator repairs locked replicas
+            (10, if r > 0 { 1 } else { 0 }),        // restorereplica again while recovering
+            (11, 2),                                // a quiet step
+            (12, scrubs),                           // scrub (oplog retention)
+            (13, if self.p.rekey { 2 } else { 0 }), // rekey (profile `rekey`)
         ];
         let total: u32 = acts.iter().map(|a| a.1).sum();
         let mut x = self.rng.gen_range(0..total);
@@ -181,7 +188,10 @@ impl<B: SimBackend> World<B> {
 
     /// Takes a backup of site `i` (when scrubs run, stamped with the simulated time, which
     /// the clock is read for only then). A failing backup is the backend's violation.
-    fn backup(&mut self, i: usize) {
+    pub(super) fn backup(&mut self, i: usize) {
+        if self.gone(i) {
+            return;
+        }
         let rep = self.sites[i].rep.as_ref().expect("replica present");
         match self.backend.backup(rep.store().inner()) {
             Ok(store) => {
@@ -264,6 +274,9 @@ impl<B: SimBackend> World<B> {
     /// mutating call: a refusal the command may give is counted, any other error is a
     /// violation; what it made is recorded.
     pub(super) fn local_change(&mut self, i: usize) {
+        if self.closing(i) {
+            return;
+        }
         let c = self.draw_change(i);
         let kind = self.rng.gen_range(0..100);
         let (what, r) = self.run_change(i, kind, &c);
@@ -303,7 +316,11 @@ impl<B: SimBackend> World<B> {
             format!("{me}/own.txt"),
             format!("{me}/notes"),
         ];
-        let names: Vec<String> = self.sites.iter().map(|s| s.name.clone()).collect();
+        // Nobody hands work to a replica closed for good.
+        let names: Vec<String> = (0..self.sites.len())
+            .filter(|&i| !self.closing(i))
+            .map(|i| self.sites[i].name.clone())
+            .collect();
         let path = paths.choose(&mut self.rng).cloned().unwrap_or_default();
         let br = brs.choose(&mut self.rng).cloned().unwrap_or_default();
         let lb = lbs
