@@ -343,7 +343,7 @@ impl<S: Store> Replica<S> {
         let sender = self.replica_name(&ReplicaId(h.sender.0));
         let mut authentic = Vec::new();
         for w in &h.fork_decisions {
-            if self.check_decision(w, &sender)? == DecisionCheck::Authentic {
+            if self.check_decision(w, h, &sender)? == DecisionCheck::Authentic {
                 authentic.push(ForkDecision::from_wire(w));
             }
         }

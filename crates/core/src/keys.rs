@@ -130,9 +130,12 @@ pub mod peers {
     pub const RECIPIENT: u8 = 41;
     /// The family's sealing policy (tag, sixteen zero bytes; `sync/sealing.rs`).
     pub const SEAL_POLICY: u8 = 42;
+    /// A replica's own rotation of its key (tag, replica, number of its `RotateKey` entry),
+    /// kept when retention drops the entry (`sync/rekey.rs`).
+    pub const ROTATED: u8 = 43;
 
     /// Every tag above: each names one kind of row, so no two may be equal.
-    pub const ALL: [u8; 25] = [
+    pub const ALL: [u8; 26] = [
         INCARNATION,
         SEND,
         EXPORT_LOG,
@@ -158,6 +161,7 @@ pub mod peers {
         OLD_KEY,
         RECIPIENT,
         SEAL_POLICY,
+        ROTATED,
     ];
 }
 

@@ -74,7 +74,7 @@ impl<S: Store> Replica<S> {
                 if replica.0 == sender.0 {
                     // Relayed later with its signature, and with the key that checks it.
                     self.take_control_signature(&mut txn, c);
-                    super::trust::pin_listed_keys(&mut txn, h)?;
+                    super::trust::pin_oldest_listed_keys(&mut txn, h)?;
                     let req = HeldRequest {
                         replica: sender,
                         incarnation: *incarnation,

@@ -164,7 +164,8 @@ impl<S: Store> Replica<S> {
             0 => r.take_history(&mut pkt, heads)?,
             _ => r.take_snapshot(&mut pkt, heads)?,
         };
-        r.take_keys_and_heads(&mut txn, &h)?;
+        super::trust::pin_keys_in_force(&mut txn, &h)?;
+        r.take_heads(&mut txn, &h)?;
         r.take_own_signing_key(&mut txn, key, &pkt.source, &r.sender_name(&h))?;
         r.keep_introduction(&mut txn, &h)?;
         take_incarnations(&mut txn, &h.comment);

@@ -13,14 +13,16 @@
 //! - A decision whose signature does not verify with any of them is a forgery: the packet
 //!   carrying it is refused as not authentic, with nothing of it applied.
 //! - A decision that cannot be checked here (unsigned, as decisions made before format 1.5
-//!   are, or by a decider whose key is not held here yet) is neither adopted from that packet
-//!   nor relayed; the decider's own packets carry it, signed, to everyone.
+//!   are, by a decider whose key is not held here yet, or signed with a key the packet's
+//!   header lists for the decider after the ones held here: a rotation not applied here yet)
+//!   is neither adopted from that packet nor relayed; the decider's own packets carry it,
+//!   signed, to everyone, and a packet after the rotation applied brings it in.
 
 use ed25519_dalek::Signer;
 use msite_packet::{sign, wire};
 
 use super::rekey::old_keys;
-use super::trust::{fingerprint, public_key_in, verifies};
+use super::trust::{fingerprint, provisional_keys, public_key_in, verifies};
 use crate::error::{CoreError, Refusal, Result};
 use crate::ids::ReplicaId;
 use crate::replica::Replica;
@@ -42,11 +44,13 @@ impl<S: Store> Replica<S> {
         Ok(self.signing_key()?.sign(&msg).to_bytes())
     }
 
-    /// Checks a decision that a packet from `sender` carries against the keys held here for
-    /// its decider. A signature that verifies with none of them refuses the packet.
+    /// Checks a decision that a packet from `sender` (header `h`) carries against the keys
+    /// held here for its decider, then the later ones `h` lists for it. A signature that
+    /// verifies with none of them refuses the packet.
     pub(crate) fn check_decision(
         &self,
         d: &wire::ForkDecision,
+        h: &wire::Header,
         sender: &str,
     ) -> Result<DecisionCheck> {
         if !d.is_signed() {
@@ -64,6 +68,10 @@ impl<S: Store> Replica<S> {
         let msg = sign::decision_message(&wire::Id(self.family.0), d);
         if held.iter().any(|k| verifies(k, &msg, &d.signature)) {
             return Ok(DecisionCheck::Authentic);
+        }
+        let later = provisional_keys(&self.store, h, &decider)?;
+        if later.iter().any(|k| verifies(k, &msg, &d.signature)) {
+            return Ok(DecisionCheck::Unverifiable);
         }
         Err(CoreError::Refused(Refusal::Unauthentic {
             sender: sender.to_string(),

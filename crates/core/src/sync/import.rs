@@ -245,7 +245,8 @@ impl<S: Store> Replica<S> {
             return Ok(ImportOutcome::Waiting(needs));
         }
         run.heads.finish(|o| self.replica_name(o))?;
-        self.take_keys_and_heads(&mut txn, h)?;
+        super::trust::pin_oldest_listed_keys(&mut txn, h)?;
+        self.take_heads(&mut txn, h)?;
         let mut notes = std::mem::take(&mut run.notes);
         self.apply_controls(&mut txn, &mut ap, &h.controls, &mut notes)?;
         self.take_news(&mut txn, h, &me_t, &sender_name, st.incarnation, &mut notes)?;

@@ -75,8 +75,8 @@ pub(crate) fn key_at<R: ReadView + ?Sized>(
 /// The keys `who` replaced by a rotation of its own (a `RotateKey` entry held here at the
 /// number the key covers up to), oldest first, each with that number. Unlike a key a vouch
 /// replaced (lost or compromised), such a key was only ever held by `who` until it rotated, so
-/// whatever it signed, `who` stated before that entry. A rotation entry retention dropped is
-/// not found: its key no longer serves for headers.
+/// whatever it signed, `who` stated before that entry. A rotation entry retention dropped
+/// still counts (its record stays); in a store from before that record it is not found.
 pub(crate) fn rotated_keys<R: ReadView + ?Sized>(
     r: &R,
     who: &ReplicaId,
@@ -90,8 +90,20 @@ pub(crate) fn rotated_keys<R: ReadView + ?Sized>(
     Ok(out)
 }
 
-/// Whether entry `number` of `who` held here is a rotation of `who`'s key.
+/// Peers key of the record that entry `number` of `who` rotated its key.
+fn rotated_key(who: &ReplicaId, number: u64) -> Vec<u8> {
+    let mut k = keys::peer(keys::peers::ROTATED, who);
+    k.extend_from_slice(&number.to_be_bytes());
+    k
+}
+
+/// Whether entry `number` of `who` is a rotation of `who`'s key: recorded when it applied
+/// (so a scrub that drops the entry keeps it), or, in a store from before that record, read
+/// from the entry itself while it is held.
 fn rotation_at<R: ReadView + ?Sized>(r: &R, who: &ReplicaId, number: u64) -> Result<bool> {
+    if r.get(Keyspace::Peers, &rotated_key(who, number))?.is_some() {
+        return Ok(true);
+    }
     let Some(v) = r.get(Keyspace::Oplog, &keys::oplog(who, number))? else {
         return Ok(false);
     };
@@ -144,6 +156,7 @@ impl<S: Store> Replica<S> {
                 if public_key_in(txn, &e.origin)? != Some(*key) {
                     replace_key(txn, &e.origin, key, e.number)?;
                 }
+                txn.put(Keyspace::Peers, &rotated_key(&e.origin, e.number), &[]);
                 Ok(Some((e.origin, *key)))
             }
             // A replica does not vouch for itself (that is a rotation, which the old key must
@@ -229,6 +242,7 @@ impl<S: Store> Replica<S> {
             let proof = old.sign(&msg).to_bytes();
             let e = r.append_local(t, ap, Op::RotateKey { key: pk, proof })?;
             t.put(Keyspace::Meta, SIGNING_KEY, &new.to_bytes());
+            t.put(Keyspace::Peers, &rotated_key(&r.me, e.number), &[]);
             replace_key(t, &r.me, &pk, e.number)
         })?;
         Ok(fingerprint(&pk))

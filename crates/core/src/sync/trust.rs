@@ -396,10 +396,30 @@ impl<S: Store> crate::replica::Replica<S> {
                     },
                     None => continue,
                 }
+                if !self.relayable(&c, &msg)? {
+                    continue;
+                }
             }
             out.push(c);
         }
         Ok(out)
+    }
+
+    /// Whether another replica's control `c` (message `msg`) verifies with a key held here
+    /// for its owner: the one in force, or one the owner rotated out (it signed the control
+    /// before its rotation; siblings accept that too). One signed with a key this replica does
+    /// not hold (checked with a key the owner's own packet listed, its rotation not applied
+    /// here yet) would be refused by the siblings that hold what this replica holds: it is
+    /// relayed once this replica holds that key, when its siblings that do not yet wait for
+    /// the rotation the packet carries.
+    fn relayable(&self, c: &wire::Control, msg: &[u8]) -> Result<bool> {
+        let owner = ReplicaId(c.owner().0);
+        let rotated = super::rekey::rotated_keys(&self.store, &owner)?;
+        Ok(self
+            .public_key(&owner)?
+            .into_iter()
+            .chain(rotated.into_iter().map(|(_, k)| k))
+            .any(|k| verifies(&k, msg, c.signature())))
     }
 
     /// Keeps the owner's signature of control `c` (verified with the header), to relay it.
@@ -412,11 +432,10 @@ impl<S: Store> crate::replica::Replica<S> {
     }
 
     /// Stores an authentic header's chain heads of other origins (for relaying), keeping one
-    /// older head per [`OWN_HEAD_EVERY`] entries of each origin besides the newest. Only the
-    /// creation packet of this replica pins the keys its header lists (the family's keys as
-    /// its creator held them); any other header's keys are pinned only by entries.
-    pub(super) fn take_keys_and_heads(&self, txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
-        pin_listed_keys(txn, h)?;
+    /// older head per [`OWN_HEAD_EVERY`] entries of each origin besides the newest, and its
+    /// controls' signatures. The caller pins the keys it lists first ([`pin_keys_in_force`]
+    /// or [`pin_oldest_listed_keys`]).
+    pub(super) fn take_heads(&self, txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
         for head in h.heads.iter().filter(|x| x.origin.0 != self.me.0) {
             let o = ReplicaId(head.origin.0);
             let mut v = Vec::with_capacity(96);
@@ -432,15 +451,22 @@ impl<S: Store> crate::replica::Replica<S> {
     }
 }
 
-/// Pins the keys an authentic header lists for replicas whose key is not pinned yet (a pinned
-/// key is never replaced: the header's check refused a different one).
-pub(super) fn pin_listed_keys<S: Store>(txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
-    // The last key listed for a replica is the one in force at the sender.
+/// Pins, for each replica whose key is not pinned yet, the last key a creation header lists
+/// for it: the one in force at its creator (a pinned key is never replaced: the header's
+/// check refused a different one). A snapshot creation replays no rotation, so it starts
+/// from the keys in force.
+pub(super) fn pin_keys_in_force<S: Store>(txn: &mut Txn<'_, S>, h: &wire::Header) -> Result<()> {
     pin_first_unpinned(txn, h.keys.iter().rev())
 }
 
-/// Pins, for each replica whose key is not pinned yet, the first key a creation header lists
-/// for it (the oldest its creator knows), before the history's entries apply.
+/// Pins, for each replica whose key is not pinned yet, the first key a header lists for it
+/// (the oldest its sender knows): before a history creation's entries apply, and after any
+/// other authentic header's. Later keys come in force only through the entries that announce
+/// them (a rotation checks its proof with the key it replaces and keeps that key for the
+/// entries before it). Pinning the last listed key instead left the keys before it unknown,
+/// so a sibling still listing an older key looked like "a key swapped in transit" (simulator,
+/// `--profile rekey` seed 45: a restored replica pinned a rotated key from a sibling's
+/// restore request).
 pub(super) fn pin_oldest_listed_keys<S: Store>(
     txn: &mut Txn<'_, S>,
     h: &wire::Header,
@@ -591,11 +617,19 @@ fn check_controls<R: ReadView + ?Sized>(
             wire::Control::ProvisionalAck { .. } => "provisional acknowledgement",
         };
         // The sender's own controls were signed with the key that signed its header (a key of
-        // their time, for a packet made before a rotation).
+        // their time, for a packet made before a rotation); a relayed one may have been signed
+        // before its owner rotated its key (only the owner held the rotated-out key).
         let also = (owner == sender).then_some(signed_by);
         let msg = sign::control_message(&h.family, c);
         let by = |k: &wire::PublicKey| verifies(k, &msg, c.signature());
-        if !std::iter::once(key).chain(also).any(|k| by(&k)) {
+        let rotated = super::rekey::rotated_keys(r, &owner)?
+            .into_iter()
+            .map(|(_, k)| k);
+        if !std::iter::once(key)
+            .chain(also)
+            .chain(rotated)
+            .any(|k| by(&k))
+        {
             return Err(unauthentic(
                 sender_name,
                 format!(
@@ -659,7 +693,7 @@ fn check_heads<R: ReadView + ?Sized>(
 
 /// The keys a header lists for `o` after the one pinned here (rotations not applied here
 /// yet), or every key it lists when none is pinned (first use).
-fn provisional_keys<R: ReadView + ?Sized>(
+pub(super) fn provisional_keys<R: ReadView + ?Sized>(
     r: &R,
     h: &wire::Header,
     o: &ReplicaId,
