@@ -441,6 +441,36 @@ pub fn case_packet_signed_with_a_new_key_waits_for_the_rotation<F: StoreFactory>
     f.assert_converged();
 }
 
+/// A replica that rotated its key, backed up (as `msite rekey` says to) and lost its store
+/// before the rotation left it recovers: its restore request is signed with the new key, which
+/// its siblings hold only once they applied the `RotateKey` entry that only it holds. Its
+/// packets carry its entries since what each sibling holds, so the siblings apply the
+/// rotation, answer the request, and the restoration completes (before: each sibling waited
+/// for the rotation, and the replica awaited their answers, for ever; simulator seed 37).
+pub fn case_restored_replica_whose_rotation_never_left_it_recovers<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 44);
+    f.settle(&hub(3));
+    let fp = f.sites[1].rekey().unwrap();
+    let backup = f.backup(1);
+    f.restore(1, &backup);
+    f.sites[1].restorereplica(&[], false).unwrap();
+    f.settle(&hub(3));
+    assert!(
+        f.sites[1].status().unwrap().recovering.is_none(),
+        "r1's restoration completed"
+    );
+    for i in [0, 2] {
+        assert_eq!(
+            fingerprint_of_at(&f, i, 1),
+            fp,
+            "site {i} holds r1's new key"
+        );
+    }
+    f.sites[1].mkbrtype("after").unwrap();
+    f.settle(&hub(3));
+    f.assert_converged();
+}
+
 /// A rotation whose proof is not signed by the rotating replica's key is refused: a hub that
 /// slips a `RotateKey` of r1 into r1's chain cannot sign r1's chain head over it.
 pub fn case_forged_rotation_is_refused<F: StoreFactory>(factory: &F) {
