@@ -704,3 +704,27 @@ fn retirement_is_exercised_in_the_retire_profile() {
     assert!(total.takeover_refused > 0, "{total}");
     assert!(total.taken_over > 0, "{total}");
 }
+
+/// Key rotation meets restoration (profile `rekey`). Seed 37: r0 rotated its key, backed up,
+/// lost its store and restored; its `RotateKey` had reached nobody, and a recovering replica
+/// sent only its restore request, signed with the new key, so every sibling waited for the
+/// rotation entry while r0 awaited their acknowledgements: a recovering replica now sends
+/// what a relaying one sends to a sibling its last rotation may not have reached. Seed 45: a
+/// restored replica that did not know r2 pinned r2's rotated key from r2's restore request,
+/// then refused the hub's packets listing r2's older key ("a key swapped in transit") and
+/// relayed r2's request to siblings that could not check it: the oldest listed key is pinned
+/// now (later ones come with the entries that announce them), and a control is relayed only
+/// once the key that signed it is in force here. Seeds 90, 115 and 186: a fork repair decision
+/// signed after its decider rotated reached a replica that held only the decider's older key
+/// and was refused as made up; one signed with a key the header lists after the held ones is
+/// now left for a later packet. Seed 719: a restore request signed before its owner rotated,
+/// relayed back after, was refused; a control now verifies with a key its owner rotated out
+/// too. Seed 926: a packet signed just before its sender's rotation arrived after the
+/// receiver's scrub dropped the `RotateKey` entry, and was refused as not authentic: a
+/// rotation is now recorded apart from the entry, so the key of its time still serves.
+#[test]
+fn key_rotation_meets_restoration() {
+    for seed in [37, 45, 90, 115, 186, 719, 926] {
+        passes_with(seed, None, None, Profile::Rekey);
+    }
+}
