@@ -661,9 +661,14 @@ fn check_heads<R: ReadView + ?Sized>(
         let origin = name(&o);
         let key = key_for(r, h, &o, (&origin, sender_name), creation, announced)?;
         let msg = sign::head_message(&h.family, &head.origin, head.number, &head.hash);
+        // A head of the receiving replica's own chain may come from an older timeline of its
+        // own (after `--override`, which reuses numbers), signed with a key the newer timeline
+        // rotated out at a lower number: the receiver held every key it rotated out, and the
+        // head, once authentic, is compared with its own entries (a fork is reported).
+        let own_chain = h.targets.iter().any(|t| t.replica.0 == o.0);
         let rotated = super::rekey::rotated_keys(r, &o)?
             .into_iter()
-            .filter(|(until, _)| head.number <= *until)
+            .filter(|(until, _)| own_chain || head.number <= *until)
             .map(|(_, k)| k);
         let held: Vec<_> = std::iter::once(key)
             .chain(super::rekey::key_at(r, &o, head.number)?)
