@@ -68,8 +68,15 @@ impl<S: Store> Replica<S> {
         self.check_writable()?;
         let s = Selector::parse(sel)?;
         let object = self.resolve_selector(&s)?;
+        let to_name = to;
         let to = self.view().replica_by_name(to)?;
         self.require_master(&object, sel)?;
+        if let Some(r) = self.retirement(&to)? {
+            return Err(CoreError::Invalid(format!(
+                "replica {to_name} was retired by {} (`msite rmreplica`): it makes no changes any more, so nobody could change {sel} again; give it to a live replica",
+                self.retired_by_name(&r)
+            )));
+        }
         if to == self.me {
             return Err(CoreError::Invalid(format!(
                 "{sel} is already mastered by this replica"

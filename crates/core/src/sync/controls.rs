@@ -106,6 +106,15 @@ impl<S: Store> Replica<S> {
                 continue;
             }
             let who = self.replica_name(requester);
+            if let Some(r) = self.retirement(requester)? {
+                // Made before the request's maker was retired: granted, the object could never
+                // change again (nothing a retired replica makes is taken).
+                notes.push(format!(
+                    "mastership requested by {who} not granted: {who} was retired by {}",
+                    self.retired_by_name(&r)
+                ));
+                continue;
+            }
             match policy {
                 crate::replica::ReqMasterPolicy::Allow if self.check_writable().is_ok() => {
                     self.local_change(|r, t, ap| {

@@ -413,6 +413,7 @@ macro_rules! protocol_scenario_tests {
             retired_replica_is_not_awaited_by_a_later_restoration => case_retired_replica_is_not_awaited_by_a_later_restoration,
             retention_scrubs_past_a_retired_replicas_old_acknowledgement => case_retention_scrubs_past_a_retired_replicas_old_acknowledgement,
             chmaster_all_from_needs_the_retirement_and_replicates => case_chmaster_all_from_needs_the_retirement_and_replicates,
+            mastership_is_not_handed_to_a_retired_replica => case_mastership_is_not_handed_to_a_retired_replica,
             packets_from_a_retired_replica_are_refused_with_state_unchanged => case_packets_from_a_retired_replica_are_refused_with_state_unchanged,
             a_replica_retires_itself_once_it_masters_nothing => case_a_replica_retires_itself_once_it_masters_nothing,
             a_denied_mastership_request_is_reported_to_the_requester => case_a_denied_mastership_request_is_reported_to_the_requester,

@@ -166,6 +166,47 @@ pub fn case_chmaster_all_from_needs_the_retirement_and_replicates<F: StoreFactor
     assert!(f.sites[0].chmaster_all_from("r1").unwrap().is_empty());
 }
 
+/// Nothing is handed to a retired replica: `chmaster` to it is refused, naming the
+/// retirement; and a mastership request it made before it was retired, arriving at the master
+/// with its retirement, is not granted (the object would never change again): the master
+/// keeps it and says why.
+pub fn case_mastership_is_not_handed_to_a_retired_replica<F: StoreFactory>(factory: &F) {
+    let f = Family::new(factory, 3, 730);
+    let rel = ObjectRef::BrType(f.sites[2].mkbrtype("rel").unwrap());
+    f.settle(&hub(3));
+    f.sites[1].reqmaster("brtype:rel").unwrap();
+    assert!(applied(
+        &f.sync(1, 0).expect("r1's request reaches the hub")
+    ));
+    f.sites[0].rmreplica("r1").unwrap();
+    let notes = match f
+        .sync(0, 2)
+        .expect("the request and the retirement reach r2")
+    {
+        ImportOutcome::Applied { notes, .. } => notes,
+        other => panic!("r2 did not apply the hub's packet: {other:?}"),
+    };
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("requested by r1 not granted") && n.contains("retired by r0")),
+        "{notes:?}"
+    );
+    assert_eq!(f.sites[2].view().master_of(&rel).unwrap(), f.id(2));
+    let err = f.sites[2]
+        .chmaster("brtype:rel", "r1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("r1 was retired by r0") && err.contains("give it to a live replica"),
+        "{err}"
+    );
+    f.sites[2].chmaster("brtype:rel", "r0").unwrap();
+    f.settle(&[(0, 2)]);
+    assert_eq!(f.sites[0].view().master_of(&rel).unwrap(), f.id(0));
+    assert_live_converged(&f, &[0, 2]);
+}
+
 /// r0 retires r1 while r1 (unaware) checks in again: r1's packet to r0 is refused as from a
 /// retired replica; r2, which took r1's late entry before it heard of the retirement, refuses
 /// the retirement (it would hold entries past it), and r0 refuses r2's relay of the late
