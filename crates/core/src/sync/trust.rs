@@ -618,15 +618,18 @@ fn check_controls<R: ReadView + ?Sized>(
         };
         // The sender's own controls were signed with the key that signed its header (a key of
         // their time, for a packet made before a rotation); a relayed one may have been signed
-        // before its owner rotated its key (only the owner held the rotated-out key).
+        // with the key held here while the header announces a later one, or before its owner
+        // rotated its key (only the owner held the rotated-out key).
         let also = (owner == sender).then_some(signed_by);
         let msg = sign::control_message(&h.family, c);
         let by = |k: &wire::PublicKey| verifies(k, &msg, c.signature());
+        let held = public_key_in(r, &owner)?;
         let rotated = super::rekey::rotated_keys(r, &owner)?
             .into_iter()
             .map(|(_, k)| k);
         if !std::iter::once(key)
             .chain(also)
+            .chain(held)
             .chain(rotated)
             .any(|k| by(&k))
         {

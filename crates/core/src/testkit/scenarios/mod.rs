@@ -402,6 +402,7 @@ macro_rules! protocol_scenario_tests {
             packet_signed_with_a_new_key_waits_for_the_rotation => case_packet_signed_with_a_new_key_waits_for_the_rotation,
             forged_rotation_is_refused => case_forged_rotation_is_refused,
             restored_replica_whose_rotation_never_left_it_recovers => case_restored_replica_whose_rotation_never_left_it_recovers,
+            restore_from_a_backup_older_than_a_rekey_takes_everything_back => case_restore_from_a_backup_older_than_a_rekey_takes_everything_back,
             lost_key_is_vouched_for_by_a_sibling => case_lost_key_is_vouched_for_by_a_sibling,
             rotated_keys_reach_a_replica_made_later => case_rotated_keys_reach_a_replica_made_later,
             scrub_keeps_the_digest_and_later_entries_chain_on => case_scrub_keeps_the_digest_and_later_entries_chain_on,

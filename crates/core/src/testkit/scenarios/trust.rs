@@ -564,3 +564,49 @@ pub fn case_rotated_keys_reach_a_replica_made_later<F: StoreFactory>(factory: &F
         "r3 follows r1's next rotation"
     );
 }
+
+/// A replica restored from a backup taken before its last `msite rekey` holds only the key
+/// that rotation replaced. Its restore request, signed with that key, is accepted (it states
+/// only entries from before the rotation); the siblings' answers, which relay that request
+/// back with the rotated key announced, apply; and it takes back everything it lost, its own
+/// rotation and the changes after it included: the restoration completes. Its packets since
+/// then, still signed with the replaced key, are refused naming the key expected: the operator
+/// runs the lost-key procedure (`rekey --lost` here, `vouch` at a sibling), and the family
+/// converges with its next change.
+pub fn case_restore_from_a_backup_older_than_a_rekey_takes_everything_back<F: StoreFactory>(
+    factory: &F,
+) {
+    let mut f = Family::new(factory, 3, 46);
+    f.settle(&hub(3));
+    f.sites[1].mkbrtype("before").unwrap();
+    f.settle(&hub(3));
+    let backup = f.backup(1);
+    let rotated_fp = f.sites[1].rekey().unwrap();
+    f.sites[1].mkbrtype("after").unwrap();
+    f.settle(&hub(3));
+    let digest = f.sites[0].digest().unwrap();
+    f.restore(1, &backup);
+    f.sites[1].restorereplica(&[], false).unwrap();
+    assert!(applied(&f.sync(1, 0).expect("r1's restore request")));
+    assert!(applied(&f.sync(0, 2).expect("relayed to r2")));
+    assert!(applied(&f.sync(2, 0).expect("r2's answer")));
+    assert!(applied(&f.sync(0, 1).expect("the hub's answers")));
+    assert!(
+        f.sites[1].status().unwrap().recovering.is_none(),
+        "r1's restoration completed"
+    );
+    assert_eq!(
+        f.sites[1].digest().unwrap(),
+        digest,
+        "r1 took everything back"
+    );
+    f.sites[1].mkbrtype("later").unwrap();
+    let refused = f.export(1, 0).expect("r1's change");
+    refused_unchanged(&f, 0, refused, &rotated_fp);
+    let (_, hex) = f.sites[1].rekey_lost().unwrap();
+    f.sites[0].vouch("r1", &hex).unwrap();
+    // r1's packets since its restoration were refused: they go again after the resend interval.
+    f.env.advance(crate::keys::DEFAULT_RESEND_MS);
+    f.settle(&hub(3));
+    f.assert_converged();
+}
