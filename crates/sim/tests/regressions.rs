@@ -9,7 +9,12 @@
 
 use msite_sim::{run_schedule, Config, Profile};
 
-fn passes_with(seed: u64, steps: Option<usize>, replicas: Option<usize>, profile: Profile) {
+fn passes_with(
+    seed: u64,
+    steps: Option<usize>,
+    replicas: Option<usize>,
+    profile: Profile,
+) -> msite_sim::Outcome {
     let out = run_schedule(&Config {
         seed,
         steps,
@@ -23,6 +28,7 @@ fn passes_with(seed: u64, steps: Option<usize>, replicas: Option<usize>, profile
         "seed {seed} (steps {steps:?}, replicas {replicas:?}, profile {profile}) violates the invariants again:\n{}",
         out.violations.join("\n")
     );
+    out
 }
 
 fn passes(seed: u64, steps: Option<usize>, replicas: Option<usize>) {
@@ -635,19 +641,7 @@ fn retention_a_request_later_than_the_window_is_refused_not_a_violation() {
 #[test]
 fn reported_forks_are_repaired_and_the_family_converges() {
     for seed in [167, 197, 311, 2811] {
-        let out = run_schedule(&Config {
-            seed,
-            steps: None,
-            replicas: None,
-            verbose: false,
-            profile: Profile::All,
-            backend: Default::default(),
-        });
-        assert!(
-            out.violations.is_empty(),
-            "seed {seed}:\n{}",
-            out.violations.join("\n")
-        );
+        let out = passes_with(seed, None, None, Profile::All);
         assert!(out.stats.fork_repairs >= 1, "seed {seed} repairs a fork");
         assert_eq!(out.stats.unconvergeable, 0, "seed {seed} converges");
     }
@@ -662,16 +656,7 @@ fn reported_forks_are_repaired_and_the_family_converges() {
 #[test]
 fn retirement_a_self_retired_replica_numbers_nothing_more() {
     for seed in [26u64, 93, 503] {
-        let out = run_schedule(&Config {
-            seed,
-            profile: msite_sim::Profile::Retire,
-            ..Default::default()
-        });
-        assert!(
-            out.violations.is_empty(),
-            "seed {seed}:\n{}",
-            out.violations.join("\n")
-        );
+        let out = passes_with(seed, None, None, Profile::Retire);
         assert_eq!(
             out.stats.self_retirements, 1,
             "seed {seed} retires a replica from itself"
@@ -686,16 +671,7 @@ fn retirement_a_self_retired_replica_numbers_nothing_more() {
 fn retirement_is_exercised_in_the_retire_profile() {
     let mut total = msite_sim::Stats::default();
     for seed in 1..=60u64 {
-        let out = run_schedule(&Config {
-            seed,
-            profile: msite_sim::Profile::Retire,
-            ..Default::default()
-        });
-        assert!(
-            out.violations.is_empty(),
-            "seed {seed}:\n{}",
-            out.violations.join("\n")
-        );
+        let out = passes_with(seed, None, None, Profile::Retire);
         total.add(&out.stats);
     }
     assert!(total.retirements > total.self_retirements, "{total}");

@@ -284,14 +284,8 @@ impl<S: Store> Replica<S> {
             probe: false,
         };
         if recovering && !target_recovering && !self.relays_while_recovering()? {
-            return Ok(update(match self.rotation_base(target)? {
-                None => own.clone(),
-                Some(n) => {
-                    let mut row = self.estimate(target)?;
-                    row.set(self.me, n);
-                    row
-                }
-            }));
+            let row = self.rotation_base(target)?.unwrap_or_else(|| own.clone());
+            return Ok(update(row));
         }
         let mut base = update(self.estimate(target)?);
         let has_new = own.0.iter().any(|(o, n)| *n > base.row.get(o));
@@ -324,17 +318,17 @@ impl<S: Store> Replica<S> {
         Ok(base)
     }
 
-    /// Where this recovering replica's own entries start in its packet to `target` when its
-    /// last key rotation may not have reached it: `None` when the target reported, on this
-    /// incarnation, holding the rotation; else below the rotation, the estimate and that
-    /// report. This replica signs with the rotated key, which the target holds only once it
+    /// The base of this recovering replica's packet to `target` when its last key rotation
+    /// may not have reached it: `None` when the target reported, on this incarnation, holding
+    /// the rotation; else the estimate, with this replica's own cell lowered below the
+    /// rotation and that report. This replica signs with the rotated key, which the target holds only once it
     /// applied the `RotateKey` entry; it waits for that entry while the sender holds it, and
     /// the entry may be held nowhere else (its other packets lost, or given up with an older
     /// incarnation). Without it the target would wait for ever and the restoration would
     /// await it for ever. So the packet carries what a relaying replica's does (everything
     /// from the estimate), this replica's own entries from there: genuine entries, and no
     /// estimate advances while recovering.
-    fn rotation_base(&self, target: &ReplicaId) -> Result<Option<u64>> {
+    fn rotation_base(&self, target: &ReplicaId) -> Result<Option<Row>> {
         let Some(&(rotation, _)) = super::rekey::rotated_keys(&self.store, &self.me)?.last() else {
             return Ok(None);
         };
@@ -342,12 +336,12 @@ impl<S: Store> Replica<S> {
         if reported.is_some_and(|held| held >= rotation) {
             return Ok(None);
         }
-        let estimate = self.estimate(target)?.get(&self.me);
-        Ok(Some(
-            (rotation - 1)
-                .min(estimate)
-                .min(reported.unwrap_or(u64::MAX)),
-        ))
+        let mut row = self.estimate(target)?;
+        let from = (rotation - 1)
+            .min(row.get(&self.me))
+            .min(reported.unwrap_or(u64::MAX));
+        row.set(self.me, from);
+        Ok(Some(row))
     }
 
     /// Whether unacknowledged entries go to `target` again on an export with nothing new:

@@ -91,7 +91,7 @@ pub(crate) fn rotated_keys<R: ReadView + ?Sized>(
 }
 
 /// Peers key of the record that entry `number` of `who` rotated its key.
-fn rotated_key(who: &ReplicaId, number: u64) -> Vec<u8> {
+fn rotation_record_key(who: &ReplicaId, number: u64) -> Vec<u8> {
     let mut k = keys::peer(keys::peers::ROTATED, who);
     k.extend_from_slice(&number.to_be_bytes());
     k
@@ -101,7 +101,9 @@ fn rotated_key(who: &ReplicaId, number: u64) -> Vec<u8> {
 /// (so a scrub that drops the entry keeps it), or, in a store from before that record, read
 /// from the entry itself while it is held.
 fn rotation_at<R: ReadView + ?Sized>(r: &R, who: &ReplicaId, number: u64) -> Result<bool> {
-    if r.get(Keyspace::Peers, &rotated_key(who, number))?.is_some() {
+    if r.get(Keyspace::Peers, &rotation_record_key(who, number))?
+        .is_some()
+    {
         return Ok(true);
     }
     let Some(v) = r.get(Keyspace::Oplog, &keys::oplog(who, number))? else {
@@ -133,6 +135,22 @@ pub(super) fn replace_key<S: Store>(
     Ok(())
 }
 
+/// Brings `key` in force for `who` by its rotation entry `number` (unless it already is: a
+/// replica that learnt the key first from a header), and records that the entry rotated the
+/// key, apart from the entry, which retention may drop.
+fn take_rotation<S: Store>(
+    txn: &mut Txn<'_, S>,
+    who: &ReplicaId,
+    key: &wire::PublicKey,
+    number: u64,
+) -> Result<()> {
+    if public_key_in(txn, who)? != Some(*key) {
+        replace_key(txn, who, key, number)?;
+    }
+    txn.put(Keyspace::Peers, &rotation_record_key(who, number), &[]);
+    Ok(())
+}
+
 fn forged(sender: &str, detail: String) -> CoreError {
     CoreError::Refused(Refusal::Unauthentic {
         sender: sender.to_string(),
@@ -153,10 +171,7 @@ impl<S: Store> Replica<S> {
         match &e.op {
             Op::RotateKey { key, proof } => {
                 self.check_rotation(txn, e, key, proof, sender)?;
-                if public_key_in(txn, &e.origin)? != Some(*key) {
-                    replace_key(txn, &e.origin, key, e.number)?;
-                }
-                txn.put(Keyspace::Peers, &rotated_key(&e.origin, e.number), &[]);
+                take_rotation(txn, &e.origin, key, e.number)?;
                 Ok(Some((e.origin, *key)))
             }
             // A replica does not vouch for itself (that is a rotation, which the old key must
@@ -242,8 +257,7 @@ impl<S: Store> Replica<S> {
             let proof = old.sign(&msg).to_bytes();
             let e = r.append_local(t, ap, Op::RotateKey { key: pk, proof })?;
             t.put(Keyspace::Meta, SIGNING_KEY, &new.to_bytes());
-            t.put(Keyspace::Peers, &rotated_key(&r.me, e.number), &[]);
-            replace_key(t, &r.me, &pk, e.number)
+            take_rotation(t, &r.me, &pk, e.number)
         })?;
         Ok(fingerprint(&pk))
     }

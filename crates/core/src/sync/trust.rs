@@ -414,12 +414,9 @@ impl<S: Store> crate::replica::Replica<S> {
     /// the rotation the packet carries.
     fn relayable(&self, c: &wire::Control, msg: &[u8]) -> Result<bool> {
         let owner = ReplicaId(c.owner().0);
-        let rotated = super::rekey::rotated_keys(&self.store, &owner)?;
-        Ok(self
-            .public_key(&owner)?
-            .into_iter()
-            .chain(rotated.into_iter().map(|(_, k)| k))
-            .any(|k| verifies(&k, msg, c.signature())))
+        Ok(control_keys_held(&self.store, &owner)?
+            .iter()
+            .any(|k| verifies(k, msg, c.signature())))
     }
 
     /// Keeps the owner's signature of control `c` (verified with the header), to relay it.
@@ -598,6 +595,21 @@ fn key_of_its_time<R: ReadView + ?Sized>(
         .map(|(_, k)| k))
 }
 
+/// The keys held here that sign `owner`'s controls: the one in force, then those the owner
+/// rotated out (only it held them, and it signed with each before its rotation).
+fn control_keys_held<R: ReadView + ?Sized>(
+    r: &R,
+    owner: &ReplicaId,
+) -> Result<Vec<wire::PublicKey>> {
+    let mut keys: Vec<wire::PublicKey> = public_key_in(r, owner)?.into_iter().collect();
+    keys.extend(
+        super::rekey::rotated_keys(r, owner)?
+            .into_iter()
+            .map(|(_, k)| k),
+    );
+    Ok(keys)
+}
+
 /// Each control record, verified with its owner's key: a relay cannot forge or alter another
 /// replica's restore request or provisional acknowledgement.
 fn check_controls<R: ReadView + ?Sized>(
@@ -623,16 +635,8 @@ fn check_controls<R: ReadView + ?Sized>(
         let also = (owner == sender).then_some(signed_by);
         let msg = sign::control_message(&h.family, c);
         let by = |k: &wire::PublicKey| verifies(k, &msg, c.signature());
-        let held = public_key_in(r, &owner)?;
-        let rotated = super::rekey::rotated_keys(r, &owner)?
-            .into_iter()
-            .map(|(_, k)| k);
-        if !std::iter::once(key)
-            .chain(also)
-            .chain(held)
-            .chain(rotated)
-            .any(|k| by(&k))
-        {
+        let held = control_keys_held(r, &owner)?;
+        if !std::iter::once(key).chain(also).chain(held).any(|k| by(&k)) {
             return Err(unauthentic(
                 sender_name,
                 format!(

@@ -406,10 +406,16 @@ fn recipients_golden(records: Vec<Record>) -> Golden {
         signature: key.sign(&msg).to_bytes(),
         introduction: None,
     });
+    resign_header(&mut g, &key);
+    g
+}
+
+/// Signs `g`'s header again with `key` (the `signed` fixture's), after a field of it changed.
+fn resign_header(g: &mut Golden, key: &ed25519_dalek::SigningKey) {
+    use ed25519_dalek::Signer;
     g.header.signature = [0; 64];
     let msg = sign::header_message(&g.opts.packet_id, Kind::Update, &g.header);
     g.header.signature = key.sign(&msg).to_bytes();
-    g
 }
 
 /// The decider of the `decision` fixture's decision: the `signed` fixture's sender, whose key
@@ -440,9 +446,7 @@ fn decision_golden(records: Vec<Record>) -> Golden {
         .sign(&sign::decision_message(&g.header.family, &d))
         .to_bytes();
     g.header.fork_decisions = vec![d];
-    g.header.signature = [0; 64];
-    let msg = sign::header_message(&g.opts.packet_id, Kind::Update, &g.header);
-    g.header.signature = key.sign(&msg).to_bytes();
+    resign_header(&mut g, &key);
     g
 }
 

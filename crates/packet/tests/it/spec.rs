@@ -541,15 +541,7 @@ fn fork_decisions_need_minor_1_3_and_round_trip() {
     // Same header bytes: only the envelope's version differs.
     assert_eq!(a.len(), b.len());
     let mut with = plain.clone();
-    with.fork_decisions.push(ForkDecision {
-        origin: id(4),
-        number: 42,
-        hash: h(7),
-        keep: false,
-        decided_by: id(2),
-        decided_ms: 1_700_000_300_000,
-        signature: msite_packet::wire::NO_SIGNATURE,
-    });
+    with.fork_decisions.push(unsigned_decision());
     let bytes = encode_to_vec(Kind::Update, &with, vec![], &v13).unwrap();
     let (info, got, _) = decode_from_slice(&bytes).unwrap();
     assert_eq!(info.version, FormatVersion { major: 1, minor: 3 });
@@ -642,13 +634,8 @@ fn reports_need_minor_1_4_and_round_trip() {
     // With decisions and reports both, both round-trip.
     let mut both = with.clone();
     both.fork_decisions.push(ForkDecision {
-        origin: id(4),
-        number: 42,
-        hash: h(7),
         keep: true,
-        decided_by: id(2),
-        decided_ms: 1_700_000_300_000,
-        signature: msite_packet::wire::NO_SIGNATURE,
+        ..unsigned_decision()
     });
     let bytes = encode_to_vec(Kind::Update, &both, vec![], &opts(4)).unwrap();
     assert_eq!(decode_from_slice(&bytes).unwrap().1, both);
@@ -657,13 +644,9 @@ fn reports_need_minor_1_4_and_round_trip() {
 /// Format 1.5: a fork decision's signature round-trips; an unsigned decision is the 1.3
 /// decision byte for byte (its six fields); a 1.4 writer refuses a signed decision rather
 /// than drop the signature, and a reader refuses a 1.4 packet that carries one.
-#[test]
-fn signed_decisions_need_minor_1_5_and_round_trip() {
-    let opts = |minor| WriteOptions {
-        minor,
-        ..WriteOptions::new(id(9))
-    };
-    let unsigned = ForkDecision {
+/// A fork repair decision as a 1.3 writer makes it: its signature all zeros.
+fn unsigned_decision() -> ForkDecision {
+    ForkDecision {
         origin: id(4),
         number: 42,
         hash: h(7),
@@ -671,7 +654,16 @@ fn signed_decisions_need_minor_1_5_and_round_trip() {
         decided_by: id(2),
         decided_ms: 1_700_000_300_000,
         signature: NO_SIGNATURE,
+    }
+}
+
+#[test]
+fn signed_decisions_need_minor_1_5_and_round_trip() {
+    let opts = |minor| WriteOptions {
+        minor,
+        ..WriteOptions::new(id(9))
     };
+    let unsigned = unsigned_decision();
     assert_eq!(rmp_serde::to_vec(&unsigned).unwrap()[0], 0x96, "six fields");
     let signed = ForkDecision {
         signature: [8; 64],
