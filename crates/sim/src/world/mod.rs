@@ -249,7 +249,7 @@ impl<B: SimBackend> World<B> {
     fn new(cfg: &Config, backend: B) -> World<B> {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let p = Params::draw(&mut rng, cfg);
-        let retire = retire::Retire::draw(cfg.seed, p.steps, cfg.profile == crate::Profile::Retire);
+        let retire = retire::Retire::draw(cfg.seed, p.steps, cfg.profile.retires());
         World {
             rng,
             env: SimEnv::new(cfg.seed),

@@ -155,6 +155,9 @@ impl<B: SimBackend> World<B> {
                 }
             }
             Stage::SelfRetired | Stage::Retired => {
+                if self.restart_if_retirement_lost() {
+                    return;
+                }
                 self.shut_down_if_heard();
                 self.take_over_if_pending();
             }
@@ -428,6 +431,37 @@ impl<B: SimBackend> World<B> {
             self.shut_down();
             self.retire.takeover_pending = true;
         }
+    }
+
+    /// A replica retired by another and stopped is started again, as closing, when no
+    /// survivor holds its retirement any more: the retirer lost the entry (its timeline was
+    /// given up, or a rollback took it back) before any sibling got it. Until it is retired
+    /// anew it must answer what the family asks of it (a restoration awaits it). Returns
+    /// whether it was started again.
+    pub(super) fn restart_if_retirement_lost(&mut self) -> bool {
+        let Some(v) = self.retire.site else {
+            return false;
+        };
+        if self.retire.stage != Stage::Retired
+            || self
+                .live_sites()
+                .into_iter()
+                .any(|i| self.knows_retired(i, v))
+        {
+            return false;
+        }
+        self.stats.retirements_lost += 1;
+        self.retire.stage = Stage::Draining;
+        self.retire.by = None;
+        self.retire.takeover_pending = false;
+        self.retire.taken.clear();
+        self.ev(|w| {
+            format!(
+                "operator: no survivor holds the retirement of {} any more; it runs again, closing, until it is retired anew",
+                w.sites[v].name
+            )
+        });
+        true
     }
 
     /// Shuts the retired replica down: its bay is emptied, and entries only it held are gone
