@@ -856,7 +856,13 @@ was handed on), after NAME stopped and its last packets were imported here. A re
 also retire itself, once it masters nothing: hand its objects to live siblings first \
 (`msite chmaster`), then export one last time. Objects a retired replica still masters are \
 taken over with `msite chmaster --all --from NAME`. `msite lsreplica` keeps listing NAME, \
-marked retired.",
+marked retired.
+
+Keep NAME's store until a sibling other than this replica lists NAME as retired: if this \
+replica loses the retirement before that (restored from an older backup, or its timeline given \
+up by `msite repairfork`), the family no longer knows NAME is retired and a restoration may wait \
+for it. Then start NAME again (making no changes), and retire it anew once its last packets are \
+imported here.",
     after_help = "Examples:\n  # sanfran is closed for good; boston created it\n  msite -C boston rmreplica sanfran\n  msite -C boston chmaster --all --from sanfran\n  msite -C boston syncreplica export --all\n\n  # bangalore closes itself down after handing over its branch type\n  msite -C bangalore chmaster brtype:rel boston\n  msite -C bangalore rmreplica bangalore\n  msite -C bangalore syncreplica export --all"
 )]
 pub struct Rmreplica {
