@@ -414,6 +414,7 @@ impl<S: Store> Replica<S> {
                 "a replica cannot wait for itself".into(),
             ));
         }
+        self.refuse_awaiting_retired(wait_for.iter().chain(also))?;
         let mut txn = Txn::new(&self.store);
         let existing = Self::restoration_to_amend(&txn)?;
         let amended = existing.is_some();
@@ -439,6 +440,24 @@ impl<S: Store> Replica<S> {
             awaiting,
             completed,
         })
+    }
+
+    /// A restoration cannot await a replica retired here: it will never answer (the default
+    /// awaited set leaves retired replicas out; an operator naming one is told so).
+    fn refuse_awaiting_retired<'a>(
+        &self,
+        named: impl Iterator<Item = &'a ReplicaId>,
+    ) -> Result<()> {
+        for id in named {
+            if let Some(r) = self.retirement(id)? {
+                return Err(CoreError::Invalid(format!(
+                    "replica {} was retired by {} (`msite rmreplica`) and will never answer; leave it out of the replicas to wait for",
+                    self.replica_name(id),
+                    self.retired_by_name(&r)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The restoration `restorereplica` amends: the one in progress, unless the store was put

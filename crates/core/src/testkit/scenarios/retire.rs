@@ -43,7 +43,8 @@ fn refused_unchanged<F: StoreFactory>(f: &Family<'_, F>, i: usize, parts: Vec<Ve
 /// r2 is retired by r0 (which created it, so masters its replica object); r1 is then restored
 /// from a backup taken *before* the retirement: its default awaited set names r2, and the
 /// retirement, arriving with r0's recovery update, takes r2 out of it, so the restoration
-/// completes on r0's answer alone. A restoration started after the retirement never names r2.
+/// completes on r0's answer alone. A restoration started after the retirement never names r2,
+/// and one told to wait for r2 is refused.
 pub fn case_retired_replica_is_not_awaited_by_a_later_restoration<F: StoreFactory>(factory: &F) {
     let mut f = Family::new(factory, 3, 700);
     f.settle(&hub(3));
@@ -76,9 +77,19 @@ pub fn case_retired_replica_is_not_awaited_by_a_later_restoration<F: StoreFactor
     assert!(done, "the restoration waited for the retired r2");
     f.settle(&[(0, 1)]);
     assert_live_converged(&f, &[0, 1]);
-    // A restoration that starts now awaits r0 only.
+    // A restoration that starts now awaits r0 only, and one that names r2 is refused
+    // (it would never answer), with the store left restored and locked.
     let backup = f.backup(1);
     f.restore(1, &backup);
+    let err = f.sites[1]
+        .restorereplica(&[f.id(0), f.id(2)], false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("r2 was retired by r0") && err.contains("leave it out"),
+        "{err}"
+    );
+    assert!(f.sites[1].status().unwrap().restored);
     assert_eq!(
         f.sites[1].restorereplica(&[], false).unwrap().awaiting,
         vec!["r0".to_string()]
