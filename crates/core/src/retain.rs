@@ -159,6 +159,15 @@ pub struct ScrubReport {
     pub entries_dropped: u64,
 }
 
+/// What a sibling that never reported counts as holding, for a floor.
+#[derive(Clone, Copy)]
+enum Unreported {
+    /// Nothing: retention drops only what every sibling said it holds.
+    HoldsNothing,
+    /// The row its `CreateReplica` entry carried (a snapshot's chain base).
+    HoldsItsCreationRow,
+}
+
 /// The row every sibling acknowledges and, per origin, the sibling with the least.
 struct Floor {
     row: Row,
@@ -482,20 +491,44 @@ impl<S: Store> Replica<S> {
         })
     }
 
-    /// Per origin, the least any sibling acknowledges by its own latest report (a sibling
-    /// holding a restore request: its request's row; one that never reported: nothing).
+    /// Per origin, the least any sibling acknowledges by its own latest report (a recovering
+    /// sibling, or one that never reported: nothing).
     fn acknowledged_floor(&self, own: &Row) -> Result<Floor> {
-        self.acknowledged_floor_but(own, None)
+        self.acknowledged_floor_but(own, None, Unreported::HoldsNothing)
     }
 
-    /// Per origin, the least every sibling but `skip` acknowledges (see
-    /// [`Replica::acknowledged_floor`]): what a snapshot of this replica may leave out of the
-    /// new replica's oplog (`skip`: the new replica, which holds everything in its object base).
+    /// Per origin, the least every sibling but `skip` holds: what a snapshot of this replica
+    /// may leave out of the new replica's oplog (`skip`: the new replica, which holds
+    /// everything in its object base). As [`Replica::acknowledged_floor`], except that a
+    /// sibling that never reported counts as holding the row its creation carried: every
+    /// incarnation of it holds that much, and it needs nothing below it from the new replica.
+    /// So replicas made one after another from one site, before the earlier ones report, do
+    /// not each carry the whole oplog.
     pub(crate) fn acknowledged_row_but(&self, own: &Row, skip: &ReplicaId) -> Result<Row> {
-        Ok(self.acknowledged_floor_but(own, Some(skip))?.row)
+        Ok(self
+            .acknowledged_floor_but(own, Some(skip), Unreported::HoldsItsCreationRow)?
+            .row)
     }
 
-    fn acknowledged_floor_but(&self, own: &Row, skip: Option<&ReplicaId>) -> Result<Floor> {
+    /// The row the `CreateReplica` entry of sibling `s` carried, when this replica holds
+    /// that entry (nothing otherwise: it was dropped by retention or came with a snapshot).
+    fn creation_row(&self, s: &ReplicaId) -> Result<Row> {
+        let Some(obj) = self.view().replica(s)? else {
+            return Ok(Row::default());
+        };
+        let by = obj.created_by;
+        Ok(match self.entry(&by.origin, by.number)?.map(|e| e.op) {
+            Some(crate::model::Op::CreateReplica { replica, row, .. }) if replica == *s => row,
+            _ => Row::default(),
+        })
+    }
+
+    fn acknowledged_floor_but(
+        &self,
+        own: &Row,
+        skip: Option<&ReplicaId>,
+        unreported: Unreported,
+    ) -> Result<Floor> {
         let recovering: std::collections::BTreeSet<ReplicaId> = held_requests_in(&self.store)?
             .into_iter()
             .map(|r| r.replica)
@@ -511,9 +544,13 @@ impl<S: Store> Replica<S> {
         {
             // A recovering sibling's copy may hold entries a newer restoration retired, which
             // it gives up (K13): it counts as holding nothing until it completes.
-            let acked = match recovering.contains(&s) {
-                true => Row::default(),
-                false => self.reported_row(&s)?.unwrap_or_default(),
+            let acked = match (recovering.contains(&s), self.reported_row(&s)?) {
+                (true, _) => Row::default(),
+                (false, Some(reported)) => reported,
+                (false, None) => match unreported {
+                    Unreported::HoldsNothing => Row::default(),
+                    Unreported::HoldsItsCreationRow => self.creation_row(&s)?,
+                },
             };
             for (o, n) in floor.row.0.iter_mut() {
                 if acked.get(o) < *n {

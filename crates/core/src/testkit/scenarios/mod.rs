@@ -432,6 +432,7 @@ macro_rules! protocol_scenario_tests {
             direct_export_after_a_restoration_sends_only_what_is_new => case_direct_export_after_a_restoration_sends_only_what_is_new,
             a_report_the_relay_made_up_raises_no_estimate => case_a_report_the_relay_made_up_raises_no_estimate,
             snapshot_replica_is_indistinguishable_from_a_history_one => case_snapshot_replica_is_indistinguishable_from_a_history_one,
+            replicas_made_one_after_another_carry_only_recent_entries => case_replicas_made_one_after_another_carry_only_recent_entries,
             mastership_moves_to_and_from_a_snapshot_replica => case_mastership_moves_to_and_from_a_snapshot_replica,
             snapshot_replica_restores_from_its_backup => case_snapshot_replica_restores_from_its_backup,
             sibling_older_than_the_snapshot_is_served_or_refused => case_sibling_older_than_the_snapshot_is_served_or_refused,

@@ -94,6 +94,41 @@ pub fn case_snapshot_replica_is_indistinguishable_from_a_history_one<F: StoreFac
     );
 }
 
+/// Replicas made one after another from r0, before the earlier ones report: each later
+/// snapshot counts the earlier new replicas as holding the row their creation carried, so it
+/// carries only the entries made since (of r1, which reported, nothing; of r0, the creation
+/// entries), not the oplog; the family then converges with all of them.
+pub fn case_replicas_made_one_after_another_carry_only_recent_entries<F: StoreFactory>(
+    factory: &F,
+) {
+    let mut f = storied_family(factory, 402);
+    let first = f.mkreplica_snapshot(0, "snap1");
+    let hist = f.mkreplica(0, "hist");
+    let second = f.mkreplica_snapshot(0, "snap2");
+    assert_eq!(
+        f.sites[second].digest().unwrap(),
+        f.sites[0].digest().unwrap()
+    );
+    assert!(f.sites[second].entries_of(&f.id(1)).unwrap().is_empty());
+    let r0_held = f.sites[second].entries_of(&f.id(0)).unwrap();
+    assert!(
+        r0_held.iter().all(|e| matches!(
+            e.op,
+            crate::Op::CreateReplica { .. } | crate::Op::VouchKey { .. }
+        )),
+        "the second snapshot carried older entries of r0: {:?}",
+        r0_held.iter().map(|e| e.op.name()).collect::<Vec<_>>()
+    );
+    f.sites[first].checkin("s1", "main", b"1", "u", "").unwrap();
+    f.sites[hist].checkin("h", "main", b"h", "u", "").unwrap();
+    f.sites[second]
+        .checkin("s2", "main", b"2", "u", "")
+        .unwrap();
+    f.settle(&mesh(6));
+    f.assert_converged();
+    assert_no_reuse(&f);
+}
+
 /// Mastership moves to a snapshot-made replica and back, by request and grant.
 pub fn case_mastership_moves_to_and_from_a_snapshot_replica<F: StoreFactory>(factory: &F) {
     let mut f = Family::new(factory, 1, 401);
