@@ -674,8 +674,28 @@ fn retirement_a_self_retired_replica_numbers_nothing_more() {
 #[test]
 fn retirement_lost_with_its_retirers_timeline_is_run_again() {
     let out = passes_with(2129, None, None, Profile::Retire);
-    assert_eq!(out.stats.retirements_lost, 1, "{}", out.stats);
-    assert_eq!(out.stats.retirements, 2, "{}", out.stats);
+    assert!(out.stats.retirements_lost >= 1, "{}", out.stats);
+    assert!(
+        out.stats.retirements > out.stats.retirements_lost,
+        "{}",
+        out.stats
+    );
+}
+
+/// The retirer may be restored (the default run, once the operator follows what the survivors
+/// hold of a retirement): seed 1261 restored the retirer from a copy without the retirement
+/// (the replica ran again), then from one with it (the replica must stop again, its packets
+/// being refused); seed 2106 restored it with `--wait-for` naming the replica it had retired
+/// (now refused by core, so the operator leaves it out; the restoration awaited it for ever);
+/// seed 2034 restored a survivor from an old backup after healing and met a fork that was
+/// never repaired (the operator now repairs forks after each such heal).
+#[test]
+fn retirement_survives_the_retirers_restores() {
+    for seed in [1261, 2106, 2034] {
+        let out = passes_with(seed, None, None, Profile::All);
+        assert!(out.stats.retirements >= 1, "seed {seed}: {}", out.stats);
+        assert_eq!(out.stats.unconvergeable, 0, "seed {seed} converges");
+    }
 }
 
 /// Profile `retire` retires replicas and meets the refusals the procedure expects: some of

@@ -36,6 +36,14 @@ impl<B: SimBackend> World<B> {
         }
     }
 
+    /// Heals the family, then repairs the forks a lossy schedule left (a step of the
+    /// operator's procedures after healing: a restore from an old backup can bring a fork
+    /// back).
+    pub(super) fn heal_and_repair_forks(&mut self) {
+        self.heal();
+        self.repair_forks();
+    }
+
     /// `msite repairfork --origin o --number k` at a replica drawn among those holding an
     /// entry there, keeping its timeline or the other one (drawn).
     pub(super) fn repair_one_fork(&mut self, o: ReplicaId, k: u64) {

@@ -18,7 +18,7 @@ impl<B: SimBackend> World<B> {
             if round > 0 {
                 self.env.advance(HEAL_ROUND_MS);
             }
-            self.restart_if_retirement_lost();
+            self.follow_retirement();
             self.repair_locked(false);
             let mut moved = false;
             let edges: Vec<(usize, usize)> = self.edges.iter().copied().collect();
@@ -41,15 +41,15 @@ impl<B: SimBackend> World<B> {
         false
     }
 
-    /// Heals the family: a stopped replica whose retirement was lost is started again,
-    /// locked replicas get `restorereplica`, every packet in flight and in
+    /// Heals the family: a stopped replica whose retirement was lost is started again (and a
+    /// restarted one whose retirement came back stopped again), locked replicas get `restorereplica`, every packet in flight and in
     /// the bays is delivered, then heal rounds run until nothing moves, and again a day
     /// later. Not settling is a violation unless live conflicts were reported or a site is
     /// behind retention outside the window.
     pub(super) fn heal(&mut self) {
         self.ev(|_| "---- heal".to_string());
         self.step = self.p.steps + 1;
-        self.restart_if_retirement_lost();
+        self.follow_retirement();
         self.repair_locked(false);
         while let Some(pkt) = self.take_in_flight(false) {
             let to = pkt.to;

@@ -163,6 +163,21 @@ impl<B: SimBackend> World<B> {
     /// created that the restored store does not know ([`Self::also_wait_for`]). A crash
     /// leaves it to run again later; otherwise [`Self::on_restorereplica_started`].
     pub(super) fn run_restorereplica(&mut self, i: usize, m: Mode, faults: bool) {
+        // The operator leaves out replicas `lsreplica` marks retired (core refuses to await
+        // them); a wait-for list left empty by that is the default mode.
+        let m = match m {
+            Mode::WaitFor(w) => {
+                let live: Vec<ReplicaId> = w
+                    .into_iter()
+                    .filter(|r| !matches!(self.rep(i).retirement(r), Ok(Some(_))))
+                    .collect();
+                match live.is_empty() {
+                    true => Mode::Default,
+                    false => Mode::WaitFor(live),
+                }
+            }
+            m => m,
+        };
         let (wait, ov) = match &m {
             Mode::Default => (Vec::new(), false),
             Mode::WaitFor(w) => (w.clone(), false),

@@ -11,8 +11,10 @@
 //! replica runs `rmreplica` only once it holds every entry the closing one made, or when a
 //! sibling's report says it holds more than the retiring replica (the refusal is then due).
 //! Retired by another, the replica stops at once (no packet in or out); retired by itself, it
-//! keeps exchanging packets (it numbers nothing more). It is shut down once every survivor
-//! holds the retirement (until then its retirer is not restored): packets for it are dropped,
+//! keeps exchanging packets (it numbers nothing more). The operator follows what the
+//! survivors hold of the retirement: a stopped replica whose retirement they all lost runs
+//! again until retired anew, and stops again if the retirement comes back. It is shut down once
+//! every survivor holds the retirement: packets for it are dropped,
 //! its packets in flight still arrive, and what only it held is gone with it. The master of
 //! its replica object takes over what it mastered (`chmaster --all --from`, refused before
 //! the retirement), and a survivor may be restored from a copy that does not know the
@@ -42,8 +44,8 @@ enum Stage {
     /// survivor holds the retirement.
     SelfRetired,
     /// Retired by the master of its replica object: stopped (no packet in or out), and kept
-    /// until a survivor other than the retirer holds the retirement; until then the retirer
-    /// is not restored (a restore could lose the retirement with every copy).
+    /// until every survivor holds the retirement; started again (back to `Draining`) if the
+    /// survivors lose it ([`World::follow_retirement`]).
     Retired,
     /// Retired and shut down.
     Gone,
@@ -60,7 +62,7 @@ pub(super) struct Retire {
     gone_at: usize,
     /// The master of the replica object has still to take over what it masters.
     takeover_pending: bool,
-    /// The site that retired it (not restored until the retirement is heard).
+    /// The site that retired it (or, after a lost retirement came back, one that holds it).
     by: Option<usize>,
     /// A survivor the operator restored from a backup older than the shut-down.
     restored_survivor: Option<usize>,
@@ -104,10 +106,11 @@ impl<B: SimBackend> World<B> {
         self.retire.site == Some(i) && self.retire.stage != Stage::Planned
     }
 
-    /// Whether site `i` is not to be restored: it is closing, or it retired the closing
-    /// replica and no other survivor holds the retirement yet.
+    /// Whether site `i` is not to be restored: it is closing. Its retirer may be restored
+    /// (and lose the retirement: the stopped replica then runs again,
+    /// [`Self::follow_retirement`]).
     pub(super) fn not_restored(&self, i: usize) -> bool {
-        self.closing(i) || (self.retire.stage == Stage::Retired && self.retire.by == Some(i))
+        self.closing(i)
     }
 
     /// Whether site `i` was retired and stopped or shut down (it exports and imports
@@ -149,13 +152,16 @@ impl<B: SimBackend> World<B> {
                 }
             }
             Stage::Draining => {
+                if self.follow_retirement() {
+                    return;
+                }
                 self.hand_on_own_object(true);
                 if self.retire.rng.gen_bool(0.3) {
                     self.try_rmreplica(true);
                 }
             }
             Stage::SelfRetired | Stage::Retired => {
-                if self.restart_if_retirement_lost() {
+                if self.follow_retirement() {
                     return;
                 }
                 self.shut_down_if_heard();
@@ -433,35 +439,51 @@ impl<B: SimBackend> World<B> {
         }
     }
 
-    /// A replica retired by another and stopped is started again, as closing, when no
-    /// survivor holds its retirement any more: the retirer lost the entry (its timeline was
-    /// given up, or a rollback took it back) before any sibling got it. Until it is retired
-    /// anew it must answer what the family asks of it (a restoration awaits it). Returns
-    /// whether it was started again.
-    pub(super) fn restart_if_retirement_lost(&mut self) -> bool {
+    /// The operator follows what the survivors hold of the retirement: a replica retired by
+    /// another and stopped is started again, as closing, when no survivor holds its
+    /// retirement any more (the retirer lost the entry, by a restore, a rollback or a given-up
+    /// timeline, before any sibling got it: until it is retired anew it must answer what the
+    /// family asks of it, a restoration may await it); a closing replica is stopped again
+    /// when a survivor holds its retirement once more (the retirer was restored from a copy
+    /// that has it). Returns whether the stage changed.
+    pub(super) fn follow_retirement(&mut self) -> bool {
         let Some(v) = self.retire.site else {
             return false;
         };
-        if self.retire.stage != Stage::Retired
-            || self
-                .live_sites()
-                .into_iter()
-                .any(|i| self.knows_retired(i, v))
-        {
-            return false;
+        let holder = self
+            .live_sites()
+            .into_iter()
+            .filter(|&i| i != v)
+            .find(|&i| self.knows_retired(i, v));
+        match (self.retire.stage, holder) {
+            (Stage::Retired, None) => {
+                self.stats.retirements_lost += 1;
+                self.retire.stage = Stage::Draining;
+                self.retire.by = None;
+                self.retire.takeover_pending = false;
+                self.retire.taken.clear();
+                self.ev(|w| {
+                    format!(
+                        "operator: no survivor holds the retirement of {} any more; it runs again, closing, until it is retired anew",
+                        w.sites[v].name
+                    )
+                });
+                true
+            }
+            (Stage::Draining, Some(h)) => {
+                self.retire.stage = Stage::Retired;
+                self.retire.by = Some(h);
+                self.retire.takeover_pending = true;
+                self.ev(|w| {
+                    format!(
+                        "operator: {} holds the retirement of {} again; it stops again",
+                        w.sites[h].name, w.sites[v].name
+                    )
+                });
+                true
+            }
+            _ => false,
         }
-        self.stats.retirements_lost += 1;
-        self.retire.stage = Stage::Draining;
-        self.retire.by = None;
-        self.retire.takeover_pending = false;
-        self.retire.taken.clear();
-        self.ev(|w| {
-            format!(
-                "operator: no survivor holds the retirement of {} any more; it runs again, closing, until it is retired anew",
-                w.sites[v].name
-            )
-        });
-        true
     }
 
     /// Shuts the retired replica down: its bay is emptied, and entries only it held are gone
@@ -582,7 +604,7 @@ impl<B: SimBackend> World<B> {
             && self.retire.restored_survivor.is_none()
             && self.restore_before_retirement()
         {
-            self.heal();
+            self.heal_and_repair_forks();
         }
         for _ in 0..3 {
             if !self.violations.is_empty() {
@@ -607,7 +629,7 @@ impl<B: SimBackend> World<B> {
             {
                 self.take_over(false);
             }
-            self.heal();
+            self.heal_and_repair_forks();
         }
         self.move_a_taken_object();
     }
@@ -630,13 +652,13 @@ impl<B: SimBackend> World<B> {
         let v = self.retire.site.expect("a closing site");
         if self.retire.stage == Stage::Draining && self.masters_own_object(v) {
             self.hand_on_own_object(false);
-            self.heal();
+            self.heal_and_repair_forks();
         }
         if self.retire.stage == Stage::Draining && !self.try_rmreplica(false) {
             self.retire_failed("the retirer could not retire the closed replica after healing");
             return;
         }
-        self.heal();
+        self.heal_and_repair_forks();
         self.shut_down_if_heard();
     }
 
@@ -679,7 +701,7 @@ impl<B: SimBackend> World<B> {
             }
         }
         if changed {
-            self.heal();
+            self.heal_and_repair_forks();
         }
     }
 
