@@ -301,6 +301,8 @@ pub struct Stats {
     /// Retirements whose every copy at the survivors was lost (given up with a forked
     /// timeline, or rolled back) while the retired replica was stopped: it was started again.
     pub retirements_lost: u64,
+    /// Replicas closed because a fork decision gave up their own creation.
+    pub stranded_closed: u64,
 }
 
 impl Stats {
@@ -359,7 +361,8 @@ impl Stats {
             taken_over,
             from_retired,
             restores_before_retirement,
-            retirements_lost
+            retirements_lost,
+            stranded_closed
         );
     }
 }
@@ -374,7 +377,7 @@ impl fmt::Display for Stats {
              unconvergeable={} destroyed={} scrubs={} scrubbed={} behind_retention={} restores_after_scrub={} beyond_window={} \
              snapshot_creations={} damaged_snapshots={} recreate_needed={} rotations={} retirements={} self_retirements={} \
              rm_refused_behind={} rm_refused_masters={} takeover_refused={} taken_over={} from_retired={} \
-             restores_before_retirement={} retirements_lost={} steps={}",
+             restores_before_retirement={} retirements_lost={} stranded_closed={} steps={}",
             self.restores,
             self.lost,
             self.duplicated,
@@ -425,6 +428,7 @@ impl fmt::Display for Stats {
             self.from_retired,
             self.restores_before_retirement,
             self.retirements_lost,
+            self.stranded_closed,
             self.steps
         )
     }

@@ -698,6 +698,18 @@ fn retirement_survives_the_retirers_restores() {
     }
 }
 
+/// A replica stranded by a fork decision (seed 2498): r1, restored with `--override`, created
+/// r4 and r5 on its new timeline while r2 was created on the old one, so every decision gives
+/// up some replica's own creation. The operator closes the stranded replicas, removes their
+/// packets not yet imported, amends the restorations that await them, and the family converges
+/// (it was counted unconvergeable before).
+#[test]
+fn a_replica_stranded_by_a_fork_decision_is_closed() {
+    let out = passes_with(2498, None, None, Profile::All);
+    assert!(out.stats.stranded_closed >= 1, "{}", out.stats);
+    assert_eq!(out.stats.unconvergeable, 0, "{}", out.stats);
+}
+
 /// Profile `retire` retires replicas and meets the refusals the procedure expects: some of
 /// the first 60 schedules retire one, some by the master of its replica object, some refuse
 /// a replica's retirement of itself while it masters objects, and some take objects over.

@@ -36,6 +36,111 @@ impl<B: SimBackend> World<B> {
         }
     }
 
+    /// The operator's procedure for replicas a fork decision stranded (docs/protocol.md,
+    /// "Divergence and fork repair", the limit): a replica whose own creation entry the
+    /// decision gives up refuses the kept timeline for good, so it is closed (it would be made
+    /// again from a site on the kept timeline, a plain `mkreplica`, not modelled), and every
+    /// restoration still awaiting it is amended with `--wait-for` the live siblings; then the
+    /// family heals and must converge without it.
+    pub(super) fn close_stranded_replicas(&mut self) {
+        if !self.violations.is_empty() || self.live_conflicts().is_empty() {
+            return;
+        }
+        let stranded: Vec<usize> = self
+            .live_sites()
+            .into_iter()
+            .filter(|&i| self.creation_given_up(i))
+            .collect();
+        if stranded.is_empty() {
+            return;
+        }
+        let ids: Vec<ReplicaId> = stranded.iter().map(|&i| self.sites[i].id).collect();
+        for &i in &stranded {
+            self.sites[i].stranded = true;
+            self.sites[i].bay.clear();
+            // Its operators remove what it sent and nobody imported yet: a closed replica's
+            // packets speak for a timeline the family gave up.
+            for pool in self.links.values_mut() {
+                pool.retain(|p| p.from != i);
+            }
+            for site in self.sites.iter_mut() {
+                site.bay.retain(|p| p.from != i);
+            }
+            self.stats.stranded_closed += 1;
+            self.ev(|w| {
+                format!(
+                    "operator: {} is stranded (a fork decision gave up its creation): closed for good",
+                    w.sites[i].name
+                )
+            });
+        }
+        for i in self.live_sites() {
+            self.stop_awaiting(i, &ids);
+        }
+        self.heal_and_repair_forks();
+    }
+
+    /// Whether the family's standing fork decisions (the latest made for each forked
+    /// number, among those live replicas hold) give up the entry that created site `i`, as
+    /// `i` holds it.
+    fn creation_given_up(&self, i: usize) -> bool {
+        let me = self.sites[i].id;
+        let Ok(Some(obj)) = self.rep(i).view().replica(&me) else {
+            return false;
+        };
+        let by = obj.created_by;
+        let mut standing: BTreeMap<(ReplicaId, u64), msite_core::ForkDecision> = BTreeMap::new();
+        for j in self.live_sites() {
+            for d in self.rep(j).fork_decisions().unwrap_or_default() {
+                let later = |s: &msite_core::ForkDecision| {
+                    (d.decided_ms, d.decided_by) > (s.decided_ms, s.decided_by)
+                };
+                match standing.get(&(d.origin, d.number)) {
+                    Some(s) if !later(s) => {}
+                    _ => {
+                        standing.insert((d.origin, d.number), d);
+                    }
+                }
+            }
+        }
+        standing
+            .values()
+            .filter(|d| d.origin == by.origin && d.number <= by.number)
+            .any(|d| match self.rep(i).entry(&d.origin, d.number) {
+                Ok(Some(e)) => d.gives_up(&e.hash),
+                _ => false,
+            })
+    }
+
+    /// `restorereplica --wait-for` at site `i`, when its restoration awaits one of `closed`:
+    /// the siblings it awaits but those.
+    fn stop_awaiting(&mut self, i: usize, closed: &[ReplicaId]) {
+        let Ok(Some(rec)) = self.rep(i).status().map(|s| s.recovering) else {
+            return;
+        };
+        if !rec.awaited.keys().any(|r| closed.contains(r)) {
+            return;
+        }
+        let wait: Vec<ReplicaId> = rec
+            .awaited
+            .keys()
+            .filter(|r| !closed.contains(r))
+            .copied()
+            .collect();
+        let name = self.sites[i].name.clone();
+        let named: Vec<String> = wait.iter().map(|r| self.name_of(r)).collect();
+        self.ev(|_| {
+            format!(
+                "operator: restorereplica at {name} --wait-for {}",
+                named.join(" ")
+            )
+        });
+        match self.rep(i).restorereplica(&wait, wait.is_empty()) {
+            Ok(start) => self.on_restorereplica_started(i, &name, start),
+            Err(e) => self.violation(format!("restorereplica --wait-for at {name} failed: {e}")),
+        }
+    }
+
     /// Heals the family, then repairs the forks a lossy schedule left (a step of the
     /// operator's procedures after healing: a restore from an old backup can bring a fork
     /// back).

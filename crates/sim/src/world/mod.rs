@@ -136,6 +136,9 @@ struct Site<B: SimBackend> {
     /// Restored from a backup taken while it recovered, and `restorereplica` amended that
     /// recovery (kept its incarnation).
     amended_copy: bool,
+    /// Closed for good: a fork decision gave up the entry that created it (docs/protocol.md
+    /// "Divergence and fork repair", the limit); it exchanges nothing and is no survivor.
+    stranded: bool,
 }
 
 /// The simulated family.
@@ -222,6 +225,7 @@ impl<B: SimBackend> World<B> {
         if w.violations.is_empty() {
             w.heal();
             w.repair_forks();
+            w.close_stranded_replicas();
             w.finish_retirement();
             w.final_checks();
             w.check_retirement();

@@ -43,6 +43,7 @@ impl<B: SimBackend> World<B> {
             pending_copy: false,
             forgot_siblings: false,
             amended_copy: false,
+            stranded: false,
         });
         let i = self.sites.len() - 1;
         self.observe(i);

@@ -218,7 +218,7 @@ impl<B: SimBackend> World<B> {
     fn also_wait_for(&mut self, i: usize, m: &Mode, name: &str) -> Vec<ReplicaId> {
         let also: Vec<ReplicaId> = if matches!(m, Mode::Default) {
             (0..self.sites.len())
-                .filter(|&j| self.sites[j].created_by == Some(i))
+                .filter(|&j| self.sites[j].created_by == Some(i) && !self.sites[j].stranded)
                 .map(|j| self.sites[j].id)
                 .filter(|id| matches!(self.rep(i).view().replica(id), Ok(None)))
                 .collect()
@@ -245,7 +245,7 @@ impl<B: SimBackend> World<B> {
     /// earlier self completed that restoration, and may complete it again under the same
     /// number before a packet shows the rollback (the limit of docs/protocol.md, "snapshot
     /// rollback before detection"; the model keeps the rollback undetected here too; K34).
-    fn on_restorereplica_started(&mut self, i: usize, name: &str, start: RestoreStart) {
+    pub(super) fn on_restorereplica_started(&mut self, i: usize, name: &str, start: RestoreStart) {
         let me = self.sites[i].id;
         let others: Vec<ReplicaId> = self
             .sites

@@ -113,10 +113,12 @@ impl<B: SimBackend> World<B> {
         self.closing(i)
     }
 
-    /// Whether site `i` was retired and stopped or shut down (it exports and imports
-    /// nothing, and is no survivor).
+    /// Whether site `i` was retired and stopped or shut down, or closed as stranded by a fork
+    /// decision (it exports and imports nothing, and is no survivor).
     pub(super) fn gone(&self, i: usize) -> bool {
-        self.retire.site == Some(i) && matches!(self.retire.stage, Stage::Retired | Stage::Gone)
+        self.sites[i].stranded
+            || (self.retire.site == Some(i)
+                && matches!(self.retire.stage, Stage::Retired | Stage::Gone))
     }
 
     /// The sites still running.
