@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{content, median, timed, tree_path};
 
-/// `git` with a fixed identity and no user or system configuration.
+/// `git` with a fixed identity and no user or system configuration. Automatic gc is off:
+/// the baselines run `git gc` themselves where they want packed objects, and a detached
+/// automatic gc still running makes that explicit one fail ("gc is already running").
 pub(crate) fn git(dir: &Path) -> Command {
     let mut c = Command::new("git");
     c.current_dir(dir)
@@ -21,6 +23,8 @@ pub(crate) fn git(dir: &Path) -> Command {
             "user.email=bench@msite.invalid",
             "-c",
             "init.defaultBranch=main",
+            "-c",
+            "gc.auto=0",
         ]);
     c
 }
