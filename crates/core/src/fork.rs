@@ -104,7 +104,9 @@ impl ForkDecision {
         (*held == self.hash) != self.keep
     }
 
-    fn supersedes(&self, other: &ForkDecision) -> bool {
+    /// Whether this decision stands over `other`, made for the same fork: the later one, by
+    /// the deciders' clocks, then by decider id.
+    pub fn supersedes(&self, other: &ForkDecision) -> bool {
         (self.decided_ms, self.decided_by.0) > (other.decided_ms, other.decided_by.0)
     }
 

@@ -544,12 +544,12 @@ impl<S: Store> Replica<S> {
         {
             // A recovering sibling's copy may hold entries a newer restoration retired, which
             // it gives up (K13): it counts as holding nothing until it completes.
-            let acked = match (recovering.contains(&s), self.reported_row(&s)?) {
-                (true, _) => Row::default(),
-                (false, Some(reported)) => reported,
-                (false, None) => match unreported {
-                    Unreported::HoldsNothing => Row::default(),
-                    Unreported::HoldsItsCreationRow => self.creation_row(&s)?,
+            let acked = match recovering.contains(&s) {
+                true => Row::default(),
+                false => match (self.reported_row(&s)?, unreported) {
+                    (Some(reported), _) => reported,
+                    (None, Unreported::HoldsNothing) => Row::default(),
+                    (None, Unreported::HoldsItsCreationRow) => self.creation_row(&s)?,
                 },
             };
             for (o, n) in floor.row.0.iter_mut() {

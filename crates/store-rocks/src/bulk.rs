@@ -75,22 +75,24 @@ impl RocksStore {
         for row in rows {
             let (ks, key, value) = row?;
             let slot = &mut open[ks as usize];
-            if !slot.as_ref().is_some_and(|f| f.takes(ks, &key, max_bytes)) {
-                if let Some(f) = slot.take() {
-                    self.ingest(f)?;
+            let f = match slot.take() {
+                Some(f) if f.takes(ks, &key, max_bytes) => slot.insert(f),
+                finished => {
+                    if let Some(f) = finished {
+                        self.ingest(f)?;
+                    }
+                    let path = scratch.join(format!("{files:08}.sst"));
+                    files += 1;
+                    let writer = SstFileWriter::create(&opts[ks as usize]);
+                    writer.open(&path).r2e()?;
+                    slot.insert(OpenFile {
+                        ks,
+                        writer,
+                        path,
+                        last: Vec::new(),
+                    })
                 }
-                let path = scratch.join(format!("{files:08}.sst"));
-                files += 1;
-                let writer = SstFileWriter::create(&opts[ks as usize]);
-                writer.open(&path).r2e()?;
-                *slot = Some(OpenFile {
-                    ks,
-                    writer,
-                    path,
-                    last: Vec::new(),
-                });
-            }
-            let f = slot.as_mut().expect("a file was opened just above");
+            };
             f.writer.put(&key, &value).r2e()?;
             f.last = key;
             count += 1;

@@ -589,16 +589,20 @@ fn content_deltas_decode_in_format_1_3_only() {
     ));
 }
 
+/// Write options of format minor `minor` (major 1).
+fn opts(minor: u16) -> WriteOptions {
+    WriteOptions {
+        minor,
+        ..WriteOptions::new(id(9))
+    }
+}
+
 /// Format 1.4: a header's signed reports round-trip and keep `fork_decisions` in its place
 /// (written empty when only reports are present); a header without reports is a 1.3 header
 /// byte for byte; a 1.3 writer refuses reports rather than drop them, and a reader refuses a
 /// 1.3 packet that carries them.
 #[test]
 fn reports_need_minor_1_4_and_round_trip() {
-    let opts = |minor| WriteOptions {
-        minor,
-        ..WriteOptions::new(id(9))
-    };
     let plain = update_header();
     let a = encode_to_vec(Kind::Update, &plain, vec![], &opts(3)).unwrap();
     let b = encode_to_vec(Kind::Update, &plain, vec![], &opts(4)).unwrap();
@@ -641,9 +645,6 @@ fn reports_need_minor_1_4_and_round_trip() {
     assert_eq!(decode_from_slice(&bytes).unwrap().1, both);
 }
 
-/// Format 1.5: a fork decision's signature round-trips; an unsigned decision is the 1.3
-/// decision byte for byte (its six fields); a 1.4 writer refuses a signed decision rather
-/// than drop the signature, and a reader refuses a 1.4 packet that carries one.
 /// A fork repair decision as a 1.3 writer makes it: its signature all zeros.
 fn unsigned_decision() -> ForkDecision {
     ForkDecision {
@@ -657,12 +658,11 @@ fn unsigned_decision() -> ForkDecision {
     }
 }
 
+/// Format 1.5: a fork decision's signature round-trips; an unsigned decision is the 1.3
+/// decision byte for byte (its six fields); a 1.4 writer refuses a signed decision rather
+/// than drop the signature, and a reader refuses a 1.4 packet that carries one.
 #[test]
 fn signed_decisions_need_minor_1_5_and_round_trip() {
-    let opts = |minor| WriteOptions {
-        minor,
-        ..WriteOptions::new(id(9))
-    };
     let unsigned = unsigned_decision();
     assert_eq!(rmp_serde::to_vec(&unsigned).unwrap()[0], 0x96, "six fields");
     let signed = ForkDecision {

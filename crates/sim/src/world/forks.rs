@@ -92,11 +92,8 @@ impl<B: SimBackend> World<B> {
         let mut standing: BTreeMap<(ReplicaId, u64), msite_core::ForkDecision> = BTreeMap::new();
         for j in self.live_sites() {
             for d in self.rep(j).fork_decisions().unwrap_or_default() {
-                let later = |s: &msite_core::ForkDecision| {
-                    (d.decided_ms, d.decided_by) > (s.decided_ms, s.decided_by)
-                };
                 match standing.get(&(d.origin, d.number)) {
-                    Some(s) if !later(s) => {}
+                    Some(s) if !d.supersedes(s) => {}
                     _ => {
                         standing.insert((d.origin, d.number), d);
                     }
