@@ -249,6 +249,14 @@ impl Store for AnyStore {
         each!(AnyStore, *self, ref s => s.check_integrity())
     }
 
+    fn compact(&self) -> Result<()> {
+        each!(AnyStore, *self, ref s => s.compact())
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        each!(AnyStore, *self, ref s => s.size_on_disk())
+    }
+
     /// An `AnyStore` does not know which engine wrote a backup: use
     /// [`AnyStore::restore_backup_as`], which takes the backend from the backup's manifest.
     fn restore_backup(backup: &Path, _dest: &Path) -> Result<()> {

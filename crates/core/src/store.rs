@@ -146,7 +146,7 @@ use std::path::{Path, PathBuf};
 mod support;
 
 pub use support::{
-    prepare_empty_dir, OpKind, PoisonFlag, RecordedBatch, RecordedExpect, RecordedOp,
+    dir_bytes, prepare_empty_dir, OpKind, PoisonFlag, RecordedBatch, RecordedExpect, RecordedOp,
 };
 
 /// The closed set of keyspaces every backend provides. Adding one is a format change.
@@ -381,6 +381,18 @@ pub trait Store: ReadView + Send + Sync + 'static {
 
     /// Run the engine's integrity checker over the whole store.
     fn check_integrity(&self) -> Result<()>;
+
+    /// Packs the store with the engine's own tool, as `git gc` packs a repository: the space of
+    /// deleted and overwritten rows goes back to the file system and what stays is kept as the
+    /// engine keeps settled data (RocksDB compacts every column family into its compressed
+    /// bottom level, SQLite and PostgreSQL `VACUUM`, the memory store rewrites its log as one
+    /// image). No row changes. Writers wait while it runs (PostgreSQL: readers too, table by
+    /// table); it may need free space for a second copy of what stays. `msite compact` runs it.
+    fn compact(&self) -> Result<()>;
+
+    /// The bytes the store takes where the engine keeps it: the files of its directory, or on
+    /// a database server its tables with their indexes and TOAST.
+    fn size_on_disk(&self) -> Result<u64>;
 
     /// Loads `rows` (keyspace, key, value) into a new store, as fast as the engine can while
     /// staying safe; returns how many rows it wrote. Used to make a replica from a snapshot

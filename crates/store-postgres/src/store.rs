@@ -434,6 +434,32 @@ impl Store for PgStore {
         crate::vendor::check(&mut *self.reader()?)
     }
 
+    /// `VACUUM (FULL)` of the store's tables, on the writer connection: each table is
+    /// rewritten without its dead rows under an exclusive lock, so other readers and writers of
+    /// the site wait for it table by table.
+    fn compact(&self) -> Result<()> {
+        let mut w = lock(&self.writer);
+        self.poisoned.check()?;
+        let tables: Vec<&str> = Keyspace::ALL.iter().map(|ks| table(*ks)).collect();
+        w.conn
+            .client
+            .batch_execute(&format!("VACUUM (FULL) {}", tables.join(", ")))
+            .p2e()
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        let sum: Vec<String> = Keyspace::ALL
+            .iter()
+            .map(|ks| format!("pg_total_relation_size('{}')", table(*ks)))
+            .collect();
+        let row = self
+            .reader()?
+            .client
+            .query_one(&format!("SELECT ({})::bigint", sum.join(" + ")), &[])
+            .p2e()?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
     fn restore_backup(backup: &Path, dest: &Path) -> Result<()> {
         Self::restore_backup_to(backup, dest, None)
     }

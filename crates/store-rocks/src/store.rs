@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use msite_core::store::{
-    prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, PoisonFlag, ReadView, Result,
-    ScanIter, Store, WriteOptions,
+    dir_bytes, prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, PoisonFlag,
+    ReadView, Result, ScanIter, Store, WriteOptions,
 };
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Env, Options,
-    ReadOptions, DB,
+    BlockBasedOptions, BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor,
+    CompactOptions, DBCompressionType, Env, Options, ReadOptions, DB,
 };
 
 use crate::error::{map, map_open, RocksResultExt, BACKEND};
@@ -60,8 +60,18 @@ fn db_options() -> Options {
     // manager): without it each family may hold two 64 MiB memtables, and an import that fills
     // several families at once grows past msite's memory goal (150 MiB for a 1 GiB packet).
     opts.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
+    // RocksDB's diagnostic log (`LOG`): every open starts a new one and renames the last to
+    // `LOG.old.*`, and every `msite` command opens the store, so RocksDB's default (keep a
+    // thousand, of about 100 KiB each) grew an idle site's directory by megabytes a day.
+    opts.set_keep_log_file_num(KEPT_INFO_LOGS);
+    opts.set_max_log_file_size(MAX_INFO_LOG_BYTES);
     opts
 }
+
+/// The diagnostic logs kept: `LOG` and this many minus one older ones.
+pub(crate) const KEPT_INFO_LOGS: usize = 4;
+/// A diagnostic log this large is closed and a new one begun (a long-running `msite serve`).
+const MAX_INFO_LOG_BYTES: usize = 4 << 20;
 
 /// The memtable budget shared by all column families.
 const DB_WRITE_BUFFER_BYTES: usize = 64 << 20;
@@ -126,6 +136,14 @@ const COMPRESSION_PER_LEVEL: [DBCompressionType; 7] = [
     DBCompressionType::Lz4,
 ];
 
+/// Blob garbage collection over every blob file, for [`Store::compact`] only: at other times
+/// it would relocate live content during ordinary compactions (see `cf_options`).
+const BLOB_GC_ON: [(&str, &str); 2] = [
+    ("enable_blob_garbage_collection", "true"),
+    ("blob_garbage_collection_age_cutoff", "1.0"),
+];
+const BLOB_GC_OFF: [(&str, &str); 1] = [("enable_blob_garbage_collection", "false")];
+
 /// The memtable size of the `blobs` column family.
 const BLOB_WRITE_BUFFER_BYTES: usize = 32 << 20;
 /// Values of the `blobs` column family this large or larger go to blob files.
@@ -168,6 +186,15 @@ impl RocksStore {
         self.db
             .wait_for_compact(&rocksdb::WaitForCompactOptions::default())
             .r2e()
+    }
+
+    /// How many background errors (failed flushes and compactions) RocksDB has met since open.
+    fn background_errors(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .property_int_value("rocksdb.background-errors")
+            .r2e()?
+            .unwrap_or(0))
     }
 
     /// The database (the bulk loader ingests files into it).
@@ -314,6 +341,39 @@ impl Store for RocksStore {
         Ok(())
     }
 
+    /// Compacts every column family into its bottom level (LZ4; flushes write L0 uncompressed),
+    /// with blob garbage collection on for the `blobs` family meanwhile, so that blob files
+    /// holding deleted content are rewritten without it.
+    fn compact(&self) -> Result<()> {
+        let failures_before = self.background_errors()?;
+        let mut opts = CompactOptions::default();
+        opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        let blobs = self.cf(Keyspace::Blobs)?;
+        self.db.set_options_cf(blobs, &BLOB_GC_ON).r2e()?;
+        for ks in Keyspace::ALL {
+            self.db
+                .compact_range_cf_opt(self.cf(ks)?, None::<&[u8]>, None::<&[u8]>, &opts);
+        }
+        self.db.set_options_cf(blobs, &BLOB_GC_OFF).r2e()?;
+        // `compact_range` reports no error of its own: a failed compaction shows as a
+        // background error (and RocksDB then refuses writes until it is resolved).
+        if self.background_errors()? > failures_before {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                source: format!(
+                    "compacting {} failed; RocksDB's LOG file there says why (a full disk?)",
+                    self.dir.display()
+                )
+                .into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        dir_bytes(&self.dir)
+    }
+
     fn restore_backup(backup: &Path, dest: &Path) -> Result<()> {
         if !backup.join("meta").is_dir() {
             return Err(Error::Invalid(format!(
@@ -357,6 +417,28 @@ mod tests {
                 }
             })
             .sum()
+    }
+
+    /// Every open starts a new diagnostic log; a site opened by one command after another
+    /// keeps only the last few.
+    #[test]
+    fn reopening_keeps_a_few_diagnostic_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..KEPT_INFO_LOGS + 6 {
+            drop(RocksStore::open(dir.path()).unwrap());
+        }
+        let logs = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("LOG")
+            })
+            .count();
+        assert!(
+            (1..=KEPT_INFO_LOGS).contains(&logs),
+            "{logs} diagnostic logs after {} opens",
+            KEPT_INFO_LOGS + 6
+        );
     }
 
     #[test]

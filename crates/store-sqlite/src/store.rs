@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use msite_core::store::{
-    prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, OpKind, PoisonFlag, ReadView,
-    RecordedOp, Result, ScanIter, Store, WriteOptions,
+    dir_bytes, prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, OpKind,
+    PoisonFlag, ReadView, RecordedOp, Result, ScanIter, Store, WriteOptions,
 };
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -388,6 +388,26 @@ fn prepared<'s, 'tx>(
     })
 }
 
+/// [`Store::compact`]: `VACUUM` rebuilds the database in full pages without free ones, then a
+/// truncating checkpoint moves it out of the WAL. The rebuild is committed synced; its
+/// transient copy goes to a temporary file, not memory (`temp_store = MEMORY` would hold a
+/// copy of the whole database in RAM), and `MEMORY` is set again afterwards.
+fn vacuum(w: &mut Writer) -> Result<()> {
+    if !w.synchronous_full {
+        w.conn.pragma_update(None, "synchronous", "FULL").r2e()?;
+        w.synchronous_full = true;
+    }
+    w.conn.pragma_update(None, "temp_store", "FILE").r2e()?;
+    let vacuumed = w.conn.execute_batch("VACUUM").r2e();
+    w.conn.pragma_update(None, "temp_store", "MEMORY").r2e()?;
+    vacuumed?;
+    // A reader still on an older snapshot keeps part of the WAL until it ends: the
+    // checkpoint then does what it can, and SQLite's automatic checkpoints do the rest.
+    w.conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .r2e()
+}
+
 fn lock_dir(dir: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
@@ -547,6 +567,16 @@ impl Store for SqliteStore {
     fn check_integrity(&self) -> Result<()> {
         let r = self.reader()?;
         integrity_check(&r, "integrity_check")
+    }
+
+    fn compact(&self) -> Result<()> {
+        let mut w = lock(&self.writer);
+        self.poisoned.check()?;
+        vacuum(&mut w)
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        dir_bytes(&self.dir)
     }
 
     fn restore_backup(backup: &Path, dest: &Path) -> Result<()> {

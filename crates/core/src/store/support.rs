@@ -7,6 +7,7 @@
 //!   connection). `write` then replays [`RecordedBatch::ops`] into the engine.
 //! * [`PoisonFlag`]: the poisoning rule (a failed synced write poisons the store).
 //! * [`prepare_empty_dir`]: the target check of `backup` and `restore_backup`.
+//! * [`dir_bytes`]: the size on disk of a store that is a directory.
 
 use std::fs;
 use std::ops::Range;
@@ -176,4 +177,25 @@ pub fn prepare_empty_dir(dir: &Path) -> Result<()> {
         fs::create_dir_all(dir)?;
     }
     Ok(())
+}
+
+/// The bytes of the regular files in `dir` and its subdirectories (what
+/// [`Store::size_on_disk`](super::Store::size_on_disk) reports for a store that is a
+/// directory). A file removed while it is walked counts nothing.
+pub fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if meta.is_dir() {
+            total += dir_bytes(&entry.path())?;
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
 }

@@ -48,9 +48,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 mod bulk;
+mod compact;
 mod content;
 
 pub use bulk::*;
+pub use compact::*;
 pub use content::*;
 
 use super::{FaultPlan, FaultyStore};
@@ -1756,6 +1758,8 @@ macro_rules! store_conformance_tests {
             bulk_load_reads_back_every_run => case_bulk_load_reads_back_every_run,
             bulk_load_stops_at_an_error => case_bulk_load_stops_at_an_error,
             bulk_load_of_no_rows => case_bulk_load_of_no_rows,
+            compact_keeps_the_rows_and_returns_deleted_space => case_compact_keeps_the_rows_and_returns_deleted_space,
+            compact_of_an_empty_store_and_twice => case_compact_of_an_empty_store_and_twice,
             long_histories_restart_chains_as_deltas => case_long_histories_restart_chains_as_deltas,
             a_drifted_version_restarts_whole => case_a_drifted_version_restarts_whole,
             received_deltas_restart_full_chains => case_received_deltas_restart_full_chains,

@@ -429,6 +429,14 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.check_integrity()
     }
 
+    fn compact(&self) -> Result<()> {
+        self.inner.compact()
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        self.inner.size_on_disk()
+    }
+
     fn restore_backup(backup: &Path, dest: &Path) -> Result<()> {
         S::restore_backup(backup, dest)
     }

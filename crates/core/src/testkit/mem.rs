@@ -43,8 +43,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::store::{
-    prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, PoisonFlag, ReadView, Result, ScanIter,
-    Store, WriteBatch, WriteOptions,
+    dir_bytes, prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, PoisonFlag, ReadView,
+    Result, ScanIter, Store, WriteBatch, WriteOptions,
 };
 
 /// One keyspace's data.
@@ -673,6 +673,29 @@ impl Store for MemStore {
             return Err(corrupt("the log does not replay to the live state"));
         }
         Ok(())
+    }
+
+    /// Rewrites the log as one image record (what open does once the log has grown well
+    /// beyond the live data). A store that lives only in memory has nothing to pack.
+    fn compact(&self) -> Result<()> {
+        let mut writer = lock(&self.writer);
+        self.poisoned.check()?;
+        let Some(disk) = writer.as_mut() else {
+            return Ok(());
+        };
+        write_image_file(&disk.dir, &self.maps())?;
+        disk.log = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(disk.dir.join(LOG_FILE))?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        match self.dir() {
+            Some(dir) => dir_bytes(&dir),
+            None => Ok(0),
+        }
     }
 
     fn restore_backup(backup: &Path, dest: &Path) -> Result<()> {
