@@ -386,8 +386,9 @@ pub trait Store: ReadView + Send + Sync + 'static {
     /// deleted and overwritten rows goes back to the file system and what stays is kept as the
     /// engine keeps settled data (RocksDB compacts every column family into its compressed
     /// bottom level, SQLite and PostgreSQL `VACUUM`, the memory store rewrites its log as one
-    /// image). No row changes. Writers wait while it runs (PostgreSQL: readers too, table by
-    /// table); it may need free space for a second copy of what stays. `msite compact` runs it.
+    /// image). No row changes. Other work may wait while it runs (SQLite's writers; PostgreSQL's
+    /// readers and writers, table by table); it may need free space for a second copy of what
+    /// stays. `msite compact` runs it.
     fn compact(&self) -> Result<()>;
 
     /// The bytes the store takes where the engine keeps it: the files of its directory, or on

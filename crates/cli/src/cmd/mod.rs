@@ -3,6 +3,7 @@
 //! `msite-core`, and prints what happened.
 
 pub mod backup;
+pub mod compact;
 pub mod demo;
 pub mod family;
 pub mod fork;
@@ -179,6 +180,8 @@ pub enum Command {
     Check(backup::Check),
     /// Drop the oplog history every sibling holds (retention); the files stay as they are.
     Scrub(scrub::Scrub),
+    /// Pack the store with the storage engine's own tool and free the space of deleted rows.
+    Compact(compact::Compact),
 
     // The versioned object base.
     /// Create an element (a versioned file) with a `main` branch.
@@ -256,6 +259,7 @@ impl Command {
             Command::Repairfork(a) => a.run(ctx),
             Command::Check(a) => a.run(ctx),
             Command::Scrub(a) => a.run(ctx),
+            Command::Compact(a) => a.run(ctx),
             Command::Mkelem(a) => a.run(ctx),
             Command::Checkin(a) => a.run(ctx),
             Command::Import(a) => a.run(ctx),

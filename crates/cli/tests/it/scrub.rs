@@ -1,5 +1,6 @@
 //! `msite scrub` end to end: off by default, --dry-run changes nothing, a scrub drops history
 //! without changing the digest, says per origin what it kept and why, and refuses bad input.
+//! `msite compact` after it: the store packed, the data unchanged.
 
 use super::Lab;
 
@@ -67,6 +68,32 @@ fn mkreplica_snapshot_makes_a_replica_of_the_database_as_it_is() {
     lab.mkreplica_snapshot("boston", "tokyo");
     assert_eq!(lab.digest("tokyo"), lab.digest("boston"));
     assert_eq!(lab.ok(&["-C", "tokyo", "cat", "a.c"]), "int a;\n");
+}
+
+/// `msite compact` packs the store after a scrub: the digest and the files stay, the store is
+/// intact and no larger, and the family goes on replicating.
+#[test]
+fn compact_after_a_scrub_keeps_the_data() {
+    let lab = Lab::hub(None);
+    for i in 0..20 {
+        lab.checkin("boston", &format!("f{i}.c"), &format!("int f{i};\n").repeat(200));
+    }
+    lab.settle();
+    lab.ok(&["-C", "boston", "scrub", "--keep", "0"]);
+    let digest = lab.digest("boston");
+    let text = lab.ok(&["-C", "boston", "compact"]);
+    assert!(text.starts_with("Compacted the sqlite store of boston: "), "{text}");
+    let v = lab.json(&["-C", "boston", "compact", "--json"]);
+    assert_eq!(v["replica"], "boston");
+    assert_eq!(v["backend"], "sqlite");
+    let (before, after) = (v["bytes_before"].as_u64(), v["bytes_after"].as_u64());
+    assert!(after.unwrap() > 0 && after <= before, "{v}");
+    assert_eq!(lab.digest("boston"), digest);
+    assert!(lab.ok(&["-C", "boston", "check"]).contains("intact"));
+    assert_eq!(lab.ok(&["-C", "boston", "cat", "f3.c"]), "int f3;\n".repeat(200));
+    lab.checkin("sanfran", "late.c", "int late;\n");
+    lab.settle();
+    assert_eq!(lab.digest("boston"), lab.digest("sanfran"));
 }
 
 #[test]
