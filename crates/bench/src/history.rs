@@ -9,7 +9,8 @@
 //! and B imports (B's acknowledgement back to A is exchanged untimed, its bytes reported), git
 //! bundles `LAST..main` and B fetches it. At the end a new replica is made from the whole
 //! history (mkreplica packet + `create_from_packet` against `git bundle create --all` +
-//! `git clone --bare`), and B's store is measured against B's git objects after `git gc`.
+//! `git clone --bare`), and B's store is measured against B's git objects after `git gc`, as
+//! the syncs left it and after `msite compact` (the engine's compaction, timed against the gc).
 //! Each commit's check-in is also set against reading every file of its tree (the floor of
 //! any `import DIR` that looks at the files), timed just before it.
 
@@ -17,6 +18,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use msite_core::store::Store;
 use msite_core::{ExportOutcome, ImportOutcome, Incoming, Replica};
 use serde_json::{json, Value};
 
@@ -269,10 +271,14 @@ pub fn replay<B: Backend>(w: &Work, h: &History) -> Result<Value> {
     let creation = creation::<B>(w, &a)?;
     let git_creation = git_creation(w, &g)?;
     drop((a, b));
-    git::run(&g.b, &["gc", "-q"])?;
+    let msite_b = dir_bytes(&b_dir)?;
+    let ((), compact) = timed(|| Ok(B::open_store(&b_dir)?.compact()?))?;
+    let ((), gc) = timed(|| git::run(&g.b, &["gc", "-q"]))?;
     let store = json!({
-        "msite_a": dir_bytes(&a_dir)?, "msite_b": dir_bytes(&b_dir)?,
+        "msite_a": dir_bytes(&a_dir)?, "msite_b": msite_b,
+        "msite_b_compacted": dir_bytes(&b_dir)?, "msite_compact_secs": compact.as_secs_f64(),
         "msite_new": creation.1, "git_b_objects": dir_bytes(&g.b.join("objects"))?,
+        "git_gc_secs": gc.as_secs_f64(),
     });
     Ok(json!({
         "commits": h.commits.len(), "rounds": rounds, "store": store,

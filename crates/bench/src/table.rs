@@ -349,7 +349,7 @@ fn status_row(t: &Value) -> Value {
 
 /// The real-history rows, each msite against git on the same commits: (what, msite's figure,
 /// git's figure as JSON pointers into the result, in seconds or bytes, the ratio's limit).
-const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 7] = [
+const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 9] = [
     (
         "sync time (export + import vs bundle + fetch)",
         "/msite/sync_secs",
@@ -379,11 +379,25 @@ const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 7] = [
         None,
     ),
     (
-        "store of replica B vs B's git objects after gc",
+        "store of replica B as the syncs left it vs B's git objects after gc",
         "/store/msite_b",
         "/store/git_b_objects",
         false,
+        None,
+    ),
+    (
+        "store of replica B after `msite compact` vs B's git objects after gc",
+        "/store/msite_b_compacted",
+        "/store/git_b_objects",
+        false,
         Some(1.5),
+    ),
+    (
+        "`msite compact` of B vs `git gc` of B",
+        "/store/msite_compact_secs",
+        "/store/git_gc_secs",
+        true,
+        None,
     ),
     (
         "per-commit `import DIR` (+ rmname) vs `git add -A && git commit`, median",
