@@ -13,6 +13,7 @@ use rusqlite::types::ToSql;
 use rusqlite::Connection;
 
 use crate::error::SqlResultExt;
+use crate::split;
 use crate::store::{sql, Reader};
 
 /// Rows fetched per refill.
@@ -128,7 +129,11 @@ pub(crate) fn last_in(
     let mut stmt = conn.prepare_cached(&query).r2e()?;
     let mut rows = stmt.query(params.as_slice()).r2e()?;
     match rows.next().r2e()? {
-        Some(row) => Ok(Some((row.get(0).r2e()?, row.get(1).r2e()?))),
+        Some(row) => {
+            let (k, mut v): (Vec<u8>, Vec<u8>) = (row.get(0).r2e()?, row.get(1).r2e()?);
+            split::join_tail(conn, ks, &k, &mut v)?;
+            Ok(Some((k, v)))
+        }
         None => Ok(None),
     }
 }
@@ -154,7 +159,8 @@ fn refill(
     let (mut n, mut bytes) = (0, 0);
     while let Some(row) = rows.next().r2e()? {
         let k: Vec<u8> = row.get(0).r2e()?;
-        let v: Vec<u8> = row.get(1).r2e()?;
+        let mut v: Vec<u8> = row.get(1).r2e()?;
+        split::join_tail(conn, ks, &k, &mut v)?;
         n += 1;
         bytes += k.len() + v.len();
         buf.push_back((k, v));

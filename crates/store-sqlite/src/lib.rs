@@ -14,6 +14,9 @@
 //! `kv_NAME (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID`; SQLite compares BLOBs with
 //! `memcmp`, shorter first, which is exactly the contract's key order. New stores use 16 KiB
 //! pages (SQLite's default is 4 KiB; an existing store keeps the page size it was made with).
+//! A `blobs` value longer than 3,840 bytes keeps its first 3,840 bytes in its row and the rest
+//! in pieces in `kv_blobs_tail`, so that no row spills into a mostly empty overflow page
+//! (`split.rs`).
 //!
 //! # Mapping
 //!
@@ -41,6 +44,7 @@
 mod error;
 mod iter;
 mod snapshot;
+mod split;
 mod store;
 
 /// The batch of a [`SqliteStore`]: msite-core's [`RecordedBatch`], replayed into one

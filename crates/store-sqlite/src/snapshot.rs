@@ -1,11 +1,9 @@
 //! [`SqliteSnapshot`]: a read transaction on a pooled reader connection.
 
 use msite_core::store::{KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter};
-use rusqlite::OptionalExtension;
 
-use crate::error::SqlResultExt;
 use crate::iter::{ReadConn, SqliteIter};
-use crate::store::{sql, Reader};
+use crate::store::Reader;
 
 /// A consistent view of a [`SqliteStore`](crate::SqliteStore): a WAL read transaction that
 /// lives as long as the snapshot. It never blocks the writer, but while it lives checkpoints
@@ -16,14 +14,7 @@ pub struct SqliteSnapshot<'a> {
 
 impl ReadView for SqliteSnapshot<'_> {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let v = self
-            .reader
-            .prepare_cached(sql(ks).get)
-            .r2e()?
-            .query_row([key], |row| row.get(0))
-            .optional()
-            .r2e()?;
-        Ok(v)
+        crate::split::get(&self.reader, ks, key)
     }
 
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {

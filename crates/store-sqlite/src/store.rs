@@ -16,6 +16,7 @@ use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transa
 use crate::error::{map, SqlResultExt, BACKEND};
 use crate::iter::{ReadConn, SqliteIter};
 use crate::snapshot::SqliteSnapshot;
+use crate::split;
 use crate::SqliteBatch;
 
 /// The database file inside the store directory.
@@ -168,11 +169,14 @@ impl SqliteStore {
         // memory rather than in a temporary file: they hold a few pages and never need to
         // survive a crash (the transaction's own WAL frames do).
         conn.pragma_update(None, "temp_store", "MEMORY").r2e()?;
+        conn.pragma_update(None, split::WRITER_PRAGMA.0, split::WRITER_PRAGMA.1)
+            .r2e()?;
         let mut create = String::new();
         for ks in Keyspace::ALL {
             create.push_str(sql(ks).create);
             create.push_str(";\n");
         }
+        create.push_str(split::create_sql());
         conn.execute_batch(&create).r2e()?;
         Ok(SqliteStore {
             dir: dir.to_path_buf(),
@@ -243,6 +247,17 @@ impl SqliteStore {
             w.conn.pragma_update(None, "synchronous", "FULL").r2e()?;
             w.synchronous_full = true;
         }
+        // Off for the load (split.rs says why), on again whatever the load's outcome.
+        let (pragma, on) = split::WRITER_PRAGMA;
+        w.conn.pragma_update(None, pragma, !on).r2e()?;
+        let loaded = self.bulk_load_in_one_transaction(w, rows);
+        let restored = w.conn.pragma_update(None, pragma, on).r2e();
+        let rows = loaded?;
+        restored?;
+        Ok(rows)
+    }
+
+    fn bulk_load_in_one_transaction(&self, w: &mut Writer, rows: BulkRows<'_>) -> Result<u64> {
         let tx = w
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -252,11 +267,13 @@ impl SqliteStore {
         for row in rows {
             let (ks, k, v) = row?;
             prepared(&tx, &mut puts[ks as usize], sql(ks).put)?
-                .execute([&k, &v])
+                .execute([&k[..], split::head(ks, &v)])
                 .r2e()?;
+            split::put_tail(&tx, ks, &k, &v)?;
             count += 1;
         }
         drop(puts);
+        split::drop_orphans(&tx)?;
         let res = tx.commit().r2e();
         self.poisoned.observe(WriteOptions::SYNC, &res);
         res.map(|()| count)
@@ -276,12 +293,7 @@ impl SqliteStore {
 fn check_expects(tx: &Connection, batch: &SqliteBatch) -> Result<()> {
     for e in batch.expects() {
         let (key, expected) = batch.guard(e);
-        let current: Option<Vec<u8>> = tx
-            .prepare_cached(sql(e.ks).get)
-            .r2e()?
-            .query_row([key], |r| r.get(0))
-            .optional()
-            .r2e()?;
+        let current = split::get(tx, e.ks, key)?;
         if current.as_deref() != expected {
             return Err(Error::Precondition { keyspace: e.ks });
         }
@@ -341,9 +353,13 @@ impl<'tx> Statements<'tx> {
         let st = prepared(self.tx, &mut self.put_runs[ks as usize], put_many_sql(ks))?;
         for (n, o) in run.iter().enumerate() {
             st.raw_bind_parameter(2 * n + 1, batch.key(o)).r2e()?;
-            st.raw_bind_parameter(2 * n + 2, batch.value(o)).r2e()?;
+            st.raw_bind_parameter(2 * n + 2, split::head(ks, batch.value(o)))
+                .r2e()?;
         }
         st.raw_execute().r2e()?;
+        for o in run {
+            split::put_tail(self.tx, ks, batch.key(o), batch.value(o))?;
+        }
         Ok(())
     }
 
@@ -354,8 +370,9 @@ impl<'tx> Statements<'tx> {
         match op.kind {
             OpKind::Put => {
                 prepared(self.tx, &mut self.puts[slot], sql(op.ks).put)?
-                    .execute([a, b])
+                    .execute([a, split::head(op.ks, b)])
                     .r2e()?;
+                split::put_tail(self.tx, op.ks, a, b)?;
             }
             OpKind::Delete => {
                 prepared(self.tx, &mut self.deletes[slot], sql(op.ks).delete)?
@@ -505,14 +522,7 @@ impl Drop for Reader<'_> {
 
 impl ReadView for SqliteStore {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let r = self.reader()?;
-        let v = r
-            .prepare_cached(sql(ks).get)
-            .r2e()?
-            .query_row([key], |row| row.get(0))
-            .optional()
-            .r2e()?;
-        Ok(v)
+        split::get(&*self.reader()?, ks, key)
     }
 
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {

@@ -76,13 +76,20 @@ fn mkreplica_snapshot_makes_a_replica_of_the_database_as_it_is() {
 fn compact_after_a_scrub_keeps_the_data() {
     let lab = Lab::hub(None);
     for i in 0..20 {
-        lab.checkin("boston", &format!("f{i}.c"), &format!("int f{i};\n").repeat(200));
+        lab.checkin(
+            "boston",
+            &format!("f{i}.c"),
+            &format!("int f{i};\n").repeat(200),
+        );
     }
     lab.settle();
     lab.ok(&["-C", "boston", "scrub", "--keep", "0"]);
     let digest = lab.digest("boston");
     let text = lab.ok(&["-C", "boston", "compact"]);
-    assert!(text.starts_with("Compacted the sqlite store of boston: "), "{text}");
+    assert!(
+        text.starts_with("Compacted the sqlite store of boston: "),
+        "{text}"
+    );
     let v = lab.json(&["-C", "boston", "compact", "--json"]);
     assert_eq!(v["replica"], "boston");
     assert_eq!(v["backend"], "sqlite");
@@ -90,7 +97,10 @@ fn compact_after_a_scrub_keeps_the_data() {
     assert!(after.unwrap() > 0 && after <= before, "{v}");
     assert_eq!(lab.digest("boston"), digest);
     assert!(lab.ok(&["-C", "boston", "check"]).contains("intact"));
-    assert_eq!(lab.ok(&["-C", "boston", "cat", "f3.c"]), "int f3;\n".repeat(200));
+    assert_eq!(
+        lab.ok(&["-C", "boston", "cat", "f3.c"]),
+        "int f3;\n".repeat(200)
+    );
     lab.checkin("sanfran", "late.c", "int late;\n");
     lab.settle();
     assert_eq!(lab.digest("boston"), lab.digest("sanfran"));

@@ -3,6 +3,7 @@
 //! `conformance`: the shared Store conformance suite from `msite_core::testkit`.
 //! `scenarios`: the multi-replica protocol scenarios (sync, mastership, restore and its hard
 //! cases) from `msite_core::testkit`, every site a store of this backend.
+//! `split`: large `blobs` values kept in pieces that fit in a page.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -61,6 +62,8 @@ impl StoreFactory for SqliteFactory {
         Ok(())
     }
 }
+
+mod split;
 
 mod conformance {
     msite_core::store_conformance_tests!(super::SqliteFactory);
