@@ -125,15 +125,5 @@ pub fn msite(dir: &Path, args: &[&str]) -> Result<String> {
 
 /// The bytes of every file under `p` (a store directory, a git object directory).
 pub fn dir_bytes(p: &Path) -> Result<u64> {
-    let mut total = 0;
-    for e in std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))? {
-        let e = e?;
-        let m = e.metadata()?;
-        total += if m.is_dir() {
-            dir_bytes(&e.path())?
-        } else {
-            m.len()
-        };
-    }
-    Ok(total)
+    msite_core::store::dir_bytes(p).with_context(|| format!("reading {}", p.display()))
 }

@@ -80,6 +80,10 @@
 //!   [`Error::Corruption`], by **the open** or by `check_integrity` — never a panic and never
 //!   another error. \[`integrity_check_passes_when_healthy`,
 //!   `integrity_check_catches_corruption`\]
+//! * **Packing.** [`Store::compact`] packs the store with the engine's own tool and changes no
+//!   row; afterwards the store takes writes and reopens, and [`Store::size_on_disk`] (its
+//!   directory's files, or a server's tables) shows the space of deleted rows given back.
+//!   \[`compact_keeps_the_rows_and_returns_deleted_space`, `compact_of_an_empty_store_and_twice`\]
 //!
 //! What a backend cannot do (it keeps nothing on disk, has no second process, cannot be
 //! damaged detectably) is declared in the factory's `Capabilities`; the cases that need it
