@@ -150,7 +150,8 @@ use std::path::{Path, PathBuf};
 mod support;
 
 pub use support::{
-    dir_bytes, prepare_empty_dir, OpKind, PoisonFlag, RecordedBatch, RecordedExpect, RecordedOp,
+    dir_bytes, lock_dir, prepare_empty_dir, OpKind, PoisonFlag, RecordedBatch, RecordedExpect,
+    RecordedOp,
 };
 
 /// The closed set of keyspaces every backend provides. Adding one is a format change.

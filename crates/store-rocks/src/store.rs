@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use msite_core::store::{
-    dir_bytes, prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, PoisonFlag,
-    ReadView, Result, ScanIter, Store, WriteOptions,
+    dir_bytes, lock_dir, prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace,
+    PoisonFlag, ReadView, Result, ScanIter, Store, WriteOptions,
 };
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{
@@ -27,7 +27,16 @@ pub struct RocksStore {
     /// Serialises writers, so guards are checked and the batch written with no writer between.
     writer: Mutex<()>,
     poisoned: PoisonFlag,
+    /// msite's own lock on the directory ([`OPEN_LOCK`]), taken before RocksDB touches it and
+    /// released after the database above is closed.
+    _lock: fs::File,
 }
+
+/// The file msite locks before RocksDB opens a directory. RocksDB takes its own `LOCK` only
+/// after it has started a new diagnostic log and deleted the oldest ones, so without this a
+/// process waiting for a busy store renamed the running one's `LOG` and raced it deleting old
+/// logs ("IO error: … while unlink() file: …/LOG.old…"), where it should simply wait.
+const OPEN_LOCK: &str = "msite.lock";
 
 impl Drop for RocksStore {
     /// A clean close flushes the memtables, so the next open has no write-ahead log to replay.
@@ -156,6 +165,7 @@ impl RocksStore {
     /// another) and with [`Error::Corruption`] if RocksDB finds damaged files.
     pub fn open(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir)?;
+        let lock = lock_dir(dir, OPEN_LOCK)?;
         let cfs = Keyspace::ALL.map(|ks| ColumnFamilyDescriptor::new(ks.name(), cf_options(ks)));
         let db = DB::open_cf_descriptors(&db_options(), dir, cfs).map_err(|e| map_open(e, dir))?;
         Ok(RocksStore {
@@ -163,6 +173,7 @@ impl RocksStore {
             dir: dir.to_path_buf(),
             writer: Mutex::new(()),
             poisoned: PoisonFlag::default(),
+            _lock: lock,
         })
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use msite_core::store::{
-    dir_bytes, prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, OpKind,
+    dir_bytes, lock_dir, prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, OpKind,
     PoisonFlag, ReadView, RecordedOp, Result, ScanIter, Store, WriteOptions,
 };
 use rusqlite::backup::{Backup, StepResult};
@@ -144,7 +144,7 @@ impl SqliteStore {
     /// another) and with [`Error::Corruption`] if SQLite finds the database damaged.
     pub fn open(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir)?;
-        let lock = lock_dir(dir)?;
+        let lock = lock_dir(dir, LOCK_FILE)?;
         let conn = Connection::open(dir.join(DB_FILE)).r2e()?;
         configure(&conn)?;
         // Takes effect only while the database is still empty (a new store): an existing
@@ -423,22 +423,6 @@ fn vacuum(w: &mut Writer) -> Result<()> {
     w.conn
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .r2e()
-}
-
-fn lock_dir(dir: &Path) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join(LOCK_FILE))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
-            path: dir.to_path_buf(),
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(Error::Io(e)),
-    }
 }
 
 /// Copy the database `src` into a new database file `to` with the online backup API, in one

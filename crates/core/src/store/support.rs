@@ -8,8 +8,9 @@
 //! * [`PoisonFlag`]: the poisoning rule (a failed synced write poisons the store).
 //! * [`prepare_empty_dir`]: the target check of `backup` and `restore_backup`.
 //! * [`dir_bytes`]: the size on disk of a store that is a directory.
+//! * [`lock_dir`]: the exclusive open of a store directory.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -198,4 +199,23 @@ pub fn dir_bytes(dir: &Path) -> Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// Takes the exclusive lock on `dir/file` (created if missing; an OS file lock, released when
+/// the returned file is closed): [`Error::Locked`] if another open store holds it, in this
+/// process or another.
+pub fn lock_dir(dir: &Path, file: &str) -> Result<File> {
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(file))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(Error::Io(e)),
+    }
 }

@@ -43,8 +43,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::store::{
-    dir_bytes, prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, PoisonFlag, ReadView,
-    Result, ScanIter, Store, WriteBatch, WriteOptions,
+    dir_bytes, lock_dir, prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, PoisonFlag,
+    ReadView, Result, ScanIter, Store, WriteBatch, WriteOptions,
 };
 
 /// One keyspace's data.
@@ -309,7 +309,7 @@ impl MemStore {
     /// another), and with [`Error::Corruption`] if the log is damaged.
     pub fn open(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir)?;
-        let lock = lock_dir(dir)?;
+        let lock = lock_dir(dir, LOCK_FILE)?;
         let path = dir.join(LOG_FILE);
         let mut maps = empty_maps();
         let mut log = OpenOptions::new()
@@ -367,22 +367,6 @@ impl MemStore {
 
     fn maps(&self) -> Maps {
         read(&self.state).clone()
-    }
-}
-
-fn lock_dir(dir: &Path) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join(LOCK_FILE))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
-            path: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::Io(e)),
     }
 }
 
