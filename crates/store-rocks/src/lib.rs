@@ -34,8 +34,11 @@
 //! * **Bulk load** (a replica made from a snapshot): each sorted run is written to SST files
 //!   (`SstFileWriter`, at most 256 MiB each) and ingested into its column family as soon as
 //!   it is finished, bypassing the WAL and the memtables (`bulk.rs`).
-//! * **Exclusive open**: RocksDB's `LOCK` file; its error (from this or another process)
-//!   becomes [`Error::Locked`](msite_core::store::Error::Locked).
+//! * **Exclusive open**: msite's own `msite.lock` (an OS file lock) is taken before RocksDB
+//!   touches the directory, then RocksDB's `LOCK`; failing either (from this or another
+//!   process) is [`Error::Locked`](msite_core::store::Error::Locked). RocksDB starts a new
+//!   diagnostic `LOG` before it takes its lock, so without msite's a waiting process rotated
+//!   the running one's logs. Four logs are kept.
 //! * **Vendor tools**: `backup` uses the `BackupEngine` (flushes, then copies the files
 //!   with checksums into the backup directory, so a backup shares nothing with the store);
 //!   `restore_backup` restores the latest backup into a new directory, verifying checksums;
