@@ -1,6 +1,6 @@
 //! [`SqliteStore`]: opening, the writer, the reader pool and the vendor tools.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
