@@ -359,11 +359,14 @@ impl Store for RocksStore {
         let failures_before = self.background_errors()?;
         let mut opts = CompactOptions::default();
         opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        let families = Keyspace::ALL.map(|ks| self.cf(ks));
+        let families = families.into_iter().collect::<Result<Vec<_>>>()?;
         let blobs = self.cf(Keyspace::Blobs)?;
+        // Every lookup that can fail is done: nothing returns between GC on and GC off.
         self.db.set_options_cf(blobs, &BLOB_GC_ON).r2e()?;
-        for ks in Keyspace::ALL {
+        for cf in families {
             self.db
-                .compact_range_cf_opt(self.cf(ks)?, None::<&[u8]>, None::<&[u8]>, &opts);
+                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
         }
         self.db.set_options_cf(blobs, &BLOB_GC_OFF).r2e()?;
         // `compact_range` reports no error of its own: a failed compaction shows as a
