@@ -6,13 +6,13 @@ use std::path::Path;
 
 use crate::content::{self, Source, Staged};
 use crate::error::{CoreError, Result};
-use crate::ids::ObjId;
+use crate::ids::{Hash, ObjId};
 use crate::model::{ObjectRef, Op};
-use crate::store::Store;
+use crate::store::{ReadView, Store};
 use crate::txn::Txn;
 use crate::vob::{NameKind, View};
 
-use super::names::{check_text, normalize_path, txn_element_by_path, txn_resolve, validate_name};
+use super::names::{check_text, live_element_by_path, normalize_path, txn_resolve, validate_name};
 use super::{Appender, Replica, VersionSel};
 
 /// The result of [`Replica::import_tree`].
@@ -186,7 +186,7 @@ impl<S: Store> Replica<S> {
         ap: &mut Appender,
         path: &str,
     ) -> Result<(ObjId, bool)> {
-        if let Some(id) = txn_element_by_path(txn, path)? {
+        if let Some(id) = live_element_by_path(&*txn, path)? {
             return Ok((id, false));
         }
         let main = txn_resolve(txn, NameKind::BrType, "main")?;
@@ -248,9 +248,18 @@ impl<S: Store> Replica<S> {
                 return Ok(out);
             }
             let brtype = BrType::resolve(t, brtype)?;
+            // The state before this import, read in one read transaction of the store: a file
+            // it already holds as the latest version is skipped without the transaction's
+            // lookups (which begin and end a read of the store each).
+            let before = r.store.snapshot()?;
             for (i, (rel, abs)) in files.iter().enumerate() {
                 let what = abs.display().to_string();
                 let staged = content::stage(&r.store, Source::File(abs), &what, limit)?;
+                if r.holds_as_latest(&before, rel, &brtype.id, &staged.hash)? {
+                    out.unchanged += 1;
+                    progress(i as u64 + 1);
+                    continue;
+                }
                 match r
                     .checkin_in(t, ap, rel, &brtype, staged, author, comment, true)?
                     .2
@@ -266,6 +275,34 @@ impl<S: Store> Replica<S> {
             }
             Ok(out)
         })
+    }
+
+    /// Whether `r` holds `hash` as the latest version of the live element at `path` on its
+    /// branch `brtype`, a branch this replica masters: a check-in of `hash` there would change
+    /// nothing. `false` sends the file through [`Replica::checkin_in`], which decides (and
+    /// refuses where this replica is not the master).
+    ///
+    /// Sound inside a tree import from a view taken before it: the import changes a path's
+    /// element and branch only when it checks that path in, and it checks each path in once.
+    fn holds_as_latest<R: ReadView + ?Sized>(
+        &self,
+        r: &R,
+        path: &str,
+        brtype: &ObjId,
+        hash: &Hash,
+    ) -> Result<bool> {
+        let Some(elem) = live_element_by_path(r, path)? else {
+            return Ok(false);
+        };
+        let view = View::new(r);
+        let Some(branch) = view.branch(&elem, brtype)? else {
+            return Ok(false);
+        };
+        if branch.master != self.me || branch.latest == 0 {
+            return Ok(false);
+        }
+        let latest = view.version(&elem, brtype, branch.latest)?;
+        Ok(latest.is_some_and(|v| v.content == *hash))
     }
 
     /// Writes the content of a version to `out`, chunk by chunk; returns its size.

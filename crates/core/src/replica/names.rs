@@ -6,7 +6,7 @@ use crate::codec::Dec;
 use crate::error::{CoreError, Result};
 use crate::ids::ObjId;
 use crate::model::ObjectRef;
-use crate::store::{Keyspace, Store};
+use crate::store::{KeyRange, Keyspace, ReadView, Store};
 use crate::txn::Txn;
 use crate::vob::{NameKind, View};
 
@@ -228,15 +228,20 @@ pub(super) fn txn_resolve<S: Store>(txn: &Txn<'_, S>, kind: NameKind, name: &str
     View::new(txn.store()).resolve(kind, name)
 }
 
-pub(super) fn txn_element_by_path<S: Store>(txn: &Txn<'_, S>, path: &str) -> Result<Option<ObjId>> {
+/// The live (not removed) element named `path` in `r`, if any.
+pub(super) fn live_element_by_path<R: ReadView + ?Sized>(
+    r: &R,
+    path: &str,
+) -> Result<Option<ObjId>> {
     let mut p = vec![b'N', b'E'];
     p.extend_from_slice(path.as_bytes());
     p.push(0);
-    for (k, _) in txn.scan_prefix(Keyspace::State, &p)? {
+    for kv in r.scan(Keyspace::State, KeyRange::prefix(&p))? {
+        let (k, _) = kv?;
         if let Some(id) = ObjId::from_bytes(&k[p.len()..]) {
             let mut ek = vec![b'E'];
             ek.extend_from_slice(&id.to_bytes());
-            if let Some(v) = txn.get(Keyspace::State, &ek)? {
+            if let Some(v) = r.get(Keyspace::State, &ek)? {
                 let mut d = Dec::new(&v, "element");
                 d.str()?;
                 d.rid()?;

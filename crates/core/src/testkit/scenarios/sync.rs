@@ -315,9 +315,12 @@ pub fn case_replica_created_from_a_non_first_replica_joins<F: StoreFactory>(fact
     assert_no_reuse(&f);
 }
 
-/// Import tree versions only what changed.
+/// Import tree versions only what changed: content equal to the latest version on the branch
+/// is skipped, content equal to an older one (a revert) and content at a path whose element was
+/// removed are checked in, and an unchanged file on a branch another replica masters is still
+/// refused.
 pub fn case_import_tree_versions_only_what_changed<F: StoreFactory>(factory: &F) {
-    let f = Family::new(factory, 1, 13);
+    let f = Family::new(factory, 2, 13);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("src/sub")).unwrap();
     std::fs::write(dir.path().join("src/a.c"), "a").unwrap();
@@ -337,4 +340,21 @@ pub fn case_import_tree_versions_only_what_changed<F: StoreFactory>(factory: &F)
             .unwrap(),
         b"a2"
     );
+    std::fs::write(dir.path().join("src/a.c"), "a").unwrap();
+    f.sites[0].rmname("src/sub/b.c").unwrap();
+    let r = f.sites[0]
+        .import_tree(dir.path(), "main", "u", "import", |_| {})
+        .unwrap();
+    assert_eq!((r.new_elements, r.new_versions, r.unchanged), (1, 2, 0));
+    let a3 = VersionSel::parse("src/a.c@@main/3").unwrap();
+    assert_eq!(f.sites[0].cat(&a3).unwrap(), b"a");
+
+    f.sites[0].chmaster("branch:src/a.c@@main", "r1").unwrap();
+    let before = f.sites[0].digest().unwrap();
+    let refused = f.sites[0].import_tree(dir.path(), "main", "u", "import", |_| {});
+    assert!(
+        matches!(refused, Err(CoreError::NotMaster { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(f.sites[0].digest().unwrap(), before);
 }
