@@ -13,6 +13,12 @@
 //! the syncs left it and after `msite compact` (the engine's compaction, timed against the gc).
 //! Each commit's check-in is also set against reading every file of its tree (the floor of
 //! any `import DIR` that looks at the files), timed just before it.
+//!
+//! The same tree also goes through the command line, as a user's commits would: a third site
+//! C (a CLI site on the same engine) runs `msite import -q DIR` as a process at every commit
+//! (files the commit deleted stay elements there: the row times the import alone), set
+//! against a process of this binary that only reads every file of the tree (`__readtree`, the
+//! same executable, so process start-up is on both sides).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,7 +30,7 @@ use serde_json::{json, Value};
 
 use crate::backend::Backend;
 use crate::git;
-use crate::util::{dir_bytes, median, timed};
+use crate::util::{dir_bytes, median, msite, timed};
 use crate::workloads::Work;
 
 /// Commits between two syncs from A to B.
@@ -108,6 +114,68 @@ fn read_tree(dir: &Path) -> Result<BTreeSet<String>> {
         std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
     }
     Ok(files)
+}
+
+/// `__readtree DIR`: reads every file under `DIR` (see [`read_tree`]), as a process.
+pub fn read_tree_main(args: &[String]) -> Result<()> {
+    let [dir] = args else {
+        bail!("usage: __readtree DIR");
+    };
+    read_tree(Path::new(dir))?;
+    Ok(())
+}
+
+/// The command-line site C: `msite import -q DIR` per commit, and a process reading the tree.
+struct CliSite {
+    dir: PathBuf,
+    import_secs: Vec<f64>,
+    read_secs: Vec<f64>,
+}
+
+impl CliSite {
+    fn init(w: &Work, backend: &str) -> Result<Self> {
+        let dir = w.fresh("hist-cli");
+        std::fs::create_dir_all(&dir)?;
+        let args = [
+            "init",
+            "c",
+            "--family",
+            "cli",
+            "--replica",
+            "c",
+            "--backend",
+            backend,
+        ];
+        msite(&dir, &args)?;
+        Ok(CliSite {
+            dir,
+            import_secs: Vec::new(),
+            read_secs: Vec::new(),
+        })
+    }
+
+    /// Times `msite import -q wt` and then a process reading every file of `wt`.
+    fn commit(&mut self, wt: &str) -> Result<()> {
+        let (_, t) = timed(|| msite(&self.dir, &["-C", "c", "import", "-q", wt]))?;
+        self.import_secs.push(t.as_secs_f64());
+        let exe = std::env::current_exe()?;
+        let ((), t) = timed(|| {
+            let st = std::process::Command::new(&exe)
+                .args(["__readtree", wt])
+                .status()?;
+            anyhow::ensure!(st.success(), "__readtree {wt} failed");
+            Ok(())
+        })?;
+        self.read_secs.push(t.as_secs_f64());
+        Ok(())
+    }
+
+    fn json(self) -> Value {
+        json!({
+            "import_secs_median": median(self.import_secs),
+            "read_secs_median": median(self.read_secs),
+        })
+    }
 }
 
 /// The bytes of a written packet and its part files.
@@ -250,11 +318,15 @@ pub fn replay<B: Backend>(w: &Work, h: &History) -> Result<Value> {
     let (mut m, mut gs) = (Side::default(), Side::default());
     let (mut ack_bytes, mut rounds, mut before) = (0u64, 0u64, BTreeSet::new());
     let mut read_secs = Vec::new();
+    let mut cli = CliSite::init(w, B::NAME)?;
+    // The command runs in C's directory.
+    let wt_abs = std::path::absolute(&wt)?;
     for (i, c) in h.commits.iter().enumerate() {
         checkout(h, &index, utf8(&wt)?, c)?;
         let (now, t) = timed(|| read_tree(&wt))?;
         read_secs.push(t.as_secs_f64());
         commit_both(&a, &g, &wt, c, before.difference(&now), (&mut m, &mut gs))?;
+        cli.commit(utf8(&wt_abs)?)?;
         before = now;
         if (i + 1) % SYNC_EVERY == 0 || i + 1 == h.commits.len() {
             rounds += 1;
@@ -282,7 +354,7 @@ pub fn replay<B: Backend>(w: &Work, h: &History) -> Result<Value> {
     });
     Ok(json!({
         "commits": h.commits.len(), "rounds": rounds, "store": store,
-        "tree_read_secs_median": median(read_secs),
+        "tree_read_secs_median": median(read_secs), "cli": cli.json(),
         "msite": side_json(&m, creation.0), "msite_ack_bytes": ack_bytes,
         "git": side_json(&gs, git_creation),
     }))

@@ -109,6 +109,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("__child") => return workloads::child_main(&args[1..]),
         Some("__prep") => return workloads::prep_main(&args[1..]),
+        Some("__readtree") => return history::read_tree_main(&args[1..]),
         Some("__msite") => {
             // The shipping and writers rows' daemons and commands: this binary as `msite`.
             let code = msite_cli::main_with_args(

@@ -349,7 +349,7 @@ fn status_row(t: &Value) -> Value {
 
 /// The real-history rows, each msite against git on the same commits: (what, msite's figure,
 /// git's figure as JSON pointers into the result, in seconds or bytes, the ratio's limit).
-const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 9] = [
+const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 11] = [
     (
         "sync time (export + import vs bundle + fetch)",
         "/msite/sync_secs",
@@ -400,16 +400,30 @@ const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 9] = [
         None,
     ),
     (
-        "per-commit `import DIR` (+ rmname) vs `git add -A && git commit`, median",
+        "per-commit `import_tree` (+ rmname) in process vs `git add -A && git commit`, median",
         "/msite/commit_secs_median",
         "/git/commit_secs_median",
         true,
         None,
     ),
     (
-        "per-commit `import DIR` (+ rmname) vs reading every file of the tree, median",
+        "per-commit `import_tree` (+ rmname) in process vs reading every file of the tree, median",
         "/msite/commit_secs_median",
         "/tree_read_secs_median",
+        true,
+        None,
+    ),
+    (
+        "per-commit `msite import -q DIR` command vs `git add -A && git commit`, median",
+        "/cli/import_secs_median",
+        "/git/commit_secs_median",
+        true,
+        None,
+    ),
+    (
+        "per-commit `msite import -q DIR` command vs a process reading every file of the tree, median",
+        "/cli/import_secs_median",
+        "/cli/read_secs_median",
         true,
         None,
     ),
