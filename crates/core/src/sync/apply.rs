@@ -259,6 +259,9 @@ impl<'r, S: Store> EntryApply<'r, S> {
                 also: Vec::new(),
             }));
         }
+        if let Some(why) = self.decided_below_chain_base(txn, e)? {
+            return Err(CoreError::Refused(Refusal::Other(why)));
+        }
         Err(CoreError::Refused(Refusal::Divergent {
             origin,
             number: e.number,
@@ -268,6 +271,24 @@ impl<'r, S: Store> EntryApply<'r, S> {
             ),
             also: Vec::new(),
         }))
+    }
+
+    /// Why this replica cannot take the timeline `e` belongs to, when a fork decision held
+    /// here on `e`'s origin, at or below `e.number`, fell below its chain base (it was made
+    /// from a snapshot, or scrubbed): adopting the decision could not tell which timeline the
+    /// replica held there, and a different entry above shows it holds the given-up one,
+    /// which it cannot give up without the history (`Replica::cannot_give_up`).
+    fn decided_below_chain_base(&self, txn: &Txn<'_, S>, e: &Entry) -> Result<Option<String>> {
+        let what = "give up entries of a forked timeline";
+        for d in &self.decisions {
+            if d.origin != e.origin || d.number > e.number {
+                continue;
+            }
+            if Replica::<S>::entry_hash_at(txn, &d.origin, d.number)?.is_none() {
+                return self.replica.cannot_give_up(&d.origin, d.number, what);
+            }
+        }
+        Ok(None)
     }
 
     /// A new entry must be the next of its origin and continue its hash chain; an entry of

@@ -338,3 +338,46 @@ pub fn case_fork_repair_at_a_snapshot_replica_within_its_base<F: StoreFactory>(f
     assert!(f.sites[s].fork_decisions().unwrap().is_empty());
     assert_eq!(f.sites[0].digest().unwrap(), f.sites[1].digest().unwrap());
 }
+
+/// A fork decision whose number lies below a snapshot replica's chain base: every sibling had
+/// acknowledged the given-up timeline past it when the snapshot was made, so the snapshot
+/// carries no entry there, and adopting the decision cannot tell which timeline the replica
+/// holds. The kept timeline's next entry shows it: the replica refuses it, telling the operator
+/// to re-create it (not as a new fork, which a repair would not mend), and changes nothing.
+pub fn case_fork_repair_below_a_snapshot_replicas_chain_base<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 2, 68);
+    f.settle(&[(0, 1)]);
+    let backup = f.backup(1);
+    let k = f.sites[1].own_row().unwrap().get(&f.id(1)) + 1;
+    for text in [&b"timeline A"[..], b"timeline A again"] {
+        f.sites[1].checkin("one", "main", text, "u", "").unwrap();
+    }
+    f.settle(&[(0, 1)]);
+    let s = f.mkreplica_snapshot(0, "s");
+    assert!(
+        f.sites[s].entry(&f.id(1), k).unwrap().is_none(),
+        "below the chain base"
+    );
+    f.restore(1, &backup);
+    assert!(f.sites[1].restorereplica(&[], true).unwrap().completed);
+    for text in [&b"timeline B"[..], b"timeline B again"] {
+        f.sites[1].checkin("one", "main", text, "u", "").unwrap();
+    }
+    f.sites[1]
+        .repair_fork(&f.id(1), k, KeepTimeline::This)
+        .unwrap();
+    exchange(&f, &[(0, 1)], 3);
+    f.settle(&[(0, 1)]);
+    let before = f.sites[s].digest().unwrap();
+    let p = f.export(0, s).expect("r0 sends the kept timeline");
+    match f.import(s, p) {
+        Err(CoreError::Refused(Refusal::Other(m))) => assert!(
+            m.contains("came with the snapshot it was made from")
+                && m.contains("re-create it from a fresh creation packet"),
+            "{m}"
+        ),
+        other => panic!("expected the re-create refusal, got {other:?}"),
+    }
+    assert_eq!(f.sites[s].digest().unwrap(), before);
+    assert_eq!(f.sites[0].digest().unwrap(), f.sites[1].digest().unwrap());
+}
