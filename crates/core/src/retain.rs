@@ -510,6 +510,26 @@ impl<S: Store> Replica<S> {
             .row)
     }
 
+    /// Per origin, what a snapshot of this replica may leave out of the new replica's oplog,
+    /// given what every other sibling holds now (`acked`, [`Replica::acknowledged_row_but`]):
+    /// what retention could drop here, by the same restore window (rule 2 above). Without a
+    /// window nothing: a sibling restored from any backup, the creator included, must find
+    /// every entry it lost held as an entry somewhere, and the new replica may be the only
+    /// other site (a retirement can make it so later). With a window of 0, `acked`; with a
+    /// longer one, only what every sibling had also acknowledged one window ago.
+    pub(crate) fn outside_restore_window(&self, acked: Row) -> Result<Row> {
+        let then = match self.retention_window()? {
+            None => return Ok(Row::default()),
+            Some(0) => return Ok(acked),
+            Some(w) => {
+                let cutoff = self.env.now_ms().saturating_sub(w);
+                self.floor_at(cutoff)?.map(|(_, r)| r).unwrap_or_default()
+            }
+        };
+        let both = acked.0.iter().map(|(o, n)| (*o, (*n).min(then.get(o))));
+        Ok(Row(both.collect()))
+    }
+
     /// The row the `CreateReplica` entry of sibling `s` carried, when this replica holds
     /// that entry (nothing otherwise: it was dropped by retention or came with a snapshot).
     fn creation_row(&self, s: &ReplicaId) -> Result<Row> {

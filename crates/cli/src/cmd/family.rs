@@ -114,10 +114,13 @@ impl Mkreplica {
     long_about = "Creates the replica object NAME, mastered by this replica, and writes a creation \
 packet holding everything the new replica needs: every change ever made (refused once `msite \
 scrub` dropped some). With --snapshot it carries a snapshot of the database as it is now \
-instead (every element, version, label and content, and the few recent changes a sibling may \
-still lack), so it costs what the tree costs however long the history is, and it works after a \
-scrub too. A replica made from a snapshot cannot hand a sibling the changes made before it, and \
-cannot give up entries (`msite repairfork`, or a sibling's restoration that retires entries): \
+instead (every element, version, label and content), which the new site loads in bulk rather \
+than replaying, and it works after a scrub too. Of the history it carries only what the \
+restore window (`msite scrub --keep`) tells this replica to keep: with retention off, every \
+change, since a sibling restored from any backup may need them back; with retention on, the \
+few recent changes a sibling may still lack, so it costs what the tree costs however long the \
+history is. A replica made from a snapshot cannot hand a sibling the changes left out of it, \
+and cannot give up entries its snapshot holds (`msite repairfork`, or a sibling's restoration that retires entries): \
 it must then be re-created. The new site's operator \
 first runs `msite identity --new FILE` and sends you the two lines it prints: the `age1…` \
 recipient for --encrypt-to and the signing key for --key. The key is written into this \
@@ -140,9 +143,10 @@ pub struct MkreplicaExport {
     /// Write the creation packet unencrypted (anyone holding it can read the database).
     #[arg(long)]
     pub no_encrypt: bool,
-    /// Carry a snapshot of the database as it is now instead of the whole history (faster
-    /// and smaller on a long history; works after `msite scrub`; the new replica cannot give
-    /// up entries and must be re-created when a fork repair or a restoration needs it to).
+    /// Carry a snapshot of the database as it is now instead of replaying the whole history
+    /// (faster on a long history; with retention on, smaller too; works after `msite scrub`;
+    /// the new replica cannot give up entries its snapshot holds and must be re-created when a
+    /// fork repair or a restoration needs it to).
     #[arg(long)]
     pub snapshot: bool,
     /// The new replica's signing key: the 64 hex digits `msite identity --new` printed at the

@@ -140,7 +140,7 @@ impl<S: Store> Replica<S> {
     pub fn plan_mkreplica_snapshot(&self, name: &str, key: &wire::PublicKey) -> Result<ExportPlan> {
         let new_id = self.append_create_replica(name, key)?;
         let own = self.own_row()?;
-        let acked = self.acknowledged_row_but(&own, &new_id)?;
+        let acked = self.outside_restore_window(self.acknowledged_row_but(&own, &new_id)?)?;
         let mut tail = Vec::new();
         for (o, n) in &own.0 {
             let kept = crate::retain::retained_base(&self.store, o)?.map_or(0, |(b, _)| b);

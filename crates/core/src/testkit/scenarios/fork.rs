@@ -353,6 +353,8 @@ pub fn case_fork_repair_below_a_snapshot_replicas_chain_base<F: StoreFactory>(fa
         f.sites[1].checkin("one", "main", text, "u", "").unwrap();
     }
     f.settle(&[(0, 1)]);
+    // Retention on at the creator: the snapshot leaves out what r1 acknowledged.
+    f.sites[0].set_retention_window(Some(0)).unwrap();
     let s = f.mkreplica_snapshot(0, "s");
     assert!(
         f.sites[s].entry(&f.id(1), k).unwrap().is_none(),

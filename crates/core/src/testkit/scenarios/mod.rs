@@ -438,6 +438,7 @@ macro_rules! protocol_scenario_tests {
             snapshot_replica_restores_from_its_backup => case_snapshot_replica_restores_from_its_backup,
             sibling_older_than_the_snapshot_is_served_or_refused => case_sibling_older_than_the_snapshot_is_served_or_refused,
             snapshot_after_scrub => case_snapshot_after_scrub,
+            creator_restored_after_a_snapshot_gets_its_entries_back => case_creator_restored_after_a_snapshot_gets_its_entries_back,
             damaged_snapshot_is_refused_and_the_store_says_so => case_damaged_snapshot_is_refused_and_the_store_says_so,
             // trust2 (issue #20, rest)
             new_replica_key_is_known_before_its_first_packet => case_new_replica_key_is_known_before_its_first_packet,

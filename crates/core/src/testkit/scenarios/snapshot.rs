@@ -58,13 +58,25 @@ pub fn case_snapshot_replica_is_indistinguishable_from_a_history_one<F: StoreFac
     let s = f.mkreplica_snapshot(0, "snap");
     assert_eq!(f.sites[s].digest().unwrap(), f.sites[0].digest().unwrap());
     assert_eq!(f.sites[s].own_row().unwrap(), f.sites[0].own_row().unwrap());
-    // Its oplog holds only what some sibling of the creator has not acknowledged: of r0, the
-    // entries that created it and gave it its key; of r1, nothing.
+    // Without a restore window the creator keeps every entry for a restored sibling, and so
+    // does the snapshot: its oplog is the creator's.
+    for o in 0..3 {
+        let held = |r: usize| f.sites[r].entries_of(&f.id(o)).unwrap();
+        assert_eq!(held(s), held(0));
+    }
+    // With retention on (a window of 0) the oplog of the next holds only what some sibling of
+    // the creator has not acknowledged: of r0, the entries that created the two snapshot
+    // replicas and gave them their keys; of r1, nothing.
+    f.sites[0].set_retention_window(Some(0)).unwrap();
+    let s = f.mkreplica_snapshot(0, "snap0");
     assert!(f.sites[s].entries_of(&f.id(1)).unwrap().is_empty());
-    let r0_held = f.sites[s].entries_of(&f.id(0)).unwrap();
-    assert_eq!(r0_held.len(), 2);
-    assert!(matches!(r0_held[0].op, crate::Op::CreateReplica { .. }));
-    assert!(matches!(r0_held[1].op, crate::Op::VouchKey { .. }));
+    let r0_held: Vec<&str> = f.sites[s]
+        .entries_of(&f.id(0))
+        .unwrap()
+        .iter()
+        .map(|e| e.op.name())
+        .collect();
+    assert_eq!(r0_held, ["mkreplica", "vouch", "mkreplica", "vouch"]);
     let ids: Vec<ReplicaId> = (0..3).map(|i| f.id(i)).collect();
     let h = f.mkreplica(0, "hist");
     assert_eq!(
@@ -82,7 +94,7 @@ pub fn case_snapshot_replica_is_indistinguishable_from_a_history_one<F: StoreFac
     f.sites[1]
         .checkin("f1", "main", b"r1 again", "u", "")
         .unwrap();
-    f.settle(&mesh(5));
+    f.settle(&mesh(6));
     f.assert_converged();
     assert_no_reuse(&f);
     assert!(f.sites[s].verify_chains().unwrap() >= 3);
@@ -102,6 +114,8 @@ pub fn case_replicas_made_one_after_another_carry_only_recent_entries<F: StoreFa
     factory: &F,
 ) {
     let mut f = storied_family(factory, 402);
+    // Retention on: a snapshot leaves out what every other sibling acknowledged.
+    f.sites[0].set_retention_window(Some(0)).unwrap();
     let first = f.mkreplica_snapshot(0, "snap1");
     let hist = f.mkreplica(0, "hist");
     let second = f.mkreplica_snapshot(0, "snap2");
@@ -183,6 +197,8 @@ pub fn case_sibling_older_than_the_snapshot_is_served_or_refused<F: StoreFactory
     f.sites[0].checkin("a", "main", b"1", "u", "").unwrap();
     f.sites[1].checkin("b", "main", b"2", "u", "").unwrap();
     f.settle(&mesh(2));
+    // Retention on at the creator, so the snapshot leaves out what r1 acknowledged.
+    f.sites[0].set_retention_window(Some(0)).unwrap();
     let s = f.mkreplica_snapshot(0, "snap");
     f.restore(1, &old);
     f.sites[1].restorereplica(&[], false).unwrap();
@@ -204,6 +220,40 @@ pub fn case_sibling_older_than_the_snapshot_is_served_or_refused<F: StoreFactory
     f.settle(&mesh(3));
     assert!(f.sites[1].status().unwrap().recovering.is_none());
     f.assert_converged();
+}
+
+/// A creator with no other sibling makes a replica from a snapshot, then loses its disk and is
+/// restored from a backup older than some of its entries: the snapshot replica is the only
+/// site that can give them back, so without a restore window (retention off) the snapshot
+/// carried them as oplog records, and the restoration gets every one of them back and
+/// completes. (The snapshot's chain base used to be what every other sibling had acknowledged,
+/// here everything: the new replica held those entries in its object base only, and the
+/// restoration could not complete.)
+pub fn case_creator_restored_after_a_snapshot_gets_its_entries_back<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 1, 405);
+    f.sites[0].checkin("a", "main", b"1", "u", "").unwrap();
+    let backup = f.backup(0);
+    f.sites[0].checkin("b", "main", b"2", "u", "").unwrap();
+    f.sites[0].mkbrtype("dev").unwrap();
+    let s = f.mkreplica_snapshot(0, "snap");
+    let held = f.sites[0].own_row().unwrap().get(&f.id(0));
+    assert!(
+        f.sites[s].chain_base(&f.id(0)).unwrap().is_none(),
+        "the whole oplog travels without a window"
+    );
+    f.restore(0, &backup);
+    // The restored store predates the new replica: the operator names it.
+    let snap = f.id(s);
+    f.sites[0].restorereplica_also(&[snap], false).unwrap();
+    f.settle(&[(0, s)]);
+    assert!(f.sites[0].status().unwrap().recovering.is_none());
+    assert!(f.sites[0].own_row().unwrap().get(&f.id(0)) > held);
+    let b = crate::VersionSel::parse("b").unwrap();
+    assert_eq!(f.sites[0].cat(&b).unwrap(), b"2");
+    f.sites[0].checkin("c", "main", b"3", "u", "").unwrap();
+    f.settle(&[(0, s)]);
+    f.assert_converged();
+    assert_no_reuse(&f);
 }
 
 /// A scrubbed replica cannot make a history creation packet, but makes a snapshot one; the new
