@@ -22,7 +22,7 @@ use crate::backend::Backend;
 use crate::git;
 use crate::table::{f, row};
 use crate::util::{median, secs, timed, write_tree};
-use crate::workloads::{create_once, env, import_tree, Creations, Work, FILE_SIZE};
+use crate::workloads::{create_once, env, import_tree, retention_on, Creations, Work, FILE_SIZE};
 
 /// The seed of round 0's content; round `r` uses `SEED + r`.
 const SEED: u64 = 0x10_0000;
@@ -54,6 +54,7 @@ pub fn measure<B: Backend>(w: &Work, shape: Shape, runs: usize) -> Result<Value>
         Replica::init(B::open_store(&w.fresh("lh-short"))?, env(), "bench", "a")?;
     write_round(&tree, shape, 0)?;
     import_tree(&short, &tree)?;
+    retention_on(&short)?;
     let mut one_round = Creations::default();
     for k in 0..runs {
         one_round.add(create_once::<B>(w, &short, &format!("o{k}"), true)?);
@@ -69,6 +70,7 @@ pub fn measure<B: Backend>(w: &Work, shape: Shape, runs: usize) -> Result<Value>
         Ok(())
     })?;
     let _ = std::fs::remove_dir_all(&tree);
+    retention_on(&long)?;
     let (mut snap, mut hist) = (Creations::default(), Creations::default());
     for k in 0..runs {
         snap.add(create_once::<B>(w, &long, &format!("s{k}"), true)?);
@@ -151,7 +153,7 @@ pub fn rows(t: &Value, b: &str, git: Option<f64>) -> Vec<Value> {
         "one_round_snapshot_secs",
     );
     vec![
-        vs_git("snapshot_secs", "a snapshot", Some(0.5)),
+        vs_git("snapshot_secs", "a snapshot (retention on)", Some(0.5)),
         vs_git("history_secs", "the history", None),
         oplog_share,
         per_version,
