@@ -111,7 +111,8 @@ impl std::str::FromStr for Backend {
 /// Which schedules to draw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Profile {
-    /// Everything the seed draws, retirement included.
+    /// Everything the seed draws, retirement included, and half the new replicas made from a
+    /// snapshot creation packet (a fifth of those after a damaged copy was refused).
     #[default]
     All,
     /// No backups restored: synchronisation, packet faults and crashes only.
@@ -120,10 +121,9 @@ pub enum Profile {
     DefaultRestores,
     /// Every mutating call has a one-in-four chance of a failing write.
     Crashy,
-    /// Everything the seed draws, and half the new replicas made from a snapshot creation
-    /// packet (a fifth of those after a damaged copy was refused). Not in the default run:
-    /// a snapshot-made replica cannot give up entries its snapshot holds (K13, fork repair)
-    /// and must be re-created then, which some schedules do not survive yet (docs/testing.md).
+    /// The default run's schedules without retirement: what this profile ran before snapshot
+    /// creation joined the default run (a snapshot-made replica that must give up entries its
+    /// snapshot holds is re-created, counted as `recreate_needed`; docs/testing.md).
     Snapshots,
     /// Everything the seed draws, and key rotations (`msite rekey`) at random replicas, a
     /// packet signed before each in flight. Not in the default run: rotation with recovery,

@@ -30,10 +30,10 @@ struct Args {
     /// Override the maximum number of replicas of each schedule.
     #[arg(long)]
     replicas: Option<usize>,
-    /// Narrow the schedules: all (the default, retirement included), sync (no restores),
-    /// default-restores, crashy, snapshots (half the replicas made from snapshots), rekey
-    /// (key rotations), retire (the same schedules as all). Snapshots and rekey are not in
-    /// the default run.
+    /// Narrow the schedules: all (the default: retirement included, half the new replicas
+    /// made from snapshots), sync (no restores), default-restores, crashy, snapshots (all
+    /// without retirement), rekey (key rotations), retire (the same schedules as all). Rekey
+    /// is not in the default run.
     #[arg(long, default_value = "all")]
     profile: Profile,
     /// The store engine: mem (in memory), sqlite or rocks (real stores in temporary

@@ -3,7 +3,7 @@
 //! damaged snapshot must never become a replica.
 //!
 //! A creator whose retention dropped entries cannot write a history creation packet; then
-//! the snapshot is used, as `msite mkreplica export` does by default.
+//! the snapshot is used, as an operator told so by `msite mkreplica export` would.
 
 use std::sync::Arc;
 
@@ -15,9 +15,9 @@ use rand_chacha::ChaCha8Rng;
 /// How a new replica is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Creation {
-    /// From every entry (`mkreplica export --history`).
+    /// From every entry (`mkreplica export`, the default).
     History,
-    /// From the object base as it is (the default).
+    /// From the object base as it is (`mkreplica export --snapshot`).
     Snapshot,
 }
 

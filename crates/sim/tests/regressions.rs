@@ -753,3 +753,17 @@ fn key_rotation_meets_restoration() {
         passes_with(seed, None, None, Profile::Rekey);
     }
 }
+
+/// A snapshot's chain base ignored the restore window (found by the first default run that
+/// made snapshot replicas in schedules that retire replicas, seeds 1816 and 1860): r2 was made
+/// from a snapshot of r0 that left out what r1 had acknowledged; r1 was retired, then r0
+/// restored from a backup older than those entries. Only r2 was left to give them back, and it
+/// held them in its object base only: the restoration never completed and entries that had
+/// left r0 were lost. A snapshot now leaves out only what retention could drop.
+#[test]
+fn a_snapshot_keeps_the_entries_a_restored_sibling_may_need() {
+    passes_with(1860, Some(78), Some(3), Profile::All);
+    passes_with(1860, None, None, Profile::All);
+    passes_with(1816, Some(123), Some(4), Profile::All);
+    passes_with(1816, None, None, Profile::All);
+}

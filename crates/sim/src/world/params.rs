@@ -50,7 +50,8 @@ pub struct Params {
     /// Every replica's resend interval (ms): short ones resend in the random phase, the
     /// default only after the heal's day (docs/protocol.md §5, "Resends").
     pub resend_ms: u64,
-    /// Whether new replicas are made from snapshots too (profile `snapshots`).
+    /// Whether new replicas are made from snapshots too (the default run, and the profiles
+    /// `retire` and `snapshots`).
     pub snapshots: bool,
     /// Whether replicas rotate their keys (profile `rekey`).
     pub rekey: bool,
@@ -106,13 +107,12 @@ impl Params {
         }
         // Profiles narrow a schedule after the draws, so a seed keeps its other parameters.
         match cfg.profile {
-            crate::Profile::All => {}
+            crate::Profile::All | crate::Profile::Retire => p.snapshots = true,
             crate::Profile::Sync => p.restores = 0,
             crate::Profile::DefaultRestores => p.restores = 1,
             crate::Profile::Crashy => p.p_crash = 0.25,
             crate::Profile::Snapshots => p.snapshots = true,
             crate::Profile::Rekey => p.rekey = true,
-            crate::Profile::Retire => {}
         }
         p
     }
