@@ -128,6 +128,8 @@ pub fn read_tree_main(args: &[String]) -> Result<()> {
 /// The command-line site C: `msite import -q DIR` per commit, and a process reading the tree.
 struct CliSite {
     dir: PathBuf,
+    /// This binary, run as `__readtree`.
+    exe: PathBuf,
     import_secs: Vec<f64>,
     read_secs: Vec<f64>,
 }
@@ -149,6 +151,7 @@ impl CliSite {
         msite(&dir, &args)?;
         Ok(CliSite {
             dir,
+            exe: std::env::current_exe()?,
             import_secs: Vec::new(),
             read_secs: Vec::new(),
         })
@@ -158,9 +161,8 @@ impl CliSite {
     fn commit(&mut self, wt: &str) -> Result<()> {
         let (_, t) = timed(|| msite(&self.dir, &["-C", "c", "import", "-q", wt]))?;
         self.import_secs.push(t.as_secs_f64());
-        let exe = std::env::current_exe()?;
         let ((), t) = timed(|| {
-            let st = std::process::Command::new(&exe)
+            let st = std::process::Command::new(&self.exe)
                 .args(["__readtree", wt])
                 .status()?;
             anyhow::ensure!(st.success(), "__readtree {wt} failed");

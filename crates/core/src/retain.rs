@@ -421,8 +421,8 @@ impl<S: Store> Replica<S> {
         let floor = self.acknowledged_floor(&own)?;
         let now = self.env.now_ms();
         let then = match window {
-            Some(w) if w > 0 => self.floor_at(now.saturating_sub(w))?.map(|(_, r)| r),
-            _ => Some(floor.row.clone()),
+            Some(w) => self.acknowledged_a_window_ago(now, w, &floor.row)?,
+            None => Some(floor.row.clone()),
         };
         let mut report = ScrubReport {
             window_ms: window,
@@ -518,16 +518,28 @@ impl<S: Store> Replica<S> {
     /// other site (a retirement can make it so later). With a window of 0, `acked`; with a
     /// longer one, only what every sibling had also acknowledged one window ago.
     pub(crate) fn outside_restore_window(&self, acked: Row) -> Result<Row> {
-        let then = match self.retention_window()? {
-            None => return Ok(Row::default()),
-            Some(0) => return Ok(acked),
-            Some(w) => {
-                let cutoff = self.env.now_ms().saturating_sub(w);
-                self.floor_at(cutoff)?.map(|(_, r)| r).unwrap_or_default()
-            }
+        let Some(window) = self.retention_window()? else {
+            return Ok(Row::default());
         };
+        let then = self
+            .acknowledged_a_window_ago(self.env.now_ms(), window, &acked)?
+            .unwrap_or_default();
         let both = acked.0.iter().map(|(o, n)| (*o, (*n).min(then.get(o))));
         Ok(Row(both.collect()))
+    }
+
+    /// What every sibling had acknowledged one `window` before `now` (rule 2): the newest
+    /// floor record at least that old (None: none yet), or `acked_now` for a window of 0.
+    fn acknowledged_a_window_ago(
+        &self,
+        now: u64,
+        window: u64,
+        acked_now: &Row,
+    ) -> Result<Option<Row>> {
+        if window == 0 {
+            return Ok(Some(acked_now.clone()));
+        }
+        Ok(self.floor_at(now.saturating_sub(window))?.map(|(_, r)| r))
     }
 
     /// The row the `CreateReplica` entry of sibling `s` carried, when this replica holds

@@ -38,6 +38,19 @@ fn fork_r1<F: StoreFactory>(
     (p, number)
 }
 
+/// Imports `p` at the snapshot-made replica `s`, which must refuse it because giving up the
+/// entries it needs would undo rows its snapshot brought, telling the operator to re-create it.
+fn refused_for_recreation<F: StoreFactory>(f: &Family<'_, F>, s: usize, p: Vec<Vec<u8>>) {
+    match f.import(s, p) {
+        Err(CoreError::Refused(Refusal::Other(m))) => assert!(
+            m.contains("came with the snapshot it was made from")
+                && m.contains("re-create it from a fresh creation packet"),
+            "{m}"
+        ),
+        other => panic!("expected the re-create refusal, got {other:?}"),
+    }
+}
+
 /// Exchanges along `edges` for `rounds` rounds, as the operators' scheduled exports and
 /// imports would, whatever each import says (refusals included).
 fn exchange<F: StoreFactory>(f: &Family<'_, F>, edges: &[(usize, usize)], rounds: usize) {
@@ -326,14 +339,7 @@ pub fn case_fork_repair_at_a_snapshot_replica_within_its_base<F: StoreFactory>(f
     exchange(&f, &[(0, 1)], 3);
     f.settle(&[(0, 1)]);
     let p = f.export(0, s).expect("r0 sends the decision");
-    match f.import(s, p) {
-        Err(CoreError::Refused(Refusal::Other(m))) => assert!(
-            m.contains("came with the snapshot it was made from")
-                && m.contains("re-create it from a fresh creation packet"),
-            "{m}"
-        ),
-        other => panic!("expected the re-create refusal, got {other:?}"),
-    }
+    refused_for_recreation(&f, s, p);
     assert_eq!(f.sites[s].digest().unwrap(), before);
     assert!(f.sites[s].fork_decisions().unwrap().is_empty());
     assert_eq!(f.sites[0].digest().unwrap(), f.sites[1].digest().unwrap());
@@ -372,14 +378,7 @@ pub fn case_fork_repair_below_a_snapshot_replicas_chain_base<F: StoreFactory>(fa
     f.settle(&[(0, 1)]);
     let before = f.sites[s].digest().unwrap();
     let p = f.export(0, s).expect("r0 sends the kept timeline");
-    match f.import(s, p) {
-        Err(CoreError::Refused(Refusal::Other(m))) => assert!(
-            m.contains("came with the snapshot it was made from")
-                && m.contains("re-create it from a fresh creation packet"),
-            "{m}"
-        ),
-        other => panic!("expected the re-create refusal, got {other:?}"),
-    }
+    refused_for_recreation(&f, s, p);
     assert_eq!(f.sites[s].digest().unwrap(), before);
     assert_eq!(f.sites[0].digest().unwrap(), f.sites[1].digest().unwrap());
 }
