@@ -1760,6 +1760,7 @@ macro_rules! store_conformance_tests {
             bulk_load_of_no_rows => case_bulk_load_of_no_rows,
             compact_keeps_the_rows_and_returns_deleted_space => case_compact_keeps_the_rows_and_returns_deleted_space,
             compact_of_an_empty_store_and_twice => case_compact_of_an_empty_store_and_twice,
+            random_ops_with_compactions_match_model => case_random_ops_with_compactions_match_model,
             long_histories_restart_chains_as_deltas => case_long_histories_restart_chains_as_deltas,
             a_drifted_version_restarts_whole => case_a_drifted_version_restarts_whole,
             received_deltas_restart_full_chains => case_received_deltas_restart_full_chains,
