@@ -3,7 +3,9 @@
 //! Each refill runs `SELECT k, v … WHERE <bounds> ORDER BY k LIMIT 512` and stops early once
 //! 8 MiB of data are buffered; the next refill resumes after the last key returned. No
 //! statement stays open between calls to `next`, and the read transaction the scan runs in
-//! (the snapshot's, or the scan's own) keeps the chunks consistent with each other.
+//! (the snapshot's, or the scan's own) keeps the chunks consistent with each other. In a
+//! packed keyspace the table's rows are merged with the blocks' rows (`blocks.rs`), which
+//! the same transaction reads.
 
 use std::collections::VecDeque;
 use std::ops::{Bound, Deref};
@@ -12,6 +14,7 @@ use msite_core::store::{KeyRange, KeyValue, Keyspace, Result};
 use rusqlite::types::ToSql;
 use rusqlite::Connection;
 
+use crate::blocks::{BlockRows, Memo, Packs};
 use crate::error::SqlResultExt;
 use crate::split;
 use crate::store::{sql, Reader};
@@ -38,6 +41,15 @@ impl Deref for ReadConn<'_> {
     }
 }
 
+impl ReadConn<'_> {
+    fn packs(&self) -> &Packs {
+        match self {
+            ReadConn::Borrowed(r) => r.packs(),
+            ReadConn::Owned(r) => r.packs(),
+        }
+    }
+}
+
 /// A scan of a [`SqliteStore`](crate::SqliteStore) or [`SqliteSnapshot`](crate::SqliteSnapshot).
 pub struct SqliteIter<'a> {
     conn: ReadConn<'a>,
@@ -46,10 +58,14 @@ pub struct SqliteIter<'a> {
     end: Bound<Vec<u8>>,
     buf: VecDeque<KeyValue>,
     done: bool,
+    /// The blocks' rows, in a packed keyspace of a store that has blocks.
+    blocks: Option<BlockRows>,
+    failed: bool,
 }
 
 impl<'a> SqliteIter<'a> {
     pub(crate) fn new(conn: ReadConn<'a>, ks: Keyspace, range: KeyRange) -> Self {
+        let blocks = conn.packs().active(ks).then(|| BlockRows::new(ks, &range));
         SqliteIter {
             conn,
             ks,
@@ -57,6 +73,45 @@ impl<'a> SqliteIter<'a> {
             end: range.end,
             buf: VecDeque::new(),
             done: false,
+            blocks,
+            failed: false,
+        }
+    }
+
+    /// Refills the table's rows when they ran out.
+    fn fill(&mut self) -> Result<()> {
+        if self.buf.is_empty() && !self.done {
+            self.done = refill(
+                &self.conn,
+                self.ks,
+                &self.next_start,
+                &self.end,
+                &mut self.buf,
+            )?;
+            if let Some((k, _)) = self.buf.back() {
+                self.next_start = Bound::Excluded(k.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The next row of the merge of the table's rows and the blocks' rows, in key order.
+    /// A key in both (which the rules forbid) yields the block's row, as a get would.
+    fn step(&mut self) -> Result<Option<KeyValue>> {
+        self.fill()?;
+        let Some(blocks) = self.blocks.as_mut() else {
+            return Ok(self.buf.pop_front());
+        };
+        if !blocks.ready(&self.conn, self.conn.packs())? {
+            return Ok(self.buf.pop_front());
+        }
+        match self.buf.front() {
+            Some((k, _)) if k.as_slice() < blocks.key() => Ok(self.buf.pop_front()),
+            Some((k, _)) if k.as_slice() == blocks.key() => {
+                self.buf.pop_front();
+                Ok(Some(blocks.take()))
+            }
+            _ => Ok(Some(blocks.take())),
         }
     }
 }
@@ -115,9 +170,22 @@ fn filter<'b>(
 /// which SQLite answers from the end of the primary-key range.
 pub(crate) fn last_in(
     conn: &Connection,
+    packs: &Packs,
+    memo: Option<&Memo>,
     ks: Keyspace,
     range: &KeyRange,
 ) -> Result<Option<KeyValue>> {
+    let in_table = last_row_in(conn, ks, range)?;
+    let in_blocks = packs.last(conn, memo, ks, range)?;
+    Ok(match (in_table, in_blocks) {
+        (Some(t), Some(b)) if b.0 > t.0 => Some(b),
+        (Some(t), _) => Some(t),
+        (None, b) => b,
+    })
+}
+
+/// [`last_in`] of the table alone.
+fn last_row_in(conn: &Connection, ks: Keyspace, range: &KeyRange) -> Result<Option<KeyValue>> {
     if range_is_empty(&range.start, &range.end) {
         return Ok(None);
     }
@@ -138,8 +206,9 @@ pub(crate) fn last_in(
     }
 }
 
-/// Fetch the next chunk into `buf`; returns whether the scan is complete.
-fn refill(
+/// Fetch the next chunk of the table's rows into `buf`; returns whether the table has no
+/// more rows in the range.
+pub(crate) fn refill(
     conn: &Connection,
     ks: Keyspace,
     start: &Bound<Vec<u8>>,
@@ -175,24 +244,15 @@ impl Iterator for SqliteIter<'_> {
     type Item = Result<KeyValue>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.is_empty() && !self.done {
-            match refill(
-                &self.conn,
-                self.ks,
-                &self.next_start,
-                &self.end,
-                &mut self.buf,
-            ) {
-                Ok(done) => self.done = done,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-            if let Some((k, _)) = self.buf.back() {
-                self.next_start = Bound::Excluded(k.clone());
+        if self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(row) => row.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
             }
         }
-        self.buf.pop_front().map(Ok)
     }
 }

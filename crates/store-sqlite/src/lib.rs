@@ -16,7 +16,10 @@
 //! pages (SQLite's default is 4 KiB; an existing store keeps the page size it was made with).
 //! A `blobs` value longer than 3,840 bytes keeps its first 3,840 bytes in its row and the rest
 //! in pieces in `kv_blobs_tail`, so that no row spills into a mostly empty overflow page
-//! (`split.rs`).
+//! (`split.rs`). `compact` packs the rows of the oplog and the object base into zstd blocks of
+//! about 64 KiB of rows, one row of `kv_packed` each (`blocks.rs`, `pack.rs`): reads look in
+//! the table, then in the one block whose range covers the key, and a write to a packed key
+//! moves its block back into the table first.
 //!
 //! # Mapping
 //!
@@ -38,11 +41,14 @@
 //!   keep them short.
 //! * **Vendor tools**: `backup` is SQLite's online backup API, copying every page in one step
 //!   within one read transaction; `restore_backup` copies back the same way and runs
-//!   `PRAGMA quick_check`; `check_integrity` is `PRAGMA integrity_check`. `SQLITE_CORRUPT` and
+//!   `PRAGMA quick_check`; `check_integrity` is `PRAGMA integrity_check` and then decodes
+//!   every packed block; `compact` packs blocks, then runs `VACUUM`. `SQLITE_CORRUPT` and
 //!   `SQLITE_NOTADB` become [`Error::Corruption`](msite_core::store::Error::Corruption).
 
+mod blocks;
 mod error;
 mod iter;
+mod pack;
 mod snapshot;
 mod split;
 mod store;
@@ -52,6 +58,7 @@ mod store;
 ///
 /// [`RecordedBatch`]: msite_core::store::RecordedBatch
 pub type SqliteBatch = msite_core::store::RecordedBatch;
+pub use blocks::{DEFAULT_BLOCK_BYTES, MAX_BLOCK_BYTES};
 pub use iter::SqliteIter;
 pub use snapshot::SqliteSnapshot;
-pub use store::SqliteStore;
+pub use store::{SqliteOptions, SqliteStore};

@@ -14,7 +14,13 @@ pub struct SqliteSnapshot<'a> {
 
 impl ReadView for SqliteSnapshot<'_> {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        crate::split::get(&self.reader, ks, key)
+        crate::store::get_value(
+            &self.reader,
+            self.reader.packs(),
+            self.reader.memo(),
+            ks,
+            key,
+        )
     }
 
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
@@ -26,6 +32,12 @@ impl ReadView for SqliteSnapshot<'_> {
     }
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
-        crate::iter::last_in(&self.reader, ks, &range)
+        crate::iter::last_in(
+            &self.reader,
+            self.reader.packs(),
+            self.reader.memo(),
+            ks,
+            &range,
+        )
     }
 }

@@ -13,8 +13,10 @@ use msite_core::store::{
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use crate::blocks::{self, Memo, Packs};
 use crate::error::{map, SqlResultExt, BACKEND};
 use crate::iter::{ReadConn, SqliteIter};
+use crate::pack::{self, BlockIndex};
 use crate::snapshot::SqliteSnapshot;
 use crate::split;
 use crate::SqliteBatch;
@@ -113,10 +115,35 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// The writer connection and the `synchronous` setting it currently has.
+/// The writer connection, the `synchronous` setting it currently has, and where the packed
+/// blocks lie.
 struct Writer {
     conn: Connection,
     synchronous_full: bool,
+    blocks: BlockIndex,
+    /// Writes since the last pack, for [`SqliteOptions::pack_every_writes`].
+    writes_since_pack: u32,
+}
+
+/// How a [`SqliteStore`] is tuned; [`SqliteStore::open`] uses the default.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Raw bytes of rows that `compact` gathers into one compressed block (`blocks.rs`), at
+    /// most [`MAX_BLOCK_BYTES`](crate::MAX_BLOCK_BYTES). Tests use small blocks to make many.
+    pub block_bytes: usize,
+    /// For tests: before every `pack_every_writes`-th write (0, the default: never), pack
+    /// the store's rows into blocks as `compact` does (without its `VACUUM`), so that a test
+    /// suite runs on a store whose rows keep moving between tables and blocks.
+    pub pack_every_writes: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            block_bytes: blocks::DEFAULT_BLOCK_BYTES,
+            pack_every_writes: 0,
+        }
+    }
 }
 
 /// An ordered key-value store in a SQLite database. See the [crate documentation](crate).
@@ -125,6 +152,8 @@ pub struct SqliteStore {
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
     poisoned: PoisonFlag,
+    pub(crate) packs: Packs,
+    options: SqliteOptions,
     /// The lock on `DIR/LOCK`; dropped (and so released) after the connections above.
     _lock: File,
 }
@@ -143,6 +172,18 @@ impl SqliteStore {
     /// Fails with [`Error::Locked`] if the directory is open elsewhere (in this process or
     /// another) and with [`Error::Corruption`] if SQLite finds the database damaged.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, SqliteOptions::default())
+    }
+
+    /// [`open`](Self::open) with the given tuning.
+    pub fn open_with(dir: &Path, options: SqliteOptions) -> Result<Self> {
+        if !(1..=blocks::MAX_BLOCK_BYTES).contains(&options.block_bytes) {
+            return Err(Error::Invalid(format!(
+                "a SQLite block size of {} bytes is outside 1..={}",
+                options.block_bytes,
+                blocks::MAX_BLOCK_BYTES
+            )));
+        }
         fs::create_dir_all(dir)?;
         let lock = lock_dir(dir, LOCK_FILE)?;
         let conn = Connection::open(dir.join(DB_FILE)).r2e()?;
@@ -177,15 +218,21 @@ impl SqliteStore {
             create.push_str(";\n");
         }
         create.push_str(split::create_sql());
+        create.push_str(blocks::CREATE_SQL);
         conn.execute_batch(&create).r2e()?;
+        let packs = Packs::open(&conn)?;
         Ok(SqliteStore {
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer {
                 conn,
                 synchronous_full: false,
+                blocks: BlockIndex::default(),
+                writes_since_pack: 0,
             }),
             readers: Mutex::new(Vec::new()),
             poisoned: PoisonFlag::default(),
+            packs,
+            options,
             _lock: lock,
         })
     }
@@ -215,7 +262,33 @@ impl SqliteStore {
             conn: Some(conn),
             store: self,
             in_txn: false,
+            memo: None,
         })
+    }
+
+    /// Packs the store before a write when [`SqliteOptions::pack_every_writes`] says so. A
+    /// failed pack fails the write before it starts.
+    fn pack_if_due(&self, w: &mut Writer) -> Result<()> {
+        if self.options.pack_every_writes == 0 {
+            return Ok(());
+        }
+        w.writes_since_pack += 1;
+        if w.writes_since_pack < self.options.pack_every_writes {
+            return Ok(());
+        }
+        w.writes_since_pack = 0;
+        repack(w, &self.packs, self.options.block_bytes).map(|_| ())
+    }
+
+    /// A reader for one read of `ks` outside a snapshot. Where blocks are read too, the two
+    /// queries run in one read transaction, or a `compact` or an unpacking write committed
+    /// between them could hide a row that was there all along.
+    fn consistent_reader(&self, ks: Keyspace) -> Result<Reader<'_>> {
+        let mut r = self.reader()?;
+        if self.packs.active(ks) {
+            r.begin_read()?;
+        }
+        Ok(r)
     }
 
     fn write_locked(&self, w: &mut Writer, batch: &SqliteBatch, opts: WriteOptions) -> Result<()> {
@@ -227,13 +300,21 @@ impl SqliteStore {
             w.conn.pragma_update(None, "synchronous", level).r2e()?;
             w.synchronous_full = opts.sync;
         }
+        let res = self.write_in_transaction(w, batch);
+        if res.is_err() {
+            w.blocks.forget(); // It may describe blocks of the rolled-back transaction.
+        }
+        res
+    }
+
+    fn write_in_transaction(&self, w: &mut Writer, batch: &SqliteBatch) -> Result<()> {
         let tx = w
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .r2e()?;
         // On an error, dropping `tx` rolls the transaction back.
-        check_expects(&tx, batch)?;
-        write_ops(&tx, batch)?;
+        check_expects(&tx, &self.packs, batch)?;
+        write_ops(&tx, &self.packs, &mut w.blocks, batch)?;
         tx.commit().r2e()
     }
 
@@ -251,6 +332,9 @@ impl SqliteStore {
         let (pragma, on) = split::WRITER_PRAGMA;
         w.conn.pragma_update(None, pragma, !on).r2e()?;
         let loaded = self.bulk_load_in_one_transaction(w, rows);
+        if loaded.is_err() {
+            w.blocks.forget();
+        }
         let restored = w.conn.pragma_update(None, pragma, on).r2e();
         let rows = loaded?;
         restored?;
@@ -266,6 +350,7 @@ impl SqliteStore {
         let mut count = 0u64;
         for row in rows {
             let (ks, k, v) = row?;
+            w.blocks.release(&tx, &self.packs, ks, &k)?;
             prepared(&tx, &mut puts[ks as usize], sql(ks).put)?
                 .execute([&k[..], split::head(ks, &v)])
                 .r2e()?;
@@ -289,11 +374,27 @@ impl SqliteStore {
     }
 }
 
+/// The value of `key` in `ks`: in the block that holds it, else in its row (`blocks.rs`: a
+/// key is in one of them, never both). The block first, because after a `compact` most keys
+/// are there, and a snapshot's `memo` finds their block without a query.
+pub(crate) fn get_value(
+    conn: &Connection,
+    packs: &Packs,
+    memo: Option<&Memo>,
+    ks: Keyspace,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    match packs.get(conn, memo, ks, key)? {
+        Some(v) => Ok(Some(v)),
+        None => split::get(conn, ks, key),
+    }
+}
+
 /// Every guard of the batch must hold (the key's current value equals the expected one).
-fn check_expects(tx: &Connection, batch: &SqliteBatch) -> Result<()> {
+fn check_expects(tx: &Connection, packs: &Packs, batch: &SqliteBatch) -> Result<()> {
     for e in batch.expects() {
         let (key, expected) = batch.guard(e);
-        let current = split::get(tx, e.ks, key)?;
+        let current = get_value(tx, packs, None, e.ks, key)?;
         if current.as_deref() != expected {
             return Err(Error::Precondition { keyspace: e.ks });
         }
@@ -302,8 +403,13 @@ fn check_expects(tx: &Connection, batch: &SqliteBatch) -> Result<()> {
 }
 
 /// Writes the batch's operations in order.
-fn write_ops(tx: &Connection, batch: &SqliteBatch) -> Result<()> {
-    let mut statements = Statements::new(tx);
+fn write_ops(
+    tx: &Connection,
+    packs: &Packs,
+    blocks: &mut BlockIndex,
+    batch: &SqliteBatch,
+) -> Result<()> {
+    let mut statements = Statements::new(tx, packs, blocks);
     let ops = batch.ops();
     let mut at = 0;
     while at < ops.len() {
@@ -332,15 +438,19 @@ fn is_sorted_put_run(batch: &SqliteBatch, ops: &[RecordedOp]) -> bool {
 /// The write statements of one transaction, prepared on first use, one per keyspace and kind.
 struct Statements<'tx> {
     tx: &'tx Connection,
+    packs: &'tx Packs,
+    blocks: &'tx mut BlockIndex,
     puts: [Option<CachedStatement<'tx>>; 6],
     put_runs: [Option<CachedStatement<'tx>>; 6],
     deletes: [Option<CachedStatement<'tx>>; 6],
 }
 
 impl<'tx> Statements<'tx> {
-    fn new(tx: &'tx Connection) -> Self {
+    fn new(tx: &'tx Connection, packs: &'tx Packs, blocks: &'tx mut BlockIndex) -> Self {
         Statements {
             tx,
+            packs,
+            blocks,
             puts: std::array::from_fn(|_| None),
             put_runs: std::array::from_fn(|_| None),
             deletes: std::array::from_fn(|_| None),
@@ -350,6 +460,9 @@ impl<'tx> Statements<'tx> {
     /// Writes a sorted run of [`PUT_ROWS`] puts into one keyspace with one execution.
     fn put_run(&mut self, batch: &SqliteBatch, run: &[RecordedOp]) -> Result<()> {
         let ks = run[0].ks;
+        for o in run {
+            self.blocks.release(self.tx, self.packs, ks, batch.key(o))?;
+        }
         let st = prepared(self.tx, &mut self.put_runs[ks as usize], put_many_sql(ks))?;
         for (n, o) in run.iter().enumerate() {
             st.raw_bind_parameter(2 * n + 1, batch.key(o)).r2e()?;
@@ -367,6 +480,13 @@ impl<'tx> Statements<'tx> {
     fn one(&mut self, batch: &SqliteBatch, op: &RecordedOp) -> Result<()> {
         let (a, b) = (batch.key(op), batch.value(op));
         let slot = op.ks as usize;
+        match op.kind {
+            OpKind::Put | OpKind::Delete => self.blocks.release(self.tx, self.packs, op.ks, a)?,
+            OpKind::DeleteRange if a < b => self
+                .blocks
+                .release_range(self.tx, self.packs, op.ks, a, b)?,
+            OpKind::DeleteRange => {}
+        }
         match op.kind {
             OpKind::Put => {
                 prepared(self.tx, &mut self.puts[slot], sql(op.ks).put)?
@@ -405,10 +525,31 @@ fn prepared<'s, 'tx>(
     })
 }
 
-/// [`Store::compact`]: `VACUUM` rebuilds the database in full pages without free ones, then a
-/// truncating checkpoint moves it out of the WAL. The rebuild is committed synced; its
-/// transient copy goes to a temporary file, not memory (`temp_store = MEMORY` would hold a
-/// copy of the whole database in RAM), and `MEMORY` is set again afterwards.
+/// [`Store::compact`], first step: packs the rows of the packed keyspaces into blocks
+/// (`pack.rs`), in one synced transaction. Returns the number of blocks made.
+fn repack(w: &mut Writer, packs: &Packs, block_bytes: usize) -> Result<u64> {
+    if !w.synchronous_full {
+        w.conn.pragma_update(None, "synchronous", "FULL").r2e()?;
+        w.synchronous_full = true;
+    }
+    // Whatever the outcome, the map is read again: the transaction rewrites every block.
+    w.blocks.forget();
+    let tx = w
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .r2e()?;
+    let made = pack::repack(&tx, packs, block_bytes)?;
+    if made > 0 {
+        packs.mark_present();
+    }
+    tx.commit().r2e()?;
+    Ok(made)
+}
+
+/// [`Store::compact`], second step: `VACUUM` rebuilds the database in full pages without
+/// free ones, then a truncating checkpoint moves it out of the WAL. The rebuild is committed
+/// synced; its transient copy goes to a temporary file, not memory (`temp_store = MEMORY`
+/// would hold a copy of the whole database in RAM), and `MEMORY` is set again afterwards.
 fn vacuum(w: &mut Writer) -> Result<()> {
     if !w.synchronous_full {
         w.conn.pragma_update(None, "synchronous", "FULL").r2e()?;
@@ -462,9 +603,21 @@ pub(crate) struct Reader<'a> {
     conn: Option<Connection>,
     store: &'a SqliteStore,
     in_txn: bool,
+    /// The block ranges a snapshot read (`blocks.rs`); only snapshots keep one.
+    memo: Option<Memo>,
 }
 
 impl Reader<'_> {
+    /// What the store knows of its packed blocks.
+    pub(crate) fn packs(&self) -> &Packs {
+        &self.store.packs
+    }
+
+    /// The snapshot's memo of block ranges, if this reader keeps one.
+    pub(crate) fn memo(&self) -> Option<&Memo> {
+        self.memo.as_ref()
+    }
+
     /// Start a read transaction and pin its snapshot by reading from the database.
     pub(crate) fn begin_read(&mut self) -> Result<()> {
         self.execute_batch("BEGIN DEFERRED").r2e()?;
@@ -506,7 +659,7 @@ impl Drop for Reader<'_> {
 
 impl ReadView for SqliteStore {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        split::get(&*self.reader()?, ks, key)
+        get_value(&*self.consistent_reader(ks)?, &self.packs, None, ks, key)
     }
 
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
@@ -516,7 +669,7 @@ impl ReadView for SqliteStore {
     }
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
-        crate::iter::last_in(&*self.reader()?, ks, &range)
+        crate::iter::last_in(&*self.consistent_reader(ks)?, &self.packs, None, ks, &range)
     }
 }
 
@@ -535,6 +688,7 @@ impl Store for SqliteStore {
     fn write(&self, batch: SqliteBatch, opts: WriteOptions) -> Result<()> {
         let mut w = lock(&self.writer);
         self.poisoned.check()?;
+        self.pack_if_due(&mut w)?;
         let res = self.write_locked(&mut w, &batch, opts);
         self.poisoned.observe(opts, &res);
         res
@@ -549,6 +703,7 @@ impl Store for SqliteStore {
     fn snapshot(&self) -> Result<SqliteSnapshot<'_>> {
         let mut r = self.reader()?;
         r.begin_read()?;
+        r.memo = Some(Memo::default());
         Ok(SqliteSnapshot { reader: r })
     }
 
@@ -559,13 +714,18 @@ impl Store for SqliteStore {
     }
 
     fn check_integrity(&self) -> Result<()> {
-        let r = self.reader()?;
-        integrity_check(&r, "integrity_check")
+        let mut r = self.reader()?;
+        integrity_check(&r, "integrity_check")?;
+        r.begin_read()?;
+        pack::verify(&r)
     }
 
     fn compact(&self) -> Result<()> {
         let mut w = lock(&self.writer);
         self.poisoned.check()?;
+        let packed = repack(&mut w, &self.packs, self.options.block_bytes).map(|_| ());
+        self.poisoned.observe(WriteOptions::SYNC, &packed);
+        packed?;
         vacuum(&mut w)
     }
 

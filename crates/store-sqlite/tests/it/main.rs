@@ -1,6 +1,9 @@
 //! msite-store-sqlite's integration tests (one binary).
 //!
 //! `conformance`: the shared Store conformance suite from `msite_core::testkit`.
+//! `conformance_packing`, `scenarios_packing`: both suites again on stores that pack their
+//! rows into blocks of a few rows before every fifth write, so that every case reads and
+//! writes across many blocks, and rows keep moving between tables and blocks.
 //! `scenarios`: the multi-replica protocol scenarios (sync, mastership, restore and its hard
 //! cases) from `msite_core::testkit`, every site a store of this backend.
 //! `split`: large `blobs` values kept in pieces that fit in a page.
@@ -11,7 +14,7 @@ use std::path::Path;
 
 use msite_core::store::{Error, Result};
 use msite_core::testkit::conformance::StoreFactory;
-use msite_store_sqlite::SqliteStore;
+use msite_store_sqlite::{SqliteOptions, SqliteStore};
 
 /// Opens [`SqliteStore`]s; every capability applies.
 #[derive(Clone)]
@@ -63,10 +66,40 @@ impl StoreFactory for SqliteFactory {
     }
 }
 
+/// Opens [`SqliteStore`]s that pack their rows into blocks of about 256 bytes of rows
+/// (`blocks.rs`) before every fifth write.
+#[derive(Clone)]
+struct PackingFactory;
+
+impl StoreFactory for PackingFactory {
+    type Store = SqliteStore;
+
+    fn open(&self, dir: &Path) -> Result<SqliteStore> {
+        let options = SqliteOptions {
+            block_bytes: 256,
+            pack_every_writes: 5,
+        };
+        SqliteStore::open_with(dir, options)
+    }
+
+    fn corrupt(&self, dir: &Path) -> Result<()> {
+        SqliteFactory.corrupt(dir)
+    }
+}
+
+mod blocks;
 mod split;
 
 mod conformance {
     msite_core::store_conformance_tests!(super::SqliteFactory);
+}
+
+mod conformance_packing {
+    msite_core::store_conformance_tests!(super::PackingFactory);
+}
+
+mod scenarios_packing {
+    msite_core::protocol_scenario_tests!(super::PackingFactory);
 }
 
 mod scenarios {

@@ -1,0 +1,247 @@
+//! The writer's side of packed blocks (`blocks.rs` states the rules): packing a keyspace's
+//! rows at `compact`, unpacking the block a write touches, and checking blocks.
+
+use std::ops::Bound;
+
+use msite_core::store::{Error, KeyValue, Keyspace, Result};
+use rusqlite::Connection;
+
+use crate::blocks::{self, Block, BlockMeta, Packs, Ranges, MAX_PACKED_ROW, PACKED};
+use crate::error::SqlResultExt;
+use crate::store::sql;
+
+const INSERT_BLOCK: &str = "INSERT INTO kv_packed (ks, first_k, last_k, v) VALUES (?1, ?2, ?3, ?4)";
+const DELETE_BLOCK: &str = "DELETE FROM kv_packed WHERE id = ?1";
+
+/// The writer's map of where each packed keyspace's blocks lie (first key → last key and
+/// id), read from the database on first use and forgotten whenever a transaction that may
+/// have changed blocks does not commit, so it never disagrees with the database.
+#[derive(Default)]
+pub(crate) struct BlockIndex {
+    loaded: Option<[Ranges; PACKED.len()]>,
+}
+
+impl BlockIndex {
+    /// Drop the map; the next write reads it again.
+    pub(crate) fn forget(&mut self) {
+        self.loaded = None;
+    }
+
+    fn map(&mut self, conn: &Connection, ks: Keyspace) -> Result<&mut Ranges> {
+        if self.loaded.is_none() {
+            let mut maps: [Ranges; PACKED.len()] = Default::default();
+            for (map, ks) in maps.iter_mut().zip(PACKED) {
+                *map = blocks::ranges(conn, ks)?;
+            }
+            self.loaded = Some(maps);
+        }
+        let at = PACKED
+            .iter()
+            .position(|p| *p == ks)
+            .expect("only packed keyspaces have blocks");
+        Ok(&mut self.loaded.as_mut().expect("loaded above")[at])
+    }
+
+    /// Before `key` of `ks` is written or deleted inside `tx`: moves the block that holds it,
+    /// if any, back into the table.
+    pub(crate) fn release(
+        &mut self,
+        tx: &Connection,
+        packs: &Packs,
+        ks: Keyspace,
+        key: &[u8],
+    ) -> Result<()> {
+        if !packs.active(ks) {
+            return Ok(());
+        }
+        let covering = self
+            .map(tx, ks)?
+            .range(..=key.to_vec())
+            .next_back()
+            .and_then(|(first, (last, id))| {
+                (key <= last.as_slice()).then(|| BlockMeta {
+                    id: *id,
+                    first: first.clone(),
+                    last: last.clone(),
+                })
+            });
+        if let Some(meta) = covering {
+            let block = packs.load(tx, ks, &meta)?;
+            if block.value(key).is_some() {
+                unpack(tx, ks, &meta, &block)?;
+                self.map(tx, ks)?.remove(&meta.first);
+            }
+        }
+        Ok(())
+    }
+
+    /// Before the keys `start..end` of `ks` are deleted inside `tx`: drops the blocks wholly
+    /// inside the range and moves those across its edges back into the table.
+    pub(crate) fn release_range(
+        &mut self,
+        tx: &Connection,
+        packs: &Packs,
+        ks: Keyspace,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<()> {
+        if !packs.active(ks) {
+            return Ok(());
+        }
+        let map = self.map(tx, ks)?;
+        // The block that may cover `start`, and every block that starts inside the range.
+        let from = map
+            .range(..=start.to_vec())
+            .next_back()
+            .map(|(f, _)| f.clone());
+        let lower = from.map_or(Bound::Included(start.to_vec()), Bound::Included);
+        let touched: Vec<BlockMeta> = map
+            .range((lower, Bound::Excluded(end.to_vec())))
+            .filter(|(_, (last, _))| last.as_slice() >= start)
+            .map(|(first, (last, id))| BlockMeta {
+                id: *id,
+                first: first.clone(),
+                last: last.clone(),
+            })
+            .collect();
+        for meta in touched {
+            if meta.first.as_slice() >= start && meta.last.as_slice() < end {
+                tx.prepare_cached(DELETE_BLOCK)
+                    .r2e()?
+                    .execute([meta.id])
+                    .r2e()?;
+            } else {
+                let block = packs.load(tx, ks, &meta)?;
+                unpack(tx, ks, &meta, &block)?;
+            }
+            self.map(tx, ks)?.remove(&meta.first);
+        }
+        Ok(())
+    }
+}
+
+/// Moves `block`'s rows into the table and deletes the block. A row the table already has
+/// (which the rules forbid) takes the block's value, the one readers saw.
+fn unpack(tx: &Connection, ks: Keyspace, meta: &BlockMeta, block: &Block) -> Result<()> {
+    let insert = format!(
+        "INSERT OR REPLACE INTO {} (k, v) VALUES (?1, ?2)",
+        sql(ks).table
+    );
+    let mut st = tx.prepare_cached(&insert).r2e()?;
+    for i in 0..block.len() {
+        let (k, v) = block.row(i);
+        st.execute([k, v]).r2e()?;
+    }
+    tx.prepare_cached(DELETE_BLOCK)
+        .r2e()?
+        .execute([meta.id])
+        .r2e()?;
+    Ok(())
+}
+
+/// Packs every row of the [`PACKED`] keyspaces, inside `tx`, into blocks of about
+/// `block_bytes`: the blocks there are are unpacked first, so the new ones are full and
+/// cover disjoint ranges. Memory stays at one block and one chunk of rows. Returns the
+/// number of blocks made.
+pub(crate) fn repack(tx: &Connection, packs: &Packs, block_bytes: usize) -> Result<u64> {
+    let mut made = 0;
+    for ks in PACKED {
+        for meta in blocks::all(tx, ks)? {
+            let block = packs.load(tx, ks, &meta)?;
+            unpack(tx, ks, &meta, &block)?;
+        }
+        made += pack_table(tx, ks, block_bytes)?;
+    }
+    Ok(made)
+}
+
+/// Packs the table of `ks` into blocks, in key order. A row longer than [`MAX_PACKED_ROW`]
+/// stays in the table and closes the block before it.
+fn pack_table(tx: &Connection, ks: Keyspace, block_bytes: usize) -> Result<u64> {
+    let mut made = 0;
+    let mut run: Vec<KeyValue> = Vec::new();
+    let mut run_bytes = 0;
+    let mut after = Bound::Unbounded;
+    loop {
+        let mut chunk = std::collections::VecDeque::new();
+        let done = crate::iter::refill(tx, ks, &after, &Bound::Unbounded, &mut chunk)?;
+        if let Some((k, _)) = chunk.back() {
+            after = Bound::Excluded(k.clone());
+        }
+        for (k, v) in chunk {
+            let len = k.len() + v.len();
+            if len > MAX_PACKED_ROW {
+                made += write_block(tx, ks, &mut run)?;
+                run_bytes = 0;
+                continue;
+            }
+            run.push((k, v));
+            run_bytes += len + 8;
+            if run_bytes >= block_bytes {
+                made += write_block(tx, ks, &mut run)?;
+                run_bytes = 0;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    made += write_block(tx, ks, &mut run)?;
+    Ok(made)
+}
+
+/// Writes `run` (consecutive rows of the table of `ks`) as one block and deletes its rows
+/// from the table; nothing for an empty run. Returns the number of blocks written.
+fn write_block(tx: &Connection, ks: Keyspace, run: &mut Vec<KeyValue>) -> Result<u64> {
+    let (Some((first, _)), Some((last, _))) = (run.first(), run.last()) else {
+        return Ok(0);
+    };
+    let data = Block::encode(run)?;
+    tx.prepare_cached(INSERT_BLOCK)
+        .r2e()?
+        .execute(rusqlite::params![ks.name(), first, last, data])
+        .r2e()?;
+    let delete = format!("DELETE FROM {} WHERE k >= ?1 AND k <= ?2", sql(ks).table);
+    tx.prepare_cached(&delete)
+        .r2e()?
+        .execute([first, last])
+        .r2e()?;
+    run.clear();
+    Ok(1)
+}
+
+/// Checks every block for `check_integrity`: each decodes to ordered rows inside its range,
+/// the ranges of a keyspace are disjoint, and no key is both in a block and in the table.
+pub(crate) fn verify(conn: &Connection) -> Result<()> {
+    for ks in PACKED {
+        let mut previous_last: Option<Vec<u8>> = None;
+        for meta in blocks::all(conn, ks)? {
+            if previous_last.as_ref().is_some_and(|p| *p >= meta.first) {
+                return Err(Error::Corruption(format!(
+                    "packed blocks of keyspace {ks} overlap at block {}",
+                    meta.id
+                )));
+            }
+            let data: Vec<u8> = conn
+                .query_row("SELECT v FROM kv_packed WHERE id = ?1", [meta.id], |r| {
+                    r.get(0)
+                })
+                .r2e()?;
+            let block = Block::decode(ks, &meta, &data)?;
+            let query = format!("SELECT k FROM {} WHERE k >= ?1 AND k <= ?2", sql(ks).table);
+            let mut st = conn.prepare_cached(&query).r2e()?;
+            let mut rows = st.query([&meta.first, &meta.last]).r2e()?;
+            while let Some(row) = rows.next().r2e()? {
+                let k: Vec<u8> = row.get(0).r2e()?;
+                if block.value(&k).is_some() {
+                    return Err(Error::Corruption(format!(
+                        "a key of keyspace {ks} is both in packed block {} and in its table",
+                        meta.id
+                    )));
+                }
+            }
+            previous_last = Some(meta.last);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! Rows packed into compressed blocks by `compact` (`src/blocks.rs`, `src/pack.rs`): the oplog
+//! and the object base leave their tables and take a fraction of the space, a write moves
+//! back only the block that holds its key, and a damaged block is reported as corruption,
+//! never read as a wrong answer.
+
+use msite_core::store::{
+    Error, KeyRange, Keyspace, ReadView, Store, StoreExt, WriteBatch, WriteOptions,
+};
+use msite_store_sqlite::{SqliteOptions, SqliteStore};
+use rusqlite::Connection;
+
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn raw(dir: &std::path::Path) -> Connection {
+    Connection::open(dir.join("store.sqlite3")).unwrap()
+}
+
+fn count(conn: &Connection, query: &str) -> i64 {
+    conn.query_row(query, [], |r| r.get(0)).unwrap()
+}
+
+fn blocks_of(conn: &Connection, ks: &str) -> i64 {
+    count(
+        conn,
+        &format!("SELECT count(*) FROM kv_packed WHERE ks = '{ks}'"),
+    )
+}
+
+/// Oplog-like rows: entries that repeat their origin, parent and field names, as canonical
+/// entries do.
+fn oplog_rows(n: u32) -> Rows {
+    (0..n)
+        .map(|i| {
+            let k = [b"origin-0000000r0".as_slice(), &u64::from(i).to_be_bytes()].concat();
+            let v = format!(
+                "entry {{ origin: r0, number: {i}, parent: {}, op: checkin {{ element: e{}, \
+                 branch: main, content: c{i} }} }}",
+                i.saturating_sub(1),
+                i % 97
+            );
+            (k, v.into_bytes())
+        })
+        .collect()
+}
+
+fn write_all(s: &SqliteStore, ks: Keyspace, rows: &Rows) {
+    for chunk in rows.chunks(500) {
+        let mut b = s.batch();
+        for (k, v) in chunk {
+            b.put(ks, k, v);
+        }
+        s.write(b, WriteOptions::SYNC).unwrap();
+    }
+}
+
+fn scan(s: &impl ReadView, ks: Keyspace) -> Rows {
+    s.scan(ks, KeyRange::all())
+        .unwrap()
+        .map(|kv| kv.unwrap())
+        .collect()
+}
+
+/// `compact` empties the tables of the oplog and the object base into blocks, leaves Meta
+/// alone, reads every row back the same, and keeps the rows in less than half their bytes.
+#[test]
+fn compact_packs_the_oplog_and_the_object_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    let oplog = oplog_rows(20_000);
+    let state: Rows = (0..5_000u32)
+        .map(|i| {
+            (
+                format!("e/{i:06}/main/1").into_bytes(),
+                b"version of element, by r0".to_vec(),
+            )
+        })
+        .collect();
+    write_all(&s, Keyspace::Oplog, &oplog);
+    write_all(&s, Keyspace::State, &state);
+    s.put_one(Keyspace::Meta, b"identity", b"r0", WriteOptions::SYNC)
+        .unwrap();
+    let bytes: usize = oplog
+        .iter()
+        .chain(&state)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    s.compact().unwrap();
+    let conn = raw(dir.path());
+    assert_eq!(count(&conn, "SELECT count(*) FROM kv_oplog"), 0);
+    assert_eq!(count(&conn, "SELECT count(*) FROM kv_state"), 0);
+    assert_eq!(count(&conn, "SELECT count(*) FROM kv_meta"), 1);
+    assert!(
+        blocks_of(&conn, "oplog") > 10,
+        "one block per 64 KiB of rows"
+    );
+    assert!(blocks_of(&conn, "state") > 1);
+    assert_eq!(scan(&s, Keyspace::Oplog), oplog);
+    assert_eq!(scan(&s, Keyspace::State), state);
+    assert_eq!(
+        s.get(Keyspace::Oplog, &oplog[12_345].0).unwrap(),
+        Some(oplog[12_345].1.clone())
+    );
+    let size = s.size_on_disk().unwrap();
+    assert!(
+        size < bytes as u64 / 2,
+        "{size} bytes on disk for {bytes} bytes of repetitive rows"
+    );
+    s.check_integrity().unwrap();
+}
+
+/// After a compaction into many blocks: overwriting or deleting a packed key moves its one
+/// block back into the table; a new key inside a block's range leaves the blocks alone; a
+/// range delete drops the blocks inside it and unpacks those across its edges.
+#[test]
+fn a_write_moves_back_only_the_block_that_holds_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_with(
+        dir.path(),
+        SqliteOptions {
+            block_bytes: 1024,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    let mut model: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+        oplog_rows(1_000).into_iter().collect();
+    write_all(&s, Keyspace::Oplog, &model.clone().into_iter().collect());
+    s.compact().unwrap();
+    let conn = raw(dir.path());
+    let blocks = blocks_of(&conn, "oplog");
+    assert!(blocks > 50, "{blocks} blocks");
+    let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+
+    s.put_one(
+        Keyspace::Oplog,
+        &keys[500],
+        b"rewritten",
+        WriteOptions::SYNC,
+    )
+    .unwrap();
+    model.insert(keys[500].clone(), b"rewritten".to_vec());
+    assert_eq!(blocks_of(&conn, "oplog"), blocks - 1);
+    let in_table = count(&conn, "SELECT count(*) FROM kv_oplog");
+    assert!(in_table > 1, "the block's other rows came back with it");
+
+    let between = [keys[700].clone(), vec![0]].concat();
+    s.put_one(Keyspace::Oplog, &between, b"new", WriteOptions::SYNC)
+        .unwrap();
+    model.insert(between, b"new".to_vec());
+    assert_eq!(
+        blocks_of(&conn, "oplog"),
+        blocks - 1,
+        "a new key unpacks nothing"
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM kv_oplog"), in_table + 1);
+
+    s.delete_one(Keyspace::Oplog, &keys[10], WriteOptions::SYNC)
+        .unwrap();
+    model.remove(&keys[10]);
+    let mut b = s.batch();
+    b.delete_range(Keyspace::Oplog, &keys[105], &keys[895]);
+    s.write(b, WriteOptions::SYNC).unwrap();
+    model.retain(|k, _| k < &keys[105] || k >= &keys[895]);
+    assert!(blocks_of(&conn, "oplog") < blocks / 4);
+    assert_eq!(
+        scan(&s, Keyspace::Oplog),
+        model.clone().into_iter().collect::<Rows>()
+    );
+    s.check_integrity().unwrap();
+    s.compact().unwrap();
+    assert_eq!(count(&conn, "SELECT count(*) FROM kv_oplog"), 0);
+    assert_eq!(
+        scan(&s, Keyspace::Oplog),
+        model.into_iter().collect::<Rows>()
+    );
+}
+
+/// A block whose bytes were damaged on disk fails the read of a key in it, and the integrity
+/// check, as corruption; so does a block whose recorded range does not match its rows.
+#[test]
+fn a_damaged_block_is_corruption_not_a_wrong_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = oplog_rows(2_000);
+    {
+        let s = SqliteStore::open_with(
+            dir.path(),
+            SqliteOptions {
+                block_bytes: 4096,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        write_all(&s, Keyspace::Oplog, &rows);
+        s.compact().unwrap();
+        let conn = raw(dir.path());
+        let (id, len): (i64, i64) = conn
+            .query_row(
+                "SELECT id, length(v) FROM kv_packed ORDER BY first_k LIMIT 1 OFFSET 3",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        conn.execute(
+            "UPDATE kv_packed SET v = CAST(substr(v, 1, ?2) || zeroblob(16) AS BLOB) WHERE id = ?1",
+            [id, len / 2],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(dir.path()).unwrap();
+    let damaged_key = {
+        let conn = raw(dir.path());
+        conn.query_row(
+            "SELECT first_k FROM kv_packed ORDER BY first_k LIMIT 1 OFFSET 3",
+            [],
+            |r| r.get::<_, Vec<u8>>(0),
+        )
+        .unwrap()
+    };
+    match s.get(Keyspace::Oplog, &damaged_key) {
+        Err(Error::Corruption(msg)) => assert!(msg.contains("packed block"), "{msg}"),
+        other => panic!("a damaged block read as {other:?}"),
+    }
+    assert!(s
+        .scan(Keyspace::Oplog, KeyRange::all())
+        .unwrap()
+        .any(|kv| kv.is_err()));
+    assert!(matches!(s.check_integrity(), Err(Error::Corruption(_))));
+    // A key in an intact block still reads.
+    assert_eq!(
+        s.get(Keyspace::Oplog, &rows[0].0).unwrap(),
+        Some(rows[0].1.clone())
+    );
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SqliteStore::open_with(
+            dir.path(),
+            SqliteOptions {
+                block_bytes: 4096,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        write_all(&s, Keyspace::Oplog, &rows);
+        s.compact().unwrap();
+    }
+    raw(dir.path())
+        .execute(
+            "UPDATE kv_packed SET last_k = CAST(last_k || x'00' AS BLOB) \
+             WHERE id = (SELECT id FROM kv_packed ORDER BY first_k LIMIT 1)",
+            [],
+        )
+        .unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    match s.check_integrity() {
+        Err(Error::Corruption(msg)) => assert!(msg.contains("outside its recorded range"), "{msg}"),
+        other => panic!("a block with a wrong range checked as {other:?}"),
+    }
+}
