@@ -71,7 +71,8 @@ fn mkreplica_snapshot_makes_a_replica_of_the_database_as_it_is() {
 }
 
 /// `msite compact` packs the store after a scrub: it reports its sizes, the digest and the
-/// files stay, the store is intact, and the family goes on replicating.
+/// files stay, the store is intact, and the family goes on replicating, new versions of
+/// packed elements included.
 #[test]
 fn compact_after_a_scrub_keeps_the_data() {
     let lab = Lab::hub(None);
@@ -106,9 +107,13 @@ fn compact_after_a_scrub_keeps_the_data() {
         lab.ok(&["-C", "boston", "cat", "f3.c"]),
         "int f3;\n".repeat(200)
     );
+    // A new version of a file boston packed, and one from a sibling, replicate as before.
+    lab.checkin("boston", "f3.c", "int f3_again;\n");
     lab.checkin("sanfran", "late.c", "int late;\n");
     lab.settle();
     assert_eq!(lab.digest("boston"), lab.digest("sanfran"));
+    assert_eq!(lab.ok(&["-C", "sanfran", "cat", "f3.c"]), "int f3_again;\n");
+    assert!(lab.ok(&["-C", "boston", "check"]).contains("intact"));
 }
 
 #[test]
