@@ -15,9 +15,9 @@ use rand_chacha::ChaCha8Rng;
 /// How a new replica is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Creation {
-    /// From every entry (`mkreplica export`, the default).
+    /// From every entry (`mkreplica export --history`).
     History,
-    /// From the object base as it is (`mkreplica export --snapshot`).
+    /// From the object base as it is (`mkreplica export`, the default).
     Snapshot,
 }
 

@@ -22,13 +22,13 @@ use super::trust::HeadCheck;
 impl<S: Store> Replica<S> {
     /// Creates replica `name` (mastered here), whose signing key is `key` (made at the new
     /// site, `SiteKey`), and plans its history creation packet: every entry and every content
-    /// held here, and the incarnations known here. Refused once retention dropped entries
-    /// here; [`Replica::plan_mkreplica_snapshot`] (`msite mkreplica export --snapshot`)
-    /// works then too.
+    /// held here, and the incarnations known here (`msite mkreplica export --history`).
+    /// Refused once retention dropped entries here; [`Replica::plan_mkreplica_snapshot`]
+    /// (the command's default) works then too.
     pub fn plan_mkreplica(&self, name: &str, key: &wire::PublicKey) -> Result<ExportPlan> {
         if let Some(why) = self.history_dropped(
             "make a history creation packet",
-            "make a snapshot creation packet instead (`msite mkreplica export --snapshot`)",
+            "make a snapshot creation packet instead (`msite mkreplica export` without --history)",
         )? {
             return Err(crate::error::CoreError::Invalid(why));
         }
@@ -214,7 +214,8 @@ impl<S: Store> Replica<S> {
         pkt: &mut Incoming<'_>,
         heads: super::trust::Heads,
     ) -> Result<(Txn<'s, S>, Appender)> {
-        let (own, next_lsn) = self.load_snapshot(pkt)?;
+        let loaded = self.load_snapshot(pkt)?;
+        let (own, next_lsn) = (loaded.own, loaded.next_lsn);
         for ((o, n), hash) in &heads.at {
             let held = Self::entry_hash_at(&self.store, o, *n)?;
             if own.get(o) == *n && held != Some(*hash) {
@@ -236,11 +237,13 @@ impl<S: Store> Replica<S> {
             txn.put(Keyspace::Epochs, &keys::own(o), &n.to_be_bytes());
         }
         txn.put(Keyspace::Meta, keys::NEXT_LSN, &next_lsn.to_be_bytes());
-        txn.put(
-            Keyspace::Meta,
-            super::snapshot::BASE_ROW,
-            &super::snapshot::base_row_value(&own),
-        );
+        if loaded.keep_base {
+            txn.put(
+                Keyspace::Meta,
+                super::snapshot::BASE_ROW,
+                &super::snapshot::base_row_value(&own),
+            );
+        }
         txn.delete(Keyspace::Meta, super::snapshot::CREATING);
         let ap = Appender::load(&txn)?;
         Ok((txn, ap))

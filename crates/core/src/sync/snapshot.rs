@@ -26,11 +26,15 @@
 //! ([`CREATING`]) and the synced commit that writes the identity and removes it: a store whose
 //! load was interrupted is found by [`Replica::open`]'s caller and never taken for a replica.
 //!
-//! The **snapshot base**: the importer keeps a local copy of the State rows it loaded
-//! ([`BASE_STATE`]) and the row they hold ([`BASE_ROW`]). Giving up entries (K13 retirements,
-//! fork repair) rebuilds the object base from it plus the held entries above that row
-//! ([`Replica::cannot_give_up`] says when it cannot: the entries to give up came with the
-//! snapshot, or retention dropped entries above the base).
+//! The **snapshot base**: when some entries did not travel (a chain base above 0), the
+//! importer keeps a local copy of the State rows it loaded ([`BASE_STATE`]) and the row they
+//! hold ([`BASE_ROW`]). Giving up entries (K13 retirements, fork repair) rebuilds the object
+//! base from it plus the held entries above that row ([`Replica::cannot_give_up`] says when
+//! it cannot: the entries to give up came with the snapshot, or retention dropped entries
+//! above the base). When every entry travelled (no chain base: retention off at the
+//! creator), the new replica keeps no base: it holds the whole oplog, as a replica made from
+//! the history does, and rebuilds from it the same way. Layout 2 sends the chain bases before
+//! the rows, so the importer knows which case it is in before the first State row.
 
 use ed25519_dalek::Signer;
 use msite_packet::{sign, wire, Record};
@@ -46,9 +50,13 @@ use crate::store::{self, KeyRange, Keyspace, ReadView, Store, StoreExt, WriteOpt
 use super::export::ExportPlan;
 use super::packet::{Incoming, RecordSink};
 
-/// The layout version of the rows a snapshot carries (the header's `snapshot` field): the
-/// key layouts of State, Blobs and the Peers tags below, as this release stores them.
-pub(crate) const LAYOUT: u64 = 1;
+/// The layout version of the rows a snapshot writes (the header's `snapshot` field): the
+/// key layouts of State, Blobs and the Peers tags below, as this release stores them, and
+/// the order of the runs. Layout 2: chain bases, State, Blobs, Peers, oplog records.
+pub(crate) const LAYOUT: u64 = 2;
+/// The layouts this release loads. Layout 1 (chain bases after Peers) keeps a snapshot base
+/// always: its importer meets the chain bases only after the State rows.
+const LOADS: [u64; 2] = [1, 2];
 
 /// Meta: present while a store is being made from a snapshot; removed by the commit that
 /// writes the identity. A store holding it is an interrupted creation.
@@ -155,6 +163,13 @@ impl<S: Store> Replica<S> {
         Ok(plan)
     }
 
+    /// Whether this replica keeps a snapshot base: it was made from a snapshot that left
+    /// some entries out (a replica made from the history, or from a snapshot that carried
+    /// every entry, keeps none and rebuilds from its whole oplog).
+    pub fn has_snapshot_base(&self) -> Result<bool> {
+        Ok(self.store.get(Keyspace::Meta, BASE_ROW)?.is_some())
+    }
+
     /// Why this replica cannot give up the entries of `o` from `from` on (`what` says what
     /// for; None: it can). Rebuilding the object base without them needs the snapshot base
     /// (none for a replica made from the history) and every entry above it: refused when the
@@ -212,6 +227,7 @@ impl<S: Store> Replica<S> {
             sink,
             hasher: sign::SnapshotHasher::new(),
         };
+        self.write_bases(&snap, plan, &mut out)?;
         for (ks, sp) in [
             (Keyspace::State, space::STATE),
             (Keyspace::Blobs, space::BLOBS),
@@ -227,7 +243,7 @@ impl<S: Store> Replica<S> {
                 out.row(space::PEERS, &k, &v)?;
             }
         }
-        self.write_chains(&snap, plan, &mut out)?;
+        Self::write_oplog(&snap, plan, &mut out)?;
         let (rows, hash) = out.hasher.finish();
         let msg = sign::snapshot_message(&wire::Id(self.family.0), packet_id, rows, &hash);
         let signature = self.signing_key()?.sign(&msg).to_bytes();
@@ -235,9 +251,9 @@ impl<S: Store> Replica<S> {
         Ok(rows)
     }
 
-    /// The chain bases (number, hash, dropped mark) of every origin the creator holds, then
-    /// the oplog records above them (the plan's ranges).
-    fn write_chains<R: ReadView + ?Sized>(
+    /// The chain bases (number, hash, dropped mark) of the origins whose entries do not all
+    /// travel (the plan's ranges that start above 1).
+    fn write_bases<R: ReadView + ?Sized>(
         &self,
         snap: &R,
         plan: &ExportPlan,
@@ -259,6 +275,15 @@ impl<S: Store> Replica<S> {
                 .done();
             out.row(space::BASE, &o.0, &v)?;
         }
+        Ok(())
+    }
+
+    /// The oplog records above the chain bases (the plan's ranges).
+    fn write_oplog<R: ReadView + ?Sized>(
+        snap: &R,
+        plan: &ExportPlan,
+        out: &mut SnapshotOut<'_>,
+    ) -> Result<()> {
         for (o, from, to) in plan.ranges.iter().filter(|(_, f, t)| f <= t) {
             let range = KeyRange::between(keys::oplog(o, *from), keys::oplog(o, to + 1));
             for kv in snap.scan(Keyspace::Oplog, range)? {
@@ -273,9 +298,9 @@ impl<S: Store> Replica<S> {
     /// [`CREATING`] first), checking their count, hash and the sender's signature; returns the
     /// own row its chain bases and oplog records make, and the next apply sequence number.
     /// The caller writes them and the identity, and removes the mark.
-    pub(super) fn load_snapshot(&self, pkt: &mut Incoming<'_>) -> Result<(Row, u64)> {
+    pub(super) fn load_snapshot(&self, pkt: &mut Incoming<'_>) -> Result<LoadedSnapshot> {
         let h = pkt.header.clone();
-        if h.snapshot != LAYOUT {
+        if !LOADS.contains(&h.snapshot) {
             return Err(CoreError::Invalid(format!(
                 "{} is a snapshot of layout {}, which this release of msite cannot load (it knows layout {LAYOUT}); upgrade msite at the new site",
                 pkt.source, h.snapshot
@@ -302,6 +327,8 @@ impl<S: Store> Replica<S> {
             own: Row::default(),
             last: Default::default(),
             next_lsn: 1,
+            layout: h.snapshot,
+            keep_base: None,
             pending: None,
             ended: false,
             failed: None,
@@ -326,8 +353,22 @@ impl<S: Store> Replica<S> {
                 "its chain bases differ from its sender's row",
             ));
         }
-        Ok((load.own, load.next_lsn))
+        Ok(LoadedSnapshot {
+            keep_base: load.keep_base.unwrap_or(!load.last.is_empty()),
+            own: load.own,
+            next_lsn: load.next_lsn,
+        })
     }
+}
+
+/// What a loaded snapshot holds, for the commit that makes the new replica.
+pub(super) struct LoadedSnapshot {
+    /// The own row its chain bases and oplog records make.
+    pub(super) own: Row,
+    /// The apply sequence number after its oplog records.
+    pub(super) next_lsn: u64,
+    /// Whether the importer kept a snapshot base (some entries did not travel).
+    pub(super) keep_base: bool,
 }
 
 /// The refusal of a damaged snapshot: what is wrong and what to do.
@@ -363,6 +404,11 @@ struct SnapshotIn {
     last: std::collections::BTreeMap<ReplicaId, (u64, Hash)>,
     /// The apply sequence after the carried oplog records (theirs are the creator's).
     next_lsn: u64,
+    /// The packet's row layout.
+    layout: u64,
+    /// Whether State rows get a base copy: decided at the first State row (layout 2: when a
+    /// chain base came before it; layout 1: always).
+    keep_base: Option<bool>,
     /// A second row a record makes (a chain base's dropped mark, a State row's base copy),
     /// loaded next.
     pending: Option<KeyValueIn>,
@@ -420,7 +466,7 @@ impl SnapshotIn {
                 let ks = ks_of(space, &key).ok_or_else(|| {
                     incomplete(&self.src, &format!("a row of unknown space {space}"))
                 })?;
-                if ks == Keyspace::State {
+                if ks == Keyspace::State && self.keeps_base() {
                     let base = [BASE_STATE, &key].concat();
                     self.pending = Some((Keyspace::Meta, base, value.clone()));
                 }
@@ -450,10 +496,24 @@ impl SnapshotIn {
         }
     }
 
+    /// Whether State rows get a base copy, decided at the first one: in layout 2 the chain
+    /// bases came before it, so a snapshot without them carries every entry and needs none.
+    fn keeps_base(&mut self) -> bool {
+        let layout = self.layout;
+        let bases = !self.last.is_empty();
+        *self.keep_base.get_or_insert(layout == 1 || bases)
+    }
+
     /// A chain base: the own row's cell, the retained base of retain.rs and (next) the dropped
     /// mark: what the family may no longer keep, which is the creator's, not the base.
     fn base(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<KeyValueIn> {
         let bad = || incomplete(&self.src, "a malformed chain base");
+        if self.layout >= 2 && self.keep_base.is_some() {
+            return Err(incomplete(
+                &self.src,
+                "a chain base follows the object base's rows",
+            ));
+        }
         let origin = ReplicaId(key.as_slice().try_into().map_err(|_| bad())?);
         if value.len() != 48 {
             return Err(bad());
@@ -530,4 +590,90 @@ pub fn interrupted_creation<R: ReadView + ?Sized>(r: &R) -> Result<Option<String
     Ok(r.get(Keyspace::Meta, CREATING)?.map(|_| {
         "this store holds an interrupted replica creation (`msite mkreplica import` stopped before it finished): it is not a replica; remove the store and import the creation packet again".to_string()
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loader for a packet of row layout `layout` (the header checks are not its part).
+    fn loader(layout: u64) -> SnapshotIn {
+        SnapshotIn {
+            src: "test packet".into(),
+            family: wire::Id([1; 16]),
+            packet_id: wire::Id([2; 16]),
+            key: [3; 32],
+            hasher: sign::SnapshotHasher::new(),
+            own: Row::default(),
+            last: Default::default(),
+            next_lsn: 1,
+            layout,
+            keep_base: None,
+            pending: None,
+            ended: false,
+            failed: None,
+        }
+    }
+
+    fn state_row() -> Result<Record> {
+        Ok(Record::Row {
+            space: space::STATE,
+            key: b"state key".to_vec(),
+            value: b"state value".to_vec(),
+        })
+    }
+
+    fn chain_base() -> Result<Record> {
+        let value = [&7u64.to_be_bytes()[..], &[9; 32], &0u64.to_be_bytes()].concat();
+        Ok(Record::Row {
+            space: space::BASE,
+            key: vec![5; 16],
+            value,
+        })
+    }
+
+    /// The rows `records` load, or the first error.
+    fn load(layout: u64, records: Vec<Result<Record>>) -> Result<Vec<KeyValueIn>> {
+        let mut load = loader(layout);
+        let mut it = records.into_iter();
+        let mut rows = Vec::new();
+        while let Some(row) = load.next(&mut it) {
+            match (row, load.failed.take()) {
+                (Ok(row), None) => rows.push(row),
+                (_, Some(e)) => return Err(e),
+                (Err(e), None) => return Err(e.into()),
+            }
+        }
+        Ok(rows)
+    }
+
+    fn base_copies(rows: &[KeyValueIn]) -> usize {
+        rows.iter()
+            .filter(|(ks, k, _)| *ks == Keyspace::Meta && k.starts_with(BASE_STATE))
+            .count()
+    }
+
+    /// Layout 2 without a chain base carries every entry: no State row gets a base copy.
+    /// With a chain base first, every State row does.
+    #[test]
+    fn layout_2_keeps_a_base_only_when_a_chain_base_came_first() {
+        let rows = load(2, vec![state_row()]).unwrap();
+        assert_eq!(base_copies(&rows), 0);
+        let rows = load(2, vec![chain_base(), state_row()]).unwrap();
+        assert_eq!(base_copies(&rows), 1);
+    }
+
+    /// Layout 2 refuses a chain base after a State row (its importer decided already);
+    /// layout 1, whose chain bases come after the State rows, keeps a base copy of each.
+    #[test]
+    fn layout_1_always_keeps_a_base_and_layout_2_wants_chain_bases_first() {
+        let err = load(2, vec![state_row(), chain_base()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a chain base follows the object base's rows"),
+            "{err}"
+        );
+        let rows = load(1, vec![state_row(), chain_base()]).unwrap();
+        assert_eq!(base_copies(&rows), 1);
+    }
 }

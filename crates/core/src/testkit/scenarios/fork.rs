@@ -325,13 +325,16 @@ pub fn case_fork_repair_at_a_snapshot_replica_above_its_base<F: StoreFactory>(fa
 
 /// A replica made from a snapshot that holds the forked timeline in its snapshot rows cannot
 /// give it up (the history below is not there): it refuses the decision's packet, telling the
-/// operator to re-create it, and changes nothing; the other sites converge. (r2 never
-/// reports, so the snapshot carries the given-up entries as oplog records above its chain
-/// bases and the new replica knows which entry it holds there.)
+/// operator to re-create it, and changes nothing; the other sites converge. (Retention is on
+/// at the creator, so some entries stay out of the snapshot and the new replica keeps a
+/// snapshot base; r2 never reports, so the snapshot carries the given-up entries as oplog
+/// records above its chain bases and the new replica knows which entry it holds there.)
 pub fn case_fork_repair_at_a_snapshot_replica_within_its_base<F: StoreFactory>(factory: &F) {
     let mut f = Family::new(factory, 3, 67);
     let (_, k) = fork_r1(&mut f, &[(0, 1)]);
+    f.sites[0].set_retention_window(Some(0)).unwrap();
     let s = f.mkreplica_snapshot(0, "s");
+    assert!(f.sites[s].has_snapshot_base().unwrap());
     let before = f.sites[s].digest().unwrap();
     f.sites[1]
         .repair_fork(&f.id(1), k, KeepTimeline::This)
@@ -342,6 +345,31 @@ pub fn case_fork_repair_at_a_snapshot_replica_within_its_base<F: StoreFactory>(f
     refused_for_recreation(&f, s, p);
     assert_eq!(f.sites[s].digest().unwrap(), before);
     assert!(f.sites[s].fork_decisions().unwrap().is_empty());
+    assert_eq!(f.sites[0].digest().unwrap(), f.sites[1].digest().unwrap());
+}
+
+/// A replica made from a snapshot that carried every entry (retention off at the creator,
+/// the default) keeps no snapshot base: it holds the whole oplog, as a history-made replica
+/// does, so it gives up a forked timeline its snapshot holds as one would, and the family
+/// converges on the kept timeline.
+pub fn case_fork_repair_at_a_snapshot_replica_with_the_whole_oplog<F: StoreFactory>(factory: &F) {
+    let mut f = Family::new(factory, 3, 68);
+    let (_, k) = fork_r1(&mut f, &[(0, 1)]);
+    let s = f.mkreplica_snapshot(0, "s");
+    assert!(!f.sites[s].has_snapshot_base().unwrap());
+    assert!(f.sites[s].chain_base(&f.id(1)).unwrap().is_none());
+    assert!(
+        f.sites[s].entry(&f.id(1), k).unwrap().is_some(),
+        "s holds A"
+    );
+    f.sites[1]
+        .repair_fork(&f.id(1), k, KeepTimeline::This)
+        .unwrap();
+    let pairs = [(0, 1), (0, s)];
+    exchange(&f, &pairs, 3);
+    f.settle(&pairs);
+    assert!(f.sites[s].fork_decisions().unwrap().len() == 1);
+    assert_eq!(f.sites[s].digest().unwrap(), f.sites[1].digest().unwrap());
     assert_eq!(f.sites[0].digest().unwrap(), f.sites[1].digest().unwrap());
 }
 

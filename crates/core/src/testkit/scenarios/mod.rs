@@ -430,6 +430,7 @@ macro_rules! protocol_scenario_tests {
             fork_repair_at_a_snapshot_replica_above_its_base => case_fork_repair_at_a_snapshot_replica_above_its_base,
             fork_repair_at_a_snapshot_replica_within_its_base => case_fork_repair_at_a_snapshot_replica_within_its_base,
             fork_repair_below_a_snapshot_replicas_chain_base => case_fork_repair_below_a_snapshot_replicas_chain_base,
+            fork_repair_at_a_snapshot_replica_with_the_whole_oplog => case_fork_repair_at_a_snapshot_replica_with_the_whole_oplog,
             direct_export_after_a_restoration_sends_only_what_is_new => case_direct_export_after_a_restoration_sends_only_what_is_new,
             a_report_the_relay_made_up_raises_no_estimate => case_a_report_the_relay_made_up_raises_no_estimate,
             snapshot_replica_is_indistinguishable_from_a_history_one => case_snapshot_replica_is_indistinguishable_from_a_history_one,
