@@ -112,16 +112,17 @@ impl Mkreplica {
 #[command(
     group(clap::ArgGroup::new("sealing").required(true).args(["encrypt_to", "no_encrypt"])),
     long_about = "Creates the replica object NAME, mastered by this replica, and writes a creation \
-packet holding everything the new replica needs: every change ever made (refused once `msite \
-scrub` dropped some). With --snapshot it carries a snapshot of the database as it is now \
-instead (every element, version, label and content), which the new site loads in bulk rather \
-than replaying, and it works after a scrub too. Of the history it carries only what the \
-restore window (`msite scrub --keep`) tells this replica to keep: with retention off, every \
-change, since a sibling restored from any backup may need them back; with retention on, the \
-few recent changes a sibling may still lack, so it costs what the tree costs however long the \
-history is. A replica made from a snapshot cannot hand a sibling the changes left out of it, \
-and cannot give up entries its snapshot holds (`msite repairfork`, or a sibling's restoration that retires entries): \
-it must then be re-created. The new site's operator \
+packet holding everything the new replica needs: a snapshot of the database as it is now \
+(every element, version, label and content), which the new site loads in bulk rather than \
+replaying, and of the history only what the restore window (`msite scrub --keep`) tells this \
+replica to keep. With retention off (the default), every change travels too, since a sibling \
+restored from any backup may need them back: the new replica then holds the whole history, as \
+one made with --history does. With retention on, only the few recent changes a sibling may \
+still lack travel, so the packet costs what the tree costs however long the history is; the \
+new replica cannot hand a sibling the changes left out of it, and cannot give up entries its \
+snapshot holds (`msite repairfork`, or a sibling's restoration that retires entries): it must \
+then be re-created. --history writes every change ever made instead, for the new site to \
+replay (refused once `msite scrub` dropped some). The new site's operator \
 first runs `msite identity --new FILE` and sends you the two lines it prints: the `age1…` \
 recipient for --encrypt-to and the signing key for --key. The key is written into this \
 replica's history with the entry that creates NAME, so every sibling knows it before NAME sends \
@@ -129,7 +130,7 @@ anything and refuses a packet of NAME signed by any other key. The packet carrie
 database, so it is sealed (encrypted with age) to the recipient; --no-encrypt writes it in the \
 clear. Ship the packet to the new site and run `msite mkreplica import PACKET DIR --identity \
 FILE` there.",
-    after_help = "Example:\n  msite identity --new sanfran.age        # at the new site: prints RECIPIENT and KEY\n  msite -C boston mkreplica export sanfran --encrypt-to age1…(RECIPIENT) --key 3f1c…(KEY)\n  msite -C boston mkreplica export bangalore --out /mnt/usb --no-encrypt --key 9a0b…\n  msite -C boston mkreplica export tokyo --snapshot --no-encrypt --key 5d2e…   (the database as it is now)"
+    after_help = "Example:\n  msite identity --new sanfran.age        # at the new site: prints RECIPIENT and KEY\n  msite -C boston mkreplica export sanfran --encrypt-to age1…(RECIPIENT) --key 3f1c…(KEY)\n  msite -C boston mkreplica export bangalore --out /mnt/usb --no-encrypt --key 9a0b…\n  msite -C boston mkreplica export tokyo --history --no-encrypt --key 5d2e…   (every change, replayed at the new site)"
 )]
 pub struct MkreplicaExport {
     /// The new replica's name (unique in the family).
@@ -143,10 +144,12 @@ pub struct MkreplicaExport {
     /// Write the creation packet unencrypted (anyone holding it can read the database).
     #[arg(long)]
     pub no_encrypt: bool,
-    /// Carry a snapshot of the database as it is now instead of replaying the whole history
-    /// (faster on a long history; with retention on, smaller too; works after `msite scrub`;
-    /// the new replica cannot give up entries its snapshot holds and must be re-created when a
-    /// fork repair or a restoration needs it to).
+    /// Carry every change ever made, for the new site to replay, instead of a snapshot of the
+    /// database (slower on a long history; refused once `msite scrub` dropped some changes).
+    #[arg(long, conflicts_with = "snapshot")]
+    pub history: bool,
+    /// Carry a snapshot of the database as it is now (the default; kept for scripts written
+    /// when the history was).
     #[arg(long)]
     pub snapshot: bool,
     /// The new replica's signing key: the 64 hex digits `msite identity --new` printed at the
@@ -164,9 +167,9 @@ impl MkreplicaExport {
         crate::site::remove_unfinished(r, &out);
         msite_packet::sealed::parse_recipients(&self.encrypt_to)?;
         let key = self.signing_key()?;
-        let plan = match self.snapshot {
-            true => r.plan_mkreplica_snapshot(&self.name, &key)?,
-            false => r.plan_mkreplica(&self.name, &key)?,
+        let plan = match self.history {
+            true => r.plan_mkreplica(&self.name, &key)?,
+            false => r.plan_mkreplica_snapshot(&self.name, &key)?,
         };
         if let [only] = &self.encrypt_to[..] {
             // The new site's recipient, until it announces it itself (`seal-policy`).
@@ -208,9 +211,9 @@ impl MkreplicaExport {
         counts: (u64, u64, u64),
     ) -> anyhow::Result<()> {
         let (entries, blobs, bytes) = counts;
-        let what = match self.snapshot {
-            true => format!("snapshot, {}", util::count(blobs, "row", "rows")),
-            false => format!("history, {}", util::count(entries, "entry", "entries")),
+        let what = match self.history {
+            true => format!("history, {}", util::count(entries, "entry", "entries")),
+            false => format!("snapshot, {}", util::count(blobs, "row", "rows")),
         };
         ctx.say(format!(
             "Created replica {} (mastered by {}); its creation packet ({what}, {}):",

@@ -154,16 +154,18 @@ impl Lab {
         (recipient, lines.next().expect("a signing key"))
     }
 
-    /// Creates replica `name` at `creator` and makes its site (a history creation packet).
+    /// Creates replica `name` at `creator` and makes its site (the default: a snapshot
+    /// creation packet); checks that the packet says it carries a snapshot.
     fn mkreplica(&self, creator: &str, name: &str) {
-        self.mkreplica_with(creator, name, &[]);
+        let said = self.mkreplica_with(creator, name, &[]);
+        assert!(said.contains("(snapshot, "), "{said}");
     }
 
-    /// Creates replica `name` at `creator` from a snapshot creation packet and makes its site;
-    /// checks that the packet says it carries a snapshot.
-    fn mkreplica_snapshot(&self, creator: &str, name: &str) {
-        let said = self.mkreplica_with(creator, name, &["--snapshot"]);
-        assert!(said.contains("(snapshot, "), "{said}");
+    /// Creates replica `name` at `creator` from a history creation packet and makes its site;
+    /// checks that the packet says it carries the history.
+    fn mkreplica_history(&self, creator: &str, name: &str) {
+        let said = self.mkreplica_with(creator, name, &["--history"]);
+        assert!(said.contains("(history, "), "{said}");
     }
 
     /// Creates replica `name` at `creator` with `extra` export options; what the export said.

@@ -44,6 +44,7 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
             "mkreplica",
             "export",
             "delhi",
+            "--history",
             "--no-encrypt",
             "--key",
             &key,
@@ -51,23 +52,29 @@ fn scrub_drops_history_every_sibling_holds_and_keeps_the_digest() {
     );
     assert!(
         err.contains(
-            "make a snapshot creation packet instead (`msite mkreplica export --snapshot`)"
+            "make a snapshot creation packet instead (`msite mkreplica export` without --history)"
         ),
         "{err}"
     );
-    // A snapshot works after the scrub: the new site holds the same database.
-    lab.mkreplica_snapshot("boston", "delhi");
+    // A snapshot (the default) works after the scrub: the new site holds the same database.
+    lab.mkreplica("boston", "delhi");
     assert_eq!(lab.digest("delhi"), lab.digest("boston"));
     assert_eq!(lab.ok(&["-C", "delhi", "cat", "a.c"]), "int a;\n");
 }
 
+/// Both ways of making a replica give the same database: the snapshot (the default) and
+/// the history (`--history`).
 #[test]
-fn mkreplica_snapshot_makes_a_replica_of_the_database_as_it_is() {
+fn mkreplica_makes_a_replica_from_a_snapshot_or_the_history() {
     let lab = Lab::hub(None);
     lab.checkin("boston", "a.c", "int a;\n");
-    lab.mkreplica_snapshot("boston", "tokyo");
+    lab.mkreplica("boston", "tokyo");
     assert_eq!(lab.digest("tokyo"), lab.digest("boston"));
-    assert_eq!(lab.ok(&["-C", "tokyo", "cat", "a.c"]), "int a;\n");
+    lab.mkreplica_history("boston", "delhi");
+    assert_eq!(lab.digest("delhi"), lab.digest("boston"));
+    for site in ["tokyo", "delhi"] {
+        assert_eq!(lab.ok(&["-C", site, "cat", "a.c"]), "int a;\n");
+    }
 }
 
 /// `msite compact` packs the store after a scrub: it reports its sizes, the digest and the
