@@ -152,7 +152,8 @@ pub struct SqliteStore {
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
     poisoned: PoisonFlag,
-    pub(crate) packs: Packs,
+    /// Boxed: the block cache would make the store (and `AnyStore`) several times larger.
+    pub(crate) packs: Box<Packs>,
     options: SqliteOptions,
     /// The lock on `DIR/LOCK`; dropped (and so released) after the connections above.
     _lock: File,
@@ -220,7 +221,7 @@ impl SqliteStore {
         create.push_str(split::create_sql());
         create.push_str(blocks::CREATE_SQL);
         conn.execute_batch(&create).r2e()?;
-        let packs = Packs::open(&conn)?;
+        let packs = Box::new(Packs::open(&conn)?);
         Ok(SqliteStore {
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer {
