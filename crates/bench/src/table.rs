@@ -156,7 +156,7 @@ fn tree_row(b: &str, t: &Value, git: Option<f64>) -> Value {
 
 fn tree_snapshot_row(b: &str, t: &Value, git: Option<f64>) -> Value {
     error_row("Tree replication (snapshot)", b, t, "≤ 0.5").unwrap_or_else(|| {
-        let what = "Tree replication from a snapshot, retention on (mkreplica export --snapshot + create_from_packet vs bundle + clone --bare)".to_string();
+        let what = "Tree replication from a snapshot, retention on (mkreplica export + create_from_packet vs bundle + clone --bare)".to_string();
         secs_row(what, b, f(t, "snapshot_secs"), git, 0.5)
     })
 }
