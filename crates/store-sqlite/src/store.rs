@@ -115,6 +115,45 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// The writer connection to the database in `dir`: WAL mode, its pragmas, every table.
+fn open_writer(dir: &Path) -> Result<Connection> {
+    let conn = Connection::open(dir.join(DB_FILE)).r2e()?;
+    configure(&conn)?;
+    // Takes effect only while the database is still empty (a new store): an existing
+    // store keeps the page size it was created with.
+    conn.pragma_update(None, "page_size", PAGE_SIZE).r2e()?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .r2e()?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Backend {
+            backend: BACKEND,
+            source: format!(
+                "could not switch {} to WAL mode (got {mode})",
+                dir.display()
+            )
+            .into(),
+        });
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL").r2e()?;
+    conn.pragma_update(None, "cache_size", -65536).r2e()?;
+    // Statement journals (a multi-row put needs one, to undo a half-done statement) in
+    // memory rather than in a temporary file: they hold a few pages and never need to
+    // survive a crash (the transaction's own WAL frames do).
+    conn.pragma_update(None, "temp_store", "MEMORY").r2e()?;
+    conn.pragma_update(None, split::WRITER_PRAGMA.0, split::WRITER_PRAGMA.1)
+        .r2e()?;
+    let mut create = String::new();
+    for ks in Keyspace::ALL {
+        create.push_str(sql(ks).create);
+        create.push_str(";\n");
+    }
+    create.push_str(split::create_sql());
+    create.push_str(blocks::CREATE_SQL);
+    conn.execute_batch(&create).r2e()?;
+    Ok(conn)
+}
+
 /// The writer connection, the `synchronous` setting it currently has, and where the packed
 /// blocks lie.
 struct Writer {
@@ -187,40 +226,7 @@ impl SqliteStore {
         }
         fs::create_dir_all(dir)?;
         let lock = lock_dir(dir, LOCK_FILE)?;
-        let conn = Connection::open(dir.join(DB_FILE)).r2e()?;
-        configure(&conn)?;
-        // Takes effect only while the database is still empty (a new store): an existing
-        // store keeps the page size it was created with.
-        conn.pragma_update(None, "page_size", PAGE_SIZE).r2e()?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .r2e()?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Backend {
-                backend: BACKEND,
-                source: format!(
-                    "could not switch {} to WAL mode (got {mode})",
-                    dir.display()
-                )
-                .into(),
-            });
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL").r2e()?;
-        conn.pragma_update(None, "cache_size", -65536).r2e()?;
-        // Statement journals (a multi-row put needs one, to undo a half-done statement) in
-        // memory rather than in a temporary file: they hold a few pages and never need to
-        // survive a crash (the transaction's own WAL frames do).
-        conn.pragma_update(None, "temp_store", "MEMORY").r2e()?;
-        conn.pragma_update(None, split::WRITER_PRAGMA.0, split::WRITER_PRAGMA.1)
-            .r2e()?;
-        let mut create = String::new();
-        for ks in Keyspace::ALL {
-            create.push_str(sql(ks).create);
-            create.push_str(";\n");
-        }
-        create.push_str(split::create_sql());
-        create.push_str(blocks::CREATE_SQL);
-        conn.execute_batch(&create).r2e()?;
+        let conn = open_writer(dir)?;
         let packs = Box::new(Packs::open(&conn)?);
         Ok(SqliteStore {
             dir: dir.to_path_buf(),
