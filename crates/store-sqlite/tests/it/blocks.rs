@@ -175,47 +175,40 @@ fn a_write_moves_back_only_the_block_that_holds_its_key() {
     );
 }
 
-/// A block whose bytes were damaged on disk fails the read of a key in it, and the integrity
-/// check, as corruption; so does a block whose recorded range does not match its rows.
+/// A store in `dir` holding `rows` of the oplog, packed into blocks of about 4 KiB of rows
+/// by `compact`, and closed.
+fn packed_store(dir: &std::path::Path, rows: &Rows) {
+    let options = SqliteOptions {
+        block_bytes: 4096,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open_with(dir, options).unwrap();
+    write_all(&s, Keyspace::Oplog, rows);
+    s.compact().unwrap();
+}
+
+/// A block whose bytes were damaged on disk fails the read of a key in it, a scan across it
+/// and the integrity check, as corruption; a key in an intact block still reads.
 #[test]
 fn a_damaged_block_is_corruption_not_a_wrong_answer() {
     let dir = tempfile::tempdir().unwrap();
     let rows = oplog_rows(2_000);
-    {
-        let s = SqliteStore::open_with(
-            dir.path(),
-            SqliteOptions {
-                block_bytes: 4096,
-                ..SqliteOptions::default()
-            },
-        )
-        .unwrap();
-        write_all(&s, Keyspace::Oplog, &rows);
-        s.compact().unwrap();
-        let conn = raw(dir.path());
-        let (id, len): (i64, i64) = conn
-            .query_row(
-                "SELECT id, length(v) FROM kv_packed ORDER BY first_k LIMIT 1 OFFSET 3",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        conn.execute(
-            "UPDATE kv_packed SET v = CAST(substr(v, 1, ?2) || zeroblob(16) AS BLOB) WHERE id = ?1",
-            [id, len / 2],
-        )
-        .unwrap();
-    }
-    let s = SqliteStore::open(dir.path()).unwrap();
-    let damaged_key = {
-        let conn = raw(dir.path());
-        conn.query_row(
-            "SELECT first_k FROM kv_packed ORDER BY first_k LIMIT 1 OFFSET 3",
+    packed_store(dir.path(), &rows);
+    let conn = raw(dir.path());
+    let (id, len, damaged_key): (i64, i64, Vec<u8>) = conn
+        .query_row(
+            "SELECT id, length(v), first_k FROM kv_packed ORDER BY first_k LIMIT 1 OFFSET 3",
             [],
-            |r| r.get::<_, Vec<u8>>(0),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .unwrap()
-    };
+        .unwrap();
+    conn.execute(
+        "UPDATE kv_packed SET v = CAST(substr(v, 1, ?2) || zeroblob(16) AS BLOB) WHERE id = ?1",
+        [id, len / 2],
+    )
+    .unwrap();
+    drop(conn);
+    let s = SqliteStore::open(dir.path()).unwrap();
     match s.get(Keyspace::Oplog, &damaged_key) {
         Err(Error::Corruption(msg)) => assert!(msg.contains("packed block"), "{msg}"),
         other => panic!("a damaged block read as {other:?}"),
@@ -225,26 +218,17 @@ fn a_damaged_block_is_corruption_not_a_wrong_answer() {
         .unwrap()
         .any(|kv| kv.is_err()));
     assert!(matches!(s.check_integrity(), Err(Error::Corruption(_))));
-    // A key in an intact block still reads.
     assert_eq!(
         s.get(Keyspace::Oplog, &rows[0].0).unwrap(),
         Some(rows[0].1.clone())
     );
-    drop(s);
+}
 
+/// A block whose recorded range does not match its rows fails the integrity check.
+#[test]
+fn a_block_with_a_wrong_range_fails_the_integrity_check() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let s = SqliteStore::open_with(
-            dir.path(),
-            SqliteOptions {
-                block_bytes: 4096,
-                ..SqliteOptions::default()
-            },
-        )
-        .unwrap();
-        write_all(&s, Keyspace::Oplog, &rows);
-        s.compact().unwrap();
-    }
+    packed_store(dir.path(), &oplog_rows(2_000));
     raw(dir.path())
         .execute(
             "UPDATE kv_packed SET last_k = CAST(last_k || x'00' AS BLOB) \
