@@ -19,7 +19,8 @@
 //! (`split.rs`). `compact` packs the rows of the oplog and the object base into zstd blocks of
 //! about 64 KiB of rows, one row of `kv_packed` each (`blocks.rs`, `pack.rs`): reads look in
 //! the table, then in the one block whose range covers the key, and a write to a packed key
-//! moves its block back into the table first.
+//! moves its block back into the table first. SQLite's `user_version` holds the layout
+//! (`STORE_LAYOUT`); a store of a later layout than this release knows is refused.
 //!
 //! # Mapping
 //!

@@ -115,10 +115,19 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// The layout of the database this release reads and writes, kept in SQLite's
+/// `user_version`: 1 since the packed blocks (`kv_packed`) and the content pieces
+/// (`kv_blobs_tail`), which a release before them would not see (it would read a packed
+/// store as empty). 0: written before the marker, which is the same layout without blocks.
+/// A store marked with a later layout is refused, so a release never misreads what a newer
+/// one wrote.
+pub(crate) const STORE_LAYOUT: i64 = 1;
+
 /// The writer connection to the database in `dir`: WAL mode, its pragmas, every table.
 fn open_writer(dir: &Path) -> Result<Connection> {
     let conn = Connection::open(dir.join(DB_FILE)).r2e()?;
     configure(&conn)?;
+    check_layout(&conn, dir)?;
     // Takes effect only while the database is still empty (a new store): an existing
     // store keeps the page size it was created with.
     conn.pragma_update(None, "page_size", PAGE_SIZE).r2e()?;
@@ -151,7 +160,24 @@ fn open_writer(dir: &Path) -> Result<Connection> {
     create.push_str(split::create_sql());
     create.push_str(blocks::CREATE_SQL);
     conn.execute_batch(&create).r2e()?;
+    conn.pragma_update(None, "user_version", STORE_LAYOUT)
+        .r2e()?;
     Ok(conn)
+}
+
+/// Refuses a database whose layout is later than [`STORE_LAYOUT`].
+fn check_layout(conn: &Connection, dir: &Path) -> Result<()> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .r2e()?;
+    if found > STORE_LAYOUT {
+        return Err(Error::Invalid(format!(
+            "the SQLite store in {} was written by a newer release of msite (store layout \
+             {found}; this release knows up to {STORE_LAYOUT}); upgrade msite to open it",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The writer connection, the `synchronous` setting it currently has, and where the packed

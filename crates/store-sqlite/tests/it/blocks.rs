@@ -1,7 +1,7 @@
 //! Rows packed into compressed blocks by `compact` (`src/blocks.rs`, `src/pack.rs`): the oplog
 //! and the object base leave their tables and take a fraction of the space, a write moves
-//! back only the block that holds its key, and a damaged block is reported as corruption,
-//! never read as a wrong answer.
+//! back only the block that holds its key, a damaged block is reported as corruption, never
+//! read as a wrong answer, and a store of a later layout is refused.
 
 use msite_core::store::{
     Error, KeyRange, Keyspace, ReadView, Store, StoreExt, WriteBatch, WriteOptions,
@@ -240,5 +240,24 @@ fn a_block_with_a_wrong_range_fails_the_integrity_check() {
     match s.check_integrity() {
         Err(Error::Corruption(msg)) => assert!(msg.contains("outside its recorded range"), "{msg}"),
         other => panic!("a block with a wrong range checked as {other:?}"),
+    }
+}
+
+/// A store records its layout (SQLite's `user_version`), and one marked with a later layout
+/// is refused with a message that says to upgrade, before anything reads or writes it.
+#[test]
+fn a_store_of_a_newer_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let conn = raw(dir.path());
+    let layout: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(layout, 1);
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    drop(conn);
+    match SqliteStore::open(dir.path()) {
+        Err(Error::Invalid(msg)) => assert!(msg.contains("upgrade msite"), "{msg}"),
+        other => panic!("a store of layout 2 opened as {other:?}"),
     }
 }
