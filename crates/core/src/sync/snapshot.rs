@@ -11,16 +11,17 @@
 //! set; a signed snapshot-end record closes the rows (count, hash, signature), so a damaged,
 //! truncated or forged snapshot is refused before the new store is opened.
 //!
-//! The history does not travel: the new replica's oplog starts at a chain base per origin, as
-//! if retention had dropped everything below it (retain.rs), so its creation costs what the
-//! tree costs, not what the history does. Only the entries some sibling of the creator has not
-//! acknowledged yet travel (as oplog rows, above the base): every sibling the creator knows
-//! holds what lies below, so the new replica can relay whatever a sibling may still lack from
-//! it, as a history-made one would (in a chain of sites, a snapshot replica that could not
-//! would cut the sites behind it off). A sibling that still needs entries from below the base
-//! (restored from an old copy, or unknown to the creator) waits for them from a sibling that
-//! keeps them; what the family dropped ([`crate::retain::DROPPED_PREFIX`], inherited from the
-//! creator) it is refused as behind retention, never given a gap.
+//! Of the history, only what retention keeps at the creator travels, as oplog rows above a
+//! chain base per origin (`Replica::outside_restore_window`): without a restore window every
+//! entry, since a sibling restored from any backup may need them back; with one, only what
+//! some sibling may still lack, so the creation costs what the tree costs, not what the
+//! history does, and the new replica's oplog starts at its chain bases, as if retention had
+//! dropped everything below them (retain.rs). The new replica can relay whatever a sibling
+//! may still lack, as a history-made one would (in a chain of sites, a snapshot replica that
+//! could not would cut the sites behind it off). A sibling that still needs entries from
+//! below the base (restored from an old copy, or unknown to the creator) waits for them from
+//! a sibling that keeps them; what the family dropped ([`crate::retain::DROPPED_PREFIX`],
+//! inherited from the creator) it is refused as behind retention, never given a gap.
 //!
 //! The importer bulk-loads the rows ([`Store::bulk_load`]) between a synced mark
 //! ([`CREATING`]) and the synced commit that writes the identity and removes it: a store whose
