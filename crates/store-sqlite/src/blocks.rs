@@ -59,7 +59,7 @@ const MAX_RAW: usize = MAX_BLOCK_BYTES + MAX_PACKED_ROW + 8;
 /// on the serde history.
 pub(crate) const LEVEL: i32 = 3;
 /// Decoded blocks kept per store: at most 4 MiB of default-sized blocks.
-const CACHED_BLOCKS: usize = 64;
+const CACHED_BLOCKS: NonZeroUsize = NonZeroUsize::new(64).unwrap();
 
 /// The blocks' table and its range index (run at every open; `IF NOT EXISTS` throughout).
 /// A rowid table, not `WITHOUT ROWID`: its rows may be far larger than a page.
@@ -71,9 +71,9 @@ pub(crate) const CREATE_SQL: &str = "\
 const META: &str = "SELECT id, first_k, last_k FROM kv_packed WHERE ks = ?1";
 const BODY: &str = "SELECT v FROM kv_packed WHERE id = ?1";
 
-/// Whether `compact` packs `ks`.
-pub(crate) fn is_packed(ks: Keyspace) -> bool {
-    PACKED.contains(&ks)
+/// Where `ks` stands in [`PACKED`], if `compact` packs it: the slot of per-keyspace state.
+pub(crate) fn packed_slot(ks: Keyspace) -> Option<usize> {
+    PACKED.iter().position(|p| *p == ks)
 }
 
 /// Where a block lies: its id and the first and last keys it holds.
@@ -82,6 +82,26 @@ pub(crate) struct BlockMeta {
     pub(crate) id: i64,
     pub(crate) first: Vec<u8>,
     pub(crate) last: Vec<u8>,
+}
+
+impl BlockMeta {
+    /// The block an entry of [`Ranges`] describes.
+    pub(crate) fn of((first, (last, id)): (&Vec<u8>, &(Vec<u8>, i64))) -> BlockMeta {
+        BlockMeta {
+            id: *id,
+            first: first.clone(),
+            last: last.clone(),
+        }
+    }
+
+    /// The block a row of the [`META`] query describes.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockMeta> {
+        Ok(BlockMeta {
+            id: r.get(0)?,
+            first: r.get(1)?,
+            last: r.get(2)?,
+        })
+    }
 }
 
 /// Where one keyspace's blocks lie: first key → last key and id.
@@ -101,13 +121,16 @@ pub(crate) fn ranges(conn: &Connection, ks: Keyspace) -> Result<Ranges> {
 pub(crate) struct Memo([OnceLock<Ranges>; PACKED.len()]);
 
 impl Memo {
+    /// Callers look at blocks of packed keyspaces only ([`Packs::active`]); any other has none.
     fn find(&self, conn: &Connection, ks: Keyspace, which: Which<'_>) -> Result<Option<BlockMeta>> {
-        let slot = &self.0[PACKED.iter().position(|p| *p == ks).unwrap_or(0)];
+        let Some(slot) = packed_slot(ks).map(|at| &self.0[at]) else {
+            return Ok(None);
+        };
         let map = match slot.get() {
             Some(map) => map,
             None => {
-                let _ = slot.set(ranges(conn, ks)?);
-                slot.get().expect("set above")
+                let loaded = ranges(conn, ks)?;
+                slot.get_or_init(|| loaded)
             }
         };
         let hit = match which {
@@ -123,11 +146,7 @@ impl Memo {
             Which::First => map.iter().next(),
             Which::Last => map.iter().next_back(),
         };
-        Ok(hit.map(|(first, (last, id))| BlockMeta {
-            id: *id,
-            first: first.clone(),
-            last: last.clone(),
-        }))
+        Ok(hit.map(BlockMeta::of))
     }
 }
 
@@ -168,16 +187,9 @@ fn find(conn: &Connection, ks: Keyspace, which: Which<'_>) -> Result<Option<Bloc
     };
     let query = format!("{META}{cond} ORDER BY first_k {order} LIMIT 1");
     let mut st = conn.prepare_cached(&query).r2e()?;
-    let row = |r: &rusqlite::Row<'_>| {
-        Ok(BlockMeta {
-            id: r.get(0)?,
-            first: r.get(1)?,
-            last: r.get(2)?,
-        })
-    };
     match key {
-        Some(k) => st.query_row(rusqlite::params![ks.name(), k], row),
-        None => st.query_row([ks.name()], row),
+        Some(k) => st.query_row(rusqlite::params![ks.name(), k], BlockMeta::from_row),
+        None => st.query_row([ks.name()], BlockMeta::from_row),
     }
     .optional()
     .r2e()
@@ -188,15 +200,7 @@ pub(crate) fn all(conn: &Connection, ks: Keyspace) -> Result<Vec<BlockMeta>> {
     let mut st = conn
         .prepare_cached(&format!("{META} ORDER BY first_k"))
         .r2e()?;
-    let rows = st
-        .query_map([ks.name()], |r| {
-            Ok(BlockMeta {
-                id: r.get(0)?,
-                first: r.get(1)?,
-                last: r.get(2)?,
-            })
-        })
-        .r2e()?;
+    let rows = st.query_map([ks.name()], BlockMeta::from_row).r2e()?;
     rows.collect::<rusqlite::Result<_>>().r2e()
 }
 
@@ -329,6 +333,16 @@ fn part_at(raw: &[u8], at: &mut usize) -> Option<std::ops::Range<usize>> {
     Some(part)
 }
 
+/// Block `meta` of `ks`, read from the database and decoded (no cache).
+pub(crate) fn read_block(conn: &Connection, ks: Keyspace, meta: &BlockMeta) -> Result<Block> {
+    let data: Vec<u8> = conn
+        .prepare_cached(BODY)
+        .r2e()?
+        .query_row([meta.id], |r| r.get(0))
+        .r2e()?;
+    Block::decode(ks, meta, &data)
+}
+
 /// What a store knows of its blocks beyond the database: whether there may be any, and the
 /// blocks it decoded lately.
 pub(crate) struct Packs {
@@ -347,15 +361,13 @@ impl Packs {
             .r2e()?;
         Ok(Packs {
             present: AtomicBool::new(present),
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CACHED_BLOCKS).expect("CACHED_BLOCKS is not zero"),
-            )),
+            cache: Mutex::new(LruCache::new(CACHED_BLOCKS)),
         })
     }
 
     /// Whether a read of `ks` must look at blocks.
     pub(crate) fn active(&self, ks: Keyspace) -> bool {
-        is_packed(ks) && self.present.load(Ordering::SeqCst)
+        packed_slot(ks).is_some() && self.present.load(Ordering::SeqCst)
     }
 
     /// Called before a transaction that makes blocks commits.
@@ -374,12 +386,7 @@ impl Packs {
         if let Some(b) = cache().get(&meta.id) {
             return Ok(Arc::clone(b));
         }
-        let data: Vec<u8> = conn
-            .prepare_cached(BODY)
-            .r2e()?
-            .query_row([meta.id], |r| r.get(0))
-            .r2e()?;
-        let block = Arc::new(Block::decode(ks, meta, &data)?);
+        let block = Arc::new(read_block(conn, ks, meta)?);
         cache().put(meta.id, Arc::clone(&block));
         Ok(block)
     }

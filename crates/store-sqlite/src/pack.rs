@@ -27,19 +27,24 @@ impl BlockIndex {
         self.loaded = None;
     }
 
-    fn map(&mut self, conn: &Connection, ks: Keyspace) -> Result<&mut Ranges> {
-        if self.loaded.is_none() {
-            let mut maps: [Ranges; PACKED.len()] = Default::default();
-            for (map, ks) in maps.iter_mut().zip(PACKED) {
-                *map = blocks::ranges(conn, ks)?;
+    /// The map of the packed keyspace in `slot` ([`blocks::packed_slot`]).
+    fn map(&mut self, conn: &Connection, slot: usize) -> Result<&mut Ranges> {
+        let maps = match &mut self.loaded {
+            Some(maps) => maps,
+            unloaded @ None => {
+                let mut maps: [Ranges; PACKED.len()] = Default::default();
+                for (map, ks) in maps.iter_mut().zip(PACKED) {
+                    *map = blocks::ranges(conn, ks)?;
+                }
+                unloaded.insert(maps)
             }
-            self.loaded = Some(maps);
-        }
-        let at = PACKED
-            .iter()
-            .position(|p| *p == ks)
-            .expect("only packed keyspaces have blocks");
-        Ok(&mut self.loaded.as_mut().expect("loaded above")[at])
+        };
+        Ok(&mut maps[slot])
+    }
+
+    /// The slot of `ks` when writes to it must look at blocks (`Packs::active`).
+    fn slot(packs: &Packs, ks: Keyspace) -> Option<usize> {
+        blocks::packed_slot(ks).filter(|_| packs.active(ks))
     }
 
     /// Before `key` of `ks` is written or deleted inside `tx`: moves the block that holds it,
@@ -51,25 +56,20 @@ impl BlockIndex {
         ks: Keyspace,
         key: &[u8],
     ) -> Result<()> {
-        if !packs.active(ks) {
+        let Some(slot) = Self::slot(packs, ks) else {
             return Ok(());
-        }
+        };
         let covering = self
-            .map(tx, ks)?
-            .range(..=key.to_vec())
+            .map(tx, slot)?
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
-            .and_then(|(first, (last, id))| {
-                (key <= last.as_slice()).then(|| BlockMeta {
-                    id: *id,
-                    first: first.clone(),
-                    last: last.clone(),
-                })
-            });
+            .filter(|(_, (last, _))| key <= last.as_slice())
+            .map(BlockMeta::of);
         if let Some(meta) = covering {
             let block = packs.load(tx, ks, &meta)?;
             if block.value(key).is_some() {
                 unpack(tx, ks, &meta, &block)?;
-                self.map(tx, ks)?.remove(&meta.first);
+                self.map(tx, slot)?.remove(&meta.first);
             }
         }
         Ok(())
@@ -85,24 +85,20 @@ impl BlockIndex {
         start: &[u8],
         end: &[u8],
     ) -> Result<()> {
-        if !packs.active(ks) {
+        let Some(slot) = Self::slot(packs, ks) else {
             return Ok(());
-        }
-        let map = self.map(tx, ks)?;
+        };
+        let map = self.map(tx, slot)?;
         // The block that may cover `start`, and every block that starts inside the range.
         let from = map
-            .range(..=start.to_vec())
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
             .next_back()
             .map(|(f, _)| f.clone());
         let lower = from.map_or(Bound::Included(start.to_vec()), Bound::Included);
         let touched: Vec<BlockMeta> = map
             .range((lower, Bound::Excluded(end.to_vec())))
             .filter(|(_, (last, _))| last.as_slice() >= start)
-            .map(|(first, (last, id))| BlockMeta {
-                id: *id,
-                first: first.clone(),
-                last: last.clone(),
-            })
+            .map(BlockMeta::of)
             .collect();
         for meta in touched {
             if meta.first.as_slice() >= start && meta.last.as_slice() < end {
@@ -114,7 +110,7 @@ impl BlockIndex {
                 let block = packs.load(tx, ks, &meta)?;
                 unpack(tx, ks, &meta, &block)?;
             }
-            self.map(tx, ks)?.remove(&meta.first);
+            self.map(tx, slot)?.remove(&meta.first);
         }
         Ok(())
     }
@@ -222,12 +218,7 @@ pub(crate) fn verify(conn: &Connection) -> Result<()> {
                     meta.id
                 )));
             }
-            let data: Vec<u8> = conn
-                .query_row("SELECT v FROM kv_packed WHERE id = ?1", [meta.id], |r| {
-                    r.get(0)
-                })
-                .r2e()?;
-            let block = Block::decode(ks, &meta, &data)?;
+            let block = blocks::read_block(conn, ks, &meta)?;
             let query = format!("SELECT k FROM {} WHERE k >= ?1 AND k <= ?2", sql(ks).table);
             let mut st = conn.prepare_cached(&query).r2e()?;
             let mut rows = st.query([&meta.first, &meta.last]).r2e()?;

@@ -190,6 +190,18 @@ struct Writer {
     writes_since_pack: u32,
 }
 
+impl Writer {
+    /// Commits from now on with `synchronous = FULL` (`full`) or `NORMAL`.
+    fn set_synchronous_full(&mut self, full: bool) -> Result<()> {
+        if self.synchronous_full != full {
+            let level = if full { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", level).r2e()?;
+            self.synchronous_full = full;
+        }
+        Ok(())
+    }
+}
+
 /// How a [`SqliteStore`] is tuned; [`SqliteStore::open`] uses the default.
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {
@@ -328,11 +340,7 @@ impl SqliteStore {
         if batch.ops().is_empty() && batch.expects().is_empty() {
             return if opts.sync { self.sync_wal() } else { Ok(()) };
         }
-        if w.synchronous_full != opts.sync {
-            let level = if opts.sync { "FULL" } else { "NORMAL" };
-            w.conn.pragma_update(None, "synchronous", level).r2e()?;
-            w.synchronous_full = opts.sync;
-        }
+        w.set_synchronous_full(opts.sync)?;
         let res = self.write_in_transaction(w, batch);
         if res.is_err() {
             w.blocks.forget(); // It may describe blocks of the rolled-back transaction.
@@ -357,10 +365,7 @@ impl SqliteStore {
     /// at the cache size. The mode stays WAL (no unjournaled writes: a crash rolls the whole
     /// load back). Only the commit can poison the store: a damaged input rolls back.
     fn bulk_load_locked(&self, w: &mut Writer, rows: BulkRows<'_>) -> Result<u64> {
-        if !w.synchronous_full {
-            w.conn.pragma_update(None, "synchronous", "FULL").r2e()?;
-            w.synchronous_full = true;
-        }
+        w.set_synchronous_full(true)?;
         // Off for the load (split.rs says why), on again whatever the load's outcome.
         let (pragma, on) = split::WRITER_PRAGMA;
         w.conn.pragma_update(None, pragma, !on).r2e()?;
@@ -514,26 +519,23 @@ impl<'tx> Statements<'tx> {
         let (a, b) = (batch.key(op), batch.value(op));
         let slot = op.ks as usize;
         match op.kind {
-            OpKind::Put | OpKind::Delete => self.blocks.release(self.tx, self.packs, op.ks, a)?,
-            OpKind::DeleteRange if a < b => self
-                .blocks
-                .release_range(self.tx, self.packs, op.ks, a, b)?,
-            OpKind::DeleteRange => {}
-        }
-        match op.kind {
             OpKind::Put => {
+                self.blocks.release(self.tx, self.packs, op.ks, a)?;
                 prepared(self.tx, &mut self.puts[slot], sql(op.ks).put)?
                     .execute([a, split::head(op.ks, b)])
                     .r2e()?;
                 split::put_tail(self.tx, op.ks, a, b)?;
             }
             OpKind::Delete => {
+                self.blocks.release(self.tx, self.packs, op.ks, a)?;
                 prepared(self.tx, &mut self.deletes[slot], sql(op.ks).delete)?
                     .execute([a])
                     .r2e()?;
             }
             // An empty or inverted range deletes nothing.
             OpKind::DeleteRange if a < b => {
+                self.blocks
+                    .release_range(self.tx, self.packs, op.ks, a, b)?;
                 self.tx
                     .prepare_cached(sql(op.ks).delete_range)
                     .r2e()?
@@ -561,10 +563,7 @@ fn prepared<'s, 'tx>(
 /// [`Store::compact`], first step: packs the rows of the packed keyspaces into blocks
 /// (`pack.rs`), in one synced transaction. Returns the number of blocks made.
 fn repack(w: &mut Writer, packs: &Packs, block_bytes: usize) -> Result<u64> {
-    if !w.synchronous_full {
-        w.conn.pragma_update(None, "synchronous", "FULL").r2e()?;
-        w.synchronous_full = true;
-    }
+    w.set_synchronous_full(true)?;
     // Whatever the outcome, the map is read again: the transaction rewrites every block.
     w.blocks.forget();
     let tx = w
@@ -584,10 +583,7 @@ fn repack(w: &mut Writer, packs: &Packs, block_bytes: usize) -> Result<u64> {
 /// synced; its transient copy goes to a temporary file, not memory (`temp_store = MEMORY`
 /// would hold a copy of the whole database in RAM), and `MEMORY` is set again afterwards.
 fn vacuum(w: &mut Writer) -> Result<()> {
-    if !w.synchronous_full {
-        w.conn.pragma_update(None, "synchronous", "FULL").r2e()?;
-        w.synchronous_full = true;
-    }
+    w.set_synchronous_full(true)?;
     w.conn.pragma_update(None, "temp_store", "FILE").r2e()?;
     let vacuumed = w.conn.execute_batch("VACUUM").r2e();
     w.conn.pragma_update(None, "temp_store", "MEMORY").r2e()?;

@@ -348,6 +348,37 @@ fn write<S: Store>(s: &S, b: S::Batch, opts: WriteOptions) {
     must(s.write(b, opts), "write");
 }
 
+/// A scan and `last` of `ks` over `range`, and a get of `probe`, agree with `model`; `what`
+/// starts each assertion's message.
+fn reads_agree(
+    r: &(impl ReadView + ?Sized),
+    ks: Keyspace,
+    range: &KeyRange,
+    probe: &[u8],
+    model: &Dump,
+    what: &str,
+) {
+    let expect: Vec<_> = model_keyspace(model, ks)
+        .into_iter()
+        .filter(|(k, _)| range.contains(k))
+        .collect();
+    assert_eq!(
+        scan_all(r, ks, range.clone()),
+        expect,
+        "{what}scan of {ks} {range:?}"
+    );
+    assert_eq!(
+        must(r.last(ks, range.clone()), "last"),
+        expect.last().cloned(),
+        "{what}last of {ks} {range:?}"
+    );
+    assert_eq!(
+        get(r, ks, probe),
+        model.get(&(ks, probe.to_vec())).cloned(),
+        "{what}get {ks} {probe:?}"
+    );
+}
+
 /// The dump restricted to one keyspace, as scan output.
 fn model_keyspace(model: &Dump, ks: Keyspace) -> Vec<(Vec<u8>, Vec<u8>)> {
     model
@@ -1327,26 +1358,8 @@ pub fn case_random_ops_match_model<F: StoreFactory>(h: &Harness<F>) {
             start: bound(&mut rng, a),
             end: bound(&mut rng, z),
         };
-        let expect: Vec<_> = model_keyspace(&model, ks)
-            .into_iter()
-            .filter(|(k, _)| range.contains(k))
-            .collect();
-        assert_eq!(
-            scan_all(&s, ks, range.clone()),
-            expect,
-            "round {round}: scan of {ks} {range:?}"
-        );
-        assert_eq!(
-            must(s.last(ks, range.clone()), "last"),
-            expect.last().cloned(),
-            "round {round}: last of {ks} {range:?}"
-        );
         let probe = key(&mut rng);
-        assert_eq!(
-            get(&s, ks, &probe),
-            model.get(&(ks, probe.clone())).cloned(),
-            "round {round}: get {probe:?}"
-        );
+        reads_agree(&s, ks, &range, &probe, &model, &format!("round {round}: "));
     }
     assert_eq!(dump(&s), model);
 }
