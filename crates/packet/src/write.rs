@@ -4,7 +4,10 @@
 //! All three share one encoder. It is deterministic: the same header, records, options and
 //! packet id give the same bytes (no clock, no randomness). Memory is bounded by the chunk size:
 //! records are copied into the pending chunk piece by piece, so a record larger than a chunk
-//! spans several chunks and is never buffered whole.
+//! spans several chunks and is never buffered whole. A full chunk is compressed on a thread of
+//! the encoder's own while the caller fills the next (one chunk in flight, so the chunks stay
+//! in order and the encoder holds at most four chunk buffers); a packet split into parts
+//! compresses each chunk before the next record, since the split needs its stored size.
 //!
 //! Part splitting (`SPEC.md` §4): a part is closed before a record that would take it over
 //! `max_part_size` (counting that record as if stored uncompressed, after compressing what is
@@ -16,6 +19,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use crate::error::EncodeError;
 use crate::format::{self, Envelope};
@@ -157,6 +161,84 @@ fn compressor(opts: &WriteOptions) -> Result<zstd::bulk::Compressor<'static>, En
     Ok(c)
 }
 
+/// Compresses `raw` into `out` (emptied first; room for the worst case is reserved).
+fn compress_chunk(
+    c: &mut zstd::bulk::Compressor<'static>,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+    c.compress_to_buffer(raw, out)
+        .map_err(EncodeError::Compress)?;
+    Ok(())
+}
+
+/// The encoder's compression thread: it takes one full chunk at a time and hands back the
+/// chunk with its compressed bytes, so a chunk is compressed while the next is filled. At
+/// most one chunk is in flight, which keeps the chunks in order and memory at four chunk
+/// buffers. Dropping it closes its channel, which ends the thread.
+struct ChunkWorker {
+    to_worker: mpsc::SyncSender<(Vec<u8>, Vec<u8>)>,
+    from_worker: mpsc::Receiver<CompressedChunk>,
+    in_flight: bool,
+}
+
+/// A chunk and its compressed bytes, or why compressing failed.
+type CompressedChunk = Result<(Vec<u8>, Option<Vec<u8>>), EncodeError>;
+
+impl ChunkWorker {
+    fn spawn(mut c: zstd::bulk::Compressor<'static>) -> Result<Self, EncodeError> {
+        let (to_worker, jobs) = mpsc::sync_channel::<(Vec<u8>, Vec<u8>)>(1);
+        let (done, from_worker) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("msite-packet-zstd".into())
+            .spawn(move || {
+                for (raw, mut stored) in jobs {
+                    let r = compress_chunk(&mut c, &raw, &mut stored).map(|()| (raw, Some(stored)));
+                    if done.send(r).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(EncodeError::Compress)?;
+        Ok(ChunkWorker {
+            to_worker,
+            from_worker,
+            in_flight: false,
+        })
+    }
+
+    /// Hands `raw` to the thread (none may be in flight), with a buffer for its output.
+    fn start(&mut self, raw: Vec<u8>, stored: Vec<u8>) -> Result<(), EncodeError> {
+        debug_assert!(!self.in_flight);
+        self.to_worker
+            .send((raw, stored))
+            .map_err(|_| worker_gone())?;
+        self.in_flight = true;
+        Ok(())
+    }
+
+    /// The chunk in flight, compressed (None: none is).
+    fn take_in_flight(&mut self) -> Option<CompressedChunk> {
+        if !std::mem::take(&mut self.in_flight) {
+            return None;
+        }
+        Some(
+            self.from_worker
+                .recv()
+                .unwrap_or_else(|_| Err(worker_gone())),
+        )
+    }
+}
+
+/// The error of a compression thread that stopped without an answer (it panicked).
+fn worker_gone() -> EncodeError {
+    EncodeError::Compress(std::io::Error::other(
+        "the packet's compression thread stopped unexpectedly",
+    ))
+}
+
 /// Refuses a header that uses a field newer than format minor version `minor`: each field
 /// needs at least the minor version that introduced it (`SPEC.md` §6: a writer writes what
 /// the receiver reads). The fields are checked in the order of this list; the first one
@@ -267,8 +349,15 @@ struct Encoder<S: Sink> {
     part_stream: u64,
     part_chunks: u32,
     hasher: blake3::Hasher,
+    /// The record stream of the chunk being filled.
     pending: Vec<u8>,
+    /// An emptied chunk buffer, for the next chunk while the worker holds one.
+    spare: Vec<u8>,
+    /// An emptied buffer for compressed bytes.
     stored: Vec<u8>,
+    /// The thread that compresses full chunks (started at the first; the compressor moves
+    /// into it).
+    worker: Option<ChunkWorker>,
     stats: Stats,
 }
 
@@ -298,7 +387,9 @@ impl<S: Sink> Encoder<S> {
         Ok(Encoder {
             sink,
             pending: Vec::with_capacity(opts.chunk_size),
+            spare: Vec::new(),
             stored: Vec::new(),
+            worker: None,
             opts,
             envelope,
             header: header_bytes,
@@ -347,27 +438,79 @@ impl<S: Sink> Encoder<S> {
         r
     }
 
+    /// Compresses and writes the pending chunk, after the chunk the worker is compressing.
     fn flush_chunk(&mut self) -> Result<(), EncodeError> {
+        self.finish_in_flight()?;
         if self.pending.is_empty() {
             return Ok(());
         }
-        let ulen = self.pending.len();
-        let mut codec = format::CODEC_NONE;
-        if let Some(c) = self.compressor.as_mut() {
-            self.stored.clear();
-            self.stored.reserve(zstd::zstd_safe::compress_bound(ulen));
-            c.compress_to_buffer(&self.pending, &mut self.stored)
-                .map_err(EncodeError::Compress)?;
-            if self.stored.len() < ulen {
-                codec = format::CODEC_ZSTD;
+        let raw = std::mem::take(&mut self.pending);
+        let stored = match self.worker.as_mut() {
+            Some(w) => {
+                w.start(raw, std::mem::take(&mut self.stored))?;
+                return self.finish_in_flight();
             }
+            None => self.compress_here(&raw)?,
+        };
+        self.emit_chunk(raw, stored)
+    }
+
+    /// A full pending chunk: handed to the worker thread, which compresses it while the caller
+    /// fills the next one. Splitting into parts needs each chunk's stored size before the next
+    /// record, so with a part size the chunk is compressed here, as is an uncompressed packet's.
+    fn flush_full_chunk(&mut self) -> Result<(), EncodeError> {
+        if self.opts.max_part_size.is_some() || self.opts.zstd_level == 0 {
+            return self.flush_chunk();
         }
-        let pending = std::mem::take(&mut self.pending);
+        self.finish_in_flight()?;
+        if self.worker.is_none() {
+            let c = self
+                .compressor
+                .take()
+                .expect("a compressed packet has a compressor");
+            self.worker = Some(ChunkWorker::spawn(c)?);
+        }
+        let raw = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        self.pending.reserve(self.opts.chunk_size);
         let stored = std::mem::take(&mut self.stored);
+        self.worker
+            .as_mut()
+            .expect("spawned above")
+            .start(raw, stored)
+    }
+
+    /// Waits for the chunk the worker is compressing, if any, and writes it.
+    fn finish_in_flight(&mut self) -> Result<(), EncodeError> {
+        let Some(done) = self.worker.as_mut().and_then(ChunkWorker::take_in_flight) else {
+            return Ok(());
+        };
+        let (raw, stored) = done?;
+        self.emit_chunk(raw, stored)
+    }
+
+    /// `raw` compressed by this thread's compressor (None: the packet is not compressed).
+    fn compress_here(&mut self, raw: &[u8]) -> Result<Option<Vec<u8>>, EncodeError> {
+        let Some(c) = self.compressor.as_mut() else {
+            return Ok(None);
+        };
+        let mut stored = std::mem::take(&mut self.stored);
+        compress_chunk(c, raw, &mut stored)?;
+        Ok(Some(stored))
+    }
+
+    /// Writes one chunk: zstd-compressed when `stored` is smaller than `raw`, else as is.
+    /// The buffers are kept for the next chunks.
+    fn emit_chunk(&mut self, raw: Vec<u8>, stored: Option<Vec<u8>>) -> Result<(), EncodeError> {
+        let ulen = raw.len();
+        let stored = stored.unwrap_or_default();
+        let codec = match !stored.is_empty() && stored.len() < ulen {
+            true => format::CODEC_ZSTD,
+            false => format::CODEC_NONE,
+        };
         let data: &[u8] = if codec == format::CODEC_ZSTD {
             &stored
         } else {
-            &pending
+            &raw
         };
         let mut hdr = [0u8; format::CHUNK_HEADER_LEN];
         hdr[0] = format::FRAME_CHUNK;
@@ -377,11 +520,20 @@ impl<S: Sink> Encoder<S> {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&hdr[..12]), data);
         hdr[12..16].copy_from_slice(&crc.to_le_bytes());
         let r = self.emit(&hdr).and_then(|()| self.emit(data));
-        self.pending = pending;
-        self.pending.clear();
-        self.stored = stored;
+        self.keep_buffers(raw, stored);
         self.part_chunks += 1;
         r
+    }
+
+    /// Keeps a written chunk's buffers, emptied, for the chunks to come.
+    fn keep_buffers(&mut self, mut raw: Vec<u8>, mut stored: Vec<u8>) {
+        raw.clear();
+        stored.clear();
+        match self.pending.capacity() == 0 {
+            true => self.pending = raw,
+            false => self.spare = raw,
+        }
+        self.stored = stored;
     }
 
     fn close_part(&mut self) -> Result<(), EncodeError> {
@@ -462,7 +614,7 @@ impl<S: Sink> Encoder<S> {
             self.pending.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
             if self.pending.len() == self.opts.chunk_size {
-                self.flush_chunk()?;
+                self.flush_full_chunk()?;
             }
         }
         Ok(())

@@ -267,7 +267,8 @@ pub(super) const EXPORT_ZSTD_LEVEL: i32 = 1;
 
 /// Uncompressed size of an exported packet's chunks, each compressed with a window as large
 /// (`long_window`): the versions of one file anywhere in 8 MiB of a packet compress against
-/// each other. Exporter and importer each hold about two chunks (16 MiB) for it.
+/// each other. The importer holds about two chunks (16 MiB) for it; the exporter about four
+/// (32 MiB: it fills one while the packet writer's thread compresses the one before).
 pub(super) const EXPORT_CHUNK_LEN: usize = 8 << 20;
 
 impl<S: Store> Replica<S> {

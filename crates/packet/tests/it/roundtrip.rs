@@ -80,3 +80,44 @@ fn long_window_sees_across_versions_in_a_chunk() {
     assert_eq!(header, update_header());
     assert!(got == recs, "records differ");
 }
+
+/// Full chunks are compressed on the encoder's worker thread, except when the packet is split
+/// into parts (each split needs the stored size of the chunk before it). Both ways write the
+/// same bytes, chunk for chunk, for compressible and incompressible chunks alike.
+#[test]
+fn chunks_compressed_on_the_worker_thread_are_the_bytes_compressed_inline() {
+    let mut recs = records_of(&checkins(id(2), 1, 40, 700));
+    for n in 0..40u8 {
+        let bytes = noise(u64::from(n), 900);
+        recs.push(Record::Blob {
+            hash: *blake3::hash(&bytes).as_bytes(),
+            bytes,
+        });
+    }
+    for long_window in [false, true] {
+        let encode = |max_part_size: Option<u64>| {
+            let opts = WriteOptions {
+                chunk_size: 2048,
+                zstd_level: 3,
+                long_window,
+                max_part_size,
+                ..WriteOptions::new(id(9))
+            };
+            let mut w = MemPacketWriter::new(Kind::Update, &update_header(), opts).unwrap();
+            for r in &recs {
+                w.push_record(r).unwrap();
+            }
+            let (mut parts, _) = w.finish().unwrap();
+            assert_eq!(parts.len(), 1);
+            parts.remove(0)
+        };
+        let (threaded, inline) = (encode(None), encode(Some(u64::MAX / 2)));
+        assert_eq!(threaded, inline, "long window {long_window}");
+        let r = PacketReader::new(threaded.as_slice()).unwrap();
+        let mut it = r.records();
+        let got: Vec<Record> = it.by_ref().collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, recs);
+        let st = it.stats();
+        assert!(st.chunks > 20, "{} chunks", st.chunks);
+    }
+}
