@@ -126,6 +126,10 @@ impl<'a> Dec<'a> {
         self.buf = rest;
         Ok(head)
     }
+    /// Reads the bytes not read yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
     /// Reads length-prefixed bytes.
     pub fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.u64()?;

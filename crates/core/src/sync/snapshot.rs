@@ -28,7 +28,9 @@
 //! load was interrupted is found by [`Replica::open`]'s caller and never taken for a replica.
 //!
 //! The **snapshot base**: when some entries did not travel (a chain base above 0), the
-//! importer keeps a local copy of the State rows it loaded ([`BASE_STATE`]) and the row they
+//! importer keeps a local copy of the State rows it loaded, packed into zstd blocks of about
+//! a megabyte ([`BASE_BLOCKS`]; earlier releases kept a row per State row, [`BASE_STATE`],
+//! which a rebuild still reads), and the row they
 //! hold ([`BASE_ROW`]). Giving up entries (K13 retirements, fork repair) rebuilds the object
 //! base from it plus the held entries above that row ([`Replica::cannot_give_up`] says when
 //! it cannot: the entries to give up came with the snapshot, or retention dropped entries
@@ -64,12 +66,28 @@ const LOADS: [u64; 2] = [1, 2];
 pub const CREATING: &[u8] = b"creating";
 
 /// Meta: the row the snapshot this replica was made from holds (its creator's own row): every
-/// entry at or below it is in the [`BASE_STATE`] rows, none above. Absent: made from the history.
+/// entry at or below it is in the base's rows ([`BASE_BLOCKS`]), none above. Absent: made from the history.
 pub(crate) const BASE_ROW: &[u8] = b"snapshot.row";
 
-/// Meta prefix: the State rows of the snapshot this replica was made from, as loaded (the key
-/// is the prefix followed by the State key). Local: never sent, never changed.
+/// Meta prefix: the State rows of the snapshot this replica was made from, one row each (the
+/// key is the prefix followed by the State key), as releases before [`BASE_BLOCKS`] kept
+/// them. Read by a rebuild, never written any more.
 pub(crate) const BASE_STATE: &[u8] = b"snapshot.state.";
+
+/// Meta prefix: the State rows of the snapshot this replica was made from, as loaded, packed
+/// into blocks ([`BaseBlocks`]): the key is the prefix and the block's number (u32 BE), the
+/// value the rows' raw length (varint) and one zstd frame of the rows, each a length-prefixed
+/// key and value, in key order. A load writes a few hundred large rows instead of a copy of
+/// every State row. Local: never sent, never changed.
+pub(crate) const BASE_BLOCKS: &[u8] = b"snapshot.blocks.";
+
+/// The raw bytes of rows a base block collects before it is written; a row longer than this
+/// goes in a block of its own.
+const BASE_BLOCK_BYTES: usize = 1 << 20;
+
+/// The zstd level of the base blocks: the fastest of the regular levels, since the load waits
+/// for them (State rows still pack to about a third).
+const BASE_BLOCK_LEVEL: i32 = 1;
 
 /// The row of this replica's snapshot base (empty: it was made from the history).
 pub(crate) fn base_row<R: ReadView + ?Sized>(r: &R) -> Result<Row> {
@@ -90,19 +108,126 @@ pub(crate) fn base_row_value(row: &Row) -> Vec<u8> {
 }
 
 /// Writes the snapshot base's State rows back into State (which the caller emptied) and takes
-/// the content its versions refer to out of `removed`: that content stays.
+/// the content its versions refer to out of `removed`: that content stays. Reads the base
+/// blocks and, in a store made by an earlier release, the rows copied one by one.
 pub(crate) fn restore_base<S: Store>(
     txn: &mut crate::txn::Txn<'_, S>,
     removed: &mut std::collections::BTreeSet<Hash>,
 ) -> Result<()> {
-    for (k, v) in txn.scan_prefix(Keyspace::Meta, BASE_STATE)? {
-        let key = &k[BASE_STATE.len()..];
-        if let Some(c) = crate::vob::version_content(key, &v)? {
+    let mut restore = |txn: &mut crate::txn::Txn<'_, S>, key: &[u8], v: &[u8]| -> Result<()> {
+        if let Some(c) = crate::vob::version_content(key, v)? {
             removed.remove(&c);
         }
-        txn.put(Keyspace::State, key, &v);
+        txn.put(Keyspace::State, key, v);
+        Ok(())
+    };
+    for (k, v) in txn.scan_prefix(Keyspace::Meta, BASE_STATE)? {
+        restore(txn, &k[BASE_STATE.len()..], &v)?;
+    }
+    for (_, block) in txn.scan_prefix(Keyspace::Meta, BASE_BLOCKS)? {
+        for (key, v) in base_block_rows(&block)? {
+            restore(txn, &key, &v)?;
+        }
     }
     Ok(())
+}
+
+/// The State rows a base block's value holds, in order.
+pub(crate) fn base_block_rows(block: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let raw = unpack_base_block(block)?;
+    let mut d = crate::codec::Dec::new(&raw, "snapshot base block");
+    let mut rows = Vec::new();
+    while !d.is_empty() {
+        rows.push((d.bytes()?.to_vec(), d.bytes()?.to_vec()));
+    }
+    Ok(rows)
+}
+
+/// Rewrites the snapshot base of the replica in `store` as releases before the base blocks
+/// kept it, a Meta row per State row (for the scenario that checks such stores still rebuild).
+#[cfg(feature = "testkit")]
+pub(crate) fn store_base_as_rows<S: Store>(store: &S) -> Result<()> {
+    let mut txn = crate::txn::Txn::new(store);
+    for (k, block) in txn.scan_prefix(Keyspace::Meta, BASE_BLOCKS)? {
+        for (key, v) in base_block_rows(&block)? {
+            txn.put(Keyspace::Meta, &[BASE_STATE, &key].concat(), &v);
+        }
+        txn.delete(Keyspace::Meta, &k);
+    }
+    Ok(txn.commit(WriteOptions::SYNC)?)
+}
+
+/// The rows of a base block's value (length-prefixed keys and values).
+fn unpack_base_block(block: &[u8]) -> Result<Vec<u8>> {
+    let damaged = || crate::codec::CodecError {
+        what: "snapshot base block",
+    };
+    let mut d = crate::codec::Dec::new(block, "snapshot base block");
+    let raw_len = d.u64()?;
+    // A block holds at most a block's bytes or one row of a packet: memory stays bounded
+    // whatever a damaged length claims.
+    let limit = BASE_BLOCK_BYTES as u64 + u64::from(msite_packet::format::MAX_RECORD_LEN);
+    if raw_len > limit {
+        return Err(damaged().into());
+    }
+    let frame = d.rest();
+    let rows = zstd::bulk::decompress(frame, raw_len as usize).map_err(|_| damaged())?;
+    if rows.len() as u64 != raw_len {
+        return Err(damaged().into());
+    }
+    Ok(rows)
+}
+
+/// A compressor for base blocks: [`BASE_BLOCK_LEVEL`], with the frame checksum.
+fn base_block_compressor() -> Result<zstd::bulk::Compressor<'static>> {
+    let mut c = zstd::bulk::Compressor::new(BASE_BLOCK_LEVEL).map_err(store::Error::Io)?;
+    c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+        .map_err(store::Error::Io)?;
+    Ok(c)
+}
+
+/// The State rows of a snapshot base being loaded, packed into [`BASE_BLOCKS`] rows.
+#[derive(Default)]
+struct BaseBlocks {
+    rows: Enc,
+    next: u32,
+    /// Made at the first block; its frames carry zstd's checksum, so a damaged block is
+    /// refused when it is read back.
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl BaseBlocks {
+    /// Adds a State row; returns the block it completes, if it does.
+    fn add(&mut self, key: &[u8], value: &[u8]) -> Result<Option<KeyValueIn>> {
+        let len = key.len() + value.len();
+        let full = match self.rows.0.is_empty() {
+            true => None,
+            false if self.rows.0.len() + len > BASE_BLOCK_BYTES => self.flush()?,
+            false => None,
+        };
+        self.rows = std::mem::take(&mut self.rows).bytes(key).bytes(value);
+        Ok(full)
+    }
+
+    /// The block of the rows collected so far (None: there are none).
+    fn flush(&mut self) -> Result<Option<KeyValueIn>> {
+        if self.rows.0.is_empty() {
+            return Ok(None);
+        }
+        let rows = std::mem::take(&mut self.rows.0);
+        let c = match self.compressor.as_mut() {
+            Some(c) => c,
+            None => self.compressor.insert(base_block_compressor()?),
+        };
+        let frame = c.compress(&rows).map_err(store::Error::Io)?;
+        let value = Enc::with_capacity(frame.len() + 10)
+            .u64(rows.len() as u64)
+            .raw(&frame)
+            .done();
+        let key = [BASE_BLOCKS, &self.next.to_be_bytes()].concat();
+        self.next += 1;
+        Ok(Some((Keyspace::Meta, key, value)))
+    }
 }
 
 /// The row spaces of a snapshot (the row record's first byte).
@@ -330,7 +455,8 @@ impl<S: Store> Replica<S> {
             next_lsn: 1,
             layout: h.snapshot,
             keep_base: None,
-            pending: None,
+            pending: Default::default(),
+            base: BaseBlocks::default(),
             ended: false,
             failed: None,
         };
@@ -410,9 +536,11 @@ struct SnapshotIn {
     /// Whether State rows get a base copy: decided at the first State row (layout 2: when a
     /// chain base came before it; layout 1: always).
     keep_base: Option<bool>,
-    /// A second row a record makes (a chain base's dropped mark, a State row's base copy),
-    /// loaded next.
-    pending: Option<KeyValueIn>,
+    /// Rows a record makes besides its own (a chain base's dropped mark, a completed base
+    /// block), loaded next.
+    pending: std::collections::VecDeque<KeyValueIn>,
+    /// The State rows of the snapshot base, packed as they arrive (when it keeps one).
+    base: BaseBlocks,
     ended: bool,
     /// Why the stream stopped (the load returns an error; this is the one to report).
     failed: Option<CoreError>,
@@ -428,11 +556,13 @@ impl SnapshotIn {
         if self.failed.is_some() {
             return None;
         }
-        if let Some(row) = self.pending.take() {
+        if let Some(row) = self.pending.pop_front() {
             return Some(Ok(row));
         }
         match self.step(records) {
-            Ok(row) => row.map(Ok),
+            Ok(Some(row)) => Some(Ok(row)),
+            // The last base block, completed by the snapshot end.
+            Ok(None) => self.pending.pop_front().map(Ok),
             Err(e) => {
                 self.failed = Some(e);
                 Some(Err(store::Error::Invalid(
@@ -458,6 +588,9 @@ impl SnapshotIn {
         match rec? {
             Record::Row { space, key, value } => {
                 self.hasher.row(space, &key, &value);
+                if space != space::STATE {
+                    self.pending.extend(self.base.flush()?);
+                }
                 if space == space::BASE {
                     return self.base(key, value).map(Some);
                 }
@@ -468,8 +601,7 @@ impl SnapshotIn {
                     incomplete(&self.src, &format!("a row of unknown space {space}"))
                 })?;
                 if ks == Keyspace::State && self.keeps_base() {
-                    let base = [BASE_STATE, &key].concat();
-                    self.pending = Some((Keyspace::Meta, base, value.clone()));
+                    self.pending.extend(self.base.add(&key, &value)?);
                 }
                 Ok(Some((ks, key, value)))
             }
@@ -478,6 +610,7 @@ impl SnapshotIn {
                 hash,
                 signature,
             } => {
+                self.pending.extend(self.base.flush()?);
                 self.end(rows, &hash, &signature)?;
                 // Read on to the end of the packet: its parts' trailers (record counts and
                 // hashes) are checked only there.
@@ -527,7 +660,7 @@ impl SnapshotIn {
         }
         self.own.set(origin, n);
         self.last.insert(origin, (n, hash));
-        self.pending = Some((
+        self.pending.push_back((
             Keyspace::Meta,
             crate::retain::dropped_key(&origin),
             mark.to_be_bytes().to_vec(),
@@ -610,7 +743,8 @@ mod tests {
             next_lsn: 1,
             layout,
             keep_base: None,
-            pending: None,
+            pending: Default::default(),
+            base: BaseBlocks::default(),
             ended: false,
             failed: None,
         }
@@ -621,6 +755,15 @@ mod tests {
             space: space::STATE,
             key: b"state key".to_vec(),
             value: b"state value".to_vec(),
+        })
+    }
+
+    /// A Blobs row: it closes the State rows, and so the last base block.
+    fn blobs_row() -> Result<Record> {
+        Ok(Record::Row {
+            space: space::BLOBS,
+            key: b"blob key".to_vec(),
+            value: b"blob value".to_vec(),
         })
     }
 
@@ -648,10 +791,71 @@ mod tests {
         Ok(rows)
     }
 
+    /// The State rows the base blocks among `rows` hold, in order.
+    fn base_rows(rows: &[KeyValueIn]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (ks, k, v) in rows {
+            if *ks == Keyspace::Meta && k.starts_with(BASE_BLOCKS) {
+                out.extend(base_block_rows(v).unwrap());
+            }
+        }
+        out
+    }
+
     fn base_copies(rows: &[KeyValueIn]) -> usize {
-        rows.iter()
-            .filter(|(ks, k, _)| *ks == Keyspace::Meta && k.starts_with(BASE_STATE))
-            .count()
+        base_rows(rows).len()
+    }
+
+    /// The base blocks hold every State row once, in order, each block about
+    /// [`BASE_BLOCK_BYTES`] of rows; the blocks' keys ascend.
+    #[test]
+    fn a_large_base_is_packed_into_blocks_that_hold_every_row() {
+        let value = |n: u32| format!("value {n} {}", "x".repeat(200)).into_bytes();
+        let mut records = vec![chain_base()];
+        for n in 0..20_000u32 {
+            records.push(Ok(Record::Row {
+                space: space::STATE,
+                key: n.to_be_bytes().to_vec(),
+                value: value(n),
+            }));
+        }
+        records.push(blobs_row());
+        let rows = load(2, records).unwrap();
+        let blocks: Vec<&Vec<u8>> = rows
+            .iter()
+            .filter(|(ks, k, _)| *ks == Keyspace::Meta && k.starts_with(BASE_BLOCKS))
+            .map(|(_, k, _)| k)
+            .collect();
+        assert!(blocks.len() >= 4, "{} blocks", blocks.len());
+        assert!(blocks.windows(2).all(|w| w[0] < w[1]));
+        let want: Vec<(Vec<u8>, Vec<u8>)> = (0..20_000u32)
+            .map(|n| (n.to_be_bytes().to_vec(), value(n)))
+            .collect();
+        let got = base_rows(&rows);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the blocks hold other rows");
+    }
+
+    /// A damaged base block is a damaged local record, never a panic or a wrong row; nor does
+    /// a huge length claim allocate it.
+    #[test]
+    fn a_damaged_base_block_is_refused() {
+        let rows = load(2, vec![chain_base(), state_row(), blobs_row()]).unwrap();
+        let (_, _, block) = rows
+            .iter()
+            .find(|(ks, k, _)| *ks == Keyspace::Meta && k.starts_with(BASE_BLOCKS))
+            .unwrap();
+        let mut flipped = block.clone();
+        *flipped.last_mut().unwrap() ^= 0x55;
+        let mut short = block.clone();
+        short.truncate(block.len() - 3);
+        let huge = Enc::new().u64(u64::MAX).raw(&block[1..]).done();
+        let mut longer = Enc::new().u64(block[0] as u64 + 1).done();
+        longer.extend_from_slice(&block[1..]);
+        for bad in [flipped, short, huge, longer] {
+            let err = unpack_base_block(&bad).unwrap_err();
+            assert!(matches!(err, CoreError::Codec(_)), "{err}");
+        }
     }
 
     /// Layout 2 without a chain base carries every entry: no State row gets a base copy.
@@ -660,7 +864,7 @@ mod tests {
     fn layout_2_keeps_a_base_only_when_a_chain_base_came_first() {
         let rows = load(2, vec![state_row()]).unwrap();
         assert_eq!(base_copies(&rows), 0);
-        let rows = load(2, vec![chain_base(), state_row()]).unwrap();
+        let rows = load(2, vec![chain_base(), state_row(), blobs_row()]).unwrap();
         assert_eq!(base_copies(&rows), 1);
     }
 
