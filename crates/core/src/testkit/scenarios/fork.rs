@@ -298,14 +298,31 @@ pub fn case_fork_repair_unblocks_restorereplica_after_an_own_fork<F: StoreFactor
 }
 
 /// A replica made from a snapshot gives up a forked timeline that reached it after its
-/// snapshot: it rebuilds its object base from the snapshot's rows and the entries above them.
-/// The given-up check-in's content stays, since a version of the snapshot holds it too.
+/// snapshot: it rebuilds its object base from the snapshot's rows (its snapshot base: retention
+/// is on at the creator and r1 reported, so not every entry travelled) and the entries above
+/// them. The given-up check-in's content stays, since a version of the snapshot holds it too.
 pub fn case_fork_repair_at_a_snapshot_replica_above_its_base<F: StoreFactory>(factory: &F) {
+    fork_repair_above_the_base(factory, false);
+}
+
+/// The same, at a replica whose snapshot base an earlier release stored (a copy of each
+/// State row, not blocks): the rebuild reads it as it reads the blocks.
+pub fn case_fork_repair_above_a_snapshot_base_of_an_earlier_release<F: StoreFactory>(factory: &F) {
+    fork_repair_above_the_base(factory, true);
+}
+
+fn fork_repair_above_the_base<F: StoreFactory>(factory: &F, earlier_release: bool) {
     let mut f = Family::new(factory, 2, 66);
     f.sites[0]
         .checkin("other", "main", b"timeline A", "u", "")
         .unwrap();
+    f.settle(&[(0, 1)]);
+    f.sites[0].set_retention_window(Some(0)).unwrap();
     let s = f.mkreplica_snapshot(0, "s");
+    assert!(f.sites[s].has_snapshot_base().unwrap());
+    if earlier_release {
+        crate::sync::snapshot::store_base_as_rows(f.sites[s].store()).unwrap();
+    }
     let (_, k) = fork_r1(&mut f, &hub(3));
     assert!(
         f.sites[s].entry(&f.id(1), k).unwrap().is_some(),

@@ -429,6 +429,7 @@ macro_rules! protocol_scenario_tests {
             fork_repair_unblocks_restorereplica_after_an_own_fork => case_fork_repair_unblocks_restorereplica_after_an_own_fork,
             fork_repair_at_a_snapshot_replica_above_its_base => case_fork_repair_at_a_snapshot_replica_above_its_base,
             fork_repair_at_a_snapshot_replica_within_its_base => case_fork_repair_at_a_snapshot_replica_within_its_base,
+            fork_repair_above_a_snapshot_base_of_an_earlier_release => case_fork_repair_above_a_snapshot_base_of_an_earlier_release,
             fork_repair_below_a_snapshot_replicas_chain_base => case_fork_repair_below_a_snapshot_replicas_chain_base,
             fork_repair_at_a_snapshot_replica_with_the_whole_oplog => case_fork_repair_at_a_snapshot_replica_with_the_whole_oplog,
             direct_export_after_a_restoration_sends_only_what_is_new => case_direct_export_after_a_restoration_sends_only_what_is_new,
