@@ -157,7 +157,7 @@ pub struct Incoming<'a> {
     pub packet_id: PacketId,
     /// Where it came from (for messages).
     pub source: String,
-    pub(super) records: Box<dyn Iterator<Item = Result<Record>> + 'a>,
+    pub(super) records: Box<dyn Iterator<Item = Result<Record>> + Send + 'a>,
     /// The content limit each part's reader applies when the records reach it.
     content_limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -192,7 +192,7 @@ impl<'a> Incoming<'a> {
         Self::assemble(readers, source)
     }
 
-    pub(super) fn assemble<R: std::io::Read + 'static>(
+    pub(super) fn assemble<R: std::io::Read + Send + 'static>(
         mut readers: Vec<PacketReader<R>>,
         source: String,
     ) -> Result<Incoming<'static>> {

@@ -460,10 +460,7 @@ impl<S: Store> Replica<S> {
             ended: false,
             failed: None,
         };
-        let loaded = {
-            let mut rows = std::iter::from_fn(|| load.next(&mut pkt.records));
-            self.store.bulk_load(&mut rows)
-        };
+        let loaded = load_on_two_threads(&self.store, &mut load, &mut *pkt.records);
         if let Some(e) = load.failed.take() {
             return Err(e);
         }
@@ -486,6 +483,46 @@ impl<S: Store> Replica<S> {
             next_lsn: load.next_lsn,
         })
     }
+}
+
+/// Rows handed from the packet's thread to the store's at a time (or fewer, when they hold
+/// [`BATCH_BYTES`]).
+const BATCH_ROWS: usize = 1024;
+/// The bytes of rows a batch holds at most (besides its last row).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Bulk-loads the rows `load` makes of `records` into `store`: the packet is read, checked
+/// and hashed (and the snapshot base packed) on a thread of its own, which hands the rows over
+/// in batches, while this thread writes them. At most two batches wait, so memory stays
+/// bounded. When the store stops early, the reader stops at its next batch.
+fn load_on_two_threads<S: Store>(
+    store: &S,
+    load: &mut SnapshotIn,
+    records: &mut (dyn Iterator<Item = Result<Record>> + Send),
+) -> store::Result<u64> {
+    std::thread::scope(|scope| {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<LoadRow>>(2);
+        scope.spawn(move || {
+            let (mut batch, mut bytes) = (Vec::with_capacity(BATCH_ROWS), 0);
+            while let Some(row) = load.next(records) {
+                bytes += row.as_ref().map_or(0, |(_, k, v)| k.len() + v.len());
+                batch.push(row);
+                if batch.len() == BATCH_ROWS || bytes >= BATCH_BYTES {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
+                    if batches.send(full).is_err() {
+                        return;
+                    }
+                    bytes = 0;
+                }
+            }
+            // The store may have stopped already: then nobody waits for the last batch.
+            let _ = batches.send(batch);
+        });
+        let mut rows = received.into_iter().flatten();
+        let loaded = store.bulk_load(&mut rows);
+        drop(rows);
+        loaded
+    })
 }
 
 /// What a loaded snapshot holds, for the commit that makes the new replica.
