@@ -301,7 +301,7 @@ impl<S: Store> Replica<S> {
     fn write_body(
         &self,
         plan: &ExportPlan,
-        sink: &mut dyn RecordSink,
+        sink: &mut (dyn RecordSink + Send),
         packet_id: &wire::Id,
     ) -> Result<(u64, u64)> {
         match plan.snapshot {

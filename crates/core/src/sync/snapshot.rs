@@ -333,11 +333,13 @@ impl<S: Store> Replica<S> {
     }
 
     /// Writes a snapshot plan's rows into `sink`, from one consistent view of the store, then
-    /// the snapshot end signed for `packet_id`. Returns the rows written.
+    /// the snapshot end signed for `packet_id`. Returns the rows written. The rows are read
+    /// here and written (hashed, encoded, compressed) on a thread of their own
+    /// ([`write_on_two_threads`]).
     pub(super) fn write_snapshot(
         &self,
         plan: &ExportPlan,
-        sink: &mut dyn RecordSink,
+        sink: &mut (dyn RecordSink + Send),
         packet_id: &wire::Id,
     ) -> Result<u64> {
         let snap = self.store.snapshot()?;
@@ -349,32 +351,42 @@ impl<S: Store> Replica<S> {
                 self.name()
             )));
         }
-        let mut out = SnapshotOut {
+        let out = SnapshotOut {
             sink,
             hasher: sign::SnapshotHasher::new(),
         };
-        self.write_bases(&snap, plan, &mut out)?;
+        let out = write_on_two_threads(out, |rows| self.read_rows(&snap, plan, rows))?;
+        let (rows, hash) = out.hasher.finish();
+        let msg = sign::snapshot_message(&wire::Id(self.family.0), packet_id, rows, &hash);
+        let signature = self.signing_key()?.sign(&msg).to_bytes();
+        out.sink.snapshot_end(rows, &hash, &signature)?;
+        Ok(rows)
+    }
+
+    /// Reads a snapshot plan's rows from `snap` into `out`, in the order of the row layout.
+    fn read_rows<R: ReadView + ?Sized>(
+        &self,
+        snap: &R,
+        plan: &ExportPlan,
+        out: &mut RowBatches,
+    ) -> Result<()> {
+        self.write_bases(snap, plan, out)?;
         for (ks, sp) in [
             (Keyspace::State, space::STATE),
             (Keyspace::Blobs, space::BLOBS),
         ] {
             for kv in snap.scan(ks, KeyRange::all())? {
                 let (k, v) = kv?;
-                out.row(sp, &k, &v)?;
+                out.row(sp, k, v)?;
             }
         }
         for tag in PEER_TAGS {
             for kv in snap.scan(Keyspace::Peers, KeyRange::prefix(&[tag]))? {
                 let (k, v) = kv?;
-                out.row(space::PEERS, &k, &v)?;
+                out.row(space::PEERS, k, v)?;
             }
         }
-        Self::write_oplog(&snap, plan, &mut out)?;
-        let (rows, hash) = out.hasher.finish();
-        let msg = sign::snapshot_message(&wire::Id(self.family.0), packet_id, rows, &hash);
-        let signature = self.signing_key()?.sign(&msg).to_bytes();
-        out.sink.snapshot_end(rows, &hash, &signature)?;
-        Ok(rows)
+        Self::write_oplog(snap, plan, out)
     }
 
     /// The chain bases (number, hash, dropped mark) of the origins whose entries do not all
@@ -383,7 +395,7 @@ impl<S: Store> Replica<S> {
         &self,
         snap: &R,
         plan: &ExportPlan,
-        out: &mut SnapshotOut<'_>,
+        out: &mut RowBatches,
     ) -> Result<()> {
         for (o, from, _) in plan.ranges.iter().filter(|(_, f, _)| *f > 1) {
             let n = &(from - 1);
@@ -399,7 +411,7 @@ impl<S: Store> Replica<S> {
                 .raw(&hash)
                 .raw(&mark.to_be_bytes())
                 .done();
-            out.row(space::BASE, &o.0, &v)?;
+            out.row(space::BASE, o.0.to_vec(), v)?;
         }
         Ok(())
     }
@@ -408,13 +420,13 @@ impl<S: Store> Replica<S> {
     fn write_oplog<R: ReadView + ?Sized>(
         snap: &R,
         plan: &ExportPlan,
-        out: &mut SnapshotOut<'_>,
+        out: &mut RowBatches,
     ) -> Result<()> {
         for (o, from, to) in plan.ranges.iter().filter(|(_, f, t)| f <= t) {
             let range = KeyRange::between(keys::oplog(o, *from), keys::oplog(o, to + 1));
             for kv in snap.scan(Keyspace::Oplog, range)? {
                 let (k, v) = kv?;
-                out.row(space::OPLOG, &k, &v)?;
+                out.row(space::OPLOG, k, v)?;
             }
         }
         Ok(())
@@ -544,8 +556,84 @@ fn incomplete(src: &str, why: &str) -> CoreError {
 
 /// The writing side: each row into the sink and the running hash.
 struct SnapshotOut<'a> {
-    sink: &'a mut dyn RecordSink,
+    sink: &'a mut (dyn RecordSink + Send),
     hasher: sign::SnapshotHasher,
+}
+
+/// A row read for the packet: space, key, value.
+type RowOut = (u8, Vec<u8>, Vec<u8>);
+
+/// Runs `read`, which reads the rows, on this thread, and writes what it reads into `out` on
+/// a scoped thread: the store is read while the packet is hashed, encoded and compressed.
+/// Rows cross in batches of [`BATCH_ROWS`] or [`BATCH_BYTES`], two batches waiting at most.
+/// When writing fails, reading stops at its next batch and the writer's error is returned;
+/// when reading fails, the writer stops and the reader's is.
+fn write_on_two_threads<'a>(
+    mut out: SnapshotOut<'a>,
+    read: impl FnOnce(&mut RowBatches) -> Result<()>,
+) -> Result<SnapshotOut<'a>> {
+    std::thread::scope(|scope| {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<RowOut>>(2);
+        let writer = scope.spawn(move || -> Result<SnapshotOut<'a>> {
+            for batch in received {
+                for (space, key, value) in batch {
+                    out.row(space, &key, &value)?;
+                }
+            }
+            Ok(out)
+        });
+        let mut rows = RowBatches {
+            to_writer: batches,
+            batch: Vec::with_capacity(BATCH_ROWS),
+            bytes: 0,
+            writer_stopped: false,
+        };
+        let read = read(&mut rows).and_then(|()| rows.send());
+        let writer_stopped = rows.writer_stopped;
+        drop(rows);
+        let written = writer.join().unwrap_or_else(|_| {
+            Err(CoreError::Invalid(
+                "the packet's writing thread stopped unexpectedly".into(),
+            ))
+        });
+        match (read, written) {
+            (Ok(()), written) => written,
+            (Err(_), Err(e)) if writer_stopped => Err(e),
+            (Err(e), _) => Err(e),
+        }
+    })
+}
+
+/// The reading side of [`write_on_two_threads`]: rows gathered into batches for the writer.
+struct RowBatches {
+    to_writer: std::sync::mpsc::SyncSender<Vec<RowOut>>,
+    batch: Vec<RowOut>,
+    bytes: usize,
+    /// The writer stopped (its error is the one to report).
+    writer_stopped: bool,
+}
+
+impl RowBatches {
+    /// Adds a row; a full batch goes to the writer.
+    fn row(&mut self, space: u8, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.bytes += key.len() + value.len();
+        self.batch.push((space, key, value));
+        match self.batch.len() == BATCH_ROWS || self.bytes >= BATCH_BYTES {
+            true => self.send(),
+            false => Ok(()),
+        }
+    }
+
+    /// Hands the rows gathered so far to the writer.
+    fn send(&mut self) -> Result<()> {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+        self.bytes = 0;
+        if !batch.is_empty() && self.to_writer.send(batch).is_err() {
+            self.writer_stopped = true;
+            return Err(CoreError::Invalid("the packet's writer stopped".into()));
+        }
+        Ok(())
+    }
 }
 
 impl SnapshotOut<'_> {
@@ -893,6 +981,72 @@ mod tests {
             let err = unpack_base_block(&bad).unwrap_err();
             assert!(matches!(err, CoreError::Codec(_)), "{err}");
         }
+    }
+
+    /// A sink that takes `fail_at` rows, then fails as a full disk would.
+    struct FullDisk {
+        rows: u64,
+        fail_at: u64,
+    }
+
+    impl RecordSink for FullDisk {
+        fn entry(&mut self, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+        fn blob(&mut self, _: &Hash, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+        fn blob_piece(&mut self, _: &Hash, _: u64, _: u64, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+        fn delta(&mut self, _: &Hash, _: &Hash, _: u64, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+        fn row(&mut self, _: u8, _: &[u8], _: &[u8]) -> Result<()> {
+            self.rows += 1;
+            match self.rows > self.fail_at {
+                true => Err(CoreError::Invalid("no space left on the device".into())),
+                false => Ok(()),
+            }
+        }
+        fn snapshot_end(&mut self, _: u64, _: &Hash, _: &wire::Signature) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Reads `n` rows into `out`, then fails with `fail` if given.
+    fn read_rows(out: &mut RowBatches, n: u64, fail: Option<&str>) -> Result<()> {
+        for i in 0..n {
+            out.row(space::STATE, i.to_be_bytes().to_vec(), vec![7; 100])?;
+        }
+        match fail {
+            Some(why) => Err(CoreError::Invalid(why.into())),
+            None => Ok(()),
+        }
+    }
+
+    /// Both threads of a snapshot export stop at the first failure and report the real one:
+    /// the sink's when writing fails, the store's when reading fails; every row read is
+    /// written and hashed when nothing fails.
+    #[test]
+    fn the_two_threads_of_an_export_report_the_failure_that_stopped_them() {
+        let run = |fail_at: u64, read_fails: Option<&str>| {
+            let mut sink = FullDisk { rows: 0, fail_at };
+            let out = SnapshotOut {
+                sink: &mut sink,
+                hasher: sign::SnapshotHasher::new(),
+            };
+            let r = write_on_two_threads(out, |rows| read_rows(rows, 100_000, read_fails))
+                .map(|out| out.hasher.finish().0);
+            (r, sink.rows)
+        };
+        let (r, written) = run(u64::MAX, None);
+        assert_eq!((r.unwrap(), written), (100_000, 100_000));
+        let (r, written) = run(5_000, None);
+        assert!(r.unwrap_err().to_string().contains("no space left"));
+        assert_eq!(written, 5_001, "the writer stops at its first failure");
+        let (r, _) = run(u64::MAX, Some("the store is damaged"));
+        assert!(r.unwrap_err().to_string().contains("the store is damaged"));
     }
 
     /// Layout 2 without a chain base carries every entry: no State row gets a base copy.
