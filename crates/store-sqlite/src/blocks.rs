@@ -219,8 +219,9 @@ struct RowAt {
 }
 
 impl Block {
-    /// The compressed bytes of `rows` (ascending, non-empty).
-    pub(crate) fn encode(rows: &[KeyValue]) -> Result<Vec<u8>> {
+    /// The compressed bytes of `rows` (ascending, non-empty) at zstd level `level`
+    /// (`compact` packs at [`LEVEL`]).
+    pub(crate) fn encode(rows: &[KeyValue], level: i32) -> Result<Vec<u8>> {
         let raw_len = rows.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
         let mut raw = Vec::with_capacity(raw_len);
         for (k, v) in rows {
@@ -229,7 +230,7 @@ impl Block {
                 raw.extend_from_slice(part);
             }
         }
-        Ok(zstd::bulk::compress(&raw, LEVEL)?)
+        Ok(zstd::bulk::compress(&raw, level)?)
     }
 
     /// The rows of block `meta` of `ks` from its stored bytes, checked against its range.

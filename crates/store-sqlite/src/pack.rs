@@ -135,6 +135,20 @@ fn unpack(tx: &Connection, ks: Keyspace, meta: &BlockMeta, block: &Block) -> Res
     Ok(())
 }
 
+/// Inserts `rows` (ascending, none of them in the table) as one block of `ks`, compressed at
+/// `level`; nothing for no rows. Returns the number of blocks written.
+fn insert_block(tx: &Connection, ks: Keyspace, rows: &[KeyValue], level: i32) -> Result<u64> {
+    let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else {
+        return Ok(0);
+    };
+    let data = Block::encode(rows, level)?;
+    tx.prepare_cached(INSERT_BLOCK)
+        .r2e()?
+        .execute(rusqlite::params![ks.name(), first, last, data])
+        .r2e()?;
+    Ok(1)
+}
+
 /// Packs every row of the [`PACKED`] keyspaces, inside `tx`, into blocks of about
 /// `block_bytes`: the blocks there are are unpacked first, so the new ones are full and
 /// cover disjoint ranges. Memory stays at one block and one chunk of rows. Returns the
@@ -192,11 +206,7 @@ fn write_block(tx: &Connection, ks: Keyspace, run: &mut Vec<KeyValue>) -> Result
     let (Some((first, _)), Some((last, _))) = (run.first(), run.last()) else {
         return Ok(0);
     };
-    let data = Block::encode(run)?;
-    tx.prepare_cached(INSERT_BLOCK)
-        .r2e()?
-        .execute(rusqlite::params![ks.name(), first, last, data])
-        .r2e()?;
+    insert_block(tx, ks, run, blocks::LEVEL)?;
     let delete = format!("DELETE FROM {} WHERE k >= ?1 AND k <= ?2", sql(ks).table);
     tx.prepare_cached(&delete)
         .r2e()?
@@ -204,6 +214,102 @@ fn write_block(tx: &Connection, ks: Keyspace, run: &mut Vec<KeyValue>) -> Result
         .r2e()?;
     run.clear();
     Ok(1)
+}
+
+/// The zstd level of the blocks a bulk load writes: the fastest regular level, since the
+/// load waits for them (`compact` packs at [`blocks::LEVEL`]).
+const BULK_LEVEL: i32 = 1;
+
+/// A bulk load's rows of the [`PACKED`] keyspaces written straight into blocks, as `compact`
+/// would leave them, instead of a row insert each. A keyspace is packed only while the load
+/// can keep the rules without looking: its table and blocks were empty when the load began,
+/// and its keys keep ascending. The first key that does not (or a row longer than
+/// [`MAX_PACKED_ROW`]) closes the keyspace's last block, and its rows from then on go to the
+/// table as any write does.
+pub(crate) struct BulkPacker {
+    runs: [Option<BulkRun>; PACKED.len()],
+    block_bytes: usize,
+    made: u64,
+}
+
+/// The rows of one keyspace waiting for their block.
+#[derive(Default)]
+struct BulkRun {
+    rows: Vec<KeyValue>,
+    bytes: usize,
+    /// The last key of the blocks written so far: the next row's key must be above it.
+    written_up_to: Option<Vec<u8>>,
+}
+
+impl BulkRun {
+    /// Whether `key` comes after every key of this run and of its blocks.
+    fn ascends_to(&self, key: &[u8]) -> bool {
+        let last = match self.rows.last() {
+            Some((k, _)) => Some(k),
+            None => self.written_up_to.as_ref(),
+        };
+        last.is_none_or(|last| last.as_slice() < key)
+    }
+}
+
+impl BulkPacker {
+    /// A packer for a load inside `tx`, for the keyspaces that hold nothing yet.
+    pub(crate) fn new(tx: &Connection, block_bytes: usize) -> Result<Self> {
+        let mut runs: [Option<BulkRun>; PACKED.len()] = Default::default();
+        for (run, ks) in runs.iter_mut().zip(PACKED) {
+            let table = format!("SELECT EXISTS (SELECT 1 FROM {})", sql(ks).table);
+            let rows: bool = tx.query_row(&table, [], |r| r.get(0)).r2e()?;
+            if !rows && blocks::all(tx, ks)?.is_empty() {
+                *run = Some(BulkRun::default());
+            }
+        }
+        Ok(BulkPacker {
+            runs,
+            block_bytes,
+            made: 0,
+        })
+    }
+
+    /// Takes the row into a block when its keyspace is still packed; gives it back otherwise
+    /// (the caller writes it to the table).
+    pub(crate) fn take(
+        &mut self,
+        tx: &Connection,
+        ks: Keyspace,
+        row: KeyValue,
+    ) -> Result<Option<KeyValue>> {
+        let Some(slot) = blocks::packed_slot(ks) else {
+            return Ok(Some(row));
+        };
+        let Some(run) = self.runs[slot].as_mut() else {
+            return Ok(Some(row));
+        };
+        let len = row.0.len() + row.1.len();
+        if !run.ascends_to(&row.0) || len > MAX_PACKED_ROW {
+            self.made += insert_block(tx, ks, &run.rows, BULK_LEVEL)?;
+            self.runs[slot] = None;
+            return Ok(Some(row));
+        }
+        run.rows.push(row);
+        run.bytes += len + 8;
+        if run.bytes >= self.block_bytes {
+            self.made += insert_block(tx, ks, &run.rows, BULK_LEVEL)?;
+            run.written_up_to = run.rows.pop().map(|(k, _)| k);
+            run.rows.clear();
+            run.bytes = 0;
+        }
+        Ok(None)
+    }
+
+    /// Writes the blocks still open. Returns the number of blocks the load made.
+    pub(crate) fn finish(&mut self, tx: &Connection) -> Result<u64> {
+        for (run, ks) in self.runs.iter_mut().zip(PACKED) {
+            if let Some(run) = run.take() {
+                self.made += insert_block(tx, ks, &run.rows, BULK_LEVEL)?;
+            }
+        }
+        Ok(self.made)
+    }
 }
 
 /// Checks every block for `check_integrity`: each decodes to ordered rows inside its range,

@@ -385,17 +385,25 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .r2e()?;
         let mut puts: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
+        let mut packer = pack::BulkPacker::new(&tx, self.options.block_bytes)?;
+        // Readers and the writer's index look at blocks from the first one the load makes.
+        self.packs.mark_present();
+        w.blocks.forget();
         let mut count = 0u64;
         for row in rows {
             let (ks, k, v) = row?;
+            count += 1;
+            let Some((k, v)) = packer.take(&tx, ks, (k, v))? else {
+                continue;
+            };
             w.blocks.release(&tx, &self.packs, ks, &k)?;
             prepared(&tx, &mut puts[ks as usize], sql(ks).put)?
                 .execute([&k[..], split::head(ks, &v)])
                 .r2e()?;
             split::put_tail(&tx, ks, &k, &v)?;
-            count += 1;
         }
         drop(puts);
+        packer.finish(&tx)?;
         split::drop_orphans(&tx)?;
         let res = tx.commit().r2e();
         self.poisoned.observe(WriteOptions::SYNC, &res);
