@@ -25,6 +25,10 @@ mod util;
 mod workloads;
 mod writers;
 
+/// The allocator the `msite` binary uses, so the rows measure what operators run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};

@@ -1,5 +1,9 @@
 //! The `msite` binary: installs a panic hook that prints one line instead of a backtrace, then
-//! hands the arguments to [`msite_cli::main_with_args`] and exits with its code.
+//! hands the arguments to [`msite_cli::main_with_args`] and exits with its code. Its allocator
+//! is mimalloc (the workspace's Cargo.toml says why).
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     std::panic::set_hook(Box::new(|info| {
