@@ -5,11 +5,14 @@
 //! (BENCHMARKS.md, "Store size after `msite compact`"). So [`Store::compact`] (`msite
 //! compact`, as `git gc` packs a repository) moves the rows of the [`PACKED`] keyspaces into
 //! blocks: runs of consecutive rows of about [`DEFAULT_BLOCK_BYTES`], each compressed with
-//! zstd as one unit and kept as one row of `kv_packed` (`pack.rs` writes them).
+//! zstd as one unit and kept as one row of `kv_packed` (`pack.rs` writes them). A bulk load
+//! (a new replica's snapshot) writes the rows of those keyspaces straight into blocks when
+//! their tables are empty (`pack::BulkPacker`): a few hundred block inserts instead of a row
+//! insert per row of the object base.
 //!
 //! The rules every reader and writer keeps:
-//! * **A key is in its keyspace's table or in one block, never both.** A get reads the table
-//!   first, then the one block whose range covers the key; a scan merges the table's rows with
+//! * **A key is in its keyspace's table or in one block, never both.** A get reads the one
+//!   block whose range covers the key, then the table; a scan merges the table's rows with
 //!   the blocks' rows in key order.
 //! * **A keyspace's blocks cover disjoint key ranges** `[first_k, last_k]`, the first and last
 //!   key each holds. Rows of the table may lie between and inside those ranges: a new key is

@@ -363,7 +363,9 @@ impl SqliteStore {
     /// prepared once, committed with `synchronous = FULL`. The rows arrive sorted, so SQLite
     /// appends to its B-trees; pages the cache cannot hold spill into the WAL, so memory stays
     /// at the cache size. The mode stays WAL (no unjournaled writes: a crash rolls the whole
-    /// load back). Only the commit can poison the store: a damaged input rolls back.
+    /// load back). Only the commit can poison the store: a damaged input rolls back. Rows of
+    /// the packed keyspaces go straight into blocks while their tables are empty
+    /// (`pack::BulkPacker`).
     fn bulk_load_locked(&self, w: &mut Writer, rows: BulkRows<'_>) -> Result<u64> {
         w.set_synchronous_full(true)?;
         // Off for the load (split.rs says why), on again whatever the load's outcome.
