@@ -229,7 +229,8 @@ const BULK_LEVEL: i32 = 1;
 pub(crate) struct BulkPacker {
     runs: [Option<BulkRun>; PACKED.len()],
     block_bytes: usize,
-    made: u64,
+    /// Blocks written since [`BulkPacker::wrote_blocks`] last said so.
+    fresh: bool,
 }
 
 /// The rows of one keyspace waiting for their block.
@@ -266,7 +267,7 @@ impl BulkPacker {
         Ok(BulkPacker {
             runs,
             block_bytes,
-            made: 0,
+            fresh: false,
         })
     }
 
@@ -286,14 +287,14 @@ impl BulkPacker {
         };
         let len = row.0.len() + row.1.len();
         if !run.ascends_to(&row.0) || len > MAX_PACKED_ROW {
-            self.made += insert_block(tx, ks, &run.rows, BULK_LEVEL)?;
+            self.fresh |= insert_block(tx, ks, &run.rows, BULK_LEVEL)? > 0;
             self.runs[slot] = None;
             return Ok(Some(row));
         }
         run.rows.push(row);
         run.bytes += len + 8;
         if run.bytes >= self.block_bytes {
-            self.made += insert_block(tx, ks, &run.rows, BULK_LEVEL)?;
+            self.fresh |= insert_block(tx, ks, &run.rows, BULK_LEVEL)? > 0;
             run.written_up_to = run.rows.pop().map(|(k, _)| k);
             run.rows.clear();
             run.bytes = 0;
@@ -301,14 +302,20 @@ impl BulkPacker {
         Ok(None)
     }
 
-    /// Writes the blocks still open. Returns the number of blocks the load made.
-    pub(crate) fn finish(&mut self, tx: &Connection) -> Result<u64> {
+    /// Writes the blocks still open.
+    pub(crate) fn finish(&mut self, tx: &Connection) -> Result<()> {
         for (run, ks) in self.runs.iter_mut().zip(PACKED) {
             if let Some(run) = run.take() {
-                self.made += insert_block(tx, ks, &run.rows, BULK_LEVEL)?;
+                self.fresh |= insert_block(tx, ks, &run.rows, BULK_LEVEL)? > 0;
             }
         }
-        Ok(self.made)
+        Ok(())
+    }
+
+    /// Whether blocks were written since the last call: readers and the writer's map of
+    /// blocks must then look again.
+    pub(crate) fn wrote_blocks(&mut self) -> bool {
+        std::mem::take(&mut self.fresh)
     }
 }
 

@@ -388,9 +388,6 @@ impl SqliteStore {
             .r2e()?;
         let mut puts: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
         let mut packer = pack::BulkPacker::new(&tx, self.options.block_bytes)?;
-        // Readers and the writer's index look at blocks from the first one the load makes.
-        self.packs.mark_present();
-        w.blocks.forget();
         let mut count = 0u64;
         for row in rows {
             let (ks, k, v) = row?;
@@ -398,6 +395,12 @@ impl SqliteStore {
             let Some((k, v)) = packer.take(&tx, ks, (k, v))? else {
                 continue;
             };
+            if packer.wrote_blocks() {
+                // The writer's map of blocks, if read before, lacks the new ones: a row given
+                // again must move the block that holds its key.
+                self.packs.mark_present();
+                w.blocks.forget();
+            }
             w.blocks.release(&tx, &self.packs, ks, &k)?;
             prepared(&tx, &mut puts[ks as usize], sql(ks).put)?
                 .execute([&k[..], split::head(ks, &v)])
@@ -406,6 +409,9 @@ impl SqliteStore {
         }
         drop(puts);
         packer.finish(&tx)?;
+        if packer.wrote_blocks() {
+            self.packs.mark_present();
+        }
         split::drop_orphans(&tx)?;
         let res = tx.commit().r2e();
         self.poisoned.observe(WriteOptions::SYNC, &res);

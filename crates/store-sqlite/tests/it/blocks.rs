@@ -302,3 +302,41 @@ fn a_bulk_load_into_empty_keyspaces_writes_blocks() {
     );
     s.check_integrity().unwrap();
 }
+
+/// A bulk load whose writer map of blocks was read mid-load (a row of a keyspace that holds
+/// rows already goes to the table) still sees the blocks written after that: a key given again
+/// later in the load, which one of those blocks holds, moves that block back and ends with
+/// the later value, never in a block and the table both.
+#[test]
+fn a_key_given_again_in_a_bulk_load_moves_a_block_written_after_the_writers_map_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        block_bytes: 256,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open_with(dir.path(), options).unwrap();
+    s.put_one(Keyspace::State, b"held", b"before", WriteOptions::SYNC)
+        .unwrap();
+    let oplog = |from: u32, to: u32| -> Vec<(Keyspace, Vec<u8>, Vec<u8>)> {
+        (from..to)
+            .map(|i| (Keyspace::Oplog, i.to_be_bytes().to_vec(), vec![b'o'; 60]))
+            .collect()
+    };
+    let mut rows = oplog(0, 100);
+    // State held a row: this one goes to the table, which reads the writer's map of blocks.
+    rows.push((Keyspace::State, b"new".to_vec(), b"row".to_vec()));
+    rows.extend(oplog(100, 200));
+    // Key 150 again: its block was written after the map was read.
+    rows.push((
+        Keyspace::Oplog,
+        150u32.to_be_bytes().to_vec(),
+        b"later".to_vec(),
+    ));
+    let n = rows.len() as u64;
+    let mut it = rows.into_iter().map(Ok);
+    assert_eq!(s.bulk_load(&mut it).unwrap(), n);
+    let got = s.get(Keyspace::Oplog, &150u32.to_be_bytes()).unwrap();
+    assert_eq!(got.as_deref(), Some(&b"later"[..]));
+    s.check_integrity().unwrap();
+    assert_eq!(scan(&s, Keyspace::Oplog).len(), 200);
+}
