@@ -459,24 +459,22 @@ impl<S: Sink> Encoder<S> {
     /// fills the next one. Splitting into parts needs each chunk's stored size before the next
     /// record, so with a part size the chunk is compressed here, as is an uncompressed packet's.
     fn flush_full_chunk(&mut self) -> Result<(), EncodeError> {
-        if self.opts.max_part_size.is_some() || self.opts.zstd_level == 0 {
+        if self.opts.max_part_size.is_some() {
             return self.flush_chunk();
         }
         self.finish_in_flight()?;
-        if self.worker.is_none() {
-            let c = self
-                .compressor
-                .take()
-                .expect("a compressed packet has a compressor");
-            self.worker = Some(ChunkWorker::spawn(c)?);
-        }
+        let mut worker = match self.worker.take() {
+            Some(w) => w,
+            None => match self.compressor.take() {
+                Some(c) => ChunkWorker::spawn(c)?,
+                None => return self.flush_chunk(), // An uncompressed packet.
+            },
+        };
         let raw = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
         self.pending.reserve(self.opts.chunk_size);
-        let stored = std::mem::take(&mut self.stored);
-        self.worker
-            .as_mut()
-            .expect("spawned above")
-            .start(raw, stored)
+        let started = worker.start(raw, std::mem::take(&mut self.stored));
+        self.worker = Some(worker);
+        started
     }
 
     /// Waits for the chunk the worker is compressing, if any, and writes it.

@@ -258,9 +258,12 @@ impl BulkPacker {
     pub(crate) fn new(tx: &Connection, block_bytes: usize) -> Result<Self> {
         let mut runs: [Option<BulkRun>; PACKED.len()] = Default::default();
         for (run, ks) in runs.iter_mut().zip(PACKED) {
-            let table = format!("SELECT EXISTS (SELECT 1 FROM {})", sql(ks).table);
-            let rows: bool = tx.query_row(&table, [], |r| r.get(0)).r2e()?;
-            if !rows && blocks::all(tx, ks)?.is_empty() {
+            let held = format!(
+                "SELECT EXISTS (SELECT 1 FROM {}) OR EXISTS (SELECT 1 FROM kv_packed WHERE ks = ?1)",
+                sql(ks).table
+            );
+            let held: bool = tx.query_row(&held, [ks.name()], |r| r.get(0)).r2e()?;
+            if !held {
                 *run = Some(BulkRun::default());
             }
         }

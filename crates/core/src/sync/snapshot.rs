@@ -199,10 +199,8 @@ struct BaseBlocks {
 impl BaseBlocks {
     /// Adds a State row; returns the block it completes, if it does.
     fn add(&mut self, key: &[u8], value: &[u8]) -> Result<Option<KeyValueIn>> {
-        let len = key.len() + value.len();
-        let full = match self.rows.0.is_empty() {
-            true => None,
-            false if self.rows.0.len() + len > BASE_BLOCK_BYTES => self.flush()?,
+        let full = match self.rows.0.len() + key.len() + value.len() > BASE_BLOCK_BYTES {
+            true => self.flush()?,
             false => None,
         };
         self.rows = std::mem::take(&mut self.rows).bytes(key).bytes(value);
@@ -513,22 +511,16 @@ fn load_on_two_threads<S: Store>(
     records: &mut (dyn Iterator<Item = Result<Record>> + Send),
 ) -> store::Result<u64> {
     std::thread::scope(|scope| {
-        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<LoadRow>>(2);
+        let (mut out, received) = Batches::<LoadRow>::channel();
         scope.spawn(move || {
-            let (mut batch, mut bytes) = (Vec::with_capacity(BATCH_ROWS), 0);
             while let Some(row) = load.next(records) {
-                bytes += row.as_ref().map_or(0, |(_, k, v)| k.len() + v.len());
-                batch.push(row);
-                if batch.len() == BATCH_ROWS || bytes >= BATCH_BYTES {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
-                    if batches.send(full).is_err() {
-                        return;
-                    }
-                    bytes = 0;
+                let bytes = row.as_ref().map_or(0, |(_, k, v)| k.len() + v.len());
+                if !out.push(row, bytes) {
+                    return; // The store stopped.
                 }
             }
             // The store may have stopped already: then nobody waits for the last batch.
-            let _ = batches.send(batch);
+            out.send();
         });
         let mut rows = received.into_iter().flatten();
         let loaded = store.bulk_load(&mut rows);
@@ -573,7 +565,7 @@ fn write_on_two_threads<'a>(
     read: impl FnOnce(&mut RowBatches) -> Result<()>,
 ) -> Result<SnapshotOut<'a>> {
     std::thread::scope(|scope| {
-        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<RowOut>>(2);
+        let (batches, received) = Batches::<RowOut>::channel();
         let writer = scope.spawn(move || -> Result<SnapshotOut<'a>> {
             for batch in received {
                 for (space, key, value) in batch {
@@ -583,9 +575,7 @@ fn write_on_two_threads<'a>(
             Ok(out)
         });
         let mut rows = RowBatches {
-            to_writer: batches,
-            batch: Vec::with_capacity(BATCH_ROWS),
-            bytes: 0,
+            batches,
             writer_stopped: false,
         };
         let read = read(&mut rows).and_then(|()| rows.send());
@@ -604,11 +594,45 @@ fn write_on_two_threads<'a>(
     })
 }
 
+/// Items handed to another thread in batches of [`BATCH_ROWS`] items or [`BATCH_BYTES`]
+/// bytes, whichever comes first; the channel holds two batches at most, so memory stays
+/// bounded whatever the sizes of the two threads' work.
+struct Batches<T> {
+    to: std::sync::mpsc::SyncSender<Vec<T>>,
+    batch: Vec<T>,
+    bytes: usize,
+}
+
+impl<T> Batches<T> {
+    /// The sending side, and the receiving side for the other thread.
+    fn channel() -> (Self, std::sync::mpsc::Receiver<Vec<T>>) {
+        let (to, received) = std::sync::mpsc::sync_channel(2);
+        let batches = Batches {
+            to,
+            batch: Vec::with_capacity(BATCH_ROWS),
+            bytes: 0,
+        };
+        (batches, received)
+    }
+
+    /// Adds an item of `bytes` bytes; a full batch goes over. False: the receiver is gone.
+    fn push(&mut self, item: T, bytes: usize) -> bool {
+        self.bytes += bytes;
+        self.batch.push(item);
+        self.batch.len() < BATCH_ROWS && self.bytes < BATCH_BYTES || self.send()
+    }
+
+    /// Hands over the items gathered so far. False: the receiver is gone.
+    fn send(&mut self) -> bool {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+        self.bytes = 0;
+        batch.is_empty() || self.to.send(batch).is_ok()
+    }
+}
+
 /// The reading side of [`write_on_two_threads`]: rows gathered into batches for the writer.
 struct RowBatches {
-    to_writer: std::sync::mpsc::SyncSender<Vec<RowOut>>,
-    batch: Vec<RowOut>,
-    bytes: usize,
+    batches: Batches<RowOut>,
     /// The writer stopped (its error is the one to report).
     writer_stopped: bool,
 }
@@ -616,19 +640,20 @@ struct RowBatches {
 impl RowBatches {
     /// Adds a row; a full batch goes to the writer.
     fn row(&mut self, space: u8, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        self.bytes += key.len() + value.len();
-        self.batch.push((space, key, value));
-        match self.batch.len() == BATCH_ROWS || self.bytes >= BATCH_BYTES {
-            true => self.send(),
-            false => Ok(()),
-        }
+        let bytes = key.len() + value.len();
+        let sent = self.batches.push((space, key, value), bytes);
+        self.unless_stopped(sent)
     }
 
     /// Hands the rows gathered so far to the writer.
     fn send(&mut self) -> Result<()> {
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
-        self.bytes = 0;
-        if !batch.is_empty() && self.to_writer.send(batch).is_err() {
+        let sent = self.batches.send();
+        self.unless_stopped(sent)
+    }
+
+    /// The error that stops the reading when the writer is gone (`sent` false).
+    fn unless_stopped(&mut self, sent: bool) -> Result<()> {
+        if !sent {
             self.writer_stopped = true;
             return Err(CoreError::Invalid("the packet's writer stopped".into()));
         }
