@@ -16,11 +16,22 @@ const SNAPSHOT_DOMAIN: &[u8] = b"msite snapshot v1\0";
 
 /// The running hash of a snapshot's row records (1.4): BLAKE3 over each row record's payload
 /// (space, key length, key, value), each preceded by the payload's length (u32 LE), in order.
+///
+/// Rows are short (a State row is tens of bytes, a small blob a few hundred), and BLAKE3 fed
+/// one short piece at a time compresses its 64-byte blocks one after another. So the payloads
+/// of small rows wait in `run` until [`HASH_RUN`] bytes are there and are hashed together,
+/// which lets BLAKE3 hash many 1 KiB chunks at once with SIMD. The hash is the same whatever
+/// the pieces (BLAKE3 is a stream hash); a row longer than a run is hashed in place, so the
+/// buffer never holds more than one run and one small row.
 #[derive(Clone, Default)]
 pub struct SnapshotHasher {
     h: blake3::Hasher,
+    run: Vec<u8>,
     rows: u64,
 }
+
+/// The bytes of row payloads hashed at once (see [`SnapshotHasher`]).
+const HASH_RUN: usize = 64 << 10;
 
 impl SnapshotHasher {
     /// A hasher over no row yet.
@@ -31,17 +42,30 @@ impl SnapshotHasher {
     /// Adds one row record.
     pub fn row(&mut self, space: u8, key: &[u8], value: &[u8]) {
         let len = (crate::format::ROW_PREFIX_LEN + key.len() + value.len()) as u32;
-        self.h.update(&len.to_le_bytes());
-        self.h.update(&[space]);
-        self.h.update(&(key.len() as u32).to_le_bytes());
-        self.h.update(key);
-        self.h.update(value);
+        self.run.extend_from_slice(&len.to_le_bytes());
+        self.run.push(space);
+        self.run.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        if key.len() + value.len() >= HASH_RUN {
+            self.h.update(&self.run);
+            self.run.clear();
+            self.h.update(key);
+            self.h.update(value);
+        } else {
+            self.run.extend_from_slice(key);
+            self.run.extend_from_slice(value);
+            if self.run.len() >= HASH_RUN {
+                self.h.update(&self.run);
+                self.run.clear();
+            }
+        }
         self.rows += 1;
     }
 
     /// The number of rows added and their hash.
     pub fn finish(&self) -> (u64, wire::Hash) {
-        (self.rows, *self.h.finalize().as_bytes())
+        let mut h = self.h.clone();
+        h.update(&self.run);
+        (self.rows, *h.finalize().as_bytes())
     }
 }
 
@@ -294,4 +318,48 @@ pub(crate) fn encode_header(
         new_replica: &h.new_replica,
         comment: &h.comment,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The specified hash, written out: one BLAKE3 over the length-prefixed payloads.
+    fn hash_of_concatenated_payloads(rows: &[(u8, Vec<u8>, Vec<u8>)]) -> wire::Hash {
+        let mut all = Vec::new();
+        for (space, key, value) in rows {
+            let len = (crate::format::ROW_PREFIX_LEN + key.len() + value.len()) as u32;
+            all.extend_from_slice(&len.to_le_bytes());
+            all.push(*space);
+            all.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            all.extend_from_slice(key);
+            all.extend_from_slice(value);
+        }
+        *blake3::hash(&all).as_bytes()
+    }
+
+    /// Row lengths around the run's size: tiny rows, rows just under and over a run.
+    fn row() -> impl Strategy<Value = (u8, Vec<u8>, Vec<u8>)> {
+        let len = prop_oneof![0usize..64, HASH_RUN - 40..HASH_RUN + 40, 0usize..3 * HASH_RUN];
+        (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..40), len)
+            .prop_map(|(space, key, n)| (space, key, vec![space; n]))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn the_snapshot_hash_is_blake3_of_the_payloads_however_they_are_buffered(
+            rows in proptest::collection::vec(row(), 0..12),
+        ) {
+            let mut h = SnapshotHasher::new();
+            for (space, key, value) in &rows {
+                h.row(*space, key, value);
+            }
+            let (n, hash) = h.finish();
+            prop_assert_eq!(n, rows.len() as u64);
+            prop_assert_eq!(hash, hash_of_concatenated_payloads(&rows));
+        }
+    }
 }
