@@ -21,7 +21,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use msite_core::store::{BulkRows, Keyspace, Result};
-use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
+use rocksdb::{DBCompressionType, IngestExternalFileOptions, Options, SstFileWriter};
 
 use crate::error::RocksResultExt;
 use crate::store::{cf_options, RocksStore};
@@ -68,7 +68,7 @@ impl RocksStore {
     }
 
     fn load_files(&self, rows: BulkRows<'_>, scratch: &Path, max_bytes: u64) -> Result<Loaded> {
-        let opts: Vec<Options> = Keyspace::ALL.iter().map(|ks| cf_options(*ks)).collect();
+        let opts: Vec<Options> = Keyspace::ALL.iter().map(|ks| writer_options(*ks)).collect();
         // The open file of each keyspace, indexed by `Keyspace as usize`.
         let mut open: Vec<Option<OpenFile<'_>>> = Keyspace::ALL.iter().map(|_| None).collect();
         let (mut count, mut files) = (0u64, 0u64);
@@ -112,6 +112,20 @@ impl RocksStore {
             .ingest_external_file_cf_opts(self.cf(f.ks)?, &io, vec![&f.path])
             .r2e()
     }
+}
+
+/// The options of a keyspace's SST files: its column family's, except that content files
+/// are not compressed. Content values are either msite's own zstd frames (`packed.rs` in
+/// msite-core) or content that packing found incompressible, so LZ4 finds next to nothing in
+/// them; compressing them was a third of a snapshot load's writing thread. A writer compresses
+/// with the options' last per-level type, so that list goes too.
+fn writer_options(ks: Keyspace) -> Options {
+    let mut opts = cf_options(ks);
+    if ks == Keyspace::Blobs {
+        opts.set_compression_type(DBCompressionType::None);
+        opts.set_compression_per_level(&[]);
+    }
+    opts
 }
 
 /// Makes `dir` an empty directory (removing what an interrupted load left).

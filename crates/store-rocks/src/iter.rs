@@ -2,17 +2,20 @@
 
 use std::ops::Bound;
 
-use msite_core::store::{KeyRange, KeyValue, Result};
+use msite_core::store::{KeyRange, KeyValue, Keyspace, Result};
 use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, DB};
 
 use crate::error::map;
 
-/// Read options for a scan of `range`: explicit lower and upper bounds, checksums verified.
-/// `Included(e)` as the end becomes the exclusive upper bound `e ++ [0x00]`, the smallest key
-/// after `e`.
-pub(crate) fn scan_options(range: &KeyRange) -> ReadOptions {
+/// Read options for a scan of `range` in `ks`: explicit lower and upper bounds, checksums
+/// verified. `Included(e)` as the end becomes the exclusive upper bound `e ++ [0x00]`, the
+/// smallest key after `e`. A scan of content leaves the block cache alone: content is scanned
+/// only whole (a snapshot's export, a digest), every block once, and caching those blocks
+/// allocated fresh memory for each one and pushed out the rows that are read again.
+pub(crate) fn scan_options(ks: Keyspace, range: &KeyRange) -> ReadOptions {
     let mut ro = ReadOptions::default();
     ro.set_verify_checksums(true);
+    ro.fill_cache(ks != Keyspace::Blobs);
     match &range.start {
         Bound::Included(s) | Bound::Excluded(s) => ro.set_iterate_lower_bound(s.clone()),
         Bound::Unbounded => {}

@@ -21,14 +21,14 @@ impl ReadView for RocksSnapshot<'_> {
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
         let it = self
             .snap
-            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(&range));
+            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(ks, &range));
         Ok(Box::new(RocksIter::new(it, range)))
     }
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
         let it = self
             .snap
-            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(&range));
+            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(ks, &range));
         crate::iter::last_in(it, &range)
     }
 }
