@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! DIR/LOCK             held with an OS file lock (std `File::try_lock`) while the store is open
-//! DIR/store.sqlite3    the database, in WAL mode (plus its -wal and -shm files while open)
+//! DIR/store.sqlite3    the database, in WAL mode (plus its -wal and -shm files while open;
+//!                      a -journal file while a bulk load runs under a rollback journal)
 //! ```
 //!
 //! Each [`Keyspace`](msite_core::store::Keyspace) is a table
@@ -33,7 +34,9 @@
 //! * **Durability**: a synced write commits with `PRAGMA synchronous = FULL` (WAL fsynced at
 //!   commit), an unsynced one with `NORMAL` (WAL fsynced only at checkpoints: a power failure
 //!   may lose the last transactions whole, never part of one). An empty synced batch fsyncs the
-//!   WAL file, so it still makes earlier unsynced writes durable.
+//!   WAL file, so it still makes earlier unsynced writes durable. A bulk load into a store no
+//!   other connection has open (a new replica's) runs under a rollback journal, which writes
+//!   each page once instead of into the WAL and again at the checkpoint (`journal.rs`).
 //! * **Poisoning**: a synced write that fails for any reason but a guard poisons the store.
 //! * **Reads** use a small pool of reader connections. A [`SqliteSnapshot`] is a read
 //!   transaction held on one of them (WAL readers never block the writer). Scans fetch chunks
@@ -50,6 +53,7 @@
 mod blocks;
 mod error;
 mod iter;
+mod journal;
 mod pack;
 mod snapshot;
 mod split;

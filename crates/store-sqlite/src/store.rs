@@ -16,6 +16,7 @@ use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transa
 use crate::blocks::{self, Memo, Packs};
 use crate::error::{map, SqlResultExt, BACKEND};
 use crate::iter::{ReadConn, SqliteIter};
+use crate::journal;
 use crate::pack::{self, BlockIndex};
 use crate::snapshot::SqliteSnapshot;
 use crate::split;
@@ -109,8 +110,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How long a connection waits for another's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn configure(conn: &Connection) -> Result<()> {
-    conn.busy_timeout(Duration::from_secs(30)).r2e()?;
+    conn.busy_timeout(BUSY_TIMEOUT).r2e()?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
@@ -361,23 +365,34 @@ impl SqliteStore {
 
     /// [`Store::bulk_load`]: every row in one `IMMEDIATE` transaction, each keyspace's insert
     /// prepared once, committed with `synchronous = FULL`. The rows arrive sorted, so SQLite
-    /// appends to its B-trees; pages the cache cannot hold spill into the WAL, so memory stays
-    /// at the cache size. The mode stays WAL (no unjournaled writes: a crash rolls the whole
-    /// load back). Only the commit can poison the store: a damaged input rolls back. Rows of
-    /// the packed keyspaces go straight into blocks while their tables are empty
-    /// (`pack::BulkPacker`).
+    /// appends to its B-trees; pages the cache cannot hold spill into the journal or the
+    /// database file, so memory stays at the cache size. When no other connection is open (a
+    /// new replica's store) the load runs under a rollback journal, which writes each page
+    /// once (`journal.rs`); either way a crash rolls the whole load back. Only the commit can
+    /// poison the store: a damaged input rolls back. Rows of the packed keyspaces go straight
+    /// into blocks while their tables are empty (`pack::BulkPacker`).
     fn bulk_load_locked(&self, w: &mut Writer, rows: BulkRows<'_>) -> Result<u64> {
         w.set_synchronous_full(true)?;
+        lock(&self.readers).clear();
+        let rollback = journal::leave_wal(&w.conn, BUSY_TIMEOUT)?;
         // Off for the load (split.rs says why), on again whatever the load's outcome.
         let (pragma, on) = split::WRITER_PRAGMA;
-        w.conn.pragma_update(None, pragma, !on).r2e()?;
-        let loaded = self.bulk_load_in_one_transaction(w, rows);
+        let loaded = w
+            .conn
+            .pragma_update(None, pragma, !on)
+            .r2e()
+            .and_then(|()| self.bulk_load_in_one_transaction(w, rows));
         if loaded.is_err() {
             w.blocks.forget();
         }
         let restored = w.conn.pragma_update(None, pragma, on).r2e();
+        let wal = match rollback {
+            true => journal::return_to_wal(&w.conn),
+            false => Ok(()),
+        };
         let rows = loaded?;
         restored?;
+        wal?;
         Ok(rows)
     }
 
