@@ -462,8 +462,9 @@ pub fn ensure_no_site(dir: &Path) -> anyhow::Result<()> {
             .unwrap_or(true)
     {
         bail!(
-            "{} already has a store/ directory but no {SITE_FILE}; move it away or choose another directory",
-            dir.display()
+            "{} already has a store/ directory but no {SITE_FILE}, as an interrupted `msite mkreplica import` or `msite init` leaves it: it is not a site; remove {} (or move it away) and run the command again, or choose another directory",
+            dir.display(),
+            store.display()
         );
     }
     Ok(())
