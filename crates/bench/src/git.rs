@@ -81,6 +81,7 @@ pub(crate) fn bundle_and_clone(work: &Path, repo: &Path, tag: &str, runs: usize)
         let dest = work.join(format!("{tag}-clone-{k}"));
         let b = bundle.to_str().context("path is not UTF-8")?.to_string();
         let d = dest.to_str().context("path is not UTF-8")?.to_string();
+        crate::util::settle_disk()?;
         let ((), t) = timed(|| {
             run(repo, &["bundle", "create", "-q", &b, "--all"])?;
             run(work, &["clone", "-q", "--bare", &b, &d])

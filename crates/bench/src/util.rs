@@ -48,6 +48,18 @@ pub fn write_tree(dir: &Path, n: u64, size: usize, seed: u64) -> Result<()> {
     Ok(())
 }
 
+/// Writes every dirty page of the machine to disk (`sync`) before a timed creation, on both
+/// sides: the setup that comes before one (a long history checked in, a repository
+/// committed and gc'd) leaves tens of megabytes for the kernel to write back, and that
+/// writeback fell into whichever timing came next, moving it by a third from run to run.
+pub fn settle_disk() -> Result<()> {
+    let status = Command::new("sync").status().context("running sync")?;
+    if !status.success() {
+        bail!("sync failed: {status}");
+    }
+    Ok(())
+}
+
 /// Runs `f` and returns its result with the wall time it took.
 pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {
     let t = Instant::now();

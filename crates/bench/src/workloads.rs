@@ -234,6 +234,7 @@ pub(crate) fn create_once<B: Backend>(
 ) -> Result<(std::time::Duration, std::time::Duration, u64, u64)> {
     let pkt = w.fresh("pkt");
     let key = msite_core::SiteKey::generate(&msite_core::SystemEnv);
+    crate::util::settle_disk()?;
     let (files, te) = timed(|| {
         let plan = match snapshot {
             true => a.plan_mkreplica_snapshot(name, &key.public())?,
