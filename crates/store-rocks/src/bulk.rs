@@ -114,14 +114,16 @@ impl RocksStore {
     }
 }
 
-/// The options of a keyspace's SST files: its column family's, except that content files
-/// are not compressed. Content values are either msite's own zstd frames (`packed.rs` in
-/// msite-core) or content that packing found incompressible, so LZ4 finds next to nothing in
-/// them; compressing them was a third of a snapshot load's writing thread. A writer compresses
-/// with the options' last per-level type, so that list goes too.
+/// The options of a keyspace's SST files: its column family's, except that the files of
+/// content and of Meta are not compressed. Content values are msite's own zstd frames
+/// (`packed.rs` in msite-core), content that packing found incompressible, or pieces of large
+/// content, which the family's ordinary writes keep uncompressed in blob files anyway; a
+/// snapshot load's Meta rows are the snapshot base's zstd blocks. LZ4 finds next to nothing
+/// in them, and compressing content was a third of a snapshot load's writing thread. A writer
+/// compresses with the options' last per-level type, so that list goes too.
 fn writer_options(ks: Keyspace) -> Options {
     let mut opts = cf_options(ks);
-    if ks == Keyspace::Blobs {
+    if matches!(ks, Keyspace::Blobs | Keyspace::Meta) {
         opts.set_compression_type(DBCompressionType::None);
         opts.set_compression_per_level(&[]);
     }
