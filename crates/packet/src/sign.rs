@@ -44,7 +44,8 @@ impl SnapshotHasher {
         let len = (crate::format::ROW_PREFIX_LEN + key.len() + value.len()) as u32;
         self.run.extend_from_slice(&len.to_le_bytes());
         self.run.push(space);
-        self.run.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.run
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
         if key.len() + value.len() >= HASH_RUN {
             self.h.update(&self.run);
             self.run.clear();
@@ -342,8 +343,16 @@ mod tests {
 
     /// Row lengths around the run's size: tiny rows, rows just under and over a run.
     fn row() -> impl Strategy<Value = (u8, Vec<u8>, Vec<u8>)> {
-        let len = prop_oneof![0usize..64, HASH_RUN - 40..HASH_RUN + 40, 0usize..3 * HASH_RUN];
-        (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..40), len)
+        let len = prop_oneof![
+            0usize..64,
+            HASH_RUN - 40..HASH_RUN + 40,
+            0usize..3 * HASH_RUN
+        ];
+        (
+            any::<u8>(),
+            proptest::collection::vec(any::<u8>(), 0..40),
+            len,
+        )
             .prop_map(|(space, key, n)| (space, key, vec![space; n]))
     }
 
