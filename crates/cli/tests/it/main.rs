@@ -67,7 +67,12 @@ impl Lab {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("msite").expect("the msite binary");
+        Command::from_std(self.std_cmd())
+    }
+
+    /// `msite` in the lab directory with the lab's environment, as a process to spawn.
+    fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("msite"));
         c.current_dir(self.root.path())
             .env_remove("RUST_LOG")
             .envs(self.envs.iter().map(|(k, v)| (k, v)));
