@@ -634,9 +634,12 @@ impl<T> Batches<T> {
 
     /// Hands over the items gathered so far. False: the receiver is gone.
     fn send(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
         self.bytes = 0;
-        batch.is_empty() || self.to.send(batch).is_ok()
+        self.to.send(batch).is_ok()
     }
 }
 
