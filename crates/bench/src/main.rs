@@ -8,7 +8,8 @@
 //!
 //! Options: `--quick` (sizes ÷ 10), `--no-rocks`,
 //! `--only tree,inc,ceiling,restore,mem,sealed,branch,big,history,ship,status,writers,retain,longhist`, `--runs N`, `--work-dir DIR`
-//! (default: a temporary directory, removed at the end), `--history-bundle PATH` (default
+//! (where the run's fresh temporary directory goes, removed at the end; default: the system's
+//! temporary directory), `--history-bundle PATH` (default
 //! `../shared/data/serde-history.bundle` beside the workspace), `--history-commits N` (replay
 //! only the oldest N first-parent commits; `--quick` replays 250).
 
@@ -126,21 +127,20 @@ fn main() -> Result<()> {
     let opts = parse(&args)?;
     #[cfg(feature = "postgres")]
     let _server = scratch_postgres()?;
-    let tmp;
-    let root = match &opts.work_dir {
+    // A fresh directory each run (inside --work-dir when given), so a second run never meets
+    // the first one's stores and repositories; removed at the end.
+    let parent = match &opts.work_dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
             d.clone()
         }
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("msite-bench-")
-                .tempdir()
-                .context("creating the work directory")?;
-            tmp.path().to_path_buf()
-        }
+        None => std::env::temp_dir(),
     };
-    Run::new(opts, &root)?.all()
+    let tmp = tempfile::Builder::new()
+        .prefix("msite-bench-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a work directory in {}", parent.display()))?;
+    Run::new(opts, tmp.path())?.all()
 }
 
 /// One run of the benchmarks: its options, sizes, engines and work directory.
