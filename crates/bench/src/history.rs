@@ -9,7 +9,8 @@
 //! and B imports (B's acknowledgement back to A is exchanged untimed, its bytes reported), git
 //! bundles `LAST..main` and B fetches it. At the end a new replica is made from the whole
 //! history (mkreplica packet + `create_from_packet` against `git bundle create --all` +
-//! `git clone --bare`), and B's store is measured against B's git objects after `git gc`, as
+//! `git clone --bare`), then, with retention on at A, one from a snapshot of A's object base
+//! (what `msite mkreplica export` writes by default), and B's store is measured against B's git objects after `git gc`, as
 //! the syncs left it and after `msite compact` (the engine's compaction, timed against the gc).
 //! Each commit's check-in is also set against reading every file of its tree (the floor of
 //! any `import DIR` that looks at the files), timed just before it.
@@ -342,7 +343,9 @@ pub fn replay<B: Backend>(w: &Work, h: &History) -> Result<Value> {
     if a.digest()? != b.digest()? {
         bail!("after the replay A and B hold different states");
     }
-    let creation = creation::<B>(w, &a)?;
+    let history = creation::<B>(w, &a, false)?;
+    crate::workloads::retention_on(&a)?;
+    let snapshot = creation::<B>(w, &a, true)?;
     let git_creation = git_creation(w, &g)?;
     drop((a, b));
     let msite_b = dir_bytes(&b_dir)?;
@@ -351,13 +354,14 @@ pub fn replay<B: Backend>(w: &Work, h: &History) -> Result<Value> {
     let store = json!({
         "msite_a": dir_bytes(&a_dir)?, "msite_b": msite_b,
         "msite_b_compacted": dir_bytes(&b_dir)?, "msite_compact_secs": compact.as_secs_f64(),
-        "msite_new": creation.1, "git_b_objects": dir_bytes(&g.b.join("objects"))?,
+        "msite_new": history.1, "git_b_objects": dir_bytes(&g.b.join("objects"))?,
         "git_gc_secs": gc.as_secs_f64(),
     });
     Ok(json!({
         "commits": h.commits.len(), "rounds": rounds, "store": store,
         "tree_read_secs_median": median(read_secs), "cli": cli.json(),
-        "msite": side_json(&m, creation.0), "msite_ack_bytes": ack_bytes,
+        "msite": side_json(&m, history.0), "msite_ack_bytes": ack_bytes,
+        "msite_snapshot_creation": snapshot.0,
         "git": side_json(&gs, git_creation),
     }))
 }
@@ -370,13 +374,18 @@ fn side_json(s: &Side, creation: Value) -> Value {
     })
 }
 
-/// A new replica from A's whole history: the creation packet's bytes and the time of planning,
-/// writing and `create_from_packet`; also the new store's bytes.
-fn creation<B: Backend>(w: &Work, a: &Replica<B::S>) -> Result<(Value, u64)> {
+/// A new replica from A's whole history (`snapshot` false) or from a snapshot of its object
+/// base: the creation packet's bytes and the time of planning, writing and
+/// `create_from_packet`; also the new store's bytes.
+fn creation<B: Backend>(w: &Work, a: &Replica<B::S>, snapshot: bool) -> Result<(Value, u64)> {
     let (pkt, dir) = (w.fresh("hist-mk-pkt"), w.fresh("hist-new"));
+    let name = if snapshot { "s" } else { "c" };
     let ((bytes, r), t) = timed(|| {
         let key = msite_core::SiteKey::generate(&msite_core::SystemEnv);
-        let plan = a.plan_mkreplica("c", &key.public())?;
+        let plan = match snapshot {
+            true => a.plan_mkreplica_snapshot(name, &key.public())?,
+            false => a.plan_mkreplica(name, &key.public())?,
+        };
         let (parts, bytes) = written(&a.write_plan_to_dir(&plan, &pkt, None)?)?;
         let env = std::sync::Arc::new(msite_core::SystemEnv);
         let store = B::open_store(&dir)?;

@@ -349,7 +349,7 @@ fn status_row(t: &Value) -> Value {
 
 /// The real-history rows, each msite against git on the same commits: (what, msite's figure,
 /// git's figure as JSON pointers into the result, in seconds or bytes, the ratio's limit).
-const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 11] = [
+const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 13] = [
     (
         "sync time (export + import vs bundle + fetch)",
         "/msite/sync_secs",
@@ -374,6 +374,20 @@ const HISTORY_ROWS: [(&str, &str, &str, bool, Option<f64>); 11] = [
     (
         "new replica (mkreplica + create vs bundle --all + clone --bare)",
         "/msite/creation/secs",
+        "/git/creation/secs",
+        true,
+        None,
+    ),
+    (
+        "snapshot creation packet, retention on, vs bundle --all",
+        "/msite_snapshot_creation/bytes",
+        "/git/creation/bytes",
+        false,
+        None,
+    ),
+    (
+        "new replica from that snapshot vs bundle --all + clone --bare",
+        "/msite_snapshot_creation/secs",
         "/git/creation/secs",
         true,
         None,
