@@ -5,8 +5,9 @@
 //! packet id give the same bytes (no clock, no randomness). Memory is bounded by the chunk size:
 //! records are copied into the pending chunk piece by piece, so a record larger than a chunk
 //! spans several chunks and is never buffered whole. A full chunk is compressed on a thread of
-//! the encoder's own while the caller fills the next (one chunk in flight, so the chunks stay
-//! in order and the encoder holds at most four chunk buffers); a packet split into parts
+//! the encoder's own while the caller fills the next (up to two chunks in flight on two
+//! threads, written in the order they were filled; the encoder holds at most six chunk
+//! buffers); a packet split into parts
 //! compresses each chunk before the next record, since the split needs its stored size.
 //!
 //! Part splitting (`SPEC.md` §4): a part is closed before a record that would take it over
@@ -174,15 +175,21 @@ fn compress_chunk(
     Ok(())
 }
 
-/// The encoder's compression thread: it takes one full chunk at a time and hands back the
-/// chunk with its compressed bytes, so a chunk is compressed while the next is filled. At
-/// most one chunk is in flight, which keeps the chunks in order and memory at four chunk
-/// buffers. Dropping it closes its channel, which ends the thread.
+/// One of the encoder's compression threads: it takes one full chunk at a time and hands back
+/// the chunk with its compressed bytes, so chunks are compressed while the next is filled.
+/// The encoder keeps up to [`COMPRESS_THREADS`] of them busy, one chunk each, and writes the
+/// chunks in the order it filled them. Dropping one closes its channel, which ends the thread.
 struct ChunkWorker {
     to_worker: mpsc::SyncSender<(Vec<u8>, Vec<u8>)>,
     from_worker: mpsc::Receiver<CompressedChunk>,
     in_flight: bool,
 }
+
+/// The most chunks compressed at once, each on a thread of its own. Two: a full chunk no
+/// longer waits for the one before it to finish compressing (which held an export's reading
+/// and encoding threads back while one core idled, BENCHMARKS.md stop 39), and memory stays
+/// at six chunk buffers (one filling, two in flight with their outputs, one spare).
+const COMPRESS_THREADS: usize = 2;
 
 /// A chunk and its compressed bytes, or why compressing failed.
 type CompressedChunk = Result<(Vec<u8>, Option<Vec<u8>>), EncodeError>;
@@ -351,13 +358,15 @@ struct Encoder<S: Sink> {
     hasher: blake3::Hasher,
     /// The record stream of the chunk being filled.
     pending: Vec<u8>,
-    /// An emptied chunk buffer, for the next chunk while the worker holds one.
-    spare: Vec<u8>,
-    /// An emptied buffer for compressed bytes.
-    stored: Vec<u8>,
-    /// The thread that compresses full chunks (started at the first; the compressor moves
-    /// into it).
-    worker: Option<ChunkWorker>,
+    /// Emptied chunk buffers, for the next chunks while the workers hold some.
+    spare: Vec<Vec<u8>>,
+    /// Emptied buffers for compressed bytes.
+    stored: Vec<Vec<u8>>,
+    /// The threads that compress full chunks, started as chunks fill, up to
+    /// [`COMPRESS_THREADS`] (the first takes `compressor`, the others a compressor of their own).
+    workers: Vec<ChunkWorker>,
+    /// The workers holding a chunk, in the order the chunks were filled.
+    in_flight: std::collections::VecDeque<usize>,
     stats: Stats,
 }
 
@@ -389,7 +398,8 @@ impl<S: Sink> Encoder<S> {
             pending: Vec::with_capacity(opts.chunk_size),
             spare: Vec::new(),
             stored: Vec::new(),
-            worker: None,
+            workers: Vec::new(),
+            in_flight: std::collections::VecDeque::new(),
             opts,
             envelope,
             header: header_bytes,
@@ -438,52 +448,76 @@ impl<S: Sink> Encoder<S> {
         r
     }
 
-    /// Compresses and writes the pending chunk, after the chunk the worker is compressing.
+    /// Compresses and writes the pending chunk, after the chunks the workers are compressing.
     fn flush_chunk(&mut self) -> Result<(), EncodeError> {
         self.finish_in_flight()?;
         if self.pending.is_empty() {
             return Ok(());
         }
         let raw = std::mem::take(&mut self.pending);
-        let stored = match self.worker.as_mut() {
-            Some(w) => {
-                w.start(raw, std::mem::take(&mut self.stored))?;
-                return self.finish_in_flight();
-            }
-            None => self.compress_here(&raw)?,
-        };
+        if !self.workers.is_empty() {
+            // The compressor moved into the first worker.
+            let stored = self.stored.pop().unwrap_or_default();
+            self.workers[0].start(raw, stored)?;
+            self.in_flight.push_back(0);
+            return self.finish_in_flight();
+        }
+        let stored = self.compress_here(&raw)?;
         self.emit_chunk(raw, stored)
     }
 
-    /// A full pending chunk: handed to the worker thread, which compresses it while the caller
-    /// fills the next one. Splitting into parts needs each chunk's stored size before the next
-    /// record, so with a part size the chunk is compressed here, as is an uncompressed packet's.
+    /// A full pending chunk: handed to a worker thread, which compresses it while the caller
+    /// fills the next one; when every worker holds a chunk, the oldest is written first.
+    /// Splitting into parts needs each chunk's stored size before the next record, so with a
+    /// part size the chunk is compressed here, as is an uncompressed packet's.
     fn flush_full_chunk(&mut self) -> Result<(), EncodeError> {
-        if self.opts.max_part_size.is_some() {
+        if self.opts.max_part_size.is_some() || self.opts.zstd_level == 0 {
             return self.flush_chunk();
         }
-        self.finish_in_flight()?;
-        let mut worker = match self.worker.take() {
-            Some(w) => w,
-            None => match self.compressor.take() {
-                Some(c) => ChunkWorker::spawn(c)?,
-                None => return self.flush_chunk(), // An uncompressed packet.
-            },
-        };
-        let raw = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        if self.in_flight.len() == COMPRESS_THREADS {
+            self.finish_oldest()?;
+        }
+        let worker = self.free_worker()?;
+        let next = self.spare.pop().unwrap_or_default();
+        let raw = std::mem::replace(&mut self.pending, next);
         self.pending.reserve(self.opts.chunk_size);
-        let started = worker.start(raw, std::mem::take(&mut self.stored));
-        self.worker = Some(worker);
-        started
+        let stored = self.stored.pop().unwrap_or_default();
+        self.workers[worker].start(raw, stored)?;
+        self.in_flight.push_back(worker);
+        Ok(())
     }
 
-    /// Waits for the chunk the worker is compressing, if any, and writes it.
-    fn finish_in_flight(&mut self) -> Result<(), EncodeError> {
-        let Some(done) = self.worker.as_mut().and_then(ChunkWorker::take_in_flight) else {
+    /// A worker holding no chunk, started if every one started so far holds one.
+    fn free_worker(&mut self) -> Result<usize, EncodeError> {
+        if let Some(free) = (0..self.workers.len()).find(|w| !self.in_flight.contains(w)) {
+            return Ok(free);
+        }
+        let c = match self.compressor.take() {
+            Some(c) => c,
+            None => compressor(&self.opts)?,
+        };
+        self.workers.push(ChunkWorker::spawn(c)?);
+        Ok(self.workers.len() - 1)
+    }
+
+    /// Waits for the oldest chunk in flight, if any, and writes it.
+    fn finish_oldest(&mut self) -> Result<(), EncodeError> {
+        let Some(worker) = self.in_flight.pop_front() else {
             return Ok(());
         };
+        let done = self.workers[worker]
+            .take_in_flight()
+            .unwrap_or_else(|| Err(worker_gone()));
         let (raw, stored) = done?;
         self.emit_chunk(raw, stored)
+    }
+
+    /// Waits for every chunk in flight and writes them, in order.
+    fn finish_in_flight(&mut self) -> Result<(), EncodeError> {
+        while !self.in_flight.is_empty() {
+            self.finish_oldest()?;
+        }
+        Ok(())
     }
 
     /// `raw` compressed by this thread's compressor (None: the packet is not compressed).
@@ -491,7 +525,7 @@ impl<S: Sink> Encoder<S> {
         let Some(c) = self.compressor.as_mut() else {
             return Ok(None);
         };
-        let mut stored = std::mem::take(&mut self.stored);
+        let mut stored = self.stored.pop().unwrap_or_default();
         compress_chunk(c, raw, &mut stored)?;
         Ok(Some(stored))
     }
@@ -529,9 +563,9 @@ impl<S: Sink> Encoder<S> {
         stored.clear();
         match self.pending.capacity() == 0 {
             true => self.pending = raw,
-            false => self.spare = raw,
+            false => self.spare.push(raw),
         }
-        self.stored = stored;
+        self.stored.push(stored);
     }
 
     fn close_part(&mut self) -> Result<(), EncodeError> {

@@ -271,8 +271,8 @@ pub(super) const EXPORT_ZSTD_LEVEL: i32 = 1;
 /// so long-distance matching finds nothing there (the serde history's snapshot was 4.25 MB
 /// with and without it) while it took more than half of the compression time: snapshots
 /// keep zstd's own window for the level. The importer holds about two chunks (16 MiB); the
-/// exporter about four (32 MiB: it fills one while the packet writer's thread compresses the
-/// one before).
+/// exporter about six (48 MiB: it fills one while the packet writer's two threads compress
+/// the two before).
 pub(super) const EXPORT_CHUNK_LEN: usize = 8 << 20;
 
 impl<S: Store> Replica<S> {
