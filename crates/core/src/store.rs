@@ -428,10 +428,9 @@ pub trait Store: ReadView + Send + Sync + 'static {
     fn bulk_load(&self, rows: BulkRows<'_>) -> Result<u64> {
         let mut batch = self.batch();
         let (mut bytes, mut count) = (0usize, 0u64);
-        for row in rows {
-            let (ks, k, v) = row?;
+        rows.each_row(&mut |ks, k, v| {
             bytes += k.len() + v.len();
-            batch.put(ks, &k, &v);
+            batch.put(ks, k, v);
             count += 1;
             if bytes >= BULK_BATCH_BYTES {
                 self.write(
@@ -440,7 +439,8 @@ pub trait Store: ReadView + Send + Sync + 'static {
                 )?;
                 bytes = 0;
             }
-        }
+            Ok(())
+        })?;
         self.write(batch, WriteOptions::NO_SYNC)?;
         self.write(self.batch(), WriteOptions::SYNC)?;
         Ok(count)
@@ -453,7 +453,32 @@ pub trait Store: ReadView + Send + Sync + 'static {
 }
 
 /// The rows [`Store::bulk_load`] takes: (keyspace, key, value) in sorted runs.
-pub type BulkRows<'a> = &'a mut dyn Iterator<Item = Result<(Keyspace, Vec<u8>, Vec<u8>)>>;
+pub type BulkRows<'a> = &'a mut dyn BulkSource;
+
+/// What a [`BulkSource`] calls with each row (keyspace, key, value).
+pub type RowWriter<'a> = &'a mut dyn FnMut(Keyspace, &[u8], &[u8]) -> Result<()>;
+
+/// Where [`Store::bulk_load`]'s rows come from. The rows are lent, one call each, so a source
+/// may keep them in buffers it reuses (a snapshot load hands them from the packet's thread to
+/// the store's in shared batches, `sync/row_batch.rs`); any iterator of owned rows is one.
+pub trait BulkSource {
+    /// Calls `row` with each row in order. Stops at the first error: the source's own (the
+    /// rows turned out damaged) or the one `row` returned, which it returns.
+    fn each_row(&mut self, row: RowWriter<'_>) -> Result<()>;
+}
+
+impl<I> BulkSource for I
+where
+    I: Iterator<Item = Result<(Keyspace, Vec<u8>, Vec<u8>)>>,
+{
+    fn each_row(&mut self, row: RowWriter<'_>) -> Result<()> {
+        for item in self {
+            let (ks, k, v) = item?;
+            row(ks, &k, &v)?;
+        }
+        Ok(())
+    }
+}
 
 /// The size of the unsynced batches of the default [`Store::bulk_load`].
 pub const BULK_BATCH_BYTES: usize = 32 << 20;

@@ -72,11 +72,10 @@ impl RocksStore {
         // The open file of each keyspace, indexed by `Keyspace as usize`.
         let mut open: Vec<Option<OpenFile<'_>>> = Keyspace::ALL.iter().map(|_| None).collect();
         let (mut count, mut files) = (0u64, 0u64);
-        for row in rows {
-            let (ks, key, value) = row?;
+        rows.each_row(&mut |ks, key, value| {
             let slot = &mut open[ks as usize];
             let f = match slot.take() {
-                Some(f) if f.takes(ks, &key, max_bytes) => slot.insert(f),
+                Some(f) if f.takes(ks, key, max_bytes) => slot.insert(f),
                 finished => {
                     if let Some(f) = finished {
                         self.ingest(f)?;
@@ -93,10 +92,12 @@ impl RocksStore {
                     })
                 }
             };
-            f.writer.put(&key, &value).r2e()?;
-            f.last = key;
+            f.writer.put(key, value).r2e()?;
+            f.last.clear();
+            f.last.extend_from_slice(key);
             count += 1;
-        }
+            Ok(())
+        })?;
         for f in open.into_iter().flatten() {
             self.ingest(f)?;
         }

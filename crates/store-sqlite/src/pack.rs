@@ -274,27 +274,28 @@ impl BulkPacker {
         })
     }
 
-    /// Takes the row into a block when its keyspace is still packed; gives it back otherwise
-    /// (the caller writes it to the table).
+    /// Takes a copy of the row into a block when its keyspace is still packed (true); false
+    /// otherwise (the caller writes it to the table).
     pub(crate) fn take(
         &mut self,
         tx: &Connection,
         ks: Keyspace,
-        row: KeyValue,
-    ) -> Result<Option<KeyValue>> {
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<bool> {
         let Some(slot) = blocks::packed_slot(ks) else {
-            return Ok(Some(row));
+            return Ok(false);
         };
         let Some(run) = self.runs[slot].as_mut() else {
-            return Ok(Some(row));
+            return Ok(false);
         };
-        let len = row.0.len() + row.1.len();
-        if !run.ascends_to(&row.0) || len > MAX_PACKED_ROW {
+        let len = key.len() + value.len();
+        if !run.ascends_to(key) || len > MAX_PACKED_ROW {
             self.fresh |= insert_block(tx, ks, &run.rows, BULK_LEVEL)? > 0;
             self.runs[slot] = None;
-            return Ok(Some(row));
+            return Ok(false);
         }
-        run.rows.push(row);
+        run.rows.push((key.to_vec(), value.to_vec()));
         run.bytes += len + 8;
         if run.bytes >= self.block_bytes {
             self.fresh |= insert_block(tx, ks, &run.rows, BULK_LEVEL)? > 0;
@@ -302,7 +303,7 @@ impl BulkPacker {
             run.rows.clear();
             run.bytes = 0;
         }
-        Ok(None)
+        Ok(true)
     }
 
     /// Writes the blocks still open.

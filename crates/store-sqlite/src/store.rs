@@ -404,24 +404,23 @@ impl SqliteStore {
         let mut puts: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
         let mut packer = pack::BulkPacker::new(&tx, self.options.block_bytes)?;
         let mut count = 0u64;
-        for row in rows {
-            let (ks, k, v) = row?;
+        rows.each_row(&mut |ks, k, v| {
             count += 1;
-            let Some((k, v)) = packer.take(&tx, ks, (k, v))? else {
-                continue;
-            };
+            if packer.take(&tx, ks, k, v)? {
+                return Ok(());
+            }
             if packer.wrote_blocks() {
                 // The writer's map of blocks, if read before, lacks the new ones: a row given
                 // again must move the block that holds its key.
                 self.packs.mark_present();
                 w.blocks.forget();
             }
-            w.blocks.release(&tx, &self.packs, ks, &k)?;
+            w.blocks.release(&tx, &self.packs, ks, k)?;
             prepared(&tx, &mut puts[ks as usize], sql(ks).put)?
-                .execute([&k[..], split::head(ks, &v)])
+                .execute([k, split::head(ks, v)])
                 .r2e()?;
-            split::put_tail(&tx, ks, &k, &v)?;
-        }
+            split::put_tail(&tx, ks, k, v)
+        })?;
         drop(puts);
         packer.finish(&tx)?;
         if packer.wrote_blocks() {

@@ -12,6 +12,7 @@
 //!   packet carries.
 //! - [`create`]: replica creation (§7).
 //! - [`snapshot`]: snapshot creation: the object base as rows, bulk-loaded (§7, format 1.4).
+//! - [`row_batch`]: rows handed between a snapshot export's two threads in reused buffers.
 //! - [`trust`]: signing keys, packet signatures and origin-signed chain heads.
 //! - [`decisions`]: fork repair decisions signed by their decider (format 1.5).
 //! - [`rekey`]: key rotation (`msite rekey`) and vouching for a lost key (`msite vouch`).
@@ -32,6 +33,7 @@ mod import;
 mod packet;
 mod rekey;
 mod reports;
+mod row_batch;
 pub(crate) mod sealing;
 mod sitekey;
 pub(crate) mod snapshot;

@@ -52,6 +52,7 @@ use crate::store::{self, KeyRange, Keyspace, ReadView, Store, StoreExt, WriteOpt
 
 use super::export::ExportPlan;
 use super::packet::{Incoming, RecordSink};
+use super::row_batch::{row_channel, RowReceiver, RowSender};
 
 /// The layout version of the rows a snapshot writes (the header's `snapshot` field): the
 /// key layouts of State, Blobs and the Peers tags below, as this release stores them, and
@@ -385,13 +386,13 @@ impl<S: Store> Replica<S> {
         ] {
             for kv in snap.scan(ks, KeyRange::all())? {
                 let (k, v) = kv?;
-                out.row(sp, k, v)?;
+                out.row(sp, &k, &v)?;
             }
         }
         for tag in PEER_TAGS {
             for kv in snap.scan(Keyspace::Peers, KeyRange::prefix(&[tag]))? {
                 let (k, v) = kv?;
-                out.row(space::PEERS, k, v)?;
+                out.row(space::PEERS, &k, &v)?;
             }
         }
         Self::write_oplog(snap, plan, out)
@@ -419,7 +420,7 @@ impl<S: Store> Replica<S> {
                 .raw(&hash)
                 .raw(&mark.to_be_bytes())
                 .done();
-            out.row(space::BASE, o.0.to_vec(), v)?;
+            out.row(space::BASE, &o.0, &v)?;
         }
         Ok(())
     }
@@ -434,7 +435,7 @@ impl<S: Store> Replica<S> {
             let range = KeyRange::between(keys::oplog(o, *from), keys::oplog(o, to + 1));
             for kv in snap.scan(Keyspace::Oplog, range)? {
                 let (k, v) = kv?;
-                out.row(space::OPLOG, k, v)?;
+                out.row(space::OPLOG, &k, &v)?;
             }
         }
         Ok(())
@@ -505,38 +506,57 @@ impl<S: Store> Replica<S> {
     }
 }
 
-/// Rows handed from the packet's thread to the store's at a time (or fewer, when they hold
-/// [`BATCH_BYTES`]).
-const BATCH_ROWS: usize = 1024;
-/// The bytes of rows a batch holds at most (besides its last row).
-const BATCH_BYTES: usize = 1 << 20;
-
 /// Bulk-loads the rows `load` makes of `records` into `store`: the packet is read, checked
 /// and hashed (and the snapshot base packed) on a thread of its own, which hands the rows over
-/// in batches, while this thread writes them. At most two batches wait, so memory stays
-/// bounded. When the store stops early, the reader stops at its next batch.
+/// in [`RowBatch`](super::row_batch::RowBatch)es, while this thread writes them. At most two
+/// batches wait, so memory stays bounded. When the store stops early, the reader stops at its
+/// next batch; when the packet turns out damaged, the store's load fails after the rows
+/// before it.
 fn load_on_two_threads<S: Store>(
     store: &S,
     load: &mut SnapshotIn,
     records: &mut (dyn Iterator<Item = Result<Record>> + Send),
 ) -> store::Result<u64> {
     std::thread::scope(|scope| {
-        let (mut out, received) = Batches::<LoadRow>::channel();
+        let (mut out, received) = row_channel();
         scope.spawn(move || {
             while let Some(row) = load.next(records) {
-                let bytes = row.as_ref().map_or(0, |(_, k, v)| k.len() + v.len());
-                if !out.push(row, bytes) {
+                let Ok((ks, key, value)) = row else {
+                    return out.fail(); // `load.failed` holds why.
+                };
+                if !out.push(ks as u8, &key, &value) {
                     return; // The store stopped.
                 }
             }
             // The store may have stopped already: then nobody waits for the last batch.
             out.send();
         });
-        let mut rows = received.into_iter().flatten();
+        let mut rows = LoadRows(received);
         let loaded = store.bulk_load(&mut rows);
         drop(rows);
         loaded
     })
+}
+
+/// The store's side of a snapshot load: the rows of the batches the packet's thread sends.
+struct LoadRows(RowReceiver);
+
+impl store::BulkSource for LoadRows {
+    fn each_row(&mut self, row: store::RowWriter<'_>) -> store::Result<()> {
+        // The sender's spaces are `Keyspace as u8`.
+        match self
+            .0
+            .each(|ks, k, v| row(Keyspace::ALL[ks as usize], k, v))?
+        {
+            true => Ok(()),
+            false => Err(damaged_load()),
+        }
+    }
+}
+
+/// The store's error for a load whose packet turned out damaged (the loader keeps why).
+fn damaged_load() -> store::Error {
+    store::Error::Invalid("the snapshot creation packet is damaged".into())
 }
 
 /// What a loaded snapshot holds, for the commit that makes the new replica.
@@ -562,12 +582,9 @@ struct SnapshotOut<'a> {
     hasher: sign::SnapshotHasher,
 }
 
-/// A row read for the packet: space, key, value.
-type RowOut = (u8, Vec<u8>, Vec<u8>);
-
 /// Runs `read`, which reads the rows, on this thread, and writes what it reads into `out` on
 /// a scoped thread: the store is read while the packet is hashed, encoded and compressed.
-/// Rows cross in batches of [`BATCH_ROWS`] or [`BATCH_BYTES`], two batches waiting at most.
+/// Rows cross in [`RowBatch`]es, two batches waiting at most (`row_batch.rs`).
 /// When writing fails, reading stops at its next batch and the writer's error is returned;
 /// when reading fails, the writer stops and the reader's is.
 fn write_on_two_threads<'a>(
@@ -575,13 +592,10 @@ fn write_on_two_threads<'a>(
     read: impl FnOnce(&mut RowBatches) -> Result<()>,
 ) -> Result<SnapshotOut<'a>> {
     std::thread::scope(|scope| {
-        let (batches, received) = Batches::<RowOut>::channel();
+        let (batches, received) = row_channel();
         let writer = scope.spawn(move || -> Result<SnapshotOut<'a>> {
-            for batch in received {
-                for (space, key, value) in batch {
-                    out.row(space, &key, &value)?;
-                }
-            }
+            // The reader never fails its batches: a failed read drops the sender.
+            received.each(|space, key, value| out.row(space, key, value))?;
             Ok(out)
         });
         let mut rows = RowBatches {
@@ -604,57 +618,17 @@ fn write_on_two_threads<'a>(
     })
 }
 
-/// Items handed to another thread in batches of [`BATCH_ROWS`] items or [`BATCH_BYTES`]
-/// bytes, whichever comes first; the channel holds two batches at most, so memory stays
-/// bounded whatever the sizes of the two threads' work.
-struct Batches<T> {
-    to: std::sync::mpsc::SyncSender<Vec<T>>,
-    batch: Vec<T>,
-    bytes: usize,
-}
-
-impl<T> Batches<T> {
-    /// The sending side, and the receiving side for the other thread.
-    fn channel() -> (Self, std::sync::mpsc::Receiver<Vec<T>>) {
-        let (to, received) = std::sync::mpsc::sync_channel(2);
-        let batches = Batches {
-            to,
-            batch: Vec::with_capacity(BATCH_ROWS),
-            bytes: 0,
-        };
-        (batches, received)
-    }
-
-    /// Adds an item of `bytes` bytes; a full batch goes over. False: the receiver is gone.
-    fn push(&mut self, item: T, bytes: usize) -> bool {
-        self.bytes += bytes;
-        self.batch.push(item);
-        self.batch.len() < BATCH_ROWS && self.bytes < BATCH_BYTES || self.send()
-    }
-
-    /// Hands over the items gathered so far. False: the receiver is gone.
-    fn send(&mut self) -> bool {
-        if self.batch.is_empty() {
-            return true;
-        }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
-        self.bytes = 0;
-        self.to.send(batch).is_ok()
-    }
-}
-
 /// The reading side of [`write_on_two_threads`]: rows gathered into batches for the writer.
 struct RowBatches {
-    batches: Batches<RowOut>,
+    batches: RowSender,
     /// The writer stopped (its error is the one to report).
     writer_stopped: bool,
 }
 
 impl RowBatches {
-    /// Adds a row; a full batch goes to the writer.
-    fn row(&mut self, space: u8, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        let bytes = key.len() + value.len();
-        let sent = self.batches.push((space, key, value), bytes);
+    /// Adds a row (its bytes are copied); a full batch goes to the writer.
+    fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
+        let sent = self.batches.push(space, key, value);
         self.unless_stopped(sent)
     }
 
@@ -728,9 +702,7 @@ impl SnapshotIn {
             Ok(None) => self.pending.pop_front().map(Ok),
             Err(e) => {
                 self.failed = Some(e);
-                Some(Err(store::Error::Invalid(
-                    "the snapshot creation packet is damaged".into(),
-                )))
+                Some(Err(damaged_load()))
             }
         }
     }
@@ -1055,7 +1027,7 @@ mod tests {
     /// Reads `n` rows into `out`, then fails with `fail` if given.
     fn read_rows(out: &mut RowBatches, n: u64, fail: Option<&str>) -> Result<()> {
         for i in 0..n {
-            out.row(space::STATE, i.to_be_bytes().to_vec(), vec![7; 100])?;
+            out.row(space::STATE, &i.to_be_bytes(), &[7; 100])?;
         }
         match fail {
             Some(why) => Err(CoreError::Invalid(why.into())),
@@ -1085,6 +1057,15 @@ mod tests {
         assert_eq!(written, 5_001, "the writer stops at its first failure");
         let (r, _) = run(u64::MAX, Some("the store is damaged"));
         assert!(r.unwrap_err().to_string().contains("the store is damaged"));
+    }
+
+    /// A load's batches carry each keyspace as `Keyspace as u8` and read it back as an index
+    /// into [`Keyspace::ALL`]: the two must agree.
+    #[test]
+    fn keyspaces_are_listed_in_the_order_of_their_numbers() {
+        for (i, ks) in Keyspace::ALL.iter().enumerate() {
+            assert_eq!(*ks as usize, i, "{ks:?}");
+        }
     }
 
     /// Layout 2 without a chain base carries every entry: no State row gets a base copy.
