@@ -182,7 +182,6 @@ fn compress_chunk(
 struct ChunkWorker {
     to_worker: mpsc::SyncSender<(Vec<u8>, Vec<u8>)>,
     from_worker: mpsc::Receiver<CompressedChunk>,
-    in_flight: bool,
 }
 
 /// The most chunks compressed at once, each on a thread of its own. Two: a full chunk no
@@ -212,30 +211,22 @@ impl ChunkWorker {
         Ok(ChunkWorker {
             to_worker,
             from_worker,
-            in_flight: false,
         })
     }
 
-    /// Hands `raw` to the thread (none may be in flight), with a buffer for its output.
-    fn start(&mut self, raw: Vec<u8>, stored: Vec<u8>) -> Result<(), EncodeError> {
-        debug_assert!(!self.in_flight);
+    /// Hands `raw` to the thread (the encoder's `in_flight` says it holds none), with a
+    /// buffer for its output.
+    fn start(&self, raw: Vec<u8>, stored: Vec<u8>) -> Result<(), EncodeError> {
         self.to_worker
             .send((raw, stored))
-            .map_err(|_| worker_gone())?;
-        self.in_flight = true;
-        Ok(())
+            .map_err(|_| worker_gone())
     }
 
-    /// The chunk in flight, compressed (None: none is).
-    fn take_in_flight(&mut self) -> Option<CompressedChunk> {
-        if !std::mem::take(&mut self.in_flight) {
-            return None;
-        }
-        Some(
-            self.from_worker
-                .recv()
-                .unwrap_or_else(|_| Err(worker_gone())),
-        )
+    /// Waits for the chunk it was given, compressed.
+    fn finish(&self) -> CompressedChunk {
+        self.from_worker
+            .recv()
+            .unwrap_or_else(|_| Err(worker_gone()))
     }
 }
 
@@ -460,7 +451,7 @@ impl<S: Sink> Encoder<S> {
             let stored = self.stored.pop().unwrap_or_default();
             self.workers[0].start(raw, stored)?;
             self.in_flight.push_back(0);
-            return self.finish_in_flight();
+            return self.finish_oldest();
         }
         let stored = self.compress_here(&raw)?;
         self.emit_chunk(raw, stored)
@@ -505,10 +496,7 @@ impl<S: Sink> Encoder<S> {
         let Some(worker) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let done = self.workers[worker]
-            .take_in_flight()
-            .unwrap_or_else(|| Err(worker_gone()));
-        let (raw, stored) = done?;
+        let (raw, stored) = self.workers[worker].finish()?;
         self.emit_chunk(raw, stored)
     }
 
