@@ -548,6 +548,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 mod tests {
     use super::*;
 
+    /// RocksDB's bulk load keeps its open files in a list indexed by `Keyspace as usize`, built
+    /// from [`Keyspace::ALL`]: the two must agree.
+    #[test]
+    fn keyspaces_are_listed_in_the_order_of_their_numbers() {
+        for (i, ks) in Keyspace::ALL.iter().enumerate() {
+            assert_eq!(*ks as usize, i, "{ks:?}");
+        }
+    }
+
     #[test]
     fn prefix_successor_handles_ff_and_empty() {
         assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));

@@ -12,7 +12,8 @@
 //!   packet carries.
 //! - [`create`]: replica creation (§7).
 //! - [`snapshot`]: snapshot creation: the object base as rows, bulk-loaded (§7, format 1.4).
-//! - [`row_batch`]: rows handed between a snapshot export's two threads in reused buffers.
+//! - [`row_batch`]: rows handed between the two threads of a snapshot export or load, in reused
+//!   buffers.
 //! - [`trust`]: signing keys, packet signatures and origin-signed chain heads.
 //! - [`decisions`]: fork repair decisions signed by their decider (format 1.5).
 //! - [`rekey`]: key rotation (`msite rekey`) and vouching for a lost key (`msite vouch`).

@@ -22,19 +22,32 @@ const BATCH_BYTES: usize = 1 << 20;
 /// The largest buffer a spent batch keeps for reuse.
 const KEEP_BYTES: usize = 4 * BATCH_BYTES;
 
-/// Rows (space, key, value) whose keys and values lie back to back in one buffer.
-#[derive(Default, Debug)]
-pub(super) struct RowBatch {
+/// Rows (space, key, value) whose keys and values lie back to back in one buffer. The space
+/// is what the two sides name it: a packet's row space (`u8`) or a store's [`Keyspace`].
+///
+/// [`Keyspace`]: crate::store::Keyspace
+#[derive(Debug)]
+pub(super) struct RowBatch<S> {
     bytes: Vec<u8>,
     /// Per row: its space and the lengths of its key and value, in order.
-    rows: Vec<(u8, usize, usize)>,
+    rows: Vec<(S, usize, usize)>,
     /// The sender's rows turned out damaged after these: this batch is its last.
     failed: bool,
 }
 
-impl RowBatch {
+impl<S> Default for RowBatch<S> {
+    fn default() -> Self {
+        RowBatch {
+            bytes: Vec::new(),
+            rows: Vec::new(),
+            failed: false,
+        }
+    }
+}
+
+impl<S: Copy> RowBatch<S> {
     /// Appends a row, copying its bytes.
-    pub(super) fn push(&mut self, space: u8, key: &[u8], value: &[u8]) {
+    pub(super) fn push(&mut self, space: S, key: &[u8], value: &[u8]) {
         self.bytes.extend_from_slice(key);
         self.bytes.extend_from_slice(value);
         self.rows.push((space, key.len(), value.len()));
@@ -50,7 +63,7 @@ impl RowBatch {
     }
 
     /// The rows in the order they were pushed.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (u8, &[u8], &[u8])> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (S, &[u8], &[u8])> {
         let mut at = 0;
         self.rows.iter().map(move |&(space, k, v)| {
             let (key, value) = self.bytes[at..at + k + v].split_at(k);
@@ -60,7 +73,7 @@ impl RowBatch {
     }
 
     /// Empties the batch for reuse; None when its buffer grew too large to keep.
-    fn spent(mut self) -> Option<RowBatch> {
+    fn spent(mut self) -> Option<RowBatch<S>> {
         if self.bytes.capacity() > KEEP_BYTES {
             return None;
         }
@@ -72,21 +85,21 @@ impl RowBatch {
 }
 
 /// The reading side: fills a batch and sends it when full, reusing spent batches.
-pub(super) struct RowSender {
-    to: SyncSender<RowBatch>,
-    spent: Receiver<RowBatch>,
-    batch: RowBatch,
+pub(super) struct RowSender<S> {
+    to: SyncSender<RowBatch<S>>,
+    spent: Receiver<RowBatch<S>>,
+    batch: RowBatch<S>,
 }
 
 /// The writing side: receives full batches and gives each back once written.
-pub(super) struct RowReceiver {
-    from: Receiver<RowBatch>,
-    spent: SyncSender<RowBatch>,
+pub(super) struct RowReceiver<S> {
+    from: Receiver<RowBatch<S>>,
+    spent: SyncSender<RowBatch<S>>,
 }
 
 /// A sender and a receiver of row batches: at most two full batches wait, and the receiver
 /// returns spent ones, so about five batches exist at most.
-pub(super) fn row_channel() -> (RowSender, RowReceiver) {
+pub(super) fn row_channel<S>() -> (RowSender<S>, RowReceiver<S>) {
     let (to, from) = sync_channel(2);
     let (spent_to, spent) = sync_channel(4);
     let sender = RowSender {
@@ -103,9 +116,9 @@ pub(super) fn row_channel() -> (RowSender, RowReceiver) {
     )
 }
 
-impl RowSender {
+impl<S: Copy> RowSender<S> {
     /// Adds a row; a full batch goes over. False: the receiver is gone.
-    pub(super) fn push(&mut self, space: u8, key: &[u8], value: &[u8]) -> bool {
+    pub(super) fn push(&mut self, space: S, key: &[u8], value: &[u8]) -> bool {
         self.batch.push(space, key, value);
         !self.batch.is_full() || self.send()
     }
@@ -129,13 +142,13 @@ impl RowSender {
     }
 }
 
-impl RowReceiver {
+impl<S: Copy> RowReceiver<S> {
     /// Calls `write` on each row of each batch, in order, until the sender is gone (true),
     /// a batch the sender marked failed was written (false, [`RowSender::fail`]), or `write`
     /// fails (its error).
     pub(super) fn each<E>(
         &self,
-        mut write: impl FnMut(u8, &[u8], &[u8]) -> Result<(), E>,
+        mut write: impl FnMut(S, &[u8], &[u8]) -> Result<(), E>,
     ) -> Result<bool, E> {
         for batch in self.from.iter() {
             for (space, key, value) in batch.iter() {
@@ -172,7 +185,7 @@ mod tests {
                 ((i % 3) as u8, key, vec![(i % 251) as u8; value_len])
             })
             .collect();
-        let (mut tx, rx) = row_channel();
+        let (mut tx, rx) = row_channel::<u8>();
         let got = std::thread::scope(|s| {
             let writer = s.spawn(move || {
                 let mut got = Vec::new();
@@ -198,7 +211,7 @@ mod tests {
     /// failure instead of a clean end.
     #[test]
     fn a_failed_sender_ends_the_rows_with_a_failure() {
-        let (mut tx, rx) = row_channel();
+        let (mut tx, rx) = row_channel::<u8>();
         let writer = std::thread::spawn(move || {
             let mut keys = Vec::new();
             let whole = rx.each(|_, k, _| {
@@ -214,7 +227,7 @@ mod tests {
         let (whole, keys) = writer.join().unwrap();
         assert_eq!(whole, Ok(false));
         assert_eq!(keys.len(), 3000, "the rows before the failure still arrive");
-        let (mut tx, rx) = row_channel();
+        let (mut tx, rx) = row_channel::<u8>();
         assert!(tx.push(0, b"k", b"v") && tx.send());
         drop(tx);
         assert_eq!(rx.each(|_, _, _| Ok::<_, ()>(())), Ok(true));
@@ -223,14 +236,14 @@ mod tests {
     /// A batch is full at its row count or its byte count, whichever comes first.
     #[test]
     fn a_batch_is_full_at_its_row_or_byte_limit() {
-        let mut b = RowBatch::default();
+        let mut b = RowBatch::<u8>::default();
         for _ in 0..BATCH_ROWS - 1 {
             b.push(0, b"k", b"v");
         }
         assert!(!b.is_full());
         b.push(0, b"k", b"v");
         assert!(b.is_full());
-        let mut b = RowBatch::default();
+        let mut b = RowBatch::<u8>::default();
         b.push(0, b"k", &vec![0; BATCH_BYTES - 2]);
         assert!(!b.is_full());
         b.push(0, b"", b"x");
@@ -240,11 +253,11 @@ mod tests {
     /// A spent batch comes back empty; one that a long row grew too large is not kept.
     #[test]
     fn a_spent_batch_is_emptied_or_dropped_when_too_large() {
-        let mut b = RowBatch::default();
+        let mut b = RowBatch::<u8>::default();
         b.push(1, b"key", b"value");
         let b = b.spent().expect("a small batch is kept");
         assert!(b.is_empty() && b.bytes.is_empty());
-        let mut big = RowBatch::default();
+        let mut big = RowBatch::<u8>::default();
         big.push(1, b"key", &vec![0; KEEP_BYTES + 1]);
         assert!(big.spent().is_none());
     }

@@ -524,7 +524,7 @@ fn load_on_two_threads<S: Store>(
                 let Ok((ks, key, value)) = row else {
                     return out.fail(); // `load.failed` holds why.
                 };
-                if !out.push(ks as u8, &key, &value) {
+                if !out.push(ks, &key, &value) {
                     return; // The store stopped.
                 }
             }
@@ -539,15 +539,11 @@ fn load_on_two_threads<S: Store>(
 }
 
 /// The store's side of a snapshot load: the rows of the batches the packet's thread sends.
-struct LoadRows(RowReceiver);
+struct LoadRows(RowReceiver<Keyspace>);
 
 impl store::BulkSource for LoadRows {
     fn each_row(&mut self, row: store::RowWriter<'_>) -> store::Result<()> {
-        // The sender's spaces are `Keyspace as u8`.
-        match self
-            .0
-            .each(|ks, k, v| row(Keyspace::ALL[ks as usize], k, v))?
-        {
+        match self.0.each(|ks, k, v| row(ks, k, v))? {
             true => Ok(()),
             false => Err(damaged_load()),
         }
@@ -620,7 +616,7 @@ fn write_on_two_threads<'a>(
 
 /// The reading side of [`write_on_two_threads`]: rows gathered into batches for the writer.
 struct RowBatches {
-    batches: RowSender,
+    batches: RowSender<u8>,
     /// The writer stopped (its error is the one to report).
     writer_stopped: bool,
 }
@@ -1057,15 +1053,6 @@ mod tests {
         assert_eq!(written, 5_001, "the writer stops at its first failure");
         let (r, _) = run(u64::MAX, Some("the store is damaged"));
         assert!(r.unwrap_err().to_string().contains("the store is damaged"));
-    }
-
-    /// A load's batches carry each keyspace as `Keyspace as u8` and read it back as an index
-    /// into [`Keyspace::ALL`]: the two must agree.
-    #[test]
-    fn keyspaces_are_listed_in_the_order_of_their_numbers() {
-        for (i, ks) in Keyspace::ALL.iter().enumerate() {
-            assert_eq!(*ks as usize, i, "{ks:?}");
-        }
     }
 
     /// Layout 2 without a chain base carries every entry: no State row gets a base copy.
