@@ -10,8 +10,9 @@
 //! bundles `LAST..main` and B fetches it. At the end a new replica is made from the whole
 //! history (mkreplica packet + `create_from_packet` against `git bundle create --all` +
 //! `git clone --bare`), then, with retention on at A, one from a snapshot of A's object base
-//! (what `msite mkreplica export` writes by default), and B's store is measured against B's git objects after `git gc`, as
-//! the syncs left it and after `msite compact` (the engine's compaction, timed against the gc).
+//! (what `msite mkreplica export` writes by default), and B's store is measured against B's
+//! git objects after `git gc`, as the syncs left it and after `msite compact` (the engine's
+//! compaction, timed against the gc).
 //! Each commit's check-in is also set against reading every file of its tree (the floor of
 //! any `import DIR` that looks at the files), timed just before it.
 //!
