@@ -28,8 +28,11 @@ use super::trust::HeadCheck;
 pub(super) const PREFIX_COMMIT_ENTRIES: u64 = 50_000;
 
 /// Bytes buffered in an import's transaction before a prefix commit: keeps the memory of an
-/// import bounded whatever the packet's size.
-pub(super) const PREFIX_COMMIT_BYTES: usize = 16 << 20;
+/// import bounded whatever the packet's size. A prefix is held about three times over while it
+/// commits (the transaction's overlay, the store's batch, the engine's own copy), so this is
+/// kept small: 4 MiB brings the import of a 1 GiB packet to 144 / 137 MiB peak RSS (SQLite /
+/// RocksDB) from 168 / 166 MiB at 16 MiB, at the same speed (BENCHMARKS.md, stop 40).
+pub(super) const PREFIX_COMMIT_BYTES: usize = 4 << 20;
 
 /// Feeds a content record (`Blob`, `BlobPiece` or `Delta`) to `intake`, then commits a consistent
 /// prefix once the transaction holds more than [`PREFIX_COMMIT_BYTES`]. Returns the hash of the
