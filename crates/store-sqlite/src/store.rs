@@ -424,7 +424,10 @@ impl SqliteStore {
         drop(puts);
         packer.finish(&tx)?;
         if packer.wrote_blocks() {
+            // Also when the map was read mid-load: the blocks written since must be in it
+            // before the next write looks.
             self.packs.mark_present();
+            w.blocks.forget();
         }
         split::drop_orphans(&tx)?;
         let res = tx.commit().r2e();

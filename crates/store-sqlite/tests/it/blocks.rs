@@ -340,3 +340,34 @@ fn a_key_given_again_in_a_bulk_load_moves_a_block_written_after_the_writers_map_
     s.check_integrity().unwrap();
     assert_eq!(scan(&s, Keyspace::Oplog).len(), 200);
 }
+
+/// A write after a bulk load whose writer map of blocks was read mid-load (a row of a
+/// keyspace that held rows went to the table) moves the block written after that map was
+/// read: the key ends with the new value, never in a block and the table both.
+#[test]
+fn a_write_after_a_bulk_load_moves_a_block_written_after_the_writers_map_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        block_bytes: 256,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open_with(dir.path(), options).unwrap();
+    s.put_one(Keyspace::State, b"held", b"before", WriteOptions::SYNC)
+        .unwrap();
+    let oplog = |from: u32, to: u32| -> Vec<(Keyspace, Vec<u8>, Vec<u8>)> {
+        (from..to)
+            .map(|i| (Keyspace::Oplog, i.to_be_bytes().to_vec(), vec![b'o'; 60]))
+            .collect()
+    };
+    let mut rows = oplog(0, 100);
+    // State held a row: this one goes to the table, which reads the writer's map of blocks.
+    rows.push((Keyspace::State, b"new".to_vec(), b"row".to_vec()));
+    rows.extend(oplog(100, 200));
+    let mut it = rows.into_iter().map(Ok);
+    assert_eq!(s.bulk_load(&mut it).unwrap(), 201);
+    let key = 150u32.to_be_bytes();
+    s.put_one(Keyspace::Oplog, &key, b"after", WriteOptions::SYNC)
+        .unwrap();
+    assert_eq!(s.get(Keyspace::Oplog, &key).unwrap().unwrap(), b"after");
+    s.check_integrity().unwrap();
+}
