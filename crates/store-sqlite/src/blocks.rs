@@ -1,14 +1,16 @@
-//! Rows of the oplog and the object base packed into compressed blocks, and reading them.
+//! Rows of the oplog, the object base and content packed into compressed blocks, and reading
+//! them.
 //!
 //! SQLite keeps every row as it is, where RocksDB compresses its files block by block: on a
 //! real history the oplog and the state rows took 4.1 MB in SQLite and 1.7 MB in RocksDB
 //! (BENCHMARKS.md, "Store size after `msite compact`"). So [`Store::compact`] (`msite
-//! compact`, as `git gc` packs a repository) moves the rows of the [`PACKED`] keyspaces into
-//! blocks: runs of consecutive rows of about [`DEFAULT_BLOCK_BYTES`], each compressed with
-//! zstd as one unit and kept as one row of `kv_packed` (`pack.rs` writes them). A bulk load
-//! (a new replica's snapshot) writes the rows of those keyspaces straight into blocks when
-//! their tables are empty (`pack::BulkPacker`): a few hundred block inserts instead of a row
-//! insert per row of the object base.
+//! compact`, as `git gc` packs a repository) moves the rows of the [`COMPACTED`] keyspaces
+//! into blocks: runs of consecutive rows of about [`DEFAULT_BLOCK_BYTES`], each compressed
+//! with zstd as one unit and kept as one row of `kv_packed` (`pack.rs` writes them). A bulk
+//! load (a new replica's snapshot) writes the rows of the [`PACKED`] keyspaces, content
+//! included, straight into blocks when their tables are empty (`pack::BulkPacker`): a few
+//! hundred block inserts instead of a row insert per row of the object base and per small
+//! content.
 //!
 //! The rules every reader and writer keeps:
 //! * **A key is in its keyspace's table or in one block, never both.** A get reads the one
@@ -41,10 +43,17 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::SqlResultExt;
 
+/// The keyspaces whose rows may lie in blocks: those `compact` packs ([`COMPACTED`]), and
+/// content, which only a bulk load packs (`pack::BulkPacker`). The small tables are not worth
+/// it.
+pub(crate) const PACKED: [Keyspace; 3] = [Keyspace::Oplog, Keyspace::State, Keyspace::Blobs];
+
 /// The keyspaces `compact` packs: the oplog (written once, read in runs by exports) and the
-/// object base (rows rarely rewritten). Content is compressed by msite-core already, and the
-/// small tables are not worth it.
-pub(crate) const PACKED: [Keyspace; 2] = [Keyspace::Oplog, Keyspace::State];
+/// object base (rows rarely rewritten). Not content: msite-core compresses it already where
+/// that pays, and repacking it would rewrite most of the store at every `compact`. A bulk
+/// load packs a new replica's small content because a block insert per few hundred rows is
+/// what makes the load fast; `compact` leaves those blocks as they are.
+pub(crate) const COMPACTED: [Keyspace; 2] = [Keyspace::Oplog, Keyspace::State];
 
 /// Raw bytes of rows gathered into one block by default. At 64 KiB a block of the serde
 /// history's oplog compresses to about 22 KB: larger than a page, so SQLite keeps it in full
@@ -74,7 +83,8 @@ pub(crate) const CREATE_SQL: &str = "\
 const META: &str = "SELECT id, first_k, last_k FROM kv_packed WHERE ks = ?1";
 const BODY: &str = "SELECT v FROM kv_packed WHERE id = ?1";
 
-/// Where `ks` stands in [`PACKED`], if `compact` packs it: the slot of per-keyspace state.
+/// Where `ks` stands in [`PACKED`], if its rows may lie in blocks: the slot of per-keyspace
+/// state.
 pub(crate) fn packed_slot(ks: Keyspace) -> Option<usize> {
     PACKED.iter().position(|p| *p == ks)
 }

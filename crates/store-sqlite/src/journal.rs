@@ -59,11 +59,19 @@ mod tests {
     use crate::store::DB_FILE;
     use crate::SqliteStore;
 
-    /// 2,000 content rows of 4,000 bytes: about 8 MB of pages.
+    /// 2,000 content rows of 4,000 incompressible bytes (the load packs content into zstd
+    /// blocks): about 8 MB of pages.
     fn load(s: &SqliteStore) -> u64 {
-        let mut rows = (0u32..2000).map(|i| {
-            let value = (0..4000u32)
-                .map(|j| (i ^ j.wrapping_mul(31)) as u8)
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rows = (0u32..2000).map(move |i| {
+            let value = (0..4000)
+                .map(|_| {
+                    // xorshift64
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
                 .collect();
             Ok((Keyspace::Blobs, i.to_be_bytes().to_vec(), value))
         });

@@ -19,7 +19,8 @@
 //! in pieces in `kv_blobs_tail`, so that no row spills into a mostly empty overflow page
 //! (`split.rs`). `compact` packs the rows of the oplog and the object base into zstd blocks of
 //! about 64 KiB of rows, one row of `kv_packed` each (`blocks.rs`, `pack.rs`), and a bulk load
-//! into empty tables writes those rows as blocks from the start: reads look in the one block
+//! into empty tables writes those rows, and small content, as blocks from the start (content
+//! only ever gets into blocks that way): reads look in the one block
 //! whose range covers the key, then in the table, and a write to a packed key moves its block
 //! back into the table first. SQLite's `user_version` holds the layout
 //! (`STORE_LAYOUT`); a store of a later layout than this release knows is refused.

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use msite_core::store::{Error, KeyValue, Keyspace, Result};
 use rusqlite::Connection;
 
-use crate::blocks::{self, Block, BlockMeta, Packs, Ranges, MAX_PACKED_ROW, PACKED};
+use crate::blocks::{self, Block, BlockMeta, Packs, Ranges, COMPACTED, MAX_PACKED_ROW, PACKED};
 use crate::error::SqlResultExt;
 use crate::store::sql;
 
@@ -149,13 +149,13 @@ fn insert_block(tx: &Connection, ks: Keyspace, rows: &[KeyValue], level: i32) ->
     Ok(1)
 }
 
-/// Packs every row of the [`PACKED`] keyspaces, inside `tx`, into blocks of about
+/// Packs every row of the [`COMPACTED`] keyspaces, inside `tx`, into blocks of about
 /// `block_bytes`: the blocks there are are unpacked first, so the new ones are full and
 /// cover disjoint ranges. Memory stays at one block and one chunk of rows. Returns the
 /// number of blocks made.
 pub(crate) fn repack(tx: &Connection, packs: &Packs, block_bytes: usize) -> Result<u64> {
     let mut made = 0;
-    for ks in PACKED {
+    for ks in COMPACTED {
         for meta in blocks::all(tx, ks)? {
             let block = packs.load(tx, ks, &meta)?;
             unpack(tx, ks, &meta, &block)?;
@@ -220,12 +220,39 @@ fn write_block(tx: &Connection, ks: Keyspace, run: &mut Vec<KeyValue>) -> Result
 /// load waits for them (`compact` packs at [`blocks::LEVEL`]).
 const BULK_LEVEL: i32 = 1;
 
+/// The zstd level of the content blocks a bulk load writes. msite-core stores content
+/// compressed where that pays, so these blocks gain little from compressing; a negative
+/// level turns zstd's entropy coding off and keeps only its matches (a third of the store
+/// thread went to Huffman-coding incompressible content at level 1, BENCHMARKS.md stop 40).
+const BULK_CONTENT_LEVEL: i32 = -5;
+
+/// The zstd level of a bulk load's blocks of `ks`.
+fn bulk_level(ks: Keyspace) -> i32 {
+    match ks {
+        Keyspace::Blobs => BULK_CONTENT_LEVEL,
+        _ => BULK_LEVEL,
+    }
+}
+
+/// Where a bulk load's row goes ([`BulkPacker::take`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// Into a block: nothing more to write.
+    Block,
+    /// To the table; no block holds its key (its keyspace is being packed and the key comes
+    /// after every packed one), so none needs moving.
+    TableOutsideBlocks,
+    /// To the table, as any write: the block that holds its key, if one does, moves first.
+    Table,
+}
+
 /// A bulk load's rows of the [`PACKED`] keyspaces written straight into blocks, as `compact`
 /// would leave them, instead of a row insert each. A keyspace is packed only while the load
 /// can keep the rules without looking: its table and blocks were empty when the load began,
-/// and its keys keep ascending. The first key that does not (or a row longer than
-/// [`MAX_PACKED_ROW`]) closes the keyspace's last block, and its rows from then on go to the
-/// table as any write does.
+/// and its keys keep ascending. The first key that does not closes the keyspace's last block,
+/// and its rows from then on go to the table as any write does. A row longer than
+/// [`MAX_PACKED_ROW`] goes to the table and the packing goes on past it: the block around it
+/// spans its key, which the rules allow (a large content's pieces among small contents).
 pub(crate) struct BulkPacker {
     runs: [Option<BulkRun>; PACKED.len()],
     block_bytes: usize,
@@ -238,18 +265,17 @@ pub(crate) struct BulkPacker {
 struct BulkRun {
     rows: Vec<KeyValue>,
     bytes: usize,
-    /// The last key of the blocks written so far: the next row's key must be above it.
-    written_up_to: Option<Vec<u8>>,
+    /// The last key given before those of `rows`: the last of the blocks written so far, or
+    /// a row too long for a block that went to the table. The next key must be above it.
+    passed: Option<Vec<u8>>,
 }
 
 impl BulkRun {
-    /// Whether `key` comes after every key of this run and of its blocks.
+    /// Whether `key` comes after every key given to this run: in its rows, its blocks, or
+    /// the table.
     fn ascends_to(&self, key: &[u8]) -> bool {
-        let last = match self.rows.last() {
-            Some((k, _)) => Some(k),
-            None => self.written_up_to.as_ref(),
-        };
-        last.is_none_or(|last| last.as_slice() < key)
+        let below = |k: Option<&Vec<u8>>| k.is_none_or(|k| k.as_slice() < key);
+        below(self.rows.last().map(|(k, _)| k)) && below(self.passed.as_ref())
     }
 }
 
@@ -274,43 +300,47 @@ impl BulkPacker {
         })
     }
 
-    /// Takes a copy of the row into a block when its keyspace is still packed (true); false
-    /// otherwise (the caller writes it to the table).
+    /// Takes a copy of the row into a block when its keyspace is still packed; otherwise says
+    /// how the caller writes it to the table.
     pub(crate) fn take(
         &mut self,
         tx: &Connection,
         ks: Keyspace,
         key: &[u8],
         value: &[u8],
-    ) -> Result<bool> {
+    ) -> Result<Placed> {
         let Some(slot) = blocks::packed_slot(ks) else {
-            return Ok(false);
+            return Ok(Placed::Table);
         };
         let Some(run) = self.runs[slot].as_mut() else {
-            return Ok(false);
+            return Ok(Placed::Table);
         };
-        let len = key.len() + value.len();
-        if !run.ascends_to(key) || len > MAX_PACKED_ROW {
-            self.fresh |= insert_block(tx, ks, &run.rows, BULK_LEVEL)? > 0;
+        if !run.ascends_to(key) {
+            self.fresh |= insert_block(tx, ks, &run.rows, bulk_level(ks))? > 0;
             self.runs[slot] = None;
-            return Ok(false);
+            return Ok(Placed::Table);
+        }
+        let len = key.len() + value.len();
+        if len > MAX_PACKED_ROW {
+            run.passed = Some(key.to_vec());
+            return Ok(Placed::TableOutsideBlocks);
         }
         run.rows.push((key.to_vec(), value.to_vec()));
         run.bytes += len + 8;
         if run.bytes >= self.block_bytes {
-            self.fresh |= insert_block(tx, ks, &run.rows, BULK_LEVEL)? > 0;
-            run.written_up_to = run.rows.pop().map(|(k, _)| k);
+            self.fresh |= insert_block(tx, ks, &run.rows, bulk_level(ks))? > 0;
+            run.passed = run.rows.pop().map(|(k, _)| k);
             run.rows.clear();
             run.bytes = 0;
         }
-        Ok(true)
+        Ok(Placed::Block)
     }
 
     /// Writes the blocks still open.
     pub(crate) fn finish(&mut self, tx: &Connection) -> Result<()> {
         for (run, ks) in self.runs.iter_mut().zip(PACKED) {
             if let Some(run) = run.take() {
-                self.fresh |= insert_block(tx, ks, &run.rows, BULK_LEVEL)? > 0;
+                self.fresh |= insert_block(tx, ks, &run.rows, bulk_level(ks))? > 0;
             }
         }
         Ok(())

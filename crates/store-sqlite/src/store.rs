@@ -122,10 +122,12 @@ fn configure(conn: &Connection) -> Result<()> {
 /// The layout of the database this release reads and writes, kept in SQLite's
 /// `user_version`: 1 since the packed blocks (`kv_packed`) and the content pieces
 /// (`kv_blobs_tail`), which a release before them would not see (it would read a packed
-/// store as empty). 0: written before the marker, which is the same layout without blocks.
-/// A store marked with a later layout is refused, so a release never misreads what a newer
-/// one wrote.
-pub(crate) const STORE_LAYOUT: i64 = 1;
+/// store as empty); 2 since content may lie in blocks too (a bulk load packs it), which a
+/// release of layout 1 would not look for. 0: written before the marker, which is the same
+/// layout without blocks. A store marked with a later layout is refused, so a release never
+/// misreads what a newer one wrote; an earlier one is read as it is (it holds no blocks this
+/// release would miss) and marked with this layout at its first open.
+pub(crate) const STORE_LAYOUT: i64 = 2;
 
 /// The writer connection to the database in `dir`: WAL mode, its pragmas, every table.
 fn open_writer(dir: &Path) -> Result<Connection> {
@@ -406,16 +408,19 @@ impl SqliteStore {
         let mut count = 0u64;
         rows.each_row(&mut |ks, k, v| {
             count += 1;
-            if packer.take(&tx, ks, k, v)? {
-                return Ok(());
+            match packer.take(&tx, ks, k, v)? {
+                pack::Placed::Block => return Ok(()),
+                pack::Placed::TableOutsideBlocks => {}
+                pack::Placed::Table => {
+                    if packer.wrote_blocks() {
+                        // The writer's map of blocks, if read before, lacks the new ones: a
+                        // row given again must move the block that holds its key.
+                        self.packs.mark_present();
+                        w.blocks.forget();
+                    }
+                    w.blocks.release(&tx, &self.packs, ks, k)?;
+                }
             }
-            if packer.wrote_blocks() {
-                // The writer's map of blocks, if read before, lacks the new ones: a row given
-                // again must move the block that holds its key.
-                self.packs.mark_present();
-                w.blocks.forget();
-            }
-            w.blocks.release(&tx, &self.packs, ks, k)?;
             prepared(&tx, &mut puts[ks as usize], sql(ks).put)?
                 .execute([k, split::head(ks, v)])
                 .r2e()?;

@@ -253,13 +253,33 @@ fn a_store_of_a_newer_layout_is_refused() {
     let layout: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(layout, 1);
-    conn.pragma_update(None, "user_version", 2).unwrap();
+    assert_eq!(layout, 2);
+    conn.pragma_update(None, "user_version", 3).unwrap();
     drop(conn);
     match SqliteStore::open(dir.path()) {
         Err(Error::Invalid(msg)) => assert!(msg.contains("upgrade msite"), "{msg}"),
-        other => panic!("a store of layout 2 opened as {other:?}"),
+        other => panic!("a store of layout 3 opened as {other:?}"),
     }
+}
+
+/// A store of layout 1 (content never in blocks) opens, reads as it is, and is marked with
+/// layout 2 from then on, so a release of layout 1 no longer opens it: that release would not
+/// look for content in blocks.
+#[test]
+fn a_store_of_layout_1_opens_and_is_marked_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    s.put_one(Keyspace::Blobs, b"c", b"content", WriteOptions::SYNC)
+        .unwrap();
+    drop(s);
+    let conn = raw(dir.path());
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(s.get(Keyspace::Blobs, b"c").unwrap().unwrap(), b"content");
+    let layout: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(layout, 2);
 }
 
 /// A bulk load writes the oplog and object-base rows straight into blocks when their tables
@@ -339,6 +359,123 @@ fn a_key_given_again_in_a_bulk_load_moves_a_block_written_after_the_writers_map_
     assert_eq!(got.as_deref(), Some(&b"later"[..]));
     s.check_integrity().unwrap();
     assert_eq!(scan(&s, Keyspace::Oplog).len(), 200);
+}
+
+/// Content rows of a bulk load: small ones (ascending keys, as a snapshot gives them), with a
+/// row too long for a block and a row of exactly `split.rs`'s head length among them.
+fn content_rows() -> Rows {
+    let mut rows: Rows = (0..2_000u32)
+        .map(|i| {
+            (
+                format!("c/{i:06}").into_bytes(),
+                format!("content {i}").into_bytes(),
+            )
+        })
+        .collect();
+    rows[700].1 = vec![b'L'; 40 << 10];
+    rows[900].1 = vec![b'S'; 3_840];
+    rows[1_100].1 = vec![b'M'; 9_000];
+    rows
+}
+
+/// A bulk load packs small content into blocks and goes on packing past a row too long for a
+/// block, which goes to the table; every row reads back (by get, by scan, after a reopen), the
+/// integrity check passes, a later write or delete of a packed key moves only its block, and
+/// `compact` leaves content blocks as they are.
+#[test]
+fn a_bulk_load_packs_content_around_a_row_too_long_for_a_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        block_bytes: 1024,
+        ..SqliteOptions::default()
+    };
+    let rows = content_rows();
+    {
+        let s = SqliteStore::open_with(dir.path(), options.clone()).unwrap();
+        let mut it = rows
+            .iter()
+            .map(|(k, v)| Ok((Keyspace::Blobs, k.clone(), v.clone())));
+        assert_eq!(s.bulk_load(&mut it).unwrap(), 2_000);
+        let conn = raw(dir.path());
+        assert!(blocks_of(&conn, "blobs") > 10, "content is packed");
+        let in_table: Vec<Vec<u8>> = conn
+            .prepare("SELECT k FROM kv_blobs")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|k| k.unwrap())
+            .collect();
+        assert_eq!(
+            in_table,
+            vec![rows[700].0.clone()],
+            "only the long row is in the table: those after it are packed too"
+        );
+        assert_eq!(scan(&s, Keyspace::Blobs), rows);
+        for i in [0, 699, 700, 701, 900, 1_100, 1_999] {
+            let (k, v) = &rows[i];
+            assert_eq!(
+                s.get(Keyspace::Blobs, k).unwrap().as_ref(),
+                Some(v),
+                "row {i}"
+            );
+        }
+        s.check_integrity().unwrap();
+    }
+    let s = SqliteStore::open_with(dir.path(), options.clone()).unwrap();
+    assert_eq!(scan(&s, Keyspace::Blobs), rows, "after a reopen");
+    let conn = raw(dir.path());
+    let blocks = blocks_of(&conn, "blobs");
+    s.compact().unwrap();
+    assert_eq!(
+        blocks_of(&conn, "blobs"),
+        blocks,
+        "compact leaves content blocks alone"
+    );
+    let mut expected = rows.clone();
+    s.put_one(
+        Keyspace::Blobs,
+        &rows[900].0,
+        b"rewritten",
+        WriteOptions::SYNC,
+    )
+    .unwrap();
+    expected[900].1 = b"rewritten".to_vec();
+    s.delete_one(Keyspace::Blobs, &rows[1_100].0, WriteOptions::SYNC)
+        .unwrap();
+    expected.remove(1_100);
+    assert_eq!(scan(&s, Keyspace::Blobs), expected);
+    let moved = blocks - blocks_of(&conn, "blobs");
+    assert!(
+        (1..=2).contains(&moved),
+        "only the blocks of the two keys moved: {moved}"
+    );
+    s.check_integrity().unwrap();
+}
+
+/// A key given again after a row too long for a block, in the same bulk load, is not packed
+/// beside it: it goes to the table and ends with the later value, in one place only.
+#[test]
+fn a_key_given_again_after_a_row_too_long_for_a_block_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    let rows: Vec<(Keyspace, Vec<u8>, Vec<u8>)> = vec![
+        (Keyspace::Blobs, b"a".to_vec(), b"small".to_vec()),
+        (Keyspace::Blobs, b"b".to_vec(), vec![b'L'; 40 << 10]),
+        (Keyspace::Blobs, b"b".to_vec(), b"later".to_vec()),
+        (Keyspace::Blobs, b"c".to_vec(), b"after".to_vec()),
+    ];
+    let mut it = rows.into_iter().map(Ok);
+    assert_eq!(s.bulk_load(&mut it).unwrap(), 4);
+    assert_eq!(s.get(Keyspace::Blobs, b"b").unwrap().unwrap(), b"later");
+    assert_eq!(
+        scan(&s, Keyspace::Blobs),
+        vec![
+            (b"a".to_vec(), b"small".to_vec()),
+            (b"b".to_vec(), b"later".to_vec()),
+            (b"c".to_vec(), b"after".to_vec()),
+        ]
+    );
+    s.check_integrity().unwrap();
 }
 
 /// A write after a bulk load whose writer map of blocks was read mid-load (a row of a
