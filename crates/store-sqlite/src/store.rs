@@ -732,7 +732,11 @@ impl ReadView for SqliteStore {
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
         let mut r = self.reader()?;
         r.begin_read()?;
-        Ok(Box::new(SqliteIter::new(ReadConn::Owned(r), ks, range)))
+        Ok(Box::new(SqliteIter::new(
+            ReadConn::Owned(Box::new(r)),
+            ks,
+            range,
+        )))
     }
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
