@@ -412,12 +412,8 @@ impl SqliteStore {
                 pack::Placed::Block => return Ok(()),
                 pack::Placed::TableOutsideBlocks => {}
                 pack::Placed::Table => {
-                    if packer.wrote_blocks() {
-                        // The writer's map of blocks, if read before, lacks the new ones: a
-                        // row given again must move the block that holds its key.
-                        self.packs.mark_present();
-                        w.blocks.forget();
-                    }
+                    // A row given again must move the block that holds its key.
+                    self.take_new_blocks(&mut packer, &mut w.blocks);
                     w.blocks.release(&tx, &self.packs, ks, k)?;
                 }
             }
@@ -428,16 +424,21 @@ impl SqliteStore {
         })?;
         drop(puts);
         packer.finish(&tx)?;
-        if packer.wrote_blocks() {
-            // Also when the map was read mid-load: the blocks written since must be in it
-            // before the next write looks.
-            self.packs.mark_present();
-            w.blocks.forget();
-        }
+        // Also when the map was read mid-load: the next write must see every block.
+        self.take_new_blocks(&mut packer, &mut w.blocks);
         split::drop_orphans(&tx)?;
         let res = tx.commit().r2e();
         self.poisoned.observe(WriteOptions::SYNC, &res);
         res.map(|()| count)
+    }
+
+    /// After a bulk load wrote blocks: readers must look for blocks, and the writer's map of
+    /// them, if it was read before, lacks the new ones (it is read again when next needed).
+    fn take_new_blocks(&self, packer: &mut pack::BulkPacker, blocks: &mut BlockIndex) {
+        if packer.wrote_blocks() {
+            self.packs.mark_present();
+            blocks.forget();
+        }
     }
 
     /// An empty synced write makes earlier unsynced commits durable: they are all in the WAL.

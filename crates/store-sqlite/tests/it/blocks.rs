@@ -10,6 +10,8 @@ use msite_store_sqlite::{SqliteOptions, SqliteStore};
 use rusqlite::Connection;
 
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+/// Rows for a bulk load: keyspace, key, value.
+type LoadRows = Vec<(Keyspace, Vec<u8>, Vec<u8>)>;
 
 fn raw(dir: &std::path::Path) -> Connection {
     Connection::open(dir.join("store.sqlite3")).unwrap()
@@ -323,6 +325,30 @@ fn a_bulk_load_into_empty_keyspaces_writes_blocks() {
     s.check_integrity().unwrap();
 }
 
+/// A store of blocks of 256 bytes whose State holds a row, and rows to load into it: oplog
+/// rows 0..100 (into blocks), a State row (to the table, which reads the writer's map of
+/// blocks), then oplog rows 100..200 (into blocks written after that map was read).
+fn store_whose_load_reads_the_writers_map_mid_load(
+    dir: &std::path::Path,
+) -> (SqliteStore, LoadRows) {
+    let options = SqliteOptions {
+        block_bytes: 256,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open_with(dir, options).unwrap();
+    s.put_one(Keyspace::State, b"held", b"before", WriteOptions::SYNC)
+        .unwrap();
+    let oplog = |from: u32, to: u32| -> LoadRows {
+        (from..to)
+            .map(|i| (Keyspace::Oplog, i.to_be_bytes().to_vec(), vec![b'o'; 60]))
+            .collect()
+    };
+    let mut rows = oplog(0, 100);
+    rows.push((Keyspace::State, b"new".to_vec(), b"row".to_vec()));
+    rows.extend(oplog(100, 200));
+    (s, rows)
+}
+
 /// A bulk load whose writer map of blocks was read mid-load (a row of a keyspace that holds
 /// rows already goes to the table) still sees the blocks written after that: a key given again
 /// later in the load, which one of those blocks holds, moves that block back and ends with
@@ -330,22 +356,7 @@ fn a_bulk_load_into_empty_keyspaces_writes_blocks() {
 #[test]
 fn a_key_given_again_in_a_bulk_load_moves_a_block_written_after_the_writers_map_was_read() {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions {
-        block_bytes: 256,
-        ..SqliteOptions::default()
-    };
-    let s = SqliteStore::open_with(dir.path(), options).unwrap();
-    s.put_one(Keyspace::State, b"held", b"before", WriteOptions::SYNC)
-        .unwrap();
-    let oplog = |from: u32, to: u32| -> Vec<(Keyspace, Vec<u8>, Vec<u8>)> {
-        (from..to)
-            .map(|i| (Keyspace::Oplog, i.to_be_bytes().to_vec(), vec![b'o'; 60]))
-            .collect()
-    };
-    let mut rows = oplog(0, 100);
-    // State held a row: this one goes to the table, which reads the writer's map of blocks.
-    rows.push((Keyspace::State, b"new".to_vec(), b"row".to_vec()));
-    rows.extend(oplog(100, 200));
+    let (s, mut rows) = store_whose_load_reads_the_writers_map_mid_load(dir.path());
     // Key 150 again: its block was written after the map was read.
     rows.push((
         Keyspace::Oplog,
@@ -484,22 +495,7 @@ fn a_key_given_again_after_a_row_too_long_for_a_block_replaces_it() {
 #[test]
 fn a_write_after_a_bulk_load_moves_a_block_written_after_the_writers_map_was_read() {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions {
-        block_bytes: 256,
-        ..SqliteOptions::default()
-    };
-    let s = SqliteStore::open_with(dir.path(), options).unwrap();
-    s.put_one(Keyspace::State, b"held", b"before", WriteOptions::SYNC)
-        .unwrap();
-    let oplog = |from: u32, to: u32| -> Vec<(Keyspace, Vec<u8>, Vec<u8>)> {
-        (from..to)
-            .map(|i| (Keyspace::Oplog, i.to_be_bytes().to_vec(), vec![b'o'; 60]))
-            .collect()
-    };
-    let mut rows = oplog(0, 100);
-    // State held a row: this one goes to the table, which reads the writer's map of blocks.
-    rows.push((Keyspace::State, b"new".to_vec(), b"row".to_vec()));
-    rows.extend(oplog(100, 200));
+    let (s, rows) = store_whose_load_reads_the_writers_map_mid_load(dir.path());
     let mut it = rows.into_iter().map(Ok);
     assert_eq!(s.bulk_load(&mut it).unwrap(), 201);
     let key = 150u32.to_be_bytes();
