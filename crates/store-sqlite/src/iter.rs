@@ -27,7 +27,7 @@ const CHUNK_BYTES: usize = 8 << 20;
 /// The connection a scan reads through: a snapshot's, or its own read transaction.
 pub(crate) enum ReadConn<'a> {
     Borrowed(&'a Reader<'a>),
-    Owned(Box<Reader<'a>>),
+    Owned(Reader<'a>),
 }
 
 impl Deref for ReadConn<'_> {

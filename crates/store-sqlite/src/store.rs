@@ -671,8 +671,10 @@ pub(crate) struct Reader<'a> {
     conn: Option<Connection>,
     store: &'a SqliteStore,
     in_txn: bool,
-    /// The block ranges a snapshot read (`blocks.rs`); only snapshots keep one.
-    memo: Option<Memo>,
+    /// The block ranges a snapshot read (`blocks.rs`); only snapshots keep one. Boxed: a
+    /// range map per packed keyspace made every reader (and each backend's snapshot enum)
+    /// carry it inline.
+    memo: Option<Box<Memo>>,
 }
 
 impl Reader<'_> {
@@ -683,7 +685,7 @@ impl Reader<'_> {
 
     /// The snapshot's memo of block ranges, if this reader keeps one.
     pub(crate) fn memo(&self) -> Option<&Memo> {
-        self.memo.as_ref()
+        self.memo.as_deref()
     }
 
     /// Start a read transaction and pin its snapshot by reading from the database.
@@ -733,11 +735,7 @@ impl ReadView for SqliteStore {
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
         let mut r = self.reader()?;
         r.begin_read()?;
-        Ok(Box::new(SqliteIter::new(
-            ReadConn::Owned(Box::new(r)),
-            ks,
-            range,
-        )))
+        Ok(Box::new(SqliteIter::new(ReadConn::Owned(r), ks, range)))
     }
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
@@ -775,7 +773,7 @@ impl Store for SqliteStore {
     fn snapshot(&self) -> Result<SqliteSnapshot<'_>> {
         let mut r = self.reader()?;
         r.begin_read()?;
-        r.memo = Some(Memo::default());
+        r.memo = Some(Box::default());
         Ok(SqliteSnapshot { reader: r })
     }
 
