@@ -62,19 +62,9 @@ mod tests {
     /// 2,000 content rows of 4,000 incompressible bytes (the load packs content into zstd
     /// blocks): about 8 MB of pages.
     fn load(s: &SqliteStore) -> u64 {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rows = (0u32..2000).map(move |i| {
-            let value = (0..4000)
-                .map(|_| {
-                    // xorshift64
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            Ok((Keyspace::Blobs, i.to_be_bytes().to_vec(), value))
-        });
+        let mut rng = msite_core::testkit::conformance::Rng::new(0x10ad);
+        let mut rows = (0u32..2000)
+            .map(move |i| Ok((Keyspace::Blobs, i.to_be_bytes().to_vec(), rng.bytes(4000))));
         s.bulk_load(&mut rows).unwrap()
     }
 
