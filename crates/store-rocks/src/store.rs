@@ -498,11 +498,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for round in 0u64..3 {
             let store = RocksStore::open(dir.path()).unwrap();
-            // Each open finds what the last close left, before any background work here.
+            // Each open finds what the last close left, before any background work here: the
+            // run the close's flush made may not be compacted yet (closing cancels a compaction
+            // that has not started; the open schedules it again), so two at most, as a read
+            // meets while that compaction runs. Without the compaction after every flush the
+            // runs would pile up: four at the third open.
             for ks in Keyspace::ALL {
                 if is_small(ks) {
                     let runs = sorted_runs(&store, ks);
-                    assert!(runs <= 1, "{ks}: {runs} sorted runs at open {round}");
+                    assert!(runs <= 2, "{ks}: {runs} sorted runs at open {round}");
                 }
             }
             for i in 0u64..50 {
