@@ -270,9 +270,12 @@ pub(super) const EXPORT_ZSTD_LEVEL: i32 = 1;
 /// in 8 MiB of a packet compress against each other. A snapshot carries each content once,
 /// so long-distance matching finds nothing there (the serde history's snapshot was 4.25 MB
 /// with and without it) while it took more than half of the compression time: snapshots
-/// keep zstd's own window for the level. The importer holds about two chunks (16 MiB); the
-/// exporter about six (48 MiB: it fills one while the packet writer's two threads compress
-/// the two before).
+/// keep zstd's own window for the level, and store a chunk as is when samples of it do not
+/// compress (`skip_incompressible`): a new replica's content was compressed by msite-core
+/// where that paid, and zstd's match finding on the rest took a third of an export's
+/// compression time for about 1 % of its bytes (BENCHMARKS.md, stop 41). The importer holds
+/// about two chunks (16 MiB); the exporter about six (48 MiB: it fills one while the packet
+/// writer's two threads compress the two before).
 pub(super) const EXPORT_CHUNK_LEN: usize = 8 << 20;
 
 impl<S: Store> Replica<S> {
@@ -297,6 +300,7 @@ impl<S: Store> Replica<S> {
         opts.zstd_level = EXPORT_ZSTD_LEVEL;
         opts.chunk_size = EXPORT_CHUNK_LEN;
         opts.long_window = !plan.snapshot;
+        opts.skip_incompressible = plan.snapshot;
         opts
     }
 

@@ -121,3 +121,50 @@ fn chunks_compressed_on_the_worker_thread_are_the_bytes_compressed_inline() {
         assert!(st.chunks > 20, "{} chunks", st.chunks);
     }
 }
+
+/// `skip_incompressible` stores a chunk whose samples shrink by less than about 3 % as is,
+/// and compresses one whose samples shrink more, including chunks only half of which
+/// compresses; both read back identical.
+#[test]
+fn skip_incompressible_stores_only_chunks_whose_samples_do_not_compress() {
+    // Noise with a 20-byte pattern in each 900 bytes: zstd saves about 2 % of it.
+    let nearly_noise: Vec<Record> = (0..3000u64)
+        .map(|n| {
+            let mut bytes = noise(n, 900);
+            bytes[..20].copy_from_slice(b"a repeated prefix!!!");
+            Record::Blob {
+                hash: *blake3::hash(&bytes).as_bytes(),
+                bytes,
+            }
+        })
+        .collect();
+    let text = records_of(&checkins(id(2), 1, 6000, 300));
+    // Each chunk half text, half nearly noise, by bytes.
+    let half_text: Vec<Record> = text
+        .chunks(3)
+        .zip(&nearly_noise)
+        .flat_map(|(t, n)| t.iter().chain([n]))
+        .cloned()
+        .collect();
+    let encode = |recs: &[Record], zstd_level: i32, skip_incompressible: bool| {
+        let opts = WriteOptions {
+            chunk_size: 1 << 20,
+            zstd_level,
+            skip_incompressible,
+            ..WriteOptions::new(id(9))
+        };
+        let bytes = encode_to_vec(Kind::Update, &update_header(), recs.to_vec(), &opts).unwrap();
+        let (_, _, got) = decode_from_slice(&bytes).unwrap();
+        assert!(got == recs, "records differ");
+        bytes.len()
+    };
+    let stored = encode(&nearly_noise, 0, false);
+    assert!(encode(&nearly_noise, 1, false) < stored * 99 / 100);
+    assert_eq!(encode(&nearly_noise, 1, true), stored);
+    for recs in [&text, &half_text] {
+        let stored = encode(recs, 0, false);
+        let compressed = encode(recs, 1, false);
+        assert!(compressed < stored * 9 / 10, "{compressed} of {stored}");
+        assert_eq!(encode(recs, 1, true), compressed);
+    }
+}
