@@ -129,6 +129,22 @@ fn configure(conn: &Connection) -> Result<()> {
 /// release would miss) and marked with this layout at its first open.
 pub(crate) const STORE_LAYOUT: i64 = 2;
 
+/// The writer's page cache, in KiB.
+const WRITER_CACHE_KIB: i64 = 64 << 10;
+
+/// The writer's page cache during a bulk load, in KiB. A load writes pages once and reads
+/// few back, and a transaction's dirty pages stay in the cache until they no longer fit: with
+/// the writer's 64 MiB, a new replica's whole store was written at the commit, after the
+/// packet had been read, and the commit was a sixth of the import. With 1 MiB the pages go
+/// to the file as the load goes, while the packet's thread is still reading (BENCHMARKS.md,
+/// stop 41).
+const BULK_CACHE_KIB: i64 = 1 << 10;
+
+/// Sets `conn`'s page cache to `kib` KiB.
+fn set_cache_kib(conn: &Connection, kib: i64) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "cache_size", -kib)
+}
+
 /// The writer connection to the database in `dir`: WAL mode, its pragmas, every table.
 fn open_writer(dir: &Path) -> Result<Connection> {
     let conn = Connection::open(dir.join(DB_FILE)).r2e()?;
@@ -151,7 +167,7 @@ fn open_writer(dir: &Path) -> Result<Connection> {
         });
     }
     conn.pragma_update(None, "synchronous", "NORMAL").r2e()?;
-    conn.pragma_update(None, "cache_size", -65536).r2e()?;
+    set_cache_kib(&conn, WRITER_CACHE_KIB).r2e()?;
     // Statement journals (a multi-row put needs one, to undo a half-done statement) in
     // memory rather than in a temporary file: they hold a few pages and never need to
     // survive a crash (the transaction's own WAL frames do).
@@ -377,17 +393,23 @@ impl SqliteStore {
         w.set_synchronous_full(true)?;
         lock(&self.readers).clear();
         let rollback = journal::leave_wal(&w.conn, BUSY_TIMEOUT)?;
-        // Off for the load (split.rs says why), on again whatever the load's outcome.
+        // The load's settings, the writer's again whatever the load's outcome: the pragma off
+        // (split.rs says why) and the small page cache (`BULK_CACHE_KIB`).
         let (pragma, on) = split::WRITER_PRAGMA;
         let loaded = w
             .conn
             .pragma_update(None, pragma, !on)
+            .and_then(|()| set_cache_kib(&w.conn, BULK_CACHE_KIB))
             .r2e()
             .and_then(|()| self.bulk_load_in_one_transaction(w, rows));
         if loaded.is_err() {
             w.blocks.forget();
         }
-        let restored = w.conn.pragma_update(None, pragma, on).r2e();
+        let restored = w
+            .conn
+            .pragma_update(None, pragma, on)
+            .and_then(|()| set_cache_kib(&w.conn, WRITER_CACHE_KIB))
+            .r2e();
         let wal = match rollback {
             true => journal::return_to_wal(&w.conn),
             false => Ok(()),
