@@ -56,11 +56,14 @@ use super::row_batch::{row_channel, RowReceiver, RowSender};
 
 /// The layout version of the rows a snapshot writes (the header's `snapshot` field): the
 /// key layouts of State, Blobs and the Peers tags below, as this release stores them, and
-/// the order of the runs. Layout 2: chain bases, State, Blobs, Peers, oplog records.
-pub(crate) const LAYOUT: u64 = 2;
+/// the order of the runs. Layout 3: chain bases, State, Blobs, Peers, oplog records, the
+/// State rows in blocks ([`space::STATE_BLOCK`]), each as a snapshot base keeps it, so the
+/// importer keeps a base without compressing it and hashes a seventh of the bytes. Layout 2
+/// sent each State row as a record of its own.
+pub(crate) const LAYOUT: u64 = 3;
 /// The layouts this release loads. Layout 1 (chain bases after Peers) keeps a snapshot base
 /// always: its importer meets the chain bases only after the State rows.
-const LOADS: [u64; 2] = [1, 2];
+const LOADS: [u64; 3] = [1, 2, 3];
 
 /// Meta: present while a store is being made from a snapshot; removed by the commit that
 /// writes the identity. A store holding it is an interrupted creation.
@@ -85,6 +88,14 @@ pub(crate) const BASE_BLOCKS: &[u8] = b"snapshot.blocks.";
 /// The raw bytes of rows a base block collects before it is written; a row longer than this
 /// goes in a block of its own.
 const BASE_BLOCK_BYTES: usize = 1 << 20;
+
+/// The longest State row (key and value) a snapshot sends in a block (layout 3); a longer one
+/// travels as a row record of its own, so a block's rows never exceed [`STATE_BLOCK_LIMIT`].
+const BLOCKED_ROW_BYTES: usize = BASE_BLOCK_BYTES / 2;
+
+/// The most raw bytes a received State block may claim: a block's rows and their length
+/// prefixes. A claim above it is refused before anything is allocated for it.
+const STATE_BLOCK_LIMIT: u64 = 2 * BASE_BLOCK_BYTES as u64;
 
 /// The zstd level of the base blocks: the fastest of the regular levels, since the load waits
 /// for them (State rows still pack to about a third).
@@ -160,14 +171,20 @@ pub(crate) fn store_base_as_rows<S: Store>(store: &S) -> Result<()> {
 
 /// The rows of a base block's value (length-prefixed keys and values).
 fn unpack_base_block(block: &[u8]) -> Result<Vec<u8>> {
+    // A block holds at most a block's bytes or one row of a packet: memory stays bounded
+    // whatever a damaged length claims.
+    let limit = BASE_BLOCK_BYTES as u64 + u64::from(msite_packet::format::MAX_RECORD_LEN);
+    unpack_block(block, limit)
+}
+
+/// The rows of a block's value (a base block's or a snapshot's State block), refused when
+/// its length claims more than `limit` raw bytes.
+fn unpack_block(block: &[u8], limit: u64) -> Result<Vec<u8>> {
     let damaged = || crate::codec::CodecError {
         what: "snapshot base block",
     };
     let mut d = crate::codec::Dec::new(block, "snapshot base block");
     let raw_len = d.u64()?;
-    // A block holds at most a block's bytes or one row of a packet: memory stays bounded
-    // whatever a damaged length claims.
-    let limit = BASE_BLOCK_BYTES as u64 + u64::from(msite_packet::format::MAX_RECORD_LEN);
     if raw_len > limit {
         return Err(damaged().into());
     }
@@ -213,6 +230,21 @@ impl BaseBlocks {
         Ok(full)
     }
 
+    /// A block made elsewhere (a snapshot's State block), after the block of the rows
+    /// collected so far, if any.
+    fn verbatim(&mut self, block: Vec<u8>) -> Result<Vec<KeyValueIn>> {
+        let mut out: Vec<KeyValueIn> = self.flush()?.into_iter().collect();
+        out.push((Keyspace::Meta, self.next_key(), block));
+        Ok(out)
+    }
+
+    /// The key of the next block.
+    fn next_key(&mut self) -> Vec<u8> {
+        let key = [BASE_BLOCKS, &self.next.to_be_bytes()].concat();
+        self.next += 1;
+        key
+    }
+
     /// The block of the rows collected so far (None: there are none).
     fn flush(&mut self) -> Result<Option<KeyValueIn>> {
         if self.rows.0.is_empty() {
@@ -233,9 +265,7 @@ impl BaseBlocks {
             .raw(&self.frame)
             .done();
         self.rows.0.clear();
-        let key = [BASE_BLOCKS, &self.next.to_be_bytes()].concat();
-        self.next += 1;
-        Ok(Some((Keyspace::Meta, key, value)))
+        Ok(Some((Keyspace::Meta, self.next_key(), value)))
     }
 }
 
@@ -252,6 +282,10 @@ mod space {
     pub const BASE: u8 = 4;
     /// An oplog record above a chain base, as stored (key: origin and number).
     pub const OPLOG: u8 = 5;
+    /// Layout 3: a block of consecutive State rows, as a snapshot base keeps them (key: the
+    /// block's number, u32 BE, from 0 and consecutive; value: a [`super::BASE_BLOCKS`]
+    /// value, the rows' raw length and one checksummed zstd frame of them).
+    pub const STATE_BLOCK: u8 = 6;
 }
 
 /// The Peers rows entries leave outside the object base, which a replica made from the
@@ -363,6 +397,8 @@ impl<S: Store> Replica<S> {
         let out = SnapshotOut {
             sink,
             hasher: sign::SnapshotHasher::new(),
+            state: BaseBlocks::default(),
+            blocks: 0,
         };
         let out = write_on_two_threads(out, |rows| self.read_rows(&snap, plan, rows))?;
         let (rows, hash) = out.hasher.finish();
@@ -478,6 +514,7 @@ impl<S: Store> Replica<S> {
             keep_base: None,
             pending: Default::default(),
             base: BaseBlocks::default(),
+            blocks_in: 0,
             ended: false,
             failed: None,
         };
@@ -573,9 +610,15 @@ fn incomplete(src: &str, why: &str) -> CoreError {
 }
 
 /// The writing side: each row into the sink and the running hash.
+/// The writing side of a snapshot: rows hashed and written into the packet, State rows
+/// packed into [`space::STATE_BLOCK`] records first (layout 3).
 struct SnapshotOut<'a> {
     sink: &'a mut (dyn RecordSink + Send),
     hasher: sign::SnapshotHasher,
+    /// The State rows gathered for the next block.
+    state: BaseBlocks,
+    /// The number of the next block record.
+    blocks: u32,
 }
 
 /// Runs `read`, which reads the rows, on this thread, and writes what it reads into `out` on
@@ -592,6 +635,7 @@ fn write_on_two_threads<'a>(
         let writer = scope.spawn(move || -> Result<SnapshotOut<'a>> {
             // The reader never fails its batches: a failed read drops the sender.
             received.each(|space, key, value| out.row(space, key, value))?;
+            out.flush_blocks()?;
             Ok(out)
         });
         let mut rows = RowBatches {
@@ -645,7 +689,34 @@ impl RowBatches {
 }
 
 impl SnapshotOut<'_> {
+    /// Writes a row: a State row into the block being gathered (a row too long for one goes
+    /// alone, after the blocks before it), any other row after the last block.
     fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
+        if space == space::STATE && key.len() + value.len() <= BLOCKED_ROW_BYTES {
+            if let Some((_, _, block)) = self.state.add(key, value)? {
+                self.block(&block)?;
+            }
+            return Ok(());
+        }
+        self.flush_blocks()?;
+        self.put(space, key, value)
+    }
+
+    /// Writes the block of the State rows gathered so far, if any.
+    fn flush_blocks(&mut self) -> Result<()> {
+        match self.state.flush()? {
+            Some((_, _, block)) => self.block(&block),
+            None => Ok(()),
+        }
+    }
+
+    fn block(&mut self, value: &[u8]) -> Result<()> {
+        let n = self.blocks;
+        self.blocks += 1;
+        self.put(space::STATE_BLOCK, &n.to_be_bytes(), value)
+    }
+
+    fn put(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
         self.hasher.row(space, key, value);
         self.sink.row(space, key, value)
     }
@@ -674,6 +745,8 @@ struct SnapshotIn {
     pending: std::collections::VecDeque<KeyValueIn>,
     /// The State rows of the snapshot base, packed as they arrive (when it keeps one).
     base: BaseBlocks,
+    /// The number the next State block must carry (layout 3).
+    blocks_in: u32,
     ended: bool,
     /// Why the stream stopped (the load returns an error; this is the one to report).
     failed: Option<CoreError>,
@@ -727,6 +800,9 @@ impl SnapshotIn {
                 }
                 if space == space::OPLOG {
                     return self.oplog(key, value).map(Some);
+                }
+                if space == space::STATE_BLOCK && self.layout >= 3 {
+                    return self.state_block(&key, value);
                 }
                 let ks = ks_of(space, &key).ok_or_else(|| {
                     incomplete(&self.src, &format!("a row of unknown space {space}"))
@@ -803,6 +879,35 @@ impl SnapshotIn {
         ))
     }
 
+    /// A block of State rows (layout 3): its rows, loaded next, and when this replica keeps a
+    /// snapshot base, the block itself as a base block, as received: the base costs no
+    /// compressing. Returns the first of those rows.
+    fn state_block(&mut self, key: &[u8], block: Vec<u8>) -> Result<Option<KeyValueIn>> {
+        if key != self.blocks_in.to_be_bytes() {
+            return Err(incomplete(&self.src, "its State blocks are out of order"));
+        }
+        self.blocks_in += 1;
+        let damaged = || incomplete(&self.src, "a damaged State block");
+        let raw = unpack_block(&block, STATE_BLOCK_LIMIT).map_err(|_| damaged())?;
+        if raw.is_empty() {
+            return Err(damaged());
+        }
+        let mut d = crate::codec::Dec::new(&raw, "State block");
+        while !d.is_empty() {
+            let (k, v) = (d.bytes(), d.bytes());
+            let (Ok(k), Ok(v)) = (k, v) else {
+                return Err(damaged());
+            };
+            self.pending
+                .push_back((Keyspace::State, k.to_vec(), v.to_vec()));
+        }
+        if self.keeps_base() {
+            let kept = self.base.verbatim(block)?;
+            self.pending.extend(kept);
+        }
+        Ok(self.pending.pop_front())
+    }
+
     /// An oplog record above its origin's chain base: the next of its chain, its hash right.
     fn oplog(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<KeyValueIn> {
         let bad = |why: &str| incomplete(&self.src, why);
@@ -876,6 +981,7 @@ mod tests {
             keep_base: None,
             pending: Default::default(),
             base: BaseBlocks::default(),
+            blocks_in: 0,
             ended: false,
             failed: None,
         }
@@ -1020,10 +1126,11 @@ mod tests {
         }
     }
 
-    /// Reads `n` rows into `out`, then fails with `fail` if given.
+    /// Reads `n` rows (Blobs rows: State rows would go in blocks) into `out`, then fails
+    /// with `fail` if given.
     fn read_rows(out: &mut RowBatches, n: u64, fail: Option<&str>) -> Result<()> {
         for i in 0..n {
-            out.row(space::STATE, &i.to_be_bytes(), &[7; 100])?;
+            out.row(space::BLOBS, &i.to_be_bytes(), &[7; 100])?;
         }
         match fail {
             Some(why) => Err(CoreError::Invalid(why.into())),
@@ -1041,6 +1148,8 @@ mod tests {
             let out = SnapshotOut {
                 sink: &mut sink,
                 hasher: sign::SnapshotHasher::new(),
+                state: BaseBlocks::default(),
+                blocks: 0,
             };
             let r = write_on_two_threads(out, |rows| read_rows(rows, 100_000, read_fails))
                 .map(|out| out.hasher.finish().0);
@@ -1053,6 +1162,156 @@ mod tests {
         assert_eq!(written, 5_001, "the writer stops at its first failure");
         let (r, _) = run(u64::MAX, Some("the store is damaged"));
         assert!(r.unwrap_err().to_string().contains("the store is damaged"));
+    }
+
+    /// A sink that keeps the row records written into it.
+    #[derive(Default)]
+    struct Captured(Vec<(u8, Vec<u8>, Vec<u8>)>);
+
+    impl RecordSink for Captured {
+        fn entry(&mut self, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+        fn blob(&mut self, _: &Hash, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+        fn blob_piece(&mut self, _: &Hash, _: u64, _: u64, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+        fn delta(&mut self, _: &Hash, _: &Hash, _: u64, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+        fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
+            self.0.push((space, key.to_vec(), value.to_vec()));
+            Ok(())
+        }
+        fn snapshot_end(&mut self, _: u64, _: &Hash, _: &wire::Signature) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The records a snapshot export writes for `rows` (space, key, value), in order.
+    fn exported(rows: &[(u8, Vec<u8>, Vec<u8>)]) -> Vec<Result<Record>> {
+        let mut sink = Captured::default();
+        let mut out = SnapshotOut {
+            sink: &mut sink,
+            hasher: sign::SnapshotHasher::new(),
+            state: BaseBlocks::default(),
+            blocks: 0,
+        };
+        for (space, k, v) in rows {
+            out.row(*space, k, v).unwrap();
+        }
+        out.flush_blocks().unwrap();
+        let records = sink.0.into_iter();
+        records
+            .map(|(space, key, value)| Ok(Record::Row { space, key, value }))
+            .collect()
+    }
+
+    /// A State block record with number `n` and value `value`.
+    fn state_block(n: u32, value: Vec<u8>) -> Result<Record> {
+        Ok(Record::Row {
+            space: space::STATE_BLOCK,
+            key: n.to_be_bytes().to_vec(),
+            value,
+        })
+    }
+
+    /// Layout 3 sends State rows in blocks, a row too long for one alone, between them; the
+    /// importer loads every State row in order and keeps the blocks, as received, as its base,
+    /// with a block of its own for the long row.
+    #[test]
+    fn layout_3_state_blocks_load_every_row_and_become_the_base_as_received() {
+        let chain = [&7u64.to_be_bytes()[..], &[9; 32], &0u64.to_be_bytes()].concat();
+        let mut rows = vec![(space::BASE, vec![5; 16], chain)];
+        let mut state = Vec::new();
+        for n in 0..30_000u32 {
+            let value = format!("value {n} {}", "y".repeat(90)).into_bytes();
+            state.push((n.to_be_bytes().to_vec(), value));
+            if n == 15_000 {
+                state.push(((n as u64).to_be_bytes().to_vec(), vec![1; 600 << 10]));
+            }
+        }
+        state.sort();
+        rows.extend(
+            state
+                .iter()
+                .map(|(k, v)| (space::STATE, k.clone(), v.clone())),
+        );
+        rows.push((space::BLOBS, b"blob".to_vec(), b"content".to_vec()));
+        let records = exported(&rows);
+        let blocks: Vec<Vec<u8>> = records
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Record::Row { space, value, .. }) if *space == space::STATE_BLOCK => {
+                    Some(value.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+        assert_eq!(
+            records.len(),
+            blocks.len() + 3,
+            "the long row alone, Blobs, base"
+        );
+        let loaded = load(3, records).unwrap();
+        let loaded_state: Vec<(Vec<u8>, Vec<u8>)> = loaded
+            .iter()
+            .filter(|(ks, _, _)| *ks == Keyspace::State)
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert!(loaded_state == state, "the State rows loaded differ");
+        assert!(base_rows(&loaded) == state, "the base holds other rows");
+        let kept: Vec<&[u8]> = loaded
+            .iter()
+            .filter(|(ks, k, _)| *ks == Keyspace::Meta && k.starts_with(BASE_BLOCKS))
+            .map(|(_, _, v)| v.as_slice())
+            .collect();
+        assert_eq!(kept.len(), blocks.len() + 1);
+        assert!(
+            blocks.iter().all(|b| kept.contains(&b.as_slice())),
+            "a block was not kept as received"
+        );
+    }
+
+    /// A State block that claims too much, decodes to nothing or to a cut row, comes out of
+    /// order, or comes in a layout before 3 is refused, never loaded in part as whole.
+    #[test]
+    fn damaged_or_misplaced_state_blocks_are_refused() {
+        let good = BaseBlocks::default();
+        let mut good = good;
+        good.add(b"k", b"v").unwrap();
+        let (_, _, block) = good.flush().unwrap().unwrap();
+        let huge = Enc::new()
+            .u64(STATE_BLOCK_LIMIT + 1)
+            .raw(&block[1..])
+            .done();
+        let mut empty = BaseBlocks::default();
+        let cut_rows = Enc::new().bytes(b"key").done()[..3].to_vec();
+        let cut = {
+            empty.rows = Enc(cut_rows);
+            empty.flush().unwrap().unwrap().2
+        };
+        let nothing = Enc::new()
+            .u64(0)
+            .raw(&zstd::bulk::compress(b"", 1).unwrap())
+            .done();
+        for (bad, why) in [
+            (huge, "a damaged State block"),
+            (cut, "a damaged State block"),
+            (nothing, "a damaged State block"),
+        ] {
+            let err = load(3, vec![state_block(0, bad)]).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        let err = load(3, vec![state_block(1, block.clone())]).unwrap_err();
+        assert!(err.to_string().contains("out of order"), "{err}");
+        let err = load(2, vec![state_block(0, block.clone())]).unwrap_err();
+        assert!(err.to_string().contains("unknown space 6"), "{err}");
+        let rows = load(3, vec![state_block(0, block)]).unwrap();
+        assert_eq!(rows, vec![(Keyspace::State, b"k".to_vec(), b"v".to_vec())]);
     }
 
     /// Layout 2 without a chain base carries every entry: no State row gets a base copy.
