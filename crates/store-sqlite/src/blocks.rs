@@ -238,12 +238,18 @@ impl Block {
         let raw_len = rows.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
         let mut raw = Vec::with_capacity(raw_len);
         for (k, v) in rows {
-            for part in [k, v] {
-                raw.extend_from_slice(&(part.len() as u32).to_le_bytes());
-                raw.extend_from_slice(part);
-            }
+            Block::append_row(&mut raw, k, v);
         }
         Ok(zstd::bulk::compress(&raw, level)?)
+    }
+
+    /// Appends a row to `raw` as a block holds it before compressing: `u32` key length, key,
+    /// `u32` value length, value (little-endian). `key.len() + value.len() + 8` bytes.
+    pub(crate) fn append_row(raw: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+        for part in [key, value] {
+            raw.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            raw.extend_from_slice(part);
+        }
     }
 
     /// The rows of block `meta` of `ks` from its stored bytes, checked against its range.

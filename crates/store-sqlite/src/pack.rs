@@ -141,12 +141,23 @@ fn insert_block(tx: &Connection, ks: Keyspace, rows: &[KeyValue], level: i32) ->
     let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else {
         return Ok(0);
     };
-    let data = Block::encode(rows, level)?;
+    insert_compressed(tx, ks, first, last, &Block::encode(rows, level)?)?;
+    Ok(1)
+}
+
+/// Inserts a block of `ks` whose rows run from `first` to `last`, compressed into `data`.
+fn insert_compressed(
+    tx: &Connection,
+    ks: Keyspace,
+    first: &[u8],
+    last: &[u8],
+    data: &[u8],
+) -> Result<()> {
     tx.prepare_cached(INSERT_BLOCK)
         .r2e()?
         .execute(rusqlite::params![ks.name(), first, last, data])
         .r2e()?;
-    Ok(1)
+    Ok(())
 }
 
 /// Packs every row of the [`COMPACTED`] keyspaces, inside `tx`, into blocks of about
@@ -220,17 +231,68 @@ fn write_block(tx: &Connection, ks: Keyspace, run: &mut Vec<KeyValue>) -> Result
 /// load waits for them (`compact` packs at [`blocks::LEVEL`]).
 const BULK_LEVEL: i32 = 1;
 
-/// The zstd level of the content blocks a bulk load writes. msite-core stores content
-/// compressed where that pays, so these blocks gain little from compressing; a negative
-/// level turns zstd's entropy coding off and keeps only its matches (a third of the store
-/// thread went to Huffman-coding incompressible content at level 1, BENCHMARKS.md stop 40).
+/// The zstd level of the content blocks a bulk load writes when a sample of them compresses.
+/// msite-core stores content compressed where that pays, so these blocks gain little from
+/// compressing; a negative level turns zstd's entropy coding off and keeps only its matches
+/// (a third of the store thread went to Huffman-coding incompressible content at level 1,
+/// BENCHMARKS.md stop 40).
 const BULK_CONTENT_LEVEL: i32 = -5;
 
-/// The zstd level of a bulk load's blocks of `ks`.
-fn bulk_level(ks: Keyspace) -> i32 {
-    match ks {
-        Keyspace::Blobs => BULK_CONTENT_LEVEL,
-        _ => BULK_LEVEL,
+/// The bytes at the start of a content block compressed to judge it. A block whose sample
+/// shrinks by less than 1/[`SKIP_BELOW_SAVING`] is written at zstd's fastest level, which
+/// stores it nearly as is at several GB/s (a new replica's incompressible content took a
+/// tenth of its SQLite import at [`BULK_CONTENT_LEVEL`], BENCHMARKS.md stop 41).
+const CONTENT_SAMPLE: usize = 8 << 10;
+/// See [`CONTENT_SAMPLE`].
+const SKIP_BELOW_SAVING: usize = 32;
+
+/// The zstd compressors a bulk load's blocks share, made at its first block, so that no
+/// block makes a compression context of its own; and the buffer each block is compressed
+/// into.
+struct BulkZstd {
+    regular: zstd::bulk::Compressor<'static>,
+    content: zstd::bulk::Compressor<'static>,
+    stored: zstd::bulk::Compressor<'static>,
+    out: Vec<u8>,
+}
+
+impl BulkZstd {
+    fn new() -> Result<Self> {
+        Ok(BulkZstd {
+            regular: zstd::bulk::Compressor::new(BULK_LEVEL)?,
+            content: zstd::bulk::Compressor::new(BULK_CONTENT_LEVEL)?,
+            stored: zstd::bulk::Compressor::new(zstd::zstd_safe::min_c_level())?,
+            out: Vec::new(),
+        })
+    }
+
+    /// The block of the rows `raw` of `ks`: content judged by its sample first.
+    fn compress(&mut self, ks: Keyspace, raw: &[u8]) -> Result<&[u8]> {
+        let c = match ks {
+            Keyspace::Blobs if !self.sample_compresses(raw)? => &mut self.stored,
+            Keyspace::Blobs => &mut self.content,
+            _ => &mut self.regular,
+        };
+        self.out.clear();
+        self.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        c.compress_to_buffer(raw, &mut self.out)?;
+        Ok(&self.out)
+    }
+
+    /// Whether the first [`CONTENT_SAMPLE`] bytes of `raw` shrink by at least
+    /// 1/[`SKIP_BELOW_SAVING`] at [`BULK_CONTENT_LEVEL`] (a block not much longer than its
+    /// sample is always compressed).
+    fn sample_compresses(&mut self, raw: &[u8]) -> Result<bool> {
+        if raw.len() < 2 * CONTENT_SAMPLE {
+            return Ok(true);
+        }
+        self.out.clear();
+        self.out
+            .reserve(zstd::zstd_safe::compress_bound(CONTENT_SAMPLE));
+        let kept = self
+            .content
+            .compress_to_buffer(&raw[..CONTENT_SAMPLE], &mut self.out)?;
+        Ok(kept <= CONTENT_SAMPLE - CONTENT_SAMPLE / SKIP_BELOW_SAVING)
     }
 }
 
@@ -258,14 +320,21 @@ pub(crate) struct BulkPacker {
     block_bytes: usize,
     /// Blocks written since [`BulkPacker::wrote_blocks`] last said so.
     fresh: bool,
+    /// Made at the first block.
+    zstd: Option<BulkZstd>,
 }
 
-/// The rows of one keyspace waiting for their block.
+/// The rows of one keyspace waiting for their block, encoded as the block holds them: no
+/// allocation per row.
 #[derive(Default)]
 struct BulkRun {
-    rows: Vec<KeyValue>,
-    bytes: usize,
-    /// The last key given before those of `rows`: the last of the blocks written so far, or
+    /// The rows, each [`Block::append_row`].
+    raw: Vec<u8>,
+    /// The number of rows in `raw`, and the first and last of their keys.
+    rows: usize,
+    first: Vec<u8>,
+    last: Vec<u8>,
+    /// The last key given before those of `raw`: the last of the blocks written so far, or
     /// a row too long for a block that went to the table. The next key must be above it.
     passed: Option<Vec<u8>>,
 }
@@ -274,8 +343,41 @@ impl BulkRun {
     /// Whether `key` comes after every key given to this run: in its rows, its blocks, or
     /// the table.
     fn ascends_to(&self, key: &[u8]) -> bool {
-        let below = |k: Option<&Vec<u8>>| k.is_none_or(|k| k.as_slice() < key);
-        below(self.rows.last().map(|(k, _)| k)) && below(self.passed.as_ref())
+        (self.rows == 0 || self.last.as_slice() < key)
+            && self.passed.as_ref().is_none_or(|k| k.as_slice() < key)
+    }
+
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        if self.rows == 0 {
+            self.first.clear();
+            self.first.extend_from_slice(key);
+        }
+        self.last.clear();
+        self.last.extend_from_slice(key);
+        Block::append_row(&mut self.raw, key, value);
+        self.rows += 1;
+    }
+
+    /// Writes the rows as one block of `ks` (nothing for none) and empties the run; returns
+    /// whether it wrote one.
+    fn write(
+        &mut self,
+        tx: &Connection,
+        ks: Keyspace,
+        zstd: &mut Option<BulkZstd>,
+    ) -> Result<bool> {
+        if self.rows == 0 {
+            return Ok(false);
+        }
+        let z = match zstd {
+            Some(z) => z,
+            None => zstd.insert(BulkZstd::new()?),
+        };
+        insert_compressed(tx, ks, &self.first, &self.last, z.compress(ks, &self.raw)?)?;
+        self.passed = Some(std::mem::take(&mut self.last));
+        self.raw.clear();
+        self.rows = 0;
+        Ok(true)
     }
 }
 
@@ -297,6 +399,7 @@ impl BulkPacker {
             runs,
             block_bytes,
             fresh: false,
+            zstd: None,
         })
     }
 
@@ -316,22 +419,17 @@ impl BulkPacker {
             return Ok(Placed::Table);
         };
         if !run.ascends_to(key) {
-            self.fresh |= insert_block(tx, ks, &run.rows, bulk_level(ks))? > 0;
+            self.fresh |= run.write(tx, ks, &mut self.zstd)?;
             self.runs[slot] = None;
             return Ok(Placed::Table);
         }
-        let len = key.len() + value.len();
-        if len > MAX_PACKED_ROW {
+        if key.len() + value.len() > MAX_PACKED_ROW {
             run.passed = Some(key.to_vec());
             return Ok(Placed::TableOutsideBlocks);
         }
-        run.rows.push((key.to_vec(), value.to_vec()));
-        run.bytes += len + 8;
-        if run.bytes >= self.block_bytes {
-            self.fresh |= insert_block(tx, ks, &run.rows, bulk_level(ks))? > 0;
-            run.passed = run.rows.pop().map(|(k, _)| k);
-            run.rows.clear();
-            run.bytes = 0;
+        run.push(key, value);
+        if run.raw.len() >= self.block_bytes {
+            self.fresh |= run.write(tx, ks, &mut self.zstd)?;
         }
         Ok(Placed::Block)
     }
@@ -339,8 +437,8 @@ impl BulkPacker {
     /// Writes the blocks still open.
     pub(crate) fn finish(&mut self, tx: &Connection) -> Result<()> {
         for (run, ks) in self.runs.iter_mut().zip(PACKED) {
-            if let Some(run) = run.take() {
-                self.fresh |= insert_block(tx, ks, &run.rows, bulk_level(ks))? > 0;
+            if let Some(mut run) = run.take() {
+                self.fresh |= run.write(tx, ks, &mut self.zstd)?;
             }
         }
         Ok(())

@@ -325,6 +325,50 @@ fn a_bulk_load_into_empty_keyspaces_writes_blocks() {
     s.check_integrity().unwrap();
 }
 
+/// A bulk load judges each content block by a sample: content that compresses only against
+/// its neighbours (each row incompressible alone, all of them alike) is still compressed,
+/// content that does not compress is written as it is; every row reads back.
+#[test]
+fn a_bulk_load_compresses_the_content_blocks_whose_sample_compresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    let mut rng = msite_core::testkit::conformance::Rng::new(0xb10c);
+    let alike = rng.bytes(1_000);
+    let content: Rows = (0..400u32)
+        .map(|i| {
+            let value = match i < 200 {
+                true => rng.bytes(1_000),
+                false => alike.clone(),
+            };
+            (format!("c/{i:06}").into_bytes(), value)
+        })
+        .collect();
+    let mut rows = content
+        .iter()
+        .map(|(k, v)| Ok((Keyspace::Blobs, k.clone(), v.clone())));
+    assert_eq!(s.bulk_load(&mut rows).unwrap(), 400);
+    let conn = raw(dir.path());
+    let stored = |cmp: &str| {
+        count(
+            &conn,
+            &format!("SELECT sum(length(v)) FROM kv_packed WHERE ks = 'blobs' AND first_k {cmp} CAST('c/000200' AS BLOB)"),
+        )
+    };
+    let raw_half = 200 * (1_000 + 8 + 8);
+    assert!(
+        stored("<") >= raw_half,
+        "noise: {} of {raw_half}",
+        stored("<")
+    );
+    assert!(
+        stored(">=") < raw_half / 10,
+        "alike: {} of {raw_half}",
+        stored(">=")
+    );
+    assert_eq!(scan(&s, Keyspace::Blobs), content);
+    s.check_integrity().unwrap();
+}
+
 /// A store of blocks of 256 bytes whose State holds a row, and rows to load into it: oplog
 /// rows 0..100 (into blocks), a State row (to the table, which reads the writer's map of
 /// blocks), then oplog rows 100..200 (into blocks written after that map was read).
