@@ -9,13 +9,19 @@ use crate::error::map;
 
 /// Read options for a scan of `range` in `ks`: explicit lower and upper bounds, checksums
 /// verified. `Included(e)` as the end becomes the exclusive upper bound `e ++ [0x00]`, the
-/// smallest key after `e`. A scan of content leaves the block cache alone: content is scanned
-/// only whole (a snapshot's export, a digest), every block once, and caching those blocks
-/// allocated fresh memory for each one and pushed out the rows that are read again.
+/// smallest key after `e`. A scan of content, or of a whole keyspace, leaves the block cache
+/// alone: those scans (a snapshot's export, a digest) read every block once, and caching the
+/// blocks allocated fresh memory for each one and pushed out the rows that are read again
+/// (content: a third of an export's reading; the object base's whole scan, a tenth,
+/// BENCHMARKS.md stop 41).
 pub(crate) fn scan_options(ks: Keyspace, range: &KeyRange) -> ReadOptions {
     let mut ro = ReadOptions::default();
     ro.set_verify_checksums(true);
-    ro.fill_cache(ks != Keyspace::Blobs);
+    let whole = matches!(
+        (&range.start, &range.end),
+        (Bound::Unbounded, Bound::Unbounded)
+    );
+    ro.fill_cache(ks != Keyspace::Blobs && !whole);
     match &range.start {
         Bound::Included(s) | Bound::Excluded(s) => ro.set_iterate_lower_bound(s.clone()),
         Bound::Unbounded => {}

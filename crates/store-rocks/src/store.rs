@@ -440,6 +440,40 @@ mod tests {
             .sum()
     }
 
+    /// A scan of a whole keyspace leaves the block cache as it was; a scan of part of one
+    /// fills it, for the gets that follow.
+    #[test]
+    fn a_whole_scan_leaves_the_block_cache_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RocksStore::open(dir.path()).unwrap();
+            let mut b = store.batch();
+            for i in 0..20_000u32 {
+                b.put(Keyspace::State, &i.to_be_bytes(), &[i as u8; 100]);
+            }
+            store.write(b, WriteOptions::SYNC).unwrap();
+            store.flush().unwrap();
+        }
+        let store = RocksStore::open(dir.path()).unwrap();
+        let cached = || -> u64 {
+            property(&store, Keyspace::State, "rocksdb.block-cache-usage")
+                .parse()
+                .unwrap()
+        };
+        let before = cached();
+        assert_eq!(
+            store
+                .scan(Keyspace::State, KeyRange::all())
+                .unwrap()
+                .count(),
+            20_000
+        );
+        assert!(cached() < before + (64 << 10), "{before} → {}", cached());
+        let part = KeyRange::prefix(&[0]);
+        assert!(store.scan(Keyspace::State, part).unwrap().count() > 10_000);
+        assert!(cached() > before + (1 << 20), "{before} → {}", cached());
+    }
+
     /// Every open starts a new diagnostic log; a site opened by one command after another
     /// keeps only the last few.
     #[test]
