@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use msite_core::store::{
-    Error, KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter, Store, WriteBatch,
+    Error, KeyRange, KeyValue, Keyspace, PairFn, ReadView, Result, ScanIter, Store, WriteBatch,
     WriteOptions,
 };
 
@@ -175,6 +175,10 @@ impl ReadView for AnyStore {
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
         each!(AnyStore, *self, ref s => s.last(ks, range))
     }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        each!(AnyStore, *self, ref s => s.scan_each(ks, range, f))
+    }
 }
 
 impl ReadView for AnySnapshot<'_> {
@@ -188,6 +192,10 @@ impl ReadView for AnySnapshot<'_> {
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
         each!(AnySnapshot, *self, ref s => s.last(ks, range), AnySnapshot::Never(_, never) => match never {})
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        each!(AnySnapshot, *self, ref s => s.scan_each(ks, range, f), AnySnapshot::Never(_, never) => match never {})
     }
 }
 

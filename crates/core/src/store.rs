@@ -320,6 +320,33 @@ pub trait ReadView {
     /// what it wraps. Required, with no default, so that no wrapper can silently fall back to a
     /// scan; a store with no way to seek backwards calls [`last_by_scan`].
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>>;
+
+    /// Calls `f` with each pair whose key lies in `range`, in bytewise key order, until `f`
+    /// returns false. The pair is lent for the call only, so an engine hands out its own
+    /// buffers instead of a copy of every key and value (a snapshot's export reads the whole
+    /// object base and all content this way). Required, as [`ReadView::last`] is, so that no
+    /// wrapper silently copies; a view with nothing cheaper calls [`scan_each_by_scan`].
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()>;
+}
+
+/// What [`ReadView::scan_each`] calls with each pair: false stops the scan.
+pub type PairFn<'a> = dyn FnMut(&[u8], &[u8]) -> bool + 'a;
+
+/// [`ReadView::scan_each`] over [`ReadView::scan`], a copy of each pair: for views that hold
+/// their rows as owned pairs anyway, or merge them.
+pub fn scan_each_by_scan<V: ReadView + ?Sized>(
+    view: &V,
+    ks: Keyspace,
+    range: KeyRange,
+    f: &mut PairFn<'_>,
+) -> Result<()> {
+    for kv in view.scan(ks, range)? {
+        let (k, v) = kv?;
+        if !f(&k, &v) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// [`ReadView::last`] for a view that can only scan forwards: walks the whole range, so its

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use crate::store::{
-    KeyRange, KeyValue, Keyspace, ReadView, Result, Store, WriteBatch, WriteOptions,
+    scan_each_by_scan, KeyRange, KeyValue, Keyspace, PairFn, ReadView, Result, Store, WriteBatch,
+    WriteOptions,
 };
 
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -164,6 +165,10 @@ impl<S: Store> ReadView for Txn<'_, S> {
             return self.store.last(ks, range);
         }
         Ok(self.merged(ks, range)?.into_iter().next_back())
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        scan_each_by_scan(self, ks, range, f)
     }
 }
 

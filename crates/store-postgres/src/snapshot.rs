@@ -3,7 +3,9 @@
 use std::marker::PhantomData;
 use std::sync::Mutex;
 
-use msite_core::store::{KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter};
+use msite_core::store::{
+    scan_each_by_scan, KeyRange, KeyValue, Keyspace, PairFn, ReadView, Result, ScanIter,
+};
 
 use crate::iter::{PgIter, ReadConn};
 use crate::pool::{lock, Pooled};
@@ -31,5 +33,9 @@ impl ReadView for PgSnapshot<'_> {
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
         lock(&self.conn).last(ks, &range)
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        scan_each_by_scan(self, ks, range, f)
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use msite_core::store::{scan_each_by_scan, PairFn};
 use msite_core::store::{
     Error, KeyRange, KeyValue, Keyspace, OpKind, PoisonFlag, ReadView, RecordedOp, Result,
     ScanIter, Store, WriteOptions,
@@ -393,6 +394,10 @@ impl ReadView for PgStore {
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
         self.reader()?.last(ks, &range)
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        scan_each_by_scan(self, ks, range, f)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use msite_core::store::{KeyRange, KeyValue, Keyspace, Result};
+use msite_core::store::{KeyRange, KeyValue, Keyspace, PairFn, Result};
 use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, DB};
 
 use crate::error::map;
@@ -78,12 +78,11 @@ impl<'a> RocksIter<'a> {
     }
 }
 
-impl Iterator for RocksIter<'_> {
-    type Item = Result<KeyValue>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl RocksIter<'_> {
+    /// Moves to the next pair of the range and lends it (None at its end).
+    fn advance(&mut self) -> Result<Option<(&[u8], &[u8])>> {
         if self.done {
-            return None;
+            return Ok(None);
         }
         if self.positioned {
             self.it.next();
@@ -101,14 +100,38 @@ impl Iterator for RocksIter<'_> {
         }
         let (Some(k), Some(v)) = (self.it.key(), self.it.value()) else {
             self.done = true;
-            return self.it.status().err().map(|e| Err(map(e)));
+            return self.it.status().map(|()| None).map_err(map);
         };
         // The upper bound already stops the iterator; this check costs little and keeps a
         // misconfigured bound from ever leaking keys outside the range.
         if !self.range.contains(k) {
             self.done = true;
-            return None;
+            return Ok(None);
         }
-        Some(Ok((k.to_vec(), v.to_vec())))
+        Ok(Some((k, v)))
+    }
+
+    /// Lends each pair to `f` until it returns false ([`ReadView::scan_each`]).
+    ///
+    /// [`ReadView::scan_each`]: msite_core::store::ReadView::scan_each
+    pub(crate) fn each(mut self, f: &mut PairFn<'_>) -> Result<()> {
+        while let Some((k, v)) = self.advance()? {
+            if !f(k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for RocksIter<'_> {
+    type Item = Result<KeyValue>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.advance() {
+            Ok(Some((k, v))) => Some(Ok((k.to_vec(), v.to_vec()))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! [`RocksSnapshot`]: a RocksDB snapshot.
 
-use msite_core::store::{KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter};
+use msite_core::store::{KeyRange, KeyValue, Keyspace, PairFn, ReadView, Result, ScanIter};
 use rocksdb::{SnapshotWithThreadMode, DB};
 
 use crate::error::RocksResultExt;
@@ -30,5 +30,12 @@ impl ReadView for RocksSnapshot<'_> {
             .snap
             .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(ks, &range));
         crate::iter::last_in(it, &range)
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        let it = self
+            .snap
+            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(ks, &range));
+        RocksIter::new(it, range).each(f)
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use msite_core::store::{
-    dir_bytes, lock_dir, prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace,
+    dir_bytes, lock_dir, prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, PairFn,
     PoisonFlag, ReadView, Result, ScanIter, Store, WriteOptions,
 };
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
@@ -296,6 +296,13 @@ impl ReadView for RocksStore {
             .db
             .raw_iterator_cf_opt(self.cf(ks)?, scan_options(ks, &range));
         crate::iter::last_in(it, &range)
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        let it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(ks)?, scan_options(ks, &range));
+        RocksIter::new(it, range).each(f)
     }
 }
 

@@ -1,6 +1,8 @@
 //! [`SqliteSnapshot`]: a read transaction on a pooled reader connection.
 
-use msite_core::store::{KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter};
+use msite_core::store::{
+    scan_each_by_scan, KeyRange, KeyValue, Keyspace, PairFn, ReadView, Result, ScanIter,
+};
 
 use crate::iter::{ReadConn, SqliteIter};
 use crate::store::Reader;
@@ -39,5 +41,9 @@ impl ReadView for SqliteSnapshot<'_> {
             ks,
             &range,
         )
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        scan_each_by_scan(self, ks, range, f)
     }
 }

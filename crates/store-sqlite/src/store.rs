@@ -10,6 +10,7 @@ use msite_core::store::{
     dir_bytes, lock_dir, prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, OpKind,
     PoisonFlag, ReadView, RecordedOp, Result, ScanIter, Store, WriteOptions,
 };
+use msite_core::store::{scan_each_by_scan, PairFn};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
@@ -762,6 +763,10 @@ impl ReadView for SqliteStore {
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
         crate::iter::last_in(&*self.consistent_reader(ks)?, &self.packs, None, ks, &range)
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        scan_each_by_scan(self, ks, range, f)
     }
 }
 

@@ -416,20 +416,16 @@ impl<S: Store> Replica<S> {
         out: &mut RowBatches,
     ) -> Result<()> {
         self.write_bases(snap, plan, out)?;
-        for (ks, sp) in [
-            (Keyspace::State, space::STATE),
-            (Keyspace::Blobs, space::BLOBS),
-        ] {
-            for kv in snap.scan(ks, KeyRange::all())? {
-                let (k, v) = kv?;
-                out.row(sp, &k, &v)?;
-            }
-        }
+        send_rows(snap, Keyspace::State, KeyRange::all(), space::STATE, out)?;
+        send_rows(snap, Keyspace::Blobs, KeyRange::all(), space::BLOBS, out)?;
         for tag in PEER_TAGS {
-            for kv in snap.scan(Keyspace::Peers, KeyRange::prefix(&[tag]))? {
-                let (k, v) = kv?;
-                out.row(space::PEERS, &k, &v)?;
-            }
+            send_rows(
+                snap,
+                Keyspace::Peers,
+                KeyRange::prefix(&[tag]),
+                space::PEERS,
+                out,
+            )?;
         }
         Self::write_oplog(snap, plan, out)
     }
@@ -469,10 +465,7 @@ impl<S: Store> Replica<S> {
     ) -> Result<()> {
         for (o, from, to) in plan.ranges.iter().filter(|(_, f, t)| f <= t) {
             let range = KeyRange::between(keys::oplog(o, *from), keys::oplog(o, to + 1));
-            for kv in snap.scan(Keyspace::Oplog, range)? {
-                let (k, v) = kv?;
-                out.row(space::OPLOG, &k, &v)?;
-            }
+            send_rows(snap, Keyspace::Oplog, range, space::OPLOG, out)?;
         }
         Ok(())
     }
@@ -656,6 +649,23 @@ fn write_on_two_threads<'a>(
             (Err(e), _) => Err(e),
         }
     })
+}
+
+/// Sends the rows of `range` in `ks` to `out` as rows of `space`, lent by the store
+/// ([`ReadView::scan_each`]): no copy of each row but the batch's own.
+fn send_rows<R: ReadView + ?Sized>(
+    snap: &R,
+    ks: Keyspace,
+    range: KeyRange,
+    space: u8,
+    out: &mut RowBatches,
+) -> Result<()> {
+    let mut sent = Ok(());
+    snap.scan_each(ks, range, &mut |k, v| {
+        sent = out.row(space, k, v);
+        sent.is_ok()
+    })?;
+    sent
 }
 
 /// The reading side of [`write_on_two_threads`]: rows gathered into batches for the writer.

@@ -763,6 +763,14 @@ impl ReadView for NoKeys {
     ) -> crate::store::Result<Option<crate::store::KeyValue>> {
         Ok(None)
     }
+    fn scan_each(
+        &self,
+        _: Keyspace,
+        _: crate::store::KeyRange,
+        _: &mut crate::store::PairFn<'_>,
+    ) -> crate::store::Result<()> {
+        Ok(())
+    }
 }
 
 /// A stored head of origin `o` from its Peers key and value.

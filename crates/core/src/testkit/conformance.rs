@@ -348,8 +348,25 @@ fn write<S: Store>(s: &S, b: S::Batch, opts: WriteOptions) {
     must(s.write(b, opts), "write");
 }
 
-/// A scan and `last` of `ks` over `range`, and a get of `probe`, agree with `model`; `what`
-/// starts each assertion's message.
+/// The pairs `scan_each` lends for `range` in `ks`, the first `stop_after` of them at most
+/// (its callback then returns false).
+fn scan_each_all(
+    r: &(impl ReadView + ?Sized),
+    ks: Keyspace,
+    range: KeyRange,
+    stop_after: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let f = &mut |k: &[u8], v: &[u8]| {
+        out.push((k.to_vec(), v.to_vec()));
+        out.len() < stop_after
+    };
+    must(r.scan_each(ks, range, f), "scan_each");
+    out
+}
+
+/// A scan, `scan_each` (whole and stopped after two pairs) and `last` of `ks` over `range`,
+/// and a get of `probe`, agree with `model`; `what` starts each assertion's message.
 fn reads_agree(
     r: &(impl ReadView + ?Sized),
     ks: Keyspace,
@@ -366,6 +383,16 @@ fn reads_agree(
         scan_all(r, ks, range.clone()),
         expect,
         "{what}scan of {ks} {range:?}"
+    );
+    assert_eq!(
+        scan_each_all(r, ks, range.clone(), usize::MAX),
+        expect,
+        "{what}scan_each of {ks} {range:?}"
+    );
+    assert_eq!(
+        scan_each_all(r, ks, range.clone(), 2),
+        expect[..expect.len().min(2)],
+        "{what}scan_each of {ks} {range:?}, stopped after two"
     );
     assert_eq!(
         must(r.last(ks, range.clone()), "last"),

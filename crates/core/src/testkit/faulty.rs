@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::mem::Op;
 use crate::store::{
-    Error, KeyRange, KeyValue, Keyspace, ReadView, Result, ScanIter, Store, WriteBatch,
+    Error, KeyRange, KeyValue, Keyspace, PairFn, ReadView, Result, ScanIter, Store, WriteBatch,
     WriteOptions,
 };
 
@@ -356,6 +356,10 @@ impl<S: Store> ReadView for FaultyStore<S> {
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
         self.inner.last(ks, range)
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        self.inner.scan_each(ks, range, f)
     }
 }
 

@@ -46,6 +46,7 @@ use crate::store::{
     dir_bytes, lock_dir, prepare_empty_dir, Error, KeyRange, KeyValue, Keyspace, PoisonFlag,
     ReadView, Result, ScanIter, Store, WriteBatch, WriteOptions,
 };
+use crate::store::{scan_each_by_scan, PairFn};
 
 /// One keyspace's data.
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -249,6 +250,10 @@ impl ReadView for MemSnapshot {
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
         Ok(last_in(&self.maps[idx(ks)], &range))
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        scan_each_by_scan(self, ks, range, f)
     }
 }
 
@@ -584,6 +589,10 @@ impl ReadView for MemStore {
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
         Ok(last_in(&read(&self.state)[idx(ks)], &range))
+    }
+
+    fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
+        scan_each_by_scan(self, ks, range, f)
     }
 }
 
