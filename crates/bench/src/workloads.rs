@@ -234,6 +234,9 @@ pub(crate) fn create_once<B: Backend>(
 ) -> Result<(std::time::Duration, std::time::Duration, u64, u64)> {
     let pkt = w.fresh("pkt");
     let key = msite_core::SiteKey::generate(&msite_core::SystemEnv);
+    // What came before (the tree's import, the last creation's entry) leaves RocksDB
+    // compactions that ran into the export and the import, a core each (perf, stop 41).
+    B::quiesce(a.store())?;
     crate::util::settle_disk()?;
     let (files, te) = timed(|| {
         let plan = match snapshot {
