@@ -154,6 +154,10 @@ pub use support::{
     RecordedOp,
 };
 
+/// A file synced in the background as it is written: a backend's bulk load may use it so
+/// that its commit's fsync does not wait for the whole new store (SQLite's does).
+pub use msite_packet::EarlySyncEvery;
+
 /// The closed set of keyspaces every backend provides. Adding one is a format change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Keyspace {

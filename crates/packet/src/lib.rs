@@ -46,6 +46,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod early_sync;
 mod entry;
 mod error;
 pub mod format;
@@ -58,6 +59,7 @@ mod summary;
 pub mod wire;
 mod write;
 
+pub use early_sync::{EarlySync, EarlySyncEvery};
 pub use entry::{
     canonical_entry_hash, canonical_entry_stored_hash, decode_entry, encode_entry, entry_hash,
     write_entry,

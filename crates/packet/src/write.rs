@@ -958,48 +958,13 @@ struct FileSink {
     current: Option<BufWriter<File>>,
     temps: Vec<PathBuf>,
     finished: bool,
-    /// Bytes handed to the open part since its last early sync.
-    unsynced: u64,
     /// The open part's early syncs.
-    early: Option<EarlySync>,
+    early: Option<crate::EarlySyncEvery>,
 }
 
-/// The bytes a part file takes in between two syncs of it in the background ([`EarlySync`]).
+/// The bytes a part file takes in between two syncs of it in the background
+/// ([`EarlySync`](crate::EarlySync)): its final fsync then waits for at most about this much.
 const EARLY_SYNC_BYTES: u64 = 4 << 20;
-
-/// Syncs a part file being written on a thread of its own, every [`EARLY_SYNC_BYTES`], so that
-/// the disk writes it while the packet is still being made: the fsync at the packet's end
-/// then waits for the last few megabytes, where it waited for the whole file (20 ms of a 34 MB
-/// snapshot's 130 ms export, BENCHMARKS.md stop 41). The thread syncs through a descriptor
-/// of its own, so a write error it meets is still reported to the writer's fsync (Linux
-/// reports such an error once to each open file description). It does nothing the final
-/// fsync does not do again; it may fail or lag without harm.
-struct EarlySync {
-    kick: std::sync::mpsc::SyncSender<()>,
-}
-
-impl EarlySync {
-    /// A thread syncing `path` whenever it is kicked (None: it could not be started, and the
-    /// part is synced at its end only).
-    fn start(path: &Path) -> Option<Self> {
-        let f = File::open(path).ok()?;
-        let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
-        std::thread::Builder::new()
-            .name("msite-packet-sync".into())
-            .spawn(move || {
-                for () in kicked {
-                    let _ = f.sync_data();
-                }
-            })
-            .ok()?;
-        Some(EarlySync { kick })
-    }
-
-    /// Asks for a sync, unless one is asked for already.
-    fn kick(&self) {
-        let _ = self.kick.try_send(());
-    }
-}
 
 impl FileSink {
     fn temp_path(&self, index: u32) -> PathBuf {
@@ -1022,23 +987,16 @@ impl Sink for FileSink {
             .truncate(true)
             .open(&path)
             .map_err(Self::io(&path))?;
-        self.early = EarlySync::start(&path);
+        self.early = Some(crate::EarlySyncEvery::start(&path, EARLY_SYNC_BYTES));
         self.temps.push(path);
         self.current = Some(BufWriter::with_capacity(256 << 10, f));
-        self.unsynced = 0;
         Ok(())
     }
     fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
         if let (Some(w), Some(path)) = (self.current.as_mut(), self.temps.last()) {
             w.write_all(bytes).map_err(Self::io(path))?;
-            self.unsynced += bytes.len() as u64;
-            if let Some(early) = self
-                .early
-                .as_ref()
-                .filter(|_| self.unsynced >= EARLY_SYNC_BYTES)
-            {
-                self.unsynced = 0;
-                early.kick();
+            if let Some(early) = self.early.as_mut() {
+                early.wrote(bytes.len() as u64);
             }
         }
         Ok(())
@@ -1133,7 +1091,6 @@ impl PacketWriter {
             current: None,
             temps: Vec::new(),
             finished: false,
-            unsynced: 0,
             early: None,
         };
         Ok(PacketWriter {

@@ -10,7 +10,7 @@ use msite_core::store::{
     dir_bytes, lock_dir, prepare_empty_dir, BulkRows, Error, KeyRange, KeyValue, Keyspace, OpKind,
     PoisonFlag, ReadView, RecordedOp, Result, ScanIter, Store, WriteOptions,
 };
-use msite_core::store::{scan_each_by_scan, PairFn};
+use msite_core::store::{scan_each_by_scan, EarlySyncEvery, PairFn};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
@@ -140,6 +140,9 @@ const WRITER_CACHE_KIB: i64 = 64 << 10;
 /// to the file as the load goes, while the packet's thread is still reading (BENCHMARKS.md,
 /// stop 41).
 const BULK_CACHE_KIB: i64 = 1 << 10;
+
+/// The bytes of rows a bulk load takes in between two background syncs of the database file.
+const EARLY_SYNC_BYTES: u64 = 4 << 20;
 
 /// Sets `conn`'s page cache to `kib` KiB.
 fn set_cache_kib(conn: &Connection, kib: i64) -> rusqlite::Result<()> {
@@ -429,8 +432,13 @@ impl SqliteStore {
         let mut puts: [Option<CachedStatement<'_>>; 6] = std::array::from_fn(|_| None);
         let mut packer = pack::BulkPacker::new(&tx, self.options.block_bytes)?;
         let mut count = 0u64;
+        // The pages the small cache spills reach the file as the load goes; synced in the
+        // background as they gather, they no longer wait for the commit's fsync (a sixth of
+        // a new replica's import, BENCHMARKS.md stop 41).
+        let mut early = EarlySyncEvery::start(&self.dir.join(DB_FILE), EARLY_SYNC_BYTES);
         rows.each_row(&mut |ks, k, v| {
             count += 1;
+            early.wrote((k.len() + v.len()) as u64);
             match packer.take(&tx, ks, k, v)? {
                 pack::Placed::Block => return Ok(()),
                 pack::Placed::TableOutsideBlocks => {}
