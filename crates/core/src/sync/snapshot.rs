@@ -1105,13 +1105,14 @@ mod tests {
         }
     }
 
-    /// A sink that takes `fail_at` rows, then fails as a full disk would.
-    struct FullDisk {
-        rows: u64,
-        fail_at: u64,
+    /// A sink that keeps the row records given to it, and fails each one after the first
+    /// `fail_at`, as a full disk would.
+    struct Captured {
+        rows: Vec<(u8, Vec<u8>, Vec<u8>)>,
+        fail_at: usize,
     }
 
-    impl RecordSink for FullDisk {
+    impl RecordSink for Captured {
         fn entry(&mut self, _: &[u8]) -> Result<()> {
             unreachable!()
         }
@@ -1124,9 +1125,9 @@ mod tests {
         fn delta(&mut self, _: &Hash, _: &Hash, _: u64, _: &[u8]) -> Result<()> {
             unreachable!()
         }
-        fn row(&mut self, _: u8, _: &[u8], _: &[u8]) -> Result<()> {
-            self.rows += 1;
-            match self.rows > self.fail_at {
+        fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
+            self.rows.push((space, key.to_vec(), value.to_vec()));
+            match self.rows.len() > self.fail_at {
                 true => Err(CoreError::Invalid("no space left on the device".into())),
                 false => Ok(()),
             }
@@ -1153,8 +1154,11 @@ mod tests {
     /// written and hashed when nothing fails.
     #[test]
     fn the_two_threads_of_an_export_report_the_failure_that_stopped_them() {
-        let run = |fail_at: u64, read_fails: Option<&str>| {
-            let mut sink = FullDisk { rows: 0, fail_at };
+        let run = |fail_at: usize, read_fails: Option<&str>| {
+            let mut sink = Captured {
+                rows: Vec::new(),
+                fail_at,
+            };
             let out = SnapshotOut {
                 sink: &mut sink,
                 hasher: sign::SnapshotHasher::new(),
@@ -1163,46 +1167,23 @@ mod tests {
             };
             let r = write_on_two_threads(out, |rows| read_rows(rows, 100_000, read_fails))
                 .map(|out| out.hasher.finish().0);
-            (r, sink.rows)
+            (r, sink.rows.len())
         };
-        let (r, written) = run(u64::MAX, None);
+        let (r, written) = run(usize::MAX, None);
         assert_eq!((r.unwrap(), written), (100_000, 100_000));
         let (r, written) = run(5_000, None);
         assert!(r.unwrap_err().to_string().contains("no space left"));
         assert_eq!(written, 5_001, "the writer stops at its first failure");
-        let (r, _) = run(u64::MAX, Some("the store is damaged"));
+        let (r, _) = run(usize::MAX, Some("the store is damaged"));
         assert!(r.unwrap_err().to_string().contains("the store is damaged"));
-    }
-
-    /// A sink that keeps the row records written into it.
-    #[derive(Default)]
-    struct Captured(Vec<(u8, Vec<u8>, Vec<u8>)>);
-
-    impl RecordSink for Captured {
-        fn entry(&mut self, _: &[u8]) -> Result<()> {
-            unreachable!()
-        }
-        fn blob(&mut self, _: &Hash, _: &[u8]) -> Result<()> {
-            unreachable!()
-        }
-        fn blob_piece(&mut self, _: &Hash, _: u64, _: u64, _: &[u8]) -> Result<()> {
-            unreachable!()
-        }
-        fn delta(&mut self, _: &Hash, _: &Hash, _: u64, _: &[u8]) -> Result<()> {
-            unreachable!()
-        }
-        fn row(&mut self, space: u8, key: &[u8], value: &[u8]) -> Result<()> {
-            self.0.push((space, key.to_vec(), value.to_vec()));
-            Ok(())
-        }
-        fn snapshot_end(&mut self, _: u64, _: &Hash, _: &wire::Signature) -> Result<()> {
-            Ok(())
-        }
     }
 
     /// The records a snapshot export writes for `rows` (space, key, value), in order.
     fn exported(rows: &[(u8, Vec<u8>, Vec<u8>)]) -> Vec<Result<Record>> {
-        let mut sink = Captured::default();
+        let mut sink = Captured {
+            rows: Vec::new(),
+            fail_at: usize::MAX,
+        };
         let mut out = SnapshotOut {
             sink: &mut sink,
             hasher: sign::SnapshotHasher::new(),
@@ -1213,7 +1194,7 @@ mod tests {
             out.row(*space, k, v).unwrap();
         }
         out.flush_blocks().unwrap();
-        let records = sink.0.into_iter();
+        let records = sink.rows.into_iter();
         records
             .map(|(space, key, value)| Ok(Record::Row { space, key, value }))
             .collect()
