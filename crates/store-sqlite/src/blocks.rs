@@ -232,17 +232,6 @@ struct RowAt {
 }
 
 impl Block {
-    /// The compressed bytes of `rows` (ascending, non-empty) at zstd level `level`
-    /// (`compact` packs at [`LEVEL`]).
-    pub(crate) fn encode(rows: &[KeyValue], level: i32) -> Result<Vec<u8>> {
-        let raw_len = rows.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
-        let mut raw = Vec::with_capacity(raw_len);
-        for (k, v) in rows {
-            Block::append_row(&mut raw, k, v);
-        }
-        Ok(zstd::bulk::compress(&raw, level)?)
-    }
-
     /// Appends a row to `raw` as a block holds it before compressing: `u32` key length, key,
     /// `u32` value length, value (little-endian). `key.len() + value.len() + 8` bytes.
     pub(crate) fn append_row(raw: &mut Vec<u8>, key: &[u8], value: &[u8]) {

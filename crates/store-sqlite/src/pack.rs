@@ -3,7 +3,7 @@
 
 use std::ops::Bound;
 
-use msite_core::store::{Error, KeyValue, Keyspace, Result};
+use msite_core::store::{Error, Keyspace, Result};
 use rusqlite::Connection;
 
 use crate::blocks::{self, Block, BlockMeta, Packs, Ranges, COMPACTED, MAX_PACKED_ROW, PACKED};
@@ -135,16 +135,6 @@ fn unpack(tx: &Connection, ks: Keyspace, meta: &BlockMeta, block: &Block) -> Res
     Ok(())
 }
 
-/// Inserts `rows` (ascending, none of them in the table) as one block of `ks`, compressed at
-/// `level`; nothing for no rows. Returns the number of blocks written.
-fn insert_block(tx: &Connection, ks: Keyspace, rows: &[KeyValue], level: i32) -> Result<u64> {
-    let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else {
-        return Ok(0);
-    };
-    insert_compressed(tx, ks, first, last, &Block::encode(rows, level)?)?;
-    Ok(1)
-}
-
 /// Inserts a block of `ks` whose rows run from `first` to `last`, compressed into `data`.
 fn insert_compressed(
     tx: &Connection,
@@ -180,8 +170,8 @@ pub(crate) fn repack(tx: &Connection, packs: &Packs, block_bytes: usize) -> Resu
 /// stays in the table and closes the block before it.
 fn pack_table(tx: &Connection, ks: Keyspace, block_bytes: usize) -> Result<u64> {
     let mut made = 0;
-    let mut run: Vec<KeyValue> = Vec::new();
-    let mut run_bytes = 0;
+    let mut run = BlockRun::default();
+    let mut zstd = BlockZstd::new(blocks::LEVEL)?;
     let mut after = Bound::Unbounded;
     loop {
         let mut chunk = std::collections::VecDeque::new();
@@ -190,41 +180,87 @@ fn pack_table(tx: &Connection, ks: Keyspace, block_bytes: usize) -> Result<u64> 
             after = Bound::Excluded(k.clone());
         }
         for (k, v) in chunk {
-            let len = k.len() + v.len();
-            if len > MAX_PACKED_ROW {
-                made += write_block(tx, ks, &mut run)?;
-                run_bytes = 0;
+            if k.len() + v.len() > MAX_PACKED_ROW {
+                made += write_block(tx, ks, &mut run, &mut zstd)?;
                 continue;
             }
-            run.push((k, v));
-            run_bytes += len + 8;
-            if run_bytes >= block_bytes {
-                made += write_block(tx, ks, &mut run)?;
-                run_bytes = 0;
+            run.push(&k, &v);
+            if run.raw.len() >= block_bytes {
+                made += write_block(tx, ks, &mut run, &mut zstd)?;
             }
         }
         if done {
             break;
         }
     }
-    made += write_block(tx, ks, &mut run)?;
+    made += write_block(tx, ks, &mut run, &mut zstd)?;
     Ok(made)
 }
 
 /// Writes `run` (consecutive rows of the table of `ks`) as one block and deletes its rows
 /// from the table; nothing for an empty run. Returns the number of blocks written.
-fn write_block(tx: &Connection, ks: Keyspace, run: &mut Vec<KeyValue>) -> Result<u64> {
-    let (Some((first, _)), Some((last, _))) = (run.first(), run.last()) else {
+fn write_block(
+    tx: &Connection,
+    ks: Keyspace,
+    run: &mut BlockRun,
+    zstd: &mut BlockZstd,
+) -> Result<u64> {
+    if !run.insert(tx, ks, zstd)? {
         return Ok(0);
-    };
-    insert_block(tx, ks, run, blocks::LEVEL)?;
+    }
     let delete = format!("DELETE FROM {} WHERE k >= ?1 AND k <= ?2", sql(ks).table);
     tx.prepare_cached(&delete)
         .r2e()?
-        .execute([first, last])
+        .execute([&run.first, &run.last])
         .r2e()?;
     run.clear();
     Ok(1)
+}
+
+/// Consecutive rows of one keyspace gathered for one block, encoded as the block holds them
+/// ([`Block::append_row`]): no allocation per row. `compact` and a bulk load both build
+/// their blocks this way.
+#[derive(Default)]
+struct BlockRun {
+    raw: Vec<u8>,
+    /// The number of rows in `raw`, and the first and last of their keys.
+    rows: usize,
+    first: Vec<u8>,
+    last: Vec<u8>,
+}
+
+impl BlockRun {
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        if self.rows == 0 {
+            self.first.clear();
+            self.first.extend_from_slice(key);
+        }
+        self.last.clear();
+        self.last.extend_from_slice(key);
+        Block::append_row(&mut self.raw, key, value);
+        self.rows += 1;
+    }
+
+    /// Inserts the rows as one block of `ks`, compressed by `zstd`; false (nothing
+    /// inserted) for no rows. The run keeps its rows and keys until [`BlockRun::clear`].
+    fn insert(&self, tx: &Connection, ks: Keyspace, zstd: &mut BlockZstd) -> Result<bool> {
+        if self.rows == 0 {
+            return Ok(false);
+        }
+        insert_compressed(
+            tx,
+            ks,
+            &self.first,
+            &self.last,
+            zstd.compress(ks, &self.raw)?,
+        )?;
+        Ok(true)
+    }
+
+    fn clear(&mut self) {
+        self.raw.clear();
+        self.rows = 0;
+    }
 }
 
 /// The zstd level of the blocks a bulk load writes: the fastest regular level, since the
@@ -246,20 +282,21 @@ const CONTENT_SAMPLE: usize = 8 << 10;
 /// See [`CONTENT_SAMPLE`].
 const SKIP_BELOW_SAVING: usize = 32;
 
-/// The zstd compressors a bulk load's blocks share, made at its first block, so that no
-/// block makes a compression context of its own; and the buffer each block is compressed
-/// into.
-struct BulkZstd {
+/// The zstd compressors the blocks of one `compact` or bulk load share, so that no block makes
+/// a compression context of its own (content judged by its sample, the rest at one regular
+/// level); and the buffer each block is compressed into.
+struct BlockZstd {
     regular: zstd::bulk::Compressor<'static>,
     content: zstd::bulk::Compressor<'static>,
     stored: zstd::bulk::Compressor<'static>,
     out: Vec<u8>,
 }
 
-impl BulkZstd {
-    fn new() -> Result<Self> {
-        Ok(BulkZstd {
-            regular: zstd::bulk::Compressor::new(BULK_LEVEL)?,
+impl BlockZstd {
+    /// Compressors for blocks of the [`COMPACTED`] keyspaces at `regular`, and of content.
+    fn new(regular: i32) -> Result<Self> {
+        Ok(BlockZstd {
+            regular: zstd::bulk::Compressor::new(regular)?,
             content: zstd::bulk::Compressor::new(BULK_CONTENT_LEVEL)?,
             stored: zstd::bulk::Compressor::new(zstd::zstd_safe::min_c_level())?,
             out: Vec::new(),
@@ -321,20 +358,14 @@ pub(crate) struct BulkPacker {
     /// Blocks written since [`BulkPacker::wrote_blocks`] last said so.
     fresh: bool,
     /// Made at the first block.
-    zstd: Option<BulkZstd>,
+    zstd: Option<BlockZstd>,
 }
 
-/// The rows of one keyspace waiting for their block, encoded as the block holds them: no
-/// allocation per row.
+/// The rows of one keyspace waiting for their block.
 #[derive(Default)]
 struct BulkRun {
-    /// The rows, each [`Block::append_row`].
-    raw: Vec<u8>,
-    /// The number of rows in `raw`, and the first and last of their keys.
-    rows: usize,
-    first: Vec<u8>,
-    last: Vec<u8>,
-    /// The last key given before those of `raw`: the last of the blocks written so far, or
+    rows: BlockRun,
+    /// The last key given before those of `rows`: the last of the blocks written so far, or
     /// a row too long for a block that went to the table. The next key must be above it.
     passed: Option<Vec<u8>>,
 }
@@ -343,40 +374,28 @@ impl BulkRun {
     /// Whether `key` comes after every key given to this run: in its rows, its blocks, or
     /// the table.
     fn ascends_to(&self, key: &[u8]) -> bool {
-        (self.rows == 0 || self.last.as_slice() < key)
+        (self.rows.rows == 0 || self.rows.last.as_slice() < key)
             && self.passed.as_ref().is_none_or(|k| k.as_slice() < key)
     }
 
-    fn push(&mut self, key: &[u8], value: &[u8]) {
-        if self.rows == 0 {
-            self.first.clear();
-            self.first.extend_from_slice(key);
-        }
-        self.last.clear();
-        self.last.extend_from_slice(key);
-        Block::append_row(&mut self.raw, key, value);
-        self.rows += 1;
-    }
-
     /// Writes the rows as one block of `ks` (nothing for none) and empties the run; returns
-    /// whether it wrote one.
+    /// whether it wrote one. The compressors are made at the load's first block.
     fn write(
         &mut self,
         tx: &Connection,
         ks: Keyspace,
-        zstd: &mut Option<BulkZstd>,
+        zstd: &mut Option<BlockZstd>,
     ) -> Result<bool> {
-        if self.rows == 0 {
+        if self.rows.rows == 0 {
             return Ok(false);
         }
         let z = match zstd {
             Some(z) => z,
-            None => zstd.insert(BulkZstd::new()?),
+            None => zstd.insert(BlockZstd::new(BULK_LEVEL)?),
         };
-        insert_compressed(tx, ks, &self.first, &self.last, z.compress(ks, &self.raw)?)?;
-        self.passed = Some(std::mem::take(&mut self.last));
-        self.raw.clear();
-        self.rows = 0;
+        self.rows.insert(tx, ks, z)?;
+        self.passed = Some(std::mem::take(&mut self.rows.last));
+        self.rows.clear();
         Ok(true)
     }
 }
@@ -427,8 +446,8 @@ impl BulkPacker {
             run.passed = Some(key.to_vec());
             return Ok(Placed::TableOutsideBlocks);
         }
-        run.push(key, value);
-        if run.raw.len() >= self.block_bytes {
+        run.rows.push(key, value);
+        if run.rows.raw.len() >= self.block_bytes {
             self.fresh |= run.write(tx, ks, &mut self.zstd)?;
         }
         Ok(Placed::Block)
