@@ -1,7 +1,7 @@
 //! [`RocksSnapshot`]: a RocksDB snapshot.
 
 use msite_core::store::{KeyRange, KeyValue, Keyspace, PairFn, ReadView, Result, ScanIter};
-use rocksdb::{SnapshotWithThreadMode, DB};
+use rocksdb::{DBRawIteratorWithThreadMode, SnapshotWithThreadMode, DB};
 
 use crate::error::RocksResultExt;
 use crate::iter::{scan_options, RocksIter};
@@ -19,23 +19,27 @@ impl ReadView for RocksSnapshot<'_> {
     }
 
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
-        let it = self
-            .snap
-            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(ks, &range));
-        Ok(Box::new(RocksIter::new(it, range)))
+        Ok(Box::new(RocksIter::new(self.raw_iter(ks, &range)?, range)))
     }
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
-        let it = self
-            .snap
-            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(ks, &range));
-        crate::iter::last_in(it, &range)
+        crate::iter::last_in(self.raw_iter(ks, &range)?, &range)
     }
 
     fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
-        let it = self
+        RocksIter::new(self.raw_iter(ks, &range)?, range).each(f)
+    }
+}
+
+impl RocksSnapshot<'_> {
+    /// A raw iterator over `range` in `ks` at this snapshot ([`scan_options`]).
+    fn raw_iter(
+        &self,
+        ks: Keyspace,
+        range: &KeyRange,
+    ) -> Result<DBRawIteratorWithThreadMode<'_, DB>> {
+        Ok(self
             .snap
-            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(ks, &range));
-        RocksIter::new(it, range).each(f)
+            .raw_iterator_cf_opt(self.store.cf(ks)?, scan_options(ks, range)))
     }
 }

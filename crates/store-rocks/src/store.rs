@@ -11,7 +11,7 @@ use msite_core::store::{
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{
     BlockBasedOptions, BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor,
-    CompactOptions, DBCompressionType, Env, Options, ReadOptions, DB,
+    CompactOptions, DBCompressionType, DBRawIteratorWithThreadMode, Env, Options, ReadOptions, DB,
 };
 
 use crate::error::{map, map_open, RocksResultExt, BACKEND};
@@ -226,6 +226,17 @@ impl RocksStore {
         lock(&self.writer)
     }
 
+    /// A raw iterator over `range` in `ks` ([`scan_options`]).
+    fn raw_iter(
+        &self,
+        ks: Keyspace,
+        range: &KeyRange,
+    ) -> Result<DBRawIteratorWithThreadMode<'_, DB>> {
+        Ok(self
+            .db
+            .raw_iterator_cf_opt(self.cf(ks)?, scan_options(ks, range)))
+    }
+
     /// The column family of `ks`. Every keyspace's family is created on open, so the lookup
     /// only fails if the directory was tampered with while open.
     pub(crate) fn cf(&self, ks: Keyspace) -> Result<&ColumnFamily> {
@@ -285,24 +296,15 @@ impl ReadView for RocksStore {
     }
 
     fn scan(&self, ks: Keyspace, range: KeyRange) -> Result<ScanIter<'_>> {
-        let it = self
-            .db
-            .raw_iterator_cf_opt(self.cf(ks)?, scan_options(ks, &range));
-        Ok(Box::new(RocksIter::new(it, range)))
+        Ok(Box::new(RocksIter::new(self.raw_iter(ks, &range)?, range)))
     }
 
     fn last(&self, ks: Keyspace, range: KeyRange) -> Result<Option<KeyValue>> {
-        let it = self
-            .db
-            .raw_iterator_cf_opt(self.cf(ks)?, scan_options(ks, &range));
-        crate::iter::last_in(it, &range)
+        crate::iter::last_in(self.raw_iter(ks, &range)?, &range)
     }
 
     fn scan_each(&self, ks: Keyspace, range: KeyRange, f: &mut PairFn<'_>) -> Result<()> {
-        let it = self
-            .db
-            .raw_iterator_cf_opt(self.cf(ks)?, scan_options(ks, &range));
-        RocksIter::new(it, range).each(f)
+        RocksIter::new(self.raw_iter(ks, &range)?, range).each(f)
     }
 }
 
