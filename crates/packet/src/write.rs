@@ -195,11 +195,11 @@ impl ChunkCompressor {
     /// leaves `out` empty when the chunk is judged not worth compressing: an empty `out`
     /// makes [`Encoder::emit_chunk`] store the chunk as is.
     fn compress(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        if self.skip_incompressible && !self.worth_compressing(raw, out)? {
-            out.clear();
+        let skip = self.skip_incompressible && !self.worth_compressing(raw, out)?;
+        out.clear();
+        if skip {
             return Ok(());
         }
-        out.clear();
         out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
         self.zstd
             .compress_to_buffer(raw, out)

@@ -146,8 +146,12 @@ pub(crate) fn restore_base<S: Store>(
 
 /// The State rows a base block's value holds, in order.
 pub(crate) fn base_block_rows(block: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let raw = unpack_base_block(block)?;
-    let mut d = crate::codec::Dec::new(&raw, "snapshot base block");
+    rows_of(&unpack_base_block(block)?)
+}
+
+/// The length-prefixed keys and values of a block's raw rows, in order.
+fn rows_of(raw: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut d = crate::codec::Dec::new(raw, "snapshot base block");
     let mut rows = Vec::new();
     while !d.is_empty() {
         rows.push((d.bytes()?.to_vec(), d.bytes()?.to_vec()));
@@ -898,19 +902,14 @@ impl SnapshotIn {
         }
         self.blocks_in += 1;
         let damaged = || incomplete(&self.src, "a damaged State block");
-        let raw = unpack_block(&block, STATE_BLOCK_LIMIT).map_err(|_| damaged())?;
-        if raw.is_empty() {
+        let rows = unpack_block(&block, STATE_BLOCK_LIMIT)
+            .and_then(|raw| rows_of(&raw))
+            .map_err(|_| damaged())?;
+        if rows.is_empty() {
             return Err(damaged());
         }
-        let mut d = crate::codec::Dec::new(&raw, "State block");
-        while !d.is_empty() {
-            let (k, v) = (d.bytes(), d.bytes());
-            let (Ok(k), Ok(v)) = (k, v) else {
-                return Err(damaged());
-            };
-            self.pending
-                .push_back((Keyspace::State, k.to_vec(), v.to_vec()));
-        }
+        let state = rows.into_iter().map(|(k, v)| (Keyspace::State, k, v));
+        self.pending.extend(state);
         if self.keeps_base() {
             let kept = self.base.verbatim(block)?;
             self.pending.extend(kept);
